@@ -1,0 +1,183 @@
+"""The client role (the multiplexer).
+
+The client binds its ``-L`` listeners once, at start, and keeps them for its
+whole life; it holds at most one channel to the server and re-creates it
+after every loss, with capped exponential backoff.  Each new channel
+declares every mapping again (CONNECT for ``-L``, BIND for ``-R``).  While
+no channel is up, a connection to an ``-L`` port is reset at once (the
+local application sees a refusal immediately rather than a hang).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from functools import partial
+
+from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
+from reactor_mux.channel import Channel
+from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT, Connector
+from reactor_mux.listener import Listener
+from reactor_mux.localstream import LocalStream
+from reactor_mux.netutil import abort_socket, describe_error, format_address
+from reactor_mux.protocol.events import MappingAccepted, MappingRefused, MappingRequested
+from reactor_mux.protocol.limits import DEFAULT_WINDOW
+from reactor_mux.protocol.session import Role, Session
+from reactor_mux.reactor import Reactor, Timer
+from reactor_mux.resolver import Resolver
+from reactor_mux.specs import ForwardSpec
+
+log = logging.getLogger("reactor_mux")
+
+HEALTHY_CHANNEL_SECONDS = 10.0
+"""A channel that lived this long resets the backoff: the next outage starts afresh."""
+
+
+class StartupError(Exception):
+    """The client cannot do anything useful (e.g. no -L port could be bound)."""
+
+
+@dataclass
+class ClientConfig:
+    server: tuple[str, int]
+    forwards: list[ForwardSpec] = field(default_factory=list)
+    window: int = DEFAULT_WINDOW
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    reconnect_min: float = DEFAULT_RECONNECT_MIN
+    reconnect_max: float = DEFAULT_RECONNECT_MAX
+
+
+class Client:
+    def __init__(self, reactor: Reactor, resolver: Resolver, config: ClientConfig) -> None:
+        self.reactor = reactor
+        self.resolver = resolver
+        self.config = config
+        self.server_label = format_address(*config.server)
+        self.mappings: dict[int, ForwardSpec] = dict(enumerate(config.forwards, start=1))
+        self.local_listeners: dict[int, Listener] = {}
+        self.channel: Channel | None = None
+        self._refused: set[int] = set()
+        self._connector: Connector | None = None
+        self._retry: Timer | None = None
+        self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
+        self._channel_up_since: float | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        for mapping, spec in self.mappings.items():
+            if spec.kind != "L":
+                continue
+            try:
+                listener = Listener(self.reactor, spec.bind_host, spec.bind_port,
+                                    partial(self._on_local_accept, mapping))
+            except OSError as exc:
+                log.error("-L %s: cannot listen on %s: %s", spec.text, spec.bind,
+                          describe_error(exc))
+                continue
+            self.local_listeners[mapping] = listener
+            log.info("listening on %s for -L %s",
+                     format_address(listener.host, listener.port), spec.text)
+        has_remote = any(spec.kind == "R" for spec in self.mappings.values())
+        if not self.local_listeners and not has_remote:
+            raise StartupError("no -L port could be bound and there is no -R: nothing to do")
+        self._connect()
+
+    def close(self) -> None:
+        self._stopped = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._connector is not None:
+            self._connector.cancel()
+        if self.channel is not None:
+            self.channel.close("client shutting down")
+        for listener in self.local_listeners.values():
+            listener.close()
+        self.local_listeners.clear()
+
+    # ------------------------------------------------------------ the channel
+
+    def _connect(self) -> None:
+        self._retry = None
+        log.debug("connecting to server %s", self.server_label)
+        host, port = self.config.server
+        self._connector = Connector(self.reactor, self.resolver, host, port,
+                                    self._on_connected, self.config.connect_timeout).start()
+
+    def _on_connected(self, sock: socket.socket | None, error: str | None) -> None:
+        self._connector = None
+        if sock is None:
+            self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
+            return
+        session = Session(Role.CLIENT, self.config.window)
+        for mapping, spec in self.mappings.items():
+            if spec.kind == "L" and mapping in self.local_listeners:
+                session.request_connect(mapping, spec.target_host, spec.target_port)
+            elif spec.kind == "R":
+                session.request_bind(mapping, spec.bind_host, spec.bind_port)
+        self._refused.clear()
+        self.channel = Channel(self.reactor, self.resolver, sock, session, self,
+                               f"channel to {self.server_label}", self.config.connect_timeout)
+        self.channel.start()
+
+    def _schedule_reconnect(self, reason: str) -> None:
+        if self._stopped:
+            return
+        delay = self._backoff.next_delay()
+        log.warning("%s; reconnecting in %.1fs", reason, delay)
+        self._retry = self.reactor.call_later(delay, self._connect)
+
+    def _on_local_accept(self, mapping: int, sock: socket.socket, peer: tuple) -> None:
+        channel = self.channel
+        if channel is None or not channel.session.ready or mapping in self._refused:
+            log.debug("-L %s: connection from %s reset: channel not ready",
+                      self.mappings[mapping].text, format_address(peer[0], peer[1]))
+            abort_socket(sock)
+            return
+        channel.open_stream(mapping, sock,
+                            f"-L {self.mappings[mapping].text} from "
+                            f"{format_address(peer[0], peer[1])}")
+
+    # ----------------------------------------------------------- ChannelOwner
+
+    def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
+        spec = self.mappings.get(mapping)
+        if spec is None or spec.kind != "R":
+            return None
+        return spec.target_host, spec.target_port
+
+    def on_hello(self, channel: Channel) -> None:
+        self._channel_up_since = self.reactor.time()
+        log.info("connected to server %s", self.server_label)
+
+    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> None:
+        raise AssertionError("the session never reports mapping requests to a client")
+
+    def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
+        spec = self.mappings[event.mapping]
+        if spec.kind == "L":
+            listener = self.local_listeners[event.mapping]
+            log.info("forwarding -L %s -> %s",
+                     format_address(listener.host, listener.port), spec.target)
+        else:
+            assert event.host is not None and event.port is not None
+            log.info("forwarding -R %s -> %s", format_address(event.host, event.port),
+                     spec.target)
+
+    def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
+        spec = self.mappings[event.mapping]
+        self._refused.add(event.mapping)
+        log.error("-%s %s refused by server: %s", spec.kind, spec.text, event.reason)
+
+    def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
+        log.warning("%s: %s", stream.label, reason)
+
+    def on_channel_closed(self, channel: Channel, reason: str) -> None:
+        if channel is not self.channel:
+            return
+        self.channel = None
+        up_since = self._channel_up_since
+        self._channel_up_since = None
+        if up_since is not None and self.reactor.time() - up_since >= HEALTHY_CHANNEL_SECONDS:
+            self._backoff.reset()
+        self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")

@@ -1,0 +1,76 @@
+"""A listening socket that hands accepted connections to a callback.
+
+Accepting is batched (``ACCEPT_BATCH`` per readiness event) so a connection
+storm cannot starve the other sockets.  When ``accept`` fails for lack of
+file descriptors or memory, the listener stops watching for
+``ACCEPT_PAUSE`` seconds instead of spinning on a socket that stays readable.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import Callable
+
+from reactor_mux.netutil import describe_error, listen_socket, sockname, tune_stream_socket
+from reactor_mux.reactor import READ, IOWatch, Reactor, Timer
+
+log = logging.getLogger("reactor_mux")
+
+ACCEPT_BATCH = 64
+ACCEPT_PAUSE = 0.25
+_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+AcceptCallback = Callable[[socket.socket, tuple], None]
+
+
+class Listener:
+    def __init__(self, reactor: Reactor, host: str, port: int, on_accept: AcceptCallback) -> None:
+        self._reactor = reactor
+        self.sock = listen_socket(host, port)
+        self.host, self.port = sockname(self.sock)
+        self._on_accept = on_accept
+        self._watch = IOWatch(reactor, self.sock, self._on_readable)
+        self._watch.want(READ)
+        self._resume_timer: Timer | None = None
+        self.closed = False
+
+    def _on_readable(self, _mask: int) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                self._pause(exc)
+                return
+            tune_stream_socket(conn)
+            self._on_accept(conn, peer)
+            if self.closed:
+                return
+
+    def _pause(self, exc: OSError) -> None:
+        what = "out of file descriptors" if exc.errno in _RESOURCE_ERRORS else "error"
+        log.warning(
+            "accept on %s:%d failed (%s: %s); pausing %.2fs",
+            self.host, self.port, what, describe_error(exc), ACCEPT_PAUSE,
+        )
+        self._watch.want(0)
+        self._resume_timer = self._reactor.call_later(ACCEPT_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if not self.closed:
+            self._watch.want(READ)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+        self._watch.close()
+        self.sock.close()

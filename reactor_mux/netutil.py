@@ -1,0 +1,103 @@
+"""Socket helpers shared by listeners, connectors and streams.
+
+Every socket the tool creates goes through here, so options (non-blocking,
+TCP_NODELAY, SO_REUSEADDR, RST-on-abort) are set the same way everywhere
+and error text is turned into short, lowercase reasons for log lines and
+SYN ERROR / BIND ERROR replies.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+
+LISTEN_BACKLOG = 512
+_LINGER_ABORT = struct.pack("ii", 1, 0)
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    """True for loopback literals and 'localhost'."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def tune_stream_socket(sock: socket.socket) -> None:
+    """Non-blocking, no Nagle delay: we batch writes ourselves."""
+    sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def abort_socket(sock: socket.socket) -> None:
+    """Close with RST instead of FIN, so the local application sees a reset."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
+    except OSError:
+        pass
+    sock.close()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on host:port (host must be a literal)."""
+    family = family_of(host)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def describe_error(exc: BaseException | int) -> str:
+    """A short lowercase reason: 'connection refused', 'address already in use'."""
+    if isinstance(exc, int):
+        code: int | None = exc
+        text = os.strerror(exc)
+    elif isinstance(exc, socket.gaierror):
+        return f"cannot resolve host: {exc.strerror or exc}".lower()
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        code = exc.errno
+        text = exc.strerror or os.strerror(exc.errno)
+    else:
+        code = None
+        text = str(exc) or type(exc).__name__
+    if code == errno.ETIMEDOUT:
+        text = "timed out"
+    return text[:1].lower() + text[1:]
+
+
+def sockname(sock: socket.socket) -> tuple[str, int]:
+    address = sock.getsockname()
+    return address[0], address[1]
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

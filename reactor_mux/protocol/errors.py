@@ -1,0 +1,15 @@
+"""The two error classes of the protocol core.
+
+``ProtocolError`` means the *peer* broke the protocol; the session turns it
+into a channel failure in exactly one place (``Session.receive_into``).
+``LocalProtocolError`` means *our* caller misused the core: a bug, never
+caused by network input.
+"""
+
+
+class ProtocolError(Exception):
+    """The remote side sent something the protocol does not allow."""
+
+
+class LocalProtocolError(Exception):
+    """The local application asked the core for something illegal (a bug)."""

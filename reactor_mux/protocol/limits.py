@@ -1,0 +1,45 @@
+"""Named protocol limits and defaults, in one place so docs and tests cite them."""
+
+PROTOCOL_VERSION = 1
+
+MAX_DATA_BODY = 64 * 1024
+"""Largest data frame body a receiver accepts; a longer ``len`` is a protocol error."""
+
+MAX_COMMAND_BODY = 1024
+"""Largest command frame body a receiver accepts."""
+
+DATA_FRAME_SIZE = 32 * 1024
+"""Largest data body we send: bounds how long a small frame waits behind a bulk stream."""
+
+DEFAULT_WINDOW = 256 * 1024
+"""Per-stream flow-control window (the high watermark) announced in HELLO."""
+
+MIN_WINDOW = 1024
+MAX_WINDOW = 16 * 1024 * 1024
+"""A HELLO announcing a window outside [MIN_WINDOW, MAX_WINDOW] is a protocol error:
+the peer's window sizes our outbound buffers, so it must be bounded."""
+
+RECEIVE_BUFFER_SIZE = 256 * 1024
+"""Bytes read from the channel per ``recv``; must hold a whole maximum frame."""
+
+OUTPUT_BUDGET = 256 * 1024
+"""Most bytes handed to one ``sendmsg`` on the channel."""
+
+OUTPUT_MAX_PARTS = 128
+"""Most buffers handed to one ``sendmsg`` (Linux allows 1024)."""
+
+MAX_CONTROL_BACKLOG = 1024 * 1024
+"""Unsent control bytes we tolerate while handling peer frames: a peer that makes
+us answer (SYN ERROR, ...) but never reads the replies is cut off here."""
+
+DEFAULT_MAX_STREAMS = 4096
+"""Open streams per channel; a SYN beyond it is refused with SYN ERROR."""
+
+MAX_MAPPINGS = 256
+"""Mappings (CONNECT + BIND) per channel; one more is refused."""
+
+MAX_HOST_LENGTH = 255
+"""Longest host name accepted in CONNECT/BIND (the DNS limit)."""
+
+assert RECEIVE_BUFFER_SIZE >= 2 * (9 + MAX_DATA_BODY)
+assert DATA_FRAME_SIZE <= MAX_DATA_BODY

@@ -1,0 +1,716 @@
+"""One channel's protocol state: its streams, mappings, windows and output.
+
+The session is fed the bytes read from the channel socket and returns
+events; the driver calls methods for what happens locally (a connection was
+accepted, bytes were read or written, a socket hit EOF) and asks for the
+bytes to send.  It never touches a socket.
+
+Output is scheduled here, because scheduling *is* protocol:
+
+* a frame that was partly sent is finished first (frames cannot interleave);
+* then control frames (HELLO, replies, ACK, FIN, RST, ERROR), so an ACK or a
+  SYN reply never waits behind bulk data;
+* then data, one frame of at most ``data_frame_size`` per ready stream per
+  round, round-robin, so a small interactive frame waits at most one frame
+  per competing stream.
+
+Outbound stream bytes live in a per-stream ring that the driver
+``recv_into``s directly; frames are handed out as memoryviews of those rings
+(header + payload, no concatenation) and consumed only once the socket took
+them.  A stream's FIN is queued only after its last data byte was sent.
+
+``receive_into`` is the single error boundary: any ``ProtocolError`` raised
+while handling peer frames ends the channel, queues an ``ERROR`` frame
+telling the peer why, and is reported as one ``ChannelFailed`` event.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Callable, Union
+
+from reactor_mux.protocol.commands import (
+    SCOPE,
+    Command,
+    Scope,
+    Verb,
+    format_command,
+    format_host_port,
+    parse_command,
+    parse_decimal,
+    parse_host_port,
+)
+from reactor_mux.protocol.errors import LocalProtocolError, ProtocolError
+from reactor_mux.protocol.events import (
+    ChannelFailed,
+    CreditGranted,
+    DataReceived,
+    Event,
+    HelloReceived,
+    MappingAccepted,
+    MappingRefused,
+    MappingRequested,
+    StreamAccepted,
+    StreamEnded,
+    StreamRefused,
+    StreamRequested,
+    StreamReset,
+)
+from reactor_mux.protocol.frames import (
+    HEADER_SIZE,
+    KIND_COMMAND,
+    KIND_DATA,
+    FrameDecoder,
+    encode_frame,
+    encode_header,
+)
+from reactor_mux.protocol.limits import (
+    DATA_FRAME_SIZE,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_WINDOW,
+    MAX_CONTROL_BACKLOG,
+    MAX_DATA_BODY,
+    MAX_MAPPINGS,
+    MAX_WINDOW,
+    MIN_WINDOW,
+    OUTPUT_BUDGET,
+    OUTPUT_MAX_PARTS,
+    PROTOCOL_VERSION,
+)
+from reactor_mux.protocol.ringbuffer import RingBuffer
+from reactor_mux.protocol.streamstate import StreamInput, StreamState, next_state
+from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
+
+MAX_STREAM_ID = 0xFFFFFFFF
+CONNECT = "connect"
+BIND = "bind"
+
+_S = StreamState
+_I = StreamInput
+_SENDING_STATES = (_S.OPEN, _S.HALF_CLOSED_REMOTE)
+
+# Plan entry kinds for output_views/output_sent.
+_PARTIAL, _CONTROL, _DATA = 0, 1, 2
+
+
+class Role(enum.Enum):
+    """Which end of the channel this session is; decides id parity and verbs."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class _Mapping:
+    __slots__ = ("kind", "status")
+
+    def __init__(self, kind: str, status: str) -> None:
+        self.kind = kind
+        self.status = status  # "pending", "accepted" or "refused"
+
+
+class _Stream:
+    __slots__ = (
+        "id",
+        "state",
+        "mapping",
+        "send",
+        "recv",
+        "outbound",
+        "fin_pending",
+        "in_ready",
+    )
+
+    def __init__(self, stream_id: int, state: StreamState, mapping: int, send_window: int,
+                 receive_window: int) -> None:
+        self.id = stream_id
+        self.state = state
+        self.mapping = mapping
+        self.send = SendWindow(send_window)
+        self.recv = ReceiveWindow(receive_window)
+        self.outbound: RingBuffer | None = None
+        self.fin_pending = False
+        self.in_ready = False
+
+
+_Partial = tuple[Union[_Stream, None], bytes, int]
+_PlanEntry = tuple[int, Union[_Stream, None], bytes, int]
+
+
+class Session:
+    """The sans-I/O state of one channel, for either role."""
+
+    def __init__(
+        self,
+        role: Role,
+        window: int = DEFAULT_WINDOW,
+        *,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        data_frame_size: int = DATA_FRAME_SIZE,
+        max_data: int = MAX_DATA_BODY,
+    ) -> None:
+        if not MIN_WINDOW <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be within {MIN_WINDOW}..{MAX_WINDOW}")
+        self.role = role
+        self.window = window
+        self.peer_window: int | None = None
+        self.failed: str | None = None
+        self._decoder = FrameDecoder(max_data=max_data)
+        self._max_streams = max_streams
+        self._data_frame_size = min(data_frame_size, max_data)
+        self._streams: dict[int, _Stream] = {}
+        self._mappings: dict[int, _Mapping] = {}
+        self._local_parity = 1 if role is Role.CLIENT else 0
+        self._next_id = 1 if role is Role.CLIENT else 2
+        self._highest_peer_id = 0
+        self._control: deque[bytes] = deque()
+        self._control_bytes = 0
+        self._ready: deque[_Stream] = deque()
+        self._partial: _Partial | None = None
+        self._plan: list[_PlanEntry] = []
+        self._handlers: dict[Verb, Callable[[int, Command, list[Event]], None]] = {
+            Verb.HELLO: self._on_hello,
+            Verb.ERROR: self._on_error,
+            Verb.CONNECT: self._on_mapping_request,
+            Verb.BIND: self._on_mapping_request,
+            Verb.CONNECT_OK: self._on_mapping_reply,
+            Verb.CONNECT_ERROR: self._on_mapping_reply,
+            Verb.BIND_OK: self._on_mapping_reply,
+            Verb.BIND_ERROR: self._on_mapping_reply,
+            Verb.SYN: self._on_syn,
+            Verb.SYN_OK: self._on_stream_command,
+            Verb.SYN_ERROR: self._on_stream_command,
+            Verb.FIN: self._on_stream_command,
+            Verb.ACK: self._on_stream_command,
+            Verb.RST: self._on_stream_command,
+        }
+        self._peer_hello = False
+        self._queue_command(0, Verb.HELLO, PROTOCOL_VERSION, window)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def ready(self) -> bool:
+        """True once the peer's HELLO arrived and the channel has not failed."""
+        return self._peer_hello and self.failed is None
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def stream_state(self, stream_id: int) -> StreamState:
+        """The state of a stream; streams no longer tracked are CLOSED."""
+        stream = self._streams.get(stream_id)
+        return stream.state if stream is not None else _S.CLOSED
+
+    def can_open_stream(self) -> bool:
+        return (
+            self.failed is None
+            and len(self._streams) < self._max_streams
+            and self._next_id <= MAX_STREAM_ID
+        )
+
+    # ---------------------------------------------------------------- inbound
+
+    def receive_buffer(self) -> memoryview:
+        """Where to ``recv_into`` next."""
+        return self._decoder.writable()
+
+    def receive_into(self, count: int) -> list[Event]:
+        """Handle ``count`` bytes received into ``receive_buffer()``.
+
+        Data events carry views into the receive buffer: consume them before
+        calling ``receive_buffer`` again.
+        """
+        if self.failed is not None:
+            return []
+        events: list[Event] = []
+        try:
+            for stream_id, kind, body in self._decoder.advance(count):
+                if kind == KIND_DATA:
+                    stream = self._streams.get(stream_id)
+                    if stream is None:
+                        self._unknown_stream(stream_id, "data frame")
+                        continue
+                    stream.state = next_state(stream.state, _I.RECV_DATA)
+                    stream.recv.received(len(body))
+                    events.append(DataReceived(stream_id, body))
+                else:
+                    self._on_command(stream_id, body, events)
+                    if self.failed is not None:
+                        break
+        except ProtocolError as exc:
+            events.append(self._finish(str(exc)))
+        return events
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes by copying (for tests and tools); data events get copies."""
+        events: list[Event] = []
+        view = memoryview(data)
+        while view and self.failed is None:
+            target = self.receive_buffer()
+            n = min(len(target), len(view))
+            target[:n] = view[:n]
+            view = view[n:]
+            for event in self.receive_into(n):
+                if isinstance(event, DataReceived):
+                    event = DataReceived(event.stream_id, memoryview(bytes(event.data)))
+                events.append(event)
+        return events
+
+    def receive_eof(self) -> str:
+        """The channel socket hit EOF; return the reason to log."""
+        if self.failed is not None:
+            return self.failed
+        if self._decoder.pending:
+            reason = f"peer closed the channel in the middle of a frame ({self._decoder.pending} bytes)"
+        else:
+            reason = "peer closed the channel"
+        self._finish(reason, tell_peer=False)
+        return reason
+
+    def fail(self, reason: str) -> None:
+        """End the channel for a local reason; the peer is told with ERROR."""
+        if self.failed is None:
+            self._finish(reason)
+
+    def _finish(self, reason: str, *, tell_peer: bool = True) -> ChannelFailed:
+        self.failed = reason
+        for stream in self._streams.values():
+            stream.state = _S.CLOSED
+        self._streams.clear()
+        self._ready.clear()
+        self._control.clear()
+        self._control_bytes = 0
+        if tell_peer:
+            self._queue_command(0, Verb.ERROR, reason)
+        return ChannelFailed(reason, by_peer=False)
+
+    def _was_opened(self, stream_id: int) -> bool:
+        if stream_id % 2 == self._local_parity:
+            return stream_id < self._next_id
+        return stream_id <= self._highest_peer_id
+
+    def _unknown_stream(self, stream_id: int, what: str) -> None:
+        """A frame names a stream we do not track: ignore it if it was closed."""
+        if not self._peer_hello:
+            raise ProtocolError(f"expected HELLO, got a {what}")
+        if stream_id == 0:
+            raise ProtocolError(f"{what} on stream 0, which is reserved for the channel")
+        if not self._was_opened(stream_id):
+            raise ProtocolError(f"{what} for stream {stream_id}, which was never opened")
+        # Frames in flight when a stream closed (data after our RST, a late
+        # ACK) are expected: drop them.
+
+    def _on_command(self, stream_id: int, body: memoryview, events: list[Event]) -> None:
+        command = parse_command(body)
+        verb = command.verb
+        if not self._peer_hello and verb is not Verb.HELLO:
+            raise ProtocolError(f"expected HELLO, got {verb.value}")
+        scope = SCOPE[verb]
+        if scope is Scope.CHANNEL:
+            if stream_id != 0:
+                raise ProtocolError(f"{verb.value} must be sent on id 0, not {stream_id}")
+        elif stream_id == 0:
+            raise ProtocolError(f"{verb.value} needs a {scope.value} id, not 0")
+        self._handlers[verb](stream_id, command, events)
+        if self._control_bytes > MAX_CONTROL_BACKLOG:
+            raise ProtocolError(
+                f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
+            )
+
+    def _on_hello(self, _id: int, command: Command, events: list[Event]) -> None:
+        if self._peer_hello:
+            raise ProtocolError("duplicate HELLO")
+        version = parse_decimal(command.args[0], "protocol version", 0, MAX_STREAM_ID)
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"unsupported protocol version {version} (this side speaks {PROTOCOL_VERSION})"
+            )
+        window = parse_decimal(command.args[1], "window", MIN_WINDOW, MAX_WINDOW)
+        self.peer_window = window
+        self._peer_hello = True
+        events.append(HelloReceived(window))
+
+    def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
+        reason = command.reason
+        self._finish(reason, tell_peer=False)
+        events.append(ChannelFailed(reason, by_peer=True))
+
+    def _on_mapping_request(self, mapping: int, command: Command, events: list[Event]) -> None:
+        verb = command.verb
+        if self.role is not Role.SERVER:
+            raise ProtocolError(f"{verb.value} is sent by clients only")
+        kind = CONNECT if verb is Verb.CONNECT else BIND
+        if mapping in self._mappings:
+            raise ProtocolError(f"mapping {mapping} declared twice")
+        host, port = parse_host_port(command.args[0], allow_port_zero=kind == BIND)
+        if len(self._mappings) >= MAX_MAPPINGS:
+            refusal = Verb.CONNECT_ERROR if kind == CONNECT else Verb.BIND_ERROR
+            self._queue_command(mapping, refusal, f"too many mappings (limit {MAX_MAPPINGS})")
+            return
+        self._mappings[mapping] = _Mapping(kind, "pending")
+        events.append(MappingRequested(mapping, kind, host, port))
+
+    def _on_mapping_reply(self, mapping: int, command: Command, events: list[Event]) -> None:
+        verb = command.verb
+        if self.role is not Role.CLIENT:
+            raise ProtocolError(f"{verb.value} is sent by servers only")
+        kind = CONNECT if verb in (Verb.CONNECT_OK, Verb.CONNECT_ERROR) else BIND
+        entry = self._mappings.get(mapping)
+        if entry is None or entry.kind != kind or entry.status != "pending":
+            raise ProtocolError(
+                f"{verb.value} for mapping {mapping}, which has no {kind.upper()} pending"
+            )
+        if verb is Verb.CONNECT_OK:
+            entry.status = "accepted"
+            events.append(MappingAccepted(mapping, kind))
+        elif verb is Verb.BIND_OK:
+            host, port = parse_host_port(command.args[0], allow_port_zero=False)
+            entry.status = "accepted"
+            events.append(MappingAccepted(mapping, kind, host, port))
+        else:
+            entry.status = "refused"
+            events.append(MappingRefused(mapping, kind, command.reason))
+
+    def _on_syn(self, stream_id: int, command: Command, events: list[Event]) -> None:
+        if stream_id % 2 == self._local_parity:
+            raise ProtocolError(f"SYN for stream {stream_id}, an id this side allocates")
+        if stream_id <= self._highest_peer_id:
+            raise ProtocolError(f"SYN reuses stream id {stream_id}")
+        self._highest_peer_id = stream_id
+        mapping = parse_decimal(command.args[0], "mapping", 1, MAX_STREAM_ID)
+        entry = self._mappings.get(mapping)
+        expected = CONNECT if self.role is Role.SERVER else BIND
+        if entry is None or entry.kind != expected:
+            raise ProtocolError(
+                f"SYN names mapping {mapping}, which was never declared with {expected.upper()}"
+            )
+        if self.role is Role.CLIENT and entry.status != "accepted":
+            raise ProtocolError(f"SYN for mapping {mapping} before BIND OK")
+        if entry.status == "refused":
+            self._queue_command(stream_id, Verb.SYN_ERROR, f"mapping {mapping} was refused")
+            return
+        if len(self._streams) >= self._max_streams:
+            self._queue_command(
+                stream_id, Verb.SYN_ERROR, f"too many streams (limit {self._max_streams})"
+            )
+            return
+        assert self.peer_window is not None
+        self._streams[stream_id] = _Stream(
+            stream_id, _S.SYN_RECEIVED, mapping, self.peer_window, self.window
+        )
+        events.append(StreamRequested(stream_id, mapping))
+
+    def _on_stream_command(self, stream_id: int, command: Command, events: list[Event]) -> None:
+        verb = command.verb
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._unknown_stream(stream_id, verb.value)
+            return
+        if verb is Verb.ACK:
+            count = parse_decimal(command.args[0], "ACK count", 1, MAX_STREAM_ID)
+            stream.state = next_state(stream.state, _I.RECV_ACK)
+            stream.send.acknowledge(count)
+            events.append(CreditGranted(stream_id))
+        elif verb is Verb.SYN_OK:
+            stream.state = next_state(stream.state, _I.RECV_SYN_OK)
+            assert self.peer_window is not None
+            stream.send.size = self.peer_window
+            events.append(StreamAccepted(stream_id))
+        elif verb is Verb.SYN_ERROR:
+            stream.state = next_state(stream.state, _I.RECV_SYN_ERROR)
+            self._remove(stream)
+            events.append(StreamRefused(stream_id, command.reason))
+        elif verb is Verb.FIN:
+            stream.state = next_state(stream.state, _I.RECV_FIN)
+            if stream.state is _S.CLOSED:
+                self._remove(stream)
+            events.append(StreamEnded(stream_id))
+        else:  # RST
+            stream.state = next_state(stream.state, _I.RECV_RST)
+            self._remove(stream)
+            events.append(StreamReset(stream_id, command.reason))
+
+    def _remove(self, stream: _Stream) -> None:
+        stream.state = _S.CLOSED
+        del self._streams[stream.id]
+        if stream.in_ready:
+            stream.in_ready = False
+            self._ready.remove(stream)
+
+    # ------------------------------------------------------ local: mappings
+
+    def request_connect(self, mapping: int, host: str, port: int) -> None:
+        """Client: declare an ``-L`` mapping whose streams the server connects to host:port."""
+        self._request_mapping(mapping, CONNECT, Verb.CONNECT, host, port)
+
+    def request_bind(self, mapping: int, host: str, port: int) -> None:
+        """Client: ask the server to listen on host:port for an ``-R`` mapping."""
+        self._request_mapping(mapping, BIND, Verb.BIND, host, port)
+
+    def _request_mapping(self, mapping: int, kind: str, verb: Verb, host: str, port: int) -> None:
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError(f"only clients send {verb.value}")
+        if not 1 <= mapping <= MAX_STREAM_ID or mapping in self._mappings:
+            raise LocalProtocolError(f"mapping number {mapping} is invalid or in use")
+        self._mappings[mapping] = _Mapping(kind, "pending")
+        self._queue_command(mapping, verb, format_host_port(host, port))
+
+    def accept_connect(self, mapping: int) -> None:
+        self._reply_mapping(mapping, CONNECT, Verb.CONNECT_OK)
+
+    def refuse_connect(self, mapping: int, reason: str) -> None:
+        self._reply_mapping(mapping, CONNECT, Verb.CONNECT_ERROR, reason)
+
+    def accept_bind(self, mapping: int, host: str, port: int) -> None:
+        """Server: BIND OK, telling the client the address actually bound."""
+        self._reply_mapping(mapping, BIND, Verb.BIND_OK, format_host_port(host, port))
+
+    def refuse_bind(self, mapping: int, reason: str) -> None:
+        self._reply_mapping(mapping, BIND, Verb.BIND_ERROR, reason)
+
+    def _reply_mapping(self, mapping: int, kind: str, verb: Verb, *args: str) -> None:
+        entry = self._mappings.get(mapping)
+        if self.role is not Role.SERVER or entry is None or entry.kind != kind:
+            raise LocalProtocolError(f"no {kind} request {mapping} to answer")
+        if entry.status != "pending":
+            raise LocalProtocolError(f"{kind} request {mapping} already answered")
+        entry.status = "refused" if verb in (Verb.CONNECT_ERROR, Verb.BIND_ERROR) else "accepted"
+        self._queue_command(mapping, verb, *args)
+
+    # ------------------------------------------------------- local: streams
+
+    def open_stream(self, mapping: int) -> int:
+        """Send SYN for a new stream of ``mapping``; return its id."""
+        entry = self._mappings.get(mapping)
+        expected = CONNECT if self.role is Role.CLIENT else BIND
+        if entry is None or entry.kind != expected or entry.status == "refused":
+            raise LocalProtocolError(f"mapping {mapping} cannot carry streams from this side")
+        if self.role is Role.SERVER and entry.status != "accepted":
+            raise LocalProtocolError(f"mapping {mapping} is not bound yet")
+        if not self.can_open_stream():
+            raise LocalProtocolError("cannot open another stream on this channel")
+        stream_id = self._next_id
+        self._next_id += 2
+        self._streams[stream_id] = _Stream(
+            stream_id, _S.SYN_SENT, mapping, self.peer_window or 0, self.window
+        )
+        self._queue_command(stream_id, Verb.SYN, mapping)
+        return stream_id
+
+    def _stream(self, stream_id: int) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise LocalProtocolError(f"stream {stream_id} is not open")
+        return stream
+
+    def accept_stream(self, stream_id: int) -> None:
+        """SYN OK: the local connection for a peer's SYN is established."""
+        stream = self._stream(stream_id)
+        stream.state = next_state(stream.state, _I.SEND_SYN_OK)
+        self._queue_command(stream_id, Verb.SYN_OK)
+
+    def refuse_stream(self, stream_id: int, reason: str) -> None:
+        """SYN ERROR: the local connection for a peer's SYN failed."""
+        stream = self._stream(stream_id)
+        stream.state = next_state(stream.state, _I.SEND_SYN_ERROR)
+        self._remove(stream)
+        self._queue_command(stream_id, Verb.SYN_ERROR, reason)
+
+    def reset_stream(self, stream_id: int, reason: str) -> None:
+        """Abort a stream (RST); a no-op if it is already closed."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        stream.state = next_state(stream.state, _I.SEND_RST)
+        self._remove(stream)
+        self._queue_command(stream_id, Verb.RST, reason)
+
+    def send_space(self, stream_id: int) -> int:
+        """How many bytes may be read from the local socket for this stream now."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.fin_pending or stream.state not in _SENDING_STATES:
+            return 0
+        return stream.send.size - stream.send.unacked
+
+    def outbound_views(self, stream_id: int, count: int) -> list[memoryview]:
+        """Views of ``count`` free outbound bytes to ``recv_into``."""
+        stream = self._stream(stream_id)
+        if stream.outbound is None:
+            stream.outbound = RingBuffer(max(stream.send.size, 1))
+        return stream.outbound.writable_views(count)
+
+    def outbound_written(self, stream_id: int, count: int) -> None:
+        """Account ``count`` bytes received into ``outbound_views``."""
+        if count <= 0:
+            return
+        stream = self._stream(stream_id)
+        if stream.fin_pending:
+            raise LocalProtocolError("data after end_stream")
+        stream.state = next_state(stream.state, _I.SEND_DATA)
+        stream.send.consume(count)
+        assert stream.outbound is not None
+        stream.outbound.commit(count)
+        if not stream.in_ready:
+            stream.in_ready = True
+            self._ready.append(stream)
+
+    def send_data(self, stream_id: int, data: bytes) -> None:
+        """Copy ``data`` into the stream's outbound ring (tests and tools)."""
+        offset = 0
+        for view in self.outbound_views(stream_id, len(data)):
+            view[:] = data[offset : offset + len(view)]
+            offset += len(view)
+        self.outbound_written(stream_id, len(data))
+
+    def end_stream(self, stream_id: int) -> None:
+        """The local socket hit EOF: send FIN once all buffered data is out."""
+        stream = self._stream(stream_id)
+        if stream.fin_pending:
+            return
+        if stream.state not in _SENDING_STATES:
+            next_state(stream.state, _I.SEND_FIN)  # raises with a clear message
+        partial = self._partial
+        if (stream.outbound is None or not len(stream.outbound)) and (
+            partial is None or partial[0] is not stream
+        ):
+            self._send_fin(stream)
+        else:
+            stream.fin_pending = True
+
+    def _send_fin(self, stream: _Stream) -> None:
+        stream.fin_pending = False
+        stream.state = next_state(stream.state, _I.SEND_FIN)
+        self._queue_command(stream.id, Verb.FIN)
+        if stream.state is _S.CLOSED:
+            self._remove(stream)
+
+    def consumed(self, stream_id: int, count: int) -> None:
+        """``count`` bytes of received data were written to the local socket."""
+        stream = self._streams.get(stream_id)
+        if stream is None or count <= 0:
+            return
+        ack = stream.recv.consumed(count)
+        if ack and stream.state is not _S.HALF_CLOSED_REMOTE:
+            # After the peer's FIN nothing more will come, so no ACK is owed.
+            stream.state = next_state(stream.state, _I.SEND_ACK)
+            self._queue_command(stream_id, Verb.ACK, ack)
+
+    # ----------------------------------------------------------------- output
+
+    def _queue_command(self, frame_id: int, verb: Verb, *args: str | int) -> None:
+        frame = encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
+        self._control.append(frame)
+        self._control_bytes += len(frame)
+
+    def has_output(self) -> bool:
+        return bool(self._partial or self._control or self._ready)
+
+    def output_views(self) -> list[bytes | memoryview]:
+        """The next buffers to ``sendmsg``; report the result with ``output_sent``."""
+        views: list[bytes | memoryview] = []
+        plan: list[_PlanEntry] = []
+        budget = OUTPUT_BUDGET
+        offsets: dict[_Stream, int] = {}
+        partial = self._partial
+        if partial is not None:
+            stream, head, remaining = partial
+            if head:
+                views.append(head)
+            if stream is not None and remaining:
+                assert stream.outbound is not None
+                views.extend(stream.outbound.peek(0, remaining))
+                offsets[stream] = remaining
+            plan.append((_PARTIAL, stream, head, remaining))
+            budget -= len(head) + remaining
+        for frame in self._control:
+            if len(views) >= OUTPUT_MAX_PARTS:
+                break
+            views.append(frame)
+            plan.append((_CONTROL, None, frame, 0))
+            budget -= len(frame)
+        ready = self._ready
+        frame_size = self._data_frame_size
+        while ready and budget > HEADER_SIZE and len(views) <= OUTPUT_MAX_PARTS - 3:
+            stream = ready.popleft()
+            stream.in_ready = False
+            ring = stream.outbound
+            assert ring is not None
+            offset = offsets.get(stream, 0)
+            available = len(ring) - offset
+            count = min(available, frame_size, budget - HEADER_SIZE)
+            if count <= 0:
+                continue
+            head = encode_header(count, stream.id, KIND_DATA)
+            views.append(head)
+            views.extend(ring.peek(offset, count))
+            plan.append((_DATA, stream, head, count))
+            offsets[stream] = offset + count
+            budget -= HEADER_SIZE + count
+            if available > count:
+                stream.in_ready = True
+                ready.append(stream)
+        self._plan = plan
+        return views
+
+    def output_sent(self, count: int) -> None:
+        """Account ``count`` bytes of the last ``output_views`` as sent."""
+        plan, self._plan = self._plan, []
+        self._partial = None
+        drained: list[_Stream] = []
+        unsent: list[_Stream] = []
+        for kind, stream, head, payload in plan:
+            head_length = len(head)
+            total = head_length + payload
+            if count >= total:
+                count -= total
+                if kind == _CONTROL:
+                    self._control.popleft()
+                    self._control_bytes -= head_length
+                if stream is not None and payload:
+                    assert stream.outbound is not None
+                    stream.outbound.consume(payload)
+                    drained.append(stream)
+            elif count > 0:
+                sent_head = min(count, head_length)
+                sent_payload = count - sent_head
+                count = 0
+                if kind == _CONTROL:
+                    self._control.popleft()
+                    self._control_bytes -= head_length
+                if stream is not None and sent_payload:
+                    assert stream.outbound is not None
+                    stream.outbound.consume(sent_payload)
+                self._partial = (stream, head[sent_head:], payload - sent_payload)
+            elif kind == _PARTIAL:
+                self._partial = (stream, head, payload)
+            elif kind == _DATA and stream is not None:
+                unsent.append(stream)
+        # Streams whose frames did not go out go back to the front, in order.
+        for stream in reversed(unsent):
+            if not stream.in_ready and stream.state is not _S.CLOSED:
+                stream.in_ready = True
+                self._ready.appendleft(stream)
+        partial_stream = self._partial[0] if self._partial is not None else None
+        for stream in drained:
+            if (
+                stream.fin_pending
+                and stream is not partial_stream
+                and stream.outbound is not None
+                and not len(stream.outbound)
+                and stream.state is not _S.CLOSED
+            ):
+                self._send_fin(stream)
+
+    def data_to_send(self) -> bytes:
+        """Everything queued, as one bytes object (for tests and tools)."""
+        chunks = []
+        while self.has_output():
+            views = self.output_views()
+            if not views:
+                break
+            chunk = b"".join(views)
+            chunks.append(chunk)
+            self.output_sent(len(chunk))
+        return b"".join(chunks)

@@ -1,0 +1,83 @@
+"""Name resolution off the loop thread.
+
+``getaddrinfo`` blocks, and one slow DNS answer would stall every stream of
+a single-threaded reactor.  Names are therefore resolved by a small thread
+pool whose results are posted back with ``call_soon_threadsafe``; IP
+literals are answered at once.  The pool never touches stream data.
+"""
+
+from __future__ import annotations
+
+import socket
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from reactor_mux.netutil import describe_error, is_ip_literal
+from reactor_mux.reactor import Reactor
+
+Address = tuple[socket.AddressFamily, tuple]
+ResolveCallback = Callable[[list[Address], str | None], None]
+
+RESOLVER_THREADS = 4
+
+
+class Resolution:
+    """A pending lookup; ``cancel()`` drops its result."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def _lookup(host: str, port: int, numeric: bool) -> list[Address]:
+    flags = socket.AI_NUMERICHOST if numeric else 0
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, flags)
+    seen: list[Address] = []
+    for family, _type, _proto, _name, address in infos:
+        entry = (family, address)
+        if entry not in seen:
+            seen.append(entry)
+    return seen
+
+
+class Resolver:
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
+        self._pool: ThreadPoolExecutor | None = None
+
+    def resolve(self, host: str, port: int, callback: ResolveCallback) -> Resolution:
+        """Call ``callback(addresses, error)`` from the loop once ``host`` resolves."""
+        handle = Resolution()
+        if is_ip_literal(host):
+            try:
+                result = _lookup(host, port, numeric=True)
+                error = None
+            except OSError as exc:
+                result, error = [], describe_error(exc)
+            self._reactor.call_soon(lambda: handle.cancelled or callback(result, error))
+            return handle
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolver")
+
+        def done(future: Future[list[Address]]) -> None:
+            try:
+                addresses, error = future.result(), None
+            except OSError as exc:
+                addresses, error = [], describe_error(exc)
+            except Exception as exc:  # noqa: BLE001 - reported as a lookup failure
+                addresses, error = [], f"cannot resolve host: {exc}"
+            self._reactor.call_soon_threadsafe(
+                lambda: handle.cancelled or callback(addresses, error)
+            )
+
+        self._pool.submit(_lookup, host, port, False).add_done_callback(done)
+        return handle
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,152 @@
+"""The server role (the demultiplexer).
+
+It accepts channels on its ``--listen`` addresses and serves each one
+independently: a CONNECT (``-L``) records the target its streams connect
+to, a BIND (``-R``) opens a listener whose connections become streams
+toward the client.  Everything a channel created (its ``-R`` listeners, its
+streams, its pending connects) dies with it, so a client that reconnects
+finds its ports free.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from functools import partial
+
+from reactor_mux.channel import Channel
+from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT
+from reactor_mux.listener import Listener
+from reactor_mux.localstream import LocalStream
+from reactor_mux.netutil import (
+    describe_error,
+    format_address,
+    is_ip_literal,
+    is_loopback,
+)
+from reactor_mux.protocol.events import MappingAccepted, MappingRefused, MappingRequested
+from reactor_mux.protocol.limits import DEFAULT_WINDOW
+from reactor_mux.protocol.session import CONNECT, Role, Session
+from reactor_mux.reactor import Reactor
+from reactor_mux.resolver import Resolver
+
+log = logging.getLogger("reactor_mux")
+
+
+@dataclass
+class ServerConfig:
+    listen: list[tuple[str, int]]
+    window: int = DEFAULT_WINDOW
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    gateway_ports: bool = False
+
+
+@dataclass
+class _ClientState:
+    """What one channel set up on this server."""
+
+    targets: dict[int, tuple[str, int]] = field(default_factory=dict)
+    binds: dict[int, Listener] = field(default_factory=dict)
+
+
+class Server:
+    def __init__(self, reactor: Reactor, resolver: Resolver, config: ServerConfig) -> None:
+        self.reactor = reactor
+        self.resolver = resolver
+        self.config = config
+        self.listeners: list[Listener] = []
+        self.clients: dict[Channel, _ClientState] = {}
+        self._accepted = 0
+
+    def start(self) -> None:
+        """Bind every ``--listen`` address; raises OSError if one cannot be bound."""
+        for host, port in self.config.listen:
+            listener = Listener(self.reactor, host, port, self._on_accept)
+            self.listeners.append(listener)
+            log.info("listening on %s", format_address(listener.host, listener.port))
+            if not is_loopback(host):
+                log.warning(
+                    "%s is reachable from other hosts and has no authentication: anyone who "
+                    "can connect can open connections through this host",
+                    format_address(listener.host, listener.port),
+                )
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners.clear()
+        for channel in list(self.clients):
+            channel.close("server shutting down")
+
+    def _on_accept(self, sock: socket.socket, peer: tuple) -> None:
+        self._accepted += 1
+        name = f"channel #{self._accepted} from {format_address(peer[0], peer[1])}"
+        session = Session(Role.SERVER, self.config.window)
+        channel = Channel(self.reactor, self.resolver, sock, session, self, name,
+                          self.config.connect_timeout)
+        self.clients[channel] = _ClientState()
+        log.debug("%s: accepted", name)
+        channel.start()
+
+    # ----------------------------------------------------------- ChannelOwner
+
+    def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
+        state = self.clients.get(channel)
+        return state.targets.get(mapping) if state is not None else None
+
+    def on_hello(self, channel: Channel) -> None:
+        log.info("%s: client connected", channel.name)
+
+    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> None:
+        state = self.clients[channel]
+        target = format_address(event.host, event.port)
+        if event.kind == CONNECT:
+            state.targets[event.mapping] = (event.host, event.port)
+            channel.session.accept_connect(event.mapping)
+            log.info("%s: forwarding -L to %s", channel.name, target)
+            return
+        reason = self._bind_policy(event.host)
+        if reason is None:
+            host = "127.0.0.1" if event.host == "localhost" else event.host
+            try:
+                listener = Listener(self.reactor, host, event.port,
+                                    partial(self._on_remote_accept, channel, event.mapping))
+            except OSError as exc:
+                reason = f"cannot listen on {target}: {describe_error(exc)}"
+        if reason is not None:
+            log.warning("%s: -R refused: %s", channel.name, reason)
+            channel.session.refuse_bind(event.mapping, reason)
+            return
+        state.binds[event.mapping] = listener
+        channel.session.accept_bind(event.mapping, listener.host, listener.port)
+        log.info("%s: forwarding -R %s -> client", channel.name,
+                 format_address(listener.host, listener.port))
+
+    def _bind_policy(self, host: str) -> str | None:
+        """Why a BIND for ``host`` is refused, or None if it is allowed."""
+        if host != "localhost" and not is_ip_literal(host):
+            return f"bind address {host} must be an IP address"
+        if not self.config.gateway_ports and not is_loopback(host):
+            return f"binding {host} needs the server's --gateway-ports (only loopback otherwise)"
+        return None
+
+    def _on_remote_accept(self, channel: Channel, mapping: int, sock: socket.socket,
+                          peer: tuple) -> None:
+        channel.open_stream(mapping, sock, f"-R from {format_address(peer[0], peer[1])}")
+
+    def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
+        raise AssertionError("the session never reports mapping replies to a server")
+
+    def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
+        raise AssertionError("the session never reports mapping replies to a server")
+
+    def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
+        log.warning("%s: %s refused by client: %s", channel.name, stream.label, reason)
+
+    def on_channel_closed(self, channel: Channel, reason: str) -> None:
+        state = self.clients.pop(channel, None)
+        if state is not None:
+            for listener in state.binds.values():
+                listener.close()
+        log.info("%s: closed: %s", channel.name, reason)

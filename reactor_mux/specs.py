@@ -1,0 +1,151 @@
+"""Command-line address syntax, as ssh spells it.
+
+``-L [BIND:]PORT:HOST:HOSTPORT`` and ``-R [BIND:]PORT:HOST:HOSTPORT``: the
+listening side binds BIND:PORT (BIND defaults to 127.0.0.1; ``*`` or an
+empty BIND means every interface; PORT 0 lets the system pick) and each
+connection is carried to HOST:HOSTPORT as seen from the other end.  IPv6
+literals go in brackets.  ``HOST:PORT`` is used by ``--server`` and
+``--listen``.  Every error is a ``SpecError`` whose message names the
+offending text, for a one-line usage error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from reactor_mux.netutil import format_address, is_ip_literal
+
+DEFAULT_BIND = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]{0,253}[A-Za-z0-9_.])?")
+
+
+class SpecError(ValueError):
+    """A malformed address or forwarding spec."""
+
+
+@dataclass(frozen=True)
+class ForwardSpec:
+    """One ``-L`` or ``-R`` mapping."""
+
+    kind: str  # "L" or "R"
+    bind_host: str
+    bind_port: int
+    target_host: str
+    target_port: int
+    text: str
+
+    @property
+    def bind(self) -> str:
+        return format_address(self.bind_host, self.bind_port)
+
+    @property
+    def target(self) -> str:
+        return format_address(self.target_host, self.target_port)
+
+
+def _split_fields(text: str) -> list[str]:
+    """Split on ':' outside square brackets, keeping the brackets."""
+    fields, current, depth = [], [], 0
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+            if depth < 0:
+                raise SpecError("unbalanced ']'")
+        if char == ":" and depth == 0:
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth:
+        raise SpecError("unbalanced '['")
+    fields.append("".join(current))
+    return fields
+
+
+def _port(text: str, what: str, allow_zero: bool) -> int:
+    if not text.isdigit() or len(text) > 5:
+        raise SpecError(f"{what} {text!r} is not a number")
+    port = int(text)
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise SpecError(f"{what} {port} is outside {low}..65535")
+    return port
+
+
+def _unbracket(text: str, what: str) -> str:
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1]
+        if ":" not in inner or not is_ip_literal(inner):
+            raise SpecError(f"{what} {text!r} is not an IPv6 address")
+        return inner
+    if "[" in text or "]" in text:
+        raise SpecError(f"{what} {text!r} has stray brackets")
+    return text
+
+
+def parse_host(text: str, what: str = "host") -> str:
+    host = _unbracket(text, what)
+    if not host:
+        raise SpecError(f"{what} is empty")
+    if ":" in host:
+        return host  # validated IPv6 literal
+    if not (is_ip_literal(host) or _HOSTNAME.fullmatch(host)):
+        raise SpecError(f"{what} {text!r} is not a valid host name or address")
+    return host
+
+
+def parse_bind_host(text: str) -> str:
+    """A listening address: an IP literal, 'localhost', '*' or '' (all interfaces)."""
+    if text in ("", "*"):
+        return ALL_INTERFACES
+    host = _unbracket(text, "bind address")
+    if host == "localhost":
+        return "127.0.0.1"
+    if not is_ip_literal(host):
+        raise SpecError(f"bind address {text!r} must be an IP address, 'localhost' or '*'")
+    return host
+
+
+def parse_forward(kind: str, text: str) -> ForwardSpec:
+    """Parse the argument of ``-L`` (kind 'L') or ``-R`` (kind 'R')."""
+    try:
+        fields = _split_fields(text)
+        if len(fields) == 3:
+            bind_host = DEFAULT_BIND
+            port_text, host_text, hostport_text = fields
+        elif len(fields) == 4:
+            bind_host = parse_bind_host(fields[0])
+            port_text, host_text, hostport_text = fields[1:]
+        else:
+            raise SpecError("wrong number of ':'-separated fields")
+        return ForwardSpec(
+            kind=kind,
+            bind_host=bind_host,
+            bind_port=_port(port_text, "port", allow_zero=True),
+            target_host=parse_host(host_text),
+            target_port=_port(hostport_text, "host port", allow_zero=False),
+            text=text,
+        )
+    except SpecError as exc:
+        raise SpecError(
+            f"bad -{kind} {text!r}: {exc}; expected [BIND:]PORT:HOST:HOSTPORT"
+        ) from None
+
+
+def parse_endpoint(text: str, *, listening: bool) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` for ``--listen`` (listening=True) or ``--server``."""
+    try:
+        fields = _split_fields(text)
+        if len(fields) != 2:
+            raise SpecError("expected HOST:PORT")
+        host_text, port_text = fields
+        if listening:
+            return parse_bind_host(host_text), _port(port_text, "port", allow_zero=True)
+        return parse_host(host_text), _port(port_text, "port", allow_zero=False)
+    except SpecError as exc:
+        raise SpecError(f"bad address {text!r}: {exc}") from None
