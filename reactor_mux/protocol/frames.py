@@ -10,7 +10,6 @@ a ``recv`` of many frames costs one codec call and no copies.
 from __future__ import annotations
 
 from reactor_mux import codec
-from reactor_mux.protocol.errors import ProtocolError
 from reactor_mux.protocol.limits import (
     MAX_COMMAND_BODY,
     MAX_DATA_BODY,
@@ -65,22 +64,24 @@ class FrameDecoder:
             self._start, self._end = 0, end - start
         return self._view[self._end :]
 
-    def advance(self, count: int) -> list[DecodedFrame]:
-        """Account ``count`` bytes received into ``writable()``; return complete frames.
+    def advance(self, count: int) -> tuple[list[DecodedFrame], str | None]:
+        """Account ``count`` bytes received into ``writable()``.
 
-        Raises ``ProtocolError`` on a malformed header; frames that precede it
-        in the same read are lost with the channel, which is about to close.
+        Returns the complete frames and, if a malformed header follows them,
+        the reason (the frames before it are still valid and returned).
         """
         self._end += count
         frames, self._start, error = codec.scan_frames(
             self._buffer, self._start, self._end, self._max_data, self._max_command
         )
-        if error:
-            raise ProtocolError(codec.ERROR_MESSAGES[error])
         view = self._view
-        return [(sid, kind, view[off : off + length]) for sid, kind, off, length in frames]
+        decoded = [(sid, kind, view[off : off + length]) for sid, kind, off, length in frames]
+        if error:
+            self._end = self._start  # nothing after a violation is ever parsed
+            return decoded, codec.ERROR_MESSAGES[error]
+        return decoded, None
 
-    def feed(self, data: bytes) -> list[DecodedFrame]:
+    def feed(self, data: bytes) -> tuple[list[DecodedFrame], str | None]:
         """Copy ``data`` in and decode (convenience for tests and tools).
 
         The returned bodies are copied out, because a long ``data`` may cycle
@@ -93,7 +94,8 @@ class FrameDecoder:
             n = min(len(target), len(data_view))
             target[:n] = data_view[:n]
             data_view = data_view[n:]
-            out.extend(
-                (sid, kind, memoryview(bytes(body))) for sid, kind, body in self.advance(n)
-            )
-        return out
+            frames, error = self.advance(n)
+            out.extend((sid, kind, memoryview(bytes(body))) for sid, kind, body in frames)
+            if error:
+                return out, error
+        return out, None

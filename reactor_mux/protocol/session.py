@@ -225,8 +225,9 @@ class Session:
         if self.failed is not None:
             return []
         events: list[Event] = []
+        frames, malformed = self._decoder.advance(count)
         try:
-            for stream_id, kind, body in self._decoder.advance(count):
+            for stream_id, kind, body in frames:
                 if kind == KIND_DATA:
                     stream = self._streams.get(stream_id)
                     if stream is None:
@@ -238,7 +239,9 @@ class Session:
                 else:
                     self._on_command(stream_id, body, events)
                     if self.failed is not None:
-                        break
+                        return events
+            if malformed is not None:
+                raise ProtocolError(malformed)
         except ProtocolError as exc:
             events.append(self._finish(str(exc)))
         return events

@@ -1,0 +1,72 @@
+"""The ring buffer against a plain bytes model."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reactor_mux.protocol.ringbuffer import RingBuffer
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.binary(max_size=5000)),
+        st.tuples(st.just("recv"), st.binary(max_size=5000)),
+        st.tuples(st.just("consume"), st.integers(0, 6000)),
+        st.tuples(st.just("peek"), st.integers(0, 6000)),
+    ),
+    max_size=80,
+)
+
+
+@given(operations, st.integers(1, 70000))
+def test_matches_a_bytes_model(ops, limit):
+    ring, model = RingBuffer(limit), bytearray()
+    for op, arg in ops:
+        if op in ("write", "recv"):
+            data = arg[: ring.free]
+            if op == "write":
+                ring.write(data)
+            else:  # the recv_into path: fill writable views, then commit
+                offset = 0
+                for view in ring.writable_views(len(data)):
+                    view[:] = data[offset : offset + len(view)]
+                    offset += len(view)
+                ring.commit(len(data))
+            model += data
+        elif op == "consume":
+            count = min(arg, len(model))
+            ring.consume(count)
+            del model[:count]
+        else:
+            offset = min(arg, len(model))
+            assert b"".join(ring.peek(offset, len(model) - offset)) == model[offset:]
+        assert len(ring) == len(model)
+        assert ring.capacity <= limit
+    assert ring.read() == bytes(model)
+
+
+def test_overflow_is_refused():
+    ring = RingBuffer(10)
+    ring.write(b"x" * 10)
+    with pytest.raises(ValueError):
+        ring.write(b"y")
+    with pytest.raises(ValueError):
+        ring.writable_views(1)
+
+
+def test_storage_is_lazy_and_bounded():
+    ring = RingBuffer(1 << 20)
+    assert ring.capacity == 0
+    ring.write(b"a")
+    assert 0 < ring.capacity < (1 << 20)
+    ring.write(b"b" * ((1 << 20) - 1))
+    assert ring.capacity == 1 << 20
+
+
+def test_views_survive_growth():
+    ring = RingBuffer(1 << 20)
+    ring.write(b"abc")
+    held = ring.peek(0, 3)
+    ring.write(b"z" * 100000)  # forces reallocation
+    assert b"".join(held) == b"abc"

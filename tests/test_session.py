@@ -1,0 +1,452 @@
+"""The session without a network: two sessions wired back to back, and raw frames."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reactor_mux.protocol.commands import parse_command
+from reactor_mux.protocol.events import (
+    ChannelFailed,
+    CreditGranted,
+    DataReceived,
+    HelloReceived,
+    MappingAccepted,
+    MappingRefused,
+    MappingRequested,
+    StreamAccepted,
+    StreamEnded,
+    StreamRefused,
+    StreamRequested,
+    StreamReset,
+)
+from reactor_mux.protocol.frames import FrameDecoder, encode_frame
+from reactor_mux.protocol.limits import DATA_FRAME_SIZE, MIN_WINDOW
+from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.streamstate import TRANSITIONS, StreamInput, StreamState
+
+WINDOW = 64 * 1024
+
+
+def command(stream_id, text):
+    return encode_frame(stream_id, 1, text.encode())
+
+
+def data(stream_id, payload):
+    return encode_frame(stream_id, 0, payload)
+
+
+def decode(wire):
+    frames, error = FrameDecoder().feed(wire)
+    assert error is None
+    return [(sid, kind, bytes(body)) for sid, kind, body in frames]
+
+
+def commands_in(wire):
+    return [(sid, bytes(body).decode()) for sid, kind, body in decode(wire) if kind == 1]
+
+
+def exchange(a, b):
+    """Move output both ways until both sides are quiet; return (a_events, b_events)."""
+    a_events, b_events = [], []
+    for _ in range(1000):
+        wire_ab, wire_ba = a.data_to_send(), b.data_to_send()
+        if not wire_ab and not wire_ba:
+            return a_events, b_events
+        b_events += b.receive_data(wire_ab)
+        a_events += a.receive_data(wire_ba)
+    raise AssertionError("sessions never went quiet")
+
+
+def types(events):
+    return [type(e) for e in events]
+
+
+@pytest.fixture
+def pair():
+    client, server = Session(Role.CLIENT, WINDOW), Session(Role.SERVER, WINDOW)
+    c_events, s_events = exchange(client, server)
+    assert c_events == [HelloReceived(WINDOW)] and s_events == [HelloReceived(WINDOW)]
+    return client, server
+
+
+def open_l_stream(client, server, mapping=1):
+    client.request_connect(mapping, "127.0.0.1", 80)
+    sid = client.open_stream(mapping)
+    _, s_events = exchange(client, server)
+    assert types(s_events) == [MappingRequested, StreamRequested]
+    server.accept_connect(mapping)
+    server.accept_stream(sid)
+    c_events, _ = exchange(client, server)
+    assert types(c_events) == [MappingAccepted, StreamAccepted]
+    return sid
+
+
+def test_handshake_announces_windows():
+    client, server = Session(Role.CLIENT, 8192), Session(Role.SERVER, 16384)
+    assert not client.ready
+    exchange(client, server)
+    assert client.ready and server.ready
+    assert client.peer_window == 16384 and server.peer_window == 8192
+
+
+def test_bind_reports_the_bound_address(pair):
+    client, server = pair
+    client.request_bind(2, "127.0.0.1", 0)
+    _, s_events = exchange(client, server)
+    assert s_events == [MappingRequested(2, "bind", "127.0.0.1", 0)]
+    server.accept_bind(2, "127.0.0.1", 40123)
+    c_events, _ = exchange(client, server)
+    assert c_events == [MappingAccepted(2, "bind", "127.0.0.1", 40123)]
+    sid = server.open_stream(2)
+    assert sid % 2 == 0, "server-opened streams have even ids"
+    c_events, _ = exchange(client, server)
+    assert c_events == [StreamRequested(sid, 2)]
+    client.accept_stream(sid)
+    _, s_events = exchange(client, server)
+    assert s_events == [StreamAccepted(sid)]
+
+
+def test_refusals(pair):
+    client, server = pair
+    client.request_bind(1, "0.0.0.0", 22)
+    client.request_connect(2, "10.0.0.1", 80)
+    exchange(client, server)
+    server.refuse_bind(1, "address already in use")
+    server.refuse_connect(2, "not allowed")
+    c_events, _ = exchange(client, server)
+    assert c_events == [MappingRefused(1, "bind", "address already in use"),
+                        MappingRefused(2, "connect", "not allowed")]
+
+
+def test_data_both_ways_then_half_close_both_ways(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.send_data(sid, b"request")
+    client.end_stream(sid)
+    _, s_events = exchange(client, server)
+    assert [(type(e), getattr(e, "data", None)) for e in s_events] == [
+        (DataReceived, memoryview(b"request")), (StreamEnded, None)]
+    assert client.stream_state(sid) is StreamState.HALF_CLOSED_LOCAL
+    assert server.stream_state(sid) is StreamState.HALF_CLOSED_REMOTE
+    server.send_data(sid, b"reply")
+    server.end_stream(sid)
+    c_events, _ = exchange(client, server)
+    assert types(c_events) == [DataReceived, StreamEnded]
+    assert client.stream_state(sid) is StreamState.CLOSED
+    assert server.stream_state(sid) is StreamState.CLOSED
+    assert client.stream_count == server.stream_count == 0
+
+
+def test_fin_waits_for_buffered_data(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.send_data(sid, b"x" * 50000)
+    client.end_stream(sid)
+    frames = decode(client.data_to_send())
+    assert [(kind, len(body)) for _, kind, body in frames] == [
+        (0, DATA_FRAME_SIZE), (0, 50000 - DATA_FRAME_SIZE), (1, 3)]
+    assert frames[-1][2] == b"FIN"
+
+
+def test_syn_error_closes_the_stream(pair):
+    client, server = pair
+    client.request_connect(1, "127.0.0.1", 9)
+    sid = client.open_stream(1)
+    exchange(client, server)
+    server.accept_connect(1)
+    server.refuse_stream(sid, "connection refused")
+    c_events, _ = exchange(client, server)
+    assert c_events[-1] == StreamRefused(sid, "connection refused")
+    assert client.stream_count == 0 and server.stream_count == 0
+
+
+def test_reset_and_late_frames_are_ignored(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    server.send_data(sid, b"in flight")
+    in_flight = server.data_to_send()
+    client.reset_stream(sid, "local connection failed")
+    assert client.stream_count == 0
+    assert client.receive_data(in_flight) == []  # data after our RST: dropped quietly
+    _, s_events = exchange(client, server)
+    assert s_events == [StreamReset(sid, "local connection failed")]
+    assert server.stream_count == 0
+
+
+def test_flow_control_stops_at_the_window_and_resumes_on_ack(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    assert client.send_space(sid) == WINDOW
+    client.send_data(sid, b"a" * WINDOW)
+    assert client.send_space(sid) == 0
+    _, s_events = exchange(client, server)
+    assert sum(len(e.data) for e in s_events) == WINDOW
+    # Receiving is not consuming: no ACK until bytes reach the local socket.
+    assert client.send_space(sid) == 0
+    server.consumed(sid, WINDOW // 4 - 1)
+    assert server.data_to_send() == b""
+    server.consumed(sid, 1)
+    wire = server.data_to_send()
+    assert commands_in(wire) == [(sid, f"ACK {WINDOW // 4}")]
+    assert client.receive_data(wire) == [CreditGranted(sid)]
+    assert client.send_space(sid) == WINDOW // 4
+
+
+def test_control_frames_go_ahead_of_queued_data(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.send_data(sid, b"d" * WINDOW)
+    client.request_connect(5, "127.0.0.1", 81)
+    first = client.output_views()
+    assert bytes(first[0]).endswith(b"CONNECT 127.0.0.1:81")
+
+
+def test_round_robin_lets_a_small_frame_through_early(pair):
+    client, server = pair
+    bulk = open_l_stream(client, server, mapping=1)
+    small = open_l_stream(client, server, mapping=2)
+    client.send_data(bulk, b"B" * WINDOW)
+    client.send_data(small, b"interactive")
+    frames = decode(b"".join(bytes(v) for v in client.output_views()))
+    order = [sid for sid, kind, _ in frames if kind == 0]
+    assert order.index(small) <= 1, order
+
+
+def test_partial_frame_is_finished_before_anything_else(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.send_data(sid, b"p" * 1000)
+    views = client.output_views()
+    client.output_sent(5)  # half a header
+    client.request_connect(9, "127.0.0.1", 99)  # a control frame arrives meanwhile
+    rest = b"".join(bytes(v) for v in client.output_views())
+    wire = b"".join(bytes(v) for v in views)[:5] + rest
+    frames = decode(wire)
+    assert frames[0] == (sid, 0, b"p" * 1000)
+    assert frames[1][2] == b"CONNECT 127.0.0.1:99"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payloads=st.lists(st.binary(min_size=0, max_size=70000), min_size=1, max_size=4),
+    sends=st.lists(st.integers(1, 100000), min_size=1, max_size=200),
+)
+def test_any_sequence_of_partial_sends_yields_the_same_streams(payloads, sends):
+    client, server = Session(Role.CLIENT, 256 * 1024), Session(Role.SERVER, 256 * 1024)
+    exchange(client, server)
+    ids = []
+    for mapping, payload in enumerate(payloads, start=1):
+        client.request_connect(mapping, "127.0.0.1", 80)
+        sid = client.open_stream(mapping)
+        exchange(client, server)
+        server.accept_connect(mapping)
+        server.accept_stream(sid)
+        exchange(client, server)
+        ids.append(sid)
+    for sid, payload in zip(ids, payloads):
+        client.send_data(sid, payload)
+        client.end_stream(sid)
+    wire = bytearray()
+    sizes = iter(sends)
+    while client.has_output():
+        views = client.output_views()
+        total = sum(len(v) for v in views)
+        n = min(total, next(sizes, total))
+        wire += b"".join(bytes(v) for v in views)[:n]
+        client.output_sent(n)
+    received = {sid: bytearray() for sid in ids}
+    ended = []
+    for event in server.receive_data(bytes(wire)):
+        if isinstance(event, DataReceived):
+            assert event.stream_id not in ended, "data after FIN"
+            received[event.stream_id] += event.data
+        elif isinstance(event, StreamEnded):
+            ended.append(event.stream_id)
+    assert sorted(ended) == sorted(ids)
+    for sid, payload in zip(ids, payloads):
+        assert received[sid] == payload
+
+
+# --------------------------------------------------------------- violations
+
+
+def fails(session, wire, match):
+    events = session.receive_data(wire)
+    assert events and isinstance(events[-1], ChannelFailed), events
+    assert not events[-1].by_peer
+    assert match in events[-1].reason
+    assert session.failed
+    out = commands_in(session.data_to_send())
+    assert out[-1][0] == 0 and out[-1][1].startswith("ERROR "), out
+    return events[-1]
+
+
+VIOLATIONS = [
+    ("data on a never-opened stream", data(5, b"x"), "never opened"),
+    ("data on stream 0", data(0, b"x"), "stream 0"),
+    ("SYN with the server's parity", command(2, "SYN 1"), "this side allocates"),
+    ("SYN for an undeclared mapping", command(1, "SYN 7"), "never declared"),
+    ("unknown command", command(0, "PING 1"), "unknown command"),
+    ("duplicate HELLO", command(0, "HELLO 1 65536"), "duplicate HELLO"),
+    ("CONNECT OK sent to a server", command(1, "CONNECT OK"), "servers only"),
+    ("HELLO on a stream id", command(3, "HELLO 1 65536"), "id 0"),
+    ("SYN on id 0", command(0, "SYN 1"), "needs a stream id"),
+    ("ACK for a never-opened stream", command(9, "ACK 1"), "never opened"),
+    ("oversized data frame", bytes.fromhex("000100010000000100"), "maximum frame size"),
+    ("bad kind byte", bytes.fromhex("000000000000000107"), "kind byte"),
+]
+
+
+@pytest.mark.parametrize("name,wire,match", VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
+def test_violations_fail_the_channel_with_an_error_frame(pair, name, wire, match):
+    _client, server = pair
+    fails(server, wire, match)
+
+
+def test_frames_before_hello_are_refused():
+    server = Session(Role.SERVER)
+    fails(server, command(1, "CONNECT 127.0.0.1:80"), "expected HELLO")
+    server = Session(Role.SERVER)
+    fails(server, data(1, b"x"), "expected HELLO")
+
+
+def test_wrong_version_and_bad_window():
+    fails(Session(Role.SERVER), command(0, "HELLO 2 65536"), "unsupported protocol version 2")
+    fails(Session(Role.SERVER), command(0, f"HELLO 1 {MIN_WINDOW - 1}"), "window")
+
+
+def test_duplicate_syn_and_id_reuse(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    fails(server, command(sid, "SYN 1"), "reuses stream id")
+
+
+def test_data_beyond_the_window(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    assert server.receive_data(data(sid, b"x" * 60000)) != []
+    fails(server, data(sid, b"x" * (WINDOW - 60000 + 1)), "beyond its window")
+
+
+def test_ack_for_more_than_was_sent(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.send_data(sid, b"x" * 100)
+    client.data_to_send()
+    fails(client, command(sid, "ACK 101"), "more than")
+
+
+def test_data_after_fin(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.end_stream(sid)
+    exchange(client, server)
+    fails(server, data(sid, b"late"), "cannot receive data in state half-closed-remote")
+
+
+def test_peer_error_is_reported_without_a_reply(pair):
+    client, server = pair
+    events = client.receive_data(command(0, "ERROR shutting down"))
+    assert events == [ChannelFailed("shutting down", by_peer=True)]
+    assert client.data_to_send() == b""
+
+
+def test_a_peer_that_never_reads_replies_is_cut_off(pair):
+    _client, server = pair
+    # Each SYN for a refused mapping makes the server queue a SYN ERROR reply.
+    server.receive_data(command(1, "CONNECT 127.0.0.1:80"))
+    server.refuse_connect(1, "no")
+    wire = b"".join(command(sid, "SYN 1") for sid in range(1, 60001, 2))
+    events = server.receive_data(wire)
+    assert isinstance(events[-1], ChannelFailed) and "not reading" in events[-1].reason
+
+
+def test_too_many_streams_are_refused_gracefully():
+    client, server = Session(Role.CLIENT), Session(Role.SERVER, max_streams=2)
+    exchange(client, server)
+    client.request_connect(1, "127.0.0.1", 80)
+    ids = [client.open_stream(1) for _ in range(3)]
+    c_events, s_events = exchange(client, server)
+    assert [e.stream_id for e in s_events if isinstance(e, StreamRequested)] == ids[:2]
+    assert c_events[-1] == StreamRefused(ids[2], "too many streams (limit 2)")
+    assert not server.failed
+
+
+# ------------------------------------------------ every (state, input) pair
+
+PEER_INPUTS = {
+    StreamInput.RECV_SYN_OK: lambda sid: command(sid, "SYN OK"),
+    StreamInput.RECV_SYN_ERROR: lambda sid: command(sid, "SYN ERROR refused"),
+    StreamInput.RECV_DATA: lambda sid: data(sid, b"z"),
+    StreamInput.RECV_FIN: lambda sid: command(sid, "FIN"),
+    StreamInput.RECV_ACK: lambda sid: command(sid, "ACK 1"),
+    StreamInput.RECV_RST: lambda sid: command(sid, "RST gone"),
+}
+
+
+def session_in_state(state):
+    """A server session holding one stream in ``state``; returns (session, stream id)."""
+    client, server = Session(Role.CLIENT), Session(Role.SERVER)
+    exchange(client, server)
+    client.request_bind(2, "127.0.0.1", 0)
+    client.request_connect(1, "127.0.0.1", 80)
+    exchange(client, server)
+    server.accept_bind(2, "127.0.0.1", 5000)
+    server.accept_connect(1)
+    exchange(client, server)
+    if state is StreamState.SYN_SENT:
+        return server, server.open_stream(2)
+    sid = client.open_stream(1)
+    exchange(client, server)
+    if state is StreamState.SYN_RECEIVED:
+        return server, sid
+    server.accept_stream(sid)
+    exchange(client, server)
+    server.send_data(sid, b"q")  # so that ACK 1 is within what was sent
+    exchange(client, server)
+    if state is StreamState.HALF_CLOSED_LOCAL:
+        server.end_stream(sid)
+    elif state is StreamState.HALF_CLOSED_REMOTE:
+        client.end_stream(sid)
+        exchange(client, server)
+    server.data_to_send()
+    return server, sid
+
+
+LIVE = [s for s in StreamState if s is not StreamState.CLOSED]
+
+
+@pytest.mark.parametrize("state", LIVE, ids=lambda s: s.value)
+@pytest.mark.parametrize("event", list(PEER_INPUTS), ids=lambda i: i.value)
+def test_every_state_input_pair_is_legal_or_closes(state, event):
+    server, sid = session_in_state(state)
+    assert server.stream_state(sid) is state
+    events = server.receive_data(PEER_INPUTS[event](sid))
+    if (state, event) in TRANSITIONS:
+        assert not any(isinstance(e, ChannelFailed) for e in events), events
+        assert server.stream_state(sid) is TRANSITIONS[(state, event)]
+    else:
+        assert isinstance(events[-1], ChannelFailed), events
+        assert server.stream_state(sid) is StreamState.CLOSED
+        assert server.stream_count == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(list(PEER_INPUTS)), max_size=8), st.sampled_from(LIVE))
+def test_random_peer_input_sequences_never_escape_the_error_boundary(inputs, state):
+    server, sid = session_in_state(state)
+    for event in inputs:
+        events = server.receive_data(PEER_INPUTS[event](sid))
+        for e in events:
+            assert not isinstance(e, ChannelFailed) or server.stream_state(sid) is StreamState.CLOSED
+        if server.failed:
+            break
+
+
+def test_every_error_frame_reason_parses():
+    server = Session(Role.SERVER)
+    server.receive_data(b"\x00\x00\x00\x05\x00\x00\x00\x00\x01HELLO")
+    sid, text = commands_in(server.data_to_send())[-1]
+    assert parse_command(text.encode()).verb.value == "ERROR"
