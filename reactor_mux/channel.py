@@ -87,6 +87,7 @@ class Channel:
         self._flush_pending = False
         self.closed = False
         self.close_reason: str | None = None
+        self.close_was_error = False
         self._handlers: dict[type[Event], Callable[..., None]] = {
             DataReceived: self._on_data,
             CreditGranted: self._on_credit,
@@ -110,10 +111,17 @@ class Channel:
     # ------------------------------------------------------------- reading
 
     def _on_io(self, mask: int) -> None:
-        if mask & WRITE:
-            self._flush()
-        if mask & READ and not self.closed:
-            self._read()
+        try:
+            if mask & WRITE:
+                self._flush()
+            if mask & READ and not self.closed:
+                self._read()
+        except Exception:  # noqa: BLE001 - a bug must cost one channel, not the process
+            self._internal_error()
+
+    def _internal_error(self) -> None:
+        log.exception("%s: internal error; closing the channel", self.name)
+        self.close("internal error")
 
     def _read(self) -> None:
         session = self.session
@@ -125,7 +133,8 @@ class Channel:
             self.close(f"channel read failed: {describe_error(exc)}")
             return
         if count == 0:
-            self.close(session.receive_eof())
+            clean = not session.mid_frame and session.failed is None
+            self.close(session.receive_eof(), error=not clean)
             return
         handlers = self._handlers
         for event in session.receive_into(count):
@@ -165,6 +174,12 @@ class Channel:
         host, port = target
 
         def connected(sock: socket.socket | None, error: str | None) -> None:
+            try:
+                finish_connect(sock, error)
+            except Exception:  # noqa: BLE001
+                self._internal_error()
+
+        def finish_connect(sock: socket.socket | None, error: str | None) -> None:
             self._connecting.pop(stream_id, None)
             if sock is None:
                 log.warning("%s: connect to %s failed: %s", self.name,
@@ -249,6 +264,12 @@ class Channel:
         self._flush_pending = False
         if self.closed:
             return
+        try:
+            self._write_out()
+        except Exception:  # noqa: BLE001
+            self._internal_error()
+
+    def _write_out(self) -> None:
         session = self.session
         sendmsg = self.sock.sendmsg
         while session.has_output():
@@ -269,11 +290,16 @@ class Channel:
 
     # ------------------------------------------------------------- closing
 
-    def close(self, reason: str) -> None:
-        """End the channel: every stream is reset locally, the socket closed."""
+    def close(self, reason: str, *, error: bool = True) -> None:
+        """End the channel: every stream is reset locally, the socket closed.
+
+        ``error`` is false for orderly ends (EOF between frames, shutdown), so
+        owners can log those quietly.
+        """
         if self.closed:
             return
         self.close_reason = reason
+        self.close_was_error = error
         for connector in self._connecting.values():
             connector.cancel()
         self._connecting.clear()

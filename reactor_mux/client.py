@@ -90,7 +90,7 @@ class Client:
         if self._connector is not None:
             self._connector.cancel()
         if self.channel is not None:
-            self.channel.close("client shutting down")
+            self.channel.close("client shutting down", error=False)
         for listener in self.local_listeners.values():
             listener.close()
         self.local_listeners.clear()

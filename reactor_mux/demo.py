@@ -30,6 +30,7 @@ class EchoServer:
         self.sock.bind((host, 0))
         self.sock.listen(256)
         self.port = self.sock.getsockname()[1]
+        self.connections = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -39,6 +40,7 @@ class EchoServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
     @staticmethod

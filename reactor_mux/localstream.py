@@ -90,11 +90,15 @@ class LocalStream:
         self._watch.want(mask)
 
     def _on_io(self, mask: int) -> None:
-        if mask & WRITE:
-            self._write_buffered()
-        if mask & READ and not self.closed:
-            self._read()
-        self.update()
+        try:
+            if mask & WRITE:
+                self._write_buffered()
+            if mask & READ and not self.closed:
+                self._read()
+            self.update()
+        except Exception:  # noqa: BLE001 - a bug must cost one stream, not the process
+            log.exception("%s: internal error; resetting the stream", self.label)
+            self.abort("internal error")
 
     # ------------------------------------------------------- local -> peer
 

@@ -77,7 +77,7 @@ class Server:
             listener.close()
         self.listeners.clear()
         for channel in list(self.clients):
-            channel.close("server shutting down")
+            channel.close("server shutting down", error=False)
 
     def _on_accept(self, sock: socket.socket, peer: tuple) -> None:
         self._accepted += 1
@@ -149,4 +149,5 @@ class Server:
         if state is not None:
             for listener in state.binds.values():
                 listener.close()
-        log.info("%s: closed: %s", channel.name, reason)
+        level = logging.WARNING if channel.close_was_error else logging.INFO
+        log.log(level, "%s: closed: %s", channel.name, reason)

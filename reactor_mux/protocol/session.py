@@ -261,6 +261,11 @@ class Session:
                 events.append(event)
         return events
 
+    @property
+    def mid_frame(self) -> bool:
+        """True while part of a frame has been received and the rest has not."""
+        return self._decoder.pending > 0
+
     def receive_eof(self) -> str:
         """The channel socket hit EOF; return the reason to log."""
         if self.failed is not None:

@@ -1,0 +1,237 @@
+"""End-to-end helpers: real reactor-mux processes and real TCP targets on 127.0.0.1.
+
+Targets run in threads of the test process (they are the "local apps" and
+"remote services" of the tests, not part of the tool).  Data is checked end
+to end by length and SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from reactor_mux.demo import EchoServer  # noqa: F401 - re-exported for tests
+from reactor_mux.procs import ReactorMuxProcess
+
+CHUNK = 256 * 1024
+_BLOCK = random.Random(7).randbytes(8 * 1024 * 1024 + 65536)
+
+
+def payload(seed: int, size: int) -> memoryview:
+    """Deterministic pseudo-random bytes: a window into a fixed random block.
+
+    Different seeds give different offsets, so a stream that delivered another
+    stream's bytes (or its own bytes out of order) fails its hash check.
+    """
+    if size <= 8 * 1024 * 1024:
+        offset = (seed * 104729) % 65536
+        return memoryview(_BLOCK)[offset : offset + size]
+    repeats = -(-size // len(_BLOCK))
+    return memoryview((_BLOCK * repeats)[:size])
+
+
+def sha(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class TCPServer:
+    """A threaded TCP target; subclasses define ``handle(conn)``."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(1024)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            self.handle(conn)
+        except OSError as exc:
+            self.errors.append(exc)
+        finally:
+            conn.close()
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class HashReplyServer(TCPServer):
+    """Reads ``reply_len reply_seed`` (16 bytes), then concurrently sends the reply and
+    hashes everything else it receives until EOF; records (length, sha256) by seed."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.received: dict[int, tuple[int, str]] = {}
+
+    def handle(self, conn: socket.socket) -> None:
+        header = recv_exactly(conn, 16)
+        reply_len, seed = struct.unpack(">QQ", header)
+        sender = threading.Thread(target=send_all_then_eof, args=(conn, payload(seed, reply_len)))
+        sender.start()
+        size, digest = drain(conn)
+        sender.join()
+        self.received[seed] = (size, digest)
+
+
+class ReplyAfterEOFServer(TCPServer):
+    """Half-close check: reads the whole request until EOF, then replies with
+    its length and hash, then a large body, then closes."""
+
+    def handle(self, conn: socket.socket) -> None:
+        size, digest = drain(conn)
+        conn.sendall(f"{size} {digest}\n".encode())
+        conn.sendall(payload(size, 3 * 1024 * 1024))
+        conn.shutdown(socket.SHUT_WR)
+
+
+class NeverReadServer(TCPServer):
+    """Accepts and never reads: a stalled receiver."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.held: list[socket.socket] = []
+        self.release = threading.Event()
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self.release.wait(120)
+
+
+def recv_exactly(conn: socket.socket, count: int) -> bytes:
+    data = bytearray()
+    while len(data) < count:
+        chunk = conn.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("EOF before the expected bytes")
+        data += chunk
+    return bytes(data)
+
+
+def drain(conn: socket.socket) -> tuple[int, str]:
+    """Read until EOF; return (length, sha256)."""
+    digest = hashlib.sha256()
+    size = 0
+    buffer = bytearray(CHUNK)
+    while True:
+        count = conn.recv_into(buffer)
+        if not count:
+            return size, digest.hexdigest()
+        digest.update(memoryview(buffer)[:count])
+        size += count
+
+
+def send_all_then_eof(conn: socket.socket, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    for offset in range(0, len(view), CHUNK):
+        conn.sendall(view[offset : offset + CHUNK])
+    conn.shutdown(socket.SHUT_WR)
+
+
+@dataclass
+class Exchange:
+    """One connection's two-way transfer, checked at both ends."""
+
+    send_len: int
+    reply_len: int
+    seed: int
+    received: tuple[int, str] | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def run_exchange(port: int, ex: Exchange, timeout: float = 120.0,
+                 host: str = "127.0.0.1") -> None:
+    try:
+        conn = socket.create_connection((host, port), timeout=timeout)
+        with conn:
+            conn.sendall(struct.pack(">QQ", ex.reply_len, ex.seed))
+            sender = threading.Thread(
+                target=send_all_then_eof, args=(conn, payload(ex.seed + 1, ex.send_len))
+            )
+            sender.start()
+            ex.received = drain(conn)
+            sender.join()
+    except BaseException as exc:  # noqa: BLE001 - reported by the test
+        ex.error = exc
+    finally:
+        ex.done.set()
+
+
+def check_exchange(ex: Exchange, target: HashReplyServer) -> None:
+    assert ex.error is None, f"seed {ex.seed}: {ex.error!r}"
+    # The target records after its own EOF, which may come after ours.
+    wait_until(lambda: ex.seed in target.received, timeout=30)
+    assert ex.received == (ex.reply_len, sha(payload(ex.seed, ex.reply_len))), (
+        f"seed {ex.seed}: reply corrupted or short"
+    )
+    assert target.received.get(ex.seed) == (ex.send_len, sha(payload(ex.seed + 1, ex.send_len))), (
+        f"seed {ex.seed}: request corrupted or short"
+    )
+
+
+class Tunnel:
+    """A server process and the client processes attached to it."""
+
+    def __init__(self, server_args: tuple[str, ...] = ()) -> None:
+        self.server_args = server_args
+        self.server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", *server_args])
+        self.server_port = self.server.listening_port()
+        self.clients: list[ReactorMuxProcess] = []
+
+    def client(self, *forward_args: str, expect: int | None = None,
+               extra: tuple[str, ...] = ()) -> tuple[ReactorMuxProcess, list[tuple[str, int, str]]]:
+        """Start a client; wait for ``expect`` forwarding lines (default: one per -L/-R)."""
+        proc = ReactorMuxProcess(
+            ["client", "--server", f"127.0.0.1:{self.server_port}", *extra, *forward_args]
+        )
+        self.clients.append(proc)
+        if expect is None:
+            expect = sum(1 for arg in forward_args if arg in ("-L", "-R"))
+        forwards = proc.forwards(expect, timeout=15) if expect else []
+        return proc, forwards
+
+    def restart_server(self) -> None:
+        self.server.kill()
+        self.server = ReactorMuxProcess(
+            ["server", "--listen", f"127.0.0.1:{self.server_port}", *self.server_args]
+        )
+        self.server.listening_port()
+
+    def close(self) -> None:
+        for proc in [*self.clients, self.server]:
+            proc.stop()
+        for proc in [*self.clients, self.server]:
+            assert "Traceback" not in proc.log, proc.log
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

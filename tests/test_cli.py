@@ -1,0 +1,137 @@
+"""The command line: usage errors are one line with status 2, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from reactor_mux.procs import ReactorMuxProcess
+
+
+def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reactor_mux", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_version_names_the_codec():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip().startswith("reactor-mux 0.")
+    assert "codec: python" in result.stdout
+
+
+def test_installed_command_exists():
+    command = pathlib.Path(sys.executable).parent / "reactor-mux"
+    if not command.exists():
+        pytest.skip("reactor-mux is not installed next to this interpreter")
+    result = subprocess.run([str(command), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and "codec:" in result.stdout
+
+
+BAD = [
+    [],
+    ["nonsense"],
+    ["server"],
+    ["server", "--listen", "nohostport"],
+    ["server", "--listen", "127.0.0.1:99999"],
+    ["server", "--listen", "127.0.0.1:1", "--window", "12"],
+    ["server", "--listen", "127.0.0.1:1", "--window", "lots"],
+    ["client"],
+    ["client", "--server", "127.0.0.1:1"],
+    ["client", "--server", "127.0.0.1:0", "-L", "1:a:2"],
+    ["client", "--server", "127.0.0.1:1", "-L", "8080"],
+    ["client", "--server", "127.0.0.1:1", "-L", "8080:host"],
+    ["client", "--server", "127.0.0.1:1", "-L", "x:8080:host:80"],
+    ["client", "--server", "127.0.0.1:1", "-L", "8080:host:0"],
+    ["client", "--server", "127.0.0.1:1", "-L", "8080:host:65536"],
+    ["client", "--server", "127.0.0.1:1", "-L", "8080:bad host:80"],
+    ["client", "--server", "127.0.0.1:1", "-L", "[::1:8080:host:80"],
+    ["client", "--server", "127.0.0.1:1", "-L", "8080:[nothex]:80"],
+    ["client", "--server", "127.0.0.1:1", "-L", "a:b:c:d:e"],
+    ["client", "--server", "127.0.0.1:1", "-R", "1:2"],
+    ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "--reconnect-min", "-1"],
+    ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "--reconnect-min", "5",
+     "--reconnect-max", "1"],
+    ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "-v", "-q"],
+]
+
+
+@pytest.mark.parametrize("args", BAD, ids=[" ".join(a) or "(nothing)" for a in BAD])
+def test_bad_arguments_give_one_line_and_status_2(args):
+    result = run(*args)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "error:" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_listen_port_in_use_is_a_one_line_startup_error():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        result = run("server", "--listen", f"127.0.0.1:{taken.getsockname()[1]}")
+    finally:
+        taken.close()
+    assert result.returncode == 1
+    assert "cannot start server: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_client_whose_only_port_is_taken_exits_1():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        result = run("client", "--server", "127.0.0.1:1", "-L",
+                     f"{taken.getsockname()[1]}:127.0.0.1:80")
+    finally:
+        taken.close()
+    assert result.returncode == 1
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_cleanly(signum):
+    proc = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0"])
+    proc.listening_port()
+    proc.signal(signum)
+    assert proc.proc.wait(10) == 0
+    proc.stop()
+    assert "shutting down" in proc.log and "Traceback" not in proc.log
+
+
+def test_quiet_logs_errors_only_and_verbose_logs_streams(echo):
+    quiet = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "-q"])
+    verbose = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "-v"])
+    try:
+        port = verbose.listening_port()
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                                    "-L", f"0:127.0.0.1:{echo.port}"])
+        listen = client.forwards(1)[0][1]
+        with socket.create_connection(("127.0.0.1", listen)) as conn:
+            conn.sendall(b"x")
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(1) == b"x"
+        verbose.wait_for(r"stream 1 -> 127.0.0.1:\d+ closed \(1 bytes up, 1 down\)")
+        client.stop()
+    finally:
+        quiet.stop()
+        verbose.stop()
+    assert quiet.lines == [], quiet.log
+
+
+def test_python_dash_m_and_environment():
+    env = {**os.environ, "PYTHONWARNINGS": "error"}
+    result = subprocess.run([sys.executable, "-m", "reactor_mux", "--help"], capture_output=True,
+                            text=True, env=env)
+    assert result.returncode == 0
+    assert "server" in result.stdout and "client" in result.stdout and "demo" in result.stdout

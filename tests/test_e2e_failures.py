@@ -1,0 +1,211 @@
+"""Failures through real processes: unreachable targets, ports in use, garbage peers.
+
+Each failure must be logged once with its reason, close only what it concerns,
+and leave every other stream and channel untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from support import Exchange, check_exchange, run_exchange, wait_until
+
+from reactor_mux.protocol.frames import encode_frame
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (connections are refused)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def closed_promptly(port: int, timeout: float = 3.0) -> float:
+    """Connect to ``port``; return how long until the tunnel closed the connection."""
+    started = time.monotonic()
+    try:  # the reset can beat connect() itself back to user space
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            assert conn.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - started
+
+
+def background_transfer(port, target, size=20_000_000, seed=4242):  # type: ignore[no-untyped-def]
+    ex = Exchange(size, size // 2, seed)
+    thread = threading.Thread(target=run_exchange, args=(port, ex))
+    thread.start()
+    return ex, thread
+
+
+@pytest.mark.parametrize("kind", ["L", "R"])
+def test_refused_target_closes_only_that_connection(tunnel, hash_target, kind):
+    dead = closed_port()
+    client, forwards = tunnel.client(f"-{kind}", f"0:127.0.0.1:{dead}",
+                                     "-L", f"0:127.0.0.1:{hash_target.port}")
+    ports = {target: port for _k, port, target in forwards}
+    ex, thread = background_transfer(ports[f"127.0.0.1:{hash_target.port}"], hash_target)
+    elapsed = closed_promptly(ports[f"127.0.0.1:{dead}"])
+    thread.join(60)
+    check_exchange(ex, hash_target)
+    assert elapsed < 2.0
+    # Logged once by the side that connected, once by the side whose app was refused.
+    connecting, other = (tunnel.server, client) if kind == "L" else (client, tunnel.server)
+    assert wait_until(lambda: connecting.count(f"127.0.0.1:{dead} failed: connection refused") == 1)
+    assert wait_until(lambda: other.count("connection refused") == 1)
+    assert "Traceback" not in client.log + tunnel.server.log
+
+
+def test_unresolvable_target(tunnel):
+    client, forwards = tunnel.client("-L", "0:nonexistent.invalid:80")
+    assert closed_promptly(forwards[0][1]) < 3.0
+    assert wait_until(lambda: client.count("cannot resolve host") == 1)
+
+
+def test_target_that_never_answers_times_out():
+    """A listener with a full accept queue drops SYNs: the connect hangs until our timeout."""
+    from support import Tunnel
+
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(0)
+    port = black_hole.getsockname()[1]
+    fillers = []
+    while True:  # fill the accept queue until a connect stalls
+        filler = socket.socket()
+        filler.settimeout(0.3)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except (TimeoutError, socket.timeout):
+            filler.close()
+            break
+        fillers.append(filler)
+    tunnel = Tunnel(server_args=("--connect-timeout", "1"))
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{port}")
+        elapsed = closed_promptly(forwards[0][1], timeout=10)
+        assert 0.9 < elapsed < 4.0
+        assert wait_until(lambda: client.count("timed out after 1s") == 1)
+    finally:
+        tunnel.close()
+        for filler in fillers:
+            filler.close()
+        black_hole.close()
+
+
+def test_bind_on_a_port_in_use_keeps_other_mappings(tunnel, hash_target):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        client, forwards = tunnel.client("-R", f"{port}:127.0.0.1:{hash_target.port}",
+                                         "-L", f"0:127.0.0.1:{hash_target.port}", expect=1)
+        client.wait_for(rf"-R {port}:127.0.0.1:{hash_target.port} refused by server: "
+                        rf"cannot listen on 127.0.0.1:{port}: address already in use")
+        assert forwards[0][0] == "L"
+        ex = Exchange(1_000_000, 1_000_000, seed=31)
+        run_exchange(forwards[0][1], ex)
+        check_exchange(ex, hash_target)
+    finally:
+        taken.close()
+
+
+def test_non_loopback_bind_needs_gateway_ports(tunnel, echo):
+    client, _ = tunnel.client("-R", f"0.0.0.0:0:127.0.0.1:{echo.port}",
+                              "-L", f"0:127.0.0.1:{echo.port}", expect=1)
+    client.wait_for("refused by server: binding 0.0.0.0 needs the server's --gateway-ports")
+
+
+def test_gateway_ports_allows_wildcard_bind(echo):
+    from support import Tunnel
+
+    tunnel = Tunnel(server_args=("--gateway-ports",))
+    try:
+        _client, forwards = tunnel.client("-R", f"*:0:127.0.0.1:{echo.port}")
+        assert forwards[0][0] == "R"
+        with socket.create_connection(("127.0.0.1", forwards[0][1]), timeout=10) as conn:
+            conn.sendall(b"hi")
+            conn.shutdown(socket.SHUT_WR)
+            assert conn.recv(10) == b"hi"
+    finally:
+        tunnel.close()
+
+
+def hello() -> bytes:
+    return encode_frame(0, 1, b"HELLO 1 262144")
+
+
+GARBAGE = {
+    "random bytes": (os.urandom(4096), "protocol error"),
+    "HTTP request": (b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", "kind byte"),
+    "TLS ClientHello": (bytes.fromhex("16030100f5010000f10303") + os.urandom(240), "kind byte"),
+    "4 GB body": (bytes.fromhex("ffffffff0000000100"), "maximum frame size"),
+    "half a header then EOF": (bytes.fromhex("00000010"), "middle of a frame"),
+    "data on an unknown stream": (hello() + encode_frame(5, 0, b"x"), "never opened"),
+    "unknown command": (hello() + encode_frame(0, 1, b"TELEPORT now"), "unknown command"),
+    "command before HELLO": (encode_frame(1, 1, b"CONNECT 127.0.0.1:22"), "expected HELLO"),
+    "duplicate SYN": (hello() + encode_frame(1, 1, b"CONNECT 127.0.0.1:9")
+                      + encode_frame(1, 1, b"SYN 1") * 2, "reuses stream id"),
+}
+
+
+def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash_target):
+    _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                      "-R", f"0:127.0.0.1:{hash_target.port}")
+    transfers = [background_transfer(port, hash_target, 30_000_000, seed=900 + i)
+                 for i, (_k, port, _t) in enumerate(forwards)]
+    for name, (wire, reason) in GARBAGE.items():
+        mark = len(tunnel.server.lines)
+        with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as bad:
+            bad.sendall(wire)
+            if name.startswith("half"):
+                bad.shutdown(socket.SHUT_WR)
+            try:  # the server answers (HELLO, maybe ERROR) and closes
+                while bad.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+        line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
+        assert reason in line, (name, line)
+    for ex, thread in transfers:
+        thread.join(120)
+        check_exchange(ex, hash_target)
+    assert tunnel.server.count("closed: ") == len(GARBAGE)
+
+
+def test_error_frame_tells_the_peer_why(tunnel):
+    with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as bad:
+        bad.sendall(hello() + encode_frame(0, 1, b"HELLO 1 262144"))
+        received = b""
+        while chunk := bad.recv(65536):
+            received += chunk
+    frames = []
+    while received:
+        length, sid, kind = struct.unpack(">IIB", received[:9])
+        frames.append((sid, kind, received[9 : 9 + length]))
+        received = received[9 + length :]
+    assert frames[0] == (0, 1, b"HELLO 1 262144")
+    assert frames[-1] == (0, 1, b"ERROR duplicate HELLO")
+
+
+def test_client_without_a_server_resets_local_connections_promptly(echo):
+    port = closed_port()
+    from reactor_mux.procs import ReactorMuxProcess
+
+    client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                                "-L", f"0:127.0.0.1:{echo.port}", "--reconnect-max", "1"])
+    try:
+        listen_port = int(client.wait_for(r"listening on 127.0.0.1:(\d+)").group(1))
+        client.wait_for("cannot connect to server .* connection refused; reconnecting in")
+        assert closed_promptly(listen_port) < 1.0
+    finally:
+        assert client.stop() == 0
+    assert "Traceback" not in client.log

@@ -1,0 +1,26 @@
+"""An idle tunnel sleeps: no busy loop with open mappings and open idle streams."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from reactor_mux.procs import cpu_time
+
+
+def test_idle_tunnel_uses_almost_no_cpu(tunnel, echo):
+    client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}",
+                                     "-R", f"0:127.0.0.1:{echo.port}")
+    # Idle but open streams too, including a half-closed one.
+    conns = [socket.create_connection(("127.0.0.1", port)) for _k, port, _t in forwards]
+    conns[0].sendall(b"hello")
+    assert conns[0].recv(5) == b"hello"
+    conns[1].shutdown(socket.SHUT_WR)
+    time.sleep(0.5)
+    pids = [client.pid, tunnel.server.pid]
+    before = [cpu_time(pid) for pid in pids]
+    time.sleep(3.0)
+    used = [cpu_time(pid) - b for pid, b in zip(pids, before)]
+    assert all(u <= 0.05 for u in used), f"CPU seconds used while idle for 3s: {used}"
+    for conn in conns:
+        conn.close()

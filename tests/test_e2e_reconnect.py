@@ -1,0 +1,91 @@
+"""Channel loss: streams die on both sides, the client reconnects, mappings return."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from support import Exchange, check_exchange, run_exchange, wait_until
+
+from reactor_mux.procs import ReactorMuxProcess
+
+
+def ends_within(conn: socket.socket, timeout: float) -> bool:
+    """True if the peer closed or reset ``conn`` within ``timeout`` seconds."""
+    conn.settimeout(timeout)
+    try:
+        while conn.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except (TimeoutError, socket.timeout):
+        return False
+    return True
+
+
+def echo_once(port: int, data: bytes = b"are you there?") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := conn.recv(65536):
+            out += chunk
+        return out
+
+
+def test_server_killed_and_restarted(tunnel, echo, hash_target):
+    client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}",
+                                     "-R", f"0:127.0.0.1:{echo.port}",
+                                     "-L", f"0:127.0.0.1:{hash_target.port}",
+                                     extra=("--reconnect-min", "0.2", "--reconnect-max", "1"))
+    ports = {(kind, target): port for kind, port, target in forwards}
+    l_port = ports[("L", f"127.0.0.1:{echo.port}")]
+    r_port = ports[("R", f"127.0.0.1:{echo.port}")]
+    # Streams that are open (and idle) when the channel dies.
+    through_l = socket.create_connection(("127.0.0.1", l_port))
+    through_r = socket.create_connection(("127.0.0.1", r_port))
+    through_l.sendall(b"x")
+    through_r.sendall(b"y")
+    assert through_l.recv(1) == b"x" and through_r.recv(1) == b"y"
+    mark = len(client.lines)
+
+    tunnel.server.kill()  # SIGKILL: no goodbye on the channel
+    assert ends_within(through_l, 5), "-L stream hung after channel loss"
+    assert ends_within(through_r, 5), "-R stream hung after channel loss"
+    client.wait_for("channel to .* lost: .*reconnecting in", start=mark)
+    # The -L listener stays bound while the channel is down, and resets promptly.
+    started = time.monotonic()
+    try:  # the reset can beat connect() itself back to user space
+        with socket.create_connection(("127.0.0.1", l_port), timeout=5) as conn:
+            assert ends_within(conn, 2)
+    except ConnectionResetError:
+        pass
+    assert time.monotonic() - started < 1.0
+
+    tunnel.restart_server()
+    new = client.forwards(3, timeout=15, start=mark)
+    new_ports = {(kind, target): port for kind, port, target in new}
+    assert new_ports[("L", f"127.0.0.1:{echo.port}")] == l_port  # same listener
+    assert wait_until(lambda: echo_once(l_port) == b"are you there?", timeout=5)
+    assert echo_once(new_ports[("R", f"127.0.0.1:{echo.port}")]) == b"are you there?"
+    ex = Exchange(5_000_000, 5_000_000, seed=61)
+    run_exchange(new_ports[("L", f"127.0.0.1:{hash_target.port}")], ex)
+    check_exchange(ex, hash_target)
+    through_l.close()
+    through_r.close()
+
+
+def test_dead_client_frees_its_remote_ports(tunnel, echo):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    fixed = probe.getsockname()[1]
+    probe.close()
+    first, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}")
+    assert forwards[0][1] == fixed
+    first.kill()
+    tunnel.server.wait_for("closed: ")
+    second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+                                "-R", f"{fixed}:127.0.0.1:{echo.port}"])
+    tunnel.clients.append(second)
+    assert second.forwards(1)[0][1] == fixed
+    assert echo_once(fixed) == b"are you there?"
