@@ -130,14 +130,14 @@ class LocalStream:
 
     # ------------------------------------------------------- peer -> local
 
-    def deliver(self, data: memoryview) -> None:
+    def deliver(self, views: list[memoryview]) -> None:
         """Write stream data from the peer; buffer what the socket refuses."""
         if self.closed:
             return
         inbound = self._inbound
         if not len(inbound):
             try:
-                sent = self.sock.send(data)
+                sent = self.sock.sendmsg(views) if len(views) > 1 else self.sock.send(views[0])
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
@@ -146,11 +146,17 @@ class LocalStream:
             if sent:
                 self.bytes_down += sent
                 self.session.consumed(self.id, sent)
-            if sent == len(data):
-                return
-            data = data[sent:]
-        inbound.write(data)
-        self.update()
+            for view in views:
+                if sent >= len(view):
+                    sent -= len(view)
+                    continue
+                inbound.write(view[sent:])
+                sent = 0
+        else:
+            for view in views:
+                inbound.write(view)
+        if len(inbound):
+            self.update()
 
     def _write_buffered(self) -> None:
         inbound = self._inbound
