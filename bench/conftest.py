@@ -56,8 +56,11 @@ class SinkServer:
 
 
 def start_relay(target_port: int) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "plain_relay.py"), "0", "127.0.0.1",
-                             str(target_port)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "plain_relay.py"), "0", "127.0.0.1", str(target_port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     line = proc.stderr.readline()
     return proc, int(line.rsplit(":", 1)[1])
@@ -71,11 +74,19 @@ class Paths:
         relay_outer, port_outer = start_relay(port1)
         self.relays = [relay1, relay_outer]
         self.server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--window", window])
-        self.client = ReactorMuxProcess([
-            "client", "--server", f"127.0.0.1:{self.server.listening_port()}",
-            "--window", window,
-            "-L", f"0:127.0.0.1:{target_port}", "-R", f"0:127.0.0.1:{target_port}",
-        ])
+        self.client = ReactorMuxProcess(
+            [
+                "client",
+                "--server",
+                f"127.0.0.1:{self.server.listening_port()}",
+                "--window",
+                window,
+                "-L",
+                f"0:127.0.0.1:{target_port}",
+                "-R",
+                f"0:127.0.0.1:{target_port}",
+            ]
+        )
         forwards = {kind: port for kind, port, _ in self.client.forwards(2)}
         self.ports = {
             "direct": target_port,

@@ -53,8 +53,9 @@ def ping_pong(port: int, rounds: int = ROUND_TRIPS) -> None:
 
 
 def parallel_ping_pong(port: int) -> None:
-    threads = [threading.Thread(target=ping_pong, args=(port, ROUND_TRIPS // 4))
-               for _ in range(PARALLEL)]
+    threads = [
+        threading.Thread(target=ping_pong, args=(port, ROUND_TRIPS // 4)) for _ in range(PARALLEL)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -96,9 +97,11 @@ def test_interactive_latency_beside_a_bulk_stream(benchmark, echo_paths, sink_pa
     def bulk() -> None:
         block = memoryview(bytes(CHUNK))
         with socket.create_connection(("127.0.0.1", port)) as conn:
+
             def drain() -> None:
                 while conn.recv(1 << 20):
                     pass
+
             reader = threading.Thread(target=drain, daemon=True)
             reader.start()
             while not stop.is_set():

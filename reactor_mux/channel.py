@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT, Connector
 from reactor_mux.localstream import LocalStream
@@ -193,10 +194,12 @@ class Channel:
         def finish_connect(sock: socket.socket | None, error: str | None) -> None:
             self._connecting.pop(stream_id, None)
             if sock is None:
-                log.warning("%s: connect to %s failed: %s", self.name,
-                            format_address(host, port), error)
-                self.session.refuse_stream(stream_id, f"connect to {format_address(host, port)} "
-                                           f"failed: {error}")
+                log.warning(
+                    "%s: connect to %s failed: %s", self.name, format_address(host, port), error
+                )
+                self.session.refuse_stream(
+                    stream_id, f"connect to {format_address(host, port)} failed: {error}"
+                )
             else:
                 label = f"stream {stream_id} -> {format_address(host, port)}"
                 stream = LocalStream(self, stream_id, sock, label)
@@ -206,8 +209,9 @@ class Channel:
                 log.debug("%s: %s opened", self.name, label)
             self.schedule_flush()
 
-        connector = Connector(self.reactor, self.resolver, host, port, connected,
-                              self.connect_timeout)
+        connector = Connector(
+            self.reactor, self.resolver, host, port, connected, self.connect_timeout
+        )
         self._connecting[stream_id] = connector
         connector.start()
 
@@ -261,8 +265,14 @@ class Channel:
         """A stream's local socket is gone; forget it."""
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
-        log.debug("%s: %s %s (%d bytes up, %d down)", self.name, stream.label, reason,
-                  stream.bytes_up, stream.bytes_down)
+        log.debug(
+            "%s: %s %s (%d bytes up, %d down)",
+            self.name,
+            stream.label,
+            reason,
+            stream.bytes_up,
+            stream.bytes_down,
+        )
 
     # ------------------------------------------------------------- writing
 

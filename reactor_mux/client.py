@@ -20,7 +20,7 @@ from reactor_mux.channel import Channel
 from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT, Connector
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
-from reactor_mux.netutil import abort_socket, describe_error, format_address
+from reactor_mux.netutil import PeerAddress, abort_socket, describe_error, format_address
 from reactor_mux.protocol.events import MappingAccepted, MappingRefused, MappingRequested
 from reactor_mux.protocol.limits import DEFAULT_WINDOW
 from reactor_mux.protocol.session import Role, Session
@@ -69,15 +69,21 @@ class Client:
             if spec.kind != "L":
                 continue
             try:
-                listener = Listener(self.reactor, spec.bind_host, spec.bind_port,
-                                    partial(self._on_local_accept, mapping))
+                listener = Listener(
+                    self.reactor,
+                    spec.bind_host,
+                    spec.bind_port,
+                    partial(self._on_local_accept, mapping),
+                )
             except OSError as exc:
-                log.error("-L %s: cannot listen on %s: %s", spec.text, spec.bind,
-                          describe_error(exc))
+                log.error(
+                    "-L %s: cannot listen on %s: %s", spec.text, spec.bind, describe_error(exc)
+                )
                 continue
             self.local_listeners[mapping] = listener
-            log.info("listening on %s for -L %s",
-                     format_address(listener.host, listener.port), spec.text)
+            log.info(
+                "listening on %s for -L %s", format_address(listener.host, listener.port), spec.text
+            )
         has_remote = any(spec.kind == "R" for spec in self.mappings.values())
         if not self.local_listeners and not has_remote:
             raise StartupError("no -L port could be bound and there is no -R: nothing to do")
@@ -101,8 +107,9 @@ class Client:
         self._retry = None
         log.debug("connecting to server %s", self.server_label)
         host, port = self.config.server
-        self._connector = Connector(self.reactor, self.resolver, host, port,
-                                    self._on_connected, self.config.connect_timeout).start()
+        self._connector = Connector(
+            self.reactor, self.resolver, host, port, self._on_connected, self.config.connect_timeout
+        ).start()
 
     def _on_connected(self, sock: socket.socket | None, error: str | None) -> None:
         self._connector = None
@@ -116,8 +123,15 @@ class Client:
             elif spec.kind == "R":
                 session.request_bind(mapping, spec.bind_host, spec.bind_port)
         self._refused.clear()
-        self.channel = Channel(self.reactor, self.resolver, sock, session, self,
-                               f"channel to {self.server_label}", self.config.connect_timeout)
+        self.channel = Channel(
+            self.reactor,
+            self.resolver,
+            sock,
+            session,
+            self,
+            f"channel to {self.server_label}",
+            self.config.connect_timeout,
+        )
         self.channel.start()
 
     def _schedule_reconnect(self, reason: str) -> None:
@@ -127,16 +141,21 @@ class Client:
         log.warning("%s; reconnecting in %.1fs", reason, delay)
         self._retry = self.reactor.call_later(delay, self._connect)
 
-    def _on_local_accept(self, mapping: int, sock: socket.socket, peer: tuple) -> None:
+    def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
         channel = self.channel
         if channel is None or not channel.session.ready or mapping in self._refused:
-            log.debug("-L %s: connection from %s reset: channel not ready",
-                      self.mappings[mapping].text, format_address(peer[0], peer[1]))
+            log.debug(
+                "-L %s: connection from %s reset: channel not ready",
+                self.mappings[mapping].text,
+                format_address(peer[0], peer[1]),
+            )
             abort_socket(sock)
             return
-        channel.open_stream(mapping, sock,
-                            f"-L {self.mappings[mapping].text} from "
-                            f"{format_address(peer[0], peer[1])}")
+        channel.open_stream(
+            mapping,
+            sock,
+            f"-L {self.mappings[mapping].text} from {format_address(peer[0], peer[1])}",
+        )
 
     # ----------------------------------------------------------- ChannelOwner
 
@@ -157,12 +176,12 @@ class Client:
         spec = self.mappings[event.mapping]
         if spec.kind == "L":
             listener = self.local_listeners[event.mapping]
-            log.info("forwarding -L %s -> %s",
-                     format_address(listener.host, listener.port), spec.target)
+            log.info(
+                "forwarding -L %s -> %s", format_address(listener.host, listener.port), spec.target
+            )
         else:
             assert event.host is not None and event.port is not None
-            log.info("forwarding -R %s -> %s", format_address(event.host, event.port),
-                     spec.target)
+            log.info("forwarding -R %s -> %s", format_address(event.host, event.port), spec.target)
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from reactor_mux.netutil import describe_error, tune_stream_socket
 from reactor_mux.reactor import WRITE, IOWatch, Reactor, Timer

@@ -103,16 +103,24 @@ def run_demo(size_mib: int = 64) -> int:
     client = None
     try:
         server_port = server.listening_port()
-        client = ReactorMuxProcess([
-            "client", "--server", f"127.0.0.1:{server_port}",
-            "-L", f"0:127.0.0.1:{target.port}",
-            "-R", f"0:127.0.0.1:{target.port}",
-        ])
+        client = ReactorMuxProcess(
+            [
+                "client",
+                "--server",
+                f"127.0.0.1:{server_port}",
+                "-L",
+                f"0:127.0.0.1:{target.port}",
+                "-R",
+                f"0:127.0.0.1:{target.port}",
+            ]
+        )
         ports = {kind: port for kind, port, _target in client.forwards(2)}
         print(f"  echo target  127.0.0.1:{target.port}")
         print(f"  server       127.0.0.1:{server_port}")
-        print(f"  client       -L 127.0.0.1:{ports['L']} -> target, "
-              f"-R 127.0.0.1:{ports['R']} (on the server) -> target")
+        print(
+            f"  client       -L 127.0.0.1:{ports['L']} -> target, "
+            f"-R 127.0.0.1:{ports['R']} (on the server) -> target"
+        )
         data = random.Random(2018).randbytes(size)
         paths = [
             ("direct to target (baseline)", target.port),
@@ -127,8 +135,10 @@ def run_demo(size_mib: int = 64) -> int:
             all_ok &= ok and echoed == size
             rate = 2 * size / seconds / 2**20  # bytes moved both ways
             baseline = baseline or rate
-            print(f"  {name:32} {size / 2**20:>7.1f}MiB {echoed / 2**20:>7.1f}MiB "
-                  f"{'ok' if ok else 'BAD':>7} {rate:>8.0f}  ({rate / baseline:.2f}x direct)")
+            print(
+                f"  {name:32} {size / 2**20:>7.1f}MiB {echoed / 2**20:>7.1f}MiB "
+                f"{'ok' if ok else 'BAD':>7} {rate:>8.0f}  ({rate / baseline:.2f}x direct)"
+            )
         print("demo " + ("passed: every byte arrived intact" if all_ok else "FAILED"))
         return 0 if all_ok else 1
     except (TimeoutError, OSError) as exc:

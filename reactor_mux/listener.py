@@ -11,9 +11,15 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from typing import Callable
+from collections.abc import Callable
 
-from reactor_mux.netutil import describe_error, listen_socket, sockname, tune_stream_socket
+from reactor_mux.netutil import (
+    PeerAddress,
+    describe_error,
+    listen_socket,
+    sockname,
+    tune_stream_socket,
+)
 from reactor_mux.reactor import READ, IOWatch, Reactor, Timer
 
 log = logging.getLogger("reactor_mux")
@@ -22,7 +28,7 @@ ACCEPT_BATCH = 64
 ACCEPT_PAUSE = 0.25
 _RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
-AcceptCallback = Callable[[socket.socket, tuple], None]
+AcceptCallback = Callable[[socket.socket, PeerAddress], None]
 
 
 class Listener:
@@ -56,7 +62,11 @@ class Listener:
         what = "out of file descriptors" if exc.errno in _RESOURCE_ERRORS else "error"
         log.warning(
             "accept on %s:%d failed (%s: %s); pausing %.2fs",
-            self.host, self.port, what, describe_error(exc), ACCEPT_PAUSE,
+            self.host,
+            self.port,
+            what,
+            describe_error(exc),
+            ACCEPT_PAUSE,
         )
         self._watch.want(0)
         self._resume_timer = self._reactor.call_later(ACCEPT_PAUSE, self._resume)

@@ -36,20 +36,20 @@ READ_CHUNK = 128 * 1024
 
 class LocalStream:
     __slots__ = (
-        "channel",
-        "session",
-        "id",
-        "sock",
-        "label",
-        "_watch",
         "_inbound",
-        "reading",
-        "read_eof",
-        "peer_eof",
-        "write_closed",
-        "closed",
-        "bytes_up",
+        "_watch",
         "bytes_down",
+        "bytes_up",
+        "channel",
+        "closed",
+        "id",
+        "label",
+        "peer_eof",
+        "read_eof",
+        "reading",
+        "session",
+        "sock",
+        "write_closed",
     )
 
     def __init__(self, channel: Channel, stream_id: int, sock: socket.socket, label: str) -> None:
@@ -96,7 +96,7 @@ class LocalStream:
             if mask & READ and not self.closed:
                 self._read()
             self.update()
-        except Exception:  # noqa: BLE001 - a bug must cost one stream, not the process
+        except Exception:
             log.exception("%s: internal error; resetting the stream", self.label)
             self.abort("internal error")
 

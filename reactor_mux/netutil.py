@@ -13,8 +13,12 @@ import ipaddress
 import os
 import socket
 import struct
+from typing import Any
 
 LISTEN_BACKLOG = 512
+
+PeerAddress = tuple[Any, ...]
+"""What ``accept()`` returns as the peer: (host, port) or (host, port, flow, scope)."""
 _LINGER_ABORT = struct.pack("ii", 1, 0)
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)$")
 FORWARDING = re.compile(r"forwarding -([LR]) (\S+):(\d+) -> (\S+)$")
@@ -61,8 +61,9 @@ class ReactorMuxProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
-    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 10.0,
-                 start: int = 0) -> re.Match[str]:
+    def wait_for(
+        self, pattern: str | re.Pattern[str], timeout: float = 10.0, start: int = 0
+    ) -> re.Match[str]:
         """Wait for a log line (from index ``start`` on) matching ``pattern``."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
@@ -75,8 +76,11 @@ class ReactorMuxProcess:
                     if match:
                         return match
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and index >= len(self._lines)
-                                      and not self._reader.is_alive()):
+                if remaining <= 0 or (
+                    self.proc.poll() is not None
+                    and index >= len(self._lines)
+                    and not self._reader.is_alive()
+                ):
                     raise TimeoutError(
                         f"no log line matching {regex.pattern!r} within {timeout}s; "
                         f"log so far:\n{self.log}"
@@ -90,7 +94,9 @@ class ReactorMuxProcess:
     def listening_port(self, timeout: float = 10.0) -> int:
         return int(self.wait_for(LISTENING, timeout).group(2))
 
-    def forwards(self, count: int, timeout: float = 10.0, start: int = 0) -> list[tuple[str, int, str]]:
+    def forwards(
+        self, count: int, timeout: float = 10.0, start: int = 0
+    ) -> list[tuple[str, int, str]]:
         """Wait for ``count`` ``forwarding`` lines; return (kind, port, target) each."""
         found: list[tuple[str, int, str]] = []
         index = start

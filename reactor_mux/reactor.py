@@ -24,7 +24,8 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
@@ -33,7 +34,7 @@ WRITE = selectors.EVENT_WRITE
 class Timer:
     """A scheduled call; ``cancel()`` makes it a no-op."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    __slots__ = ("callback", "cancelled", "when")
 
     def __init__(self, when: float, callback: Callable[[], None]) -> None:
         self.when = when
@@ -47,7 +48,7 @@ class Timer:
 class IOWatch:
     """Registration of one file object with the reactor."""
 
-    __slots__ = ("_reactor", "fileobj", "_callback", "mask", "closed")
+    __slots__ = ("_callback", "_reactor", "closed", "fileobj", "mask")
 
     def __init__(self, reactor: Reactor, fileobj: Any, callback: Callable[[int], None]) -> None:
         self._reactor = reactor

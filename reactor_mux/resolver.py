@@ -9,13 +9,14 @@ literals are answered at once.  The pool never touches stream data.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
+from typing import Any
 
 from reactor_mux.netutil import describe_error, is_ip_literal
 from reactor_mux.reactor import Reactor
 
-Address = tuple[socket.AddressFamily, tuple]
+Address = tuple[socket.AddressFamily, tuple[Any, ...]]
 ResolveCallback = Callable[[list[Address], str | None], None]
 
 RESOLVER_THREADS = 4
@@ -44,6 +45,13 @@ def _lookup(host: str, port: int, numeric: bool) -> list[Address]:
     return seen
 
 
+def _deliver(
+    handle: Resolution, callback: ResolveCallback, addresses: list[Address], error: str | None
+) -> None:
+    if not handle.cancelled:
+        callback(addresses, error)
+
+
 class Resolver:
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
@@ -58,7 +66,7 @@ class Resolver:
                 error = None
             except OSError as exc:
                 result, error = [], describe_error(exc)
-            self._reactor.call_soon(lambda: handle.cancelled or callback(result, error))
+            self._reactor.call_soon(lambda: _deliver(handle, callback, result, error))
             return handle
         if self._pool is None:
             self._pool = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolver")
@@ -70,9 +78,7 @@ class Resolver:
                 addresses, error = [], describe_error(exc)
             except Exception as exc:  # noqa: BLE001 - reported as a lookup failure
                 addresses, error = [], f"cannot resolve host: {exc}"
-            self._reactor.call_soon_threadsafe(
-                lambda: handle.cancelled or callback(addresses, error)
-            )
+            self._reactor.call_soon_threadsafe(lambda: _deliver(handle, callback, addresses, error))
 
         self._pool.submit(_lookup, host, port, False).add_done_callback(done)
         return handle

@@ -20,6 +20,7 @@ from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import (
+    PeerAddress,
     describe_error,
     format_address,
     is_ip_literal,
@@ -79,12 +80,13 @@ class Server:
         for channel in list(self.clients):
             channel.close("server shutting down", error=False)
 
-    def _on_accept(self, sock: socket.socket, peer: tuple) -> None:
+    def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
         self._accepted += 1
         name = f"channel #{self._accepted} from {format_address(peer[0], peer[1])}"
         session = Session(Role.SERVER, self.config.window)
-        channel = Channel(self.reactor, self.resolver, sock, session, self, name,
-                          self.config.connect_timeout)
+        channel = Channel(
+            self.reactor, self.resolver, sock, session, self, name, self.config.connect_timeout
+        )
         self.clients[channel] = _ClientState()
         log.debug("%s: accepted", name)
         channel.start()
@@ -110,8 +112,12 @@ class Server:
         if reason is None:
             host = "127.0.0.1" if event.host == "localhost" else event.host
             try:
-                listener = Listener(self.reactor, host, event.port,
-                                    partial(self._on_remote_accept, channel, event.mapping))
+                listener = Listener(
+                    self.reactor,
+                    host,
+                    event.port,
+                    partial(self._on_remote_accept, channel, event.mapping),
+                )
             except OSError as exc:
                 reason = f"cannot listen on {target}: {describe_error(exc)}"
         if reason is not None:
@@ -120,8 +126,11 @@ class Server:
             return
         state.binds[event.mapping] = listener
         channel.session.accept_bind(event.mapping, listener.host, listener.port)
-        log.info("%s: forwarding -R %s -> client", channel.name,
-                 format_address(listener.host, listener.port))
+        log.info(
+            "%s: forwarding -R %s -> client",
+            channel.name,
+            format_address(listener.host, listener.port),
+        )
 
     def _bind_policy(self, host: str) -> str | None:
         """Why a BIND for ``host`` is refused, or None if it is allowed."""
@@ -131,8 +140,9 @@ class Server:
             return f"binding {host} needs the server's --gateway-ports (only loopback otherwise)"
         return None
 
-    def _on_remote_accept(self, channel: Channel, mapping: int, sock: socket.socket,
-                          peer: tuple) -> None:
+    def _on_remote_accept(
+        self, channel: Channel, mapping: int, sock: socket.socket, peer: PeerAddress
+    ) -> None:
         channel.open_stream(mapping, sock, f"-R from {format_address(peer[0], peer[1])}")
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:

@@ -48,7 +48,9 @@ class ForwardSpec:
 
 def _split_fields(text: str) -> list[str]:
     """Split on ':' outside square brackets, keeping the brackets."""
-    fields, current, depth = [], [], 0
+    fields: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "[":
             depth += 1

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from support import EchoServer, HashReplyServer, Tunnel  # noqa: E402
+from support import EchoServer, HashReplyServer, Tunnel
 
 
 @pytest.fixture

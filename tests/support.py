@@ -163,8 +163,7 @@ class Exchange:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def run_exchange(port: int, ex: Exchange, timeout: float = 120.0,
-                 host: str = "127.0.0.1") -> None:
+def run_exchange(port: int, ex: Exchange, timeout: float = 120.0, host: str = "127.0.0.1") -> None:
     try:
         conn = socket.create_connection((host, port), timeout=timeout)
         with conn:
@@ -202,8 +201,9 @@ class Tunnel:
         self.server_port = self.server.listening_port()
         self.clients: list[ReactorMuxProcess] = []
 
-    def client(self, *forward_args: str, expect: int | None = None,
-               extra: tuple[str, ...] = ()) -> tuple[ReactorMuxProcess, list[tuple[str, int, str]]]:
+    def client(
+        self, *forward_args: str, expect: int | None = None, extra: tuple[str, ...] = ()
+    ) -> tuple[ReactorMuxProcess, list[tuple[str, int, str]]]:
         """Start a client; wait for ``expect`` forwarding lines (default: one per -L/-R)."""
         proc = ReactorMuxProcess(
             ["client", "--server", f"127.0.0.1:{self.server_port}", *extra, *forward_args]

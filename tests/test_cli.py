@@ -15,8 +15,12 @@ from reactor_mux.procs import ReactorMuxProcess
 
 
 def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reactor_mux", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "reactor_mux", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_version_names_the_codec():
@@ -56,8 +60,17 @@ BAD = [
     ["client", "--server", "127.0.0.1:1", "-L", "a:b:c:d:e"],
     ["client", "--server", "127.0.0.1:1", "-R", "1:2"],
     ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "--reconnect-min", "-1"],
-    ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "--reconnect-min", "5",
-     "--reconnect-max", "1"],
+    [
+        "client",
+        "--server",
+        "127.0.0.1:1",
+        "-L",
+        "1:h:2",
+        "--reconnect-min",
+        "5",
+        "--reconnect-max",
+        "1",
+    ],
     ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "-v", "-q"],
 ]
 
@@ -90,8 +103,9 @@ def test_client_whose_only_port_is_taken_exits_1():
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     try:
-        result = run("client", "--server", "127.0.0.1:1", "-L",
-                     f"{taken.getsockname()[1]}:127.0.0.1:80")
+        result = run(
+            "client", "--server", "127.0.0.1:1", "-L", f"{taken.getsockname()[1]}:127.0.0.1:80"
+        )
     finally:
         taken.close()
     assert result.returncode == 1
@@ -114,8 +128,9 @@ def test_quiet_logs_errors_only_and_verbose_logs_streams(echo):
     verbose = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "-v"])
     try:
         port = verbose.listening_port()
-        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
-                                    "-L", f"0:127.0.0.1:{echo.port}"])
+        client = ReactorMuxProcess(
+            ["client", "--server", f"127.0.0.1:{port}", "-L", f"0:127.0.0.1:{echo.port}"]
+        )
         listen = client.forwards(1)[0][1]
         with socket.create_connection(("127.0.0.1", listen)) as conn:
             conn.sendall(b"x")
@@ -131,7 +146,8 @@ def test_quiet_logs_errors_only_and_verbose_logs_streams(echo):
 
 def test_python_dash_m_and_environment():
     env = {**os.environ, "PYTHONWARNINGS": "error"}
-    result = subprocess.run([sys.executable, "-m", "reactor_mux", "--help"], capture_output=True,
-                            text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "reactor_mux", "--help"], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0
     assert "server" in result.stdout and "client" in result.stdout and "demo" in result.stdout

@@ -55,15 +55,20 @@ def test_long_reasons_are_truncated_to_the_limit():
 
 @pytest.mark.parametrize(
     "word,expected",
-    [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:22", ("::1", 22)), ("a-b.example:1", ("a-b.example", 1))],
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        ("[::1]:22", ("::1", 22)),
+        ("a-b.example:1", ("a-b.example", 1)),
+    ],
 )
 def test_host_port(word, expected):
     assert parse_host_port(word, allow_port_zero=False) == expected
     assert format_host_port(*expected) == word
 
 
-@pytest.mark.parametrize("word", ["127.0.0.1", "host:", ":80", "host:65536", "host:080x", "a b:1",
-                                  "[zz]:1", "host:0"])
+@pytest.mark.parametrize(
+    "word", ["127.0.0.1", "host:", ":80", "host:65536", "host:080x", "a b:1", "[zz]:1", "host:0"]
+)
 def test_bad_host_port(word):
     with pytest.raises(ProtocolError):
         parse_host_port(word, allow_port_zero=False)

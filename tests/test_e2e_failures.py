@@ -48,8 +48,9 @@ def background_transfer(port, target, size=20_000_000, seed=4242):  # type: igno
 @pytest.mark.parametrize("kind", ["L", "R"])
 def test_refused_target_closes_only_that_connection(tunnel, hash_target, kind):
     dead = closed_port()
-    client, forwards = tunnel.client(f"-{kind}", f"0:127.0.0.1:{dead}",
-                                     "-L", f"0:127.0.0.1:{hash_target.port}")
+    client, forwards = tunnel.client(
+        f"-{kind}", f"0:127.0.0.1:{dead}", "-L", f"0:127.0.0.1:{hash_target.port}"
+    )
     ports = {target: port for _k, port, target in forwards}
     ex, thread = background_transfer(ports[f"127.0.0.1:{hash_target.port}"], hash_target)
     elapsed = closed_promptly(ports[f"127.0.0.1:{dead}"])
@@ -83,7 +84,7 @@ def test_target_that_never_answers_times_out():
         filler.settimeout(0.3)
         try:
             filler.connect(("127.0.0.1", port))
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             filler.close()
             break
         fillers.append(filler)
@@ -106,10 +107,17 @@ def test_bind_on_a_port_in_use_keeps_other_mappings(tunnel, hash_target):
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        client, forwards = tunnel.client("-R", f"{port}:127.0.0.1:{hash_target.port}",
-                                         "-L", f"0:127.0.0.1:{hash_target.port}", expect=1)
-        client.wait_for(rf"-R {port}:127.0.0.1:{hash_target.port} refused by server: "
-                        rf"cannot listen on 127.0.0.1:{port}: address already in use")
+        client, forwards = tunnel.client(
+            "-R",
+            f"{port}:127.0.0.1:{hash_target.port}",
+            "-L",
+            f"0:127.0.0.1:{hash_target.port}",
+            expect=1,
+        )
+        client.wait_for(
+            rf"-R {port}:127.0.0.1:{hash_target.port} refused by server: "
+            rf"cannot listen on 127.0.0.1:{port}: address already in use"
+        )
         assert forwards[0][0] == "L"
         ex = Exchange(1_000_000, 1_000_000, seed=31)
         run_exchange(forwards[0][1], ex)
@@ -119,8 +127,9 @@ def test_bind_on_a_port_in_use_keeps_other_mappings(tunnel, hash_target):
 
 
 def test_non_loopback_bind_needs_gateway_ports(tunnel, echo):
-    client, _ = tunnel.client("-R", f"0.0.0.0:0:127.0.0.1:{echo.port}",
-                              "-L", f"0:127.0.0.1:{echo.port}", expect=1)
+    client, _ = tunnel.client(
+        "-R", f"0.0.0.0:0:127.0.0.1:{echo.port}", "-L", f"0:127.0.0.1:{echo.port}", expect=1
+    )
     client.wait_for("refused by server: binding 0.0.0.0 needs the server's --gateway-ports")
 
 
@@ -152,16 +161,21 @@ GARBAGE = {
     "data on an unknown stream": (hello() + encode_frame(5, 0, b"x"), "never opened"),
     "unknown command": (hello() + encode_frame(0, 1, b"TELEPORT now"), "unknown command"),
     "command before HELLO": (encode_frame(1, 1, b"CONNECT 127.0.0.1:22"), "expected HELLO"),
-    "duplicate SYN": (hello() + encode_frame(1, 1, b"CONNECT 127.0.0.1:9")
-                      + encode_frame(1, 1, b"SYN 1") * 2, "reuses stream id"),
+    "duplicate SYN": (
+        hello() + encode_frame(1, 1, b"CONNECT 127.0.0.1:9") + encode_frame(1, 1, b"SYN 1") * 2,
+        "reuses stream id",
+    ),
 }
 
 
 def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash_target):
-    _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
-                                      "-R", f"0:127.0.0.1:{hash_target.port}")
-    transfers = [background_transfer(port, hash_target, 30_000_000, seed=900 + i)
-                 for i, (_k, port, _t) in enumerate(forwards)]
+    _client, forwards = tunnel.client(
+        "-L", f"0:127.0.0.1:{hash_target.port}", "-R", f"0:127.0.0.1:{hash_target.port}"
+    )
+    transfers = [
+        background_transfer(port, hash_target, 30_000_000, seed=900 + i)
+        for i, (_k, port, _t) in enumerate(forwards)
+    ]
     for name, (wire, reason) in GARBAGE.items():
         mark = len(tunnel.server.lines)
         with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as bad:
@@ -200,8 +214,17 @@ def test_client_without_a_server_resets_local_connections_promptly(echo):
     port = closed_port()
     from reactor_mux.procs import ReactorMuxProcess
 
-    client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
-                                "-L", f"0:127.0.0.1:{echo.port}", "--reconnect-max", "1"])
+    client = ReactorMuxProcess(
+        [
+            "client",
+            "--server",
+            f"127.0.0.1:{port}",
+            "-L",
+            f"0:127.0.0.1:{echo.port}",
+            "--reconnect-max",
+            "1",
+        ]
+    )
     try:
         listen_port = int(client.wait_for(r"listening on 127.0.0.1:(\d+)").group(1))
         client.wait_for("cannot connect to server .* connection refused; reconnecting in")

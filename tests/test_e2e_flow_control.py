@@ -4,7 +4,6 @@ memory and does not slow the other streams on the channel."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 from support import Exchange, NeverReadServer, check_exchange, run_exchange
@@ -25,7 +24,7 @@ class Feeder:
         self._block = memoryview(bytes(1024 * 1024))
 
     def feed(self, limit: int, quiet: float = 1.0) -> int:
-        """Send until ``limit`` bytes in all, or nothing moved for ``quiet`` s; return bytes sent now."""
+        """Send until ``limit`` bytes in all or nothing moved for ``quiet`` s; return bytes sent."""
         start, last_progress = self.sent, time.monotonic()
         while self.sent < limit and time.monotonic() - last_progress < quiet:
             try:
@@ -54,8 +53,9 @@ def rss_kib(pid: int) -> int:
 def test_stalled_stream_is_bounded_and_does_not_slow_others(tunnel, hash_target):
     stalled = NeverReadServer()
     try:
-        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{stalled.port}",
-                                         "-L", f"0:127.0.0.1:{hash_target.port}")
+        client, forwards = tunnel.client(
+            "-L", f"0:127.0.0.1:{stalled.port}", "-L", f"0:127.0.0.1:{hash_target.port}"
+        )
         ports = {target: port for _kind, port, target in forwards}
         stalled_port = ports[f"127.0.0.1:{stalled.port}"]
         fast_port = ports[f"127.0.0.1:{hash_target.port}"]
@@ -71,9 +71,11 @@ def test_stalled_stream_is_bounded_and_does_not_slow_others(tunnel, hash_target)
         more = feeder.feed(FEED, quiet=0.5)
         after = {name: rss_kib(pid) for name, pid in pids.items()}
         growth = {name: after[name] - before[name] for name in pids}
-        print(f"\nstalled stream accepted {feeder.sent} of {FEED} bytes; "
-              f"50 MB alone {alone:.2f}s, beside the stall {beside_stall:.2f}s; "
-              f"RSS growth {growth} KiB")
+        print(
+            f"\nstalled stream accepted {feeder.sent} of {FEED} bytes; "
+            f"50 MB alone {alone:.2f}s, beside the stall {beside_stall:.2f}s; "
+            f"RSS growth {growth} KiB"
+        )
 
         # Backpressure reached the feeder: the tunnel did not swallow 200 MB.
         assert accepted < FEED // 4

@@ -48,13 +48,16 @@ def test_other_direction_flows_after_a_half_close(tunnel, echo, kind):
 
 def test_two_thousand_connections_leave_no_descriptors_behind(tunnel, echo):
     """20 rounds of 100 concurrent connections, alternating -L and -R."""
-    client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}",
-                                     "-R", f"0:127.0.0.1:{echo.port}")
+    client, forwards = tunnel.client(
+        "-L", f"0:127.0.0.1:{echo.port}", "-R", f"0:127.0.0.1:{echo.port}"
+    )
     procs = [client.pid, tunnel.server.pid]
     baseline = [fd_count(pid) for pid in procs]
     for round_number in range(20):
-        conns = [socket.create_connection(("127.0.0.1", forwards[i % 2][1]), timeout=10)
-                 for i in range(100)]
+        conns = [
+            socket.create_connection(("127.0.0.1", forwards[i % 2][1]), timeout=10)
+            for i in range(100)
+        ]
         for i, conn in enumerate(conns):
             conn.sendall(b"ping %d.%d" % (round_number, i))
             conn.shutdown(socket.SHUT_WR)

@@ -9,8 +9,9 @@ from reactor_mux.procs import cpu_time
 
 
 def test_idle_tunnel_uses_almost_no_cpu(tunnel, echo):
-    client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}",
-                                     "-R", f"0:127.0.0.1:{echo.port}")
+    client, forwards = tunnel.client(
+        "-L", f"0:127.0.0.1:{echo.port}", "-R", f"0:127.0.0.1:{echo.port}"
+    )
     # Idle but open streams too, including a half-closed one.
     conns = [socket.create_connection(("127.0.0.1", port)) for _k, port, _t in forwards]
     conns[0].sendall(b"hello")
@@ -20,7 +21,7 @@ def test_idle_tunnel_uses_almost_no_cpu(tunnel, echo):
     pids = [client.pid, tunnel.server.pid]
     before = [cpu_time(pid) for pid in pids]
     time.sleep(3.0)
-    used = [cpu_time(pid) - b for pid, b in zip(pids, before)]
+    used = [cpu_time(pid) - b for pid, b in zip(pids, before, strict=False)]
     assert all(u <= 0.05 for u in used), f"CPU seconds used while idle for 3s: {used}"
     for conn in conns:
         conn.close()

@@ -19,7 +19,9 @@ from reactor_mux.demo import echo_roundtrip
 
 
 def test_l_and_r_carry_data_intact(tunnel, echo):
-    _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", "-R", f"0:127.0.0.1:{echo.port}")
+    _client, forwards = tunnel.client(
+        "-L", f"0:127.0.0.1:{echo.port}", "-R", f"0:127.0.0.1:{echo.port}"
+    )
     data = bytes(payload(1, 20 * 1024 * 1024))
     for kind, port, target in forwards:
         assert target == f"127.0.0.1:{echo.port}"
@@ -29,8 +31,9 @@ def test_l_and_r_carry_data_intact(tunnel, echo):
 
 def test_many_concurrent_streams_both_ways(tunnel, hash_target):
     """100 streams through -L and 100 through -R on one channel, 0 B..4 MB each way."""
-    _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
-                                      "-R", f"0:127.0.0.1:{hash_target.port}")
+    _client, forwards = tunnel.client(
+        "-L", f"0:127.0.0.1:{hash_target.port}", "-R", f"0:127.0.0.1:{hash_target.port}"
+    )
     ports = {kind: port for kind, port, _ in forwards}
     rng = random.Random(2026)
     edge_sizes = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 4_000_000), (4_000_000, 0)]
@@ -67,9 +70,12 @@ def test_several_mappings_on_one_channel(tunnel):
             kind, port = by_target[f"127.0.0.1:{target.port}"]
             assert kind == ("L" if i % 2 == 0 else "R")
             for j in range(3):
-                exchanges.append((target, port, Exchange(300_000 + j, 200_000 + i, seed=i * 10 + j)))
-        threads = [threading.Thread(target=run_exchange, args=(port, ex))
-                   for _t, port, ex in exchanges]
+                exchanges.append(
+                    (target, port, Exchange(300_000 + j, 200_000 + i, seed=i * 10 + j))
+                )
+        threads = [
+            threading.Thread(target=run_exchange, args=(port, ex)) for _t, port, ex in exchanges
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -84,13 +90,17 @@ def test_several_mappings_on_one_channel(tunnel):
 
 
 def test_two_clients_on_one_server(tunnel, hash_target):
-    _a, forwards_a = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
-                                   "-R", f"0:127.0.0.1:{hash_target.port}")
-    _b, forwards_b = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
-                                   "-R", f"0:127.0.0.1:{hash_target.port}")
+    _a, forwards_a = tunnel.client(
+        "-L", f"0:127.0.0.1:{hash_target.port}", "-R", f"0:127.0.0.1:{hash_target.port}"
+    )
+    _b, forwards_b = tunnel.client(
+        "-L", f"0:127.0.0.1:{hash_target.port}", "-R", f"0:127.0.0.1:{hash_target.port}"
+    )
     ports = [port for _, port, _ in forwards_a + forwards_b]
     assert len(set(ports)) == 4
-    exchanges = [(port, Exchange(2_000_000, 1_000_000, seed=500 + i)) for i, port in enumerate(ports)]
+    exchanges = [
+        (port, Exchange(2_000_000, 1_000_000, seed=500 + i)) for i, port in enumerate(ports)
+    ]
     threads = [threading.Thread(target=run_exchange, args=item) for item in exchanges]
     for thread in threads:
         thread.start()
@@ -104,10 +114,13 @@ def test_two_clients_on_one_server(tunnel, hash_target):
 def test_ipv6_literals(tunnel):
     target = HashReplyServer(host="::1")
     try:
-        _client, forwards = tunnel.client("-L", f"[::1]:0:[::1]:{target.port}",
-                                          "-R", f"0:[::1]:{target.port}")
+        _client, forwards = tunnel.client(
+            "-L", f"[::1]:0:[::1]:{target.port}", "-R", f"0:[::1]:{target.port}"
+        )
         assert [(kind, t) for kind, _port, t in forwards] == [
-            ("L", f"[::1]:{target.port}"), ("R", f"[::1]:{target.port}")]
+            ("L", f"[::1]:{target.port}"),
+            ("R", f"[::1]:{target.port}"),
+        ]
         for i, (kind, port, _t) in enumerate(forwards):
             ex = Exchange(100_000, 50_000, seed=77 + i)
             run_exchange(port, ex, host="::1" if kind == "L" else "127.0.0.1")
@@ -120,7 +133,9 @@ def test_ipv6_literals(tunnel):
 def test_window_option_still_moves_data_intact(window, echo):
     tunnel = Tunnel(server_args=("--window", window))
     try:
-        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=("--window", window))
+        _client, forwards = tunnel.client(
+            "-L", f"0:127.0.0.1:{echo.port}", extra=("--window", window)
+        )
         data = bytes(payload(3, 3 * 1024 * 1024))
         echoed, ok, _ = echo_roundtrip(forwards[0][1], data)
         assert (echoed, ok) == (len(data), True)

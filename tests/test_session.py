@@ -116,8 +116,10 @@ def test_refusals(pair):
     server.refuse_bind(1, "address already in use")
     server.refuse_connect(2, "not allowed")
     c_events, _ = exchange(client, server)
-    assert c_events == [MappingRefused(1, "bind", "address already in use"),
-                        MappingRefused(2, "connect", "not allowed")]
+    assert c_events == [
+        MappingRefused(1, "bind", "address already in use"),
+        MappingRefused(2, "connect", "not allowed"),
+    ]
 
 
 def test_data_both_ways_then_half_close_both_ways(pair):
@@ -127,7 +129,9 @@ def test_data_both_ways_then_half_close_both_ways(pair):
     client.end_stream(sid)
     _, s_events = exchange(client, server)
     assert [(type(e), getattr(e, "data", None)) for e in s_events] == [
-        (DataReceived, memoryview(b"request")), (StreamEnded, None)]
+        (DataReceived, memoryview(b"request")),
+        (StreamEnded, None),
+    ]
     assert client.stream_state(sid) is StreamState.HALF_CLOSED_LOCAL
     assert server.stream_state(sid) is StreamState.HALF_CLOSED_REMOTE
     server.send_data(sid, b"reply")
@@ -146,7 +150,10 @@ def test_fin_waits_for_buffered_data(pair):
     client.end_stream(sid)
     frames = decode(client.data_to_send())
     assert [(kind, len(body)) for _, kind, body in frames] == [
-        (0, DATA_FRAME_SIZE), (0, 50000 - DATA_FRAME_SIZE), (1, 3)]
+        (0, DATA_FRAME_SIZE),
+        (0, 50000 - DATA_FRAME_SIZE),
+        (1, 3),
+    ]
     assert frames[-1][2] == b"FIN"
 
 
@@ -237,7 +244,7 @@ def test_any_sequence_of_partial_sends_yields_the_same_streams(payloads, sends):
     client, server = Session(Role.CLIENT, 256 * 1024), Session(Role.SERVER, 256 * 1024)
     exchange(client, server)
     ids = []
-    for mapping, payload in enumerate(payloads, start=1):
+    for mapping in range(1, len(payloads) + 1):
         client.request_connect(mapping, "127.0.0.1", 80)
         sid = client.open_stream(mapping)
         exchange(client, server)
@@ -245,7 +252,7 @@ def test_any_sequence_of_partial_sends_yields_the_same_streams(payloads, sends):
         server.accept_stream(sid)
         exchange(client, server)
         ids.append(sid)
-    for sid, payload in zip(ids, payloads):
+    for sid, payload in zip(ids, payloads, strict=False):
         client.send_data(sid, payload)
         client.end_stream(sid)
     wire = bytearray()
@@ -265,7 +272,7 @@ def test_any_sequence_of_partial_sends_yields_the_same_streams(payloads, sends):
         elif isinstance(event, StreamEnded):
             ended.append(event.stream_id)
     assert sorted(ended) == sorted(ids)
-    for sid, payload in zip(ids, payloads):
+    for sid, payload in zip(ids, payloads, strict=False):
         assert received[sid] == payload
 
 
@@ -347,7 +354,7 @@ def test_data_after_fin(pair):
 
 
 def test_peer_error_is_reported_without_a_reply(pair):
-    client, server = pair
+    client, _server = pair
     events = client.receive_data(command(0, "ERROR shutting down"))
     assert events == [ChannelFailed("shutting down", by_peer=True)]
     assert client.data_to_send() == b""
@@ -440,7 +447,9 @@ def test_random_peer_input_sequences_never_escape_the_error_boundary(inputs, sta
     for event in inputs:
         events = server.receive_data(PEER_INPUTS[event](sid))
         for e in events:
-            assert not isinstance(e, ChannelFailed) or server.stream_state(sid) is StreamState.CLOSED
+            assert (
+                not isinstance(e, ChannelFailed) or server.stream_state(sid) is StreamState.CLOSED
+            )
         if server.failed:
             break
 
@@ -448,5 +457,5 @@ def test_random_peer_input_sequences_never_escape_the_error_boundary(inputs, sta
 def test_every_error_frame_reason_parses():
     server = Session(Role.SERVER)
     server.receive_data(b"\x00\x00\x00\x05\x00\x00\x00\x00\x01HELLO")
-    sid, text = commands_in(server.data_to_send())[-1]
+    _sid, text = commands_in(server.data_to_send())[-1]
     assert parse_command(text.encode()).verb.value == "ERROR"

@@ -41,8 +41,12 @@ def test_every_live_state_can_be_reset_both_ways():
 
 def test_half_close_paths():
     s = StreamState.OPEN
-    assert next_state(next_state(s, StreamInput.SEND_FIN), StreamInput.RECV_FIN) is StreamState.CLOSED
-    assert next_state(next_state(s, StreamInput.RECV_FIN), StreamInput.SEND_FIN) is StreamState.CLOSED
+    assert (
+        next_state(next_state(s, StreamInput.SEND_FIN), StreamInput.RECV_FIN) is StreamState.CLOSED
+    )
+    assert (
+        next_state(next_state(s, StreamInput.RECV_FIN), StreamInput.SEND_FIN) is StreamState.CLOSED
+    )
     # after our FIN we may still receive and acknowledge; after theirs we may still send
     hcl = next_state(s, StreamInput.SEND_FIN)
     assert next_state(hcl, StreamInput.RECV_DATA) is hcl

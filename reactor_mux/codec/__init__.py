@@ -31,10 +31,10 @@ BACKEND = "python"
 
 __all__ = [
     "BACKEND",
+    "ERROR_MESSAGES",
     "ERR_BAD_KIND",
     "ERR_COMMAND_TOO_LARGE",
     "ERR_DATA_TOO_LARGE",
-    "ERROR_MESSAGES",
     "HEADER_SIZE",
     "KIND_COMMAND",
     "KIND_DATA",

@@ -89,7 +89,7 @@ _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
 class Command:
     """A parsed command: its verb and argument words."""
 
-    __slots__ = ("verb", "args")
+    __slots__ = ("args", "verb")
 
     def __init__(self, verb: Verb, args: list[str]) -> None:
         self.verb = verb
@@ -114,9 +114,7 @@ def parse_command(body: bytes | memoryview) -> Command:
     words = raw.split(b" ")
     for word in words:
         if not _WORD.fullmatch(word):
-            raise ProtocolError(
-                "command is not printable ASCII words separated by single spaces"
-            )
+            raise ProtocolError("command is not printable ASCII words separated by single spaces")
     text = [w.decode("ascii") for w in words]
     verb = None
     if len(text) >= 2:

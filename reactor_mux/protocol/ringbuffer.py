@@ -15,7 +15,7 @@ INITIAL_CAPACITY = 16 * 1024
 class RingBuffer:
     """FIFO of at most ``limit`` bytes over a circular bytearray."""
 
-    __slots__ = ("limit", "_buffer", "_view", "_head", "_size")
+    __slots__ = ("_buffer", "_head", "_size", "_view", "limit")
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:

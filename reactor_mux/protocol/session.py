@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Callable, Union
+from collections.abc import Callable
 
 from reactor_mux.protocol.commands import (
     SCOPE,
@@ -111,18 +111,24 @@ class _Mapping:
 
 class _Stream:
     __slots__ = (
-        "id",
-        "state",
-        "mapping",
-        "send",
-        "recv",
-        "outbound",
         "fin_pending",
+        "id",
         "in_ready",
+        "mapping",
+        "outbound",
+        "recv",
+        "send",
+        "state",
     )
 
-    def __init__(self, stream_id: int, state: StreamState, mapping: int, send_window: int,
-                 receive_window: int) -> None:
+    def __init__(
+        self,
+        stream_id: int,
+        state: StreamState,
+        mapping: int,
+        send_window: int,
+        receive_window: int,
+    ) -> None:
         self.id = stream_id
         self.state = state
         self.mapping = mapping
@@ -133,8 +139,8 @@ class _Stream:
         self.in_ready = False
 
 
-_Partial = tuple[Union[_Stream, None], bytes, int]
-_PlanEntry = tuple[int, Union[_Stream, None], bytes, int]
+_Partial = tuple[_Stream | None, bytes, int]
+_PlanEntry = tuple[int, _Stream | None, bytes, int]
 
 
 class Session:
@@ -271,7 +277,9 @@ class Session:
         if self.failed is not None:
             return self.failed
         if self._decoder.pending:
-            reason = f"peer closed the channel in the middle of a frame ({self._decoder.pending} bytes)"
+            reason = (
+                f"peer closed the channel in the middle of a frame ({self._decoder.pending} bytes)"
+            )
         else:
             reason = "peer closed the channel"
         self._finish(reason, tell_peer=False)

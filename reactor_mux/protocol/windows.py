@@ -43,7 +43,7 @@ class SendWindow:
 class ReceiveWindow:
     """What the peer may still send us, and when we owe it an ACK."""
 
-    __slots__ = ("size", "unacked", "unconsumed", "consumed_unacked", "threshold")
+    __slots__ = ("consumed_unacked", "size", "threshold", "unacked", "unconsumed")
 
     def __init__(self, size: int) -> None:
         self.size = size
