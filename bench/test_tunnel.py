@@ -19,7 +19,6 @@ BULK = 64 * 1024 * 1024
 CHUNK = 256 * 1024
 MESSAGE = 64
 ROUND_TRIPS = 2000
-PARALLEL = 16
 
 
 def push(port: int, size: int = BULK) -> None:
@@ -52,16 +51,6 @@ def ping_pong(port: int, rounds: int = ROUND_TRIPS) -> None:
                 got += len(chunk)
 
 
-def parallel_ping_pong(port: int) -> None:
-    threads = [
-        threading.Thread(target=ping_pong, args=(port, ROUND_TRIPS // 4)) for _ in range(PARALLEL)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 @pytest.mark.parametrize("path", PATHS)
 def test_bulk_one_way(benchmark, sink_paths, path):
     port = sink_paths.ports[path]
@@ -74,14 +63,6 @@ def test_small_message_round_trips(benchmark, echo_paths, path):
     port = echo_paths.ports[path]
     benchmark.pedantic(ping_pong, args=(port,), rounds=5, warmup_rounds=1)
     benchmark.extra_info["round trips/s"] = round(ROUND_TRIPS / benchmark.stats.stats.median)
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_small_messages_16_connections(benchmark, echo_paths, path):
-    port = echo_paths.ports[path]
-    benchmark.pedantic(parallel_ping_pong, args=(port,), rounds=3, warmup_rounds=1)
-    total = PARALLEL * (ROUND_TRIPS // 4)
-    benchmark.extra_info["messages/s"] = round(total / benchmark.stats.stats.median)
 
 
 @pytest.mark.parametrize("path", ["relay2", "tunnel_L"])

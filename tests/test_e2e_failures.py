@@ -15,6 +15,7 @@ import time
 import pytest
 from support import Exchange, check_exchange, run_exchange, wait_until
 
+from reactor_mux.procs import fd_count
 from reactor_mux.protocol.frames import encode_frame
 
 
@@ -172,6 +173,7 @@ def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash
     _client, forwards = tunnel.client(
         "-L", f"0:127.0.0.1:{hash_target.port}", "-R", f"0:127.0.0.1:{hash_target.port}"
     )
+    server_fds = fd_count(tunnel.server.pid)  # the good channel and its -R listener
     transfers = [
         background_transfer(port, hash_target, 30_000_000, seed=900 + i)
         for i, (_k, port, _t) in enumerate(forwards)
@@ -193,6 +195,8 @@ def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash
         thread.join(120)
         check_exchange(ex, hash_target)
     assert tunnel.server.count("closed: ") == len(GARBAGE)
+    # Failed handshakes leak nothing.
+    assert wait_until(lambda: fd_count(tunnel.server.pid) == server_fds)
 
 
 def test_error_frame_tells_the_peer_why(tunnel):

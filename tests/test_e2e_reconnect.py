@@ -87,8 +87,13 @@ def test_dead_client_frees_its_remote_ports(tunnel, echo):
     probe.close()
     first, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}")
     assert forwards[0][1] == fixed
+    app = socket.create_connection(("127.0.0.1", fixed))  # a stream open when the client dies
+    app.sendall(b"z")
+    assert app.recv(1) == b"z"
     first.kill()
     tunnel.server.wait_for("closed: ")
+    assert ends_within(app, 5), "the server kept a dead client's stream open"
+    app.close()
     second = ReactorMuxProcess(
         [
             "client",

@@ -22,7 +22,7 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.frames import FrameDecoder, encode_frame
-from reactor_mux.protocol.limits import DATA_FRAME_SIZE, MIN_WINDOW
+from reactor_mux.protocol.limits import DATA_FRAME_SIZE, MAX_MAPPINGS, MAX_WINDOW, MIN_WINDOW
 from reactor_mux.protocol.session import Role, Session
 from reactor_mux.protocol.streamstate import TRANSITIONS, StreamInput, StreamState
 
@@ -322,6 +322,22 @@ def test_frames_before_hello_are_refused():
 def test_wrong_version_and_bad_window():
     fails(Session(Role.SERVER), command(0, "HELLO 2 65536"), "unsupported protocol version 2")
     fails(Session(Role.SERVER), command(0, f"HELLO 1 {MIN_WINDOW - 1}"), "window")
+
+
+def test_window_above_the_maximum_is_refused():
+    fails(Session(Role.SERVER), command(0, f"HELLO 1 {MAX_WINDOW + 1}"), "window")
+
+
+def test_mappings_beyond_the_limit_are_refused_gracefully(pair):
+    client, server = pair
+    for mapping in range(1, MAX_MAPPINGS + 2):
+        client.request_connect(mapping, "127.0.0.1", 80)
+    c_events, s_events = exchange(client, server)
+    assert len(s_events) == MAX_MAPPINGS
+    assert c_events == [
+        MappingRefused(MAX_MAPPINGS + 1, "connect", f"too many mappings (limit {MAX_MAPPINGS})")
+    ]
+    assert not server.failed
 
 
 def test_duplicate_syn_and_id_reuse(pair):
