@@ -202,6 +202,14 @@ def _run(role: str, build: Callable[[Reactor, Resolver], Server | Client]) -> in
     """Run a server or client until SIGINT/SIGTERM."""
     reactor = Reactor()
     resolver = Resolver(reactor)
+
+    def stop(signame: str) -> None:
+        log.info("%s: shutting down", signame)
+        reactor.stop()
+
+    # Before start(): a signal that arrives once ports are open must stop us cleanly.
+    reactor.add_signal_handler(signal.SIGINT, lambda: stop("SIGINT"))
+    reactor.add_signal_handler(signal.SIGTERM, lambda: stop("SIGTERM"))
     app = build(reactor, resolver)
     try:
         app.start()
@@ -212,13 +220,6 @@ def _run(role: str, build: Callable[[Reactor, Resolver], Server | Client]) -> in
         resolver.close()
         reactor.close()
         return 1
-
-    def stop(signame: str) -> None:
-        log.info("%s: shutting down", signame)
-        reactor.stop()
-
-    reactor.add_signal_handler(signal.SIGINT, lambda: stop("SIGINT"))
-    reactor.add_signal_handler(signal.SIGTERM, lambda: stop("SIGTERM"))
     try:
         reactor.run()
     finally:
@@ -229,6 +230,13 @@ def _run(role: str, build: Callable[[Reactor, Resolver], Server | Client]) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before the reactor took over the signal
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from reactor_mux.demo import run_demo

@@ -157,8 +157,7 @@ class Reactor:
         self._stopping = True
 
     def run(self) -> None:
-        """Run until ``stop()``."""
-        self._stopping = False
+        """Run until ``stop()`` (a stop requested before ``run`` ends it at once)."""
         select = self.selector.select
         while not self._stopping:
             timeout = self._next_timeout()
