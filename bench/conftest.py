@@ -12,47 +12,26 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from reactor_mux.demo import EchoServer
 from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.targets import EchoServer, ThreadedTCPServer
 
 HERE = Path(__file__).parent
 PATHS = ["direct", "relay1", "relay2", "tunnel_L", "tunnel_R"]
 
 
-class SinkServer:
+class SinkServer(ThreadedTCPServer):
     """Reads to EOF, then answers with the byte count (8 bytes, big-endian)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._sink, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _sink(conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         buffer = bytearray(1 << 20)
         total = 0
-        with conn:
-            while count := conn.recv_into(buffer):
-                total += count
-            conn.sendall(struct.pack(">Q", total))
-
-    def close(self) -> None:
-        self.sock.close()
+        while count := conn.recv_into(buffer):
+            total += count
+        conn.sendall(struct.pack(">Q", total))
 
 
 def start_relay(target_port: int) -> tuple[subprocess.Popen[str], int]:

@@ -17,50 +17,9 @@ import time
 
 from reactor_mux import codec
 from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.targets import EchoServer
 
 CHUNK = 256 * 1024
-
-
-class EchoServer:
-    """A threaded TCP echo target: returns every byte, then EOF after the client's EOF."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        buffer = bytearray(CHUNK)
-        try:
-            while True:
-                count = conn.recv_into(buffer)
-                if not count:
-                    break
-                conn.sendall(memoryview(buffer)[:count])
-            conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._closed = True
-        self.sock.close()
 
 
 def echo_roundtrip(port: int, data: bytes, timeout: float = 60.0) -> tuple[int, bool, float]:

@@ -15,8 +15,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from reactor_mux.demo import EchoServer  # noqa: F401 - re-exported for tests
 from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.targets import EchoServer, ThreadedTCPServer  # noqa: F401 - re-exported
 
 CHUNK = 256 * 1024
 _BLOCK = random.Random(7).randbytes(8 * 1024 * 1024 + 65536)
@@ -39,47 +39,7 @@ def sha(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class TCPServer:
-    """A threaded TCP target; subclasses define ``handle(conn)``."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.errors: list[BaseException] = []
-        self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _run(self, conn: socket.socket) -> None:
-        try:
-            self.handle(conn)
-        except OSError as exc:
-            self.errors.append(exc)
-        finally:
-            conn.close()
-
-    def handle(self, conn: socket.socket) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class HashReplyServer(TCPServer):
+class HashReplyServer(ThreadedTCPServer):
     """Reads ``reply_len reply_seed`` (16 bytes), then concurrently sends the reply and
     hashes everything else it receives until EOF; records (length, sha256) by seed."""
 
@@ -97,7 +57,7 @@ class HashReplyServer(TCPServer):
         self.received[seed] = (size, digest)
 
 
-class ReplyAfterEOFServer(TCPServer):
+class ReplyAfterEOFServer(ThreadedTCPServer):
     """Half-close check: reads the whole request until EOF, then replies with
     its length and hash, then a large body, then closes."""
 
@@ -108,7 +68,7 @@ class ReplyAfterEOFServer(TCPServer):
         conn.shutdown(socket.SHUT_WR)
 
 
-class NeverReadServer(TCPServer):
+class NeverReadServer(ThreadedTCPServer):
     """Accepts and never reads: a stalled receiver."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
