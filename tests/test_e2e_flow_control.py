@@ -82,7 +82,7 @@ def test_stalled_stream_is_bounded_and_does_not_slow_others(tunnel, hash_target)
         assert more < 4 * WINDOW, "a stalled stream kept accepting data"
         # Memory: a stalled stream holds at most a window at each end (+ allocator noise).
         for name, kib in growth.items():
-            assert kib <= 8 * WINDOW // 1024, f"{name} RSS grew {kib} KiB"
+            assert kib <= 4 * WINDOW // 1024, f"{name} RSS grew {kib} KiB"
         # The other stream was not held up (ratio in the same run, generous for a noisy box).
         assert beside_stall <= 3 * alone + 0.5, (alone, beside_stall)
         feeder.conn.close()
