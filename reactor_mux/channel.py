@@ -90,6 +90,7 @@ class Channel:
         self.close_reason: str | None = None
         self.close_was_error = False
         self._handlers: dict[type[Event], Callable[..., None]] = {
+            DataReceived: self._on_data,
             CreditGranted: self._on_credit,
             HelloReceived: self._on_hello,
             MappingRequested: self._on_mapping_requested,
@@ -137,28 +138,16 @@ class Channel:
             self.close(session.receive_eof(), error=not clean)
             return
         handlers = self._handlers
-        streams = self.streams
-        events = session.receive_into(count)
-        index, total = 0, len(events)
-        while index < total and not self.closed:
-            event = events[index]
-            index += 1
-            if type(event) is not DataReceived:
-                handlers[type(event)](event)
-                continue
-            # Consecutive frames of one stream leave in one sendmsg.
-            stream_id = event.stream_id
-            views = [event.data]
-            while index < total:
-                following = events[index]
-                if type(following) is not DataReceived or following.stream_id != stream_id:
-                    break
-                views.append(following.data)
-                index += 1
-            stream = streams.get(stream_id)
-            if stream is not None:
-                stream.deliver(views)
+        for event in session.receive_into(count):
+            handlers[type(event)](event)
+            if self.closed:
+                return
         self.schedule_flush()
+
+    def _on_data(self, event: DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.deliver([event.data])
 
     def _on_credit(self, event: CreditGranted) -> None:
         stream = self.streams.get(event.stream_id)

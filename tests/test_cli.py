@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from reactor_mux import codec
 from reactor_mux.procs import ReactorMuxProcess
 
 
@@ -27,7 +28,26 @@ def test_version_names_the_codec():
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.strip().startswith("reactor-mux 0.")
-    assert "codec: python" in result.stdout
+    assert f"(codec: {codec.BACKEND})" in result.stdout
+
+
+@pytest.mark.parametrize("policy", ["c", "python"])
+def test_codec_policy_variable_selects_the_backend(policy):
+    env = {**os.environ, "REACTOR_MUX_CODEC": policy}
+    result = subprocess.run(
+        [sys.executable, "-m", "reactor_mux", "--version"], capture_output=True, text=True, env=env
+    )
+    if policy == "c" and result.returncode != 0:
+        pytest.fail(f"REACTOR_MUX_CODEC=c but the compiled codec is missing: {result.stderr}")
+    assert result.returncode == 0 and f"(codec: {policy})" in result.stdout
+
+
+def test_unknown_codec_policy_is_refused():
+    env = {**os.environ, "REACTOR_MUX_CODEC": "fortran"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import reactor_mux.codec"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode != 0 and "REACTOR_MUX_CODEC='fortran'" in result.stderr
 
 
 def test_installed_command_exists():

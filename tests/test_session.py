@@ -21,7 +21,7 @@ from reactor_mux.protocol.events import (
     StreamRequested,
     StreamReset,
 )
-from reactor_mux.protocol.frames import FrameDecoder, encode_frame
+from reactor_mux.protocol.frames import encode_frame, split_frames
 from reactor_mux.protocol.limits import DATA_FRAME_SIZE, MAX_MAPPINGS, MAX_WINDOW, MIN_WINDOW
 from reactor_mux.protocol.session import Role, Session
 from reactor_mux.protocol.streamstate import TRANSITIONS, StreamInput, StreamState
@@ -38,9 +38,9 @@ def data(stream_id, payload):
 
 
 def decode(wire):
-    frames, error = FrameDecoder().feed(wire)
-    assert error is None
-    return [(sid, kind, bytes(body)) for sid, kind, body in frames]
+    frames, consumed, error = split_frames(wire)
+    assert error is None and consumed == len(wire)
+    return frames
 
 
 def commands_in(wire):
@@ -206,8 +206,9 @@ def test_control_frames_go_ahead_of_queued_data(pair):
     sid = open_l_stream(client, server)
     client.send_data(sid, b"d" * WINDOW)
     client.request_connect(5, "127.0.0.1", 81)
-    first = client.output_views()
-    assert bytes(first[0]).endswith(b"CONNECT 127.0.0.1:81")
+    frames = decode(b"".join(bytes(v) for v in client.output_views()))
+    assert frames[0] == (5, 1, b"CONNECT 127.0.0.1:81")
+    assert all(kind == 0 for _, kind, _ in frames[1:])
 
 
 def test_round_robin_lets_a_small_frame_through_early(pair):

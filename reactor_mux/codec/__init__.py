@@ -1,18 +1,31 @@
 """The frame codec: the only code that touches every byte of the channel.
 
-It is kept behind a deliberately small interface so that a compiled twin can
-replace it without the protocol core noticing:
+Two backends implement the same interface, byte for byte:
 
-* ``scan_frames(buf, start, end, max_data, max_command)`` finds every complete
-  frame in ``buf[start:end]`` in one call and returns
-  ``(frames, next_start, error)`` where each frame is
-  ``(stream_id, kind, body_offset, body_length)``; ``next_start`` is where the
-  unparsed tail begins, and ``error`` is ``OK`` or the first violation found
-  (frames before the violation are still returned).
-* ``encode_header(length, stream_id, kind)`` returns the 9 header bytes.
+* ``c``: compiled from ``csrc/`` by ``build_codec.py`` (cffi, API mode);
+* ``python``: ``_python.py``, the reference.
 
-``BACKEND`` names the implementation in use (only ``"python"`` so far).
+The compiled backend is used when it was built; ``REACTOR_MUX_CODEC=python``
+forces pure Python, and ``REACTOR_MUX_CODEC=c`` makes a missing or broken build
+an ImportError instead of a silent fallback.  ``BACKEND`` names the one in use
+(``reactor-mux --version`` prints it).
+
+Interface (see ``_python.py`` for the contracts):
+
+* ``scan_frames(buf, start, end, max_data, max_command[, max_frames])``
+* ``encode_header(length, stream_id, kind)``
+* ``InboundDecoder(max_data, max_command, buffer_size)``: ``writable()``,
+  ``advance(n) -> (records, error)``, ``buffer``, ``staging``, ``pending``
+* ``OutboundQueue(frame_size, budget, capacity)``: per-stream rings
+  (``open/close/reserve/commit/finish/buffered``), control frames
+  (``queue_control/clear_control``) and the FIFO (``fill/pending/sent``).
 """
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Protocol
 
 from reactor_mux.codec._python import (
     ERR_BAD_KIND,
@@ -22,12 +35,98 @@ from reactor_mux.codec._python import (
     HEADER_SIZE,
     KIND_COMMAND,
     KIND_DATA,
+    MAX_FRAMES_PER_SCAN,
     OK,
-    encode_header,
-    scan_frames,
+    RECORD_COMMAND,
+    RECORD_DATA,
+)
+from reactor_mux.codec._python import (
+    InboundDecoder as PythonInboundDecoder,
+)
+from reactor_mux.codec._python import (
+    OutboundQueue as PythonOutboundQueue,
+)
+from reactor_mux.codec._python import (
+    encode_header as python_encode_header,
+)
+from reactor_mux.codec._python import (
+    scan_frames as python_scan_frames,
 )
 
+Record = tuple[int, int, int, int]
+
+
+class InboundDecoderAPI(Protocol):
+    """What both backends' ``InboundDecoder`` provide."""
+
+    buffer: memoryview
+    staging: memoryview
+
+    @property
+    def pending(self) -> int: ...
+
+    def writable(self) -> memoryview: ...
+
+    def advance(self, count: int) -> tuple[list[Record], int]: ...
+
+
+class OutboundQueueAPI(Protocol):
+    """What both backends' ``OutboundQueue`` provide."""
+
+    control_bytes: int
+
+    def open(self, stream_id: int, limit: int) -> int: ...
+
+    def close(self, slot: int) -> None: ...
+
+    def drop_streams(self) -> None: ...
+
+    def buffered(self, slot: int) -> int: ...
+
+    def reserve(self, slot: int, count: int) -> list[memoryview]: ...
+
+    def commit(self, slot: int, count: int) -> None: ...
+
+    def finish(self, slot: int) -> None: ...
+
+    def queue_control(self, frame: bytes) -> None: ...
+
+    def clear_control(self) -> None: ...
+
+    def has_output(self) -> bool: ...
+
+    def fill(self) -> list[int]: ...
+
+    def pending(self) -> memoryview: ...
+
+    def sent(self, count: int) -> None: ...
+
+
+POLICY_VARIABLE = "REACTOR_MUX_CODEC"
+_policy = os.environ.get(POLICY_VARIABLE, "auto").strip().lower() or "auto"
+if _policy not in ("auto", "c", "python"):
+    raise ImportError(f"{POLICY_VARIABLE}={_policy!r}: expected 'c', 'python' or 'auto'")
+
 BACKEND = "python"
+InboundDecoder: Callable[[int, int, int], InboundDecoderAPI] = PythonInboundDecoder
+OutboundQueue: Callable[[int, int, int], OutboundQueueAPI] = PythonOutboundQueue
+scan_frames = python_scan_frames
+encode_header = python_encode_header
+
+if _policy != "python":
+    try:
+        from . import _c
+    except ImportError as exc:
+        if _policy == "c":
+            raise ImportError(
+                f"{POLICY_VARIABLE}=c but the compiled codec is unavailable: {exc}"
+            ) from exc
+    else:
+        BACKEND = "c"
+        InboundDecoder = _c.InboundDecoder
+        OutboundQueue = _c.OutboundQueue
+        scan_frames = _c.scan_frames
+        encode_header = _c.encode_header
 
 __all__ = [
     "BACKEND",
@@ -38,7 +137,12 @@ __all__ = [
     "HEADER_SIZE",
     "KIND_COMMAND",
     "KIND_DATA",
+    "MAX_FRAMES_PER_SCAN",
     "OK",
+    "RECORD_COMMAND",
+    "RECORD_DATA",
+    "InboundDecoder",
+    "OutboundQueue",
     "encode_header",
     "scan_frames",
 ]

@@ -23,10 +23,11 @@ RECEIVE_BUFFER_SIZE = 256 * 1024
 """Bytes read from the channel per ``recv``; must hold a whole maximum frame."""
 
 OUTPUT_BUDGET = 256 * 1024
-"""Most bytes handed to one ``sendmsg`` on the channel."""
+"""Data frames are added to the channel's output FIFO only while it holds fewer
+unsent bytes than this: it bounds how long a new control frame waits."""
 
-OUTPUT_MAX_PARTS = 128
-"""Most buffers handed to one ``sendmsg`` (Linux allows 1024)."""
+OUTPUT_CAPACITY = OUTPUT_BUDGET + MAX_DATA_BODY + 64
+"""Size of the output FIFO: the budget plus one whole data frame and a FIN."""
 
 MAX_CONTROL_BACKLOG = 1024 * 1024
 """Unsent control bytes we tolerate while handling peer frames: a peer that makes

@@ -5,19 +5,19 @@ events; the driver calls methods for what happens locally (a connection was
 accepted, bytes were read or written, a socket hit EOF) and asks for the
 bytes to send.  It never touches a socket.
 
-Output is scheduled here, because scheduling *is* protocol:
+Output is scheduled here, because scheduling *is* protocol.  The codec's
+``OutboundQueue`` holds a ring per stream (the driver ``recv_into``s it
+directly) and one output FIFO; each ``output_views`` fills the FIFO with the
+queued control frames first (HELLO, replies, ACK, RST, ERROR: an ACK or a SYN
+reply never waits behind bulk data still in the rings), then one data frame of
+at most ``data_frame_size`` per ready stream per round, round-robin, so a
+small interactive frame waits at most one frame per competing stream.  Bytes
+already in the FIFO go first, which keeps partly sent frames whole.  A
+stream's FIN is appended by the queue right after its last data byte.
 
-* a frame that was partly sent is finished first (frames cannot interleave);
-* then control frames (HELLO, replies, ACK, FIN, RST, ERROR), so an ACK or a
-  SYN reply never waits behind bulk data;
-* then data, one frame of at most ``data_frame_size`` per ready stream per
-  round, round-robin, so a small interactive frame waits at most one frame
-  per competing stream.
-
-Outbound stream bytes live in a per-stream ring that the driver
-``recv_into``s directly; frames are handed out as memoryviews of those rings
-(header + payload, no concatenation) and consumed only once the socket took
-them.  A stream's FIN is queued only after its last data byte was sent.
+Inbound, the codec's ``InboundDecoder`` turns each read into records: one per
+command, and one per stream per run of data frames (their payloads spliced
+together), so a read of many small frames costs Python one step per stream.
 
 ``receive_into`` is the single error boundary: any ``ProtocolError`` raised
 while handling peer frames ends the channel, queues an ``ERROR`` frame
@@ -27,9 +27,9 @@ telling the peer why, and is reported as one ``ChannelFailed`` event.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable
 
+from reactor_mux import codec
 from reactor_mux.protocol.commands import (
     SCOPE,
     Command,
@@ -57,28 +57,22 @@ from reactor_mux.protocol.events import (
     StreamRequested,
     StreamReset,
 )
-from reactor_mux.protocol.frames import (
-    HEADER_SIZE,
-    KIND_COMMAND,
-    KIND_DATA,
-    FrameDecoder,
-    encode_frame,
-    encode_header,
-)
+from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
     DEFAULT_MAX_STREAMS,
     DEFAULT_WINDOW,
+    MAX_COMMAND_BODY,
     MAX_CONTROL_BACKLOG,
     MAX_DATA_BODY,
     MAX_MAPPINGS,
     MAX_WINDOW,
     MIN_WINDOW,
     OUTPUT_BUDGET,
-    OUTPUT_MAX_PARTS,
+    OUTPUT_CAPACITY,
     PROTOCOL_VERSION,
+    RECEIVE_BUFFER_SIZE,
 )
-from reactor_mux.protocol.ringbuffer import RingBuffer
 from reactor_mux.protocol.streamstate import StreamInput, StreamState, next_state
 from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
@@ -90,8 +84,7 @@ _S = StreamState
 _I = StreamInput
 _SENDING_STATES = (_S.OPEN, _S.HALF_CLOSED_REMOTE)
 
-# Plan entry kinds for output_views/output_sent.
-_PARTIAL, _CONTROL, _DATA = 0, 1, 2
+_RECORD_DATA = codec.RECORD_DATA
 
 
 class Role(enum.Enum):
@@ -113,11 +106,10 @@ class _Stream:
     __slots__ = (
         "fin_pending",
         "id",
-        "in_ready",
         "mapping",
-        "outbound",
         "recv",
         "send",
+        "slot",
         "state",
     )
 
@@ -134,13 +126,8 @@ class _Stream:
         self.mapping = mapping
         self.send = SendWindow(send_window)
         self.recv = ReceiveWindow(receive_window)
-        self.outbound: RingBuffer | None = None
+        self.slot = -1  # OutboundQueue slot, opened on the first outbound byte
         self.fin_pending = False
-        self.in_ready = False
-
-
-_Partial = tuple[_Stream | None, bytes, int]
-_PlanEntry = tuple[int, _Stream | None, bytes, int]
 
 
 class Session:
@@ -161,7 +148,7 @@ class Session:
         self.window = window
         self.peer_window: int | None = None
         self.failed: str | None = None
-        self._decoder = FrameDecoder(max_data=max_data)
+        self._decoder = codec.InboundDecoder(max_data, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE)
         self._max_streams = max_streams
         self._data_frame_size = min(data_frame_size, max_data)
         self._streams: dict[int, _Stream] = {}
@@ -169,11 +156,8 @@ class Session:
         self._local_parity = 1 if role is Role.CLIENT else 0
         self._next_id = 1 if role is Role.CLIENT else 2
         self._highest_peer_id = 0
-        self._control: deque[bytes] = deque()
-        self._control_bytes = 0
-        self._ready: deque[_Stream] = deque()
-        self._partial: _Partial | None = None
-        self._plan: list[_PlanEntry] = []
+        self._output = codec.OutboundQueue(self._data_frame_size, OUTPUT_BUDGET, OUTPUT_CAPACITY)
+        self._fins_by_id: dict[int, _Stream] = {}
         self._handlers: dict[Verb, Callable[[int, Command, list[Event]], None]] = {
             Verb.HELLO: self._on_hello,
             Verb.ERROR: self._on_error,
@@ -231,23 +215,25 @@ class Session:
         if self.failed is not None:
             return []
         events: list[Event] = []
-        frames, malformed = self._decoder.advance(count)
+        decoder = self._decoder
+        records, malformed = decoder.advance(count)
+        staging, buffer = decoder.staging, decoder.buffer
         try:
-            for stream_id, kind, body in frames:
-                if kind == KIND_DATA:
+            for kind, stream_id, offset, length in records:
+                if kind == _RECORD_DATA:
                     stream = self._streams.get(stream_id)
                     if stream is None:
                         self._unknown_stream(stream_id, "data frame")
                         continue
                     stream.state = next_state(stream.state, _I.RECV_DATA)
-                    stream.recv.received(len(body))
-                    events.append(DataReceived(stream_id, body))
+                    stream.recv.received(length)
+                    events.append(DataReceived(stream_id, staging[offset : offset + length]))
                 else:
-                    self._on_command(stream_id, body, events)
+                    self._on_command(stream_id, buffer[offset : offset + length], events)
                     if self.failed is not None:
                         return events
-            if malformed is not None:
-                raise ProtocolError(malformed)
+            if malformed:
+                raise ProtocolError(codec.ERROR_MESSAGES[malformed])
         except ProtocolError as exc:
             events.append(self._finish(str(exc)))
         return events
@@ -295,9 +281,11 @@ class Session:
         for stream in self._streams.values():
             stream.state = _S.CLOSED
         self._streams.clear()
-        self._ready.clear()
-        self._control.clear()
-        self._control_bytes = 0
+        for stream in self._fins_by_id.values():
+            stream.state = _S.CLOSED
+        self._fins_by_id.clear()
+        self._output.drop_streams()
+        self._output.clear_control()
         if tell_peer:
             self._queue_command(0, Verb.ERROR, reason)
         return ChannelFailed(reason, by_peer=False)
@@ -330,7 +318,7 @@ class Session:
         elif stream_id == 0:
             raise ProtocolError(f"{verb.value} needs a {scope.value} id, not 0")
         self._handlers[verb](stream_id, command, events)
-        if self._control_bytes > MAX_CONTROL_BACKLOG:
+        if self._output.control_bytes > MAX_CONTROL_BACKLOG:
             raise ProtocolError(
                 f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
             )
@@ -451,9 +439,10 @@ class Session:
     def _remove(self, stream: _Stream) -> None:
         stream.state = _S.CLOSED
         del self._streams[stream.id]
-        if stream.in_ready:
-            stream.in_ready = False
-            self._ready.remove(stream)
+        self._fins_by_id.pop(stream.id, None)
+        if stream.slot >= 0:
+            self._output.close(stream.slot)
+            stream.slot = -1
 
     # ------------------------------------------------------ local: mappings
 
@@ -551,11 +540,11 @@ class Session:
         return stream.send.size - stream.send.unacked
 
     def outbound_views(self, stream_id: int, count: int) -> list[memoryview]:
-        """Views of ``count`` free outbound bytes to ``recv_into``."""
+        """Views of ``count`` free outbound bytes to ``recv_into`` (at most ``send_space``)."""
         stream = self._stream(stream_id)
-        if stream.outbound is None:
-            stream.outbound = RingBuffer(max(stream.send.size, 1))
-        return stream.outbound.writable_views(count)
+        if stream.slot < 0:
+            stream.slot = self._output.open(stream_id, max(stream.send.size, 1))
+        return self._output.reserve(stream.slot, count)
 
     def outbound_written(self, stream_id: int, count: int) -> None:
         """Account ``count`` bytes received into ``outbound_views``."""
@@ -566,11 +555,7 @@ class Session:
             raise LocalProtocolError("data after end_stream")
         stream.state = next_state(stream.state, _I.SEND_DATA)
         stream.send.consume(count)
-        assert stream.outbound is not None
-        stream.outbound.commit(count)
-        if not stream.in_ready:
-            stream.in_ready = True
-            self._ready.append(stream)
+        self._output.commit(stream.slot, count)
 
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Copy ``data`` into the stream's outbound ring (tests and tools)."""
@@ -587,18 +572,24 @@ class Session:
             return
         if stream.state not in _SENDING_STATES:
             next_state(stream.state, _I.SEND_FIN)  # raises with a clear message
-        partial = self._partial
-        if (stream.outbound is None or not len(stream.outbound)) and (
-            partial is None or partial[0] is not stream
-        ):
-            self._send_fin(stream)
-        else:
-            stream.fin_pending = True
+        if stream.slot < 0:
+            self._send_fin(stream)  # nothing was ever buffered: FIN can go at once
+            return
+        stream.fin_pending = True
+        self._fins_by_id[stream_id] = stream
+        self._output.finish(stream.slot)
 
     def _send_fin(self, stream: _Stream) -> None:
-        stream.fin_pending = False
         stream.state = next_state(stream.state, _I.SEND_FIN)
         self._queue_command(stream.id, Verb.FIN)
+        if stream.state is _S.CLOSED:
+            self._remove(stream)
+
+    def _fin_appended(self, stream_id: int) -> None:
+        """The queue wrote this stream's FIN right after its last data byte."""
+        stream = self._fins_by_id.pop(stream_id)
+        stream.fin_pending = False
+        stream.state = next_state(stream.state, _I.SEND_FIN)
         if stream.state is _S.CLOSED:
             self._remove(stream)
 
@@ -616,108 +607,24 @@ class Session:
     # ----------------------------------------------------------------- output
 
     def _queue_command(self, frame_id: int, verb: Verb, *args: str | int) -> None:
-        frame = encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
-        self._control.append(frame)
-        self._control_bytes += len(frame)
+        self._output.queue_control(
+            encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
+        )
 
     def has_output(self) -> bool:
-        return bool(self._partial or self._control or self._ready)
+        return self._output.has_output()
 
-    def output_views(self) -> list[bytes | memoryview]:
-        """The next buffers to ``sendmsg``; report the result with ``output_sent``."""
-        views: list[bytes | memoryview] = []
-        plan: list[_PlanEntry] = []
-        budget = OUTPUT_BUDGET
-        offsets: dict[_Stream, int] = {}
-        partial = self._partial
-        if partial is not None:
-            stream, head, remaining = partial
-            if head:
-                views.append(head)
-            if stream is not None and remaining:
-                assert stream.outbound is not None
-                views.extend(stream.outbound.peek(0, remaining))
-                offsets[stream] = remaining
-            plan.append((_PARTIAL, stream, head, remaining))
-            budget -= len(head) + remaining
-        for frame in self._control:
-            if len(views) >= OUTPUT_MAX_PARTS:
-                break
-            views.append(frame)
-            plan.append((_CONTROL, None, frame, 0))
-            budget -= len(frame)
-        ready = self._ready
-        frame_size = self._data_frame_size
-        while ready and budget > HEADER_SIZE and len(views) <= OUTPUT_MAX_PARTS - 3:
-            stream = ready.popleft()
-            stream.in_ready = False
-            ring = stream.outbound
-            assert ring is not None
-            offset = offsets.get(stream, 0)
-            available = len(ring) - offset
-            count = min(available, frame_size, budget - HEADER_SIZE)
-            if count <= 0:
-                continue
-            head = encode_header(count, stream.id, KIND_DATA)
-            views.append(head)
-            views.extend(ring.peek(offset, count))
-            plan.append((_DATA, stream, head, count))
-            offsets[stream] = offset + count
-            budget -= HEADER_SIZE + count
-            if available > count:
-                stream.in_ready = True
-                ready.append(stream)
-        self._plan = plan
-        return views
+    def output_views(self) -> list[memoryview]:
+        """The bytes to ``sendmsg`` now; report how many went with ``output_sent``."""
+        output = self._output
+        for stream_id in output.fill():
+            self._fin_appended(stream_id)
+        pending = output.pending()
+        return [pending] if len(pending) else []
 
     def output_sent(self, count: int) -> None:
         """Account ``count`` bytes of the last ``output_views`` as sent."""
-        plan, self._plan = self._plan, []
-        self._partial = None
-        drained: list[_Stream] = []
-        unsent: list[_Stream] = []
-        for kind, stream, head, payload in plan:
-            head_length = len(head)
-            total = head_length + payload
-            if count >= total:
-                count -= total
-                if kind == _CONTROL:
-                    self._control.popleft()
-                    self._control_bytes -= head_length
-                if stream is not None and payload:
-                    assert stream.outbound is not None
-                    stream.outbound.consume(payload)
-                    drained.append(stream)
-            elif count > 0:
-                sent_head = min(count, head_length)
-                sent_payload = count - sent_head
-                count = 0
-                if kind == _CONTROL:
-                    self._control.popleft()
-                    self._control_bytes -= head_length
-                if stream is not None and sent_payload:
-                    assert stream.outbound is not None
-                    stream.outbound.consume(sent_payload)
-                self._partial = (stream, head[sent_head:], payload - sent_payload)
-            elif kind == _PARTIAL:
-                self._partial = (stream, head, payload)
-            elif kind == _DATA and stream is not None:
-                unsent.append(stream)
-        # Streams whose frames did not go out go back to the front, in order.
-        for stream in reversed(unsent):
-            if not stream.in_ready and stream.state is not _S.CLOSED:
-                stream.in_ready = True
-                self._ready.appendleft(stream)
-        partial_stream = self._partial[0] if self._partial is not None else None
-        for stream in drained:
-            if (
-                stream.fin_pending
-                and stream is not partial_stream
-                and stream.outbound is not None
-                and not len(stream.outbound)
-                and stream.state is not _S.CLOSED
-            ):
-                self._send_fin(stream)
+        self._output.sent(count)
 
     def data_to_send(self) -> bytes:
         """Everything queued, as one bytes object (for tests and tools)."""

@@ -1,0 +1,108 @@
+/*
+ * reactor-mux frame codec: the compiled twin of reactor_mux/codec/_python.py.
+ *
+ * Plain C99, no Python.h: build_codec.py wraps it with cffi.  Every function
+ * mirrors a Python one and must produce the same bytes, records and errors
+ * (tests/test_codec_differential.py checks this).  Nothing here allocates
+ * per frame or calls back into Python; one call handles a whole buffer.
+ *
+ * Frame layout: len (u32 BE, body only) | stream id (u32 BE) | kind (u8: 0
+ * data, 1 command) | body.  See docs/protocol.md.
+ */
+#ifndef RMUX_CODEC_H
+#define RMUX_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RMUX_HEADER_SIZE 9
+#define RMUX_KIND_DATA 0
+#define RMUX_KIND_COMMAND 1
+
+#define RMUX_OK 0
+#define RMUX_ERR_DATA_TOO_LARGE 1
+#define RMUX_ERR_COMMAND_TOO_LARGE 2
+#define RMUX_ERR_BAD_KIND 3
+#define RMUX_ERR_STAGING_FULL 4 /* internal: caller gave a staging buffer too small */
+
+#define RMUX_RECORD_DATA 0
+#define RMUX_RECORD_COMMAND 1
+
+#define RMUX_MAX_FRAMES_PER_SCAN 4096
+#define RMUX_GROUP_TABLE 8192 /* power of two, >= 2 * RMUX_MAX_FRAMES_PER_SCAN */
+
+#define RMUX_INITIAL_RING 16384
+#define RMUX_INITIAL_OUTPUT 16384
+
+/* A frame (stream_id, kind, offset, length) or a record (kind, stream_id, offset, length). */
+typedef struct {
+    uint32_t a, b, c, d;
+} rmux_quad;
+
+/* Scratch space for rmux_decode, reused across calls (single-threaded use). */
+typedef struct {
+    rmux_quad frames[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t frame_group[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t group_sid[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t group_len[RMUX_MAX_FRAMES_PER_SCAN];
+    size_t group_cursor[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t table_key[RMUX_GROUP_TABLE];
+    uint32_t table_gen[RMUX_GROUP_TABLE];
+    uint32_t table_group[RMUX_GROUP_TABLE];
+    uint32_t generation;
+} rmux_scratch;
+
+void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8_t kind);
+
+/* Parse up to max_frames complete frames of buf[start, end) into frames[] as
+ * (stream_id, kind, body_offset, body_length).  Returns the count; *next_start
+ * is the first unparsed offset (the offending header on error); *error is
+ * RMUX_OK or the first violation. */
+size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
+                        uint32_t max_command, size_t max_frames, rmux_quad *frames,
+                        size_t *next_start, int *error);
+
+/* Scan up to RMUX_MAX_FRAMES_PER_SCAN frames from buf[*start, end) and turn
+ * them into records[]: a command frame is (COMMAND, id, body_offset, length);
+ * a run of data frames is one (DATA, id, staging_offset, length) per stream,
+ * in order of first appearance, whose payloads are copied contiguously into
+ * staging starting at *staged.  Returns the record count; advances *start and
+ * *staged; *nframes is the number of frames scanned; *error as above. */
+size_t rmux_decode(rmux_scratch *scratch, const uint8_t *buf, size_t *start, size_t end,
+                   uint32_t max_data, uint32_t max_command, uint8_t *staging,
+                   size_t staging_capacity, size_t *staged, rmux_quad *records,
+                   size_t *nframes, int *error);
+
+/* ---- outbound: per-stream rings and the channel's output FIFO ---- */
+
+typedef struct rmux_tx rmux_tx;
+
+rmux_tx *rmux_tx_new(uint32_t frame_size, uint32_t budget, uint32_t capacity);
+void rmux_tx_free(rmux_tx *tx);
+
+/* Returns a slot (>= 0), or -1 if memory ran out. */
+int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit);
+/* 0 on success, -1 if the slot is not open. */
+int rmux_tx_close(rmux_tx *tx, int32_t slot);
+void rmux_tx_drop_streams(rmux_tx *tx);
+/* Buffered bytes, or -1 if the slot is not open. */
+int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
+/* Free space for count bytes: up to two regions.  0 ok, -1 bad slot or
+ * overflow, -2 out of memory. */
+int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
+                    uint32_t *first_length, uint8_t **second, uint32_t *second_length);
+int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count);
+int rmux_tx_finish(rmux_tx *tx, int32_t slot);
+/* Append a whole frame if it fits within capacity: 1 appended, 0 no room, -2 out of memory. */
+int rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length);
+/* Data frames round-robin, and FINs, into the FIFO.  Writes the ids of
+ * streams whose FIN was appended to fins[] (at most max_fins); returns their
+ * count, or -2 if memory ran out. */
+int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins);
+size_t rmux_tx_unsent(const rmux_tx *tx);
+int rmux_tx_has_data(const rmux_tx *tx);
+uint8_t *rmux_tx_pending(rmux_tx *tx, size_t *length);
+/* 0 ok, -1 if count exceeds the unsent bytes. */
+int rmux_tx_sent(rmux_tx *tx, size_t count);
+
+#endif

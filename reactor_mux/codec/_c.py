@@ -1,0 +1,244 @@
+"""The compiled backend: thin wrappers giving csrc/ the interface of _python.py.
+
+Each method is one call into C whatever the number of frames involved.
+Views returned by ``reserve``, ``pending``, ``buffer`` and ``staging`` point
+into C or Python memory that later calls may move: use them before calling
+the same object again (the session and reactor always do).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+
+from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
+from reactor_mux.codec._python import (
+    FIN_BODY,
+    HEADER_SIZE,
+    MAX_FRAMES_PER_SCAN,
+    Buffer,
+    Frame,
+    Record,
+)
+
+if lib.RMUX_MAX_FRAMES_PER_SCAN != MAX_FRAMES_PER_SCAN:
+    raise ImportError("compiled codec was built from different sources (frame batch size)")
+
+_QUAD = struct.Struct("=IIII")
+_SCRATCH = ffi.gc(lib.rmux_scratch_new(), lib.rmux_scratch_free)
+if _SCRATCH == ffi.NULL:
+    raise ImportError("cannot allocate the codec's scratch space")
+_FRAMES = ffi.new("rmux_quad[]", MAX_FRAMES_PER_SCAN)
+_FRAMES_BUFFER = ffi.buffer(_FRAMES)
+_SIZE_OUT = ffi.new("size_t *")
+_SIZE_OUT2 = ffi.new("size_t *")
+_INT_OUT = ffi.new("int *")
+_HEADER_OUT = ffi.new("uint8_t[9]")
+
+
+def encode_header(length: int, stream_id: int, kind: int) -> bytes:
+    """Return the 9 header bytes of a frame with a ``length``-byte body."""
+    lib.rmux_encode_header(_HEADER_OUT, length, stream_id, kind)
+    return bytes(ffi.buffer(_HEADER_OUT))
+
+
+def scan_frames(
+    buf: Buffer,
+    start: int,
+    end: int,
+    max_data: int,
+    max_command: int,
+    max_frames: int = MAX_FRAMES_PER_SCAN,
+) -> tuple[list[Frame], int, int]:
+    """Same contract as the pure-Python ``scan_frames``."""
+    max_frames = min(max_frames, MAX_FRAMES_PER_SCAN)
+    if not 0 <= start <= end <= len(buf):
+        raise ValueError("start/end outside the buffer")
+    pointer = ffi.from_buffer(buf)
+    count = lib.rmux_scan_frames(
+        pointer, start, end, max_data, max_command, max_frames, _FRAMES, _SIZE_OUT, _INT_OUT
+    )
+    frames = list(_QUAD.iter_unpack(_FRAMES_BUFFER[: count * 16]))
+    return frames, _SIZE_OUT[0], _INT_OUT[0]
+
+
+class InboundDecoder:
+    """Receive buffer + staging buffer for one channel (see _python.InboundDecoder)."""
+
+    def __init__(self, max_data: int, max_command: int, buffer_size: int) -> None:
+        if buffer_size < 2 * (HEADER_SIZE + max(max_data, max_command)):
+            raise ValueError("receive buffer must hold two maximum frames")
+        self._buffer = bytearray(buffer_size)
+        self.buffer = memoryview(self._buffer)
+        self._buffer_pointer = ffi.from_buffer(self._buffer)
+        self._staging = bytearray(buffer_size)
+        self.staging = memoryview(self._staging)
+        self._staging_pointer = ffi.from_buffer(self._staging)
+        self._records = ffi.new("rmux_quad[]", MAX_FRAMES_PER_SCAN)
+        self._records_buffer = ffi.buffer(self._records)
+        self._cursor = ffi.new("size_t[3]")  # start, staged, nframes
+        self._error = ffi.new("int *")
+        self._start = 0
+        self._end = 0
+        self._max_data = max_data
+        self._max_command = max_command
+        self._min_free = HEADER_SIZE + max(max_data, max_command)
+
+    @property
+    def pending(self) -> int:
+        return self._end - self._start
+
+    def writable(self) -> memoryview:
+        start, end = self._start, self._end
+        if start == end:
+            self._start = self._end = 0
+        elif len(self._buffer) - end < self._min_free:
+            self._buffer[0 : end - start] = self.buffer[start:end]
+            self._start, self._end = 0, end - start
+        return self.buffer[self._end :]
+
+    def advance(self, count: int) -> tuple[list[Record], int]:
+        self._end += count
+        cursor = self._cursor
+        cursor[0] = self._start
+        cursor[1] = 0
+        records: list[Record] = []
+        while True:
+            n = lib.rmux_decode(
+                _SCRATCH, self._buffer_pointer, cursor, self._end, self._max_data,
+                self._max_command, self._staging_pointer, len(self._staging), cursor + 1,
+                self._records, cursor + 2, self._error,
+            )  # fmt: skip
+            records += _QUAD.iter_unpack(self._records_buffer[: n * 16])
+            error = self._error[0]
+            if error:
+                if error not in (1, 2, 3):
+                    raise RuntimeError(f"codec internal error {error}")
+                self._start = self._end = cursor[0]
+                return records, error
+            if cursor[2] < MAX_FRAMES_PER_SCAN:
+                self._start = cursor[0]
+                return records, 0
+
+
+class OutboundQueue:
+    """Per-stream send rings and the output FIFO, in C (see _python.OutboundQueue)."""
+
+    def __init__(self, frame_size: int, budget: int, capacity: int) -> None:
+        tx = lib.rmux_tx_new(frame_size, budget, capacity)
+        if tx == ffi.NULL:
+            raise ValueError("capacity must hold the budget plus a whole data frame and a FIN")
+        self._tx = ffi.gc(tx, lib.rmux_tx_free)
+        self._capacity = capacity
+        self._control: deque[bytes] = deque()
+        self.control_bytes = 0
+        self._open = 0
+        self._fins = ffi.new("uint32_t[]", 64)
+        self._fins_capacity = 64
+        self._regions = ffi.new("uint8_t *[2]")
+        self._lengths = ffi.new("uint32_t[2]")
+        self._length_out = ffi.new("size_t *")
+
+    @staticmethod
+    def _check(code: int) -> None:
+        if code == -1:
+            raise ValueError("invalid slot or size for the send queue")
+        if code == -2:
+            raise MemoryError("send queue out of memory")
+
+    def open(self, stream_id: int, limit: int) -> int:
+        slot: int = lib.rmux_tx_open(self._tx, stream_id, limit)
+        if slot < 0:
+            raise MemoryError("send queue out of memory")
+        self._open += 1
+        return slot
+
+    def close(self, slot: int) -> None:
+        self._check(lib.rmux_tx_close(self._tx, slot))
+        self._open -= 1
+
+    def drop_streams(self) -> None:
+        lib.rmux_tx_drop_streams(self._tx)
+        self._open = 0
+
+    def buffered(self, slot: int) -> int:
+        size: int = lib.rmux_tx_buffered(self._tx, slot)
+        if size < 0:
+            raise ValueError("slot is not open")
+        return size
+
+    def reserve(self, slot: int, count: int) -> list[memoryview]:
+        if count <= 0:
+            self.buffered(slot)  # validates the slot, as the twin does
+            return []
+        regions, lengths = self._regions, self._lengths
+        code = lib.rmux_tx_reserve(
+            self._tx, slot, count, regions, lengths, regions + 1, lengths + 1
+        )
+        if code == -1:
+            raise ValueError("send ring overflow")
+        self._check(code)
+        views = [memoryview(ffi.buffer(regions[0], lengths[0]))]
+        if lengths[1]:
+            views.append(memoryview(ffi.buffer(regions[1], lengths[1])))
+        return views
+
+    def commit(self, slot: int, count: int) -> None:
+        if count < 0:
+            raise ValueError("commit beyond the reserved space")
+        code = lib.rmux_tx_commit(self._tx, slot, count)
+        if code == -1:
+            raise ValueError("commit beyond the reserved space")
+        self._check(code)
+
+    def finish(self, slot: int) -> None:
+        self._check(lib.rmux_tx_finish(self._tx, slot))
+
+    def queue_control(self, frame: bytes) -> None:
+        self._control.append(frame)
+        self.control_bytes += len(frame)
+
+    def clear_control(self) -> None:
+        self._control.clear()
+        self.control_bytes = 0
+
+    def has_output(self) -> bool:
+        return bool(self._control) or bool(lib.rmux_tx_has_data(self._tx))
+
+    def fill(self) -> list[int]:
+        tx = self._tx
+        control = self._control
+        if control:
+            capacity = self._capacity
+            while control and lib.rmux_tx_unsent(tx) + len(control[0]) <= capacity:
+                frame = control.popleft()
+                self.control_bytes -= len(frame)
+                if lib.rmux_tx_append(tx, frame, len(frame)) != 1:
+                    raise MemoryError("send queue out of memory")
+        if self._fins_capacity < self._open:
+            self._fins_capacity = max(self._open, 2 * self._fins_capacity)
+            self._fins = ffi.new("uint32_t[]", self._fins_capacity)
+        count = lib.rmux_tx_fill(tx, self._fins, self._fins_capacity)
+        if count < 0:
+            raise MemoryError("send queue out of memory")
+        return list(self._fins[0:count]) if count else []
+
+    def pending(self) -> memoryview:
+        pointer = lib.rmux_tx_pending(self._tx, self._length_out)
+        length = self._length_out[0]
+        if not length:
+            return memoryview(b"")
+        return memoryview(ffi.buffer(pointer, length))
+
+    def sent(self, count: int) -> None:
+        if count < 0 or lib.rmux_tx_sent(self._tx, count) != 0:
+            raise ValueError("sent more than was pending")
+
+
+__all__ = [
+    "FIN_BODY",
+    "InboundDecoder",
+    "OutboundQueue",
+    "encode_header",
+    "scan_frames",
+]
