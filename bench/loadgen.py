@@ -5,12 +5,13 @@ GIL becoming the bottleneck (every path then measures the same), so the
 small-message benchmark runs these in processes of their own:
 
     python bench/loadgen.py echo                 # prints "listening on 127.0.0.1:PORT"
-    python bench/loadgen.py load PORT CONNS SECONDS SIZE
+    python bench/loadgen.py load PORT CONNS LIMIT SIZE
                                                  # prints "messages N seconds S"
 
 ``load`` keeps CONNS connections each with one SIZE-byte request outstanding
 (request/response, like an RPC or an interactive session) and counts the
-completed round trips in SECONDS.
+completed round trips until LIMIT: a duration ("3s") or a message count
+("60000").
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def echo() -> None:
                 conn.close()
 
 
-def load(port: int, connections: int, seconds: float, size: int) -> None:
+def load(port: int, connections: int, limit: str, size: int) -> None:
     selector = selectors.DefaultSelector()
     message = bytes(size)
     pending: dict[socket.socket, int] = {}
@@ -67,8 +68,10 @@ def load(port: int, connections: int, seconds: float, size: int) -> None:
         conn.send(message)
     completed = 0
     started = time.perf_counter()
+    seconds = float(limit[:-1]) if limit.endswith("s") else float("inf")
+    count = int(limit) if not limit.endswith("s") else None
     deadline = started + seconds
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and (count is None or completed < count):
         for key, _mask in selector.select(0.1):
             conn = key.fileobj
             data = conn.recv(65536)
@@ -89,4 +92,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "echo":
         echo()
     else:
-        load(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+        load(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

@@ -1,5 +1,25 @@
-"""``python -m reactor_mux`` runs the same command line as ``reactor-mux``."""
+"""Entry point of ``reactor-mux`` and ``python -m reactor_mux``.
 
-from reactor_mux.cli import main
+Kept apart from cli.py so that a codec that cannot be loaded as requested
+(``REACTOR_MUX_CODEC=c`` without a compiled build, or an unknown policy) is
+reported as one line with exit status 2 rather than an import traceback.
+"""
 
-raise SystemExit(main())
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    try:
+        from reactor_mux.cli import main as cli_main
+    except ImportError as exc:
+        if "REACTOR_MUX_CODEC" not in str(exc):
+            raise
+        print(f"reactor-mux: error: {exc}", file=sys.stderr)
+        return 2
+    return cli_main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,9 +45,12 @@ def test_codec_policy_variable_selects_the_backend(policy):
 def test_unknown_codec_policy_is_refused():
     env = {**os.environ, "REACTOR_MUX_CODEC": "fortran"}
     result = subprocess.run(
-        [sys.executable, "-c", "import reactor_mux.codec"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "reactor_mux", "--version"], capture_output=True, text=True, env=env
     )
-    assert result.returncode != 0 and "REACTOR_MUX_CODEC='fortran'" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "reactor-mux: error: REACTOR_MUX_CODEC='fortran': expected 'c', 'python' or 'auto'"
+    ]
 
 
 def test_installed_command_exists():

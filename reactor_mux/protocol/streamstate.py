@@ -25,6 +25,10 @@ from reactor_mux.protocol.errors import LocalProtocolError, ProtocolError
 
 
 class StreamState(enum.Enum):
+    # Members are singletons compared by identity; hashing by identity keeps the
+    # per-frame table lookup free of enum's Python-level __hash__.
+    __hash__ = object.__hash__
+
     SYN_SENT = "syn-sent"
     SYN_RECEIVED = "syn-received"
     OPEN = "open"
@@ -35,6 +39,8 @@ class StreamState(enum.Enum):
 
 class StreamInput(enum.Enum):
     """What can happen to a stream; ``RECV_*`` come from the peer."""
+
+    __hash__ = object.__hash__
 
     SEND_SYN_OK = "send SYN OK"
     SEND_SYN_ERROR = "send SYN ERROR"

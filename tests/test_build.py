@@ -1,0 +1,77 @@
+"""Installation where no compiler works: it must succeed and run the pure-Python codec.
+
+A fresh venv installs a clean copy of the source with ``CC=false`` (every
+compile fails), then runs the demo and checks the backend line.  It takes
+about half a minute (venv, pip, build isolation), so it runs once: in the
+suite's ``REACTOR_MUX_CODEC=c`` pass, not again in the ``python`` pass.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def clean_copy(target: pathlib.Path) -> None:
+    """The tracked files only (no build/ or compiled module to reuse)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode == 0 and listed.stdout:
+        for name in listed.stdout.decode().split("\0"):
+            if name and (ROOT / name).is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, target / name)
+        return
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "build",
+        "*.so",
+        "*.o",
+        "__pycache__",
+        "*.egg-info",
+        ".hypothesis",
+        ".pytest_cache",
+        "_ccodec.c",
+    )
+    shutil.copytree(ROOT, target, ignore=ignore, dirs_exist_ok=True)
+
+
+@pytest.mark.skipif(
+    os.environ.get("REACTOR_MUX_CODEC") == "python",
+    reason="runs once, in the REACTOR_MUX_CODEC=c pass",
+)
+def test_install_without_a_compiler_runs_pure_python(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    clean_copy(source)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {key: value for key, value in os.environ.items() if key != "REACTOR_MUX_CODEC"}
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--no-cache-dir", str(source)],
+        env={**env, "CC": "false"}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    assert not list(venv.glob("lib/python*/site-packages/reactor_mux/codec/_ccodec*"))
+
+    command = str(venv / "bin" / "reactor-mux")
+    version = subprocess.run([command, "--version"], env=env, capture_output=True, text=True)
+    assert version.returncode == 0 and "(codec: python)" in version.stdout
+
+    demanded = subprocess.run([command, "--version"], env={**env, "REACTOR_MUX_CODEC": "c"},
+                              capture_output=True, text=True)  # fmt: skip
+    assert demanded.returncode == 2
+    assert "REACTOR_MUX_CODEC=c but the compiled codec is unavailable" in demanded.stderr
+    assert "Traceback" not in demanded.stderr
+
+    demo = subprocess.run([command, "demo", "--size", "4"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "codec python" in demo.stdout and "demo passed" in demo.stdout

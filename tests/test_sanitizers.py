@@ -1,0 +1,119 @@
+"""The C codec under AddressSanitizer and UndefinedBehaviorSanitizer.
+
+Uses gcc's sanitizer runtimes (a compiler is needed anyway for the C backend):
+
+* the fuzz corpus (tests/fuzz_corpus/) through csrc/fuzz/fuzz_codec.c built as
+  a plain replay program;
+* the codec, differential and session tests, run in a subprocess against a
+  copy of the package whose cffi module was rebuilt with the sanitizers, with
+  libasan preloaded into Python.
+
+Any report aborts the run (-fno-sanitize-recover=all), which fails the test.
+A coverage-guided libFuzzer run is the slow test at the end (docs/fuzzing.md).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("REACTOR_MUX_CODEC") == "python",
+    reason="builds and checks the C code: runs once, in the REACTOR_MUX_CODEC=c pass",
+)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "fuzz_corpus"
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+
+
+def gcc_runtime(name: str) -> str:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    path = subprocess.run(
+        ["gcc", f"-print-file-name={name}"], capture_output=True, text=True
+    ).stdout.strip()
+    if not os.path.isabs(path) or not os.path.exists(path):
+        pytest.skip(f"gcc has no {name}")
+    return path
+
+
+def test_fuzz_corpus_replays_clean_under_asan_and_ubsan(tmp_path):
+    gcc_runtime("libasan.so")
+    replay = tmp_path / "replay"
+    subprocess.run(
+        ["gcc", "-O1", "-g", *SANITIZE, "-DRMUX_REPLAY_MAIN", f"-I{ROOT / 'csrc'}",
+         str(ROOT / "csrc" / "fuzz" / "fuzz_codec.c"), str(ROOT / "csrc" / "rmux_codec.c"),
+         "-o", str(replay)],
+        check=True,
+    )  # fmt: skip
+    inputs = sorted(str(p) for p in CORPUS.iterdir())
+    result = subprocess.run([str(replay), *inputs], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"replayed {len(inputs)} inputs" in result.stdout
+
+
+def test_codec_tests_pass_against_a_sanitized_build(tmp_path):
+    libasan = gcc_runtime("libasan.so")
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.o", "_ccodec.c")
+    shutil.copytree(ROOT / "reactor_mux", source / "reactor_mux", ignore=ignore)
+    shutil.copytree(ROOT / "csrc", source / "csrc", ignore=ignore)
+    shutil.copy(ROOT / "build_codec.py", source)
+    flags = " ".join([*SANITIZE, "-g", "-O1"])
+    build_env = {**os.environ, "CFLAGS": flags, "LDFLAGS": flags}
+    subprocess.run([sys.executable, "build_codec.py"], cwd=source, env=build_env, check=True,
+                   capture_output=True, timeout=300)  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(source),
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "REACTOR_MUX_CODEC": "c",
+    }
+    probe = subprocess.run(
+        [sys.executable, "-c", "import reactor_mux.codec._ccodec as m; print(m.__file__)"],
+        cwd=source, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.startswith(str(source)), "the sanitized build was not the one imported"
+    tests = [ROOT / "tests" / name for name in
+             ("test_codec_differential.py", "test_codec.py", "test_session.py")]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--capture=sys", "-p", "no:cacheprovider",
+         "-p", "no:warnings", *map(str, tests)],
+        cwd=source, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    reports = [line for line in result.stderr.splitlines()
+               if "Sanitizer" in line or "runtime error" in line or "SUMMARY" in line]  # fmt: skip
+    assert result.returncode == 0, "\n".join(reports[:20]) or result.stdout[-4000:]
+    assert "ERROR: AddressSanitizer" not in result.stderr
+    assert "runtime error" not in result.stderr
+
+
+@pytest.mark.slow
+def test_short_coverage_guided_fuzz_run(tmp_path):
+    """60 s of libFuzzer over a copy of the corpus (needs clang with libFuzzer)."""
+    clang = shutil.which("clang") or shutil.which("clang-14")
+    if clang is None:
+        pytest.skip("clang is not installed")
+    fuzzer = tmp_path / "fuzz_codec"
+    subprocess.run(
+        [clang, "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
+         f"-I{ROOT / 'csrc'}", str(ROOT / "csrc" / "fuzz" / "fuzz_codec.c"),
+         str(ROOT / "csrc" / "rmux_codec.c"), "-o", str(fuzzer)],
+        check=True,
+    )  # fmt: skip
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    result = subprocess.run(
+        [str(fuzzer), "-max_total_time=60", "-max_len=70000", str(corpus)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
