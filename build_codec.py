@@ -39,6 +39,8 @@ size_t rmux_decode(rmux_scratch *scratch, const uint8_t *buf, size_t *start, siz
 
 rmux_tx *rmux_tx_new(uint32_t frame_size, uint32_t budget, uint32_t capacity);
 void rmux_tx_free(rmux_tx *tx);
+int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size);
+uint64_t rmux_tx_buffered_total(const rmux_tx *tx);
 int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit);
 int rmux_tx_close(rmux_tx *tx, int32_t slot);
 void rmux_tx_drop_streams(rmux_tx *tx);

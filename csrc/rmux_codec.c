@@ -185,6 +185,7 @@ struct rmux_tx {
     uint32_t ready_head;
     uint32_t ready_count;
     uint32_t ready_capacity;
+    uint64_t buffered; /* sum of every open stream's size */
 };
 
 static const uint8_t FIN_BODY[3] = {'F', 'I', 'N'};
@@ -214,6 +215,18 @@ void rmux_tx_free(rmux_tx *tx) {
     free(tx->ready);
     free(tx->out);
     free(tx);
+}
+
+uint64_t rmux_tx_buffered_total(const rmux_tx *tx) {
+    return tx->buffered;
+}
+
+int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size) {
+    if (frame_size == 0 || frame_size > tx->frame_size) {
+        return -1;
+    }
+    tx->frame_size = frame_size;
+    return 0;
 }
 
 static tx_stream *get_stream(rmux_tx *tx, int32_t slot) {
@@ -302,6 +315,7 @@ int rmux_tx_close(rmux_tx *tx, int32_t slot) {
     if (stream->in_ready) {
         ready_remove(tx, (uint32_t)slot);
     }
+    tx->buffered -= stream->size;
     free(stream->ring);
     stream->ring = NULL;
     stream->open = 0;
@@ -318,6 +332,7 @@ void rmux_tx_drop_streams(rmux_tx *tx) {
     }
     tx->nstreams = 0;
     tx->nfree = 0;
+    tx->buffered = 0;
     tx->ready_count = 0;
     tx->ready_head = 0;
 }
@@ -392,9 +407,11 @@ int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
         return 0;
     }
     stream->size += count;
+    tx->buffered += count;
     if (!stream->in_ready) {
         if (ready_push_back(tx, (uint32_t)slot) != 0) {
             stream->size -= count;
+            tx->buffered -= count;
             return -2;
         }
         stream->in_ready = 1;
@@ -487,6 +504,7 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
                 memcpy(tx->out + tx->end + first, stream->ring, count - first);
             }
             tx->end += count;
+            tx->buffered -= count;
             stream->size -= count;
             stream->head = stream->size == 0 ? 0 : (stream->head + count) % stream->capacity;
         }

@@ -79,6 +79,10 @@ typedef struct rmux_tx rmux_tx;
 
 rmux_tx *rmux_tx_new(uint32_t frame_size, uint32_t budget, uint32_t capacity);
 void rmux_tx_free(rmux_tx *tx);
+/* Shrink the largest data frame (the peer announced a smaller maximum): 0 ok, -1 not smaller. */
+int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size);
+/* Bytes waiting in all send rings (not counting the output FIFO). */
+uint64_t rmux_tx_buffered_total(const rmux_tx *tx);
 
 /* Returns a slot (>= 0), or -1 if memory ran out. */
 int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit);

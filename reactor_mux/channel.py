@@ -11,6 +11,17 @@ event and hands every frame in it to the session in one call.  Writing is
 deferred to the end of the tick (``schedule_flush``) so everything produced
 in a tick leaves in as few ``sendmsg`` calls as the socket allows; write
 interest is registered only while output is left over.
+
+Liveness: the HELLO exchange must finish within ``handshake_timeout``; after
+``keepalive_interval`` of silence from the peer we send PING, and after
+``dead_after`` of silence the channel is closed even if TCP has not noticed.
+
+Memory: besides each stream's window, the channel caps what it holds in each
+direction (``max_buffer``).  Over the cap, local sockets are no longer read
+(outbound) or the channel socket is no longer read (inbound) until the
+buffers drain to half the cap; while the channel read is paused we cannot see
+the peer's traffic, so the silence clock stops and our PINGs keep telling
+the peer we are alive.
 """
 
 from __future__ import annotations
@@ -20,9 +31,14 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT, Connector
+from reactor_mux.connector import Connector
 from reactor_mux.localstream import LocalStream
-from reactor_mux.netutil import abort_socket, describe_error, format_address
+from reactor_mux.netutil import (
+    abort_socket,
+    describe_error,
+    format_address,
+    tune_channel_socket,
+)
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
@@ -32,6 +48,7 @@ from reactor_mux.protocol.events import (
     MappingAccepted,
     MappingRefused,
     MappingRequested,
+    PongReceived,
     StreamAccepted,
     StreamEnded,
     StreamRefused,
@@ -39,8 +56,9 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.session import Session
-from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor
+from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor, Timer
 from reactor_mux.resolver import Resolver
+from reactor_mux.settings import ChannelSettings
 
 log = logging.getLogger("reactor_mux")
 
@@ -51,7 +69,7 @@ class ChannelOwner(Protocol):
     def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
         """Where a peer SYN on ``mapping`` should connect, or None to refuse."""
 
-    def on_hello(self, channel: Channel) -> None: ...
+    def on_hello(self, channel: Channel, event: HelloReceived) -> None: ...
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> None: ...
 
@@ -73,7 +91,7 @@ class Channel:
         session: Session,
         owner: ChannelOwner,
         name: str,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        settings: ChannelSettings,
     ) -> None:
         self.reactor = reactor
         self.resolver = resolver
@@ -81,18 +99,28 @@ class Channel:
         self.session = session
         self.owner = owner
         self.name = name
-        self.connect_timeout = connect_timeout
+        self.settings = settings
         self.streams: dict[int, LocalStream] = {}
         self._connecting: dict[int, Connector] = {}
+        tune_channel_socket(sock, settings.keepalive_interval)
         self._watch = IOWatch(reactor, sock, self._on_io)
         self._flush_pending = False
         self.closed = False
         self.close_reason: str | None = None
         self.close_was_error = False
+        self.draining = False
+        self.inbound_buffered = 0
+        self._read_paused = False
+        self._outbound_paused = False
+        self._last_received = reactor.time()
+        self._ping_token = 0
+        self._handshake_timer: Timer | None = None
+        self._keepalive_timer: Timer | None = None
         self._handlers: dict[type[Event], Callable[..., None]] = {
             DataReceived: self._on_data,
             CreditGranted: self._on_credit,
             HelloReceived: self._on_hello,
+            PongReceived: self._on_pong,
             MappingRequested: self._on_mapping_requested,
             MappingAccepted: self._on_mapping_accepted,
             MappingRefused: self._on_mapping_refused,
@@ -106,8 +134,44 @@ class Channel:
 
     def start(self) -> None:
         """Send our HELLO (and whatever the owner queued) and start reading."""
-        self._watch.want(READ)
+        self._handshake_timer = self.reactor.call_later(
+            self.settings.handshake_timeout, self._handshake_expired
+        )
+        self._schedule_keepalive()
+        self._update_interest()
         self._flush()
+
+    # ----------------------------------------------------------- liveness
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if not self.closed and not self.session.ready:
+            self.close(f"handshake timed out after {self.settings.handshake_timeout:g}s")
+
+    def _schedule_keepalive(self) -> None:
+        self._keepalive_timer = self.reactor.call_later(
+            self.settings.keepalive_interval / 2, self._keepalive_tick
+        )
+
+    def _keepalive_tick(self) -> None:
+        if self.closed:
+            return
+        now = self.reactor.time()
+        if self._read_paused:
+            # We are the ones not reading: the peer's silence tells us nothing.
+            self._last_received = now
+        idle = now - self._last_received
+        if idle >= self.settings.dead_after:
+            self.close(f"no traffic from the peer for {idle:.1f}s (keepalive timeout)")
+            return
+        if idle >= self.settings.keepalive_interval or self._read_paused:
+            self._ping_token += 1
+            self.session.ping(self._ping_token)
+            self.schedule_flush()
+        self._schedule_keepalive()
+
+    def _on_pong(self, _event: PongReceived) -> None:
+        pass  # any traffic proves liveness; the read that brought it did the work
 
     # ------------------------------------------------------------- reading
 
@@ -137,11 +201,13 @@ class Channel:
             clean = not session.mid_frame and session.failed is None
             self.close(session.receive_eof(), error=not clean)
             return
+        self._last_received = self.reactor.time()
         handlers = self._handlers
         for event in session.receive_into(count):
             handlers[type(event)](event)
             if self.closed:
                 return
+        self._check_inbound_cap()
         self.schedule_flush()
 
     def _on_data(self, event: DataReceived) -> None:
@@ -154,8 +220,11 @@ class Channel:
         if stream is not None:
             stream.update()
 
-    def _on_hello(self, _event: HelloReceived) -> None:
-        self.owner.on_hello(self)
+    def _on_hello(self, event: HelloReceived) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        self.owner.on_hello(self, event)
 
     def _on_mapping_requested(self, event: MappingRequested) -> None:
         self.owner.on_mapping_requested(self, event)
@@ -168,6 +237,9 @@ class Channel:
 
     def _on_stream_requested(self, event: StreamRequested) -> None:
         stream_id = event.stream_id
+        if self.draining:
+            self.session.refuse_stream(stream_id, "shutting down")
+            return
         target = self.owner.target_for(self, event.mapping)
         if target is None:
             self.session.refuse_stream(stream_id, f"mapping {event.mapping} is not available")
@@ -182,15 +254,12 @@ class Channel:
 
         def finish_connect(sock: socket.socket | None, error: str | None) -> None:
             self._connecting.pop(stream_id, None)
+            address = format_address(host, port)
             if sock is None:
-                log.warning(
-                    "%s: connect to %s failed: %s", self.name, format_address(host, port), error
-                )
-                self.session.refuse_stream(
-                    stream_id, f"connect to {format_address(host, port)} failed: {error}"
-                )
+                log.warning("%s: connect to %s failed: %s", self.name, address, error)
+                self.session.refuse_stream(stream_id, f"connect to {address} failed: {error}")
             else:
-                label = f"stream {stream_id} -> {format_address(host, port)}"
+                label = f"stream {stream_id} -> {address}"
                 stream = LocalStream(self, stream_id, sock, label)
                 self.streams[stream_id] = stream
                 self.session.accept_stream(stream_id)
@@ -199,7 +268,7 @@ class Channel:
             self.schedule_flush()
 
         connector = Connector(
-            self.reactor, self.resolver, host, port, connected, self.connect_timeout
+            self.reactor, self.resolver, host, port, connected, self.settings.connect_timeout
         )
         self._connecting[stream_id] = connector
         connector.start()
@@ -235,12 +304,57 @@ class Channel:
         else:
             self.close(f"protocol error: {event.reason}")
 
+    # ------------------------------------------------------- buffer caps
+
+    def inbound_changed(self, delta: int) -> None:
+        """A stream buffered (+) or wrote out (-) inbound bytes."""
+        self.inbound_buffered += delta
+        if delta < 0 and self._read_paused:
+            self._check_inbound_cap()
+
+    def _check_inbound_cap(self) -> None:
+        cap = self.settings.max_buffer
+        if not self._read_paused and self.inbound_buffered >= cap:
+            self._read_paused = True
+            log.info("%s: %d bytes buffered for local sockets (cap %d): pausing channel reads",
+                     self.name, self.inbound_buffered, cap)  # fmt: skip
+            self._update_interest()
+        elif self._read_paused and self.inbound_buffered <= cap // 2:
+            self._read_paused = False
+            log.info("%s: local sockets caught up: resuming channel reads", self.name)
+            self._update_interest()
+
+    def outbound_room(self) -> bool:
+        """May streams read more from their local sockets?"""
+        if self._outbound_paused:
+            return False
+        if self.session.outbound_buffered >= self.settings.max_buffer:
+            self._outbound_paused = True
+            log.info(
+                "%s: %d bytes waiting to be sent (cap %d): pausing local reads",
+                self.name,
+                self.session.outbound_buffered,
+                self.settings.max_buffer,
+            )
+            return False
+        return True
+
+    def _check_outbound_cap(self) -> None:
+        if (
+            self._outbound_paused
+            and self.session.outbound_buffered <= self.settings.max_buffer // 2
+        ):
+            self._outbound_paused = False
+            log.info("%s: sent the backlog: resuming local reads", self.name)
+            for stream in list(self.streams.values()):
+                stream.update()
+
     # ------------------------------------------------------------- streams
 
     def open_stream(self, mapping: int, sock: socket.socket, label: str) -> LocalStream | None:
         """Carry a freshly accepted local connection as a new stream (SYN)."""
         session = self.session
-        if self.closed or not session.ready or not session.can_open_stream():
+        if self.closed or self.draining or not session.ready or not session.can_open_stream():
             abort_socket(sock)
             return None
         stream_id = session.open_stream(mapping)
@@ -256,12 +370,13 @@ class Channel:
             del self.streams[stream.id]
         log.debug(
             "%s: %s %s (%d bytes up, %d down)",
-            self.name,
-            stream.label,
-            reason,
-            stream.bytes_up,
-            stream.bytes_down,
-        )
+            self.name, stream.label, reason, stream.bytes_up, stream.bytes_down,
+        )  # fmt: skip
+
+    @property
+    def busy(self) -> bool:
+        """Streams (or connects for streams) are still open."""
+        return bool(self.streams or self._connecting)
 
     # ------------------------------------------------------------- writing
 
@@ -296,7 +411,17 @@ class Channel:
             session.output_sent(sent)
             if sent < sum(map(len, views)):
                 break
-        self._watch.want(READ | WRITE if session.has_output() else READ)
+        if self._outbound_paused:
+            self._check_outbound_cap()
+        self._update_interest()
+
+    def _update_interest(self) -> None:
+        if self.closed:
+            return
+        mask = 0 if self._read_paused else READ
+        if self.session.has_output():
+            mask |= WRITE
+        self._watch.want(mask)
 
     # ------------------------------------------------------------- closing
 
@@ -310,6 +435,9 @@ class Channel:
             return
         self.close_reason = reason
         self.close_was_error = error
+        for timer in (self._handshake_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
         for connector in self._connecting.values():
             connector.cancel()
         self._connecting.clear()

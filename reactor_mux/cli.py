@@ -1,9 +1,10 @@
 """The ``reactor-mux`` command line: ``server``, ``client`` and ``demo``.
 
 Argument errors are reported as one line on stderr with exit status 2;
-startup failures (a port in use) as one line with status 1; SIGINT and
-SIGTERM stop the process cleanly with status 0.  No path prints a
-traceback for bad input.
+startup failures (a port in use) as one line with status 1.  The first
+SIGINT or SIGTERM drains (stop accepting, let open streams finish for up to
+``--drain-timeout``) and exits 0; a second one stops at once.  No path prints
+a traceback for bad input.
 """
 
 from __future__ import annotations
@@ -19,18 +20,36 @@ from typing import NoReturn, TypeVar
 from reactor_mux import __version__, codec
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.client import Client, ClientConfig, StartupError
-from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT
 from reactor_mux.netutil import describe_error
-from reactor_mux.protocol.limits import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW
+from reactor_mux.protocol.limits import (
+    DEFAULT_MAX_PENDING_SYNS,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_WINDOW,
+    MAX_DATA_BODY,
+    MAX_MAPPINGS,
+    MAX_WINDOW,
+    MIN_FRAME,
+    MIN_WINDOW,
+)
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
-from reactor_mux.server import Server, ServerConfig
+from reactor_mux.server import DEFAULT_MAX_CHANNELS, Server, ServerConfig
+from reactor_mux.settings import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_MAX_BUFFER,
+    KEEPALIVE_TIMEOUT_FACTOR,
+    ChannelSettings,
+)
 from reactor_mux.specs import SpecError, parse_endpoint, parse_forward
 
 log = logging.getLogger("reactor_mux")
 T = TypeVar("T")
 
-_SIZE = re.compile(r"([0-9]+)([kKmM]?)(i?[bB])?")
+_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)(i?[bB])?")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,16 +59,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _size(text: str) -> int:
-    match = _SIZE.fullmatch(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 262144, 256K or 1M")
-    value = int(match.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[match.group(2).lower()]
-    if not MIN_WINDOW <= value <= MAX_WINDOW:
-        raise argparse.ArgumentTypeError(
-            f"window {value} is outside {MIN_WINDOW}..{MAX_WINDOW} bytes"
-        )
-    return value
+def _size_type(what: str, low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        match = _SIZE.fullmatch(text)
+        if not match:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 262144, 256K or 1M")
+        value = int(match.group(1)) * _UNITS[match.group(2).lower()]
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} {value} is outside {low}..{high} bytes")
+        return value
+
+    return convert
+
+
+def _count_type(what: str, low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number")
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} {value} is outside {low}..{high}")
+        return value
+
+    return convert
 
 
 def _seconds(text: str) -> float:
@@ -75,24 +107,88 @@ def _spec_type(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    """Options both roles share: the channel's settings and limits."""
+    add = parser.add_argument
+    add(
         "--window",
-        type=_size,
+        type=_size_type("window", MIN_WINDOW, MAX_WINDOW),
         default=DEFAULT_WINDOW,
         metavar="SIZE",
         help="per-stream flow-control window (default 256K)",
     )
-    parser.add_argument(
+    add(
+        "--max-frame",
+        type=_size_type("max frame", MIN_FRAME, MAX_DATA_BODY),
+        default=MAX_DATA_BODY,
+        metavar="SIZE",
+        help="largest data frame body accepted from the peer (default 64K)",
+    )
+    add(
         "--connect-timeout",
         type=_seconds,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="SECONDS",
-        help=f"give up connecting to a target after this long "
+        help="give up connecting to a target after this long "
         f"(default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+    add(
+        "--handshake-timeout",
+        type=_seconds,
+        default=DEFAULT_HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help="close a channel whose HELLO exchange takes longer "
+        f"(default {DEFAULT_HANDSHAKE_TIMEOUT:g})",
+    )
+    add(
+        "--keepalive-interval",
+        type=_seconds,
+        default=DEFAULT_KEEPALIVE_INTERVAL,
+        metavar="SECONDS",
+        help="send PING after this much silence from the peer "
+        f"(default {DEFAULT_KEEPALIVE_INTERVAL:g})",
+    )
+    add(
+        "--keepalive-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help=f"declare a silent peer dead after this long "
+        f"(default {KEEPALIVE_TIMEOUT_FACTOR} x --keepalive-interval)",
+    )
+    add(
+        "--max-streams",
+        type=_count_type("max streams", 1, 1 << 20),
+        default=DEFAULT_MAX_STREAMS,
+        metavar="N",
+        help=f"open streams per channel (default {DEFAULT_MAX_STREAMS})",
+    )
+    add(
+        "--max-pending-syns",
+        type=_count_type("max pending SYNs", 1, 1 << 20),
+        default=DEFAULT_MAX_PENDING_SYNS,
+        metavar="N",
+        help=f"peer-opened streams still connecting, per channel "
+        f"(default {DEFAULT_MAX_PENDING_SYNS})",
+    )
+    add(
+        "--max-buffer",
+        type=_size_type("max buffer", 64 * 1024, 1 << 40),
+        default=DEFAULT_MAX_BUFFER,
+        metavar="SIZE",
+        help="bytes a channel holds for its streams in each direction before it "
+        "pauses reading (default 64M)",
+    )
+    add(
+        "--drain-timeout",
+        type=_seconds,
+        default=DEFAULT_DRAIN_TIMEOUT,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, wait this long for open streams "
+        f"(default {DEFAULT_DRAIN_TIMEOUT:g})",
     )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="log every stream")
-    noise.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    noise.add_argument("-q", "--quiet", action="store_true", help="log errors only")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--gateway-ports",
         action="store_true",
         help="let clients bind -R ports on non-loopback addresses",
+    )
+    server.add_argument(
+        "--max-channels",
+        type=_count_type("max channels", 1, 1 << 20),
+        default=DEFAULT_MAX_CHANNELS,
+        metavar="N",
+        help=f"clients served at once (default {DEFAULT_MAX_CHANNELS})",
+    )
+    server.add_argument(
+        "--max-mappings",
+        type=_count_type("max mappings", 1, 1 << 16),
+        default=MAX_MAPPINGS,
+        metavar="N",
+        help=f"-L and -R mappings per client (default {MAX_MAPPINGS})",
     )
     _add_common(server)
 
@@ -177,14 +287,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a target, server and client on loopback and push data through -L and -R",
         description="Self-contained demonstration on 127.0.0.1.",
     )
-    demo.add_argument(
-        "--size",
-        type=int,
-        default=64,
-        metavar="MIB",
-        help="MiB to push each way per mapping (default 64)",
-    )
+    demo.add_argument("--size", type=int, default=64, metavar="MIB",
+                      help="MiB to push each way per mapping (default 64)")  # fmt: skip
     return parser
+
+
+def _settings(args: argparse.Namespace) -> ChannelSettings:
+    return ChannelSettings(
+        window=args.window,
+        max_frame=args.max_frame,
+        connect_timeout=args.connect_timeout,
+        handshake_timeout=args.handshake_timeout,
+        keepalive_interval=args.keepalive_interval,
+        keepalive_timeout=args.keepalive_timeout,
+        max_streams=args.max_streams,
+        max_pending_syns=args.max_pending_syns,
+        max_mappings=getattr(args, "max_mappings", MAX_MAPPINGS),
+        max_buffer=args.max_buffer,
+    )
 
 
 def _setup_logging(role: str, verbose: bool, quiet: bool) -> None:
@@ -198,19 +318,30 @@ def _setup_logging(role: str, verbose: bool, quiet: bool) -> None:
     log.propagate = False
 
 
-def _run(role: str, build: Callable[[Reactor, Resolver], Server | Client]) -> int:
-    """Run a server or client until SIGINT/SIGTERM."""
+def _run(
+    role: str, drain_timeout: float, build: Callable[[Reactor, Resolver], Server | Client]
+) -> int:
+    """Run a server or client until SIGINT/SIGTERM (drain) or a second one (stop)."""
     reactor = Reactor()
     resolver = Resolver(reactor)
+    app = build(reactor, resolver)
+    signals = 0
 
-    def stop(signame: str) -> None:
-        log.info("%s: shutting down", signame)
-        reactor.stop()
+    def on_signal(signame: str) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info(
+                "%s: draining for up to %gs (send it again to stop at once)", signame, drain_timeout
+            )
+            app.drain(drain_timeout, reactor.stop)
+        else:
+            log.info("%s: stopping now", signame)
+            reactor.stop()
 
     # Before start(): a signal that arrives once ports are open must stop us cleanly.
-    reactor.add_signal_handler(signal.SIGINT, lambda: stop("SIGINT"))
-    reactor.add_signal_handler(signal.SIGTERM, lambda: stop("SIGTERM"))
-    app = build(reactor, resolver)
+    reactor.add_signal_handler(signal.SIGINT, lambda: on_signal("SIGINT"))
+    reactor.add_signal_handler(signal.SIGTERM, lambda: on_signal("SIGTERM"))
     try:
         app.start()
     except (OSError, StartupError) as exc:
@@ -226,6 +357,7 @@ def _run(role: str, build: Callable[[Reactor, Resolver], Server | Client]) -> in
         app.close()
         resolver.close()
         reactor.close()
+    log.info("stopped")
     return 0
 
 
@@ -244,14 +376,27 @@ def _main(argv: Sequence[str] | None) -> int:
         return run_demo(args.size)
 
     _setup_logging(args.command, args.verbose, args.quiet)
+    settings = _settings(args)
+    if settings.dead_after <= settings.keepalive_interval:
+        print(
+            f"reactor-mux {args.command}: error: --keepalive-timeout must be longer than "
+            f"--keepalive-interval (see reactor-mux {args.command} --help)",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "server":
         config = ServerConfig(
             listen=args.listen,
-            window=args.window,
-            connect_timeout=args.connect_timeout,
+            settings=settings,
             gateway_ports=args.gateway_ports,
+            max_channels=args.max_channels,
+            drain_timeout=args.drain_timeout,
         )
-        return _run("server", lambda reactor, resolver: Server(reactor, resolver, config))
+        return _run(
+            "server",
+            args.drain_timeout,
+            lambda reactor, resolver: Server(reactor, resolver, config),
+        )
 
     forwards = args.local + args.remote
     if not forwards:
@@ -263,16 +408,21 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     if args.reconnect_min > args.reconnect_max:
         print(
-            "reactor-mux client: error: --reconnect-min is larger than --reconnect-max",
+            "reactor-mux client: error: --reconnect-min is larger than --reconnect-max "
+            "(see reactor-mux client --help)",
             file=sys.stderr,
         )
         return 2
     client_config = ClientConfig(
         server=args.server,
         forwards=forwards,
-        window=args.window,
-        connect_timeout=args.connect_timeout,
+        settings=settings,
         reconnect_min=args.reconnect_min,
         reconnect_max=args.reconnect_max,
+        drain_timeout=args.drain_timeout,
     )
-    return _run("client", lambda reactor, resolver: Client(reactor, resolver, client_config))
+    return _run(
+        "client",
+        args.drain_timeout,
+        lambda reactor, resolver: Client(reactor, resolver, client_config),
+    )

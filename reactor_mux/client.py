@@ -3,29 +3,38 @@
 The client binds its ``-L`` listeners once, at start, and keeps them for its
 whole life; it holds at most one channel to the server and re-creates it
 after every loss, with capped exponential backoff.  Each new channel
-declares every mapping again (CONNECT for ``-L``, BIND for ``-R``).  While
-no channel is up, a connection to an ``-L`` port is reset at once (the
-local application sees a refusal immediately rather than a hang).
+declares every mapping again (CONNECT for ``-L``, BIND for ``-R``) and
+carries the same random client id in HELLO, which lets the server retire a
+stale channel of ours at once.  While no channel is up, a connection to an
+``-L`` port is reset at once (the local application sees a refusal
+immediately rather than a hang).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
 from reactor_mux.channel import Channel
-from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT, Connector
+from reactor_mux.connector import Connector
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import PeerAddress, abort_socket, describe_error, format_address
-from reactor_mux.protocol.events import MappingAccepted, MappingRefused, MappingRequested
-from reactor_mux.protocol.limits import DEFAULT_WINDOW
-from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.events import (
+    HelloReceived,
+    MappingAccepted,
+    MappingRefused,
+    MappingRequested,
+)
+from reactor_mux.protocol.session import Role
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
+from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 from reactor_mux.specs import ForwardSpec
 
 log = logging.getLogger("reactor_mux")
@@ -42,10 +51,10 @@ class StartupError(Exception):
 class ClientConfig:
     server: tuple[str, int]
     forwards: list[ForwardSpec] = field(default_factory=list)
-    window: int = DEFAULT_WINDOW
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    settings: ChannelSettings = field(default_factory=ChannelSettings)
     reconnect_min: float = DEFAULT_RECONNECT_MIN
     reconnect_max: float = DEFAULT_RECONNECT_MAX
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 class Client:
@@ -53,6 +62,7 @@ class Client:
         self.reactor = reactor
         self.resolver = resolver
         self.config = config
+        self.client_id = secrets.token_hex(16)
         self.server_label = format_address(*config.server)
         self.mappings: dict[int, ForwardSpec] = dict(enumerate(config.forwards, start=1))
         self.local_listeners: dict[int, Listener] = {}
@@ -63,6 +73,7 @@ class Client:
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
         self._channel_up_since: float | None = None
         self._stopped = False
+        self._drain_timer: Timer | None = None
 
     def start(self) -> None:
         for mapping, spec in self.mappings.items():
@@ -82,24 +93,53 @@ class Client:
                 continue
             self.local_listeners[mapping] = listener
             log.info(
-                "listening on %s for -L %s", format_address(listener.host, listener.port), spec.text
+                "listening on %s for -L %s",
+                format_address(listener.host, listener.port),
+                spec.text,
             )
         has_remote = any(spec.kind == "R" for spec in self.mappings.values())
         if not self.local_listeners and not has_remote:
             raise StartupError("no -L port could be bound and there is no -R: nothing to do")
         self._connect()
 
-    def close(self) -> None:
+    def _stop_reconnecting(self) -> None:
         self._stopped = True
         if self._retry is not None:
             self._retry.cancel()
         if self._connector is not None:
             self._connector.cancel()
+            self._connector = None
+
+    def close(self) -> None:
+        self._stop_reconnecting()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         if self.channel is not None:
             self.channel.close("client shutting down", error=False)
         for listener in self.local_listeners.values():
             listener.close()
         self.local_listeners.clear()
+
+    def drain(self, timeout: float, done: Callable[[], None]) -> None:
+        """Stop accepting and reconnecting; call ``done()`` once no stream is open."""
+        self._stop_reconnecting()
+        for listener in self.local_listeners.values():
+            listener.close()
+        self.local_listeners.clear()
+        if self.channel is not None:
+            self.channel.draining = True
+        deadline = self.reactor.time() + timeout
+
+        def check() -> None:
+            busy = self.channel is not None and self.channel.busy
+            if not busy or self.reactor.time() >= deadline:
+                if busy:
+                    log.warning("drain timeout: closing the channel with open streams")
+                done()
+                return
+            self._drain_timer = self.reactor.call_later(0.05, check)
+
+        check()
 
     # ------------------------------------------------------------ the channel
 
@@ -108,7 +148,12 @@ class Client:
         log.debug("connecting to server %s", self.server_label)
         host, port = self.config.server
         self._connector = Connector(
-            self.reactor, self.resolver, host, port, self._on_connected, self.config.connect_timeout
+            self.reactor,
+            self.resolver,
+            host,
+            port,
+            self._on_connected,
+            self.config.settings.connect_timeout,
         ).start()
 
     def _on_connected(self, sock: socket.socket | None, error: str | None) -> None:
@@ -116,7 +161,7 @@ class Client:
         if sock is None:
             self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
             return
-        session = Session(Role.CLIENT, self.config.window)
+        session = self.config.settings.new_session(Role.CLIENT, self.client_id)
         for mapping, spec in self.mappings.items():
             if spec.kind == "L" and mapping in self.local_listeners:
                 session.request_connect(mapping, spec.target_host, spec.target_port)
@@ -130,7 +175,7 @@ class Client:
             session,
             self,
             f"channel to {self.server_label}",
-            self.config.connect_timeout,
+            self.config.settings,
         )
         self.channel.start()
 
@@ -165,7 +210,7 @@ class Client:
             return None
         return spec.target_host, spec.target_port
 
-    def on_hello(self, channel: Channel) -> None:
+    def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         self._channel_up_since = self.reactor.time()
         log.info("connected to server %s", self.server_label)
 
@@ -175,10 +220,13 @@ class Client:
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         spec = self.mappings[event.mapping]
         if spec.kind == "L":
-            listener = self.local_listeners[event.mapping]
-            log.info(
-                "forwarding -L %s -> %s", format_address(listener.host, listener.port), spec.target
-            )
+            listener = self.local_listeners.get(event.mapping)
+            if listener is not None:
+                log.info(
+                    "forwarding -L %s -> %s",
+                    format_address(listener.host, listener.port),
+                    spec.target,
+                )
         else:
             assert event.host is not None and event.port is not None
             log.info("forwarding -R %s -> %s", format_address(event.host, event.port), spec.target)

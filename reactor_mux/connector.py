@@ -16,8 +16,7 @@ from collections.abc import Callable
 from reactor_mux.netutil import describe_error, tune_stream_socket
 from reactor_mux.reactor import WRITE, IOWatch, Reactor, Timer
 from reactor_mux.resolver import Address, Resolution, Resolver
-
-DEFAULT_CONNECT_TIMEOUT = 10.0
+from reactor_mux.settings import DEFAULT_CONNECT_TIMEOUT
 
 DoneCallback = Callable[[socket.socket | None, str | None], None]
 
@@ -62,7 +61,11 @@ class Connector:
     def _try_next(self) -> None:
         while self._addresses and not self.finished:
             family, address = self._addresses.pop(0)
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:  # out of descriptors, or the family is unsupported
+                self._last_error = describe_error(exc)
+                continue
             tune_stream_socket(sock)
             code = sock.connect_ex(address)
             if code in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):

@@ -83,7 +83,12 @@ class LocalStream:
         if self.closed:
             return
         mask = 0
-        if self.reading and not self.read_eof and self.session.send_space(self.id) > 0:
+        if (
+            self.reading
+            and not self.read_eof
+            and self.session.send_space(self.id) > 0
+            and self.channel.outbound_room()
+        ):
             mask = READ
         if len(self._inbound):
             mask |= WRITE
@@ -146,6 +151,7 @@ class LocalStream:
             if sent:
                 self.bytes_down += sent
                 self.session.consumed(self.id, sent)
+            before = len(inbound)
             for view in views:
                 if sent >= len(view):
                     sent -= len(view)
@@ -153,9 +159,11 @@ class LocalStream:
                 inbound.write(view[sent:])
                 sent = 0
         else:
+            before = len(inbound)
             for view in views:
                 inbound.write(view)
-        if len(inbound):
+        if len(inbound) > before:
+            self.channel.inbound_changed(len(inbound) - before)
             self.update()
 
     def _write_buffered(self) -> None:
@@ -171,6 +179,7 @@ class LocalStream:
             self.abort(f"local connection failed: {describe_error(exc)}")
             return
         inbound.consume(sent)
+        self.channel.inbound_changed(-sent)
         self.bytes_down += sent
         self.session.consumed(self.id, sent)
         self.channel.schedule_flush()
@@ -195,9 +204,15 @@ class LocalStream:
 
     # ------------------------------------------------------------- closing
 
+    def _release_inbound(self) -> None:
+        if len(self._inbound):
+            self.channel.inbound_changed(-len(self._inbound))
+            self._inbound.consume(len(self._inbound))
+
     def _close_if_done(self) -> None:
         if self.read_eof and self.write_closed and not self.closed:
             self.closed = True
+            self._release_inbound()
             self._watch.close()
             self.sock.close()
             self.channel.stream_closed(self, "closed")
@@ -216,5 +231,6 @@ class LocalStream:
         if self.closed:
             return
         self.closed = True
+        self._release_inbound()
         self._watch.close()
         abort_socket(self.sock)

@@ -54,6 +54,20 @@ def tune_stream_socket(sock: socket.socket) -> None:
             pass
 
 
+def tune_channel_socket(sock: socket.socket, keepalive_interval: float) -> None:
+    """A channel socket: TCP keepalive too, so the kernel also probes a silent peer."""
+    tune_stream_socket(sock)
+    idle = max(1, int(keepalive_interval))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", idle), ("TCP_KEEPCNT", 3)):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        pass
+
+
 def abort_socket(sock: socket.socket) -> None:
     """Close with RST instead of FIN, so the local application sees a reset."""
     try:

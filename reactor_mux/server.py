@@ -5,18 +5,21 @@ independently: a CONNECT (``-L``) records the target its streams connect
 to, a BIND (``-R``) opens a listener whose connections become streams
 toward the client.  Everything a channel created (its ``-R`` listeners, its
 streams, its pending connects) dies with it, so a client that reconnects
-finds its ports free.
+finds its ports free.  A client that reconnects before its old channel was
+noticed dead (a network cut TCP has not seen yet) presents the same client
+id in HELLO; the old channel is then closed at once, before the new one's
+BINDs are processed, so a stale listener never blocks the reconnect.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
 from reactor_mux.channel import Channel
-from reactor_mux.connector import DEFAULT_CONNECT_TIMEOUT
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import (
@@ -26,27 +29,39 @@ from reactor_mux.netutil import (
     is_ip_literal,
     is_loopback,
 )
-from reactor_mux.protocol.events import MappingAccepted, MappingRefused, MappingRequested
-from reactor_mux.protocol.limits import DEFAULT_WINDOW
-from reactor_mux.protocol.session import CONNECT, Role, Session
-from reactor_mux.reactor import Reactor
+from reactor_mux.protocol.commands import Verb, format_command
+from reactor_mux.protocol.events import (
+    HelloReceived,
+    MappingAccepted,
+    MappingRefused,
+    MappingRequested,
+)
+from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
+from reactor_mux.protocol.session import CONNECT, Role
+from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
+from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 
 log = logging.getLogger("reactor_mux")
+
+DEFAULT_MAX_CHANNELS = 256
+"""Channels (clients) served at once; one more gets ERROR and is closed."""
 
 
 @dataclass
 class ServerConfig:
     listen: list[tuple[str, int]]
-    window: int = DEFAULT_WINDOW
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    settings: ChannelSettings = field(default_factory=ChannelSettings)
     gateway_ports: bool = False
+    max_channels: int = DEFAULT_MAX_CHANNELS
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
 
 
 @dataclass
 class _ClientState:
     """What one channel set up on this server."""
 
+    client_id: str | None = None
     targets: dict[int, tuple[str, int]] = field(default_factory=dict)
     binds: dict[int, Listener] = field(default_factory=dict)
 
@@ -58,7 +73,10 @@ class Server:
         self.config = config
         self.listeners: list[Listener] = []
         self.clients: dict[Channel, _ClientState] = {}
+        self._by_client_id: dict[str, Channel] = {}
         self._accepted = 0
+        self._draining = False
+        self._drain_timer: Timer | None = None
 
     def start(self) -> None:
         """Bind every ``--listen`` address; raises OSError if one cannot be bound."""
@@ -74,19 +92,57 @@ class Server:
                 )
 
     def close(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        self._stop_accepting()
+        for channel in list(self.clients):
+            channel.close("server shutting down", error=False)
+
+    def _stop_accepting(self) -> None:
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
-        for channel in list(self.clients):
-            channel.close("server shutting down", error=False)
+        for state in self.clients.values():
+            for listener in state.binds.values():
+                listener.close()
+
+    def drain(self, timeout: float, done: Callable[[], None]) -> None:
+        """Stop accepting; call ``done()`` once no stream is open, or after ``timeout``."""
+        self._draining = True
+        self._stop_accepting()
+        for channel in self.clients:
+            channel.draining = True
+        deadline = self.reactor.time() + timeout
+
+        def check() -> None:
+            busy = sum(1 for channel in self.clients if channel.busy)
+            if not busy or self.reactor.time() >= deadline:
+                if busy:
+                    log.warning("drain timeout: closing %d channel(s) with open streams", busy)
+                done()
+                return
+            self._drain_timer = self.reactor.call_later(0.05, check)
+
+        check()
 
     def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
         self._accepted += 1
         name = f"channel #{self._accepted} from {format_address(peer[0], peer[1])}"
-        session = Session(Role.SERVER, self.config.window)
+        if len(self.clients) >= self.config.max_channels:
+            reason = f"too many channels (limit {self.config.max_channels})"
+            log.warning("%s: refused: %s", name, reason)
+            frame = encode_frame(0, KIND_COMMAND, format_command(Verb.ERROR, reason))
+            try:
+                sock.send(frame)
+            except OSError:
+                pass
+            sock.close()
+            return
+        session = self.config.settings.new_session(Role.SERVER)
         channel = Channel(
-            self.reactor, self.resolver, sock, session, self, name, self.config.connect_timeout
+            self.reactor, self.resolver, sock, session, self, name, self.config.settings
         )
+        channel.draining = self._draining
         self.clients[channel] = _ClientState()
         log.debug("%s: accepted", name)
         channel.start()
@@ -97,7 +153,16 @@ class Server:
         state = self.clients.get(channel)
         return state.targets.get(mapping) if state is not None else None
 
-    def on_hello(self, channel: Channel) -> None:
+    def on_hello(self, channel: Channel, event: HelloReceived) -> None:
+        state = self.clients[channel]
+        client_id = event.client_id
+        if client_id is not None:
+            stale = self._by_client_id.get(client_id)
+            if stale is not None and stale is not channel and not stale.closed:
+                log.info("%s: replaces %s from the same client", channel.name, stale.name)
+                stale.close("replaced by a new channel from the same client", error=False)
+            state.client_id = client_id
+            self._by_client_id[client_id] = channel
         log.info("%s: client connected", channel.name)
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> None:
@@ -134,6 +199,8 @@ class Server:
 
     def _bind_policy(self, host: str) -> str | None:
         """Why a BIND for ``host`` is refused, or None if it is allowed."""
+        if self._draining:
+            return "server shutting down"
         if host != "localhost" and not is_ip_literal(host):
             return f"bind address {host} must be an IP address"
         if not self.config.gateway_ports and not is_loopback(host):
@@ -159,5 +226,7 @@ class Server:
         if state is not None:
             for listener in state.binds.values():
                 listener.close()
+            if state.client_id is not None and self._by_client_id.get(state.client_id) is channel:
+                del self._by_client_id[state.client_id]
         level = logging.WARNING if channel.close_was_error else logging.INFO
         log.log(level, "%s: closed: %s", channel.name, reason)

@@ -20,8 +20,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def clean_copy(target: pathlib.Path) -> None:
-    """The tracked files only (no build/ or compiled module to reuse)."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    """The working tree minus ignored files (no build/ or compiled module to reuse)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+    )
     if listed.returncode == 0 and listed.stdout:
         for name in listed.stdout.decode().split("\0"):
             if name and (ROOT / name).is_file():

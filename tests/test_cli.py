@@ -143,7 +143,7 @@ def test_signals_stop_cleanly(signum):
     proc.signal(signum)
     assert proc.proc.wait(10) == 0
     proc.stop()
-    assert "shutting down" in proc.log and "Traceback" not in proc.log
+    assert "draining" in proc.log and "stopped" in proc.log and "Traceback" not in proc.log
 
 
 def test_quiet_logs_errors_only_and_verbose_logs_streams(echo):

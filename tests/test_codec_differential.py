@@ -188,7 +188,7 @@ def run_queue(module, operations):
             elif op[0] == "drop":
                 queue.drop_streams()
                 slots.clear()
-            trace.append(("state", queue.has_output(), queue.control_bytes))
+            trace.append(("state", queue.has_output(), queue.control_bytes, queue.buffered_total()))
         except (ValueError, MemoryError) as exc:
             trace.append(("error", type(exc).__name__))
     while queue.has_output():

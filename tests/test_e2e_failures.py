@@ -150,7 +150,7 @@ def test_gateway_ports_allows_wildcard_bind(echo):
 
 
 def hello() -> bytes:
-    return encode_frame(0, 1, b"HELLO 1 262144")
+    return encode_frame(0, 1, b"HELLO 1 262144 65536")
 
 
 GARBAGE = {
@@ -201,7 +201,7 @@ def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash
 
 def test_error_frame_tells_the_peer_why(tunnel):
     with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as bad:
-        bad.sendall(hello() + encode_frame(0, 1, b"HELLO 1 262144"))
+        bad.sendall(hello() + encode_frame(0, 1, b"HELLO 1 262144 65536"))
         received = b""
         while chunk := bad.recv(65536):
             received += chunk
@@ -210,7 +210,7 @@ def test_error_frame_tells_the_peer_why(tunnel):
         length, sid, kind = struct.unpack(">IIB", received[:9])
         frames.append((sid, kind, received[9 : 9 + length]))
         received = received[9 + length :]
-    assert frames[0] == (0, 1, b"HELLO 1 262144")
+    assert frames[0] == (0, 1, b"HELLO 1 262144 65536")
     assert frames[-1] == (0, 1, b"ERROR duplicate HELLO")
 
 

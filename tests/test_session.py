@@ -15,6 +15,7 @@ from reactor_mux.protocol.events import (
     MappingAccepted,
     MappingRefused,
     MappingRequested,
+    PongReceived,
     StreamAccepted,
     StreamEnded,
     StreamRefused,
@@ -22,7 +23,14 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.frames import encode_frame, split_frames
-from reactor_mux.protocol.limits import DATA_FRAME_SIZE, MAX_MAPPINGS, MAX_WINDOW, MIN_WINDOW
+from reactor_mux.protocol.limits import (
+    DATA_FRAME_SIZE,
+    DEFAULT_WINDOW,
+    MAX_DATA_BODY,
+    MAX_MAPPINGS,
+    MAX_WINDOW,
+    MIN_WINDOW,
+)
 from reactor_mux.protocol.session import Role, Session
 from reactor_mux.protocol.streamstate import TRANSITIONS, StreamInput, StreamState
 
@@ -296,10 +304,10 @@ VIOLATIONS = [
     ("data on stream 0", data(0, b"x"), "stream 0"),
     ("SYN with the server's parity", command(2, "SYN 1"), "this side allocates"),
     ("SYN for an undeclared mapping", command(1, "SYN 7"), "never declared"),
-    ("unknown command", command(0, "PING 1"), "unknown command"),
-    ("duplicate HELLO", command(0, "HELLO 1 65536"), "duplicate HELLO"),
+    ("unknown command", command(0, "TELEPORT 1"), "unknown command"),
+    ("duplicate HELLO", command(0, "HELLO 1 65536 65536"), "duplicate HELLO"),
     ("CONNECT OK sent to a server", command(1, "CONNECT OK"), "servers only"),
-    ("HELLO on a stream id", command(3, "HELLO 1 65536"), "id 0"),
+    ("HELLO on a stream id", command(3, "HELLO 1 65536 65536"), "id 0"),
     ("SYN on id 0", command(0, "SYN 1"), "needs a stream id"),
     ("ACK for a never-opened stream", command(9, "ACK 1"), "never opened"),
     ("oversized data frame", bytes.fromhex("000100010000000100"), "maximum frame size"),
@@ -321,12 +329,12 @@ def test_frames_before_hello_are_refused():
 
 
 def test_wrong_version_and_bad_window():
-    fails(Session(Role.SERVER), command(0, "HELLO 2 65536"), "unsupported protocol version 2")
-    fails(Session(Role.SERVER), command(0, f"HELLO 1 {MIN_WINDOW - 1}"), "window")
+    fails(Session(Role.SERVER), command(0, "HELLO 2 65536 65536"), "unsupported protocol version 2")
+    fails(Session(Role.SERVER), command(0, f"HELLO 1 {MIN_WINDOW - 1} 65536"), "window")
 
 
 def test_window_above_the_maximum_is_refused():
-    fails(Session(Role.SERVER), command(0, f"HELLO 1 {MAX_WINDOW + 1}"), "window")
+    fails(Session(Role.SERVER), command(0, f"HELLO 1 {MAX_WINDOW + 1} 65536"), "window")
 
 
 def test_mappings_beyond_the_limit_are_refused_gracefully(pair):
@@ -476,3 +484,66 @@ def test_every_error_frame_reason_parses():
     server.receive_data(b"\x00\x00\x00\x05\x00\x00\x00\x00\x01HELLO")
     _sid, text = commands_in(server.data_to_send())[-1]
     assert parse_command(text.encode()).verb.value == "ERROR"
+
+
+# ------------------------------------------------ HELLO extensions, PING, limits
+
+
+def test_ping_is_answered_with_pong_ahead_of_data(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    server.send_data(sid, b"d" * 60000)  # data waiting in the ring
+    server.receive_data(command(0, "PING 42"))
+    frames = decode(server.data_to_send())
+    assert frames[0] == (0, 1, b"PONG 42")
+    client.ping(7)
+    assert server.receive_data(client.data_to_send()) == []
+    pong = server.data_to_send()
+    assert pong == command(0, "PONG 7")
+    assert client.receive_data(pong) == [PongReceived(7)]
+
+
+def test_client_id_travels_in_hello():
+    client = Session(Role.CLIENT, client_id="abcdef0123456789")
+    server = Session(Role.SERVER)
+    _c_events, s_events = exchange(client, server)
+    assert s_events == [HelloReceived(DEFAULT_WINDOW, MAX_DATA_BODY, "abcdef0123456789")]
+    assert server.peer_client_id == "abcdef0123456789"
+    with pytest.raises(ValueError):
+        Session(Role.SERVER, client_id="abcdef0123456789")
+
+
+def test_server_hello_with_a_client_id_is_refused():
+    fails(Session(Role.CLIENT), command(0, "HELLO 1 65536 65536 abcdef0123456789"), "client id")
+
+
+def test_bad_max_frame_or_client_id_in_hello():
+    fails(Session(Role.SERVER), command(0, "HELLO 1 65536 1023"), "max frame")
+    fails(Session(Role.SERVER), command(0, "HELLO 1 65536 65537"), "max frame")
+    fails(Session(Role.SERVER), command(0, "HELLO 1 65536 65536 short"), "client id")
+
+
+def test_sender_keeps_data_frames_within_the_peers_max_frame():
+    client = Session(Role.CLIENT)
+    server = Session(Role.SERVER, max_frame=4096)
+    exchange(client, server)
+    assert client.peer_max_frame == 4096
+    sid = open_l_stream(client, server)
+    client.send_data(sid, b"x" * 20000)
+    sizes = [len(body) for _, kind, body in decode(client.data_to_send()) if kind == 0]
+    assert max(sizes) == 4096 and sum(sizes) == 20000
+
+
+def test_pending_syns_beyond_the_limit_are_refused():
+    client, server = Session(Role.CLIENT), Session(Role.SERVER, max_pending_syns=2)
+    exchange(client, server)
+    client.request_connect(1, "127.0.0.1", 80)
+    ids = [client.open_stream(1) for _ in range(3)]
+    c_events, s_events = exchange(client, server)
+    assert [e.stream_id for e in s_events if isinstance(e, StreamRequested)] == ids[:2]
+    assert c_events[-1] == StreamRefused(ids[2], "too many pending connections (limit 2)")
+    server.accept_connect(1)
+    server.accept_stream(ids[0])  # answered: no longer pending, so room for one more
+    fourth = client.open_stream(1)
+    _, s_events = exchange(client, server)
+    assert s_events[-1] == StreamRequested(fourth, 1)

@@ -146,6 +146,14 @@ class OutboundQueue:
         if code == -2:
             raise MemoryError("send queue out of memory")
 
+    def buffered_total(self) -> int:
+        total: int = lib.rmux_tx_buffered_total(self._tx)
+        return total
+
+    def set_frame_size(self, frame_size: int) -> None:
+        if lib.rmux_tx_set_frame_size(self._tx, frame_size) != 0:
+            raise ValueError("the frame size can only shrink")
+
     def open(self, stream_id: int, limit: int) -> int:
         slot: int = lib.rmux_tx_open(self._tx, stream_id, limit)
         if slot < 0:

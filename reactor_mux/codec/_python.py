@@ -226,6 +226,17 @@ class OutboundQueue:
         self._ready: deque[int] = deque()
         self._control: deque[bytes] = deque()
         self.control_bytes = 0
+        self._buffered = 0
+
+    def buffered_total(self) -> int:
+        """Bytes waiting in all send rings (not counting the FIFO)."""
+        return self._buffered
+
+    def set_frame_size(self, frame_size: int) -> None:
+        """Use smaller data frames from now on (the peer announced its maximum)."""
+        if not 0 < frame_size <= self._frame_size:
+            raise ValueError("the frame size can only shrink")
+        self._frame_size = frame_size
 
     # -- streams
 
@@ -247,6 +258,7 @@ class OutboundQueue:
             raise ValueError("slot is not open")
         if stream.in_ready:
             self._ready.remove(slot)
+        self._buffered -= stream.size
         self._streams[slot] = None
         self._free.append(slot)
 
@@ -261,6 +273,7 @@ class OutboundQueue:
         self._streams.clear()
         self._free.clear()
         self._ready.clear()
+        self._buffered = 0
 
     def buffered(self, slot: int) -> int:
         return self._get(slot).size
@@ -299,6 +312,7 @@ class OutboundQueue:
         if count == 0:
             return
         stream.size += count
+        self._buffered += count
         if not stream.in_ready:
             stream.in_ready = True
             self._ready.append(slot)
@@ -383,6 +397,7 @@ class OutboundQueue:
                     out[end : end + first] = memoryview(ring)[head:]
                     out[end + first : end + count] = memoryview(ring)[: count - first]
                 self._end = end + count
+                self._buffered -= count
                 stream.size -= count
                 stream.head = 0 if stream.size == 0 else (head + count) % len(ring)
             if stream.size:

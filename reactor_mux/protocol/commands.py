@@ -20,6 +20,8 @@ class Verb(enum.Enum):
 
     HELLO = "HELLO"
     ERROR = "ERROR"
+    PING = "PING"
+    PONG = "PONG"
     CONNECT = "CONNECT"
     CONNECT_OK = "CONNECT OK"
     CONNECT_ERROR = "CONNECT ERROR"
@@ -48,8 +50,10 @@ _ONE_WORD = {v.value: v for v in Verb if " " not in v.value}
 _MANY = 1 << 16
 # (minimum, maximum) argument words after the verb.
 _ARITY: dict[Verb, tuple[int, int]] = {
-    Verb.HELLO: (2, 2),
+    Verb.HELLO: (3, 4),
     Verb.ERROR: (1, _MANY),
+    Verb.PING: (1, 1),
+    Verb.PONG: (1, 1),
     Verb.CONNECT: (1, 1),
     Verb.CONNECT_OK: (0, 0),
     Verb.CONNECT_ERROR: (1, _MANY),
@@ -67,6 +71,8 @@ _ARITY: dict[Verb, tuple[int, int]] = {
 SCOPE: dict[Verb, Scope] = {
     Verb.HELLO: Scope.CHANNEL,
     Verb.ERROR: Scope.CHANNEL,
+    Verb.PING: Scope.CHANNEL,
+    Verb.PONG: Scope.CHANNEL,
     Verb.CONNECT: Scope.MAPPING,
     Verb.CONNECT_OK: Scope.MAPPING,
     Verb.CONNECT_ERROR: Scope.MAPPING,
@@ -83,6 +89,7 @@ SCOPE: dict[Verb, Scope] = {
 
 _WORD = re.compile(rb"[\x21-\x7e]+")
 _DECIMAL = re.compile(r"(0|[1-9][0-9]{0,9})")
+_CLIENT_ID = re.compile(r"[0-9A-Za-z_-]{8,64}")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
 
 
@@ -157,6 +164,13 @@ def parse_decimal(word: str, what: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ProtocolError(f"{what} {value} is outside {low}..{high}")
     return value
+
+
+def parse_client_id(word: str) -> str:
+    """A client's identity token: 8 to 64 of [0-9A-Za-z_-]."""
+    if not _CLIENT_ID.fullmatch(word):
+        raise ProtocolError(f"not a client id: {word[:64]!r}")
+    return word
 
 
 def parse_host_port(word: str, *, allow_port_zero: bool) -> tuple[str, int]:

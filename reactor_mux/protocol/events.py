@@ -13,9 +13,19 @@ class Event:
 
 @dataclass(slots=True)
 class HelloReceived(Event):
-    """The peer's HELLO: its protocol version and its per-stream window."""
+    """The peer's HELLO: its per-stream window, its largest data frame, and (from a
+    client) the identity token it keeps across reconnects."""
 
     window: int
+    max_frame: int = 65536
+    client_id: str | None = None
+
+
+@dataclass(slots=True)
+class PongReceived(Event):
+    """The answer to our ``PING token``."""
+
+    token: int
 
 
 @dataclass(slots=True)

@@ -33,11 +33,18 @@ MAX_CONTROL_BACKLOG = 1024 * 1024
 """Unsent control bytes we tolerate while handling peer frames: a peer that makes
 us answer (SYN ERROR, ...) but never reads the replies is cut off here."""
 
+MIN_FRAME = 1024
+"""Smallest maximum data body a side may announce in HELLO."""
+
 DEFAULT_MAX_STREAMS = 4096
 """Open streams per channel; a SYN beyond it is refused with SYN ERROR."""
 
+DEFAULT_MAX_PENDING_SYNS = 256
+"""Streams a peer opened that are still connecting to their target; a SYN beyond
+it is refused with SYN ERROR, so a SYN flood costs at most this many sockets."""
+
 MAX_MAPPINGS = 256
-"""Mappings (CONNECT + BIND) per channel; one more is refused."""
+"""Default limit on mappings (CONNECT + BIND) per channel; one more is refused."""
 
 MAX_HOST_LENGTH = 255
 """Longest host name accepted in CONNECT/BIND (the DNS limit)."""

@@ -37,6 +37,7 @@ from reactor_mux.protocol.commands import (
     Verb,
     format_command,
     format_host_port,
+    parse_client_id,
     parse_command,
     parse_decimal,
     parse_host_port,
@@ -51,6 +52,7 @@ from reactor_mux.protocol.events import (
     MappingAccepted,
     MappingRefused,
     MappingRequested,
+    PongReceived,
     StreamAccepted,
     StreamEnded,
     StreamRefused,
@@ -60,6 +62,7 @@ from reactor_mux.protocol.events import (
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
+    DEFAULT_MAX_PENDING_SYNS,
     DEFAULT_MAX_STREAMS,
     DEFAULT_WINDOW,
     MAX_COMMAND_BODY,
@@ -67,6 +70,7 @@ from reactor_mux.protocol.limits import (
     MAX_DATA_BODY,
     MAX_MAPPINGS,
     MAX_WINDOW,
+    MIN_FRAME,
     MIN_WINDOW,
     OUTPUT_BUDGET,
     OUTPUT_CAPACITY,
@@ -107,6 +111,7 @@ class _Stream:
         "fin_pending",
         "id",
         "mapping",
+        "pending",
         "recv",
         "send",
         "slot",
@@ -128,6 +133,7 @@ class _Stream:
         self.recv = ReceiveWindow(receive_window)
         self.slot = -1  # OutboundQueue slot, opened on the first outbound byte
         self.fin_pending = False
+        self.pending = False  # peer-opened and not yet answered (counts against max_pending)
 
 
 class Session:
@@ -138,19 +144,32 @@ class Session:
         role: Role,
         window: int = DEFAULT_WINDOW,
         *,
+        max_frame: int = MAX_DATA_BODY,
+        client_id: str | None = None,
         max_streams: int = DEFAULT_MAX_STREAMS,
+        max_pending_syns: int = DEFAULT_MAX_PENDING_SYNS,
+        max_mappings: int = MAX_MAPPINGS,
         data_frame_size: int = DATA_FRAME_SIZE,
-        max_data: int = MAX_DATA_BODY,
     ) -> None:
         if not MIN_WINDOW <= window <= MAX_WINDOW:
             raise ValueError(f"window must be within {MIN_WINDOW}..{MAX_WINDOW}")
+        if not MIN_FRAME <= max_frame <= MAX_DATA_BODY:
+            raise ValueError(f"max_frame must be within {MIN_FRAME}..{MAX_DATA_BODY}")
+        if client_id is not None and role is not Role.CLIENT:
+            raise ValueError("only a client has a client id")
         self.role = role
         self.window = window
+        self.max_frame = max_frame
         self.peer_window: int | None = None
+        self.peer_max_frame: int | None = None
+        self.peer_client_id: str | None = None
         self.failed: str | None = None
-        self._decoder = codec.InboundDecoder(max_data, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE)
+        self._decoder = codec.InboundDecoder(max_frame, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE)
         self._max_streams = max_streams
-        self._data_frame_size = min(data_frame_size, max_data)
+        self._max_pending = max_pending_syns
+        self._max_mappings = max_mappings
+        self._pending = 0
+        self._data_frame_size = min(data_frame_size, MAX_DATA_BODY)
         self._streams: dict[int, _Stream] = {}
         self._mappings: dict[int, _Mapping] = {}
         self._local_parity = 1 if role is Role.CLIENT else 0
@@ -161,6 +180,8 @@ class Session:
         self._handlers: dict[Verb, Callable[[int, Command, list[Event]], None]] = {
             Verb.HELLO: self._on_hello,
             Verb.ERROR: self._on_error,
+            Verb.PING: self._on_ping,
+            Verb.PONG: self._on_pong,
             Verb.CONNECT: self._on_mapping_request,
             Verb.BIND: self._on_mapping_request,
             Verb.CONNECT_OK: self._on_mapping_reply,
@@ -175,7 +196,11 @@ class Session:
             Verb.RST: self._on_stream_command,
         }
         self._peer_hello = False
-        self._queue_command(0, Verb.HELLO, PROTOCOL_VERSION, window)
+        hello: list[str | int] = [PROTOCOL_VERSION, window, max_frame]
+        if client_id is not None:
+            parse_client_id(client_id)
+            hello.append(client_id)
+        self._queue_command(0, Verb.HELLO, *hello)
 
     # ------------------------------------------------------------------ state
 
@@ -192,6 +217,11 @@ class Session:
         """The state of a stream; streams no longer tracked are CLOSED."""
         stream = self._streams.get(stream_id)
         return stream.state if stream is not None else _S.CLOSED
+
+    @property
+    def outbound_buffered(self) -> int:
+        """Bytes read from local sockets and not yet framed (all streams)."""
+        return self._output.buffered_total()
 
     def can_open_stream(self) -> bool:
         return (
@@ -281,6 +311,7 @@ class Session:
         for stream in self._streams.values():
             stream.state = _S.CLOSED
         self._streams.clear()
+        self._pending = 0
         for stream in self._fins_by_id.values():
             stream.state = _S.CLOSED
         self._fins_by_id.clear()
@@ -309,7 +340,7 @@ class Session:
     def _on_command(self, stream_id: int, body: memoryview, events: list[Event]) -> None:
         command = parse_command(body)
         verb = command.verb
-        if not self._peer_hello and verb is not Verb.HELLO:
+        if not self._peer_hello and verb is not Verb.HELLO and verb is not Verb.ERROR:
             raise ProtocolError(f"expected HELLO, got {verb.value}")
         scope = SCOPE[verb]
         if scope is Scope.CHANNEL:
@@ -332,9 +363,30 @@ class Session:
                 f"unsupported protocol version {version} (this side speaks {PROTOCOL_VERSION})"
             )
         window = parse_decimal(command.args[1], "window", MIN_WINDOW, MAX_WINDOW)
+        max_frame = parse_decimal(command.args[2], "max frame", MIN_FRAME, MAX_DATA_BODY)
+        client_id = None
+        if len(command.args) == 4:
+            if self.role is Role.CLIENT:
+                raise ProtocolError("a server's HELLO carries no client id")
+            client_id = parse_client_id(command.args[3])
         self.peer_window = window
+        self.peer_max_frame = max_frame
+        self.peer_client_id = client_id
+        self._output.set_frame_size(min(self._data_frame_size, max_frame))
         self._peer_hello = True
-        events.append(HelloReceived(window))
+        events.append(HelloReceived(window, max_frame, client_id))
+
+    def _on_ping(self, _id: int, command: Command, events: list[Event]) -> None:
+        token = parse_decimal(command.args[0], "PING token", 0, MAX_STREAM_ID)
+        self._queue_command(0, Verb.PONG, token)
+
+    def _on_pong(self, _id: int, command: Command, events: list[Event]) -> None:
+        events.append(PongReceived(parse_decimal(command.args[0], "PONG token", 0, MAX_STREAM_ID)))
+
+    def ping(self, token: int) -> None:
+        """Queue ``PING token`` (ahead of any data still waiting in the stream rings)."""
+        if self.failed is None:
+            self._queue_command(0, Verb.PING, token & MAX_STREAM_ID)
 
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
         reason = command.reason
@@ -349,9 +401,9 @@ class Session:
         if mapping in self._mappings:
             raise ProtocolError(f"mapping {mapping} declared twice")
         host, port = parse_host_port(command.args[0], allow_port_zero=kind == BIND)
-        if len(self._mappings) >= MAX_MAPPINGS:
+        if len(self._mappings) >= self._max_mappings:
             refusal = Verb.CONNECT_ERROR if kind == CONNECT else Verb.BIND_ERROR
-            self._queue_command(mapping, refusal, f"too many mappings (limit {MAX_MAPPINGS})")
+            self._queue_command(mapping, refusal, f"too many mappings (limit {self._max_mappings})")
             return
         self._mappings[mapping] = _Mapping(kind, "pending")
         events.append(MappingRequested(mapping, kind, host, port))
@@ -400,10 +452,18 @@ class Session:
                 stream_id, Verb.SYN_ERROR, f"too many streams (limit {self._max_streams})"
             )
             return
+        if self._pending >= self._max_pending:
+            self._queue_command(
+                stream_id,
+                Verb.SYN_ERROR,
+                f"too many pending connections (limit {self._max_pending})",
+            )
+            return
         assert self.peer_window is not None
-        self._streams[stream_id] = _Stream(
-            stream_id, _S.SYN_RECEIVED, mapping, self.peer_window, self.window
-        )
+        stream = _Stream(stream_id, _S.SYN_RECEIVED, mapping, self.peer_window, self.window)
+        stream.pending = True
+        self._pending += 1
+        self._streams[stream_id] = stream
         events.append(StreamRequested(stream_id, mapping))
 
     def _on_stream_command(self, stream_id: int, command: Command, events: list[Event]) -> None:
@@ -436,7 +496,14 @@ class Session:
             self._remove(stream)
             events.append(StreamReset(stream_id, command.reason))
 
+    def _settle(self, stream: _Stream) -> None:
+        """A peer-opened stream got its answer (or died): it no longer counts as pending."""
+        if stream.pending:
+            stream.pending = False
+            self._pending -= 1
+
     def _remove(self, stream: _Stream) -> None:
+        self._settle(stream)
         stream.state = _S.CLOSED
         del self._streams[stream.id]
         self._fins_by_id.pop(stream.id, None)
@@ -514,6 +581,7 @@ class Session:
         """SYN OK: the local connection for a peer's SYN is established."""
         stream = self._stream(stream_id)
         stream.state = next_state(stream.state, _I.SEND_SYN_OK)
+        self._settle(stream)
         self._queue_command(stream_id, Verb.SYN_OK)
 
     def refuse_stream(self, stream_id: int, reason: str) -> None:

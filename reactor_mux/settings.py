@@ -1,0 +1,70 @@
+"""Per-channel settings and their named limits, shared by both roles.
+
+Every bounded resource of a channel is a field here, with its default; the
+command line exposes each as a flag, docs/limits.md turns them into the
+worst-case memory formula, and tests drive each one to its limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reactor_mux.protocol.limits import (
+    DEFAULT_MAX_PENDING_SYNS,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_WINDOW,
+    MAX_DATA_BODY,
+    MAX_MAPPINGS,
+)
+from reactor_mux.protocol.session import Role, Session
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to connect to a target (or to the server) before giving up."""
+
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds for a new channel to complete the HELLO exchange."""
+
+DEFAULT_KEEPALIVE_INTERVAL = 15.0
+"""Seconds of silence from the peer before we send PING."""
+
+KEEPALIVE_TIMEOUT_FACTOR = 3
+"""Without --keepalive-timeout, a peer silent for this many intervals is dead."""
+
+DEFAULT_MAX_BUFFER = 64 * 1024 * 1024
+"""Bytes a channel may hold for its streams in each direction before it stops
+reading more (the local sockets for outbound data, the channel for inbound)."""
+
+DEFAULT_DRAIN_TIMEOUT = 10.0
+"""Seconds a SIGTERM/SIGINT waits for open streams to finish."""
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    window: int = DEFAULT_WINDOW
+    max_frame: int = MAX_DATA_BODY
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
+    keepalive_timeout: float | None = None
+    max_streams: int = DEFAULT_MAX_STREAMS
+    max_pending_syns: int = DEFAULT_MAX_PENDING_SYNS
+    max_mappings: int = MAX_MAPPINGS
+    max_buffer: int = DEFAULT_MAX_BUFFER
+
+    @property
+    def dead_after(self) -> float:
+        """Seconds of silence after which the peer is declared dead."""
+        if self.keepalive_timeout is not None:
+            return self.keepalive_timeout
+        return KEEPALIVE_TIMEOUT_FACTOR * self.keepalive_interval
+
+    def new_session(self, role: Role, client_id: str | None = None) -> Session:
+        return Session(
+            role,
+            self.window,
+            max_frame=self.max_frame,
+            client_id=client_id,
+            max_streams=self.max_streams,
+            max_pending_syns=self.max_pending_syns,
+            max_mappings=self.max_mappings,
+        )
