@@ -195,3 +195,78 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return predicate()
+
+
+class ChaosRelay:
+    """A TCP relay put in the channel's path, which the test can freeze or cut.
+
+    ``freeze()`` stops forwarding on the connections open now (no FIN, no RST:
+    a network that silently drops everything); connections made later pass.
+    ``cut()`` resets every connection open now.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                far = socket.create_connection(self.target)
+            except OSError:
+                near.close()
+                continue
+            frozen = threading.Event()
+            with self._lock:
+                self.pairs.append((near, far, frozen))
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, frozen), daemon=True
+                ).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, frozen: threading.Event) -> None:
+        try:
+            while True:
+                while frozen.is_set():
+                    time.sleep(0.01)
+                data = source.recv(65536)
+                while frozen.is_set():
+                    time.sleep(0.01)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def freeze(self) -> None:
+        with self._lock:
+            for _near, _far, frozen in self.pairs:
+                frozen.set()
+
+    def cut(self) -> None:
+        with self._lock:
+            pairs, self.pairs = self.pairs, []
+        for near, far, _frozen in pairs:
+            for sock in (near, far):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.cut()
+        self.sock.close()

@@ -547,3 +547,13 @@ def test_pending_syns_beyond_the_limit_are_refused():
     fourth = client.open_stream(1)
     _, s_events = exchange(client, server)
     assert s_events[-1] == StreamRequested(fourth, 1)
+
+
+def test_nothing_follows_the_error_frame(pair):
+    """Replies the driver makes for frames that preceded a violation are dropped."""
+    _client, server = pair
+    events = server.receive_data(command(1, "CONNECT 127.0.0.1:80") + data(9, b"x"))
+    assert isinstance(events[0], MappingRequested) and isinstance(events[-1], ChannelFailed)
+    server.accept_connect(1)  # the driver handles the events in order
+    frames = decode(server.data_to_send())
+    assert frames == [(0, 1, b"ERROR data frame for stream 9, which was never opened")]

@@ -675,6 +675,8 @@ class Session:
     # ----------------------------------------------------------------- output
 
     def _queue_command(self, frame_id: int, verb: Verb, *args: str | int) -> None:
+        if self.failed is not None and verb is not Verb.ERROR:
+            return  # after ERROR the peer must get nothing more (late replies are dropped)
         self._output.queue_control(
             encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
         )

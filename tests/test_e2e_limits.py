@@ -1,0 +1,223 @@
+"""Every named limit, hit through real processes: the excess is refused with a
+reason, and what is within the limit keeps working."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from support import (
+    Exchange,
+    NeverReadServer,
+    Tunnel,
+    check_exchange,
+    run_exchange,
+    wait_until,
+)
+
+from reactor_mux.procs import ReactorMuxProcess, proc_status
+from reactor_mux.protocol.frames import encode_frame, split_frames
+
+
+def reset_or_eof(port: int, timeout: float = 5.0) -> bool:
+    """True if a connection to ``port`` is closed by the tunnel without a reply."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def black_hole() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: connects to it hang."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    fillers = []
+    while True:
+        filler = socket.socket()
+        filler.settimeout(0.3)
+        try:
+            filler.connect(hole.getsockname())
+        except (TimeoutError, OSError):
+            filler.close()
+            return hole, fillers
+        fillers.append(filler)
+
+
+def test_max_frame_is_announced_respected_and_enforced(hash_target):
+    tunnel = Tunnel(server_args=("--max-frame", "4K"))
+    try:
+        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        ex = Exchange(2_000_000, 10, seed=5)  # the client keeps its frames within 4 KiB
+        run_exchange(forwards[0][1], ex)
+        check_exchange(ex, hash_target)
+        with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as raw:
+            raw.sendall(encode_frame(0, 1, b"HELLO 1 262144 65536")
+                        + encode_frame(1, 1, b"CONNECT 127.0.0.1:9")
+                        + encode_frame(1, 1, b"SYN 1")
+                        + encode_frame(1, 0, bytes(4097)))  # fmt: skip
+            received = b""
+            while chunk := raw.recv(65536):
+                received += chunk
+        frames = split_frames(received)[0]
+        assert frames[0] == (0, 1, b"HELLO 1 262144 4096")
+        assert frames[-1][2].startswith(b"ERROR data frame body exceeds the maximum frame size")
+    finally:
+        tunnel.close()
+
+
+def test_max_streams(echo):
+    tunnel = Tunnel(server_args=("--max-streams", "3"))
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
+        port = forwards[0][1]
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        for conn in held:  # all three open at the far end
+            conn.sendall(b"x")
+            assert conn.recv(1) == b"x"
+        assert reset_or_eof(port)
+        client.wait_for("too many streams \\(limit 3\\)")
+        for conn in held:
+            conn.close()
+        assert wait_until(lambda: not reset_or_eof_quick(port, echo), timeout=5)
+    finally:
+        tunnel.close()
+
+
+def reset_or_eof_quick(port: int, echo) -> bool:  # type: ignore[no-untyped-def]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"y")
+        try:
+            return conn.recv(1) != b"y"
+        except ConnectionResetError:
+            return True
+
+
+def test_max_pending_syns():
+    hole, fillers = black_hole()
+    tunnel = Tunnel(server_args=("--max-pending-syns", "2", "--connect-timeout", "5"))
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hole.getsockname()[1]}")
+        port = forwards[0][1]
+        pending = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.3)  # both SYNs are now connecting at the server
+        started = time.monotonic()
+        assert reset_or_eof(port)
+        assert time.monotonic() - started < 1.0, "the excess SYN was not refused at once"
+        client.wait_for("too many pending connections \\(limit 2\\)")
+        for conn in pending:
+            conn.close()
+    finally:
+        tunnel.close()
+        for sock in [hole, *fillers]:
+            sock.close()
+
+
+def test_max_channels(echo):
+    tunnel = Tunnel(server_args=("--max-channels", "1"))
+    try:
+        first, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
+        second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+                                    "-L", f"0:127.0.0.1:{echo.port}", "--reconnect-min", "0.2",
+                                    "--reconnect-max", "0.5"])  # fmt: skip
+        tunnel.clients.append(second)
+        second.wait_for("peer reported an error: too many channels \\(limit 1\\)")
+        tunnel.server.wait_for("refused: too many channels \\(limit 1\\)")
+        first.stop()
+        assert second.forwards(1, timeout=10)[0][0] == "L"
+    finally:
+        tunnel.close()
+
+
+def test_max_mappings(echo):
+    tunnel = Tunnel(server_args=("--max-mappings", "2"))
+    try:
+        client, forwards = tunnel.client(*["-L", f"0:127.0.0.1:{echo.port}"] * 3, expect=2)
+        client.wait_for("refused by server: too many mappings \\(limit 2\\)")
+        assert len(forwards) == 2
+    finally:
+        tunnel.close()
+
+
+def test_channel_buffer_cap_bounds_memory_beside_stalled_streams():
+    """16 streams whose targets never read, fed from the client: without the cap the
+    server would hold 16 windows (4 MiB); with --max-buffer 1M it pauses reading the
+    channel instead, and its memory stays near the cap."""
+    stalled = NeverReadServer()
+    tunnel = Tunnel(server_args=("--max-buffer", "1M"))
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{stalled.port}")
+        port = forwards[0][1]
+        before = proc_status(tunnel.server.pid, "VmRSS")
+        feeders = []
+        for _ in range(16):
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.setblocking(False)
+            feeders.append(conn)
+        block = bytes(1 << 20)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            for conn in feeders:
+                try:
+                    conn.send(block)
+                except BlockingIOError:
+                    pass
+            time.sleep(0.01)
+        tunnel.server.wait_for("pausing channel reads", timeout=5)
+        growth = proc_status(tunnel.server.pid, "VmRSS") - before
+        assert growth < 3 * 1024, f"server RSS grew {growth} KiB with a 1 MiB cap"
+        for conn in feeders:
+            conn.close()
+        assert client.count("Traceback") == 0
+    finally:
+        stalled.release.set()
+        stalled.close()
+        tunnel.close()
+
+
+def test_the_cap_does_not_stall_other_channels(hash_target):
+    """Channel A is paused at its cap; channel B on the same server moves data."""
+    stalled = NeverReadServer()
+    tunnel = Tunnel(server_args=("--max-buffer", "256K"))
+    try:
+        _a, fa = tunnel.client("-L", f"0:127.0.0.1:{stalled.port}")
+        _b, fb = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        feeders = []
+        for _ in range(8):
+            conn = socket.create_connection(("127.0.0.1", fa[0][1]))
+            conn.setblocking(False)
+            feeders.append(conn)
+        block = bytes(1 << 20)
+        for _ in range(20):
+            for conn in feeders:
+                try:
+                    conn.send(block)
+                except BlockingIOError:
+                    pass
+            time.sleep(0.02)
+        tunnel.server.wait_for("pausing channel reads", timeout=5)
+        ex = Exchange(5_000_000, 5_000_000, seed=19)
+        thread = threading.Thread(target=run_exchange, args=(fb[0][1], ex))
+        thread.start()
+        thread.join(60)
+        check_exchange(ex, hash_target)
+        for conn in feeders:
+            conn.close()
+    finally:
+        stalled.release.set()
+        stalled.close()
+        tunnel.close()
+
+
+def test_limits_reject_bad_values():
+    for args in (["--max-frame", "512"], ["--max-streams", "0"], ["--max-buffer", "1K"],
+                 ["--keepalive-interval", "5", "--keepalive-timeout", "5"],
+                 ["--max-pending-syns", "x"]):  # fmt: skip
+        command = [sys.executable, "-m", "reactor_mux", "server", "--listen", "127.0.0.1:0"]
+        result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1

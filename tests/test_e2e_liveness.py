@@ -1,0 +1,133 @@
+"""Keepalive, handshake timeout, and a stale channel replaced by its client's reconnect."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+from support import ChaosRelay, Tunnel, wait_until
+
+from reactor_mux.procs import ReactorMuxProcess
+
+FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "1")
+
+
+def echo_once(port: int, data: bytes = b"ping") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := conn.recv(65536):
+            out += chunk
+        return out
+
+
+def test_frozen_server_is_noticed_within_the_timeout_and_recovered(echo):
+    """SIGSTOP freezes the server: TCP stays up (the kernel still ACKs) but nothing
+    answers.  The client declares it dead within the keepalive timeout and starts
+    reconnecting; after SIGCONT it is back and both mappings work again."""
+    tunnel = Tunnel(server_args=FAST)
+    try:
+        client, _ = tunnel.client(
+            "-L",
+            f"0:127.0.0.1:{echo.port}",
+            "-R",
+            f"0:127.0.0.1:{echo.port}",
+            extra=(*FAST, "--reconnect-min", "0.2", "--reconnect-max", "0.5"),
+        )
+        mark = len(client.lines)
+        tunnel.server.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        client.wait_for(
+            r"lost: no traffic from the peer for .*keepalive timeout", timeout=5, start=mark
+        )
+        noticed = time.monotonic() - frozen_at
+        assert noticed < 1.5 + 0.5 + 0.6, f"noticed after {noticed:.2f}s"  # timeout + tick + slack
+        client.wait_for("reconnecting in", start=mark)
+        time.sleep(1.5)  # reconnect attempts hit the frozen server's backlog and time out
+        mark = len(client.lines)
+        tunnel.server.signal(signal.SIGCONT)
+        forwards = client.forwards(2, timeout=10, start=mark)
+        for _kind, port, _target in forwards:
+            assert echo_once(port) == b"ping"
+    finally:
+        tunnel.server.signal(signal.SIGCONT)
+        tunnel.close()
+
+
+def test_frozen_client_is_dropped_and_its_remote_ports_freed(echo):
+    tunnel = Tunnel(server_args=FAST)
+    try:
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        fixed = probe.getsockname()[1]
+        probe.close()
+        first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
+        first.signal(signal.SIGSTOP)
+        tunnel.server.wait_for(r"closed: no traffic from the peer .*keepalive timeout", timeout=5)
+        second = ReactorMuxProcess(
+            [
+                "client",
+                "--server",
+                f"127.0.0.1:{tunnel.server_port}",
+                "-R",
+                f"{fixed}:127.0.0.1:{echo.port}",
+                *FAST,
+            ]
+        )
+        tunnel.clients.append(second)
+        assert second.forwards(1)[0][1] == fixed
+        assert echo_once(fixed) == b"ping"
+        first.signal(signal.SIGCONT)
+    finally:
+        for proc in tunnel.clients:
+            proc.signal(signal.SIGCONT)
+        tunnel.close()
+
+
+def test_silent_connection_fails_the_handshake(tunnel):
+    """A TCP connection that never sends HELLO is closed after --handshake-timeout."""
+    quick = Tunnel(server_args=("--handshake-timeout", "0.5"))
+    try:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", quick.server_port), timeout=5) as idle:
+            data = b""
+            while chunk := idle.recv(4096):
+                data += chunk
+        assert 0.4 < time.monotonic() - started < 2.5
+        assert data.startswith(b"\x00\x00\x00")  # our HELLO, then ERROR, then EOF
+        assert b"ERROR handshake timed out after 0.5s" in data
+        quick.server.wait_for("closed: handshake timed out after 0.5s")
+    finally:
+        quick.close()
+
+
+def test_stale_channel_is_replaced_by_the_same_clients_reconnect(echo):
+    """The path freezes silently.  The client gives up on its channel and reconnects;
+    the server has not noticed (its keepalive is slow) and still holds the -R port.
+    The new channel carries the same client id, so the server retires the stale one
+    at once and the -R port is bound again without waiting for any timeout."""
+    tunnel = Tunnel(server_args=("--keepalive-interval", "30"))
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        fixed = probe.getsockname()[1]
+        probe.close()
+        client = ReactorMuxProcess([
+            "client", "--server", f"127.0.0.1:{relay.port}", "-R", f"{fixed}:127.0.0.1:{echo.port}",
+            *FAST, "--reconnect-min", "0.2", "--reconnect-max", "0.5",
+        ])  # fmt: skip
+        tunnel.clients.append(client)
+        assert client.forwards(1)[0][1] == fixed
+        mark = len(client.lines)
+        relay.freeze()
+        client.wait_for("keepalive timeout", start=mark, timeout=5)
+        assert client.forwards(1, timeout=10, start=mark)[0][1] == fixed
+        tunnel.server.wait_for("replaces channel #1 .* from the same client")
+        assert tunnel.server.count(r"-R refused") == 0
+        assert wait_until(lambda: echo_once(fixed) == b"ping", timeout=5)
+    finally:
+        relay.close()
+        tunnel.close()
