@@ -40,6 +40,7 @@ class Listener:
         self._watch = IOWatch(reactor, self.sock, self._on_readable)
         self._watch.want(READ)
         self._resume_timer: Timer | None = None
+        self._starved = False
         self.closed = False
 
     def _on_readable(self, _mask: int) -> None:
@@ -53,21 +54,26 @@ class Listener:
                     continue
                 self._pause(exc)
                 return
+            if self._starved:
+                self._starved = False
+                log.warning("accept on %s:%d works again", self.host, self.port)
             tune_stream_socket(conn)
             self._on_accept(conn, peer)
             if self.closed:
                 return
 
     def _pause(self, exc: OSError) -> None:
-        what = "out of file descriptors" if exc.errno in _RESOURCE_ERRORS else "error"
-        log.warning(
-            "accept on %s:%d failed (%s: %s); pausing %.2fs",
-            self.host,
-            self.port,
-            what,
-            describe_error(exc),
-            ACCEPT_PAUSE,
-        )
+        if not self._starved:  # say it once per episode, not four times a second
+            self._starved = True
+            what = "out of file descriptors" if exc.errno in _RESOURCE_ERRORS else "error"
+            log.warning(
+                "accept on %s:%d failed (%s: %s); retrying every %.2fs",
+                self.host,
+                self.port,
+                what,
+                describe_error(exc),
+                ACCEPT_PAUSE,
+            )
         self._watch.want(0)
         self._resume_timer = self._reactor.call_later(ACCEPT_PAUSE, self._resume)
 

@@ -24,8 +24,18 @@ FORWARDING = re.compile(r"forwarding -([LR]) (\S+):(\d+) -> (\S+)$")
 class ReactorMuxProcess:
     """A ``python -m reactor_mux ...`` child with its stderr captured."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str] | None = None, nofile: int | None = None
+    ) -> None:
+        """``nofile`` lowers the child's RLIMIT_NOFILE (for fd-exhaustion tests)."""
         self.args = list(args)
+
+        def limit_files() -> None:
+            if nofile is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reactor_mux", *self.args],
             stdin=subprocess.DEVNULL,
@@ -33,6 +43,7 @@ class ReactorMuxProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=limit_files if nofile is not None else None,
         )
         self._lines: list[str] = []
         self._cond = threading.Condition()

@@ -16,9 +16,13 @@ CHUNK = 256 * 1024
 class ThreadedTCPServer:
     """Accepts on ``host`` (a free port) and runs ``handle(conn)`` in a thread each."""
 
-    def __init__(self, host: str = "127.0.0.1", backlog: int = 1024) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", backlog: int = 1024, receive_buffer: int | None = None
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if receive_buffer is not None:  # before listen(): accepted sockets inherit it
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.sock.bind((host, 0))
         self.sock.listen(backlog)
         self.port: int = self.sock.getsockname()[1]

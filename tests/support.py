@@ -72,12 +72,10 @@ class NeverReadServer(ThreadedTCPServer):
     """Accepts and never reads: a stalled receiver."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        super().__init__(host)
-        self.held: list[socket.socket] = []
+        super().__init__(host, receive_buffer=4096)
         self.release = threading.Event()
 
     def handle(self, conn: socket.socket) -> None:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         self.release.wait(120)
 
 

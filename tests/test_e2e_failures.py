@@ -236,3 +236,110 @@ def test_client_without_a_server_resets_local_connections_promptly(echo):
     finally:
         assert client.stop() == 0
     assert "Traceback" not in client.log
+
+
+class RawClient:
+    """Speaks the protocol by hand, to misbehave after a valid handshake."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.received = b""
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.sendall(b"".join(frames))
+
+    def wait_for(self, body: bytes) -> None:
+        while body not in self.received:
+            chunk = self.sock.recv(65536)
+            assert chunk, f"closed before {body!r}"
+            self.received += chunk
+
+    def until_closed(self) -> bytes:
+        try:
+            while chunk := self.sock.recv(65536):
+                self.received += chunk
+        except ConnectionResetError:
+            pass
+        self.sock.close()
+        return self.received
+
+    def open_stream(self, target_port: int) -> None:
+        """HELLO, CONNECT mapping 1, SYN stream 1, and wait for SYN OK."""
+        self.send(hello(), encode_frame(1, 1, b"CONNECT 127.0.0.1:%d" % target_port),
+                  encode_frame(1, 1, b"SYN 1"))  # fmt: skip
+        self.wait_for(b"SYN OK")
+
+
+def abuse_beyond_window(raw: RawClient, target: int) -> None:
+    raw.open_stream(target)  # the target never reads, so little is ever acknowledged
+    frame = encode_frame(1, 0, bytes(32768))
+    try:  # 8 MiB, ignoring ACKs: more than the window plus what kernel buffers absorb
+        for _ in range(256):
+            raw.send(frame)
+    except OSError:
+        pass  # the server cut us off, as it should
+
+
+def abuse_ack_beyond_sent(raw: RawClient, target: int) -> None:
+    raw.open_stream(target)
+    raw.send(encode_frame(1, 1, b"ACK 1000"))
+
+
+def abuse_syn_ok_from_the_opener(raw: RawClient, target: int) -> None:
+    raw.send(hello(), encode_frame(1, 1, b"CONNECT 127.0.0.1:%d" % target),
+             encode_frame(1, 1, b"SYN 1"), encode_frame(1, 1, b"SYN OK"))  # fmt: skip
+
+
+def abuse_data_after_fin(raw: RawClient, target: int) -> None:
+    raw.open_stream(target)
+    raw.send(encode_frame(1, 1, b"FIN"), encode_frame(1, 0, b"late"))
+
+
+ABUSE = {
+    "data beyond the window": (abuse_beyond_window, "beyond its window"),
+    "ACK for more than was sent": (abuse_ack_beyond_sent, "acknowledges more than"),
+    "SYN OK from the stream's opener": (abuse_syn_ok_from_the_opener,
+                                        "cannot receive SYN OK in state syn-received"),
+    "data after FIN": (abuse_data_after_fin, "cannot receive data in state half-closed-remote"),
+}  # fmt: skip
+
+
+def test_protocol_abuse_after_a_valid_handshake(tunnel, hash_target):
+    from support import NeverReadServer
+
+    stalled = NeverReadServer()
+    try:
+        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        ex, thread = background_transfer(forwards[0][1], hash_target, 40_000_000, seed=977)
+        for name, (abuse, reason) in ABUSE.items():
+            mark = len(tunnel.server.lines)
+            raw = RawClient(tunnel.server_port)
+            abuse(raw, stalled.port)
+            received = raw.until_closed()
+            line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
+            assert reason in line, (name, line)
+            assert b"ERROR " in received, name
+        thread.join(120)
+        check_exchange(ex, hash_target)
+    finally:
+        stalled.release.set()
+        stalled.close()
+
+
+def test_half_a_header_then_silence_is_cut_off():
+    """Before HELLO the handshake timeout ends it; after HELLO, the keepalive."""
+    from support import Tunnel
+
+    tunnel = Tunnel(server_args=("--handshake-timeout", "0.5", "--keepalive-interval", "0.3",
+                                 "--keepalive-timeout", "0.9"))  # fmt: skip
+    try:
+        for prefix, reason in ((b"", "handshake timed out"), (hello(), "keepalive timeout")):
+            mark = len(tunnel.server.lines)
+            raw = RawClient(tunnel.server_port)
+            started = time.monotonic()
+            raw.send(prefix + bytes.fromhex("00000010"))  # 4 of 9 header bytes, then nothing
+            raw.until_closed()
+            assert time.monotonic() - started < 3
+            assert reason in tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
+    finally:
+        tunnel.close()

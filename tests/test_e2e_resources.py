@@ -1,0 +1,83 @@
+"""Running out of file descriptors: no spinning, no crash, and service resumes."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from support import Exchange, Tunnel, check_exchange, run_exchange, wait_until
+
+from reactor_mux.procs import ReactorMuxProcess, cpu_time, fd_count
+
+NOFILE = 48
+
+
+def test_accept_without_descriptors_neither_spins_nor_crashes(hash_target):
+    server = ReactorMuxProcess(
+        ["server", "--listen", "127.0.0.1:0", "--handshake-timeout", "30"], nofile=NOFILE
+    )
+    hogs: list[socket.socket] = []
+    try:
+        port = server.listening_port()
+        # Silent connections: each one the server accepts costs it a descriptor.
+        for _ in range(NOFILE + 20):
+            hogs.append(socket.create_connection(("127.0.0.1", port)))
+        server.wait_for("out of file descriptors", timeout=5)
+        assert wait_until(lambda: fd_count(server.pid) >= NOFILE - 1, timeout=5)
+        before = cpu_time(server.pid)
+        time.sleep(2.0)
+        spent = cpu_time(server.pid) - before
+        assert spent < 0.2, f"server used {spent:.2f}s of CPU in 2s while out of descriptors"
+        assert server.count("out of file descriptors") == 1, "logged more than once"
+
+        for hog in hogs:  # free them: the server sees EOF and closes those channels
+            hog.close()
+        hogs.clear()
+        server.wait_for("works again", timeout=10)
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                                    "-L", f"0:127.0.0.1:{hash_target.port}"])  # fmt: skip
+        try:
+            ex = Exchange(1_000_000, 1_000_000, seed=71)
+            run_exchange(client.forwards(1, timeout=10)[0][1], ex)
+            check_exchange(ex, hash_target)
+        finally:
+            client.stop()
+        assert server.proc.poll() is None and "Traceback" not in server.log
+    finally:
+        for hog in hogs:
+            hog.close()
+        server.stop()
+
+
+def test_targets_unreachable_for_lack_of_descriptors_are_refused_cleanly(echo):
+    """The server cannot open sockets to targets: each stream gets SYN ERROR with the
+    reason; the channel and the process live on."""
+    tunnel = Tunnel()
+    tunnel.server.stop()
+    tunnel.server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0"], nofile=24)
+    tunnel.server_port = tunnel.server.listening_port()
+    held: list[socket.socket] = []
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
+        port = forwards[0][1]
+        refused = 0
+        for _ in range(40):
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.sendall(b"x")
+            try:
+                if conn.recv(1) == b"x":
+                    held.append(conn)
+                    continue
+            except ConnectionResetError:
+                pass
+            refused += 1
+            conn.close()
+        assert held and refused, (len(held), refused)
+        client.wait_for("too many open files")
+        for conn in held:
+            conn.close()
+        assert "Traceback" not in tunnel.server.log
+    finally:
+        for conn in held:
+            conn.close()
+        tunnel.close()

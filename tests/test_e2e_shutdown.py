@@ -1,0 +1,110 @@
+"""Graceful shutdown: the first SIGTERM/SIGINT drains, a second one stops at once."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+from support import Exchange, NeverReadServer, Tunnel, check_exchange, run_exchange
+
+
+def slow_exchange(port: int, seed: int) -> tuple[Exchange, threading.Thread]:
+    """A transfer big enough to be in flight when the signal comes."""
+    ex = Exchange(60_000_000, 20_000_000, seed)
+    thread = threading.Thread(target=run_exchange, args=(port, ex))
+    thread.start()
+    return ex, thread
+
+
+def refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            return conn.recv(1) == b""
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True
+
+
+def test_sigterm_on_the_server_lets_open_streams_finish(hash_target):
+    tunnel = Tunnel(server_args=("--drain-timeout", "30"))
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                         "-R", f"0:127.0.0.1:{hash_target.port}")  # fmt: skip
+        ports = {kind: port for kind, port, _ in forwards}
+        transfers = [slow_exchange(ports["L"], 301), slow_exchange(ports["R"], 302)]
+        time.sleep(0.2)
+        started = time.monotonic()
+        tunnel.server.signal(signal.SIGTERM)
+        tunnel.server.wait_for("draining for up to 30s")
+        assert refused(ports["R"]), "the server still accepts on its -R port while draining"
+        assert refused(ports["L"]), "the server still opens new streams while draining"
+        for ex, thread in transfers:
+            thread.join(60)
+            check_exchange(ex, hash_target)
+        assert tunnel.server.proc.wait(10) == 0
+        assert time.monotonic() - started < 30, "it waited for the drain timeout"
+        assert "drain timeout" not in tunnel.server.log
+        client.wait_for("lost")
+    finally:
+        tunnel.close()
+
+
+def test_sigterm_on_the_client_lets_open_streams_finish(hash_target):
+    tunnel = Tunnel()
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                         extra=("--drain-timeout", "30"))  # fmt: skip
+        port = forwards[0][1]
+        ex, thread = slow_exchange(port, 303)
+        time.sleep(0.2)
+        client.signal(signal.SIGTERM)
+        client.wait_for("draining")
+        assert refused(port), "the -L port still accepts while draining"
+        thread.join(60)
+        check_exchange(ex, hash_target)
+        assert client.proc.wait(10) == 0
+    finally:
+        tunnel.close()
+
+
+def test_drain_gives_up_after_the_timeout():
+    stalled = NeverReadServer()
+    tunnel = Tunnel(server_args=("--drain-timeout", "1"))
+    try:
+        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{stalled.port}")
+        conn = socket.create_connection(("127.0.0.1", forwards[0][1]))
+        conn.sendall(b"x" * 100000)
+        time.sleep(0.2)
+        started = time.monotonic()
+        tunnel.server.signal(signal.SIGTERM)
+        assert tunnel.server.proc.wait(10) == 0
+        assert 0.9 < time.monotonic() - started < 4
+        assert "drain timeout: closing 1 channel(s) with open streams" in tunnel.server.log
+        conn.close()
+    finally:
+        stalled.release.set()
+        stalled.close()
+        tunnel.close()
+
+
+def test_second_signal_stops_at_once():
+    stalled = NeverReadServer()
+    tunnel = Tunnel(server_args=("--drain-timeout", "60"))
+    try:
+        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{stalled.port}")
+        conn = socket.create_connection(("127.0.0.1", forwards[0][1]))
+        conn.sendall(b"x" * 100000)
+        time.sleep(0.2)
+        tunnel.server.signal(signal.SIGINT)
+        tunnel.server.wait_for("draining")
+        started = time.monotonic()
+        tunnel.server.signal(signal.SIGINT)
+        assert tunnel.server.proc.wait(10) == 0
+        assert time.monotonic() - started < 2
+        assert "SIGINT: stopping now" in tunnel.server.log
+        conn.close()
+    finally:
+        stalled.release.set()
+        stalled.close()
+        tunnel.close()
