@@ -166,6 +166,7 @@ typedef struct {
     uint8_t open;
     uint8_t fin_pending;
     uint8_t in_ready;
+    uint8_t grow_next; /* the last read filled the ring: offer twice as much next */
 } tx_stream;
 
 struct rmux_tx {
@@ -356,15 +357,22 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
     if (stream->fin_pending || (uint64_t)stream->size + count > stream->limit) {
         return -1;
     }
-    uint32_t needed = stream->size + count;
-    if (needed > stream->capacity) {
-        uint64_t capacity = stream->capacity > RMUX_INITIAL_RING ? stream->capacity : RMUX_INITIAL_RING;
-        while (capacity < needed) {
-            capacity *= 2;
-        }
-        if (capacity > stream->limit) {
-            capacity = stream->limit;
-        }
+    /* Grow only on evidence (the Python twin's rule): a new ring starts small and
+     * doubles when the previous read filled it, up to the stream's limit. */
+    uint64_t target;
+    if (stream->capacity == 0) {
+        target = RMUX_INITIAL_RING;
+    } else if (stream->grow_next || stream->size == stream->capacity) {
+        target = 2 * (uint64_t)stream->capacity;
+    } else {
+        target = stream->capacity;
+    }
+    if (target > stream->limit) {
+        target = stream->limit;
+    }
+    stream->grow_next = 0;
+    if (target > stream->capacity) {
+        uint64_t capacity = target;
         uint8_t *grown = malloc((size_t)capacity);
         if (grown == NULL) {
             return -2;
@@ -381,6 +389,9 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
         stream->ring = grown;
         stream->capacity = (uint32_t)capacity;
         stream->head = 0;
+    }
+    if (count > stream->capacity - stream->size) {
+        count = stream->capacity - stream->size;
     }
     uint32_t tail = (uint32_t)(((uint64_t)stream->head + stream->size) % stream->capacity);
     uint32_t room = stream->capacity - tail;
@@ -408,6 +419,7 @@ int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
     }
     stream->size += count;
     tx->buffered += count;
+    stream->grow_next = stream->size == stream->capacity;
     if (!stream->in_ready) {
         if (ready_push_back(tx, (uint32_t)slot) != 0) {
             stream->size -= count;

@@ -91,8 +91,9 @@ int rmux_tx_close(rmux_tx *tx, int32_t slot);
 void rmux_tx_drop_streams(rmux_tx *tx);
 /* Buffered bytes, or -1 if the slot is not open. */
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
-/* Free space for count bytes: up to two regions.  0 ok, -1 bad slot or
- * overflow, -2 out of memory. */
+/* Free space for up to count bytes (fewer while the ring may not grow yet: see
+ * the growth rule in rmux_codec.c), in up to two regions.  0 ok, -1 bad slot or
+ * count beyond the limit, -2 out of memory. */
 int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
                     uint32_t *first_length, uint8_t **second, uint32_t *second_length);
 int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count);

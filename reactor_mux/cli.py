@@ -176,7 +176,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BUFFER,
         metavar="SIZE",
         help="bytes a channel holds for its streams in each direction before it "
-        "pauses reading (default 64M)",
+        "pauses reading (default 16M)",
     )
     add(
         "--drain-timeout",

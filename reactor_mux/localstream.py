@@ -110,7 +110,7 @@ class LocalStream:
     def _read(self) -> None:
         session = self.session
         space = session.send_space(self.id)
-        if space <= 0:
+        if space <= 0 or not self.channel.outbound_room():
             return
         views = session.outbound_views(self.id, min(space, READ_CHUNK))
         try:

@@ -44,7 +44,7 @@ from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 
 log = logging.getLogger("reactor_mux")
 
-DEFAULT_MAX_CHANNELS = 256
+DEFAULT_MAX_CHANNELS = 64
 """Channels (clients) served at once; one more gets ERROR and is closed."""
 
 

@@ -30,7 +30,7 @@ DEFAULT_KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_TIMEOUT_FACTOR = 3
 """Without --keepalive-timeout, a peer silent for this many intervals is dead."""
 
-DEFAULT_MAX_BUFFER = 64 * 1024 * 1024
+DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
 """Bytes a channel may hold for its streams in each direction before it stops
 reading more (the local sockets for outbound data, the channel for inbound)."""
 

@@ -208,10 +208,13 @@ def new_queue():
 
 def write(queue, slot, data):
     offset = 0
-    for view in queue.reserve(slot, len(data)):
-        view[:] = data[offset : offset + len(view)]
-        offset += len(view)
-    queue.commit(slot, len(data))
+    while offset < len(data):
+        written = 0
+        for view in queue.reserve(slot, len(data) - offset):
+            view[:] = data[offset : offset + len(view)]
+            offset += len(view)
+            written += len(view)
+        queue.commit(slot, written)
 
 
 def drain(queue, sizes=()):
@@ -306,3 +309,20 @@ def test_any_partial_sends_deliver_every_stream_intact(payloads, sends, chunks):
 
 def test_backend_is_reported():
     assert codec.BACKEND in ("c", "python")
+
+
+def test_send_rings_grow_only_when_reads_fill_them():
+    """An idle stream keeps a small ring; a busy one doubles toward its limit."""
+    queue = new_queue()
+    slot = queue.open(1, 256 * 1024)
+    offered = [sum(len(v) for v in queue.reserve(slot, 128 * 1024))]
+    queue.commit(slot, 10)  # a small read: no growth
+    drain(queue)
+    offered.append(sum(len(v) for v in queue.reserve(slot, 128 * 1024)))
+    for _ in range(4):  # reads that fill what was offered
+        views = queue.reserve(slot, 128 * 1024)
+        size = sum(len(v) for v in views)
+        offered.append(size)
+        queue.commit(slot, size)
+        drain(queue)
+    assert offered == [16384, 16384, 16384, 32768, 65536, 128 * 1024]

@@ -173,7 +173,7 @@ def run_queue(module, operations):
                 for view in views:
                     counter += 1
                     view[:] = bytes([counter % 256]) * len(view)
-                queue.commit(slot, op[2])
+                queue.commit(slot, sum(len(v) for v in views))
             elif op[0] == "finish" and slots:
                 queue.finish(slots[op[1] % len(slots)])
             elif op[0] == "close" and slots:

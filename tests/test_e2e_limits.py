@@ -221,3 +221,30 @@ def test_limits_reject_bad_values():
         result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=20)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_idle_streams_stay_cheap(echo):
+    """Each open, idle stream costs each process a few KiB, not a window's worth.
+
+    (A read once reserved a whole 128 KiB chunk of ring per stream: 130 KiB each
+    with the pure-Python codec.)"""
+    tunnel = Tunnel()
+    conns: list[socket.socket] = []
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
+        port = forwards[0][1]
+        pids = [client.pid, tunnel.server.pid]
+        before = [proc_status(pid, "VmRSS") for pid in pids]
+        for _ in range(500):
+            conn = socket.create_connection(("127.0.0.1", port))
+            conn.sendall(b"x")
+            assert conn.recv(1) == b"x"
+            conns.append(conn)
+        per_stream = [
+            (proc_status(pid, "VmRSS") - b) / 500 for pid, b in zip(pids, before, strict=True)
+        ]
+        assert max(per_stream) < 32, f"KiB per idle stream: {per_stream}"
+    finally:
+        for conn in conns:
+            conn.close()
+        tunnel.close()

@@ -193,7 +193,16 @@ class InboundDecoder:
 
 
 class _TxStream:
-    __slots__ = ("fin_pending", "head", "in_ready", "limit", "ring", "size", "stream_id")
+    __slots__ = (
+        "fin_pending",
+        "grow_next",
+        "head",
+        "in_ready",
+        "limit",
+        "ring",
+        "size",
+        "stream_id",
+    )
 
     def __init__(self, stream_id: int, limit: int) -> None:
         self.stream_id = stream_id
@@ -203,6 +212,7 @@ class _TxStream:
         self.limit = limit
         self.fin_pending = False
         self.in_ready = False
+        self.grow_next = False  # the last read filled the ring: offer twice as much next
 
 
 INITIAL_RING = 16 * 1024
@@ -279,23 +289,33 @@ class OutboundQueue:
         return self._get(slot).size
 
     def reserve(self, slot: int, count: int) -> list[memoryview]:
-        """Views of the next ``count`` free bytes of the ring (one or two pieces)."""
+        """Views of up to ``count`` free bytes of the ring (one or two pieces).
+
+        A ring starts at ``INITIAL_RING`` and doubles (up to its limit) only when
+        the previous read filled it, so an idle stream stays small while a bulk
+        one soon reads large chunks.  ``count`` may not exceed the limit's room.
+        """
         stream = self._get(slot)
         if count <= 0:
             return []
         if stream.fin_pending or stream.size + count > stream.limit:
             raise ValueError("send ring overflow")
-        needed = stream.size + count
         capacity = len(stream.ring)
-        if needed > capacity:
-            new_capacity = max(INITIAL_RING, capacity)
-            while new_capacity < needed:
-                new_capacity *= 2
-            new = bytearray(min(new_capacity, stream.limit))
+        if capacity == 0:
+            target = INITIAL_RING
+        elif stream.grow_next or stream.size == capacity:
+            target = 2 * capacity
+        else:
+            target = capacity
+        target = min(target, stream.limit)
+        stream.grow_next = False
+        if target > capacity:
+            new = bytearray(target)
             first = min(stream.size, capacity - stream.head)
             new[:first] = stream.ring[stream.head : stream.head + first]
             new[first : stream.size] = stream.ring[: stream.size - first]
-            stream.ring, stream.head, capacity = new, 0, len(new)
+            stream.ring, stream.head, capacity = new, 0, target
+        count = min(count, capacity - stream.size)
         view = memoryview(stream.ring)
         tail = (stream.head + stream.size) % capacity
         first = min(count, capacity - tail)
@@ -313,6 +333,7 @@ class OutboundQueue:
             return
         stream.size += count
         self._buffered += count
+        stream.grow_next = stream.size == len(stream.ring)
         if not stream.in_ready:
             stream.in_ready = True
             self._ready.append(slot)

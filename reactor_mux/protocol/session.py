@@ -608,7 +608,10 @@ class Session:
         return stream.send.size - stream.send.unacked
 
     def outbound_views(self, stream_id: int, count: int) -> list[memoryview]:
-        """Views of ``count`` free outbound bytes to ``recv_into`` (at most ``send_space``)."""
+        """Views of up to ``count`` free outbound bytes to ``recv_into``.
+
+        ``count`` must not exceed ``send_space``; fewer bytes may be offered while
+        the stream's ring is still small (it grows when reads fill it)."""
         stream = self._stream(stream_id)
         if stream.slot < 0:
             stream.slot = self._output.open(stream_id, max(stream.send.size, 1))
@@ -628,10 +631,13 @@ class Session:
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Copy ``data`` into the stream's outbound ring (tests and tools)."""
         offset = 0
-        for view in self.outbound_views(stream_id, len(data)):
-            view[:] = data[offset : offset + len(view)]
-            offset += len(view)
-        self.outbound_written(stream_id, len(data))
+        while offset < len(data):
+            written = 0
+            for view in self.outbound_views(stream_id, len(data) - offset):
+                view[:] = data[offset : offset + len(view)]
+                offset += len(view)
+                written += len(view)
+            self.outbound_written(stream_id, written)
 
     def end_stream(self, stream_id: int) -> None:
         """The local socket hit EOF: send FIN once all buffered data is out."""
