@@ -268,3 +268,23 @@ class ChaosRelay:
     def close(self) -> None:
         self.cut()
         self.sock.close()
+
+
+def free_port() -> int:
+    """A loopback port that is free now (for tests that need a fixed -R port)."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def echo_once(port: int, data: bytes = b"ping") -> bytes:
+    """Send ``data``, half-close, and return everything the far end sent back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := conn.recv(65536):
+            out += chunk
+        return out

@@ -6,21 +6,11 @@ import signal
 import socket
 import time
 
-from support import ChaosRelay, Tunnel, wait_until
+from support import ChaosRelay, Tunnel, echo_once, free_port, wait_until
 
 from reactor_mux.procs import ReactorMuxProcess
 
 FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "1")
-
-
-def echo_once(port: int, data: bytes = b"ping") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := conn.recv(65536):
-            out += chunk
-        return out
 
 
 def test_frozen_server_is_noticed_within_the_timeout_and_recovered(echo):
@@ -59,25 +49,12 @@ def test_frozen_server_is_noticed_within_the_timeout_and_recovered(echo):
 def test_frozen_client_is_dropped_and_its_remote_ports_freed(echo):
     tunnel = Tunnel(server_args=FAST)
     try:
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        fixed = probe.getsockname()[1]
-        probe.close()
+        fixed = free_port()
         first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         first.signal(signal.SIGSTOP)
         tunnel.server.wait_for(r"closed: no traffic from the peer .*keepalive timeout", timeout=5)
-        second = ReactorMuxProcess(
-            [
-                "client",
-                "--server",
-                f"127.0.0.1:{tunnel.server_port}",
-                "-R",
-                f"{fixed}:127.0.0.1:{echo.port}",
-                *FAST,
-            ]
-        )
-        tunnel.clients.append(second)
-        assert second.forwards(1)[0][1] == fixed
+        _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
+        assert forwards[0][1] == fixed
         assert echo_once(fixed) == b"ping"
         first.signal(signal.SIGCONT)
     finally:
@@ -111,10 +88,7 @@ def test_stale_channel_is_replaced_by_the_same_clients_reconnect(echo):
     tunnel = Tunnel(server_args=("--keepalive-interval", "30"))
     relay = ChaosRelay(tunnel.server_port)
     try:
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        fixed = probe.getsockname()[1]
-        probe.close()
+        fixed = free_port()
         client = ReactorMuxProcess([
             "client", "--server", f"127.0.0.1:{relay.port}", "-R", f"{fixed}:127.0.0.1:{echo.port}",
             *FAST, "--reconnect-min", "0.2", "--reconnect-max", "0.5",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from support import Exchange, check_exchange, run_exchange, wait_until
-
-from reactor_mux.procs import ReactorMuxProcess
+from support import Exchange, check_exchange, echo_once, free_port, run_exchange, wait_until
 
 
 def ends_within(conn: socket.socket, timeout: float) -> bool:
@@ -21,16 +19,6 @@ def ends_within(conn: socket.socket, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def echo_once(port: int, data: bytes = b"are you there?") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := conn.recv(65536):
-            out += chunk
-        return out
 
 
 def test_server_killed_and_restarted(tunnel, echo, hash_target):
@@ -71,8 +59,8 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
     new = client.forwards(3, timeout=15, start=mark)
     new_ports = {(kind, target): port for kind, port, target in new}
     assert new_ports[("L", f"127.0.0.1:{echo.port}")] == l_port  # same listener
-    assert wait_until(lambda: echo_once(l_port) == b"are you there?", timeout=5)
-    assert echo_once(new_ports[("R", f"127.0.0.1:{echo.port}")]) == b"are you there?"
+    assert wait_until(lambda: echo_once(l_port) == b"ping", timeout=5)
+    assert echo_once(new_ports[("R", f"127.0.0.1:{echo.port}")]) == b"ping"
     ex = Exchange(5_000_000, 5_000_000, seed=61)
     run_exchange(new_ports[("L", f"127.0.0.1:{hash_target.port}")], ex)
     check_exchange(ex, hash_target)
@@ -81,10 +69,7 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
 
 
 def test_dead_client_frees_its_remote_ports(tunnel, echo):
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    fixed = probe.getsockname()[1]
-    probe.close()
+    fixed = free_port()
     first, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}")
     assert forwards[0][1] == fixed
     app = socket.create_connection(("127.0.0.1", fixed))  # a stream open when the client dies
@@ -94,15 +79,6 @@ def test_dead_client_frees_its_remote_ports(tunnel, echo):
     tunnel.server.wait_for("closed: ")
     assert ends_within(app, 5), "the server kept a dead client's stream open"
     app.close()
-    second = ReactorMuxProcess(
-        [
-            "client",
-            "--server",
-            f"127.0.0.1:{tunnel.server_port}",
-            "-R",
-            f"{fixed}:127.0.0.1:{echo.port}",
-        ]
-    )
-    tunnel.clients.append(second)
-    assert second.forwards(1)[0][1] == fixed
-    assert echo_once(fixed) == b"are you there?"
+    _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}")
+    assert forwards[0][1] == fixed
+    assert echo_once(fixed) == b"ping"
