@@ -167,6 +167,7 @@ typedef struct {
     uint8_t fin_pending;
     uint8_t in_ready;
     uint8_t grow_next; /* the last read filled the ring: offer twice as much next */
+    uint32_t hint;     /* size of the storage given back when the ring last emptied */
 } tx_stream;
 
 struct rmux_tx {
@@ -360,8 +361,10 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
     /* Grow only on evidence (the Python twin's rule): a new ring starts small and
      * doubles when the previous read filled it, up to the stream's limit. */
     uint64_t target;
-    if (stream->capacity == 0) {
+    if (stream->capacity == 0 && stream->hint == 0) {
         target = RMUX_INITIAL_RING;
+    } else if (stream->capacity == 0) { /* storage given back when it emptied */
+        target = stream->grow_next ? 2 * (uint64_t)stream->hint : stream->hint;
     } else if (stream->grow_next || stream->size == stream->capacity) {
         target = 2 * (uint64_t)stream->capacity;
     } else {
@@ -519,6 +522,14 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
             tx->buffered -= count;
             stream->size -= count;
             stream->head = stream->size == 0 ? 0 : (stream->head + count) % stream->capacity;
+            if (stream->size == 0 && stream->capacity > RMUX_INITIAL_RING) {
+                /* Give a big ring's storage back once empty: memory follows what is
+                 * buffered.  The next read gets the same size at once (hint). */
+                stream->hint = stream->capacity;
+                free(stream->ring);
+                stream->ring = NULL;
+                stream->capacity = 0;
+            }
         }
         if (stream->size) {
             stream->in_ready = 1;

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from reactor_mux.connector import Connector
@@ -61,6 +61,40 @@ from reactor_mux.resolver import Resolver
 from reactor_mux.settings import ChannelSettings
 
 log = logging.getLogger("reactor_mux")
+
+
+DRAIN_POLL = 0.05
+"""Seconds between checks, while draining, for streams still open."""
+
+
+def wait_for_streams(
+    reactor: Reactor,
+    channels: Callable[[], Iterable[Channel]],
+    timeout: float,
+    done: Callable[[], None],
+) -> Callable[[], None]:
+    """Call ``done()`` once no channel has an open stream, or after ``timeout``.
+
+    Used by both roles when draining; returns a function that cancels the wait.
+    """
+    deadline = reactor.time() + timeout
+    timer: list[Timer] = []
+
+    def check() -> None:
+        busy = sum(1 for channel in channels() if channel.busy)
+        if busy and reactor.time() < deadline:
+            timer[:] = [reactor.call_later(DRAIN_POLL, check)]
+            return
+        if busy:
+            log.warning("drain timeout: closing %d channel(s) with open streams", busy)
+        done()
+
+    def cancel() -> None:
+        for pending in timer:
+            pending.cancel()
+
+    check()
+    return cancel
 
 
 class ChannelOwner(Protocol):
@@ -324,20 +358,26 @@ class Channel:
             log.info("%s: local sockets caught up: resuming channel reads", self.name)
             self._update_interest()
 
-    def outbound_room(self) -> bool:
-        """May streams read more from their local sockets?"""
-        if self._outbound_paused:
-            return False
-        if self.session.outbound_buffered >= self.settings.max_buffer:
+    @property
+    def outbound_paused(self) -> bool:
+        """Local reads are paused: the send rings hold ``max_buffer`` bytes or more."""
+        return self._outbound_paused
+
+    def outbound_grew(self) -> None:
+        """A stream put bytes in its send ring: pause local reads at the cap.
+
+        Checked only when the rings grow (not on every interest update), so the
+        cap costs one lookup per local read; the read that crosses it is the
+        only overshoot."""
+        buffered = self.session.outbound_buffered
+        if not self._outbound_paused and buffered >= self.settings.max_buffer:
             self._outbound_paused = True
             log.info(
                 "%s: %d bytes waiting to be sent (cap %d): pausing local reads",
                 self.name,
-                self.session.outbound_buffered,
+                buffered,
                 self.settings.max_buffer,
             )
-            return False
-        return True
 
     def _check_outbound_cap(self) -> None:
         if (

@@ -52,11 +52,22 @@ _SIZE = re.compile(r"([0-9]+)([kKmMgG]?)(i?[bB])?")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
+def _usage_line(prog: str, message: str) -> str:
+    """The one-line form of every usage error."""
+    return f"{prog}: error: {message} (see {prog} --help)\n"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, _usage_line(self.prog, message))
+
+
+def _usage_error(command: str, message: str) -> int:
+    """A usage error found after parsing (options that contradict each other)."""
+    sys.stderr.write(_usage_line(f"reactor-mux {command}", message))
+    return 2
 
 
 def _size_type(what: str, low: int, high: int) -> Callable[[str], int]:
@@ -378,12 +389,9 @@ def _main(argv: Sequence[str] | None) -> int:
     _setup_logging(args.command, args.verbose, args.quiet)
     settings = _settings(args)
     if settings.dead_after <= settings.keepalive_interval:
-        print(
-            f"reactor-mux {args.command}: error: --keepalive-timeout must be longer than "
-            f"--keepalive-interval (see reactor-mux {args.command} --help)",
-            file=sys.stderr,
+        return _usage_error(
+            args.command, "--keepalive-timeout must be longer than --keepalive-interval"
         )
-        return 2
     if args.command == "server":
         config = ServerConfig(
             listen=args.listen,
@@ -400,19 +408,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
     forwards = args.local + args.remote
     if not forwards:
-        print(
-            "reactor-mux client: error: nothing to forward: give at least one -L or -R "
-            "(see reactor-mux client --help)",
-            file=sys.stderr,
-        )
-        return 2
+        return _usage_error("client", "nothing to forward: give at least one -L or -R")
     if args.reconnect_min > args.reconnect_max:
-        print(
-            "reactor-mux client: error: --reconnect-min is larger than --reconnect-max "
-            "(see reactor-mux client --help)",
-            file=sys.stderr,
-        )
-        return 2
+        return _usage_error("client", "--reconnect-min is larger than --reconnect-max")
     client_config = ClientConfig(
         server=args.server,
         forwards=forwards,

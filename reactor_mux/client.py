@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
-from reactor_mux.channel import Channel
+from reactor_mux.channel import Channel, wait_for_streams
 from reactor_mux.connector import Connector
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
@@ -73,7 +73,7 @@ class Client:
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
         self._channel_up_since: float | None = None
         self._stopped = False
-        self._drain_timer: Timer | None = None
+        self._cancel_drain: Callable[[], None] | None = None
 
     def start(self) -> None:
         for mapping, spec in self.mappings.items():
@@ -112,8 +112,8 @@ class Client:
 
     def close(self) -> None:
         self._stop_reconnecting()
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
+        if self._cancel_drain is not None:
+            self._cancel_drain()
         if self.channel is not None:
             self.channel.close("client shutting down", error=False)
         for listener in self.local_listeners.values():
@@ -128,18 +128,9 @@ class Client:
         self.local_listeners.clear()
         if self.channel is not None:
             self.channel.draining = True
-        deadline = self.reactor.time() + timeout
-
-        def check() -> None:
-            busy = self.channel is not None and self.channel.busy
-            if not busy or self.reactor.time() >= deadline:
-                if busy:
-                    log.warning("drain timeout: closing the channel with open streams")
-                done()
-                return
-            self._drain_timer = self.reactor.call_later(0.05, check)
-
-        check()
+        self._cancel_drain = wait_for_streams(
+            self.reactor, lambda: [self.channel] if self.channel else [], timeout, done
+        )
 
     # ------------------------------------------------------------ the channel
 

@@ -87,7 +87,7 @@ class LocalStream:
             self.reading
             and not self.read_eof
             and self.session.send_space(self.id) > 0
-            and self.channel.outbound_room()
+            and not self.channel.outbound_paused
         ):
             mask = READ
         if len(self._inbound):
@@ -110,7 +110,7 @@ class LocalStream:
     def _read(self) -> None:
         session = self.session
         space = session.send_space(self.id)
-        if space <= 0 or not self.channel.outbound_room():
+        if space <= 0 or self.channel.outbound_paused:
             return
         views = session.outbound_views(self.id, min(space, READ_CHUNK))
         try:
@@ -130,6 +130,7 @@ class LocalStream:
             self._close_if_done()
             return
         session.outbound_written(self.id, count)
+        self.channel.outbound_grew()
         self.bytes_up += count
         self.channel.schedule_flush()
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from reactor_mux.channel import Channel
+from reactor_mux.channel import Channel, wait_for_streams
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import (
@@ -38,7 +38,7 @@ from reactor_mux.protocol.events import (
 )
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.session import CONNECT, Role
-from reactor_mux.reactor import Reactor, Timer
+from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 
@@ -76,7 +76,7 @@ class Server:
         self._by_client_id: dict[str, Channel] = {}
         self._accepted = 0
         self._draining = False
-        self._drain_timer: Timer | None = None
+        self._cancel_drain: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Bind every ``--listen`` address; raises OSError if one cannot be bound."""
@@ -92,8 +92,8 @@ class Server:
                 )
 
     def close(self) -> None:
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
+        if self._cancel_drain is not None:
+            self._cancel_drain()
         self._stop_accepting()
         for channel in list(self.clients):
             channel.close("server shutting down", error=False)
@@ -112,18 +112,9 @@ class Server:
         self._stop_accepting()
         for channel in self.clients:
             channel.draining = True
-        deadline = self.reactor.time() + timeout
-
-        def check() -> None:
-            busy = sum(1 for channel in self.clients if channel.busy)
-            if not busy or self.reactor.time() >= deadline:
-                if busy:
-                    log.warning("drain timeout: closing %d channel(s) with open streams", busy)
-                done()
-                return
-            self._drain_timer = self.reactor.call_later(0.05, check)
-
-        check()
+        self._cancel_drain = wait_for_streams(
+            self.reactor, lambda: list(self.clients), timeout, done
+        )
 
     def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
         self._accepted += 1

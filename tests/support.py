@@ -288,3 +288,26 @@ def echo_once(port: int, data: bytes = b"ping") -> bytes:
         while chunk := conn.recv(65536):
             out += chunk
         return out
+
+
+def feed_decoder(decoder, reads):  # type: ignore[no-untyped-def]
+    """Feed ``reads`` to an InboundDecoder the way a channel does (as much as fits
+    per receive).  Yields ``(bytes_fed, records, error)`` after each receive, with
+    each record resolved to ``(kind, stream_id, offset, length, body)``; stops after
+    an error."""
+    for data in reads:
+        view = memoryview(data)
+        while view:
+            target = decoder.writable()
+            n = min(len(target), len(view))
+            target[:n] = view[:n]
+            view = view[n:]
+            records, error = decoder.advance(n)
+            resolved = [
+                (kind, sid, offset, length,
+                 bytes((decoder.staging if kind == 0 else decoder.buffer)[offset:offset + length]))
+                for kind, sid, offset, length in records
+            ]  # fmt: skip
+            yield n, resolved, error
+            if error:
+                return

@@ -15,6 +15,7 @@ from collections import deque
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import feed_decoder
 
 from reactor_mux import codec
 from reactor_mux.protocol.frames import encode_frame, split_frames
@@ -66,21 +67,10 @@ def decode_reads(reads):
     """Feed reads to a fresh InboundDecoder; return (items, error, pending)."""
     decoder = codec.InboundDecoder(MAX_DATA_BODY, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE)
     items, error = [], 0
-    for data in reads:
-        view = memoryview(data)
-        while view:
-            target = decoder.writable()
-            n = min(len(target), len(view))
-            target[:n] = view[:n]
-            view = view[n:]
-            records, error = decoder.advance(n)
-            for kind, sid, offset, length in records:
-                if kind == codec.RECORD_DATA:
-                    items.append(("data", sid, bytes(decoder.staging[offset : offset + length])))
-                else:
-                    items.append(("command", sid, bytes(decoder.buffer[offset : offset + length])))
-            if error:
-                return items, error, decoder.pending
+    for _n, records, step_error in feed_decoder(decoder, reads):
+        error = step_error  # the last receive's: an error ends the feed
+        items += [("data" if kind == codec.RECORD_DATA else "command", sid, body)
+                  for kind, sid, _offset, _length, body in records]  # fmt: skip
     return items, error, decoder.pending
 
 
@@ -326,3 +316,13 @@ def test_send_rings_grow_only_when_reads_fill_them():
         queue.commit(slot, size)
         drain(queue)
     assert offered == [16384, 16384, 16384, 32768, 65536, 128 * 1024]
+
+
+def test_an_emptied_big_send_ring_is_offered_its_old_size_again():
+    queue = new_queue()
+    slot = queue.open(1, 1 << 20)
+    write(queue, slot, b"x" * 300_000)
+    drain(queue)
+    assert queue.buffered_total() == 0
+    # The next read is offered the size the ring had, not a fresh 16 KiB start.
+    assert sum(len(v) for v in queue.reserve(slot, 1 << 20)) > 16 * 1024

@@ -3,6 +3,7 @@ reason, and what is within the limit keeps working."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -247,4 +248,37 @@ def test_idle_streams_stay_cheap(echo):
     finally:
         for conn in conns:
             conn.close()
+        tunnel.close()
+
+
+def test_outbound_cap_pauses_local_reads_until_the_channel_drains(hash_target):
+    """Mid-transfer the server is frozen, so nothing leaves the client's send rings: with
+    --max-buffer 256K the client stops reading its 8 local sockets (instead of
+    holding 8 windows), and picks up again once the server runs."""
+    tunnel = Tunnel()
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                         extra=("--max-buffer", "256K"))  # fmt: skip
+        port = forwards[0][1]
+        before = proc_status(client.pid, "VmRSS")
+        exchanges = [Exchange(60_000_000, 10, seed=8100 + i) for i in range(8)]
+        threads = [threading.Thread(target=run_exchange, args=(port, ex)) for ex in exchanges]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # the streams are open and moving; now nothing leaves the client
+        tunnel.server.signal(signal.SIGSTOP)
+        try:
+            client.wait_for("pausing local reads", timeout=20)
+            time.sleep(0.5)
+            growth = proc_status(client.pid, "VmRSS") - before
+        finally:
+            tunnel.server.signal(signal.SIGCONT)
+        assert growth < 2 * 1024, f"client RSS grew {growth} KiB with a 256 KiB cap"
+        for thread in threads:
+            thread.join(120)
+        for ex in exchanges:
+            check_exchange(ex, hash_target)
+        client.wait_for("resuming local reads")
+    finally:
+        tunnel.server.signal(signal.SIGCONT)
         tunnel.close()

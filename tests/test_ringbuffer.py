@@ -70,3 +70,16 @@ def test_views_survive_growth():
     held = ring.peek(0, 3)
     ring.write(b"z" * 100000)  # forces reallocation
     assert b"".join(held) == b"abc"
+
+
+def test_a_big_ring_gives_its_storage_back_when_it_empties():
+    """Memory follows what is buffered: a burst does not pin a window per stream."""
+    ring = RingBuffer(1 << 20)
+    ring.write(b"z" * 200_000)
+    assert ring.capacity >= 200_000
+    ring.consume(200_000)
+    assert ring.capacity == 0
+    small = RingBuffer(1 << 20)
+    small.write(b"y" * 100)
+    small.consume(100)
+    assert 0 < small.capacity <= 16 * 1024  # small rings stay, to avoid churn

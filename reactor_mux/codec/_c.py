@@ -9,12 +9,11 @@ the same object again (the session and reactor always do).
 from __future__ import annotations
 
 import struct
-from collections import deque
 
+from reactor_mux.codec import _python
 from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
 from reactor_mux.codec._python import (
     FIN_BODY,
-    HEADER_SIZE,
     MAX_FRAMES_PER_SCAN,
     Buffer,
     Frame,
@@ -62,40 +61,17 @@ def scan_frames(
     return frames, _SIZE_OUT[0], _INT_OUT[0]
 
 
-class InboundDecoder:
-    """Receive buffer + staging buffer for one channel (see _python.InboundDecoder)."""
+class InboundDecoder(_python.InboundDecoder):
+    """The twin's buffers (and their management); parsing and splicing in C."""
 
     def __init__(self, max_data: int, max_command: int, buffer_size: int) -> None:
-        if buffer_size < 2 * (HEADER_SIZE + max(max_data, max_command)):
-            raise ValueError("receive buffer must hold two maximum frames")
-        self._buffer = bytearray(buffer_size)
-        self.buffer = memoryview(self._buffer)
+        super().__init__(max_data, max_command, buffer_size)
         self._buffer_pointer = ffi.from_buffer(self._buffer)
-        self._staging = bytearray(buffer_size)
-        self.staging = memoryview(self._staging)
         self._staging_pointer = ffi.from_buffer(self._staging)
         self._records = ffi.new("rmux_quad[]", MAX_FRAMES_PER_SCAN)
         self._records_buffer = ffi.buffer(self._records)
         self._cursor = ffi.new("size_t[3]")  # start, staged, nframes
         self._error = ffi.new("int *")
-        self._start = 0
-        self._end = 0
-        self._max_data = max_data
-        self._max_command = max_command
-        self._min_free = HEADER_SIZE + max(max_data, max_command)
-
-    @property
-    def pending(self) -> int:
-        return self._end - self._start
-
-    def writable(self) -> memoryview:
-        start, end = self._start, self._end
-        if start == end:
-            self._start = self._end = 0
-        elif len(self._buffer) - end < self._min_free:
-            self._buffer[0 : end - start] = self.buffer[start:end]
-            self._start, self._end = 0, end - start
-        return self.buffer[self._end :]
 
     def advance(self, count: int) -> tuple[list[Record], int]:
         self._end += count
@@ -121,17 +97,15 @@ class InboundDecoder:
                 return records, 0
 
 
-class OutboundQueue:
+class OutboundQueue(_python.ControlFrames):
     """Per-stream send rings and the output FIFO, in C (see _python.OutboundQueue)."""
 
     def __init__(self, frame_size: int, budget: int, capacity: int) -> None:
         tx = lib.rmux_tx_new(frame_size, budget, capacity)
         if tx == ffi.NULL:
             raise ValueError("capacity must hold the budget plus a whole data frame and a FIN")
+        super().__init__(capacity)
         self._tx = ffi.gc(tx, lib.rmux_tx_free)
-        self._capacity = capacity
-        self._control: deque[bytes] = deque()
-        self.control_bytes = 0
         self._open = 0
         self._fins = ffi.new("uint32_t[]", 64)
         self._fins_capacity = 64
@@ -202,25 +176,13 @@ class OutboundQueue:
     def finish(self, slot: int) -> None:
         self._check(lib.rmux_tx_finish(self._tx, slot))
 
-    def queue_control(self, frame: bytes) -> None:
-        self._control.append(frame)
-        self.control_bytes += len(frame)
-
-    def clear_control(self) -> None:
-        self._control.clear()
-        self.control_bytes = 0
-
     def has_output(self) -> bool:
         return bool(self._control) or bool(lib.rmux_tx_has_data(self._tx))
 
     def fill(self) -> list[int]:
         tx = self._tx
-        control = self._control
-        if control:
-            capacity = self._capacity
-            while control and lib.rmux_tx_unsent(tx) + len(control[0]) <= capacity:
-                frame = control.popleft()
-                self.control_bytes -= len(frame)
+        if self._control:
+            for frame in self._control_that_fits(lib.rmux_tx_unsent(tx)):
                 if lib.rmux_tx_append(tx, frame, len(frame)) != 1:
                     raise MemoryError("send queue out of memory")
         if self._fins_capacity < self._open:

@@ -197,6 +197,7 @@ class _TxStream:
         "fin_pending",
         "grow_next",
         "head",
+        "hint",
         "in_ready",
         "limit",
         "ring",
@@ -213,29 +214,60 @@ class _TxStream:
         self.fin_pending = False
         self.in_ready = False
         self.grow_next = False  # the last read filled the ring: offer twice as much next
+        self.hint = 0  # size of the storage given back when the ring last emptied
 
 
 INITIAL_RING = 16 * 1024
 INITIAL_OUTPUT = 16 * 1024
 
 
-class OutboundQueue:
+class ControlFrames:
+    """Control frames waiting for room in the output FIFO (shared by both backends).
+
+    They go in ahead of any data still in the stream rings, in the order queued,
+    as many as fit within the FIFO's ``capacity``.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._control: deque[bytes] = deque()
+        self.control_bytes = 0
+
+    def queue_control(self, frame: bytes) -> None:
+        self._control.append(frame)
+        self.control_bytes += len(frame)
+
+    def clear_control(self) -> None:
+        self._control.clear()
+        self.control_bytes = 0
+
+    def _control_that_fits(self, unsent: int) -> list[bytes]:
+        """Take the queued frames that fit after ``unsent`` bytes, oldest first."""
+        control = self._control
+        taken: list[bytes] = []
+        while control and unsent + len(control[0]) <= self._capacity:
+            frame = control.popleft()
+            self.control_bytes -= len(frame)
+            unsent += len(frame)
+            taken.append(frame)
+        return taken
+
+
+class OutboundQueue(ControlFrames):
     """Per-stream send rings and the channel's output FIFO."""
 
     def __init__(self, frame_size: int, budget: int, capacity: int) -> None:
         if capacity < budget + 2 * HEADER_SIZE + frame_size + len(FIN_BODY):
             raise ValueError("capacity must hold the budget plus a whole data frame and a FIN")
+        super().__init__(capacity)
         self._frame_size = frame_size
         self._budget = budget
-        self._capacity = capacity
         self._out = bytearray()
         self._start = 0
         self._end = 0
         self._streams: list[_TxStream | None] = []
         self._free: list[int] = []
         self._ready: deque[int] = deque()
-        self._control: deque[bytes] = deque()
-        self.control_bytes = 0
         self._buffered = 0
 
     def buffered_total(self) -> int:
@@ -293,7 +325,10 @@ class OutboundQueue:
 
         A ring starts at ``INITIAL_RING`` and doubles (up to its limit) only when
         the previous read filled it, so an idle stream stays small while a bulk
-        one soon reads large chunks.  ``count`` may not exceed the limit's room.
+        one soon reads large chunks.  A ring bigger than ``INITIAL_RING`` gives
+        its storage back when it empties (``fill``), so memory follows what is
+        buffered, and takes the same size again on its next read.  ``count``
+        may not exceed the limit's room.
         """
         stream = self._get(slot)
         if count <= 0:
@@ -301,8 +336,10 @@ class OutboundQueue:
         if stream.fin_pending or stream.size + count > stream.limit:
             raise ValueError("send ring overflow")
         capacity = len(stream.ring)
-        if capacity == 0:
+        if capacity == 0 and not stream.hint:
             target = INITIAL_RING
+        elif capacity == 0:  # storage given back when it emptied: same size, or double
+            target = 2 * stream.hint if stream.grow_next else stream.hint
         elif stream.grow_next or stream.size == capacity:
             target = 2 * capacity
         else:
@@ -350,14 +387,6 @@ class OutboundQueue:
 
     # -- control frames
 
-    def queue_control(self, frame: bytes) -> None:
-        self._control.append(frame)
-        self.control_bytes += len(frame)
-
-    def clear_control(self) -> None:
-        self._control.clear()
-        self.control_bytes = 0
-
     # -- the output FIFO
 
     def has_output(self) -> bool:
@@ -386,11 +415,7 @@ class OutboundQueue:
 
         Returns the ids of streams whose FIN was appended in this call.
         """
-        capacity = self._capacity
-        control = self._control
-        while control and (self._end - self._start) + len(control[0]) <= capacity:
-            frame = control.popleft()
-            self.control_bytes -= len(frame)
+        for frame in self._control_that_fits(self._end - self._start):
             self._make_room(len(frame))
             self._append(frame)
         fins: list[int] = []
@@ -421,6 +446,8 @@ class OutboundQueue:
                 self._buffered -= count
                 stream.size -= count
                 stream.head = 0 if stream.size == 0 else (head + count) % len(ring)
+                if stream.size == 0 and len(ring) > INITIAL_RING:
+                    stream.hint, stream.ring = len(ring), bytearray()
             if stream.size:
                 stream.in_ready = True
                 ready.append(slot)

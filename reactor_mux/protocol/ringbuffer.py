@@ -100,12 +100,16 @@ class RingBuffer:
         return views
 
     def consume(self, count: int) -> None:
-        """Drop ``count`` bytes from the front."""
+        """Drop ``count`` bytes from the front; a big ring that empties gives its
+        storage back, so memory follows what is buffered."""
         if count > self._size:
             raise ValueError("consume beyond the buffered bytes")
         self._size -= count
         if self._size == 0:
             self._head = 0
+            if len(self._buffer) > INITIAL_CAPACITY:
+                self._buffer = bytearray()
+                self._view = memoryview(self._buffer)
         else:
             self._head = (self._head + count) % len(self._buffer)
 
