@@ -13,6 +13,7 @@ import pathlib
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from support import feed_decoder
 
 from reactor_mux.codec import _python
 from reactor_mux.protocol.frames import encode_frame
@@ -46,24 +47,8 @@ def wire_of(frames):
 def run_decoder(module, reads):
     """Everything observable from an InboundDecoder, read by read."""
     decoder = module.InboundDecoder(MAX_DATA_BODY, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE)
-    trace = []
-    for data in reads:
-        view = memoryview(data)
-        while view:
-            target = decoder.writable()
-            n = min(len(target), len(view))
-            target[:n] = view[:n]
-            view = view[n:]
-            records, error = decoder.advance(n)
-            resolved = [
-                (kind, sid, offset, length,
-                 bytes((decoder.staging if kind == 0 else decoder.buffer)[offset:offset + length]))
-                for kind, sid, offset, length in records
-            ]  # fmt: skip
-            trace.append((n, resolved, error, decoder.pending))
-            if error:
-                return trace
-    return trace
+    return [(n, records, error, decoder.pending)
+            for n, records, error in feed_decoder(decoder, reads)]  # fmt: skip
 
 
 def splits(data, wire):

@@ -6,6 +6,8 @@ and leave every other stream and channel untouched.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import socket
 import struct
@@ -44,6 +46,36 @@ def background_transfer(port, target, size=20_000_000, seed=4242):  # type: igno
     thread = threading.Thread(target=run_exchange, args=(port, ex))
     thread.start()
     return ex, thread
+
+
+@contextlib.contextmanager
+def good_traffic(ports, target, seed):  # type: ignore[no-untyped-def]
+    """A good client moves checksummed data on ``ports`` for as long as the block
+    runs; on the way out every one of its exchanges must have arrived intact."""
+    done = threading.Event()
+    seeds = itertools.count(seed)
+    transfers: list[Exchange] = []
+
+    def keep_transferring(port: int) -> None:
+        while not done.is_set():
+            ex = Exchange(5_000_000, 5_000_000, seed=next(seeds))
+            transfers.append(ex)
+            run_exchange(port, ex)
+
+    threads = [threading.Thread(target=keep_transferring, args=(port,)) for port in ports]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(120)
+    # Each thread keeps an exchange in flight until the block ends, so the good
+    # traffic spans it by construction; at least one per port must have run.
+    assert len(transfers) >= len(ports)
+    for ex in transfers:
+        check_exchange(ex, target)
 
 
 @pytest.mark.parametrize("kind", ["L", "R"])
@@ -174,10 +206,14 @@ def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash
         "-L", f"0:127.0.0.1:{hash_target.port}", "-R", f"0:127.0.0.1:{hash_target.port}"
     )
     server_fds = fd_count(tunnel.server.pid)  # the good channel and its -R listener
-    transfers = [
-        background_transfer(port, hash_target, 30_000_000, seed=900 + i)
-        for i, (_k, port, _t) in enumerate(forwards)
-    ]
+    with good_traffic([port for _k, port, _t in forwards], hash_target, seed=900):
+        send_garbage(tunnel)
+    assert tunnel.server.count("closed: ") == len(GARBAGE)
+    # Failed handshakes leak nothing.
+    assert wait_until(lambda: fd_count(tunnel.server.pid) == server_fds)
+
+
+def send_garbage(tunnel) -> None:  # type: ignore[no-untyped-def]
     for name, (wire, reason) in GARBAGE.items():
         mark = len(tunnel.server.lines)
         with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as bad:
@@ -191,12 +227,6 @@ def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash
                 pass
         line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
         assert reason in line, (name, line)
-    for ex, thread in transfers:
-        thread.join(120)
-        check_exchange(ex, hash_target)
-    assert tunnel.server.count("closed: ") == len(GARBAGE)
-    # Failed handshakes leak nothing.
-    assert wait_until(lambda: fd_count(tunnel.server.pid) == server_fds)
 
 
 def test_error_frame_tells_the_peer_why(tunnel):
@@ -310,36 +340,39 @@ def test_protocol_abuse_after_a_valid_handshake(tunnel, hash_target):
     stalled = NeverReadServer()
     try:
         _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
-        ex, thread = background_transfer(forwards[0][1], hash_target, 40_000_000, seed=977)
-        for name, (abuse, reason) in ABUSE.items():
-            mark = len(tunnel.server.lines)
-            raw = RawClient(tunnel.server_port)
-            abuse(raw, stalled.port)
-            received = raw.until_closed()
-            line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
-            assert reason in line, (name, line)
-            assert b"ERROR " in received, name
-        thread.join(120)
-        check_exchange(ex, hash_target)
+        with good_traffic([forwards[0][1]], hash_target, seed=977):
+            for name, (abuse, reason) in ABUSE.items():
+                mark = len(tunnel.server.lines)
+                raw = RawClient(tunnel.server_port)
+                abuse(raw, stalled.port)
+                received = raw.until_closed()
+                line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
+                assert reason in line, (name, line)
+                assert b"ERROR " in received, name
     finally:
         stalled.release.set()
         stalled.close()
 
 
-def test_half_a_header_then_silence_is_cut_off():
-    """Before HELLO the handshake timeout ends it; after HELLO, the keepalive."""
+def test_half_a_header_then_silence_is_cut_off(hash_target):
+    """Before HELLO the handshake timeout ends it; after HELLO, the keepalive.
+    A good client's checksummed transfer on the same server is not disturbed."""
     from support import Tunnel
 
     tunnel = Tunnel(server_args=("--handshake-timeout", "0.5", "--keepalive-interval", "0.3",
                                  "--keepalive-timeout", "0.9"))  # fmt: skip
     try:
-        for prefix, reason in ((b"", "handshake timed out"), (hello(), "keepalive timeout")):
-            mark = len(tunnel.server.lines)
-            raw = RawClient(tunnel.server_port)
-            started = time.monotonic()
-            raw.send(prefix + bytes.fromhex("00000010"))  # 4 of 9 header bytes, then nothing
-            raw.until_closed()
-            assert time.monotonic() - started < 3
-            assert reason in tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
+        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        with good_traffic([forwards[0][1]], hash_target, seed=991):
+            for prefix, reason in ((b"", "handshake timed out"), (hello(), "keepalive timeout")):
+                mark = len(tunnel.server.lines)
+                raw = RawClient(tunnel.server_port)
+                started = time.monotonic()
+                raw.send(prefix + bytes.fromhex("00000010"))  # 4 of 9 header bytes, then silence
+                raw.until_closed()
+                assert time.monotonic() - started < 3
+                line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
+                assert reason in line
+        assert tunnel.server.count("closed: ") == 2  # only the two silent channels
     finally:
         tunnel.close()

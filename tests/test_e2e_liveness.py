@@ -105,3 +105,29 @@ def test_stale_channel_is_replaced_by_the_same_clients_reconnect(echo):
     finally:
         relay.close()
         tunnel.close()
+
+
+def test_channel_sockets_have_tcp_keepalive(echo):
+    """TCP keepalive as well, so the kernel also probes a silent peer."""
+    import shutil
+    import subprocess
+
+    from reactor_mux.netutil import tune_channel_socket
+
+    with socket.socket() as sock:  # the option values, as the channel sets them
+        tune_channel_socket(sock, 7.0)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    if shutil.which("ss") is None:
+        return
+    tunnel = Tunnel()
+    try:  # and a running client's channel socket carries a keepalive timer
+        tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=("--keepalive-interval", "7"))
+        shown = subprocess.run(
+            ["ss", "-tno", "state", "established", f"( dport = :{tunnel.server_port} )"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "timer:(keepalive" in shown, shown
+    finally:
+        tunnel.close()

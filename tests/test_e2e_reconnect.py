@@ -56,7 +56,10 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
     assert time.monotonic() - started < 1.0
 
     tunnel.restart_server()
+    restarted = time.monotonic()
     new = client.forwards(3, timeout=15, start=mark)
+    # Back within the backoff: at most one --reconnect-max delay, plus the handshake.
+    assert time.monotonic() - restarted < 1.0 + 1.0, "the client was not back within the backoff"
     new_ports = {(kind, target): port for kind, port, target in new}
     assert new_ports[("L", f"127.0.0.1:{echo.port}")] == l_port  # same listener
     assert wait_until(lambda: echo_once(l_port) == b"ping", timeout=5)

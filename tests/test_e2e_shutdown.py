@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
@@ -68,43 +69,39 @@ def test_sigterm_on_the_client_lets_open_streams_finish(hash_target):
         tunnel.close()
 
 
-def test_drain_gives_up_after_the_timeout():
+@contextlib.contextmanager
+def server_with_a_stuck_stream(drain_timeout: str):  # type: ignore[no-untyped-def]
+    """A tunnel whose server has one open stream that cannot finish (its target
+    never reads), so draining can only end by timeout or a second signal."""
     stalled = NeverReadServer()
-    tunnel = Tunnel(server_args=("--drain-timeout", "1"))
+    tunnel = Tunnel(server_args=("--drain-timeout", drain_timeout))
     try:
         _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{stalled.port}")
-        conn = socket.create_connection(("127.0.0.1", forwards[0][1]))
-        conn.sendall(b"x" * 100000)
-        time.sleep(0.2)
-        started = time.monotonic()
-        tunnel.server.signal(signal.SIGTERM)
-        assert tunnel.server.proc.wait(10) == 0
-        assert 0.9 < time.monotonic() - started < 4
-        assert "drain timeout: closing 1 channel(s) with open streams" in tunnel.server.log
-        conn.close()
+        with socket.create_connection(("127.0.0.1", forwards[0][1])) as conn:
+            conn.sendall(b"x" * 100000)
+            time.sleep(0.2)
+            yield tunnel.server
     finally:
         stalled.release.set()
         stalled.close()
         tunnel.close()
+
+
+def test_drain_gives_up_after_the_timeout():
+    with server_with_a_stuck_stream("1") as server:
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
+        assert 0.9 < time.monotonic() - started < 4
+        assert "drain timeout: closing 1 channel(s) with open streams" in server.log
 
 
 def test_second_signal_stops_at_once():
-    stalled = NeverReadServer()
-    tunnel = Tunnel(server_args=("--drain-timeout", "60"))
-    try:
-        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{stalled.port}")
-        conn = socket.create_connection(("127.0.0.1", forwards[0][1]))
-        conn.sendall(b"x" * 100000)
-        time.sleep(0.2)
-        tunnel.server.signal(signal.SIGINT)
-        tunnel.server.wait_for("draining")
+    with server_with_a_stuck_stream("60") as server:
+        server.signal(signal.SIGINT)
+        server.wait_for("draining")
         started = time.monotonic()
-        tunnel.server.signal(signal.SIGINT)
-        assert tunnel.server.proc.wait(10) == 0
+        server.signal(signal.SIGINT)
+        assert server.proc.wait(10) == 0
         assert time.monotonic() - started < 2
-        assert "SIGINT: stopping now" in tunnel.server.log
-        conn.close()
-    finally:
-        stalled.release.set()
-        stalled.close()
-        tunnel.close()
+        assert "SIGINT: stopping now" in server.log
