@@ -41,10 +41,12 @@ rmux_tx *rmux_tx_new(uint32_t frame_size, uint32_t budget, uint32_t capacity);
 void rmux_tx_free(rmux_tx *tx);
 int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size);
 uint64_t rmux_tx_buffered_total(const rmux_tx *tx);
+uint64_t rmux_tx_held_total(const rmux_tx *tx);
 int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit);
 int rmux_tx_close(rmux_tx *tx, int32_t slot);
 void rmux_tx_drop_streams(rmux_tx *tx);
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
+uint64_t rmux_tx_release_idle(rmux_tx *tx);
 int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
                     uint32_t *first_length, uint8_t **second, uint32_t *second_length);
 int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count);

@@ -167,7 +167,6 @@ typedef struct {
     uint8_t fin_pending;
     uint8_t in_ready;
     uint8_t grow_next; /* the last read filled the ring: offer twice as much next */
-    uint32_t hint;     /* size of the storage given back when the ring last emptied */
 } tx_stream;
 
 struct rmux_tx {
@@ -188,6 +187,7 @@ struct rmux_tx {
     uint32_t ready_count;
     uint32_t ready_capacity;
     uint64_t buffered; /* sum of every open stream's size */
+    uint64_t held;     /* sum of every open stream's ring capacity */
 };
 
 static const uint8_t FIN_BODY[3] = {'F', 'I', 'N'};
@@ -221,6 +221,10 @@ void rmux_tx_free(rmux_tx *tx) {
 
 uint64_t rmux_tx_buffered_total(const rmux_tx *tx) {
     return tx->buffered;
+}
+
+uint64_t rmux_tx_held_total(const rmux_tx *tx) {
+    return tx->held;
 }
 
 int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size) {
@@ -318,6 +322,7 @@ int rmux_tx_close(rmux_tx *tx, int32_t slot) {
         ready_remove(tx, (uint32_t)slot);
     }
     tx->buffered -= stream->size;
+    tx->held -= stream->capacity;
     free(stream->ring);
     stream->ring = NULL;
     stream->open = 0;
@@ -335,6 +340,7 @@ void rmux_tx_drop_streams(rmux_tx *tx) {
     tx->nstreams = 0;
     tx->nfree = 0;
     tx->buffered = 0;
+    tx->held = 0;
     tx->ready_count = 0;
     tx->ready_head = 0;
 }
@@ -342,6 +348,23 @@ void rmux_tx_drop_streams(rmux_tx *tx) {
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
     return stream == NULL ? -1 : (int64_t)stream->size;
+}
+
+uint64_t rmux_tx_release_idle(rmux_tx *tx) {
+    uint64_t released = 0;
+    for (uint32_t i = 0; i < tx->nstreams; i++) {
+        tx_stream *stream = &tx->streams[i];
+        if (stream->open && stream->size == 0 && stream->capacity) {
+            released += stream->capacity;
+            free(stream->ring);
+            stream->ring = NULL;
+            stream->capacity = 0;
+            stream->head = 0;
+            stream->grow_next = 0;
+        }
+    }
+    tx->held -= released;
+    return released;
 }
 
 int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
@@ -361,10 +384,8 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
     /* Grow only on evidence (the Python twin's rule): a new ring starts small and
      * doubles when the previous read filled it, up to the stream's limit. */
     uint64_t target;
-    if (stream->capacity == 0 && stream->hint == 0) {
+    if (stream->capacity == 0) {
         target = RMUX_INITIAL_RING;
-    } else if (stream->capacity == 0) { /* storage given back when it emptied */
-        target = stream->grow_next ? 2 * (uint64_t)stream->hint : stream->hint;
     } else if (stream->grow_next || stream->size == stream->capacity) {
         target = 2 * (uint64_t)stream->capacity;
     } else {
@@ -390,6 +411,7 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
         }
         free(stream->ring);
         stream->ring = grown;
+        tx->held += capacity - stream->capacity;
         stream->capacity = (uint32_t)capacity;
         stream->head = 0;
     }
@@ -522,14 +544,6 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
             tx->buffered -= count;
             stream->size -= count;
             stream->head = stream->size == 0 ? 0 : (stream->head + count) % stream->capacity;
-            if (stream->size == 0 && stream->capacity > RMUX_INITIAL_RING) {
-                /* Give a big ring's storage back once empty: memory follows what is
-                 * buffered.  The next read gets the same size at once (hint). */
-                stream->hint = stream->capacity;
-                free(stream->ring);
-                stream->ring = NULL;
-                stream->capacity = 0;
-            }
         }
         if (stream->size) {
             stream->in_ready = 1;

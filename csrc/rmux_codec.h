@@ -83,6 +83,8 @@ void rmux_tx_free(rmux_tx *tx);
 int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size);
 /* Bytes waiting in all send rings (not counting the output FIFO). */
 uint64_t rmux_tx_buffered_total(const rmux_tx *tx);
+/* Bytes of storage the send rings hold (their capacities: what the cap bounds). */
+uint64_t rmux_tx_held_total(const rmux_tx *tx);
 
 /* Returns a slot (>= 0), or -1 if memory ran out. */
 int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit);
@@ -91,6 +93,8 @@ int rmux_tx_close(rmux_tx *tx, int32_t slot);
 void rmux_tx_drop_streams(rmux_tx *tx);
 /* Buffered bytes, or -1 if the slot is not open. */
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
+/* Free the storage of every empty ring (they start small again); returns the bytes freed. */
+uint64_t rmux_tx_release_idle(rmux_tx *tx);
 /* Free space for up to count bytes (fewer while the ring may not grow yet: see
  * the growth rule in rmux_codec.c), in up to two regions.  0 ok, -1 bad slot or
  * count beyond the limit, -2 out of memory. */

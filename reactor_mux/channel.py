@@ -143,7 +143,7 @@ class Channel:
         self.close_reason: str | None = None
         self.close_was_error = False
         self.draining = False
-        self.inbound_buffered = 0
+        self.inbound_held = 0
         self._read_paused = False
         self._outbound_paused = False
         self._last_received = reactor.time()
@@ -340,20 +340,32 @@ class Channel:
 
     # ------------------------------------------------------- buffer caps
 
+    @property
+    def read_paused(self) -> bool:
+        """Channel reads are paused: the streams' inbound rings hold the cap or more."""
+        return self._read_paused
+
     def inbound_changed(self, delta: int) -> None:
-        """A stream buffered (+) or wrote out (-) inbound bytes."""
-        self.inbound_buffered += delta
+        """A stream's inbound ring took (+) or gave back (-) ``delta`` bytes of storage."""
+        self.inbound_held += delta
         if delta < 0 and self._read_paused:
             self._check_inbound_cap()
 
     def _check_inbound_cap(self) -> None:
+        """The cap bounds the storage of the inbound rings: at the cap, empty rings
+        give theirs back, and channel reads pause if that is not enough; while
+        paused, each ring gives its storage back as it empties."""
         cap = self.settings.max_buffer
-        if not self._read_paused and self.inbound_buffered >= cap:
+        if not self._read_paused and self.inbound_held >= cap:
+            for stream in self.streams.values():
+                stream.release_idle_inbound()
+            if self.inbound_held < cap:
+                return
             self._read_paused = True
-            log.info("%s: %d bytes buffered for local sockets (cap %d): pausing channel reads",
-                     self.name, self.inbound_buffered, cap)  # fmt: skip
+            log.info("%s: inbound buffers hold %d bytes (cap %d): pausing channel reads",
+                     self.name, self.inbound_held, cap)  # fmt: skip
             self._update_interest()
-        elif self._read_paused and self.inbound_buffered <= cap // 2:
+        elif self._read_paused and self.inbound_held <= cap // 2:
             self._read_paused = False
             log.info("%s: local sockets caught up: resuming channel reads", self.name)
             self._update_interest()
@@ -364,26 +376,30 @@ class Channel:
         return self._outbound_paused
 
     def outbound_grew(self) -> None:
-        """A stream put bytes in its send ring: pause local reads at the cap.
+        """A stream read into its send ring: at the cap, pause local reads.
 
-        Checked only when the rings grow (not on every interest update), so the
-        cap costs one lookup per local read; the read that crosses it is the
-        only overshoot."""
-        buffered = self.session.outbound_buffered
-        if not self._outbound_paused and buffered >= self.settings.max_buffer:
+        The cap bounds the storage the rings hold, not just their contents.
+        Rings keep their storage while they empty and refill (no allocation on
+        the data path); only at the cap are empty rings' storage given back, and
+        reads pause if that is not enough.  Checked once per local read; the
+        read that crosses the cap is the only overshoot."""
+        session = self.session
+        cap = self.settings.max_buffer
+        if self._outbound_paused or session.outbound_held < cap:
+            return
+        session.release_idle_outbound()
+        held = session.outbound_held
+        if held >= cap:
             self._outbound_paused = True
-            log.info(
-                "%s: %d bytes waiting to be sent (cap %d): pausing local reads",
-                self.name,
-                buffered,
-                self.settings.max_buffer,
-            )
+            log.info("%s: send buffers hold %d bytes (cap %d): pausing local reads",
+                     self.name, held, cap)  # fmt: skip
 
     def _check_outbound_cap(self) -> None:
-        if (
-            self._outbound_paused
-            and self.session.outbound_buffered <= self.settings.max_buffer // 2
-        ):
+        """While paused, give back the storage of rings the channel has emptied;
+        resume local reads once the rest is down to half the cap."""
+        session = self.session
+        session.release_idle_outbound()
+        if session.outbound_held <= self.settings.max_buffer // 2:
             self._outbound_paused = False
             log.info("%s: sent the backlog: resuming local reads", self.name)
             for stream in list(self.streams.values()):

@@ -141,6 +141,7 @@ class LocalStream:
         if self.closed:
             return
         inbound = self._inbound
+        held = inbound.capacity
         if not len(inbound):
             try:
                 sent = self.sock.sendmsg(views) if len(views) > 1 else self.sock.send(views[0])
@@ -163,8 +164,9 @@ class LocalStream:
             before = len(inbound)
             for view in views:
                 inbound.write(view)
+        if inbound.capacity != held:
+            self.channel.inbound_changed(inbound.capacity - held)
         if len(inbound) > before:
-            self.channel.inbound_changed(len(inbound) - before)
             self.update()
 
     def _write_buffered(self) -> None:
@@ -180,7 +182,8 @@ class LocalStream:
             self.abort(f"local connection failed: {describe_error(exc)}")
             return
         inbound.consume(sent)
-        self.channel.inbound_changed(-sent)
+        if not len(inbound) and self.channel.read_paused:
+            self.release_idle_inbound()
         self.bytes_down += sent
         self.session.consumed(self.id, sent)
         self.channel.schedule_flush()
@@ -205,10 +208,15 @@ class LocalStream:
 
     # ------------------------------------------------------------- closing
 
+    def release_idle_inbound(self) -> None:
+        """Give back the inbound ring's storage if it is empty (memory pressure)."""
+        released = self._inbound.release()
+        if released:
+            self.channel.inbound_changed(-released)
+
     def _release_inbound(self) -> None:
-        if len(self._inbound):
-            self.channel.inbound_changed(-len(self._inbound))
-            self._inbound.consume(len(self._inbound))
+        self._inbound.consume(len(self._inbound))
+        self.release_idle_inbound()
 
     def _close_if_done(self) -> None:
         if self.read_eof and self.write_closed and not self.closed:

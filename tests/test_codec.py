@@ -318,11 +318,32 @@ def test_send_rings_grow_only_when_reads_fill_them():
     assert offered == [16384, 16384, 16384, 32768, 65536, 128 * 1024]
 
 
-def test_an_emptied_big_send_ring_is_offered_its_old_size_again():
+def test_send_rings_keep_their_storage_until_it_is_released():
+    """held_total counts ring storage (what --max-buffer bounds): an emptied ring
+    keeps it for the next read (no allocation per burst) until release_idle."""
     queue = new_queue()
-    slot = queue.open(1, 1 << 20)
-    write(queue, slot, b"x" * 300_000)
+    busy, idle, fresh = (queue.open(sid, 1 << 20) for sid in (1, 3, 5))
+    write(queue, busy, b"x" * 300_000)
+    write(queue, idle, b"y" * 10)
+    assert queue.held_total() >= 300_000 + 10
     drain(queue)
     assert queue.buffered_total() == 0
-    # The next read is offered the size the ring had, not a fresh 16 KiB start.
-    assert sum(len(v) for v in queue.reserve(slot, 1 << 20)) > 16 * 1024
+    held = queue.held_total()
+    assert held >= 300_000 + 16 * 1024  # emptied, but still held
+    assert sum(len(v) for v in queue.reserve(busy, 1 << 20)) > 16 * 1024
+    write(queue, idle, b"z" * 5)  # not empty: keeps its storage
+    assert queue.release_idle() == held - 16 * 1024
+    assert queue.held_total() == 16 * 1024
+    assert queue.release_idle() == 0
+    # A released ring starts small again, and still carries data intact.
+    assert sum(len(v) for v in queue.reserve(busy, 1 << 20)) == 16 * 1024
+    write(queue, busy, b"w" * 40_000)
+    out = drain(queue)[0]
+    frames, _consumed, error = split_frames(out)
+    assert error is None
+    assert b"".join(body for sid, _kind, body in frames if sid == 1) == b"w" * 40_000
+    assert b"".join(body for sid, _kind, body in frames if sid == 3) == b"z" * 5
+    queue.close(busy)
+    queue.close(idle)
+    queue.close(fresh)
+    assert queue.held_total() == 0

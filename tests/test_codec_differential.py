@@ -95,7 +95,7 @@ def program_ops(program: bytes) -> list[tuple]:
                 ("control", bytes([4]) * (arg % 1033 + 1)),
                 ("fill",),
                 ("sent", arg),
-                ("drop",),
+                ("release",) if arg % 2 else ("drop",),
             ][op]
         )
     return ops
@@ -137,6 +137,7 @@ operation = st.one_of(
     st.tuples(st.just("fill")),
     st.tuples(st.just("sent"), st.integers(0, 400000)),
     st.tuples(st.just("drop")),
+    st.tuples(st.just("release")),
 )
 
 
@@ -173,7 +174,10 @@ def run_queue(module, operations):
             elif op[0] == "drop":
                 queue.drop_streams()
                 slots.clear()
-            trace.append(("state", queue.has_output(), queue.control_bytes, queue.buffered_total()))
+            elif op[0] == "release":
+                trace.append(("released", queue.release_idle()))
+            trace.append(("state", queue.has_output(), queue.control_bytes, queue.buffered_total(),
+                          queue.held_total()))  # fmt: skip
         except (ValueError, MemoryError) as exc:
             trace.append(("error", type(exc).__name__))
     while queue.has_output():

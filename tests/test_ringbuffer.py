@@ -72,14 +72,17 @@ def test_views_survive_growth():
     assert b"".join(held) == b"abc"
 
 
-def test_a_big_ring_gives_its_storage_back_when_it_empties():
-    """Memory follows what is buffered: a burst does not pin a window per stream."""
+def test_a_ring_keeps_its_storage_until_released_empty():
+    """Emptying keeps the storage for reuse; release() frees it, but only when empty."""
     ring = RingBuffer(1 << 20)
     ring.write(b"z" * 200_000)
     assert ring.capacity >= 200_000
-    ring.consume(200_000)
-    assert ring.capacity == 0
-    small = RingBuffer(1 << 20)
-    small.write(b"y" * 100)
-    small.consume(100)
-    assert 0 < small.capacity <= 16 * 1024  # small rings stay, to avoid churn
+    ring.consume(199_999)
+    assert ring.release() == 0  # one byte left: kept
+    ring.consume(1)
+    capacity = ring.capacity
+    assert capacity >= 200_000
+    assert ring.release() == capacity
+    assert ring.capacity == 0 and ring.release() == 0
+    ring.write(b"after")
+    assert ring.read() == b"after"

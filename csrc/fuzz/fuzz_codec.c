@@ -144,8 +144,14 @@ static void outbound_program(const uint8_t *data, size_t size) {
             break;
         }
         default:
-            rmux_tx_drop_streams(tx);
-            nslots = 0;
+            if (arg % 2) {
+                uint64_t held = rmux_tx_held_total(tx);
+                CHECK(rmux_tx_release_idle(tx) <= held);
+            } else {
+                rmux_tx_drop_streams(tx);
+                nslots = 0;
+                CHECK(rmux_tx_held_total(tx) == 0);
+            }
             break;
         }
         CHECK(rmux_tx_unsent(tx) <= capacity);

@@ -124,6 +124,14 @@ class OutboundQueue(_python.ControlFrames):
         total: int = lib.rmux_tx_buffered_total(self._tx)
         return total
 
+    def held_total(self) -> int:
+        total: int = lib.rmux_tx_held_total(self._tx)
+        return total
+
+    def release_idle(self) -> int:
+        released: int = lib.rmux_tx_release_idle(self._tx)
+        return released
+
     def set_frame_size(self, frame_size: int) -> None:
         if lib.rmux_tx_set_frame_size(self._tx, frame_size) != 0:
             raise ValueError("the frame size can only shrink")

@@ -197,7 +197,6 @@ class _TxStream:
         "fin_pending",
         "grow_next",
         "head",
-        "hint",
         "in_ready",
         "limit",
         "ring",
@@ -214,7 +213,6 @@ class _TxStream:
         self.fin_pending = False
         self.in_ready = False
         self.grow_next = False  # the last read filled the ring: offer twice as much next
-        self.hint = 0  # size of the storage given back when the ring last emptied
 
 
 INITIAL_RING = 16 * 1024
@@ -269,10 +267,28 @@ class OutboundQueue(ControlFrames):
         self._free: list[int] = []
         self._ready: deque[int] = deque()
         self._buffered = 0
+        self._held = 0
 
     def buffered_total(self) -> int:
         """Bytes waiting in all send rings (not counting the FIFO)."""
         return self._buffered
+
+    def held_total(self) -> int:
+        """Bytes of storage the send rings hold: what a memory cap has to bound."""
+        return self._held
+
+    def release_idle(self) -> int:
+        """Free the storage of every empty ring (it starts small again); returns the
+        bytes freed.  For memory pressure only: regrowing costs allocations."""
+        released = 0
+        for stream in self._streams:
+            if stream is not None and not stream.size and stream.ring:
+                released += len(stream.ring)
+                stream.ring = bytearray()
+                stream.head = 0
+                stream.grow_next = False
+        self._held -= released
+        return released
 
     def set_frame_size(self, frame_size: int) -> None:
         """Use smaller data frames from now on (the peer announced its maximum)."""
@@ -301,6 +317,7 @@ class OutboundQueue(ControlFrames):
         if stream.in_ready:
             self._ready.remove(slot)
         self._buffered -= stream.size
+        self._held -= len(stream.ring)
         self._streams[slot] = None
         self._free.append(slot)
 
@@ -316,6 +333,7 @@ class OutboundQueue(ControlFrames):
         self._free.clear()
         self._ready.clear()
         self._buffered = 0
+        self._held = 0
 
     def buffered(self, slot: int) -> int:
         return self._get(slot).size
@@ -325,9 +343,8 @@ class OutboundQueue(ControlFrames):
 
         A ring starts at ``INITIAL_RING`` and doubles (up to its limit) only when
         the previous read filled it, so an idle stream stays small while a bulk
-        one soon reads large chunks.  A ring bigger than ``INITIAL_RING`` gives
-        its storage back when it empties (``fill``), so memory follows what is
-        buffered, and takes the same size again on its next read.  ``count``
+        one soon reads large chunks.  Storage is kept while the ring empties and
+        refills (``release_idle`` frees it under memory pressure).  ``count``
         may not exceed the limit's room.
         """
         stream = self._get(slot)
@@ -336,10 +353,8 @@ class OutboundQueue(ControlFrames):
         if stream.fin_pending or stream.size + count > stream.limit:
             raise ValueError("send ring overflow")
         capacity = len(stream.ring)
-        if capacity == 0 and not stream.hint:
+        if capacity == 0:
             target = INITIAL_RING
-        elif capacity == 0:  # storage given back when it emptied: same size, or double
-            target = 2 * stream.hint if stream.grow_next else stream.hint
         elif stream.grow_next or stream.size == capacity:
             target = 2 * capacity
         else:
@@ -351,6 +366,7 @@ class OutboundQueue(ControlFrames):
             first = min(stream.size, capacity - stream.head)
             new[:first] = stream.ring[stream.head : stream.head + first]
             new[first : stream.size] = stream.ring[: stream.size - first]
+            self._held += target - capacity
             stream.ring, stream.head, capacity = new, 0, target
         count = min(count, capacity - stream.size)
         view = memoryview(stream.ring)
@@ -446,8 +462,6 @@ class OutboundQueue(ControlFrames):
                 self._buffered -= count
                 stream.size -= count
                 stream.head = 0 if stream.size == 0 else (head + count) % len(ring)
-                if stream.size == 0 and len(ring) > INITIAL_RING:
-                    stream.hint, stream.ring = len(ring), bytearray()
             if stream.size:
                 stream.in_ready = True
                 ready.append(slot)

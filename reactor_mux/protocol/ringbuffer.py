@@ -100,16 +100,12 @@ class RingBuffer:
         return views
 
     def consume(self, count: int) -> None:
-        """Drop ``count`` bytes from the front; a big ring that empties gives its
-        storage back, so memory follows what is buffered."""
+        """Drop ``count`` bytes from the front (the storage stays for reuse)."""
         if count > self._size:
             raise ValueError("consume beyond the buffered bytes")
         self._size -= count
         if self._size == 0:
             self._head = 0
-            if len(self._buffer) > INITIAL_CAPACITY:
-                self._buffer = bytearray()
-                self._view = memoryview(self._buffer)
         else:
             self._head = (self._head + count) % len(self._buffer)
 
@@ -119,3 +115,14 @@ class RingBuffer:
         data = b"".join(self.peek(0, count))
         self.consume(count)
         return data
+
+    def release(self) -> int:
+        """Free the storage of an empty ring (it starts small again); returns the
+        bytes freed, 0 if the ring holds data."""
+        if self._size:
+            return 0
+        released = len(self._buffer)
+        self._buffer = bytearray()
+        self._view = memoryview(self._buffer)
+        self._head = 0
+        return released

@@ -219,9 +219,13 @@ class Session:
         return stream.state if stream is not None else _S.CLOSED
 
     @property
-    def outbound_buffered(self) -> int:
-        """Bytes read from local sockets and not yet framed (all streams)."""
-        return self._output.buffered_total()
+    def outbound_held(self) -> int:
+        """Bytes of storage the send rings hold (all streams): what the cap bounds."""
+        return self._output.held_total()
+
+    def release_idle_outbound(self) -> int:
+        """Free the storage of every empty send ring; returns the bytes freed."""
+        return self._output.release_idle()
 
     def can_open_stream(self) -> bool:
         return (
