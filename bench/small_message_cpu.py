@@ -22,16 +22,12 @@ import collections
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from reactor_mux.procs import ReactorMuxProcess
+from small_load import echo_target, load_command, tunnel_to
 
-HERE = Path(__file__).parent
-CONNECTIONS = 64
-SIZE = 64
 WARMUP = 20000
 PROFILE_SECONDS = 6
 
@@ -85,26 +81,13 @@ def categorise(raw: Path) -> dict[str, float]:
 
 
 def measure(backend: str, messages: int, profile: bool) -> None:
-    echo = subprocess.Popen([sys.executable, str(HERE / "loadgen.py"), "echo"],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert echo.stderr is not None
-    echo_port = int(echo.stderr.readline().rsplit(":", 1)[1])
-    env = {"REACTOR_MUX_CODEC": backend}
-    server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0"], env=env)
-    client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{server.listening_port()}",
-                                "-L", f"0:127.0.0.1:{echo_port}"], env=env)  # fmt: skip
-    try:
-        port = client.forwards(1)[0][1]
-
-        def load(count: int) -> subprocess.Popen[str]:
-            return subprocess.Popen(
-                [sys.executable, str(HERE / "loadgen.py"), "load", str(port),
-                 str(CONNECTIONS), str(count), str(SIZE)],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-
-        load(WARMUP).wait()
-        generator = load(messages)
+    with (
+        echo_target() as (echo, echo_port),
+        tunnel_to(echo_port, backend) as (client, server, port),
+    ):
+        subprocess.run(load_command(port, WARMUP), stdout=subprocess.DEVNULL, check=True)
+        generator = subprocess.Popen(load_command(port, messages), stdout=subprocess.PIPE,
+                                     text=True)  # fmt: skip
         pids = {"client": client.pid, "server": server.pid, "echo": echo.pid,
                 "loadgen": generator.pid}  # fmt: skip
         before = {name: ticks(pid) for name, pid in pids.items()}
@@ -136,11 +119,6 @@ def measure(backend: str, messages: int, profile: bool) -> None:
                 print(f"  client samples: {100 * share:5.1f}% {kind}")
         elif profile:
             print("  (py-spy not installed: no profile)")
-    finally:
-        client.stop()
-        server.stop()
-        echo.kill()
-        echo.wait()
 
 
 def main() -> None:
