@@ -3,6 +3,7 @@ reason, and what is within the limit keeps working."""
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import socket
 import subprocess
@@ -15,6 +16,9 @@ from support import (
     NeverReadServer,
     Tunnel,
     check_exchange,
+    drain,
+    payload,
+    recv_exactly,
     run_exchange,
     wait_until,
 )
@@ -177,6 +181,60 @@ def test_channel_buffer_cap_bounds_memory_beside_stalled_streams():
     finally:
         stalled.release.set()
         stalled.close()
+        tunnel.close()
+
+
+class LateReaderServer(NeverReadServer):
+    """Reads nothing until ``release`` is set, then everything: (seed, size, sha256)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[tuple[int, int, str]] = []
+
+    def handle(self, conn: socket.socket) -> None:
+        self.release.wait(120)
+        seed = int.from_bytes(recv_exactly(conn, 8), "big")
+        size, digest = drain(conn)
+        self.received.append((seed, size, digest))
+
+
+def test_inbound_cap_resumes_once_the_local_sockets_catch_up():
+    """16 streams into targets that do not read yet: the server pauses its channel
+    reads at --max-buffer 64K.  Once the targets read, the rings empty and give
+    their storage back, and reads resume while every stream is still open (the
+    feeders send EOF only after that), so nothing but the rings' own release can
+    lift the pause; then every byte arrives intact."""
+    late = LateReaderServer()
+    tunnel = Tunnel(server_args=("--max-buffer", "64K"))
+    size, seeds = 3_000_000, range(500, 516)
+    resumed = threading.Event()
+
+    def feed(seed: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+            conn.sendall(seed.to_bytes(8, "big") + payload(seed, size))
+            resumed.wait(60)
+            conn.shutdown(socket.SHUT_WR)
+            conn.recv(1)  # until the tunnel closes the stream
+
+    try:
+        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{late.port}")
+        port = forwards[0][1]
+        feeders = [threading.Thread(target=feed, args=(seed,), daemon=True) for seed in seeds]
+        for thread in feeders:
+            thread.start()
+        tunnel.server.wait_for("pausing channel reads", timeout=10)
+        late.release.set()
+        tunnel.server.wait_for("resuming channel reads", timeout=20)
+        resumed.set()
+        assert wait_until(lambda: len(late.received) == len(seeds), timeout=60)
+        expected = {(seed, size, hashlib.sha256(payload(seed, size)).hexdigest()) for seed in seeds}
+        assert set(late.received) == expected
+        for thread in feeders:
+            thread.join(10)
+    finally:
+        resumed.set()
+        late.release.set()
+        late.close()
         tunnel.close()
 
 
