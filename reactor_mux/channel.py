@@ -1,4 +1,4 @@
-"""The channel connection: one TCP socket, its Session, and the streams it carries.
+"""The channel connection: a transport, its Session, and the streams it carries.
 
 The channel is role-neutral.  Opening a stream (a local connection accepted
 on a listener) and answering a peer's SYN (connect to the mapping's target,
@@ -6,22 +6,18 @@ then SYN OK or SYN ERROR) work the same for ``-L`` on the client and ``-R``
 on the server; what differs between roles (which mappings exist, what a
 CONNECT or BIND means) is asked of the ``ChannelOwner``.
 
-Reading takes one ``recv`` of up to a whole receive buffer per readiness
-event and hands every frame in it to the session in one call.  Writing is
-deferred to the end of the tick (``schedule_flush``) so everything produced
-in a tick leaves in as few ``sendmsg`` calls as the socket allows; write
-interest is registered only while output is left over.
+Here is only the glue: the session's events go to streams and to the owner,
+and the session's output goes to the transport.  Each other job is a part
+of its own, testable without sockets: ``Liveness`` (handshake deadline,
+keepalive), two ``BufferCap``s (inbound and outbound storage, with
+hysteresis), ``PeerConnects`` (connects for the peer's SYNs), and the
+``Transport`` the bytes travel over.
 
-Liveness: the HELLO exchange must finish within ``handshake_timeout``; after
-``keepalive_interval`` of silence from the peer we send PING, and after
-``dead_after`` of silence the channel is closed even if TCP has not noticed.
-
-Memory: besides each stream's window, the channel caps what it holds in each
-direction (``max_buffer``).  Over the cap, local sockets are no longer read
-(outbound) or the channel socket is no longer read (inbound) until the
-buffers drain to half the cap; while the channel read is paused we cannot see
-the peer's traffic, so the silence clock stops and our PINGs keep telling
-the peer we are alive.
+Reading: the transport ``recv_into``s the session's receive buffer, and every
+frame of that read is handled in one call.  Writing is deferred to the end
+of the tick (``schedule_flush``) so everything produced in a tick leaves in
+as few ``sendmsg`` calls as the transport allows; write interest is asked
+for only while output is left over.
 """
 
 from __future__ import annotations
@@ -29,16 +25,15 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
+from reactor_mux.buffercap import BufferCap
 from reactor_mux.connector import Connector
+from reactor_mux.liveness import Liveness
 from reactor_mux.localstream import LocalStream
-from reactor_mux.netutil import (
-    abort_socket,
-    describe_error,
-    format_address,
-    tune_channel_socket,
-)
+from reactor_mux.netutil import abort_socket, describe_error
+from reactor_mux.peerconnect import Attempt, DoneCallback, PeerConnects
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
@@ -46,6 +41,7 @@ from reactor_mux.protocol.events import (
     Event,
     HelloReceived,
     MappingAccepted,
+    MappingKind,
     MappingRefused,
     MappingRequested,
     PongReceived,
@@ -54,11 +50,13 @@ from reactor_mux.protocol.events import (
     StreamRefused,
     StreamRequested,
     StreamReset,
+    unhandled,
 )
-from reactor_mux.protocol.session import Session
-from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor, Timer
+from reactor_mux.protocol.session import ChannelState, Role, Session
+from reactor_mux.reactor import Owner, Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import ChannelSettings
+from reactor_mux.transport import Transport
 
 log = logging.getLogger("reactor_mux")
 
@@ -67,34 +65,21 @@ DRAIN_POLL = 0.05
 """Seconds between checks, while draining, for streams still open."""
 
 
-def wait_for_streams(
-    reactor: Reactor,
-    channels: Callable[[], Iterable[Channel]],
-    timeout: float,
-    done: Callable[[], None],
-) -> Callable[[], None]:
-    """Call ``done()`` once no channel has an open stream, or after ``timeout``.
+@dataclass(frozen=True, slots=True)
+class MappingGranted:
+    """The server's yes to CONNECT, or to BIND with the address it bound."""
 
-    Used by both roles when draining; returns a function that cancels the wait.
-    """
-    deadline = reactor.time() + timeout
-    timer: list[Timer] = []
+    bound: tuple[str, int] | None = None
 
-    def check() -> None:
-        busy = sum(1 for channel in channels() if channel.busy)
-        if busy and reactor.time() < deadline:
-            timer[:] = [reactor.call_later(DRAIN_POLL, check)]
-            return
-        if busy:
-            log.warning("drain timeout: closing %d channel(s) with open streams", busy)
-        done()
 
-    def cancel() -> None:
-        for pending in timer:
-            pending.cancel()
+@dataclass(frozen=True, slots=True)
+class MappingDenied:
+    """The server's no, with the reason the client will log."""
 
-    check()
-    return cancel
+    reason: str
+
+
+MappingAnswer = MappingGranted | MappingDenied
 
 
 class ChannelOwner(Protocol):
@@ -105,7 +90,8 @@ class ChannelOwner(Protocol):
 
     def on_hello(self, channel: Channel, event: HelloReceived) -> None: ...
 
-    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> None: ...
+    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
+        """Server: answer a CONNECT or BIND."""
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None: ...
 
@@ -121,403 +107,413 @@ class Channel:
         self,
         reactor: Reactor,
         resolver: Resolver,
-        sock: socket.socket,
-        session: Session,
+        transport: Transport,
+        role: Role,
         owner: ChannelOwner,
         name: str,
         settings: ChannelSettings,
+        *,
+        client_id: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.resolver = resolver
-        self.sock = sock
-        self.session = session
         self.owner = owner
         self.name = name
         self.settings = settings
         self.streams: dict[int, LocalStream] = {}
-        self._connecting: dict[int, Connector] = {}
-        tune_channel_socket(sock, settings.keepalive_interval)
-        self._watch = IOWatch(reactor, sock, self._on_io)
-        self._flush_pending = False
         self.closed = False
         self.close_reason: str | None = None
         self.close_was_error = False
         self.draining = False
-        self.inbound_held = 0
-        self._read_paused = False
-        self._outbound_paused = False
-        self._last_received = reactor.time()
-        self._ping_token = 0
-        self._handshake_timer: Timer | None = None
-        self._keepalive_timer: Timer | None = None
-        self._handlers: dict[type[Event], Callable[..., None]] = {
-            DataReceived: self._on_data,
-            CreditGranted: self._on_credit,
-            HelloReceived: self._on_hello,
-            PongReceived: self._on_pong,
-            MappingRequested: self._on_mapping_requested,
-            MappingAccepted: self._on_mapping_accepted,
-            MappingRefused: self._on_mapping_refused,
-            StreamRequested: self._on_stream_requested,
-            StreamAccepted: self._on_stream_accepted,
-            StreamRefused: self._on_stream_refused,
-            StreamEnded: self._on_stream_ended,
-            StreamReset: self._on_stream_reset,
-            ChannelFailed: self._on_failed,
-        }
+        """Refuse new streams (the process is shutting down); open ones carry on."""
+        self._session = Session(role, settings.session, client_id=client_id)
+        self._transport = transport
+        self._flush_pending = False
+        self._inbound_held = 0
+        escaped = name.replace("%", "%%")
+        self._inbound_cap = BufferCap(
+            settings.max_buffer,
+            held=lambda: self._inbound_held,
+            release_idle=self._release_idle_inbound,
+            on_change=self._inbound_paused_changed,
+            pause_message=f"{escaped}: inbound buffers hold %d bytes (cap %d): "
+            "pausing channel reads",
+            resume_message=f"{escaped}: local sockets caught up: resuming channel reads",
+        )
+        self._outbound_cap = BufferCap(
+            settings.max_buffer,
+            held=lambda: self._session.outbound_held,
+            release_idle=self._session.release_idle_outbound,
+            on_change=self._outbound_paused_changed,
+            pause_message=f"{escaped}: send buffers hold %d bytes (cap %d): pausing local reads",
+            resume_message=f"{escaped}: sent the backlog: resuming local reads",
+        )
+        self._liveness = Liveness(
+            reactor,
+            self,
+            handshake_timeout=settings.handshake_timeout,
+            keepalive_interval=settings.keepalive_interval,
+            dead_after=settings.dead_after,
+            send_ping=self._send_ping,
+            give_up=self.close,
+        )
+        self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
+
+    # ------------------------------------------------------------ the role's calls
+
+    @property
+    def state(self) -> ChannelState:
+        return self._session.state
+
+    @property
+    def ready(self) -> bool:
+        """The peer said HELLO and the channel has not failed: streams may open."""
+        return self._session.ready
+
+    def request_connect(self, mapping: int, host: str, port: int) -> None:
+        """Client: declare an ``-L`` mapping (sent with our HELLO at ``start``)."""
+        self._session.request_connect(mapping, host, port)
+
+    def request_bind(self, mapping: int, host: str, port: int) -> None:
+        """Client: declare an ``-R`` mapping (sent with our HELLO at ``start``)."""
+        self._session.request_bind(mapping, host, port)
 
     def start(self) -> None:
-        """Send our HELLO (and whatever the owner queued) and start reading."""
-        self._handshake_timer = self.reactor.call_later(
-            self.settings.handshake_timeout, self._handshake_expired
-        )
-        self._schedule_keepalive()
+        """Send our HELLO (and whatever the owner declared) and start reading."""
+        self._liveness.start()
+        self._transport.attach(self)
         self._update_interest()
         self._flush()
 
-    # ----------------------------------------------------------- liveness
-
-    def _handshake_expired(self) -> None:
-        self._handshake_timer = None
-        if not self.closed and not self.session.ready:
-            self.close(f"handshake timed out after {self.settings.handshake_timeout:g}s")
-
-    def _schedule_keepalive(self) -> None:
-        self._keepalive_timer = self.reactor.call_later(
-            self.settings.keepalive_interval / 2, self._keepalive_tick
-        )
-
-    def _keepalive_tick(self) -> None:
-        if self.closed:
-            return
-        now = self.reactor.time()
-        if self._read_paused:
-            # We are the ones not reading: the peer's silence tells us nothing.
-            self._last_received = now
-        idle = now - self._last_received
-        if idle >= self.settings.dead_after:
-            self.close(f"no traffic from the peer for {idle:.1f}s (keepalive timeout)")
-            return
-        if idle >= self.settings.keepalive_interval or self._read_paused:
-            self._ping_token += 1
-            self.session.ping(self._ping_token)
-            self.schedule_flush()
-        self._schedule_keepalive()
-
-    def _on_pong(self, _event: PongReceived) -> None:
-        pass  # any traffic proves liveness; the read that brought it did the work
-
-    # ------------------------------------------------------------- reading
-
-    def _on_io(self, mask: int) -> None:
-        try:
-            if mask & WRITE:
-                self._flush()
-            if mask & READ and not self.closed:
-                self._read()
-        except Exception:  # noqa: BLE001 - a bug must cost one channel, not the process
-            self._internal_error()
-
-    def _internal_error(self) -> None:
-        log.exception("%s: internal error; closing the channel", self.name)
-        self.close("internal error")
-
-    def _read(self) -> None:
-        session = self.session
-        try:
-            count = self.sock.recv_into(session.receive_buffer())
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.close(f"channel read failed: {describe_error(exc)}")
-            return
-        if count == 0:
-            clean = not session.mid_frame and session.failed is None
-            self.close(session.receive_eof(), error=not clean)
-            return
-        self._last_received = self.reactor.time()
-        handlers = self._handlers
-        for event in session.receive_into(count):
-            handlers[type(event)](event)
-            if self.closed:
-                return
-        self._check_inbound_cap()
-        self.schedule_flush()
-
-    def _on_data(self, event: DataReceived) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.deliver([event.data])
-
-    def _on_credit(self, event: CreditGranted) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.update()
-
-    def _on_hello(self, event: HelloReceived) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        self.owner.on_hello(self, event)
-
-    def _on_mapping_requested(self, event: MappingRequested) -> None:
-        self.owner.on_mapping_requested(self, event)
-
-    def _on_mapping_accepted(self, event: MappingAccepted) -> None:
-        self.owner.on_mapping_accepted(self, event)
-
-    def _on_mapping_refused(self, event: MappingRefused) -> None:
-        self.owner.on_mapping_refused(self, event)
-
-    def _on_stream_requested(self, event: StreamRequested) -> None:
-        stream_id = event.stream_id
-        if self.draining:
-            self.session.refuse_stream(stream_id, "shutting down")
-            return
-        target = self.owner.target_for(self, event.mapping)
-        if target is None:
-            self.session.refuse_stream(stream_id, f"mapping {event.mapping} is not available")
-            return
-        host, port = target
-
-        def connected(sock: socket.socket | None, error: str | None) -> None:
-            try:
-                finish_connect(sock, error)
-            except Exception:  # noqa: BLE001
-                self._internal_error()
-
-        def finish_connect(sock: socket.socket | None, error: str | None) -> None:
-            self._connecting.pop(stream_id, None)
-            address = format_address(host, port)
-            if sock is None:
-                log.warning("%s: connect to %s failed: %s", self.name, address, error)
-                self.session.refuse_stream(stream_id, f"connect to {address} failed: {error}")
-            else:
-                label = f"stream {stream_id} -> {address}"
-                stream = LocalStream(self, stream_id, sock, label)
-                self.streams[stream_id] = stream
-                self.session.accept_stream(stream_id)
-                stream.start_reading()
-                log.debug("%s: %s opened", self.name, label)
-            self.schedule_flush()
-
-        connector = Connector(
-            self.reactor, self.resolver, host, port, connected, self.settings.connect_timeout
-        )
-        self._connecting[stream_id] = connector
-        connector.start()
-
-    def _on_stream_accepted(self, event: StreamAccepted) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.start_reading()
-
-    def _on_stream_refused(self, event: StreamRefused) -> None:
-        stream = self.streams.pop(event.stream_id, None)
-        if stream is not None:
-            self.owner.on_stream_refused(self, stream, event.reason)
-            stream.abort_local()
-
-    def _on_stream_ended(self, event: StreamEnded) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is not None:
-            stream.peer_finished()
-
-    def _on_stream_reset(self, event: StreamReset) -> None:
-        connector = self._connecting.pop(event.stream_id, None)
-        if connector is not None:
-            connector.cancel()
-        stream = self.streams.pop(event.stream_id, None)
-        if stream is not None:
-            log.debug("%s: %s reset by peer: %s", self.name, stream.label, event.reason)
-            stream.abort_local()
-
-    def _on_failed(self, event: ChannelFailed) -> None:
-        if event.by_peer:
-            self.close(f"peer reported an error: {event.reason}")
-        else:
-            self.close(f"protocol error: {event.reason}")
-
-    # ------------------------------------------------------- buffer caps
-
-    @property
-    def read_paused(self) -> bool:
-        """Channel reads are paused: the streams' inbound rings hold the cap or more."""
-        return self._read_paused
-
-    def inbound_changed(self, delta: int) -> None:
-        """A stream's inbound ring took (+) or gave back (-) ``delta`` bytes of storage."""
-        self.inbound_held += delta
-        if delta < 0 and self._read_paused:
-            self._check_inbound_cap()
-
-    def _check_inbound_cap(self) -> None:
-        """The cap bounds the storage of the inbound rings: at the cap, empty rings
-        give theirs back, and channel reads pause if that is not enough; while
-        paused, each ring gives its storage back as it empties."""
-        cap = self.settings.max_buffer
-        if not self._read_paused and self.inbound_held >= cap:
-            for stream in self.streams.values():
-                stream.release_idle_inbound()
-            if self.inbound_held < cap:
-                return
-            self._read_paused = True
-            log.info("%s: inbound buffers hold %d bytes (cap %d): pausing channel reads",
-                     self.name, self.inbound_held, cap)  # fmt: skip
-            self._update_interest()
-        elif self._read_paused and self.inbound_held <= cap // 2:
-            self._read_paused = False
-            log.info("%s: local sockets caught up: resuming channel reads", self.name)
-            self._update_interest()
-
-    @property
-    def outbound_paused(self) -> bool:
-        """Local reads are paused: the send rings hold ``max_buffer`` bytes or more."""
-        return self._outbound_paused
-
-    def outbound_grew(self) -> None:
-        """A stream read into its send ring: at the cap, pause local reads.
-
-        The cap bounds the storage the rings hold, not just their contents.
-        Rings keep their storage while they empty and refill (no allocation on
-        the data path); only at the cap are empty rings' storage given back, and
-        reads pause if that is not enough.  Checked once per local read; the
-        read that crosses the cap is the only overshoot."""
-        session = self.session
-        cap = self.settings.max_buffer
-        if self._outbound_paused or session.outbound_held < cap:
-            return
-        session.release_idle_outbound()
-        held = session.outbound_held
-        if held >= cap:
-            self._outbound_paused = True
-            log.info("%s: send buffers hold %d bytes (cap %d): pausing local reads",
-                     self.name, held, cap)  # fmt: skip
-
-    def _check_outbound_cap(self) -> None:
-        """While paused, give back the storage of rings the channel has emptied;
-        resume local reads once the rest is down to half the cap."""
-        session = self.session
-        session.release_idle_outbound()
-        if session.outbound_held <= self.settings.max_buffer // 2:
-            self._outbound_paused = False
-            log.info("%s: sent the backlog: resuming local reads", self.name)
-            for stream in list(self.streams.values()):
-                stream.update()
-
-    # ------------------------------------------------------------- streams
-
     def open_stream(self, mapping: int, sock: socket.socket, label: str) -> LocalStream | None:
         """Carry a freshly accepted local connection as a new stream (SYN)."""
-        session = self.session
+        session = self._session
         if self.closed or self.draining or not session.ready or not session.can_open_stream():
             abort_socket(sock)
             return None
         stream_id = session.open_stream(mapping)
-        stream = LocalStream(self, stream_id, sock, f"stream {stream_id} {label}")
+        stream = LocalStream(
+            self.reactor, self, stream_id, sock, f"stream {stream_id} {label}", session.window
+        )
         self.streams[stream_id] = stream
         log.debug("%s: %s opening", self.name, stream.label)
         self.schedule_flush()
         return stream
 
-    def stream_closed(self, stream: LocalStream, reason: str) -> None:
-        """A stream's local socket is gone; forget it."""
+    @property
+    def busy(self) -> bool:
+        """Streams (or connects for streams) are still open."""
+        return bool(self.streams or len(self._connects))
+
+    # ------------------------------------------------------ TransportProtocol
+
+    def get_buffer(self) -> memoryview:
+        return self._session.receive_buffer()
+
+    def buffer_updated(self, count: int) -> None:
+        self._liveness.heard()
+        dispatch = self._dispatch
+        for event in self._session.receive_into(count):
+            dispatch(event)
+            if self.closed:
+                return
+        self._inbound_cap.check()
+        self.schedule_flush()
+
+    def eof_received(self) -> None:
+        session = self._session
+        clean = not session.mid_frame and session.state is not ChannelState.FAILED
+        self.close(session.receive_eof(), error=not clean)
+
+    def transport_failed(self, reason: str) -> None:
+        self.close(reason)
+
+    def write_ready(self) -> None:
+        self._flush()
+
+    def close_after_bug(self) -> None:
+        self.close("internal error")
+
+    # ------------------------------------------------------------- events
+
+    def _dispatch(self, event: Event) -> None:
+        match event:
+            case DataReceived():
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.deliver(event.data)
+            case CreditGranted():
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.update()
+            case StreamRequested():
+                self._on_stream_requested(event)
+            case StreamAccepted():
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.start_reading()
+            case StreamRefused():
+                stream = self.streams.pop(event.stream_id, None)
+                if stream is not None:
+                    self.owner.on_stream_refused(self, stream, event.reason)
+                    stream.abort_local()
+            case StreamEnded():
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.peer_finished()
+            case StreamReset():
+                self._connects.cancel(event.stream_id)
+                stream = self.streams.pop(event.stream_id, None)
+                if stream is not None:
+                    log.debug("%s: %s reset by peer: %s", self.name, stream.label, event.reason)
+                    stream.abort_local()
+            case HelloReceived():
+                self._liveness.handshake_done()
+                self.owner.on_hello(self, event)
+            case PongReceived():
+                pass  # any traffic proves liveness; the read that brought it said so
+            case MappingRequested():
+                self._answer_mapping(event)
+            case MappingAccepted():
+                self.owner.on_mapping_accepted(self, event)
+            case MappingRefused():
+                self.owner.on_mapping_refused(self, event)
+            case ChannelFailed():
+                if event.by_peer:
+                    self.close(f"peer reported an error: {event.reason}")
+                else:
+                    self.close(f"protocol error: {event.reason}")
+            case _:
+                unhandled(event)
+
+    def _answer_mapping(self, event: MappingRequested) -> None:
+        session = self._session
+        answer = self.owner.on_mapping_requested(self, event)
+        match answer:
+            case MappingGranted(bound=None) if event.kind is MappingKind.CONNECT:
+                session.accept_connect(event.mapping)
+            case MappingGranted(bound=(host, port)) if event.kind is MappingKind.BIND:
+                session.accept_bind(event.mapping, host, port)
+            case MappingDenied(reason=reason) if event.kind is MappingKind.CONNECT:
+                session.refuse_connect(event.mapping, reason)
+            case MappingDenied(reason=reason):
+                session.refuse_bind(event.mapping, reason)
+            case _:
+                raise AssertionError(f"{answer!r} does not answer {event.kind.name}")
+
+    # ------------------------------------------------- streams the peer opens
+
+    def _on_stream_requested(self, event: StreamRequested) -> None:
+        if self.draining:
+            self._session.refuse_stream(event.stream_id, "shutting down")
+            return
+        target = self.owner.target_for(self, event.mapping)
+        if target is None:
+            self._session.refuse_stream(
+                event.stream_id, f"mapping {event.mapping} is not available"
+            )
+            return
+        self._connects.start(event.stream_id, *target)
+
+    def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Attempt:
+        timeout = self.settings.connect_timeout
+        return Connector(self.reactor, self.resolver, host, port, on_done, timeout, owner).start()
+
+    def _peer_connect_done(
+        self, stream_id: int, address: str, sock: socket.socket | None, error: str | None
+    ) -> None:
+        if sock is None:
+            log.warning("%s: connect to %s failed: %s", self.name, address, error)
+            self._session.refuse_stream(stream_id, f"connect to {address} failed: {error}")
+        else:
+            label = f"stream {stream_id} -> {address}"
+            stream = LocalStream(self.reactor, self, stream_id, sock, label, self._session.window)
+            self.streams[stream_id] = stream
+            self._session.accept_stream(stream_id)
+            stream.start_reading()
+            log.debug("%s: %s opened", self.name, label)
+        self.schedule_flush()
+
+    # ------------------------------------------------------------ StreamHost
+
+    def read_space(self, stream_id: int) -> int:
+        if self._outbound_cap.paused:
+            return 0
+        return self._session.send_space(stream_id)
+
+    def read_buffer(self, stream_id: int, count: int) -> list[memoryview]:
+        return self._session.outbound_views(stream_id, count)
+
+    def read_done(self, stream_id: int, count: int) -> None:
+        self._session.outbound_written(stream_id, count)
+        # The read that crosses the cap is the only overshoot.
+        self._outbound_cap.check()
+        self.schedule_flush()
+
+    def read_eof(self, stream_id: int) -> None:
+        self._session.end_stream(stream_id)
+        self.schedule_flush()
+
+    def written(self, stream_id: int, count: int) -> None:
+        self._session.consumed(stream_id, count)
+        self.schedule_flush()
+
+    def inbound_storage_changed(self, delta: int) -> None:
+        self._inbound_held += delta
+        if delta < 0 and self._inbound_cap.paused:
+            self._inbound_cap.check()
+
+    @property
+    def inbound_paused(self) -> bool:
+        return self._inbound_cap.paused
+
+    def stream_closed(self, stream: LocalStream, reason: str, *, reset: bool) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
+        if reset and not self.closed:
+            self._session.reset_stream(stream.id, reason)
+            self.schedule_flush()
         log.debug(
             "%s: %s %s (%d bytes up, %d down)",
             self.name, stream.label, reason, stream.bytes_up, stream.bytes_down,
         )  # fmt: skip
 
-    @property
-    def busy(self) -> bool:
-        """Streams (or connects for streams) are still open."""
-        return bool(self.streams or self._connecting)
+    # ------------------------------------------------------- buffer caps
+
+    def _release_idle_inbound(self) -> None:
+        for stream in self.streams.values():
+            stream.release_idle_inbound()
+
+    def _inbound_paused_changed(self, paused: bool) -> None:
+        self._liveness.reads_paused = paused
+        self._update_interest()
+
+    def _outbound_paused_changed(self, paused: bool) -> None:
+        if not paused:
+            for stream in list(self.streams.values()):
+                stream.update()
 
     # ------------------------------------------------------------- writing
+
+    def _send_ping(self, token: int) -> None:
+        self._session.ping(token)
+        self.schedule_flush()
 
     def schedule_flush(self) -> None:
         if not self._flush_pending and not self.closed:
             self._flush_pending = True
-            self.reactor.call_soon(self._flush)
+            self.reactor.call_soon(self._flush, self)
 
     def _flush(self) -> None:
         self._flush_pending = False
         if self.closed:
             return
         try:
-            self._write_out()
-        except Exception:  # noqa: BLE001
-            self._internal_error()
+            self._send_output()
+        except OSError as exc:
+            self.close(f"channel write failed: {describe_error(exc)}")
+            return
+        if self._outbound_cap.paused:
+            # Rings the channel emptied give their storage back, then see if
+            # what is left is down to half the cap.
+            self._session.release_idle_outbound()
+            self._outbound_cap.check()
+        self._update_interest()
 
-    def _write_out(self) -> None:
-        session = self.session
-        sendmsg = self.sock.sendmsg
+    def _send_output(self) -> None:
+        """Send what the transport takes now; raises ``OSError`` if it failed."""
+        session = self._session
+        send = self._transport.send
         while session.has_output():
             views = session.output_views()
             if not views:
-                break
+                return
             try:
-                sent = sendmsg(views)
+                sent = send(views)
             except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self.close(f"channel write failed: {describe_error(exc)}")
                 return
             session.output_sent(sent)
             if sent < sum(map(len, views)):
-                break
-        if self._outbound_paused:
-            self._check_outbound_cap()
-        self._update_interest()
+                return
 
     def _update_interest(self) -> None:
-        if self.closed:
-            return
-        mask = 0 if self._read_paused else READ
-        if self.session.has_output():
-            mask |= WRITE
-        self._watch.want(mask)
+        if not self.closed:
+            self._transport.set_interest(
+                read=not self._inbound_cap.paused, write=self._session.has_output()
+            )
 
     # ------------------------------------------------------------- closing
 
     def close(self, reason: str, *, error: bool = True) -> None:
-        """End the channel: every stream is reset locally, the socket closed.
+        """End the channel: every stream is reset locally, the transport closed.
 
         ``error`` is false for orderly ends (EOF between frames, shutdown), so
         owners can log those quietly.
         """
         if self.closed:
             return
+        self.closed = True
         self.close_reason = reason
         self.close_was_error = error
-        for timer in (self._handshake_timer, self._keepalive_timer):
-            if timer is not None:
-                timer.cancel()
-        for connector in self._connecting.values():
-            connector.cancel()
-        self._connecting.clear()
-        for stream in self.streams.values():
+        self._liveness.stop()
+        self._connects.cancel_all()
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
             stream.abort_local()
-        self.streams.clear()
-        self.session.fail(reason)
-        self._send_last_words()
-        self.closed = True
-        self._watch.close()
-        self.sock.close()
-        self.owner.on_channel_closed(self, reason)
-
-    def _send_last_words(self) -> None:
-        """Best effort, never blocking: let the peer read why (our ERROR frame)."""
-        session = self.session
+        self._session.fail(reason)
         try:
-            while session.has_output():
-                views = session.output_views()
-                if not views:
-                    break
-                sent = self.sock.sendmsg(views)
-                session.output_sent(sent)
-                if sent < sum(map(len, views)):
-                    break
+            self._send_output()  # last words: the peer reads why (our ERROR frame)
         except OSError:
             pass
+        self._transport.close()
+        self.owner.on_channel_closed(self, reason)
+
+
+def wait_for_streams(
+    reactor: Reactor,
+    channels: Callable[[], Iterable[Channel]],
+    timeout: float,
+    done: Callable[[], None],
+) -> Callable[[], None]:
+    """Call ``done()`` once no channel has an open stream, or after ``timeout``.
+
+    Used by both roles when draining; returns a function that cancels the wait.
+    """
+    return _DrainWait(reactor, channels, timeout, done).cancel
+
+
+class _DrainWait:
+    """Polls the channels until they are idle or the drain timeout passes."""
+
+    name = "drain wait"
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        channels: Callable[[], Iterable[Channel]],
+        timeout: float,
+        done: Callable[[], None],
+    ) -> None:
+        self._reactor = reactor
+        self._channels = channels
+        self._deadline = reactor.time() + timeout
+        self._done = done
+        self._timer: Timer | None = None
+        self._check()
+
+    def _check(self) -> None:
+        busy = sum(1 for channel in self._channels() if channel.busy)
+        if busy and self._reactor.time() < self._deadline:
+            self._timer = self._reactor.call_later(DRAIN_POLL, self._check, self)
+            return
+        if busy:
+            log.warning("drain timeout: closing %d channel(s) with open streams", busy)
+        self._done()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def close_after_bug(self) -> None:
+        """Stop waiting: better an early exit than a drain that never ends."""
+        self._done()

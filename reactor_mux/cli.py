@@ -21,6 +21,7 @@ from reactor_mux import __version__, codec
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.client import Client, ClientConfig, StartupError
 from reactor_mux.netutil import describe_error
+from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.limits import (
     DEFAULT_MAX_PENDING_SYNS,
     DEFAULT_MAX_STREAMS,
@@ -31,6 +32,7 @@ from reactor_mux.protocol.limits import (
     MIN_FRAME,
     MIN_WINDOW,
 )
+from reactor_mux.protocol.syntax import parse_decimal
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.server import DEFAULT_MAX_CHANNELS, Server, ServerConfig
@@ -41,9 +43,10 @@ from reactor_mux.settings import (
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_BUFFER,
     KEEPALIVE_TIMEOUT_FACTOR,
+    MIN_MAX_BUFFER,
     ChannelSettings,
 )
-from reactor_mux.specs import SpecError, parse_endpoint, parse_forward
+from reactor_mux.specs import ForwardKind, SpecError, parse_endpoint, parse_forward
 
 log = logging.getLogger("reactor_mux")
 T = TypeVar("T")
@@ -70,7 +73,17 @@ def _usage_error(command: str, message: str) -> int:
     return 2
 
 
-def _size_type(what: str, low: int, high: int) -> Callable[[str], int]:
+def format_size(value: int) -> str:
+    """The shortest exact spelling the size options accept: 262144 -> '256K'."""
+    for suffix, unit in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if value >= unit and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)
+
+
+def size_type(what: str, low: int, high: int) -> Callable[[str], int]:
+    """An argparse converter for sizes such as 262144, 256K, 1M or 1MiB."""
+
     def convert(text: str) -> int:
         match = _SIZE.fullmatch(text)
         if not match:
@@ -83,19 +96,20 @@ def _size_type(what: str, low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
-def _count_type(what: str, low: int, high: int) -> Callable[[str], int]:
+def count_type(what: str, low: int, high: int) -> Callable[[str], int]:
+    """An argparse converter for a whole number within ``[low, high]``."""
+
     def convert(text: str) -> int:
-        if not text.isdigit():
-            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number")
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} {value} is outside {low}..{high}")
-        return value
+        try:
+            return parse_decimal(text, what, low, high)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """An argparse converter for a duration in (0, 86400] seconds."""
     try:
         value = float(text)
     except ValueError:
@@ -122,21 +136,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--window",
-        type=_size_type("window", MIN_WINDOW, MAX_WINDOW),
+        type=size_type("window", MIN_WINDOW, MAX_WINDOW),
         default=DEFAULT_WINDOW,
         metavar="SIZE",
-        help="per-stream flow-control window (default 256K)",
+        help=f"per-stream flow-control window (default {format_size(DEFAULT_WINDOW)})",
     )
     add(
         "--max-frame",
-        type=_size_type("max frame", MIN_FRAME, MAX_DATA_BODY),
+        type=size_type("max frame", MIN_FRAME, MAX_DATA_BODY),
         default=MAX_DATA_BODY,
         metavar="SIZE",
-        help="largest data frame body accepted from the peer (default 64K)",
+        help="largest data frame body accepted from the peer "
+        f"(default {format_size(MAX_DATA_BODY)})",
     )
     add(
         "--connect-timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="SECONDS",
         help="give up connecting to a target after this long "
@@ -144,7 +159,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--handshake-timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_HANDSHAKE_TIMEOUT,
         metavar="SECONDS",
         help="close a channel whose HELLO exchange takes longer "
@@ -152,7 +167,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--keepalive-interval",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_KEEPALIVE_INTERVAL,
         metavar="SECONDS",
         help="send PING after this much silence from the peer "
@@ -160,7 +175,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--keepalive-timeout",
-        type=_seconds,
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help=f"declare a silent peer dead after this long "
@@ -168,14 +183,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--max-streams",
-        type=_count_type("max streams", 1, 1 << 20),
+        type=count_type("max streams", 1, 1 << 20),
         default=DEFAULT_MAX_STREAMS,
         metavar="N",
         help=f"open streams per channel (default {DEFAULT_MAX_STREAMS})",
     )
     add(
         "--max-pending-syns",
-        type=_count_type("max pending SYNs", 1, 1 << 20),
+        type=count_type("max pending SYNs", 1, 1 << 20),
         default=DEFAULT_MAX_PENDING_SYNS,
         metavar="N",
         help=f"peer-opened streams still connecting, per channel "
@@ -183,15 +198,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--max-buffer",
-        type=_size_type("max buffer", 64 * 1024, 1 << 40),
+        type=size_type("max buffer", MIN_MAX_BUFFER, 1 << 40),
         default=DEFAULT_MAX_BUFFER,
         metavar="SIZE",
         help="bytes a channel holds for its streams in each direction before it "
-        "pauses reading (default 16M)",
+        f"pauses reading (default {format_size(DEFAULT_MAX_BUFFER)})",
     )
     add(
         "--drain-timeout",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_DRAIN_TIMEOUT,
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, wait this long for open streams "
@@ -233,14 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--max-channels",
-        type=_count_type("max channels", 1, 1 << 20),
+        type=count_type("max channels", 1, 1 << 20),
         default=DEFAULT_MAX_CHANNELS,
         metavar="N",
         help=f"clients served at once (default {DEFAULT_MAX_CHANNELS})",
     )
     server.add_argument(
         "--max-mappings",
-        type=_count_type("max mappings", 1, 1 << 16),
+        type=count_type("max mappings", 1, 1 << 16),
         default=MAX_MAPPINGS,
         metavar="N",
         help=f"-L and -R mappings per client (default {MAX_MAPPINGS})",
@@ -265,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[BIND:]PORT:HOST:HOSTPORT",
-        type=_spec_type(lambda t: parse_forward("L", t)),
+        type=_spec_type(lambda t: parse_forward(ForwardKind.LOCAL, t)),
         help="listen here on BIND:PORT, connect from the server to HOST:HOSTPORT",
     )
     client.add_argument(
@@ -274,22 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[BIND:]PORT:HOST:HOSTPORT",
-        type=_spec_type(lambda t: parse_forward("R", t)),
+        type=_spec_type(lambda t: parse_forward(ForwardKind.REMOTE, t)),
         help="listen on the server on BIND:PORT, connect from here to HOST:HOSTPORT",
     )
     client.add_argument(
         "--reconnect-min",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_RECONNECT_MIN,
         metavar="SECONDS",
-        help="first reconnect delay (default 0.5)",
+        help=f"first reconnect delay (default {DEFAULT_RECONNECT_MIN:g})",
     )
     client.add_argument(
         "--reconnect-max",
-        type=_seconds,
+        type=seconds,
         default=DEFAULT_RECONNECT_MAX,
         metavar="SECONDS",
-        help="longest reconnect delay (default 30)",
+        help=f"longest reconnect delay (default {DEFAULT_RECONNECT_MAX:g})",
     )
     _add_common(client)
 
@@ -304,16 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> ChannelSettings:
-    return ChannelSettings(
+    session = SessionConfig(
         window=args.window,
         max_frame=args.max_frame,
+        max_streams=args.max_streams,
+        max_pending_syns=args.max_pending_syns,
+        max_mappings=getattr(args, "max_mappings", MAX_MAPPINGS),
+    )
+    return ChannelSettings(
+        session=session,
         connect_timeout=args.connect_timeout,
         handshake_timeout=args.handshake_timeout,
         keepalive_interval=args.keepalive_interval,
         keepalive_timeout=args.keepalive_timeout,
-        max_streams=args.max_streams,
-        max_pending_syns=args.max_pending_syns,
-        max_mappings=getattr(args, "max_mappings", MAX_MAPPINGS),
         max_buffer=args.max_buffer,
     )
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
-from reactor_mux.channel import Channel, wait_for_streams
+from reactor_mux.channel import Channel, MappingAnswer, wait_for_streams
 from reactor_mux.connector import Connector
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
-from reactor_mux.netutil import PeerAddress, abort_socket, describe_error, format_address
+from reactor_mux.netutil import PeerAddress, abort_socket, describe_error
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
@@ -32,10 +32,12 @@ from reactor_mux.protocol.events import (
     MappingRequested,
 )
 from reactor_mux.protocol.session import Role
+from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
-from reactor_mux.specs import ForwardSpec
+from reactor_mux.specs import ForwardKind, ForwardSpec
+from reactor_mux.transport import TcpTransport
 
 log = logging.getLogger("reactor_mux")
 
@@ -58,12 +60,14 @@ class ClientConfig:
 
 
 class Client:
+    name = "client"
+
     def __init__(self, reactor: Reactor, resolver: Resolver, config: ClientConfig) -> None:
         self.reactor = reactor
         self.resolver = resolver
         self.config = config
         self.client_id = secrets.token_hex(16)
-        self.server_label = format_address(*config.server)
+        self.server_label = format_host_port(*config.server)
         self.mappings: dict[int, ForwardSpec] = dict(enumerate(config.forwards, start=1))
         self.local_listeners: dict[int, Listener] = {}
         self.channel: Channel | None = None
@@ -77,7 +81,7 @@ class Client:
 
     def start(self) -> None:
         for mapping, spec in self.mappings.items():
-            if spec.kind != "L":
+            if spec.kind is not ForwardKind.LOCAL:
                 continue
             try:
                 listener = Listener(
@@ -87,17 +91,13 @@ class Client:
                     partial(self._on_local_accept, mapping),
                 )
             except OSError as exc:
-                log.error(
-                    "-L %s: cannot listen on %s: %s", spec.text, spec.bind, describe_error(exc)
-                )
+                log.error("%s: cannot listen on %s: %s", spec.flag, spec.bind, describe_error(exc))
                 continue
             self.local_listeners[mapping] = listener
             log.info(
-                "listening on %s for -L %s",
-                format_address(listener.host, listener.port),
-                spec.text,
+                "listening on %s for %s", format_host_port(listener.host, listener.port), spec.flag
             )
-        has_remote = any(spec.kind == "R" for spec in self.mappings.values())
+        has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.mappings.values())
         if not self.local_listeners and not has_remote:
             raise StartupError("no -L port could be bound and there is no -R: nothing to do")
         self._connect()
@@ -136,6 +136,8 @@ class Client:
 
     def _connect(self) -> None:
         self._retry = None
+        if self._stopped:
+            return
         log.debug("connecting to server %s", self.server_label)
         host, port = self.config.server
         self._connector = Connector(
@@ -145,6 +147,7 @@ class Client:
             port,
             self._on_connected,
             self.config.settings.connect_timeout,
+            self,
         ).start()
 
     def _on_connected(self, sock: socket.socket | None, error: str | None) -> None:
@@ -152,52 +155,59 @@ class Client:
         if sock is None:
             self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
             return
-        session = self.config.settings.new_session(Role.CLIENT, self.client_id)
-        for mapping, spec in self.mappings.items():
-            if spec.kind == "L" and mapping in self.local_listeners:
-                session.request_connect(mapping, spec.target_host, spec.target_port)
-            elif spec.kind == "R":
-                session.request_bind(mapping, spec.bind_host, spec.bind_port)
-        self._refused.clear()
-        self.channel = Channel(
+        settings = self.config.settings
+        channel = Channel(
             self.reactor,
             self.resolver,
-            sock,
-            session,
+            TcpTransport(self.reactor, sock, settings.keepalive_interval),
+            Role.CLIENT,
             self,
             f"channel to {self.server_label}",
-            self.config.settings,
+            settings,
+            client_id=self.client_id,
         )
-        self.channel.start()
+        for mapping, spec in self.mappings.items():
+            if spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
+                channel.request_connect(mapping, spec.target_host, spec.target_port)
+            elif spec.kind is ForwardKind.REMOTE:
+                channel.request_bind(mapping, spec.bind_host, spec.bind_port)
+        self._refused.clear()
+        self.channel = channel
+        channel.start()
+
+    def close_after_bug(self) -> None:
+        """A bug while connecting to the server: drop this attempt and retry."""
+        if self._connector is not None:
+            self._connector.cancel()
+            self._connector = None
+        if self.channel is None and self._retry is None:
+            self._schedule_reconnect("internal error while connecting")
 
     def _schedule_reconnect(self, reason: str) -> None:
         if self._stopped:
             return
         delay = self._backoff.next_delay()
         log.warning("%s; reconnecting in %.1fs", reason, delay)
-        self._retry = self.reactor.call_later(delay, self._connect)
+        self._retry = self.reactor.call_later(delay, self._connect, self)
 
     def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
         channel = self.channel
-        if channel is None or not channel.session.ready or mapping in self._refused:
+        spec = self.mappings[mapping]
+        if channel is None or not channel.ready or mapping in self._refused:
             log.debug(
-                "-L %s: connection from %s reset: channel not ready",
-                self.mappings[mapping].text,
-                format_address(peer[0], peer[1]),
+                "%s: connection from %s reset: channel not ready",
+                spec.flag,
+                format_host_port(peer[0], peer[1]),
             )
             abort_socket(sock)
             return
-        channel.open_stream(
-            mapping,
-            sock,
-            f"-L {self.mappings[mapping].text} from {format_address(peer[0], peer[1])}",
-        )
+        channel.open_stream(mapping, sock, f"{spec.flag} from {format_host_port(peer[0], peer[1])}")
 
     # ----------------------------------------------------------- ChannelOwner
 
     def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
         spec = self.mappings.get(mapping)
-        if spec is None or spec.kind != "R":
+        if spec is None or spec.kind is not ForwardKind.REMOTE:
             return None
         return spec.target_host, spec.target_port
 
@@ -205,27 +215,25 @@ class Client:
         self._channel_up_since = self.reactor.time()
         log.info("connected to server %s", self.server_label)
 
-    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> None:
+    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         raise AssertionError("the session never reports mapping requests to a client")
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         spec = self.mappings[event.mapping]
-        if spec.kind == "L":
+        if spec.kind is ForwardKind.LOCAL:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
-                log.info(
-                    "forwarding -L %s -> %s",
-                    format_address(listener.host, listener.port),
-                    spec.target,
-                )
+                bound = format_host_port(listener.host, listener.port)
+                log.info("forwarding -L %s -> %s", bound, spec.target)
         else:
             assert event.host is not None and event.port is not None
-            log.info("forwarding -R %s -> %s", format_address(event.host, event.port), spec.target)
+            bound = format_host_port(event.host, event.port)
+            log.info("forwarding -R %s -> %s", bound, spec.target)
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]
         self._refused.add(event.mapping)
-        log.error("-%s %s refused by server: %s", spec.kind, spec.text, event.reason)
+        log.error("%s refused by server: %s", spec.flag, event.reason)
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
         log.warning("%s: %s", stream.label, reason)

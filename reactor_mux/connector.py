@@ -4,7 +4,9 @@ A connector resolves its host (off-thread for names), then tries each
 address in turn until one answers, all within ``timeout`` seconds.  It
 reports exactly once: ``on_done(sock, None)`` or ``on_done(None, reason)``;
 ``cancel()`` closes whatever it holds and suppresses the report, so a
-failed or abandoned attempt never leaks a socket.
+failed or abandoned attempt never leaks a socket.  Every callback it
+registers (resolution, writability, the deadline) belongs to the ``owner``
+it is given: a bug in one of them costs that owner, not the process.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import socket
 from collections.abc import Callable
 
 from reactor_mux.netutil import describe_error, tune_stream_socket
-from reactor_mux.reactor import WRITE, IOWatch, Reactor, Timer
+from reactor_mux.reactor import WRITE, IOWatch, Owner, Reactor, Timer
 from reactor_mux.resolver import Address, Resolution, Resolver
-from reactor_mux.settings import DEFAULT_CONNECT_TIMEOUT
 
 DoneCallback = Callable[[socket.socket | None, str | None], None]
 
@@ -29,14 +30,16 @@ class Connector:
         host: str,
         port: int,
         on_done: DoneCallback,
-        timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float,
+        owner: Owner,
     ) -> None:
         self._reactor = reactor
         self._resolver = resolver
         self.host = host
         self.port = port
-        self._on_done = on_done
+        self._on_done: DoneCallback | None = on_done
         self._timeout = timeout
+        self._owner = owner
         self._addresses: list[Address] = []
         self._last_error = "no address to connect to"
         self._sock: socket.socket | None = None
@@ -46,8 +49,10 @@ class Connector:
         self.finished = False
 
     def start(self) -> Connector:
-        self._timer = self._reactor.call_later(self._timeout, self._on_timeout)
-        self._resolution = self._resolver.resolve(self.host, self.port, self._on_resolved)
+        self._timer = self._reactor.call_later(self._timeout, self._on_timeout, self._owner)
+        self._resolution = self._resolver.resolve(
+            self.host, self.port, self._on_resolved, self._owner
+        )
         return self
 
     def _on_resolved(self, addresses: list[Address], error: str | None) -> None:
@@ -70,7 +75,7 @@ class Connector:
             code = sock.connect_ex(address)
             if code in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 self._sock = sock
-                self._watch = IOWatch(self._reactor, sock, self._on_writable)
+                self._watch = IOWatch(self._reactor, sock, self._on_writable, self._owner)
                 self._watch.want(WRITE)
                 return
             sock.close()
@@ -110,18 +115,23 @@ class Connector:
             self._sock = None
 
     def _finish(self, sock: socket.socket | None, error: str | None) -> None:
+        on_done = self._on_done
+        self._stop()
+        assert on_done is not None
+        on_done(sock, error)
+
+    def _stop(self) -> None:
+        """Finished: drop the deadline and the report callback, so nothing here
+        keeps the owner alive."""
         self.finished = True
+        self._on_done = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._on_done(sock, error)
 
     def cancel(self) -> None:
         """Abandon the attempt; ``on_done`` will not be called."""
         if self.finished:
             return
-        self.finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop()
         self._release()

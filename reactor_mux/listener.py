@@ -4,6 +4,8 @@ Accepting is batched (``ACCEPT_BATCH`` per readiness event) so a connection
 storm cannot starve the other sockets.  When ``accept`` fails for lack of
 file descriptors or memory, the listener stops watching for
 ``ACCEPT_PAUSE`` seconds instead of spinning on a socket that stays readable.
+The accept handler runs inside the listener's I/O callback, so a bug in it
+(or in the listener) closes this listener and nothing else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from reactor_mux.netutil import (
     sockname,
     tune_stream_socket,
 )
+from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.reactor import READ, IOWatch, Reactor, Timer
 
 log = logging.getLogger("reactor_mux")
@@ -36,8 +39,9 @@ class Listener:
         self._reactor = reactor
         self.sock = listen_socket(host, port)
         self.host, self.port = sockname(self.sock)
+        self.name = f"listener on {format_host_port(self.host, self.port)}"
         self._on_accept = on_accept
-        self._watch = IOWatch(reactor, self.sock, self._on_readable)
+        self._watch = IOWatch(reactor, self.sock, self._on_readable, self)
         self._watch.want(READ)
         self._resume_timer: Timer | None = None
         self._starved = False
@@ -56,7 +60,7 @@ class Listener:
                 return
             if self._starved:
                 self._starved = False
-                log.warning("accept on %s:%d works again", self.host, self.port)
+                log.warning("%s: accept works again", self.name)
             tune_stream_socket(conn)
             self._on_accept(conn, peer)
             if self.closed:
@@ -67,20 +71,22 @@ class Listener:
             self._starved = True
             what = "out of file descriptors" if exc.errno in _RESOURCE_ERRORS else "error"
             log.warning(
-                "accept on %s:%d failed (%s: %s); retrying every %.2fs",
-                self.host,
-                self.port,
+                "%s: accept failed (%s: %s); retrying every %.2fs",
+                self.name,
                 what,
                 describe_error(exc),
                 ACCEPT_PAUSE,
             )
         self._watch.want(0)
-        self._resume_timer = self._reactor.call_later(ACCEPT_PAUSE, self._resume)
+        self._resume_timer = self._reactor.call_later(ACCEPT_PAUSE, self._resume, self)
 
     def _resume(self) -> None:
         self._resume_timer = None
         if not self.closed:
             self._watch.want(READ)
+
+    def close_after_bug(self) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.closed:

@@ -2,31 +2,32 @@
 
 Bytes flow two ways:
 
-* local socket -> channel: ``recv_into`` the session's outbound ring for this
-  stream, only while the stream has send credit (so a stalled peer stops us
-  reading, and the local sender feels TCP backpressure);
+* local socket -> channel: ``recv_into`` the stream's send ring (handed out
+  by the host), only while the host grants space (stream credit, and the
+  channel's outbound cap), so a stalled peer stops us reading and the local
+  sender feels TCP backpressure;
 * channel -> local socket: frames are ``send``-ed straight from the channel's
   receive buffer; only what the socket does not take is copied into
-  ``inbound`` (at most one window), and ``consumed`` is reported for what
-  reached the socket, which is what earns the peer its ACKs.
+  ``inbound`` (at most one window), and what reached the socket is reported
+  as ``written``, which is what earns the peer its ACKs.
 
 The socket is closed once both directions are done: the local side sent EOF
 (we queued FIN) and the peer's FIN was passed on after all its data
 (``shutdown(SHUT_WR)``).  Any socket error aborts the stream with RST.
+
+A stream sees its channel only through ``StreamHost``, the handful of calls
+above; it never touches the channel's session, socket or other streams.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from reactor_mux.netutil import abort_socket, describe_error
-from reactor_mux.protocol.ringbuffer import RingBuffer
-from reactor_mux.reactor import READ, WRITE, IOWatch
-
-if TYPE_CHECKING:
-    from reactor_mux.channel import Channel
+from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor
+from reactor_mux.ringbuffer import RingBuffer
 
 log = logging.getLogger("reactor_mux")
 
@@ -34,32 +35,69 @@ READ_CHUNK = 128 * 1024
 """Most bytes read from a local socket per readiness event."""
 
 
+class StreamHost(Protocol):
+    """What a stream needs of the channel that carries it."""
+
+    def read_space(self, stream_id: int) -> int:
+        """Bytes the stream may read from its socket now (0 while it has no send
+        credit, or the channel has paused local reads)."""
+
+    def read_buffer(self, stream_id: int, count: int) -> list[memoryview]:
+        """Where to ``recv_into`` up to ``count`` bytes (the stream's send ring)."""
+
+    def read_done(self, stream_id: int, count: int) -> None:
+        """``count`` bytes were read into ``read_buffer``: send them."""
+
+    def read_eof(self, stream_id: int) -> None:
+        """The local socket sent EOF: send FIN after the data."""
+
+    def written(self, stream_id: int, count: int) -> None:
+        """``count`` bytes from the peer reached the local socket."""
+
+    def inbound_storage_changed(self, delta: int) -> None:
+        """The stream's inbound ring took (+) or gave back (-) storage."""
+
+    @property
+    def inbound_paused(self) -> bool:
+        """The channel stopped reading because inbound rings hold too much:
+        give storage back as soon as a ring empties."""
+
+    def stream_closed(self, stream: LocalStream, reason: str, *, reset: bool) -> None:
+        """The stream is finished (``reset``: abort it at the peer too)."""
+
+
 class LocalStream:
     __slots__ = (
+        "_host",
         "_inbound",
         "_watch",
         "bytes_down",
         "bytes_up",
-        "channel",
         "closed",
         "id",
         "label",
         "peer_eof",
         "read_eof",
         "reading",
-        "session",
         "sock",
         "write_closed",
     )
 
-    def __init__(self, channel: Channel, stream_id: int, sock: socket.socket, label: str) -> None:
-        self.channel = channel
-        self.session = channel.session
+    def __init__(
+        self,
+        reactor: Reactor,
+        host: StreamHost,
+        stream_id: int,
+        sock: socket.socket,
+        label: str,
+        window: int,
+    ) -> None:
+        self._host = host
         self.id = stream_id
         self.sock = sock
         self.label = label
-        self._watch = IOWatch(channel.reactor, sock, self._on_io)
-        self._inbound = RingBuffer(self.session.window)
+        self._watch = IOWatch(reactor, sock, self._on_io, self)
+        self._inbound = RingBuffer(window)
         self.reading = False
         self.read_eof = False
         self.peer_eof = False
@@ -67,11 +105,6 @@ class LocalStream:
         self.closed = False
         self.bytes_up = 0
         self.bytes_down = 0
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received from the peer and not yet written locally."""
-        return len(self._inbound)
 
     def start_reading(self) -> None:
         """The stream is open at both ends: start moving local bytes."""
@@ -83,36 +116,30 @@ class LocalStream:
         if self.closed:
             return
         mask = 0
-        if (
-            self.reading
-            and not self.read_eof
-            and self.session.send_space(self.id) > 0
-            and not self.channel.outbound_paused
-        ):
+        if self.reading and not self.read_eof and self._host.read_space(self.id) > 0:
             mask = READ
         if len(self._inbound):
             mask |= WRITE
         self._watch.want(mask)
 
     def _on_io(self, mask: int) -> None:
-        try:
-            if mask & WRITE:
-                self._write_buffered()
-            if mask & READ and not self.closed:
-                self._read()
-            self.update()
-        except Exception:
-            log.exception("%s: internal error; resetting the stream", self.label)
-            self.abort("internal error")
+        if mask & WRITE:
+            self._write_buffered()
+        if mask & READ and not self.closed:
+            self._read()
+        self.update()
+
+    def close_after_bug(self) -> None:
+        self.abort("internal error")
 
     # ------------------------------------------------------- local -> peer
 
     def _read(self) -> None:
-        session = self.session
-        space = session.send_space(self.id)
-        if space <= 0 or self.channel.outbound_paused:
+        host = self._host
+        space = host.read_space(self.id)
+        if space <= 0:
             return
-        views = session.outbound_views(self.id, min(space, READ_CHUNK))
+        views = host.read_buffer(self.id, min(space, READ_CHUNK))
         try:
             if len(views) == 1:
                 count = self.sock.recv_into(views[0])
@@ -125,68 +152,58 @@ class LocalStream:
             return
         if count == 0:
             self.read_eof = True
-            session.end_stream(self.id)
-            self.channel.schedule_flush()
+            host.read_eof(self.id)
             self._close_if_done()
             return
-        session.outbound_written(self.id, count)
-        self.channel.outbound_grew()
         self.bytes_up += count
-        self.channel.schedule_flush()
+        host.read_done(self.id, count)
 
     # ------------------------------------------------------- peer -> local
 
-    def deliver(self, views: list[memoryview]) -> None:
+    def deliver(self, data: memoryview) -> None:
         """Write stream data from the peer; buffer what the socket refuses."""
         if self.closed:
             return
         inbound = self._inbound
-        held = inbound.capacity
-        if not len(inbound):
-            try:
-                sent = self.sock.sendmsg(views) if len(views) > 1 else self.sock.send(views[0])
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self.abort(f"local connection failed: {describe_error(exc)}")
-                return
-            if sent:
-                self.bytes_down += sent
-                self.session.consumed(self.id, sent)
-            before = len(inbound)
-            for view in views:
-                if sent >= len(view):
-                    sent -= len(view)
-                    continue
-                inbound.write(view[sent:])
-                sent = 0
-        else:
-            before = len(inbound)
-            for view in views:
-                inbound.write(view)
-        if inbound.capacity != held:
-            self.channel.inbound_changed(inbound.capacity - held)
-        if len(inbound) > before:
+        if len(inbound):
+            held = inbound.capacity
+            inbound.write(data)
+            if inbound.capacity != held:
+                self._host.inbound_storage_changed(inbound.capacity - held)
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.abort(f"local connection failed: {describe_error(exc)}")
+            return
+        if sent:
+            self.bytes_down += sent
+            self._host.written(self.id, sent)
+        if sent < len(data):
+            held = inbound.capacity
+            inbound.write(data[sent:])
+            if inbound.capacity != held:
+                self._host.inbound_storage_changed(inbound.capacity - held)
             self.update()
 
     def _write_buffered(self) -> None:
         inbound = self._inbound
         if not len(inbound):
             return
-        views = inbound.peek(0, len(inbound))
         try:
-            sent = self.sock.sendmsg(views)
+            sent = self.sock.sendmsg(inbound.peek(0, len(inbound)))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self.abort(f"local connection failed: {describe_error(exc)}")
             return
         inbound.consume(sent)
-        if not len(inbound) and self.channel.read_paused:
-            self.release_idle_inbound()
         self.bytes_down += sent
-        self.session.consumed(self.id, sent)
-        self.channel.schedule_flush()
+        if not len(inbound) and self._host.inbound_paused:
+            self._release_inbound()
+        self._host.written(self.id, sent)
         if not len(inbound) and self.peer_eof:
             self._shutdown_write()
 
@@ -210,13 +227,15 @@ class LocalStream:
 
     def release_idle_inbound(self) -> None:
         """Give back the inbound ring's storage if it is empty (memory pressure)."""
-        released = self._inbound.release()
-        if released:
-            self.channel.inbound_changed(-released)
+        if not len(self._inbound):
+            self._release_inbound()
 
     def _release_inbound(self) -> None:
+        """Drop whatever the inbound ring holds and give its storage back."""
         self._inbound.consume(len(self._inbound))
-        self.release_idle_inbound()
+        released = self._inbound.release()
+        if released:
+            self._host.inbound_storage_changed(-released)
 
     def _close_if_done(self) -> None:
         if self.read_eof and self.write_closed and not self.closed:
@@ -224,16 +243,14 @@ class LocalStream:
             self._release_inbound()
             self._watch.close()
             self.sock.close()
-            self.channel.stream_closed(self, "closed")
+            self._host.stream_closed(self, "closed", reset=False)
 
     def abort(self, reason: str) -> None:
         """A local failure: reset the stream at the peer and here."""
         if self.closed:
             return
-        self.session.reset_stream(self.id, reason)
         self.abort_local()
-        self.channel.stream_closed(self, reason)
-        self.channel.schedule_flush()
+        self._host.stream_closed(self, reason, reset=True)
 
     def abort_local(self) -> None:
         """Close the local socket with RST (peer reset, refusal, channel loss)."""

@@ -9,7 +9,6 @@ SYN ERROR / BIND ERROR replies.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -20,24 +19,6 @@ LISTEN_BACKLOG = 512
 PeerAddress = tuple[Any, ...]
 """What ``accept()`` returns as the peer: (host, port) or (host, port, flow, scope)."""
 _LINGER_ABORT = struct.pack("ii", 1, 0)
-
-
-def is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def is_loopback(host: str) -> bool:
-    """True for loopback literals and 'localhost'."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -115,7 +96,3 @@ def describe_error(exc: BaseException | int) -> str:
 def sockname(sock: socket.socket) -> tuple[str, int]:
     address = sock.getsockname()
     return address[0], address[1]
-
-
-def format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -11,13 +11,19 @@ every frame produced while handling one ``select`` result leaves in one
 ``sendmsg``.  Other threads (the DNS resolver) and signal handlers reach the
 loop only through ``call_soon_threadsafe``, which writes a byte to a wakeup
 socket.
+
+Exception isolation lives here, in one place.  Every callback is registered
+with the ``Owner`` it belongs to (a channel, a stream, a listener, a
+connector); when a callback raises, the reactor logs the traceback once as an
+internal error and calls ``owner.close_after_bug()``, so a bug costs that
+object and the loop goes on serving everything else.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import os
+import logging
 import selectors
 import signal
 import socket
@@ -25,35 +31,80 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+log = logging.getLogger("reactor_mux")
 
 READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 
+COMPACT_MIN_TIMERS = 64
+"""The timer heap is rebuilt without its cancelled entries once it holds at least
+this many and more than half of them are cancelled (see ``Timer.cancel``)."""
+
+
+class Owner(Protocol):
+    """The object a callback belongs to: it pays for a bug in the callback."""
+
+    def close_after_bug(self) -> None:
+        """Close or reset this object after one of its callbacks raised (the
+        reactor has already logged the traceback); must not raise itself."""
+
+
+class _NoOwner:
+    """Owner of process-wide callbacks (signal handlers): a bug is only logged."""
+
+    def close_after_bug(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "the process"
+
+
+PROCESS: Owner = _NoOwner()
+
+
+def _describe(owner: Owner) -> str:
+    return str(getattr(owner, "name", None) or getattr(owner, "label", None) or owner)
+
 
 class Timer:
-    """A scheduled call; ``cancel()`` makes it a no-op."""
+    """A scheduled call; ``cancel()`` drops the callback (and what it references)."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("_reactor", "callback", "cancelled", "owner", "when")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(
+        self, reactor: Reactor, when: float, callback: Callable[[], None], owner: Owner
+    ) -> None:
+        self._reactor: Reactor | None = reactor
         self.when = when
-        self.callback = callback
+        self.callback: Callable[[], None] | None = callback
+        self.owner: Owner | None = owner
         self.cancelled = False
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
+        self.callback = None
+        self.owner = None
+        reactor, self._reactor = self._reactor, None
+        if reactor is not None:
+            reactor._timer_cancelled()
 
 
 class IOWatch:
     """Registration of one file object with the reactor."""
 
-    __slots__ = ("_callback", "_reactor", "closed", "fileobj", "mask")
+    __slots__ = ("_reactor", "callback", "closed", "fileobj", "mask", "owner")
 
-    def __init__(self, reactor: Reactor, fileobj: Any, callback: Callable[[int], None]) -> None:
+    def __init__(
+        self, reactor: Reactor, fileobj: Any, callback: Callable[[int], None], owner: Owner
+    ) -> None:
         self._reactor = reactor
         self.fileobj = fileobj
-        self._callback = callback
+        self.callback = callback
+        self.owner = owner
         self.mask = 0
         self.closed = False
 
@@ -63,16 +114,12 @@ class IOWatch:
             return
         selector = self._reactor.selector
         if self.mask == 0:
-            selector.register(self.fileobj, mask, self._dispatch)
+            selector.register(self.fileobj, mask, self)
         elif mask == 0:
             selector.unregister(self.fileobj)
         else:
-            selector.modify(self.fileobj, mask, self._dispatch)
+            selector.modify(self.fileobj, mask, self)
         self.mask = mask
-
-    def _dispatch(self, mask: int) -> None:
-        if not self.closed:
-            self._callback(mask)
 
     def close(self) -> None:
         """Unregister for good; a pending event for this watch is dropped."""
@@ -87,23 +134,28 @@ class IOWatch:
         self.closed = True
 
 
+_Call = tuple[Callable[[], None], Owner]
+
+
 class Reactor:
     """The event loop."""
 
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Timer]] = []
+        self._cancelled_timers = 0
         self._sequence = itertools.count()
-        self._soon: deque[Callable[[], None]] = deque()
-        self._threadsafe: deque[Callable[[], None]] = deque()
+        self._soon: deque[_Call] = deque()
+        self._threadsafe: deque[_Call] = deque()
         self._stopping = False
         self._wakeup_read, self._wakeup_write = socket.socketpair()
         self._wakeup_read.setblocking(False)
         self._wakeup_write.setblocking(False)
-        self._wakeup_watch = IOWatch(self, self._wakeup_read, self._on_wakeup)
+        self._wakeup_watch = IOWatch(self, self._wakeup_read, self._on_wakeup, PROCESS)
         self._wakeup_watch.want(READ)
         self._signal_handlers: dict[int, Callable[[], None]] = {}
-        self._old_wakeup_fd: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._previous_wakeup_fd: int | None = None
 
     # ------------------------------------------------------------ scheduling
 
@@ -111,22 +163,22 @@ class Reactor:
     def time() -> float:
         return time.monotonic()
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer(self.time() + max(0.0, delay), callback)
+    def call_later(self, delay: float, callback: Callable[[], None], owner: Owner) -> Timer:
+        timer = Timer(self, self.time() + max(0.0, delay), callback, owner)
         heapq.heappush(self._timers, (timer.when, next(self._sequence), timer))
         return timer
 
-    def call_soon(self, callback: Callable[[], None]) -> None:
+    def call_soon(self, callback: Callable[[], None], owner: Owner) -> None:
         """Run ``callback`` at the end of this tick (after the I/O callbacks)."""
-        self._soon.append(callback)
+        self._soon.append((callback, owner))
 
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+    def call_soon_threadsafe(self, callback: Callable[[], None], owner: Owner) -> None:
         """Schedule from another thread (or a signal handler) and wake the loop."""
-        self._threadsafe.append(callback)
+        self._threadsafe.append((callback, owner))
         try:
             self._wakeup_write.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the loop is already due to wake up
+        except OSError:
+            pass  # full (the loop is already due to wake up) or closed
 
     def _on_wakeup(self, _mask: int) -> None:
         try:
@@ -135,21 +187,53 @@ class Reactor:
         except (BlockingIOError, InterruptedError):
             pass
 
+    @property
+    def timer_count(self) -> int:
+        """Entries in the timer heap, cancelled ones included (for tests)."""
+        return len(self._timers)
+
+    def _timer_cancelled(self) -> None:
+        """Compact the heap when most of it is cancelled timers, so a pattern of
+        long timeouts that finish early (connects) cannot grow it without bound."""
+        self._cancelled_timers += 1
+        timers = self._timers
+        if len(timers) >= COMPACT_MIN_TIMERS and 2 * self._cancelled_timers > len(timers):
+            live = [entry for entry in timers if not entry[2].cancelled]
+            heapq.heapify(live)
+            self._timers = live
+            self._cancelled_timers = 0
+
+    # ------------------------------------------------------- isolation guard
+
+    def _internal_error(self, owner: Owner) -> None:
+        """The one place a raising callback is handled: log it, close its owner."""
+        log.exception("internal error in %s; closing it", _describe(owner))
+        try:
+            owner.close_after_bug()
+        except Exception:  # closing after a bug must not stop the loop
+            log.exception("internal error while closing %s", _describe(owner))
+
     # --------------------------------------------------------------- signals
 
     def add_signal_handler(self, signum: int, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the loop when ``signum`` arrives (main thread only)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        if self._old_wakeup_fd is None:
-            self._old_wakeup_fd = signal.set_wakeup_fd(self._wakeup_write.fileno())
+        if self._previous_wakeup_fd is None:
+            # A burst of signals must not print "buffer full" warnings: the loop
+            # wakes up once either way, and the handler queue holds every signal.
+            self._previous_wakeup_fd = signal.set_wakeup_fd(
+                self._wakeup_write.fileno(), warn_on_full_buffer=False
+            )
+        if signum not in self._previous_handlers:
+            self._previous_handlers[signum] = signal.getsignal(signum)
         self._signal_handlers[signum] = callback
         signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         callback = self._signal_handlers.get(signum)
         if callback is not None:
-            self._threadsafe.append(callback)
+            self._threadsafe.append((callback, PROCESS))
 
     # ------------------------------------------------------------------ loop
 
@@ -160,18 +244,17 @@ class Reactor:
         """Run until ``stop()`` (a stop requested before ``run`` ends it at once)."""
         select = self.selector.select
         while not self._stopping:
-            timeout = self._next_timeout()
-            for key, mask in select(timeout):
-                key.data(mask)
-            self._run_timers()
+            for key, mask in select(self._next_timeout()):
+                watch: IOWatch = key.data
+                if watch.closed:
+                    continue
+                try:
+                    watch.callback(mask)
+                except Exception:  # noqa: BLE001 - the guard: a bug costs its owner only
+                    self._internal_error(watch.owner)
+            if self._timers:
+                self._run_timers()
             self._run_soon()
-
-    def run_once(self, timeout: float = 0.0) -> None:
-        """One tick (for tests and tools)."""
-        for key, mask in self.selector.select(timeout):
-            key.data(mask)
-        self._run_timers()
-        self._run_soon()
 
     def _next_timeout(self) -> float | None:
         if self._soon or self._threadsafe:
@@ -179,41 +262,50 @@ class Reactor:
         timers = self._timers
         while timers and timers[0][2].cancelled:
             heapq.heappop(timers)
+            self._cancelled_timers -= 1
         if not timers:
             return None
         return max(0.0, timers[0][0] - self.time())
 
     def _run_timers(self) -> None:
         timers = self._timers
-        if not timers:
-            return
         now = self.time()
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
-            if not timer.cancelled:
-                timer.cancelled = True
-                timer.callback()
+            if timer.cancelled:
+                self._cancelled_timers -= 1
+                continue
+            callback, owner = timer.callback, timer.owner
+            timer.cancelled = True
+            timer.callback = timer.owner = timer._reactor = None
+            assert callback is not None and owner is not None
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - the guard: a bug costs its owner only
+                self._internal_error(owner)
 
     def _run_soon(self) -> None:
-        threadsafe = self._threadsafe
+        soon, threadsafe = self._soon, self._threadsafe
         while threadsafe:
-            self._soon.append(threadsafe.popleft())
+            soon.append(threadsafe.popleft())
         # Only what was queued when this pass began, so nothing can starve I/O.
-        for _ in range(len(self._soon)):
-            self._soon.popleft()()
+        for _ in range(len(soon)):
+            callback, owner = soon.popleft()
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - the guard: a bug costs its owner only
+                self._internal_error(owner)
 
     def close(self) -> None:
-        for signum in list(self._signal_handlers):
-            signal.signal(signum, signal.SIG_DFL)
-        if self._old_wakeup_fd is not None:
-            signal.set_wakeup_fd(self._old_wakeup_fd)
+        """Release the loop's resources and give back the signal handling it took."""
+        for signum, previous in self._previous_handlers.items():
+            signal.signal(signum, previous)
+        self._previous_handlers.clear()
+        self._signal_handlers.clear()
+        if self._previous_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            self._previous_wakeup_fd = None
         self._wakeup_watch.close()
         self._wakeup_read.close()
         self._wakeup_write.close()
         self.selector.close()
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process (for idle checks and the demo)."""
-    times = os.times()
-    return times.user + times.system

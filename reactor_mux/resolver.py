@@ -13,8 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from reactor_mux.netutil import describe_error, is_ip_literal
-from reactor_mux.reactor import Reactor
+from reactor_mux.netutil import describe_error
+from reactor_mux.protocol.syntax import is_ip_literal
+from reactor_mux.reactor import Owner, Reactor
 
 Address = tuple[socket.AddressFamily, tuple[Any, ...]]
 ResolveCallback = Callable[[list[Address], str | None], None]
@@ -57,8 +58,9 @@ class Resolver:
         self._reactor = reactor
         self._pool: ThreadPoolExecutor | None = None
 
-    def resolve(self, host: str, port: int, callback: ResolveCallback) -> Resolution:
-        """Call ``callback(addresses, error)`` from the loop once ``host`` resolves."""
+    def resolve(self, host: str, port: int, callback: ResolveCallback, owner: Owner) -> Resolution:
+        """Call ``callback(addresses, error)`` from the loop once ``host`` resolves;
+        the call belongs to ``owner``."""
         handle = Resolution()
         if is_ip_literal(host):
             try:
@@ -66,7 +68,7 @@ class Resolver:
                 error = None
             except OSError as exc:
                 result, error = [], describe_error(exc)
-            self._reactor.call_soon(lambda: _deliver(handle, callback, result, error))
+            self._reactor.call_soon(lambda: _deliver(handle, callback, result, error), owner)
             return handle
         if self._pool is None:
             self._pool = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolver")
@@ -78,7 +80,9 @@ class Resolver:
                 addresses, error = [], describe_error(exc)
             except Exception as exc:  # noqa: BLE001 - reported as a lookup failure
                 addresses, error = [], f"cannot resolve host: {exc}"
-            self._reactor.call_soon_threadsafe(lambda: _deliver(handle, callback, addresses, error))
+            self._reactor.call_soon_threadsafe(
+                lambda: _deliver(handle, callback, addresses, error), owner
+            )
 
         self._pool.submit(_lookup, host, port, False).add_done_callback(done)
         return handle

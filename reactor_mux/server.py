@@ -19,28 +19,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from reactor_mux.channel import Channel, wait_for_streams
+from reactor_mux.channel import (
+    Channel,
+    MappingAnswer,
+    MappingDenied,
+    MappingGranted,
+    wait_for_streams,
+)
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
-from reactor_mux.netutil import (
-    PeerAddress,
-    describe_error,
-    format_address,
-    is_ip_literal,
-    is_loopback,
-)
-from reactor_mux.protocol.commands import Verb, format_command
+from reactor_mux.netutil import PeerAddress, describe_error
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
+    MappingKind,
     MappingRefused,
     MappingRequested,
 )
-from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
-from reactor_mux.protocol.session import CONNECT, Role
+from reactor_mux.protocol.session import Role, error_frame
+from reactor_mux.protocol.syntax import format_host_port, is_loopback, listening_address
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
+from reactor_mux.transport import TcpTransport
 
 log = logging.getLogger("reactor_mux")
 
@@ -83,12 +84,13 @@ class Server:
         for host, port in self.config.listen:
             listener = Listener(self.reactor, host, port, self._on_accept)
             self.listeners.append(listener)
-            log.info("listening on %s", format_address(listener.host, listener.port))
-            if not is_loopback(host):
+            address = format_host_port(listener.host, listener.port)
+            log.info("listening on %s", address)
+            if not is_loopback(listener.host):
                 log.warning(
                     "%s is reachable from other hosts and has no authentication: anyone who "
                     "can connect can open connections through this host",
-                    format_address(listener.host, listener.port),
+                    address,
                 )
 
     def close(self) -> None:
@@ -118,21 +120,19 @@ class Server:
 
     def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
         self._accepted += 1
-        name = f"channel #{self._accepted} from {format_address(peer[0], peer[1])}"
+        name = f"channel #{self._accepted} from {format_host_port(peer[0], peer[1])}"
         if len(self.clients) >= self.config.max_channels:
             reason = f"too many channels (limit {self.config.max_channels})"
             log.warning("%s: refused: %s", name, reason)
-            frame = encode_frame(0, KIND_COMMAND, format_command(Verb.ERROR, reason))
             try:
-                sock.send(frame)
+                sock.send(error_frame(reason))
             except OSError:
                 pass
             sock.close()
             return
-        session = self.config.settings.new_session(Role.SERVER)
-        channel = Channel(
-            self.reactor, self.resolver, sock, session, self, name, self.config.settings
-        )
+        settings = self.config.settings
+        transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
+        channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings)
         channel.draining = self._draining
         self.clients[channel] = _ClientState()
         log.debug("%s: accepted", name)
@@ -156,52 +156,50 @@ class Server:
             self._by_client_id[client_id] = channel
         log.info("%s: client connected", channel.name)
 
-    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> None:
+    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         state = self.clients[channel]
-        target = format_address(event.host, event.port)
-        if event.kind == CONNECT:
+        target = format_host_port(event.host, event.port)
+        if event.kind is MappingKind.CONNECT:
             state.targets[event.mapping] = (event.host, event.port)
-            channel.session.accept_connect(event.mapping)
             log.info("%s: forwarding -L to %s", channel.name, target)
-            return
-        reason = self._bind_policy(event.host)
-        if reason is None:
-            host = "127.0.0.1" if event.host == "localhost" else event.host
+            return MappingGranted()
+        address, reason = self._bind_policy(event.host)
+        if address is not None:
             try:
                 listener = Listener(
                     self.reactor,
-                    host,
+                    address,
                     event.port,
                     partial(self._on_remote_accept, channel, event.mapping),
                 )
             except OSError as exc:
                 reason = f"cannot listen on {target}: {describe_error(exc)}"
-        if reason is not None:
-            log.warning("%s: -R refused: %s", channel.name, reason)
-            channel.session.refuse_bind(event.mapping, reason)
-            return
-        state.binds[event.mapping] = listener
-        channel.session.accept_bind(event.mapping, listener.host, listener.port)
-        log.info(
-            "%s: forwarding -R %s -> client",
-            channel.name,
-            format_address(listener.host, listener.port),
-        )
+            else:
+                state.binds[event.mapping] = listener
+                bound = format_host_port(listener.host, listener.port)
+                log.info("%s: forwarding -R %s -> client", channel.name, bound)
+                return MappingGranted((listener.host, listener.port))
+        log.warning("%s: -R refused: %s", channel.name, reason)
+        return MappingDenied(reason)
 
-    def _bind_policy(self, host: str) -> str | None:
-        """Why a BIND for ``host`` is refused, or None if it is allowed."""
+    def _bind_policy(self, host: str) -> tuple[str | None, str]:
+        """``(address to bind, "")`` if a BIND for ``host`` is allowed, else
+        ``(None, why not)``."""
         if self._draining:
-            return "server shutting down"
-        if host != "localhost" and not is_ip_literal(host):
-            return f"bind address {host} must be an IP address"
-        if not self.config.gateway_ports and not is_loopback(host):
-            return f"binding {host} needs the server's --gateway-ports (only loopback otherwise)"
-        return None
+            return None, "server shutting down"
+        address = listening_address(host)
+        if address is None:
+            return None, f"bind address {host} must be an IP address"
+        if not self.config.gateway_ports and not is_loopback(address):
+            return None, (
+                f"binding {host} needs the server's --gateway-ports (only loopback otherwise)"
+            )
+        return address, ""
 
     def _on_remote_accept(
         self, channel: Channel, mapping: int, sock: socket.socket, peer: PeerAddress
     ) -> None:
-        channel.open_stream(mapping, sock, f"-R from {format_address(peer[0], peer[1])}")
+        channel.open_stream(mapping, sock, f"-R from {format_host_port(peer[0], peer[1])}")
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         raise AssertionError("the session never reports mapping replies to a server")

@@ -1,22 +1,16 @@
 """Per-channel settings and their named limits, shared by both roles.
 
-Every bounded resource of a channel is a field here, with its default; the
-command line exposes each as a flag, docs/limits.md turns them into the
+Every bounded resource of a channel is a field here or in the protocol's
+``SessionConfig`` (which this wraps), with its default; the command line
+exposes each as a flag with that default, docs/limits.md turns them into the
 worst-case memory formula, and tests drive each one to its limit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from reactor_mux.protocol.limits import (
-    DEFAULT_MAX_PENDING_SYNS,
-    DEFAULT_MAX_STREAMS,
-    DEFAULT_WINDOW,
-    MAX_DATA_BODY,
-    MAX_MAPPINGS,
-)
-from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.config import SessionConfig
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to connect to a target (or to the server) before giving up."""
@@ -34,21 +28,23 @@ DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
 """Bytes a channel may hold for its streams in each direction before it stops
 reading more (the local sockets for outbound data, the channel for inbound)."""
 
+MIN_MAX_BUFFER = 64 * 1024
+"""The smallest --max-buffer: below a few windows the cap would pause constantly."""
+
 DEFAULT_DRAIN_TIMEOUT = 10.0
 """Seconds a SIGTERM/SIGINT waits for open streams to finish."""
 
 
 @dataclass(frozen=True)
 class ChannelSettings:
-    window: int = DEFAULT_WINDOW
-    max_frame: int = MAX_DATA_BODY
+    """What a channel is configured with: its session's settings plus the
+    timeouts and the buffer cap that the I/O side enforces."""
+
+    session: SessionConfig = field(default_factory=SessionConfig)
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_timeout: float | None = None
-    max_streams: int = DEFAULT_MAX_STREAMS
-    max_pending_syns: int = DEFAULT_MAX_PENDING_SYNS
-    max_mappings: int = MAX_MAPPINGS
     max_buffer: int = DEFAULT_MAX_BUFFER
 
     @property
@@ -57,14 +53,3 @@ class ChannelSettings:
         if self.keepalive_timeout is not None:
             return self.keepalive_timeout
         return KEEPALIVE_TIMEOUT_FACTOR * self.keepalive_interval
-
-    def new_session(self, role: Role, client_id: str | None = None) -> Session:
-        return Session(
-            role,
-            self.window,
-            max_frame=self.max_frame,
-            client_id=client_id,
-            max_streams=self.max_streams,
-            max_pending_syns=self.max_pending_syns,
-            max_mappings=self.max_mappings,
-        )

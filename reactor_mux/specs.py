@@ -11,12 +11,19 @@ offending text, for a one-line usage error.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
-from reactor_mux.netutil import format_address, is_ip_literal
+from reactor_mux.protocol.syntax import (
+    LOCALHOST_ADDRESS,
+    format_host_port,
+    is_ip_literal,
+    listening_address,
+    parse_decimal,
+)
 
-DEFAULT_BIND = "127.0.0.1"
+DEFAULT_BIND = LOCALHOST_ADDRESS
 ALL_INTERFACES = "0.0.0.0"
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]{0,253}[A-Za-z0-9_.])?")
@@ -26,11 +33,18 @@ class SpecError(ValueError):
     """A malformed address or forwarding spec."""
 
 
+class ForwardKind(enum.Enum):
+    """Which side listens: ``-L`` the client (local), ``-R`` the server (remote)."""
+
+    LOCAL = "L"
+    REMOTE = "R"
+
+
 @dataclass(frozen=True)
 class ForwardSpec:
     """One ``-L`` or ``-R`` mapping."""
 
-    kind: str  # "L" or "R"
+    kind: ForwardKind
     bind_host: str
     bind_port: int
     target_host: str
@@ -39,11 +53,16 @@ class ForwardSpec:
 
     @property
     def bind(self) -> str:
-        return format_address(self.bind_host, self.bind_port)
+        return format_host_port(self.bind_host, self.bind_port)
 
     @property
     def target(self) -> str:
-        return format_address(self.target_host, self.target_port)
+        return format_host_port(self.target_host, self.target_port)
+
+    @property
+    def flag(self) -> str:
+        """How the user wrote it: ``-L 8080:db:5432``."""
+        return f"-{self.kind.value} {self.text}"
 
 
 def _split_fields(text: str) -> list[str]:
@@ -70,13 +89,10 @@ def _split_fields(text: str) -> list[str]:
 
 
 def _port(text: str, what: str, allow_zero: bool) -> int:
-    if not text.isdigit() or len(text) > 5:
-        raise SpecError(f"{what} {text!r} is not a number")
-    port = int(text)
-    low = 0 if allow_zero else 1
-    if not low <= port <= 65535:
-        raise SpecError(f"{what} {port} is outside {low}..65535")
-    return port
+    try:
+        return parse_decimal(text, what, 0 if allow_zero else 1, 65535)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _unbracket(text: str, what: str) -> str:
@@ -105,16 +121,14 @@ def parse_bind_host(text: str) -> str:
     """A listening address: an IP literal, 'localhost', '*' or '' (all interfaces)."""
     if text in ("", "*"):
         return ALL_INTERFACES
-    host = _unbracket(text, "bind address")
-    if host == "localhost":
-        return "127.0.0.1"
-    if not is_ip_literal(host):
+    address = listening_address(_unbracket(text, "bind address"))
+    if address is None:
         raise SpecError(f"bind address {text!r} must be an IP address, 'localhost' or '*'")
-    return host
+    return address
 
 
-def parse_forward(kind: str, text: str) -> ForwardSpec:
-    """Parse the argument of ``-L`` (kind 'L') or ``-R`` (kind 'R')."""
+def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
+    """Parse the argument of ``-L`` or ``-R``."""
     try:
         fields = _split_fields(text)
         if len(fields) == 3:
@@ -135,7 +149,7 @@ def parse_forward(kind: str, text: str) -> ForwardSpec:
         )
     except SpecError as exc:
         raise SpecError(
-            f"bad -{kind} {text!r}: {exc}; expected [BIND:]PORT:HOST:HOSTPORT"
+            f"bad -{kind.value} {text!r}: {exc}; expected [BIND:]PORT:HOST:HOSTPORT"
         ) from None
 
 

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from reactor_mux.protocol.commands import (
     Verb,
     format_command,
-    format_host_port,
     parse_command,
     parse_decimal,
     parse_host_port,
 )
 from reactor_mux.protocol.errors import ProtocolError
 from reactor_mux.protocol.limits import MAX_COMMAND_BODY
+from reactor_mux.protocol.syntax import format_host_port
 
 VECTORS = json.loads((pathlib.Path(__file__).parent / "vectors" / "commands.json").read_text())
 

@@ -7,12 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reactor_mux.protocol.commands import parse_command
+from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
     DataReceived,
     HelloReceived,
     MappingAccepted,
+    MappingKind,
     MappingRefused,
     MappingRequested,
     PongReceived,
@@ -73,7 +75,10 @@ def types(events):
 
 @pytest.fixture
 def pair():
-    client, server = Session(Role.CLIENT, WINDOW), Session(Role.SERVER, WINDOW)
+    client, server = (
+        Session(Role.CLIENT, SessionConfig(WINDOW)),
+        Session(Role.SERVER, SessionConfig(WINDOW)),
+    )
     c_events, s_events = exchange(client, server)
     assert c_events == [HelloReceived(WINDOW)] and s_events == [HelloReceived(WINDOW)]
     return client, server
@@ -92,7 +97,10 @@ def open_l_stream(client, server, mapping=1):
 
 
 def test_handshake_announces_windows():
-    client, server = Session(Role.CLIENT, 8192), Session(Role.SERVER, 16384)
+    client, server = (
+        Session(Role.CLIENT, SessionConfig(8192)),
+        Session(Role.SERVER, SessionConfig(16384)),
+    )
     assert not client.ready
     exchange(client, server)
     assert client.ready and server.ready
@@ -103,10 +111,10 @@ def test_bind_reports_the_bound_address(pair):
     client, server = pair
     client.request_bind(2, "127.0.0.1", 0)
     _, s_events = exchange(client, server)
-    assert s_events == [MappingRequested(2, "bind", "127.0.0.1", 0)]
+    assert s_events == [MappingRequested(2, MappingKind.BIND, "127.0.0.1", 0)]
     server.accept_bind(2, "127.0.0.1", 40123)
     c_events, _ = exchange(client, server)
-    assert c_events == [MappingAccepted(2, "bind", "127.0.0.1", 40123)]
+    assert c_events == [MappingAccepted(2, MappingKind.BIND, "127.0.0.1", 40123)]
     sid = server.open_stream(2)
     assert sid % 2 == 0, "server-opened streams have even ids"
     c_events, _ = exchange(client, server)
@@ -125,8 +133,8 @@ def test_refusals(pair):
     server.refuse_connect(2, "not allowed")
     c_events, _ = exchange(client, server)
     assert c_events == [
-        MappingRefused(1, "bind", "address already in use"),
-        MappingRefused(2, "connect", "not allowed"),
+        MappingRefused(1, MappingKind.BIND, "address already in use"),
+        MappingRefused(2, MappingKind.CONNECT, "not allowed"),
     ]
 
 
@@ -250,7 +258,10 @@ def test_partial_frame_is_finished_before_anything_else(pair):
     sends=st.lists(st.integers(1, 100000), min_size=1, max_size=200),
 )
 def test_any_sequence_of_partial_sends_yields_the_same_streams(payloads, sends):
-    client, server = Session(Role.CLIENT, 256 * 1024), Session(Role.SERVER, 256 * 1024)
+    client, server = (
+        Session(Role.CLIENT, SessionConfig(256 * 1024)),
+        Session(Role.SERVER, SessionConfig(256 * 1024)),
+    )
     exchange(client, server)
     ids = []
     for mapping in range(1, len(payloads) + 1):
@@ -344,7 +355,9 @@ def test_mappings_beyond_the_limit_are_refused_gracefully(pair):
     c_events, s_events = exchange(client, server)
     assert len(s_events) == MAX_MAPPINGS
     assert c_events == [
-        MappingRefused(MAX_MAPPINGS + 1, "connect", f"too many mappings (limit {MAX_MAPPINGS})")
+        MappingRefused(
+            MAX_MAPPINGS + 1, MappingKind.CONNECT, f"too many mappings (limit {MAX_MAPPINGS})"
+        )
     ]
     assert not server.failed
 
@@ -396,7 +409,7 @@ def test_a_peer_that_never_reads_replies_is_cut_off(pair):
 
 
 def test_too_many_streams_are_refused_gracefully():
-    client, server = Session(Role.CLIENT), Session(Role.SERVER, max_streams=2)
+    client, server = Session(Role.CLIENT), Session(Role.SERVER, SessionConfig(max_streams=2))
     exchange(client, server)
     client.request_connect(1, "127.0.0.1", 80)
     ids = [client.open_stream(1) for _ in range(3)]
@@ -525,7 +538,7 @@ def test_bad_max_frame_or_client_id_in_hello():
 
 def test_sender_keeps_data_frames_within_the_peers_max_frame():
     client = Session(Role.CLIENT)
-    server = Session(Role.SERVER, max_frame=4096)
+    server = Session(Role.SERVER, SessionConfig(max_frame=4096))
     exchange(client, server)
     assert client.peer_max_frame == 4096
     sid = open_l_stream(client, server)
@@ -535,7 +548,7 @@ def test_sender_keeps_data_frames_within_the_peers_max_frame():
 
 
 def test_pending_syns_beyond_the_limit_are_refused():
-    client, server = Session(Role.CLIENT), Session(Role.SERVER, max_pending_syns=2)
+    client, server = Session(Role.CLIENT), Session(Role.SERVER, SessionConfig(max_pending_syns=2))
     exchange(client, server)
     client.request_connect(1, "127.0.0.1", 80)
     ids = [client.open_stream(1) for _ in range(3)]

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from reactor_mux.protocol.events import (
     ChannelFailed,
     DataReceived,
+    MappingKind,
     MappingRequested,
     StreamEnded,
     StreamRequested,
@@ -103,7 +104,7 @@ def drive(phases: list[bytes], cuts: list[int]) -> ChannelFailed | None:
                 if isinstance(event, ChannelFailed):
                     failed = event
                 elif isinstance(event, MappingRequested):
-                    if event.kind == "connect":
+                    if event.kind is MappingKind.CONNECT:
                         server.accept_connect(event.mapping)
                     else:
                         server.accept_bind(event.mapping, "127.0.0.1", 40000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 
+from reactor_mux.protocol import syntax
 from reactor_mux.protocol.errors import ProtocolError
 from reactor_mux.protocol.limits import MAX_COMMAND_BODY, MAX_HOST_LENGTH
 
@@ -88,7 +89,6 @@ SCOPE: dict[Verb, Scope] = {
 }
 
 _WORD = re.compile(rb"[\x21-\x7e]+")
-_DECIMAL = re.compile(r"(0|[1-9][0-9]{0,9})")
 _CLIENT_ID = re.compile(r"[0-9A-Za-z_-]{8,64}")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
 
@@ -158,12 +158,10 @@ def _sanitise(text: str) -> list[str]:
 
 def parse_decimal(word: str, what: str, low: int, high: int) -> int:
     """Parse a canonical decimal in [low, high] or raise ``ProtocolError``."""
-    if not _DECIMAL.fullmatch(word):
-        raise ProtocolError(f"{what} is not a decimal number: {word[:32]!r}")
-    value = int(word)
-    if not low <= value <= high:
-        raise ProtocolError(f"{what} {value} is outside {low}..{high}")
-    return value
+    try:
+        return syntax.parse_decimal(word, what, low, high, canonical=True)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 def parse_client_id(word: str) -> str:
@@ -185,8 +183,3 @@ def parse_host_port(word: str, *, allow_port_zero: bool) -> tuple[str, int]:
         raise ProtocolError("host name too long")
     port = parse_decimal(port_text, "port", 0 if allow_port_zero else 1, 65535)
     return host, port
-
-
-def format_host_port(host: str, port: int) -> str:
-    """Format an address as the protocol (and ssh) writes it: IPv6 in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

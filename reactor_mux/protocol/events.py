@@ -1,18 +1,26 @@
-"""Events the session reports to its driver, one class per thing that happened."""
+"""Events the session reports to its driver, one class per thing that happened.
+
+``Event`` is the union of them all, not a base class, so a driver that
+dispatches with ``match`` and ends in ``unhandled(event)`` gets a mypy error
+for any event it forgot (a new event class cannot go silently unhandled).
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from typing import NoReturn, TypeAlias
 
 
-class Event:
-    """Base class of everything ``Session.receive_into`` returns."""
+class MappingKind(enum.Enum):
+    """What a mapping asks of the server: CONNECT (``-L``) or BIND (``-R``)."""
 
-    __slots__ = ()
+    CONNECT = "connect"
+    BIND = "bind"
 
 
 @dataclass(slots=True)
-class HelloReceived(Event):
+class HelloReceived:
     """The peer's HELLO: its per-stream window, its largest data frame, and (from a
     client) the identity token it keeps across reconnects."""
 
@@ -22,43 +30,43 @@ class HelloReceived(Event):
 
 
 @dataclass(slots=True)
-class PongReceived(Event):
+class PongReceived:
     """The answer to our ``PING token``."""
 
     token: int
 
 
 @dataclass(slots=True)
-class MappingRequested(Event):
+class MappingRequested:
     """Server side: the client asked to CONNECT (``-L``) or BIND (``-R``)."""
 
     mapping: int
-    kind: str  # "connect" or "bind"
+    kind: MappingKind
     host: str
     port: int
 
 
 @dataclass(slots=True)
-class MappingAccepted(Event):
+class MappingAccepted:
     """Client side: CONNECT OK, or BIND OK with the address the server bound."""
 
     mapping: int
-    kind: str
+    kind: MappingKind
     host: str | None = None
     port: int | None = None
 
 
 @dataclass(slots=True)
-class MappingRefused(Event):
+class MappingRefused:
     """Client side: CONNECT ERROR or BIND ERROR."""
 
     mapping: int
-    kind: str
+    kind: MappingKind
     reason: str
 
 
 @dataclass(slots=True)
-class StreamRequested(Event):
+class StreamRequested:
     """The peer sent SYN: open a local connection for ``mapping`` and answer."""
 
     stream_id: int
@@ -66,14 +74,14 @@ class StreamRequested(Event):
 
 
 @dataclass(slots=True)
-class StreamAccepted(Event):
+class StreamAccepted:
     """SYN OK: the far end is connected; start reading the local socket."""
 
     stream_id: int
 
 
 @dataclass(slots=True)
-class StreamRefused(Event):
+class StreamRefused:
     """SYN ERROR: the far end could not connect."""
 
     stream_id: int
@@ -81,7 +89,7 @@ class StreamRefused(Event):
 
 
 @dataclass(slots=True)
-class DataReceived(Event):
+class DataReceived:
     """Stream data; ``data`` is a view valid only until the next receive."""
 
     stream_id: int
@@ -89,21 +97,21 @@ class DataReceived(Event):
 
 
 @dataclass(slots=True)
-class CreditGranted(Event):
+class CreditGranted:
     """ACK: the peer consumed data, so we may read more from the local socket."""
 
     stream_id: int
 
 
 @dataclass(slots=True)
-class StreamEnded(Event):
+class StreamEnded:
     """FIN: the peer will send nothing more on this stream."""
 
     stream_id: int
 
 
 @dataclass(slots=True)
-class StreamReset(Event):
+class StreamReset:
     """RST: the peer aborted the stream."""
 
     stream_id: int
@@ -111,7 +119,7 @@ class StreamReset(Event):
 
 
 @dataclass(slots=True)
-class ChannelFailed(Event):
+class ChannelFailed:
     """The channel is finished: the peer sent ERROR, or broke the protocol.
 
     ``by_peer`` is true when the peer reported the error; false when we found
@@ -120,3 +128,26 @@ class ChannelFailed(Event):
 
     reason: str
     by_peer: bool
+
+
+Event: TypeAlias = (
+    HelloReceived
+    | PongReceived
+    | MappingRequested
+    | MappingAccepted
+    | MappingRefused
+    | StreamRequested
+    | StreamAccepted
+    | StreamRefused
+    | DataReceived
+    | CreditGranted
+    | StreamEnded
+    | StreamReset
+    | ChannelFailed
+)
+
+
+def unhandled(event: NoReturn) -> NoReturn:
+    """The last branch of a ``match`` over ``Event``: mypy reports any event type
+    that can reach it, and at run time it is a bug."""
+    raise AssertionError(f"unhandled event {event!r}")

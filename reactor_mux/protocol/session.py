@@ -36,12 +36,12 @@ from reactor_mux.protocol.commands import (
     Scope,
     Verb,
     format_command,
-    format_host_port,
     parse_client_id,
     parse_command,
     parse_decimal,
     parse_host_port,
 )
+from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.errors import LocalProtocolError, ProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
@@ -50,6 +50,7 @@ from reactor_mux.protocol.events import (
     Event,
     HelloReceived,
     MappingAccepted,
+    MappingKind,
     MappingRefused,
     MappingRequested,
     PongReceived,
@@ -61,14 +62,9 @@ from reactor_mux.protocol.events import (
 )
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.limits import (
-    DATA_FRAME_SIZE,
-    DEFAULT_MAX_PENDING_SYNS,
-    DEFAULT_MAX_STREAMS,
-    DEFAULT_WINDOW,
     MAX_COMMAND_BODY,
     MAX_CONTROL_BACKLOG,
     MAX_DATA_BODY,
-    MAX_MAPPINGS,
     MAX_WINDOW,
     MIN_FRAME,
     MIN_WINDOW,
@@ -78,11 +74,12 @@ from reactor_mux.protocol.limits import (
     RECEIVE_BUFFER_SIZE,
 )
 from reactor_mux.protocol.streamstate import StreamInput, StreamState, next_state
+from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
 MAX_STREAM_ID = 0xFFFFFFFF
-CONNECT = "connect"
-BIND = "bind"
+CONNECT = MappingKind.CONNECT
+BIND = MappingKind.BIND
 
 _S = StreamState
 _I = StreamInput
@@ -98,12 +95,36 @@ class Role(enum.Enum):
     SERVER = "server"
 
 
+class ChannelState(enum.Enum):
+    """Where the channel as a whole is: every frame but HELLO and ERROR waits for
+    the peer's HELLO, and nothing moves once the channel has failed."""
+
+    AWAITING_HELLO = "awaiting HELLO"
+    OPEN = "open"
+    FAILED = "failed"
+
+
+class MappingStatus(enum.Enum):
+    """A CONNECT or BIND request: waiting for the server's answer, or answered."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+
+
 class _Mapping:
     __slots__ = ("kind", "status")
 
-    def __init__(self, kind: str, status: str) -> None:
+    def __init__(self, kind: MappingKind, status: MappingStatus) -> None:
         self.kind = kind
-        self.status = status  # "pending", "accepted" or "refused"
+        self.status = status
+
+
+def error_frame(reason: str) -> bytes:
+    """The bytes of an ``ERROR reason`` frame: a session's last words, and what a
+    server writes to a channel it turns away before any session exists (at its
+    channel limit); the peer reads it as the reason its channel failed."""
+    return encode_frame(0, KIND_COMMAND, format_command(Verb.ERROR, reason))
 
 
 class _Stream:
@@ -142,34 +163,31 @@ class Session:
     def __init__(
         self,
         role: Role,
-        window: int = DEFAULT_WINDOW,
+        config: SessionConfig | None = None,
         *,
-        max_frame: int = MAX_DATA_BODY,
         client_id: str | None = None,
-        max_streams: int = DEFAULT_MAX_STREAMS,
-        max_pending_syns: int = DEFAULT_MAX_PENDING_SYNS,
-        max_mappings: int = MAX_MAPPINGS,
-        data_frame_size: int = DATA_FRAME_SIZE,
     ) -> None:
-        if not MIN_WINDOW <= window <= MAX_WINDOW:
-            raise ValueError(f"window must be within {MIN_WINDOW}..{MAX_WINDOW}")
-        if not MIN_FRAME <= max_frame <= MAX_DATA_BODY:
-            raise ValueError(f"max_frame must be within {MIN_FRAME}..{MAX_DATA_BODY}")
+        config = config or SessionConfig()
         if client_id is not None and role is not Role.CLIENT:
             raise ValueError("only a client has a client id")
         self.role = role
-        self.window = window
-        self.max_frame = max_frame
+        self.config = config
+        self.window = config.window
+        self.max_frame = config.max_frame
+        self.state = ChannelState.AWAITING_HELLO
+        self.failure: str | None = None
+        """Why the channel failed (set exactly when ``state`` is FAILED)."""
         self.peer_window: int | None = None
         self.peer_max_frame: int | None = None
         self.peer_client_id: str | None = None
-        self.failed: str | None = None
-        self._decoder = codec.InboundDecoder(max_frame, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE)
-        self._max_streams = max_streams
-        self._max_pending = max_pending_syns
-        self._max_mappings = max_mappings
+        self._decoder = codec.InboundDecoder(
+            config.max_frame, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE
+        )
+        self._max_streams = config.max_streams
+        self._max_pending = config.max_pending_syns
+        self._max_mappings = config.max_mappings
         self._pending = 0
-        self._data_frame_size = min(data_frame_size, MAX_DATA_BODY)
+        self._data_frame_size = config.data_frame_size
         self._streams: dict[int, _Stream] = {}
         self._mappings: dict[int, _Mapping] = {}
         self._local_parity = 1 if role is Role.CLIENT else 0
@@ -195,8 +213,7 @@ class Session:
             Verb.ACK: self._on_stream_command,
             Verb.RST: self._on_stream_command,
         }
-        self._peer_hello = False
-        hello: list[str | int] = [PROTOCOL_VERSION, window, max_frame]
+        hello: list[str | int] = [PROTOCOL_VERSION, config.window, config.max_frame]
         if client_id is not None:
             parse_client_id(client_id)
             hello.append(client_id)
@@ -205,9 +222,13 @@ class Session:
     # ------------------------------------------------------------------ state
 
     @property
+    def failed(self) -> bool:
+        return self.state is ChannelState.FAILED
+
+    @property
     def ready(self) -> bool:
         """True once the peer's HELLO arrived and the channel has not failed."""
-        return self._peer_hello and self.failed is None
+        return self.state is ChannelState.OPEN
 
     @property
     def stream_count(self) -> int:
@@ -229,7 +250,7 @@ class Session:
 
     def can_open_stream(self) -> bool:
         return (
-            self.failed is None
+            self.state is not ChannelState.FAILED
             and len(self._streams) < self._max_streams
             and self._next_id <= MAX_STREAM_ID
         )
@@ -246,7 +267,7 @@ class Session:
         Data events carry views into the receive buffer: consume them before
         calling ``receive_buffer`` again.
         """
-        if self.failed is not None:
+        if self.state is ChannelState.FAILED:
             return []
         events: list[Event] = []
         decoder = self._decoder
@@ -264,7 +285,7 @@ class Session:
                     events.append(DataReceived(stream_id, staging[offset : offset + length]))
                 else:
                     self._on_command(stream_id, buffer[offset : offset + length], events)
-                    if self.failed is not None:
+                    if self.failed:
                         return events
             if malformed:
                 raise ProtocolError(codec.ERROR_MESSAGES[malformed])
@@ -276,7 +297,7 @@ class Session:
         """Feed bytes by copying (for tests and tools); data events get copies."""
         events: list[Event] = []
         view = memoryview(data)
-        while view and self.failed is None:
+        while view and self.state is not ChannelState.FAILED:
             target = self.receive_buffer()
             n = min(len(target), len(view))
             target[:n] = view[:n]
@@ -294,8 +315,8 @@ class Session:
 
     def receive_eof(self) -> str:
         """The channel socket hit EOF; return the reason to log."""
-        if self.failed is not None:
-            return self.failed
+        if self.failure is not None:
+            return self.failure
         if self._decoder.pending:
             reason = (
                 f"peer closed the channel in the middle of a frame ({self._decoder.pending} bytes)"
@@ -307,11 +328,12 @@ class Session:
 
     def fail(self, reason: str) -> None:
         """End the channel for a local reason; the peer is told with ERROR."""
-        if self.failed is None:
+        if self.state is not ChannelState.FAILED:
             self._finish(reason)
 
     def _finish(self, reason: str, *, tell_peer: bool = True) -> ChannelFailed:
-        self.failed = reason
+        self.state = ChannelState.FAILED
+        self.failure = reason
         for stream in self._streams.values():
             stream.state = _S.CLOSED
         self._streams.clear()
@@ -322,7 +344,7 @@ class Session:
         self._output.drop_streams()
         self._output.clear_control()
         if tell_peer:
-            self._queue_command(0, Verb.ERROR, reason)
+            self._output.queue_control(error_frame(reason))
         return ChannelFailed(reason, by_peer=False)
 
     def _was_opened(self, stream_id: int) -> bool:
@@ -332,7 +354,7 @@ class Session:
 
     def _unknown_stream(self, stream_id: int, what: str) -> None:
         """A frame names a stream we do not track: ignore it if it was closed."""
-        if not self._peer_hello:
+        if self.state is ChannelState.AWAITING_HELLO:
             raise ProtocolError(f"expected HELLO, got a {what}")
         if stream_id == 0:
             raise ProtocolError(f"{what} on stream 0, which is reserved for the channel")
@@ -344,7 +366,11 @@ class Session:
     def _on_command(self, stream_id: int, body: memoryview, events: list[Event]) -> None:
         command = parse_command(body)
         verb = command.verb
-        if not self._peer_hello and verb is not Verb.HELLO and verb is not Verb.ERROR:
+        if (
+            self.state is ChannelState.AWAITING_HELLO
+            and verb is not Verb.HELLO
+            and verb is not Verb.ERROR
+        ):
             raise ProtocolError(f"expected HELLO, got {verb.value}")
         scope = SCOPE[verb]
         if scope is Scope.CHANNEL:
@@ -359,7 +385,7 @@ class Session:
             )
 
     def _on_hello(self, _id: int, command: Command, events: list[Event]) -> None:
-        if self._peer_hello:
+        if self.state is not ChannelState.AWAITING_HELLO:
             raise ProtocolError("duplicate HELLO")
         version = parse_decimal(command.args[0], "protocol version", 0, MAX_STREAM_ID)
         if version != PROTOCOL_VERSION:
@@ -377,7 +403,7 @@ class Session:
         self.peer_max_frame = max_frame
         self.peer_client_id = client_id
         self._output.set_frame_size(min(self._data_frame_size, max_frame))
-        self._peer_hello = True
+        self.state = ChannelState.OPEN
         events.append(HelloReceived(window, max_frame, client_id))
 
     def _on_ping(self, _id: int, command: Command, events: list[Event]) -> None:
@@ -389,7 +415,7 @@ class Session:
 
     def ping(self, token: int) -> None:
         """Queue ``PING token`` (ahead of any data still waiting in the stream rings)."""
-        if self.failed is None:
+        if self.state is not ChannelState.FAILED:
             self._queue_command(0, Verb.PING, token & MAX_STREAM_ID)
 
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
@@ -409,7 +435,7 @@ class Session:
             refusal = Verb.CONNECT_ERROR if kind == CONNECT else Verb.BIND_ERROR
             self._queue_command(mapping, refusal, f"too many mappings (limit {self._max_mappings})")
             return
-        self._mappings[mapping] = _Mapping(kind, "pending")
+        self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
         events.append(MappingRequested(mapping, kind, host, port))
 
     def _on_mapping_reply(self, mapping: int, command: Command, events: list[Event]) -> None:
@@ -418,19 +444,19 @@ class Session:
             raise ProtocolError(f"{verb.value} is sent by servers only")
         kind = CONNECT if verb in (Verb.CONNECT_OK, Verb.CONNECT_ERROR) else BIND
         entry = self._mappings.get(mapping)
-        if entry is None or entry.kind != kind or entry.status != "pending":
+        if entry is None or entry.kind is not kind or entry.status is not MappingStatus.PENDING:
             raise ProtocolError(
-                f"{verb.value} for mapping {mapping}, which has no {kind.upper()} pending"
+                f"{verb.value} for mapping {mapping}, which has no {kind.name} pending"
             )
         if verb is Verb.CONNECT_OK:
-            entry.status = "accepted"
+            entry.status = MappingStatus.ACCEPTED
             events.append(MappingAccepted(mapping, kind))
         elif verb is Verb.BIND_OK:
             host, port = parse_host_port(command.args[0], allow_port_zero=False)
-            entry.status = "accepted"
+            entry.status = MappingStatus.ACCEPTED
             events.append(MappingAccepted(mapping, kind, host, port))
         else:
-            entry.status = "refused"
+            entry.status = MappingStatus.REFUSED
             events.append(MappingRefused(mapping, kind, command.reason))
 
     def _on_syn(self, stream_id: int, command: Command, events: list[Event]) -> None:
@@ -442,13 +468,13 @@ class Session:
         mapping = parse_decimal(command.args[0], "mapping", 1, MAX_STREAM_ID)
         entry = self._mappings.get(mapping)
         expected = CONNECT if self.role is Role.SERVER else BIND
-        if entry is None or entry.kind != expected:
+        if entry is None or entry.kind is not expected:
             raise ProtocolError(
-                f"SYN names mapping {mapping}, which was never declared with {expected.upper()}"
+                f"SYN names mapping {mapping}, which was never declared with {expected.name}"
             )
-        if self.role is Role.CLIENT and entry.status != "accepted":
+        if self.role is Role.CLIENT and entry.status is not MappingStatus.ACCEPTED:
             raise ProtocolError(f"SYN for mapping {mapping} before BIND OK")
-        if entry.status == "refused":
+        if entry.status is MappingStatus.REFUSED:
             self._queue_command(stream_id, Verb.SYN_ERROR, f"mapping {mapping} was refused")
             return
         if len(self._streams) >= self._max_streams:
@@ -525,12 +551,14 @@ class Session:
         """Client: ask the server to listen on host:port for an ``-R`` mapping."""
         self._request_mapping(mapping, BIND, Verb.BIND, host, port)
 
-    def _request_mapping(self, mapping: int, kind: str, verb: Verb, host: str, port: int) -> None:
+    def _request_mapping(
+        self, mapping: int, kind: MappingKind, verb: Verb, host: str, port: int
+    ) -> None:
         if self.role is not Role.CLIENT:
             raise LocalProtocolError(f"only clients send {verb.value}")
         if not 1 <= mapping <= MAX_STREAM_ID or mapping in self._mappings:
             raise LocalProtocolError(f"mapping number {mapping} is invalid or in use")
-        self._mappings[mapping] = _Mapping(kind, "pending")
+        self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
         self._queue_command(mapping, verb, format_host_port(host, port))
 
     def accept_connect(self, mapping: int) -> None:
@@ -546,13 +574,14 @@ class Session:
     def refuse_bind(self, mapping: int, reason: str) -> None:
         self._reply_mapping(mapping, BIND, Verb.BIND_ERROR, reason)
 
-    def _reply_mapping(self, mapping: int, kind: str, verb: Verb, *args: str) -> None:
+    def _reply_mapping(self, mapping: int, kind: MappingKind, verb: Verb, *args: str) -> None:
         entry = self._mappings.get(mapping)
-        if self.role is not Role.SERVER or entry is None or entry.kind != kind:
-            raise LocalProtocolError(f"no {kind} request {mapping} to answer")
-        if entry.status != "pending":
-            raise LocalProtocolError(f"{kind} request {mapping} already answered")
-        entry.status = "refused" if verb in (Verb.CONNECT_ERROR, Verb.BIND_ERROR) else "accepted"
+        if self.role is not Role.SERVER or entry is None or entry.kind is not kind:
+            raise LocalProtocolError(f"no {kind.name} request {mapping} to answer")
+        if entry.status is not MappingStatus.PENDING:
+            raise LocalProtocolError(f"{kind.name} request {mapping} already answered")
+        refused = verb in (Verb.CONNECT_ERROR, Verb.BIND_ERROR)
+        entry.status = MappingStatus.REFUSED if refused else MappingStatus.ACCEPTED
         self._queue_command(mapping, verb, *args)
 
     # ------------------------------------------------------- local: streams
@@ -561,9 +590,9 @@ class Session:
         """Send SYN for a new stream of ``mapping``; return its id."""
         entry = self._mappings.get(mapping)
         expected = CONNECT if self.role is Role.CLIENT else BIND
-        if entry is None or entry.kind != expected or entry.status == "refused":
+        if entry is None or entry.kind is not expected or entry.status is MappingStatus.REFUSED:
             raise LocalProtocolError(f"mapping {mapping} cannot carry streams from this side")
-        if self.role is Role.SERVER and entry.status != "accepted":
+        if self.role is Role.SERVER and entry.status is not MappingStatus.ACCEPTED:
             raise LocalProtocolError(f"mapping {mapping} is not bound yet")
         if not self.can_open_stream():
             raise LocalProtocolError("cannot open another stream on this channel")
@@ -685,7 +714,7 @@ class Session:
     # ----------------------------------------------------------------- output
 
     def _queue_command(self, frame_id: int, verb: Verb, *args: str | int) -> None:
-        if self.failed is not None and verb is not Verb.ERROR:
+        if self.state is ChannelState.FAILED:
             return  # after ERROR the peer must get nothing more (late replies are dropped)
         self._output.queue_control(
             encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))

@@ -1,0 +1,52 @@
+"""A session's settings, declared once.
+
+Everything a ``Session`` is configured with lives in ``SessionConfig``, whose
+defaults are the named constants of ``limits.py``.  The channel's settings
+wrap one of these, and the command line's defaults and help text read the
+same constants, so a default is stated in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reactor_mux.protocol.limits import (
+    DATA_FRAME_SIZE,
+    DEFAULT_MAX_PENDING_SYNS,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_WINDOW,
+    MAX_DATA_BODY,
+    MAX_MAPPINGS,
+    MAX_WINDOW,
+    MIN_FRAME,
+    MIN_WINDOW,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """The settings of one channel's protocol state, for either role."""
+
+    window: int = DEFAULT_WINDOW
+    """Per-stream flow-control window we announce (the peer's send limit)."""
+    max_frame: int = MAX_DATA_BODY
+    """Largest data frame body we accept, announced in HELLO."""
+    max_streams: int = DEFAULT_MAX_STREAMS
+    """Open streams on the channel; a SYN beyond it is refused."""
+    max_pending_syns: int = DEFAULT_MAX_PENDING_SYNS
+    """Peer-opened streams still connecting; a SYN beyond it is refused."""
+    max_mappings: int = MAX_MAPPINGS
+    """CONNECT and BIND requests a server accepts per channel."""
+    data_frame_size: int = DATA_FRAME_SIZE
+    """Largest data frame body we send (smaller if the peer accepts less)."""
+
+    def __post_init__(self) -> None:
+        if not MIN_WINDOW <= self.window <= MAX_WINDOW:
+            raise ValueError(f"window must be within {MIN_WINDOW}..{MAX_WINDOW}")
+        if not MIN_FRAME <= self.max_frame <= MAX_DATA_BODY:
+            raise ValueError(f"max_frame must be within {MIN_FRAME}..{MAX_DATA_BODY}")
+        if not 1 <= self.data_frame_size <= MAX_DATA_BODY:
+            raise ValueError(f"data_frame_size must be within 1..{MAX_DATA_BODY}")
+        for name in ("max_streams", "max_pending_syns", "max_mappings"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
