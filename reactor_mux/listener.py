@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from reactor_mux.netutil import (
     PeerAddress,
+    abort_socket,
     describe_error,
     listen_socket,
     sockname,
@@ -62,9 +63,23 @@ class Listener:
                 self._starved = False
                 log.warning("%s: accept works again", self.name)
             tune_stream_socket(conn)
-            self._on_accept(conn, peer)
+            try:
+                self._on_accept(conn, peer)
+            except BaseException:
+                self._drop_unclaimed(conn)
+                raise  # the reactor logs it and closes this listener
             if self.closed:
                 return
+
+    def _drop_unclaimed(self, conn: socket.socket) -> None:
+        """The handler failed: reset the connection unless something already
+        watches it (then its owner cleans up), so the client is not left hanging."""
+        try:
+            claimed = conn in self._reactor.selector.get_map()
+        except (KeyError, ValueError):
+            claimed = False
+        if not claimed:
+            abort_socket(conn)
 
     def _pause(self, exc: OSError) -> None:
         if not self._starved:  # say it once per episode, not four times a second

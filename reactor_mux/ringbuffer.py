@@ -1,7 +1,7 @@
-"""A bounded byte ring that hands out memoryviews instead of copying.
+"""A bounded byte ring that hands out memoryviews of its contents.
 
-Sockets ``recv_into`` its free space and ``sendmsg`` its contents, so bytes
-are copied only by the kernel.  Storage is allocated lazily and grows by
+A stream keeps here what its local socket would not take yet; the socket
+``sendmsg``s the contents straight from the views.  Storage is allocated lazily and grows by
 doubling up to ``limit``: an idle stream costs nothing, a bulk one at most
 ``limit`` bytes.  Growth allocates a new array instead of resizing, so views
 already handed out stay valid (they keep the old array alive).
@@ -34,10 +34,6 @@ class RingBuffer:
         """Bytes currently allocated (grows toward ``limit``)."""
         return len(self._buffer)
 
-    @property
-    def free(self) -> int:
-        return self.limit - self._size
-
     def _reserve(self, needed: int) -> None:
         capacity = len(self._buffer)
         if needed <= capacity:
@@ -55,7 +51,7 @@ class RingBuffer:
         self._view = memoryview(new)
         self._head = 0
 
-    def writable_views(self, count: int) -> list[memoryview]:
+    def _writable_views(self, count: int) -> list[memoryview]:
         """Return views of the next ``count`` free bytes (one or two pieces)."""
         if count <= 0:
             return []
@@ -70,17 +66,11 @@ class RingBuffer:
             views.append(self._view[: count - first])
         return views
 
-    def commit(self, count: int) -> None:
-        """Account ``count`` bytes written into ``writable_views``."""
-        if count > self.limit - self._size:
-            raise ValueError("ring buffer overflow")
-        self._size += count
-
     def write(self, data: bytes | memoryview) -> None:
         """Copy ``data`` in; it must fit."""
         count = len(data)
         offset = 0
-        for view in self.writable_views(count):
+        for view in self._writable_views(count):
             view[:] = data[offset : offset + len(view)]
             offset += len(view)
         self._size += count
@@ -108,13 +98,6 @@ class RingBuffer:
             self._head = 0
         else:
             self._head = (self._head + count) % len(self._buffer)
-
-    def read(self, count: int | None = None) -> bytes:
-        """Copy out and consume up to ``count`` bytes (convenience for tests)."""
-        count = self._size if count is None else min(count, self._size)
-        data = b"".join(self.peek(0, count))
-        self.consume(count)
-        return data
 
     def release(self) -> int:
         """Free the storage of an empty ring (it starts small again); returns the

@@ -311,3 +311,44 @@ def feed_decoder(decoder, reads):  # type: ignore[no-untyped-def]
             yield n, resolved, error
             if error:
                 return
+
+
+class BlackHole:
+    """A loopback port whose connects hang: a listener with a full accept queue
+    drops SYNs, so a connect to it ends only by the connector's own timeout."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        while True:  # fill the accept queue until a connect stalls
+            filler = socket.socket()
+            filler.settimeout(0.3)
+            try:
+                filler.connect(("127.0.0.1", self.port))
+            except TimeoutError:
+                filler.close()
+                break
+            self._fillers.append(filler)
+
+    def close(self) -> None:
+        for filler in self._fillers:
+            filler.close()
+        self.sock.close()
+
+
+def poke(port: int, data: bytes = b"", timeout: float = 10.0) -> str:
+    """Connect, send ``data``, half-close, read to the end; return how it ended:
+    ``"reset"``, or ``"eof after N bytes"``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+            size = 0
+            while chunk := conn.recv(65536):
+                size += len(chunk)
+            return f"eof after {size} bytes"
+    except (ConnectionResetError, BrokenPipeError):
+        return "reset"

@@ -105,22 +105,10 @@ def test_unresolvable_target(tunnel):
 
 def test_target_that_never_answers_times_out():
     """A listener with a full accept queue drops SYNs: the connect hangs until our timeout."""
-    from support import Tunnel
+    from support import BlackHole, Tunnel
 
-    black_hole = socket.socket()
-    black_hole.bind(("127.0.0.1", 0))
-    black_hole.listen(0)
-    port = black_hole.getsockname()[1]
-    fillers = []
-    while True:  # fill the accept queue until a connect stalls
-        filler = socket.socket()
-        filler.settimeout(0.3)
-        try:
-            filler.connect(("127.0.0.1", port))
-        except TimeoutError:
-            filler.close()
-            break
-        fillers.append(filler)
+    black_hole = BlackHole()
+    port = black_hole.port
     tunnel = Tunnel(server_args=("--connect-timeout", "1"))
     try:
         client, forwards = tunnel.client("-L", f"0:127.0.0.1:{port}")
@@ -129,8 +117,6 @@ def test_target_that_never_answers_times_out():
         assert wait_until(lambda: client.count("timed out after 1s") == 1)
     finally:
         tunnel.close()
-        for filler in fillers:
-            filler.close()
         black_hole.close()
 
 
