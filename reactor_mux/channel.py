@@ -33,7 +33,7 @@ from reactor_mux.connector import Connector
 from reactor_mux.liveness import Liveness
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import abort_socket, describe_error
-from reactor_mux.peerconnect import Attempt, DoneCallback, PeerConnects
+from reactor_mux.peerconnect import DoneCallback, PeerConnects
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
@@ -53,7 +53,7 @@ from reactor_mux.protocol.events import (
     unhandled,
 )
 from reactor_mux.protocol.session import ChannelState, Role, Session
-from reactor_mux.reactor import Owner, Reactor, Timer
+from reactor_mux.reactor import Cancellable, Owner, Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import ChannelSettings
 from reactor_mux.transport import Transport
@@ -315,7 +315,7 @@ class Channel:
             return
         self._connects.start(event.stream_id, *target)
 
-    def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Attempt:
+    def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Cancellable:
         timeout = self.settings.connect_timeout
         return Connector(self.reactor, self.resolver, host, port, on_done, timeout, owner).start()
 

@@ -404,12 +404,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
         return run_demo(args.size)
 
+    problem = _contradiction(args)
+    if problem is not None:
+        return _usage_error(args.command, problem)
     _setup_logging(args.command, args.verbose, args.quiet)
     settings = _settings(args)
-    if settings.dead_after <= settings.keepalive_interval:
-        return _usage_error(
-            args.command, "--keepalive-timeout must be longer than --keepalive-interval"
-        )
     if args.command == "server":
         config = ServerConfig(
             listen=args.listen,
@@ -423,15 +422,9 @@ def _main(argv: Sequence[str] | None) -> int:
             args.drain_timeout,
             lambda reactor, resolver: Server(reactor, resolver, config),
         )
-
-    forwards = args.local + args.remote
-    if not forwards:
-        return _usage_error("client", "nothing to forward: give at least one -L or -R")
-    if args.reconnect_min > args.reconnect_max:
-        return _usage_error("client", "--reconnect-min is larger than --reconnect-max")
     client_config = ClientConfig(
         server=args.server,
-        forwards=forwards,
+        forwards=args.local + args.remote,
         settings=settings,
         reconnect_min=args.reconnect_min,
         reconnect_max=args.reconnect_max,
@@ -442,3 +435,16 @@ def _main(argv: Sequence[str] | None) -> int:
         args.drain_timeout,
         lambda reactor, resolver: Client(reactor, resolver, client_config),
     )
+
+
+def _contradiction(args: argparse.Namespace) -> str | None:
+    """A usage error argparse cannot see (options that contradict each other)."""
+    interval = args.keepalive_interval
+    if args.keepalive_timeout is not None and args.keepalive_timeout <= interval:
+        return "--keepalive-timeout must be longer than --keepalive-interval"
+    if args.command == "client":
+        if not args.local and not args.remote:
+            return "nothing to forward: give at least one -L or -R"
+        if args.reconnect_min > args.reconnect_max:
+            return "--reconnect-min is larger than --reconnect-max"
+    return None

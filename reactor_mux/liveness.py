@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from reactor_mux.reactor import Owner, Timer
+from reactor_mux.reactor import Cancellable, Owner
 
 
 class Clock(Protocol):
@@ -26,7 +26,9 @@ class Clock(Protocol):
 
     def time(self) -> float: ...
 
-    def call_later(self, delay: float, callback: Callable[[], None], owner: Owner) -> Timer: ...
+    def call_later(
+        self, delay: float, callback: Callable[[], None], owner: Owner
+    ) -> Cancellable: ...
 
 
 class Liveness:
@@ -50,8 +52,8 @@ class Liveness:
         self._dead_after = dead_after
         self._send_ping = send_ping
         self._give_up = give_up
-        self._handshake_timer: Timer | None = None
-        self._tick_timer: Timer | None = None
+        self._handshake_timer: Cancellable | None = None
+        self._tick_timer: Cancellable | None = None
         self._ping_token = 0
         self.last_heard = clock.time()
         self.reads_paused = False

@@ -13,20 +13,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Protocol
 
 from reactor_mux.protocol.syntax import format_host_port
-from reactor_mux.reactor import Owner
-
-
-class Attempt(Protocol):
-    """A connect in progress."""
-
-    def cancel(self) -> None: ...
-
+from reactor_mux.reactor import Cancellable, Owner
 
 DoneCallback = Callable[[socket.socket | None, str | None], None]
-ConnectFunction = Callable[[str, int, DoneCallback, Owner], Attempt]
+ConnectFunction = Callable[[str, int, DoneCallback, Owner], Cancellable]
 """``connect(host, port, on_done, owner)``: start connecting; ``on_done(sock, None)``
 or ``on_done(None, reason)`` is called once unless the attempt is cancelled."""
 ResultCallback = Callable[[int, str, socket.socket | None, str | None], None]
@@ -81,7 +73,7 @@ class _PendingConnect:
         self._connects = connects
         self.stream_id = stream_id
         self.address = address
-        self.attempt: Attempt | None = None
+        self.attempt: Cancellable | None = None
         self.reported = False
 
     @property

@@ -51,6 +51,12 @@ class Owner(Protocol):
         reactor has already logged the traceback); must not raise itself."""
 
 
+class Cancellable(Protocol):
+    """Something scheduled that can be called off (a timer, a connect)."""
+
+    def cancel(self) -> None: ...
+
+
 class _NoOwner:
     """Owner of process-wide callbacks (signal handlers): a bug is only logged."""
 
@@ -241,7 +247,14 @@ class Reactor:
         self._stopping = True
 
     def run(self) -> None:
-        """Run until ``stop()`` (a stop requested before ``run`` ends it at once)."""
+        """Run until ``stop()`` (a stop requested before ``run`` ends it at once);
+        after it returns, ``run`` may be called again."""
+        try:
+            self._run()
+        finally:
+            self._stopping = False
+
+    def _run(self) -> None:
         select = self.selector.select
         while not self._stopping:
             for key, mask in select(self._next_timeout()):
@@ -299,7 +312,8 @@ class Reactor:
     def close(self) -> None:
         """Release the loop's resources and give back the signal handling it took."""
         for signum, previous in self._previous_handlers.items():
-            signal.signal(signum, previous)
+            # None: the handler was not installed from Python; the default is the best guess.
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self._previous_handlers.clear()
         self._signal_handlers.clear()
         if self._previous_wakeup_fd is not None:

@@ -26,6 +26,36 @@ from reactor_mux.specs import ForwardKind, parse_forward
 T = TypeVar("T")
 
 
+class Owner:
+    """An owner that records what the guard did to it."""
+
+    def __init__(self, name: str = "owner", fail_to_close: bool = False) -> None:
+        self.name = name
+        self.closed_after_bug = 0
+        self._fail_to_close = fail_to_close
+
+    def close_after_bug(self) -> None:
+        self.closed_after_bug += 1
+        if self._fail_to_close:
+            raise RuntimeError("closing failed too")
+
+
+def run_until(reactor: Reactor, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Run the loop until ``predicate()`` holds (checked every millisecond)."""
+    deadline = time.monotonic() + timeout
+    owner = Owner("poll")
+
+    def check() -> None:
+        if predicate() or time.monotonic() > deadline:
+            reactor.stop()
+        else:
+            reactor.call_later(0.001, check, owner)
+
+    reactor.call_soon(check, owner)
+    reactor.run()
+    assert predicate(), "condition not met in time"
+
+
 class LoopThread:
     """A ``Reactor`` and ``Resolver`` running in a daemon thread."""
 

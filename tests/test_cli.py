@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from reactor_mux import codec
+from reactor_mux import cli, codec
 from reactor_mux.procs import ReactorMuxProcess
 
 
@@ -99,12 +99,25 @@ BAD = [
 
 
 @pytest.mark.parametrize("args", BAD, ids=[" ".join(a) or "(nothing)" for a in BAD])
-def test_bad_arguments_give_one_line_and_status_2(args):
+def test_bad_arguments_give_one_line_and_status_2(args, capsys):
+    """In-process (the parser and checks are plain functions); one real process below."""
+    try:
+        status = cli.main(args)
+    except SystemExit as exc:
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("reactor-mux") and "error:" in lines[0]
+    assert lines[0].endswith("--help)"), "the line says where to look"
+
+
+@pytest.mark.parametrize("args", [BAD[3], BAD[9], BAD[-2]], ids=lambda a: " ".join(a))
+def test_bad_arguments_as_a_real_process(args):
     result = run(*args)
     assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "error:" in lines[0]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
 
 

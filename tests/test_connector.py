@@ -1,0 +1,157 @@
+"""The connector in-process, on real loopback sockets: address fallback, the
+deadline, cancellation, name resolution, and that a finished connect lets go."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import weakref
+
+import pytest
+from inprocess import Owner, run_until
+from support import BlackHole
+
+from reactor_mux.connector import Connector
+from reactor_mux.reactor import Reactor
+from reactor_mux.resolver import ResolveCallback, Resolver
+
+
+@pytest.fixture
+def reactor():
+    loop = Reactor()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def resolver(reactor):
+    names = Resolver(reactor)
+    yield names
+    names.close()
+
+
+class FixedAnswers:
+    """A resolver whose every answer is the same list of addresses (a name with
+    several A records, without needing one in DNS)."""
+
+    def __init__(self, reactor: Reactor, addresses: list[tuple[str, int]]) -> None:
+        self._reactor = reactor
+        self._addresses = [(socket.AF_INET, address) for address in addresses]
+
+    def resolve(self, host: str, port: int, callback: ResolveCallback, owner: Owner):  # type: ignore[no-untyped-def]
+        self._reactor.call_soon(lambda: callback(list(self._addresses), None), owner)
+        return None
+
+
+class Result:
+    def __init__(self) -> None:
+        self.calls: list[tuple[socket.socket | None, str | None]] = []
+
+    def __call__(self, sock: socket.socket | None, error: str | None) -> None:
+        self.calls.append((sock, error))
+
+
+def listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+def closed_port() -> tuple[str, int]:
+    """An address where nothing listens (held bound, not listening, so it stays so)."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    closed_port.holders.append(holder)  # type: ignore[attr-defined]
+    return holder.getsockname()
+
+
+closed_port.holders = []  # type: ignore[attr-defined]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_refused_address_falls_back_to_the_next(reactor):
+    server = listening()
+    result = Result()
+    names = FixedAnswers(reactor, [closed_port(), server.getsockname()])
+    Connector(reactor, names, "db.example", 1, result, 5, Owner()).start()  # type: ignore[arg-type]
+    run_until(reactor, lambda: bool(result.calls))
+    sock, error = result.calls[0]
+    assert error is None and sock is not None
+    assert sock.getpeername() == server.getsockname()
+    sock.close()
+    server.close()
+
+
+def test_every_address_refused_reports_the_last_reason(reactor):
+    result = Result()
+    names = FixedAnswers(reactor, [closed_port(), closed_port()])
+    Connector(reactor, names, "db.example", 1, result, 5, Owner()).start()  # type: ignore[arg-type]
+    run_until(reactor, lambda: bool(result.calls))
+    assert result.calls == [(None, "connection refused")]
+
+
+def test_a_connect_that_hangs_times_out(reactor, resolver):
+    hole = BlackHole()
+    result = Result()
+    try:
+        Connector(reactor, resolver, "127.0.0.1", hole.port, result, 0.2, Owner()).start()
+        run_until(reactor, lambda: bool(result.calls))
+    finally:
+        hole.close()
+    assert result.calls == [(None, "timed out after 0.2s")]
+
+
+def test_cancel_reports_nothing_and_closes_the_socket(reactor, resolver):
+    hole = BlackHole()
+    result = Result()
+    before = open_fds()
+    connector = Connector(reactor, resolver, "127.0.0.1", hole.port, result, 5, Owner()).start()
+    run_until(reactor, lambda: connector._sock is not None)  # connecting, socket open
+    assert open_fds() == before + 1
+    connector.cancel()
+    assert open_fds() == before
+    reactor.call_later(0.05, reactor.stop, Owner())
+    reactor.run()
+    hole.close()
+    assert result.calls == []
+
+
+def test_names_resolve_off_the_loop(reactor, resolver):
+    server = listening()
+    result = Result()
+    port = server.getsockname()[1]
+    Connector(reactor, resolver, "localhost", port, result, 5, Owner()).start()
+    run_until(reactor, lambda: bool(result.calls))
+    sock, error = result.calls[0]
+    assert error is None and sock is not None and sock.getpeername()[1] == port
+    sock.close()
+    server.close()
+
+    unknown = Result()
+    Connector(reactor, resolver, "nonexistent.invalid", 80, unknown, 5, Owner()).start()
+    run_until(reactor, lambda: bool(unknown.calls))
+    assert unknown.calls[0][0] is None
+    assert unknown.calls[0][1].startswith("cannot resolve host")
+
+
+def test_a_finished_connector_does_not_keep_its_owner_alive(reactor, resolver):
+    """The deadline timer stays in the heap until its time; it must not hold the
+    connect's callback (and through it a channel) for ``--connect-timeout``."""
+    server = listening()
+    owner = Owner()
+    result = Result()
+    owner_ref, result_ref = weakref.ref(owner), weakref.ref(result)
+    Connector(reactor, resolver, "127.0.0.1", server.getsockname()[1], result, 3600, owner).start()
+    calls = result.calls
+    run_until(reactor, lambda: bool(calls))
+    calls[0][0].close()  # type: ignore[union-attr]
+    del owner, result
+    gc.collect()
+    assert reactor.timer_count >= 1, "the cancelled deadline is still in the heap"
+    assert owner_ref() is None and result_ref() is None
+    server.close()

@@ -1,0 +1,59 @@
+"""The listener in-process: out of descriptors it pauses instead of spinning,
+says so once, and accepts again once descriptors are back."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+
+from inprocess import Owner, run_until
+
+from reactor_mux.listener import ACCEPT_PAUSE, Listener
+from reactor_mux.reactor import Reactor
+
+
+def highest_fd() -> int:
+    return max(int(name) for name in os.listdir("/proc/self/fd"))
+
+
+def test_out_of_descriptors_the_listener_pauses_then_resumes(caplog):
+    caplog.set_level(logging.WARNING, logger="reactor_mux")
+    reactor = Reactor()
+    accepted: list[socket.socket] = []
+    listener = Listener(reactor, "127.0.0.1", 0, lambda conn, _peer: accepted.append(conn))
+    clients = [socket.socket() for _ in range(3)]  # their descriptors exist before the squeeze
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest_fd() + 8, hard))
+        try:
+            while True:  # take every descriptor left under the limit
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        for client in clients:
+            client.connect(listener.sock.getsockname())
+        run_until(reactor, lambda: listener._watch.mask == 0)  # paused, not spinning
+        assert accepted == []
+        paused = [r for r in caplog.records if "out of file descriptors" in r.getMessage()]
+        assert len(paused) == 1
+
+        reactor.call_later(ACCEPT_PAUSE * 3, reactor.stop, Owner())
+        reactor.run()  # still starved: retries stay quiet
+        assert len([r for r in caplog.records if "out of file descriptors" in r.getMessage()]) == 1
+
+        for fd in fillers:
+            os.close(fd)
+        fillers.clear()
+        run_until(reactor, lambda: len(accepted) == 3)
+        assert any("accept works again" in r.getMessage() for r in caplog.records)
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for sock in [*clients, *accepted]:
+            sock.close()
+        listener.close()
+        reactor.close()

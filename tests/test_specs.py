@@ -1,0 +1,125 @@
+"""The -L/-R spec parser and the option converters, as plain functions."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
+from reactor_mux.cli import build_parser, count_type, format_size, seconds, size_type
+from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.settings import DEFAULT_MAX_BUFFER, ChannelSettings
+from reactor_mux.specs import ForwardKind, SpecError, parse_endpoint, parse_forward
+
+L, R = ForwardKind.LOCAL, ForwardKind.REMOTE
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "bind", "target"),
+    [
+        (L, "8080:db:5432", ("127.0.0.1", 8080), ("db", 5432)),
+        (L, "0:db:5432", ("127.0.0.1", 0), ("db", 5432)),
+        (R, "*:2222:127.0.0.1:22", ("0.0.0.0", 2222), ("127.0.0.1", 22)),
+        (R, ":2222:127.0.0.1:22", ("0.0.0.0", 2222), ("127.0.0.1", 22)),
+        (L, "localhost:80:web:80", ("127.0.0.1", 80), ("web", 80)),
+        (L, "10.0.0.1:80:web:80", ("10.0.0.1", 80), ("web", 80)),
+        (L, "[::1]:8080:[2001:db8::5]:80", ("::1", 8080), ("2001:db8::5", 80)),
+        (L, "8080:intranet.example.com:443", ("127.0.0.1", 8080), ("intranet.example.com", 443)),
+    ],
+)
+def test_forward_specs_mean_what_they_mean_to_ssh(kind, text, bind, target):
+    spec = parse_forward(kind, text)
+    assert (spec.kind, (spec.bind_host, spec.bind_port)) == (kind, bind)
+    assert (spec.target_host, spec.target_port) == target
+    assert spec.flag == f"-{kind.value} {text}"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("8080", "wrong number of"),
+        ("a:b:c:d:e", "wrong number of"),
+        ("x:8080:h:80", "bind address 'x' must be an IP address"),
+        ("8080:h:0", "host port 0 is outside 1..65535"),
+        ("8080:h:65536", "host port 65536 is outside 1..65535"),
+        ("70000:h:80", "port 70000 is outside 0..65535"),
+        ("80a:h:80", "port '80a' is not a decimal number"),
+        ("8080:bad host:80", "is not a valid host name"),
+        ("[::1:8080:h:80", "unbalanced '['"),
+        ("8080:[nothex]:80", "is not an IPv6 address"),
+        ("8080:h]:80", "unbalanced ']'"),
+    ],
+)
+def test_bad_forward_specs_say_what_is_wrong(text, why):
+    with pytest.raises(SpecError) as raised:
+        parse_forward(L, text)
+    message = str(raised.value)
+    assert message.startswith(f"bad -L {text!r}: ") and why in message
+    assert message.endswith("expected [BIND:]PORT:HOST:HOSTPORT")
+
+
+def test_endpoints():
+    assert parse_endpoint("0.0.0.0:7000", listening=True) == ("0.0.0.0", 7000)
+    assert parse_endpoint("*:0", listening=True) == ("0.0.0.0", 0)
+    assert parse_endpoint("server.example:7000", listening=False) == ("server.example", 7000)
+    assert parse_endpoint("[::1]:7000", listening=False) == ("::1", 7000)
+    for text, listening in [("h:0", False), ("name:1", True), ("7000", False), ("h:x", False)]:
+        with pytest.raises(SpecError):
+            parse_endpoint(text, listening=listening)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("262144", 262144), ("256K", 262144), ("256k", 262144), ("1M", 1 << 20), ("1MiB", 1 << 20)],
+)
+def test_sizes(text, value):
+    assert size_type("window", 1024, 16 << 20)(text) == value
+
+
+@pytest.mark.parametrize("text", ["12", "lots", "17M", "-1K", "1.5M", ""])
+def test_bad_sizes(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        size_type("window", 1024, 16 << 20)(text)
+
+
+def test_counts_and_seconds():
+    assert count_type("n", 1, 10)("7") == 7
+    for text in ["0", "11", "x", "-1", "1e3"]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            count_type("n", 1, 10)(text)
+    assert seconds("0.25") == 0.25
+    for text in ["0", "-1", "nan", "abc", "86401"]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            seconds(text)
+
+
+def test_format_size_spells_what_size_type_reads():
+    for value in [1024, 65536, 262144, 16 << 20, 1 << 30, 1000, 1536]:
+        assert size_type("x", 1, 1 << 40)(format_size(value)) == value
+    assert format_size(262144) == "256K" and format_size(16 << 20) == "16M"
+
+
+def test_the_option_defaults_are_the_settings_defaults():
+    """Each default is declared once: a bare command line gives the defaults of
+    SessionConfig and ChannelSettings, and the help text names them."""
+    parser = build_parser()
+    server = parser.parse_args(["server", "--listen", "127.0.0.1:0"])
+    client = parser.parse_args(["client", "--server", "h:1", "-L", "1:h:2"])
+    session, channel = SessionConfig(), ChannelSettings()
+    for args in (server, client):
+        assert args.window == session.window and args.max_frame == session.max_frame
+        assert args.max_streams == session.max_streams
+        assert args.max_pending_syns == session.max_pending_syns
+        assert args.connect_timeout == channel.connect_timeout
+        assert args.handshake_timeout == channel.handshake_timeout
+        assert args.keepalive_interval == channel.keepalive_interval
+        assert args.max_buffer == channel.max_buffer == DEFAULT_MAX_BUFFER
+    assert server.max_mappings == session.max_mappings
+    assert (client.reconnect_min, client.reconnect_max) == (
+        DEFAULT_RECONNECT_MIN,
+        DEFAULT_RECONNECT_MAX,
+    )
+    help_text = parser._subparsers._group_actions[0].choices["client"].format_help()  # type: ignore[union-attr]
+    assert f"(default {format_size(session.window)})" in help_text
+    assert f"(default {format_size(channel.max_buffer)})" in help_text
