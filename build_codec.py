@@ -71,6 +71,7 @@ ffibuilder.set_source(
     include_dirs=[str(CSRC)],
     extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra"],
     optional=True,
+    py_limited_api=True,  # stable ABI: _ccodec.abi3.so, and setup.py tags the wheel cp310-abi3
 )
 
 if __name__ == "__main__":
