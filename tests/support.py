@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import select
 import socket
 import struct
 import threading
@@ -201,23 +202,34 @@ class ChaosRelay:
     ``freeze()`` stops forwarding on the connections open now (no FIN, no RST:
     a network that silently drops everything); connections made later pass.
     ``cut()`` resets every connection open now.
+
+    Each connection pair is served by one thread that owns both sockets and
+    polls a flag, so only that thread ever closes them: closing a socket that
+    another thread is blocked on lets the kernel hand its descriptor number to
+    a new socket (a target's connection, say) while the blocked call still
+    reads from that number, and then the relay steals bytes meant for a test.
     """
+
+    POLL = 0.01
 
     def __init__(self, target_port: int) -> None:
         self.target = ("127.0.0.1", target_port)
         self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
-        self.pairs: list[tuple[socket.socket, socket.socket, threading.Event]] = []
+        self._pairs: list[_RelayPair] = []
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        while True:
+        self.sock.settimeout(self.POLL * 10)
+        while not self._closed.is_set():
             try:
                 near, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             try:
@@ -225,49 +237,86 @@ class ChaosRelay:
             except OSError:
                 near.close()
                 continue
-            frozen = threading.Event()
+            pair = _RelayPair(near, far)
             with self._lock:
-                self.pairs.append((near, far, frozen))
-            for source, sink in ((near, far), (far, near)):
-                threading.Thread(
-                    target=self._pump, args=(source, sink, frozen), daemon=True
-                ).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, frozen: threading.Event) -> None:
-        try:
-            while True:
-                while frozen.is_set():
-                    time.sleep(0.01)
-                data = source.recv(65536)
-                while frozen.is_set():
-                    time.sleep(0.01)
-                if not data:
-                    sink.shutdown(socket.SHUT_WR)
-                    return
-                sink.sendall(data)
-        except OSError:
-            pass
+                self._pairs.append(pair)
+            threading.Thread(target=pair.run, daemon=True).start()
 
     def freeze(self) -> None:
         with self._lock:
-            for _near, _far, frozen in self.pairs:
-                frozen.set()
+            for pair in self._pairs:
+                pair.frozen.set()
 
     def cut(self) -> None:
+        """Reset every connection open now, and wait until they are gone."""
         with self._lock:
-            pairs, self.pairs = self.pairs, []
-        for near, far, _frozen in pairs:
-            for sock in (near, far):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.close()
-                except OSError:
-                    pass
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            pair.cut.set()
+        for pair in pairs:
+            pair.done.wait(5)
 
     def close(self) -> None:
+        self._closed.set()
         self.cut()
         self.sock.close()
+
+
+class _RelayPair:
+    """Both directions of one relayed connection, in one thread."""
+
+    def __init__(self, near: socket.socket, far: socket.socket) -> None:
+        self.near, self.far = near, far
+        self.frozen = threading.Event()
+        self.cut = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        owed = {self.near: bytearray(), self.far: bytearray()}  # bytes waiting to go to each
+        peer = {self.near: self.far, self.far: self.near}
+        reading = {self.near, self.far}
+        ended: set[socket.socket] = set()
+        try:
+            for sock in (self.near, self.far):
+                sock.setblocking(False)
+            while not self.cut.is_set() and (reading or any(owed.values())):
+                if self.frozen.is_set():
+                    time.sleep(ChaosRelay.POLL)
+                    continue
+                readable = [s for s in reading if len(owed[peer[s]]) < (1 << 20)]
+                writable = [s for s, data in owed.items() if data]
+                ready_r, ready_w, _ = select.select(readable, writable, [], ChaosRelay.POLL)
+                for source in ready_r:
+                    try:
+                        data = source.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    if data:
+                        owed[peer[source]] += data
+                    else:
+                        reading.discard(source)
+                for sink in ready_w:
+                    try:
+                        del owed[sink][: sink.send(owed[sink])]
+                    except BlockingIOError:
+                        continue
+                for source in (self.near, self.far):
+                    if source not in reading and not owed[peer[source]] and source not in ended:
+                        ended.add(source)
+                        peer[source].shutdown(socket.SHUT_WR)  # pass the EOF on
+        except OSError:
+            pass
+        finally:
+            for sock in (self.near, self.far):
+                if self.cut.is_set():  # a reset, not a goodbye
+                    try:
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                    except OSError:
+                        pass
+                sock.close()
+            self.done.set()
 
 
 def free_port() -> int:
