@@ -16,6 +16,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define RMUX_GROUP_TABLE 8192 /* power of two, >= 2 * RMUX_MAX_FRAMES_PER_SCAN */
+
+struct rmux_scratch {
+    rmux_quad frames[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t frame_group[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t group_sid[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t group_len[RMUX_MAX_FRAMES_PER_SCAN];
+    size_t group_cursor[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t table_key[RMUX_GROUP_TABLE];
+    uint32_t table_gen[RMUX_GROUP_TABLE]; /* a slot is in use if it has the current generation */
+    uint32_t table_group[RMUX_GROUP_TABLE];
+    uint32_t generation;
+};
+
+rmux_scratch *rmux_scratch_new(void) {
+    return calloc(1, sizeof(rmux_scratch));
+}
+
+void rmux_scratch_free(rmux_scratch *scratch) {
+    free(scratch);
+}
+
 static uint32_t read_u32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }

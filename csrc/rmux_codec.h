@@ -15,6 +15,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* cdef-begin
+ * build_codec.py hands everything from here to cdef-end to cffi's cdef(), so
+ * this is the one declaration of the API for both C and Python.  Keep it to
+ * what cffi parses: no #include or #if, and #define only with a plain number
+ * (other constants go in an enum, or in rmux_codec.c if Python needn't see
+ * them). */
+
 #define RMUX_HEADER_SIZE 9
 #define RMUX_KIND_DATA 0
 #define RMUX_KIND_COMMAND 1
@@ -29,7 +36,6 @@
 #define RMUX_RECORD_COMMAND 1
 
 #define RMUX_MAX_FRAMES_PER_SCAN 4096
-#define RMUX_GROUP_TABLE 8192 /* power of two, >= 2 * RMUX_MAX_FRAMES_PER_SCAN */
 
 #define RMUX_INITIAL_RING 16384
 #define RMUX_INITIAL_OUTPUT 16384
@@ -40,17 +46,10 @@ typedef struct {
 } rmux_quad;
 
 /* Scratch space for rmux_decode, reused across calls (single-threaded use). */
-typedef struct {
-    rmux_quad frames[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t frame_group[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t group_sid[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t group_len[RMUX_MAX_FRAMES_PER_SCAN];
-    size_t group_cursor[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t table_key[RMUX_GROUP_TABLE];
-    uint32_t table_gen[RMUX_GROUP_TABLE];
-    uint32_t table_group[RMUX_GROUP_TABLE];
-    uint32_t generation;
-} rmux_scratch;
+typedef struct rmux_scratch rmux_scratch;
+
+rmux_scratch *rmux_scratch_new(void);
+void rmux_scratch_free(rmux_scratch *scratch);
 
 void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8_t kind);
 
@@ -113,5 +112,7 @@ int rmux_tx_has_data(const rmux_tx *tx);
 uint8_t *rmux_tx_pending(rmux_tx *tx, size_t *length);
 /* 0 ok, -1 if count exceeds the unsent bytes. */
 int rmux_tx_sent(rmux_tx *tx, size_t count);
+
+/* cdef-end */
 
 #endif

@@ -4,12 +4,16 @@ A fresh venv installs a clean copy of the source with ``CC=false`` (every
 compile fails), then runs the demo and checks the backend line.  It takes
 about half a minute (venv, pip, build isolation), so it runs once: in the
 suite's ``REACTOR_MUX_CODEC=c`` pass, not again in the ``python`` pass.
+
+Also here, and quick: build_codec.py gives cffi the header's own declarations.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -79,3 +83,20 @@ def test_install_without_a_compiler_runs_pure_python(tmp_path):
                           text=True, timeout=300, cwd=tmp_path)  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "codec python" in demo.stdout and "demo passed" in demo.stdout
+
+
+def test_cdef_is_the_headers_public_region():
+    """build_codec.py declares to cffi exactly what csrc/rmux_codec.h declares to C:
+    every declaration of the header lies between its cdef-begin and cdef-end
+    markers, and outside them there are only comments and preprocessor lines."""
+    spec = importlib.util.spec_from_file_location("build_codec", ROOT / "build_codec.py")
+    assert spec is not None and spec.loader is not None
+    build_codec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_codec)  # runs cffi's cdef() on the region: it must parse
+    header = (ROOT / "csrc" / "rmux_codec.h").read_text()
+    assert build_codec.CDEF in header
+    outside = header.replace(build_codec.CDEF, "")
+    outside = re.sub(r"/\*.*?\*/", "", outside, flags=re.DOTALL)
+    stray = [line for line in outside.splitlines() if line.strip() and not line.startswith("#")]
+    assert not stray, "declarations outside the cdef region are hidden from Python"
+    assert "rmux_decode" in build_codec.CDEF and "rmux_tx_sent" in build_codec.CDEF

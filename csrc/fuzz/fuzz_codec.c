@@ -29,12 +29,16 @@
         }                                                                             \
     } while (0)
 
-static rmux_scratch scratch;
+static rmux_scratch *scratch; /* allocated by the first decode input, kept for the rest */
 static uint8_t buffer[BUFFER_SIZE];
 static uint8_t staging[BUFFER_SIZE];
 static rmux_quad records[RMUX_MAX_FRAMES_PER_SCAN];
 
 static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
+    if (scratch == NULL) {
+        scratch = rmux_scratch_new();
+        CHECK(scratch != NULL);
+    }
     size_t start = 0, end = 0, offset = 0;
     size_t min_free = RMUX_HEADER_SIZE + MAX_DATA;
     while (offset < size) {
@@ -55,7 +59,7 @@ static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
         int error = RMUX_OK;
         while (nframes == RMUX_MAX_FRAMES_PER_SCAN && error == RMUX_OK) {
             size_t before = start;
-            size_t count = rmux_decode(&scratch, buffer, &start, end, MAX_DATA, MAX_COMMAND,
+            size_t count = rmux_decode(scratch, buffer, &start, end, MAX_DATA, MAX_COMMAND,
                                        staging, BUFFER_SIZE, &staged, records, &nframes, &error);
             CHECK(start >= before && start <= end);
             CHECK(staged <= BUFFER_SIZE);
