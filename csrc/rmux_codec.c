@@ -56,7 +56,7 @@ void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8
 
 size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
                         uint32_t max_command, size_t max_frames, rmux_quad *frames,
-                        size_t *next_start, int *error) {
+                        size_t *next_start, rmux_status *error) {
     size_t pos = start;
     size_t count = 0;
     *error = RMUX_OK;
@@ -122,7 +122,7 @@ static void next_generation(rmux_scratch *s) {
 size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t end,
                    uint32_t max_data, uint32_t max_command, uint8_t *staging,
                    size_t staging_capacity, size_t *staged, rmux_quad *records,
-                   size_t *nframes, int *error) {
+                   size_t *nframes, rmux_status *error) {
     size_t count = rmux_scan_frames(buf, *start, end, max_data, max_command,
                                     RMUX_MAX_FRAMES_PER_SCAN, s->frames, start, error);
     size_t nrecords = 0;
@@ -249,12 +249,12 @@ uint64_t rmux_tx_held_total(const rmux_tx *tx) {
     return tx->held;
 }
 
-int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size) {
+rmux_tx_status rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size) {
     if (frame_size == 0 || frame_size > tx->frame_size) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     tx->frame_size = frame_size;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 static tx_stream *get_stream(rmux_tx *tx, int32_t slot) {
@@ -264,12 +264,12 @@ static tx_stream *get_stream(rmux_tx *tx, int32_t slot) {
     return &tx->streams[slot];
 }
 
-static int ready_push_back(rmux_tx *tx, uint32_t slot) {
+static rmux_tx_status ready_push_back(rmux_tx *tx, uint32_t slot) {
     if (tx->ready_count == tx->ready_capacity) {
         uint32_t capacity = tx->ready_capacity ? tx->ready_capacity * 2 : 64;
         uint32_t *grown = malloc((size_t)capacity * sizeof *grown);
         if (grown == NULL) {
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         for (uint32_t i = 0; i < tx->ready_count; i++) {
             grown[i] = tx->ready[(tx->ready_head + i) % tx->ready_capacity];
@@ -281,7 +281,7 @@ static int ready_push_back(rmux_tx *tx, uint32_t slot) {
     }
     tx->ready[(tx->ready_head + tx->ready_count) % tx->ready_capacity] = slot;
     tx->ready_count++;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 static uint32_t ready_pop_front(rmux_tx *tx) {
@@ -312,12 +312,12 @@ int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit) {
             uint32_t capacity = tx->streams_capacity ? tx->streams_capacity * 2 : 16;
             tx_stream *grown = realloc(tx->streams, (size_t)capacity * sizeof *grown);
             if (grown == NULL) {
-                return -1;
+                return RMUX_TX_NO_MEMORY;
             }
             uint32_t *free_grown = realloc(tx->free_slots, (size_t)capacity * sizeof *free_grown);
             if (free_grown == NULL) {
                 tx->streams = grown;
-                return -1;
+                return RMUX_TX_NO_MEMORY;
             }
             tx->streams = grown;
             tx->free_slots = free_grown;
@@ -335,10 +335,10 @@ int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit) {
     return (int32_t)slot;
 }
 
-int rmux_tx_close(rmux_tx *tx, int32_t slot) {
+rmux_tx_status rmux_tx_close(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (stream->in_ready) {
         ready_remove(tx, (uint32_t)slot);
@@ -350,7 +350,7 @@ int rmux_tx_close(rmux_tx *tx, int32_t slot) {
     stream->open = 0;
     stream->in_ready = 0;
     tx->free_slots[tx->nfree++] = (uint32_t)slot;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 void rmux_tx_drop_streams(rmux_tx *tx) {
@@ -369,7 +369,7 @@ void rmux_tx_drop_streams(rmux_tx *tx) {
 
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
-    return stream == NULL ? -1 : (int64_t)stream->size;
+    return stream == NULL ? RMUX_TX_INVALID : (int64_t)stream->size;
 }
 
 uint64_t rmux_tx_release_idle(rmux_tx *tx) {
@@ -389,19 +389,20 @@ uint64_t rmux_tx_release_idle(rmux_tx *tx) {
     return released;
 }
 
-int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
-                    uint32_t *first_length, uint8_t **second, uint32_t *second_length) {
+rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
+                               uint32_t *first_length, uint8_t **second,
+                               uint32_t *second_length) {
     tx_stream *stream = get_stream(tx, slot);
     *first = *second = NULL;
     *first_length = *second_length = 0;
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (count == 0) {
-        return 0;
+        return RMUX_TX_OK;
     }
     if (stream->fin_pending || (uint64_t)stream->size + count > stream->limit) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     /* Grow only on evidence (the Python twin's rule): a new ring starts small and
      * doubles when the previous read filled it, up to the stream's limit. */
@@ -421,7 +422,7 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
         uint64_t capacity = target;
         uint8_t *grown = malloc((size_t)capacity);
         if (grown == NULL) {
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         uint32_t head_part = stream->capacity - stream->head;
         uint32_t first_part = stream->size < head_part ? stream->size : head_part;
@@ -449,55 +450,55 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
         *second = stream->ring;
         *second_length = count - part;
     }
-    return 0;
+    return RMUX_TX_OK;
 }
 
-int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
+rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
     tx_stream *stream = get_stream(tx, slot);
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     uint32_t room = stream->limit < stream->capacity ? stream->limit : stream->capacity;
     if ((uint64_t)stream->size + count > room) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (count == 0) {
-        return 0;
+        return RMUX_TX_OK;
     }
     stream->size += count;
     tx->buffered += count;
     stream->grow_next = stream->size == stream->capacity;
     if (!stream->in_ready) {
-        if (ready_push_back(tx, (uint32_t)slot) != 0) {
+        if (ready_push_back(tx, (uint32_t)slot) != RMUX_TX_OK) {
             stream->size -= count;
             tx->buffered -= count;
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         stream->in_ready = 1;
     }
-    return 0;
+    return RMUX_TX_OK;
 }
 
-int rmux_tx_finish(rmux_tx *tx, int32_t slot) {
+rmux_tx_status rmux_tx_finish(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (stream->fin_pending) {
-        return 0;
+        return RMUX_TX_OK;
     }
     if (!stream->in_ready) {
-        if (ready_push_back(tx, (uint32_t)slot) != 0) {
-            return -2;
+        if (ready_push_back(tx, (uint32_t)slot) != RMUX_TX_OK) {
+            return RMUX_TX_NO_MEMORY;
         }
         stream->in_ready = 1;
     }
     stream->fin_pending = 1;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 /* Make room for `extra` more bytes at the FIFO's end (the Python twin's _make_room). */
-static int make_room(rmux_tx *tx, size_t extra) {
+static rmux_tx_status make_room(rmux_tx *tx, size_t extra) {
     size_t unsent = tx->end - tx->start;
     if (tx->start && (tx->start == tx->end || tx->end + extra > tx->out_capacity)) {
         memmove(tx->out, tx->out + tx->start, unsent);
@@ -513,11 +514,11 @@ static int make_room(rmux_tx *tx, size_t extra) {
             size = tx->capacity;
         }
         if (size < tx->end + extra) {
-            return -2; /* cannot happen when callers respect the capacity checks */
+            return RMUX_TX_NO_MEMORY; /* cannot happen when callers respect the capacity checks */
         }
         uint8_t *grown = malloc(size);
         if (grown == NULL) {
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         if (unsent) {
             memcpy(grown, tx->out + tx->start, unsent);
@@ -528,19 +529,19 @@ static int make_room(rmux_tx *tx, size_t extra) {
         tx->start = 0;
         tx->end = unsent;
     }
-    return 0;
+    return RMUX_TX_OK;
 }
 
-int rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length) {
+rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length) {
     if ((tx->end - tx->start) + length > tx->capacity) {
-        return 0;
+        return RMUX_TX_NO_ROOM;
     }
-    if (make_room(tx, length) != 0) {
-        return -2;
+    if (make_room(tx, length) != RMUX_TX_OK) {
+        return RMUX_TX_NO_MEMORY;
     }
     memcpy(tx->out + tx->end, frame, length);
     tx->end += length;
-    return 1;
+    return RMUX_TX_OK;
 }
 
 int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
@@ -551,8 +552,8 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
         stream->in_ready = 0;
         uint32_t count = stream->size < tx->frame_size ? stream->size : tx->frame_size;
         if (count) {
-            if (make_room(tx, RMUX_HEADER_SIZE + (size_t)count) != 0) {
-                return -2;
+            if (make_room(tx, RMUX_HEADER_SIZE + (size_t)count) != RMUX_TX_OK) {
+                return RMUX_TX_NO_MEMORY;
             }
             rmux_encode_header(tx->out + tx->end, count, stream->stream_id, RMUX_KIND_DATA);
             tx->end += RMUX_HEADER_SIZE;
@@ -569,21 +570,21 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
         }
         if (stream->size) {
             stream->in_ready = 1;
-            if (ready_push_back(tx, slot) != 0) {
-                return -2;
+            if (ready_push_back(tx, slot) != RMUX_TX_OK) {
+                return RMUX_TX_NO_MEMORY;
             }
         } else if (stream->fin_pending) {
             if (nfins == max_fins) {
                 /* No room to report it: keep it for the next fill. */
                 stream->in_ready = 1;
-                if (ready_push_back(tx, slot) != 0) {
-                    return -2;
+                if (ready_push_back(tx, slot) != RMUX_TX_OK) {
+                    return RMUX_TX_NO_MEMORY;
                 }
                 break;
             }
             stream->fin_pending = 0;
-            if (make_room(tx, RMUX_HEADER_SIZE + sizeof FIN_BODY) != 0) {
-                return -2;
+            if (make_room(tx, RMUX_HEADER_SIZE + sizeof FIN_BODY) != RMUX_TX_OK) {
+                return RMUX_TX_NO_MEMORY;
             }
             rmux_encode_header(tx->out + tx->end, sizeof FIN_BODY, stream->stream_id,
                                RMUX_KIND_COMMAND);
@@ -608,13 +609,13 @@ uint8_t *rmux_tx_pending(rmux_tx *tx, size_t *length) {
     return tx->out == NULL ? NULL : tx->out + tx->start;
 }
 
-int rmux_tx_sent(rmux_tx *tx, size_t count) {
+rmux_tx_status rmux_tx_sent(rmux_tx *tx, size_t count) {
     if (count > tx->end - tx->start) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     tx->start += count;
     if (tx->start == tx->end) {
         tx->start = tx->end = 0;
     }
-    return 0;
+    return RMUX_TX_OK;
 }
