@@ -16,10 +16,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* C99 has no _Static_assert: an array of negative size stops the build instead. */
+#define RMUX_STATIC_ASSERT(condition, name) typedef char rmux_assert_##name[(condition) ? 1 : -1]
+
+RMUX_STATIC_ASSERT(sizeof(rmux_frame) == 4 * sizeof(uint32_t), frame_is_four_packed_u32);
+RMUX_STATIC_ASSERT(sizeof(rmux_record) == 4 * sizeof(uint32_t), record_is_four_packed_u32);
+
 #define RMUX_GROUP_TABLE 8192 /* power of two, >= 2 * RMUX_MAX_FRAMES_PER_SCAN */
 
 struct rmux_scratch {
-    rmux_quad frames[RMUX_MAX_FRAMES_PER_SCAN];
+    rmux_frame frames[RMUX_MAX_FRAMES_PER_SCAN];
     uint32_t frame_group[RMUX_MAX_FRAMES_PER_SCAN];
     uint32_t group_sid[RMUX_MAX_FRAMES_PER_SCAN];
     uint32_t group_len[RMUX_MAX_FRAMES_PER_SCAN];
@@ -55,7 +61,7 @@ void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8
 }
 
 size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
-                        uint32_t max_command, size_t max_frames, rmux_quad *frames,
+                        uint32_t max_command, size_t max_frames, rmux_frame *frames,
                         size_t *next_start, rmux_status *error) {
     size_t pos = start;
     size_t count = 0;
@@ -83,10 +89,10 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t m
         if (end - body < (size_t)length) {
             break;
         }
-        frames[count].a = stream_id;
-        frames[count].b = kind;
-        frames[count].c = (uint32_t)body;
-        frames[count].d = length;
+        frames[count].stream_id = stream_id;
+        frames[count].kind = kind;
+        frames[count].offset = (uint32_t)body;
+        frames[count].length = length;
         count++;
         pos = body + length;
     }
@@ -121,7 +127,7 @@ static void next_generation(rmux_scratch *s) {
 
 size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t end,
                    uint32_t max_data, uint32_t max_command, uint8_t *staging,
-                   size_t staging_capacity, size_t *staged, rmux_quad *records,
+                   size_t staging_capacity, size_t *staged, rmux_record *records,
                    size_t *nframes, rmux_status *error) {
     size_t count = rmux_scan_frames(buf, *start, end, max_data, max_command,
                                     RMUX_MAX_FRAMES_PER_SCAN, s->frames, start, error);
@@ -129,12 +135,12 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t en
     size_t index = 0;
     *nframes = count;
     while (index < count) {
-        const rmux_quad *frame = &s->frames[index];
-        if (frame->b == RMUX_KIND_COMMAND) {
-            records[nrecords].a = RMUX_RECORD_COMMAND;
-            records[nrecords].b = frame->a;
-            records[nrecords].c = frame->c;
-            records[nrecords].d = frame->d;
+        const rmux_frame *frame = &s->frames[index];
+        if (frame->kind == RMUX_KIND_COMMAND) {
+            records[nrecords].kind = RMUX_RECORD_COMMAND;
+            records[nrecords].stream_id = frame->stream_id;
+            records[nrecords].offset = frame->offset;
+            records[nrecords].length = frame->length;
             nrecords++;
             index++;
             continue;
@@ -144,11 +150,12 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t en
         uint32_t ngroups = 0;
         size_t total = 0;
         next_generation(s);
-        while (index < count && s->frames[index].b == RMUX_KIND_DATA) {
-            uint32_t group = group_of(s, s->frames[index].a, &ngroups);
+        while (index < count && s->frames[index].kind == RMUX_KIND_DATA) {
+            const rmux_frame *data = &s->frames[index];
+            uint32_t group = group_of(s, data->stream_id, &ngroups);
             s->frame_group[index] = group;
-            s->group_len[group] += s->frames[index].d;
-            total += s->frames[index].d;
+            s->group_len[group] += data->length;
+            total += data->length;
             index++;
         }
         if (*staged > staging_capacity || total > staging_capacity - *staged) {
@@ -158,18 +165,18 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t en
         size_t cursor = *staged;
         for (uint32_t g = 0; g < ngroups; g++) {
             s->group_cursor[g] = cursor;
-            records[nrecords].a = RMUX_RECORD_DATA;
-            records[nrecords].b = s->group_sid[g];
-            records[nrecords].c = (uint32_t)cursor;
-            records[nrecords].d = s->group_len[g];
+            records[nrecords].kind = RMUX_RECORD_DATA;
+            records[nrecords].stream_id = s->group_sid[g];
+            records[nrecords].offset = (uint32_t)cursor;
+            records[nrecords].length = s->group_len[g];
             nrecords++;
             cursor += s->group_len[g];
         }
         for (size_t i = run_start; i < index; i++) {
-            const rmux_quad *data = &s->frames[i];
+            const rmux_frame *data = &s->frames[i];
             size_t *at = &s->group_cursor[s->frame_group[i]];
-            memcpy(staging + *at, buf + data->c, data->d);
-            *at += data->d;
+            memcpy(staging + *at, buf + data->offset, data->length);
+            *at += data->length;
         }
         *staged += total;
     }

@@ -43,10 +43,23 @@ typedef enum rmux_status {
 
 typedef enum rmux_record_kind { RMUX_RECORD_DATA = 0, RMUX_RECORD_COMMAND = 1 } rmux_record_kind;
 
-/* A frame (stream_id, kind, offset, length) or a record (kind, stream_id, offset, length). */
-typedef struct {
-    uint32_t a, b, c, d;
-} rmux_quad;
+/* A complete frame in the receive buffer: its body is buf[offset, offset + length).
+ * Four uint32s, no padding: _c.py unpacks an array of them in one struct call. */
+typedef struct rmux_frame {
+    uint32_t stream_id;
+    uint32_t kind; /* rmux_kind */
+    uint32_t offset;
+    uint32_t length;
+} rmux_frame;
+
+/* What the caller handles: a command (body in the receive buffer) or a stream's
+ * spliced data (in the staging buffer).  Same layout rule as rmux_frame. */
+typedef struct rmux_record {
+    uint32_t kind; /* rmux_record_kind */
+    uint32_t stream_id;
+    uint32_t offset;
+    uint32_t length;
+} rmux_record;
 
 /* Scratch space for rmux_decode, reused across calls (single-threaded use). */
 typedef struct rmux_scratch rmux_scratch;
@@ -56,12 +69,11 @@ void rmux_scratch_free(rmux_scratch *scratch);
 
 void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8_t kind);
 
-/* Parse up to max_frames complete frames of buf[start, end) into frames[] as
- * (stream_id, kind, body_offset, body_length).  Returns the count; *next_start
- * is the first unparsed offset (the offending header on error); *error is
- * RMUX_OK or the first violation. */
+/* Parse up to max_frames complete frames of buf[start, end) into frames[].
+ * Returns the count; *next_start is the first unparsed offset (the offending
+ * header on error); *error is RMUX_OK or the first violation. */
 size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
-                        uint32_t max_command, size_t max_frames, rmux_quad *frames,
+                        uint32_t max_command, size_t max_frames, rmux_frame *frames,
                         size_t *next_start, rmux_status *error);
 
 /* Scan up to RMUX_MAX_FRAMES_PER_SCAN frames from buf[*start, end) and turn
@@ -72,7 +84,7 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t m
  * *staged; *nframes is the number of frames scanned; *error as above. */
 size_t rmux_decode(rmux_scratch *scratch, const uint8_t *buf, size_t *start, size_t end,
                    uint32_t max_data, uint32_t max_command, uint8_t *staging,
-                   size_t staging_capacity, size_t *staged, rmux_quad *records,
+                   size_t staging_capacity, size_t *staged, rmux_record *records,
                    size_t *nframes, rmux_status *error);
 
 /* ---- outbound: per-stream rings and the channel's output FIFO ---- */

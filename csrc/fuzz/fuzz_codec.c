@@ -32,7 +32,7 @@
 static rmux_scratch *scratch; /* allocated by the first decode input, kept for the rest */
 static uint8_t buffer[BUFFER_SIZE];
 static uint8_t staging[BUFFER_SIZE];
-static rmux_quad records[RMUX_MAX_FRAMES_PER_SCAN];
+static rmux_record records[RMUX_MAX_FRAMES_PER_SCAN];
 
 static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
     if (scratch == NULL) {
@@ -65,12 +65,12 @@ static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
             CHECK(staged <= BUFFER_SIZE);
             CHECK(count <= nframes);
             for (size_t i = 0; i < count; i++) {
-                const rmux_quad *r = &records[i];
-                CHECK(r->a == RMUX_RECORD_DATA || r->a == RMUX_RECORD_COMMAND);
-                if (r->a == RMUX_RECORD_DATA) {
-                    CHECK((size_t)r->c + r->d <= staged);
+                const rmux_record *r = &records[i];
+                CHECK(r->kind == RMUX_RECORD_DATA || r->kind == RMUX_RECORD_COMMAND);
+                if (r->kind == RMUX_RECORD_DATA) {
+                    CHECK((size_t)r->offset + r->length <= staged);
                 } else {
-                    CHECK(r->d <= MAX_COMMAND && (size_t)r->c + r->d <= start);
+                    CHECK(r->length <= MAX_COMMAND && (size_t)r->offset + r->length <= start);
                 }
             }
         }

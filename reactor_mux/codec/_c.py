@@ -48,9 +48,21 @@ _SHARED = {
     "RMUX_RECORD_COMMAND": RECORD_COMMAND,
 }
 
+# Frames and records come back as C arrays of four uint32 fields, unpacked into
+# Frame and Record tuples in one call: the struct's field order is the tuple's.
+_FOUR_U32 = struct.Struct("=IIII")
+_ENTRY_SIZE = _FOUR_U32.size
+_LAYOUTS = {
+    "rmux_frame": ["stream_id", "kind", "offset", "length"],
+    "rmux_record": ["kind", "stream_id", "offset", "length"],
+}
+
 
 def _check_build() -> None:
     differ = [name for name, value in _SHARED.items() if getattr(lib, name, None) != value]
+    for name, fields in _LAYOUTS.items():
+        if ffi.sizeof(name) != _ENTRY_SIZE or [f for f, _ in ffi.typeof(name).fields] != fields:
+            differ.append(name)
     if differ:
         raise ImportError(f"compiled codec was built from different sources: {', '.join(differ)}")
 
@@ -67,11 +79,10 @@ _TX_INVALID = lib.RMUX_TX_INVALID
 _TX_NO_MEMORY = lib.RMUX_TX_NO_MEMORY
 _TX_NO_ROOM = lib.RMUX_TX_NO_ROOM
 
-_QUAD = struct.Struct("=IIII")
 _SCRATCH = ffi.gc(lib.rmux_scratch_new(), lib.rmux_scratch_free)
 if _SCRATCH == ffi.NULL:
     raise ImportError("cannot allocate the codec's scratch space")
-_FRAMES = ffi.new("rmux_quad[]", MAX_FRAMES_PER_SCAN)
+_FRAMES = ffi.new("rmux_frame[]", MAX_FRAMES_PER_SCAN)
 _FRAMES_BUFFER = ffi.buffer(_FRAMES)
 _SIZE_OUT = ffi.new("size_t *")
 _STATUS_OUT = ffi.new("rmux_status *")
@@ -100,7 +111,7 @@ def scan_frames(
     count = lib.rmux_scan_frames(
         pointer, start, end, max_data, max_command, max_frames, _FRAMES, _SIZE_OUT, _STATUS_OUT
     )
-    frames = list(_QUAD.iter_unpack(_FRAMES_BUFFER[: count * 16]))
+    frames = list(_FOUR_U32.iter_unpack(_FRAMES_BUFFER[: count * _ENTRY_SIZE]))
     return frames, _SIZE_OUT[0], _STATUS_OUT[0]
 
 
@@ -111,7 +122,7 @@ class InboundDecoder(_python.InboundDecoder):
         super().__init__(max_data, max_command, buffer_size)
         self._buffer_pointer = ffi.from_buffer(self._buffer)
         self._staging_pointer = ffi.from_buffer(self._staging)
-        self._records = ffi.new("rmux_quad[]", MAX_FRAMES_PER_SCAN)
+        self._records = ffi.new("rmux_record[]", MAX_FRAMES_PER_SCAN)
         self._records_buffer = ffi.buffer(self._records)
         self._cursor = ffi.new("size_t[3]")  # start, staged, nframes
         self._error = ffi.new("rmux_status *")
@@ -128,7 +139,7 @@ class InboundDecoder(_python.InboundDecoder):
                 self._max_command, self._staging_pointer, len(self._staging), cursor + 1,
                 self._records, cursor + 2, self._error,
             )  # fmt: skip
-            records += _QUAD.iter_unpack(self._records_buffer[: n * 16])
+            records += _FOUR_U32.iter_unpack(self._records_buffer[: n * _ENTRY_SIZE])
             error = self._error[0]
             if error != OK:
                 if error not in _DECODE_ERRORS:
