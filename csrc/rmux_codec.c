@@ -22,7 +22,17 @@
 RMUX_STATIC_ASSERT(sizeof(rmux_frame) == 4 * sizeof(uint32_t), frame_is_four_packed_u32);
 RMUX_STATIC_ASSERT(sizeof(rmux_record) == 4 * sizeof(uint32_t), record_is_four_packed_u32);
 
-#define RMUX_GROUP_TABLE 8192 /* power of two, >= 2 * RMUX_MAX_FRAMES_PER_SCAN */
+/* rmux_decode groups a run of data frames by stream in an open-addressing
+ * table of 2^RMUX_GROUP_TABLE_BITS slots (a power of two, so probes wrap with a
+ * mask).  A run holds at most RMUX_MAX_FRAMES_PER_SCAN streams, so at least half
+ * the slots stay free: probes are short, and always reach a free slot, which is
+ * what ends group_of's loop. */
+#define RMUX_GROUP_TABLE_BITS 13
+#define RMUX_GROUP_TABLE (1u << RMUX_GROUP_TABLE_BITS)
+
+RMUX_STATIC_ASSERT(RMUX_GROUP_TABLE_BITS > 0 && RMUX_GROUP_TABLE_BITS < 32, group_bits_in_range);
+RMUX_STATIC_ASSERT((RMUX_GROUP_TABLE & (RMUX_GROUP_TABLE - 1)) == 0, group_table_power_of_two);
+RMUX_STATIC_ASSERT(RMUX_GROUP_TABLE >= 2u * RMUX_MAX_FRAMES_PER_SCAN, group_table_half_free);
 
 struct rmux_scratch {
     rmux_frame frames[RMUX_MAX_FRAMES_PER_SCAN];
@@ -101,7 +111,11 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t m
 }
 
 static uint32_t group_of(rmux_scratch *s, uint32_t stream_id, uint32_t *ngroups) {
-    uint32_t slot = (uint32_t)((stream_id * 2654435761u) >> 19) & (RMUX_GROUP_TABLE - 1);
+    /* Fibonacci hashing: multiply by 2^32 / golden ratio and keep the top
+     * RMUX_GROUP_TABLE_BITS bits of the 32-bit product, which mix every bit of
+     * the id (stream ids differ mostly in their low bits). */
+    uint32_t product = stream_id * 2654435761u;
+    uint32_t slot = product >> (32 - RMUX_GROUP_TABLE_BITS);
     for (;;) {
         if (s->table_gen[slot] != s->generation) {
             s->table_gen[slot] = s->generation;
