@@ -16,6 +16,44 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* C99 has no _Static_assert: an array of negative size stops the build instead. */
+#define RMUX_STATIC_ASSERT(condition, name) typedef char rmux_assert_##name[(condition) ? 1 : -1]
+
+RMUX_STATIC_ASSERT(sizeof(rmux_frame) == 4 * sizeof(uint32_t), frame_is_four_packed_u32);
+RMUX_STATIC_ASSERT(sizeof(rmux_record) == 4 * sizeof(uint32_t), record_is_four_packed_u32);
+
+/* rmux_decode groups a run of data frames by stream in an open-addressing
+ * table of 2^RMUX_GROUP_TABLE_BITS slots (a power of two, so probes wrap with a
+ * mask).  A run holds at most RMUX_MAX_FRAMES_PER_SCAN streams, so at least half
+ * the slots stay free: probes are short, and always reach a free slot, which is
+ * what ends group_of's loop. */
+#define RMUX_GROUP_TABLE_BITS 13
+#define RMUX_GROUP_TABLE (1u << RMUX_GROUP_TABLE_BITS)
+
+RMUX_STATIC_ASSERT(RMUX_GROUP_TABLE_BITS > 0 && RMUX_GROUP_TABLE_BITS < 32, group_bits_in_range);
+RMUX_STATIC_ASSERT((RMUX_GROUP_TABLE & (RMUX_GROUP_TABLE - 1)) == 0, group_table_power_of_two);
+RMUX_STATIC_ASSERT(RMUX_GROUP_TABLE >= 2u * RMUX_MAX_FRAMES_PER_SCAN, group_table_half_free);
+
+struct rmux_scratch {
+    rmux_frame frames[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t frame_group[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t group_sid[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t group_len[RMUX_MAX_FRAMES_PER_SCAN];
+    size_t group_cursor[RMUX_MAX_FRAMES_PER_SCAN];
+    uint32_t table_key[RMUX_GROUP_TABLE];
+    uint32_t table_gen[RMUX_GROUP_TABLE]; /* a slot is in use if it has the current generation */
+    uint32_t table_group[RMUX_GROUP_TABLE];
+    uint32_t generation;
+};
+
+rmux_scratch *rmux_scratch_new(void) {
+    return calloc(1, sizeof(rmux_scratch));
+}
+
+void rmux_scratch_free(rmux_scratch *scratch) {
+    free(scratch);
+}
+
 static uint32_t read_u32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
@@ -33,8 +71,8 @@ void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8
 }
 
 size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
-                        uint32_t max_command, size_t max_frames, rmux_quad *frames,
-                        size_t *next_start, int *error) {
+                        uint32_t max_command, size_t max_frames, rmux_frame *frames,
+                        size_t *next_start, rmux_status *error) {
     size_t pos = start;
     size_t count = 0;
     *error = RMUX_OK;
@@ -61,10 +99,10 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t m
         if (end - body < (size_t)length) {
             break;
         }
-        frames[count].a = stream_id;
-        frames[count].b = kind;
-        frames[count].c = (uint32_t)body;
-        frames[count].d = length;
+        frames[count].stream_id = stream_id;
+        frames[count].kind = kind;
+        frames[count].offset = (uint32_t)body;
+        frames[count].length = length;
         count++;
         pos = body + length;
     }
@@ -73,7 +111,11 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t m
 }
 
 static uint32_t group_of(rmux_scratch *s, uint32_t stream_id, uint32_t *ngroups) {
-    uint32_t slot = (uint32_t)((stream_id * 2654435761u) >> 19) & (RMUX_GROUP_TABLE - 1);
+    /* Fibonacci hashing: multiply by 2^32 / golden ratio and keep the top
+     * RMUX_GROUP_TABLE_BITS bits of the 32-bit product, which mix every bit of
+     * the id (stream ids differ mostly in their low bits). */
+    uint32_t product = stream_id * 2654435761u;
+    uint32_t slot = product >> (32 - RMUX_GROUP_TABLE_BITS);
     for (;;) {
         if (s->table_gen[slot] != s->generation) {
             s->table_gen[slot] = s->generation;
@@ -99,20 +141,20 @@ static void next_generation(rmux_scratch *s) {
 
 size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t end,
                    uint32_t max_data, uint32_t max_command, uint8_t *staging,
-                   size_t staging_capacity, size_t *staged, rmux_quad *records,
-                   size_t *nframes, int *error) {
+                   size_t staging_capacity, size_t *staged, rmux_record *records,
+                   size_t *nframes, rmux_status *error) {
     size_t count = rmux_scan_frames(buf, *start, end, max_data, max_command,
                                     RMUX_MAX_FRAMES_PER_SCAN, s->frames, start, error);
     size_t nrecords = 0;
     size_t index = 0;
     *nframes = count;
     while (index < count) {
-        const rmux_quad *frame = &s->frames[index];
-        if (frame->b == RMUX_KIND_COMMAND) {
-            records[nrecords].a = RMUX_RECORD_COMMAND;
-            records[nrecords].b = frame->a;
-            records[nrecords].c = frame->c;
-            records[nrecords].d = frame->d;
+        const rmux_frame *frame = &s->frames[index];
+        if (frame->kind == RMUX_KIND_COMMAND) {
+            records[nrecords].kind = RMUX_RECORD_COMMAND;
+            records[nrecords].stream_id = frame->stream_id;
+            records[nrecords].offset = frame->offset;
+            records[nrecords].length = frame->length;
             nrecords++;
             index++;
             continue;
@@ -122,11 +164,12 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t en
         uint32_t ngroups = 0;
         size_t total = 0;
         next_generation(s);
-        while (index < count && s->frames[index].b == RMUX_KIND_DATA) {
-            uint32_t group = group_of(s, s->frames[index].a, &ngroups);
+        while (index < count && s->frames[index].kind == RMUX_KIND_DATA) {
+            const rmux_frame *data = &s->frames[index];
+            uint32_t group = group_of(s, data->stream_id, &ngroups);
             s->frame_group[index] = group;
-            s->group_len[group] += s->frames[index].d;
-            total += s->frames[index].d;
+            s->group_len[group] += data->length;
+            total += data->length;
             index++;
         }
         if (*staged > staging_capacity || total > staging_capacity - *staged) {
@@ -136,18 +179,18 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t en
         size_t cursor = *staged;
         for (uint32_t g = 0; g < ngroups; g++) {
             s->group_cursor[g] = cursor;
-            records[nrecords].a = RMUX_RECORD_DATA;
-            records[nrecords].b = s->group_sid[g];
-            records[nrecords].c = (uint32_t)cursor;
-            records[nrecords].d = s->group_len[g];
+            records[nrecords].kind = RMUX_RECORD_DATA;
+            records[nrecords].stream_id = s->group_sid[g];
+            records[nrecords].offset = (uint32_t)cursor;
+            records[nrecords].length = s->group_len[g];
             nrecords++;
             cursor += s->group_len[g];
         }
         for (size_t i = run_start; i < index; i++) {
-            const rmux_quad *data = &s->frames[i];
+            const rmux_frame *data = &s->frames[i];
             size_t *at = &s->group_cursor[s->frame_group[i]];
-            memcpy(staging + *at, buf + data->c, data->d);
-            *at += data->d;
+            memcpy(staging + *at, buf + data->offset, data->length);
+            *at += data->length;
         }
         *staged += total;
     }
@@ -227,12 +270,12 @@ uint64_t rmux_tx_held_total(const rmux_tx *tx) {
     return tx->held;
 }
 
-int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size) {
+rmux_tx_status rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size) {
     if (frame_size == 0 || frame_size > tx->frame_size) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     tx->frame_size = frame_size;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 static tx_stream *get_stream(rmux_tx *tx, int32_t slot) {
@@ -242,12 +285,12 @@ static tx_stream *get_stream(rmux_tx *tx, int32_t slot) {
     return &tx->streams[slot];
 }
 
-static int ready_push_back(rmux_tx *tx, uint32_t slot) {
+static rmux_tx_status ready_push_back(rmux_tx *tx, uint32_t slot) {
     if (tx->ready_count == tx->ready_capacity) {
         uint32_t capacity = tx->ready_capacity ? tx->ready_capacity * 2 : 64;
         uint32_t *grown = malloc((size_t)capacity * sizeof *grown);
         if (grown == NULL) {
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         for (uint32_t i = 0; i < tx->ready_count; i++) {
             grown[i] = tx->ready[(tx->ready_head + i) % tx->ready_capacity];
@@ -259,7 +302,7 @@ static int ready_push_back(rmux_tx *tx, uint32_t slot) {
     }
     tx->ready[(tx->ready_head + tx->ready_count) % tx->ready_capacity] = slot;
     tx->ready_count++;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 static uint32_t ready_pop_front(rmux_tx *tx) {
@@ -290,12 +333,12 @@ int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit) {
             uint32_t capacity = tx->streams_capacity ? tx->streams_capacity * 2 : 16;
             tx_stream *grown = realloc(tx->streams, (size_t)capacity * sizeof *grown);
             if (grown == NULL) {
-                return -1;
+                return RMUX_TX_NO_MEMORY;
             }
             uint32_t *free_grown = realloc(tx->free_slots, (size_t)capacity * sizeof *free_grown);
             if (free_grown == NULL) {
                 tx->streams = grown;
-                return -1;
+                return RMUX_TX_NO_MEMORY;
             }
             tx->streams = grown;
             tx->free_slots = free_grown;
@@ -313,10 +356,10 @@ int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit) {
     return (int32_t)slot;
 }
 
-int rmux_tx_close(rmux_tx *tx, int32_t slot) {
+rmux_tx_status rmux_tx_close(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (stream->in_ready) {
         ready_remove(tx, (uint32_t)slot);
@@ -328,7 +371,7 @@ int rmux_tx_close(rmux_tx *tx, int32_t slot) {
     stream->open = 0;
     stream->in_ready = 0;
     tx->free_slots[tx->nfree++] = (uint32_t)slot;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 void rmux_tx_drop_streams(rmux_tx *tx) {
@@ -347,7 +390,7 @@ void rmux_tx_drop_streams(rmux_tx *tx) {
 
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
-    return stream == NULL ? -1 : (int64_t)stream->size;
+    return stream == NULL ? RMUX_TX_INVALID : (int64_t)stream->size;
 }
 
 uint64_t rmux_tx_release_idle(rmux_tx *tx) {
@@ -367,19 +410,20 @@ uint64_t rmux_tx_release_idle(rmux_tx *tx) {
     return released;
 }
 
-int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
-                    uint32_t *first_length, uint8_t **second, uint32_t *second_length) {
+rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
+                               uint32_t *first_length, uint8_t **second,
+                               uint32_t *second_length) {
     tx_stream *stream = get_stream(tx, slot);
     *first = *second = NULL;
     *first_length = *second_length = 0;
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (count == 0) {
-        return 0;
+        return RMUX_TX_OK;
     }
     if (stream->fin_pending || (uint64_t)stream->size + count > stream->limit) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     /* Grow only on evidence (the Python twin's rule): a new ring starts small and
      * doubles when the previous read filled it, up to the stream's limit. */
@@ -399,7 +443,7 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
         uint64_t capacity = target;
         uint8_t *grown = malloc((size_t)capacity);
         if (grown == NULL) {
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         uint32_t head_part = stream->capacity - stream->head;
         uint32_t first_part = stream->size < head_part ? stream->size : head_part;
@@ -427,55 +471,55 @@ int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
         *second = stream->ring;
         *second_length = count - part;
     }
-    return 0;
+    return RMUX_TX_OK;
 }
 
-int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
+rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
     tx_stream *stream = get_stream(tx, slot);
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     uint32_t room = stream->limit < stream->capacity ? stream->limit : stream->capacity;
     if ((uint64_t)stream->size + count > room) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (count == 0) {
-        return 0;
+        return RMUX_TX_OK;
     }
     stream->size += count;
     tx->buffered += count;
     stream->grow_next = stream->size == stream->capacity;
     if (!stream->in_ready) {
-        if (ready_push_back(tx, (uint32_t)slot) != 0) {
+        if (ready_push_back(tx, (uint32_t)slot) != RMUX_TX_OK) {
             stream->size -= count;
             tx->buffered -= count;
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         stream->in_ready = 1;
     }
-    return 0;
+    return RMUX_TX_OK;
 }
 
-int rmux_tx_finish(rmux_tx *tx, int32_t slot) {
+rmux_tx_status rmux_tx_finish(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
     if (stream == NULL) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     if (stream->fin_pending) {
-        return 0;
+        return RMUX_TX_OK;
     }
     if (!stream->in_ready) {
-        if (ready_push_back(tx, (uint32_t)slot) != 0) {
-            return -2;
+        if (ready_push_back(tx, (uint32_t)slot) != RMUX_TX_OK) {
+            return RMUX_TX_NO_MEMORY;
         }
         stream->in_ready = 1;
     }
     stream->fin_pending = 1;
-    return 0;
+    return RMUX_TX_OK;
 }
 
 /* Make room for `extra` more bytes at the FIFO's end (the Python twin's _make_room). */
-static int make_room(rmux_tx *tx, size_t extra) {
+static rmux_tx_status make_room(rmux_tx *tx, size_t extra) {
     size_t unsent = tx->end - tx->start;
     if (tx->start && (tx->start == tx->end || tx->end + extra > tx->out_capacity)) {
         memmove(tx->out, tx->out + tx->start, unsent);
@@ -491,11 +535,11 @@ static int make_room(rmux_tx *tx, size_t extra) {
             size = tx->capacity;
         }
         if (size < tx->end + extra) {
-            return -2; /* cannot happen when callers respect the capacity checks */
+            return RMUX_TX_NO_MEMORY; /* cannot happen when callers respect the capacity checks */
         }
         uint8_t *grown = malloc(size);
         if (grown == NULL) {
-            return -2;
+            return RMUX_TX_NO_MEMORY;
         }
         if (unsent) {
             memcpy(grown, tx->out + tx->start, unsent);
@@ -506,19 +550,19 @@ static int make_room(rmux_tx *tx, size_t extra) {
         tx->start = 0;
         tx->end = unsent;
     }
-    return 0;
+    return RMUX_TX_OK;
 }
 
-int rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length) {
+rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length) {
     if ((tx->end - tx->start) + length > tx->capacity) {
-        return 0;
+        return RMUX_TX_NO_ROOM;
     }
-    if (make_room(tx, length) != 0) {
-        return -2;
+    if (make_room(tx, length) != RMUX_TX_OK) {
+        return RMUX_TX_NO_MEMORY;
     }
     memcpy(tx->out + tx->end, frame, length);
     tx->end += length;
-    return 1;
+    return RMUX_TX_OK;
 }
 
 int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
@@ -529,8 +573,8 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
         stream->in_ready = 0;
         uint32_t count = stream->size < tx->frame_size ? stream->size : tx->frame_size;
         if (count) {
-            if (make_room(tx, RMUX_HEADER_SIZE + (size_t)count) != 0) {
-                return -2;
+            if (make_room(tx, RMUX_HEADER_SIZE + (size_t)count) != RMUX_TX_OK) {
+                return RMUX_TX_NO_MEMORY;
             }
             rmux_encode_header(tx->out + tx->end, count, stream->stream_id, RMUX_KIND_DATA);
             tx->end += RMUX_HEADER_SIZE;
@@ -547,21 +591,21 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
         }
         if (stream->size) {
             stream->in_ready = 1;
-            if (ready_push_back(tx, slot) != 0) {
-                return -2;
+            if (ready_push_back(tx, slot) != RMUX_TX_OK) {
+                return RMUX_TX_NO_MEMORY;
             }
         } else if (stream->fin_pending) {
             if (nfins == max_fins) {
                 /* No room to report it: keep it for the next fill. */
                 stream->in_ready = 1;
-                if (ready_push_back(tx, slot) != 0) {
-                    return -2;
+                if (ready_push_back(tx, slot) != RMUX_TX_OK) {
+                    return RMUX_TX_NO_MEMORY;
                 }
                 break;
             }
             stream->fin_pending = 0;
-            if (make_room(tx, RMUX_HEADER_SIZE + sizeof FIN_BODY) != 0) {
-                return -2;
+            if (make_room(tx, RMUX_HEADER_SIZE + sizeof FIN_BODY) != RMUX_TX_OK) {
+                return RMUX_TX_NO_MEMORY;
             }
             rmux_encode_header(tx->out + tx->end, sizeof FIN_BODY, stream->stream_id,
                                RMUX_KIND_COMMAND);
@@ -586,13 +630,13 @@ uint8_t *rmux_tx_pending(rmux_tx *tx, size_t *length) {
     return tx->out == NULL ? NULL : tx->out + tx->start;
 }
 
-int rmux_tx_sent(rmux_tx *tx, size_t count) {
+rmux_tx_status rmux_tx_sent(rmux_tx *tx, size_t count) {
     if (count > tx->end - tx->start) {
-        return -1;
+        return RMUX_TX_INVALID;
     }
     tx->start += count;
     if (tx->start == tx->end) {
         tx->start = tx->end = 0;
     }
-    return 0;
+    return RMUX_TX_OK;
 }

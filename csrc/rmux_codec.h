@@ -15,52 +15,66 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* cdef-begin
+ * build_codec.py hands everything from here to cdef-end to cffi's cdef(), so
+ * this is the one declaration of the API for both C and Python.  Keep it to
+ * what cffi parses: no #include or #if, and #define only with a plain number
+ * (other constants go in an enum, or in rmux_codec.c if Python needn't see
+ * them).  _c.py checks the numbers _python.py also has against these. */
+
 #define RMUX_HEADER_SIZE 9
-#define RMUX_KIND_DATA 0
-#define RMUX_KIND_COMMAND 1
-
-#define RMUX_OK 0
-#define RMUX_ERR_DATA_TOO_LARGE 1
-#define RMUX_ERR_COMMAND_TOO_LARGE 2
-#define RMUX_ERR_BAD_KIND 3
-#define RMUX_ERR_STAGING_FULL 4 /* internal: caller gave a staging buffer too small */
-
-#define RMUX_RECORD_DATA 0
-#define RMUX_RECORD_COMMAND 1
-
 #define RMUX_MAX_FRAMES_PER_SCAN 4096
-#define RMUX_GROUP_TABLE 8192 /* power of two, >= 2 * RMUX_MAX_FRAMES_PER_SCAN */
 
+/* A new send ring's size, and the output FIFO's smallest allocation. */
 #define RMUX_INITIAL_RING 16384
 #define RMUX_INITIAL_OUTPUT 16384
 
-/* A frame (stream_id, kind, offset, length) or a record (kind, stream_id, offset, length). */
-typedef struct {
-    uint32_t a, b, c, d;
-} rmux_quad;
+/* The kind byte of a frame header. */
+typedef enum rmux_kind { RMUX_KIND_DATA = 0, RMUX_KIND_COMMAND = 1 } rmux_kind;
+
+/* What rmux_scan_frames and rmux_decode report in *error. */
+typedef enum rmux_status {
+    RMUX_OK = 0,
+    RMUX_ERR_DATA_TOO_LARGE = 1,
+    RMUX_ERR_COMMAND_TOO_LARGE = 2,
+    RMUX_ERR_BAD_KIND = 3,
+    RMUX_ERR_STAGING_FULL = 4 /* internal: caller gave a staging buffer too small */
+} rmux_status;
+
+typedef enum rmux_record_kind { RMUX_RECORD_DATA = 0, RMUX_RECORD_COMMAND = 1 } rmux_record_kind;
+
+/* A complete frame in the receive buffer: its body is buf[offset, offset + length).
+ * Four uint32s, no padding: _c.py unpacks an array of them in one struct call. */
+typedef struct rmux_frame {
+    uint32_t stream_id;
+    uint32_t kind; /* rmux_kind */
+    uint32_t offset;
+    uint32_t length;
+} rmux_frame;
+
+/* What the caller handles: a command (body in the receive buffer) or a stream's
+ * spliced data (in the staging buffer).  Same layout rule as rmux_frame. */
+typedef struct rmux_record {
+    uint32_t kind; /* rmux_record_kind */
+    uint32_t stream_id;
+    uint32_t offset;
+    uint32_t length;
+} rmux_record;
 
 /* Scratch space for rmux_decode, reused across calls (single-threaded use). */
-typedef struct {
-    rmux_quad frames[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t frame_group[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t group_sid[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t group_len[RMUX_MAX_FRAMES_PER_SCAN];
-    size_t group_cursor[RMUX_MAX_FRAMES_PER_SCAN];
-    uint32_t table_key[RMUX_GROUP_TABLE];
-    uint32_t table_gen[RMUX_GROUP_TABLE];
-    uint32_t table_group[RMUX_GROUP_TABLE];
-    uint32_t generation;
-} rmux_scratch;
+typedef struct rmux_scratch rmux_scratch;
+
+rmux_scratch *rmux_scratch_new(void);
+void rmux_scratch_free(rmux_scratch *scratch);
 
 void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8_t kind);
 
-/* Parse up to max_frames complete frames of buf[start, end) into frames[] as
- * (stream_id, kind, body_offset, body_length).  Returns the count; *next_start
- * is the first unparsed offset (the offending header on error); *error is
- * RMUX_OK or the first violation. */
+/* Parse up to max_frames complete frames of buf[start, end) into frames[].
+ * Returns the count; *next_start is the first unparsed offset (the offending
+ * header on error); *error is RMUX_OK or the first violation. */
 size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
-                        uint32_t max_command, size_t max_frames, rmux_quad *frames,
-                        size_t *next_start, int *error);
+                        uint32_t max_command, size_t max_frames, rmux_frame *frames,
+                        size_t *next_start, rmux_status *error);
 
 /* Scan up to RMUX_MAX_FRAMES_PER_SCAN frames from buf[*start, end) and turn
  * them into records[]: a command frame is (COMMAND, id, body_offset, length);
@@ -70,48 +84,61 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t m
  * *staged; *nframes is the number of frames scanned; *error as above. */
 size_t rmux_decode(rmux_scratch *scratch, const uint8_t *buf, size_t *start, size_t end,
                    uint32_t max_data, uint32_t max_command, uint8_t *staging,
-                   size_t staging_capacity, size_t *staged, rmux_quad *records,
-                   size_t *nframes, int *error);
+                   size_t staging_capacity, size_t *staged, rmux_record *records,
+                   size_t *nframes, rmux_status *error);
 
 /* ---- outbound: per-stream rings and the channel's output FIFO ---- */
+
+/* What the rmux_tx functions return.  Those that return a count or a slot
+ * instead use the negative values for their failures. */
+typedef enum rmux_tx_status {
+    RMUX_TX_OK = 0,
+    RMUX_TX_INVALID = -1,   /* a slot not open, or an argument the call refuses */
+    RMUX_TX_NO_MEMORY = -2, /* an allocation failed */
+    RMUX_TX_NO_ROOM = -3    /* rmux_tx_append: the frame would exceed the capacity */
+} rmux_tx_status;
 
 typedef struct rmux_tx rmux_tx;
 
 rmux_tx *rmux_tx_new(uint32_t frame_size, uint32_t budget, uint32_t capacity);
 void rmux_tx_free(rmux_tx *tx);
-/* Shrink the largest data frame (the peer announced a smaller maximum): 0 ok, -1 not smaller. */
-int rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size);
+/* Shrink the largest data frame (the peer announced a smaller maximum); INVALID if not smaller. */
+rmux_tx_status rmux_tx_set_frame_size(rmux_tx *tx, uint32_t frame_size);
 /* Bytes waiting in all send rings (not counting the output FIFO). */
 uint64_t rmux_tx_buffered_total(const rmux_tx *tx);
 /* Bytes of storage the send rings hold (their capacities: what the cap bounds). */
 uint64_t rmux_tx_held_total(const rmux_tx *tx);
 
-/* Returns a slot (>= 0), or -1 if memory ran out. */
+/* Returns a slot (>= 0), or RMUX_TX_NO_MEMORY. */
 int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit);
-/* 0 on success, -1 if the slot is not open. */
-int rmux_tx_close(rmux_tx *tx, int32_t slot);
+/* INVALID if the slot is not open. */
+rmux_tx_status rmux_tx_close(rmux_tx *tx, int32_t slot);
 void rmux_tx_drop_streams(rmux_tx *tx);
-/* Buffered bytes, or -1 if the slot is not open. */
+/* Buffered bytes, or RMUX_TX_INVALID if the slot is not open. */
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
 /* Free the storage of every empty ring (they start small again); returns the bytes freed. */
 uint64_t rmux_tx_release_idle(rmux_tx *tx);
 /* Free space for up to count bytes (fewer while the ring may not grow yet: see
- * the growth rule in rmux_codec.c), in up to two regions.  0 ok, -1 bad slot or
- * count beyond the limit, -2 out of memory. */
-int rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
-                    uint32_t *first_length, uint8_t **second, uint32_t *second_length);
-int rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count);
-int rmux_tx_finish(rmux_tx *tx, int32_t slot);
-/* Append a whole frame if it fits within capacity: 1 appended, 0 no room, -2 out of memory. */
-int rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length);
+ * the growth rule in rmux_codec.c), in up to two regions.  INVALID for a bad
+ * slot, a stream already finished or count beyond the limit. */
+rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,
+                               uint32_t *first_length, uint8_t **second,
+                               uint32_t *second_length);
+/* INVALID for a bad slot or count beyond the reserved space. */
+rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count);
+rmux_tx_status rmux_tx_finish(rmux_tx *tx, int32_t slot);
+/* Append a whole frame to the FIFO if it fits within the capacity (else NO_ROOM). */
+rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length);
 /* Data frames round-robin, and FINs, into the FIFO.  Writes the ids of
  * streams whose FIN was appended to fins[] (at most max_fins); returns their
- * count, or -2 if memory ran out. */
+ * count, or RMUX_TX_NO_MEMORY. */
 int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins);
 size_t rmux_tx_unsent(const rmux_tx *tx);
 int rmux_tx_has_data(const rmux_tx *tx);
 uint8_t *rmux_tx_pending(rmux_tx *tx, size_t *length);
-/* 0 ok, -1 if count exceeds the unsent bytes. */
-int rmux_tx_sent(rmux_tx *tx, size_t count);
+/* INVALID if count exceeds the unsent bytes. */
+rmux_tx_status rmux_tx_sent(rmux_tx *tx, size_t count);
+
+/* cdef-end */
 
 #endif

@@ -120,6 +120,15 @@ def test_corpus_agrees():
             assert run_decoder(_c, reads) == run_decoder(_python, reads), path.name
 
 
+def test_a_build_from_other_sources_is_refused(monkeypatch):
+    """_c.py checks the compiled constants and struct layouts against _python.py at import."""
+    _c._check_build()
+    monkeypatch.setitem(_c._SHARED, "RMUX_ERR_BAD_KIND", _python.ERR_BAD_KIND + 1)
+    monkeypatch.setitem(_c._LAYOUTS, "rmux_record", ["stream_id", "kind", "offset", "length"])
+    with pytest.raises(ImportError, match="RMUX_ERR_BAD_KIND, rmux_record"):
+        _c._check_build()
+
+
 # ----------------------------------------------------------------- outbound
 
 write = st.tuples(st.just("write"), st.integers(0, 3), st.integers(0, 40000))

@@ -29,12 +29,16 @@
         }                                                                             \
     } while (0)
 
-static rmux_scratch scratch;
+static rmux_scratch *scratch; /* allocated by the first decode input, kept for the rest */
 static uint8_t buffer[BUFFER_SIZE];
 static uint8_t staging[BUFFER_SIZE];
-static rmux_quad records[RMUX_MAX_FRAMES_PER_SCAN];
+static rmux_record records[RMUX_MAX_FRAMES_PER_SCAN];
 
 static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
+    if (scratch == NULL) {
+        scratch = rmux_scratch_new();
+        CHECK(scratch != NULL);
+    }
     size_t start = 0, end = 0, offset = 0;
     size_t min_free = RMUX_HEADER_SIZE + MAX_DATA;
     while (offset < size) {
@@ -52,25 +56,26 @@ static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
         offset += n;
         end += n;
         size_t staged = 0, nframes = RMUX_MAX_FRAMES_PER_SCAN;
-        int error = RMUX_OK;
+        rmux_status error = RMUX_OK;
         while (nframes == RMUX_MAX_FRAMES_PER_SCAN && error == RMUX_OK) {
             size_t before = start;
-            size_t count = rmux_decode(&scratch, buffer, &start, end, MAX_DATA, MAX_COMMAND,
+            size_t count = rmux_decode(scratch, buffer, &start, end, MAX_DATA, MAX_COMMAND,
                                        staging, BUFFER_SIZE, &staged, records, &nframes, &error);
             CHECK(start >= before && start <= end);
             CHECK(staged <= BUFFER_SIZE);
             CHECK(count <= nframes);
             for (size_t i = 0; i < count; i++) {
-                const rmux_quad *r = &records[i];
-                CHECK(r->a == RMUX_RECORD_DATA || r->a == RMUX_RECORD_COMMAND);
-                if (r->a == RMUX_RECORD_DATA) {
-                    CHECK((size_t)r->c + r->d <= staged);
+                const rmux_record *r = &records[i];
+                CHECK(r->kind == RMUX_RECORD_DATA || r->kind == RMUX_RECORD_COMMAND);
+                if (r->kind == RMUX_RECORD_DATA) {
+                    CHECK((size_t)r->offset + r->length <= staged);
                 } else {
-                    CHECK(r->d <= MAX_COMMAND && (size_t)r->c + r->d <= start);
+                    CHECK(r->length <= MAX_COMMAND && (size_t)r->offset + r->length <= start);
                 }
             }
         }
-        CHECK(error >= RMUX_OK && error <= RMUX_ERR_BAD_KIND);
+        CHECK(error == RMUX_OK || error == RMUX_ERR_DATA_TOO_LARGE ||
+              error == RMUX_ERR_COMMAND_TOO_LARGE || error == RMUX_ERR_BAD_KIND);
         if (error != RMUX_OK) {
             return;
         }
@@ -102,11 +107,12 @@ static void outbound_program(const uint8_t *data, size_t size) {
         case 1: {
             uint8_t *first, *second;
             uint32_t n1, n2, count = arg * 2;
-            if (rmux_tx_reserve(tx, slot, count, &first, &n1, &second, &n2) == 0 && count) {
+            rmux_tx_status reserved = rmux_tx_reserve(tx, slot, count, &first, &n1, &second, &n2);
+            if (reserved == RMUX_TX_OK && count) {
                 CHECK(n1 + n2 > 0 && n1 + n2 <= count);  /* a small ring offers less */
                 memset(first, (int)arg, n1);
                 if (n2) memset(second, (int)arg + 1, n2);
-                CHECK(rmux_tx_commit(tx, slot, n1 + n2) == 0);
+                CHECK(rmux_tx_commit(tx, slot, n1 + n2) == RMUX_TX_OK);
             }
             break;
         }
@@ -114,7 +120,7 @@ static void outbound_program(const uint8_t *data, size_t size) {
             rmux_tx_finish(tx, slot);
             break;
         case 3:
-            if (rmux_tx_close(tx, slot) == 0) {
+            if (rmux_tx_close(tx, slot) == RMUX_TX_OK) {
                 size_t index = arg % nslots;
                 nslots--;
                 slots[index] = slots[nslots];
@@ -123,7 +129,8 @@ static void outbound_program(const uint8_t *data, size_t size) {
         case 4: {
             size_t length = arg % sizeof frame + 1;
             memset(frame, (int)op, length);
-            CHECK(rmux_tx_append(tx, frame, length) >= 0);
+            rmux_tx_status appended = rmux_tx_append(tx, frame, length);
+            CHECK(appended == RMUX_TX_OK || appended == RMUX_TX_NO_ROOM);
             break;
         }
         case 5: {
@@ -139,8 +146,8 @@ static void outbound_program(const uint8_t *data, size_t size) {
                 volatile uint8_t sink = pending[0] ^ pending[length - 1];
                 (void)sink;
             }
-            CHECK(rmux_tx_sent(tx, arg < length ? arg : length) == 0);
-            CHECK(rmux_tx_sent(tx, length + 1) == -1);
+            CHECK(rmux_tx_sent(tx, arg < length ? arg : length) == RMUX_TX_OK);
+            CHECK(rmux_tx_sent(tx, length + 1) == RMUX_TX_INVALID);
             break;
         }
         default:

@@ -13,26 +13,80 @@ import struct
 from reactor_mux.codec import _python
 from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
 from reactor_mux.codec._python import (
+    ERR_BAD_KIND,
+    ERR_COMMAND_TOO_LARGE,
+    ERR_DATA_TOO_LARGE,
     FIN_BODY,
+    HEADER_SIZE,
+    INITIAL_OUTPUT,
+    INITIAL_RING,
+    KIND_COMMAND,
+    KIND_DATA,
     MAX_FRAMES_PER_SCAN,
+    OK,
+    RECORD_COMMAND,
+    RECORD_DATA,
     Buffer,
     Frame,
     Record,
 )
 
-if lib.RMUX_MAX_FRAMES_PER_SCAN != MAX_FRAMES_PER_SCAN:
-    raise ImportError("compiled codec was built from different sources (frame batch size)")
+# Numbers both backends use.  The header the module was compiled from must agree
+# with _python.py: a stale build, or an edit to one side only, fails here.
+_SHARED = {
+    "RMUX_HEADER_SIZE": HEADER_SIZE,
+    "RMUX_MAX_FRAMES_PER_SCAN": MAX_FRAMES_PER_SCAN,
+    "RMUX_INITIAL_RING": INITIAL_RING,
+    "RMUX_INITIAL_OUTPUT": INITIAL_OUTPUT,
+    "RMUX_KIND_DATA": KIND_DATA,
+    "RMUX_KIND_COMMAND": KIND_COMMAND,
+    "RMUX_OK": OK,
+    "RMUX_ERR_DATA_TOO_LARGE": ERR_DATA_TOO_LARGE,
+    "RMUX_ERR_COMMAND_TOO_LARGE": ERR_COMMAND_TOO_LARGE,
+    "RMUX_ERR_BAD_KIND": ERR_BAD_KIND,
+    "RMUX_RECORD_DATA": RECORD_DATA,
+    "RMUX_RECORD_COMMAND": RECORD_COMMAND,
+}
 
-_QUAD = struct.Struct("=IIII")
+# Frames and records come back as C arrays of four uint32 fields, unpacked into
+# Frame and Record tuples in one call: the struct's field order is the tuple's.
+_FOUR_U32 = struct.Struct("=IIII")
+_ENTRY_SIZE = _FOUR_U32.size
+_LAYOUTS = {
+    "rmux_frame": ["stream_id", "kind", "offset", "length"],
+    "rmux_record": ["kind", "stream_id", "offset", "length"],
+}
+
+
+def _check_build() -> None:
+    differ = [name for name, value in _SHARED.items() if getattr(lib, name, None) != value]
+    for name, fields in _LAYOUTS.items():
+        if ffi.sizeof(name) != _ENTRY_SIZE or [f for f, _ in ffi.typeof(name).fields] != fields:
+            differ.append(name)
+    if differ:
+        raise ImportError(f"compiled codec was built from different sources: {', '.join(differ)}")
+
+
+_check_build()
+
+_DECODE_ERRORS = (
+    lib.RMUX_ERR_DATA_TOO_LARGE,
+    lib.RMUX_ERR_COMMAND_TOO_LARGE,
+    lib.RMUX_ERR_BAD_KIND,
+)  # what advance() hands on; anything else (RMUX_ERR_STAGING_FULL) is a wrapper bug
+_TX_OK = lib.RMUX_TX_OK
+_TX_INVALID = lib.RMUX_TX_INVALID
+_TX_NO_MEMORY = lib.RMUX_TX_NO_MEMORY
+_TX_NO_ROOM = lib.RMUX_TX_NO_ROOM
+
 _SCRATCH = ffi.gc(lib.rmux_scratch_new(), lib.rmux_scratch_free)
 if _SCRATCH == ffi.NULL:
     raise ImportError("cannot allocate the codec's scratch space")
-_FRAMES = ffi.new("rmux_quad[]", MAX_FRAMES_PER_SCAN)
+_FRAMES = ffi.new("rmux_frame[]", MAX_FRAMES_PER_SCAN)
 _FRAMES_BUFFER = ffi.buffer(_FRAMES)
 _SIZE_OUT = ffi.new("size_t *")
-_SIZE_OUT2 = ffi.new("size_t *")
-_INT_OUT = ffi.new("int *")
-_HEADER_OUT = ffi.new("uint8_t[9]")
+_STATUS_OUT = ffi.new("rmux_status *")
+_HEADER_OUT = ffi.new("uint8_t[]", HEADER_SIZE)
 
 
 def encode_header(length: int, stream_id: int, kind: int) -> bytes:
@@ -55,10 +109,10 @@ def scan_frames(
         raise ValueError("start/end outside the buffer")
     pointer = ffi.from_buffer(buf)
     count = lib.rmux_scan_frames(
-        pointer, start, end, max_data, max_command, max_frames, _FRAMES, _SIZE_OUT, _INT_OUT
+        pointer, start, end, max_data, max_command, max_frames, _FRAMES, _SIZE_OUT, _STATUS_OUT
     )
-    frames = list(_QUAD.iter_unpack(_FRAMES_BUFFER[: count * 16]))
-    return frames, _SIZE_OUT[0], _INT_OUT[0]
+    frames = list(_FOUR_U32.iter_unpack(_FRAMES_BUFFER[: count * _ENTRY_SIZE]))
+    return frames, _SIZE_OUT[0], _STATUS_OUT[0]
 
 
 class InboundDecoder(_python.InboundDecoder):
@@ -68,10 +122,10 @@ class InboundDecoder(_python.InboundDecoder):
         super().__init__(max_data, max_command, buffer_size)
         self._buffer_pointer = ffi.from_buffer(self._buffer)
         self._staging_pointer = ffi.from_buffer(self._staging)
-        self._records = ffi.new("rmux_quad[]", MAX_FRAMES_PER_SCAN)
+        self._records = ffi.new("rmux_record[]", MAX_FRAMES_PER_SCAN)
         self._records_buffer = ffi.buffer(self._records)
         self._cursor = ffi.new("size_t[3]")  # start, staged, nframes
-        self._error = ffi.new("int *")
+        self._error = ffi.new("rmux_status *")
 
     def advance(self, count: int) -> tuple[list[Record], int]:
         self._end += count
@@ -85,16 +139,16 @@ class InboundDecoder(_python.InboundDecoder):
                 self._max_command, self._staging_pointer, len(self._staging), cursor + 1,
                 self._records, cursor + 2, self._error,
             )  # fmt: skip
-            records += _QUAD.iter_unpack(self._records_buffer[: n * 16])
+            records += _FOUR_U32.iter_unpack(self._records_buffer[: n * _ENTRY_SIZE])
             error = self._error[0]
-            if error:
-                if error not in (1, 2, 3):
+            if error != OK:
+                if error not in _DECODE_ERRORS:
                     raise RuntimeError(f"codec internal error {error}")
                 self._start = self._end = cursor[0]
                 return records, error
             if cursor[2] < MAX_FRAMES_PER_SCAN:
                 self._start = cursor[0]
-                return records, 0
+                return records, OK
 
 
 class OutboundQueue(_python.ControlFrames):
@@ -115,9 +169,9 @@ class OutboundQueue(_python.ControlFrames):
 
     @staticmethod
     def _check(code: int) -> None:
-        if code == -1:
+        if code == _TX_INVALID:
             raise ValueError("invalid slot or size for the send queue")
-        if code == -2:
+        if code == _TX_NO_MEMORY:
             raise MemoryError("send queue out of memory")
 
     def buffered_total(self) -> int:
@@ -133,7 +187,7 @@ class OutboundQueue(_python.ControlFrames):
         return released
 
     def set_frame_size(self, frame_size: int) -> None:
-        if lib.rmux_tx_set_frame_size(self._tx, frame_size) != 0:
+        if lib.rmux_tx_set_frame_size(self._tx, frame_size) != _TX_OK:
             raise ValueError("the frame size can only shrink")
 
     def open(self, stream_id: int, limit: int) -> int:
@@ -165,7 +219,7 @@ class OutboundQueue(_python.ControlFrames):
         code = lib.rmux_tx_reserve(
             self._tx, slot, count, regions, lengths, regions + 1, lengths + 1
         )
-        if code == -1:
+        if code == _TX_INVALID:
             raise ValueError("send ring overflow")
         self._check(code)
         views = [memoryview(ffi.buffer(regions[0], lengths[0]))]
@@ -177,7 +231,7 @@ class OutboundQueue(_python.ControlFrames):
         if count < 0:
             raise ValueError("commit beyond the reserved space")
         code = lib.rmux_tx_commit(self._tx, slot, count)
-        if code == -1:
+        if code == _TX_INVALID:
             raise ValueError("commit beyond the reserved space")
         self._check(code)
 
@@ -191,8 +245,10 @@ class OutboundQueue(_python.ControlFrames):
         tx = self._tx
         if self._control:
             for frame in self._control_that_fits(lib.rmux_tx_unsent(tx)):
-                if lib.rmux_tx_append(tx, frame, len(frame)) != 1:
-                    raise MemoryError("send queue out of memory")
+                code = lib.rmux_tx_append(tx, frame, len(frame))
+                if code == _TX_NO_ROOM:  # _control_that_fits only takes frames that fit
+                    raise RuntimeError("codec internal error: a control frame did not fit")
+                self._check(code)
         if self._fins_capacity < self._open:
             self._fins_capacity = max(self._open, 2 * self._fins_capacity)
             self._fins = ffi.new("uint32_t[]", self._fins_capacity)
@@ -209,7 +265,7 @@ class OutboundQueue(_python.ControlFrames):
         return memoryview(ffi.buffer(pointer, length))
 
     def sent(self, count: int) -> None:
-        if count < 0 or lib.rmux_tx_sent(self._tx, count) != 0:
+        if count < 0 or lib.rmux_tx_sent(self._tx, count) != _TX_OK:
             raise ValueError("sent more than was pending")
 
 

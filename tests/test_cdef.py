@@ -1,0 +1,26 @@
+"""build_codec.py gives cffi the header's own declarations, so C and Python
+cannot disagree about a signature: there is no second copy to drift."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_cdef_is_the_headers_public_region():
+    """Every declaration of csrc/rmux_codec.h lies between its cdef-begin and
+    cdef-end markers; outside them there are only comments and preprocessor lines."""
+    spec = importlib.util.spec_from_file_location("build_codec", ROOT / "build_codec.py")
+    assert spec is not None and spec.loader is not None
+    build_codec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_codec)  # runs cffi's cdef() on the region: it must parse
+    header = (ROOT / "csrc" / "rmux_codec.h").read_text()
+    assert build_codec.CDEF in header
+    outside = header.replace(build_codec.CDEF, "")
+    outside = re.sub(r"/\*.*?\*/", "", outside, flags=re.DOTALL)
+    stray = [line for line in outside.splitlines() if line.strip() and not line.startswith("#")]
+    assert not stray, "declarations outside the cdef region are hidden from Python"
+    assert "rmux_decode" in build_codec.CDEF and "rmux_tx_sent" in build_codec.CDEF
