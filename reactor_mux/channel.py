@@ -158,6 +158,10 @@ class Channel:
             give_up=self.close,
         )
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
+        # Calls made per read and per write go straight to the session (no
+        # extra Python frame on the data path).
+        self.get_buffer = self._session.receive_buffer
+        self.read_buffer = self._session.outbound_views
 
     # ------------------------------------------------------------ the role's calls
 
@@ -207,9 +211,6 @@ class Channel:
 
     # ------------------------------------------------------ TransportProtocol
 
-    def get_buffer(self) -> memoryview:
-        return self._session.receive_buffer()
-
     def buffer_updated(self, count: int) -> None:
         self._liveness.heard()
         dispatch = self._dispatch
@@ -217,7 +218,8 @@ class Channel:
             dispatch(event)
             if self.closed:
                 return
-        self._inbound_cap.check()
+        if self._inbound_held >= self._inbound_cap.limit:  # the common case skips a call
+            self._inbound_cap.check()
         self.schedule_flush()
 
     def eof_received(self) -> None:
@@ -341,13 +343,12 @@ class Channel:
             return 0
         return self._session.send_space(stream_id)
 
-    def read_buffer(self, stream_id: int, count: int) -> list[memoryview]:
-        return self._session.outbound_views(stream_id, count)
-
     def read_done(self, stream_id: int, count: int) -> None:
-        self._session.outbound_written(stream_id, count)
+        session = self._session
+        session.outbound_written(stream_id, count)
         # The read that crosses the cap is the only overshoot.
-        self._outbound_cap.check()
+        if session.outbound_held >= self._outbound_cap.limit:
+            self._outbound_cap.check()
         self.schedule_flush()
 
     def read_eof(self, stream_id: int) -> None:

@@ -19,6 +19,10 @@ from reactor_mux.protocol.limits import MAX_COMMAND_BODY, MAX_HOST_LENGTH
 class Verb(enum.Enum):
     """Every command, spelled exactly as on the wire."""
 
+    # Looked up per command frame (handlers, scopes): hash by identity, not
+    # through enum's Python-level __hash__.
+    __hash__ = object.__hash__
+
     HELLO = "HELLO"
     ERROR = "ERROR"
     PING = "PING"
@@ -152,6 +156,8 @@ def format_command(verb: Verb, *args: str | int) -> bytes:
 
 def _sanitise(text: str) -> list[str]:
     """Split free text into printable ASCII words (others become '?')."""
+    if text.isascii() and text.isprintable() and " " not in text and text:
+        return [text]  # already one legal word: every number, most names
     cleaned = "".join(c if "\x21" <= c <= "\x7e" else (" " if c.isspace() else "?") for c in text)
     return cleaned.split() or ["-"]
 
