@@ -8,6 +8,8 @@ import pytest
 
 from reactor_mux.backoff import Backoff
 
+pytestmark = pytest.mark.codec_independent
+
 
 def test_delays_double_up_to_the_cap_with_jitter():
     backoff = Backoff(0.5, 8.0, random.Random(1))

@@ -7,6 +7,10 @@ import importlib.util
 import pathlib
 import re
 
+import pytest
+
+pytestmark = pytest.mark.codec_independent
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 

@@ -14,6 +14,8 @@ import pytest
 from reactor_mux import cli, codec
 from reactor_mux.procs import ReactorMuxProcess
 
+pytestmark = pytest.mark.codec_independent
+
 
 def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

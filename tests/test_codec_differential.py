@@ -21,6 +21,8 @@ from reactor_mux.protocol.limits import MAX_COMMAND_BODY, MAX_DATA_BODY, RECEIVE
 
 _c = pytest.importorskip("reactor_mux.codec._c", reason="compiled codec not built")
 
+pytestmark = pytest.mark.codec_independent
+
 CORPUS = pathlib.Path(__file__).parent / "fuzz_corpus"
 
 frame = st.one_of(

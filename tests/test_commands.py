@@ -20,6 +20,8 @@ from reactor_mux.protocol.errors import ProtocolError
 from reactor_mux.protocol.limits import MAX_COMMAND_BODY
 from reactor_mux.protocol.syntax import format_host_port
 
+pytestmark = pytest.mark.codec_independent
+
 VECTORS = json.loads((pathlib.Path(__file__).parent / "vectors" / "commands.json").read_text())
 
 

@@ -16,6 +16,8 @@ from reactor_mux.connector import Connector
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import ResolveCallback, Resolver
 
+pytestmark = pytest.mark.codec_independent
+
 
 @pytest.fixture
 def reactor():

@@ -8,10 +8,13 @@ import os
 import resource
 import socket
 
+import pytest
 from inprocess import Owner, run_until
 
 from reactor_mux.listener import ACCEPT_PAUSE, Listener
 from reactor_mux.reactor import Reactor
+
+pytestmark = pytest.mark.codec_independent
 
 
 def highest_fd() -> int:

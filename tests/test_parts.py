@@ -16,6 +16,8 @@ from reactor_mux.buffercap import BufferCap
 from reactor_mux.liveness import Liveness
 from reactor_mux.peerconnect import PeerConnects
 
+pytestmark = pytest.mark.codec_independent
+
 
 class FakeTimer:
     def __init__(self, when: float, callback: Callable[[], None]) -> None:

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.codec_independent
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FORBIDDEN_IN_CORE = {"socket", "selectors", "select", "time", "threading", "asyncio"}
 

@@ -17,6 +17,8 @@ from inprocess import Owner, run_until
 
 from reactor_mux.reactor import COMPACT_MIN_TIMERS, PROCESS, READ, WRITE, IOWatch, Reactor
 
+pytestmark = pytest.mark.codec_independent
+
 
 @pytest.fixture
 def reactor():

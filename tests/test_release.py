@@ -44,10 +44,7 @@ EXPECTED_CLASSIFIERS = {
     "Topic :: System :: Networking",
 }
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("REACTOR_MUX_CODEC") == "python",
-    reason="runs once, in the REACTOR_MUX_CODEC=c pass",
-)
+pytestmark = pytest.mark.codec_independent
 
 
 def clean_copy(target: pathlib.Path) -> None:

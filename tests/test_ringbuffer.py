@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from reactor_mux.ringbuffer import RingBuffer
 
+pytestmark = pytest.mark.codec_independent
+
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("write"), st.binary(max_size=5000)),

@@ -22,10 +22,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("REACTOR_MUX_CODEC") == "python",
-    reason="builds and checks the C code: runs once, in the REACTOR_MUX_CODEC=c pass",
-)
+pytestmark = pytest.mark.codec_independent
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "fuzz_corpus"

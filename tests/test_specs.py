@@ -14,6 +14,8 @@ from reactor_mux.specs import ForwardKind, SpecError, parse_endpoint, parse_forw
 
 L, R = ForwardKind.LOCAL, ForwardKind.REMOTE
 
+pytestmark = pytest.mark.codec_independent
+
 
 @pytest.mark.parametrize(
     ("kind", "text", "bind", "target"),

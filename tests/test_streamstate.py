@@ -14,6 +14,8 @@ from reactor_mux.protocol.streamstate import (
     next_state,
 )
 
+pytestmark = pytest.mark.codec_independent
+
 PAIRS = list(itertools.product(StreamState, StreamInput))
 
 

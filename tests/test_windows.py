@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from reactor_mux.protocol.errors import LocalProtocolError, ProtocolError
 from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
+pytestmark = pytest.mark.codec_independent
+
 
 def test_ack_subtracts_exactly_what_it_acknowledges():
     """The 2018 prototype reset unacked to 0 on ACK; that lost the bound."""
