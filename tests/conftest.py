@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from support import EchoServer, HashReplyServer, Tunnel
+from support import EchoServer, HashReplyServer, PortHolder, Tunnel
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -78,3 +78,12 @@ def log_records():
     logger.removeHandler(handler)
     logger.setLevel(saved[0])
     logger.propagate = saved[1]
+
+
+@pytest.fixture
+def ports():
+    """``ports.take()``: a loopback port held for the test (see support.PortHolder):
+    refused while nothing listens on it, and nobody else's."""
+    holder = PortHolder()
+    yield holder
+    holder.close()

@@ -158,13 +158,46 @@ def check_exchange(ex: Exchange, target: HashReplyServer) -> None:
     )
 
 
+class PortHolder:
+    """Loopback ports taken with bind(0) and held for the whole test.
+
+    Each is held by a socket bound with SO_REUSEADDR that never listens, so
+    (on Linux) connects to it are refused, bind(0) elsewhere never hands it
+    out, and a socket without SO_REUSEADDR cannot bind it; yet a reactor-mux
+    listener, which sets SO_REUSEADDR, can bind and listen on it when a test
+    asks for a fixed port.  Probing a free port and releasing it instead
+    races with every other test running in parallel.
+    """
+
+    def __init__(self) -> None:
+        self._holders: list[socket.socket] = []
+
+    def take(self) -> int:
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        self._holders.append(holder)
+        return int(holder.getsockname()[1])
+
+    def close(self) -> None:
+        for holder in self._holders:
+            holder.close()
+
+
 class Tunnel:
-    """A server process and the client processes attached to it."""
+    """A server process and the client processes attached to it.
+
+    The server listens on a port held for the tunnel's life (``PortHolder``), so
+    a restarted server gets the same port back, whatever else runs meanwhile."""
 
     def __init__(self, server_args: tuple[str, ...] = ()) -> None:
         self.server_args = server_args
-        self.server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", *server_args])
-        self.server_port = self.server.listening_port()
+        self._ports = PortHolder()
+        self.server_port = self._ports.take()
+        self.server = ReactorMuxProcess(
+            ["server", "--listen", f"127.0.0.1:{self.server_port}", *server_args]
+        )
+        self.server.listening_port()
         self.clients: list[ReactorMuxProcess] = []
 
     def client(
@@ -190,6 +223,7 @@ class Tunnel:
     def close(self) -> None:
         for proc in [*self.clients, self.server]:
             proc.stop()
+        self._ports.close()
         for proc in [*self.clients, self.server]:
             assert "Traceback" not in proc.log, proc.log
 
@@ -324,15 +358,6 @@ class _RelayPair:
                         pass
                 sock.close()
             self.done.set()
-
-
-def free_port() -> int:
-    """A loopback port that is free now (for tests that need a fixed -R port)."""
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def echo_once(port: int, data: bytes = b"ping") -> bytes:

@@ -145,11 +145,12 @@ def test_streams_survive_or_reset_cleanly_when_the_channel_is_cut(how):
         threads = [threading.Thread(target=run_stream, args=(s,)) for s in streams]
         for thread in threads:
             thread.start()
-        time.sleep(0.4)
+        # Cut while busy: once a good share of the streams reached the target.
+        assert wait_until(lambda: target.connections >= 50, timeout=30)
         mark = len(client.lines)
         if how == "freeze-then-cut":
             relay.freeze()
-            time.sleep(1.0)
+            time.sleep(1.0)  # the scenario: a network that silently drops everything for 1 s
         relay.cut()
         deadline = time.monotonic() + 60
         for thread in threads:

@@ -21,15 +21,6 @@ from reactor_mux.procs import fd_count
 from reactor_mux.protocol.frames import encode_frame
 
 
-def closed_port() -> int:
-    """A loopback port with nothing listening (connections are refused)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
-
 def closed_promptly(port: int, timeout: float = 3.0) -> float:
     """Connect to ``port``; return how long until the tunnel closed the connection."""
     started = time.monotonic()
@@ -79,8 +70,8 @@ def good_traffic(ports, target, seed):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("kind", ["L", "R"])
-def test_refused_target_closes_only_that_connection(tunnel, hash_target, kind):
-    dead = closed_port()
+def test_refused_target_closes_only_that_connection(tunnel, hash_target, kind, ports):
+    dead = ports.take()
     client, forwards = tunnel.client(
         f"-{kind}", f"0:127.0.0.1:{dead}", "-L", f"0:127.0.0.1:{hash_target.port}"
     )
@@ -89,7 +80,9 @@ def test_refused_target_closes_only_that_connection(tunnel, hash_target, kind):
     elapsed = closed_promptly(ports[f"127.0.0.1:{dead}"])
     thread.join(60)
     check_exchange(ex, hash_target)
-    assert elapsed < 2.0
+    # Prompt: a refused connect, answered at once (a hang would run into
+    # closed_promptly's 3 s timeout); the slack is for a loaded machine.
+    assert elapsed < 2.5
     # Logged once by the side that connected, once by the side whose app was refused.
     connecting, other = (tunnel.server, client) if kind == "L" else (client, tunnel.server)
     assert wait_until(lambda: connecting.count(f"127.0.0.1:{dead} failed: connection refused") == 1)
@@ -113,7 +106,9 @@ def test_target_that_never_answers_times_out():
     try:
         client, forwards = tunnel.client("-L", f"0:127.0.0.1:{port}")
         elapsed = closed_promptly(forwards[0][1], timeout=10)
-        assert 0.9 < elapsed < 4.0
+        # Not before --connect-timeout; the upper bound only catches a hang
+        # (closed_promptly gives up at 10 s), with slack for a loaded machine.
+        assert 0.9 < elapsed < 8.0
         assert wait_until(lambda: client.count("timed out after 1s") == 1)
     finally:
         tunnel.close()
@@ -230,8 +225,8 @@ def test_error_frame_tells_the_peer_why(tunnel):
     assert frames[-1] == (0, 1, b"ERROR duplicate HELLO")
 
 
-def test_client_without_a_server_resets_local_connections_promptly(echo):
-    port = closed_port()
+def test_client_without_a_server_resets_local_connections_promptly(echo, ports):
+    port = ports.take()
     from reactor_mux.procs import ReactorMuxProcess
 
     client = ReactorMuxProcess(
@@ -248,7 +243,7 @@ def test_client_without_a_server_resets_local_connections_promptly(echo):
     try:
         listen_port = int(client.wait_for(r"listening on 127.0.0.1:(\d+)").group(1))
         client.wait_for("cannot connect to server .* connection refused; reconnecting in")
-        assert closed_promptly(listen_port) < 1.0
+        assert closed_promptly(listen_port) < 2.5  # at once, not the 3 s timeout
     finally:
         assert client.stop() == 0
     assert "Traceback" not in client.log
@@ -356,7 +351,9 @@ def test_half_a_header_then_silence_is_cut_off(hash_target):
                 started = time.monotonic()
                 raw.send(prefix + bytes.fromhex("00000010"))  # 4 of 9 header bytes, then silence
                 raw.until_closed()
-                assert time.monotonic() - started < 3
+                # The timeouts are 0.5 s and 0.9 s; a connection that was never
+                # cut would hang the test, so this bound only needs to be finite.
+                assert time.monotonic() - started < 8
                 line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
                 assert reason in line
         assert tunnel.server.count("closed: ") == 2  # only the two silent channels

@@ -83,8 +83,10 @@ def test_stalled_stream_is_bounded_and_does_not_slow_others(tunnel, hash_target)
         # Memory: a stalled stream holds at most a window at each end (+ allocator noise).
         for name, kib in growth.items():
             assert kib <= 4 * WINDOW // 1024, f"{name} RSS grew {kib} KiB"
-        # The other stream was not held up (ratio in the same run, generous for a noisy box).
-        assert beside_stall <= 3 * alone + 0.5, (alone, beside_stall)
+        # The other stream was not held up: a ratio in the same run, generous because
+        # the machine may be loaded (a stream blocked behind the stall would not
+        # finish at all before run_exchange's 120 s timeout).
+        assert beside_stall <= 5 * alone + 2.0, (alone, beside_stall)
         feeder.conn.close()
     finally:
         stalled.release.set()

@@ -17,11 +17,13 @@ def test_idle_tunnel_uses_almost_no_cpu(tunnel, echo):
     conns[0].sendall(b"hello")
     assert conns[0].recv(5) == b"hello"
     conns[1].shutdown(socket.SHUT_WR)
-    time.sleep(0.5)
+    time.sleep(0.5)  # let the last exchange's wake-ups pass: the window below is idle time
     pids = [client.pid, tunnel.server.pid]
     before = [cpu_time(pid) for pid in pids]
-    time.sleep(3.0)
+    time.sleep(2.0)  # a measuring window, not a synchronisation
     used = [cpu_time(pid) - b for pid, b in zip(pids, before, strict=False)]
-    assert all(u <= 0.05 for u in used), f"CPU seconds used while idle for 3s: {used}"
+    # CPU time is what the processes themselves ran, so a loaded machine does not
+    # inflate it; a busy loop would use most of the 2 s.
+    assert all(u <= 0.05 for u in used), f"CPU seconds used while idle for 2s: {used}"
     for conn in conns:
         conn.close()

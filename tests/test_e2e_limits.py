@@ -12,6 +12,7 @@ import threading
 import time
 
 from support import (
+    BlackHole,
     Exchange,
     NeverReadServer,
     Tunnel,
@@ -23,7 +24,7 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.procs import ReactorMuxProcess, proc_status
+from reactor_mux.procs import ReactorMuxProcess, fd_count, proc_status
 from reactor_mux.protocol.frames import encode_frame, split_frames
 
 
@@ -34,23 +35,6 @@ def reset_or_eof(port: int, timeout: float = 5.0) -> bool:
             return conn.recv(1) == b""
     except ConnectionResetError:
         return True
-
-
-def black_hole() -> tuple[socket.socket, list[socket.socket]]:
-    """A listener whose accept queue is full: connects to it hang."""
-    hole = socket.socket()
-    hole.bind(("127.0.0.1", 0))
-    hole.listen(0)
-    fillers = []
-    while True:
-        filler = socket.socket()
-        filler.settimeout(0.3)
-        try:
-            filler.connect(hole.getsockname())
-        except (TimeoutError, OSError):
-            filler.close()
-            return hole, fillers
-        fillers.append(filler)
 
 
 def test_max_frame_is_announced_respected_and_enforced(hash_target):
@@ -103,23 +87,26 @@ def reset_or_eof_quick(port: int, echo) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_max_pending_syns():
-    hole, fillers = black_hole()
+    hole = BlackHole()
     tunnel = Tunnel(server_args=("--max-pending-syns", "2", "--connect-timeout", "5"))
     try:
-        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hole.getsockname()[1]}")
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hole.port}")
         port = forwards[0][1]
+        idle_fds = fd_count(tunnel.server.pid)
         pending = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-        time.sleep(0.3)  # both SYNs are now connecting at the server
+        # Both SYNs are connecting at the server once it holds a socket for each.
+        assert wait_until(lambda: fd_count(tunnel.server.pid) >= idle_fds + 2)
         started = time.monotonic()
         assert reset_or_eof(port)
-        assert time.monotonic() - started < 1.0, "the excess SYN was not refused at once"
+        # At once: otherwise it would wait for a slot, i.e. for the 5 s connect
+        # timeout; the bound leaves slack for a loaded machine.
+        assert time.monotonic() - started < 3.0, "the excess SYN was not refused at once"
         client.wait_for("too many pending connections \\(limit 2\\)")
         for conn in pending:
             conn.close()
     finally:
         tunnel.close()
-        for sock in [hole, *fillers]:
-            sock.close()
+        hole.close()
 
 
 def test_max_channels(echo):
@@ -148,6 +135,25 @@ def test_max_mappings(echo):
         tunnel.close()
 
 
+def feed_until_backpressure(feeders: list[socket.socket], paused, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Push into non-blocking connections until ``paused()`` and then until none of
+    them takes another byte for 0.2 s: the backpressure has reached the senders."""
+    block = bytes(1 << 20)
+    deadline = time.monotonic() + timeout
+    last_progress = time.monotonic()
+    while time.monotonic() < deadline:
+        for conn in feeders:
+            try:
+                conn.send(block)
+                last_progress = time.monotonic()
+            except BlockingIOError:
+                pass
+        if paused() and time.monotonic() - last_progress > 0.2:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the feeders never felt backpressure")
+
+
 def test_channel_buffer_cap_bounds_memory_beside_stalled_streams():
     """16 streams whose targets never read, fed from the client: without the cap the
     server would hold 16 windows (4 MiB); with --max-buffer 1M it pauses reading the
@@ -163,16 +169,7 @@ def test_channel_buffer_cap_bounds_memory_beside_stalled_streams():
             conn = socket.create_connection(("127.0.0.1", port))
             conn.setblocking(False)
             feeders.append(conn)
-        block = bytes(1 << 20)
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
-            for conn in feeders:
-                try:
-                    conn.send(block)
-                except BlockingIOError:
-                    pass
-            time.sleep(0.01)
-        tunnel.server.wait_for("pausing channel reads", timeout=5)
+        feed_until_backpressure(feeders, lambda: tunnel.server.count("pausing channel reads") > 0)
         growth = proc_status(tunnel.server.pid, "VmRSS") - before
         assert growth < 3 * 1024, f"server RSS grew {growth} KiB with a 1 MiB cap"
         for conn in feeders:
@@ -250,15 +247,7 @@ def test_the_cap_does_not_stall_other_channels(hash_target):
             conn = socket.create_connection(("127.0.0.1", fa[0][1]))
             conn.setblocking(False)
             feeders.append(conn)
-        block = bytes(1 << 20)
-        for _ in range(20):
-            for conn in feeders:
-                try:
-                    conn.send(block)
-                except BlockingIOError:
-                    pass
-            time.sleep(0.02)
-        tunnel.server.wait_for("pausing channel reads", timeout=5)
+        feed_until_backpressure(feeders, lambda: tunnel.server.count("pausing channel reads") > 0)
         ex = Exchange(5_000_000, 5_000_000, seed=19)
         thread = threading.Thread(target=run_exchange, args=(fb[0][1], ex))
         thread.start()
@@ -323,11 +312,13 @@ def test_outbound_cap_pauses_local_reads_until_the_channel_drains(hash_target):
         threads = [threading.Thread(target=run_exchange, args=(port, ex)) for ex in exchanges]
         for thread in threads:
             thread.start()
-        time.sleep(0.3)  # the streams are open and moving; now nothing leaves the client
+        # The streams are open and moving once the target has them all; then
+        # nothing leaves the client.
+        assert wait_until(lambda: hash_target.connections == 8, timeout=20)
         tunnel.server.signal(signal.SIGSTOP)
         try:
             client.wait_for("pausing local reads", timeout=20)
-            time.sleep(0.5)
+            time.sleep(0.5)  # a window in which memory would go on growing without the cap
             growth = proc_status(client.pid, "VmRSS") - before
         finally:
             tunnel.server.signal(signal.SIGCONT)

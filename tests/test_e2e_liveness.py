@@ -6,7 +6,7 @@ import signal
 import socket
 import time
 
-from support import ChaosRelay, Tunnel, echo_once, free_port, wait_until
+from support import ChaosRelay, Tunnel, echo_once, wait_until
 
 from reactor_mux.procs import ReactorMuxProcess
 
@@ -33,9 +33,12 @@ def test_frozen_server_is_noticed_within_the_timeout_and_recovered(echo):
             r"lost: no traffic from the peer for .*keepalive timeout", timeout=5, start=mark
         )
         noticed = time.monotonic() - frozen_at
-        assert noticed < 1.5 + 0.5 + 0.6, f"noticed after {noticed:.2f}s"  # timeout + tick + slack
+        # The timeout, plus up to one keepalive tick, plus slack for a loaded machine
+        # (without keepalive only TCP would notice, after minutes).
+        assert noticed < 1.5 + 0.5 + 2.5, f"noticed after {noticed:.2f}s"
         client.wait_for("reconnecting in", start=mark)
-        time.sleep(1.5)  # reconnect attempts hit the frozen server's backlog and time out
+        # A reconnect attempt reaches the frozen server's backlog and times out.
+        client.wait_for("lost: handshake timed out", start=mark, timeout=10)
         mark = len(client.lines)
         tunnel.server.signal(signal.SIGCONT)
         forwards = client.forwards(2, timeout=10, start=mark)
@@ -46,10 +49,10 @@ def test_frozen_server_is_noticed_within_the_timeout_and_recovered(echo):
         tunnel.close()
 
 
-def test_frozen_client_is_dropped_and_its_remote_ports_freed(echo):
+def test_frozen_client_is_dropped_and_its_remote_ports_freed(echo, ports):
     tunnel = Tunnel(server_args=FAST)
     try:
-        fixed = free_port()
+        fixed = ports.take()
         first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         first.signal(signal.SIGSTOP)
         tunnel.server.wait_for(r"closed: no traffic from the peer .*keepalive timeout", timeout=5)
@@ -72,7 +75,9 @@ def test_silent_connection_fails_the_handshake(tunnel):
             data = b""
             while chunk := idle.recv(4096):
                 data += chunk
-        assert 0.4 < time.monotonic() - started < 2.5
+        # Not before the timeout; a connection never closed would hit the 5 s
+        # socket timeout instead, so no upper bound is needed here.
+        assert time.monotonic() - started > 0.4
         assert data.startswith(b"\x00\x00\x00")  # our HELLO, then ERROR, then EOF
         assert b"ERROR handshake timed out after 0.5s" in data
         quick.server.wait_for("closed: handshake timed out after 0.5s")
@@ -80,7 +85,7 @@ def test_silent_connection_fails_the_handshake(tunnel):
         quick.close()
 
 
-def test_stale_channel_is_replaced_by_the_same_clients_reconnect(echo):
+def test_stale_channel_is_replaced_by_the_same_clients_reconnect(echo, ports):
     """The path freezes silently.  The client gives up on its channel and reconnects;
     the server has not noticed (its keepalive is slow) and still holds the -R port.
     The new channel carries the same client id, so the server retires the stale one
@@ -88,7 +93,7 @@ def test_stale_channel_is_replaced_by_the_same_clients_reconnect(echo):
     tunnel = Tunnel(server_args=("--keepalive-interval", "30"))
     relay = ChaosRelay(tunnel.server_port)
     try:
-        fixed = free_port()
+        fixed = ports.take()
         client = ReactorMuxProcess([
             "client", "--server", f"127.0.0.1:{relay.port}", "-R", f"{fixed}:127.0.0.1:{echo.port}",
             *FAST, "--reconnect-min", "0.2", "--reconnect-max", "0.5",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from support import Exchange, check_exchange, echo_once, free_port, run_exchange, wait_until
+from support import Exchange, check_exchange, echo_once, run_exchange, wait_until
 
 
 def ends_within(conn: socket.socket, timeout: float) -> bool:
@@ -53,13 +53,16 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
             assert ends_within(conn, 2)
     except ConnectionResetError:
         pass
-    assert time.monotonic() - started < 1.0
+    # Promptly: a reset, not a hang into the 5 s timeouts (slack for a loaded machine).
+    assert time.monotonic() - started < 3.0
 
     tunnel.restart_server()
     restarted = time.monotonic()
     new = client.forwards(3, timeout=15, start=mark)
     # Back within the backoff: at most one --reconnect-max delay, plus the handshake.
-    assert time.monotonic() - restarted < 1.0 + 1.0, "the client was not back within the backoff"
+    # At most one --reconnect-max delay (1 s) plus the handshake; slack for a loaded machine.
+    back = time.monotonic() - restarted
+    assert back < 1.0 + 3.0, f"the client was back only after {back:.1f}s"
     new_ports = {(kind, target): port for kind, port, target in new}
     assert new_ports[("L", f"127.0.0.1:{echo.port}")] == l_port  # same listener
     assert wait_until(lambda: echo_once(l_port) == b"ping", timeout=5)
@@ -71,8 +74,8 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
     through_r.close()
 
 
-def test_dead_client_frees_its_remote_ports(tunnel, echo):
-    fixed = free_port()
+def test_dead_client_frees_its_remote_ports(tunnel, echo, ports):
+    fixed = ports.take()
     first, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}")
     assert forwards[0][1] == fixed
     app = socket.create_connection(("127.0.0.1", fixed))  # a stream open when the client dies

@@ -173,7 +173,7 @@ def test_a_threadsafe_call_wakes_a_loop_blocked_in_select(reactor):
 
     thread = threading.Thread(target=loop)
     thread.start()
-    time.sleep(0.05)
+    time.sleep(0.05)  # give it time to return, were it not blocked
     assert not finished.is_set()
 
     def both() -> None:
