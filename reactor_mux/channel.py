@@ -456,18 +456,22 @@ class Channel:
         self.closed = True
         self.close_reason = reason
         self.close_was_error = error
-        self._liveness.stop()
-        self._connects.cancel_all()
-        streams, self.streams = self.streams, {}
-        for stream in streams.values():
-            stream.abort_local()
-        self._session.fail(reason)
         try:
+            self._liveness.stop()
+            self._connects.cancel_all()
+            streams, self.streams = self.streams, {}
+            for stream in streams.values():
+                stream.abort_local()
+            self._session.fail(reason)
             self._send_output()  # last words: the peer reads why (our ERROR frame)
         except OSError:
-            pass
-        self._transport.close()
-        self.owner.on_channel_closed(self, reason)
+            pass  # the connection is gone: nobody to tell
+        except Exception:  # closing is often what a bug called for: it must finish
+            log.exception("%s: internal error while closing", self.name)
+        finally:
+            # Whatever failed above, the socket goes and the owner forgets us.
+            self._transport.close()
+            self.owner.on_channel_closed(self, reason)
 
 
 def wait_for_streams(

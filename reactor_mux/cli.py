@@ -20,6 +20,7 @@ from typing import NoReturn, TypeVar
 from reactor_mux import __version__, codec
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.client import Client, ClientConfig, StartupError
+from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
 from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.limits import (
@@ -313,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a target, server and client on loopback and push data through -L and -R",
         description="Self-contained demonstration on 127.0.0.1.",
     )
-    demo.add_argument("--size", type=int, default=64, metavar="MIB",
-                      help="MiB to push each way per mapping (default 64)")  # fmt: skip
+    demo.add_argument("--size", type=count_type("size", 1, 4096), default=DEFAULT_SIZE_MIB,
+                      metavar="MIB", help="MiB to push each way per mapping "
+                      f"(default {DEFAULT_SIZE_MIB})")  # fmt: skip
     return parser
 
 
@@ -400,8 +402,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from reactor_mux.demo import run_demo
-
         return run_demo(args.size)
 
     problem = _contradiction(args)

@@ -176,11 +176,14 @@ class Client:
         channel.start()
 
     def close_after_bug(self) -> None:
-        """A bug while connecting to the server: drop this attempt and retry."""
+        """A bug while connecting to the server or setting up its channel: drop
+        this attempt and retry (a channel that is up owns its own callbacks)."""
         if self._connector is not None:
             self._connector.cancel()
             self._connector = None
-        if self.channel is None and self._retry is None:
+        if self.channel is not None and not self.channel.ready:
+            self.channel.close("internal error")  # on_channel_closed schedules the retry
+        elif self.channel is None and self._retry is None:
             self._schedule_reconnect("internal error while connecting")
 
     def _schedule_reconnect(self, reason: str) -> None:

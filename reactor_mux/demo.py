@@ -54,7 +54,11 @@ def echo_roundtrip(port: int, data: bytes, timeout: float = 60.0) -> tuple[int, 
     return received, digest.digest() == hashlib.sha256(data).digest(), elapsed
 
 
-def run_demo(size_mib: int = 64) -> int:
+DEFAULT_SIZE_MIB = 64
+"""MiB pushed each way through each path."""
+
+
+def run_demo(size_mib: int = DEFAULT_SIZE_MIB) -> int:
     size = max(1, size_mib) * 1024 * 1024
     print(f"reactor-mux demo: codec {codec.BACKEND}, {size_mib} MiB each way per path")
     target = EchoServer()

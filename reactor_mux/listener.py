@@ -4,8 +4,9 @@ Accepting is batched (``ACCEPT_BATCH`` per readiness event) so a connection
 storm cannot starve the other sockets.  When ``accept`` fails for lack of
 file descriptors or memory, the listener stops watching for
 ``ACCEPT_PAUSE`` seconds instead of spinning on a socket that stays readable.
-The accept handler runs inside the listener's I/O callback, so a bug in it
-(or in the listener) closes this listener and nothing else.
+A bug in the listener closes it; a bug in the accept handler (setting up
+a stream or a channel for one connection) costs that connection only: it
+is reset unless something already watches it, and the listener goes on.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class Listener:
         self._reactor = reactor
         self.sock = listen_socket(host, port)
         self.host, self.port = sockname(self.sock)
-        self.name = f"listener on {format_host_port(self.host, self.port)}"
+        self.address = format_host_port(self.host, self.port)
+        self.name = f"listener on {self.address}"
         self._on_accept = on_accept
         self._watch = IOWatch(reactor, self.sock, self._on_readable, self)
         self._watch.want(READ)
@@ -61,33 +63,20 @@ class Listener:
                 return
             if self._starved:
                 self._starved = False
-                log.warning("%s: accept works again", self.name)
+                log.warning("accept on %s works again", self.address)
             tune_stream_socket(conn)
-            try:
-                self._on_accept(conn, peer)
-            except BaseException:
-                self._drop_unclaimed(conn)
-                raise  # the reactor logs it and closes this listener
+            handoff = _Handoff(self, conn, peer)
+            self._reactor.call_guarded(handoff, self._on_accept, conn, peer)
             if self.closed:
                 return
-
-    def _drop_unclaimed(self, conn: socket.socket) -> None:
-        """The handler failed: reset the connection unless something already
-        watches it (then its owner cleans up), so the client is not left hanging."""
-        try:
-            claimed = conn in self._reactor.selector.get_map()
-        except (KeyError, ValueError):
-            claimed = False
-        if not claimed:
-            abort_socket(conn)
 
     def _pause(self, exc: OSError) -> None:
         if not self._starved:  # say it once per episode, not four times a second
             self._starved = True
             what = "out of file descriptors" if exc.errno in _RESOURCE_ERRORS else "error"
             log.warning(
-                "%s: accept failed (%s: %s); retrying every %.2fs",
-                self.name,
+                "accept on %s failed (%s: %s); retrying every %.2fs",
+                self.address,
                 what,
                 describe_error(exc),
                 ACCEPT_PAUSE,
@@ -111,3 +100,29 @@ class Listener:
             self._resume_timer.cancel()
         self._watch.close()
         self.sock.close()
+
+
+class _Handoff:
+    """The owner charged for one run of the accept handler."""
+
+    __slots__ = ("_conn", "_listener", "_peer")
+
+    def __init__(self, listener: Listener, conn: socket.socket, peer: PeerAddress) -> None:
+        self._listener = listener
+        self._conn = conn
+        self._peer = peer
+
+    @property
+    def name(self) -> str:
+        peer = format_host_port(self._peer[0], self._peer[1])
+        return f"{self._listener.name}: setting up the connection from {peer}"
+
+    def close_after_bug(self) -> None:
+        """Reset the connection unless something already watches it (its owner
+        cleans up then), so the client is not left hanging."""
+        try:
+            claimed = self._conn in self._listener._reactor.selector.get_map()
+        except (KeyError, ValueError):
+            claimed = False
+        if not claimed:
+            abort_socket(self._conn)

@@ -211,8 +211,22 @@ class Reactor:
 
     # ------------------------------------------------------- isolation guard
 
+    def call_guarded(self, owner: Owner, callback: Callable[..., None], *args: Any) -> bool:
+        """Run ``callback(*args)`` now under the guard, charged to ``owner``: for
+        work a callback hands to another object's account (an accept handler
+        setting up a connection).  Returns False if it raised."""
+        try:
+            callback(*args)
+        except Exception:  # noqa: BLE001 - the guard: a bug costs its owner only
+            self._internal_error(owner)
+            return False
+        return True
+
     def _internal_error(self, owner: Owner) -> None:
         """The one place a raising callback is handled: log it, close its owner."""
+        if owner is PROCESS:
+            log.exception("internal error in a process-wide callback; carrying on")
+            return
         log.exception("internal error in %s; closing it", _describe(owner))
         try:
             owner.close_after_bug()
@@ -281,10 +295,11 @@ class Reactor:
         return max(0.0, timers[0][0] - self.time())
 
     def _run_timers(self) -> None:
-        timers = self._timers
         now = self.time()
-        while timers and timers[0][0] <= now:
-            timer = heapq.heappop(timers)[2]
+        # self._timers is read afresh each time: a callback that cancels timers
+        # may have compacted the heap into a new list.
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)[2]
             if timer.cancelled:
                 self._cancelled_timers -= 1
                 continue

@@ -15,7 +15,7 @@ from typing import Any
 
 from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.syntax import is_ip_literal
-from reactor_mux.reactor import Owner, Reactor
+from reactor_mux.reactor import PROCESS, Owner, Reactor
 
 Address = tuple[socket.AddressFamily, tuple[Any, ...]]
 ResolveCallback = Callable[[list[Address], str | None], None]
@@ -24,15 +24,25 @@ RESOLVER_THREADS = 4
 
 
 class Resolution:
-    """A pending lookup; ``cancel()`` drops its result."""
+    """A pending lookup.  It holds the callback and its owner until the answer is
+    delivered; ``cancel()`` drops both at once, so a lookup that outlives its
+    requester (a slow DNS answer for a closed channel) keeps nothing alive."""
 
-    __slots__ = ("cancelled",)
+    __slots__ = ("callback", "owner")
 
-    def __init__(self) -> None:
-        self.cancelled = False
+    def __init__(self, callback: ResolveCallback, owner: Owner) -> None:
+        self.callback: ResolveCallback | None = callback
+        self.owner: Owner | None = owner
 
     def cancel(self) -> None:
-        self.cancelled = True
+        self.callback = None
+        self.owner = None
+
+    def deliver(self, addresses: list[Address], error: str | None) -> None:
+        callback = self.callback
+        if callback is not None:
+            self.cancel()
+            callback(addresses, error)
 
 
 def _lookup(host: str, port: int, numeric: bool) -> list[Address]:
@@ -46,13 +56,6 @@ def _lookup(host: str, port: int, numeric: bool) -> list[Address]:
     return seen
 
 
-def _deliver(
-    handle: Resolution, callback: ResolveCallback, addresses: list[Address], error: str | None
-) -> None:
-    if not handle.cancelled:
-        callback(addresses, error)
-
-
 class Resolver:
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
@@ -61,14 +64,14 @@ class Resolver:
     def resolve(self, host: str, port: int, callback: ResolveCallback, owner: Owner) -> Resolution:
         """Call ``callback(addresses, error)`` from the loop once ``host`` resolves;
         the call belongs to ``owner``."""
-        handle = Resolution()
+        handle = Resolution(callback, owner)
         if is_ip_literal(host):
             try:
                 result = _lookup(host, port, numeric=True)
                 error = None
             except OSError as exc:
                 result, error = [], describe_error(exc)
-            self._reactor.call_soon(lambda: _deliver(handle, callback, result, error), owner)
+            self._reactor.call_soon(lambda: handle.deliver(result, error), owner)
             return handle
         if self._pool is None:
             self._pool = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="resolver")
@@ -80,8 +83,9 @@ class Resolver:
                 addresses, error = [], describe_error(exc)
             except Exception as exc:  # noqa: BLE001 - reported as a lookup failure
                 addresses, error = [], f"cannot resolve host: {exc}"
+            # The owner is read now: a cancelled lookup's delivery belongs to nobody.
             self._reactor.call_soon_threadsafe(
-                lambda: _deliver(handle, callback, addresses, error), owner
+                lambda: handle.deliver(addresses, error), handle.owner or PROCESS
             )
 
         self._pool.submit(_lookup, host, port, False).add_done_callback(done)

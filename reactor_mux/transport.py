@@ -31,26 +31,45 @@ class TransportProtocol(Owner, Protocol):
         """Where the next received bytes go."""
 
     def buffer_updated(self, count: int) -> None:
-        """``count`` bytes were received into the last ``get_buffer()``."""
+        """``count`` bytes were received into the last ``get_buffer()``.  The
+        channel may call ``set_interest(read=False, ...)`` from inside this
+        call (its inbound buffers are full): deliver nothing more until reads
+        are wanted again."""
 
     def eof_received(self) -> None:
-        """The peer closed its side of the channel."""
+        """The peer ended the connection in order (for TLS: close_notify; a TCP
+        EOF without it is ``transport_failed``)."""
 
     def transport_failed(self, reason: str) -> None:
-        """The connection broke (reset, timed out)."""
+        """The connection broke (reset, timed out, a TLS alert)."""
 
     def write_ready(self) -> None:
         """The transport can take more output now."""
 
 
 class Transport(Protocol):
-    """What a channel reads and writes through."""
+    """What a channel reads and writes through.
+
+    The contract a TLS transport must keep, as the TCP one does:
+
+    * bytes it has already decrypted are not signalled by the selector, so it
+      hands them over by itself (``call_soon``) while reads are wanted, and
+      stops the moment ``set_interest(read=False)`` arrives;
+    * ``send`` raises ``BlockingIOError`` while it can take nothing (the
+      handshake has not finished, or the socket is full) and then calls
+      ``write_ready`` once it can: the channel's HELLO waits for the handshake
+      that way, inside the channel's handshake timeout;
+    * it asks the selector for whatever its own work needs (a handshake
+      read during a write, ciphertext still to flush) on top of what
+      ``set_interest`` says the channel wants.
+    """
 
     def attach(self, protocol: TransportProtocol) -> None:
         """Start delivering to ``protocol`` (once)."""
 
     def set_interest(self, read: bool, write: bool) -> None:
-        """Whether the channel wants to read now, and has output waiting."""
+        """Whether the channel wants to read now, and whether it has output
+        waiting (not a raw selector mask: the transport adds its own needs)."""
 
     def send(self, views: Sequence[memoryview]) -> int:
         """Take what it can of ``views`` now and return the count; raises
@@ -58,7 +77,8 @@ class Transport(Protocol):
         connection failed."""
 
     def close(self) -> None:
-        """Release the connection (what was taken by ``send`` is not waited for)."""
+        """Release the connection without waiting: what ``send`` took goes out
+        as far as the socket takes it at once (TLS: then close_notify)."""
 
 
 class TcpTransport:

@@ -7,6 +7,7 @@ to end by length and SHA-256.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import select
@@ -433,3 +434,7 @@ def poke(port: int, data: bytes = b"", timeout: float = 10.0) -> str:
             return f"eof after {size} bytes"
     except (ConnectionResetError, BrokenPipeError):
         return "reset"
+    except OSError as exc:  # shutdown() on a connection the peer already reset
+        if exc.errno == errno.ENOTCONN:
+            return "reset"
+        raise

@@ -157,3 +157,32 @@ def test_a_finished_connector_does_not_keep_its_owner_alive(reactor, resolver):
     assert reactor.timer_count >= 1, "the cancelled deadline is still in the heap"
     assert owner_ref() is None and result_ref() is None
     server.close()
+
+
+def test_a_cancelled_lookup_lets_go_while_the_name_is_still_resolving(
+    reactor, resolver, monkeypatch
+):
+    """A slow DNS answer for an abandoned connect must not keep its owner (a
+    closed channel, say) alive until getaddrinfo returns."""
+    import threading
+
+    from reactor_mux import resolver as resolver_module
+
+    answer = threading.Event()
+    real_lookup = resolver_module._lookup
+
+    def slow_lookup(host: str, port: int, numeric: bool):  # type: ignore[no-untyped-def]
+        answer.wait(10)
+        return real_lookup(host, port, numeric)
+
+    monkeypatch.setattr(resolver_module, "_lookup", slow_lookup)
+    owner, result = Owner(), Result()
+    owner_ref, result_ref = weakref.ref(owner), weakref.ref(result)
+    connector = Connector(reactor, resolver, "localhost", 9, result, 5, owner).start()
+    connector.cancel()
+    del owner, result, connector
+    gc.collect()
+    assert owner_ref() is None and result_ref() is None, "the pending lookup holds them"
+    answer.set()
+    reactor.call_later(0.1, reactor.stop, Owner())
+    reactor.run()  # the late answer is delivered to nobody

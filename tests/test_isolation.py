@@ -24,6 +24,7 @@ from reactor_mux.client import Client
 from reactor_mux.connector import Connector
 from reactor_mux.liveness import Liveness
 from reactor_mux.localstream import LocalStream
+from reactor_mux.protocol.session import Session
 from reactor_mux.settings import ChannelSettings
 
 HEADER_ASKING_FOR_A_REPLY = (4096).to_bytes(8, "big") + (77).to_bytes(8, "big")
@@ -53,12 +54,22 @@ class Case:
     check: Callable[[World, str, list[str]], None]
     """(world, how A's connection ended, internal-error log lines)"""
     settings: ChannelSettings = field(default_factory=ChannelSettings)
+    persistent: bool = False
+    """Raise on every call, not just the first (the bug is still there while closing)."""
 
 
 def closed_channel(world: World, ended: str, errors: list[str]) -> None:
     assert world.channel_a is not None and world.channel_a.closed
     assert world.channel_a.close_reason == "internal error"
     assert errors == [f"internal error in {world.channel_a.name}; closing it"]
+
+
+def closed_channel_despite_a_second_bug(world: World, ended: str, errors: list[str]) -> None:
+    """The owner's close hit the same bug: the rest of the close still happened,
+    so the server forgot the channel (its slot and ports are free)."""
+    closed_channel(world, ended, errors)
+    assert world.log.matching(f"{world.channel_a.name}: internal error while closing")
+    assert world.channel_a not in world.tunnel.server.clients
 
 
 def reset_stream(world: World, ended: str, errors: list[str]) -> None:
@@ -79,14 +90,15 @@ def refused_connect(world: World, ended: str, errors: list[str]) -> None:
     assert world.channel_a is not None and world.channel_a.ready, "the channel must survive"
 
 
-def closed_listener(world: World, ended: str, errors: list[str]) -> None:
-    # The connection being accepted is dropped with the handler's frame: a
-    # plain close, since nothing took ownership of it.
-    assert ended in ("reset", "eof after 0 bytes")
+def reset_connection(world: World, ended: str, errors: list[str]) -> None:
+    """The bug was in setting up one connection: that connection is reset, and
+    the listener goes on accepting."""
+    assert ended == "reset"
     assert world.client_a is not None
     listener = next(iter(world.client_a.local_listeners.values()))
-    assert listener.closed
-    assert errors == [f"internal error in {listener.name}; closing it"]
+    assert not listener.closed
+    assert len(errors) == 1
+    assert errors[0].startswith(f"internal error in {listener.name}: setting up the connection")
     assert world.client_a.channel is not None and world.client_a.channel.ready
 
 
@@ -100,6 +112,13 @@ CASES = {
         hits=lambda w, obj: obj is w.channel_a,
         target_a=a_target,
         check=closed_channel,
+    ),
+    "a bug that is still there while the channel closes": Case(
+        (Session, "output_views"),
+        hits=lambda w, obj: w.channel_a is not None and obj is w.channel_a._session,
+        target_a=a_target,
+        check=closed_channel_despite_a_second_bug,
+        persistent=True,
     ),
     "stream I/O": Case(
         (LocalStream, "_on_io"),
@@ -136,7 +155,7 @@ CASES = {
         (Client, "_on_local_accept"),
         hits=lambda w, obj: obj is w.client_a,
         target_a=a_target,
-        check=closed_listener,
+        check=reset_connection,
     ),
     "connector timeout": Case(
         (Connector, "_on_timeout"),
@@ -154,7 +173,7 @@ def plant(monkeypatch: pytest.MonkeyPatch, world: World, case: Case) -> None:
     original = getattr(cls, name)
 
     def faulty(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not world.fired and case.hits(world, self):
+        if (case.persistent or not world.fired) and case.hits(world, self):
             world.fired.append(self)
             raise RuntimeError("planted fault")
         return original(self, *args, **kwargs)
@@ -189,6 +208,10 @@ def test_a_bug_costs_its_owner_and_nothing_else(kind, loop, log_records, monkeyp
         assert "planted fault" in log_records.format(errors[0])
         loop.call(lambda: case.check(world, ended, [r.getMessage() for r in errors]))
 
+        if case.check is reset_connection:  # the listener still serves
+            assert poke(tunnel.local_port(world.client_a), HEADER_ASKING_FOR_A_REPLY) == (
+                "eof after 4096 bytes"
+            )
         again = Exchange(100_000, 100_000, seed=12)
         run_exchange(port_b, again)  # the loop still serves
         check_exchange(again, target_b)

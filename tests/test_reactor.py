@@ -206,7 +206,7 @@ def test_a_raising_callback_closes_its_owner_and_the_loop_goes_on(reactor, caplo
     assert messages.count("internal error in faulty; closing it") == 1
     assert messages.count("internal error in stubborn; closing it") == 1
     assert messages.count("internal error while closing stubborn") == 1
-    assert messages.count("internal error in the process; closing it") == 1
+    assert messages.count("internal error in a process-wide callback; carrying on") == 1
     assert all(r.exc_info for r in caplog.records)
 
 

@@ -46,7 +46,7 @@ def test_forward_specs_mean_what_they_mean_to_ssh(kind, text, bind, target):
         ("8080:h:0", "host port 0 is outside 1..65535"),
         ("8080:h:65536", "host port 65536 is outside 1..65535"),
         ("70000:h:80", "port 70000 is outside 0..65535"),
-        ("80a:h:80", "port '80a' is not a decimal number"),
+        ("80a:h:80", "port is not a decimal number: '80a'"),
         ("8080:bad host:80", "is not a valid host name"),
         ("[::1:8080:h:80", "unbalanced '['"),
         ("8080:[nothex]:80", "is not an IPv6 address"),

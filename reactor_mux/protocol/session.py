@@ -78,8 +78,7 @@ from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
 MAX_STREAM_ID = 0xFFFFFFFF
-CONNECT = MappingKind.CONNECT
-BIND = MappingKind.BIND
+CONNECT, BIND = MappingKind.CONNECT, MappingKind.BIND  # short names for the tables below
 
 _S = StreamState
 _I = StreamInput

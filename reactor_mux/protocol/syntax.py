@@ -25,7 +25,7 @@ def parse_decimal(text: str, what: str, low: int, high: int, *, canonical: bool 
     zeros (the wire spells each number one way only)."""
     pattern = _CANONICAL if canonical else _DIGITS
     if not pattern.fullmatch(text):
-        raise ValueError(f"{what} {text[:32]!r} is not a decimal number")
+        raise ValueError(f"{what} is not a decimal number: {text[:32]!r}")
     value = int(text)
     if not low <= value <= high:
         raise ValueError(f"{what} {value} is outside {low}..{high}")
