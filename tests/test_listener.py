@@ -51,7 +51,7 @@ def test_out_of_descriptors_the_listener_pauses_then_resumes(caplog):
             os.close(fd)
         fillers.clear()
         run_until(reactor, lambda: len(accepted) == 3)
-        assert any("accept works again" in r.getMessage() for r in caplog.records)
+        assert any(r.getMessage().endswith("works again") for r in caplog.records)
     finally:
         for fd in fillers:
             os.close(fd)
