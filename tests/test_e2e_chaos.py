@@ -5,6 +5,13 @@ reset.  Every stream must either complete intact or end with a reset that its
 local application sees; whatever arrived before must be exactly a prefix of
 what was sent (no corruption, no reordering); no stream may hang; and after
 the client reconnects, new streams work.
+
+Each stream is a request, then its reply, each end using one thread.  Linux
+reports a reset to whichever call on the socket comes first and then clears
+it, after which ``recv`` returns 0: were one thread sending while another
+read, a reset taken by the sender would reach the reader as a clean EOF, and
+a cut stream would look like one the tunnel closed early.  One thread, in
+order, always knows.
 """
 
 from __future__ import annotations
@@ -46,13 +53,15 @@ def drain_tolerant(conn: socket.socket) -> Received:
     return Received(size, digest.hexdigest(), False)
 
 
-def send_tolerant(conn: socket.socket, data: memoryview) -> None:
+def send_tolerant(conn: socket.socket, data: memoryview) -> bool:
+    """Send ``data`` and EOF; False if the connection was reset meanwhile."""
     try:
         for offset in range(0, len(data), 256 * 1024):
             conn.sendall(data[offset : offset + 256 * 1024])
         conn.shutdown(socket.SHUT_WR)
     except OSError:
-        pass
+        return False
+    return True
 
 
 class ChaosTarget(ThreadedTCPServer):
@@ -64,10 +73,10 @@ class ChaosTarget(ThreadedTCPServer):
 
     def handle(self, conn: socket.socket) -> None:
         reply_len, seed = struct.unpack(">QQ", recv_exactly(conn, 16))
-        sender = threading.Thread(target=send_tolerant, args=(conn, payload(seed, reply_len)))
-        sender.start()
-        self.received[seed] = drain_tolerant(conn)
-        sender.join()
+        request = drain_tolerant(conn)  # the whole request, then the reply
+        self.received[seed] = request
+        if not request.reset:
+            send_tolerant(conn, payload(seed, reply_len))
 
 
 @dataclass
@@ -84,12 +93,10 @@ def run_stream(stream: Stream) -> None:
     try:
         with socket.create_connection(("127.0.0.1", stream.port), timeout=30) as conn:
             conn.sendall(struct.pack(">QQ", stream.reply_len, stream.seed))
-            sender = threading.Thread(
-                target=send_tolerant, args=(conn, payload(stream.seed + 1, stream.send_len))
-            )
-            sender.start()
+            sent = send_tolerant(conn, payload(stream.seed + 1, stream.send_len))
             stream.reply = drain_tolerant(conn)
-            sender.join()
+            if not sent:  # the send took the reset: the reply's EOF is that reset
+                stream.reply = Received(stream.reply.size, stream.reply.digest, True)
     except OSError as exc:
         stream.error = repr(exc)  # refused or reset before anything flowed
 
