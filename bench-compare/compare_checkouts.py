@@ -1,0 +1,177 @@
+"""Before/after: the same benchmarks against two checkouts, alternating, in one run.
+
+    python bench/compare_checkouts.py OLD NEW [--rounds 6]
+    python bench/compare_checkouts.py OLD NEW --instructions [--mib 32]
+
+Each checkout needs its own ``.venv`` with the project installed in it
+(``pip install -e '.[test]'``).  This directory is copied into both as
+``bench-compare/`` so both run the same benchmark code against their own
+``reactor_mux``; the runs alternate OLD, NEW, NEW, OLD, ... so drift in the
+machine's load falls on both.  It prints the median of every ``extra_info``
+figure per side and the NEW/OLD ratio.
+
+``--instructions`` instead counts the user-space instructions both tunnel
+processes spend per MiB of a bulk ``-R`` transfer under callgrind (the same
+count whatever else the machine does), with a zero-byte run subtracted so
+start-up does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = [
+    "test_tunnel.py::test_bulk_one_way[tunnel_L]",
+    "test_tunnel.py::test_bulk_one_way[tunnel_R]",
+    "test_tunnel.py::test_bulk_one_way[relay2]",
+    "test_small_messages.py::test_small_messages_through_the_tunnel[c]",
+]
+
+
+def run_benchmarks(checkout: Path, out: Path) -> dict[tuple[str, str], float]:
+    target = checkout / "bench-compare"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(HERE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "REACTOR_MUX_CODEC": "c"}
+    tests = [f"bench-compare/{name}" for name in BENCHMARKS]
+    command = [str(checkout / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               *tests, f"--benchmark-json={out}"]  # fmt: skip
+    subprocess.run(command, cwd=checkout, env=env, check=True, capture_output=True)
+    figures = {}
+    for bench in json.loads(out.read_text())["benchmarks"]:
+        for key, value in bench["extra_info"].items():
+            figures[(bench["name"], key)] = value
+    return figures
+
+
+def compare_benchmarks(old: Path, new: Path, rounds: int) -> None:
+    results: dict[tuple[str, str], dict[str, list[float]]] = collections.defaultdict(
+        lambda: {"old": [], "new": []}
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            order = (
+                [("old", old), ("new", new)] if round_ % 2 == 0 else [("new", new), ("old", old)]
+            )
+            for side, checkout in order:
+                figures = run_benchmarks(checkout, Path(tmp) / f"{side}-{round_}.json")
+                for key, value in figures.items():
+                    results[key][side].append(value)
+                print(f"round {round_ + 1}/{rounds}: {side} done", file=sys.stderr)
+    for (name, figure), sides in results.items():
+        before, after = statistics.median(sides["old"]), statistics.median(sides["new"])
+        print(f"{name:60} {figure:18} old {before:>10.2f}  new {after:>10.2f}  "
+              f"new/old {after / before:.3f}")  # fmt: skip
+
+
+# ------------------------------------------------------------- instructions
+
+
+def _sink() -> int:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def serve(conn: socket.socket) -> None:
+        buffer, total = bytearray(1 << 20), 0
+        while count := conn.recv_into(buffer):
+            total += count
+        conn.sendall(struct.pack(">Q", total))
+        conn.close()
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def _instructions(checkout: Path, sink_port: int, mib: int, tmp: Path) -> int:
+    """User-space instructions of a server and a client that carry ``mib`` MiB."""
+
+    def start(name: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp / name}.cg",
+             str(checkout / ".venv/bin/python"), "-m", "reactor_mux", *args],
+            cwd=checkout, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "REACTOR_MUX_CODEC": "c", "PYTHONHASHSEED": "0"},
+        )  # fmt: skip
+
+    def wait_for(proc: subprocess.Popen[str], pattern: str) -> int:
+        assert proc.stderr is not None
+        while line := proc.stderr.readline():
+            if match := re.search(pattern, line):
+                return int(match.group(1))
+        raise RuntimeError(f"{proc.args}: exited before logging {pattern!r}")
+
+    server = start("server", "server", "--listen", "127.0.0.1:0")
+    port = wait_for(server, r"listening on \S+:(\d+)")
+    client = start("client", "client", "--server", f"127.0.0.1:{port}",
+                   "-R", f"0:127.0.0.1:{sink_port}")  # fmt: skip
+    remote = wait_for(client, r"forwarding -R \S+:(\d+)")
+    for proc in (server, client):
+        threading.Thread(target=proc.communicate, daemon=True).start()
+    if mib:
+        block = memoryview(bytes(256 * 1024))
+        with socket.create_connection(("127.0.0.1", remote)) as conn:
+            for _ in range(mib * 4):
+                conn.sendall(block)
+            conn.shutdown(socket.SHUT_WR)
+            assert struct.unpack(">Q", conn.recv(8))[0] == mib << 20
+    time.sleep(0.5)
+    for proc in (client, server):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    total = 0
+    for name in ("server", "client"):
+        for line in (tmp / f"{name}.cg").read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total += int(line.split()[1])
+                break
+    return total
+
+
+def compare_instructions(old: Path, new: Path, mib: int) -> None:
+    sink_port = _sink()
+    with tempfile.TemporaryDirectory() as tmp:
+        for side, checkout in (("old", old), ("new", new)):
+            idle = _instructions(checkout, sink_port, 0, Path(tmp))
+            busy = _instructions(checkout, sink_port, mib, Path(tmp))
+            print(f"{side}: {(busy - idle) / mib:,.0f} instructions per MiB "
+                  f"(client + server, user space; start-up {idle:,})")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--mib", type=int, default=32)
+    args = parser.parse_args()
+    if args.instructions:
+        compare_instructions(args.old.resolve(), args.new.resolve(), args.mib)
+    else:
+        compare_benchmarks(args.old.resolve(), args.new.resolve(), args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Small-message load generator and echo target, each a single-threaded selectors loop.
+
+Threads in the benchmark process cannot drive many small messages without the
+GIL becoming the bottleneck (every path then measures the same), so the
+small-message benchmark runs these in processes of their own:
+
+    python bench/loadgen.py echo                 # prints "listening on 127.0.0.1:PORT"
+    python bench/loadgen.py load PORT CONNS LIMIT SIZE
+                                                 # prints "messages N seconds S"
+
+``load`` keeps CONNS connections each with one SIZE-byte request outstanding
+(request/response, like an RPC or an interactive session) and counts the
+completed round trips until LIMIT: a duration ("3s") or a message count
+("60000").
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import sys
+import time
+
+
+def echo() -> None:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1024)
+    server.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ, None)
+    print(f"listening on 127.0.0.1:{server.getsockname()[1]}", file=sys.stderr, flush=True)
+    buffer = bytearray(1 << 16)
+    view = memoryview(buffer)
+    while True:
+        for key, _mask in selector.select():
+            if key.data is None:
+                conn, _ = server.accept()
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                selector.register(conn, selectors.EVENT_READ, True)
+                continue
+            conn = key.fileobj
+            try:
+                count = conn.recv_into(buffer)
+            except (BlockingIOError, ConnectionError):
+                count = 0 if not isinstance(sys.exc_info()[1], BlockingIOError) else -1
+            if count > 0:
+                conn.setblocking(True)  # small echoes: a blocking send never waits long
+                conn.sendall(view[:count])
+                conn.setblocking(False)
+            elif count == 0:
+                selector.unregister(conn)
+                conn.close()
+
+
+def load(port: int, connections: int, limit: str, size: int) -> None:
+    selector = selectors.DefaultSelector()
+    message = bytes(size)
+    pending: dict[socket.socket, int] = {}
+    for _ in range(connections):
+        conn = socket.create_connection(("127.0.0.1", port))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_READ)
+        pending[conn] = size
+        conn.send(message)
+    completed = 0
+    started = time.perf_counter()
+    seconds = float(limit[:-1]) if limit.endswith("s") else float("inf")
+    count = int(limit) if not limit.endswith("s") else None
+    deadline = started + seconds
+    while time.perf_counter() < deadline and (count is None or completed < count):
+        for key, _mask in selector.select(0.1):
+            conn = key.fileobj
+            data = conn.recv(65536)
+            if not data:
+                raise SystemExit("connection closed by the path under test")
+            pending[conn] -= len(data)
+            while pending[conn] <= 0:
+                completed += 1
+                pending[conn] += size
+                conn.send(message)
+    elapsed = time.perf_counter() - started
+    print(f"messages {completed} seconds {elapsed:.3f}", flush=True)
+    for conn in pending:
+        conn.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "echo":
+        echo()
+    else:
+        load(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
