@@ -52,7 +52,10 @@ def run_benchmarks(checkout: Path, out: Path) -> dict[tuple[str, str], float]:
     tests = [f"bench-compare/{name}" for name in BENCHMARKS]
     command = [str(checkout / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                *tests, f"--benchmark-json={out}"]  # fmt: skip
-    subprocess.run(command, cwd=checkout, env=env, check=True, capture_output=True)
+    try:
+        subprocess.run(command, cwd=checkout, env=env, check=True, capture_output=True)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
     figures = {}
     for bench in json.loads(out.read_text())["benchmarks"]:
         for key, value in bench["extra_info"].items():

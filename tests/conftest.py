@@ -51,6 +51,25 @@ def hash_target():
 
 
 @pytest.fixture
+def reactor():
+    """A reactor for the test to run in its own thread (``inprocess.run_until``)."""
+    from reactor_mux.reactor import Reactor
+
+    loop = Reactor()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def resolver(reactor):
+    from reactor_mux.resolver import Resolver
+
+    names = Resolver(reactor)
+    yield names
+    names.close()
+
+
+@pytest.fixture
 def loop():
     """A reactor running in a background thread (see tests/inprocess.py)."""
     from inprocess import LoopThread

@@ -116,20 +116,6 @@ class Peer:
         return [event for event in self.events if isinstance(event, kind)]
 
 
-@pytest.fixture
-def reactor():
-    loop = Reactor()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def resolver(reactor):
-    names = Resolver(reactor)
-    yield names
-    names.close()
-
-
 def open_channel(
     reactor: Reactor,
     resolver: Resolver,

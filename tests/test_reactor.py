@@ -20,13 +20,6 @@ from reactor_mux.reactor import COMPACT_MIN_TIMERS, PROCESS, READ, WRITE, IOWatc
 pytestmark = pytest.mark.codec_independent
 
 
-@pytest.fixture
-def reactor():
-    loop = Reactor()
-    yield loop
-    loop.close()
-
-
 # ----------------------------------------------------------------- timers
 
 
