@@ -34,3 +34,7 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+    def give_up_fast(self) -> None:
+        """Retrying soon cannot help (authentication failed): wait the longest from now."""
+        self.attempts = 64

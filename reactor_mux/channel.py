@@ -88,6 +88,9 @@ class ChannelOwner(Protocol):
     def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
         """Where a peer SYN on ``mapping`` should connect, or None to refuse."""
 
+    def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
+        """Why connecting to ``address`` (what ``name`` resolved to) is refused, or None."""
+
     def on_hello(self, channel: Channel, event: HelloReceived) -> None: ...
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
@@ -124,6 +127,8 @@ class Channel:
         self.closed = False
         self.close_reason: str | None = None
         self.close_was_error = False
+        self.auth_failed = False
+        """The channel ended because authentication failed (either side)."""
         self.draining = False
         """Refuse new streams (the process is shutting down); open ones carry on."""
         self._session = Session(role, settings.session, client_id=client_id)
@@ -227,7 +232,8 @@ class Channel:
         clean = not session.mid_frame and session.state is not ChannelState.FAILED
         self.close(session.receive_eof(), error=not clean)
 
-    def transport_failed(self, reason: str) -> None:
+    def transport_failed(self, reason: str, *, authentication: bool = False) -> None:
+        self.auth_failed = self.auth_failed or authentication
         self.close(reason)
 
     def write_ready(self) -> None:
@@ -281,7 +287,10 @@ class Channel:
             case MappingRefused():
                 self.owner.on_mapping_refused(self, event)
             case ChannelFailed():
-                if event.by_peer:
+                self.auth_failed = event.authentication
+                if event.authentication:
+                    self.close(event.reason)
+                elif event.by_peer:
                     self.close(f"peer reported an error: {event.reason}")
                 else:
                     self.close(f"protocol error: {event.reason}")
@@ -318,8 +327,14 @@ class Channel:
         self._connects.start(event.stream_id, *target)
 
     def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Cancellable:
+        def check(address: str, address_port: int) -> str | None:
+            return self.owner.check_resolved(self, host, address, address_port)
+
         timeout = self.settings.connect_timeout
-        return Connector(self.reactor, self.resolver, host, port, on_done, timeout, owner).start()
+        connector = Connector(
+            self.reactor, self.resolver, host, port, on_done, timeout, owner, address_check=check
+        )
+        return connector.start()
 
     def _peer_connect_done(
         self, stream_id: int, address: str, sock: socket.socket | None, error: str | None

@@ -15,13 +15,24 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from reactor_mux import __version__, codec
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
+from reactor_mux.cli_security import (
+    SecurityOptionError,
+    ServerSecurity,
+    add_client_options,
+    add_server_options,
+    client_security,
+    server_security,
+)
 from reactor_mux.client import Client, ClientConfig, StartupError
 from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
+from reactor_mux.keygen import DEFAULT_DAYS, KeygenError, generate, generate_secret
 from reactor_mux.netutil import describe_error
+from reactor_mux.protocol.auth import Credentials, SecretBook
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.limits import (
     DEFAULT_MAX_PENDING_SYNS,
@@ -262,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"-L and -R mappings per client (default {MAX_MAPPINGS})",
     )
     _add_common(server)
+    add_server_options(server)
 
     client = commands.add_parser(
         "client",
@@ -308,6 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"longest reconnect delay (default {DEFAULT_RECONNECT_MAX:g})",
     )
     _add_common(client)
+    add_client_options(client)
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="write a self-signed TLS certificate and key, or a random secret",
+        description="Write a self-signed certificate and key for a server (and print the "
+        "fingerprint its clients pin), and/or a random shared secret.",
+    )
+    keygen.add_argument("--cert", type=Path, metavar="PATH", help="certificate to write (PEM)")
+    keygen.add_argument("--key", type=Path, metavar="PATH", help="key to write (PEM, mode 0600)")
+    keygen.add_argument("--name", action="append", default=[], metavar="HOST",
+                        help="a host name or address it is for (repeatable)")  # fmt: skip
+    keygen.add_argument("--days", type=count_type("days", 1, 36500), default=DEFAULT_DAYS,
+                        metavar="N", help=f"validity (default {DEFAULT_DAYS})")  # fmt: skip
+    keygen.add_argument("--secret", type=Path, metavar="PATH",
+                        help="also write a random 32-byte secret (mode 0600)")  # fmt: skip
+    keygen.add_argument("--force", action="store_true", help="replace existing files")
 
     demo = commands.add_parser(
         "demo",
@@ -320,13 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> ChannelSettings:
+def _settings(
+    args: argparse.Namespace,
+    *,
+    credentials: Credentials | None = None,
+    secret_book: SecretBook | None = None,
+) -> ChannelSettings:
     session = SessionConfig(
         window=args.window,
         max_frame=args.max_frame,
         max_streams=args.max_streams,
         max_pending_syns=args.max_pending_syns,
         max_mappings=getattr(args, "max_mappings", MAX_MAPPINGS),
+        credentials=credentials,
+        secret_book=secret_book,
     )
     return ChannelSettings(
         session=session,
@@ -403,19 +439,29 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return run_demo(args.size)
+    if args.command == "keygen":
+        return _keygen(args)
 
     problem = _contradiction(args)
     if problem is not None:
         return _usage_error(args.command, problem)
+    try:
+        security = (server_security(args) if args.command == "server"
+                    else client_security(args))  # fmt: skip
+    except SecurityOptionError as exc:
+        return _usage_error(args.command, str(exc))
     _setup_logging(args.command, args.verbose, args.quiet)
-    settings = _settings(args)
-    if args.command == "server":
+    if isinstance(security, ServerSecurity):
+        settings = _settings(args, secret_book=security.secret_book)
         config = ServerConfig(
             listen=args.listen,
             settings=settings,
             gateway_ports=args.gateway_ports,
             max_channels=args.max_channels,
             drain_timeout=args.drain_timeout,
+            policy=security.policy,
+            clients=security.clients,
+            tls=security.tls,
         )
         return _run(
             "server",
@@ -425,16 +471,38 @@ def _main(argv: Sequence[str] | None) -> int:
     client_config = ClientConfig(
         server=args.server,
         forwards=args.local + args.remote,
-        settings=settings,
+        settings=_settings(args, credentials=security.credentials),
         reconnect_min=args.reconnect_min,
         reconnect_max=args.reconnect_max,
         drain_timeout=args.drain_timeout,
+        tls=security.tls,
     )
     return _run(
         "client",
         args.drain_timeout,
         lambda reactor, resolver: Client(reactor, resolver, client_config),
     )
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if (args.cert is None) != (args.key is None):
+        return _usage_error("keygen", "--cert and --key go together")
+    if args.cert is None and args.secret is None:
+        return _usage_error("keygen", "nothing to write: give --cert and --key, or --secret")
+    try:
+        if args.cert is not None:
+            fingerprint = generate(args.cert, args.key, args.name, args.days, force=args.force)
+            print(f"wrote {args.cert} and {args.key} (mode 0600)")
+            print(f"server:  --tls-cert {args.cert} --tls-key {args.key}")
+            print(f"clients: --tls --tls-fingerprint {fingerprint}")
+        if args.secret is not None:
+            generate_secret(args.secret, force=args.force)
+            print(f"wrote a random secret to {args.secret} (mode 0600): "
+                  f"give both sides --secret-file {args.secret}")  # fmt: skip
+    except KeygenError as exc:
+        print(f"reactor-mux keygen: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _contradiction(args: argparse.Namespace) -> str | None:

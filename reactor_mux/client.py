@@ -32,12 +32,13 @@ from reactor_mux.protocol.events import (
     MappingRequested,
 )
 from reactor_mux.protocol.session import Role
-from reactor_mux.protocol.syntax import format_host_port
+from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 from reactor_mux.specs import ForwardKind, ForwardSpec
-from reactor_mux.transport import TcpTransport
+from reactor_mux.tls import ClientTls, TlsTransport
+from reactor_mux.transport import TcpTransport, Transport
 
 log = logging.getLogger("reactor_mux")
 
@@ -57,6 +58,7 @@ class ClientConfig:
     reconnect_min: float = DEFAULT_RECONNECT_MIN
     reconnect_max: float = DEFAULT_RECONNECT_MAX
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    tls: ClientTls | None = None
 
 
 class Client:
@@ -72,6 +74,7 @@ class Client:
         self.local_listeners: dict[int, Listener] = {}
         self.channel: Channel | None = None
         self._refused: set[int] = set()
+        self._warned_plaintext = False
         self._connector: Connector | None = None
         self._retry: Timer | None = None
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
@@ -159,7 +162,7 @@ class Client:
         channel = Channel(
             self.reactor,
             self.resolver,
-            TcpTransport(self.reactor, sock, settings.keepalive_interval),
+            self._transport(sock),
             Role.CLIENT,
             self,
             f"channel to {self.server_label}",
@@ -174,6 +177,25 @@ class Client:
         self._refused.clear()
         self.channel = channel
         channel.start()
+
+    def _transport(self, sock: socket.socket) -> Transport:
+        settings, tls = self.config.settings, self.config.tls
+        if tls is None:
+            if settings.session.credentials is not None and not self._warned_plaintext:
+                peer = sock.getpeername()[0]
+                if not is_loopback(peer):
+                    self._warned_plaintext = True
+                    log.warning("authenticating to %s without TLS: the secret stays secret, but "
+                                "the forwarded data is not encrypted (use --tls)",
+                                self.server_label)  # fmt: skip
+            return TcpTransport(self.reactor, sock, settings.keepalive_interval)
+        if tls.insecure:
+            log.warning("TLS to %s without verifying the server (--tls-insecure): anyone on "
+                        "the path can pose as it", self.server_label)  # fmt: skip
+        name = tls.server_name or self.config.server[0]
+        return TlsTransport(self.reactor, sock, settings.keepalive_interval, tls.context,
+                            server_side=False, server_hostname=name,
+                            fingerprint=tls.fingerprint)  # fmt: skip
 
     def close_after_bug(self) -> None:
         """A bug while connecting to the server or setting up its channel: drop
@@ -214,6 +236,9 @@ class Client:
             return None
         return spec.target_host, spec.target_port
 
+    def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
+        return None  # the client connects only to the targets it was given itself
+
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         self._channel_up_since = self.reactor.time()
         log.info("connected to server %s", self.server_label)
@@ -249,4 +274,7 @@ class Client:
         self._channel_up_since = None
         if up_since is not None and self.reactor.time() - up_since >= HEALTHY_CHANNEL_SECONDS:
             self._backoff.reset()
+        if channel.auth_failed:
+            log.error("authentication failed with server %s: %s", self.server_label, reason)
+            self._backoff.give_up_fast()
         self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")

@@ -20,6 +20,8 @@ from reactor_mux.reactor import WRITE, IOWatch, Owner, Reactor, Timer
 from reactor_mux.resolver import Address, Resolution, Resolver
 
 DoneCallback = Callable[[socket.socket | None, str | None], None]
+AddressCheck = Callable[[str, int], str | None]
+"""``check(address, port)``: why connecting there is refused, or None."""
 
 
 class Connector:
@@ -32,8 +34,10 @@ class Connector:
         on_done: DoneCallback,
         timeout: float,
         owner: Owner,
+        address_check: AddressCheck | None = None,
     ) -> None:
         self._reactor = reactor
+        self._address_check = address_check
         self._resolver = resolver
         self.host = host
         self.port = port
@@ -66,6 +70,11 @@ class Connector:
     def _try_next(self) -> None:
         while self._addresses and not self.finished:
             family, address = self._addresses.pop(0)
+            if self._address_check is not None:
+                refusal = self._address_check(address[0], address[1])
+                if refusal is not None:  # checked after resolution: DNS rebinding
+                    self._last_error = refusal
+                    continue
             try:
                 sock = socket.socket(family, socket.SOCK_STREAM)
             except OSError as exc:  # out of descriptors, or the family is unsupported

@@ -1,14 +1,22 @@
 """The server role (the demultiplexer).
 
-It accepts channels on its ``--listen`` addresses and serves each one
-independently: a CONNECT (``-L``) records the target its streams connect
-to, a BIND (``-R``) opens a listener whose connections become streams
-toward the client.  Everything a channel created (its ``-R`` listeners, its
-streams, its pending connects) dies with it, so a client that reconnects
-finds its ports free.  A client that reconnects before its old channel was
-noticed dead (a network cut TCP has not seen yet) presents the same client
-id in HELLO; the old channel is then closed at once, before the new one's
-BINDs are processed, so a stale listener never blocks the reconnect.
+It accepts channels on its ``--listen`` addresses (over TLS when given a
+certificate) and serves each one independently, once it has authenticated
+(when a secret or a clients file is configured): a CONNECT (``-L``) records
+the target its streams connect to, a BIND (``-R``) opens a listener whose
+connections become streams toward the client.  Everything a channel created
+(its ``-R`` listeners, its streams, its pending connects) dies with it, so a
+client that reconnects finds its ports free.  A client that reconnects before
+its old channel was noticed dead (a network cut TCP has not seen yet)
+presents the same client id in HELLO; the old channel is then closed at
+once, before the new one's BINDs are processed, so a stale listener never
+blocks the reconnect, but only when the new channel authenticated as the
+same client.
+
+What a client may reach (``--allow-connect``) and open (``--allow-bind``)
+is checked here, with its own lists from the clients file when it has them;
+repeated authentication failures from one address turn it away for a while
+(``authlimit``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from reactor_mux.authlimit import FailureLimiter
 from reactor_mux.channel import (
     Channel,
     MappingAnswer,
@@ -26,9 +35,11 @@ from reactor_mux.channel import (
     MappingGranted,
     wait_for_streams,
 )
+from reactor_mux.credentials import ClientsFile
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import PeerAddress, describe_error
+from reactor_mux.policy import Policy
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
@@ -41,7 +52,8 @@ from reactor_mux.protocol.syntax import format_host_port, is_loopback, listening
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
-from reactor_mux.transport import TcpTransport
+from reactor_mux.tls import ServerTls, TlsTransport
+from reactor_mux.transport import TcpTransport, Transport
 
 log = logging.getLogger("reactor_mux")
 
@@ -56,13 +68,27 @@ class ServerConfig:
     gateway_ports: bool = False
     max_channels: int = DEFAULT_MAX_CHANNELS
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    policy: Policy = field(default_factory=Policy)
+    """The global allow-lists."""
+    clients: ClientsFile | None = None
+    """Named clients, each with its secret and maybe its own allow-lists."""
+    tls: ServerTls | None = None
+
+    @property
+    def authenticates(self) -> bool:
+        """Some proof of identity is required of every client."""
+        tls_clients = self.tls is not None and self.tls.requires_client_certificate
+        return self.settings.session.secret_book is not None or tls_clients
 
 
 @dataclass
 class _ClientState:
     """What one channel set up on this server."""
 
+    peer_host: str
     client_id: str | None = None
+    client_name: str | None = None
+    policy: Policy = field(default_factory=Policy)
     targets: dict[int, tuple[str, int]] = field(default_factory=dict)
     binds: dict[int, Listener] = field(default_factory=dict)
 
@@ -74,7 +100,8 @@ class Server:
         self.config = config
         self.listeners: list[Listener] = []
         self.clients: dict[Channel, _ClientState] = {}
-        self._by_client_id: dict[str, Channel] = {}
+        self._by_client_id: dict[tuple[str | None, str], Channel] = {}
+        self._failures = FailureLimiter()
         self._accepted = 0
         self._draining = False
         self._cancel_drain: Callable[[], None] | None = None
@@ -86,10 +113,10 @@ class Server:
             self.listeners.append(listener)
             address = format_host_port(listener.host, listener.port)
             log.info("listening on %s", address)
-            if not is_loopback(listener.host):
+            if not is_loopback(listener.host) and not self.config.authenticates:
                 log.warning(
                     "%s is reachable from other hosts and has no authentication: anyone who "
-                    "can connect can open connections through this host",
+                    "can connect can open connections through this host (--insecure)",
                     address,
                 )
 
@@ -121,6 +148,13 @@ class Server:
     def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
         self._accepted += 1
         name = f"channel #{self._accepted} from {format_host_port(peer[0], peer[1])}"
+        refuse, tell = self._failures.refuse(peer[0], self.reactor.time())
+        if refuse:
+            if tell:
+                log.warning("%s: refused: %s failed to authenticate; turned away for a while",
+                            name, peer[0])  # fmt: skip
+            sock.close()
+            return
         if len(self.clients) >= self.config.max_channels:
             reason = f"too many channels (limit {self.config.max_channels})"
             log.warning("%s: refused: %s", name, reason)
@@ -131,10 +165,15 @@ class Server:
             sock.close()
             return
         settings = self.config.settings
-        transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
+        transport: Transport
+        if self.config.tls is not None:
+            transport = TlsTransport(self.reactor, sock, settings.keepalive_interval,
+                                     self.config.tls.context, server_side=True)  # fmt: skip
+        else:
+            transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
         channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings)
         channel.draining = self._draining
-        self.clients[channel] = _ClientState()
+        self.clients[channel] = _ClientState(peer[0], policy=self.config.policy)
         log.debug("%s: accepted", name)
         channel.start()
 
@@ -144,26 +183,49 @@ class Server:
         state = self.clients.get(channel)
         return state.targets.get(mapping) if state is not None else None
 
+    def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
+        state = self.clients.get(channel)
+        if state is None:
+            return "the channel is closed"
+        return state.policy.connect.check_resolved(name, address, port)
+
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         state = self.clients[channel]
+        state.client_name = event.client_name
+        self._failures.succeeded(state.peer_host)
+        clients = self.config.clients
+        entry = clients.entry(event.client_name) if clients and event.client_name else None
+        if entry is not None:
+            state.policy = self.config.policy.overridden(entry.connect, entry.bind)
         client_id = event.client_id
         if client_id is not None:
-            stale = self._by_client_id.get(client_id)
+            # A channel may retire only one that authenticated as the same client.
+            key = (event.client_name, client_id)
+            stale = self._by_client_id.get(key)
             if stale is not None and stale is not channel and not stale.closed:
                 log.info("%s: replaces %s from the same client", channel.name, stale.name)
                 stale.close("replaced by a new channel from the same client", error=False)
             state.client_id = client_id
-            self._by_client_id[client_id] = channel
-        log.info("%s: client connected", channel.name)
+            self._by_client_id[key] = channel
+        who = f" {event.client_name!r}" if event.client_name not in (None, "-") else ""
+        log.info("%s: client%s connected", channel.name, who)
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         state = self.clients[channel]
         target = format_host_port(event.host, event.port)
         if event.kind is MappingKind.CONNECT:
+            refusal = state.policy.connect.check_target(event.host, event.port)
+            if refusal is not None:
+                log.warning("%s: -L refused: %s", channel.name, refusal)
+                return MappingDenied(refusal)
             state.targets[event.mapping] = (event.host, event.port)
             log.info("%s: forwarding -L to %s", channel.name, target)
             return MappingGranted()
         address, reason = self._bind_policy(event.host)
+        if address is not None:
+            refusal = state.policy.bind.check_bind(address, event.port)
+            if refusal is not None:
+                address, reason = None, refusal
         if address is not None:
             try:
                 listener = Listener(
@@ -215,7 +277,10 @@ class Server:
         if state is not None:
             for listener in state.binds.values():
                 listener.close()
-            if state.client_id is not None and self._by_client_id.get(state.client_id) is channel:
-                del self._by_client_id[state.client_id]
+            key = (state.client_name, state.client_id or "")
+            if state.client_id is not None and self._by_client_id.get(key) is channel:
+                del self._by_client_id[key]
+            if channel.auth_failed:
+                self._failures.failed(state.peer_host, self.reactor.time())
         level = logging.WARNING if channel.close_was_error else logging.INFO
         log.log(level, "%s: closed: %s", channel.name, reason)

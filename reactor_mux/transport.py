@@ -40,8 +40,9 @@ class TransportProtocol(Owner, Protocol):
         """The peer ended the connection in order (for TLS: close_notify; a TCP
         EOF without it is ``transport_failed``)."""
 
-    def transport_failed(self, reason: str) -> None:
-        """The connection broke (reset, timed out, a TLS alert)."""
+    def transport_failed(self, reason: str, *, authentication: bool = False) -> None:
+        """The connection broke (reset, timed out, a TLS alert); ``authentication``:
+        the peer failed to prove who it is (a client certificate was refused)."""
 
     def write_ready(self) -> None:
         """The transport can take more output now."""

@@ -52,6 +52,9 @@ class RecordingOwner:
     def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
         return self.target
 
+    def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
+        return None
+
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         self.hellos.append(event)
 

@@ -526,8 +526,12 @@ def test_client_id_travels_in_hello():
         Session(Role.SERVER, client_id="abcdef0123456789")
 
 
-def test_server_hello_with_a_client_id_is_refused():
-    fails(Session(Role.CLIENT), command(0, "HELLO 1 65536 65536 abcdef0123456789"), "client id")
+def test_a_server_hello_whose_fourth_word_is_no_challenge_is_refused():
+    fails(
+        Session(Role.CLIENT),
+        command(0, "HELLO 1 65536 65536 abcdef0123456789"),
+        "authentication challenge",
+    )
 
 
 def test_bad_max_frame_or_client_id_in_hello():

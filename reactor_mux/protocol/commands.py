@@ -24,6 +24,8 @@ class Verb(enum.Enum):
     __hash__ = object.__hash__
 
     HELLO = "HELLO"
+    AUTH = "AUTH"
+    AUTH_OK = "AUTH OK"
     ERROR = "ERROR"
     PING = "PING"
     PONG = "PONG"
@@ -56,6 +58,8 @@ _MANY = 1 << 16
 # (minimum, maximum) argument words after the verb.
 _ARITY: dict[Verb, tuple[int, int]] = {
     Verb.HELLO: (3, 4),
+    Verb.AUTH: (3, 3),
+    Verb.AUTH_OK: (1, 1),
     Verb.ERROR: (1, _MANY),
     Verb.PING: (1, 1),
     Verb.PONG: (1, 1),
@@ -75,6 +79,8 @@ _ARITY: dict[Verb, tuple[int, int]] = {
 
 SCOPE: dict[Verb, Scope] = {
     Verb.HELLO: Scope.CHANNEL,
+    Verb.AUTH: Scope.CHANNEL,
+    Verb.AUTH_OK: Scope.CHANNEL,
     Verb.ERROR: Scope.CHANNEL,
     Verb.PING: Scope.CHANNEL,
     Verb.PONG: Scope.CHANNEL,

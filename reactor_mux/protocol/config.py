@@ -8,8 +8,11 @@ same constants, so a default is stated in exactly one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from reactor_mux.protocol.auth import Credentials, SecretBook
 from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
     DEFAULT_MAX_PENDING_SYNS,
@@ -39,6 +42,12 @@ class SessionConfig:
     """CONNECT and BIND requests a server accepts per channel."""
     data_frame_size: int = DATA_FRAME_SIZE
     """Largest data frame body we send (smaller if the peer accepts less)."""
+    credentials: Credentials | None = None
+    """Client: authenticate with these (and require the server to prove it knows them)."""
+    secret_book: SecretBook | None = None
+    """Server: require every client to authenticate; the secret for each client name."""
+    random_bytes: Callable[[int], bytes] = field(default=secrets.token_bytes, compare=False)
+    """Where nonces come from (tests make them predictable)."""
 
     def __post_init__(self) -> None:
         if not MIN_WINDOW <= self.window <= MAX_WINDOW:

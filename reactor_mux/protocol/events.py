@@ -21,12 +21,15 @@ class MappingKind(enum.Enum):
 
 @dataclass(slots=True)
 class HelloReceived:
-    """The peer's HELLO: its per-stream window, its largest data frame, and (from a
-    client) the identity token it keeps across reconnects."""
+    """The channel is open: the peer's HELLO arrived and, where authentication is
+    on, both sides proved they know the secret.  The peer's per-stream window,
+    its largest data frame, and (from a client) the identity token it keeps
+    across reconnects and the name it authenticated as."""
 
     window: int
     max_frame: int = 65536
     client_id: str | None = None
+    client_name: str | None = None
 
 
 @dataclass(slots=True)
@@ -128,6 +131,8 @@ class ChannelFailed:
 
     reason: str
     by_peer: bool
+    authentication: bool = False
+    """The channel failed because authentication failed (on either side)."""
 
 
 Event: TypeAlias = (

@@ -30,6 +30,7 @@ import enum
 from collections.abc import Callable
 
 from reactor_mux import codec
+from reactor_mux.protocol import auth
 from reactor_mux.protocol.commands import (
     SCOPE,
     Command,
@@ -96,11 +97,20 @@ class Role(enum.Enum):
 
 class ChannelState(enum.Enum):
     """Where the channel as a whole is: every frame but HELLO and ERROR waits for
-    the peer's HELLO, and nothing moves once the channel has failed."""
+    the peer's HELLO, mappings and streams wait for authentication where it is
+    on, and nothing moves once the channel has failed."""
 
     AWAITING_HELLO = "awaiting HELLO"
+    AUTHENTICATING = "authenticating"
     OPEN = "open"
     FAILED = "failed"
+
+
+AUTH_FAILED = "authentication failed"
+"""All a server tells a client whose authentication failed (the details are
+for the server's log only)."""
+
+_BEFORE_OPEN = (Verb.HELLO, Verb.ERROR, Verb.AUTH, Verb.AUTH_OK, Verb.PING, Verb.PONG)
 
 
 class MappingStatus(enum.Enum):
@@ -169,6 +179,10 @@ class Session:
         config = config or SessionConfig()
         if client_id is not None and role is not Role.CLIENT:
             raise ValueError("only a client has a client id")
+        if role is Role.CLIENT and config.secret_book is not None:
+            raise ValueError("only a server has a secret book")
+        if role is Role.SERVER and config.credentials is not None:
+            raise ValueError("only a client has credentials")
         self.role = role
         self.config = config
         self.window = config.window
@@ -188,6 +202,14 @@ class Session:
         self._pending = 0
         self._data_frame_size = config.data_frame_size
         self._streams: dict[int, _Stream] = {}
+        self._client_id = client_id or ""
+        self._credentials = config.credentials
+        self._secret_book = config.secret_book
+        self._nonce = auth.new_nonce(config.random_bytes)
+        self._server_nonce = ""
+        self.client_name: str | None = None
+        """The name the peer authenticated as (server), or ours (client)."""
+        self._held: list[bytes] = []  # client: mappings declared before authentication
         self._mappings: dict[int, _Mapping] = {}
         self._local_parity = 1 if role is Role.CLIENT else 0
         self._next_id = 1 if role is Role.CLIENT else 2
@@ -196,6 +218,8 @@ class Session:
         self._fins_by_id: dict[int, _Stream] = {}
         self._handlers: dict[Verb, Callable[[int, Command, list[Event]], None]] = {
             Verb.HELLO: self._on_hello,
+            Verb.AUTH: self._on_auth,
+            Verb.AUTH_OK: self._on_auth_ok,
             Verb.ERROR: self._on_error,
             Verb.PING: self._on_ping,
             Verb.PONG: self._on_pong,
@@ -216,6 +240,8 @@ class Session:
         if client_id is not None:
             parse_client_id(client_id)
             hello.append(client_id)
+        elif self._secret_book is not None:
+            hello.append(self._nonce)  # the server's challenge
         self._queue_command(0, Verb.HELLO, *hello)
 
     # ------------------------------------------------------------------ state
@@ -330,7 +356,15 @@ class Session:
         if self.state is not ChannelState.FAILED:
             self._finish(reason)
 
-    def _finish(self, reason: str, *, tell_peer: bool = True) -> ChannelFailed:
+    def _finish(
+        self,
+        reason: str,
+        *,
+        tell_peer: bool = True,
+        peer_reason: str | None = None,
+        authentication: bool = False,
+    ) -> ChannelFailed:
+        """Fail the channel; the peer is told ``peer_reason`` (default: ``reason``)."""
         self.state = ChannelState.FAILED
         self.failure = reason
         for stream in self._streams.values():
@@ -342,9 +376,10 @@ class Session:
         self._fins_by_id.clear()
         self._output.drop_streams()
         self._output.clear_control()
+        self._held.clear()
         if tell_peer:
-            self._output.queue_control(error_frame(reason))
-        return ChannelFailed(reason, by_peer=False)
+            self._output.queue_control(error_frame(peer_reason or reason))
+        return ChannelFailed(reason, by_peer=False, authentication=authentication)
 
     def _was_opened(self, stream_id: int) -> bool:
         if stream_id % 2 == self._local_parity:
@@ -365,12 +400,8 @@ class Session:
     def _on_command(self, stream_id: int, body: memoryview, events: list[Event]) -> None:
         command = parse_command(body)
         verb = command.verb
-        if (
-            self.state is ChannelState.AWAITING_HELLO
-            and verb is not Verb.HELLO
-            and verb is not Verb.ERROR
-        ):
-            raise ProtocolError(f"expected HELLO, got {verb.value}")
+        if self.state is not ChannelState.OPEN:
+            self._check_before_open(verb)
         scope = SCOPE[verb]
         if scope is Scope.CHANNEL:
             if stream_id != 0:
@@ -383,6 +414,17 @@ class Session:
                 f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
             )
 
+    def _check_before_open(self, verb: Verb) -> None:
+        """Until the channel is open only the handshake moves: HELLO first, then
+        (where authentication is on) AUTH and AUTH OK, with ERROR at any time and
+        keepalives once HELLO is in."""
+        if self.state is ChannelState.AWAITING_HELLO:
+            if verb is not Verb.HELLO and verb is not Verb.ERROR:
+                raise ProtocolError(f"expected HELLO, got {verb.value}")
+        elif verb not in _BEFORE_OPEN:
+            expected = "AUTH" if self.role is Role.SERVER else "AUTH OK"
+            raise ProtocolError(f"expected {expected}, got {verb.value}")
+
     def _on_hello(self, _id: int, command: Command, events: list[Event]) -> None:
         if self.state is not ChannelState.AWAITING_HELLO:
             raise ProtocolError("duplicate HELLO")
@@ -394,16 +436,107 @@ class Session:
         window = parse_decimal(command.args[1], "window", MIN_WINDOW, MAX_WINDOW)
         max_frame = parse_decimal(command.args[2], "max frame", MIN_FRAME, MAX_DATA_BODY)
         client_id = None
+        challenge = ""
         if len(command.args) == 4:
             if self.role is Role.CLIENT:
-                raise ProtocolError("a server's HELLO carries no client id")
-            client_id = parse_client_id(command.args[3])
+                challenge = command.args[3]
+                if not auth.is_nonce(challenge):
+                    raise ProtocolError(f"not an authentication challenge: {challenge[:64]!r}")
+            else:
+                client_id = parse_client_id(command.args[3])
         self.peer_window = window
         self.peer_max_frame = max_frame
         self.peer_client_id = client_id
         self._output.set_frame_size(min(self._data_frame_size, max_frame))
+        if self.role is Role.SERVER:
+            self._client_id = client_id or ""
+            if self._secret_book is not None:
+                self.state = ChannelState.AUTHENTICATING  # the client's AUTH comes next
+                return
+        else:
+            self._server_nonce = challenge
+            credentials = self._credentials
+            if challenge and credentials is None:
+                events.append(self._finish(
+                    "the server requires authentication and this client has no secret "
+                    "(--secret-file or REACTOR_MUX_SECRET)", authentication=True))  # fmt: skip
+                return
+            if credentials is not None:
+                if not challenge:
+                    events.append(self._finish(
+                        "the server did not ask this client to authenticate, so it cannot "
+                        "prove it knows the secret: is it the server you meant?",
+                        authentication=True))  # fmt: skip
+                    return
+                self._send_auth(credentials)
+                return
+        self._open(events)
+
+    def _open(self, events: list[Event]) -> None:
+        """Authentication (if any) is done: mappings and streams may flow."""
         self.state = ChannelState.OPEN
-        events.append(HelloReceived(window, max_frame, client_id))
+        assert self.peer_window is not None and self.peer_max_frame is not None
+        for frame in self._held:
+            self._output.queue_control(frame)
+        self._held.clear()
+        events.append(HelloReceived(self.peer_window, self.peer_max_frame, self.peer_client_id,
+                                    self.client_name))  # fmt: skip
+
+    def _send_auth(self, credentials: auth.Credentials) -> None:
+        """Client: prove we know the secret, over both nonces."""
+        self.state = ChannelState.AUTHENTICATING
+        self.client_name = credentials.name
+        signed = auth.proof(credentials.secret, "client", credentials.name, self._client_id,
+                            self._nonce, self._server_nonce)  # fmt: skip
+        self._queue_command(0, Verb.AUTH, credentials.name, self._nonce, signed)
+
+    def _on_auth(self, _id: int, command: Command, events: list[Event]) -> None:
+        """Server: check the client's proof; answer with ours, or fail."""
+        if self.role is not Role.SERVER:
+            raise ProtocolError("AUTH is sent by clients only")
+        if self.state is not ChannelState.AUTHENTICATING:
+            raise ProtocolError("AUTH when no authentication was asked for")
+        name, client_nonce, given = command.args
+        if not auth.is_client_name(name):
+            raise ProtocolError(f"not a client name: {name[:64]!r}")
+        if not auth.is_nonce(client_nonce) or not auth.is_proof(given):
+            raise ProtocolError("AUTH takes a 64-hex-digit nonce and proof")
+        assert self._secret_book is not None
+        secret = self._secret_book.secret_for(name)
+        if secret is None:
+            events.append(self._finish(f"authentication failed: unknown client name {name!r}",
+                                       peer_reason=AUTH_FAILED, authentication=True))  # fmt: skip
+            return
+        expected = auth.proof(secret, "client", name, self._client_id, client_nonce, self._nonce)
+        if not auth.proof_matches(expected, given):
+            events.append(self._finish(f"authentication failed: wrong proof from {name!r}",
+                                       peer_reason=AUTH_FAILED, authentication=True))  # fmt: skip
+            return
+        self.client_name = name
+        ours = auth.proof(secret, "server", name, self._client_id, client_nonce, self._nonce)
+        self._queue_command(0, Verb.AUTH_OK, ours)
+        self._open(events)
+
+    def _on_auth_ok(self, _id: int, command: Command, events: list[Event]) -> None:
+        """Client: the server proves it knows the secret too."""
+        if self.role is not Role.CLIENT:
+            raise ProtocolError("AUTH OK is sent by servers only")
+        if self.state is not ChannelState.AUTHENTICATING:
+            raise ProtocolError("AUTH OK when no AUTH was sent")
+        given = command.args[0]
+        if not auth.is_proof(given):
+            raise ProtocolError("AUTH OK takes a 64-hex-digit proof")
+        credentials = self._credentials
+        assert credentials is not None
+        expected = auth.proof(credentials.secret, "server", credentials.name, self._client_id,
+                              self._nonce, self._server_nonce)  # fmt: skip
+        if not auth.proof_matches(expected, given):
+            events.append(self._finish(
+                "the server's proof is wrong: it does not know the secret "
+                "(is it the server you meant?)", peer_reason=AUTH_FAILED,
+                authentication=True))  # fmt: skip
+            return
+        self._open(events)
 
     def _on_ping(self, _id: int, command: Command, events: list[Event]) -> None:
         token = parse_decimal(command.args[0], "PING token", 0, MAX_STREAM_ID)
@@ -419,8 +552,9 @@ class Session:
 
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
         reason = command.reason
+        authenticating = self.state is ChannelState.AUTHENTICATING
         self._finish(reason, tell_peer=False)
-        events.append(ChannelFailed(reason, by_peer=True))
+        events.append(ChannelFailed(reason, by_peer=True, authentication=authenticating))
 
     def _on_mapping_request(self, mapping: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
@@ -558,6 +692,11 @@ class Session:
         if not 1 <= mapping <= MAX_STREAM_ID or mapping in self._mappings:
             raise LocalProtocolError(f"mapping number {mapping} is invalid or in use")
         self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
+        if self._credentials is not None and self.state is not ChannelState.OPEN:
+            # Nothing about our mappings goes to a server before it proved itself.
+            body = format_command(verb, format_host_port(host, port))
+            self._held.append(encode_frame(mapping, KIND_COMMAND, body))
+            return
         self._queue_command(mapping, verb, format_host_port(host, port))
 
     def accept_connect(self, mapping: int) -> None:
