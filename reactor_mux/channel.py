@@ -56,7 +56,7 @@ from reactor_mux.protocol.session import ChannelState, Role, Session
 from reactor_mux.reactor import Cancellable, Owner, Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import ChannelSettings
-from reactor_mux.transport import Transport
+from reactor_mux.transport import Transport, TransportError
 
 log = logging.getLogger("reactor_mux")
 
@@ -426,6 +426,10 @@ class Channel:
             return
         try:
             self._send_output()
+        except TransportError as exc:
+            self.auth_failed = self.auth_failed or exc.authentication
+            self.close(exc.reason)
+            return
         except OSError as exc:
             self.close(f"channel write failed: {describe_error(exc)}")
             return

@@ -35,7 +35,7 @@ from pathlib import Path
 from reactor_mux.netutil import describe_error, tune_channel_socket
 from reactor_mux.protocol.session import error_frame
 from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor
-from reactor_mux.transport import TransportProtocol
+from reactor_mux.transport import TransportError, TransportProtocol
 
 log = logging.getLogger("reactor_mux")
 
@@ -46,6 +46,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
             "UNKNOWN_PROTOCOL")  # fmt: skip
 """OpenSSL's reasons when what answered a ClientHello was not TLS at all."""
+_ALERTS = ("TLSV1_ALERT_", "TLSV13_ALERT_", "SSLV3_ALERT_")
 
 
 class TlsConfigError(ValueError):
@@ -156,7 +157,7 @@ def _describe_tls_error(exc: BaseException, server_side: bool) -> str:
         if "CERTIFICATE_REQUIRED" in reason or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason:
             return ("TLS: no client certificate, and the server requires one"
                     if not server_side else "TLS: the client sent no certificate")  # fmt: skip
-        if reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_")):
+        if reason.startswith(_ALERTS):
             alert = reason.split("ALERT_", 1)[1].lower().replace("_", " ")
             return (
                 f"TLS: the {'client' if server_side else 'server'} refused the handshake: {alert}"
@@ -199,6 +200,7 @@ class TlsTransport:
         self._want_write = False
         self._tls_wants: int = 0  # what OpenSSL itself is waiting for
         self._drain_scheduled = False
+        self._received_any = False
         self.closed = False
         self.peer_certificate: bytes | None = None
 
@@ -233,6 +235,8 @@ class TlsTransport:
             except ssl.SSLWantReadError:
                 self._tls_wants |= READ
                 break
+            except (ssl.SSLError, OSError) as exc:
+                raise self._write_failure(exc) from None
             total += sent
             if sent < len(view):
                 break
@@ -304,6 +308,30 @@ class TlsTransport:
                 if wanted & READ and self._want_write and not self.closed:
                     protocol.write_ready()  # a write that waited for TLS to read
             self._update()
+
+    def _write_failure(self, exc: BaseException) -> TransportError:
+        """Why a write failed.  Under TLS 1.3 a client finishes its handshake before
+        the server has checked its certificate, so a refusal shows up as the next
+        write failing; the server's alert, if it arrived, says why."""
+        tls = self._tls
+        assert tls is not None
+        try:
+            tls.recv(1)
+        except ssl.SSLError as alert:
+            reason = (alert.reason or "").upper()
+            if reason.startswith(_ALERTS) or "CERTIFICATE" in reason:
+                return TransportError(_describe_tls_error(alert, self._server_side),
+                                      authentication=True)  # fmt: skip
+        except OSError:
+            pass
+        if not self._received_any:
+            who = "client" if self._server_side else "server"
+            return TransportError(f"TLS: the {who} closed the connection right after the "
+                                  "handshake (did it refuse this side's certificate?)",
+                                  authentication=True)  # fmt: skip
+        return TransportError(
+            f"channel write failed: {_describe_tls_error(exc, self._server_side)}"
+        )
 
     def _fail(self, reason: str, *, authentication: bool = False) -> None:
         protocol = self._protocol
@@ -409,9 +437,11 @@ class TlsTransport:
                 if filled:
                     protocol.buffer_updated(filled)
                 if not self.closed:
+                    alert = isinstance(exc, ssl.SSLError) and (exc.reason or "").startswith(_ALERTS)
                     self._fail(_describe_tls_error(exc, self._server_side)
                                if isinstance(exc, ssl.SSLError)
-                               else f"channel read failed: {describe_error(exc)}")  # fmt: skip
+                               else f"channel read failed: {describe_error(exc)}",
+                               authentication=alert and not self._received_any)  # fmt: skip
                 return
             if count == 0:  # close_notify: an orderly end
                 if filled:
@@ -421,6 +451,7 @@ class TlsTransport:
                 return
             filled += count
         if filled:
+            self._received_any = True
             protocol.buffer_updated(filled)
         if not self.closed and self._want_read and tls.pending():
             self._schedule_drain()  # decrypted bytes the selector cannot see

@@ -23,6 +23,16 @@ from reactor_mux.netutil import describe_error, tune_channel_socket
 from reactor_mux.reactor import READ, WRITE, IOWatch, Owner, Reactor
 
 
+class TransportError(OSError):
+    """A failure the transport has already put in words (a TLS alert, say); the
+    channel logs ``reason`` as it is."""
+
+    def __init__(self, reason: str, *, authentication: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.authentication = authentication
+
+
 class TransportProtocol(Owner, Protocol):
     """What a transport drives (the channel); it also owns the transport's
     callbacks, so a bug while handling channel bytes closes the channel."""

@@ -7,8 +7,10 @@ to end by length and SHA-256.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import itertools
 import random
 import select
 import socket
@@ -438,3 +440,33 @@ def poke(port: int, data: bytes = b"", timeout: float = 10.0) -> str:
         if exc.errno == errno.ENOTCONN:
             return "reset"
         raise
+
+
+@contextlib.contextmanager
+def good_traffic(ports, target, seed, size=5_000_000):  # type: ignore[no-untyped-def]
+    """A good client moves checksummed data on ``ports`` for as long as the block
+    runs; on the way out every one of its exchanges must have arrived intact."""
+    done = threading.Event()
+    seeds = itertools.count(seed)
+    transfers: list[Exchange] = []
+
+    def keep_transferring(port: int) -> None:
+        while not done.is_set():
+            ex = Exchange(size, size, seed=next(seeds))
+            transfers.append(ex)
+            run_exchange(port, ex)
+
+    threads = [threading.Thread(target=keep_transferring, args=(port,)) for port in ports]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(120)
+    # Each thread keeps an exchange in flight until the block ends, so the good
+    # traffic spans it by construction; at least one per port must have run.
+    assert len(transfers) >= len(ports)
+    for ex in transfers:
+        check_exchange(ex, target)

@@ -262,3 +262,11 @@ def test_fuzzed_handshake_bytes_open_the_channel_only_with_a_good_proof(garbage,
     events = s.receive_data(hello[: len(hello) - cut] + garbage if cut else hello + garbage)
     assert not any(isinstance(e, HelloReceived) for e in events)
     assert not s.ready
+
+
+def test_a_tls_client_hello_at_a_plaintext_server_is_named_as_such():
+    """The first bytes of any TLS handshake (0x16 0x03) where a HELLO frame belongs."""
+    s = server()
+    client_hello = bytes.fromhex("160301012d0100012903031a2b3c") + bytes(300)
+    (failed,) = failures(s.receive_data(client_hello))
+    assert failed.reason.startswith("peer started a TLS handshake")

@@ -6,8 +6,6 @@ and leave every other stream and channel untouched.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
 import socket
 import struct
@@ -15,7 +13,7 @@ import threading
 import time
 
 import pytest
-from support import Exchange, check_exchange, run_exchange, wait_until
+from support import Exchange, check_exchange, good_traffic, run_exchange, wait_until
 
 from reactor_mux.procs import fd_count
 from reactor_mux.protocol.frames import encode_frame
@@ -37,36 +35,6 @@ def background_transfer(port, target, size=20_000_000, seed=4242):  # type: igno
     thread = threading.Thread(target=run_exchange, args=(port, ex))
     thread.start()
     return ex, thread
-
-
-@contextlib.contextmanager
-def good_traffic(ports, target, seed):  # type: ignore[no-untyped-def]
-    """A good client moves checksummed data on ``ports`` for as long as the block
-    runs; on the way out every one of its exchanges must have arrived intact."""
-    done = threading.Event()
-    seeds = itertools.count(seed)
-    transfers: list[Exchange] = []
-
-    def keep_transferring(port: int) -> None:
-        while not done.is_set():
-            ex = Exchange(5_000_000, 5_000_000, seed=next(seeds))
-            transfers.append(ex)
-            run_exchange(port, ex)
-
-    threads = [threading.Thread(target=keep_transferring, args=(port,)) for port in ports]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        for thread in threads:
-            thread.join(120)
-    # Each thread keeps an exchange in flight until the block ends, so the good
-    # traffic spans it by construction; at least one per port must have run.
-    assert len(transfers) >= len(ports)
-    for ex in transfers:
-        check_exchange(ex, target)
 
 
 @pytest.mark.parametrize("kind", ["L", "R"])
@@ -169,7 +137,10 @@ def hello() -> bytes:
 GARBAGE = {
     "random bytes": (os.urandom(4096), "protocol error"),
     "HTTP request": (b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", "kind byte"),
-    "TLS ClientHello": (bytes.fromhex("16030100f5010000f10303") + os.urandom(240), "kind byte"),
+    "TLS ClientHello": (
+        bytes.fromhex("16030100f5010000f10303") + os.urandom(240),
+        "peer started a TLS handshake",
+    ),
     "4 GB body": (bytes.fromhex("ffffffff0000000100"), "maximum frame size"),
     "half a header then EOF": (bytes.fromhex("00000010"), "middle of a frame"),
     "data on an unknown stream": (hello() + encode_frame(5, 0, b"x"), "never opened"),

@@ -106,6 +106,11 @@ class ChannelState(enum.Enum):
     FAILED = "failed"
 
 
+PEER_SPEAKS_TLS = (
+    "peer started a TLS handshake, and this side does not use TLS "
+    "(give the server --tls-cert and --tls-key, or drop the client's --tls)"
+)
+
 AUTH_FAILED = "authentication failed"
 """All a server tells a client whose authentication failed (the details are
 for the server's log only)."""
@@ -313,6 +318,9 @@ class Session:
                     if self.failed:
                         return events
             if malformed:
+                if self.state is ChannelState.AWAITING_HELLO and bytes(buffer[:2]) == b"\x16\x03":
+                    # A TLS ClientHello where a HELLO frame belongs (which starts 0x00).
+                    raise ProtocolError(PEER_SPEAKS_TLS)
                 raise ProtocolError(codec.ERROR_MESSAGES[malformed])
         except ProtocolError as exc:
             events.append(self._finish(str(exc)))
@@ -422,8 +430,10 @@ class Session:
             if verb is not Verb.HELLO and verb is not Verb.ERROR:
                 raise ProtocolError(f"expected HELLO, got {verb.value}")
         elif verb not in _BEFORE_OPEN:
-            expected = "AUTH" if self.role is Role.SERVER else "AUTH OK"
-            raise ProtocolError(f"expected {expected}, got {verb.value}")
+            if self.role is Role.SERVER:
+                raise ProtocolError(f"expected AUTH, got {verb.value}: this server requires "
+                                    "clients to authenticate")  # fmt: skip
+            raise ProtocolError(f"expected AUTH OK, got {verb.value}")
 
     def _on_hello(self, _id: int, command: Command, events: list[Event]) -> None:
         if self.state is not ChannelState.AWAITING_HELLO:
