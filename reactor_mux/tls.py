@@ -31,6 +31,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from reactor_mux.netutil import describe_error, tune_channel_socket
 from reactor_mux.protocol.session import error_frame
@@ -41,6 +42,13 @@ log = logging.getLogger("reactor_mux")
 
 TLS_RECORD_HANDSHAKE = 0x16
 PLAINTEXT_TO_TLS_SERVER = "this server expects TLS (start the client with --tls)"
+
+CIPHER_READ = 256 * 1024
+"""Most ciphertext taken from the socket per readiness event."""
+
+TLS_SEND_BACKLOG = 256 * 1024
+"""Encrypted bytes the transport holds for a slow socket before it refuses more
+plaintext (BlockingIOError): the channel's output waits in its own bounded FIFO."""
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
@@ -169,7 +177,15 @@ def _describe_tls_error(exc: BaseException, server_side: bool) -> str:
 
 
 class TlsTransport:
-    """A channel over TLS on a TCP socket (either side)."""
+    """A channel over TLS on a TCP socket (either side).
+
+    OpenSSL works on memory buffers (``SSLObject`` over two ``MemoryBIO``s) and
+    this class moves the ciphertext itself: one ``recv_into`` of up to
+    ``CIPHER_READ`` bytes feeds as many records as arrived, and everything the
+    channel sends in a tick is encrypted and leaves in one ``send``.  (A TLS
+    socket would read each record's header and body with separate system
+    calls and write each 16 KiB record with one of its own.)
+    """
 
     def __init__(
         self,
@@ -184,21 +200,22 @@ class TlsTransport:
     ) -> None:
         tune_channel_socket(sock, keepalive_interval)
         self._reactor = reactor
-        self._raw = sock
-        # The selector watches the descriptor number: wrapping hands the same
-        # descriptor from the plain socket object to the TLS one.
-        self._fd = sock.fileno()
+        self._sock = sock
         self._context = context
         self._server_side = server_side
         self._server_hostname = server_hostname
         self._fingerprint = fingerprint
-        self._tls: ssl.SSLSocket | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls: ssl.SSLObject | None = None
+        self._cipher_in = bytearray(CIPHER_READ)
+        self._cipher_out = bytearray()  # encrypted, not yet taken by the socket
         self._protocol: TransportProtocol | None = None
         self._watch: IOWatch | None = None
         self._state = "sniff" if server_side else "handshake"
         self._want_read = False
         self._want_write = False
-        self._tls_wants: int = 0  # what OpenSSL itself is waiting for
+        self._peer_eof = False
         self._drain_scheduled = False
         self._received_any = False
         self.closed = False
@@ -210,7 +227,7 @@ class TlsTransport:
         if self._protocol is not None:
             raise RuntimeError("transport already attached")
         self._protocol = protocol
-        self._watch = IOWatch(self._reactor, self._fd, self._on_io, protocol)
+        self._watch = IOWatch(self._reactor, self._sock, self._on_io, protocol)
         if self._state == "handshake":
             self._start_tls()
         self._update()
@@ -218,31 +235,25 @@ class TlsTransport:
     def set_interest(self, read: bool, write: bool) -> None:
         self._want_read = read
         self._want_write = write
-        if self._state == "open" and read and self._tls is not None and self._tls.pending():
+        if read and self._state == "open" and self._plaintext_waiting():
             self._schedule_drain()
         self._update()
 
     def send(self, views: Sequence[memoryview]) -> int:
-        if self._state != "open" or self._tls is None:
+        tls = self._tls
+        if self._state != "open" or tls is None:
             raise BlockingIOError("TLS handshake in progress")
+        if len(self._cipher_out) >= TLS_SEND_BACKLOG:
+            self._flush_cipher()
+            if len(self._cipher_out) >= TLS_SEND_BACKLOG:
+                raise BlockingIOError("TLS transport is still sending")
         total = 0
-        for view in views:
-            try:
-                sent = self._tls.send(view)
-            except ssl.SSLWantWriteError:
-                self._tls_wants |= WRITE
-                break
-            except ssl.SSLWantReadError:
-                self._tls_wants |= READ
-                break
-            except (ssl.SSLError, OSError) as exc:
-                raise self._write_failure(exc) from None
-            total += sent
-            if sent < len(view):
-                break
-        if not total:
-            self._update()
-            raise BlockingIOError("TLS transport cannot take data now")
+        try:
+            for view in views:
+                total += tls.write(view)  # into memory: takes everything
+        except ssl.SSLError as exc:
+            raise TransportError(_describe_tls_error(exc, self._server_side)) from None
+        self._flush_cipher()
         return total
 
     def close(self) -> None:
@@ -251,15 +262,16 @@ class TlsTransport:
         self.closed = True
         if self._tls is not None and self._state == "open":
             try:  # close_notify, so the peer reads an orderly end; never waits
-                self._tls.setblocking(False)
                 self._tls.unwrap()
-            except (OSError, ValueError):
+            except (ssl.SSLError, ValueError):
+                pass
+            try:
+                self._flush_cipher()
+            except OSError:
                 pass
         if self._watch is not None:
             self._watch.close()
-        if self._tls is not None:
-            self._tls.close()
-        self._raw.close()
+        self._sock.close()
 
     # ------------------------------------------------------------- internals
 
@@ -267,86 +279,104 @@ class TlsTransport:
         watch = self._watch
         if watch is None or self.closed:
             return
-        if self._state == "sniff":
-            mask = READ
-        elif self._state == "handshake":
-            mask = self._tls_wants or READ
-        else:
-            mask = self._tls_wants
-            if self._want_read:
-                mask |= READ
-            if self._want_write:
-                mask |= WRITE
+        mask = 0 if self._peer_eof else READ
+        if self._state == "open" and not self._want_read:
+            mask = 0
+        if self._cipher_out or (self._state == "open" and self._want_write):
+            mask |= WRITE
         watch.want(mask)
 
+    def _plaintext_waiting(self) -> bool:
+        tls = self._tls
+        return tls is not None and (self._incoming.pending > 0 or tls.pending() > 0)
+
     def _start_tls(self) -> None:
-        self._tls = self._context.wrap_socket(
-            self._raw,
+        self._tls = self._context.wrap_bio(
+            self._incoming,
+            self._outgoing,
             server_side=self._server_side,
             server_hostname=None if self._server_side else self._server_hostname,
-            do_handshake_on_connect=False,
-            suppress_ragged_eofs=False,
         )
         self._state = "handshake"
         self._handshake()
-
-    def _on_io(self, mask: int) -> None:
-        if self._state == "sniff":
-            self._sniff()
-        elif self._state == "handshake":
-            self._handshake()
-        else:
-            protocol = self._protocol
-            assert protocol is not None
-            wanted, self._tls_wants = self._tls_wants, 0
-            if mask & WRITE and (self._want_write or wanted & WRITE):
-                protocol.write_ready()
-                if self.closed:
-                    return
-            if mask & READ and (self._want_read or wanted & READ):
-                self._read()
-                if wanted & READ and self._want_write and not self.closed:
-                    protocol.write_ready()  # a write that waited for TLS to read
-            self._update()
-
-    def _write_failure(self, exc: BaseException) -> TransportError:
-        """Why a write failed.  Under TLS 1.3 a client finishes its handshake before
-        the server has checked its certificate, so a refusal shows up as the next
-        write failing; the server's alert, if it arrived, says why."""
-        tls = self._tls
-        assert tls is not None
-        try:
-            tls.recv(1)
-        except ssl.SSLError as alert:
-            reason = (alert.reason or "").upper()
-            if reason.startswith(_ALERTS) or "CERTIFICATE" in reason:
-                return TransportError(_describe_tls_error(alert, self._server_side),
-                                      authentication=True)  # fmt: skip
-        except OSError:
-            pass
-        if not self._received_any:
-            who = "client" if self._server_side else "server"
-            return TransportError(f"TLS: the {who} closed the connection right after the "
-                                  "handshake (did it refuse this side's certificate?)",
-                                  authentication=True)  # fmt: skip
-        return TransportError(
-            f"channel write failed: {_describe_tls_error(exc, self._server_side)}"
-        )
 
     def _fail(self, reason: str, *, authentication: bool = False) -> None:
         protocol = self._protocol
         assert protocol is not None
         protocol.transport_failed(reason, authentication=authentication)
 
+    def _flush_cipher(self) -> None:
+        """Move what OpenSSL encrypted to the socket, as far as it takes it now."""
+        pending = self._outgoing.pending
+        if pending:
+            produced = self._outgoing.read()
+            if self._cipher_out:
+                self._cipher_out += produced
+            else:
+                try:
+                    sent = self._sock.send(produced)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent < len(produced):
+                    self._cipher_out += memoryview(produced)[sent:]
+                return
+        if self._cipher_out:
+            try:
+                sent = self._sock.send(self._cipher_out)
+            except (BlockingIOError, InterruptedError):
+                return
+            del self._cipher_out[:sent]
+
+    def _receive_cipher(self) -> bool:
+        """One ``recv`` of ciphertext into OpenSSL's input; False if nothing came."""
+        try:
+            count = self._sock.recv_into(self._cipher_in)
+        except (BlockingIOError, InterruptedError):
+            return False
+        if count == 0:
+            self._peer_eof = True
+            self._incoming.write_eof()
+            return True
+        self._incoming.write(memoryview(self._cipher_in)[:count])
+        return True
+
+    def _on_io(self, mask: int) -> None:
+        try:
+            if self._state == "sniff":
+                self._sniff()
+            elif self._state == "handshake":
+                if mask & WRITE:
+                    self._flush_cipher()
+                if mask & READ and self._receive_cipher():
+                    self._handshake()
+                self._update()
+            else:
+                self._on_open_io(mask)
+        except TransportError as exc:
+            self._fail(exc.reason, authentication=exc.authentication)
+        except OSError as exc:
+            if not self.closed:
+                self._fail(f"channel read failed: {describe_error(exc)}")
+
+    def _on_open_io(self, mask: int) -> None:
+        protocol = self._protocol
+        assert protocol is not None
+        if mask & WRITE:
+            self._flush_cipher()
+            if not self._cipher_out and self._want_write:
+                protocol.write_ready()
+                if self.closed:
+                    return
+        if mask & READ and self._want_read and self._receive_cipher():
+            self._read_plaintext()
+        self._update()
+
     def _sniff(self) -> None:
         """Server: a TLS client opens with a handshake record; anything else is a
         plaintext client, told so in its own protocol."""
         try:
-            first = self._raw.recv(1, socket.MSG_PEEK)
+            first = self._sock.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fail(f"channel read failed: {describe_error(exc)}")
             return
         if not first:
             self._fail("peer closed the connection before the TLS handshake")
@@ -355,7 +385,7 @@ class TlsTransport:
             self._update()
         else:
             try:
-                self._raw.send(error_frame(PLAINTEXT_TO_TLS_SERVER))
+                self._sock.send(error_frame(PLAINTEXT_TO_TLS_SERVER))
             except OSError:
                 pass
             self._fail("peer speaks plaintext; this server expects TLS (a client without --tls?)")
@@ -366,25 +396,19 @@ class TlsTransport:
         try:
             tls.do_handshake()
         except ssl.SSLWantReadError:
-            self._tls_wants = READ
-            self._update()
+            self._flush_cipher()
+            if self._peer_eof:
+                who = "client" if self._server_side else "server"
+                hint = "" if self._server_side else " (is it a plaintext server?)"
+                self._fail(f"TLS: the {who} closed the connection during the handshake{hint}")
             return
-        except ssl.SSLWantWriteError:
-            self._tls_wants = WRITE
-            self._update()
-            return
-        except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError):
-            who = "client" if self._server_side else "server"
-            self._fail(f"TLS: the {who} closed the connection during the handshake"
-                       + ("" if self._server_side else " (is it a plaintext server?)"))  # fmt: skip
-            return
-        except (ssl.SSLError, OSError) as exc:
+        except ssl.SSLError as exc:
+            self._flush_cipher()  # our alert, so the peer learns why
             # A refused certificate (either way) is a failed authentication: the
             # server slows the address down, the client stops retrying fast.
-            refused = isinstance(exc, ssl.SSLError)
-            self._fail(_describe_tls_error(exc, self._server_side), authentication=refused)
+            self._fail(_describe_tls_error(exc, self._server_side), authentication=True)
             return
-        self._tls_wants = 0
+        self._flush_cipher()
         self.peer_certificate = tls.getpeercert(binary_form=True)
         if self._fingerprint is not None:
             got = certificate_fingerprint(self.peer_certificate or b"")
@@ -396,10 +420,9 @@ class TlsTransport:
         protocol = self._protocol
         assert protocol is not None
         protocol.write_ready()  # the HELLO that waited for the handshake
-        if not self.closed:
-            if self._want_read:
-                self._read()
-            self._update()
+        if not self.closed and self._want_read and self._plaintext_waiting():
+            self._read_plaintext()
+        self._update()
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled and self._protocol is not None:
@@ -409,49 +432,54 @@ class TlsTransport:
     def _drain(self) -> None:
         self._drain_scheduled = False
         if not self.closed and self._state == "open" and self._want_read:
-            self._read()
+            try:
+                self._read_plaintext()
+            except TransportError as exc:
+                self._fail(exc.reason, authentication=exc.authentication)
             self._update()
 
-    def _read(self) -> None:
-        """Decrypt record after record into the channel's buffer, then hand it over."""
+    def _read_plaintext(self) -> None:
+        """Decrypt what arrived into the channel's buffer, record after record, and
+        hand it over; stop when OpenSSL needs more ciphertext or the channel stops
+        reading (the rest is drained once it reads again)."""
         tls, protocol = self._tls, self._protocol
         assert tls is not None and protocol is not None
-        buffer = protocol.get_buffer()
-        filled = 0
-        end = len(buffer)
-        while filled < end:
-            try:
-                count = tls.recv_into(buffer[filled:])
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLWantWriteError:
-                self._tls_wants |= WRITE
-                break
-            except ssl.SSLEOFError:
-                if filled:
-                    protocol.buffer_updated(filled)
+        while self._want_read and not self.closed:
+            buffer = protocol.get_buffer()
+            end = len(buffer)
+            filled = 0
+            ended: str | None = None
+            while filled < end:
+                try:
+                    # With a buffer, read() returns a count (typeshed says bytes).
+                    count = cast(int, tls.read(end - filled, buffer[filled:]))
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:  # close_notify, as some versions report it
+                    ended = "eof"
+                    break
+                except ssl.SSLEOFError:
+                    ended = "the peer closed the connection without ending TLS"
+                    break
+                except ssl.SSLError as exc:
+                    reason = (exc.reason or "").upper()
+                    alert = reason.startswith(_ALERTS) and not self._received_any
+                    raise TransportError(_describe_tls_error(exc, self._server_side),
+                                         authentication=alert) from None  # fmt: skip
+                if count == 0:  # close_notify arrived (read() reports it as 0 bytes)
+                    ended = "eof"
+                    break
+                filled += count
+            if filled:
+                self._received_any = True
+                protocol.buffer_updated(filled)
+            if ended is not None:
                 if not self.closed:
-                    self._fail("the peer closed the connection without ending TLS")
+                    if ended == "eof":
+                        protocol.eof_received()
+                    else:
+                        self._fail(ended)
                 return
-            except (ssl.SSLError, OSError) as exc:
-                if filled:
-                    protocol.buffer_updated(filled)
-                if not self.closed:
-                    alert = isinstance(exc, ssl.SSLError) and (exc.reason or "").startswith(_ALERTS)
-                    self._fail(_describe_tls_error(exc, self._server_side)
-                               if isinstance(exc, ssl.SSLError)
-                               else f"channel read failed: {describe_error(exc)}",
-                               authentication=alert and not self._received_any)  # fmt: skip
-                return
-            if count == 0:  # close_notify: an orderly end
-                if filled:
-                    protocol.buffer_updated(filled)
-                if not self.closed:
-                    protocol.eof_received()
-                return
-            filled += count
-        if filled:
-            self._received_any = True
-            protocol.buffer_updated(filled)
-        if not self.closed and self._want_read and tls.pending():
-            self._schedule_drain()  # decrypted bytes the selector cannot see
+            if filled < end:
+                break  # OpenSSL wants more ciphertext
+        self._flush_cipher()  # reading may have produced protocol data (key updates)

@@ -617,3 +617,25 @@ def test_keygen_writes_a_private_key_and_prints_the_pin(tmp_path):
         _client.wait_for("the server did not ask this client to authenticate")
     finally:
         tunnel.close()
+
+
+def test_a_tls_channel_ends_in_order_and_promptly(pki, hash_target):
+    """The client's close_notify (after its ERROR saying why) reaches the server,
+    which closes the channel at once, without spinning on the finished session."""
+    tunnel = tls_server(pki)
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                         extra=("--tls", "--tls-ca", str(pki.ca.path)))  # fmt: skip
+        assert echo_once(forwards[0][1], struct_header(0)) is not None
+        before = cpu_time(tunnel.server.pid)
+        client.stop()
+        tunnel.server.wait_for("closed: peer reported an error: client shutting down", timeout=5)
+        time.sleep(0.5)  # a window in which a spinning loop would burn most of a core
+        assert cpu_time(tunnel.server.pid) - before < 0.3
+    finally:
+        tunnel.close()
+
+
+def struct_header(reply_len: int) -> bytes:
+    """A hash target's request header: no reply, seed 1."""
+    return reply_len.to_bytes(8, "big") + (1).to_bytes(8, "big")

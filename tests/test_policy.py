@@ -1,0 +1,89 @@
+"""Allow-lists as plain functions: patterns, targets as written, resolved
+addresses (DNS rebinding), binds, and lists given empty on purpose."""
+
+from __future__ import annotations
+
+import pytest
+
+from reactor_mux.policy import AllowList, PatternError, Policy, parse_pattern
+
+pytestmark = pytest.mark.codec_independent
+
+
+def allow(*patterns: str, flag: str = "--allow-connect") -> AllowList:
+    return AllowList.parse(list(patterns), flag)
+
+
+@pytest.mark.parametrize(
+    ("text", "name_glob", "network", "ports"),
+    [
+        ("*:443", None, None, (443, 443)),
+        ("db.internal:5432", "db.internal", None, (5432, 5432)),
+        ("*.Example.COM:*", "*.example.com", None, (0, 65535)),
+        ("10.0.0.0/8:*", None, "10.0.0.0/8", (0, 65535)),
+        ("192.0.2.7:1000-2000", None, "192.0.2.7/32", (1000, 2000)),
+        ("[2001:db8::/32]:1000-2000", None, "2001:db8::/32", (1000, 2000)),
+        ("[::1]:22", None, "::1/128", (22, 22)),
+    ],
+)
+def test_patterns(text, name_glob, network, ports):
+    pattern = parse_pattern(text)
+    assert pattern.name_glob == name_glob
+    assert (str(pattern.network) if pattern.network else None) == network
+    assert (pattern.low_port, pattern.high_port) == ports
+
+
+@pytest.mark.parametrize(
+    "text", ["db", ":80", "db:", "db:x", "db:70000", "db:9-1", "2001:db8::1:80", "[db]:80", "a b:1"]
+)
+def test_bad_patterns(text):
+    with pytest.raises(PatternError):
+        parse_pattern(text)
+
+
+def test_no_list_allows_everything_and_an_empty_list_on_purpose_nothing():
+    assert AllowList().check_target("anything", 1) is None
+    assert AllowList().check_resolved("anything", "127.0.0.1", 1) is None
+    nowhere = AllowList((), "allow-connect of client bob", restrictive=True)
+    assert "not allowed" in (nowhere.check_target("db", 1) or "")
+    assert Policy().overridden(nowhere, None).connect is nowhere
+
+
+def test_targets_as_written():
+    rules = allow("db.internal:5432", "*.example.com:443", "10.0.0.0/8:*", "*:80")
+    assert rules.check_target("db.internal", 5432) is None
+    assert rules.check_target("DB.internal", 5432) is None  # names are not case-sensitive
+    assert rules.check_target("api.example.com", 443) is None
+    assert rules.check_target("10.1.2.3", 22) is None
+    assert rules.check_target("93.184.216.34", 80) is None  # * allows a public address
+    refused = [("db.internal", 5433), ("example.com", 443), ("11.0.0.1", 22),
+               ("127.0.0.1", 80), ("169.254.169.254", 80)]  # fmt: skip
+    for host, port in refused:
+        assert rules.check_target(host, port) == (
+            f"{host}:{port} is not allowed by the server's --allow-connect"
+        ), (host, port)
+
+
+def test_resolved_addresses_are_checked_again():
+    rules = allow("*:443", "intranet.example:80", "10.0.0.0/8:80")
+    assert rules.check_resolved("example.org", "93.184.216.34", 443) is None
+    assert rules.check_resolved("intranet.example", "10.0.0.5", 80) is None  # its network named
+    rebinding = rules.check_resolved("evil.example.org", "127.0.0.1", 443)
+    assert rebinding == (
+        "evil.example.org resolves to 127.0.0.1, a non-public address that no "
+        "--allow-connect network covers"
+    )
+    assert rules.check_resolved("evil.example.org", "169.254.169.254", 443) is not None
+    assert rules.check_resolved("evil.example.org", "::ffff:127.0.0.1", 443) is not None
+    assert rules.check_resolved("intranet.example", "192.168.1.1", 80) is not None
+
+
+def test_binds():
+    rules = allow("127.0.0.1:8000-8999", "[::1]:*", flag="--allow-bind")
+    assert rules.check_bind("127.0.0.1", 8080) is None
+    assert rules.check_bind("::1", 0) is None  # any port: the system may pick one
+    assert rules.check_bind("127.0.0.1", 0) is not None  # a picked port may fall outside
+    assert rules.check_bind("127.0.0.1", 9000) == (
+        "127.0.0.1:9000 is not allowed by the server's --allow-bind"
+    )
+    assert rules.check_bind("0.0.0.0", 8080) is not None

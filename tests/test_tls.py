@@ -1,0 +1,170 @@
+"""The TLS transport in-process: two ``TlsTransport``s on a socketpair, each
+driving a recording protocol, on one real reactor.  The order of events is
+under the test's control, which end-to-end runs cannot promise."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+import pytest
+from certs import Authority
+from inprocess import run_until
+
+from reactor_mux.reactor import Reactor
+from reactor_mux.tls import TLS_SEND_BACKLOG, ClientTls, ServerTls, TlsTransport
+
+pytestmark = pytest.mark.codec_independent
+
+
+class Recorder:
+    """A stand-in for the channel: a receive buffer, and what happened to it."""
+
+    name = "recorder"
+
+    def __init__(self, buffer_size: int = 64 * 1024) -> None:
+        self.buffer = bytearray(buffer_size)
+        self.received = bytearray()
+        self.eof = 0
+        self.failures: list[tuple[str, bool]] = []
+        self.writable = 0
+        self.transport: TlsTransport | None = None
+        self.pause_after: int | None = None
+
+    def get_buffer(self) -> memoryview:
+        return memoryview(self.buffer)
+
+    def buffer_updated(self, count: int) -> None:
+        self.received += self.buffer[:count]
+        if self.pause_after is not None and len(self.received) >= self.pause_after:
+            assert self.transport is not None
+            self.transport.set_interest(read=False, write=False)
+
+    def eof_received(self) -> None:
+        self.eof += 1
+
+    def transport_failed(self, reason: str, *, authentication: bool = False) -> None:
+        self.failures.append((reason, authentication))
+
+    def write_ready(self) -> None:
+        self.writable += 1
+
+    def close_after_bug(self) -> None:
+        raise AssertionError("a callback raised")
+
+
+@pytest.fixture
+def pki(tmp_path: Path):  # type: ignore[no-untyped-def]
+    ca = Authority(tmp_path, "ca")
+    return ca, ca.issue("server")
+
+
+def pair(reactor: Reactor, pki, *, fingerprint: str | None = None):  # type: ignore[no-untyped-def]
+    ca, issued = pki
+    server_tls = ServerTls.from_files(issued.cert, issued.key, None)
+    client_tls = ClientTls.from_options(ca=None if fingerprint else ca.path, server_name=None,
+                                        fingerprint=fingerprint, cert=None, key=None,
+                                        insecure=False)  # fmt: skip
+    near, far = socket.socketpair()
+    pin = client_tls.fingerprint
+    client = TlsTransport(reactor, near, 15, client_tls.context, server_side=False,
+                          server_hostname="127.0.0.1", fingerprint=pin)  # fmt: skip
+    server = TlsTransport(reactor, far, 15, server_tls.context, server_side=True)
+    ends = Recorder(), Recorder()
+    for transport, recorder in zip((client, server), ends, strict=True):
+        recorder.transport = transport
+        transport.attach(recorder)
+        transport.set_interest(read=True, write=False)
+    return client, server, ends[0], ends[1]
+
+
+def test_data_then_close_notify_in_one_read_ends_once_and_stops(reactor, pki):
+    """The client sends its last data and close_notify back to back; the server
+    reads both in one go: all the data, one orderly EOF, and then nothing more."""
+    client, server, at_client, at_server = pair(reactor, pki)
+    run_until(reactor, lambda: at_client.writable and at_server.writable)  # handshakes done
+    client.send([memoryview(b"last words")])
+    client.close()
+    run_until(reactor, lambda: at_server.eof == 1)
+    assert bytes(at_server.received) == b"last words" and not at_server.failures
+    server.close()
+
+
+def test_bulk_both_ways_arrives_intact(reactor, pki):
+    client, server, at_client, at_server = pair(reactor, pki)
+    run_until(reactor, lambda: at_client.writable and at_server.writable)
+    payload = hashlib.sha256(b"seed").digest() * 100_000  # 3.2 MB
+    sent = 0
+
+    def push() -> bool:
+        nonlocal sent
+        while sent < len(payload):
+            try:
+                sent += client.send([memoryview(payload)[sent : sent + 300_000]])
+            except BlockingIOError:
+                client.set_interest(read=True, write=True)
+                return False
+        return len(at_server.received) == len(payload)
+
+    run_until(reactor, push, timeout=30)
+    assert hashlib.sha256(at_server.received).digest() == hashlib.sha256(payload).digest()
+    client.close()
+    server.close()
+
+
+def test_a_slow_socket_makes_send_refuse_more_than_the_backlog(reactor, pki):
+    client, server, at_client, at_server = pair(reactor, pki)
+    run_until(reactor, lambda: at_client.writable and at_server.writable)
+    server.set_interest(read=False, write=False)  # nobody reads: the socket fills up
+    taken = 0
+    with pytest.raises(BlockingIOError):
+        for _ in range(1000):
+            taken += client.send([memoryview(bytes(64 * 1024))])
+    assert taken < 64 * 1024 * 1000
+    assert len(client._cipher_out) < TLS_SEND_BACKLOG + 80 * 1024  # one batch over at most
+    client.close()
+    server.close()
+
+
+def test_decrypted_bytes_wait_for_a_paused_reader_and_come_without_a_readiness_event(reactor, pki):
+    """The reader pauses mid-stream with plaintext already decrypted: on resuming
+    it gets the rest even though no more ciphertext ever arrives."""
+    client, server, at_client, at_server = pair(reactor, pki)
+    run_until(reactor, lambda: at_client.writable and at_server.writable)
+    at_server.pause_after = 1
+    client.send([memoryview(b"x" * 100_000)])
+    run_until(reactor, lambda: len(at_server.received) >= 1)
+    got = len(at_server.received)
+    assert got < 100_000
+    at_server.pause_after = None
+    server.set_interest(read=True, write=False)
+    run_until(reactor, lambda: len(at_server.received) == 100_000)
+    client.close()
+    server.close()
+
+
+def test_a_wrong_pin_fails_the_client_as_an_authentication_failure(reactor, pki):
+    client, server, at_client, _at_server = pair(reactor, pki, fingerprint="ab" * 32)
+    run_until(reactor, lambda: bool(at_client.failures))
+    reason, authentication = at_client.failures[0]
+    assert "does not match --tls-fingerprint" in reason and authentication
+    client.close()
+    server.close()
+
+
+def test_a_plaintext_peer_is_told_the_server_expects_tls(reactor, pki):
+    _ca, issued = pki
+    near, far = socket.socketpair()
+    server = TlsTransport(reactor, far, 15, ServerTls.from_files(issued.cert, issued.key,
+                                                                None).context,
+                          server_side=True)  # fmt: skip
+    recorder = Recorder()
+    server.attach(recorder)
+    near.sendall(b"\x00\x00\x00\x14\x00\x00\x00\x00\x01HELLO 1 262144 65536")
+    run_until(reactor, lambda: bool(recorder.failures))
+    assert "peer speaks plaintext" in recorder.failures[0][0]
+    near.settimeout(5)
+    assert b"ERROR this server expects TLS" in near.recv(4096)
+    server.close()
+    near.close()
