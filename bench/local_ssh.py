@@ -83,15 +83,17 @@ class LocalSsh:
 
     @property
     def pids(self) -> tuple[int, ...]:
-        """ssh and the sshd processes serving it (the listener forks one per login)."""
-        children = []
-        for line in subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.sshd.pid)],
-                                   capture_output=True, text=True).stdout.split():  # fmt: skip
-            children.append(int(line))
-            for grandchild in subprocess.run(["ps", "-o", "pid=", "--ppid", line],
-                                             capture_output=True, text=True).stdout.split():  # fmt: skip
-                children.append(int(grandchild))
-        return (self.ssh.pid, *children)
+        """ssh and the sshd processes serving it (the listener forks per login)."""
+        found: list[int] = []
+        parents = [self.sshd.pid]
+        while parents:
+            parent = parents.pop()
+            listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)],
+                                    capture_output=True, text=True).stdout  # fmt: skip
+            children = [int(pid) for pid in listed.split()]
+            found += children
+            parents += children
+        return (self.ssh.pid, self.sshd.pid, *found)
 
     def close(self) -> None:
         for proc in (self.ssh, self.sshd):
