@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+from security_support import pki, secret, tunnel_with_secret  # noqa: F401 - fixtures for all tests
 from support import EchoServer, HashReplyServer, PortHolder, Tunnel
 
 

@@ -308,7 +308,7 @@ def test_outbound_cap_pauses_local_reads_until_the_channel_drains(hash_target):
                                          extra=("--max-buffer", "256K"))  # fmt: skip
         port = forwards[0][1]
         before = proc_status(client.pid, "VmRSS")
-        exchanges = [Exchange(60_000_000, 10, seed=8100 + i) for i in range(8)]
+        exchanges = [Exchange(20_000_000, 10, seed=8100 + i) for i in range(8)]
         threads = [threading.Thread(target=run_exchange, args=(port, ex)) for ex in exchanges]
         for thread in threads:
             thread.start()

@@ -30,19 +30,19 @@ def test_l_and_r_carry_data_intact(tunnel, echo):
 
 
 def test_many_concurrent_streams_both_ways(tunnel, hash_target):
-    """100 streams through -L and 100 through -R on one channel, 0 B..4 MB each way."""
+    """100 streams through -L and 100 through -R on one channel, 0 B..2 MB each way."""
     _client, forwards = tunnel.client(
         "-L", f"0:127.0.0.1:{hash_target.port}", "-R", f"0:127.0.0.1:{hash_target.port}"
     )
     ports = {kind: port for kind, port, _ in forwards}
     rng = random.Random(2026)
-    edge_sizes = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 4_000_000), (4_000_000, 0)]
+    edge_sizes = [(0, 0), (0, 1), (1, 0), (1, 1), (0, 2_000_000), (2_000_000, 0)]
     exchanges = []
     for i in range(200):
         if i // 2 < len(edge_sizes):  # each edge case through both -L and -R
             size, reply = edge_sizes[i // 2]
         else:
-            size, reply = rng.randint(0, 4_000_000), rng.randint(0, 4_000_000)
+            size, reply = rng.randint(0, 2_000_000), rng.randint(0, 2_000_000)
         exchanges.append((ports["L" if i % 2 else "R"], Exchange(size, reply, seed=1000 + i * 3)))
     threads = [threading.Thread(target=run_exchange, args=(port, ex)) for port, ex in exchanges]
     for thread in threads:
@@ -53,7 +53,7 @@ def test_many_concurrent_streams_both_ways(tunnel, hash_target):
         check_exchange(ex, hash_target)
     assert hash_target.connections == 200
     total = sum(ex.send_len + ex.reply_len for _port, ex in exchanges)
-    assert total > 600_000_000  # what the checks above covered, end to end
+    assert total > 300_000_000  # what the checks above covered, end to end
 
 
 def test_several_mappings_on_one_channel(tunnel):

@@ -1,0 +1,271 @@
+"""Authentication through real processes: secrets, names, replay, reflection, floods,
+and the safe default.
+
+Every attack runs while a good, authenticated client moves checksummed data
+through the same server (``good_traffic``); it must all arrive intact.  What
+these tests decide happens beside the frame codec, and the data paths they use
+run with both codecs in the tunnel tests, so they run once (compiled pass).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+from certs import secret_file
+from security_support import FAST, SECRET, good_client, listen_port, run
+from support import Tunnel, good_traffic, poke
+
+from reactor_mux.procs import ReactorMuxProcess, cpu_time, proc_status
+from reactor_mux.protocol import auth
+from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.frames import encode_frame, split_frames
+from reactor_mux.protocol.session import Role, Session
+
+pytestmark = pytest.mark.codec_independent
+
+
+# ------------------------------------------------------------- authentication
+
+
+def test_a_wrong_secret_is_refused_and_the_client_stops_retrying_fast(
+    tunnel_with_secret, hash_target, tmp_path
+):
+    tunnel, secret = tunnel_with_secret
+    port = good_client(tunnel, hash_target.port, "--secret-file", str(secret))
+    wrong = secret_file(tmp_path, "wrong", "not the secret at all, but long")
+    with good_traffic([port], hash_target, seed=3100):
+        bad, _ = tunnel.client(
+            "-L",
+            f"0:127.0.0.1:{hash_target.port}",
+            expect=0,
+            extra=("--secret-file", str(wrong), *FAST),
+        )
+        line = bad.wait_for("authentication failed with server")
+        assert line.string.endswith("authentication failed")
+        # Backed off to the longest delay (drawn from [1, 2] s with --reconnect-max 2).
+        delay = float(
+            bad.wait_for(r"lost: authentication failed; reconnecting in ([0-9.]+)s").group(1)
+        )
+        assert delay >= 1.0
+        assert poke(listen_port(bad), b"x") == "reset"  # its -L never forwards
+        tunnel.server.wait_for(
+            r"from 127\.0\.0\.1:\d+: closed: authentication failed: "
+            r"wrong proof from '-'"
+        )
+
+
+def test_no_secret_against_a_server_that_requires_one(tunnel_with_secret, hash_target):
+    tunnel, secret = tunnel_with_secret
+    port = good_client(tunnel, hash_target.port, "--secret-file", str(secret))
+    with good_traffic([port], hash_target, seed=3200):
+        bad, _ = tunnel.client("-R", f"0:127.0.0.1:{hash_target.port}", expect=0, extra=FAST)
+        bad.wait_for("the server requires authentication and this client has no secret")
+        tunnel.server.wait_for(
+            "expected AUTH, got BIND: this server requires clients to authenticate"
+        )
+    assert "forwarding -R" not in tunnel.server.log, "a BIND was acted on"
+
+
+def _handshake_bytes(server_port: int, secret: bytes) -> bytes:
+    """Authenticate once, properly, over a raw socket; return what we sent."""
+    session = Session(
+        Role.CLIENT,
+        SessionConfig(credentials=auth.Credentials(secret)),
+        client_id="recorded-client-01",
+    )
+    sent = bytearray()
+    with socket.create_connection(("127.0.0.1", server_port), timeout=10) as conn:
+        while not session.ready:
+            out = session.data_to_send()
+            sent += out
+            conn.sendall(out)
+            data = conn.recv(65536)
+            assert data, "closed during a good handshake"
+            session.receive_data(data)
+    return bytes(sent)
+
+
+def _raw_exchange(server_port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server_port), timeout=10) as conn:
+        conn.sendall(data)
+        received = b""
+        try:
+            while chunk := conn.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
+def _commands(wire: bytes) -> list[str]:
+    frames, _consumed, _error = split_frames(wire)
+    return [bytes(body).decode() for _sid, kind, body in frames if kind == 1]
+
+
+def test_a_recorded_handshake_replayed_is_refused(tunnel_with_secret, hash_target):
+    tunnel, secret = tunnel_with_secret
+    port = good_client(tunnel, hash_target.port, "--secret-file", str(secret))
+    with good_traffic([port], hash_target, seed=3300):
+        recorded = _handshake_bytes(tunnel.server_port, SECRET.encode())
+        answer = _commands(_raw_exchange(tunnel.server_port, recorded))
+        assert answer[0].startswith("HELLO 1 ") and answer[-1] == "ERROR authentication failed"
+        assert not any(command.startswith("AUTH OK") for command in answer)
+        tunnel.server.wait_for("authentication failed: wrong proof")
+
+
+def test_a_reflected_nonce_proves_nothing(tunnel_with_secret, hash_target):
+    """The attacker hands the server its own challenge back as the client nonce,
+    and any proof it has: the server gives no proof before the client's verifies,
+    so there is nothing to reflect, and the channel is refused."""
+    tunnel, secret = tunnel_with_secret
+    port = good_client(tunnel, hash_target.port, "--secret-file", str(secret))
+    with good_traffic([port], hash_target, seed=3400):
+        with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=10) as conn:
+            hello = conn.recv(4096)
+            challenge = _commands(hello)[0].split()[4]
+            reflected = f"AUTH - {challenge} {challenge}".encode()
+            hello_frame = encode_frame(0, 1, b"HELLO 1 262144 65536 reflector-0001")
+            conn.sendall(hello_frame + encode_frame(0, 1, reflected))
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+        assert _commands(answer) == ["ERROR authentication failed"]
+
+
+def test_an_unknown_client_name_is_refused(tmp_path, hash_target):
+    clients = secret_file(tmp_path, "clients.toml", f'[clients.alice]\nsecret = "{SECRET}"\n')
+    alice = secret_file(tmp_path, "alice", SECRET)
+    tunnel = Tunnel(server_args=("--clients-file", str(clients)))
+    try:
+        port = good_client(tunnel, hash_target.port, "--secret-file", str(alice), "--name", "alice")
+        with good_traffic([port], hash_target, seed=3500):
+            bad, _ = tunnel.client(
+                "-L",
+                f"0:127.0.0.1:{hash_target.port}",
+                expect=0,
+                extra=("--secret-file", str(alice), "--name", "mallory", *FAST),
+            )
+            bad.wait_for("authentication failed with server")
+            tunnel.server.wait_for("authentication failed: unknown client name 'mallory'")
+        tunnel.server.wait_for("client 'alice' connected")
+    finally:
+        tunnel.close()
+
+
+def test_an_authentication_flood_from_one_address_stays_cheap(tunnel_with_secret, hash_target):
+    """Hundreds of bad handshakes from one address: most are turned away at accept,
+    the log says so once per episode, and the server's memory and CPU stay small."""
+    tunnel, secret = tunnel_with_secret
+    port = good_client(tunnel, hash_target.port, "--secret-file", str(secret))
+    server = tunnel.server.pid
+    bad_auth = encode_frame(0, 1, b"HELLO 1 262144 65536 flooder-000001") + encode_frame(
+        0, 1, b"AUTH - " + b"0" * 64 + b" " + b"0" * 64
+    )
+    with good_traffic([port], hash_target, seed=3600):
+        rss_before, cpu_before = proc_status(server, "VmRSS"), cpu_time(server)
+        started = time.monotonic()
+        for _ in range(400):
+            try:
+                _raw_exchange(tunnel.server_port, bad_auth)
+            except OSError:
+                pass
+        flood_seconds = time.monotonic() - started
+        cpu = cpu_time(server) - cpu_before
+        rss_growth = proc_status(server, "VmRSS") - rss_before
+    failures = tunnel.server.count("closed: authentication failed")
+    turned_away = tunnel.server.count("failed to authenticate; turned away")
+    assert failures < 50, f"{failures} of 400 bad handshakes were processed in full"
+    assert 1 <= turned_away <= failures, "one line per episode, not per connection"
+    assert rss_growth < 2048, f"server RSS grew {rss_growth} KiB"
+    # The server's CPU for 400 refused connections: well under the flood's own time
+    # (a loaded machine slows the flood as much as the server).
+    assert cpu < max(0.5, flood_seconds), (cpu, flood_seconds)
+
+
+# ------------------------------------------------------------ safe defaults
+
+
+def test_a_server_beyond_loopback_needs_authentication_or_insecure(secret):
+    refused = run("server", "--listen", "0.0.0.0:0")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "reactor-mux server: error: refusing to listen on 0.0.0.0:0 without authenticating "
+        "clients: give --secret-file (or REACTOR_MUX_SECRET), --clients-file or "
+        "--tls-client-ca, or --insecure to let anyone who can connect use this host "
+        "(see reactor-mux server --help)"
+    ]
+    for args in (("--insecure",), ("--secret-file", str(secret))):
+        proc = ReactorMuxProcess(["server", "--listen", "0.0.0.0:0", *args])
+        try:
+            proc.listening_port()
+        finally:
+            assert proc.stop() == 0
+        warned = "has no authentication" in proc.log
+        assert warned is (args == ("--insecure",))
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (("server", "--listen", "127.0.0.1:0", "--secret-file", "{open}"), "open to other users"),
+        (("server", "--listen", "127.0.0.1:0", "--secret-file", "{short}"), "at least 16"),
+        (("server", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem"), "go together"),
+        (("client", "--server", "h:1", "-L", "1:h:2", "--tls-ca", "ca.pem"), "needs --tls"),
+        (
+            ("client", "--server", "h:1", "-L", "1:h:2", "--tls", "--tls-fingerprint", "ab"),
+            "64 hex digits",
+        ),
+        (("client", "--server", "h:1", "-L", "1:h:2", "--name", "alice"), "needs a secret"),
+        (("server", "--listen", "127.0.0.1:0", "--allow-connect", "2001:db8::1:80"), "brackets"),
+    ],
+)
+def test_bad_security_options_are_one_line_errors(tmp_path, args, why):
+    paths = {"{open}": str(secret_file(tmp_path, "open", SECRET, 0o644)),
+             "{short}": str(secret_file(tmp_path, "short", "tiny"))}  # fmt: skip
+    result = run(*[paths.get(arg, arg) for arg in args])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and why in lines[0], result.stderr
+
+
+def test_keygen_writes_a_private_key_and_prints_the_pin(tmp_path):
+    result = run(
+        "keygen",
+        "--cert",
+        str(tmp_path / "c.pem"),
+        "--key",
+        str(tmp_path / "k.pem"),
+        "--name",
+        "127.0.0.1",
+        "--secret",
+        str(tmp_path / "s"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "k.pem").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "s").stat().st_mode & 0o777 == 0o600
+    pin = result.stdout.split("--tls-fingerprint ", 1)[1].split()[0]
+    shown = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "c.pem"), "-noout", "-fingerprint", "-sha256"],
+        capture_output=True,
+        text=True,
+    )
+    if shown.returncode == 0:
+        assert shown.stdout.strip().endswith(pin)
+    again = run("keygen", "--cert", str(tmp_path / "c.pem"), "--key", str(tmp_path / "k.pem"))
+    assert again.returncode == 1 and "exists" in again.stderr
+    tunnel = Tunnel(
+        server_args=("--tls-cert", str(tmp_path / "c.pem"), "--tls-key", str(tmp_path / "k.pem"))
+    )
+    try:
+        _client, _forwards = tunnel.client(
+            "-R",
+            "0:127.0.0.1:9",
+            extra=("--tls", "--tls-fingerprint", pin, "--secret-file", str(tmp_path / "s")),
+            expect=0,
+        )
+        _client.wait_for("the server did not ask this client to authenticate")
+    finally:
+        tunnel.close()

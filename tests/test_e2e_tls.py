@@ -1,0 +1,157 @@
+"""TLS through real processes: verification both ways, plaintext against TLS,
+and an orderly end.
+
+Every attack runs while a good, authenticated client moves checksummed data
+through the same server (``good_traffic``); it must all arrive intact.  What
+these tests decide happens beside the frame codec, and the data paths they use
+run with both codecs in the tunnel tests, so they run once (compiled pass).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from security_support import FAST, good_client, tls_server
+from support import Tunnel, echo_once, good_traffic
+
+from reactor_mux.procs import cpu_time
+
+pytestmark = pytest.mark.codec_independent
+
+
+# ------------------------------------------------------------------------ TLS
+
+
+def test_tls_with_a_ca_a_pin_and_client_certificates(pki, hash_target, secret):
+    """The good paths: CA-verified, pinned, and mutual TLS with a secret on top."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from reactor_mux.tls import certificate_fingerprint
+
+    pem = pki.server.cert.read_bytes()
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    pin = certificate_fingerprint(der)
+    tunnel = tls_server(pki, "--tls-client-ca", str(pki.ca.path), "--secret-file", str(secret))
+    try:
+        mutual = (
+            "--tls-cert",
+            str(pki.client.cert),
+            "--tls-key",
+            str(pki.client.key),
+            "--secret-file",
+            str(secret),
+        )
+        by_ca = good_client(
+            tunnel, hash_target.port, "--tls", "--tls-ca", str(pki.ca.path), *mutual
+        )
+        pinned = good_client(tunnel, hash_target.port, "--tls", "--tls-fingerprint", pin, *mutual)
+        with good_traffic([by_ca, pinned], hash_target, seed=4000, size=8_000_000):
+            pass
+    finally:
+        tunnel.close()
+
+
+@pytest.mark.parametrize(
+    ("how", "client_line"),
+    [
+        ("wrong CA", "TLS: the server's certificate was not accepted: unable to get local issuer"),
+        ("wrong pin", "TLS: the server's certificate does not match --tls-fingerprint"),
+        ("expired", "TLS: the server's certificate was not accepted: certificate has expired"),
+        ("wrong name", "TLS: the server's certificate was not accepted: Hostname mismatch"),
+    ],
+)
+def test_a_server_the_client_cannot_verify_is_refused(pki, hash_target, how, client_line):
+    good = tls_server(pki)
+    bad_server = tls_server(pki, cert=pki.expired) if how == "expired" else good
+    try:
+        port = good_client(good, hash_target.port, "--tls", "--tls-ca", str(pki.ca.path))
+        with good_traffic([port], hash_target, seed=4100):
+            extra = {
+                "wrong CA": ("--tls-ca", str(pki.other_ca.path)),
+                "wrong pin": ("--tls-fingerprint", "00" * 32),
+                "expired": ("--tls-ca", str(pki.ca.path)),
+                "wrong name": ("--tls-ca", str(pki.ca.path), "--tls-server-name", "elsewhere"),
+            }[how]
+            bad, _ = bad_server.client(
+                "-L", f"0:127.0.0.1:{hash_target.port}", expect=0, extra=("--tls", *extra, *FAST)
+            )
+            bad.wait_for(client_line)
+            bad.wait_for("authentication failed with server")  # and it backs off
+    finally:
+        good.close()
+        if bad_server is not good:
+            bad_server.close()
+
+
+@pytest.mark.parametrize("certificate", ["from another CA", "none"])
+def test_a_client_certificate_the_server_does_not_trust_is_refused(pki, hash_target, certificate):
+    tunnel = tls_server(pki, "--tls-client-ca", str(pki.ca.path))
+    try:
+        port = good_client(
+            tunnel, hash_target.port, "--tls", "--tls-ca", str(pki.ca.path),
+            "--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key),
+        )  # fmt: skip
+        own = ("--tls-cert", str(pki.stranger.cert), "--tls-key", str(pki.stranger.key))
+        with good_traffic([port], hash_target, seed=4200):
+            bad, _ = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}", expect=0, extra=(
+                "--tls", "--tls-ca", str(pki.ca.path),
+                *(own if certificate != "none" else ()), *FAST,
+            ))  # fmt: skip
+            server_line = "TLS: the client's certificate was not accepted"
+            if certificate == "none":
+                server_line = "TLS: the client sent no certificate"
+            tunnel.server.wait_for(server_line)
+            bad.wait_for(r"authentication failed with server .*: TLS")
+    finally:
+        tunnel.close()
+
+
+def test_plaintext_against_tls_both_ways_says_so_on_each_side(pki, hash_target):
+    tls = tls_server(pki)
+    plain = Tunnel()
+    try:
+        port = good_client(tls, hash_target.port, "--tls", "--tls-ca", str(pki.ca.path))
+        with good_traffic([port], hash_target, seed=4300):
+            to_tls, _ = tls.client("-L", f"0:127.0.0.1:{hash_target.port}", expect=0, extra=FAST)
+            to_tls.wait_for(
+                re.escape(
+                    "peer reported an error: this server expects TLS (start the client with --tls)"
+                )
+            )
+            tls.server.wait_for("peer speaks plaintext; this server expects TLS")
+            to_plain, _ = plain.client(
+                "-L",
+                f"0:127.0.0.1:{hash_target.port}",
+                expect=0,
+                extra=("--tls", "--tls-ca", str(pki.ca.path), *FAST),
+            )
+            to_plain.wait_for("server did not answer the TLS handshake")
+            plain.server.wait_for("peer started a TLS handshake, and this side does not use TLS")
+    finally:
+        tls.close()
+        plain.close()
+
+
+def test_a_tls_channel_ends_in_order_and_promptly(pki, hash_target):
+    """The client's close_notify (after its ERROR saying why) reaches the server,
+    which closes the channel at once, without spinning on the finished session."""
+    tunnel = tls_server(pki)
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                         extra=("--tls", "--tls-ca", str(pki.ca.path)))  # fmt: skip
+        assert echo_once(forwards[0][1], struct_header(0)) is not None
+        before = cpu_time(tunnel.server.pid)
+        client.stop()
+        tunnel.server.wait_for("closed: peer reported an error: client shutting down", timeout=5)
+        time.sleep(0.5)  # a window in which a spinning loop would burn most of a core
+        assert cpu_time(tunnel.server.pid) - before < 0.3
+    finally:
+        tunnel.close()
+
+
+def struct_header(reply_len: int) -> bytes:
+    """A hash target's request header: no reply, seed 1."""
+    return reply_len.to_bytes(8, "big") + (1).to_bytes(8, "big")
