@@ -124,9 +124,15 @@ class InProcessTunnel:
         self.port = self.server.listeners[0].port
         self.clients: list[Client] = []
 
-    def client(self, *forwards: str, settings: ChannelSettings | None = None) -> Client:
-        """Start a client with ``forwards`` (``"-L 0:127.0.0.1:80"`` ...) and wait until
-        its channel is open and every mapping is answered."""
+    def client(
+        self,
+        *forwards: str,
+        settings: ChannelSettings | None = None,
+        client_id: str | None = None,
+        wait: bool = True,
+    ) -> Client:
+        """Start a client with ``forwards`` (``"-L 0:127.0.0.1:80"`` ...) and (with
+        ``wait``) wait until its channel is open and every mapping is answered."""
         specs = []
         for text in forwards:
             flag, spec = text.split(" ", 1)
@@ -140,8 +146,12 @@ class InProcessTunnel:
             reconnect_max=0.2,
         )
         client = Client(self.loop.reactor, self.loop.resolver, config)
+        if client_id is not None:
+            client.client_id = client_id
         self.loop.call(client.start)
         self.clients.append(client)
+        if not wait:
+            return client
         self.loop.wait(lambda: self.server_channel(client) is not None)
         remote = sum(1 for spec in specs if spec.kind is ForwardKind.REMOTE)
         self.loop.wait(lambda: len(self._binds(client)) == remote)
