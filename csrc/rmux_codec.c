@@ -356,6 +356,15 @@ int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit) {
     return (int32_t)slot;
 }
 
+rmux_tx_status rmux_tx_set_limit(rmux_tx *tx, int32_t slot, uint32_t limit) {
+    tx_stream *stream = get_stream(tx, slot);
+    if (stream == NULL || limit < stream->limit) {
+        return RMUX_TX_INVALID;
+    }
+    stream->limit = limit;
+    return RMUX_TX_OK;
+}
+
 rmux_tx_status rmux_tx_close(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
     if (stream == NULL) {

@@ -113,6 +113,9 @@ uint64_t rmux_tx_held_total(const rmux_tx *tx);
 int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit);
 /* INVALID if the slot is not open. */
 rmux_tx_status rmux_tx_close(rmux_tx *tx, int32_t slot);
+/* Raise a ring's limit (the peer grew the stream's window); INVALID for a bad
+ * slot or a lower limit. */
+rmux_tx_status rmux_tx_set_limit(rmux_tx *tx, int32_t slot, uint32_t limit);
 void rmux_tx_drop_streams(rmux_tx *tx);
 /* Buffered bytes, or RMUX_TX_INVALID if the slot is not open. */
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);

@@ -44,6 +44,8 @@ from reactor_mux.protocol.events import (
     MappingKind,
     MappingRefused,
     MappingRequested,
+    PeerBlocked,
+    PeerLeaving,
     PongReceived,
     StreamAccepted,
     StreamEnded,
@@ -131,6 +133,9 @@ class Channel:
         """The channel ended because authentication failed (either side)."""
         self.draining = False
         """Refuse new streams (the process is shutting down); open ones carry on."""
+        self.said_goodbye = False
+        """We sent BYE and wait for the peer to close the channel."""
+        self._peer_leaving = False
         self._session = Session(role, settings.session, client_id=client_id)
         self._transport = transport
         self._flush_pending = False
@@ -209,6 +214,18 @@ class Channel:
         self.schedule_flush()
         return stream
 
+    def say_goodbye(self) -> None:
+        """Draining and idle: send BYE, so the peer closes the channel once every
+        byte we sent has reached its local sockets (closing now could cut that)."""
+        if not self.said_goodbye and not self.closed and self._session.ready:
+            self.said_goodbye = True
+            self._session.say_bye()
+            self.schedule_flush()
+
+    def _close_if_peer_left(self) -> None:
+        if self._peer_leaving and not self.busy and not self.closed:
+            self.close("peer closed the channel (shutting down)", error=False, tell_peer=False)
+
     @property
     def busy(self) -> bool:
         """Streams (or connects for streams) are still open."""
@@ -254,6 +271,17 @@ class Channel:
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.update()
+            case PeerBlocked():
+                stream = self.streams.get(event.stream_id)
+                if stream is not None and stream.keeping_up():
+                    grown = self._session.grow_window(event.stream_id)
+                    if grown:
+                        stream.window_grown(grown)
+                        log.debug("%s: %s window grown to %d", self.name, stream.label, grown)
+            case PeerLeaving():
+                self.draining = True
+                self._peer_leaving = True
+                self._close_if_peer_left()
             case StreamRequested():
                 self._on_stream_requested(event)
             case StreamAccepted():
@@ -386,6 +414,8 @@ class Channel:
     def stream_closed(self, stream: LocalStream, reason: str, *, reset: bool) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
+        if self._peer_leaving:
+            self.reactor.call_soon(self._close_if_peer_left, self)
         if reset and not self.closed:
             self._session.reset_stream(stream.id, reason)
             self.schedule_flush()
@@ -464,11 +494,12 @@ class Channel:
 
     # ------------------------------------------------------------- closing
 
-    def close(self, reason: str, *, error: bool = True) -> None:
+    def close(self, reason: str, *, error: bool = True, tell_peer: bool = True) -> None:
         """End the channel: every stream is reset locally, the transport closed.
 
         ``error`` is false for orderly ends (EOF between frames, shutdown), so
-        owners can log those quietly.
+        owners can log those quietly; ``tell_peer`` false skips the ERROR frame
+        (the peer said BYE: what is queued is sent, then the socket closes).
         """
         if self.closed:
             return
@@ -481,7 +512,9 @@ class Channel:
             streams, self.streams = self.streams, {}
             for stream in streams.values():
                 stream.abort_local()
-            self._session.fail(reason)
+            if not tell_peer:
+                self._send_output()
+            self._session.fail(reason, tell_peer=tell_peer)
             self._send_output()  # last words: the peer reads why (our ERROR frame)
         except OSError:
             pass  # the connection is gone: nobody to tell
@@ -526,12 +559,24 @@ class _DrainWait:
         self._check()
 
     def _check(self) -> None:
-        busy = sum(1 for channel in self._channels() if channel.busy)
-        if busy and self._reactor.time() < self._deadline:
+        """Phase one: wait for the streams to finish.  Phase two: say BYE on every
+        idle channel and wait for the peers to close them, so the last bytes we
+        sent reach their targets before our process exits."""
+        channels = list(self._channels())
+        busy = sum(1 for channel in channels if channel.busy)
+        if not busy:
+            for channel in channels:
+                channel.say_goodbye()
+            if not any(channel.said_goodbye and not channel.closed for channel in channels):
+                self._done()
+                return
+        if self._reactor.time() < self._deadline:
             self._timer = self._reactor.call_later(DRAIN_POLL, self._check, self)
             return
         if busy:
             log.warning("drain timeout: closing %d channel(s) with open streams", busy)
+        else:
+            log.warning("drain timeout: the peer did not close the channel after BYE")
         self._done()
 
     def cancel(self) -> None:

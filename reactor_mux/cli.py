@@ -37,6 +37,7 @@ from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.limits import (
     DEFAULT_MAX_PENDING_SYNS,
     DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_WINDOW,
     DEFAULT_WINDOW,
     MAX_DATA_BODY,
     MAX_MAPPINGS,
@@ -152,6 +153,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WINDOW,
         metavar="SIZE",
         help=f"per-stream flow-control window (default {format_size(DEFAULT_WINDOW)})",
+    )
+    add(
+        "--max-window",
+        type=size_type("max window", MIN_WINDOW, MAX_WINDOW),
+        default=DEFAULT_MAX_WINDOW,
+        metavar="SIZE",
+        help="how far a stream's window grows while its sender is blocked and the "
+        "local socket keeps up; at or below --window: never grow "
+        f"(default {format_size(DEFAULT_MAX_WINDOW)})",
     )
     add(
         "--max-frame",
@@ -357,6 +367,8 @@ def _settings(
 ) -> ChannelSettings:
     session = SessionConfig(
         window=args.window,
+        max_window=max(args.window, args.max_window),
+        window_budget=args.max_buffer,
         max_frame=args.max_frame,
         max_streams=args.max_streams,
         max_pending_syns=args.max_pending_syns,

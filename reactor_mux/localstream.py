@@ -25,7 +25,7 @@ import logging
 import socket
 from typing import Protocol
 
-from reactor_mux.netutil import abort_socket, describe_error
+from reactor_mux.netutil import abort_socket, describe_error, unsent_bytes
 from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor
 from reactor_mux.ringbuffer import RingBuffer
 
@@ -159,6 +159,19 @@ class LocalStream:
         host.read_done(self.id, count)
 
     # ------------------------------------------------------- peer -> local
+
+    def keeping_up(self) -> bool:
+        """The local application takes what the peer sends as it arrives, so a
+        bigger window would be used, not buffered: nothing waits in ``inbound``
+        and the socket's send queue is short (a target that stopped reading
+        fills its receive buffer, then our send queue, before ``inbound``)."""
+        if self.closed or len(self._inbound):
+            return False
+        return unsent_bytes(self.sock) < self._inbound.limit // 2
+
+    def window_grown(self, window: int) -> None:
+        """We granted the peer a larger window: ``inbound`` may have to hold it."""
+        self._inbound.limit = window
 
     def deliver(self, data: memoryview) -> None:
         """Write stream data from the peer; buffer what the socket refuses."""

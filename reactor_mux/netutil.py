@@ -9,9 +9,11 @@ SYN ERROR / BIND ERROR replies.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import struct
+import termios
 from typing import Any
 
 LISTEN_BACKLOG = 512
@@ -47,6 +49,18 @@ def tune_channel_socket(sock: socket.socket, keepalive_interval: float) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
     except OSError:
         pass
+
+
+_UNSENT = struct.Struct("i")
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue that its peer has not acknowledged
+    (Linux's SIOCOUTQ); 0 where the system cannot say."""
+    try:
+        return int(_UNSENT.unpack(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0])
+    except (OSError, AttributeError, ValueError):
+        return 0
 
 
 def abort_socket(sock: socket.socket) -> None:

@@ -149,6 +149,7 @@ operation = st.one_of(
     st.tuples(st.just("sent"), st.integers(0, 400000)),
     st.tuples(st.just("drop")),
     st.tuples(st.just("release")),
+    st.tuples(st.just("limit"), st.integers(0, 7), st.integers(0, 400000)),
 )
 
 
@@ -187,6 +188,8 @@ def run_queue(module, operations):
                 slots.clear()
             elif op[0] == "release":
                 trace.append(("released", queue.release_idle()))
+            elif op[0] == "limit" and slots:
+                queue.set_limit(slots[op[1] % len(slots)], op[2])
             trace.append(("state", queue.has_output(), queue.control_bytes, queue.buffered_total(),
                           queue.held_total()))  # fmt: skip
         except (ValueError, MemoryError) as exc:

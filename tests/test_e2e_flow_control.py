@@ -3,15 +3,28 @@ memory and does not slow the other streams on the channel."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
-from support import Exchange, NeverReadServer, check_exchange, run_exchange
+import pytest
+from support import Exchange, NeverReadServer, Tunnel, check_exchange, run_exchange
 
 from reactor_mux.procs import proc_status
 
 WINDOW = 256 * 1024
 FEED = 200 * 1024 * 1024
+FIXED_WINDOW = ("--window", "256K", "--max-window", "256K")
+
+
+@pytest.fixture
+def fixed_window_tunnel():
+    """A tunnel whose windows never grow: the memory bounds below are a few
+    windows, and the fast stream's window, grown and freed, would be allocator
+    noise in them.  Growth and its bounds are tested on their own (below)."""
+    tunnel = Tunnel(server_args=FIXED_WINDOW)
+    yield tunnel
+    tunnel.close()
 
 
 class Feeder:
@@ -50,12 +63,13 @@ def rss_kib(pid: int) -> int:
     return proc_status(pid, "VmRSS")
 
 
-def test_stalled_stream_is_bounded_and_does_not_slow_others(tunnel, hash_target):
+def test_stalled_stream_is_bounded_and_does_not_slow_others(fixed_window_tunnel, hash_target):
+    tunnel = fixed_window_tunnel
     stalled = NeverReadServer()
     try:
-        client, forwards = tunnel.client(
-            "-L", f"0:127.0.0.1:{stalled.port}", "-L", f"0:127.0.0.1:{hash_target.port}"
-        )
+        stalled_spec = f"0:127.0.0.1:{stalled.port}"
+        fast_spec = f"0:127.0.0.1:{hash_target.port}"
+        client, forwards = tunnel.client("-L", stalled_spec, "-L", fast_spec, extra=FIXED_WINDOW)
         ports = {target: port for _kind, port, target in forwards}
         stalled_port = ports[f"127.0.0.1:{stalled.port}"]
         fast_port = ports[f"127.0.0.1:{hash_target.port}"]
@@ -91,3 +105,36 @@ def test_stalled_stream_is_bounded_and_does_not_slow_others(tunnel, hash_target)
     finally:
         stalled.release.set()
         stalled.close()
+
+
+def grown_windows(log: str, target_port: int) -> list[int]:
+    """The windows the server granted (WINDOW) to streams to ``target_port``."""
+    pattern = rf"-> 127\.0\.0\.1:{target_port} window grown to (\d+)"
+    return [int(size) for size in re.findall(pattern, log)]
+
+
+def test_a_fast_stream_grows_its_window_and_a_stalled_one_does_not(hash_target):
+    tunnel = Tunnel(server_args=("-v",))
+    stalled = NeverReadServer()
+    try:
+        _client, forwards = tunnel.client(
+            "-L", f"0:127.0.0.1:{stalled.port}", "-L", f"0:127.0.0.1:{hash_target.port}"
+        )
+        ports = {target: port for _kind, port, target in forwards}
+        feeder = Feeder(ports[f"127.0.0.1:{stalled.port}"])
+        feeder.feed(FEED)
+        timed_transfer(ports[f"127.0.0.1:{hash_target.port}"], 60_000_000, 7, hash_target)
+        log = tunnel.server.log
+        fast = grown_windows(log, hash_target.port)
+        # Doubling from the 256 KiB window, never past --max-window (4 MiB).
+        assert fast[:1] == [2 * WINDOW], log[-3000:]
+        assert fast == [2 * WINDOW << i for i in range(len(fast))]
+        assert max(fast) <= 4 * 1024 * 1024
+        # The stalled target's queue is full: more window would only be buffered.
+        assert grown_windows(log, stalled.port) == []
+        assert feeder.feed(FEED, quiet=0.5) < 4 * WINDOW, "a stalled stream kept accepting"
+        feeder.conn.close()
+    finally:
+        stalled.release.set()
+        stalled.close()
+        tunnel.close()

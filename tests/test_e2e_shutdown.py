@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import signal
 import socket
 import threading
 import time
 
-from support import Exchange, NeverReadServer, Tunnel, check_exchange, run_exchange, wait_until
+from support import (
+    Exchange,
+    NeverReadServer,
+    Tunnel,
+    check_exchange,
+    payload,
+    run_exchange,
+    sha,
+    wait_until,
+)
+
+from reactor_mux.targets import ThreadedTCPServer
 
 
 def slow_exchange(port: int, seed: int) -> tuple[Exchange, threading.Thread]:
@@ -107,3 +119,45 @@ def test_second_signal_stops_at_once():
         assert server.proc.wait(10) == 0
         assert time.monotonic() - started < 5  # at once, not the 60 s drain timeout
         assert "SIGINT: stopping now" in server.log
+
+
+class SlowSink(ThreadedTCPServer):
+    """Ends its own direction at once, then reads slowly to EOF and records
+    (length, sha256): the tunnel still holds bytes for it after the stream
+    has closed at the client."""
+
+    def __init__(self) -> None:
+        super().__init__(receive_buffer=16384)
+        self.received: list[tuple[int, str]] = []
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.shutdown(socket.SHUT_WR)
+        digest, size = hashlib.sha256(), 0
+        while chunk := conn.recv(16384):
+            digest.update(chunk)
+            size += len(chunk)
+            time.sleep(0.002)
+        self.received.append((size, digest.hexdigest()))
+
+
+def test_a_draining_client_waits_for_the_server_to_deliver_what_it_sent():
+    """BYE: the client's stream is closed, but the server still writes its last
+    bytes to a slow target; the client must not cut the channel under them."""
+    # A 4 MiB window lets the client finish while most of it waits at the server.
+    sink, tunnel = SlowSink(), Tunnel(server_args=("--window", "4M"))
+    size = 6 * 1024 * 1024
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{sink.port}",
+                                         extra=("--drain-timeout", "30"))  # fmt: skip
+        with socket.create_connection(("127.0.0.1", forwards[0][1])) as conn:
+            assert conn.recv(1) == b""  # the sink's EOF came through
+            conn.sendall(payload(9, size))
+            conn.shutdown(socket.SHUT_WR)
+        client.signal(signal.SIGTERM)
+        assert wait_until(lambda: sink.received, timeout=30)
+        assert sink.received == [(size, sha(payload(9, size)))]
+        assert client.proc.wait(30) == 0
+        tunnel.server.wait_for("peer closed the channel")
+    finally:
+        sink.close()
+        tunnel.close()

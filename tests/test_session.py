@@ -17,6 +17,8 @@ from reactor_mux.protocol.events import (
     MappingKind,
     MappingRefused,
     MappingRequested,
+    PeerBlocked,
+    PeerLeaving,
     PongReceived,
     StreamAccepted,
     StreamEnded,
@@ -205,7 +207,8 @@ def test_flow_control_stops_at_the_window_and_resumes_on_ack(pair):
     client.send_data(sid, b"a" * WINDOW)
     assert client.send_space(sid) == 0
     _, s_events = exchange(client, server)
-    assert sum(len(e.data) for e in s_events) == WINDOW
+    assert s_events[0] == PeerBlocked(sid)  # BLOCKED: a control frame, ahead of the data
+    assert sum(len(e.data) for e in s_events[1:]) == WINDOW
     # Receiving is not consuming: no ACK until bytes reach the local socket.
     assert client.send_space(sid) == 0
     server.consumed(sid, WINDOW // 4 - 1)
@@ -223,8 +226,9 @@ def test_control_frames_go_ahead_of_queued_data(pair):
     client.send_data(sid, b"d" * WINDOW)
     client.request_connect(5, "127.0.0.1", 81)
     frames = decode(b"".join(bytes(v) for v in client.output_views()))
-    assert frames[0] == (5, 1, b"CONNECT 127.0.0.1:81")
-    assert all(kind == 0 for _, kind, _ in frames[1:])
+    # BLOCKED (the data filled the window) and CONNECT, in the order queued.
+    assert frames[:2] == [(sid, 1, f"BLOCKED {WINDOW}".encode()), (5, 1, b"CONNECT 127.0.0.1:81")]
+    assert all(kind == 0 for _, kind, _ in frames[2:])
 
 
 def test_round_robin_lets_a_small_frame_through_early(pair):
@@ -428,6 +432,8 @@ PEER_INPUTS = {
     StreamInput.RECV_FIN: lambda sid: command(sid, "FIN"),
     StreamInput.RECV_ACK: lambda sid: command(sid, "ACK 1"),
     StreamInput.RECV_RST: lambda sid: command(sid, "RST gone"),
+    StreamInput.RECV_BLOCKED: lambda sid: command(sid, f"BLOCKED {DEFAULT_WINDOW}"),
+    StreamInput.RECV_WINDOW: lambda sid: command(sid, f"WINDOW {MAX_WINDOW}"),
 }
 
 
@@ -574,3 +580,115 @@ def test_nothing_follows_the_error_frame(pair):
     server.accept_connect(1)  # the driver handles the events in order
     frames = decode(server.data_to_send())
     assert frames == [(0, 1, b"ERROR data frame for stream 9, which was never opened")]
+
+
+# ------------------------------------------------------------ window growth
+
+
+def fill_window(sender, receiver, sid):
+    """Send exactly the sender's free window; return the receiver's events."""
+    sender.send_data(sid, b"w" * sender.send_space(sid))
+    _, events = exchange(sender, receiver)
+    return events
+
+
+def test_a_blocked_sender_gets_its_window_doubled_up_to_max_window():
+    client = Session(Role.CLIENT, SessionConfig(WINDOW))
+    server = Session(Role.SERVER, SessionConfig(WINDOW, max_window=4 * WINDOW))
+    exchange(client, server)
+    sid = open_l_stream(client, server)
+    for window in (WINDOW, 2 * WINDOW, 4 * WINDOW):
+        events = fill_window(client, server, sid)
+        assert events[0] == PeerBlocked(sid)
+        assert sum(len(e.data) for e in events if isinstance(e, DataReceived)) == window // (
+            1 if window == WINDOW else 2
+        )
+        grown = server.grow_window(sid)
+        if window == 4 * WINDOW:
+            assert grown == 0 and server.data_to_send() == b""  # at max_window: no WINDOW
+            break
+        assert grown == 2 * window
+        wire = server.data_to_send()
+        assert commands_in(wire) == [(sid, f"WINDOW {2 * window}")]
+        assert client.receive_data(wire) == [CreditGranted(sid)]
+        assert client.send_space(sid) == window  # the new window less what is in flight
+    assert server.window_growth == 3 * WINDOW
+    # The receiver takes a whole grown window without ACKs, and not a byte more.
+    assert not server.failed
+    fails(server, data(sid, b"x"), "beyond its window of 262144")
+
+
+def test_growth_stays_within_the_channel_budget_and_is_returned_on_close():
+    client = Session(Role.CLIENT, SessionConfig(WINDOW))
+    server = Session(Role.SERVER, SessionConfig(WINDOW, max_window=8 * WINDOW,
+                                                window_budget=3 * WINDOW))  # fmt: skip
+    exchange(client, server)
+    first, second = open_l_stream(client, server, 1), open_l_stream(client, server, 2)
+    assert server.grow_window(first) == 2 * WINDOW  # +1 window of the budget's 3
+    assert server.grow_window(second) == 2 * WINDOW  # +1
+    assert server.grow_window(first) == 0  # 4 windows would be +2: over budget
+    assert server.window_growth == 2 * WINDOW
+    client.reset_stream(first, "done")
+    exchange(client, server)
+    assert server.window_growth == WINDOW  # the closed stream gave its growth back
+    assert server.grow_window(second) == 4 * WINDOW
+
+
+def test_blocked_is_reported_once_per_ack_and_a_stale_one_is_ignored(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.send_data(sid, b"a" * WINDOW)
+    assert commands_in(client.data_to_send())[0] == (sid, f"BLOCKED {WINDOW}")
+    server.receive_data(data(sid, b"a" * WINDOW))  # what the client sent, as one frame
+    assert server.receive_data(command(sid, "BLOCKED 1024")) == []  # not our window: stale
+    server.consumed(sid, WINDOW // 4)
+    client.receive_data(server.data_to_send())  # ACK
+    client.send_data(sid, b"b" * (WINDOW // 4))
+    assert commands_in(client.data_to_send())[0] == (sid, f"BLOCKED {WINDOW}")
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("WINDOW 1024", "does not grow"),
+        (f"WINDOW {WINDOW}", "does not grow"),
+        (f"WINDOW {MAX_WINDOW + 1}", "WINDOW size"),
+        ("WINDOW lots", "WINDOW size"),
+        ("BLOCKED 0", "BLOCKED window"),
+        ("WINDOW", "argument"),
+    ],
+)
+def test_bad_window_commands_fail_the_channel(pair, text, match):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    fails(client, command(sid, text), match)
+
+
+def test_window_and_blocked_on_stream_zero_fail(pair):
+    _client, server = pair
+    fails(server, command(0, "WINDOW 131072"), "needs a stream id")
+    fails(Session(Role.SERVER), command(0, "BLOCKED 65536"), "expected HELLO")
+
+
+def test_grow_window_is_a_no_op_for_streams_we_no_longer_receive_on(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.end_stream(sid)
+    exchange(client, server)  # FIN: nothing more will come
+    assert server.grow_window(sid) == 0
+    assert server.grow_window(999) == 0
+
+
+def test_bye_tells_the_peer_to_close_once_its_streams_are_done(pair):
+    client, server = pair
+    client.say_bye()
+    wire = client.data_to_send()
+    assert commands_in(wire) == [(0, "BYE")]
+    assert server.receive_data(wire) == [PeerLeaving()]
+    assert not server.failed  # closing is the peer's call, after its streams
+    fails(server, command(0, "BYE now"), "argument")
+    fails(Session(Role.SERVER), command(0, "BYE"), "expected HELLO")
+    idle = Session(Role.CLIENT)
+    idle.data_to_send()  # HELLO
+    idle.say_bye()  # not open yet: nothing to say
+    assert idle.data_to_send() == b""

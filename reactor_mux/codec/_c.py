@@ -197,6 +197,10 @@ class OutboundQueue(_python.ControlFrames):
         self._open += 1
         return slot
 
+    def set_limit(self, slot: int, limit: int) -> None:
+        if lib.rmux_tx_set_limit(self._tx, slot, limit) != _TX_OK:
+            raise ValueError("invalid slot, or a limit that shrinks")
+
     def close(self, slot: int) -> None:
         self._check(lib.rmux_tx_close(self._tx, slot))
         self._open -= 1

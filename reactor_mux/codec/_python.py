@@ -309,6 +309,13 @@ class OutboundQueue(ControlFrames):
             self._streams.append(stream)
         return slot
 
+    def set_limit(self, slot: int, limit: int) -> None:
+        """Raise the ring's limit (the peer grew the stream's window)."""
+        stream = self._get(slot)
+        if limit < stream.limit:
+            raise ValueError("invalid slot, or a limit that shrinks")
+        stream.limit = limit
+
     def close(self, slot: int) -> None:
         """Forget a stream: its unsent bytes and any pending FIN are dropped."""
         stream = self._streams[slot]

@@ -41,6 +41,9 @@ class Verb(enum.Enum):
     FIN = "FIN"
     ACK = "ACK"
     RST = "RST"
+    BLOCKED = "BLOCKED"
+    WINDOW = "WINDOW"
+    BYE = "BYE"
 
 
 class Scope(enum.Enum):
@@ -75,6 +78,9 @@ _ARITY: dict[Verb, tuple[int, int]] = {
     Verb.FIN: (0, 0),
     Verb.ACK: (1, 1),
     Verb.RST: (1, _MANY),
+    Verb.BLOCKED: (1, 1),
+    Verb.WINDOW: (1, 1),
+    Verb.BYE: (0, 0),
 }
 
 SCOPE: dict[Verb, Scope] = {
@@ -96,6 +102,9 @@ SCOPE: dict[Verb, Scope] = {
     Verb.FIN: Scope.STREAM,
     Verb.ACK: Scope.STREAM,
     Verb.RST: Scope.STREAM,
+    Verb.BLOCKED: Scope.STREAM,
+    Verb.WINDOW: Scope.STREAM,
+    Verb.BYE: Scope.CHANNEL,
 }
 
 _WORD = re.compile(rb"[\x21-\x7e]+")

@@ -17,7 +17,9 @@ from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
     DEFAULT_MAX_PENDING_SYNS,
     DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_WINDOW,
     DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BUDGET,
     MAX_DATA_BODY,
     MAX_MAPPINGS,
     MAX_WINDOW,
@@ -32,6 +34,11 @@ class SessionConfig:
 
     window: int = DEFAULT_WINDOW
     """Per-stream flow-control window we announce (the peer's send limit)."""
+    max_window: int = DEFAULT_MAX_WINDOW
+    """How far we grow a stream's window for a sender that reports itself blocked
+    (equal to ``window``: never grow)."""
+    window_budget: int = DEFAULT_WINDOW_BUDGET
+    """Window growth we grant, summed over the channel's streams."""
     max_frame: int = MAX_DATA_BODY
     """Largest data frame body we accept, announced in HELLO."""
     max_streams: int = DEFAULT_MAX_STREAMS
@@ -52,6 +59,10 @@ class SessionConfig:
     def __post_init__(self) -> None:
         if not MIN_WINDOW <= self.window <= MAX_WINDOW:
             raise ValueError(f"window must be within {MIN_WINDOW}..{MAX_WINDOW}")
+        if not self.window <= self.max_window <= MAX_WINDOW:
+            raise ValueError(f"max_window must be within window..{MAX_WINDOW}")
+        if self.window_budget < 0:
+            raise ValueError("window_budget must not be negative")
         if not MIN_FRAME <= self.max_frame <= MAX_DATA_BODY:
             raise ValueError(f"max_frame must be within {MIN_FRAME}..{MAX_DATA_BODY}")
         if not 1 <= self.data_frame_size <= MAX_DATA_BODY:

@@ -107,6 +107,21 @@ class CreditGranted:
 
 
 @dataclass(slots=True)
+class PeerLeaving:
+    """BYE: the peer has no open stream and opens none; close the channel once
+    ours have finished (every byte it sent has then reached our local sockets)."""
+
+
+@dataclass(slots=True)
+class PeerBlocked:
+    """BLOCKED: the peer filled this stream's window and waits for ACKs; the
+    channel may grow the window (``Session.grow_window``) if the local socket
+    keeps up, so a window, not the reader, was the limit."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
 class StreamEnded:
     """FIN: the peer will send nothing more on this stream."""
 
@@ -146,6 +161,8 @@ Event: TypeAlias = (
     | StreamRefused
     | DataReceived
     | CreditGranted
+    | PeerBlocked
+    | PeerLeaving
     | StreamEnded
     | StreamReset
     | ChannelFailed

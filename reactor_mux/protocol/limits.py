@@ -14,6 +14,15 @@ DATA_FRAME_SIZE = 32 * 1024
 DEFAULT_WINDOW = 256 * 1024
 """Per-stream flow-control window (the high watermark) announced in HELLO."""
 
+DEFAULT_MAX_WINDOW = 4 * 1024 * 1024
+"""How far a stream's window may grow (WINDOW) when its sender reports itself
+blocked (BLOCKED) while the local socket takes everything at once: a fast
+stream on a long link is not held to DEFAULT_WINDOW per round trip."""
+
+DEFAULT_WINDOW_BUDGET = 16 * 1024 * 1024
+"""Bytes of window growth, summed over a channel's streams, a receiver grants:
+growth never promises more than this beyond the streams' initial windows."""
+
 MIN_WINDOW = 1024
 MAX_WINDOW = 16 * 1024 * 1024
 """A HELLO announcing a window outside [MIN_WINDOW, MAX_WINDOW] is a protocol error:

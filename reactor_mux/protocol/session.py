@@ -54,6 +54,8 @@ from reactor_mux.protocol.events import (
     MappingKind,
     MappingRefused,
     MappingRequested,
+    PeerBlocked,
+    PeerLeaving,
     PongReceived,
     StreamAccepted,
     StreamEnded,
@@ -84,6 +86,7 @@ CONNECT, BIND = MappingKind.CONNECT, MappingKind.BIND  # short names for the tab
 _S = StreamState
 _I = StreamInput
 _SENDING_STATES = (_S.OPEN, _S.HALF_CLOSED_REMOTE)
+_RECEIVING_STATES = (_S.OPEN, _S.HALF_CLOSED_LOCAL)
 
 _RECORD_DATA = codec.RECORD_DATA
 
@@ -143,6 +146,7 @@ def error_frame(reason: str) -> bytes:
 
 class _Stream:
     __slots__ = (
+        "blocked_reported",
         "fin_pending",
         "id",
         "mapping",
@@ -168,6 +172,7 @@ class _Stream:
         self.recv = ReceiveWindow(receive_window)
         self.slot = -1  # OutboundQueue slot, opened on the first outbound byte
         self.fin_pending = False
+        self.blocked_reported = False  # BLOCKED sent; not again before an ACK or WINDOW
         self.pending = False  # peer-opened and not yet answered (counts against max_pending)
 
 
@@ -206,6 +211,9 @@ class Session:
         self._max_mappings = config.max_mappings
         self._pending = 0
         self._data_frame_size = config.data_frame_size
+        self._max_window = config.max_window
+        self._window_budget = config.window_budget
+        self._window_growth = 0  # sum over streams of (receive window - self.window)
         self._streams: dict[int, _Stream] = {}
         self._client_id = client_id or ""
         self._credentials = config.credentials
@@ -240,6 +248,9 @@ class Session:
             Verb.FIN: self._on_stream_command,
             Verb.ACK: self._on_stream_command,
             Verb.RST: self._on_stream_command,
+            Verb.BLOCKED: self._on_blocked,
+            Verb.WINDOW: self._on_window,
+            Verb.BYE: self._on_bye,
         }
         hello: list[str | int] = [PROTOCOL_VERSION, config.window, config.max_frame]
         if client_id is not None:
@@ -359,10 +370,16 @@ class Session:
         self._finish(reason, tell_peer=False)
         return reason
 
-    def fail(self, reason: str) -> None:
-        """End the channel for a local reason; the peer is told with ERROR."""
+    def fail(self, reason: str, *, tell_peer: bool = True) -> None:
+        """End the channel for a local reason; the peer is told with ERROR
+        (``tell_peer``; an orderly close after BYE says nothing)."""
         if self.state is not ChannelState.FAILED:
-            self._finish(reason)
+            self._finish(reason, tell_peer=tell_peer)
+
+    def say_bye(self) -> None:
+        """Queue BYE: we have no open stream and will open none (draining)."""
+        if self.state is ChannelState.OPEN:
+            self._queue_command(0, Verb.BYE)
 
     def _finish(
         self,
@@ -548,6 +565,9 @@ class Session:
             return
         self._open(events)
 
+    def _on_bye(self, _id: int, command: Command, events: list[Event]) -> None:
+        events.append(PeerLeaving())
+
     def _on_ping(self, _id: int, command: Command, events: list[Event]) -> None:
         token = parse_decimal(command.args[0], "PING token", 0, MAX_STREAM_ID)
         self._queue_command(0, Verb.PONG, token)
@@ -649,6 +669,7 @@ class Session:
             count = parse_decimal(command.args[0], "ACK count", 1, MAX_STREAM_ID)
             stream.state = next_state(stream.state, _I.RECV_ACK)
             stream.send.acknowledge(count)
+            stream.blocked_reported = False
             events.append(CreditGranted(stream_id))
         elif verb is Verb.SYN_OK:
             stream.state = next_state(stream.state, _I.RECV_SYN_OK)
@@ -669,6 +690,34 @@ class Session:
             self._remove(stream)
             events.append(StreamReset(stream_id, command.reason))
 
+    def _on_blocked(self, stream_id: int, command: Command, events: list[Event]) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._unknown_stream(stream_id, "BLOCKED")
+            return
+        window = parse_decimal(command.args[0], "BLOCKED window", MIN_WINDOW, MAX_WINDOW)
+        stream.state = next_state(stream.state, _I.RECV_BLOCKED)
+        if window == stream.recv.size:  # else we grew it since: WINDOW is on its way
+            events.append(PeerBlocked(stream_id))
+
+    def _on_window(self, stream_id: int, command: Command, events: list[Event]) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._unknown_stream(stream_id, "WINDOW")
+            return
+        window = parse_decimal(command.args[0], "WINDOW size", MIN_WINDOW, MAX_WINDOW)
+        stream.state = next_state(stream.state, _I.RECV_WINDOW)
+        send = stream.send
+        if window <= send.size:
+            raise ProtocolError(
+                f"WINDOW {window} does not grow stream {stream_id}'s window of {send.size}"
+            )
+        send.size = window
+        stream.blocked_reported = False
+        if stream.slot >= 0:
+            self._output.set_limit(stream.slot, window)
+        events.append(CreditGranted(stream_id))
+
     def _settle(self, stream: _Stream) -> None:
         """A peer-opened stream got its answer (or died): it no longer counts as pending."""
         if stream.pending:
@@ -677,6 +726,7 @@ class Session:
 
     def _remove(self, stream: _Stream) -> None:
         self._settle(stream)
+        self._window_growth -= stream.recv.size - self.window
         stream.state = _S.CLOSED
         del self._streams[stream.id]
         self._fins_by_id.pop(stream.id, None)
@@ -806,8 +856,15 @@ class Session:
         if stream.fin_pending:
             raise LocalProtocolError("data after end_stream")
         stream.state = next_state(stream.state, _I.SEND_DATA)
-        stream.send.consume(count)
+        send = stream.send
+        send.consume(count)
         self._output.commit(stream.slot, count)
+        if send.unacked >= send.size and not stream.blocked_reported:
+            # The window, not the local socket, stops us: say so, so the peer
+            # can grow it (once per ACK at most).
+            stream.blocked_reported = True
+            stream.state = next_state(stream.state, _I.SEND_BLOCKED)
+            self._queue_command(stream_id, Verb.BLOCKED, send.size)
 
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Copy ``data`` into the stream's outbound ring (tests and tools)."""
@@ -847,6 +904,30 @@ class Session:
         stream.state = next_state(stream.state, _I.SEND_FIN)
         if stream.state is _S.CLOSED:
             self._remove(stream)
+
+    def grow_window(self, stream_id: int) -> int:
+        """Double the stream's receive window (WINDOW) after ``PeerBlocked``, up to
+        ``max_window`` and within the channel's ``window_budget``.  The caller
+        asks only when its local socket keeps up.  Returns the new window, or 0
+        when it stays as it is."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state not in _RECEIVING_STATES:
+            return 0
+        recv = stream.recv
+        grown = min(2 * recv.size, self._max_window)
+        extra = grown - recv.size
+        if extra <= 0 or self._window_growth + extra > self._window_budget:
+            return 0
+        stream.state = next_state(stream.state, _I.SEND_WINDOW)
+        self._window_growth += extra
+        recv.grow(grown)
+        self._queue_command(stream_id, Verb.WINDOW, grown)
+        return grown
+
+    @property
+    def window_growth(self) -> int:
+        """Receive-window growth granted and not yet returned by closed streams."""
+        return self._window_growth
 
     def consumed(self, stream_id: int, count: int) -> None:
         """``count`` bytes of received data were written to the local socket."""

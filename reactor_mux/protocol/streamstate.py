@@ -48,12 +48,16 @@ class StreamInput(enum.Enum):
     SEND_FIN = "send FIN"
     SEND_ACK = "send ACK"
     SEND_RST = "send RST"
+    SEND_BLOCKED = "send BLOCKED"
+    SEND_WINDOW = "send WINDOW"
     RECV_SYN_OK = "receive SYN OK"
     RECV_SYN_ERROR = "receive SYN ERROR"
     RECV_DATA = "receive data"
     RECV_FIN = "receive FIN"
     RECV_ACK = "receive ACK"
     RECV_RST = "receive RST"
+    RECV_BLOCKED = "receive BLOCKED"
+    RECV_WINDOW = "receive WINDOW"
 
     @property
     def from_peer(self) -> bool:
@@ -75,16 +79,25 @@ TRANSITIONS: dict[tuple[StreamState, StreamInput], StreamState] = {
     (S.OPEN, I.RECV_DATA): S.OPEN,
     (S.OPEN, I.SEND_ACK): S.OPEN,
     (S.OPEN, I.RECV_ACK): S.OPEN,
+    (S.OPEN, I.SEND_BLOCKED): S.OPEN,
+    (S.OPEN, I.RECV_BLOCKED): S.OPEN,
+    (S.OPEN, I.SEND_WINDOW): S.OPEN,
+    (S.OPEN, I.RECV_WINDOW): S.OPEN,
     (S.OPEN, I.SEND_FIN): S.HALF_CLOSED_LOCAL,
     (S.OPEN, I.RECV_FIN): S.HALF_CLOSED_REMOTE,
     # We are done sending; the peer may still send, and acknowledge our data.
     (S.HALF_CLOSED_LOCAL, I.RECV_DATA): S.HALF_CLOSED_LOCAL,
     (S.HALF_CLOSED_LOCAL, I.SEND_ACK): S.HALF_CLOSED_LOCAL,
     (S.HALF_CLOSED_LOCAL, I.RECV_ACK): S.HALF_CLOSED_LOCAL,
+    (S.HALF_CLOSED_LOCAL, I.RECV_BLOCKED): S.HALF_CLOSED_LOCAL,
+    (S.HALF_CLOSED_LOCAL, I.SEND_WINDOW): S.HALF_CLOSED_LOCAL,
+    (S.HALF_CLOSED_LOCAL, I.RECV_WINDOW): S.HALF_CLOSED_LOCAL,
     (S.HALF_CLOSED_LOCAL, I.RECV_FIN): S.CLOSED,
     # The peer is done sending; we may still send, and it acknowledges.
     (S.HALF_CLOSED_REMOTE, I.SEND_DATA): S.HALF_CLOSED_REMOTE,
     (S.HALF_CLOSED_REMOTE, I.RECV_ACK): S.HALF_CLOSED_REMOTE,
+    (S.HALF_CLOSED_REMOTE, I.SEND_BLOCKED): S.HALF_CLOSED_REMOTE,
+    (S.HALF_CLOSED_REMOTE, I.RECV_WINDOW): S.HALF_CLOSED_REMOTE,
     (S.HALF_CLOSED_REMOTE, I.SEND_FIN): S.CLOSED,
 }
 

@@ -52,6 +52,13 @@ class ReceiveWindow:
         self.consumed_unacked = 0  # written locally, ACK not yet sent
         self.threshold = max(1, size // 4)
 
+    def grow(self, size: int) -> None:
+        """Raise the window (we sent WINDOW ``size``); ACKs keep to a quarter of it."""
+        if size < self.size:
+            raise LocalProtocolError("a window only grows")
+        self.size = size
+        self.threshold = max(1, size // 4)
+
     def received(self, count: int) -> None:
         """Count a data frame from the peer; beyond the window is a violation."""
         if self.unacked + count > self.size:
