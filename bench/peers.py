@@ -160,14 +160,28 @@ def find_tool(tool: str) -> str | None:
     )
 
 
+def sockets(port: int) -> list[str]:
+    """TCP states (/proc/net/tcp hex codes) of the 127.0.0.1 sockets on local ``port``."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return [row[3] for row in rows if row[1] == wanted]
+
+
 def listening(port: int) -> bool:
     """Whether something listens on 127.0.0.1:port, without connecting (a probe
     connection would reach the target through a relay and confuse iperf3)."""
-    wanted = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as table:
-        return any(
-            line.split()[1] == wanted and line.split()[3] == "0A" for line in table.readlines()[1:]
-        )
+    return "0A" in sockets(port)
+
+
+def wait_idle(port: int, timeout: float = 10) -> None:
+    """Wait until the server on ``port`` holds no connection but in TIME_WAIT: the
+    last test's connections through a relay can outlive its client."""
+    deadline = time.monotonic() + timeout
+    while any(state not in ("0A", "06") for state in sockets(port)):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
 
 
 def wait_listening(port: int, proc: subprocess.Popen[str], what: str, timeout: float = 10) -> None:
@@ -299,11 +313,13 @@ class Target:
     pid: int
 
 
-def start_iperf(children: Children, _directory: Path) -> Target:
+def start_iperf(children: Children, directory: Path) -> Target:
     require("iperf3")
     port = free_port()
+    log = open(directory / "iperf3.log", "w")  # noqa: SIM115 - the child holds it
+    children.callback(log.close)
     proc = children.popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
-                          stdout=subprocess.DEVNULL)  # fmt: skip
+                          stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     wait_listening(port, proc, "iperf3 -s")
     return Target(port, proc.pid)
 
@@ -589,8 +605,29 @@ def run(command: Sequence[str], timeout: float) -> str:
     return done.stdout
 
 
-def iperf(port: int, streams: int, reverse: bool, seconds: int) -> float:
-    """Gbit/s received, as iperf3 reports it at the end of the test."""
+def iperf(
+    server: int, port: int, streams: int, reverse: bool, seconds: int, attempts: int = 4
+) -> float:
+    """Gbit/s received, as iperf3 reports it at the end of the test.
+
+    iperf3 -s (on port ``server``) runs one test at a time and, through a relay,
+    can still be finishing the last one (its data connections close late) when
+    the next client arrives, which it then refuses as busy or resets: so wait
+    for it to hold no connection, and try again if refused all the same.
+    """
+    attempt = 1
+    while True:
+        try:
+            wait_idle(server)
+            return iperf_once(port, streams, reverse, seconds)
+        except Failed as exc:
+            if attempt == attempts or not re.search(r"busy|control message|reset", str(exc)):
+                raise
+        time.sleep(attempt)
+        attempt += 1
+
+
+def iperf_once(port: int, streams: int, reverse: bool, seconds: int) -> float:
     command = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J",
                "-P", str(streams), *(["-R"] if reverse else [])]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
@@ -610,7 +647,8 @@ def workload_iperf(bench: Bench) -> list[Result]:
         label = f"iperf3 {streams} stream{'s' if streams > 1 else ''}{' -R' if reverse else ''}"
         result = Result("iperf", label, "Gbit/s", False)
         for path in bench.on(codec_row=streams == 1):
-            measure = partial(iperf, path.ports["iperf"], streams, reverse, seconds)
+            server = bench.targets["iperf"].port
+            measure = partial(iperf, server, path.ports["iperf"], streams, reverse, seconds)
             record([result], path.name, lambda measure=measure: [measure()])
         results.append(result)
     return results
