@@ -515,6 +515,13 @@ class Bench:
     rmux: Rmux
     targets: dict[str, Target]
     paths: dict[str, Path_] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+
+    def row(self, workload: str, figure: str, unit: str, lower_is_better: bool) -> Result:
+        """A new row of the table, kept at once so an interrupted run still shows it."""
+        result = Result(workload, figure, unit, lower_is_better)
+        self.results.append(result)
+        return result
 
     def on(self, codec_row: bool = False) -> list[Path_]:
         """The open paths a row runs on; rmux_py only on the codec rows."""
@@ -645,18 +652,15 @@ def iperf_once(port: int, streams: int, reverse: bool, seconds: int) -> float:
     return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def workload_iperf(bench: Bench) -> list[Result]:
-    results = []
+def workload_iperf(bench: Bench) -> None:
     seconds = bench.budget.iperf_seconds
     for streams, reverse in bench.budget.iperf_cases:
         label = f"iperf3 {streams} stream{'s' if streams > 1 else ''}{' -R' if reverse else ''}"
-        result = Result("iperf", label, "Gbit/s", False)
+        result = bench.row("iperf", label, "Gbit/s", False)
         for path in bench.on(codec_row=streams == 1):
             server = bench.targets["iperf"].port
             measure = partial(iperf, server, path.ports["iperf"], streams, reverse, seconds)
             record([result], path.name, lambda measure=measure: [measure()])
-        results.append(result)
-    return results
 
 
 def redis_benchmark(port: int, requests: int, pipeline: int) -> tuple[float, float]:
@@ -673,23 +677,24 @@ def redis_benchmark(port: int, requests: int, pipeline: int) -> tuple[float, flo
     return rates["GET"], rates["SET"]
 
 
-def workload_redis(bench: Bench) -> list[Result]:
-    results = []
+OPS = ("GET", "SET")
+
+
+def workload_redis(bench: Bench) -> None:
     for pipeline in (1, 16):
         suffix = f" -P {pipeline}" if pipeline > 1 else ""
-        rows = [Result("redis", f"redis {op} c50{suffix}", "req/s", False) for op in ("GET", "SET")]
+        rows = [
+            bench.row("redis", f"redis {op} c50{suffix}", "req/s", False) for op in ("GET", "SET")
+        ]
         budget = bench.budget
         requests = budget.redis_requests if pipeline == 1 else budget.redis_pipelined_requests
         for path in bench.on(codec_row=pipeline == 1):
             measure = partial(redis_benchmark, path.ports["redis"], requests, pipeline)
             record(rows, path.name, measure)
-        results += rows
-    return results
 
 
 def wrk(port: int, seconds: int) -> float:
     """req/s over 50 keep-alive connections."""
-    require("wrk")
     url = f"http://127.0.0.1:{port}{HTTP_PATH}"
     out = run(["wrk", "-t", "2", "-c", "50", "-d", f"{seconds}s", url], timeout=seconds + 60)
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out):
@@ -702,7 +707,6 @@ def wrk(port: int, seconds: int) -> float:
 
 def ab(port: int, requests: int) -> float:
     """req/s with a new connection per request (no -k), 10 at a time."""
-    require("ab")
     url = f"http://127.0.0.1:{port}{HTTP_PATH}"
     out = run(["ab", "-q", "-n", str(requests), "-c", "10", url], timeout=300)
     failed = re.search(r"Failed requests:\s+(\d+)", out)
@@ -714,14 +718,18 @@ def ab(port: int, requests: int) -> float:
     return float(match.group(1))
 
 
-def workload_http(bench: Bench) -> list[Result]:
-    keepalive = Result("http", "wrk keep-alive c50", "req/s", False)
-    fresh = Result("http", "ab new conn/request c10", "req/s", False)
-    for path in bench.on():
-        port = path.ports["http"]
-        record([keepalive], path.name, lambda port=port: [wrk(port, bench.budget.wrk_seconds)])
-        record([fresh], path.name, lambda port=port: [ab(port, bench.budget.ab_requests)])
-    return [keepalive, fresh]
+def workload_http(bench: Bench) -> None:
+    budget = bench.budget
+    for tool, figure, measure in (
+        ("wrk", "wrk keep-alive c50", lambda port: [wrk(port, budget.wrk_seconds)]),
+        ("ab", "ab new conn/request c10", lambda port: [ab(port, budget.ab_requests)]),
+    ):
+        if not find_tool(tool):
+            say(f"skipping {figure}: {tool} not installed")
+            continue
+        row = bench.row("http", figure, "req/s", False)
+        for path in bench.on():
+            record([row], path.name, partial(measure, path.ports["http"]))
 
 
 def exchange(conn: socket.socket, count: int, until: float | None = None) -> list[float]:
@@ -787,15 +795,17 @@ def ping_pong(bench: Bench, path: Path_, pin: bool) -> tuple[float, float]:
             return percentiles(exchange(conn, bench.budget.round_trips))
 
 
-def workload_pingpong(bench: Bench) -> list[Result]:
-    results = []
+QUANTILES = ("p50", "p99")
+
+
+def workload_pingpong(bench: Bench) -> None:
     for pin in (False, True):
         where = " pinned CPU0" if pin else ""
-        rows = [Result("pingpong", f"ping-pong 64B {q}{where}", "us", True) for q in ("p50", "p99")]
+        rows = [
+            bench.row("pingpong", f"ping-pong 64B {q}{where}", "us", True) for q in ("p50", "p99")
+        ]
         for path in bench.on():
             record(rows, path.name, partial(ping_pong, bench, path, pin))
-        results += rows
-    return results
 
 
 def under_load(bench: Bench, path: Path_) -> tuple[float, float, float]:
@@ -819,15 +829,14 @@ def under_load(bench: Bench, path: Path_) -> tuple[float, float, float]:
     return (*percentiles(samples), sent * 8 / seconds / 1e9)
 
 
-def workload_fairness(bench: Bench) -> list[Result]:
+def workload_fairness(bench: Bench) -> None:
     rows = [
-        Result("fairness", "ping-pong p50 under 4 bulk", "us", True),
-        Result("fairness", "ping-pong p99 under 4 bulk", "us", True),
-        Result("fairness", "4 bulk alongside ping-pong", "Gbit/s", False),
+        bench.row("fairness", "ping-pong p50 under 4 bulk", "us", True),
+        bench.row("fairness", "ping-pong p99 under 4 bulk", "us", True),
+        bench.row("fairness", "4 bulk alongside ping-pong", "Gbit/s", False),
     ]
     for path in bench.on():
         record(rows, path.name, partial(under_load, bench, path))
-    return rows
 
 
 def idle_rss(bench: Bench, kind: str, streams: int) -> tuple[float, float]:
@@ -859,18 +868,17 @@ def idle_rss(bench: Bench, kind: str, streams: int) -> tuple[float, float]:
     return after[0], after[1]
 
 
-def workload_idle(bench: Bench) -> list[Result]:
+def workload_idle(bench: Bench) -> None:
     """Only the reactor-mux paths: its memory per stream is the question (docs/limits.md)."""
     streams = bench.budget.idle_streams
-    rows = [Result("idle", f"RSS {role}, {streams} idle streams", "MB", True)
+    rows = [bench.row("idle", f"RSS {role}, {streams} idle streams", "MB", True)
             for role in ("client", "server")]  # fmt: skip
     for kind in ("rmux", "rmux_tls"):
         if kind in bench.paths:
             record(rows, kind, partial(idle_rss, bench, kind, streams))
-    return rows
 
 
-WORKLOAD_RUNNERS: dict[str, Callable[[Bench], list[Result]]] = {
+WORKLOAD_RUNNERS: dict[str, Callable[[Bench], None]] = {
     "iperf": workload_iperf,
     "redis": workload_redis,
     "http": workload_http,
@@ -959,7 +967,7 @@ def table(results: list[Result], paths: Sequence[str]) -> str:
     where lower is better."""
     header = ["figure", "unit", *paths, *RATIOS]
     rows = [header]
-    for result in results:
+    for result in (result for result in results if result.values):
         found = ratios(result)
         rows.append([
             result.figure + (" *" if result.lower_is_better else ""),
@@ -1050,7 +1058,7 @@ def open_paths(bench: Bench, names: list[str]) -> None:
             say(f"skipping the {name} path: {exc}")
 
 
-def run_workloads(bench: Bench, names: list[str], results: list[Result]) -> None:
+def run_workloads(bench: Bench, names: list[str]) -> None:
     for name in names:
         missing = [t for t in WORKLOAD_TARGETS[name] if t not in bench.targets]
         if missing:
@@ -1058,7 +1066,7 @@ def run_workloads(bench: Bench, names: list[str], results: list[Result]) -> None
             continue
         started = time.monotonic()
         say(f"{name} ...")
-        results += WORKLOAD_RUNNERS[name](bench)
+        WORKLOAD_RUNNERS[name](bench)
         say(f"{name} done in {time.monotonic() - started:.0f}s")
 
 
@@ -1074,7 +1082,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.push:
         push(*args.push)
         return 0
-    signal.signal(signal.SIGTERM, interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
     raise_file_limit()
     started = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="rmux-peers-"))
@@ -1082,17 +1091,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(Budget.quick() if args.quick else Budget(), children, Rmux(args.rmux_python,
                   directory), {})  # fmt: skip
     children.callback(bench.rmux.close)
-    results: list[Result] = []
     info: dict[str, str] = {}
+    status = 0
     try:
         info = machine(args.rmux_python, directory)
         print("\n".join(f"{key:>12}: {value}" for key, value in info.items()), flush=True)
         start_targets(bench, sorted({t for w in args.only for t in WORKLOAD_TARGETS[w]},
                                     key=TARGETS.index), directory)  # fmt: skip
         open_paths(bench, [path for path in PATHS if path in args.paths])
-        run_workloads(bench, args.only, results)
+        run_workloads(bench, sorted(args.only, key=WORKLOADS.index))
     except KeyboardInterrupt:
         say("interrupted: tearing down; the table holds what was measured")
+        status = 130
     finally:
         errors = bench.rmux.logged_errors()
         children.close()
@@ -1100,11 +1110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in errors[:20]:
         say(f"reactor-mux logged: {line}")
     print()
-    print(table(results, list(bench.paths)))
+    print(table(bench.results, list(bench.paths)))
     print(f"\ntotal {time.monotonic() - started:.0f}s")
     if args.json:
-        write_json(args.json, info, results)
-    return 0
+        write_json(args.json, info, bench.results)
+    return status
 
 
 if __name__ == "__main__":
