@@ -158,9 +158,9 @@ def require(*tools: str) -> None:
 
 
 def find_tool(tool: str) -> str | None:
-    return shutil.which(tool) or next(
-        (str(p) for p in (Path("/usr/sbin") / tool,) if p.exists()), None
-    )
+    """On PATH, or in /usr/sbin (sshd, nginx), which a user's PATH may leave out."""
+    sbin = Path("/usr/sbin") / tool
+    return shutil.which(tool) or (str(sbin) if sbin.exists() else None)
 
 
 def sockets(port: int) -> list[str]:
@@ -370,7 +370,7 @@ def start_nginx(children: Children, directory: Path) -> Target:
     (home / "www" / HTTP_PATH.lstrip("/")).write_text("<p>" + "reactor-mux " * 40 + "</p>\n")
     port = free_port()
     (home / "nginx.conf").write_text(NGINX_CONF.format(d=home, port=port))
-    proc = children.popen(["nginx", "-p", str(home), "-e", str(home / "error.log"),
+    proc = children.popen([str(find_tool("nginx")), "-p", str(home), "-e", str(home / "error.log"),
                            "-c", str(home / "nginx.conf")], stdout=subprocess.DEVNULL)  # fmt: skip
     wait_listening(port, proc, "nginx")
     return Target(port, proc.pid)
@@ -407,7 +407,7 @@ WORKLOAD_TARGETS = {
 
 
 @dataclass
-class Path_:
+class Route:
     """One way to reach the targets: a port per target and the processes on the way."""
 
     name: str
@@ -514,7 +514,7 @@ class Bench:
     children: Children
     rmux: Rmux
     targets: dict[str, Target]
-    paths: dict[str, Path_] = field(default_factory=dict)
+    paths: dict[str, Route] = field(default_factory=dict)
     results: list[Result] = field(default_factory=list)
 
     def row(self, workload: str, figure: str, unit: str, lower_is_better: bool) -> Result:
@@ -523,16 +523,16 @@ class Bench:
         self.results.append(result)
         return result
 
-    def on(self, codec_row: bool = False) -> list[Path_]:
+    def on(self, codec_row: bool = False) -> list[Route]:
         """The open paths a row runs on; rmux_py only on the codec rows."""
         return [path for name, path in self.paths.items() if codec_row or name != "rmux_py"]
 
 
-def open_direct(bench: Bench) -> Path_:
-    return Path_("direct", {name: t.port for name, t in bench.targets.items()}, [])
+def open_direct(bench: Bench) -> Route:
+    return Route("direct", {name: t.port for name, t in bench.targets.items()}, [])
 
 
-def open_socat2(bench: Bench) -> Path_:
+def open_socat2(bench: Bench) -> Route:
     require("socat")
     ports, roots = {}, []
     for name, target in bench.targets.items():
@@ -541,7 +541,7 @@ def open_socat2(bench: Bench) -> Path_:
             proc, port = start_socat(bench.children, port)
             roots.append(proc.pid)
         ports[name] = port
-    return Path_("socat2", ports, roots)
+    return Route("socat2", ports, roots)
 
 
 def start_socat(children: Children, target: int) -> tuple[subprocess.Popen[str], int]:
@@ -555,7 +555,7 @@ def start_socat(children: Children, target: int) -> tuple[subprocess.Popen[str],
     return proc, port
 
 
-def open_ssh(bench: Bench) -> Path_:
+def open_ssh(bench: Bench) -> Route:
     if not ssh_available():
         raise Skip("sshd or ssh not installed")
     names = list(bench.targets)
@@ -564,10 +564,10 @@ def open_ssh(bench: Bench) -> Path_:
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         raise Skip(f"ssh -L could not start: {exc}") from exc
     bench.children.callback(ssh.close)
-    return Path_("ssh_L", dict(zip(names, ssh.ports, strict=True)), [ssh.ssh.pid, ssh.sshd.pid])
+    return Route("ssh_L", dict(zip(names, ssh.ports, strict=True)), [ssh.ssh.pid, ssh.sshd.pid])
 
 
-def open_rmux(bench: Bench, kind: str) -> Path_:
+def open_rmux(bench: Bench, kind: str) -> Route:
     names = list(bench.targets)
     codec = "python" if kind == "rmux_py" else "c"
     try:
@@ -576,10 +576,10 @@ def open_rmux(bench: Bench, kind: str) -> Path_:
         )
     except TimeoutError as exc:
         raise Skip(f"reactor-mux did not start: {str(exc).splitlines()[-1]}") from exc
-    return Path_(kind, dict(zip(names, ports, strict=True)), [client.pid, server.pid])
+    return Route(kind, dict(zip(names, ports, strict=True)), [client.pid, server.pid])
 
 
-PATH_OPENERS: dict[str, Callable[[Bench], Path_]] = {
+PATH_OPENERS: dict[str, Callable[[Bench], Route]] = {
     "direct": open_direct,
     "socat2": open_socat2,
     "ssh_L": open_ssh,
@@ -784,7 +784,7 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples) * 1e6, statistics.quantiles(samples, n=100)[98] * 1e6
 
 
-def ping_pong(bench: Bench, path: Path_, pin: bool) -> tuple[float, float]:
+def ping_pong(bench: Bench, path: Route, pin: bool) -> tuple[float, float]:
     """p50/p99 µs on one connection after a warm-up; with ``pin``, every process on
     the path (found once the connection is up, so per-connection forks count) on CPU 0."""
     with socket.create_connection(("127.0.0.1", path.ports["echo"]), timeout=10) as conn:
@@ -808,7 +808,7 @@ def workload_pingpong(bench: Bench) -> None:
             record(rows, path.name, partial(ping_pong, bench, path, pin))
 
 
-def under_load(bench: Bench, path: Path_) -> tuple[float, float, float]:
+def under_load(bench: Bench, path: Route) -> tuple[float, float, float]:
     """Ping-pong p50/p99 µs while 4 bulk streams push into the sink over the same path,
     and the Gbit/s those streams got meanwhile."""
     with socket.create_connection(("127.0.0.1", path.ports["echo"]), timeout=10) as conn:
