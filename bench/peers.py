@@ -456,13 +456,14 @@ class Rmux:
     directory: Path
     processes: list[RmuxProcess] = field(default_factory=list)
     pin: str | None = None
+    options: Sequence[str] = ()
 
     def pair(
         self, targets: Sequence[int], codec: str, tls: bool, extra: Sequence[str] = ()
     ) -> tuple[RmuxProcess, RmuxProcess, list[int]]:
         """A server and a client with one -L per target; the ports that reach them."""
         server_args, client_args = self._security(tls)
-        common = ["--drain-timeout", "1", *extra]
+        common = ["--drain-timeout", "1", *self.options, *extra]
         server = self._start(["server", "--listen", "127.0.0.1:0", *common, *server_args], codec)
         forwards = [arg for port in targets for arg in ("-L", f"0:127.0.0.1:{port}")]
         client = self._start(
@@ -1027,6 +1028,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=sys.executable,
         help="the interpreter that runs reactor-mux (default: this one)",
     )
+    parser.add_argument(
+        "--rmux-options",
+        default="",
+        metavar="OPTIONS",
+        help="more options for both reactor-mux processes, one string ('--max-window 256K')",
+    )
     parser.add_argument("--serve", choices=["echo", "sink"], help=argparse.SUPPRESS)
     parser.add_argument("--push", nargs=2, type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)  # fmt: skip
@@ -1089,7 +1096,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="rmux-peers-"))
     children = Children()
     bench = Bench(Budget.quick() if args.quick else Budget(), children, Rmux(args.rmux_python,
-                  directory), {})  # fmt: skip
+                  directory, options=args.rmux_options.split()), {})  # fmt: skip
     children.callback(bench.rmux.close)
     info: dict[str, str] = {}
     status = 0
