@@ -368,7 +368,7 @@ def _settings(
     session = SessionConfig(
         window=args.window,
         max_window=max(args.window, args.max_window),
-        window_budget=args.max_buffer,
+        window_budget=args.max_buffer // 4,  # see DEFAULT_WINDOW_BUDGET
         max_frame=args.max_frame,
         max_streams=args.max_streams,
         max_pending_syns=args.max_pending_syns,

@@ -51,14 +51,18 @@ def tune_channel_socket(sock: socket.socket, keepalive_interval: float) -> None:
         pass
 
 
-_UNSENT = struct.Struct("i")
+_COUNT = struct.Struct("i")
 
 
 def unsent_bytes(sock: socket.socket) -> int:
     """Bytes in the socket's send queue that its peer has not acknowledged
     (Linux's SIOCOUTQ); 0 where the system cannot say."""
+    return _ioctl_count(sock, termios.TIOCOUTQ)
+
+
+def _ioctl_count(sock: socket.socket, request: int) -> int:
     try:
-        return int(_UNSENT.unpack(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0])
+        return int(_COUNT.unpack(fcntl.ioctl(sock.fileno(), request, bytes(4)))[0])
     except (OSError, AttributeError, ValueError):
         return 0
 

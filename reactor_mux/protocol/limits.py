@@ -19,9 +19,12 @@ DEFAULT_MAX_WINDOW = 4 * 1024 * 1024
 blocked (BLOCKED) while the local socket takes everything at once: a fast
 stream on a long link is not held to DEFAULT_WINDOW per round trip."""
 
-DEFAULT_WINDOW_BUDGET = 16 * 1024 * 1024
+DEFAULT_WINDOW_BUDGET = 4 * 1024 * 1024
 """Bytes of window growth, summed over a channel's streams, a receiver grants:
-growth never promises more than this beyond the streams' initial windows."""
+growth never promises more than this beyond the streams' initial windows.  The
+command line sets a quarter of --max-buffer (this, with its default): grown
+windows filled by slow readers cannot reach the inbound cap, which would pause
+the whole channel."""
 
 MIN_WINDOW = 1024
 MAX_WINDOW = 16 * 1024 * 1024
