@@ -161,15 +161,18 @@ def test_data_both_ways_then_half_close_both_ways(pair):
     assert client.stream_count == server.stream_count == 0
 
 
-def test_fin_waits_for_buffered_data(pair):
-    client, server = pair
+def test_fin_waits_for_buffered_data():
+    client = Session(Role.CLIENT, SessionConfig(4 * WINDOW))
+    server = Session(Role.SERVER, SessionConfig(4 * WINDOW))
+    exchange(client, server)
     sid = open_l_stream(client, server)
-    client.send_data(sid, b"x" * 50000)
+    size = DATA_FRAME_SIZE + 1000  # two data frames, the second short
+    client.send_data(sid, b"x" * size)
     client.end_stream(sid)
     frames = decode(client.data_to_send())
     assert [(kind, len(body)) for _, kind, body in frames] == [
         (0, DATA_FRAME_SIZE),
-        (0, 50000 - DATA_FRAME_SIZE),
+        (0, 1000),
         (1, 3),
     ]
     assert frames[-1][2] == b"FIN"

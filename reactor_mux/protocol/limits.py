@@ -8,7 +8,7 @@ MAX_DATA_BODY = 64 * 1024
 MAX_COMMAND_BODY = 1024
 """Largest command frame body a receiver accepts."""
 
-DATA_FRAME_SIZE = 32 * 1024
+DATA_FRAME_SIZE = 64 * 1024
 """Largest data body we send: bounds how long a small frame waits behind a bulk stream."""
 
 DEFAULT_WINDOW = 256 * 1024
