@@ -10,6 +10,7 @@ run with both codecs in the tunnel tests, so they run once (compiled pass).
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -155,3 +156,27 @@ def test_a_tls_channel_ends_in_order_and_promptly(pki, hash_target):
 def struct_header(reply_len: int) -> bytes:
     """A hash target's request header: no reply, seed 1."""
     return reply_len.to_bytes(8, "big") + (1).to_bytes(8, "big")
+
+
+STALLS = [b"", b"\x16\x03\x01\x02\x00\x01"]  # nothing; a record header and one byte
+
+
+@pytest.mark.parametrize("sent", STALLS, ids=["nothing", "half a ClientHello"])
+def test_a_client_that_stalls_in_the_tls_handshake_is_cut_off(pki, sent):
+    """The TLS handshake counts inside --handshake-timeout: a connection that
+    sends nothing, or the start of a ClientHello and then nothing, is closed."""
+    tunnel = tls_server(pki, "--handshake-timeout", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", tunnel.server_port)) as conn:
+            conn.sendall(sent)
+            conn.settimeout(10)
+            started = time.monotonic()
+            try:
+                while conn.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+            assert time.monotonic() - started < 5
+        tunnel.server.wait_for("handshake timed out after 1s")
+    finally:
+        tunnel.close()
