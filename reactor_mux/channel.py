@@ -243,6 +243,8 @@ class Channel:
         if self._inbound_held >= self._inbound_cap.limit:  # the common case skips a call
             self._inbound_cap.check()
         self.schedule_flush()
+        if self._peer_leaving:  # a refusal or reset may have freed the last stream
+            self._close_if_peer_left()
 
     def eof_received(self) -> None:
         session = self._session
@@ -274,7 +276,7 @@ class Channel:
             case PeerBlocked():
                 stream = self.streams.get(event.stream_id)
                 if stream is not None and stream.keeping_up():
-                    grown = self._session.grow_window(event.stream_id)
+                    grown = self._session.grow_window(event.stream_id, event.window)
                     if grown:
                         stream.window_grown(grown)
                         log.debug("%s: %s window grown to %d", self.name, stream.label, grown)
@@ -378,6 +380,8 @@ class Channel:
             stream.start_reading()
             log.debug("%s: %s opened", self.name, label)
         self.schedule_flush()
+        if self._peer_leaving:
+            self._close_if_peer_left()
 
     # ------------------------------------------------------------ StreamHost
 
@@ -513,7 +517,10 @@ class Channel:
             for stream in streams.values():
                 stream.abort_local()
             if not tell_peer:
-                self._send_output()
+                try:
+                    self._send_output()  # what was queued (ACKs) before we go quiet
+                except OSError:
+                    pass
             self._session.fail(reason, tell_peer=tell_peer)
             self._send_output()  # last words: the peer reads why (our ERROR frame)
         except OSError:

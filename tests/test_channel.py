@@ -29,6 +29,7 @@ from reactor_mux.protocol.events import (
     StreamAccepted,
     StreamEnded,
     StreamRefused,
+    StreamRequested,
 )
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.session import ChannelState, Role, Session
@@ -283,3 +284,21 @@ def test_eof_between_frames_is_orderly_and_inside_one_is_an_error(
     run_until(reactor, lambda: channel.closed)
     assert channel.close_reason is not None and reason in channel.close_reason
     assert channel.close_was_error is is_error
+
+
+def test_after_bye_a_refused_stream_lets_the_channel_close(reactor, resolver):
+    """Our SYN crossed the peer's BYE and the peer refused it: with no stream
+    left the channel closes, instead of waiting for one that never comes."""
+    owner = RecordingOwner()
+    channel, peer = open_channel(reactor, resolver, owner)
+    peer.session.request_bind(1, "127.0.0.1", 0)
+    handshake(reactor, channel, peer)
+    until(reactor, peer, lambda: peer.of(MappingAccepted))
+    ours, _theirs = socket.socketpair()
+    channel.open_stream(1, ours, "-R from a crossing connection")  # SYN
+    peer.session.say_bye()  # the peer, draining and idle, says BYE ...
+    until(reactor, peer, lambda: peer.of(StreamRequested))
+    peer.session.refuse_stream(peer.of(StreamRequested)[0].stream_id, "shutting down")
+    run_until(reactor, lambda: (peer.pump(), channel.closed)[1], timeout=5)
+    assert channel.close_reason == "peer closed the channel (shutting down)"
+    assert not channel.close_was_error

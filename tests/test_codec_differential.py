@@ -17,7 +17,14 @@ from support import feed_decoder
 
 from reactor_mux.codec import _python
 from reactor_mux.protocol.frames import encode_frame
-from reactor_mux.protocol.limits import MAX_COMMAND_BODY, MAX_DATA_BODY, RECEIVE_BUFFER_SIZE
+from reactor_mux.protocol.limits import (
+    DATA_FRAME_SIZE,
+    MAX_COMMAND_BODY,
+    MAX_DATA_BODY,
+    OUTPUT_BUDGET,
+    OUTPUT_CAPACITY,
+    RECEIVE_BUFFER_SIZE,
+)
 
 _c = pytest.importorskip("reactor_mux.codec._c", reason="compiled codec not built")
 
@@ -155,7 +162,7 @@ operation = st.one_of(
 
 def run_queue(module, operations):
     """Apply operations; record every result and every error, by type."""
-    queue = module.OutboundQueue(32 * 1024, 256 * 1024, 256 * 1024 + 64 * 1024 + 64)
+    queue = module.OutboundQueue(DATA_FRAME_SIZE, OUTPUT_BUDGET, OUTPUT_CAPACITY)
     slots: list[int] = []
     trace = []
     counter = 0

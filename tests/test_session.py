@@ -210,7 +210,7 @@ def test_flow_control_stops_at_the_window_and_resumes_on_ack(pair):
     client.send_data(sid, b"a" * WINDOW)
     assert client.send_space(sid) == 0
     _, s_events = exchange(client, server)
-    assert s_events[0] == PeerBlocked(sid)  # BLOCKED: a control frame, ahead of the data
+    assert s_events[0] == PeerBlocked(sid, WINDOW)  # BLOCKED: a control frame, ahead of data
     assert sum(len(e.data) for e in s_events[1:]) == WINDOW
     # Receiving is not consuming: no ACK until bytes reach the local socket.
     assert client.send_space(sid) == 0
@@ -602,11 +602,11 @@ def test_a_blocked_sender_gets_its_window_doubled_up_to_max_window():
     sid = open_l_stream(client, server)
     for window in (WINDOW, 2 * WINDOW, 4 * WINDOW):
         events = fill_window(client, server, sid)
-        assert events[0] == PeerBlocked(sid)
+        assert events[0] == PeerBlocked(sid, window)
         assert sum(len(e.data) for e in events if isinstance(e, DataReceived)) == window // (
             1 if window == WINDOW else 2
         )
-        grown = server.grow_window(sid)
+        grown = server.grow_window(sid, window)
         if window == 4 * WINDOW:
             assert grown == 0 and server.data_to_send() == b""  # at max_window: no WINDOW
             break
@@ -627,14 +627,14 @@ def test_growth_stays_within_the_channel_budget_and_is_returned_on_close():
                                                 window_budget=3 * WINDOW))  # fmt: skip
     exchange(client, server)
     first, second = open_l_stream(client, server, 1), open_l_stream(client, server, 2)
-    assert server.grow_window(first) == 2 * WINDOW  # +1 window of the budget's 3
-    assert server.grow_window(second) == 2 * WINDOW  # +1
-    assert server.grow_window(first) == 0  # 4 windows would be +2: over budget
+    assert server.grow_window(first, WINDOW) == 2 * WINDOW  # +1 window of the budget's 3
+    assert server.grow_window(second, WINDOW) == 2 * WINDOW  # +1
+    assert server.grow_window(first, 2 * WINDOW) == 0  # 4 windows would be +2: over budget
     assert server.window_growth == 2 * WINDOW
     client.reset_stream(first, "done")
     exchange(client, server)
     assert server.window_growth == WINDOW  # the closed stream gave its growth back
-    assert server.grow_window(second) == 4 * WINDOW
+    assert server.grow_window(second, 2 * WINDOW) == 4 * WINDOW
 
 
 def test_blocked_is_reported_once_per_ack_and_a_stale_one_is_ignored(pair):
@@ -678,8 +678,8 @@ def test_grow_window_is_a_no_op_for_streams_we_no_longer_receive_on(pair):
     sid = open_l_stream(client, server)
     client.end_stream(sid)
     exchange(client, server)  # FIN: nothing more will come
-    assert server.grow_window(sid) == 0
-    assert server.grow_window(999) == 0
+    assert server.grow_window(sid, WINDOW) == 0
+    assert server.grow_window(999, WINDOW) == 0
 
 
 def test_bye_tells_the_peer_to_close_once_its_streams_are_done(pair):
@@ -695,3 +695,13 @@ def test_bye_tells_the_peer_to_close_once_its_streams_are_done(pair):
     idle.data_to_send()  # HELLO
     idle.say_bye()  # not open yet: nothing to say
     assert idle.data_to_send() == b""
+
+
+def test_a_second_blocked_in_the_same_batch_is_stale_once_the_first_grew(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    events = server.receive_data(command(sid, f"BLOCKED {WINDOW}") * 2)
+    assert events == [PeerBlocked(sid, WINDOW), PeerBlocked(sid, WINDOW)]
+    assert server.grow_window(sid, WINDOW) == 2 * WINDOW
+    assert server.grow_window(sid, WINDOW) == 0  # already grown past what it was blocked at
+    assert server.window_growth == WINDOW

@@ -119,6 +119,8 @@ class PeerBlocked:
     keeps up, so a window, not the reader, was the limit."""
 
     stream_id: int
+    window: int
+    """The window the peer was blocked at: stale once we have grown it."""
 
 
 @dataclass(slots=True)

@@ -698,7 +698,7 @@ class Session:
         window = parse_decimal(command.args[0], "BLOCKED window", MIN_WINDOW, MAX_WINDOW)
         stream.state = next_state(stream.state, _I.RECV_BLOCKED)
         if window == stream.recv.size:  # else we grew it since: WINDOW is on its way
-            events.append(PeerBlocked(stream_id))
+            events.append(PeerBlocked(stream_id, window))
 
     def _on_window(self, stream_id: int, command: Command, events: list[Event]) -> None:
         stream = self._streams.get(stream_id)
@@ -905,13 +905,17 @@ class Session:
         if stream.state is _S.CLOSED:
             self._remove(stream)
 
-    def grow_window(self, stream_id: int) -> int:
+    def grow_window(self, stream_id: int, blocked_at: int) -> int:
         """Double the stream's receive window (WINDOW) after ``PeerBlocked``, up to
         ``max_window`` and within the channel's ``window_budget``.  The caller
-        asks only when its local socket keeps up.  Returns the new window, or 0
-        when it stays as it is."""
+        asks only when its local socket keeps up.  ``blocked_at`` is the event's
+        window: a second BLOCKED read in the same batch as the first is stale
+        once the first has grown the window.  Returns the new window, or 0 when
+        it stays as it is."""
         stream = self._streams.get(stream_id)
         if stream is None or stream.state not in _RECEIVING_STATES:
+            return 0
+        if stream.recv.size != blocked_at:
             return 0
         recv = stream.recv
         grown = min(2 * recv.size, self._max_window)
