@@ -2,6 +2,7 @@
 
     python bench/compare_checkouts.py OLD NEW [--rounds 6]
     python bench/compare_checkouts.py OLD NEW --instructions [--mib 32]
+    python bench/compare_checkouts.py OLD NEW --instructions --round-trips 2000
 
 Each checkout needs its own ``.venv`` with the project installed in it
 (``pip install -e '.[test]'``).  This directory is copied into both as
@@ -13,7 +14,10 @@ figure per side and the NEW/OLD ratio.
 ``--instructions`` instead counts the user-space instructions both tunnel
 processes spend per MiB of a bulk ``-R`` transfer under callgrind (the same
 count whatever else the machine does), with a zero-byte run subtracted so
-start-up does not count.
+start-up does not count.  With ``--round-trips N`` it counts them per 64-byte
+request/response on one connection through ``-R`` to an echo target instead:
+the small-message path, where wall-clock and CPU time are too noisy here to
+show a change of a few percent.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -107,8 +112,51 @@ def _sink() -> int:
     return int(listener.getsockname()[1])
 
 
-def _instructions(checkout: Path, sink_port: int, mib: int, tmp: Path) -> int:
-    """User-space instructions of a server and a client that carry ``mib`` MiB."""
+def _echo() -> int:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def serve(conn: socket.socket) -> None:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+        conn.close()
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def _push(port: int, mib: int) -> None:
+    block = memoryview(bytes(256 * 1024))
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        for _ in range(mib * 4):
+            conn.sendall(block)
+        conn.shutdown(socket.SHUT_WR)
+        assert struct.unpack(">Q", conn.recv(8))[0] == mib << 20
+
+
+def _ping_pong(port: int, round_trips: int) -> None:
+    message = bytes(64)
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(round_trips):
+            conn.sendall(message)
+            got = 0
+            while got < len(message):
+                chunk = conn.recv(len(message) - got)
+                assert chunk
+                got += len(chunk)
+
+
+def _instructions(checkout: Path, target_port: int, load: Callable[[int], None],
+                  tmp: Path) -> int:  # fmt: skip
+    """User-space instructions of a server and a client while ``load(port)`` runs
+    through the client's -R to ``target_port``."""
 
     def start(name: str, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -128,17 +176,11 @@ def _instructions(checkout: Path, sink_port: int, mib: int, tmp: Path) -> int:
     server = start("server", "server", "--listen", "127.0.0.1:0")
     port = wait_for(server, r"listening on \S+:(\d+)")
     client = start("client", "client", "--server", f"127.0.0.1:{port}",
-                   "-R", f"0:127.0.0.1:{sink_port}")  # fmt: skip
+                   "-R", f"0:127.0.0.1:{target_port}")  # fmt: skip
     remote = wait_for(client, r"forwarding -R \S+:(\d+)")
     for proc in (server, client):
         threading.Thread(target=proc.communicate, daemon=True).start()
-    if mib:
-        block = memoryview(bytes(256 * 1024))
-        with socket.create_connection(("127.0.0.1", remote)) as conn:
-            for _ in range(mib * 4):
-                conn.sendall(block)
-            conn.shutdown(socket.SHUT_WR)
-            assert struct.unpack(">Q", conn.recv(8))[0] == mib << 20
+    load(remote)
     time.sleep(0.5)
     for proc in (client, server):
         proc.send_signal(signal.SIGTERM)
@@ -152,13 +194,18 @@ def _instructions(checkout: Path, sink_port: int, mib: int, tmp: Path) -> int:
     return total
 
 
-def compare_instructions(old: Path, new: Path, mib: int) -> None:
-    sink_port = _sink()
+def compare_instructions(old: Path, new: Path, mib: int, round_trips: int) -> None:
+    if round_trips:
+        target, count, unit = _echo(), round_trips, "64-byte round trip"
+        load: Callable[[int], None] = lambda port: _ping_pong(port, round_trips)  # noqa: E731
+    else:
+        target, count, unit = _sink(), mib, "MiB"
+        load = lambda port: _push(port, mib)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         for side, checkout in (("old", old), ("new", new)):
-            idle = _instructions(checkout, sink_port, 0, Path(tmp))
-            busy = _instructions(checkout, sink_port, mib, Path(tmp))
-            print(f"{side}: {(busy - idle) / mib:,.0f} instructions per MiB "
+            idle = _instructions(checkout, target, lambda _port: None, Path(tmp))
+            busy = _instructions(checkout, target, load, Path(tmp))
+            print(f"{side}: {(busy - idle) / count:,.0f} instructions per {unit} "
                   f"(client + server, user space; start-up {idle:,})")  # fmt: skip
 
 
@@ -169,9 +216,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--instructions", action="store_true")
     parser.add_argument("--mib", type=int, default=32)
+    parser.add_argument("--round-trips", type=int, default=0)
     args = parser.parse_args()
     if args.instructions:
-        compare_instructions(args.old.resolve(), args.new.resolve(), args.mib)
+        compare_instructions(args.old.resolve(), args.new.resolve(), args.mib, args.round_trips)
     else:
         compare_benchmarks(args.old.resolve(), args.new.resolve(), args.rounds)
 
