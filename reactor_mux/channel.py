@@ -242,7 +242,8 @@ class Channel:
                 return
         if self._inbound_held >= self._inbound_cap.limit:  # the common case skips a call
             self._inbound_cap.check()
-        self.schedule_flush()
+        if self._session.has_output():  # replies, ACKs; most reads of data owe nothing
+            self.schedule_flush()
         if self._peer_leaving:  # a refusal or reset may have freed the last stream
             self._close_if_peer_left()
 
@@ -403,8 +404,8 @@ class Channel:
         self.schedule_flush()
 
     def written(self, stream_id: int, count: int) -> None:
-        self._session.consumed(stream_id, count)
-        self.schedule_flush()
+        if self._session.consumed(stream_id, count):  # an ACK is due
+            self.schedule_flush()
 
     def inbound_storage_changed(self, delta: int) -> None:
         self._inbound_held += delta
@@ -459,7 +460,7 @@ class Channel:
         if self.closed:
             return
         try:
-            self._send_output()
+            left_over = self._send_output()
         except TransportError as exc:
             self.auth_failed = self.auth_failed or exc.authentication
             self.close(exc.reason)
@@ -472,23 +473,26 @@ class Channel:
             # what is left is down to half the cap.
             self._session.release_idle_outbound()
             self._outbound_cap.check()
-        self._update_interest()
+        if not self.closed:
+            self._transport.set_interest(read=not self._inbound_cap.paused, write=left_over)
 
-    def _send_output(self) -> None:
-        """Send what the transport takes now; raises ``OSError`` if it failed."""
+    def _send_output(self) -> bool:
+        """Send what the transport takes now; return whether output is left over
+        (raises ``OSError`` if the transport failed)."""
         session = self._session
         send = self._transport.send
         while session.has_output():
             views = session.output_views()
             if not views:
-                return
+                return True  # queued, but nothing may leave yet
             try:
                 sent = send(views)
             except (BlockingIOError, InterruptedError):
-                return
+                return True
             session.output_sent(sent)
             if sent < sum(map(len, views)):
-                return
+                return True
+        return False
 
     def _update_interest(self) -> None:
         if not self.closed:

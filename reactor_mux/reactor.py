@@ -281,7 +281,8 @@ class Reactor:
                     self._internal_error(watch.owner)
             if self._timers:
                 self._run_timers()
-            self._run_soon()
+            if self._soon or self._threadsafe:
+                self._run_soon()
 
     def _next_timeout(self) -> float | None:
         if self._soon or self._threadsafe:

@@ -933,16 +933,19 @@ class Session:
         """Receive-window growth granted and not yet returned by closed streams."""
         return self._window_growth
 
-    def consumed(self, stream_id: int, count: int) -> None:
-        """``count`` bytes of received data were written to the local socket."""
+    def consumed(self, stream_id: int, count: int) -> bool:
+        """``count`` bytes of received data were written to the local socket;
+        returns whether that queued an ACK (output to send)."""
         stream = self._streams.get(stream_id)
         if stream is None or count <= 0:
-            return
+            return False
         ack = stream.recv.consumed(count)
         if ack and stream.state is not _S.HALF_CLOSED_REMOTE:
             # After the peer's FIN nothing more will come, so no ACK is owed.
             stream.state = next_state(stream.state, _I.SEND_ACK)
             self._queue_command(stream_id, Verb.ACK, ack)
+            return True
+        return False
 
     # ----------------------------------------------------------------- output
 
