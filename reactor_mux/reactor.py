@@ -165,9 +165,8 @@ class Reactor:
 
     # ------------------------------------------------------------ scheduling
 
-    @staticmethod
-    def time() -> float:
-        return time.monotonic()
+    time = staticmethod(time.monotonic)
+    """The loop's clock (the builtin itself: it is read several times a tick)."""
 
     def call_later(self, delay: float, callback: Callable[[], None], owner: Owner) -> Timer:
         timer = Timer(self, self.time() + max(0.0, delay), callback, owner)

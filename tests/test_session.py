@@ -705,3 +705,15 @@ def test_a_second_blocked_in_the_same_batch_is_stale_once_the_first_grew(pair):
     assert server.grow_window(sid, WINDOW) == 2 * WINDOW
     assert server.grow_window(sid, WINDOW) == 0  # already grown past what it was blocked at
     assert server.window_growth == WINDOW
+
+
+def test_the_data_fast_path_agrees_with_the_state_table():
+    """Data frames skip the table lookup in the states where data keeps the state;
+    those states must be exactly the table's."""
+    from reactor_mux.protocol import session
+
+    for data_input, states in ((StreamInput.RECV_DATA, session._RECEIVING_STATES),
+                               (StreamInput.SEND_DATA, session._SENDING_STATES)):  # fmt: skip
+        legal = {state for state, event in TRANSITIONS if event is data_input}
+        assert legal == set(states)
+        assert all(TRANSITIONS[(state, data_input)] is state for state in states)

@@ -223,9 +223,10 @@ class OutboundQueue(_python.ControlFrames):
         code = lib.rmux_tx_reserve(
             self._tx, slot, count, regions, lengths, regions + 1, lengths + 1
         )
-        if code == _TX_INVALID:
-            raise ValueError("send ring overflow")
-        self._check(code)
+        if code != _TX_OK:  # one comparison on the common path
+            if code == _TX_INVALID:
+                raise ValueError("send ring overflow")
+            self._check(code)
         views = [memoryview(ffi.buffer(regions[0], lengths[0]))]
         if lengths[1]:
             views.append(memoryview(ffi.buffer(regions[1], lengths[1])))
@@ -235,9 +236,10 @@ class OutboundQueue(_python.ControlFrames):
         if count < 0:
             raise ValueError("commit beyond the reserved space")
         code = lib.rmux_tx_commit(self._tx, slot, count)
-        if code == _TX_INVALID:
-            raise ValueError("commit beyond the reserved space")
-        self._check(code)
+        if code != _TX_OK:
+            if code == _TX_INVALID:
+                raise ValueError("commit beyond the reserved space")
+            self._check(code)
 
     def finish(self, slot: int) -> None:
         self._check(lib.rmux_tx_finish(self._tx, slot))

@@ -321,7 +321,8 @@ class Session:
                     if stream is None:
                         self._unknown_stream(stream_id, "data frame")
                         continue
-                    stream.state = next_state(stream.state, _I.RECV_DATA)
+                    if stream.state not in _RECEIVING_STATES:  # data keeps a valid state
+                        next_state(stream.state, _I.RECV_DATA)  # raises
                     stream.recv.received(length)
                     events.append(DataReceived(stream_id, staging[offset : offset + length]))
                 else:
@@ -855,7 +856,8 @@ class Session:
         stream = self._stream(stream_id)
         if stream.fin_pending:
             raise LocalProtocolError("data after end_stream")
-        stream.state = next_state(stream.state, _I.SEND_DATA)
+        if stream.state not in _SENDING_STATES:  # data keeps a valid state
+            next_state(stream.state, _I.SEND_DATA)  # raises
         send = stream.send
         send.consume(count)
         self._output.commit(stream.slot, count)
