@@ -8,7 +8,8 @@ The channel crosses ``delay_relay.py``, which holds every byte 25 ms each way
 (this machine's kernel has no netem qdisc, so the delay is made in user
 space; the relay reads at once, so the channel's own TCP window is never what
 limits).  Each test pushes ``TRANSFER`` bytes through ``-L`` to a sink and
-reads its byte count back; ``--max-window 256K`` is the fixed window.  All
+reads its byte count back; ``--max-window 256K`` is the fixed window, and
+``--max-buffer 64M`` keeps the per-channel growth budget out of the way.  All
 runs share the relay in one session, so their ratios are the figures::
 
     python -m pytest bench/test_window_growth.py --benchmark-columns=median
@@ -38,9 +39,10 @@ class LongTunnel:
     upload (the server) decides growth, so ``--max-window`` is set there."""
 
     def __init__(self, sink_port: int, max_window: str) -> None:
-        self.server = ReactorMuxProcess(
-            ["server", "--listen", "127.0.0.1:0", "--max-window", max_window]
-        )
+        # Growth is also bounded per channel by a quarter of --max-buffer: give
+        # it room, so --max-window alone sets the limit being measured.
+        limits = ["--max-window", max_window, "--max-buffer", "64M"]
+        self.server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", *limits])
         self.relay = subprocess.Popen(
             [sys.executable, str(HERE / "delay_relay.py"), "0", "127.0.0.1",
              str(self.server.listening_port()), str(ONE_WAY_DELAY)],
