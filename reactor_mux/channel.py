@@ -473,8 +473,7 @@ class Channel:
             # what is left is down to half the cap.
             self._session.release_idle_outbound()
             self._outbound_cap.check()
-        if not self.closed:
-            self._transport.set_interest(read=not self._inbound_cap.paused, write=left_over)
+        self._update_interest(left_over)
 
     def _send_output(self) -> bool:
         """Send what the transport takes now; return whether output is left over
@@ -494,11 +493,12 @@ class Channel:
                 return True
         return False
 
-    def _update_interest(self) -> None:
+    def _update_interest(self, output_left: bool | None = None) -> None:
+        """Read unless paused; write while output is left (``_flush`` knows; else ask)."""
         if not self.closed:
-            self._transport.set_interest(
-                read=not self._inbound_cap.paused, write=self._session.has_output()
-            )
+            if output_left is None:
+                output_left = self._session.has_output()
+            self._transport.set_interest(read=not self._inbound_cap.paused, write=output_left)
 
     # ------------------------------------------------------------- closing
 

@@ -662,9 +662,8 @@ class Session:
 
     def _on_stream_command(self, stream_id: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
-        stream = self._streams.get(stream_id)
+        stream = self._tracked(stream_id, verb.value)
         if stream is None:
-            self._unknown_stream(stream_id, verb.value)
             return
         if verb is Verb.ACK:
             count = parse_decimal(command.args[0], "ACK count", 1, MAX_STREAM_ID)
@@ -691,10 +690,17 @@ class Session:
             self._remove(stream)
             events.append(StreamReset(stream_id, command.reason))
 
-    def _on_blocked(self, stream_id: int, command: Command, events: list[Event]) -> None:
+    def _tracked(self, stream_id: int, what: str) -> _Stream | None:
+        """The stream a command names, or None for one already closed (ignored;
+        a stream never opened is a violation)."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            self._unknown_stream(stream_id, "BLOCKED")
+            self._unknown_stream(stream_id, what)
+        return stream
+
+    def _on_blocked(self, stream_id: int, command: Command, events: list[Event]) -> None:
+        stream = self._tracked(stream_id, "BLOCKED")
+        if stream is None:
             return
         window = parse_decimal(command.args[0], "BLOCKED window", MIN_WINDOW, MAX_WINDOW)
         stream.state = next_state(stream.state, _I.RECV_BLOCKED)
@@ -702,9 +708,8 @@ class Session:
             events.append(PeerBlocked(stream_id, window))
 
     def _on_window(self, stream_id: int, command: Command, events: list[Event]) -> None:
-        stream = self._streams.get(stream_id)
+        stream = self._tracked(stream_id, "WINDOW")
         if stream is None:
-            self._unknown_stream(stream_id, "WINDOW")
             return
         window = parse_decimal(command.args[0], "WINDOW size", MIN_WINDOW, MAX_WINDOW)
         stream.state = next_state(stream.state, _I.RECV_WINDOW)
