@@ -16,30 +16,15 @@ import os
 import pstats
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
 
-MESSAGE = bytes(64)
+from test_tunnel import ping_pong
 
-
-def echo_target() -> int:
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve(conn: socket.socket) -> None:
-        while data := conn.recv(65536):
-            conn.sendall(data)
-
-    def accept() -> None:
-        while True:
-            conn, _ = listener.accept()
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return int(listener.getsockname()[1])
+from reactor_mux.targets import EchoServer
 
 
 def profiled(profile: Path, ready: str, *args: str) -> tuple[subprocess.Popen[str], int]:
@@ -58,18 +43,6 @@ def profiled(profile: Path, ready: str, *args: str) -> tuple[subprocess.Popen[st
     raise RuntimeError(f"{args[0]} exited before it was ready")
 
 
-def ping_pong(port: int, round_trips: int) -> None:
-    with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(round_trips):
-            conn.sendall(MESSAGE)
-            got = 0
-            while got < len(MESSAGE):
-                chunk = conn.recv(len(MESSAGE) - got)
-                assert chunk
-                got += len(chunk)
-
-
 def report(name: str, profile: Path, round_trips: int, top: int) -> None:
     stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
     counts = sorted(((entry[1], key) for key, entry in stats.items()), reverse=True)
@@ -83,6 +56,7 @@ def main() -> None:
     parser.add_argument("round_trips", nargs="?", type=int, default=5000)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
+    echo = EchoServer()
     with tempfile.TemporaryDirectory() as tmp:
         server_profile, client_profile = Path(tmp) / "server.prof", Path(tmp) / "client.prof"
         server, port = profiled(server_profile, r"listening on \S+:(\d+)",
@@ -91,7 +65,7 @@ def main() -> None:
         try:
             client, forward = profiled(client_profile, r"forwarding -L \S+:(\d+)",
                                        "client", "--server", f"127.0.0.1:{port}",
-                                       "-L", f"0:127.0.0.1:{echo_target()}")  # fmt: skip
+                                       "-L", f"0:127.0.0.1:{echo.port}")  # fmt: skip
             processes.insert(0, client)
             ping_pong(forward, args.round_trips)
         finally:

@@ -29,9 +29,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from conftest import SinkServer
+from test_tunnel import ping_pong, push
+
+from reactor_mux.targets import EchoServer
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
@@ -91,68 +94,6 @@ def compare_benchmarks(old: Path, new: Path, rounds: int) -> None:
 # ------------------------------------------------------------- instructions
 
 
-def _sink() -> int:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-
-    def serve(conn: socket.socket) -> None:
-        buffer, total = bytearray(1 << 20), 0
-        while count := conn.recv_into(buffer):
-            total += count
-        conn.sendall(struct.pack(">Q", total))
-        conn.close()
-
-    def accept() -> None:
-        while True:
-            conn, _ = listener.accept()
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return int(listener.getsockname()[1])
-
-
-def _echo() -> int:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-
-    def serve(conn: socket.socket) -> None:
-        while data := conn.recv(65536):
-            conn.sendall(data)
-        conn.close()
-
-    def accept() -> None:
-        while True:
-            conn, _ = listener.accept()
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return int(listener.getsockname()[1])
-
-
-def _push(port: int, mib: int) -> None:
-    block = memoryview(bytes(256 * 1024))
-    with socket.create_connection(("127.0.0.1", port)) as conn:
-        for _ in range(mib * 4):
-            conn.sendall(block)
-        conn.shutdown(socket.SHUT_WR)
-        assert struct.unpack(">Q", conn.recv(8))[0] == mib << 20
-
-
-def _ping_pong(port: int, round_trips: int) -> None:
-    message = bytes(64)
-    with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(round_trips):
-            conn.sendall(message)
-            got = 0
-            while got < len(message):
-                chunk = conn.recv(len(message) - got)
-                assert chunk
-                got += len(chunk)
-
-
 def _instructions(checkout: Path, target_port: int, load: Callable[[int], None],
                   tmp: Path) -> int:  # fmt: skip
     """User-space instructions of a server and a client while ``load(port)`` runs
@@ -196,17 +137,22 @@ def _instructions(checkout: Path, target_port: int, load: Callable[[int], None],
 
 def compare_instructions(old: Path, new: Path, mib: int, round_trips: int) -> None:
     if round_trips:
-        target, count, unit = _echo(), round_trips, "64-byte round trip"
-        load: Callable[[int], None] = lambda port: _ping_pong(port, round_trips)  # noqa: E731
+        server: EchoServer | SinkServer = EchoServer()
+        count, unit = round_trips, "64-byte round trip"
+        load: Callable[[int], None] = lambda port: ping_pong(port, round_trips)  # noqa: E731
     else:
-        target, count, unit = _sink(), mib, "MiB"
-        load = lambda port: _push(port, mib)  # noqa: E731
-    with tempfile.TemporaryDirectory() as tmp:
-        for side, checkout in (("old", old), ("new", new)):
-            idle = _instructions(checkout, target, lambda _port: None, Path(tmp))
-            busy = _instructions(checkout, target, load, Path(tmp))
-            print(f"{side}: {(busy - idle) / count:,.0f} instructions per {unit} "
-                  f"(client + server, user space; start-up {idle:,})")  # fmt: skip
+        server, count, unit = SinkServer(), mib, "MiB"
+        load = lambda port: push(port, mib << 20)  # noqa: E731
+    target = server.port
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for side, checkout in (("old", old), ("new", new)):
+                idle = _instructions(checkout, target, lambda _port: None, Path(tmp))
+                busy = _instructions(checkout, target, load, Path(tmp))
+                print(f"{side}: {(busy - idle) / count:,.0f} instructions per {unit} "
+                      f"(client + server, user space; start-up {idle:,})")  # fmt: skip
+    finally:
+        server.close()
 
 
 def main() -> None:
