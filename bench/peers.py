@@ -8,7 +8,9 @@ sink) in the same run, so the ratios are what to quote; absolute figures
 depend on the machine and its load.
 
 Paths: ``direct``; ``socat2`` (two chained socat relays, 256 KiB buffers: the
-limit of a two-hop user-space relay); ``ssh_L`` (``ssh -N -L`` through a
+limit of a two-hop user-space relay); ``loop2`` (two chained
+``bench/loop_relay.py``: a Python selectors loop doing one ``recv_into`` and one
+``send`` per event, the floor of the design card); ``ssh_L`` (``ssh -N -L`` through a
 private sshd, aes128-gcm); ``rmux`` (plaintext, C codec); ``rmux_tls``
 (pinned self-signed certificate and a shared secret); ``rmux_py`` (plaintext,
 pure-Python codec; only on the one-stream bulk and plain redis rows).
@@ -58,12 +60,13 @@ from local_ssh import available as ssh_available  # noqa: E402
 from reactor_mux.keygen import generate, generate_secret  # noqa: E402
 from reactor_mux.procs import ReactorMuxProcess, proc_status  # noqa: E402
 
-PATHS = ["direct", "socat2", "ssh_L", "rmux", "rmux_tls", "rmux_py"]
+PATHS = ["direct", "socat2", "loop2", "ssh_L", "rmux", "rmux_tls", "rmux_py"]
 WORKLOADS = ["iperf", "redis", "http", "pingpong", "fairness", "idle"]
 TARGETS = ["iperf", "redis", "http", "echo", "sink"]
 RATIOS = {  # column: (numerator path, denominator path)
     "rmux/ssh": ("rmux", "ssh_L"),
     "rmux/socat2": ("rmux", "socat2"),
+    "loop2/ssh": ("loop2", "ssh_L"),
     "tls/ssh": ("rmux_tls", "ssh_L"),
     "py/c": ("rmux_py", "rmux"),
 }
@@ -545,10 +548,32 @@ def open_socat2(bench: Bench) -> Route:
     return Route("socat2", ports, roots)
 
 
+def open_loop2(bench: Bench) -> Route:
+    """Two chained ``bench/loop_relay.py`` processes: the floor of a Python selectors loop."""
+    ports, roots = {}, []
+    for name, target in bench.targets.items():
+        port = target.port
+        for _hop in range(2):
+            proc, port = start_loop_relay(bench.children, port)
+            roots.append(proc.pid)
+        ports[name] = port
+    return Route("loop2", ports, roots)
+
+
+def start_loop_relay(children: Children, target: int) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    proc = children.popen(
+        [sys.executable, str(HERE / "loop_relay.py"), str(port), str(target)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_listening(port, proc, "loop_relay")
+    return proc, port
+
+
 def start_socat(children: Children, target: int) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     proc = children.popen(
-        ["socat", "-b", "262144", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+        ["socat", "-b", "262144", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=1024",
          f"TCP:127.0.0.1:{target}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -583,6 +608,7 @@ def open_rmux(bench: Bench, kind: str) -> Route:
 PATH_OPENERS: dict[str, Callable[[Bench], Route]] = {
     "direct": open_direct,
     "socat2": open_socat2,
+    "loop2": open_loop2,
     "ssh_L": open_ssh,
     "rmux": lambda bench: open_rmux(bench, "rmux"),
     "rmux_tls": lambda bench: open_rmux(bench, "rmux_tls"),
