@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from reactor_mux.protocol.commands import parse_command
 from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.errors import LocalProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
@@ -303,6 +304,76 @@ def test_any_sequence_of_partial_sends_yields_the_same_streams(payloads, sends):
         assert received[sid] == payload
 
 
+def test_dynamic_streams_name_their_targets(pair):
+    client, server = pair
+    client.request_dynamic(3)
+    _, s_events = exchange(client, server)
+    assert s_events == [MappingRequested(3, MappingKind.DYNAMIC)]
+    server.accept_dynamic(3)
+    c_events, _ = exchange(client, server)
+    assert c_events == [MappingAccepted(3, MappingKind.DYNAMIC)]
+    first = client.open_stream(3, ("example.org", 443))
+    second = client.open_stream(3, ("::1", 22))
+    wire = client.data_to_send()
+    assert commands_in(wire) == [(first, "SYN 3 example.org:443"), (second, "SYN 3 [::1]:22")]
+    s_events = server.receive_data(wire)
+    assert s_events == [
+        StreamRequested(first, 3, ("example.org", 443)),
+        StreamRequested(second, 3, ("::1", 22)),
+    ]
+    server.accept_stream(first)
+    server.refuse_stream(second, "refused: connect to [::1]:22 failed: connection refused")
+    c_events, _ = exchange(client, server)
+    assert c_events == [
+        StreamAccepted(first),
+        StreamRefused(second, "refused: connect to [::1]:22 failed: connection refused"),
+    ]
+
+
+def test_a_dynamic_stream_must_name_a_target_and_others_must_not(pair):
+    client, server = pair
+    client.request_dynamic(1)
+    client.request_connect(2, "127.0.0.1", 80)
+    exchange(client, server)
+    with pytest.raises(LocalProtocolError):
+        client.open_stream(1)
+    with pytest.raises(LocalProtocolError):
+        client.open_stream(2, ("127.0.0.1", 80))
+    with pytest.raises(LocalProtocolError):
+        server.open_stream(1)
+
+
+def test_a_refused_dynamic_mapping_is_reported(pair):
+    client, server = pair
+    client.request_dynamic(4)
+    exchange(client, server)
+    server.refuse_dynamic(4, "not allowed here")
+    c_events, _ = exchange(client, server)
+    assert c_events == [MappingRefused(4, MappingKind.DYNAMIC, "not allowed here")]
+
+
+def test_dynamic_syn_violations(pair):
+    client, server = pair
+    client.request_dynamic(1)
+    client.request_connect(2, "127.0.0.1", 80)
+    exchange(client, server)
+    fails(server, command(1, "SYN 1"), "names no target")
+
+
+def test_a_syn_naming_a_target_on_a_fixed_mapping_is_a_violation(pair):
+    client, server = pair
+    client.request_connect(2, "127.0.0.1", 80)
+    exchange(client, server)
+    fails(server, command(1, "SYN 2 10.0.0.1:22"), "names a target on CONNECT")
+
+
+def test_a_dynamic_syn_with_a_bad_target_is_a_violation(pair):
+    client, server = pair
+    client.request_dynamic(1)
+    exchange(client, server)
+    fails(server, command(1, "SYN 1 example.org:0"), "port")
+
+
 # --------------------------------------------------------------- violations
 
 
@@ -325,6 +396,8 @@ VIOLATIONS = [
     ("unknown command", command(0, "TELEPORT 1"), "unknown command"),
     ("duplicate HELLO", command(0, "HELLO 1 65536 65536"), "duplicate HELLO"),
     ("CONNECT OK sent to a server", command(1, "CONNECT OK"), "servers only"),
+    ("DYNAMIC OK sent to a server", command(1, "DYNAMIC OK"), "servers only"),
+    ("DYNAMIC with an address", command(1, "DYNAMIC 127.0.0.1:80"), "DYNAMIC"),
     ("HELLO on a stream id", command(3, "HELLO 1 65536 65536"), "id 0"),
     ("SYN on id 0", command(0, "SYN 1"), "needs a stream id"),
     ("ACK for a never-opened stream", command(9, "ACK 1"), "never opened"),

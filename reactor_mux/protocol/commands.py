@@ -35,6 +35,9 @@ class Verb(enum.Enum):
     BIND = "BIND"
     BIND_OK = "BIND OK"
     BIND_ERROR = "BIND ERROR"
+    DYNAMIC = "DYNAMIC"
+    DYNAMIC_OK = "DYNAMIC OK"
+    DYNAMIC_ERROR = "DYNAMIC ERROR"
     SYN = "SYN"
     SYN_OK = "SYN OK"
     SYN_ERROR = "SYN ERROR"
@@ -72,7 +75,10 @@ _ARITY: dict[Verb, tuple[int, int]] = {
     Verb.BIND: (1, 1),
     Verb.BIND_OK: (1, 1),
     Verb.BIND_ERROR: (1, _MANY),
-    Verb.SYN: (1, 1),
+    Verb.DYNAMIC: (0, 0),
+    Verb.DYNAMIC_OK: (0, 0),
+    Verb.DYNAMIC_ERROR: (1, _MANY),
+    Verb.SYN: (1, 2),
     Verb.SYN_OK: (0, 0),
     Verb.SYN_ERROR: (1, _MANY),
     Verb.FIN: (0, 0),
@@ -96,6 +102,9 @@ SCOPE: dict[Verb, Scope] = {
     Verb.BIND: Scope.MAPPING,
     Verb.BIND_OK: Scope.MAPPING,
     Verb.BIND_ERROR: Scope.MAPPING,
+    Verb.DYNAMIC: Scope.MAPPING,
+    Verb.DYNAMIC_OK: Scope.MAPPING,
+    Verb.DYNAMIC_ERROR: Scope.MAPPING,
     Verb.SYN: Scope.STREAM,
     Verb.SYN_OK: Scope.STREAM,
     Verb.SYN_ERROR: Scope.STREAM,

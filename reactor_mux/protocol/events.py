@@ -13,10 +13,12 @@ from typing import NoReturn, TypeAlias
 
 
 class MappingKind(enum.Enum):
-    """What a mapping asks of the server: CONNECT (``-L``) or BIND (``-R``)."""
+    """What a mapping asks of the server: CONNECT (``-L``), BIND (``-R``) or
+    DYNAMIC (``-D``: each stream names its own target)."""
 
     CONNECT = "connect"
     BIND = "bind"
+    DYNAMIC = "dynamic"
 
 
 @dataclass(slots=True)
@@ -41,17 +43,18 @@ class PongReceived:
 
 @dataclass(slots=True)
 class MappingRequested:
-    """Server side: the client asked to CONNECT (``-L``) or BIND (``-R``)."""
+    """Server side: the client asked to CONNECT (``-L``), BIND (``-R``) or DYNAMIC
+    (``-D``, with no address)."""
 
     mapping: int
     kind: MappingKind
-    host: str
-    port: int
+    host: str = ""
+    port: int = 0
 
 
 @dataclass(slots=True)
 class MappingAccepted:
-    """Client side: CONNECT OK, or BIND OK with the address the server bound."""
+    """Client side: CONNECT OK, DYNAMIC OK, or BIND OK with the address the server bound."""
 
     mapping: int
     kind: MappingKind
@@ -61,7 +64,7 @@ class MappingAccepted:
 
 @dataclass(slots=True)
 class MappingRefused:
-    """Client side: CONNECT ERROR or BIND ERROR."""
+    """Client side: CONNECT ERROR, BIND ERROR or DYNAMIC ERROR."""
 
     mapping: int
     kind: MappingKind
@@ -70,10 +73,12 @@ class MappingRefused:
 
 @dataclass(slots=True)
 class StreamRequested:
-    """The peer sent SYN: open a local connection for ``mapping`` and answer."""
+    """The peer sent SYN: open a local connection for ``mapping`` and answer.
+    ``target`` is the address a dynamic mapping's SYN names (None for the others)."""
 
     stream_id: int
     mapping: int
+    target: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)

@@ -81,7 +81,16 @@ from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
 MAX_STREAM_ID = 0xFFFFFFFF
-CONNECT, BIND = MappingKind.CONNECT, MappingKind.BIND  # short names for the tables below
+CONNECT, BIND, DYNAMIC = MappingKind.CONNECT, MappingKind.BIND, MappingKind.DYNAMIC
+_REQUEST_KIND = {Verb.CONNECT: CONNECT, Verb.BIND: BIND, Verb.DYNAMIC: DYNAMIC}
+_REPLY_KIND = {
+    Verb.CONNECT_OK: CONNECT, Verb.CONNECT_ERROR: CONNECT,
+    Verb.BIND_OK: BIND, Verb.BIND_ERROR: BIND,
+    Verb.DYNAMIC_OK: DYNAMIC, Verb.DYNAMIC_ERROR: DYNAMIC,
+}  # fmt: skip
+_REFUSAL = {CONNECT: Verb.CONNECT_ERROR, BIND: Verb.BIND_ERROR, DYNAMIC: Verb.DYNAMIC_ERROR}
+_OPENED_BY_CLIENT = (CONNECT, DYNAMIC)
+"""The mappings whose streams the client opens (the server opens BIND's)."""
 
 _S = StreamState
 _I = StreamInput
@@ -238,10 +247,13 @@ class Session:
             Verb.PONG: self._on_pong,
             Verb.CONNECT: self._on_mapping_request,
             Verb.BIND: self._on_mapping_request,
+            Verb.DYNAMIC: self._on_mapping_request,
             Verb.CONNECT_OK: self._on_mapping_reply,
             Verb.CONNECT_ERROR: self._on_mapping_reply,
             Verb.BIND_OK: self._on_mapping_reply,
             Verb.BIND_ERROR: self._on_mapping_reply,
+            Verb.DYNAMIC_OK: self._on_mapping_reply,
+            Verb.DYNAMIC_ERROR: self._on_mapping_reply,
             Verb.SYN: self._on_syn,
             Verb.SYN_OK: self._on_stream_command,
             Verb.SYN_ERROR: self._on_stream_command,
@@ -591,13 +603,15 @@ class Session:
         verb = command.verb
         if self.role is not Role.SERVER:
             raise ProtocolError(f"{verb.value} is sent by clients only")
-        kind = CONNECT if verb is Verb.CONNECT else BIND
+        kind = _REQUEST_KIND[verb]
         if mapping in self._mappings:
             raise ProtocolError(f"mapping {mapping} declared twice")
-        host, port = parse_host_port(command.args[0], allow_port_zero=kind == BIND)
+        host, port = "", 0
+        if kind is not DYNAMIC:
+            host, port = parse_host_port(command.args[0], allow_port_zero=kind == BIND)
         if len(self._mappings) >= self._max_mappings:
-            refusal = Verb.CONNECT_ERROR if kind == CONNECT else Verb.BIND_ERROR
-            self._queue_command(mapping, refusal, f"too many mappings (limit {self._max_mappings})")
+            limit = f"too many mappings (limit {self._max_mappings})"
+            self._queue_command(mapping, _REFUSAL[kind], limit)
             return
         self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
         events.append(MappingRequested(mapping, kind, host, port))
@@ -606,13 +620,13 @@ class Session:
         verb = command.verb
         if self.role is not Role.CLIENT:
             raise ProtocolError(f"{verb.value} is sent by servers only")
-        kind = CONNECT if verb in (Verb.CONNECT_OK, Verb.CONNECT_ERROR) else BIND
+        kind = _REPLY_KIND[verb]
         entry = self._mappings.get(mapping)
         if entry is None or entry.kind is not kind or entry.status is not MappingStatus.PENDING:
             raise ProtocolError(
                 f"{verb.value} for mapping {mapping}, which has no {kind.name} pending"
             )
-        if verb is Verb.CONNECT_OK:
+        if verb is Verb.CONNECT_OK or verb is Verb.DYNAMIC_OK:
             entry.status = MappingStatus.ACCEPTED
             events.append(MappingAccepted(mapping, kind))
         elif verb is Verb.BIND_OK:
@@ -631,11 +645,19 @@ class Session:
         self._highest_peer_id = stream_id
         mapping = parse_decimal(command.args[0], "mapping", 1, MAX_STREAM_ID)
         entry = self._mappings.get(mapping)
-        expected = CONNECT if self.role is Role.SERVER else BIND
-        if entry is None or entry.kind is not expected:
+        expected = _OPENED_BY_CLIENT if self.role is Role.SERVER else (BIND,)
+        if entry is None or entry.kind not in expected:
+            declared = " or ".join(kind.name for kind in expected)
             raise ProtocolError(
-                f"SYN names mapping {mapping}, which was never declared with {expected.name}"
+                f"SYN names mapping {mapping}, which was never declared with {declared}"
             )
+        target = None
+        if entry.kind is DYNAMIC:
+            if len(command.args) != 2:
+                raise ProtocolError(f"SYN on dynamic mapping {mapping} names no target")
+            target = parse_host_port(command.args[1], allow_port_zero=False)
+        elif len(command.args) != 1:
+            raise ProtocolError(f"SYN names a target on {entry.kind.name} mapping {mapping}")
         if self.role is Role.CLIENT and entry.status is not MappingStatus.ACCEPTED:
             raise ProtocolError(f"SYN for mapping {mapping} before BIND OK")
         if entry.status is MappingStatus.REFUSED:
@@ -658,7 +680,7 @@ class Session:
         stream.pending = True
         self._pending += 1
         self._streams[stream_id] = stream
-        events.append(StreamRequested(stream_id, mapping))
+        events.append(StreamRequested(stream_id, mapping, target))
 
     def _on_stream_command(self, stream_id: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
@@ -750,20 +772,24 @@ class Session:
         """Client: ask the server to listen on host:port for an ``-R`` mapping."""
         self._request_mapping(mapping, BIND, Verb.BIND, host, port)
 
+    def request_dynamic(self, mapping: int) -> None:
+        """Client: declare a ``-D`` mapping, whose streams each name their target in SYN."""
+        self._request_mapping(mapping, DYNAMIC, Verb.DYNAMIC)
+
     def _request_mapping(
-        self, mapping: int, kind: MappingKind, verb: Verb, host: str, port: int
+        self, mapping: int, kind: MappingKind, verb: Verb, host: str = "", port: int = 0
     ) -> None:
         if self.role is not Role.CLIENT:
             raise LocalProtocolError(f"only clients send {verb.value}")
         if not 1 <= mapping <= MAX_STREAM_ID or mapping in self._mappings:
             raise LocalProtocolError(f"mapping number {mapping} is invalid or in use")
         self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
+        args = () if kind is DYNAMIC else (format_host_port(host, port),)
         if self._credentials is not None and self.state is not ChannelState.OPEN:
             # Nothing about our mappings goes to a server before it proved itself.
-            body = format_command(verb, format_host_port(host, port))
-            self._held.append(encode_frame(mapping, KIND_COMMAND, body))
+            self._held.append(encode_frame(mapping, KIND_COMMAND, format_command(verb, *args)))
             return
-        self._queue_command(mapping, verb, format_host_port(host, port))
+        self._queue_command(mapping, verb, *args)
 
     def accept_connect(self, mapping: int) -> None:
         self._reply_mapping(mapping, CONNECT, Verb.CONNECT_OK)
@@ -778,24 +804,34 @@ class Session:
     def refuse_bind(self, mapping: int, reason: str) -> None:
         self._reply_mapping(mapping, BIND, Verb.BIND_ERROR, reason)
 
+    def accept_dynamic(self, mapping: int) -> None:
+        self._reply_mapping(mapping, DYNAMIC, Verb.DYNAMIC_OK)
+
+    def refuse_dynamic(self, mapping: int, reason: str) -> None:
+        self._reply_mapping(mapping, DYNAMIC, Verb.DYNAMIC_ERROR, reason)
+
     def _reply_mapping(self, mapping: int, kind: MappingKind, verb: Verb, *args: str) -> None:
         entry = self._mappings.get(mapping)
         if self.role is not Role.SERVER or entry is None or entry.kind is not kind:
             raise LocalProtocolError(f"no {kind.name} request {mapping} to answer")
         if entry.status is not MappingStatus.PENDING:
             raise LocalProtocolError(f"{kind.name} request {mapping} already answered")
-        refused = verb in (Verb.CONNECT_ERROR, Verb.BIND_ERROR)
+        refused = verb is _REFUSAL[kind]
         entry.status = MappingStatus.REFUSED if refused else MappingStatus.ACCEPTED
         self._queue_command(mapping, verb, *args)
 
     # ------------------------------------------------------- local: streams
 
-    def open_stream(self, mapping: int) -> int:
-        """Send SYN for a new stream of ``mapping``; return its id."""
+    def open_stream(self, mapping: int, target: tuple[str, int] | None = None) -> int:
+        """Send SYN for a new stream of ``mapping``; return its id.  A dynamic
+        mapping's stream names its ``target``; the others must not."""
         entry = self._mappings.get(mapping)
-        expected = CONNECT if self.role is Role.CLIENT else BIND
-        if entry is None or entry.kind is not expected or entry.status is MappingStatus.REFUSED:
+        expected = _OPENED_BY_CLIENT if self.role is Role.CLIENT else (BIND,)
+        if entry is None or entry.kind not in expected or entry.status is MappingStatus.REFUSED:
             raise LocalProtocolError(f"mapping {mapping} cannot carry streams from this side")
+        if (target is not None) != (entry.kind is DYNAMIC):
+            raise LocalProtocolError(f"a {entry.kind.name} stream must name a target exactly "
+                                     "when its mapping is DYNAMIC")  # fmt: skip
         if self.role is Role.SERVER and entry.status is not MappingStatus.ACCEPTED:
             raise LocalProtocolError(f"mapping {mapping} is not bound yet")
         if not self.can_open_stream():
@@ -805,7 +841,10 @@ class Session:
         self._streams[stream_id] = _Stream(
             stream_id, _S.SYN_SENT, mapping, self.peer_window or 0, self.window
         )
-        self._queue_command(stream_id, Verb.SYN, mapping)
+        if target is None:
+            self._queue_command(stream_id, Verb.SYN, mapping)
+        else:
+            self._queue_command(stream_id, Verb.SYN, mapping, format_host_port(*target))
         return stream_id
 
     def _stream(self, stream_id: int) -> _Stream:
