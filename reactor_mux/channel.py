@@ -31,7 +31,7 @@ from typing import Protocol
 from reactor_mux.buffercap import BufferCap
 from reactor_mux.connector import Connector
 from reactor_mux.liveness import Liveness
-from reactor_mux.localstream import LocalStream
+from reactor_mux.localstream import LocalStream, OpenHook
 from reactor_mux.netutil import abort_socket, describe_error
 from reactor_mux.peerconnect import DoneCallback, PeerConnects
 from reactor_mux.protocol.events import (
@@ -54,6 +54,7 @@ from reactor_mux.protocol.events import (
     StreamReset,
     unhandled,
 )
+from reactor_mux.protocol.failures import classified_reason
 from reactor_mux.protocol.session import ChannelState, Role, Session
 from reactor_mux.reactor import Cancellable, Owner, Reactor, Timer
 from reactor_mux.resolver import Resolver
@@ -83,12 +84,20 @@ class MappingDenied:
 
 MappingAnswer = MappingGranted | MappingDenied
 
+LocalService = Callable[[], socket.socket]
+"""Returns a connected socket whose other end a service in this process serves
+(the client's SOCKS server for reverse dynamic forwarding)."""
+
 
 class ChannelOwner(Protocol):
     """What a channel asks of the role (client or server) that owns it."""
 
-    def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
-        """Where a peer SYN on ``mapping`` should connect, or None to refuse."""
+    def target_for(
+        self, channel: Channel, mapping: int, requested: tuple[str, int] | None
+    ) -> tuple[str, int] | LocalService | str | None:
+        """Where a peer SYN on ``mapping`` should connect (``requested`` is the target
+        a dynamic mapping's SYN names), a service in this process that takes the
+        stream instead, or why not: a reason, or None when the mapping is unknown."""
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         """Why connecting to ``address`` (what ``name`` resolved to) is refused, or None."""
@@ -168,6 +177,8 @@ class Channel:
             give_up=self.close,
         )
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
+        self._dynamic_connects: set[int] = set()
+        """Streams whose connect a dynamic SYN named (their SYN ERROR is classified)."""
         # Calls made per read and per write go straight to the session (no
         # extra Python frame on the data path).
         self.get_buffer = self._session.receive_buffer
@@ -192,6 +203,10 @@ class Channel:
         """Client: declare an ``-R`` mapping (sent with our HELLO at ``start``)."""
         self._session.request_bind(mapping, host, port)
 
+    def request_dynamic(self, mapping: int) -> None:
+        """Client: declare a ``-D`` mapping (sent with our HELLO at ``start``)."""
+        self._session.request_dynamic(mapping)
+
     def start(self) -> None:
         """Send our HELLO (and whatever the owner declared) and start reading."""
         self._liveness.start()
@@ -199,16 +214,30 @@ class Channel:
         self._update_interest()
         self._flush()
 
-    def open_stream(self, mapping: int, sock: socket.socket, label: str) -> LocalStream | None:
-        """Carry a freshly accepted local connection as a new stream (SYN)."""
+    def can_open_stream(self) -> bool:
         session = self._session
-        if self.closed or self.draining or not session.ready or not session.can_open_stream():
+        return not (self.closed or self.draining or not session.ready) and session.can_open_stream()
+
+    def open_stream(
+        self,
+        mapping: int,
+        sock: socket.socket,
+        label: str,
+        *,
+        target: tuple[str, int] | None = None,
+        on_open: OpenHook | None = None,
+    ) -> LocalStream | None:
+        """Carry a freshly accepted local connection as a new stream (SYN), naming
+        ``target`` on a dynamic mapping; ``on_open`` hears the peer's answer first."""
+        session = self._session
+        if not self.can_open_stream():
             abort_socket(sock)
             return None
-        stream_id = session.open_stream(mapping)
+        stream_id = session.open_stream(mapping, target)
         stream = LocalStream(
             self.reactor, self, stream_id, sock, f"stream {stream_id} {label}", session.window
         )
+        stream.on_open = on_open
         self.streams[stream_id] = stream
         log.debug("%s: %s opening", self.name, stream.label)
         self.schedule_flush()
@@ -290,18 +319,23 @@ class Channel:
             case StreamAccepted():
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
-                    stream.start_reading()
+                    self._stream_accepted(stream)
             case StreamRefused():
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     self.owner.on_stream_refused(self, stream, event.reason)
-                    stream.abort_local()
+                    if stream.on_open is not None:
+                        stream.on_open.refused(stream.sock, event.reason)
+                        stream.close_local()
+                    else:
+                        stream.abort_local()
             case StreamEnded():
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.peer_finished()
             case StreamReset():
                 self._connects.cancel(event.stream_id)
+                self._dynamic_connects.discard(event.stream_id)
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     log.debug("%s: %s reset by peer: %s", self.name, stream.label, event.reason)
@@ -334,6 +368,10 @@ class Channel:
         match answer:
             case MappingGranted(bound=None) if event.kind is MappingKind.CONNECT:
                 session.accept_connect(event.mapping)
+            case MappingGranted(bound=None) if event.kind is MappingKind.DYNAMIC:
+                session.accept_dynamic(event.mapping)
+            case MappingDenied(reason=reason) if event.kind is MappingKind.DYNAMIC:
+                session.refuse_dynamic(event.mapping, reason)
             case MappingGranted(bound=(host, port)) if event.kind is MappingKind.BIND:
                 session.accept_bind(event.mapping, host, port)
             case MappingDenied(reason=reason) if event.kind is MappingKind.CONNECT:
@@ -345,17 +383,41 @@ class Channel:
 
     # ------------------------------------------------- streams the peer opens
 
+    def _stream_accepted(self, stream: LocalStream) -> None:
+        """SYN OK for a stream we opened: tell its opener (a SOCKS reply goes out
+        before any byte of the stream), then move data."""
+        hook, stream.on_open = stream.on_open, None
+        if hook is not None:
+            early = hook.accepted(stream.sock)
+            if early is None:
+                stream.abort("cannot reply to the local client")
+                return
+            if early:
+                self._session.send_data(stream.id, early)
+                self.schedule_flush()
+        stream.start_reading()
+
     def _on_stream_requested(self, event: StreamRequested) -> None:
+        dynamic = event.target is not None
         if self.draining:
-            self._session.refuse_stream(event.stream_id, "shutting down")
+            self._refuse_stream(event.stream_id, "shutting down", dynamic)
             return
-        target = self.owner.target_for(self, event.mapping)
-        if target is None:
-            self._session.refuse_stream(
-                event.stream_id, f"mapping {event.mapping} is not available"
-            )
+        target = self.owner.target_for(self, event.mapping, event.target)
+        if callable(target):
+            self._peer_connect_done(event.stream_id, "SOCKS", target(), None)
             return
+        if not isinstance(target, tuple):
+            reason = target or f"mapping {event.mapping} is not available"
+            self._refuse_stream(event.stream_id, reason, dynamic)
+            return
+        if dynamic:
+            self._dynamic_connects.add(event.stream_id)
         self._connects.start(event.stream_id, *target)
+
+    def _refuse_stream(self, stream_id: int, reason: str, dynamic: bool) -> None:
+        """SYN ERROR; a dynamic stream's reason starts with its failure class
+        (docs/protocol.md §5.1), which the client turns into a SOCKS reply code."""
+        self._session.refuse_stream(stream_id, classified_reason(reason) if dynamic else reason)
 
     def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Cancellable:
         def check(address: str, address_port: int) -> str | None:
@@ -370,9 +432,11 @@ class Channel:
     def _peer_connect_done(
         self, stream_id: int, address: str, sock: socket.socket | None, error: str | None
     ) -> None:
+        dynamic = stream_id in self._dynamic_connects
+        self._dynamic_connects.discard(stream_id)
         if sock is None:
             log.warning("%s: connect to %s failed: %s", self.name, address, error)
-            self._session.refuse_stream(stream_id, f"connect to {address} failed: {error}")
+            self._refuse_stream(stream_id, f"connect to {address} failed: {error}", dynamic)
         else:
             label = f"stream {stream_id} -> {address}"
             stream = LocalStream(self.reactor, self, stream_id, sock, label, self._session.window)

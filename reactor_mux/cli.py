@@ -59,7 +59,13 @@ from reactor_mux.settings import (
     MIN_MAX_BUFFER,
     ChannelSettings,
 )
-from reactor_mux.specs import ForwardKind, SpecError, parse_endpoint, parse_forward
+from reactor_mux.specs import (
+    ForwardKind,
+    SpecError,
+    parse_dynamic,
+    parse_endpoint,
+    parse_forward,
+)
 
 log = logging.getLogger("reactor_mux")
 T = TypeVar("T")
@@ -311,9 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
         dest="remote",
         action="append",
         default=[],
-        metavar="[BIND:]PORT:HOST:HOSTPORT",
+        metavar="[BIND:]PORT[:HOST:HOSTPORT]",
         type=_spec_type(lambda t: parse_forward(ForwardKind.REMOTE, t)),
-        help="listen on the server on BIND:PORT, connect from here to HOST:HOSTPORT",
+        help="listen on the server on BIND:PORT, connect from here to HOST:HOSTPORT; "
+        "without HOST:HOSTPORT, serve SOCKS here for those connections",
+    )
+    client.add_argument(
+        "-D",
+        dest="dynamic",
+        action="append",
+        default=[],
+        metavar="[BIND:]PORT",
+        type=_spec_type(parse_dynamic),
+        help="a SOCKS4/4a/5 server here on BIND:PORT; the server connects to each "
+        "target a SOCKS client names (and resolves its name)",
     )
     client.add_argument(
         "--reconnect-min",
@@ -482,7 +499,7 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     client_config = ClientConfig(
         server=args.server,
-        forwards=args.local + args.remote,
+        forwards=args.local + args.remote + args.dynamic,
         settings=_settings(args, credentials=security.credentials),
         reconnect_min=args.reconnect_min,
         reconnect_max=args.reconnect_max,
@@ -523,8 +540,8 @@ def _contradiction(args: argparse.Namespace) -> str | None:
     if args.keepalive_timeout is not None and args.keepalive_timeout <= interval:
         return "--keepalive-timeout must be longer than --keepalive-interval"
     if args.command == "client":
-        if not args.local and not args.remote:
-            return "nothing to forward: give at least one -L or -R"
+        if not args.local and not args.remote and not args.dynamic:
+            return "nothing to forward: give at least one -L, -R or -D"
         if args.reconnect_min > args.reconnect_max:
             return "--reconnect-min is larger than --reconnect-max"
     return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
-from reactor_mux.channel import Channel, MappingAnswer, wait_for_streams
+from reactor_mux.channel import Channel, LocalService, MappingAnswer, wait_for_streams
 from reactor_mux.connector import Connector
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
@@ -31,11 +31,14 @@ from reactor_mux.protocol.events import (
     MappingRefused,
     MappingRequested,
 )
+from reactor_mux.protocol.failures import FailureClass
 from reactor_mux.protocol.session import Role
 from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
+from reactor_mux.socks import SocksRequest
+from reactor_mux.socksserver import LocalConnect, SocksOpenHook, SocksPort
 from reactor_mux.specs import ForwardKind, ForwardSpec
 from reactor_mux.tls import ClientTls, TlsTransport
 from reactor_mux.transport import TcpTransport, Transport
@@ -72,6 +75,7 @@ class Client:
         self.server_label = format_host_port(*config.server)
         self.mappings: dict[int, ForwardSpec] = dict(enumerate(config.forwards, start=1))
         self.local_listeners: dict[int, Listener] = {}
+        self.socks_ports: dict[int, SocksPort] = {}
         self.channel: Channel | None = None
         self._refused: set[int] = set()
         self._warned_plaintext = False
@@ -84,15 +88,17 @@ class Client:
 
     def start(self) -> None:
         for mapping, spec in self.mappings.items():
-            if spec.kind is not ForwardKind.LOCAL:
+            if spec.kind is ForwardKind.REMOTE:
                 continue
+            if spec.kind is ForwardKind.DYNAMIC:
+                socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
+                                  partial(self._on_socks_request, mapping))  # fmt: skip
+                self.socks_ports[mapping] = socks
+                on_accept = socks.accept
+            else:
+                on_accept = partial(self._on_local_accept, mapping)
             try:
-                listener = Listener(
-                    self.reactor,
-                    spec.bind_host,
-                    spec.bind_port,
-                    partial(self._on_local_accept, mapping),
-                )
+                listener = Listener(self.reactor, spec.bind_host, spec.bind_port, on_accept)
             except OSError as exc:
                 log.error("%s: cannot listen on %s: %s", spec.flag, spec.bind, describe_error(exc))
                 continue
@@ -102,7 +108,7 @@ class Client:
             )
         has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.mappings.values())
         if not self.local_listeners and not has_remote:
-            raise StartupError("no -L port could be bound and there is no -R: nothing to do")
+            raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")
         self._connect()
 
     def _stop_reconnecting(self) -> None:
@@ -119,16 +125,19 @@ class Client:
             self._cancel_drain()
         if self.channel is not None:
             self.channel.close("client shutting down", error=False)
+        self._close_listeners()
+
+    def _close_listeners(self) -> None:
         for listener in self.local_listeners.values():
             listener.close()
         self.local_listeners.clear()
+        for socks in self.socks_ports.values():
+            socks.close()
 
     def drain(self, timeout: float, done: Callable[[], None]) -> None:
         """Stop accepting and reconnecting; call ``done()`` once no stream is open."""
         self._stop_reconnecting()
-        for listener in self.local_listeners.values():
-            listener.close()
-        self.local_listeners.clear()
+        self._close_listeners()
         if self.channel is not None:
             self.channel.draining = True
         self._cancel_drain = wait_for_streams(
@@ -172,6 +181,8 @@ class Client:
         for mapping, spec in self.mappings.items():
             if spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
                 channel.request_connect(mapping, spec.target_host, spec.target_port)
+            elif spec.kind is ForwardKind.DYNAMIC and mapping in self.local_listeners:
+                channel.request_dynamic(mapping)
             elif spec.kind is ForwardKind.REMOTE:
                 channel.request_bind(mapping, spec.bind_host, spec.bind_port)
         self._refused.clear()
@@ -228,13 +239,56 @@ class Client:
             return
         channel.open_stream(mapping, sock, f"{spec.flag} from {format_host_port(peer[0], peer[1])}")
 
+    def _on_socks_request(
+        self, mapping: int, sock: socket.socket, request: SocksRequest, hook: SocksOpenHook
+    ) -> None:
+        channel = self.channel
+        spec = self.mappings[mapping]
+        target = format_host_port(request.host, request.port)
+        label = f"{spec.flag} from {_peer_label(sock)} to {target}"
+        if channel is None or mapping in self._refused or not channel.can_open_stream():
+            log.info("%s: refused: no channel to the server", label)
+            hook.reply_failure(sock, FailureClass.FAILED)
+            sock.close()
+            return
+        channel.open_stream(mapping, sock, label, target=(request.host, request.port),
+                            on_open=hook)  # fmt: skip
+
     # ----------------------------------------------------------- ChannelOwner
 
-    def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
+    def target_for(
+        self, channel: Channel, mapping: int, requested: tuple[str, int] | None
+    ) -> tuple[str, int] | LocalService | str | None:
         spec = self.mappings.get(mapping)
         if spec is None or spec.kind is not ForwardKind.REMOTE:
             return None
+        if spec.dynamic:
+            return partial(self._reverse_socks, mapping)
         return spec.target_host, spec.target_port
+
+    def _reverse_socks(self, mapping: int) -> socket.socket:
+        """A stream on a reverse dynamic ``-R``: one end of a socketpair carries it,
+        the other is served by our SOCKS negotiation and then spliced to the target."""
+        stream_end, socks_end = socket.socketpair()
+        for sock in (stream_end, socks_end):
+            sock.setblocking(False)
+        self._reverse_socks_port(mapping).negotiate(socks_end, self.mappings[mapping].flag)
+        return stream_end
+
+    def _reverse_socks_port(self, mapping: int) -> SocksPort:
+        socks = self.socks_ports.get(mapping)
+        if socks is None:
+            spec = self.mappings[mapping]
+            socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
+                              partial(self._on_reverse_socks_request, spec))  # fmt: skip
+            self.socks_ports[mapping] = socks
+        return socks
+
+    def _on_reverse_socks_request(
+        self, spec: ForwardSpec, sock: socket.socket, request: SocksRequest, hook: SocksOpenHook
+    ) -> None:
+        LocalConnect(self.reactor, self.resolver, sock, request, hook,
+                     self.config.settings.connect_timeout, spec.flag)  # fmt: skip
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         return None  # the client connects only to the targets it was given itself
@@ -248,7 +302,12 @@ class Client:
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         spec = self.mappings[event.mapping]
-        if spec.kind is ForwardKind.LOCAL:
+        if spec.kind is ForwardKind.DYNAMIC:
+            listener = self.local_listeners.get(event.mapping)
+            if listener is not None:
+                bound = format_host_port(listener.host, listener.port)
+                log.info("forwarding -D %s -> SOCKS4/4a/5", bound)
+        elif spec.kind is ForwardKind.LOCAL:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
                 bound = format_host_port(listener.host, listener.port)
@@ -256,7 +315,8 @@ class Client:
         else:
             assert event.host is not None and event.port is not None
             bound = format_host_port(event.host, event.port)
-            log.info("forwarding -R %s -> %s", bound, spec.target)
+            target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+            log.info("forwarding -R %s -> %s", bound, target)
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]
@@ -278,3 +338,11 @@ class Client:
             log.error("authentication failed with server %s: %s", self.server_label, reason)
             self._backoff.give_up_fast()
         self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")
+
+
+def _peer_label(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    return format_host_port(peer[0], peer[1])

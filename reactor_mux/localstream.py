@@ -35,6 +35,18 @@ READ_CHUNK = 128 * 1024
 """Most bytes read from a local socket per readiness event."""
 
 
+class OpenHook(Protocol):
+    """Told the peer's answer to a stream we opened, before any data moves (the
+    SOCKS server of ``-D`` replies to its client here)."""
+
+    def accepted(self, sock: socket.socket) -> bytes | None:
+        """SYN OK: return bytes the local client sent early, to go out first, or
+        None if the local client cannot be told (the stream is reset)."""
+
+    def refused(self, sock: socket.socket, reason: str) -> None:
+        """SYN ERROR: the socket is closed (without RST) right after this."""
+
+
 class StreamHost(Protocol):
     """What a stream needs of the channel that carries it."""
 
@@ -76,6 +88,7 @@ class LocalStream:
         "closed",
         "id",
         "label",
+        "on_open",
         "peer_eof",
         "read_eof",
         "reading",
@@ -105,6 +118,7 @@ class LocalStream:
         self.closed = False
         self.bytes_up = 0
         self.bytes_down = 0
+        self.on_open: OpenHook | None = None
 
     def start_reading(self) -> None:
         """The stream is open at both ends: start moving local bytes."""
@@ -264,6 +278,15 @@ class LocalStream:
             return
         self.abort_local()
         self._host.stream_closed(self, reason, reset=True)
+
+    def close_local(self) -> None:
+        """Close the local socket with an orderly FIN (after a refusal was written to it)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._release_inbound()
+        self._watch.close()
+        self.sock.close()
 
     def abort_local(self) -> None:
         """Close the local socket with RST (peer reset, refusal, channel loss)."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)$")
-FORWARDING = re.compile(r"forwarding -([LR]) (\S+):(\d+) -> (\S+)$")
+FORWARDING = re.compile(r"forwarding -([LRD]) (\S+):(\d+) -> (\S+)$")
 
 
 class ReactorMuxProcess:

@@ -90,6 +90,8 @@ class _ClientState:
     client_name: str | None = None
     policy: Policy = field(default_factory=Policy)
     targets: dict[int, tuple[str, int]] = field(default_factory=dict)
+    dynamic: set[int] = field(default_factory=set)
+    """The client's ``-D`` mappings: each stream names its target."""
     binds: dict[int, Listener] = field(default_factory=dict)
 
 
@@ -179,9 +181,20 @@ class Server:
 
     # ----------------------------------------------------------- ChannelOwner
 
-    def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
+    def target_for(
+        self, channel: Channel, mapping: int, requested: tuple[str, int] | None
+    ) -> tuple[str, int] | str | None:
         state = self.clients.get(channel)
-        return state.targets.get(mapping) if state is not None else None
+        if state is None:
+            return None
+        if requested is None or mapping not in state.dynamic:
+            return state.targets.get(mapping)
+        refusal = state.policy.connect.check_target(*requested)
+        if refusal is not None:
+            log.warning("%s: -D stream to %s refused: %s", channel.name,
+                        format_host_port(*requested), refusal)  # fmt: skip
+            return refusal
+        return requested
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         state = self.clients.get(channel)
@@ -213,6 +226,10 @@ class Server:
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         state = self.clients[channel]
         target = format_host_port(event.host, event.port)
+        if event.kind is MappingKind.DYNAMIC:
+            state.dynamic.add(event.mapping)
+            log.info("%s: dynamic forwarding (-D): targets checked per stream", channel.name)
+            return MappingGranted()
         if event.kind is MappingKind.CONNECT:
             refusal = state.policy.connect.check_target(event.host, event.port)
             if refusal is not None:

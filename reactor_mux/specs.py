@@ -4,7 +4,8 @@
 listening side binds BIND:PORT (BIND defaults to 127.0.0.1; ``*`` or an
 empty BIND means every interface; PORT 0 lets the system pick) and each
 connection is carried to HOST:HOSTPORT as seen from the other end.  IPv6
-literals go in brackets.  ``HOST:PORT`` is used by ``--server`` and
+literals go in brackets.  ``-D [BIND:]PORT`` listens the same way and lets
+each SOCKS client name its own target.  ``HOST:PORT`` is used by ``--server`` and
 ``--listen``.  Every error is a ``SpecError`` whose message names the
 offending text, for a one-line usage error.
 """
@@ -34,15 +35,17 @@ class SpecError(ValueError):
 
 
 class ForwardKind(enum.Enum):
-    """Which side listens: ``-L`` the client (local), ``-R`` the server (remote)."""
+    """Which side listens: ``-L`` and ``-D`` the client (local, dynamic), ``-R`` the
+    server (remote)."""
 
     LOCAL = "L"
     REMOTE = "R"
+    DYNAMIC = "D"
 
 
 @dataclass(frozen=True)
 class ForwardSpec:
-    """One ``-L`` or ``-R`` mapping."""
+    """One ``-L``, ``-R`` or ``-D`` mapping (a ``-D`` has no target: empty host, port 0)."""
 
     kind: ForwardKind
     bind_host: str
@@ -50,6 +53,11 @@ class ForwardSpec:
     target_host: str
     target_port: int
     text: str
+
+    @property
+    def dynamic(self) -> bool:
+        """``-D``, or ``-R`` with no target: each connection names its own (SOCKS)."""
+        return self.target_port == 0
 
     @property
     def bind(self) -> str:
@@ -128,9 +136,12 @@ def parse_bind_host(text: str) -> str:
 
 
 def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
-    """Parse the argument of ``-L`` or ``-R``."""
+    """Parse the argument of ``-L`` or ``-R`` (``-R [BIND:]PORT`` alone is reverse
+    dynamic forwarding, as in OpenSSH 7.6)."""
     try:
         fields = _split_fields(text)
+        if kind is ForwardKind.REMOTE and len(fields) <= 2:
+            return _parse_listen_only(kind, text, fields)
         if len(fields) == 3:
             bind_host = DEFAULT_BIND
             port_text, host_text, hostport_text = fields
@@ -150,7 +161,26 @@ def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
     except SpecError as exc:
         raise SpecError(
             f"bad -{kind.value} {text!r}: {exc}; expected [BIND:]PORT:HOST:HOSTPORT"
+            + (" or [BIND:]PORT" if kind is ForwardKind.REMOTE else "")
         ) from None
+
+
+def parse_dynamic(text: str) -> ForwardSpec:
+    """Parse the argument of ``-D``: ``[BIND:]PORT``."""
+    try:
+        return _parse_listen_only(ForwardKind.DYNAMIC, text, _split_fields(text))
+    except SpecError as exc:
+        raise SpecError(f"bad -D {text!r}: {exc}; expected [BIND:]PORT") from None
+
+
+def _parse_listen_only(kind: ForwardKind, text: str, fields: list[str]) -> ForwardSpec:
+    if len(fields) == 1:
+        bind_host, port_text = DEFAULT_BIND, fields[0]
+    elif len(fields) == 2:
+        bind_host, port_text = parse_bind_host(fields[0]), fields[1]
+    else:
+        raise SpecError("wrong number of ':'-separated fields")
+    return ForwardSpec(kind, bind_host, _port(port_text, "port", allow_zero=True), "", 0, text)
 
 
 def parse_endpoint(text: str, *, listening: bool) -> tuple[str, int]:

@@ -186,6 +186,12 @@ class PortHolder:
         for holder in self._holders:
             holder.close()
 
+    def __enter__(self) -> PortHolder:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
 
 class Tunnel:
     """A server process and the client processes attached to it.
@@ -212,7 +218,7 @@ class Tunnel:
         )
         self.clients.append(proc)
         if expect is None:
-            expect = sum(1 for arg in forward_args if arg in ("-L", "-R"))
+            expect = sum(1 for arg in forward_args if arg in ("-L", "-R", "-D"))
         forwards = proc.forwards(expect, timeout=15) if expect else []
         return proc, forwards
 

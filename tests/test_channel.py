@@ -50,7 +50,9 @@ class RecordingOwner:
         self.refused_streams: list[str] = []
         self.closed: list[str] = []
 
-    def target_for(self, channel: Channel, mapping: int) -> tuple[str, int] | None:
+    def target_for(
+        self, channel: Channel, mapping: int, requested: tuple[str, int] | None
+    ) -> tuple[str, int] | str | None:
         return self.target
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:

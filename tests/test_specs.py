@@ -10,7 +10,13 @@ from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.cli import build_parser, count_type, format_size, seconds, size_type
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.settings import DEFAULT_MAX_BUFFER, ChannelSettings
-from reactor_mux.specs import ForwardKind, SpecError, parse_endpoint, parse_forward
+from reactor_mux.specs import (
+    ForwardKind,
+    SpecError,
+    parse_dynamic,
+    parse_endpoint,
+    parse_forward,
+)
 
 L, R = ForwardKind.LOCAL, ForwardKind.REMOTE
 
@@ -59,6 +65,45 @@ def test_bad_forward_specs_say_what_is_wrong(text, why):
     message = str(raised.value)
     assert message.startswith(f"bad -L {text!r}: ") and why in message
     assert message.endswith("expected [BIND:]PORT:HOST:HOSTPORT")
+
+
+@pytest.mark.parametrize(
+    ("text", "bind"),
+    [
+        ("1080", ("127.0.0.1", 1080)),
+        ("0", ("127.0.0.1", 0)),
+        ("*:1080", ("0.0.0.0", 1080)),
+        ("[::1]:1080", ("::1", 1080)),
+        ("localhost:1080", ("127.0.0.1", 1080)),
+    ],
+)
+def test_dynamic_specs_have_a_listening_address_and_no_target(text, bind):
+    for spec in (parse_dynamic(text), parse_forward(R, text)):
+        assert (spec.bind_host, spec.bind_port) == bind
+        assert spec.dynamic and spec.target_port == 0
+    assert parse_dynamic(text).kind is ForwardKind.DYNAMIC
+    assert not parse_forward(L, "1:h:2").dynamic
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [("a:b:c:d:e", "wrong number of"), ("x:1080", "bind address 'x'"), ("99999", "outside"),
+     ("", "not a decimal"), ("1080:host:80", "wrong number of")],
+)  # fmt: skip
+def test_bad_dynamic_specs_say_what_is_wrong(text, why):
+    with pytest.raises(SpecError) as raised:
+        parse_dynamic(text)
+    message = str(raised.value)
+    assert message.startswith(f"bad -D {text!r}: ") and why in message
+    assert message.endswith("expected [BIND:]PORT")
+
+
+def test_a_short_l_is_still_an_error_but_a_short_r_is_reverse_dynamic():
+    with pytest.raises(SpecError, match=r"expected \[BIND:\]PORT:HOST:HOSTPORT$"):
+        parse_forward(L, "8080")
+    assert parse_forward(R, "8080").dynamic
+    with pytest.raises(SpecError, match=r"or \[BIND:\]PORT$"):
+        parse_forward(R, "a:b:c:d:e")
 
 
 def test_endpoints():
