@@ -333,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
         "target a SOCKS client names (and resolves its name)",
     )
     client.add_argument(
+        "--exit-on-forward-failure",
+        action="store_true",
+        help="exit with status 1 if any -L, -R or -D cannot be set up (ssh's "
+        "ExitOnForwardFailure); otherwise a refused -R is retried with the reconnect backoff",
+    )
+    client.add_argument(
         "--reconnect-min",
         type=seconds,
         default=DEFAULT_RECONNECT_MIN,
@@ -454,7 +460,7 @@ def _run(
         resolver.close()
         reactor.close()
     log.info("stopped")
-    return 0
+    return app.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -505,6 +511,7 @@ def _main(argv: Sequence[str] | None) -> int:
         reconnect_max=args.reconnect_max,
         drain_timeout=args.drain_timeout,
         tls=security.tls,
+        exit_on_forward_failure=args.exit_on_forward_failure,
     )
     return _run(
         "client",

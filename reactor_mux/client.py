@@ -62,10 +62,14 @@ class ClientConfig:
     reconnect_max: float = DEFAULT_RECONNECT_MAX
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     tls: ClientTls | None = None
+    exit_on_forward_failure: bool = False
 
 
 class Client:
     name = "client"
+    exit_status = 0
+    """What the process exits with once the reactor stops (1 after a forward failure
+    under ``--exit-on-forward-failure``)."""
 
     def __init__(self, reactor: Reactor, resolver: Resolver, config: ClientConfig) -> None:
         self.reactor = reactor
@@ -85,6 +89,16 @@ class Client:
         self._channel_up_since: float | None = None
         self._stopped = False
         self._cancel_drain: Callable[[], None] | None = None
+        self._next_mapping = len(self.mappings) + 1
+        """A refused -R asks again under a fresh number (docs/protocol.md section 5)."""
+        self._bind_retries: dict[int, Timer] = {}
+        self._bind_backoff: dict[ForwardSpec, Backoff] = {}
+        self._asked_port: dict[int, int] = {}
+        """The port each BIND of this channel asked for."""
+        self._granted_port: dict[ForwardSpec, int] = {}
+        """The port each ``-R 0`` got, asked for again after a reconnect."""
+        self._port_taken: set[ForwardSpec] = set()
+        """``-R 0``s whose old port was taken: ask for any port this once."""
 
     def start(self) -> None:
         for mapping, spec in self.mappings.items():
@@ -100,7 +114,10 @@ class Client:
             try:
                 listener = Listener(self.reactor, spec.bind_host, spec.bind_port, on_accept)
             except OSError as exc:
-                log.error("%s: cannot listen on %s: %s", spec.flag, spec.bind, describe_error(exc))
+                reason = f"{spec.flag}: cannot listen on {spec.bind}: {describe_error(exc)}"
+                if self.config.exit_on_forward_failure:
+                    raise StartupError(f"{reason} (--exit-on-forward-failure)") from None
+                log.error("%s", reason)
                 continue
             self.local_listeners[mapping] = listener
             log.info(
@@ -184,7 +201,7 @@ class Client:
             elif spec.kind is ForwardKind.DYNAMIC and mapping in self.local_listeners:
                 channel.request_dynamic(mapping)
             elif spec.kind is ForwardKind.REMOTE:
-                channel.request_bind(mapping, spec.bind_host, spec.bind_port)
+                self._request_bind(channel, mapping, spec)
         self._refused.clear()
         self.channel = channel
         channel.start()
@@ -314,14 +331,72 @@ class Client:
                 log.info("forwarding -L %s -> %s", bound, spec.target)
         else:
             assert event.host is not None and event.port is not None
+            self._asked_port.pop(event.mapping, None)
+            backoff = self._bind_backoff.get(spec)
+            if backoff is not None:
+                backoff.reset()
+            if spec.bind_port == 0:
+                before = self._granted_port.get(spec)
+                if before is not None and before != event.port:
+                    log.warning("%s: listening on port %d now (it had %d)",
+                                spec.flag, event.port, before)  # fmt: skip
+                self._granted_port[spec] = event.port
+                self._port_taken.discard(spec)
             bound = format_host_port(event.host, event.port)
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
             log.info("forwarding -R %s -> %s", bound, target)
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]
-        self._refused.add(event.mapping)
-        log.error("%s refused by server: %s", spec.flag, event.reason)
+        if self.config.exit_on_forward_failure:
+            log.error("%s refused by server: %s; exiting (--exit-on-forward-failure)",
+                      spec.flag, event.reason)  # fmt: skip
+            self._exit(1)
+            return
+        if spec.kind is not ForwardKind.REMOTE:
+            self._refused.add(event.mapping)
+            log.error("%s refused by server: %s", spec.flag, event.reason)
+            return
+        asked = self._asked_port.pop(event.mapping, spec.bind_port)
+        if asked != spec.bind_port:  # the port an -R 0 had before is taken now
+            log.warning("%s: port %d, which it had before, is not free (%s); asking for any port",
+                        spec.flag, asked, event.reason)  # fmt: skip
+            self._port_taken.add(spec)
+            self._rebind(channel, event.mapping)
+            return
+        backoff = self._bind_backoff.setdefault(
+            spec, Backoff(self.config.reconnect_min, self.config.reconnect_max)
+        )
+        delay = backoff.next_delay()
+        log.error("%s refused by server: %s; asking again in %.1fs", spec.flag, event.reason, delay)
+        self._bind_retries[event.mapping] = self.reactor.call_later(
+            delay, partial(self._rebind, channel, event.mapping), self
+        )
+
+    def _request_bind(self, channel: Channel, mapping: int, spec: ForwardSpec) -> None:
+        """BIND for ``spec``; an ``-R 0`` asks for the port it had on the last channel."""
+        port = spec.bind_port
+        if port == 0 and spec not in self._port_taken:
+            port = self._granted_port.get(spec, 0)
+        self._asked_port[mapping] = port
+        channel.request_bind(mapping, spec.bind_host, port)
+
+    def _rebind(self, channel: Channel, old: int) -> None:
+        """Ask again for a refused -R, under a new mapping number, on the same channel."""
+        self._bind_retries.pop(old, None)
+        if channel is not self.channel or channel.closed:
+            return  # a new channel declares every mapping anyway
+        spec = self.mappings.pop(old)
+        mapping = self._next_mapping
+        self._next_mapping += 1
+        self.mappings[mapping] = spec
+        self._request_bind(channel, mapping, spec)
+        channel.schedule_flush()
+
+    def _exit(self, status: int) -> None:
+        self.exit_status = status
+        self._stop_reconnecting()
+        self.reactor.stop()
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
         log.warning("%s: %s", stream.label, reason)
@@ -330,6 +405,10 @@ class Client:
         if channel is not self.channel:
             return
         self.channel = None
+        for retry in self._bind_retries.values():
+            retry.cancel()
+        self._bind_retries.clear()
+        self._asked_port.clear()
         up_since = self._channel_up_since
         self._channel_up_since = None
         if up_since is not None and self.reactor.time() - up_since >= HEALTHY_CHANNEL_SECONDS:

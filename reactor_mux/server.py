@@ -96,6 +96,9 @@ class _ClientState:
 
 
 class Server:
+    exit_status = 0
+    """What the process exits with once the reactor stops."""
+
     def __init__(self, reactor: Reactor, resolver: Resolver, config: ServerConfig) -> None:
         self.reactor = reactor
         self.resolver = resolver

@@ -442,6 +442,26 @@ def test_mappings_beyond_the_limit_are_refused_gracefully(pair):
     assert not server.failed
 
 
+def test_refused_binds_are_forgotten_and_do_not_count_toward_the_limit(pair):
+    """A client retries a refused -R under new numbers for as long as the channel
+    lives: neither side may keep them, and the limit must not fill up with them."""
+    client, server = pair
+    for mapping in range(1, MAX_MAPPINGS + 11):
+        client.request_bind(mapping, "127.0.0.1", 2222)
+        _, s_events = exchange(client, server)
+        assert s_events == [MappingRequested(mapping, MappingKind.BIND, "127.0.0.1", 2222)]
+        server.refuse_bind(mapping, "address already in use")
+        c_events, _ = exchange(client, server)
+        assert c_events == [MappingRefused(mapping, MappingKind.BIND, "address already in use")]
+    client.request_bind(MAX_MAPPINGS + 20, "127.0.0.1", 2222)
+    _, s_events = exchange(client, server)
+    server.accept_bind(MAX_MAPPINGS + 20, "127.0.0.1", 2222)
+    c_events, _ = exchange(client, server)
+    assert c_events == [MappingAccepted(MAX_MAPPINGS + 20, MappingKind.BIND, "127.0.0.1", 2222)]
+    # A SYN can never name a refused BIND: it is unknown, a violation.
+    fails(client, command(2, "SYN 1"), "never declared")
+
+
 def test_duplicate_syn_and_id_reuse(pair):
     client, server = pair
     sid = open_l_stream(client, server)

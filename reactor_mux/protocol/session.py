@@ -635,6 +635,8 @@ class Session:
             events.append(MappingAccepted(mapping, kind, host, port))
         else:
             entry.status = MappingStatus.REFUSED
+            if kind is BIND:  # no SYN can name it: forget it, as the server does
+                del self._mappings[mapping]
             events.append(MappingRefused(mapping, kind, command.reason))
 
     def _on_syn(self, stream_id: int, command: Command, events: list[Event]) -> None:
@@ -818,6 +820,8 @@ class Session:
             raise LocalProtocolError(f"{kind.name} request {mapping} already answered")
         refused = verb is _REFUSAL[kind]
         entry.status = MappingStatus.REFUSED if refused else MappingStatus.ACCEPTED
+        if refused and kind is BIND:
+            del self._mappings[mapping]  # forgotten: a client may retry it under a new number
         self._queue_command(mapping, verb, *args)
 
     # ------------------------------------------------------- local: streams
