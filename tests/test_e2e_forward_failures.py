@@ -46,8 +46,11 @@ def test_exit_on_forward_failure_when_a_local_port_is_taken(tunnel, echo, flag):
 def test_exit_on_forward_failure_when_the_server_refuses_an_r(tunnel, echo):
     taken = occupy(0)
     port = taken.getsockname()[1]
-    client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
-                                "--exit-on-forward-failure", "-R", f"{port}:127.0.0.1:{echo.port}"])  # fmt: skip
+    server = f"127.0.0.1:{tunnel.server_port}"
+    spec = f"{port}:127.0.0.1:{echo.port}"
+    client = ReactorMuxProcess(
+        ["client", "--server", server, "--exit-on-forward-failure", "-R", spec]
+    )
     try:
         assert client.proc.wait(15) == 1
     finally:
