@@ -13,6 +13,8 @@ import sys
 def main() -> int:
     try:
         from reactor_mux.cli import main as cli_main
+    except KeyboardInterrupt:  # Ctrl-C while the modules load
+        return 130
     except ImportError as exc:
         if "REACTOR_MUX_CODEC" not in str(exc):
             raise

@@ -102,6 +102,9 @@ class ChannelOwner(Protocol):
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         """Why connecting to ``address`` (what ``name`` resolved to) is refused, or None."""
 
+    def mapping_label(self, channel: Channel, mapping: int) -> str:
+        """How the log names a mapping: the flag as the user wrote it, where known."""
+
     def on_hello(self, channel: Channel, event: HelloReceived) -> None: ...
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
@@ -139,6 +142,9 @@ class Channel:
         self.close_reason: str | None = None
         self.close_was_error = False
         self.auth_failed = False
+        self.peer_shut_down = False
+        """The channel ended because the peer shut down on purpose (BYE, or its ERROR
+        said so), not because it failed or vanished."""
         """The channel ended because authentication failed (either side)."""
         self.draining = False
         """Refuse new streams (the process is shutting down); open ones carry on."""
@@ -146,6 +152,7 @@ class Channel:
         """We sent BYE and wait for the peer to close the channel."""
         self._peer_leaving = False
         self._session = Session(role, settings.session, client_id=client_id)
+        self.peer_role = "server" if role is Role.CLIENT else "client"
         self._transport = transport
         self._flush_pending = False
         self._inbound_held = 0
@@ -178,6 +185,8 @@ class Channel:
         )
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
         self._dynamic_connects: set[int] = set()
+        self._connect_labels: dict[int, str] = {}
+        """What each pending connect is for, as the log names it (``-R 2222:...``)."""
         """Streams whose connect a dynamic SYN named (their SYN ERROR is classified)."""
         # Calls made per read and per write go straight to the session (no
         # extra Python frame on the data path).
@@ -253,7 +262,9 @@ class Channel:
 
     def _close_if_peer_left(self) -> None:
         if self._peer_leaving and not self.busy and not self.closed:
-            self.close("peer closed the channel (shutting down)", error=False, tell_peer=False)
+            self.peer_shut_down = True
+            self.close(f"{self.peer_role} closed the channel: shutting down", error=False,
+                       tell_peer=False)  # fmt: skip
 
     @property
     def busy(self) -> bool:
@@ -336,6 +347,7 @@ class Channel:
             case StreamReset():
                 self._connects.cancel(event.stream_id)
                 self._dynamic_connects.discard(event.stream_id)
+                self._connect_labels.pop(event.stream_id, None)
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     log.debug("%s: %s reset by peer: %s", self.name, stream.label, event.reason)
@@ -355,8 +367,11 @@ class Channel:
                 self.auth_failed = event.authentication
                 if event.authentication:
                     self.close(event.reason)
+                elif event.by_peer and _is_shutdown(event.reason):
+                    self.peer_shut_down = True
+                    self.close(f"{self.peer_role} closed the channel: {event.reason}", error=False)
                 elif event.by_peer:
-                    self.close(f"peer reported an error: {event.reason}")
+                    self.close(f"{self.peer_role} reported an error: {event.reason}")
                 else:
                     self.close(f"protocol error: {event.reason}")
             case _:
@@ -412,6 +427,7 @@ class Channel:
             return
         if dynamic:
             self._dynamic_connects.add(event.stream_id)
+        self._connect_labels[event.stream_id] = self.owner.mapping_label(self, event.mapping)
         self._connects.start(event.stream_id, *target)
 
     def _refuse_stream(self, stream_id: int, reason: str, dynamic: bool) -> None:
@@ -434,8 +450,10 @@ class Channel:
     ) -> None:
         dynamic = stream_id in self._dynamic_connects
         self._dynamic_connects.discard(stream_id)
+        what = self._connect_labels.pop(stream_id, "")
         if sock is None:
-            log.warning("%s: connect to %s failed: %s", self.name, address, error)
+            log.warning("%s: stream %d %s: connect to %s failed: %s",
+                        self.name, stream_id, what, address, error)  # fmt: skip
             self._refuse_stream(stream_id, f"connect to {address} failed: {error}", dynamic)
         else:
             label = f"stream {stream_id} -> {address}"
@@ -599,6 +617,15 @@ class Channel:
             # Whatever failed above, the socket goes and the owner forgets us.
             self._transport.close()
             self.owner.on_channel_closed(self, reason)
+
+
+SHUTTING_DOWN = "shutting down"
+"""The reason a side gives in its ERROR when it closes the channel on purpose."""
+
+
+def _is_shutdown(reason: str) -> bool:
+    """An ERROR that ends a planned shutdown (older peers said "client shutting down")."""
+    return reason.endswith(SHUTTING_DOWN)
 
 
 def wait_for_streams(

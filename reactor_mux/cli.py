@@ -15,6 +15,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -28,8 +29,9 @@ from reactor_mux.cli_security import (
     client_security,
     server_security,
 )
-from reactor_mux.client import Client, ClientConfig, StartupError
+from reactor_mux.client import Client, ClientConfig
 from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
+from reactor_mux.errors import StartupError
 from reactor_mux.keygen import DEFAULT_DAYS, KeygenError, generate, generate_secret
 from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.auth import Credentials, SecretBook
@@ -423,7 +425,24 @@ def _setup_logging(role: str, verbose: bool, quiet: bool) -> None:
 def _run(
     role: str, drain_timeout: float, build: Callable[[Reactor, Resolver], Server | Client]
 ) -> int:
-    """Run a server or client until SIGINT/SIGTERM (drain) or a second one (stop)."""
+    """Run a server or client until SIGINT/SIGTERM/SIGHUP (drain) or a second one (stop)."""
+    # Signals wait while the handlers go in: one that arrives meanwhile is handled,
+    # not lost to a half-installed set (or to SIGTERM's default action).
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+    try:
+        return _run_with_signals(role, drain_timeout, build, handled, blocked)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _run_with_signals(
+    role: str,
+    drain_timeout: float,
+    build: Callable[[Reactor, Resolver], Server | Client],
+    handled: tuple[signal.Signals, ...],
+    blocked: set[int | signal.Signals],
+) -> int:
     reactor = Reactor()
     resolver = Resolver(reactor)
     app = build(reactor, resolver)
@@ -442,8 +461,9 @@ def _run(
             reactor.stop()
 
     # Before start(): a signal that arrives once ports are open must stop us cleanly.
-    reactor.add_signal_handler(signal.SIGINT, lambda: on_signal("SIGINT"))
-    reactor.add_signal_handler(signal.SIGTERM, lambda: on_signal("SIGTERM"))
+    for signum in handled:
+        reactor.add_signal_handler(signum, partial(on_signal, signum.name))
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         app.start()
     except (OSError, StartupError) as exc:
@@ -470,8 +490,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _join_forward_values(argv: Sequence[str]) -> list[str]:
+    """``-L -1:h:2`` would read as an option named ``-1:h:2``; passed as ``-L-1:h:2``
+    it reaches the spec parser, which says what is wrong with it."""
+    joined: list[str] = []
+    values = iter(argv)
+    for word in values:
+        if word in _FORWARD_FLAGS:
+            value = next(values, None)
+            if value is not None and value.startswith("-") and value[1:2].isdigit():
+                joined.append(word + value)
+                continue
+            joined.append(word)
+            if value is not None:
+                joined.append(value)
+            continue
+        joined.append(word)
+    return joined
+
+
+_FORWARD_FLAGS = ("-L", "-R", "-D")
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_forward_values(sys.argv[1:] if argv is None else argv))
     if args.command == "demo":
         return run_demo(args.size)
     if args.command == "keygen":

@@ -20,9 +20,17 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
-from reactor_mux.channel import Channel, LocalService, MappingAnswer, wait_for_streams
+from reactor_mux.channel import (
+    SHUTTING_DOWN,
+    Channel,
+    LocalService,
+    MappingAnswer,
+    wait_for_streams,
+)
 from reactor_mux.connector import Connector
+from reactor_mux.errors import StartupError
 from reactor_mux.listener import Listener
+from reactor_mux.liveness import SILENT_PEER
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import PeerAddress, abort_socket, describe_error
 from reactor_mux.protocol.events import (
@@ -32,7 +40,7 @@ from reactor_mux.protocol.events import (
     MappingRequested,
 )
 from reactor_mux.protocol.failures import FailureClass
-from reactor_mux.protocol.session import Role
+from reactor_mux.protocol.session import NOT_A_PEER, Role
 from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
@@ -48,9 +56,9 @@ log = logging.getLogger("reactor_mux")
 HEALTHY_CHANNEL_SECONDS = 10.0
 """A channel that lived this long resets the backoff: the next outage starts afresh."""
 
-
-class StartupError(Exception):
-    """The client cannot do anything useful (e.g. no -L port could be bound)."""
+OUTAGE_REPORT_INTERVAL = 60.0
+"""While the server stays out of reach, one failure per this many seconds is logged
+as an ERROR (the others as WARNINGs), so ``-q`` still shows that it is failing."""
 
 
 @dataclass
@@ -86,6 +94,10 @@ class Client:
         self._connector: Connector | None = None
         self._retry: Timer | None = None
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
+        self._failed_attempts = 0
+        """Connects and channels that failed since a channel was last up."""
+        self._loud_at: float | None = None
+        """When a failure was last logged as an ERROR (OUTAGE_REPORT_INTERVAL)."""
         self._channel_up_since: float | None = None
         self._stopped = False
         self._cancel_drain: Callable[[], None] | None = None
@@ -141,7 +153,7 @@ class Client:
         if self._cancel_drain is not None:
             self._cancel_drain()
         if self.channel is not None:
-            self.channel.close("client shutting down", error=False)
+            self.channel.close(SHUTTING_DOWN, error=False)
         self._close_listeners()
 
     def _close_listeners(self) -> None:
@@ -167,7 +179,7 @@ class Client:
         self._retry = None
         if self._stopped:
             return
-        log.debug("connecting to server %s", self.server_label)
+        log.info("connecting to server %s", self.server_label)
         host, port = self.config.server
         self._connector = Connector(
             self.reactor,
@@ -236,11 +248,21 @@ class Client:
         elif self.channel is None and self._retry is None:
             self._schedule_reconnect("internal error while connecting")
 
-    def _schedule_reconnect(self, reason: str) -> None:
+    def _schedule_reconnect(self, reason: str, *, orderly: bool = False) -> None:
         if self._stopped:
             return
         delay = self._backoff.next_delay()
-        log.warning("%s; reconnecting in %.1fs", reason, delay)
+        now = self.reactor.time()
+        self._failed_attempts += 1
+        if orderly:
+            level = logging.INFO
+        elif self._loud_at is None or now - self._loud_at >= OUTAGE_REPORT_INTERVAL:
+            level, self._loud_at = logging.ERROR, now
+            if self._failed_attempts > 1:
+                reason = f"{reason} ({self._failed_attempts} attempts so far)"
+        else:
+            level = logging.WARNING
+        log.log(level, "%s; reconnecting in %.1fs", reason, delay)
         self._retry = self.reactor.call_later(delay, self._connect, self)
 
     def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
@@ -307,11 +329,17 @@ class Client:
         LocalConnect(self.reactor, self.resolver, sock, request, hook,
                      self.config.settings.connect_timeout, spec.flag)  # fmt: skip
 
+    def mapping_label(self, channel: Channel, mapping: int) -> str:
+        spec = self.mappings.get(mapping)
+        return spec.flag if spec is not None else f"mapping {mapping}"
+
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         return None  # the client connects only to the targets it was given itself
 
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         self._channel_up_since = self.reactor.time()
+        self._failed_attempts = 0
+        self._loud_at = None
         log.info("connected to server %s", self.server_label)
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
@@ -399,7 +427,7 @@ class Client:
         self.reactor.stop()
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
-        log.warning("%s: %s", stream.label, reason)
+        log.warning("%s: the server refused it: %s", stream.label, reason)
 
     def on_channel_closed(self, channel: Channel, reason: str) -> None:
         if channel is not self.channel:
@@ -416,7 +444,18 @@ class Client:
         if channel.auth_failed:
             log.error("authentication failed with server %s: %s", self.server_label, reason)
             self._backoff.give_up_fast()
-        self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")
+        if channel.peer_shut_down:
+            self._schedule_reconnect(reason, orderly=True)
+        elif NOT_A_PEER in reason:
+            what = reason[reason.index(NOT_A_PEER) :]
+            self._schedule_reconnect(f"{self.server_label} is {what}")
+        elif SILENT_PEER in reason:
+            self._schedule_reconnect(
+                f"channel to {self.server_label} lost: {reason}, though a reactor-mux server "
+                "says HELLO at once: is it stopped, or not a reactor-mux server?"
+            )
+        else:
+            self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")
 
 
 def _peer_label(sock: socket.socket) -> str:

@@ -31,6 +31,11 @@ class Clock(Protocol):
     ) -> Cancellable: ...
 
 
+SILENT_PEER = "the peer sent nothing"
+"""Added to a handshake timeout when not one byte arrived: a reactor-mux peer
+sends its HELLO at once, so such a peer is most likely something else."""
+
+
 class Liveness:
     """The handshake deadline and keepalive of one channel."""
 
@@ -56,6 +61,7 @@ class Liveness:
         self._tick_timer: Cancellable | None = None
         self._ping_token = 0
         self.last_heard = clock.time()
+        self._created = self.last_heard
         self.reads_paused = False
         """Set by the channel while it does not read: the peer's silence is ours."""
 
@@ -83,7 +89,9 @@ class Liveness:
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         self.stop()
-        self._give_up(f"handshake timed out after {self._handshake_timeout:g}s")
+        silent = self.last_heard == self._created
+        self._give_up(f"handshake timed out after {self._handshake_timeout:g}s"
+                      + (f" ({SILENT_PEER})" if silent else ""))  # fmt: skip
 
     def _schedule_tick(self) -> None:
         self._tick_timer = self._clock.call_later(self._interval / 2, self._tick, self._owner)

@@ -29,6 +29,7 @@ from functools import partial
 
 from reactor_mux.authlimit import FailureLimiter
 from reactor_mux.channel import (
+    SHUTTING_DOWN,
     Channel,
     MappingAnswer,
     MappingDenied,
@@ -36,6 +37,7 @@ from reactor_mux.channel import (
     wait_for_streams,
 )
 from reactor_mux.credentials import ClientsFile
+from reactor_mux.errors import StartupError
 from reactor_mux.listener import Listener
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import PeerAddress, describe_error
@@ -112,9 +114,13 @@ class Server:
         self._cancel_drain: Callable[[], None] | None = None
 
     def start(self) -> None:
-        """Bind every ``--listen`` address; raises OSError if one cannot be bound."""
+        """Bind every ``--listen`` address; raises StartupError if one cannot be bound."""
         for host, port in self.config.listen:
-            listener = Listener(self.reactor, host, port, self._on_accept)
+            try:
+                listener = Listener(self.reactor, host, port, self._on_accept)
+            except OSError as exc:
+                where = format_host_port(host, port)
+                raise StartupError(f"cannot listen on {where}: {describe_error(exc)}") from None
             self.listeners.append(listener)
             address = format_host_port(listener.host, listener.port)
             log.info("listening on %s", address)
@@ -130,7 +136,7 @@ class Server:
             self._cancel_drain()
         self._stop_accepting()
         for channel in list(self.clients):
-            channel.close("server shutting down", error=False)
+            channel.close(SHUTTING_DOWN, error=False)
 
     def _stop_accepting(self) -> None:
         for listener in self.listeners:
@@ -198,6 +204,10 @@ class Server:
                         format_host_port(*requested), refusal)  # fmt: skip
             return refusal
         return requested
+
+    def mapping_label(self, channel: Channel, mapping: int) -> str:
+        state = self.clients.get(channel)
+        return "-D" if state is not None and mapping in state.dynamic else "-L"
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         state = self.clients.get(channel)

@@ -58,6 +58,9 @@ class RecordingOwner:
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         return None
 
+    def mapping_label(self, channel: Channel, mapping: int) -> str:
+        return f"mapping {mapping}"
+
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         self.hellos.append(event)
 
@@ -189,7 +192,7 @@ def test_a_peer_that_never_says_hello_is_cut_off(reactor, resolver):
     settings = ChannelSettings(handshake_timeout=0.1)
     channel, _peer = open_channel(reactor, resolver, owner, settings)
     run_until(reactor, lambda: channel.closed)
-    assert channel.close_reason == "handshake timed out after 0.1s"
+    assert channel.close_reason == "handshake timed out after 0.1s (the peer sent nothing)"
 
 
 def test_a_silent_peer_gets_pings_then_the_channel_closes(reactor, resolver):
@@ -302,5 +305,5 @@ def test_after_bye_a_refused_stream_lets_the_channel_close(reactor, resolver):
     until(reactor, peer, lambda: peer.of(StreamRequested))
     peer.session.refuse_stream(peer.of(StreamRequested)[0].stream_id, "shutting down")
     run_until(reactor, lambda: (peer.pump(), channel.closed)[1], timeout=5)
-    assert channel.close_reason == "peer closed the channel (shutting down)"
-    assert not channel.close_was_error
+    assert channel.close_reason == "client closed the channel: shutting down"
+    assert not channel.close_was_error and channel.peer_shut_down

@@ -127,12 +127,15 @@ def test_listen_port_in_use_is_a_one_line_startup_error():
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
+    port = taken.getsockname()[1]
     try:
-        result = run("server", "--listen", f"127.0.0.1:{taken.getsockname()[1]}")
+        result = run("server", "--listen", f"127.0.0.1:{port}")
     finally:
         taken.close()
     assert result.returncode == 1
-    assert "cannot start server: address already in use" in result.stderr
+    assert f"cannot start server: cannot listen on 127.0.0.1:{port}: address already in use" in (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -136,12 +136,15 @@ def hello() -> bytes:
 
 GARBAGE = {
     "random bytes": (os.urandom(4096), "protocol error"),
-    "HTTP request": (b"GET / HTTP/1.1\r\nHost: example\r\n\r\n", "kind byte"),
+    "HTTP request": (
+        b"GET / HTTP/1.1\r\nHost: example\r\n\r\n",
+        "not a reactor-mux client (it sent text: 'GET / HTTP/1.1')",
+    ),
     "TLS ClientHello": (
         bytes.fromhex("16030100f5010000f10303") + os.urandom(240),
         "peer started a TLS handshake",
     ),
-    "4 GB body": (bytes.fromhex("ffffffff0000000100"), "maximum frame size"),
+    "4 GB body": (hello() + bytes.fromhex("ffffffff0000000100"), "maximum frame size"),
     "half a header then EOF": (bytes.fromhex("00000010"), "middle of a frame"),
     "data on an unknown stream": (hello() + encode_frame(5, 0, b"x"), "never opened"),
     "unknown command": (hello() + encode_frame(0, 1, b"TELEPORT now"), "unknown command"),

@@ -117,7 +117,7 @@ def test_max_channels(echo):
                                     "-L", f"0:127.0.0.1:{echo.port}", "--reconnect-min", "0.2",
                                     "--reconnect-max", "0.5"])  # fmt: skip
         tunnel.clients.append(second)
-        second.wait_for("peer reported an error: too many channels \\(limit 1\\)")
+        second.wait_for("server reported an error: too many channels \\(limit 1\\)")
         tunnel.server.wait_for("refused: too many channels \\(limit 1\\)")
         first.stop()
         assert second.forwards(1, timeout=10)[0][0] == "L"

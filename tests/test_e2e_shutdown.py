@@ -58,7 +58,9 @@ def test_sigterm_on_the_server_lets_open_streams_finish(hash_target):
         assert tunnel.server.proc.wait(10) == 0
         assert time.monotonic() - started < 30, "it waited for the drain timeout"
         assert "drain timeout" not in tunnel.server.log
-        client.wait_for("lost")
+        # A planned stop is a normal close to the client, at INFO, not a loss.
+        line = client.wait_for("server closed the channel: shutting down; reconnecting in").string
+        assert " INFO " in line
     finally:
         tunnel.close()
 
@@ -157,7 +159,7 @@ def test_a_draining_client_waits_for_the_server_to_deliver_what_it_sent():
         assert wait_until(lambda: sink.received, timeout=30)
         assert sink.received == [(size, sha(payload(9, size)))]
         assert client.proc.wait(30) == 0
-        tunnel.server.wait_for("peer closed the channel")
+        tunnel.server.wait_for("closed: client closed the channel: shutting down")
     finally:
         sink.close()
         tunnel.close()

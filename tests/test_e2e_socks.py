@@ -139,9 +139,11 @@ def test_curl_sees_the_socks_code_of_each_failure(hash_target):
                 assert done.returncode == 97 and code in done.stderr.decode(), (url, done.stderr)
             done = curl("--socks4a", socks_port, f"http://127.0.0.1:{closed}/")
             assert done.returncode == 97 and b"(91)" in done.stderr, done.stderr
-            client.wait_for(rf"to 127\.0\.0\.1:{closed}: refused: connect to 127\.0\.0\.1:{closed} "
-                            "failed: connection refused")  # fmt: skip
-            client.wait_for("to no-such-host.invalid:80: unresolved: ")
+            client.wait_for(
+                rf"to 127\.0\.0\.1:{closed}: the server refused it: refused: "
+                rf"connect to 127\.0\.0\.1:{closed} failed: connection refused"
+            )
+            client.wait_for("to no-such-host.invalid:80: the server refused it: unresolved: ")
             client.wait_for(rf"forbidden: 127\.0\.0\.1:{hash_target.port} is not allowed by the "
                             "server's --allow-connect")  # fmt: skip
             client.wait_for("forbidden: connect to localhost:.* a non-public address")

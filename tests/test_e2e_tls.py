@@ -119,7 +119,8 @@ def test_plaintext_against_tls_both_ways_says_so_on_each_side(pki, hash_target):
             to_tls, _ = tls.client("-L", f"0:127.0.0.1:{hash_target.port}", expect=0, extra=FAST)
             to_tls.wait_for(
                 re.escape(
-                    "peer reported an error: this server expects TLS (start the client with --tls)"
+                    "server reported an error: this server expects TLS "
+                    "(start the client with --tls)"
                 )
             )
             tls.server.wait_for("peer speaks plaintext; this server expects TLS")
@@ -146,7 +147,7 @@ def test_a_tls_channel_ends_in_order_and_promptly(pki, hash_target):
         assert echo_once(forwards[0][1], struct_header(0)) is not None
         before = cpu_time(tunnel.server.pid)
         client.stop()
-        tunnel.server.wait_for("closed: peer closed the channel", timeout=5)
+        tunnel.server.wait_for("closed: client closed the channel: shutting down", timeout=5)
         time.sleep(0.5)  # a window in which a spinning loop would burn most of a core
         assert cpu_time(tunnel.server.pid) - before < 0.3
     finally:

@@ -86,7 +86,7 @@ def test_a_peer_that_never_says_hello_is_given_up():
     clock.advance(9.9)
     assert watched.gave_up == []
     clock.advance(0.2)
-    assert watched.gave_up == [(10.0, "handshake timed out after 10s")]
+    assert watched.gave_up == [(10.0, "handshake timed out after 10s (the peer sent nothing)")]
     assert clock.pending == 0, "nothing more is scheduled after giving up"
 
 

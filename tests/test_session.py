@@ -810,3 +810,33 @@ def test_the_data_fast_path_agrees_with_the_state_table():
         legal = {state for state, event in TRANSITIONS if event is data_input}
         assert legal == set(states)
         assert all(TRANSITIONS[(state, data_input)] is state for state in states)
+
+
+@pytest.mark.parametrize(
+    "first,what",
+    [
+        (b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", "not a reactor-mux server (it sent an SSH banner)"),
+        (
+            b"HTTP/1.1 400 Bad Request\r\n\r\n",
+            "not a reactor-mux server (it sent an HTTP response)",
+        ),
+        (bytes.fromhex("15030300020246"), "not a reactor-mux server (it sent a TLS alert"),
+        (b"-ERR unknown command\r\n", "not a reactor-mux server (it sent a Redis error)"),
+        (
+            b"hello there, friend\n",
+            "not a reactor-mux server (it sent text: 'hello there, friend')",
+        ),
+        (
+            bytes(range(200, 216)),
+            "not a reactor-mux server (it sent bytes c8 c9 ca cb cc cd ce cf)",
+        ),
+    ],
+)
+def test_a_server_that_speaks_another_protocol_is_named(first, what):
+    client = Session(Role.CLIENT)
+    events = client.receive_data(first)
+    if len(first) < 9:  # not even a frame header: the peer closes after it
+        assert events == []
+        assert what in client.receive_eof()
+        return
+    assert isinstance(events[-1], ChannelFailed) and what in events[-1].reason

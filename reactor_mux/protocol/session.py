@@ -30,7 +30,7 @@ import enum
 from collections.abc import Callable
 
 from reactor_mux import codec
-from reactor_mux.protocol import auth
+from reactor_mux.protocol import auth, sniff
 from reactor_mux.protocol.commands import (
     SCOPE,
     Command,
@@ -123,6 +123,9 @@ PEER_SPEAKS_TLS = (
     "(give the server --tls-cert and --tls-key, or drop the client's --tls)"
 )
 
+NOT_A_PEER = "not a reactor-mux"
+"""How a channel failure caused by a peer speaking another protocol starts."""
+
 AUTH_FAILED = "authentication failed"
 """All a server tells a client whose authentication failed (the details are
 for the server's log only)."""
@@ -203,6 +206,7 @@ class Session:
         if role is Role.SERVER and config.credentials is not None:
             raise ValueError("only a client has credentials")
         self.role = role
+        self._peer_role = "server" if role is Role.CLIENT else "client"
         self.config = config
         self.window = config.window
         self.max_frame = config.max_frame
@@ -342,9 +346,12 @@ class Session:
                     if self.failed:
                         return events
             if malformed:
-                if self.state is ChannelState.AWAITING_HELLO and bytes(buffer[:2]) == b"\x16\x03":
-                    # A TLS ClientHello where a HELLO frame belongs (which starts 0x00).
-                    raise ProtocolError(PEER_SPEAKS_TLS)
+                if self.state is ChannelState.AWAITING_HELLO and buffer[0] != 0:
+                    # Where a HELLO belongs (a header starting 0x00): another protocol.
+                    first = bytes(buffer[: max(min(count, 64), 9)])
+                    if first.startswith(sniff.TLS_HANDSHAKE):
+                        raise ProtocolError(PEER_SPEAKS_TLS)
+                    raise ProtocolError(f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})")
                 raise ProtocolError(codec.ERROR_MESSAGES[malformed])
         except ProtocolError as exc:
             events.append(self._finish(str(exc)))
@@ -374,10 +381,13 @@ class Session:
         """The channel socket hit EOF; return the reason to log."""
         if self.failure is not None:
             return self.failure
-        if self._decoder.pending:
-            reason = (
-                f"peer closed the channel in the middle of a frame ({self._decoder.pending} bytes)"
-            )
+        pending = self._decoder.pending
+        first = bytes(self._decoder.buffer[: min(pending, 64)])
+        if pending and self.state is ChannelState.AWAITING_HELLO and first[0] != 0:
+            # Nothing parsed yet, so the bytes start the buffer: another protocol's.
+            reason = f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})"
+        elif pending:
+            reason = f"peer closed the channel in the middle of a frame ({pending} bytes)"
         else:
             reason = "peer closed the channel"
         self._finish(reason, tell_peer=False)

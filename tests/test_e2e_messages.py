@@ -1,0 +1,176 @@
+"""What the log says, seen as a user sees it: real processes, real peers."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from support import PortHolder, wait_until
+
+from reactor_mux.procs import ReactorMuxProcess
+
+pytestmark = pytest.mark.codec_independent
+
+FAST = ("--reconnect-min", "0.1", "--reconnect-max", "0.2")
+
+
+class BannerServer:
+    """Accepts and sends ``banner`` at once, as an SSH or SMTP server does."""
+
+    def __init__(self, banner: bytes) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.banner = banner
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.sendall(self.banner)
+                    conn.recv(1024)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def client_of(port: int, *extra: str) -> ReactorMuxProcess:
+    return ReactorMuxProcess(
+        ["client", "--server", f"127.0.0.1:{port}", "-L", "0:127.0.0.1:9", *FAST, *extra]
+    )
+
+
+def test_an_ssh_server_is_named_as_such():
+    ssh = BannerServer(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
+    client = client_of(ssh.port)
+    try:
+        client.wait_for(rf"127\.0\.0\.1:{ssh.port} is not a reactor-mux server "
+                        r"\(it sent an SSH banner\); reconnecting in")  # fmt: skip
+    finally:
+        client.stop()
+        ssh.close()
+    assert "Traceback" not in client.log
+
+
+class BadRequestServer(BannerServer):
+    """Answers whatever arrives with a 400, as nginx does at once for a request
+    line it cannot parse."""
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+
+def test_an_http_server_is_named_as_such():
+    web = BadRequestServer(b"")
+    client = client_of(web.port)
+    try:
+        client.wait_for(r"is not a reactor-mux server \(it sent an HTTP response\)")
+    finally:
+        client.stop()
+        web.close()
+
+
+def test_a_server_that_says_nothing_is_called_out():
+    """A server that waits for its client to speak first (Python's http.server waits
+    for a whole request line) sends nothing: the handshake timeout says so."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/nonexistent")
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    client = client_of(web.server_address[1], "--handshake-timeout", "1")
+    try:
+        client.wait_for(
+            r"lost: handshake timed out after 1s \(the peer sent nothing\), though a "
+            "reactor-mux server says HELLO at once: is it stopped, or not a reactor-mux server"
+        )
+    finally:
+        client.stop()
+        web.shutdown()
+        web.server_close()
+
+
+def test_each_attempt_is_announced_and_quiet_mode_still_reports_the_outage():
+    with PortHolder() as ports:
+        dead = ports.take()
+        loud = client_of(dead)
+        quiet = client_of(dead, "-q")
+        try:
+            assert wait_until(lambda: loud.count("connecting to server") >= 6, timeout=15)
+            time.sleep(0.5)
+        finally:
+            loud.stop()
+            quiet.stop()
+    assert loud.count(f"cannot connect to server 127.0.0.1:{dead}") >= 5
+    # -q: errors only, and an outage is an error once per OUTAGE_REPORT_INTERVAL.
+    lines = [line for line in quiet.lines if "cannot connect to server" in line]
+    assert len(lines) == 1 and " ERROR " in lines[0], quiet.log
+    assert "connecting to server" not in quiet.log
+
+
+def test_a_remote_target_failure_names_its_stream_and_mapping(tunnel):
+    with PortHolder() as ports:
+        closed = ports.take()
+        client, forwards = tunnel.client("-R", f"0:127.0.0.1:{closed}")
+        with socket.create_connection(("127.0.0.1", forwards[0][1]), timeout=5) as conn:
+            conn.settimeout(5)
+            try:
+                assert conn.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        client.wait_for(rf"stream \d+ -R 0:127\.0\.0\.1:{closed}: connect to 127\.0\.0\.1:{closed} "
+                        "failed: connection refused")  # fmt: skip
+
+
+def test_sighup_is_logged_and_drains(tunnel, echo):
+    client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
+    client.signal(signal.SIGHUP)
+    client.wait_for("SIGHUP: draining for up to")
+    assert client.proc.wait(15) == 0
+    tunnel.server.wait_for("closed: client closed the channel: shutting down")
+
+
+def test_ctrl_c_at_any_moment_of_startup_never_prints_a_traceback(echo):
+    """SIGINT at a spread of moments from exec to running: never a traceback, and
+    never lost (the client always ends)."""
+    for delay in (0.0, 0.02, 0.05, 0.08, 0.12, 0.18, 0.25, 0.35, 0.5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reactor_mux", "client", "--server", "127.0.0.1:9",
+             "-L", f"0:127.0.0.1:{echo.port}", *FAST],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"SIGINT after {delay}s was lost: it kept running") from None
+        if "init_import_site" in err:
+            continue  # the interpreter's own start-up (site.py), before any of our code
+        # -SIGINT: the signal came before Python itself was up (its default action).
+        assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, err)
+        assert "Traceback" not in err, (delay, err)
