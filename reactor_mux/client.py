@@ -29,7 +29,7 @@ from reactor_mux.channel import (
 )
 from reactor_mux.connector import Connector
 from reactor_mux.errors import StartupError
-from reactor_mux.listener import Listener
+from reactor_mux.listener import ListenerSet
 from reactor_mux.liveness import SILENT_PEER
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import PeerAddress, abort_socket, describe_error
@@ -86,7 +86,7 @@ class Client:
         self.client_id = secrets.token_hex(16)
         self.server_label = format_host_port(*config.server)
         self.mappings: dict[int, ForwardSpec] = dict(enumerate(config.forwards, start=1))
-        self.local_listeners: dict[int, Listener] = {}
+        self.local_listeners: dict[int, ListenerSet] = {}
         self.socks_ports: dict[int, SocksPort] = {}
         self.channel: Channel | None = None
         self._refused: set[int] = set()
@@ -124,7 +124,7 @@ class Client:
             else:
                 on_accept = partial(self._on_local_accept, mapping)
             try:
-                listener = Listener(self.reactor, spec.bind_host, spec.bind_port, on_accept)
+                listener = ListenerSet(self.reactor, spec.bind_host, spec.bind_port, on_accept)
             except OSError as exc:
                 reason = f"{spec.flag}: cannot listen on {spec.bind}: {describe_error(exc)}"
                 if self.config.exit_on_forward_failure:
@@ -132,9 +132,7 @@ class Client:
                 log.error("%s", reason)
                 continue
             self.local_listeners[mapping] = listener
-            log.info(
-                "listening on %s for %s", format_host_port(listener.host, listener.port), spec.flag
-            )
+            log.info("listening on %s for %s", listener.address, spec.flag)
         has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.mappings.values())
         if not self.local_listeners and not has_remote:
             raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")

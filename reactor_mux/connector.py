@@ -1,7 +1,9 @@
 """Non-blocking outgoing TCP connections with a deadline.
 
 A connector resolves its host (off-thread for names), then tries each
-address in turn until one answers, all within ``timeout`` seconds.  It
+address in order until one answers, all within ``timeout`` seconds; an
+address that has not answered within ``ATTEMPT_DELAY`` gets company from the
+next one (happy eyeballs), and the first to connect wins.  It
 reports exactly once: ``on_done(sock, None)`` or ``on_done(None, reason)``;
 ``cancel()`` closes whatever it holds and suppresses the report, so a
 failed or abandoned attempt never leaks a socket.  Every callback it
@@ -14,10 +16,15 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
+from functools import partial
 
 from reactor_mux.netutil import describe_error, tune_stream_socket
 from reactor_mux.reactor import WRITE, IOWatch, Owner, Reactor, Timer
 from reactor_mux.resolver import Address, Resolution, Resolver
+
+ATTEMPT_DELAY = 0.25
+"""Seconds before the next address is tried beside one still connecting
+(RFC 8305's recommended Connection Attempt Delay)."""
 
 DoneCallback = Callable[[socket.socket | None, str | None], None]
 AddressCheck = Callable[[str, int], str | None]
@@ -46,8 +53,9 @@ class Connector:
         self._owner = owner
         self._addresses: list[Address] = []
         self._last_error = "no address to connect to"
-        self._sock: socket.socket | None = None
-        self._watch: IOWatch | None = None
+        self._attempts: dict[socket.socket, IOWatch] = {}
+        """Connects in flight, at most one per address tried so far."""
+        self._stagger: Timer | None = None
         self._timer: Timer | None = None
         self._resolution: Resolution | None = None
         self.finished = False
@@ -68,6 +76,10 @@ class Connector:
         self._try_next()
 
     def _try_next(self) -> None:
+        """Start connecting to the next address; while it is in flight, another one
+        starts every ``ATTEMPT_DELAY`` (happy eyeballs), so an address that drops
+        packets does not hold up one that answers."""
+        self._stagger = None
         while self._addresses and not self.finished:
             family, address = self._addresses.pop(0)
             if self._address_check is not None:
@@ -83,28 +95,35 @@ class Connector:
             tune_stream_socket(sock)
             code = sock.connect_ex(address)
             if code in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
-                self._sock = sock
-                self._watch = IOWatch(self._reactor, sock, self._on_writable, self._owner)
-                self._watch.want(WRITE)
+                watch = IOWatch(self._reactor, sock, partial(self._on_writable, sock), self._owner)
+                watch.want(WRITE)
+                self._attempts[sock] = watch
+                if self._addresses:
+                    self._stagger = self._reactor.call_later(
+                        ATTEMPT_DELAY, self._try_next, self._owner
+                    )
                 return
             sock.close()
             self._last_error = describe_error(code)
-        if not self.finished:
+        if not self.finished and not self._attempts:
             self._finish(None, self._last_error)
 
-    def _on_writable(self, _mask: int) -> None:
-        sock = self._sock
-        assert sock is not None and self._watch is not None
+    def _on_writable(self, sock: socket.socket, _mask: int) -> None:
+        watch = self._attempts.pop(sock)
+        watch.close()
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self._watch.close()
-        self._watch = None
-        self._sock = None
         if code == 0:
+            self._release()  # the other attempts lose
             self._finish(sock, None)
             return
         sock.close()
         self._last_error = describe_error(code)
-        self._try_next()
+        if self._addresses:
+            if self._stagger is not None:
+                self._stagger.cancel()
+            self._try_next()  # a failure starts the next address at once
+        elif not self._attempts:
+            self._finish(None, self._last_error)
 
     def _on_timeout(self) -> None:
         self._timer = None
@@ -116,12 +135,13 @@ class Connector:
         if self._resolution is not None:
             self._resolution.cancel()
             self._resolution = None
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self._stagger is not None:
+            self._stagger.cancel()
+            self._stagger = None
+        attempts, self._attempts = self._attempts, {}
+        for sock, watch in attempts.items():
+            watch.close()
+            sock.close()
 
     def _finish(self, sock: socket.socket | None, error: str | None) -> None:
         on_done = self._on_done

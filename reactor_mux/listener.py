@@ -21,6 +21,7 @@ from reactor_mux.netutil import (
     abort_socket,
     describe_error,
     listen_socket,
+    listen_sockets,
     sockname,
     tune_stream_socket,
 )
@@ -37,9 +38,18 @@ AcceptCallback = Callable[[socket.socket, PeerAddress], None]
 
 
 class Listener:
-    def __init__(self, reactor: Reactor, host: str, port: int, on_accept: AcceptCallback) -> None:
+    def __init__(
+        self,
+        reactor: Reactor,
+        host: str,
+        port: int,
+        on_accept: AcceptCallback,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Listen on host:port (an IP literal), or on ``sock`` if given."""
         self._reactor = reactor
-        self.sock = listen_socket(host, port)
+        self.sock = sock if sock is not None else listen_socket(host, port)
         self.host, self.port = sockname(self.sock)
         self.address = format_host_port(self.host, self.port)
         self.name = f"listener on {self.address}"
@@ -100,6 +110,29 @@ class Listener:
             self._resume_timer.cancel()
         self._watch.close()
         self.sock.close()
+
+
+class ListenerSet:
+    """One listening address as the user wrote it, on every socket it takes:
+    ``localhost`` is 127.0.0.1 and ::1 on the same port, ``::`` one dual-stack
+    socket (``netutil.listen_sockets``)."""
+
+    def __init__(self, reactor: Reactor, host: str, port: int, on_accept: AcceptCallback) -> None:
+        sockets = listen_sockets(host, port)
+        self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock) for sock in sockets]
+        first = self.listeners[0]
+        self.host, self.port = first.host, first.port
+        self.address = " and ".join(listener.address for listener in self.listeners)
+        """Every address, for the log: ``127.0.0.1:8080 and [::1]:8080``."""
+        self.name = f"listener on {self.address}"
+
+    @property
+    def closed(self) -> bool:
+        return self.listeners[0].closed
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
 
 
 class _Handoff:

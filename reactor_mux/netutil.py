@@ -76,14 +76,15 @@ def abort_socket(sock: socket.socket) -> None:
     sock.close()
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking listening TCP socket on host:port (host must be a literal)."""
+def listen_socket(host: str, port: int, *, dual_stack: bool = False) -> socket.socket:
+    """A non-blocking listening TCP socket on host:port (host must be a literal);
+    ``dual_stack`` lets an IPv6 socket take IPv4 connections too."""
     family = family_of(host)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
@@ -91,6 +92,40 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+LOOPBACK_PAIR = ("127.0.0.1", "::1")
+"""What ``localhost`` listens on."""
+
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+_PAIR_ATTEMPTS = 16
+"""Tries at finding a port free on both 127.0.0.1 and ::1 for ``localhost:0``."""
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for ``host`` as ssh reads it: ``localhost`` is 127.0.0.1 and
+    ::1 on one port, ``::`` is dual-stack (both families on one socket); IPv6 that
+    the system does not have is left out, never an error."""
+    if host == "::":
+        try:
+            return [listen_socket("::", port, dual_stack=True)]
+        except OSError as exc:
+            if exc.errno not in _NO_IPV6:
+                raise
+            return [listen_socket("0.0.0.0", port)]
+    if host != "localhost":
+        return [listen_socket(host, port)]
+    for _ in range(_PAIR_ATTEMPTS):
+        first = listen_socket(LOOPBACK_PAIR[0], port)
+        try:
+            return [first, listen_socket(LOOPBACK_PAIR[1], first.getsockname()[1])]
+        except OSError as exc:
+            if exc.errno in _NO_IPV6:
+                return [first]
+            first.close()
+            if exc.errno != errno.EADDRINUSE or port != 0:
+                raise
+    raise OSError(errno.EADDRINUSE, "no port free on both 127.0.0.1 and ::1")
 
 
 def describe_error(exc: BaseException | int) -> str:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-LISTENING = re.compile(r"listening on (\S+):(\d+)$")
+LISTENING = re.compile(r"listening on (\S+):(\d+)(?: and \S+)*$")
 FORWARDING = re.compile(r"forwarding -([LRD]) (\S+):(\d+) -> (\S+)$")
 
 

@@ -38,9 +38,9 @@ from reactor_mux.channel import (
 )
 from reactor_mux.credentials import ClientsFile
 from reactor_mux.errors import StartupError
-from reactor_mux.listener import Listener
+from reactor_mux.listener import ListenerSet
 from reactor_mux.localstream import LocalStream
-from reactor_mux.netutil import PeerAddress, describe_error
+from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
 from reactor_mux.policy import Policy
 from reactor_mux.protocol.events import (
     HelloReceived,
@@ -50,7 +50,12 @@ from reactor_mux.protocol.events import (
     MappingRequested,
 )
 from reactor_mux.protocol.session import Role, error_frame
-from reactor_mux.protocol.syntax import format_host_port, is_loopback, listening_address
+from reactor_mux.protocol.syntax import (
+    LOCALHOST,
+    format_host_port,
+    is_loopback,
+    listening_address,
+)
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
@@ -94,7 +99,7 @@ class _ClientState:
     targets: dict[int, tuple[str, int]] = field(default_factory=dict)
     dynamic: set[int] = field(default_factory=set)
     """The client's ``-D`` mappings: each stream names its target."""
-    binds: dict[int, Listener] = field(default_factory=dict)
+    binds: dict[int, ListenerSet] = field(default_factory=dict)
 
 
 class Server:
@@ -105,7 +110,7 @@ class Server:
         self.reactor = reactor
         self.resolver = resolver
         self.config = config
-        self.listeners: list[Listener] = []
+        self.listeners: list[ListenerSet] = []
         self.clients: dict[Channel, _ClientState] = {}
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
         self._failures = FailureLimiter()
@@ -117,12 +122,12 @@ class Server:
         """Bind every ``--listen`` address; raises StartupError if one cannot be bound."""
         for host, port in self.config.listen:
             try:
-                listener = Listener(self.reactor, host, port, self._on_accept)
+                listener = ListenerSet(self.reactor, host, port, self._on_accept)
             except OSError as exc:
                 where = format_host_port(host, port)
                 raise StartupError(f"cannot listen on {where}: {describe_error(exc)}") from None
             self.listeners.append(listener)
-            address = format_host_port(listener.host, listener.port)
+            address = listener.address
             log.info("listening on %s", address)
             if not is_loopback(listener.host) and not self.config.authenticates:
                 log.warning(
@@ -253,12 +258,14 @@ class Server:
             return MappingGranted()
         address, reason = self._bind_policy(event.host)
         if address is not None:
-            refusal = state.policy.bind.check_bind(address, event.port)
+            # localhost is checked as 127.0.0.1: its ::1 twin is the same host's loopback.
+            checked = LOOPBACK_PAIR[0] if address == LOCALHOST else address
+            refusal = state.policy.bind.check_bind(checked, event.port)
             if refusal is not None:
                 address, reason = None, refusal
         if address is not None:
             try:
-                listener = Listener(
+                listener = ListenerSet(
                     self.reactor,
                     address,
                     event.port,

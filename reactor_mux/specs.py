@@ -17,15 +17,17 @@ import re
 from dataclasses import dataclass
 
 from reactor_mux.protocol.syntax import (
-    LOCALHOST_ADDRESS,
+    LOCALHOST,
     format_host_port,
     is_ip_literal,
     listening_address,
     parse_decimal,
 )
 
-DEFAULT_BIND = LOCALHOST_ADDRESS
-ALL_INTERFACES = "0.0.0.0"
+DEFAULT_BIND = LOCALHOST
+"""127.0.0.1 and ::1, as ssh binds a forward by default."""
+ALL_INTERFACES = "::"
+"""Every interface, IPv4 and IPv6 (one dual-stack socket; 0.0.0.0 without IPv6)."""
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]{0,253}[A-Za-z0-9_.])?")
 

@@ -42,7 +42,7 @@ def good_client(tunnel: Tunnel, target_port: int, *extra: str) -> int:
 
 
 def listen_port(proc: ReactorMuxProcess) -> int:
-    return int(proc.wait_for(r"listening on 127.0.0.1:(\d+) for").group(1))
+    return int(proc.wait_for(r"listening on 127.0.0.1:(\d+) .*for").group(1))
 
 
 @pytest.fixture

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import gc
 import socket
+import time
 import weakref
 
 import pytest
 from inprocess import Owner, run_until
 from support import BlackHole
 
-from reactor_mux.connector import Connector
+from reactor_mux.connector import ATTEMPT_DELAY, Connector
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import ResolveCallback
 
@@ -78,6 +79,27 @@ def test_every_address_refused_reports_the_last_reason(reactor):
     assert result.calls == [(None, "connection refused")]
 
 
+def test_an_address_that_hangs_gets_company_and_the_next_one_wins(reactor):
+    """Happy eyeballs: the second address starts ATTEMPT_DELAY after the first,
+    and connects long before the first one's timeout."""
+    hole = BlackHole()
+    server = listening()
+    result = Result()
+    names = FixedAnswers(reactor, [("127.0.0.1", hole.port), server.getsockname()])
+    started = time.monotonic()
+    connector = Connector(reactor, names, "db.example", 1, result, 5, Owner()).start()  # type: ignore[arg-type]
+    run_until(reactor, lambda: bool(result.calls))
+    took = time.monotonic() - started
+    sock, error = result.calls[0]
+    assert error is None and sock is not None
+    assert sock.getpeername() == server.getsockname()
+    assert ATTEMPT_DELAY <= took < 2.5, took
+    assert not connector._attempts, "the losing attempt was left open"
+    sock.close()
+    server.close()
+    hole.close()
+
+
 def test_a_connect_that_hangs_times_out(reactor, resolver):
     hole = BlackHole()
     result = Result()
@@ -93,9 +115,9 @@ def test_cancel_reports_nothing_and_closes_the_socket(reactor, resolver):
     hole = BlackHole()
     result = Result()
     connector = Connector(reactor, resolver, "127.0.0.1", hole.port, result, 5, Owner()).start()
-    run_until(reactor, lambda: connector._sock is not None)  # connecting, socket open
-    sock = connector._sock
-    assert sock is not None and sock.fileno() >= 0
+    run_until(reactor, lambda: bool(connector._attempts))  # connecting, socket open
+    [sock] = connector._attempts
+    assert sock.fileno() >= 0
     connector.cancel()
     assert sock.fileno() == -1, "the connecting socket was left open"
     reactor.call_later(0.05, reactor.stop, Owner())

@@ -98,7 +98,7 @@ def test_bind_on_a_port_in_use_keeps_other_mappings(tunnel, hash_target):
         )
         client.wait_for(
             rf"-R {port}:127.0.0.1:{hash_target.port} refused by server: "
-            rf"cannot listen on 127.0.0.1:{port}: address already in use"
+            rf"cannot listen on localhost:{port}: address already in use"
         )
         assert forwards[0][0] == "L"
         ex = Exchange(1_000_000, 1_000_000, seed=31)

@@ -39,7 +39,7 @@ def test_exit_on_forward_failure_when_a_local_port_is_taken(tunnel, echo, flag):
             client.stop()
             taken.close()
             ports.close()
-    assert f"{flag} {spec}: cannot listen on 127.0.0.1:{port}: address already in use" in client.log
+    assert f"{flag} {spec}: cannot listen on localhost:{port}: address already in use" in client.log
     assert "--exit-on-forward-failure" in client.log and "Traceback" not in client.log
 
 

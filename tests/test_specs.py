@@ -26,14 +26,14 @@ pytestmark = pytest.mark.codec_independent
 @pytest.mark.parametrize(
     ("kind", "text", "bind", "target"),
     [
-        (L, "8080:db:5432", ("127.0.0.1", 8080), ("db", 5432)),
-        (L, "0:db:5432", ("127.0.0.1", 0), ("db", 5432)),
-        (R, "*:2222:127.0.0.1:22", ("0.0.0.0", 2222), ("127.0.0.1", 22)),
-        (R, ":2222:127.0.0.1:22", ("0.0.0.0", 2222), ("127.0.0.1", 22)),
-        (L, "localhost:80:web:80", ("127.0.0.1", 80), ("web", 80)),
+        (L, "8080:db:5432", ("localhost", 8080), ("db", 5432)),
+        (L, "0:db:5432", ("localhost", 0), ("db", 5432)),
+        (R, "*:2222:127.0.0.1:22", ("::", 2222), ("127.0.0.1", 22)),
+        (R, ":2222:127.0.0.1:22", ("::", 2222), ("127.0.0.1", 22)),
+        (L, "localhost:80:web:80", ("localhost", 80), ("web", 80)),
         (L, "10.0.0.1:80:web:80", ("10.0.0.1", 80), ("web", 80)),
         (L, "[::1]:8080:[2001:db8::5]:80", ("::1", 8080), ("2001:db8::5", 80)),
-        (L, "8080:intranet.example.com:443", ("127.0.0.1", 8080), ("intranet.example.com", 443)),
+        (L, "8080:intranet.example.com:443", ("localhost", 8080), ("intranet.example.com", 443)),
     ],
 )
 def test_forward_specs_mean_what_they_mean_to_ssh(kind, text, bind, target):
@@ -70,11 +70,11 @@ def test_bad_forward_specs_say_what_is_wrong(text, why):
 @pytest.mark.parametrize(
     ("text", "bind"),
     [
-        ("1080", ("127.0.0.1", 1080)),
-        ("0", ("127.0.0.1", 0)),
-        ("*:1080", ("0.0.0.0", 1080)),
+        ("1080", ("localhost", 1080)),
+        ("0", ("localhost", 0)),
+        ("*:1080", ("::", 1080)),
         ("[::1]:1080", ("::1", 1080)),
-        ("localhost:1080", ("127.0.0.1", 1080)),
+        ("localhost:1080", ("localhost", 1080)),
     ],
 )
 def test_dynamic_specs_have_a_listening_address_and_no_target(text, bind):
@@ -108,7 +108,8 @@ def test_a_short_l_is_still_an_error_but_a_short_r_is_reverse_dynamic():
 
 def test_endpoints():
     assert parse_endpoint("0.0.0.0:7000", listening=True) == ("0.0.0.0", 7000)
-    assert parse_endpoint("*:0", listening=True) == ("0.0.0.0", 0)
+    assert parse_endpoint("*:0", listening=True) == ("::", 0)  # dual-stack
+    assert parse_endpoint("localhost:7000", listening=True) == ("localhost", 7000)
     assert parse_endpoint("server.example:7000", listening=False) == ("server.example", 7000)
     assert parse_endpoint("[::1]:7000", listening=False) == ("::1", 7000)
     for text, listening in [("h:0", False), ("name:1", True), ("7000", False), ("h:x", False)]:

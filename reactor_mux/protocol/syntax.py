@@ -46,7 +46,9 @@ def is_ip_literal(host: str) -> bool:
 
 
 def is_loopback(address: str) -> bool:
-    """True for a loopback IP literal (127.0.0.0/8, ::1)."""
+    """True for a loopback IP literal (127.0.0.0/8, ::1) and for ``localhost``."""
+    if address == LOCALHOST:
+        return True
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
@@ -54,8 +56,8 @@ def is_loopback(address: str) -> bool:
 
 
 def listening_address(host: str) -> str | None:
-    """The IP literal to bind for ``host``, or None if it cannot be bound: listening
-    addresses are literals, and ``localhost`` means ``127.0.0.1``."""
+    """What to bind for ``host``, or None if it cannot be bound: listening addresses
+    are IP literals, or ``localhost`` (127.0.0.1 and ::1, ``netutil.listen_sockets``)."""
     if host == LOCALHOST:
-        return LOCALHOST_ADDRESS
+        return LOCALHOST
     return host if is_ip_literal(host) else None
