@@ -67,6 +67,9 @@ log = logging.getLogger("reactor_mux")
 DRAIN_POLL = 0.05
 """Seconds between checks, while draining, for streams still open."""
 
+DRAIN_REPORT_INTERVAL = 5.0
+"""Seconds between the log lines that say how many streams a drain waits for."""
+
 
 @dataclass(frozen=True, slots=True)
 class MappingGranted:
@@ -658,6 +661,7 @@ class _DrainWait:
         self._deadline = reactor.time() + timeout
         self._done = done
         self._timer: Timer | None = None
+        self._next_report = reactor.time() + DRAIN_REPORT_INTERVAL
         self._check()
 
     def _check(self) -> None:
@@ -672,11 +676,19 @@ class _DrainWait:
             if not any(channel.said_goodbye and not channel.closed for channel in channels):
                 self._done()
                 return
-        if self._reactor.time() < self._deadline:
+        now = self._reactor.time()
+        if now < self._deadline:
+            if now >= self._next_report:
+                self._next_report = now + DRAIN_REPORT_INTERVAL
+                streams = sum(len(channel.streams) for channel in channels)
+                log.info("draining: %d stream(s) still open, %.0fs left", streams,
+                         self._deadline - now)  # fmt: skip
             self._timer = self._reactor.call_later(DRAIN_POLL, self._check, self)
             return
         if busy:
-            log.warning("drain timeout: closing %d channel(s) with open streams", busy)
+            streams = sum(len(channel.streams) for channel in channels)
+            log.warning("drain timeout: cutting %d open stream(s) on %d channel(s)",
+                        streams, busy)  # fmt: skip
         else:
             log.warning("drain timeout: the peer did not close the channel after BYE")
         self._done()

@@ -109,7 +109,15 @@ def test_drain_gives_up_after_the_timeout():
         # Not before the 1 s drain timeout; the upper bound catches a drain that
         # waited for the stream (it never ends), with slack for a loaded machine.
         assert 0.9 < time.monotonic() - started < 8
-        assert "drain timeout: closing 1 channel(s) with open streams" in server.log
+        assert "drain timeout: cutting 1 open stream(s) on 1 channel(s)" in server.log
+
+
+def test_a_long_drain_says_what_it_waits_for():
+    with server_with_a_stuck_stream("30") as server:
+        server.signal(signal.SIGTERM)
+        server.wait_for(r"draining: 1 stream\(s\) still open, \d+s left", timeout=10)
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(10) == 0
 
 
 def test_second_signal_stops_at_once():
