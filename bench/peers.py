@@ -1147,6 +1147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\ntotal {time.monotonic() - started:.0f}s")
     if args.json:
         write_json(args.json, info, bench.results)
+    missing = [path for path in args.paths if path in RMUX_PATHS and path not in bench.paths]
+    if status == 0 and (missing or not any(result.values for result in bench.results)):
+        say(f"failed: {', '.join(missing) or 'every path'} could not be measured (see above)")
+        status = 1
     return status
 
 
