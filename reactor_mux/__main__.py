@@ -7,7 +7,13 @@ reported as one line with exit status 2 rather than an import traceback.
 
 from __future__ import annotations
 
-import sys
+import signal
+
+# Until the reactor takes Ctrl-C over, it ends the process quietly (the default
+# action) instead of raising KeyboardInterrupt wherever start-up happens to be.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import sys  # noqa: E402 - after the line above, on purpose
 
 
 def main() -> int:

@@ -145,10 +145,10 @@ class Channel:
         self.close_reason: str | None = None
         self.close_was_error = False
         self.auth_failed = False
+        """The channel ended because authentication failed (either side)."""
         self.peer_shut_down = False
         """The channel ended because the peer shut down on purpose (BYE, or its ERROR
         said so), not because it failed or vanished."""
-        """The channel ended because authentication failed (either side)."""
         self.draining = False
         """Refuse new streams (the process is shutting down); open ones carry on."""
         self.said_goodbye = False
@@ -188,9 +188,9 @@ class Channel:
         )
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
         self._dynamic_connects: set[int] = set()
+        """Streams whose connect a dynamic SYN named (their SYN ERROR is classified)."""
         self._connect_labels: dict[int, str] = {}
         """What each pending connect is for, as the log names it (``-R 2222:...``)."""
-        """Streams whose connect a dynamic SYN named (their SYN ERROR is classified)."""
         # Calls made per read and per write go straight to the session (no
         # extra Python frame on the data path).
         self.get_buffer = self._session.receive_buffer
@@ -422,7 +422,12 @@ class Channel:
             return
         target = self.owner.target_for(self, event.mapping, event.target)
         if callable(target):
-            self._peer_connect_done(event.stream_id, "SOCKS", target(), None)
+            try:
+                sock = target()
+            except OSError as exc:
+                self._peer_connect_done(event.stream_id, "SOCKS", None, describe_error(exc))
+                return
+            self._peer_connect_done(event.stream_id, "SOCKS", sock, None)
             return
         if not isinstance(target, tuple):
             reason = target or f"mapping {event.mapping} is not available"

@@ -462,6 +462,8 @@ def _run_with_signals(
 
     # Before start(): a signal that arrives once ports are open must stop us cleanly.
     for signum in handled:
+        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # started under nohup: a hangup is not for us
         reactor.add_signal_handler(signum, partial(on_signal, signum.name))
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:

@@ -32,7 +32,7 @@ from reactor_mux.errors import StartupError
 from reactor_mux.listener import ListenerSet
 from reactor_mux.liveness import SILENT_PEER
 from reactor_mux.localstream import LocalStream
-from reactor_mux.netutil import PeerAddress, abort_socket, describe_error
+from reactor_mux.netutil import PeerAddress, abort_socket, describe_error, loopback_pair
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
@@ -304,11 +304,10 @@ class Client:
         return spec.target_host, spec.target_port
 
     def _reverse_socks(self, mapping: int) -> socket.socket:
-        """A stream on a reverse dynamic ``-R``: one end of a socketpair carries it,
-        the other is served by our SOCKS negotiation and then spliced to the target."""
-        stream_end, socks_end = socket.socketpair()
-        for sock in (stream_end, socks_end):
-            sock.setblocking(False)
+        """A stream on a reverse dynamic ``-R``: one end of a loopback pair carries it,
+        the other is served by our SOCKS negotiation and then spliced to the target
+        (a reset at either end reaches the other, as with any forwarded connection)."""
+        stream_end, socks_end = loopback_pair()
         self._reverse_socks_port(mapping).negotiate(socks_end, self.mappings[mapping].flag)
         return stream_end
 

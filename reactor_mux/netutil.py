@@ -94,6 +94,33 @@ def listen_socket(host: str, port: int, *, dual_stack: bool = False) -> socket.s
     return sock
 
 
+def loopback_pair() -> tuple[socket.socket, socket.socket]:
+    """Two connected, non-blocking TCP sockets on 127.0.0.1.
+
+    Like ``socketpair()``, except that a reset (``abort_socket``) at one end
+    arrives as a reset at the other, which a Unix socket cannot carry.  The
+    accepted end is checked to be our own connection, not a local process
+    that raced to the short-lived listener."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(2.0)
+        ours = socket.create_connection(listener.getsockname(), timeout=2.0)
+        try:
+            while True:
+                theirs, peer = listener.accept()
+                if peer == ours.getsockname():
+                    break
+                abort_socket(theirs)
+        except BaseException:
+            ours.close()
+            raise
+    for sock in (ours, theirs):
+        sock.settimeout(None)
+        tune_stream_socket(sock)
+    return ours, theirs
+
+
 LOOPBACK_PAIR = ("127.0.0.1", "::1")
 """What ``localhost`` listens on."""
 

@@ -19,7 +19,10 @@ import enum
 import ipaddress
 from dataclasses import dataclass
 
+from reactor_mux.protocol.commands import parse_host_port
+from reactor_mux.protocol.errors import ProtocolError
 from reactor_mux.protocol.failures import FailureClass
+from reactor_mux.protocol.syntax import format_host_port
 
 MAX_HANDSHAKE_BYTES = 1024
 """A greeting plus a request is at most 257 + 262 bytes (SOCKS5) or 9 + 255 + 256 +
@@ -118,11 +121,10 @@ class SocksHandshake:
         if self.request is not None:
             raise SocksError("data before the reply")
         self._buffer += data
-        if len(self._buffer) > MAX_HANDSHAKE_BYTES:
-            raise SocksError(f"handshake longer than {MAX_HANDSHAKE_BYTES} bytes")
         version = self._buffer[0]
         if version == SOCKS4 and not self._greeted:
             self._socks4()
+            self._check_length()
             return b""
         if version != SOCKS5 and not self._greeted:
             raise SocksError(f"not a SOCKS request (first byte 0x{version:02x})")
@@ -132,7 +134,14 @@ class SocksHandshake:
         except SocksError as exc:
             # The method selection of this same read goes out first.
             raise SocksError(str(exc), self._reply + exc.reply) from None
+        self._check_length()
         return self._reply
+
+    def _check_length(self) -> None:
+        """Bytes after a complete request are the stream's (``early_data``); only an
+        unfinished request is held to the limit."""
+        if self.request is None and len(self._buffer) > MAX_HANDSHAKE_BYTES:
+            raise SocksError(f"handshake longer than {MAX_HANDSHAKE_BYTES} bytes")
 
     def _finish(self, request: SocksRequest, used: int) -> None:
         self.request = request
@@ -179,6 +188,7 @@ class SocksHandshake:
             host = _domain(raw, socks5_reply(Socks5Reply.GENERAL_FAILURE))
         else:
             host = str(ipaddress.ip_address(raw))
+        host = _carriable(host, socks5_reply(Socks5Reply.GENERAL_FAILURE))
         port = int.from_bytes(buffer[end - 2 : end], "big")
         self._check_port(port, socks5_reply(Socks5Reply.GENERAL_FAILURE))
         self._finish(SocksRequest(SOCKS5, host, port), end)
@@ -202,7 +212,7 @@ class SocksHandshake:
                 if len(buffer) > used + 256:
                     raise SocksError("SOCKS4a host name longer than 255 bytes", rejected)
                 return
-            host = _domain(bytes(buffer[used:name_end]), rejected)
+            host = _carriable(_domain(bytes(buffer[used:name_end]), rejected), rejected)
             used = name_end + 1
         else:
             host = str(ipaddress.IPv4Address(address))
@@ -216,6 +226,17 @@ class SocksHandshake:
     def _check_port(port: int, reply: bytes) -> None:
         if port == 0:
             raise SocksError("request for port 0", reply)
+
+
+def _carriable(host: str, reply: bytes) -> str:
+    """``host`` if a SYN can name it (docs/protocol.md section 2: letters, digits,
+    '.', '_', '-', or an IP literal without a zone); a SocksError otherwise, so a
+    name the channel cannot carry costs its own request, never the channel."""
+    try:
+        parse_host_port(format_host_port(host, 1), allow_port_zero=False)
+    except ProtocolError:
+        raise SocksError(f"host name {host[:64]!r} is not a valid name", reply) from None
+    return host
 
 
 def _domain(raw: bytes, reply: bytes) -> str:

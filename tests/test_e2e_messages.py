@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 import http.server
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from support import PortHolder, wait_until
 
+import reactor_mux.__main__
 from reactor_mux.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
@@ -153,10 +156,24 @@ def test_sighup_is_logged_and_drains(tunnel, echo):
     tunnel.server.wait_for("closed: client closed the channel: shutting down")
 
 
+MAIN = Path(reactor_mux.__main__.__file__)
+QUIET_FROM = next(number for number, line in enumerate(MAIN.read_text().splitlines(), 1)
+                  if line.startswith("signal.signal(signal.SIGINT"))  # fmt: skip
+
+
+def before_our_code(err: str) -> bool:
+    """A traceback from Python's own start-up (site.py, runpy), or from the lines of
+    reactor_mux/__main__.py before the one that hands Ctrl-C to the default action:
+    nothing a program can do about those."""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', err)
+    ours = [(path, int(line)) for path, line in frames if "/reactor_mux/" in path]
+    return all(path.endswith("__main__.py") and line <= QUIET_FROM for path, line in ours)
+
+
 def test_ctrl_c_at_any_moment_of_startup_never_prints_a_traceback(echo):
     """SIGINT at a spread of moments from exec to running: never a traceback, and
     never lost (the client always ends)."""
-    for delay in (0.0, 0.02, 0.05, 0.08, 0.12, 0.18, 0.25, 0.35, 0.5):
+    for delay in (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.18, 0.25, 0.35, 0.5):
         proc = subprocess.Popen(
             [sys.executable, "-m", "reactor_mux", "client", "--server", "127.0.0.1:9",
              "-L", f"0:127.0.0.1:{echo.port}", *FAST],
@@ -169,8 +186,27 @@ def test_ctrl_c_at_any_moment_of_startup_never_prints_a_traceback(echo):
         except subprocess.TimeoutExpired:
             proc.kill()
             raise AssertionError(f"SIGINT after {delay}s was lost: it kept running") from None
-        if "init_import_site" in err:
-            continue  # the interpreter's own start-up (site.py), before any of our code
-        # -SIGINT: the signal came before Python itself was up (its default action).
+        if "Traceback" in err or "init_import_site" in err:
+            assert before_our_code(err), (delay, err)
+            continue
+        # -SIGINT: the default action, which reactor_mux/__main__.py restores first thing.
         assert proc.returncode in (0, 130, -signal.SIGINT), (delay, proc.returncode, err)
-        assert "Traceback" not in err, (delay, err)
+
+
+def test_under_nohup_a_hangup_is_left_alone(tunnel, echo):
+    """Started with SIGHUP ignored (``nohup``), the client keeps it ignored, as ssh does."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reactor_mux", "client", "--server",
+         f"127.0.0.1:{tunnel.server_port}", "-L", f"0:127.0.0.1:{echo.port}"],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        tunnel.server.wait_for("client connected")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert proc.poll() is None, "a hangup under nohup stopped the client"
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=15)
+    assert "SIGHUP" not in err and "SIGTERM: draining" in err

@@ -323,3 +323,61 @@ def test_curl_through_a_reverse_dynamic_forward(tunnel, web):
     done = curl("--socks5-hostname", forwards[0][1], f"http://localhost:{web_port}/blob")
     assert done.returncode == 0, done.stderr
     assert hashlib.sha256(done.stdout).hexdigest() == digest
+
+
+def test_a_bad_name_costs_its_request_and_nothing_else(tunnel, hash_target):
+    """A host name the channel cannot carry is refused at the SOCKS port; the
+    channel and its other streams never notice."""
+    client, forwards = tunnel.client("-D", "0")
+    port = forwards[0][1]
+    for name in ("a+b.example", "fe80::1%eth0"):
+        sock, code = socks5_connect(port, name, 80)
+        sock.close()
+        assert code == 1
+    client.wait_for("bad SOCKS request: host name 'a\\+b.example' is not a valid name")
+    ex = Exchange(send_len=200_000, reply_len=200_000, seed=4500)
+    socks_exchange(port, hash_target.port, ex)
+    check_exchange(ex, hash_target)
+    assert "lost" not in client.log and "protocol error" not in tunnel.server.log
+
+
+class ResetWatcher:
+    """A target that reads until EOF or reset and records which it was."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.ended: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            try:
+                while conn.recv(65536):
+                    pass
+                self.ended.append("eof")
+            except ConnectionResetError:
+                self.ended.append("reset")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_reset_crosses_a_reverse_dynamic_forward_as_a_reset(tunnel):
+    """An upload cut short by a reset must not look complete to the target."""
+    target = ResetWatcher()
+    try:
+        _client, forwards = tunnel.client("-R", "0")
+        sock, code = socks5_connect(forwards[0][1], "127.0.0.1", target.port)
+        assert code == 0
+        sock.sendall(b"half an upload")
+        time.sleep(0.2)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST
+        assert wait_until(lambda: target.ended, timeout=10)
+        assert target.ended == ["reset"]
+    finally:
+        target.close()

@@ -341,6 +341,8 @@ def test_a_dynamic_stream_must_name_a_target_and_others_must_not(pair):
         client.open_stream(2, ("127.0.0.1", 80))
     with pytest.raises(LocalProtocolError):
         server.open_stream(1)
+    with pytest.raises(LocalProtocolError, match="not a host:port"):
+        client.open_stream(1, ("fe80::1%eth0", 80))  # the server would fail the channel
 
 
 def test_a_refused_dynamic_mapping_is_reported(pair):

@@ -170,3 +170,18 @@ def test_failure_classes_travel_in_the_reason(reason, failure):
     assert class_of(classified_reason(reason)) is failure
     assert class_of("too many streams (limit 2)") is FailureClass.FAILED
     assert class_of("teapot: no such class") is FailureClass.FAILED
+
+
+@pytest.mark.parametrize("name", [b"a+b.example", b"fe80::1%eth0", b"under score!", b"semi;colon"])
+def test_a_name_the_channel_cannot_carry_is_refused_here(name):
+    wire = GREETING + socks5_domain(name, 80)
+    with pytest.raises(SocksError, match="not a valid name") as caught:
+        feed([wire])
+    assert caught.value.reply == b"\x05\x00" + bytes((5, 1, 0, 1)) + bytes(6)
+
+
+def test_early_data_beyond_the_handshake_limit_is_the_streams():
+    early = b"x" * (3 * MAX_HANDSHAKE_BYTES)
+    handshake, _ = feed([GREETING + socks5_domain(b"a.example", 80) + early])
+    assert handshake.request == SocksRequest(5, "a.example", 80)
+    assert handshake.early_data == early

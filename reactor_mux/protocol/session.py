@@ -846,6 +846,11 @@ class Session:
         if (target is not None) != (entry.kind is DYNAMIC):
             raise LocalProtocolError(f"a {entry.kind.name} stream must name a target exactly "
                                      "when its mapping is DYNAMIC")  # fmt: skip
+        if target is not None:
+            try:  # what the peer would fail the channel for
+                parse_host_port(format_host_port(*target), allow_port_zero=False)
+            except ProtocolError as exc:
+                raise LocalProtocolError(f"target {target!r}: {exc}") from None
         if self.role is Role.SERVER and entry.status is not MappingStatus.ACCEPTED:
             raise LocalProtocolError(f"mapping {mapping} is not bound yet")
         if not self.can_open_stream():
