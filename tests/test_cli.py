@@ -192,3 +192,25 @@ def test_python_dash_m_and_environment():
     )
     assert result.returncode == 0
     assert "server" in result.stdout and "client" in result.stdout and "demo" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("client", "--server", "127.0.0.1:1", "-L", "-1:h:2"),
+         "argument -L: bad -L '-1:h:2': port is not a decimal number: '-1'"),
+        (("client", "--server", "127.0.0.1:1", "-R", "-5"),
+         "argument -R: bad -R '-5': port is not a decimal number: '-5'"),
+        (("client", "--server", "127.0.0.1:1", "-D", "-1080"),
+         "argument -D: bad -D '-1080': port is not a decimal number: '-1080'"),
+        (("client", "--server", "127.0.0.1:1", "-D", "70000"),
+         "argument -D: bad -D '70000': port 70000 is outside 0..65535"),
+        (("demo", "--size", "0"), "argument --size: size 0 is outside 1..4096"),
+        (("demo", "--size", "-5"), "argument --size: size is not a decimal number: '-5'"),
+    ],
+)  # fmt: skip
+def test_negative_and_out_of_range_values_get_the_one_line_spec_error(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert message in line and "Traceback" not in result.stderr
