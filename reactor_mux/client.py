@@ -267,11 +267,10 @@ class Client:
         channel = self.channel
         spec = self.mappings[mapping]
         if channel is None or not channel.ready or mapping in self._refused:
-            log.debug(
-                "%s: connection from %s reset: channel not ready",
-                spec.flag,
-                format_host_port(peer[0], peer[1]),
-            )
+            why = "the server refused this forward" if mapping in self._refused else (
+                "no channel to the server")  # fmt: skip
+            log.debug("%s: connection from %s reset: %s", spec.flag,
+                      format_host_port(peer[0], peer[1]), why)  # fmt: skip
             abort_socket(sock)
             return
         channel.open_stream(mapping, sock, f"{spec.flag} from {format_host_port(peer[0], peer[1])}")
@@ -382,6 +381,11 @@ class Client:
             self._refused.add(event.mapping)
             log.error("%s refused by server: %s", spec.flag, event.reason)
             return
+        if not _may_change(event.reason):
+            self._refused.add(event.mapping)
+            log.error("%s refused by server: %s (not asked again: the server's settings "
+                      "decide this)", spec.flag, event.reason)  # fmt: skip
+            return
         asked = self._asked_port.pop(event.mapping, spec.bind_port)
         if asked != spec.bind_port:  # the port an -R 0 had before is taken now
             log.warning("%s: port %d, which it had before, is not free (%s); asking for any port",
@@ -461,3 +465,13 @@ def _peer_label(sock: socket.socket) -> str:
     except OSError:
         return "?"
     return format_host_port(peer[0], peer[1])
+
+
+_PASSING_REFUSALS = ("cannot listen on", "too many mappings", "shutting down")
+"""BIND ERROR reasons that can change while the client waits: a port in use, a
+full mapping table, a server on its way down.  Policy refusals (``--allow-bind``,
+``--gateway-ports``) are settings, and asking again cannot change them."""
+
+
+def _may_change(reason: str) -> bool:
+    return any(passing in reason for passing in _PASSING_REFUSALS)

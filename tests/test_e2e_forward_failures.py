@@ -5,6 +5,7 @@ reconnect."""
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from support import PortHolder, Tunnel, echo_once
@@ -102,3 +103,13 @@ def test_an_r_0_gets_its_port_back_after_a_reconnect_or_a_new_one_if_taken(echo)
             taken.close()
     finally:
         tunnel.close()
+
+
+def test_a_policy_refusal_is_not_asked_again(tunnel, echo):
+    """The server's settings decide --gateway-ports and --allow-bind: asking again
+    cannot change them, so the client says so once."""
+    client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", "-R", f"*:0:127.0.0.1:{echo.port}",
+                              expect=1, extra=FAST)  # fmt: skip
+    client.wait_for(r"-R \*:0:.* refused by server: .*--gateway-ports.* \(not asked again")
+    time.sleep(1.5)  # several backoff steps of FAST
+    assert client.count("refused by server") == 1
