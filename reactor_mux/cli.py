@@ -33,6 +33,7 @@ from reactor_mux.client import Client, ClientConfig
 from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
 from reactor_mux.errors import StartupError
 from reactor_mux.keygen import DEFAULT_DAYS, KeygenError, generate, generate_secret
+from reactor_mux.logfile import ReopeningFileHandler
 from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.auth import Credentials, SecretBook
 from reactor_mux.protocol.config import SessionConfig
@@ -242,6 +243,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM/SIGINT, wait this long for open streams "
         f"(default {DEFAULT_DRAIN_TIMEOUT:g})",
     )
+    add(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="append the log to PATH instead of stderr; SIGUSR1 reopens it (logrotate)",
+    )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="log every stream")
     noise.add_argument("-q", "--quiet", action="store_true", help="log errors only")  # fmt: skip
@@ -411,27 +418,47 @@ def _settings(
     )
 
 
-def _setup_logging(role: str, verbose: bool, quiet: bool) -> None:
+def _setup_logging(
+    role: str, verbose: bool, quiet: bool, log_file: Path | None = None
+) -> ReopeningFileHandler | None:
+    """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen)."""
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    file_handler = ReopeningFileHandler(log_file) if log_file is not None else None
+    handler: logging.Handler = file_handler or logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s reactor-mux {role}: %(levelname)s %(message)s")
     )
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    return file_handler
+
+
+def _reopen_log(log_file: ReopeningFileHandler | None) -> None:
+    if log_file is None:
+        log.info("SIGUSR1: no --log-file to reopen")
+        return
+    try:
+        log_file.reopen()
+    except OSError as exc:  # the old file stays in use
+        log.error("SIGUSR1: cannot reopen %s: %s", log_file.path, describe_error(exc))
+        return
+    log.info("SIGUSR1: reopened %s", log_file.path)
 
 
 def _run(
-    role: str, drain_timeout: float, build: Callable[[Reactor, Resolver], Server | Client]
+    role: str,
+    drain_timeout: float,
+    build: Callable[[Reactor, Resolver], Server | Client],
+    log_file: ReopeningFileHandler | None = None,
 ) -> int:
     """Run a server or client until SIGINT/SIGTERM/SIGHUP (drain) or a second one (stop)."""
     # Signals wait while the handlers go in: one that arrives meanwhile is handled,
     # not lost to a half-installed set (or to SIGTERM's default action).
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, (*handled, signal.SIGUSR1))
     try:
-        return _run_with_signals(role, drain_timeout, build, handled, blocked)
+        return _run_with_signals(role, drain_timeout, build, handled, blocked, log_file)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
@@ -442,6 +469,7 @@ def _run_with_signals(
     build: Callable[[Reactor, Resolver], Server | Client],
     handled: tuple[signal.Signals, ...],
     blocked: set[int | signal.Signals],
+    log_file: ReopeningFileHandler | None,
 ) -> int:
     reactor = Reactor()
     resolver = Resolver(reactor)
@@ -465,6 +493,7 @@ def _run_with_signals(
         if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
             continue  # started under nohup: a hangup is not for us
         reactor.add_signal_handler(signum, partial(on_signal, signum.name))
+    reactor.add_signal_handler(signal.SIGUSR1, partial(_reopen_log, log_file))
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
         app.start()
@@ -529,7 +558,11 @@ def _main(argv: Sequence[str] | None) -> int:
                     else client_security(args))  # fmt: skip
     except SecurityOptionError as exc:
         return _usage_error(args.command, str(exc))
-    _setup_logging(args.command, args.verbose, args.quiet)
+    try:
+        log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file)
+    except OSError as exc:
+        return _usage_error(args.command, f"cannot open --log-file {args.log_file}: "
+                            f"{describe_error(exc)}")  # fmt: skip
     if isinstance(security, ServerSecurity):
         settings = _settings(args, secret_book=security.secret_book)
         config = ServerConfig(
@@ -546,6 +579,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "server",
             args.drain_timeout,
             lambda reactor, resolver: Server(reactor, resolver, config),
+            log_file,
         )
     client_config = ClientConfig(
         server=args.server,
@@ -561,6 +595,7 @@ def _main(argv: Sequence[str] | None) -> int:
         "client",
         args.drain_timeout,
         lambda reactor, resolver: Client(reactor, resolver, client_config),
+        log_file,
     )
 
 

@@ -1,0 +1,59 @@
+"""``--log-file`` and its reopening on SIGUSR1, as logrotate drives it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import wait_until
+
+pytestmark = pytest.mark.codec_independent
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "reactor_mux", *args],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def test_the_log_goes_to_the_file_and_sigusr1_reopens_it_after_a_rotation(tmp_path: Path, echo):
+    server_log, client_log = tmp_path / "server.log", tmp_path / "client.log"
+    server = start("server", "--listen", "127.0.0.1:0", "--log-file", str(server_log))
+    client = None
+    try:
+        assert wait_until(lambda: server_log.exists() and "listening on" in server_log.read_text())
+        port = re.search(r"listening on 127\.0\.0\.1:(\d+)", server_log.read_text()).group(1)  # type: ignore[union-attr]
+        rotated = tmp_path / "server.log.1"
+        server_log.rename(rotated)  # what logrotate does first
+        server.send_signal(signal.SIGUSR1)
+        assert wait_until(
+            lambda: server_log.exists() and "SIGUSR1: reopened" in server_log.read_text()
+        )
+        client = start("client", "--server", f"127.0.0.1:{port}", "-L", f"0:127.0.0.1:{echo.port}",
+                       "--log-file", str(client_log))  # fmt: skip
+        assert wait_until(lambda: "client connected" in server_log.read_text())
+        assert "client connected" not in rotated.read_text()  # nothing after the signal
+        assert "listening on" in rotated.read_text()  # nothing lost before it
+        assert wait_until(lambda: client_log.exists() and "forwarding -L" in client_log.read_text())
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.terminate()
+    for proc in (client, server):
+        assert proc is not None
+        _out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0 and err == ""  # nothing on stderr: it all went to the file
+    assert "Traceback" not in server_log.read_text() + client_log.read_text()
+
+
+def test_a_log_file_that_cannot_be_opened_is_a_one_line_error(tmp_path: Path):
+    bad = tmp_path / "no-such-directory" / "x.log"
+    done = subprocess.run([sys.executable, "-m", "reactor_mux", "server", "--listen",
+                           "127.0.0.1:0", "--log-file", str(bad)],
+                          capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert f"cannot open --log-file {bad}: no such file or directory" in line
