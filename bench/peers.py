@@ -536,28 +536,29 @@ def open_direct(bench: Bench) -> Route:
     return Route("direct", {name: t.port for name, t in bench.targets.items()}, [])
 
 
-def open_socat2(bench: Bench) -> Route:
-    require("socat")
+HopStarter = Callable[[Children, int], tuple[subprocess.Popen[str], int]]
+
+
+def open_chain(bench: Bench, name: str, start_hop: HopStarter) -> Route:
+    """Two relays chained in front of every target."""
     ports, roots = {}, []
-    for name, target in bench.targets.items():
+    for target_name, target in bench.targets.items():
         port = target.port
         for _hop in range(2):
-            proc, port = start_socat(bench.children, port)
+            proc, port = start_hop(bench.children, port)
             roots.append(proc.pid)
-        ports[name] = port
-    return Route("socat2", ports, roots)
+        ports[target_name] = port
+    return Route(name, ports, roots)
+
+
+def open_socat2(bench: Bench) -> Route:
+    require("socat")
+    return open_chain(bench, "socat2", start_socat)
 
 
 def open_loop2(bench: Bench) -> Route:
     """Two chained ``bench/loop_relay.py`` processes: the floor of a Python selectors loop."""
-    ports, roots = {}, []
-    for name, target in bench.targets.items():
-        port = target.port
-        for _hop in range(2):
-            proc, port = start_loop_relay(bench.children, port)
-            roots.append(proc.pid)
-        ports[name] = port
-    return Route("loop2", ports, roots)
+    return open_chain(bench, "loop2", start_loop_relay)
 
 
 def start_loop_relay(children: Children, target: int) -> tuple[subprocess.Popen[str], int]:

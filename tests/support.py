@@ -17,6 +17,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reactor_mux.procs import ReactorMuxProcess
@@ -132,9 +133,20 @@ class Exchange:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def run_exchange(port: int, ex: Exchange, timeout: float = 120.0, host: str = "127.0.0.1") -> None:
+def run_exchange(
+    port: int,
+    ex: Exchange,
+    timeout: float = 120.0,
+    host: str = "127.0.0.1",
+    connect: Callable[[], socket.socket] | None = None,
+) -> None:
+    """Run ``ex`` over a connection to host:port, or over what ``connect()`` opens."""
     try:
-        conn = socket.create_connection((host, port), timeout=timeout)
+        if connect is not None:
+            conn = connect()
+            conn.settimeout(timeout)
+        else:
+            conn = socket.create_connection((host, port), timeout=timeout)
         with conn:
             conn.sendall(struct.pack(">QQ", ex.reply_len, ex.seed))
             sender = threading.Thread(

@@ -18,38 +18,23 @@ from support import PortHolder, wait_until
 
 import reactor_mux.__main__
 from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.targets import ThreadedTCPServer
 
 pytestmark = pytest.mark.codec_independent
 
 FAST = ("--reconnect-min", "0.1", "--reconnect-max", "0.2")
 
 
-class BannerServer:
-    """Accepts and sends ``banner`` at once, as an SSH or SMTP server does."""
+class BannerServer(ThreadedTCPServer):
+    """Sends ``banner`` as soon as it accepts, as an SSH or SMTP server does."""
 
     def __init__(self, banner: bytes) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
         self.banner = banner
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    conn.sendall(self.banner)
-                    conn.recv(1024)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        conn.sendall(self.banner)
+        conn.recv(1024)
 
 
 def client_of(port: int, *extra: str) -> ReactorMuxProcess:
@@ -70,26 +55,17 @@ def test_an_ssh_server_is_named_as_such():
     assert "Traceback" not in client.log
 
 
-class BadRequestServer(BannerServer):
+class BadRequestServer(ThreadedTCPServer):
     """Answers whatever arrives with a 400, as nginx does at once for a request
     line it cannot parse."""
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    conn.recv(1024)
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                except OSError:
-                    pass
+    def handle(self, conn: socket.socket) -> None:
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
 def test_an_http_server_is_named_as_such():
-    web = BadRequestServer(b"")
+    web = BadRequestServer()
     client = client_of(web.port)
     try:
         client.wait_for(r"is not a reactor-mux server \(it sent an HTTP response\)")

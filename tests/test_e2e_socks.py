@@ -17,7 +17,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +29,14 @@ from support import (
     drain,
     payload,
     recv_exactly,
+    run_exchange,
     send_all_then_eof,
     sha,
     wait_until,
 )
 
 from reactor_mux.socksserver import MAX_SOCKS_NEGOTIATIONS
+from reactor_mux.targets import ThreadedTCPServer
 
 pytestmark = pytest.mark.codec_independent
 
@@ -83,21 +85,26 @@ def socks5_connect(port: int, host: str, target_port: int) -> tuple[socket.socke
 
 def socks_exchange(port: int, target_port: int, ex: Exchange, host: str = "localhost") -> None:
     """``support.run_exchange`` through the SOCKS port."""
-    try:
+
+    def connect() -> socket.socket:
         sock, code = socks5_connect(port, host, target_port)
-        assert code == 0, f"SOCKS reply {code}"
-        with sock:
-            sock.sendall(struct.pack(">QQ", ex.reply_len, ex.seed))
-            sender = threading.Thread(
-                target=send_all_then_eof, args=(sock, payload(ex.seed + 1, ex.send_len))
-            )
-            sender.start()
-            ex.received = drain(sock)
-            sender.join()
-    except BaseException as exc:  # noqa: BLE001 - reported by check_exchange
-        ex.error = exc
-    finally:
-        ex.done.set()
+        if code != 0:
+            sock.close()
+            raise ConnectionError(f"SOCKS reply {code}")
+        return sock
+
+    run_exchange(port, ex, connect=connect)
+
+
+def run_all(jobs: list[Callable[[], None]], exchanges: list[Exchange], target) -> None:  # type: ignore[no-untyped-def]
+    """Run the exchanges at once, then check each at both ends."""
+    threads = [threading.Thread(target=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for ex in exchanges:
+        check_exchange(ex, target)
 
 
 @needs_curl
@@ -161,24 +168,19 @@ def test_socks_streams_share_the_channel_with_l_and_r(tunnel, hash_target):
     for kind, port, _target in forwards:
         ports[kind].append(port)
     assert len(ports["D"]) == 2
-    exchanges, threads = [], []
+    exchanges: list[Exchange] = []
+    jobs: list[Callable[[], None]] = []
     for index in range(12):
         ex = Exchange(send_len=400_000 + index, reply_len=700_000 + index, seed=4100 + index)
         if index % 4 < 2:
-            target = functools.partial(socks_exchange, ports["D"][index % 2], hash_target.port, ex)
+            jobs.append(
+                functools.partial(socks_exchange, ports["D"][index % 2], hash_target.port, ex)
+            )
         else:
-            from support import run_exchange
-
             port = ports["L"][0] if index % 4 == 2 else ports["R"][0]
-            target = functools.partial(run_exchange, port, ex)
+            jobs.append(functools.partial(run_exchange, port, ex))
         exchanges.append(ex)
-        threads.append(threading.Thread(target=target))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    for ex in exchanges:
-        check_exchange(ex, hash_target)
+    run_all(jobs, exchanges, hash_target)
 
 
 def test_bytes_sent_before_the_reply_arrive_first(tunnel, echo):
@@ -299,14 +301,8 @@ def test_reverse_dynamic_forwarding_serves_socks_from_the_client(tunnel, hash_ta
     port = forwards[0][1]
     exchanges = [Exchange(send_len=300_000 + i, reply_len=900_000 + i, seed=4400 + i)
                  for i in range(6)]  # fmt: skip
-    threads = [threading.Thread(target=socks_exchange, args=(port, hash_target.port, ex))
-               for ex in exchanges]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    for ex in exchanges:
-        check_exchange(ex, hash_target)
+    jobs = [functools.partial(socks_exchange, port, hash_target.port, ex) for ex in exchanges]
+    run_all(jobs, exchanges, hash_target)
     with PortHolder() as ports:
         closed = ports.take()
         sock, code = socks5_connect(port, "localhost", closed)
@@ -341,29 +337,20 @@ def test_a_bad_name_costs_its_request_and_nothing_else(tunnel, hash_target):
     assert "lost" not in client.log and "protocol error" not in tunnel.server.log
 
 
-class ResetWatcher:
+class ResetWatcher(ThreadedTCPServer):
     """A target that reads until EOF or reset and records which it was."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
         self.ended: list[str] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        with conn:
-            try:
-                while conn.recv(65536):
-                    pass
-                self.ended.append("eof")
-            except ConnectionResetError:
-                self.ended.append("reset")
-
-    def close(self) -> None:
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            while conn.recv(65536):
+                pass
+            self.ended.append("eof")
+        except ConnectionResetError:
+            self.ended.append("reset")
 
 
 def test_a_reset_crosses_a_reverse_dynamic_forward_as_a_reset(tunnel):
