@@ -187,10 +187,9 @@ class Channel:
             give_up=self.close,
         )
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
-        self._dynamic_connects: set[int] = set()
-        """Streams whose connect a dynamic SYN named (their SYN ERROR is classified)."""
-        self._connect_labels: dict[int, str] = {}
-        """What each pending connect is for, as the log names it (``-R 2222:...``)."""
+        self._connect_purpose: dict[int, tuple[str, bool]] = {}
+        """For each pending connect: what it is for, as the log names it (``-R 2222:...``),
+        and whether a dynamic SYN named it (then its SYN ERROR is classified)."""
         # Calls made per read and per write go straight to the session (no
         # extra Python frame on the data path).
         self.get_buffer = self._session.receive_buffer
@@ -349,8 +348,7 @@ class Channel:
                     stream.peer_finished()
             case StreamReset():
                 self._connects.cancel(event.stream_id)
-                self._dynamic_connects.discard(event.stream_id)
-                self._connect_labels.pop(event.stream_id, None)
+                self._connect_purpose.pop(event.stream_id, None)
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     log.debug("%s: %s reset by peer: %s", self.name, stream.label, event.reason)
@@ -433,9 +431,8 @@ class Channel:
             reason = target or f"mapping {event.mapping} is not available"
             self._refuse_stream(event.stream_id, reason, dynamic)
             return
-        if dynamic:
-            self._dynamic_connects.add(event.stream_id)
-        self._connect_labels[event.stream_id] = self.owner.mapping_label(self, event.mapping)
+        label = self.owner.mapping_label(self, event.mapping)
+        self._connect_purpose[event.stream_id] = (label, dynamic)
         self._connects.start(event.stream_id, *target)
 
     def _refuse_stream(self, stream_id: int, reason: str, dynamic: bool) -> None:
@@ -456,9 +453,7 @@ class Channel:
     def _peer_connect_done(
         self, stream_id: int, address: str, sock: socket.socket | None, error: str | None
     ) -> None:
-        dynamic = stream_id in self._dynamic_connects
-        self._dynamic_connects.discard(stream_id)
-        what = self._connect_labels.pop(stream_id, "")
+        what, dynamic = self._connect_purpose.pop(stream_id, ("", False))
         if sock is None:
             log.warning("%s: stream %d %s: connect to %s failed: %s",
                         self.name, stream_id, what, address, error)  # fmt: skip

@@ -14,7 +14,7 @@ from typing import TextIO
 
 class ReopeningFileHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic at run time only from 3.11
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = path.absolute()  # the log says which file, whatever the cwd
         super().__init__(self._open())
 
     def _open(self) -> TextIO:

@@ -184,11 +184,11 @@ class SocksHandshake:
             raise SocksError(f"SOCKS5 command {command} is not supported (only CONNECT)",
                              socks5_reply(Socks5Reply.COMMAND_NOT_SUPPORTED))  # fmt: skip
         raw = bytes(buffer[start : start + size])
+        failure = socks5_reply(Socks5Reply.GENERAL_FAILURE)
         if address_type == ATYP_DOMAIN:
-            host = _domain(raw, socks5_reply(Socks5Reply.GENERAL_FAILURE))
+            host = _domain(raw, failure)
         else:
             host = str(ipaddress.ip_address(raw))
-        host = _carriable(host, socks5_reply(Socks5Reply.GENERAL_FAILURE))
         port = int.from_bytes(buffer[end - 2 : end], "big")
         self._check_port(port, socks5_reply(Socks5Reply.GENERAL_FAILURE))
         self._finish(SocksRequest(SOCKS5, host, port), end)
@@ -212,7 +212,7 @@ class SocksHandshake:
                 if len(buffer) > used + 256:
                     raise SocksError("SOCKS4a host name longer than 255 bytes", rejected)
                 return
-            host = _carriable(_domain(bytes(buffer[used:name_end]), rejected), rejected)
+            host = _domain(bytes(buffer[used:name_end]), rejected)
             used = name_end + 1
         else:
             host = str(ipaddress.IPv4Address(address))
@@ -240,13 +240,8 @@ def _carriable(host: str, reply: bytes) -> str:
 
 
 def _domain(raw: bytes, reply: bytes) -> str:
-    """A host name as the channel can carry it: printable ASCII without spaces."""
-    if not raw or len(raw) > 255 or any(byte <= 0x20 or byte >= 0x7F for byte in raw):
-        raise SocksError(f"host name {raw[:64]!r} is not a valid name", reply)
-    name = raw.decode("ascii")
-    if ":" in name or "[" in name or "]" in name:
-        try:  # an IPv6 literal written out as a name
-            return str(ipaddress.IPv6Address(name))
-        except ValueError:
-            raise SocksError(f"host name {name[:64]!r} is not a valid name", reply) from None
-    return name
+    """A host name from the request, if the channel can carry it."""
+    try:
+        return _carriable(raw.decode("ascii"), reply)
+    except UnicodeDecodeError:
+        raise SocksError(f"host name {raw[:64]!r} is not a valid name", reply) from None
