@@ -15,6 +15,7 @@ from reactor_mux.protocol.events import (
     DataReceived,
     HelloReceived,
     MappingAccepted,
+    MappingCancelled,
     MappingKind,
     MappingRefused,
     MappingRequested,
@@ -842,3 +843,65 @@ def test_a_server_that_speaks_another_protocol_is_named(first, what):
         assert what in client.receive_eof()
         return
     assert isinstance(events[-1], ChannelFailed) and what in events[-1].reason
+
+
+# ------------------------------------------------------------- UNMAP (reload)
+
+
+def test_unmap_ends_a_mapping_and_leaves_its_open_streams_alone(pair):
+    client, server = pair
+    sid = open_l_stream(client, server)
+    client.cancel_mapping(1)
+    _, s_events = exchange(client, server)
+    assert s_events == [MappingCancelled(1, MappingKind.CONNECT)]
+    with pytest.raises(LocalProtocolError):
+        client.open_stream(1)  # no new stream on a removed forward
+    client.send_data(sid, b"still here")
+    server.send_data(sid, b"and here")
+    c_events, s_events = exchange(client, server)
+    assert [bytes(e.data) for e in s_events if isinstance(e, DataReceived)] == [b"still here"]
+    assert [bytes(e.data) for e in c_events if isinstance(e, DataReceived)] == [b"and here"]
+    # UNMAP OK came back: the mapping is gone on both sides, a SYN for it is a violation.
+    fails(server, command(sid + 2, "SYN 1"), "never declared")
+
+
+def test_a_syn_crossing_unmap_is_refused_and_unmap_ok_ends_the_mapping(pair):
+    client, server = pair
+    client.request_bind(3, "127.0.0.1", 0)
+    exchange(client, server)
+    server.accept_bind(3, "127.0.0.1", 40000)
+    exchange(client, server)
+    client.cancel_mapping(3)  # UNMAP in flight ...
+    sid = server.open_stream(3)  # ... while the server accepts a connection
+    wire_to_server, wire_to_client = client.data_to_send(), server.data_to_send()
+    assert client.receive_data(wire_to_client) == []  # the SYN: refused, no event
+    assert commands_in(client.data_to_send()) == [(sid, "SYN ERROR mapping 3 was removed")]
+    s_events = server.receive_data(wire_to_server)
+    assert s_events == [MappingCancelled(3, MappingKind.BIND)]
+    assert commands_in(server.data_to_send()) == [(3, "UNMAP OK")]
+    client.receive_data(command(3, "UNMAP OK"))
+    fails(client, command(sid + 2, "SYN 3"), "never declared")
+
+
+def test_unmap_crossing_a_refusal_or_a_reply_is_harmless(pair):
+    client, server = pair
+    client.request_bind(4, "127.0.0.1", 2222)
+    client.request_connect(5, "127.0.0.1", 80)
+    exchange(client, server)
+    client.cancel_mapping(4)
+    client.cancel_mapping(5)
+    server.refuse_bind(4, "address already in use")  # forgotten by the server at once
+    server.accept_connect(5)
+    c_events, s_events = exchange(client, server)
+    assert c_events == []  # answers to cancelled requests are dropped
+    assert s_events == [MappingCancelled(5, MappingKind.CONNECT)]
+    assert client.ready and server.ready
+
+
+def test_unmap_from_a_server_or_unmap_ok_unasked_fails_the_channel(pair):
+    client, _server = pair
+    fails(client, command(1, "UNMAP"), "sent by clients only")
+    client2, server2 = (Session(Role.CLIENT, SessionConfig(WINDOW)),
+                        Session(Role.SERVER, SessionConfig(WINDOW)))  # fmt: skip
+    exchange(client2, server2)
+    fails(client2, command(7, "UNMAP OK"), "was not cancelled")

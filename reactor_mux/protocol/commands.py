@@ -38,6 +38,8 @@ class Verb(enum.Enum):
     DYNAMIC = "DYNAMIC"
     DYNAMIC_OK = "DYNAMIC OK"
     DYNAMIC_ERROR = "DYNAMIC ERROR"
+    UNMAP = "UNMAP"
+    UNMAP_OK = "UNMAP OK"
     SYN = "SYN"
     SYN_OK = "SYN OK"
     SYN_ERROR = "SYN ERROR"
@@ -78,6 +80,8 @@ _ARITY: dict[Verb, tuple[int, int]] = {
     Verb.DYNAMIC: (0, 0),
     Verb.DYNAMIC_OK: (0, 0),
     Verb.DYNAMIC_ERROR: (1, _MANY),
+    Verb.UNMAP: (0, 0),
+    Verb.UNMAP_OK: (0, 0),
     Verb.SYN: (1, 2),
     Verb.SYN_OK: (0, 0),
     Verb.SYN_ERROR: (1, _MANY),
@@ -105,6 +109,8 @@ SCOPE: dict[Verb, Scope] = {
     Verb.DYNAMIC: Scope.MAPPING,
     Verb.DYNAMIC_OK: Scope.MAPPING,
     Verb.DYNAMIC_ERROR: Scope.MAPPING,
+    Verb.UNMAP: Scope.MAPPING,
+    Verb.UNMAP_OK: Scope.MAPPING,
     Verb.SYN: Scope.STREAM,
     Verb.SYN_OK: Scope.STREAM,
     Verb.SYN_ERROR: Scope.STREAM,

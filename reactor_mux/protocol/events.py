@@ -72,6 +72,15 @@ class MappingRefused:
 
 
 @dataclass(slots=True)
+class MappingCancelled:
+    """Server side: UNMAP.  The client stopped using the mapping (its forward was
+    removed): close its ``-R`` listener; streams already open carry on."""
+
+    mapping: int
+    kind: MappingKind
+
+
+@dataclass(slots=True)
 class StreamRequested:
     """The peer sent SYN: open a local connection for ``mapping`` and answer.
     ``target`` is the address a dynamic mapping's SYN names (None for the others)."""
@@ -163,6 +172,7 @@ Event: TypeAlias = (
     | MappingRequested
     | MappingAccepted
     | MappingRefused
+    | MappingCancelled
     | StreamRequested
     | StreamAccepted
     | StreamRefused

@@ -51,6 +51,7 @@ from reactor_mux.protocol.events import (
     Event,
     HelloReceived,
     MappingAccepted,
+    MappingCancelled,
     MappingKind,
     MappingRefused,
     MappingRequested,
@@ -134,11 +135,13 @@ _BEFORE_OPEN = (Verb.HELLO, Verb.ERROR, Verb.AUTH, Verb.AUTH_OK, Verb.PING, Verb
 
 
 class MappingStatus(enum.Enum):
-    """A CONNECT or BIND request: waiting for the server's answer, or answered."""
+    """A mapping request: waiting for the server's answer, answered, or (client)
+    cancelled with UNMAP and waiting for UNMAP OK, after which no SYN can name it."""
 
     PENDING = "pending"
     ACCEPTED = "accepted"
     REFUSED = "refused"
+    CANCELLED = "cancelled"
 
 
 class _Mapping:
@@ -258,6 +261,8 @@ class Session:
             Verb.BIND_ERROR: self._on_mapping_reply,
             Verb.DYNAMIC_OK: self._on_mapping_reply,
             Verb.DYNAMIC_ERROR: self._on_mapping_reply,
+            Verb.UNMAP: self._on_unmap,
+            Verb.UNMAP_OK: self._on_unmap_ok,
             Verb.SYN: self._on_syn,
             Verb.SYN_OK: self._on_stream_command,
             Verb.SYN_ERROR: self._on_stream_command,
@@ -632,6 +637,8 @@ class Session:
             raise ProtocolError(f"{verb.value} is sent by servers only")
         kind = _REPLY_KIND[verb]
         entry = self._mappings.get(mapping)
+        if entry is not None and entry.kind is kind and entry.status is MappingStatus.CANCELLED:
+            return  # answered after we cancelled it: UNMAP OK is on its way
         if entry is None or entry.kind is not kind or entry.status is not MappingStatus.PENDING:
             raise ProtocolError(
                 f"{verb.value} for mapping {mapping}, which has no {kind.name} pending"
@@ -648,6 +655,23 @@ class Session:
             if kind is BIND:  # no SYN can name it: forget it, as the server does
                 del self._mappings[mapping]
             events.append(MappingRefused(mapping, kind, command.reason))
+
+    def _on_unmap(self, mapping: int, command: Command, events: list[Event]) -> None:
+        if self.role is not Role.SERVER:
+            raise ProtocolError("UNMAP is sent by clients only")
+        # A BIND we refused is already forgotten; UNMAP may cross that refusal.
+        entry = self._mappings.pop(mapping, None)
+        self._queue_command(mapping, Verb.UNMAP_OK)
+        if entry is not None:
+            events.append(MappingCancelled(mapping, entry.kind))
+
+    def _on_unmap_ok(self, mapping: int, command: Command, events: list[Event]) -> None:
+        if self.role is not Role.CLIENT:
+            raise ProtocolError("UNMAP OK is sent by servers only")
+        entry = self._mappings.get(mapping)
+        if entry is None or entry.status is not MappingStatus.CANCELLED:
+            raise ProtocolError(f"UNMAP OK for mapping {mapping}, which was not cancelled")
+        del self._mappings[mapping]  # no SYN for it can follow: the server sent this last
 
     def _on_syn(self, stream_id: int, command: Command, events: list[Event]) -> None:
         if stream_id % 2 == self._local_parity:
@@ -670,6 +694,9 @@ class Session:
             target = parse_host_port(command.args[1], allow_port_zero=False)
         elif len(command.args) != 1:
             raise ProtocolError(f"SYN names a target on {entry.kind.name} mapping {mapping}")
+        if entry.status is MappingStatus.CANCELLED:  # sent before our UNMAP arrived
+            self._queue_command(stream_id, Verb.SYN_ERROR, f"mapping {mapping} was removed")
+            return
         if self.role is Role.CLIENT and entry.status is not MappingStatus.ACCEPTED:
             raise ProtocolError(f"SYN for mapping {mapping} before BIND OK")
         if entry.status is MappingStatus.REFUSED:
@@ -797,6 +824,21 @@ class Session:
             raise LocalProtocolError(f"mapping number {mapping} is invalid or in use")
         self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
         args = () if kind is DYNAMIC else (format_host_port(host, port),)
+        self._queue_mapping_command(mapping, verb, *args)
+
+    def cancel_mapping(self, mapping: int) -> None:
+        """Client: UNMAP, the forward is removed.  Its streams carry on; a SYN that
+        crosses the UNMAP is refused; the server's UNMAP OK ends the mapping."""
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("only clients send UNMAP")
+        entry = self._mappings.get(mapping)
+        if entry is None or entry.status is MappingStatus.CANCELLED:
+            return  # never declared, a refused BIND (forgotten), or cancelled already
+        entry.status = MappingStatus.CANCELLED
+        if self.state is not ChannelState.FAILED:
+            self._queue_mapping_command(mapping, Verb.UNMAP)
+
+    def _queue_mapping_command(self, mapping: int, verb: Verb, *args: str) -> None:
         if self._credentials is not None and self.state is not ChannelState.OPEN:
             # Nothing about our mappings goes to a server before it proved itself.
             self._held.append(encode_frame(mapping, KIND_COMMAND, format_command(verb, *args)))
@@ -841,7 +883,8 @@ class Session:
         mapping's stream names its ``target``; the others must not."""
         entry = self._mappings.get(mapping)
         expected = _OPENED_BY_CLIENT if self.role is Role.CLIENT else (BIND,)
-        if entry is None or entry.kind not in expected or entry.status is MappingStatus.REFUSED:
+        if (entry is None or entry.kind not in expected
+                or entry.status in (MappingStatus.REFUSED, MappingStatus.CANCELLED)):  # fmt: skip
             raise LocalProtocolError(f"mapping {mapping} cannot carry streams from this side")
         if (target is not None) != (entry.kind is DYNAMIC):
             raise LocalProtocolError(f"a {entry.kind.name} stream must name a target exactly "
