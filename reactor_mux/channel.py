@@ -41,6 +41,7 @@ from reactor_mux.protocol.events import (
     Event,
     HelloReceived,
     MappingAccepted,
+    MappingCancelled,
     MappingKind,
     MappingRefused,
     MappingRequested,
@@ -116,6 +117,8 @@ class ChannelOwner(Protocol):
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None: ...
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None: ...
+
+    def on_mapping_cancelled(self, channel: Channel, event: MappingCancelled) -> None: ...
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None: ...
 
@@ -217,6 +220,11 @@ class Channel:
     def request_dynamic(self, mapping: int) -> None:
         """Client: declare a ``-D`` mapping (sent with our HELLO at ``start``)."""
         self._session.request_dynamic(mapping)
+
+    def cancel_mapping(self, mapping: int) -> None:
+        """Client: UNMAP a removed forward; streams already open on it carry on."""
+        self._session.cancel_mapping(mapping)
+        self.schedule_flush()
 
     def start(self) -> None:
         """Send our HELLO (and whatever the owner declared) and start reading."""
@@ -364,6 +372,8 @@ class Channel:
                 self.owner.on_mapping_accepted(self, event)
             case MappingRefused():
                 self.owner.on_mapping_refused(self, event)
+            case MappingCancelled():
+                self.owner.on_mapping_cancelled(self, event)
             case ChannelFailed():
                 self.auth_failed = event.authentication
                 if event.authentication:

@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-from reactor_mux import __version__, codec
+from reactor_mux import __version__, codec, configfile, service
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.cli_security import (
+    ClientSecurity,
     SecurityOptionError,
     ServerSecurity,
     add_client_options,
@@ -30,8 +30,8 @@ from reactor_mux.cli_security import (
     server_security,
 )
 from reactor_mux.client import Client, ClientConfig
+from reactor_mux.configfile import ConfigError
 from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
-from reactor_mux.errors import StartupError
 from reactor_mux.keygen import DEFAULT_DAYS, KeygenError, generate, generate_secret
 from reactor_mux.logfile import ReopeningFileHandler
 from reactor_mux.netutil import describe_error
@@ -51,7 +51,7 @@ from reactor_mux.protocol.limits import (
 from reactor_mux.protocol.syntax import parse_decimal
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
-from reactor_mux.server import DEFAULT_MAX_CHANNELS, Server, ServerConfig
+from reactor_mux.server import DEFAULT_MAX_CHANNELS, Permissions, Server, ServerConfig
 from reactor_mux.settings import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
@@ -85,6 +85,9 @@ def _usage_line(prog: str, message: str) -> str:
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line."""
 
+    roles: dict[str, argparse.ArgumentParser]
+    """The server's and the client's parsers: what a config file's keys mean."""
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, _usage_line(self.prog, message))
 
@@ -103,19 +106,25 @@ def format_size(value: int) -> str:
     return str(value)
 
 
-def size_type(what: str, low: int, high: int) -> Callable[[str], int]:
-    """An argparse converter for sizes such as 262144, 256K, 1M or 1MiB."""
+class SizeType:
+    """An argparse converter for sizes such as 262144, 256K, 1M or 1MiB
+    (``spell`` writes a size back the way check-config prints it)."""
 
-    def convert(text: str) -> int:
+    spell = staticmethod(format_size)
+
+    def __init__(self, what: str, low: int, high: int) -> None:
+        self.what, self.low, self.high = what, low, high
+
+    def __call__(self, text: str) -> int:
         match = _SIZE.fullmatch(text)
         if not match:
             raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 262144, 256K or 1M")
         value = int(match.group(1)) * _UNITS[match.group(2).lower()]
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} {value} is outside {low}..{high} bytes")
+        if not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(
+                f"{self.what} {value} is outside {self.low}..{self.high} bytes"
+            )
         return value
-
-    return convert
 
 
 def count_type(what: str, low: int, high: int) -> Callable[[str], int]:
@@ -158,14 +167,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--window",
-        type=size_type("window", MIN_WINDOW, MAX_WINDOW),
+        type=SizeType("window", MIN_WINDOW, MAX_WINDOW),
         default=DEFAULT_WINDOW,
         metavar="SIZE",
         help=f"per-stream flow-control window (default {format_size(DEFAULT_WINDOW)})",
     )
     add(
         "--max-window",
-        type=size_type("max window", MIN_WINDOW, MAX_WINDOW),
+        type=SizeType("max window", MIN_WINDOW, MAX_WINDOW),
         default=DEFAULT_MAX_WINDOW,
         metavar="SIZE",
         help="how far a stream's window grows while its sender is blocked and the "
@@ -174,7 +183,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--max-frame",
-        type=size_type("max frame", MIN_FRAME, MAX_DATA_BODY),
+        type=SizeType("max frame", MIN_FRAME, MAX_DATA_BODY),
         default=MAX_DATA_BODY,
         metavar="SIZE",
         help="largest data frame body accepted from the peer "
@@ -229,7 +238,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--max-buffer",
-        type=size_type("max buffer", MIN_MAX_BUFFER, 1 << 40),
+        type=SizeType("max buffer", MIN_MAX_BUFFER, 1 << 40),
         default=DEFAULT_MAX_BUFFER,
         metavar="SIZE",
         help="bytes a channel holds for its streams in each direction before it "
@@ -249,12 +258,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="append the log to PATH instead of stderr; SIGUSR1 reopens it (logrotate)",
     )
+    add(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="read options from this TOML file, one key per long option "
+        "(command-line options override it; SIGHUP re-reads it)",
+    )
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="log every stream")
     noise.add_argument("-q", "--quiet", action="store_true", help="log errors only")  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="reactor-mux",
         description="Carry many TCP connections over one TCP channel (ssh -L/-R without ssh).",
@@ -273,10 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--listen",
         action="append",
-        required=True,
+        default=[],
         metavar="HOST:PORT",
         type=_spec_type(lambda t: parse_endpoint(t, listening=True)),
-        help="address to accept channels on (repeatable)",
+        help="address to accept channels on (repeatable; required here or in --config)",
     )
     server.add_argument(
         "--gateway-ports",
@@ -307,10 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument(
         "--server",
-        required=True,
         metavar="HOST:PORT",
         type=_spec_type(lambda t: parse_endpoint(t, listening=False)),
-        help="the server's channel address",
+        help="the server's channel address (required here or in --config)",
     )
     client.add_argument(
         "-L",
@@ -380,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write a random 32-byte secret (mode 0600)")  # fmt: skip
     keygen.add_argument("--force", action="store_true", help="replace existing files")
 
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and print the effective settings",
+        description="Validate a server's or client's config file (and the files it names), "
+        "then print every setting it would run with, as a config file.  Exits 1 if the "
+        "file cannot be used.",
+    )
+    check.add_argument("path", type=Path, metavar="PATH", help="the config file")
+    parser.roles = {"server": server, "client": client}
+
     demo = commands.add_parser(
         "demo",
         help="run a target, server and client on loopback and push data through -L and -R",
@@ -418,11 +443,15 @@ def _settings(
     )
 
 
+def _log_level(verbose: bool, quiet: bool) -> int:
+    return logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+
+
 def _setup_logging(
     role: str, verbose: bool, quiet: bool, log_file: Path | None = None
 ) -> ReopeningFileHandler | None:
     """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen)."""
-    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    level = _log_level(verbose, quiet)
     file_handler = ReopeningFileHandler(log_file) if log_file is not None else None
     handler: logging.Handler = file_handler or logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -432,86 +461,6 @@ def _setup_logging(
     log.setLevel(level)
     log.propagate = False
     return file_handler
-
-
-def _reopen_log(log_file: ReopeningFileHandler | None) -> None:
-    if log_file is None:
-        log.info("SIGUSR1: no --log-file to reopen")
-        return
-    try:
-        log_file.reopen()
-    except OSError as exc:  # the old file stays in use
-        log.error("SIGUSR1: cannot reopen %s: %s", log_file.path, describe_error(exc))
-        return
-    log.info("SIGUSR1: reopened %s", log_file.path)
-
-
-def _run(
-    role: str,
-    drain_timeout: float,
-    build: Callable[[Reactor, Resolver], Server | Client],
-    log_file: ReopeningFileHandler | None = None,
-) -> int:
-    """Run a server or client until SIGINT/SIGTERM/SIGHUP (drain) or a second one (stop)."""
-    # Signals wait while the handlers go in: one that arrives meanwhile is handled,
-    # not lost to a half-installed set (or to SIGTERM's default action).
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, (*handled, signal.SIGUSR1))
-    try:
-        return _run_with_signals(role, drain_timeout, build, handled, blocked, log_file)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def _run_with_signals(
-    role: str,
-    drain_timeout: float,
-    build: Callable[[Reactor, Resolver], Server | Client],
-    handled: tuple[signal.Signals, ...],
-    blocked: set[int | signal.Signals],
-    log_file: ReopeningFileHandler | None,
-) -> int:
-    reactor = Reactor()
-    resolver = Resolver(reactor)
-    app = build(reactor, resolver)
-    signals = 0
-
-    def on_signal(signame: str) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            log.info(
-                "%s: draining for up to %gs (send it again to stop at once)", signame, drain_timeout
-            )
-            app.drain(drain_timeout, reactor.stop)
-        else:
-            log.info("%s: stopping now", signame)
-            reactor.stop()
-
-    # Before start(): a signal that arrives once ports are open must stop us cleanly.
-    for signum in handled:
-        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
-            continue  # started under nohup: a hangup is not for us
-        reactor.add_signal_handler(signum, partial(on_signal, signum.name))
-    reactor.add_signal_handler(signal.SIGUSR1, partial(_reopen_log, log_file))
-    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    try:
-        app.start()
-    except (OSError, StartupError) as exc:
-        reason = describe_error(exc) if isinstance(exc, OSError) else str(exc)
-        log.error("cannot start %s: %s", role, reason)
-        app.close()
-        resolver.close()
-        reactor.close()
-        return 1
-    try:
-        reactor.run()
-    finally:
-        app.close()
-        resolver.close()
-        reactor.close()
-    log.info("stopped")
-    return app.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -543,45 +492,92 @@ def _join_forward_values(argv: Sequence[str]) -> list[str]:
 _FORWARD_FLAGS = ("-L", "-R", "-D")
 
 
+def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line, laid over its ``--config`` file when it names one (each
+    option given replaces the file's value).  Raises ConfigError for a file that
+    cannot be used; the namespace's ``config_clients`` are the file's clients."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.config_clients = None
+    if getattr(args, "config", None) is None:
+        return args
+    role = parser.roles[args.command]
+    config = configfile.load(args.config, role, server=args.command == "server")
+    scalars = {dest: value for dest, value in config.values.items() if not isinstance(value, list)}
+    role.set_defaults(**scalars)
+    merged = parser.parse_args(argv)
+    for dest, value in config.values.items():
+        if isinstance(value, list) and not getattr(merged, dest):
+            setattr(merged, dest, value)
+    if merged.verbose and merged.quiet:  # one in the file, the other on the command line
+        merged.verbose, merged.quiet = args.verbose, args.quiet
+    merged.config = args.config.absolute()
+    merged.config_clients = config.clients
+    return merged
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(_join_forward_values(sys.argv[1:] if argv is None else argv))
+    argv = _join_forward_values(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_arguments(argv)
+    except ConfigError as exc:
+        command = next((word for word in argv if word in ("server", "client")), "")
+        return _usage_error(command, str(exc))
     if args.command == "demo":
         return run_demo(args.size)
     if args.command == "keygen":
         return _keygen(args)
+    if args.command == "check-config":
+        return _check_config(args.path)
 
-    problem = _contradiction(args)
-    if problem is not None:
-        return _usage_error(args.command, problem)
     try:
-        security = (server_security(args) if args.command == "server"
-                    else client_security(args))  # fmt: skip
-    except SecurityOptionError as exc:
+        security = _checked(args)
+    except (ConfigError, SecurityOptionError) as exc:
         return _usage_error(args.command, str(exc))
     try:
         log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file)
     except OSError as exc:
         return _usage_error(args.command, f"cannot open --log-file {args.log_file}: "
                             f"{describe_error(exc)}")  # fmt: skip
+    build: Callable[[Reactor, Resolver], Server | Client]
     if isinstance(security, ServerSecurity):
-        settings = _settings(args, secret_book=security.secret_book)
-        config = ServerConfig(
-            listen=args.listen,
-            settings=settings,
-            gateway_ports=args.gateway_ports,
-            max_channels=args.max_channels,
-            drain_timeout=args.drain_timeout,
-            policy=security.policy,
-            clients=security.clients,
-            tls=security.tls,
-        )
-        return _run(
-            "server",
-            args.drain_timeout,
-            lambda reactor, resolver: Server(reactor, resolver, config),
-            log_file,
-        )
-    client_config = ClientConfig(
+        server_config = _server_config(args, security)
+        build = partial(Server, config=server_config)
+    else:
+        client_config = _client_config(args, security)
+        build = partial(Client, config=client_config)
+    reload = _reloader(argv, args) if args.config is not None else None
+    return service.run(
+        service.Service(args.command, args.drain_timeout, build, log_file, reload=reload)
+    )
+
+
+def _checked(args: argparse.Namespace) -> ServerSecurity | ClientSecurity:
+    """Options that contradict each other, and the security files: what a role needs
+    before it may start (or a reload may apply)."""
+    problem = _contradiction(args)
+    if problem is not None:
+        raise ConfigError(problem)
+    if args.command == "server":
+        return server_security(args)
+    return client_security(args)
+
+
+def _server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerConfig:
+    return ServerConfig(
+        listen=args.listen,
+        settings=_settings(args, secret_book=security.secret_book),
+        gateway_ports=args.gateway_ports,
+        max_channels=args.max_channels,
+        drain_timeout=args.drain_timeout,
+        policy=security.policy,
+        clients=security.clients,
+        tls=security.tls,
+    )
+
+
+def _client_config(args: argparse.Namespace, security: ClientSecurity) -> ClientConfig:
+    return ClientConfig(
         server=args.server,
         forwards=args.local + args.remote + args.dynamic,
         settings=_settings(args, credentials=security.credentials),
@@ -591,12 +587,70 @@ def _main(argv: Sequence[str] | None) -> int:
         tls=security.tls,
         exit_on_forward_failure=args.exit_on_forward_failure,
     )
-    return _run(
-        "client",
-        args.drain_timeout,
-        lambda reactor, resolver: Client(reactor, resolver, client_config),
-        log_file,
-    )
+
+
+_APPLIED_BY_RELOAD = {
+    "server": {"gateway_ports", "max_channels", "allow_connect", "allow_bind", "clients_file",
+               "secret_file", "insecure", "verbose", "quiet"},
+    "client": {"local", "remote", "dynamic", "verbose", "quiet"},
+}  # fmt: skip
+"""What a reload changes in a running process; every other option waits for a restart."""
+
+
+def _reloader(argv: Sequence[str], started: argparse.Namespace) -> service.Reload:
+    """SIGHUP's (and ``reactor-mux reload``'s) work: read the config file again and
+    apply what can change live.  A file that cannot be used changes nothing."""
+
+    def reload(app: Server | Client) -> tuple[bool, str]:
+        log.info("reloading %s", started.config)
+        try:
+            args = parse_arguments(argv)
+            security = _checked(args)
+        except (ConfigError, SecurityOptionError) as exc:
+            message = f"reload failed, the running configuration stays: {exc}"
+            log.error("%s", message)
+            return False, message
+        log.setLevel(_log_level(args.verbose, args.quiet))
+        problems: list[str] = []
+        if isinstance(app, Server):
+            assert isinstance(security, ServerSecurity)
+            app.reconfigure(Permissions(security.policy, security.clients, security.secret_book,
+                                        args.gateway_ports, args.max_channels))  # fmt: skip
+        else:
+            problems = app.reconfigure(args.local + args.remote + args.dynamic)
+        for problem in problems:
+            log.error("reload: %s", problem)
+        waiting = _restart_needed(started, args)
+        if waiting:
+            log.warning("reload: %s changed; a restart applies that", ", ".join(waiting))
+        message = "reloaded" + (f"; failed: {'; '.join(problems)}" if problems else "")
+        message += f"; waiting for a restart: {', '.join(waiting)}" if waiting else ""
+        log.info("%s %s", message, started.config)
+        return not problems, message
+
+    return reload
+
+
+def _restart_needed(started: argparse.Namespace, now: argparse.Namespace) -> list[str]:
+    applied = _APPLIED_BY_RELOAD[started.command]
+    keys = configfile.option_keys(build_parser().roles[started.command])
+    return [key for key, action in keys.items()
+            if action.dest not in applied
+            and getattr(started, action.dest) != getattr(now, action.dest)]  # fmt: skip
+
+
+def _check_config(path: Path) -> int:
+    try:
+        role = configfile.infer_role(path)
+        args = parse_arguments([role, "--config", str(path)])
+        _checked(args)
+    except (ConfigError, SecurityOptionError) as exc:
+        print(f"reactor-mux check-config: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"# {args.config}: a valid {role} config file.  Effective settings:")
+    for line in configfile.render(build_parser().roles[role], args):
+        print(line)
+    return 0
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -625,7 +679,11 @@ def _contradiction(args: argparse.Namespace) -> str | None:
     interval = args.keepalive_interval
     if args.keepalive_timeout is not None and args.keepalive_timeout <= interval:
         return "--keepalive-timeout must be longer than --keepalive-interval"
+    if args.command == "server" and not args.listen:
+        return "give --listen (or listen in --config)"
     if args.command == "client":
+        if args.server is None:
+            return "give --server (or server in --config)"
         if not args.local and not args.remote and not args.dynamic:
             return "nothing to forward: give at least one -L, -R or -D"
         if args.reconnect_min > args.reconnect_max:

@@ -109,10 +109,14 @@ def server_security(args: argparse.Namespace) -> ServerSecurity:
         raise SecurityOptionError("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         raise SecurityOptionError("--tls-client-ca needs --tls-cert and --tls-key")
-    if args.secret_file is not None and args.clients_file is not None:
-        raise SecurityOptionError("give --secret-file or --clients-file, not both")
+    clients: ClientsFile | None = getattr(args, "config_clients", None)
+    if args.secret_file is not None and (args.clients_file is not None or clients is not None):
+        raise SecurityOptionError("give --secret-file or --clients-file (or [clients]), not both")
+    if clients is not None and args.clients_file is not None:
+        raise SecurityOptionError("give --clients-file or [clients] in --config, not both")
     try:
-        clients = load_clients_file(args.clients_file) if args.clients_file else None
+        if args.clients_file is not None:
+            clients = load_clients_file(args.clients_file)
         secret = None if clients is not None else secret_from(args.secret_file)
         tls = (ServerTls.from_files(args.tls_cert, args.tls_key, args.tls_client_ca)
                if args.tls_cert is not None else None)  # fmt: skip

@@ -16,7 +16,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
@@ -36,6 +36,7 @@ from reactor_mux.netutil import PeerAddress, abort_socket, describe_error, loopb
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
+    MappingCancelled,
     MappingRefused,
     MappingRequested,
 )
@@ -113,30 +114,101 @@ class Client:
         """``-R 0``s whose old port was taken: ask for any port this once."""
 
     def start(self) -> None:
-        for mapping, spec in self.mappings.items():
-            if spec.kind is ForwardKind.REMOTE:
-                continue
-            if spec.kind is ForwardKind.DYNAMIC:
-                socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
-                                  partial(self._on_socks_request, mapping))  # fmt: skip
-                self.socks_ports[mapping] = socks
-                on_accept = socks.accept
-            else:
-                on_accept = partial(self._on_local_accept, mapping)
-            try:
-                listener = ListenerSet(self.reactor, spec.bind_host, spec.bind_port, on_accept)
-            except OSError as exc:
-                reason = f"{spec.flag}: cannot listen on {spec.bind}: {describe_error(exc)}"
-                if self.config.exit_on_forward_failure:
-                    raise StartupError(f"{reason} (--exit-on-forward-failure)") from None
-                log.error("%s", reason)
-                continue
-            self.local_listeners[mapping] = listener
-            log.info("listening on %s for %s", listener.address, spec.flag)
+        for mapping, spec in list(self.mappings.items()):
+            if spec.kind is not ForwardKind.REMOTE:
+                reason = self._listen(mapping, spec)
+                if reason is not None and self.config.exit_on_forward_failure:
+                    raise StartupError(f"{reason} (--exit-on-forward-failure)")
+                if reason is not None:
+                    log.error("%s", reason)
         has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.mappings.values())
         if not self.local_listeners and not has_remote:
             raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")
         self._connect()
+
+    def _listen(self, mapping: int, spec: ForwardSpec) -> str | None:
+        """Open the local port of an ``-L`` or ``-D``; why it failed, or None."""
+        if spec.kind is ForwardKind.DYNAMIC:
+            socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
+                              partial(self._on_socks_request, mapping))  # fmt: skip
+            on_accept = socks.accept
+        else:
+            on_accept = partial(self._on_local_accept, mapping)
+        try:
+            listener = ListenerSet(self.reactor, spec.bind_host, spec.bind_port, on_accept)
+        except OSError as exc:
+            return f"{spec.flag}: cannot listen on {spec.bind}: {describe_error(exc)}"
+        if spec.kind is ForwardKind.DYNAMIC:
+            self.socks_ports[mapping] = socks
+        self.local_listeners[mapping] = listener
+        log.info("listening on %s for %s", listener.address, spec.flag)
+        return None
+
+    # ------------------------------------------------ forwards added and removed
+
+    @property
+    def forwards(self) -> list[ForwardSpec]:
+        """The forwards in use, as configured (in the order they were added)."""
+        return list(self.mappings.values())
+
+    def add_forward(self, spec: ForwardSpec) -> str | None:
+        """Start a forward on the running client (reload, ``forward add``): its
+        local port opens now and the channel, if up, declares it at once.
+        Returns why it could not start, or None."""
+        if any(same_forward(spec, known) for known in self.mappings.values()):
+            return f"{spec.flag} is already forwarded"
+        mapping = self._next_mapping
+        self._next_mapping += 1
+        if spec.kind is not ForwardKind.REMOTE:
+            reason = self._listen(mapping, spec)
+            if reason is not None:
+                return reason
+        self.mappings[mapping] = spec
+        channel = self.channel
+        if channel is not None and not channel.closed:
+            self._declare(channel, mapping, spec)
+            channel.schedule_flush()
+        log.info("%s added", spec.flag)
+        return None
+
+    def remove_forward(self, spec: ForwardSpec) -> bool:
+        """Stop a forward (reload, ``forward cancel``): its port closes, the server
+        forgets it; streams already open on it carry on to their end."""
+        mapping = next((number for number, known in self.mappings.items()
+                        if same_forward(spec, known)), None)  # fmt: skip
+        if mapping is None:
+            return False
+        removed = self.mappings.pop(mapping)
+        listener = self.local_listeners.pop(mapping, None)
+        if listener is not None:
+            listener.close()
+        socks = self.socks_ports.pop(mapping, None)
+        if socks is not None:
+            socks.close()
+        retry = self._bind_retries.pop(mapping, None)
+        if retry is not None:
+            retry.cancel()
+        self._refused.discard(mapping)
+        self._asked_port.pop(mapping, None)
+        channel = self.channel
+        if channel is not None and not channel.closed:
+            channel.cancel_mapping(mapping)
+        log.info("%s removed", removed.flag)
+        return True
+
+    def reconfigure(self, forwards: list[ForwardSpec]) -> list[str]:
+        """Make ``forwards`` the forwards in use: start the new, stop the dropped,
+        leave the rest (and every open stream) alone.  Returns the failures."""
+        failures = []
+        for spec in self.forwards:
+            if not any(same_forward(spec, wanted) for wanted in forwards):
+                self.remove_forward(spec)
+        for spec in forwards:
+            if not any(same_forward(spec, known) for known in self.mappings.values()):
+                reason = self.add_forward(spec)
+                if reason is not None:
+                    failures.append(reason)
+        return failures
 
     def _stop_reconnecting(self) -> None:
         self._stopped = True
@@ -206,15 +278,20 @@ class Client:
             client_id=self.client_id,
         )
         for mapping, spec in self.mappings.items():
-            if spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
-                channel.request_connect(mapping, spec.target_host, spec.target_port)
-            elif spec.kind is ForwardKind.DYNAMIC and mapping in self.local_listeners:
-                channel.request_dynamic(mapping)
-            elif spec.kind is ForwardKind.REMOTE:
-                self._request_bind(channel, mapping, spec)
+            self._declare(channel, mapping, spec)
         self._refused.clear()
         self.channel = channel
         channel.start()
+
+    def _declare(self, channel: Channel, mapping: int, spec: ForwardSpec) -> None:
+        """CONNECT, DYNAMIC or BIND for one forward (an ``-L`` or ``-D`` only if its
+        local port is open: without one, no stream can use it)."""
+        if spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
+            channel.request_connect(mapping, spec.target_host, spec.target_port)
+        elif spec.kind is ForwardKind.DYNAMIC and mapping in self.local_listeners:
+            channel.request_dynamic(mapping)
+        elif spec.kind is ForwardKind.REMOTE:
+            self._request_bind(channel, mapping, spec)
 
     def _transport(self, sock: socket.socket) -> Transport:
         settings, tls = self.config.settings, self.config.tls
@@ -265,7 +342,10 @@ class Client:
 
     def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
         channel = self.channel
-        spec = self.mappings[mapping]
+        spec = self.mappings.get(mapping)
+        if spec is None:  # removed while the connection waited to be accepted
+            abort_socket(sock)
+            return
         if channel is None or not channel.ready or mapping in self._refused:
             why = "the server refused this forward" if mapping in self._refused else (
                 "no channel to the server")  # fmt: skip
@@ -279,7 +359,11 @@ class Client:
         self, mapping: int, sock: socket.socket, request: SocksRequest, hook: SocksOpenHook
     ) -> None:
         channel = self.channel
-        spec = self.mappings[mapping]
+        spec = self.mappings.get(mapping)
+        if spec is None:  # removed while the client negotiated
+            hook.reply_failure(sock, FailureClass.FAILED)
+            sock.close()
+            return
         target = format_host_port(request.host, request.port)
         label = f"{spec.flag} from {_peer_label(sock)} to {target}"
         if channel is None or mapping in self._refused or not channel.can_open_stream():
@@ -340,6 +424,9 @@ class Client:
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         raise AssertionError("the session never reports mapping requests to a client")
+
+    def on_mapping_cancelled(self, channel: Channel, event: MappingCancelled) -> None:
+        raise AssertionError("the session never reports UNMAP to a client")
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         spec = self.mappings[event.mapping]
@@ -457,6 +544,12 @@ class Client:
             )
         else:
             self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")
+
+
+def same_forward(one: ForwardSpec, other: ForwardSpec) -> bool:
+    """The same forward, however it was spelled (``8080:h:80`` is
+    ``localhost:8080:h:80``)."""
+    return replace(one, text="") == replace(other, text="")
 
 
 def _peer_label(sock: socket.socket) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,18 +124,24 @@ def load_clients_file(path: Path) -> ClientsFile:
         raise CredentialsError(f"cannot read clients file {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CredentialsError(f"clients file {path} is not valid TOML: {exc}") from None
-    clients = document.get("clients")
     unknown = set(document) - {"clients"}
     if unknown:
         raise CredentialsError(f"clients file {path}: unknown table(s) {sorted(unknown)}")
+    return clients_from_tables(
+        path, document.get("clients"), lambda name: f"clients file {path}, client {name!r}"
+    )
+
+
+def clients_from_tables(path: Path, clients: Any, where: Callable[[str], str]) -> ClientsFile:
+    """The ``[clients.NAME]`` tables of a clients file or a server's config file;
+    ``where(name)`` says where a problem with one of them lies."""
     if not isinstance(clients, dict) or not clients:
-        raise CredentialsError(f"clients file {path} has no [clients.NAME] tables")
-    entries = {name: _entry(path, name, table) for name, table in clients.items()}
+        raise CredentialsError(f"{path} has no [clients.NAME] tables")
+    entries = {name: _entry(where(name), name, table) for name, table in clients.items()}
     return ClientsFile(path, entries)
 
 
-def _entry(path: Path, name: str, table: Any) -> ClientEntry:
-    where = f"clients file {path}, client {name!r}"
+def _entry(where: str, name: str, table: Any) -> ClientEntry:
     if not is_client_name(name):
         raise CredentialsError(f"{where}: a name is 1 to 64 of [0-9A-Za-z_.-] (and not OK)")
     if not isinstance(table, dict):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from reactor_mux.authlimit import FailureLimiter
@@ -42,9 +42,11 @@ from reactor_mux.listener import ListenerSet
 from reactor_mux.localstream import LocalStream
 from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
 from reactor_mux.policy import Policy
+from reactor_mux.protocol.auth import SecretBook
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
+    MappingCancelled,
     MappingKind,
     MappingRefused,
     MappingRequested,
@@ -86,6 +88,18 @@ class ServerConfig:
         """Some proof of identity is required of every client."""
         tls_clients = self.tls is not None and self.tls.requires_client_certificate
         return self.settings.session.secret_book is not None or tls_clients
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What a reload may change on a running server: who may connect and what each
+    client may do.  Addresses, TLS and limits need a restart."""
+
+    policy: Policy
+    clients: ClientsFile | None
+    secret_book: SecretBook | None
+    gateway_ports: bool
+    max_channels: int
 
 
 @dataclass
@@ -224,10 +238,7 @@ class Server:
         state = self.clients[channel]
         state.client_name = event.client_name
         self._failures.succeeded(state.peer_host)
-        clients = self.config.clients
-        entry = clients.entry(event.client_name) if clients and event.client_name else None
-        if entry is not None:
-            state.policy = self.config.policy.overridden(entry.connect, entry.bind)
+        state.policy = self._policy_for(event.client_name)
         client_id = event.client_id
         if client_id is not None:
             # A channel may retire only one that authenticated as the same client.
@@ -305,6 +316,44 @@ class Server:
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         raise AssertionError("the session never reports mapping replies to a server")
+
+    def on_mapping_cancelled(self, channel: Channel, event: MappingCancelled) -> None:
+        state = self.clients.get(channel)
+        if state is None:
+            return
+        state.targets.pop(event.mapping, None)
+        state.dynamic.discard(event.mapping)
+        listener = state.binds.pop(event.mapping, None)
+        if listener is not None:
+            listener.close()
+            log.info("%s: -R %s removed by the client", channel.name, listener.address)
+        else:
+            log.info("%s: mapping %d removed by the client", channel.name, event.mapping)
+
+    # ----------------------------------------------------------- reload
+
+    def reconfigure(self, permissions: Permissions) -> None:
+        """Apply new permissions (a reload): to new channels, and to every request
+        an open channel makes from now on.  Mappings already granted stay."""
+        config = self.config
+        config.policy = permissions.policy
+        config.clients = permissions.clients
+        config.gateway_ports = permissions.gateway_ports
+        config.max_channels = permissions.max_channels
+        config.settings = replace(
+            config.settings, session=replace(config.settings.session,
+                                             secret_book=permissions.secret_book)
+        )  # fmt: skip
+        for state in self.clients.values():
+            state.policy = self._policy_for(state.client_name)
+
+    def _policy_for(self, client_name: str | None) -> Policy:
+        """The global allow-lists, or the client's own from the clients file."""
+        clients = self.config.clients
+        entry = clients.entry(client_name) if clients and client_name else None
+        if entry is None:
+            return self.config.policy
+        return self.config.policy.overridden(entry.connect, entry.bind)
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
         log.warning("%s: %s refused by client: %s", channel.name, stream.label, reason)

@@ -488,3 +488,15 @@ def good_traffic(ports, target, seed, size=5_000_000):  # type: ignore[no-untype
     assert len(transfers) >= len(ports)
     for ex in transfers:
         check_exchange(ex, target)
+
+
+def socks5_connect(port: int, host: str, target_port: int) -> tuple[socket.socket, int]:
+    """A SOCKS5 CONNECT by name; return the socket and the reply code."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(b"\x05\x01\x00")
+    assert recv_exactly(sock, 2) == b"\x05\x00"
+    name = host.encode()
+    sock.sendall(b"\x05\x01\x00\x03" + bytes((len(name),)) + name + struct.pack(">H", target_port))
+    reply = recv_exactly(sock, 10)
+    assert reply[0] == 5
+    return sock, reply[1]

@@ -48,6 +48,7 @@ class RecordingOwner:
         self.hellos: list[HelloReceived] = []
         self.requests: list[MappingRequested] = []
         self.refused_streams: list[str] = []
+        self.cancelled: list[object] = []
         self.closed: list[str] = []
 
     def target_for(
@@ -77,6 +78,9 @@ class RecordingOwner:
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         raise AssertionError("not sent to a server")
+
+    def on_mapping_cancelled(self, channel: Channel, event: object) -> None:
+        self.cancelled.append(event)
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
         self.refused_streams.append(reason)

@@ -32,6 +32,7 @@ from support import (
     run_exchange,
     send_all_then_eof,
     sha,
+    socks5_connect,
     wait_until,
 )
 
@@ -69,18 +70,6 @@ def curl(proxy_flag: str, socks_port: int, url: str) -> subprocess.CompletedProc
         capture_output=True,
         timeout=30,
     )
-
-
-def socks5_connect(port: int, host: str, target_port: int) -> tuple[socket.socket, int]:
-    """A SOCKS5 CONNECT by name; return the socket and the reply code."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-    sock.sendall(b"\x05\x01\x00")
-    assert recv_exactly(sock, 2) == b"\x05\x00"
-    name = host.encode()
-    sock.sendall(b"\x05\x01\x00\x03" + bytes((len(name),)) + name + struct.pack(">H", target_port))
-    reply = recv_exactly(sock, 10)
-    assert reply[0] == 5
-    return sock, reply[1]
 
 
 def socks_exchange(port: int, target_port: int, ex: Exchange, host: str = "localhost") -> None:

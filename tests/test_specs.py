@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
-from reactor_mux.cli import build_parser, count_type, format_size, seconds, size_type
+from reactor_mux.cli import SizeType, build_parser, count_type, format_size, seconds
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.settings import DEFAULT_MAX_BUFFER, ChannelSettings
 from reactor_mux.specs import (
@@ -122,13 +122,13 @@ def test_endpoints():
     [("262144", 262144), ("256K", 262144), ("256k", 262144), ("1M", 1 << 20), ("1MiB", 1 << 20)],
 )
 def test_sizes(text, value):
-    assert size_type("window", 1024, 16 << 20)(text) == value
+    assert SizeType("window", 1024, 16 << 20)(text) == value
 
 
 @pytest.mark.parametrize("text", ["12", "lots", "17M", "-1K", "1.5M", ""])
 def test_bad_sizes(text):
     with pytest.raises(argparse.ArgumentTypeError):
-        size_type("window", 1024, 16 << 20)(text)
+        SizeType("window", 1024, 16 << 20)(text)
 
 
 def test_counts_and_seconds():
@@ -144,7 +144,7 @@ def test_counts_and_seconds():
 
 def test_format_size_spells_what_size_type_reads():
     for value in [1024, 65536, 262144, 16 << 20, 1 << 30, 1000, 1536]:
-        assert size_type("x", 1, 1 << 40)(format_size(value)) == value
+        assert SizeType("x", 1, 1 << 40)(format_size(value)) == value
     assert format_size(262144) == "256K" and format_size(16 << 20) == "16M"
 
 

@@ -1,0 +1,121 @@
+"""Running a role as a long-lived process: signals, reload, log reopening.
+
+SIGINT and SIGTERM drain (stop accepting, let open streams finish for up to
+``--drain-timeout``), and a second one stops at once.  SIGHUP re-reads the
+``--config`` file when there is one (a service's reload), and otherwise
+drains, as a hangup of the terminal should.  SIGUSR1 reopens ``--log-file``
+for logrotate.  Signals are handled by the reactor between events, never
+inside one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from reactor_mux.client import Client
+from reactor_mux.errors import StartupError
+from reactor_mux.logfile import ReopeningFileHandler
+from reactor_mux.netutil import describe_error
+from reactor_mux.reactor import Reactor
+from reactor_mux.resolver import Resolver
+from reactor_mux.server import Server
+
+log = logging.getLogger("reactor_mux")
+
+App = Server | Client
+Reload = Callable[[App], tuple[bool, str]]
+"""Re-read the configuration and apply it: (applied, what happened)."""
+
+
+@dataclass(frozen=True)
+class Service:
+    role: str
+    drain_timeout: float
+    build: Callable[[Reactor, Resolver], App]
+    log_file: ReopeningFileHandler | None = None
+    reload: Reload | None = None
+    """How SIGHUP reloads; None: SIGHUP drains (no --config to re-read)."""
+
+
+def run(service: Service) -> int:
+    """Run until SIGINT/SIGTERM (drain) or a second one (stop); the exit status."""
+    # Signals wait while the handlers go in: one that arrives meanwhile is handled,
+    # not lost to a half-installed set (or to SIGTERM's default action).
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, (*handled, signal.SIGUSR1))
+    try:
+        return _run_with_signals(service, handled, blocked)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _run_with_signals(
+    service: Service,
+    handled: tuple[signal.Signals, ...],
+    blocked: set[int | signal.Signals],
+) -> int:
+    reactor = Reactor()
+    resolver = Resolver(reactor)
+    app = service.build(reactor, resolver)
+    signals = 0
+    drain_timeout = service.drain_timeout
+
+    def on_signal(signame: str) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info(
+                "%s: draining for up to %gs (send it again to stop at once)", signame, drain_timeout
+            )
+            app.drain(drain_timeout, reactor.stop)
+        else:
+            log.info("%s: stopping now", signame)
+            reactor.stop()
+
+    def on_hangup(reload: Reload) -> None:
+        if signals == 0:  # a reload while draining would reopen ports
+            reload(app)
+
+    # Before start(): a signal that arrives once ports are open must stop us cleanly.
+    for signum in handled:
+        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # started under nohup: a hangup is not for us
+        if signum == signal.SIGHUP and service.reload is not None:
+            reactor.add_signal_handler(signum, partial(on_hangup, service.reload))
+            continue
+        reactor.add_signal_handler(signum, partial(on_signal, signum.name))
+    reactor.add_signal_handler(signal.SIGUSR1, partial(reopen_log, service.log_file))
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    try:
+        app.start()
+    except (OSError, StartupError) as exc:
+        reason = describe_error(exc) if isinstance(exc, OSError) else str(exc)
+        log.error("cannot start %s: %s", service.role, reason)
+        app.close()
+        resolver.close()
+        reactor.close()
+        return 1
+    try:
+        reactor.run()
+    finally:
+        app.close()
+        resolver.close()
+        reactor.close()
+    log.info("stopped")
+    return app.exit_status
+
+
+def reopen_log(log_file: ReopeningFileHandler | None) -> None:
+    if log_file is None:
+        log.info("SIGUSR1: no --log-file to reopen")
+        return
+    try:
+        log_file.reopen()
+    except OSError as exc:  # the old file stays in use
+        log.error("SIGUSR1: cannot reopen %s: %s", log_file.path, describe_error(exc))
+        return
+    log.info("SIGUSR1: reopened %s", log_file.path)

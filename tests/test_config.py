@@ -1,0 +1,227 @@
+"""``--config`` and ``check-config``: every option is a key that means what the flag
+means, the command line wins, and a bad file is named by file, line and key."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from security_support import SECRET
+from support import echo_once
+
+from reactor_mux import cli, configfile
+from reactor_mux.procs import ReactorMuxProcess
+
+pytestmark = pytest.mark.codec_independent
+
+REQUIRED = {"server": 'listen = ["127.0.0.1:7000"]', "client": 'server = "127.0.0.1:7000"'}
+
+# A value for every key of each role, as the file spells it and as the command line
+# does.  A new option without a sample here fails test_every_option_is_a_key.
+SAMPLES: dict[str, tuple[str, list[str]]] = {
+    "listen": (
+        '["127.0.0.1:7000", "[::1]:7001"]',
+        ["--listen", "127.0.0.1:7000", "--listen", "[::1]:7001"],
+    ),
+    "gateway-ports": ("true", ["--gateway-ports"]),
+    "max-channels": ("9", ["--max-channels", "9"]),
+    "max-mappings": ('"12"', ["--max-mappings", "12"]),
+    "server": ('"tunnel.example:7000"', ["--server", "tunnel.example:7000"]),
+    "local-forward": (
+        '["8080:db:5432", "*:9000:[::1]:22"]',
+        ["-L", "8080:db:5432", "-L", "*:9000:[::1]:22"],
+    ),
+    "remote-forward": ('["2222:127.0.0.1:22", "1080"]', ["-R", "2222:127.0.0.1:22", "-R", "1080"]),
+    "dynamic-forward": ('["127.0.0.1:1080"]', ["-D", "127.0.0.1:1080"]),
+    "exit-on-forward-failure": ("true", ["--exit-on-forward-failure"]),
+    "reconnect-min": ("0.25", ["--reconnect-min", "0.25"]),
+    "reconnect-max": ("120", ["--reconnect-max", "120"]),
+    "window": ('"1M"', ["--window", "1M"]),
+    "max-window": ("8388608", ["--max-window", "8M"]),
+    "max-frame": ('"32K"', ["--max-frame", "32768"]),
+    "connect-timeout": ("3.5", ["--connect-timeout", "3.5"]),
+    "handshake-timeout": ("4", ["--handshake-timeout", "4"]),
+    "keepalive-interval": ("6", ["--keepalive-interval", "6"]),
+    "keepalive-timeout": ("20", ["--keepalive-timeout", "20"]),
+    "max-streams": ("100", ["--max-streams", "100"]),
+    "max-pending-syns": ("7", ["--max-pending-syns", "7"]),
+    "max-buffer": ('"64M"', ["--max-buffer", "64M"]),
+    "drain-timeout": ("30", ["--drain-timeout", "30"]),
+    "log-file": ('"/var/log/rmux.log"', ["--log-file", "/var/log/rmux.log"]),
+    "verbose": ("true", ["-v"]),
+    "quiet": ("true", ["--quiet"]),
+    "tls": ("true", ["--tls"]),
+    "tls-ca": ('"/etc/rmux/ca.pem"', ["--tls-ca", "/etc/rmux/ca.pem"]),
+    "tls-server-name": ('"tunnel.example"', ["--tls-server-name", "tunnel.example"]),
+    "tls-fingerprint": (
+        '"AB:' + "CD:" * 30 + 'EF"',
+        ["--tls-fingerprint", "ab" + "cd" * 30 + "ef"],
+    ),
+    "tls-cert": ('"/etc/rmux/cert.pem"', ["--tls-cert", "/etc/rmux/cert.pem"]),
+    "tls-key": ('"/etc/rmux/key.pem"', ["--tls-key", "/etc/rmux/key.pem"]),
+    "tls-client-ca": (
+        '"/etc/rmux/clients-ca.pem"',
+        ["--tls-client-ca", "/etc/rmux/clients-ca.pem"],
+    ),
+    "tls-insecure": ("true", ["--tls-insecure"]),
+    "secret-file": ('"/etc/rmux/secret"', ["--secret-file", "/etc/rmux/secret"]),
+    "clients-file": ('"/etc/rmux/clients.toml"', ["--clients-file", "/etc/rmux/clients.toml"]),
+    "name": ('"alice"', ["--name", "alice"]),
+    "allow-connect": (
+        '["db.internal:5432", "10.0.0.0/8:*"]',
+        ["--allow-connect", "db.internal:5432", "--allow-connect", "10.0.0.0/8:*"],
+    ),
+    "allow-bind": ('["127.0.0.1:8000-8999"]', ["--allow-bind", "127.0.0.1:8000-8999"]),
+    "insecure": ("true", ["--insecure"]),
+}
+
+
+def long_options(role: str) -> set[str]:
+    """The options ``--help`` shows, read from the text a user reads."""
+    help_text = subprocess.run([sys.executable, "-m", "reactor_mux", role, "--help"],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    found = set(re.findall(r"(?<![\w-])--([a-z][a-z-]+)", help_text))
+    short = {"-L": "local", "-R": "remote", "-D": "dynamic"}
+    found |= {
+        configfile.FORWARD_KEYS[short[flag]] for flag in re.findall(r"\[(-[LRD]) ", help_text)
+    }  # fmt: skip (usage line)
+    return found - {"help", "config"}
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_every_option_is_a_key_and_every_key_an_option(role):
+    keys = set(configfile.option_keys(cli.build_parser().roles[role]))
+    assert keys == long_options(role)
+    assert keys <= set(SAMPLES), f"add a sample for {sorted(keys - set(SAMPLES))}"
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_each_key_means_what_its_option_means(role, tmp_path: Path):
+    """Each key, alone in a file, gives the value its flag gives on the command line."""
+    keys = configfile.option_keys(cli.build_parser().roles[role])
+    required_key = REQUIRED[role].split(" ")[0]
+    for key, action in keys.items():
+        file_value, flags = SAMPLES[key]
+        path = tmp_path / f"{key}.toml"
+        required = "" if key == required_key else REQUIRED[role]
+        path.write_text(f"{required}\n{key} = {file_value}\n")
+        from_file = cli.parse_arguments([role, "--config", str(path)])
+        required_flags = [] if key == required_key else SAMPLES[required_key][1][:2]
+        from_flags = cli.parse_arguments([role, *required_flags, *flags])
+        assert getattr(from_file, action.dest) == getattr(from_flags, action.dest), key
+        assert getattr(from_file, action.dest) != action.default, f"{key}: sample is the default"
+
+
+def test_the_command_line_overrides_the_file(tmp_path: Path):
+    path = tmp_path / "client.toml"
+    path.write_text('server = "h:1"\nwindow = "1M"\nlocal-forward = ["1:a:1", "2:a:2"]\n'
+                    "verbose = true\nconnect-timeout = 4\n")  # fmt: skip
+    args = cli.parse_arguments(["client", "--config", str(path), "--window", "512K",
+                                "-L", "3:b:3", "-q"])  # fmt: skip
+    assert args.window == 512 * 1024
+    assert [spec.text for spec in args.local] == ["3:b:3"]  # a list is replaced, not extended
+    assert args.quiet and not args.verbose
+    assert args.connect_timeout == 4 and args.server == ("h", 1)
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path):
+    path = tmp_path / "etc" / "client.toml"
+    path.parent.mkdir()
+    path.write_text('server = "h:1"\nsecret-file = "secret"\ntls-ca = "~/ca.pem"\n')
+    args = cli.parse_arguments(["client", "--config", str(path), "-D", "1080"])
+    assert args.secret_file == tmp_path / "etc" / "secret"
+    assert args.tls_ca == Path("~/ca.pem").expanduser()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reactor_mux", *args],
+                          capture_output=True, text=True, timeout=20)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        ('server = "h:1"\n\nwindoww = "1M"\n', 3, "unknown key 'windoww' (did you mean 'window'?)"),
+        (
+            'server = "h:1"\nwindow = true\n',
+            2,
+            "window must be a string or a number, not true/false",
+        ),
+        ('server = "h:1"\n# c\ntls = "yes"\n', 3, "tls must be true or false, not str"),
+        ('server = "h:1"\nlocal-forward = "1:h:2"\n', 2, "local-forward must be a list"),
+        ('server = "h:1"\nlocal-forward = ["1:h"]\n', 2, "local-forward: "),
+        ('server = "h:1"\nmax-streams = 0\n', 2, "max-streams: max streams 0 is outside"),
+        ('server = "h:1"\n"window" = "1Q"\n', 2, "window: '1Q' is not a size"),
+    ],
+)
+def test_a_bad_key_or_value_names_the_file_line_and_key(tmp_path: Path, body, line, message):
+    path = tmp_path / "client.toml"
+    path.write_text(body)
+    started = run("client", "--config", str(path), "-D", "0")
+    assert started.returncode == 2
+    [error] = started.stderr.strip().splitlines()
+    assert f"{path}:{line}: {message}" in error, error
+    checked = run("check-config", str(path))
+    assert checked.returncode == 1 and checked.stdout == ""
+    assert f"{path}:{line}: {message}" in checked.stderr
+
+
+def test_check_config_prints_settings_that_read_back_the_same(tmp_path: Path):
+    path = tmp_path / "client.toml"
+    path.write_text('server = "tunnel.example:7000"\nlocal-forward = ["8080:db:5432"]\n'
+                    'max-buffer = "32M"\nkeepalive-interval = 5\ntls = true\n')  # fmt: skip
+    first = run("check-config", str(path))
+    assert first.returncode == 0, first.stderr
+    assert 'max-buffer = "32M"' in first.stdout and "keepalive-interval = 5" in first.stdout
+    assert 'window = "256K"' in first.stdout  # defaults are shown too
+    printed = tmp_path / "printed.toml"
+    printed.write_text(first.stdout)
+    second = run("check-config", str(printed))
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]
+
+
+def test_check_config_finds_problems_the_parser_alone_cannot(tmp_path: Path):
+    path = tmp_path / "server.toml"
+    path.write_text('listen = ["0.0.0.0:7000"]\n')
+    checked = run("check-config", str(path))
+    assert checked.returncode == 1
+    assert "refusing to listen on 0.0.0.0:7000 without authenticating clients" in checked.stderr
+    path.write_text('listen = ["127.0.0.1:7000"]\nkeepalive-interval = 10\nkeepalive-timeout = 5\n')
+    assert "--keepalive-timeout must be longer" in run("check-config", str(path)).stderr
+    path.write_text("window = 3\n")
+    assert "cannot tell whose file this is" in run("check-config", str(path)).stderr
+
+
+def clients_config(path: Path, port: int, mode: int) -> None:
+    path.write_text(f'listen = ["127.0.0.1:{port}"]\n\n[clients.alice]\n'
+                    f'secret = "{SECRET}"\nallow-connect = ["127.0.0.1:*"]\n')  # fmt: skip
+    path.chmod(mode)
+
+
+def test_a_servers_clients_can_live_in_its_config_file(tmp_path: Path, echo):
+    path = tmp_path / "server.toml"
+    clients_config(path, 0, 0o644)
+    opened = run("check-config", str(path))
+    assert opened.returncode == 1 and "is open to other users (mode 0644)" in opened.stderr
+    clients_config(path, 0, 0o600)
+    checked = run("check-config", str(path))
+    assert checked.returncode == 0, checked.stderr
+    assert "[clients.alice]" in checked.stdout and SECRET not in checked.stdout
+    server = ReactorMuxProcess(["server", "--config", str(path)])
+    client = None
+    try:
+        port = server.listening_port()
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", "--name", "alice",
+                                    "-L", f"0:127.0.0.1:{echo.port}"],
+                                   env={"REACTOR_MUX_SECRET": SECRET})  # fmt: skip
+        [(_, local, _)] = client.forwards(1, timeout=15)
+        server.wait_for("client 'alice' connected")
+        assert echo_once(local, b"through") == b"through"
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                assert proc.stop() == 0

@@ -1,0 +1,173 @@
+"""Live reload: SIGHUP re-reads ``--config``; forwards come and go, open streams
+and the channel stay, and a file that cannot be used changes nothing."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+from support import (
+    Exchange,
+    PortHolder,
+    check_exchange,
+    drain,
+    payload,
+    run_exchange,
+    sha,
+    socks5_connect,
+)
+
+from reactor_mux.procs import ReactorMuxProcess
+
+pytestmark = pytest.mark.codec_independent
+
+
+def write_config(path: Path, server_port: int, lines: list[str]) -> None:
+    path.write_text(f'server = "127.0.0.1:{server_port}"\n' + "\n".join(lines) + "\n")
+
+
+def forwards(kind: str, *specs: str) -> str:
+    key = {"L": "local-forward", "R": "remote-forward", "D": "dynamic-forward"}[kind]
+    return f"{key} = [{', '.join(repr(spec).replace(chr(39), chr(34)) for spec in specs)}]"
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def reload(proc: ReactorMuxProcess, expect: str = r"reloaded ") -> None:
+    start = len(proc.lines)
+    proc.signal(signal.SIGHUP)
+    proc.wait_for(expect, timeout=10, start=start)
+
+
+def test_a_reload_adds_and_removes_forwards_while_a_stream_moves_data(
+    tunnel, hash_target, tmp_path: Path
+):
+    config = tmp_path / "client.toml"
+    target = f"127.0.0.1:{hash_target.port}"
+    with PortHolder() as ports:
+        kept, dropped, added = ports.take(), ports.take(), ports.take()
+        kept_spec, dropped_spec = f"127.0.0.1:{kept}:{target}", f"127.0.0.1:{dropped}:{target}"
+        write_config(config, tunnel.server_port, [forwards("L", kept_spec, dropped_spec)])
+        client = ReactorMuxProcess(["client", "--config", str(config)])
+        tunnel.clients.append(client)
+        client.forwards(2, timeout=15)
+
+        # A stream on the forward that goes away: half its request before the reload,
+        # half after; its reply comes while the forward is already gone.
+        seed, size, reply_len = 71, 4 << 20, 3 << 20
+        request = payload(seed + 1, size)
+        conn = socket.create_connection(("127.0.0.1", dropped), timeout=30)
+        conn.sendall(struct.pack(">QQ", reply_len, seed))
+        conn.sendall(request[: size // 2])
+
+        added_spec = f"127.0.0.1:{added}:{target}"
+        write_config(config, tunnel.server_port, [forwards("L", kept_spec, added_spec)])
+        reload(client)
+        client.wait_for(rf"-L 127\.0\.0\.1:{added}:\S+ added")
+        client.wait_for(rf"-L 127\.0\.0\.1:{dropped}:\S+ removed")
+
+        conn.sendall(request[size // 2 :])
+        conn.shutdown(socket.SHUT_WR)
+        assert drain(conn) == (reply_len, sha(payload(seed, reply_len)))
+        conn.close()
+        check = Exchange(send_len=size, reply_len=reply_len, seed=seed)
+        check.done.set()
+        check.received = (reply_len, sha(payload(seed, reply_len)))
+        check_exchange(check, hash_target)  # the target got every byte of the request
+
+        assert refused(dropped)
+        for seed, port in ((81, kept), (91, added)):
+            exchange = Exchange(send_len=1 << 20, reply_len=1 << 20, seed=seed)
+            run_exchange(port, exchange)
+            check_exchange(exchange, hash_target)
+    assert tunnel.server.count("client connected") == 1  # the channel never dropped
+    assert client.count("lost") == 0
+    assert tunnel.server.count(r"mapping \d+ removed by the client") == 1
+
+
+def test_a_reload_adds_and_removes_remote_forwards(tunnel, echo, tmp_path: Path):
+    config = tmp_path / "client.toml"
+    with PortHolder() as ports:
+        first, second = ports.take(), ports.take()
+        write_config(config, tunnel.server_port,
+                     [forwards("R", f"127.0.0.1:{first}:127.0.0.1:{echo.port}")])  # fmt: skip
+        client = ReactorMuxProcess(["client", "--config", str(config)])
+        tunnel.clients.append(client)
+        client.forwards(1, timeout=15)
+        with socket.create_connection(("127.0.0.1", first), timeout=10) as open_stream:
+            open_stream.sendall(b"before")
+            assert open_stream.recv(6) == b"before"
+            start = len(client.lines)
+            write_config(config, tunnel.server_port,
+                         [forwards("R", f"127.0.0.1:{second}:127.0.0.1:{echo.port}")])  # fmt: skip
+            reload(client)
+            [(kind, port, _)] = client.forwards(1, timeout=10, start=start)
+            assert (kind, port) == ("R", second)
+            tunnel.server.wait_for(rf"-R 127\.0\.0\.1:{first} removed by the client")
+            assert refused(first)
+            open_stream.sendall(b"after")  # the stream opened before carries on
+            assert open_stream.recv(5) == b"after"
+        with socket.create_connection(("127.0.0.1", second), timeout=10) as new_stream:
+            new_stream.sendall(b"new")
+            assert new_stream.recv(3) == b"new"
+
+
+def test_a_config_that_cannot_be_used_changes_nothing(tunnel, echo, tmp_path: Path):
+    config = tmp_path / "client.toml"
+    with PortHolder() as ports:
+        port = ports.take()
+        good = [forwards("L", f"127.0.0.1:{port}:127.0.0.1:{echo.port}")]
+        write_config(config, tunnel.server_port, good)
+        client = ReactorMuxProcess(["client", "--config", str(config)])
+        tunnel.clients.append(client)
+        client.forwards(1, timeout=15)
+        for broken in ("local-forward = [", 'local-forward = ["99999:h:1"]', "windw = 3"):
+            config.write_text(f'server = "127.0.0.1:{tunnel.server_port}"\n{broken}\n')
+            reload(client, r"reload failed, the running configuration stays: .*client\.toml")
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"still")
+                assert conn.recv(5) == b"still"
+        write_config(config, tunnel.server_port, [*good, "window = '1M'"])
+        reload(client, r"reloaded; waiting for a restart: window ")
+    assert client.proc.poll() is None
+
+
+def test_a_server_reload_applies_new_permissions_to_new_requests(echo, hash_target, tmp_path: Path):
+    config = tmp_path / "server.toml"
+    with PortHolder() as ports:
+        port = ports.take()
+        config.write_text(
+            f'listen = ["127.0.0.1:{port}"]\nallow-connect = ["127.0.0.1:{echo.port}"]\n'
+        )
+        server = ReactorMuxProcess(["server", "--config", str(config)])
+        client = None
+        try:
+            server.listening_port()
+            client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", "-D", "0"])
+            [(_, socks_port, _)] = client.forwards(1, timeout=15)
+            sock, code = socks5_connect(socks_port, "127.0.0.1", hash_target.port)
+            sock.close()
+            assert code == 2  # not allowed by the server's --allow-connect
+            config.write_text(
+                f'listen = ["127.0.0.1:{port}"]\n'
+                f'allow-connect = ["127.0.0.1:{echo.port}", "127.0.0.1:{hash_target.port}"]\n'
+            )
+            reload(server)
+            sock, code = socks5_connect(socks_port, "127.0.0.1", hash_target.port)
+            assert code == 0
+            sock.close()
+            assert server.count("client connected") == 1
+        finally:
+            for proc in (client, server):
+                if proc is not None:
+                    assert proc.stop() == 0
+                    assert "Traceback" not in proc.log
