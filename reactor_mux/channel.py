@@ -32,6 +32,8 @@ from reactor_mux.buffercap import BufferCap
 from reactor_mux.connector import Connector
 from reactor_mux.liveness import Liveness
 from reactor_mux.localstream import LocalStream, OpenHook
+from reactor_mux.logformat import event as log_event
+from reactor_mux.meter import Meter
 from reactor_mux.netutil import abort_socket, describe_error
 from reactor_mux.peerconnect import DoneCallback, PeerConnects
 from reactor_mux.protocol.events import (
@@ -94,6 +96,9 @@ LocalService = Callable[[], socket.socket]
 
 
 class ChannelOwner(Protocol):
+    meter: Meter
+    """Where the channel counts its streams, bytes and refusals."""
+
     """What a channel asks of the role (client or server) that owns it."""
 
     def target_for(
@@ -137,12 +142,20 @@ class Channel:
         settings: ChannelSettings,
         *,
         client_id: str | None = None,
+        peer: str = "",
     ) -> None:
         self.reactor = reactor
+        self.peer = peer
+        """The other end of the channel, ``host:port``, for status."""
         self.resolver = resolver
         self.owner = owner
+        self.meter = owner.meter
         self.name = name
         self.settings = settings
+        self.opened_at = reactor.time()
+        self.rtt: float | None = None
+        """The last keepalive round trip (PING to PONG), in seconds."""
+        self._ping_sent: tuple[int, float] | None = None
         self.streams: dict[int, LocalStream] = {}
         self.closed = False
         self.close_reason: str | None = None
@@ -257,10 +270,26 @@ class Channel:
             self.reactor, self, stream_id, sock, f"stream {stream_id} {label}", session.window
         )
         stream.on_open = on_open
+        self._count_opened(stream, mapping)
         self.streams[stream_id] = stream
-        log.debug("%s: %s opening", self.name, stream.label)
+        log.debug(
+            "%s: %s opening",
+            self.name,
+            stream.label,
+            extra=log_event(
+                "stream_opened", channel=self.name, stream=stream_id, mapping=stream.mapping
+            ),
+        )
         self.schedule_flush()
         return stream
+
+    def _count_opened(self, stream: LocalStream, mapping: int | str) -> None:
+        label = self.owner.mapping_label(self, mapping) if isinstance(mapping, int) else mapping
+        stream.mapping = label
+        self.meter.streams_opened[label] += 1
+
+    def _count_ended(self, stream: LocalStream, error: str | None) -> None:
+        self.meter.stream_ended(stream.mapping, stream.bytes_up, stream.bytes_down, error)
 
     def say_goodbye(self) -> None:
         """Draining and idle: send BYE, so the peer closes the channel once every
@@ -344,6 +373,7 @@ class Channel:
             case StreamRefused():
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
+                    self._count_ended(stream, "refused_by_peer")
                     self.owner.on_stream_refused(self, stream, event.reason)
                     if stream.on_open is not None:
                         stream.on_open.refused(stream.sock, event.reason)
@@ -359,13 +389,32 @@ class Channel:
                 self._connect_purpose.pop(event.stream_id, None)
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
-                    log.debug("%s: %s reset by peer: %s", self.name, stream.label, event.reason)
+                    self._count_ended(stream, "reset_by_peer")
+                    log.debug(
+                        "%s: %s reset by peer: %s",
+                        self.name,
+                        stream.label,
+                        event.reason,
+                        extra=log_event(
+                            "stream_reset",
+                            channel=self.name,
+                            stream=stream.id,
+                            mapping=stream.mapping,
+                            reason=event.reason,
+                        ),
+                    )
                     stream.abort_local()
             case HelloReceived():
+                self.meter.channels_opened += 1
                 self._liveness.handshake_done()
                 self.owner.on_hello(self, event)
             case PongReceived():
-                pass  # any traffic proves liveness; the read that brought it said so
+                # Any traffic proves liveness (the read that brought it said so);
+                # the answer to our last PING also times the round trip.
+                sent = self._ping_sent
+                if sent is not None and sent[0] == event.token:
+                    self.rtt = self.reactor.time() - sent[1]
+                    self._ping_sent = None
             case MappingRequested():
                 self._answer_mapping(event)
             case MappingAccepted():
@@ -397,12 +446,15 @@ class Channel:
             case MappingGranted(bound=None) if event.kind is MappingKind.DYNAMIC:
                 session.accept_dynamic(event.mapping)
             case MappingDenied(reason=reason) if event.kind is MappingKind.DYNAMIC:
+                self.meter.refusal("mapping", reason)
                 session.refuse_dynamic(event.mapping, reason)
             case MappingGranted(bound=(host, port)) if event.kind is MappingKind.BIND:
                 session.accept_bind(event.mapping, host, port)
             case MappingDenied(reason=reason) if event.kind is MappingKind.CONNECT:
+                self.meter.refusal("mapping", reason)
                 session.refuse_connect(event.mapping, reason)
             case MappingDenied(reason=reason):
+                self.meter.refusal("mapping", reason)
                 session.refuse_bind(event.mapping, reason)
             case _:
                 raise AssertionError(f"{answer!r} does not answer {event.kind.name}")
@@ -429,6 +481,8 @@ class Channel:
             self._refuse_stream(event.stream_id, "shutting down", dynamic)
             return
         target = self.owner.target_for(self, event.mapping, event.target)
+        label = self.owner.mapping_label(self, event.mapping)
+        self._connect_purpose[event.stream_id] = (label, dynamic)
         if callable(target):
             try:
                 sock = target()
@@ -438,16 +492,16 @@ class Channel:
             self._peer_connect_done(event.stream_id, "SOCKS", sock, None)
             return
         if not isinstance(target, tuple):
+            del self._connect_purpose[event.stream_id]
             reason = target or f"mapping {event.mapping} is not available"
             self._refuse_stream(event.stream_id, reason, dynamic)
             return
-        label = self.owner.mapping_label(self, event.mapping)
-        self._connect_purpose[event.stream_id] = (label, dynamic)
         self._connects.start(event.stream_id, *target)
 
     def _refuse_stream(self, stream_id: int, reason: str, dynamic: bool) -> None:
         """SYN ERROR; a dynamic stream's reason starts with its failure class
         (docs/protocol.md §5.1), which the client turns into a SOCKS reply code."""
+        self.meter.refusal("stream", reason)
         self._session.refuse_stream(stream_id, classified_reason(reason) if dynamic else reason)
 
     def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Cancellable:
@@ -465,12 +519,27 @@ class Channel:
     ) -> None:
         what, dynamic = self._connect_purpose.pop(stream_id, ("", False))
         if sock is None:
-            log.warning("%s: stream %d %s: connect to %s failed: %s",
-                        self.name, stream_id, what, address, error)  # fmt: skip
+            log.warning(
+                "%s: stream %d %s: connect to %s failed: %s",
+                self.name,
+                stream_id,
+                what,
+                address,
+                error,
+                extra=log_event(
+                    "connect_failed",
+                    channel=self.name,
+                    stream=stream_id,
+                    mapping=what,
+                    peer=address,
+                    reason=error,
+                ),
+            )
             self._refuse_stream(stream_id, f"connect to {address} failed: {error}", dynamic)
         else:
             label = f"stream {stream_id} -> {address}"
             stream = LocalStream(self.reactor, self, stream_id, sock, label, self._session.window)
+            self._count_opened(stream, what)
             self.streams[stream_id] = stream
             self._session.accept_stream(stream_id)
             stream.start_reading()
@@ -514,15 +583,28 @@ class Channel:
     def stream_closed(self, stream: LocalStream, reason: str, *, reset: bool) -> None:
         if self.streams.get(stream.id) is stream:
             del self.streams[stream.id]
+        self._count_ended(stream, "local_error" if reset else None)
         if self._peer_leaving:
             self.reactor.call_soon(self._close_if_peer_left, self)
         if reset and not self.closed:
             self._session.reset_stream(stream.id, reason)
             self.schedule_flush()
-        log.debug(
-            "%s: %s %s (%d bytes up, %d down)",
-            self.name, stream.label, reason, stream.bytes_up, stream.bytes_down,
-        )  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: %s %s (%d bytes up, %d down)",
+                self.name,
+                stream.label,
+                reason,
+                stream.bytes_up,
+                stream.bytes_down,
+                extra=log_event(
+                    "stream_closed",
+                    channel=self.name,
+                    stream=stream.id,
+                    mapping=stream.mapping,
+                    reason=reason,
+                ),
+            )
 
     # ------------------------------------------------------- buffer caps
 
@@ -541,7 +623,17 @@ class Channel:
 
     # ------------------------------------------------------------- writing
 
+    @property
+    def limit_refusals(self) -> tuple[int, int]:
+        """Mappings and streams the session refused for its limits (not yet in the meter)."""
+        return self._session.mapping_limit_refusals, self._session.stream_limit_refusals
+
+    def stream_report(self, stream: LocalStream) -> tuple[int, int, int]:
+        """(bytes in flight, send window, bytes waiting to be sent) of one stream."""
+        return self._session.stream_report(stream.id)
+
     def _send_ping(self, token: int) -> None:
+        self._ping_sent = (token, self.reactor.time())
         self._session.ping(token)
         self.schedule_flush()
 
@@ -614,7 +706,11 @@ class Channel:
             self._connects.cancel_all()
             streams, self.streams = self.streams, {}
             for stream in streams.values():
+                self._count_ended(stream, "channel_closed")
                 stream.abort_local()
+            by_mapping, by_stream = self.limit_refusals
+            self.meter.refused["mapping", "limit"] += by_mapping
+            self.meter.refused["stream", "limit"] += by_stream
             if not tell_peer:
                 try:
                     self._send_output()  # what was queued (ACKs) before we go quiet

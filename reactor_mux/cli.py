@@ -10,15 +10,16 @@ a traceback for bad input.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from reactor_mux import __version__, codec, configfile, service
+from reactor_mux import __version__, codec, configfile, control, service, status
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.cli_security import (
     ClientSecurity,
@@ -31,9 +32,11 @@ from reactor_mux.cli_security import (
 )
 from reactor_mux.client import Client, ClientConfig
 from reactor_mux.configfile import ConfigError
+from reactor_mux.control import parse_forward_words
 from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
 from reactor_mux.keygen import DEFAULT_DAYS, KeygenError, generate, generate_secret
 from reactor_mux.logfile import ReopeningFileHandler
+from reactor_mux.logformat import JsonFormatter, event
 from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.auth import Credentials, SecretBook
 from reactor_mux.protocol.config import SessionConfig
@@ -64,6 +67,7 @@ from reactor_mux.settings import (
 )
 from reactor_mux.specs import (
     ForwardKind,
+    ForwardSpec,
     SpecError,
     parse_dynamic,
     parse_endpoint,
@@ -259,6 +263,25 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="append the log to PATH instead of stderr; SIGUSR1 reopens it (logrotate)",
     )
     add(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (the default) or json: one object a line with stable keys, for "
+        "log collectors (docs/operations.md)",
+    )
+    add(
+        "--control",
+        type=Path,
+        metavar="PATH",
+        help="answer reactor-mux status, reload and forward on this Unix socket (mode 0600)",
+    )
+    add(
+        "--metrics",
+        metavar="HOST:PORT",
+        type=_spec_type(lambda t: parse_endpoint(t, listening=True)),
+        help="serve Prometheus metrics at http://HOST:PORT/metrics",
+    )
+    add(
         "--config",
         type=Path,
         metavar="PATH",
@@ -395,6 +418,7 @@ def build_parser() -> _Parser:
                         help="also write a random 32-byte secret (mode 0600)")  # fmt: skip
     keygen.add_argument("--force", action="store_true", help="replace existing files")
 
+    _add_control_commands(commands)
     check = commands.add_parser(
         "check-config",
         help="validate a config file and print the effective settings",
@@ -414,6 +438,69 @@ def build_parser() -> _Parser:
                       metavar="MIB", help="MiB to push each way per mapping "
                       f"(default {DEFAULT_SIZE_MIB})")  # fmt: skip
     return parser
+
+
+def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """``status``, ``reload`` and ``forward``: requests to a running process's --control."""
+    control_help = "the --control socket of the running server or client"
+    status = commands.add_parser(
+        "status",
+        help="show the channels, forwards and streams of a running process",
+        description="Every channel, mapping and open stream of a running server or client, "
+        "with peers, ages, bytes each way, window in flight and buffered bytes.",
+    )
+    status.add_argument("--control", type=Path, required=True, metavar="PATH", help=control_help)
+    status.add_argument("--json", action="store_true", help="print the JSON the process sent")
+    reload = commands.add_parser(
+        "reload",
+        help="make a running process re-read its --config (as SIGHUP does)",
+        description="Re-read the config file of a running server or client, as SIGHUP does, "
+        "and say what happened.  Exits 1 if the file could not be used.",
+    )
+    reload.add_argument("--control", type=Path, required=True, metavar="PATH", help=control_help)
+    forward = commands.add_parser(
+        "forward",
+        help="add or cancel a forward on a running client (ssh -O forward / -O cancel)",
+        description="Add a forward to a running client, or cancel one: "
+        "reactor-mux forward add -L 8080:db:5432 --control PATH.",
+    )
+    forward.add_argument("action", choices=("add", "cancel"))
+    which = forward.add_mutually_exclusive_group(required=True)
+    for flag, what in (("-L", "[BIND:]PORT:HOST:HOSTPORT"), ("-R", "[BIND:]PORT[:HOST:HOSTPORT]"),
+                       ("-D", "[BIND:]PORT")):  # fmt: skip
+        which.add_argument(flag, dest="forward", metavar=what, type=partial(_flagged, flag),
+                           help=f"the {flag} forward, as on the client's command line")  # fmt: skip
+    forward.add_argument("--control", type=Path, required=True, metavar="PATH", help=control_help)
+
+
+def _flagged(flag: str, text: str) -> ForwardSpec:
+    try:
+        return parse_forward_words([flag, text])
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _control_command(args: argparse.Namespace) -> int:
+    """Send ``status``, ``reload`` or ``forward`` to a running process; print its answer."""
+    message: dict[str, object] = {"command": args.command}
+    if args.command == "forward":
+        spec = args.forward
+        message.update(action=args.action, forward=[f"-{spec.kind.value}", spec.text])
+    try:
+        answer = control.request(args.control, message)
+    except control.ControlError as exc:
+        print(f"reactor-mux {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    if not answer["ok"]:
+        print(f"reactor-mux {args.command}: error: {answer.get('error')}", file=sys.stderr)
+        return 1
+    result: Any = answer.get("result")
+    if args.command == "status":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.json
+                         else status.render_text(result))  # fmt: skip
+    else:
+        print(result)
+    return 0
 
 
 def _settings(
@@ -448,15 +535,18 @@ def _log_level(verbose: bool, quiet: bool) -> int:
 
 
 def _setup_logging(
-    role: str, verbose: bool, quiet: bool, log_file: Path | None = None
+    role: str, verbose: bool, quiet: bool, log_file: Path | None = None, log_format: str = "text"
 ) -> ReopeningFileHandler | None:
     """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen)."""
     level = _log_level(verbose, quiet)
     file_handler = ReopeningFileHandler(log_file) if log_file is not None else None
     handler: logging.Handler = file_handler or logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(f"%(asctime)s reactor-mux {role}: %(levelname)s %(message)s")
-    )
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(role))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s reactor-mux {role}: %(levelname)s %(message)s")
+        )
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -529,13 +619,16 @@ def _main(argv: Sequence[str] | None) -> int:
         return _keygen(args)
     if args.command == "check-config":
         return _check_config(args.path)
+    if args.command in ("status", "reload", "forward"):
+        return _control_command(args)
 
     try:
         security = _checked(args)
     except (ConfigError, SecurityOptionError) as exc:
         return _usage_error(args.command, str(exc))
     try:
-        log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file)
+        log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file,
+                                  args.log_format)  # fmt: skip
     except OSError as exc:
         return _usage_error(args.command, f"cannot open --log-file {args.log_file}: "
                             f"{describe_error(exc)}")  # fmt: skip
@@ -548,7 +641,15 @@ def _main(argv: Sequence[str] | None) -> int:
         build = partial(Client, config=client_config)
     reload = _reloader(argv, args) if args.config is not None else None
     return service.run(
-        service.Service(args.command, args.drain_timeout, build, log_file, reload=reload)
+        service.Service(
+            args.command,
+            args.drain_timeout,
+            build,
+            log_file,
+            reload=reload,
+            control=args.control,
+            metrics=args.metrics,
+        )
     )
 
 
@@ -608,7 +709,7 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> service.Reloa
             security = _checked(args)
         except (ConfigError, SecurityOptionError) as exc:
             message = f"reload failed, the running configuration stays: {exc}"
-            log.error("%s", message)
+            log.error("%s", message, extra=event("reload_failed", reason=str(exc)))
             return False, message
         log.setLevel(_log_level(args.verbose, args.quiet))
         problems: list[str] = []
@@ -625,7 +726,7 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> service.Reloa
             log.warning("reload: %s changed; a restart applies that", ", ".join(waiting))
         message = "reloaded" + (f"; failed: {'; '.join(problems)}" if problems else "")
         message += f"; waiting for a restart: {', '.join(waiting)}" if waiting else ""
-        log.info("%s %s", message, started.config)
+        log.info("%s %s", message, started.config, extra=event("reloaded"))
         return not problems, message
 
     return reload

@@ -32,6 +32,8 @@ from reactor_mux.errors import StartupError
 from reactor_mux.listener import ListenerSet
 from reactor_mux.liveness import SILENT_PEER
 from reactor_mux.localstream import LocalStream
+from reactor_mux.logformat import event as log_event
+from reactor_mux.meter import Meter
 from reactor_mux.netutil import PeerAddress, abort_socket, describe_error, loopback_pair
 from reactor_mux.protocol.events import (
     HelloReceived,
@@ -90,6 +92,8 @@ class Client:
         self.local_listeners: dict[int, ListenerSet] = {}
         self.socks_ports: dict[int, SocksPort] = {}
         self.channel: Channel | None = None
+        self.meter = Meter()
+        self.started_at = reactor.time()
         self._refused: set[int] = set()
         self._warned_plaintext = False
         self._connector: Connector | None = None
@@ -141,7 +145,12 @@ class Client:
         if spec.kind is ForwardKind.DYNAMIC:
             self.socks_ports[mapping] = socks
         self.local_listeners[mapping] = listener
-        log.info("listening on %s for %s", listener.address, spec.flag)
+        log.info(
+            "listening on %s for %s",
+            listener.address,
+            spec.flag,
+            extra=log_event("listening", mapping=spec.flag),
+        )
         return None
 
     # ------------------------------------------------ forwards added and removed
@@ -168,7 +177,7 @@ class Client:
         if channel is not None and not channel.closed:
             self._declare(channel, mapping, spec)
             channel.schedule_flush()
-        log.info("%s added", spec.flag)
+        log.info("%s added", spec.flag, extra=log_event("forward_added", mapping=spec.flag))
         return None
 
     def remove_forward(self, spec: ForwardSpec) -> bool:
@@ -193,7 +202,9 @@ class Client:
         channel = self.channel
         if channel is not None and not channel.closed:
             channel.cancel_mapping(mapping)
-        log.info("%s removed", removed.flag)
+        log.info(
+            "%s removed", removed.flag, extra=log_event("forward_removed", mapping=removed.flag)
+        )
         return True
 
     def reconfigure(self, forwards: list[ForwardSpec]) -> list[str]:
@@ -246,10 +257,16 @@ class Client:
     # ------------------------------------------------------------ the channel
 
     def _connect(self) -> None:
+        if self._retry is not None:
+            self.meter.reconnects += 1
         self._retry = None
         if self._stopped:
             return
-        log.info("connecting to server %s", self.server_label)
+        log.info(
+            "connecting to server %s",
+            self.server_label,
+            extra=log_event("connecting", peer=self.server_label),
+        )
         host, port = self.config.server
         self._connector = Connector(
             self.reactor,
@@ -276,6 +293,7 @@ class Client:
             f"channel to {self.server_label}",
             settings,
             client_id=self.client_id,
+            peer=_peer_label(sock),
         )
         for mapping, spec in self.mappings.items():
             self._declare(channel, mapping, spec)
@@ -337,7 +355,13 @@ class Client:
                 reason = f"{reason} ({self._failed_attempts} attempts so far)"
         else:
             level = logging.WARNING
-        log.log(level, "%s; reconnecting in %.1fs", reason, delay)
+        log.log(
+            level,
+            "%s; reconnecting in %.1fs",
+            reason,
+            delay,
+            extra=log_event("channel_down", peer=self.server_label, reason=reason),
+        )
         self._retry = self.reactor.call_later(delay, self._connect, self)
 
     def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
@@ -420,7 +444,11 @@ class Client:
         self._channel_up_since = self.reactor.time()
         self._failed_attempts = 0
         self._loud_at = None
-        log.info("connected to server %s", self.server_label)
+        log.info(
+            "connected to server %s",
+            self.server_label,
+            extra=log_event("channel_up", channel=channel.name, peer=channel.peer),
+        )
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         raise AssertionError("the session never reports mapping requests to a client")
@@ -434,12 +462,21 @@ class Client:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
                 bound = format_host_port(listener.host, listener.port)
-                log.info("forwarding -D %s -> SOCKS4/4a/5", bound)
+                log.info(
+                    "forwarding -D %s -> SOCKS4/4a/5",
+                    bound,
+                    extra=log_event("forward_up", mapping=spec.flag),
+                )
         elif spec.kind is ForwardKind.LOCAL:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
                 bound = format_host_port(listener.host, listener.port)
-                log.info("forwarding -L %s -> %s", bound, spec.target)
+                log.info(
+                    "forwarding -L %s -> %s",
+                    bound,
+                    spec.target,
+                    extra=log_event("forward_up", mapping=spec.flag),
+                )
         else:
             assert event.host is not None and event.port is not None
             self._asked_port.pop(event.mapping, None)
@@ -455,23 +492,37 @@ class Client:
                 self._port_taken.discard(spec)
             bound = format_host_port(event.host, event.port)
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
-            log.info("forwarding -R %s -> %s", bound, target)
+            log.info(
+                "forwarding -R %s -> %s",
+                bound,
+                target,
+                extra=log_event("forward_up", mapping=spec.flag),
+            )
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]
+        refused = log_event("forward_refused", mapping=spec.flag, reason=event.reason)
         if self.config.exit_on_forward_failure:
-            log.error("%s refused by server: %s; exiting (--exit-on-forward-failure)",
-                      spec.flag, event.reason)  # fmt: skip
+            log.error(
+                "%s refused by server: %s; exiting (--exit-on-forward-failure)",
+                spec.flag,
+                event.reason,
+                extra=refused,
+            )
             self._exit(1)
             return
         if spec.kind is not ForwardKind.REMOTE:
             self._refused.add(event.mapping)
-            log.error("%s refused by server: %s", spec.flag, event.reason)
+            log.error("%s refused by server: %s", spec.flag, event.reason, extra=refused)
             return
         if not _may_change(event.reason):
             self._refused.add(event.mapping)
-            log.error("%s refused by server: %s (not asked again: the server's settings "
-                      "decide this)", spec.flag, event.reason)  # fmt: skip
+            log.error(
+                "%s refused by server: %s (not asked again: the server's settings decide this)",
+                spec.flag,
+                event.reason,
+                extra=refused,
+            )
             return
         asked = self._asked_port.pop(event.mapping, spec.bind_port)
         if asked != spec.bind_port:  # the port an -R 0 had before is taken now
@@ -484,7 +535,13 @@ class Client:
             spec, Backoff(self.config.reconnect_min, self.config.reconnect_max)
         )
         delay = backoff.next_delay()
-        log.error("%s refused by server: %s; asking again in %.1fs", spec.flag, event.reason, delay)
+        log.error(
+            "%s refused by server: %s; asking again in %.1fs",
+            spec.flag,
+            event.reason,
+            delay,
+            extra=refused,
+        )
         self._bind_retries[event.mapping] = self.reactor.call_later(
             delay, partial(self._rebind, channel, event.mapping), self
         )
@@ -515,7 +572,18 @@ class Client:
         self.reactor.stop()
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
-        log.warning("%s: the server refused it: %s", stream.label, reason)
+        log.warning(
+            "%s: the server refused it: %s",
+            stream.label,
+            reason,
+            extra=log_event(
+                "stream_refused",
+                channel=channel.name,
+                stream=stream.id,
+                mapping=stream.mapping,
+                reason=reason,
+            ),
+        )
 
     def on_channel_closed(self, channel: Channel, reason: str) -> None:
         if channel is not self.channel:

@@ -50,8 +50,12 @@ class Listener:
         """Listen on host:port (an IP literal), or on ``sock`` if given."""
         self._reactor = reactor
         self.sock = sock if sock is not None else listen_socket(host, port)
-        self.host, self.port = sockname(self.sock)
-        self.address = format_host_port(self.host, self.port)
+        if self.sock.family == socket.AF_UNIX:  # a control socket: a path, no port
+            self.host, self.port = self.sock.getsockname(), 0
+            self.address = self.host
+        else:
+            self.host, self.port = sockname(self.sock)
+            self.address = format_host_port(self.host, self.port)
         self.name = f"listener on {self.address}"
         self._on_accept = on_accept
         self._watch = IOWatch(reactor, self.sock, self._on_readable, self)

@@ -88,7 +88,9 @@ class LocalStream:
         "closed",
         "id",
         "label",
+        "mapping",
         "on_open",
+        "opened_at",
         "peer_eof",
         "read_eof",
         "reading",
@@ -119,6 +121,14 @@ class LocalStream:
         self.bytes_up = 0
         self.bytes_down = 0
         self.on_open: OpenHook | None = None
+        self.mapping = ""
+        """The forward it belongs to, as the metrics and status name it (``-L 8080:db:5432``)."""
+        self.opened_at = reactor.time()
+
+    @property
+    def inbound_buffered(self) -> int:
+        """Bytes from the peer waiting for the local socket to take them."""
+        return len(self._inbound)
 
     def start_reading(self) -> None:
         """The stream is open at both ends: start moving local bytes."""

@@ -40,6 +40,8 @@ from reactor_mux.credentials import ClientsFile
 from reactor_mux.errors import StartupError
 from reactor_mux.listener import ListenerSet
 from reactor_mux.localstream import LocalStream
+from reactor_mux.logformat import event as log_event
+from reactor_mux.meter import Meter
 from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
 from reactor_mux.policy import Policy
 from reactor_mux.protocol.auth import SecretBook
@@ -126,6 +128,8 @@ class Server:
         self.config = config
         self.listeners: list[ListenerSet] = []
         self.clients: dict[Channel, _ClientState] = {}
+        self.meter = Meter()
+        self.started_at = reactor.time()
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
         self._failures = FailureLimiter()
         self._accepted = 0
@@ -142,7 +146,7 @@ class Server:
                 raise StartupError(f"cannot listen on {where}: {describe_error(exc)}") from None
             self.listeners.append(listener)
             address = listener.address
-            log.info("listening on %s", address)
+            log.info("listening on %s", address, extra=log_event("listening"))
             if not is_loopback(listener.host) and not self.config.authenticates:
                 log.warning(
                     "%s is reachable from other hosts and has no authentication: anyone who "
@@ -187,7 +191,12 @@ class Server:
             return
         if len(self.clients) >= self.config.max_channels:
             reason = f"too many channels (limit {self.config.max_channels})"
-            log.warning("%s: refused: %s", name, reason)
+            log.warning(
+                "%s: refused: %s",
+                name,
+                reason,
+                extra=log_event("channel_refused", channel=name, reason=reason),
+            )
             try:
                 sock.send(error_frame(reason))
             except OSError:
@@ -201,7 +210,8 @@ class Server:
                                      self.config.tls.context, server_side=True)  # fmt: skip
         else:
             transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
-        channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings)
+        channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings,
+                          peer=format_host_port(peer[0], peer[1]))  # fmt: skip
         channel.draining = self._draining
         self.clients[channel] = _ClientState(peer[0], policy=self.config.policy)
         log.debug("%s: accepted", name)
@@ -219,14 +229,36 @@ class Server:
             return state.targets.get(mapping)
         refusal = state.policy.connect.check_target(*requested)
         if refusal is not None:
-            log.warning("%s: -D stream to %s refused: %s", channel.name,
-                        format_host_port(*requested), refusal)  # fmt: skip
+            log.warning(
+                "%s: -D stream to %s refused: %s",
+                channel.name,
+                format_host_port(*requested),
+                refusal,
+                extra=log_event(
+                    "stream_refused",
+                    channel=channel.name,
+                    mapping="-D",
+                    peer=format_host_port(*requested),
+                    reason=refusal,
+                ),
+            )
             return refusal
         return requested
 
     def mapping_label(self, channel: Channel, mapping: int) -> str:
+        """``-L db:5432``, ``-R 127.0.0.1:8022`` or ``-D``: what logs and metrics call it."""
         state = self.clients.get(channel)
-        return "-D" if state is not None and mapping in state.dynamic else "-L"
+        if state is None:
+            return f"mapping {mapping}"
+        if mapping in state.dynamic:
+            return "-D"
+        target = state.targets.get(mapping)
+        if target is not None:
+            return f"-L {format_host_port(*target)}"
+        bind = state.binds.get(mapping)
+        if bind is not None:
+            return f"-R {format_host_port(bind.host, bind.port)}"
+        return f"mapping {mapping}"
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         state = self.clients.get(channel)
@@ -250,7 +282,12 @@ class Server:
             state.client_id = client_id
             self._by_client_id[key] = channel
         who = f" {event.client_name!r}" if event.client_name not in (None, "-") else ""
-        log.info("%s: client%s connected", channel.name, who)
+        log.info(
+            "%s: client%s connected",
+            channel.name,
+            who,
+            extra=log_event("channel_up", channel=channel.name, peer=channel.peer),
+        )
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         state = self.clients[channel]
@@ -262,10 +299,25 @@ class Server:
         if event.kind is MappingKind.CONNECT:
             refusal = state.policy.connect.check_target(event.host, event.port)
             if refusal is not None:
-                log.warning("%s: -L refused: %s", channel.name, refusal)
+                log.warning(
+                    "%s: -L refused: %s",
+                    channel.name,
+                    refusal,
+                    extra=log_event(
+                        "mapping_refused",
+                        channel=channel.name,
+                        mapping=f"-L {target}",
+                        reason=refusal,
+                    ),
+                )
                 return MappingDenied(refusal)
             state.targets[event.mapping] = (event.host, event.port)
-            log.info("%s: forwarding -L to %s", channel.name, target)
+            log.info(
+                "%s: forwarding -L to %s",
+                channel.name,
+                target,
+                extra=log_event("mapping_up", channel=channel.name, mapping=f"-L {target}"),
+            )
             return MappingGranted()
         address, reason = self._bind_policy(event.host)
         if address is not None:
@@ -287,9 +339,21 @@ class Server:
             else:
                 state.binds[event.mapping] = listener
                 bound = format_host_port(listener.host, listener.port)
-                log.info("%s: forwarding -R %s -> client", channel.name, bound)
+                log.info(
+                    "%s: forwarding -R %s -> client",
+                    channel.name,
+                    bound,
+                    extra=log_event("mapping_up", channel=channel.name, mapping=f"-R {bound}"),
+                )
                 return MappingGranted((listener.host, listener.port))
-        log.warning("%s: -R refused: %s", channel.name, reason)
+        log.warning(
+            "%s: -R refused: %s",
+            channel.name,
+            reason,
+            extra=log_event(
+                "mapping_refused", channel=channel.name, mapping=f"-R {target}", reason=reason
+            ),
+        )
         return MappingDenied(reason)
 
     def _bind_policy(self, host: str) -> tuple[str | None, str]:
@@ -326,9 +390,21 @@ class Server:
         listener = state.binds.pop(event.mapping, None)
         if listener is not None:
             listener.close()
-            log.info("%s: -R %s removed by the client", channel.name, listener.address)
+            log.info(
+                "%s: -R %s removed by the client",
+                channel.name,
+                listener.address,
+                extra=log_event(
+                    "mapping_removed", channel=channel.name, mapping=f"-R {listener.address}"
+                ),
+            )
         else:
-            log.info("%s: mapping %d removed by the client", channel.name, event.mapping)
+            log.info(
+                "%s: mapping %d removed by the client",
+                channel.name,
+                event.mapping,
+                extra=log_event("mapping_removed", channel=channel.name),
+            )
 
     # ----------------------------------------------------------- reload
 
@@ -369,4 +445,10 @@ class Server:
             if channel.auth_failed:
                 self._failures.failed(state.peer_host, self.reactor.time())
         level = logging.WARNING if channel.close_was_error else logging.INFO
-        log.log(level, "%s: closed: %s", channel.name, reason)
+        log.log(
+            level,
+            "%s: closed: %s",
+            channel.name,
+            reason,
+            extra=log_event("channel_down", channel=channel.name, peer=channel.peer, reason=reason),
+        )

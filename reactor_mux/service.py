@@ -15,11 +15,15 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from reactor_mux.client import Client
+from reactor_mux.control import ControlSocket
 from reactor_mux.errors import StartupError
 from reactor_mux.logfile import ReopeningFileHandler
+from reactor_mux.metrics import MetricsServer
 from reactor_mux.netutil import describe_error
+from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.server import Server
@@ -39,6 +43,10 @@ class Service:
     log_file: ReopeningFileHandler | None = None
     reload: Reload | None = None
     """How SIGHUP reloads; None: SIGHUP drains (no --config to re-read)."""
+    control: Path | None = None
+    """``--control``: the Unix socket for status, reload and forward."""
+    metrics: tuple[str, int] | None = None
+    """``--metrics``: where to serve /metrics."""
 
 
 def run(service: Service) -> int:
@@ -90,23 +98,35 @@ def _run_with_signals(
         reactor.add_signal_handler(signum, partial(on_signal, signum.name))
     reactor.add_signal_handler(signal.SIGUSR1, partial(reopen_log, service.log_file))
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    extras: list[ControlSocket | MetricsServer] = []
     try:
-        app.start()
-    except (OSError, StartupError) as exc:
-        reason = describe_error(exc) if isinstance(exc, OSError) else str(exc)
-        log.error("cannot start %s: %s", service.role, reason)
-        app.close()
-        resolver.close()
-        reactor.close()
-        return 1
-    try:
+        try:
+            if service.control is not None:
+                extras.append(ControlSocket(reactor, service.control, app, service.reload))
+            if service.metrics is not None:
+                extras.append(_metrics(reactor, service.metrics, app))
+            app.start()
+        except (OSError, StartupError) as exc:
+            reason = describe_error(exc) if isinstance(exc, OSError) else str(exc)
+            log.error("cannot start %s: %s", service.role, reason)
+            return 1
         reactor.run()
     finally:
+        for extra in extras:
+            extra.close()
         app.close()
         resolver.close()
         reactor.close()
     log.info("stopped")
     return app.exit_status
+
+
+def _metrics(reactor: Reactor, address: tuple[str, int], app: App) -> MetricsServer:
+    try:
+        return MetricsServer(reactor, *address, app)
+    except OSError as exc:
+        where = format_host_port(*address)
+        raise StartupError(f"cannot serve --metrics on {where}: {describe_error(exc)}") from None
 
 
 def reopen_log(log_file: ReopeningFileHandler | None) -> None:

@@ -17,6 +17,7 @@ from support import BlackHole, payload
 
 from reactor_mux.channel import Channel, MappingAnswer, MappingDenied, MappingGranted
 from reactor_mux.localstream import LocalStream
+from reactor_mux.meter import Meter
 from reactor_mux.protocol.events import (
     ChannelFailed,
     DataReceived,
@@ -49,6 +50,7 @@ class RecordingOwner:
         self.requests: list[MappingRequested] = []
         self.refused_streams: list[str] = []
         self.cancelled: list[object] = []
+        self.meter = Meter()
         self.closed: list[str] = []
 
     def target_for(

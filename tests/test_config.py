@@ -76,6 +76,9 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
     ),
     "allow-bind": ('["127.0.0.1:8000-8999"]', ["--allow-bind", "127.0.0.1:8000-8999"]),
     "insecure": ("true", ["--insecure"]),
+    "log-format": ('"json"', ["--log-format", "json"]),
+    "control": ('"/run/reactor-mux/control.sock"', ["--control", "/run/reactor-mux/control.sock"]),
+    "metrics": ('"127.0.0.1:9100"', ["--metrics", "127.0.0.1:9100"]),
 }
 
 

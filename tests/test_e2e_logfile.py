@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from support import wait_until
+
+from reactor_mux.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 
@@ -57,3 +60,38 @@ def test_a_log_file_that_cannot_be_opened_is_a_one_line_error(tmp_path: Path):
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert f"cannot open --log-file {bad}: no such file or directory" in line
+
+
+KEYS = {"time", "level", "role", "event", "message", "channel", "stream", "peer", "mapping",
+        "reason"}  # fmt: skip
+
+
+def test_json_logs_are_one_object_a_line_with_stable_keys(tmp_path: Path, echo):
+    server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--log-format", "json"])
+    client = None
+    try:
+        listening = server.wait_for('"event": "listening"').string
+        port = int(json.loads(listening)["message"].rsplit(":", 1)[1])
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", "--log-format",
+                                    "json", "-L", f"0:127.0.0.1:{echo.port}", "-L",
+                                    "0:127.0.0.1:1"])  # fmt: skip
+        client.wait_for('"event": "forward_up"')
+        server.wait_for('"event": "channel_up"')
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                assert proc.stop() == 0
+    lines = [json.loads(line) for line in server.lines + client.lines]  # every line parses
+    assert all(set(line) == KEYS for line in lines)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+               for line in lines)  # fmt: skip
+    up = [line for line in server.lines if '"channel_up"' in line]
+    [server_up] = [json.loads(line) for line in up]
+    assert server_up["level"] == "info" and server_up["role"] == "server"
+    assert server_up["peer"].startswith("127.0.0.1:") and server_up["channel"].startswith(
+        "channel #1"
+    )
+    forwards = [json.loads(line) for line in client.lines if '"forward_up"' in line]
+    assert {line["mapping"] for line in forwards} == {f"-L 0:127.0.0.1:{echo.port}",
+                                                      "-L 0:127.0.0.1:1"}  # fmt: skip
+    assert "Traceback" not in server.log + client.log

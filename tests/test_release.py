@@ -217,9 +217,10 @@ def test_the_wheel_built_without_a_compiler_holds_no_compiled_module(release: Re
 def test_metadata_says_mit_and_names_only_the_runtime_dependencies(release: Release) -> None:
     """What pip and a package index read: license, classifiers, and dependencies.
 
-    A user's install pulls in cffi (the codec), cryptography (keygen) and, on
-    Python 3.10 only, tomli (the clients file).  ruff and mypy are the
-    developers' tools: they may appear only under the ``dev`` extra.
+    A user's install pulls in cffi (the codec), cryptography (keygen),
+    prometheus_client (--metrics) and, on Python 3.10 only, tomli (TOML
+    files).  ruff and mypy are the developers' tools: they may appear only
+    under the ``dev`` extra.
     """
     for wheel in release.wheels.values():
         metadata = wheel_metadata(wheel)
@@ -228,7 +229,12 @@ def test_metadata_says_mit_and_names_only_the_runtime_dependencies(release: Rele
         assert not EXPECTED_CLASSIFIERS - classifiers, EXPECTED_CLASSIFIERS - classifiers
         requires = metadata.get_all("Requires-Dist") or []
         runtime = sorted(spec for spec in requires if "extra ==" not in spec)
-        assert runtime == ["cffi>=1.16", "cryptography>=42", 'tomli>=1.1; python_version < "3.11"']
+        assert runtime == [
+            "cffi>=1.16",
+            "cryptography>=42",
+            "prometheus_client>=0.20",
+            'tomli>=1.1; python_version < "3.11"',
+        ]
         for tool in ("ruff", "mypy"):
             specs = [spec for spec in requires if spec.startswith(tool)]
             assert specs and all(spec.endswith('extra == "dev"') for spec in specs), specs

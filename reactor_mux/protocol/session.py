@@ -226,6 +226,10 @@ class Session:
         self._max_pending = config.max_pending_syns
         self._max_mappings = config.max_mappings
         self._pending = 0
+        self.mapping_limit_refusals = 0
+        """Mappings this side refused for ``max_mappings`` (for the metrics)."""
+        self.stream_limit_refusals = 0
+        """SYNs this side refused for ``max_streams`` or ``max_pending_syns``."""
         self._data_frame_size = config.data_frame_size
         self._max_window = config.max_window
         self._window_budget = config.window_budget
@@ -295,6 +299,15 @@ class Session:
     @property
     def stream_count(self) -> int:
         return len(self._streams)
+
+    def stream_report(self, stream_id: int) -> tuple[int, int, int]:
+        """For status: a stream's bytes sent and not yet acknowledged, its send
+        window, and the bytes read from its local socket still waiting to be sent."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0, 0, 0
+        waiting = self._output.buffered(stream.slot) if stream.slot >= 0 else 0
+        return stream.send.unacked, stream.send.size, waiting
 
     def stream_state(self, stream_id: int) -> StreamState:
         """The state of a stream; streams no longer tracked are CLOSED."""
@@ -625,6 +638,7 @@ class Session:
         if kind is not DYNAMIC:
             host, port = parse_host_port(command.args[0], allow_port_zero=kind == BIND)
         if len(self._mappings) >= self._max_mappings:
+            self.mapping_limit_refusals += 1
             limit = f"too many mappings (limit {self._max_mappings})"
             self._queue_command(mapping, _REFUSAL[kind], limit)
             return
@@ -703,11 +717,13 @@ class Session:
             self._queue_command(stream_id, Verb.SYN_ERROR, f"mapping {mapping} was refused")
             return
         if len(self._streams) >= self._max_streams:
+            self.stream_limit_refusals += 1
             self._queue_command(
                 stream_id, Verb.SYN_ERROR, f"too many streams (limit {self._max_streams})"
             )
             return
         if self._pending >= self._max_pending:
+            self.stream_limit_refusals += 1
             self._queue_command(
                 stream_id,
                 Verb.SYN_ERROR,

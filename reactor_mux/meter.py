@@ -1,0 +1,65 @@
+"""What a process counts over its life, for ``/metrics`` and ``status``.
+
+Nothing here runs per byte or per frame: streams count their own bytes (two
+integer adds per read or write, which they always did), and the meter takes
+them over when a stream ends.  A scrape adds the bytes of the streams still
+open, so the totals are exact at any moment and never go backwards.
+
+Reasons are sorted into a few fixed classes, so that a label never takes
+more than a handful of values whatever the peers send.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+STREAM_ERRORS = ("reset_by_peer", "local_error", "refused_by_peer", "channel_closed")
+"""How a stream can end other than by both sides closing it."""
+
+REFUSALS = ("forbidden", "limit", "shutting_down", "cannot_listen", "connect_failed", "other")
+"""Why this side turned a mapping or a stream down."""
+
+
+def refusal_class(reason: str) -> str:
+    """One of REFUSALS for the text of a refusal we sent."""
+    if "not allowed" in reason or "--gateway-ports" in reason or "non-public address" in reason:
+        return "forbidden"
+    if "too many" in reason:
+        return "limit"
+    if "shutting down" in reason:
+        return "shutting_down"
+    if "cannot listen" in reason:
+        return "cannot_listen"
+    if "connect to" in reason:
+        return "connect_failed"
+    return "other"
+
+
+@dataclass
+class Meter:
+    """The process's counters (monotonic: Prometheus counters)."""
+
+    channels_opened: int = 0
+    """Channels that completed the handshake."""
+    reconnects: int = 0
+    """Client: connection attempts after the first."""
+    streams_opened: Counter[str] = field(default_factory=Counter)
+    """Per mapping label."""
+    bytes_sent: Counter[str] = field(default_factory=Counter)
+    """Per mapping label: bytes read from local sockets and sent into the channel,
+    by streams that have ended (the open ones add theirs at a scrape)."""
+    bytes_received: Counter[str] = field(default_factory=Counter)
+    """Per mapping label: bytes from the channel written to local sockets (ended streams)."""
+    stream_errors: Counter[str] = field(default_factory=Counter)
+    refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Per (what: mapping or stream, REFUSALS class)."""
+
+    def stream_ended(self, mapping: str, sent: int, received: int, error: str | None) -> None:
+        self.bytes_sent[mapping] += sent
+        self.bytes_received[mapping] += received
+        if error is not None:
+            self.stream_errors[error] += 1
+
+    def refusal(self, what: str, reason: str) -> None:
+        self.refused[what, refusal_class(reason)] += 1

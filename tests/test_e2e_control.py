@@ -1,0 +1,211 @@
+"""``--control``: ``reactor-mux status``, ``reload`` and ``forward add|cancel``
+against running processes, and the socket's own limits and permissions."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support import PortHolder, drain, echo_once, payload, recv_exactly, sha, wait_until
+
+from reactor_mux.control import MAX_CONTROL_CONNECTIONS, MAX_CONTROL_REQUEST
+from reactor_mux.procs import ReactorMuxProcess
+
+pytestmark = pytest.mark.codec_independent
+
+
+def command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reactor_mux", *args],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+
+
+def status(path: Path) -> dict:  # type: ignore[type-arg]
+    done = command("status", "--json", "--control", str(path))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out
+
+
+def request(path: Path, raw: bytes) -> dict:  # type: ignore[type-arg]
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(raw)
+        return json.loads(_read_all(sock))  # type: ignore[no-any-return]
+
+
+def test_status_shows_channels_mappings_and_a_live_stream(tunnel, hash_target, tmp_path: Path):
+    control = tmp_path / "client.sock"
+    client, [(_, port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                           extra=("--control", str(control)))  # fmt: skip
+    assert stat.S_IMODE(os.stat(control).st_mode) == 0o600
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        conn.sendall(struct.pack(">QQ", 300_000, 5) + payload(6, 100_000))
+        assert recv_exactly(conn, 300_000) == payload(5, 300_000)
+        local = conn.getsockname()
+        assert wait_until(lambda: status(control)["channels"][0]["streams"][0]["bytes_sent"]
+                          == 100_016)  # fmt: skip
+        report = status(control)
+        assert report["role"] == "client" and report["pid"] == client.pid
+        [forward] = report["forwards"]
+        assert forward["forward"] == f"-L 0:127.0.0.1:{hash_target.port}"
+        assert f":{port}" in forward["listening"]
+        [channel] = report["channels"]
+        assert channel["state"] == "open" and channel["peer"] == f"127.0.0.1:{tunnel.server_port}"
+        [stream] = channel["streams"]
+        assert stream["peer"] == f"{local[0]}:{local[1]}"
+        assert stream["mapping"] == forward["forward"]
+        assert stream["bytes_received"] == 300_000
+        assert 0 <= stream["in_flight"] <= stream["window"] and stream["window"] > 0
+        assert stream["buffered"] >= 0 and stream["age"] >= 0
+        text = command("status", "--control", str(control))
+        assert text.returncode == 0
+        assert f"stream {stream['id']} {forward['forward']} peer {stream['peer']}" in text.stdout
+        assert "sent 100016 B, received 300000 B" in text.stdout
+        conn.shutdown(socket.SHUT_WR)
+        assert drain(conn) == (0, sha(b""))
+
+
+def test_the_server_status_names_each_client_and_its_mappings(hash_target, tmp_path: Path):
+    control = tmp_path / "server.sock"
+    server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--control", str(control)])
+    client = None
+    try:
+        port = server.listening_port()
+        forwards = ["-L", f"0:127.0.0.1:{hash_target.port}", "-R", "0:127.0.0.1:9"]
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", *forwards])
+        client.forwards(2, timeout=15)
+        report = status(control)
+        assert report["role"] == "server" and report["listening"] == [f"127.0.0.1:{port}"]
+        [channel] = report["channels"]
+        assert channel["mappings"][0] == f"-L 127.0.0.1:{hash_target.port}"
+        assert channel["mappings"][1].startswith("-R 127.0.0.1:")
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                assert proc.stop() == 0
+    assert not control.exists()  # removed on the way out
+
+
+def test_forward_add_and_cancel_change_a_running_client(tunnel, echo, tmp_path: Path):
+    control = tmp_path / "client.sock"
+    client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=("--control", str(control)))
+    with PortHolder() as ports:
+        port = ports.take()
+        spec = f"127.0.0.1:{port}:127.0.0.1:{echo.port}"
+        added = command("forward", "add", "-L", spec, "--control", str(control))
+        assert added.returncode == 0 and added.stdout.strip() == f"-L {spec} added"
+        client.wait_for(rf"forwarding -L 127\.0\.0\.1:{port} ")
+        assert echo_once(port, b"added") == b"added"
+        again = command("forward", "add", "-L", spec, "--control", str(control))
+        assert again.returncode == 1 and "is already forwarded" in again.stderr
+        cancelled = command("forward", "cancel", "-L", spec, "--control", str(control))
+        assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        gone = command("forward", "cancel", "-L", spec, "--control", str(control))
+        assert gone.returncode == 1 and "is not forwarded" in gone.stderr
+    reload = command("reload", "--control", str(control))
+    assert reload.returncode == 1 and "started without --config" in reload.stderr
+    assert tunnel.server.count("client connected") == 1
+
+
+def test_reload_through_the_control_socket(tunnel, echo, tmp_path: Path):
+    control, config = tmp_path / "client.sock", tmp_path / "client.toml"
+    config.write_text(f'server = "127.0.0.1:{tunnel.server_port}"\n'
+                      f'local-forward = ["0:127.0.0.1:{echo.port}"]\n')  # fmt: skip
+    client = ReactorMuxProcess(["client", "--config", str(config), "--control", str(control)])
+    tunnel.clients.append(client)
+    client.forwards(1, timeout=15)
+    config.write_text(config.read_text() + f'remote-forward = ["0:127.0.0.1:{echo.port}"]\n')
+    done = command("reload", "--control", str(control))
+    assert done.returncode == 0 and done.stdout.startswith("reloaded"), done.stderr
+    client.wait_for(r"forwarding -R ")
+    config.write_text("local-forward = [\n")
+    failed = command("reload", "--control", str(control))
+    assert failed.returncode == 1 and "the running configuration stays" in failed.stderr
+
+
+def test_a_dead_socket_is_replaced_and_a_live_one_is_not(tmp_path: Path):
+    control = tmp_path / "server.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(control))
+    dead.close()  # the file stays, nobody answers: what a killed process leaves
+    first = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--control", str(control)])
+    try:
+        first.listening_port()
+        second = command("server", "--listen", "127.0.0.1:0", "--control", str(control))
+        assert second.returncode == 1
+        assert f"--control {control} is in use by another process" in second.stderr
+        assert status(control)["pid"] == first.pid  # the second did not take it over
+    finally:
+        assert first.stop() == 0
+    control.write_text("not a socket")
+    third = command("server", "--listen", "127.0.0.1:0", "--control", str(control))
+    assert third.returncode == 1 and "exists and is not a socket" in third.stderr
+
+
+def test_bad_requests_get_an_error_answer(tmp_path: Path):
+    control = tmp_path / "server.sock"
+    server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--control", str(control)])
+    try:
+        server.listening_port()
+        assert request(control, b"{not json\n")["error"].startswith("bad request")
+        assert (
+            "unknown command 'frobnicate'"
+            in request(control, b'{"command": "frobnicate"}\n')["error"]
+        )
+        assert "for a client" in request(control, b'{"command": "forward", "action": "add", '
+                                         b'"forward": ["-L", "1:h:2"]}\n')["error"]  # fmt: skip
+        long = request(control, b"x" * (MAX_CONTROL_REQUEST + 100))
+        assert long == {"ok": False, "error": f"request longer than {MAX_CONTROL_REQUEST} bytes"}
+        assert status(control)["role"] == "server"  # and it still answers
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log
+
+
+def test_connections_beyond_the_limit_are_closed_and_room_comes_back(tmp_path: Path):
+    control = tmp_path / "server.sock"
+    server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--control", str(control)])
+    idle: list[socket.socket] = []
+    try:
+        server.listening_port()
+        for _ in range(MAX_CONTROL_CONNECTIONS):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(str(control))
+            idle.append(sock)
+        time.sleep(0.3)  # let the process accept them all
+        extra = socket.socket(socket.AF_UNIX)
+        extra.settimeout(5)
+        extra.connect(str(control))
+        assert extra.recv(100) == b""  # closed at once, without an answer
+        extra.close()
+        server.wait_for(rf"{MAX_CONTROL_CONNECTIONS} connections at once \(the limit\)")
+        idle.pop().close()
+        assert wait_until(lambda: _answers(control))
+    finally:
+        for sock in idle:
+            sock.close()
+        assert server.stop() == 0
+
+
+def _answers(control: Path) -> bool:
+    try:
+        return bool(request(control, b'{"command": "status"}\n')["ok"])
+    except (OSError, ValueError):
+        return False
