@@ -200,6 +200,16 @@ def test_the_sdist_carries_what_a_wheel_build_needs(release: Release) -> None:
     assert not artefacts, artefacts
 
 
+def test_the_sdist_carries_the_service_files(release: Release) -> None:
+    """A distribution packages the systemd units from the sdist, not from git."""
+    with tarfile.open(release.sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for path in sorted((ROOT / "contrib").rglob("*")):
+        if path.is_file():
+            name = path.relative_to(ROOT).as_posix()
+            assert name in names, f"{name} missing from {release.sdist.name}"
+
+
 def test_the_compiled_wheel_is_abi3_and_holds_the_codec(release: Release) -> None:
     """One wheel per platform serves every CPython >= 3.10 only if it is cp310-abi3."""
     wheel = release.wheels["c"]
