@@ -698,7 +698,7 @@ _APPLIED_BY_RELOAD = {
 """What a reload changes in a running process; every other option waits for a restart."""
 
 
-def _reloader(argv: Sequence[str], started: argparse.Namespace) -> service.Reload:
+def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload:
     """SIGHUP's (and ``reactor-mux reload``'s) work: read the config file again and
     apply what can change live.  A file that cannot be used changes nothing."""
 

@@ -187,10 +187,11 @@ class Client:
                         if same_forward(spec, known)), None)  # fmt: skip
         if mapping is None:
             return False
-        removed = self.mappings.pop(mapping)
         listener = self.local_listeners.pop(mapping, None)
         if listener is not None:
+            listener.accept_waiting()  # connected already: they get their streams
             listener.close()
+        removed = self.mappings.pop(mapping)
         socks = self.socks_ports.pop(mapping, None)
         if socks is not None:
             socks.close()

@@ -26,9 +26,8 @@ from reactor_mux.errors import StartupError
 from reactor_mux.netutil import describe_error
 from reactor_mux.oneshot import OneShotServer
 from reactor_mux.reactor import Reactor
-from reactor_mux.server import Server
 from reactor_mux.specs import ForwardKind, ForwardSpec, SpecError, parse_dynamic, parse_forward
-from reactor_mux.status import snapshot
+from reactor_mux.status import App, snapshot
 
 log = logging.getLogger("reactor_mux")
 
@@ -39,8 +38,8 @@ MAX_CONTROL_REQUEST = 4096
 CONTROL_TIMEOUT = 10.0
 """Seconds a control connection may take, reading and writing included."""
 
-App = Server | Client
 Reload = Callable[[App], tuple[bool, str]]
+"""Re-read the configuration and apply it: (applied, what happened)."""
 
 
 class ControlError(Exception):

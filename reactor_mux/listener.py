@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 from collections.abc import Callable
 
@@ -84,6 +85,10 @@ class Listener:
             if self.closed:
                 return
 
+    def accept_waiting(self) -> None:
+        while not self.closed and not self._starved and _readable(self.sock):
+            self._on_readable(0)
+
     def _pause(self, exc: OSError) -> None:
         if not self._starved:  # say it once per episode, not four times a second
             self._starved = True
@@ -134,9 +139,22 @@ class ListenerSet:
     def closed(self) -> bool:
         return self.listeners[0].closed
 
+    def accept_waiting(self) -> None:
+        """Hand over the connections the system has already accepted (before a
+        close, which would reset them: their clients saw the connect succeed)."""
+        for listener in self.listeners:
+            listener.accept_waiting()
+
     def close(self) -> None:
         for listener in self.listeners:
             listener.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """A connection waits in the backlog (a zero-timeout poll of the listening socket)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _Handoff:

@@ -20,12 +20,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from reactor_mux import __version__
-from reactor_mux.client import Client
 from reactor_mux.netutil import listen_sockets
 from reactor_mux.oneshot import OneShotServer
 from reactor_mux.reactor import Reactor
 from reactor_mux.server import Server
-from reactor_mux.status import channels_of
+from reactor_mux.status import App, channels_of
 
 log = logging.getLogger("reactor_mux")
 
@@ -37,8 +36,6 @@ METRICS_TIMEOUT = 10.0
 """Seconds a scrape may take, reading and writing included."""
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-App = Server | Client
 
 
 class AppCollector:

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from reactor_mux.client import Client
-from reactor_mux.control import ControlSocket
+from reactor_mux.control import ControlSocket, Reload
 from reactor_mux.errors import StartupError
 from reactor_mux.logfile import ReopeningFileHandler
 from reactor_mux.metrics import MetricsServer
@@ -26,13 +25,9 @@ from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
-from reactor_mux.server import Server
+from reactor_mux.status import App
 
 log = logging.getLogger("reactor_mux")
-
-App = Server | Client
-Reload = Callable[[App], tuple[bool, str]]
-"""Re-read the configuration and apply it: (applied, what happened)."""
 
 
 @dataclass(frozen=True)

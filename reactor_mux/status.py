@@ -143,4 +143,4 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(whole, 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
-    return (f"{days}d" if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"

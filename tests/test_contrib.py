@@ -20,7 +20,9 @@ import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
+from security_support import SECRET
 
+from reactor_mux import cli, keygen
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT
 
 if sys.version_info >= (3, 11):
@@ -296,3 +298,56 @@ def test_dockerignore_rule() -> None:
     assert not dockerignored("docs/keep.md", patterns)
     assert not dockerignored("reactor_mux/codec/_c.py", patterns)
     assert not dockerignored("csrc/rmux_codec.c", patterns)
+
+
+EXAMPLES = ROOT / "contrib" / "config"
+
+
+def filled_examples(directory: Path) -> dict[str, Path]:
+    """The example configs with their blanks filled in, as an admin would, and the
+    files they name made: what ``check-config`` must then accept."""
+    fingerprint = keygen.generate(directory / "server.pem", directory / "server.key",
+                                  ["tunnel.example.com"], 30)  # fmt: skip
+    (directory / "office.secret").write_text(SECRET)
+    (directory / "office.secret").chmod(0o600)
+    server = (EXAMPLES / "server.toml").read_text().replace('secret = ""', f'secret = "{SECRET}"')
+    client = (EXAMPLES / "client-office.toml").read_text()
+    client = client.replace('tls-fingerprint = ""', f'tls-fingerprint = "{fingerprint}"')
+    paths = {"server": directory / "server.toml", "client": directory / "client-office.toml"}
+    paths["server"].write_text(server)
+    paths["server"].chmod(0o600)  # it holds the clients' secrets
+    paths["client"].write_text(client)
+    return paths
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reactor_mux", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+
+
+def test_the_example_configs_are_refused_until_filled_in_then_accepted(tmp_path: Path) -> None:
+    """The blanks (secrets, the fingerprint) stop a copied example from running
+    with a placeholder; filled in, both pass check-config."""
+    for name in ("server.toml", "client-office.toml"):
+        copy = tmp_path / name
+        copy.write_text((EXAMPLES / name).read_text())
+        copy.chmod(0o600)
+        assert check_config(copy).returncode == 1
+    for role, path in filled_examples(tmp_path).items():
+        done = check_config(path)
+        assert done.returncode == 0, done.stderr
+        assert f"a valid {role} config file" in done.stdout
+
+
+@pytest.mark.parametrize("role", UNITS)
+def test_the_units_command_line_runs_the_example_config(role: str, tmp_path: Path) -> None:
+    """ExecStart's options, given the example config, are what reactor-mux accepts."""
+    file_name, _unit = UNITS[role]
+    settings = unit_settings((SYSTEMD / file_name).read_text().replace("%i", INSTANCE))
+    argv = shlex.split(settings["Service.ExecStart"][0])[1:]
+    argv[argv.index("--config") + 1] = str(filled_examples(tmp_path)[role])
+    args = cli.parse_arguments(argv)
+    assert cli._checked(args) is not None
+    assert args.control == Path(
+        f"/run/reactor-mux/{'server' if role == 'server' else 'client-' + INSTANCE}/control.sock"
+    )

@@ -60,3 +60,26 @@ def test_out_of_descriptors_the_listener_pauses_then_resumes(caplog):
             sock.close()
         listener.close()
         reactor.close()
+
+
+def test_connections_waiting_in_the_backlog_are_handed_over_before_a_close():
+    """Removing a forward closes its listener; clients whose connect already
+    succeeded must get their streams, not the reset a close gives the backlog."""
+    from reactor_mux.listener import ListenerSet
+
+    reactor = Reactor()
+    accepted: list[socket.socket] = []
+    listeners = ListenerSet(reactor, "127.0.0.1", 0, lambda conn, _peer: accepted.append(conn))
+    clients = [socket.create_connection(("127.0.0.1", listeners.port)) for _ in range(70)]
+    try:
+        listeners.accept_waiting()  # the reactor never ran: all 70 wait in the backlog
+        listeners.close()
+        assert len(accepted) == 70  # more than one accept batch
+        for client, conn in zip(clients, accepted, strict=True):
+            client.sendall(b"x")
+            conn.setblocking(True)
+            assert conn.recv(1) == b"x"
+    finally:
+        for sock in clients + accepted:
+            sock.close()
+        reactor.close()
