@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
     PortHolder,
+    Tunnel,
     drain,
     payload,
     recv_exactly,
@@ -22,7 +23,9 @@ from support import (
 )
 
 from reactor_mux.metrics import MAX_METRICS_CONNECTIONS, MAX_METRICS_REQUEST
+from reactor_mux.netutil import abort_socket
 from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.targets import ThreadedTCPServer
 
 pytestmark = pytest.mark.codec_independent
 
@@ -208,3 +211,45 @@ def _closed_at_once(port: int) -> bool:
             return sock.recv(100) == b""
         except ConnectionResetError:
             return True
+
+
+class ResettingTarget(ThreadedTCPServer):
+    """Reads one byte, then resets the connection."""
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.recv(1)
+        abort_socket(conn)
+
+
+def test_resets_and_reconnects_are_counted():
+    target = ResettingTarget()
+    with PortHolder() as ports:
+        server_metrics, client_metrics = ports.take(), ports.take()
+        tunnel = Tunnel(server_args=("--metrics", f"127.0.0.1:{server_metrics}"))
+        try:
+            _client, [(_, local, _)] = tunnel.client(
+                "-L", f"0:127.0.0.1:{target.port}",
+                extra=("--metrics", f"127.0.0.1:{client_metrics}", "--reconnect-max", "0.5"),
+            )  # fmt: skip
+            with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+                conn.sendall(b"x")
+                with pytest.raises(ConnectionResetError):
+                    while conn.recv(100):
+                        pass
+            mapping = f"-L 0:127.0.0.1:{target.port}"
+            errors = "reactor_mux_stream_errors_total"
+            assert wait_until(
+                lambda: value(scrape(client_metrics), errors, reason="reset_by_peer") == 1
+            )
+            assert value(scrape(server_metrics), errors, reason="local_error") == 1
+            assert value(scrape(client_metrics), "reactor_mux_streams_opened_total",
+                         mapping=mapping) == 1  # fmt: skip
+            assert value(scrape(client_metrics), "reactor_mux_reconnects_total") == 0
+            tunnel.restart_server()
+            assert wait_until(lambda: value(scrape(client_metrics),
+                                            "reactor_mux_channels_opened_total") == 2)  # fmt: skip
+            assert (value(scrape(client_metrics), "reactor_mux_reconnects_total") or 0) >= 1
+            assert value(scrape(client_metrics), "reactor_mux_channels_up") == 1
+        finally:
+            tunnel.close()
+            target.close()
