@@ -18,7 +18,9 @@
 # The process runs as uid 10001, and reactor-mux reads a secret (or a config
 # holding secrets) only when its own user or root owns it with mode 0600:
 # chown 10001:10001 and chmod 600 those files on the host, or start the
-# container with --user set to the uid that owns them.
+# container with --user set to the uid that owns them.  /run/reactor-mux
+# belongs to 10001 (mode 0700): under another --user, mount a directory of
+# that user's there (-v ...:/run/reactor-mux) or put --control elsewhere.
 #
 # Signals: `docker kill -s HUP NAME` re-reads the config.  `docker stop` sends
 # SIGTERM, which drains open streams for up to --drain-timeout (10 s by

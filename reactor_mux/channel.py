@@ -96,10 +96,10 @@ LocalService = Callable[[], socket.socket]
 
 
 class ChannelOwner(Protocol):
+    """What a channel asks of the role (client or server) that owns it."""
+
     meter: Meter
     """Where the channel counts its streams, bytes and refusals."""
-
-    """What a channel asks of the role (client or server) that owns it."""
 
     def target_for(
         self, channel: Channel, mapping: int, requested: tuple[str, int] | None
@@ -110,6 +110,10 @@ class ChannelOwner(Protocol):
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         """Why connecting to ``address`` (what ``name`` resolved to) is refused, or None."""
+
+    def metric_label(self, channel: Channel, mapping: int) -> str:
+        """What the metrics call the mapping: a value from a small set, never one
+        the peer can vary at will."""
 
     def mapping_label(self, channel: Channel, mapping: int) -> str:
         """How the log names a mapping: the flag as the user wrote it, where known."""
@@ -203,7 +207,7 @@ class Channel:
             give_up=self.close,
         )
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
-        self._connect_purpose: dict[int, tuple[str, bool]] = {}
+        self._connect_purpose: dict[int, tuple[str, str, bool]] = {}
         """For each pending connect: what it is for, as the log names it (``-R 2222:...``),
         and whether a dynamic SYN named it (then its SYN ERROR is classified)."""
         # Calls made per read and per write go straight to the session (no
@@ -284,7 +288,7 @@ class Channel:
         return stream
 
     def _count_opened(self, stream: LocalStream, mapping: int | str) -> None:
-        label = self.owner.mapping_label(self, mapping) if isinstance(mapping, int) else mapping
+        label = self.owner.metric_label(self, mapping) if isinstance(mapping, int) else mapping
         stream.mapping = label
         self.meter.streams_opened[label] += 1
 
@@ -482,7 +486,8 @@ class Channel:
             return
         target = self.owner.target_for(self, event.mapping, event.target)
         label = self.owner.mapping_label(self, event.mapping)
-        self._connect_purpose[event.stream_id] = (label, dynamic)
+        metric = self.owner.metric_label(self, event.mapping)
+        self._connect_purpose[event.stream_id] = (label, metric, dynamic)
         if callable(target):
             try:
                 sock = target()
@@ -517,7 +522,7 @@ class Channel:
     def _peer_connect_done(
         self, stream_id: int, address: str, sock: socket.socket | None, error: str | None
     ) -> None:
-        what, dynamic = self._connect_purpose.pop(stream_id, ("", False))
+        what, metric, dynamic = self._connect_purpose.pop(stream_id, ("", "", False))
         if sock is None:
             log.warning(
                 "%s: stream %d %s: connect to %s failed: %s",
@@ -539,11 +544,14 @@ class Channel:
         else:
             label = f"stream {stream_id} -> {address}"
             stream = LocalStream(self.reactor, self, stream_id, sock, label, self._session.window)
-            self._count_opened(stream, what)
+            self._count_opened(stream, metric)
             self.streams[stream_id] = stream
             self._session.accept_stream(stream_id)
             stream.start_reading()
-            log.debug("%s: %s opened", self.name, label)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %s opened", self.name, label,
+                          extra=log_event("stream_opened", channel=self.name, stream=stream_id,
+                                          mapping=what, peer=address))  # fmt: skip
         self.schedule_flush()
         if self._peer_leaving:
             self._close_if_peer_left()
@@ -591,7 +599,7 @@ class Channel:
             self.schedule_flush()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "%s: %s %s (%d bytes up, %d down)",
+                "%s: %s %s (%d bytes sent, %d received)",
                 self.name,
                 stream.label,
                 reason,

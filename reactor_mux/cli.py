@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from reactor_mux.cli_security import (
 from reactor_mux.client import Client, ClientConfig
 from reactor_mux.configfile import ConfigError
 from reactor_mux.control import parse_forward_words
+from reactor_mux.credentials import ANY_OWNER
 from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
 from reactor_mux.keygen import DEFAULT_DAYS, KeygenError, generate, generate_secret
 from reactor_mux.logfile import ReopeningFileHandler
@@ -558,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before the reactor took over the signal
         return 130
+    except BrokenPipeError:  # `reactor-mux status ... | head -1`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
 
 
 def _join_forward_values(argv: Sequence[str]) -> list[str]:
@@ -580,6 +585,7 @@ def _join_forward_values(argv: Sequence[str]) -> list[str]:
 
 
 _FORWARD_FLAGS = ("-L", "-R", "-D")
+_FORWARD_DESTS = ("local", "remote", "dynamic")
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
@@ -596,9 +602,14 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     scalars = {dest: value for dest, value in config.values.items() if not isinstance(value, list)}
     role.set_defaults(**scalars)
     merged = parser.parse_args(argv)
+    # -L, -R and -D on the command line replace the file's forwards as one list.
+    forwards_given = any(getattr(args, dest, None) for dest in _FORWARD_DESTS)
     for dest, value in config.values.items():
+        if dest in _FORWARD_DESTS and forwards_given:
+            continue
         if isinstance(value, list) and not getattr(merged, dest):
             setattr(merged, dest, value)
+    merged.forwards_from_command_line = forwards_given
     if merged.verbose and merged.quiet:  # one in the file, the other on the command line
         merged.verbose, merged.quiet = args.verbose, args.quiet
     merged.config = args.config.absolute()
@@ -712,21 +723,28 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reloa
             log.error("%s", message, extra=event("reload_failed", reason=str(exc)))
             return False, message
         log.setLevel(_log_level(args.verbose, args.quiet))
+        done: list[str] = []
         problems: list[str] = []
         if isinstance(app, Server):
             assert isinstance(security, ServerSecurity)
             app.reconfigure(Permissions(security.policy, security.clients, security.secret_book,
                                         args.gateway_ports, args.max_channels))  # fmt: skip
+        elif args.forwards_from_command_line:
+            done.append("forwards unchanged: -L/-R/-D on the command line replace the file's")
         else:
-            problems = app.reconfigure(args.local + args.remote + args.dynamic)
+            changes = app.reconfigure(args.local + args.remote + args.dynamic)
+            done += [f"added {flag}" for flag in changes.added]
+            done += [f"removed {flag}" for flag in changes.removed]
+            problems = changes.failed
         for problem in problems:
             log.error("reload: %s", problem)
         waiting = _restart_needed(started, args)
         if waiting:
             log.warning("reload: %s changed; a restart applies that", ", ".join(waiting))
-        message = "reloaded" + (f"; failed: {'; '.join(problems)}" if problems else "")
+        message = f"reloaded {started.config}" + "".join(f"; {item}" for item in done)
+        message += f"; failed: {'; '.join(problems)}" if problems else ""
         message += f"; waiting for a restart: {', '.join(waiting)}" if waiting else ""
-        log.info("%s %s", message, started.config, extra=event("reloaded"))
+        log.info("%s", message, extra=event("reloaded"))
         return not problems, message
 
     return reload
@@ -741,6 +759,8 @@ def _restart_needed(started: argparse.Namespace, now: argparse.Namespace) -> lis
 
 
 def _check_config(path: Path) -> int:
+    if os.getuid() == 0:  # root checks files that belong to the service's user
+        ANY_OWNER.accepted = True
     try:
         role = configfile.infer_role(path)
         args = parse_arguments([role, "--config", str(path)])

@@ -116,6 +116,12 @@ class Client:
         """The port each ``-R 0`` got, asked for again after a reconnect."""
         self._port_taken: set[ForwardSpec] = set()
         """``-R 0``s whose old port was taken: ask for any port this once."""
+        self._added_later: set[ForwardSpec] = set()
+        """Forwards added while running: --exit-on-forward-failure is about start-up."""
+        self._retired_socks: list[SocksPort] = []
+        """SOCKS negotiations of removed reverse dynamic forwards, left to finish."""
+        self.forward_state: dict[int, str] = {}
+        """What became of each mapping's request on this channel, for status."""
 
     def start(self) -> None:
         for mapping, spec in list(self.mappings.items()):
@@ -164,6 +170,8 @@ class Client:
         """Start a forward on the running client (reload, ``forward add``): its
         local port opens now and the channel, if up, declares it at once.
         Returns why it could not start, or None."""
+        if self._stopped:
+            return "shutting down"
         if any(same_forward(spec, known) for known in self.mappings.values()):
             return f"{spec.flag} is already forwarded"
         mapping = self._next_mapping
@@ -173,6 +181,7 @@ class Client:
             if reason is not None:
                 return reason
         self.mappings[mapping] = spec
+        self._added_later.add(spec)
         channel = self.channel
         if channel is not None and not channel.closed:
             self._declare(channel, mapping, spec)
@@ -189,12 +198,17 @@ class Client:
             return False
         listener = self.local_listeners.pop(mapping, None)
         if listener is not None:
-            listener.accept_waiting()  # connected already: they get their streams
+            if spec.kind is ForwardKind.LOCAL:
+                listener.accept_waiting()  # connected already: they get their streams
             listener.close()
         removed = self.mappings.pop(mapping)
         socks = self.socks_ports.pop(mapping, None)
-        if socks is not None:
-            socks.close()
+        if socks is not None and spec.kind is ForwardKind.REMOTE:
+            self._retired_socks.append(socks)  # its streams are open: let them negotiate
+        elif socks is not None:
+            socks.close()  # -D: a negotiation is not a stream yet, and UNMAP ends the mapping
+        self.forward_state.pop(mapping, None)
+        self._added_later.discard(removed)
         retry = self._bind_retries.pop(mapping, None)
         if retry is not None:
             retry.cancel()
@@ -208,19 +222,22 @@ class Client:
         )
         return True
 
-    def reconfigure(self, forwards: list[ForwardSpec]) -> list[str]:
-        """Make ``forwards`` the forwards in use: start the new, stop the dropped,
-        leave the rest (and every open stream) alone.  Returns the failures."""
-        failures = []
+    def reconfigure(self, forwards: list[ForwardSpec]) -> Changes:
+        """Make ``forwards`` the forwards in use: stop the dropped, start the new,
+        leave the rest (and every open stream) alone."""
+        changes = Changes()
         for spec in self.forwards:
             if not any(same_forward(spec, wanted) for wanted in forwards):
                 self.remove_forward(spec)
+                changes.removed.append(spec.flag)
         for spec in forwards:
             if not any(same_forward(spec, known) for known in self.mappings.values()):
                 reason = self.add_forward(spec)
-                if reason is not None:
-                    failures.append(reason)
-        return failures
+                if reason is None:
+                    changes.added.append(spec.flag)
+                else:
+                    changes.failed.append(reason)
+        return changes
 
     def _stop_reconnecting(self) -> None:
         self._stopped = True
@@ -238,11 +255,16 @@ class Client:
             self.channel.close(SHUTTING_DOWN, error=False)
         self._close_listeners()
 
+    @property
+    def draining(self) -> bool:
+        """Shutting down: nothing may be added."""
+        return self._stopped
+
     def _close_listeners(self) -> None:
         for listener in self.local_listeners.values():
             listener.close()
         self.local_listeners.clear()
-        for socks in self.socks_ports.values():
+        for socks in [*self.socks_ports.values(), *self._retired_socks]:
             socks.close()
 
     def drain(self, timeout: float, done: Callable[[], None]) -> None:
@@ -311,6 +333,9 @@ class Client:
             channel.request_dynamic(mapping)
         elif spec.kind is ForwardKind.REMOTE:
             self._request_bind(channel, mapping, spec)
+        else:
+            return
+        self.forward_state[mapping] = "asked the server"
 
     def _transport(self, sock: socket.socket) -> Transport:
         settings, tls = self.config.settings, self.config.tls
@@ -434,6 +459,9 @@ class Client:
         LocalConnect(self.reactor, self.resolver, sock, request, hook,
                      self.config.settings.connect_timeout, spec.flag)  # fmt: skip
 
+    def metric_label(self, channel: Channel, mapping: int) -> str:
+        return self.mapping_label(channel, mapping)  # the user's own forwards: a few
+
     def mapping_label(self, channel: Channel, mapping: int) -> str:
         spec = self.mappings.get(mapping)
         return spec.flag if spec is not None else f"mapping {mapping}"
@@ -459,6 +487,7 @@ class Client:
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         spec = self.mappings[event.mapping]
+        self.forward_state[event.mapping] = "forwarding"
         if spec.kind is ForwardKind.DYNAMIC:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
@@ -503,7 +532,8 @@ class Client:
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]
         refused = log_event("forward_refused", mapping=spec.flag, reason=event.reason)
-        if self.config.exit_on_forward_failure:
+        self.forward_state[event.mapping] = f"refused by the server: {event.reason}"
+        if self.config.exit_on_forward_failure and spec not in self._added_later:
             log.error(
                 "%s refused by server: %s; exiting (--exit-on-forward-failure)",
                 spec.flag,
@@ -564,7 +594,12 @@ class Client:
         mapping = self._next_mapping
         self._next_mapping += 1
         self.mappings[mapping] = spec
+        self.forward_state.pop(old, None)
+        socks = self.socks_ports.pop(old, None)
+        if socks is not None:  # a reverse dynamic -R keeps its one SOCKS server
+            self.socks_ports[mapping] = socks
         self._request_bind(channel, mapping, spec)
+        self.forward_state[mapping] = "asked the server again"
         channel.schedule_flush()
 
     def _exit(self, status: int) -> None:
@@ -590,6 +625,7 @@ class Client:
         if channel is not self.channel:
             return
         self.channel = None
+        self.forward_state.clear()
         for retry in self._bind_retries.values():
             retry.cancel()
         self._bind_retries.clear()
@@ -613,6 +649,15 @@ class Client:
             )
         else:
             self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")
+
+
+@dataclass
+class Changes:
+    """What a reload did to the forwards (each named as the user wrote it)."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
 
 def same_forward(one: ForwardSpec, other: ForwardSpec) -> bool:

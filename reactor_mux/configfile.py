@@ -88,6 +88,7 @@ def is_switch(action: argparse.Action) -> bool:
 def load(path: Path, parser: argparse.ArgumentParser, *, server: bool) -> ConfigFile:
     """Read ``path`` and convert each key with its option's own converter."""
     text = _read(path)
+    _check_writers(path)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -128,6 +129,14 @@ def infer_role(path: Path) -> str:
     return "client" if is_client else "server"
 
 
+def _check_writers(path: Path) -> None:
+    """A config decides who may connect and where: refuse one that others may change."""
+    mode = path.stat().st_mode  # _read has just read it
+    if mode & 0o022:
+        raise ConfigError(f"config file {path} may be changed by other users "
+                          f"(mode {mode & 0o777:04o}): chmod go-w it")  # fmt: skip
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -138,6 +147,10 @@ def _read(path: Path) -> str:
 
 
 def _suggestion(key: str, keys: dict[str, argparse.Action]) -> str:
+    short = {"L": "local-forward", "R": "remote-forward", "D": "dynamic-forward"}
+    flag = key.lstrip("-")
+    if flag in short:
+        return f" (-{flag} is {short[flag]!r} in a config file)"
     close = difflib.get_close_matches(key, keys, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -172,6 +185,9 @@ def _convert(action: argparse.Action, key: str, raw: Any, where: str, base: Path
     if is_list_option(action):
         if not isinstance(raw, list):
             raise ConfigError(f'{where}: {key} must be a list, such as {key} = ["..."]')
+        if not raw and key.startswith("allow-"):
+            raise ConfigError(f"{where}: {key} = [] would mean no restriction at all "
+                              "(as leaving it out does): list what is allowed")  # fmt: skip
         return [_convert_one(action, key, item, where, base) for item in raw]
     return _convert_one(action, key, raw, where, base)
 
@@ -181,7 +197,10 @@ def _convert_one(action: argparse.Action, key: str, raw: Any, where: str, base: 
         raise ConfigError(f"{where}: {key} must be a string or a number, not {_kind(raw)}")
     text = str(raw)
     if action.type is Path:
-        path = Path(text).expanduser()
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError as exc:  # ~name of a user that does not exist
+            raise ConfigError(f"{where}: {key}: {exc}") from None
         return path if path.is_absolute() else base / path
     if action.type is None:
         value: Any = text

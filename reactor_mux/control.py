@@ -88,6 +88,8 @@ class ControlSocket:
         command = message["command"]
         if command == "status":
             return snapshot(self.app)
+        if command in ("reload", "forward") and self.app.draining:
+            raise ControlError("shutting down: nothing can be reloaded or added now")
         if command == "reload":
             if self.reload is None:
                 raise ControlError("nothing to reload: the process was started without --config")
@@ -136,6 +138,8 @@ def _bind(path: Path) -> socket.socket:
         info = os.lstat(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        raise StartupError(f"cannot use --control {path}: {describe_error(exc)}") from None
     else:
         if not stat.S_ISSOCK(info.st_mode):
             raise StartupError(f"--control {path} exists and is not a socket")

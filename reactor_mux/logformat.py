@@ -2,7 +2,8 @@
 
 Every line has the same keys, whatever it reports: ``time`` (UTC, ISO 8601),
 ``level``, ``role``, ``event``, ``message``, and ``channel``, ``stream``,
-``peer``, ``mapping``, ``reason`` (null where they do not apply).  ``event``
+``peer``, ``mapping``, ``reason`` and ``exception`` (a traceback, only ever
+for a bug), null where they do not apply.  ``event``
 names what happened (``channel_up``, ``forward_refused``, ...; ``log`` for a
 line without a name), so a collector can count and alert on it without
 parsing the message, which is the text format's line and may change.
@@ -43,6 +44,5 @@ class JsonFormatter(logging.Formatter):
         }
         for key in FIELDS:
             entry[key] = getattr(record, key, None)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        entry["exception"] = self.formatException(record.exc_info) if record.exc_info else None
         return json.dumps(entry, ensure_ascii=False, default=str)

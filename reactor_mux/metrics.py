@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from reactor_mux import __version__
 from reactor_mux.netutil import listen_sockets
 from reactor_mux.oneshot import OneShotServer
+from reactor_mux.protocol.syntax import is_loopback
 from reactor_mux.reactor import Reactor
 from reactor_mux.server import Server
 from reactor_mux.status import App, channels_of
@@ -81,8 +82,8 @@ class AppCollector:
 
         streams = GaugeMetricFamily("reactor_mux_streams_open", "Streams open, by mapping.",
                                     labels=["mapping"])  # fmt: skip
-        for mapping, count in sorted(open_streams.items()):
-            streams.add_metric([mapping], count)
+        for mapping in sorted(set(open_streams) | set(meter.streams_opened)):
+            streams.add_metric([mapping], open_streams[mapping])  # 0 once its streams end
         yield streams
         opened = CounterMetricFamily("reactor_mux_streams_opened", "Streams opened, by mapping.",
                                      labels=["mapping"])  # fmt: skip
@@ -135,6 +136,9 @@ class MetricsServer:
         )  # fmt: skip
         self.address = " and ".join(listener.address for listener in self._server.listeners)
         log.info("metrics at http://%s/metrics", self._server.listeners[0].address)
+        if not is_loopback(self._server.listeners[0].host):
+            log.warning("--metrics on %s is reachable from other hosts: the metrics show "
+                        "peer addresses and how the tunnel is used", self.address)  # fmt: skip
 
     def respond(self, request: bytes) -> bytes:
         words = request.split(b"\r\n", 1)[0].split(b" ")

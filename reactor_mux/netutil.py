@@ -170,6 +170,8 @@ def describe_error(exc: BaseException | int) -> str:
         text = str(exc) or type(exc).__name__
     if code == errno.ETIMEDOUT:
         text = "timed out"
+    if text[1:2].isupper():  # an acronym ("AF_UNIX path too long") keeps its case
+        return text
     return text[:1].lower() + text[1:]
 
 

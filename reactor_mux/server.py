@@ -92,6 +92,19 @@ class ServerConfig:
         return self.settings.session.secret_book is not None or tls_clients
 
 
+def _revoked(name: str | None, old: SecretBook | None, new: SecretBook | None) -> str | None:
+    """Why a channel that authenticated as ``name`` under ``old`` may not stay open
+    under ``new`` (its client was removed, or its secret changed), or None."""
+    if name is None or old is None or new is None:
+        return None  # it never authenticated, or authentication is now off
+    before, after = old.secret_for(name), new.secret_for(name)
+    if after is None:
+        return f"client {name!r} is no longer known (reload)"
+    if after != before:
+        return f"the secret of client {name!r} changed (reload)"
+    return None
+
+
 @dataclass(frozen=True)
 class Permissions:
     """What a reload may change on a running server: who may connect and what each
@@ -169,6 +182,11 @@ class Server:
             for listener in state.binds.values():
                 listener.close()
 
+    @property
+    def draining(self) -> bool:
+        """Shutting down: a reload would reopen what the drain closed."""
+        return self._draining
+
     def drain(self, timeout: float, done: Callable[[], None]) -> None:
         """Stop accepting; call ``done()`` once no stream is open, or after ``timeout``."""
         self._draining = True
@@ -244,6 +262,14 @@ class Server:
             )
             return refusal
         return requested
+
+    def metric_label(self, channel: Channel, mapping: int) -> str:
+        """``-L``, ``-R`` or ``-D``: targets and ports are the clients' to choose, and
+        a label per target would let one client grow the metrics without bound."""
+        state = self.clients.get(channel)
+        if state is None or mapping in state.dynamic:
+            return "-D"
+        return "-R" if mapping in state.binds else "-L"
 
     def mapping_label(self, channel: Channel, mapping: int) -> str:
         """``-L db:5432``, ``-R 127.0.0.1:8022`` or ``-D``: what logs and metrics call it."""
@@ -385,42 +411,40 @@ class Server:
         state = self.clients.get(channel)
         if state is None:
             return
+        label = self.mapping_label(channel, event.mapping)
         state.targets.pop(event.mapping, None)
         state.dynamic.discard(event.mapping)
         listener = state.binds.pop(event.mapping, None)
         if listener is not None:
             listener.close()
-            log.info(
-                "%s: -R %s removed by the client",
-                channel.name,
-                listener.address,
-                extra=log_event(
-                    "mapping_removed", channel=channel.name, mapping=f"-R {listener.address}"
-                ),
-            )
-        else:
-            log.info(
-                "%s: mapping %d removed by the client",
-                channel.name,
-                event.mapping,
-                extra=log_event("mapping_removed", channel=channel.name),
-            )
+        removed = log_event("mapping_removed", channel=channel.name, mapping=label)
+        log.info("%s: %s removed by the client", channel.name, label, extra=removed)
 
     # ----------------------------------------------------------- reload
 
     def reconfigure(self, permissions: Permissions) -> None:
         """Apply new permissions (a reload): to new channels, and to every request
-        an open channel makes from now on.  Mappings already granted stay."""
+        an open channel makes from now on (mappings already granted stay declared,
+        but their new streams are checked again).  A channel whose client is gone
+        from the secrets, or whose secret changed, is closed."""
         config = self.config
         config.policy = permissions.policy
         config.clients = permissions.clients
         config.gateway_ports = permissions.gateway_ports
         config.max_channels = permissions.max_channels
+        old_book = config.settings.session.secret_book
         config.settings = replace(
             config.settings, session=replace(config.settings.session,
                                              secret_book=permissions.secret_book)
         )  # fmt: skip
-        for state in self.clients.values():
+        for channel, state in list(self.clients.items()):
+            revoked = _revoked(state.client_name, old_book, permissions.secret_book)
+            if revoked is not None:  # its old rights must not outlive its identity
+                log.warning("%s: %s: closing its channel", channel.name, revoked,
+                            extra=log_event("channel_revoked", channel=channel.name,
+                                            peer=channel.peer, reason=revoked))  # fmt: skip
+                channel.close(revoked)
+                continue
             state.policy = self._policy_for(state.client_name)
 
     def _policy_for(self, client_name: str | None) -> Policy:

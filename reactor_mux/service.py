@@ -80,8 +80,10 @@ def _run_with_signals(
             reactor.stop()
 
     def on_hangup(reload: Reload) -> None:
-        if signals == 0:  # a reload while draining would reopen ports
+        if signals == 0:
             reload(app)
+        else:  # a reload while draining would reopen ports
+            log.info("SIGHUP: shutting down, so the config is not re-read")
 
     # Before start(): a signal that arrives once ports are open must stop us cleanly.
     for signum in handled:

@@ -1,5 +1,5 @@
-"""What a running process is doing, as plain data: ``reactor-mux status`` and
-the gauges of ``/metrics`` both read it.
+"""What a running process is doing, as plain data, for ``reactor-mux status``
+(``/metrics`` walks the same channels, through ``channels_of``).
 
 Built on request from the live objects (channels, streams, listeners), never
 kept up to date on the data path.  Times are seconds; ``age`` counts from
@@ -56,6 +56,7 @@ def _forwards(client: Client) -> list[dict[str, Any]]:
             "mapping": mapping,
             "forward": spec.flag,
             "listening": listener.address if listener is not None else None,
+            "state": client.forward_state.get(mapping, "waiting for a channel"),
         })  # fmt: skip
     return forwards
 
@@ -114,8 +115,8 @@ def render_text(report: dict[str, Any]) -> str:
     for address in report["listening"]:
         lines.append(f"listening on {address}")
     for forward in report["forwards"]:
-        where = f" (listening on {forward['listening']})" if forward["listening"] else ""
-        lines.append(f"forward {forward['forward']}{where}")
+        where = f", listening on {forward['listening']}" if forward["listening"] else ""
+        lines.append(f"forward {forward['forward']}: {forward['state']}{where}")
     if not report["channels"]:
         lines.append("no channel")
     for channel in report["channels"]:

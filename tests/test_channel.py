@@ -64,6 +64,9 @@ class RecordingOwner:
     def mapping_label(self, channel: Channel, mapping: int) -> str:
         return f"mapping {mapping}"
 
+    def metric_label(self, channel: Channel, mapping: int) -> str:
+        return f"mapping {mapping}"
+
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         self.hellos.append(event)
 

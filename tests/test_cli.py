@@ -177,7 +177,7 @@ def test_quiet_logs_errors_only_and_verbose_logs_streams(echo):
             conn.sendall(b"x")
             conn.shutdown(socket.SHUT_WR)
             assert conn.recv(1) == b"x"
-        verbose.wait_for(r"stream 1 -> 127.0.0.1:\d+ closed \(1 bytes up, 1 down\)")
+        verbose.wait_for(r"stream 1 -> 127.0.0.1:\d+ closed \(1 bytes sent, 1 received\)")
         client.stop()
     finally:
         quiet.stop()

@@ -121,11 +121,18 @@ def test_each_key_means_what_its_option_means(role, tmp_path: Path):
 def test_the_command_line_overrides_the_file(tmp_path: Path):
     path = tmp_path / "client.toml"
     path.write_text('server = "h:1"\nwindow = "1M"\nlocal-forward = ["1:a:1", "2:a:2"]\n'
+                    'remote-forward = ["4:c:4"]\ndynamic-forward = ["1080"]\n'
                     "verbose = true\nconnect-timeout = 4\n")  # fmt: skip
     args = cli.parse_arguments(["client", "--config", str(path), "--window", "512K",
                                 "-L", "3:b:3", "-q"])  # fmt: skip
     assert args.window == 512 * 1024
-    assert [spec.text for spec in args.local] == ["3:b:3"]  # a list is replaced, not extended
+    # The forwards are one list: -L alone replaces the file's -L, -R and -D.
+    assert [spec.text for spec in args.local] == ["3:b:3"]
+    assert args.remote == [] and args.dynamic == []
+    assert args.forwards_from_command_line
+    unchanged = cli.parse_arguments(["client", "--config", str(path)])
+    assert [spec.text for spec in unchanged.remote] == ["4:c:4"]
+    assert not unchanged.forwards_from_command_line
     assert args.quiet and not args.verbose
     assert args.connect_timeout == 4 and args.server == ("h", 1)
 
@@ -158,6 +165,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         ('server = "h:1"\nlocal-forward = ["1:h"]\n', 2, "local-forward: "),
         ('server = "h:1"\nmax-streams = 0\n', 2, "max-streams: max streams 0 is outside"),
         ('server = "h:1"\n"window" = "1Q"\n', 2, "window: '1Q' is not a size"),
+        ('server = "h:1"\nL = ["1:h:2"]\n', 2, "unknown key 'L' (-L is 'local-forward' in a"),
+        ('server = "h:1"\nsecret-file = "~no-such-user-x/s"\n', 2, "secret-file: "),
     ],
 )
 def test_a_bad_key_or_value_names_the_file_line_and_key(tmp_path: Path, body, line, message):
@@ -228,3 +237,20 @@ def test_a_servers_clients_can_live_in_its_config_file(tmp_path: Path, echo):
         for proc in (client, server):
             if proc is not None:
                 assert proc.stop() == 0
+
+
+def test_an_empty_allow_list_and_a_file_others_may_change_are_refused(tmp_path: Path):
+    """``allow-connect = []`` reads as "nothing" but would mean "anything"; a file
+    others can write could open the server to anyone at the next reload."""
+    path = tmp_path / "server.toml"
+    path.write_text('listen = ["127.0.0.1:7000"]\nallow-connect = []\n')
+    checked = run("check-config", str(path))
+    assert checked.returncode == 1
+    assert f"{path}:2: allow-connect = [] would mean no restriction at all" in checked.stderr
+    path.write_text('listen = ["127.0.0.1:7000"]\n')
+    path.chmod(0o664)
+    checked = run("check-config", str(path))
+    assert checked.returncode == 1
+    assert f"config file {path} may be changed by other users (mode 0664)" in checked.stderr
+    path.chmod(0o644)
+    assert run("check-config", str(path)).returncode == 0

@@ -150,9 +150,14 @@ def test_the_sysusers_file_makes_the_units_user(tmp_path: Path) -> None:
 
 
 def test_the_two_units_share_one_sandbox() -> None:
-    """One scheme for both roles: only the description, the command and the
+    """One scheme for both roles: only the description, the commands and the
     runtime directory may differ, so a hardening added to one reaches the other."""
-    own = {"Unit.Description", "Service.ExecStart", "Service.RuntimeDirectory"}
+    own = {
+        "Unit.Description",
+        "Service.ExecStart",
+        "Service.ExecReload",
+        "Service.RuntimeDirectory",
+    }
     server, client = (
         unit_settings((SYSTEMD / file_name).read_text()) for file_name, _unit in UNITS.values()
     )
@@ -180,7 +185,8 @@ def test_the_unit_fits_what_reactor_mux_does(role: str) -> None:
     [stop] = settings["Service.TimeoutStopSec"]
     assert float(stop.removesuffix("s")) > DEFAULT_DRAIN_TIMEOUT
     assert settings["Service.RestartPreventExitStatus"] == ["2"]  # usage errors
-    assert settings["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    [reload] = settings["Service.ExecReload"]
+    assert shlex.split(reload) == [BINARY, "reload", "--control", str(control)]
 
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import struct
@@ -209,3 +210,48 @@ def _answers(control: Path) -> bool:
         return bool(request(control, b'{"command": "status"}\n')["ok"])
     except (OSError, ValueError):
         return False
+
+
+def test_a_refused_forward_shows_in_status_and_does_not_end_the_client(echo, tmp_path: Path):
+    """--exit-on-forward-failure is about start-up: a forward added later that the
+    server refuses is reported in status, and the client keeps running."""
+    control = tmp_path / "client.sock"
+    server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0",
+                                "--allow-bind", "127.0.0.1:1-2"])  # fmt: skip
+    client = None
+    try:
+        port = server.listening_port()
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                                    "--exit-on-forward-failure", "--control", str(control),
+                                    "-L", f"0:127.0.0.1:{echo.port}"])  # fmt: skip
+        client.forwards(1, timeout=15)
+        spec = f"127.0.0.1:0:127.0.0.1:{echo.port}"
+        assert command("forward", "add", "-R", spec, "--control", str(control)).returncode == 0
+        client.wait_for(r"refused by server: .*not allowed by the server's --allow-bind")
+        states = {forward["forward"]: forward["state"] for forward in status(control)["forwards"]}
+        assert states[f"-L 0:127.0.0.1:{echo.port}"] == "forwarding"
+        assert states[f"-R {spec}"].startswith("refused by the server: 127.0.0.1:0 is not allowed")
+        text = command("status", "--control", str(control)).stdout
+        assert f"forward -R {spec}: refused by the server" in text
+        time.sleep(0.5)
+        assert client.proc.poll() is None
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                assert proc.stop() == 0
+
+
+def test_nothing_is_added_or_reloaded_while_draining(tunnel, echo, tmp_path: Path):
+    control = tmp_path / "client.sock"
+    client, [(_, port, _)] = tunnel.client("-L", f"0:127.0.0.1:{echo.port}",
+                                           extra=("--control", str(control), "--drain-timeout",
+                                                  "20"))  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as held:  # keeps it draining
+        held.sendall(b"x")
+        assert held.recv(1) == b"x"
+        client.signal(signal.SIGTERM)
+        client.wait_for("SIGTERM: draining")
+        added = command("forward", "add", "-L", f"0:127.0.0.1:{echo.port}", "--control",
+                        str(control))  # fmt: skip
+        assert added.returncode == 1 and "shutting down" in added.stderr
+        assert status(control)["role"] == "client"  # status still answers

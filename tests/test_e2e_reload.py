@@ -3,16 +3,19 @@ and the channel stay, and a file that cannot be used changes nothing."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import struct
 from pathlib import Path
 
 import pytest
+from security_support import SECRET
 from support import (
     Exchange,
     PortHolder,
     check_exchange,
+    echo_once,
     payload,
     recv_exactly,
     run_exchange,
@@ -95,7 +98,7 @@ def test_a_reload_adds_and_removes_forwards_while_a_stream_moves_data(
             check_exchange(exchange, hash_target)
     assert tunnel.server.count("client connected") == 1  # the channel never dropped
     assert client.count("lost") == 0
-    assert tunnel.server.count(r"mapping \d+ removed by the client") == 1
+    assert tunnel.server.count(rf"-L {re.escape(target)} removed by the client") == 1
 
 
 def test_a_reload_adds_and_removes_remote_forwards(tunnel, echo, tmp_path: Path):
@@ -141,7 +144,7 @@ def test_a_config_that_cannot_be_used_changes_nothing(tunnel, echo, tmp_path: Pa
                 conn.sendall(b"still")
                 assert conn.recv(5) == b"still"
         write_config(config, tunnel.server_port, [*good, "window = '1M'"])
-        reload(client, r"reloaded; waiting for a restart: window ")
+        reload(client, r"reloaded \S+client\.toml; waiting for a restart: window$")
     assert client.proc.poll() is None
 
 
@@ -175,3 +178,41 @@ def test_a_server_reload_applies_new_permissions_to_new_requests(echo, hash_targ
                 if proc is not None:
                     assert proc.stop() == 0
                     assert "Traceback" not in proc.log
+
+
+def test_a_client_removed_on_reload_loses_its_open_channel(echo, tmp_path: Path):
+    """Its rights must not outlive its identity: a channel that authenticated as a
+    client the reloaded file no longer has (or with a secret it changed) is closed,
+    not left running under the global allow-lists."""
+    config = tmp_path / "server.toml"
+    other = "another secret, also long enough to count"
+
+    def write(names: dict[str, str]) -> None:
+        allow = f'allow-connect = ["127.0.0.1:{echo.port}"]'
+        tables = "".join(f'\n[clients.{name}]\nsecret = "{secret}"\n{allow}\n'
+                         for name, secret in names.items())  # fmt: skip
+        config.write_text(f'listen = ["127.0.0.1:{port}"]\n{tables}')
+        config.chmod(0o600)
+
+    with PortHolder() as ports:
+        port = ports.take()
+        write({"alice": SECRET, "bob": other})
+        server = ReactorMuxProcess(["server", "--config", str(config)])
+        clients: list[ReactorMuxProcess] = []
+        try:
+            server.listening_port()
+            for name, secret in (("alice", SECRET), ("bob", other)):
+                argv = ["client", "--server", f"127.0.0.1:{port}", "--name", name,
+                        "-L", f"0:127.0.0.1:{echo.port}"]  # fmt: skip
+                clients.append(ReactorMuxProcess(argv, env={"REACTOR_MUX_SECRET": secret}))
+                clients[-1].forwards(1, timeout=15)
+            write({"bob": other})
+            reload(server)
+            server.wait_for(r"client 'alice' is no longer known \(reload\): closing its channel")
+            clients[0].wait_for("authentication failed with server")  # and it cannot come back
+            [(_, bob_port, _)] = clients[1].forwards(1)
+            assert echo_once(bob_port, b"bob stays") == b"bob stays"
+            assert server.count("client 'bob' connected") == 1
+        finally:
+            for proc in [*clients, server]:
+                assert proc.stop() == 0
