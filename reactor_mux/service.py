@@ -16,16 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reactor_mux.control import ControlSocket, Reload
 from reactor_mux.errors import StartupError
 from reactor_mux.logfile import ReopeningFileHandler
-from reactor_mux.metrics import MetricsServer
 from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.status import App
+
+if TYPE_CHECKING:
+    from reactor_mux.metrics import MetricsServer
 
 log = logging.getLogger("reactor_mux")
 
@@ -119,6 +122,8 @@ def _run_with_signals(
 
 
 def _metrics(reactor: Reactor, address: tuple[str, int], app: App) -> MetricsServer:
+    # Imported here: prometheus_client is loaded only by processes that serve metrics.
+
     try:
         return MetricsServer(reactor, *address, app)
     except OSError as exc:
