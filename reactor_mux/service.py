@@ -123,6 +123,7 @@ def _run_with_signals(
 
 def _metrics(reactor: Reactor, address: tuple[str, int], app: App) -> MetricsServer:
     # Imported here: prometheus_client is loaded only by processes that serve metrics.
+    from reactor_mux.metrics import MetricsServer
 
     try:
         return MetricsServer(reactor, *address, app)
