@@ -562,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `reactor-mux status ... | head -1`: the reader has gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-        return 1
+        return 141  # 128 + SIGPIPE: what a shell reports for a writer the pipe ended
 
 
 def _join_forward_values(argv: Sequence[str]) -> list[str]:

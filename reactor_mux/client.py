@@ -204,7 +204,9 @@ class Client:
         removed = self.mappings.pop(mapping)
         socks = self.socks_ports.pop(mapping, None)
         if socks is not None and spec.kind is ForwardKind.REMOTE:
-            self._retired_socks.append(socks)  # its streams are open: let them negotiate
+            # Its streams are open: let them negotiate (those done are dropped here).
+            self._retired_socks = [old for old in self._retired_socks if old.negotiations]
+            self._retired_socks.append(socks)
         elif socks is not None:
             socks.close()  # -D: a negotiation is not a stream yet, and UNMAP ends the mapping
         self.forward_state.pop(mapping, None)

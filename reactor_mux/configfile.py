@@ -199,8 +199,8 @@ def _convert_one(action: argparse.Action, key: str, raw: Any, where: str, base: 
     if action.type is Path:
         try:
             path = Path(text).expanduser()
-        except RuntimeError as exc:  # ~name of a user that does not exist
-            raise ConfigError(f"{where}: {key}: {exc}") from None
+        except RuntimeError:  # ~name of a user that does not exist
+            raise ConfigError(f"{where}: {key}: no home directory for {text!r}") from None
         return path if path.is_absolute() else base / path
     if action.type is None:
         value: Any = text

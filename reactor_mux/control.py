@@ -89,7 +89,7 @@ class ControlSocket:
         if command == "status":
             return snapshot(self.app)
         if command in ("reload", "forward") and self.app.draining:
-            raise ControlError("shutting down: nothing can be reloaded or added now")
+            raise ControlError("shutting down: nothing can be reloaded, added or cancelled now")
         if command == "reload":
             if self.reload is None:
                 raise ControlError("nothing to reload: the process was started without --config")

@@ -138,7 +138,7 @@ class MetricsServer:
         log.info("metrics at http://%s/metrics", self._server.listeners[0].address)
         if not is_loopback(self._server.listeners[0].host):
             log.warning("--metrics on %s is reachable from other hosts: the metrics show "
-                        "peer addresses and how the tunnel is used", self.address)  # fmt: skip
+                        "its peers and how the tunnel is used", self.address)  # fmt: skip
 
     def respond(self, request: bytes) -> bytes:
         words = request.split(b"\r\n", 1)[0].split(b" ")
