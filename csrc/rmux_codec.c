@@ -206,6 +206,7 @@ typedef struct {
     uint32_t capacity;
     uint32_t head;
     uint32_t size;
+    uint32_t retained; /* sent, not yet acknowledged: the bytes just behind head */
     uint8_t open;
     uint8_t fin_pending;
     uint8_t in_ready;
@@ -231,6 +232,7 @@ struct rmux_tx {
     uint32_t ready_capacity;
     uint64_t buffered; /* sum of every open stream's size */
     uint64_t held;     /* sum of every open stream's ring capacity */
+    uint8_t retain;    /* keep sent bytes until acknowledged (resume) */
 };
 
 static const uint8_t FIN_BODY[3] = {'F', 'I', 'N'};
@@ -406,7 +408,7 @@ uint64_t rmux_tx_release_idle(rmux_tx *tx) {
     uint64_t released = 0;
     for (uint32_t i = 0; i < tx->nstreams; i++) {
         tx_stream *stream = &tx->streams[i];
-        if (stream->open && stream->size == 0 && stream->capacity) {
+        if (stream->open && stream->size == 0 && stream->retained == 0 && stream->capacity) {
             released += stream->capacity;
             free(stream->ring);
             stream->ring = NULL;
@@ -431,7 +433,9 @@ rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_
     if (count == 0) {
         return RMUX_TX_OK;
     }
-    if (stream->fin_pending || (uint64_t)stream->size + count > stream->limit) {
+    /* Retained bytes lie just behind head and count against the ring like unsent ones. */
+    uint64_t held = (uint64_t)stream->size + stream->retained;
+    if (stream->fin_pending || held + count > stream->limit) {
         return RMUX_TX_INVALID;
     }
     /* Grow only on evidence (the Python twin's rule): a new ring starts small and
@@ -439,7 +443,7 @@ rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_
     uint64_t target;
     if (stream->capacity == 0) {
         target = RMUX_INITIAL_RING;
-    } else if (stream->grow_next || stream->size == stream->capacity) {
+    } else if (stream->grow_next || held == stream->capacity) {
         target = 2 * (uint64_t)stream->capacity;
     } else {
         target = stream->capacity;
@@ -454,22 +458,27 @@ rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_
         if (grown == NULL) {
             return RMUX_TX_NO_MEMORY;
         }
-        uint32_t head_part = stream->capacity - stream->head;
-        uint32_t first_part = stream->size < head_part ? stream->size : head_part;
-        if (first_part) {
-            memcpy(grown, stream->ring + stream->head, first_part);
+        uint32_t start = 0;
+        if (stream->capacity) {
+            start = (uint32_t)(((uint64_t)stream->head + stream->capacity - stream->retained) %
+                               stream->capacity);
         }
-        if (stream->size > first_part) {
-            memcpy(grown + first_part, stream->ring, stream->size - first_part);
+        uint32_t start_part = stream->capacity - start;
+        uint32_t first_part = held < start_part ? (uint32_t)held : start_part;
+        if (first_part) {
+            memcpy(grown, stream->ring + start, first_part);
+        }
+        if (held > first_part) {
+            memcpy(grown + first_part, stream->ring, (size_t)held - first_part);
         }
         free(stream->ring);
         stream->ring = grown;
         tx->held += capacity - stream->capacity;
         stream->capacity = (uint32_t)capacity;
-        stream->head = 0;
+        stream->head = stream->retained;
     }
-    if (count > stream->capacity - stream->size) {
-        count = stream->capacity - stream->size;
+    if (count > stream->capacity - held) {
+        count = stream->capacity - (uint32_t)held;
     }
     uint32_t tail = (uint32_t)(((uint64_t)stream->head + stream->size) % stream->capacity);
     uint32_t room = stream->capacity - tail;
@@ -489,7 +498,8 @@ rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
         return RMUX_TX_INVALID;
     }
     uint32_t room = stream->limit < stream->capacity ? stream->limit : stream->capacity;
-    if ((uint64_t)stream->size + count > room) {
+    uint64_t held = (uint64_t)stream->size + stream->retained;
+    if (held + count > room) {
         return RMUX_TX_INVALID;
     }
     if (count == 0) {
@@ -497,7 +507,7 @@ rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
     }
     stream->size += count;
     tx->buffered += count;
-    stream->grow_next = stream->size == stream->capacity;
+    stream->grow_next = held + count == stream->capacity;
     if (!stream->in_ready) {
         if (ready_push_back(tx, (uint32_t)slot) != RMUX_TX_OK) {
             stream->size -= count;
@@ -506,6 +516,48 @@ rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
         }
         stream->in_ready = 1;
     }
+    return RMUX_TX_OK;
+}
+
+void rmux_tx_set_retain(rmux_tx *tx, int retain) {
+    tx->retain = retain ? 1 : 0;
+}
+
+int64_t rmux_tx_retained(rmux_tx *tx, int32_t slot) {
+    tx_stream *stream = get_stream(tx, slot);
+    return stream == NULL ? RMUX_TX_INVALID : (int64_t)stream->retained;
+}
+
+rmux_tx_status rmux_tx_acknowledge(rmux_tx *tx, int32_t slot, uint32_t count) {
+    tx_stream *stream = get_stream(tx, slot);
+    if (stream == NULL || count > stream->retained) {
+        return RMUX_TX_INVALID;
+    }
+    stream->retained -= count;
+    if (stream->size == 0 && stream->retained == 0) {
+        stream->head = 0;
+    }
+    return RMUX_TX_OK;
+}
+
+rmux_tx_status rmux_tx_rewind(rmux_tx *tx, int32_t slot, uint32_t count) {
+    tx_stream *stream = get_stream(tx, slot);
+    if (stream == NULL || count > stream->retained) {
+        return RMUX_TX_INVALID;
+    }
+    if (count == 0) {
+        return RMUX_TX_OK;
+    }
+    if (!stream->in_ready) {
+        if (ready_push_back(tx, (uint32_t)slot) != RMUX_TX_OK) {
+            return RMUX_TX_NO_MEMORY;
+        }
+        stream->in_ready = 1;
+    }
+    stream->head = (uint32_t)(((uint64_t)stream->head + stream->capacity - count) % stream->capacity);
+    stream->size += count;
+    stream->retained -= count;
+    tx->buffered += count;
     return RMUX_TX_OK;
 }
 
@@ -596,7 +648,14 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
             tx->end += count;
             tx->buffered -= count;
             stream->size -= count;
-            stream->head = stream->size == 0 ? 0 : (stream->head + count) % stream->capacity;
+            if (tx->retain) {
+                stream->retained += count;
+            }
+            if (stream->size == 0 && stream->retained == 0) {
+                stream->head = 0;
+            } else {
+                stream->head = (stream->head + count) % stream->capacity;
+            }
         }
         if (stream->size) {
             stream->in_ready = 1;

@@ -130,6 +130,14 @@ rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_
 /* INVALID for a bad slot or count beyond the reserved space. */
 rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count);
 rmux_tx_status rmux_tx_finish(rmux_tx *tx, int32_t slot);
+/* Keep sent bytes in their rings until acknowledged (resume); off by default. */
+void rmux_tx_set_retain(rmux_tx *tx, int retain);
+/* Retained bytes, or RMUX_TX_INVALID if the slot is not open. */
+int64_t rmux_tx_retained(rmux_tx *tx, int32_t slot);
+/* Forget the oldest count retained bytes; INVALID beyond what is retained. */
+rmux_tx_status rmux_tx_acknowledge(rmux_tx *tx, int32_t slot, uint32_t count);
+/* Make the newest count retained bytes unsent again; INVALID beyond what is retained. */
+rmux_tx_status rmux_tx_rewind(rmux_tx *tx, int32_t slot, uint32_t count);
 /* Append a whole frame to the FIFO if it fits within the capacity (else NO_ROOM). */
 rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length);
 /* Data frames round-robin, and FINs, into the FIFO.  Writes the ids of

@@ -13,10 +13,10 @@ import pathlib
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from support import feed_decoder
+from support import feed_decoder, payload
 
 from reactor_mux.codec import _python
-from reactor_mux.protocol.frames import encode_frame
+from reactor_mux.protocol.frames import encode_frame, split_frames
 from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
     MAX_COMMAND_BODY,
@@ -157,12 +157,14 @@ operation = st.one_of(
     st.tuples(st.just("drop")),
     st.tuples(st.just("release")),
     st.tuples(st.just("limit"), st.integers(0, 7), st.integers(0, 400000)),
+    st.tuples(st.just("ack"), st.integers(0, 7), st.integers(0, 300000)),
+    st.tuples(st.just("rewind"), st.integers(0, 7), st.integers(0, 300000)),
 )
 
 
-def run_queue(module, operations):
+def run_queue(module, operations, retain=False):
     """Apply operations; record every result and every error, by type."""
-    queue = module.OutboundQueue(DATA_FRAME_SIZE, OUTPUT_BUDGET, OUTPUT_CAPACITY)
+    queue = module.OutboundQueue(DATA_FRAME_SIZE, OUTPUT_BUDGET, OUTPUT_CAPACITY, retain=retain)
     slots: list[int] = []
     trace = []
     counter = 0
@@ -197,6 +199,12 @@ def run_queue(module, operations):
                 trace.append(("released", queue.release_idle()))
             elif op[0] == "limit" and slots:
                 queue.set_limit(slots[op[1] % len(slots)], op[2])
+            elif op[0] in ("ack", "rewind") and slots:
+                slot = slots[op[1] % len(slots)]
+                retained = queue.retained(slot)
+                trace.append(("retained", retained))
+                count = op[2] % (retained + 2)  # mostly within what is retained; one beyond
+                (queue.acknowledge if op[0] == "ack" else queue.rewind)(slot, count)
             trace.append(("state", queue.has_output(), queue.control_bytes, queue.buffered_total(),
                           queue.held_total()))  # fmt: skip
         except (ValueError, MemoryError) as exc:
@@ -220,3 +228,61 @@ WRAP_AFTER_DRAIN = [("write", 0, 10000), ("fill",), ("sent", 400000), ("write", 
 def test_outbound_queues_agree(operations):
     operations = [("open", 1, 200000), ("open", 3, 50000), *operations]
     assert run_queue(_c, operations) == run_queue(_python, operations)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(operation, max_size=80))
+@example([*WRAP_AFTER_DRAIN, ("rewind", 0, 5000), ("fill",), ("ack", 0, 15000)])
+def test_outbound_queues_that_retain_agree(operations):
+    """The same with retention (resume): sent bytes stay until acknowledged and
+    can be sent again, with the same bytes and errors in both backends."""
+    operations = [("open", 1, 200000), ("open", 3, 50000), *operations]
+    assert run_queue(_c, operations, retain=True) == run_queue(_python, operations, retain=True)
+
+
+replay_step = st.one_of(
+    st.tuples(st.just("write"), st.integers(1, 70000)),
+    st.tuples(
+        st.just("send"),
+    ),
+    st.tuples(st.just("ack"), st.floats(0, 1)),
+    st.tuples(st.just("rewind"), st.floats(0, 1)),
+)
+
+
+@pytest.mark.parametrize("module", [_c, _python], ids=["c", "python"])
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(replay_step, max_size=60))
+def test_a_rewind_sends_exactly_the_bytes_sent_last(module, steps):
+    """Against a model of one stream's byte sequence: each data frame carries the
+    next bytes from where sending stands, a rewind of k steps back k bytes, and an
+    acknowledgement frees room without changing what is sent.  This crosses ring
+    growth and wrap-around, which the retained bytes must survive."""
+    limit = 150000
+    queue = module.OutboundQueue(DATA_FRAME_SIZE, OUTPUT_BUDGET, OUTPUT_CAPACITY, retain=True)
+    slot = queue.open(7, limit)
+    written = bytearray()
+    position = acked = 0  # offsets into `written`: the next byte to send, the first not acked
+    for step in steps:
+        if step[0] == "write":
+            for view in queue.reserve(slot, min(step[1], limit - (len(written) - acked))):
+                view[:] = payload(len(written) + 1, len(view))
+                written += view
+                queue.commit(slot, len(view))
+        elif step[0] == "send":
+            queue.fill()
+            for stream_id, kind, body in split_frames(bytes(queue.pending()))[0]:
+                assert stream_id == 7 and kind == 0
+                assert bytes(body) == written[position : position + len(body)]
+                position += len(body)
+            queue.sent(len(queue.pending()))
+        elif step[0] == "ack":
+            count = int(step[1] * (position - acked))
+            queue.acknowledge(slot, count)
+            acked += count
+        else:
+            count = int(step[1] * (position - acked))
+            queue.rewind(slot, count)
+            position -= count
+        assert queue.retained(slot) == position - acked
+        assert queue.buffered(slot) == len(written) - position

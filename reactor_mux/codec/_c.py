@@ -154,12 +154,13 @@ class InboundDecoder(_python.InboundDecoder):
 class OutboundQueue(_python.ControlFrames):
     """Per-stream send rings and the output FIFO, in C (see _python.OutboundQueue)."""
 
-    def __init__(self, frame_size: int, budget: int, capacity: int) -> None:
+    def __init__(self, frame_size: int, budget: int, capacity: int, retain: bool = False) -> None:
         tx = lib.rmux_tx_new(frame_size, budget, capacity)
         if tx == ffi.NULL:
             raise ValueError("capacity must hold the budget plus a whole data frame and a FIN")
         super().__init__(capacity)
         self._tx = ffi.gc(tx, lib.rmux_tx_free)
+        lib.rmux_tx_set_retain(tx, 1 if retain else 0)
         self._open = 0
         self._fins = ffi.new("uint32_t[]", 64)
         self._fins_capacity = 64
@@ -214,6 +215,24 @@ class OutboundQueue(_python.ControlFrames):
         if size < 0:
             raise ValueError("slot is not open")
         return size
+
+    def retained(self, slot: int) -> int:
+        size: int = lib.rmux_tx_retained(self._tx, slot)
+        if size < 0:
+            raise ValueError("slot is not open")
+        return size
+
+    def acknowledge(self, slot: int, count: int) -> None:
+        if not 0 <= count < 1 << 32 or lib.rmux_tx_acknowledge(self._tx, slot, count) != _TX_OK:
+            raise ValueError("acknowledged more than was retained")
+
+    def rewind(self, slot: int, count: int) -> None:
+        if not 0 <= count < 1 << 32:
+            raise ValueError("rewound more than was retained")
+        code = lib.rmux_tx_rewind(self._tx, slot, count)
+        if code == _TX_INVALID:
+            raise ValueError("rewound more than was retained")
+        self._check(code)
 
     def reserve(self, slot: int, count: int) -> list[memoryview]:
         if count <= 0:

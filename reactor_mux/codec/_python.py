@@ -199,6 +199,7 @@ class _TxStream:
         "head",
         "in_ready",
         "limit",
+        "retained",
         "ring",
         "size",
         "stream_id",
@@ -209,6 +210,7 @@ class _TxStream:
         self.ring = bytearray()
         self.head = 0
         self.size = 0
+        self.retained = 0  # sent, not yet acknowledged: the bytes just behind head
         self.limit = limit
         self.fin_pending = False
         self.in_ready = False
@@ -252,12 +254,20 @@ class ControlFrames:
 
 
 class OutboundQueue(ControlFrames):
-    """Per-stream send rings and the channel's output FIFO."""
+    """Per-stream send rings and the channel's output FIFO.
 
-    def __init__(self, frame_size: int, budget: int, capacity: int) -> None:
+    With ``retain`` a ring keeps the bytes it sent until ``acknowledge`` frees
+    them, and ``rewind`` makes them unsent again (a replay after a broken
+    channel, docs/design-resume.md).  Sent and unsent bytes together never
+    exceed the ring's limit, the stream's window, so retention needs no more
+    memory than the window already allowed.
+    """
+
+    def __init__(self, frame_size: int, budget: int, capacity: int, retain: bool = False) -> None:
         if capacity < budget + 2 * HEADER_SIZE + frame_size + len(FIN_BODY):
             raise ValueError("capacity must hold the budget plus a whole data frame and a FIN")
         super().__init__(capacity)
+        self._retain = retain
         self._frame_size = frame_size
         self._budget = budget
         self._out = bytearray()
@@ -282,7 +292,7 @@ class OutboundQueue(ControlFrames):
         bytes freed.  For memory pressure only: regrowing costs allocations."""
         released = 0
         for stream in self._streams:
-            if stream is not None and not stream.size and stream.ring:
+            if stream is not None and not stream.size and not stream.retained and stream.ring:
                 released += len(stream.ring)
                 stream.ring = bytearray()
                 stream.head = 0
@@ -345,6 +355,34 @@ class OutboundQueue(ControlFrames):
     def buffered(self, slot: int) -> int:
         return self._get(slot).size
 
+    def retained(self, slot: int) -> int:
+        """Bytes sent and kept until acknowledged (0 without ``retain``)."""
+        return self._get(slot).retained
+
+    def acknowledge(self, slot: int, count: int) -> None:
+        """The peer has ``count`` more bytes: forget the oldest retained ones."""
+        stream = self._get(slot)
+        if not 0 <= count <= stream.retained:
+            raise ValueError("acknowledged more than was retained")
+        stream.retained -= count
+        if not stream.size and not stream.retained:
+            stream.head = 0
+
+    def rewind(self, slot: int, count: int) -> None:
+        """Send the newest ``count`` retained bytes again (the peer lost them)."""
+        stream = self._get(slot)
+        if not 0 <= count <= stream.retained:
+            raise ValueError("rewound more than was retained")
+        if count == 0:
+            return
+        stream.head = (stream.head - count) % len(stream.ring)
+        stream.size += count
+        stream.retained -= count
+        self._buffered += count
+        if not stream.in_ready:
+            stream.in_ready = True
+            self._ready.append(slot)
+
     def reserve(self, slot: int, count: int) -> list[memoryview]:
         """Views of up to ``count`` free bytes of the ring (one or two pieces).
 
@@ -357,12 +395,13 @@ class OutboundQueue(ControlFrames):
         stream = self._get(slot)
         if count <= 0:
             return []
-        if stream.fin_pending or stream.size + count > stream.limit:
+        held = stream.size + stream.retained  # retained bytes lie just behind head
+        if stream.fin_pending or held + count > stream.limit:
             raise ValueError("send ring overflow")
         capacity = len(stream.ring)
         if capacity == 0:
             target = INITIAL_RING
-        elif stream.grow_next or stream.size == capacity:
+        elif stream.grow_next or held == capacity:
             target = 2 * capacity
         else:
             target = capacity
@@ -370,12 +409,13 @@ class OutboundQueue(ControlFrames):
         stream.grow_next = False
         if target > capacity:
             new = bytearray(target)
-            first = min(stream.size, capacity - stream.head)
-            new[:first] = stream.ring[stream.head : stream.head + first]
-            new[first : stream.size] = stream.ring[: stream.size - first]
+            start = (stream.head - stream.retained) % capacity if capacity else 0
+            first = min(held, capacity - start)
+            new[:first] = stream.ring[start : start + first]
+            new[first:held] = stream.ring[: held - first]
             self._held += target - capacity
-            stream.ring, stream.head, capacity = new, 0, target
-        count = min(count, capacity - stream.size)
+            stream.ring, stream.head, capacity = new, stream.retained, target
+        count = min(count, capacity - held)
         view = memoryview(stream.ring)
         tail = (stream.head + stream.size) % capacity
         first = min(count, capacity - tail)
@@ -387,13 +427,14 @@ class OutboundQueue(ControlFrames):
     def commit(self, slot: int, count: int) -> None:
         """``count`` bytes were written into ``reserve``'s views."""
         stream = self._get(slot)
-        if count < 0 or stream.size + count > min(stream.limit, len(stream.ring)):
+        held = stream.size + stream.retained
+        if count < 0 or held + count > min(stream.limit, len(stream.ring)):
             raise ValueError("commit beyond the reserved space")
         if count == 0:
             return
         stream.size += count
         self._buffered += count
-        stream.grow_next = stream.size == len(stream.ring)
+        stream.grow_next = held + count == len(stream.ring)
         if not stream.in_ready:
             stream.in_ready = True
             self._ready.append(slot)
@@ -468,7 +509,12 @@ class OutboundQueue(ControlFrames):
                 self._end = end + count
                 self._buffered -= count
                 stream.size -= count
-                stream.head = 0 if stream.size == 0 else (head + count) % len(ring)
+                if self._retain:
+                    stream.retained += count
+                if stream.size == 0 and stream.retained == 0:
+                    stream.head = 0
+                else:
+                    stream.head = (head + count) % len(ring)
             if stream.size:
                 stream.in_ready = True
                 ready.append(slot)
