@@ -698,6 +698,10 @@ uint8_t *rmux_tx_pending(rmux_tx *tx, size_t *length) {
     return tx->out == NULL ? NULL : tx->out + tx->start;
 }
 
+void rmux_tx_drop_output(rmux_tx *tx) {
+    tx->start = tx->end = 0;
+}
+
 rmux_tx_status rmux_tx_sent(rmux_tx *tx, size_t count) {
     if (count > tx->end - tx->start) {
         return RMUX_TX_INVALID;

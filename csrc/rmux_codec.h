@@ -149,6 +149,9 @@ int rmux_tx_has_data(const rmux_tx *tx);
 uint8_t *rmux_tx_pending(rmux_tx *tx, size_t *length);
 /* INVALID if count exceeds the unsent bytes. */
 rmux_tx_status rmux_tx_sent(rmux_tx *tx, size_t count);
+/* Forget the FIFO's unsent bytes and keep the rings (the channel broke: what was
+ * in the FIFO is retained, and a rewind sends it again on the next channel). */
+void rmux_tx_drop_output(rmux_tx *tx);
 
 /* cdef-end */
 

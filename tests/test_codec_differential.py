@@ -159,6 +159,7 @@ operation = st.one_of(
     st.tuples(st.just("limit"), st.integers(0, 7), st.integers(0, 400000)),
     st.tuples(st.just("ack"), st.integers(0, 7), st.integers(0, 300000)),
     st.tuples(st.just("rewind"), st.integers(0, 7), st.integers(0, 300000)),
+    st.tuples(st.just("cut")),
 )
 
 
@@ -192,6 +193,8 @@ def run_queue(module, operations, retain=False):
             elif op[0] == "sent":
                 pending = len(queue.pending())
                 queue.sent(min(op[1], pending))
+            elif op[0] == "cut":
+                queue.drop_output()
             elif op[0] == "drop":
                 queue.drop_streams()
                 slots.clear()
@@ -242,9 +245,9 @@ def test_outbound_queues_that_retain_agree(operations):
 
 replay_step = st.one_of(
     st.tuples(st.just("write"), st.integers(1, 70000)),
-    st.tuples(
-        st.just("send"),
-    ),
+    st.tuples(st.just("fill")),
+    st.tuples(st.just("send")),
+    st.tuples(st.just("cut")),
     st.tuples(st.just("ack"), st.floats(0, 1)),
     st.tuples(st.just("rewind"), st.floats(0, 1)),
 )
@@ -254,35 +257,49 @@ replay_step = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(steps=st.lists(replay_step, max_size=60))
 def test_a_rewind_sends_exactly_the_bytes_sent_last(module, steps):
-    """Against a model of one stream's byte sequence: each data frame carries the
-    next bytes from where sending stands, a rewind of k steps back k bytes, and an
-    acknowledgement frees room without changing what is sent.  This crosses ring
-    growth and wrap-around, which the retained bytes must survive."""
+    """Against a model of one stream's bytes: each data frame carries the next
+    bytes from where sending stands; a cut loses the FIFO, and a rewind to what
+    reached the peer sends exactly the rest again; an acknowledgement frees room
+    without changing what is sent.  This crosses ring growth and wrap-around,
+    which the retained bytes must survive."""
     limit = 150000
     queue = module.OutboundQueue(DATA_FRAME_SIZE, OUTPUT_BUDGET, OUTPUT_CAPACITY, retain=True)
     slot = queue.open(7, limit)
     written = bytearray()
-    position = acked = 0  # offsets into `written`: the next byte to send, the first not acked
+    # Offsets into `written`: the next byte to put in the FIFO, the end of what
+    # left the FIFO (what the peer has), the first byte not acknowledged.
+    position = on_wire = acked = 0
+    checked = 0  # FIFO bytes already compared with the model
     for step in steps:
         if step[0] == "write":
             for view in queue.reserve(slot, min(step[1], limit - (len(written) - acked))):
                 view[:] = payload(len(written) + 1, len(view))
                 written += view
                 queue.commit(slot, len(view))
-        elif step[0] == "send":
+        elif step[0] == "fill":
             queue.fill()
-            for stream_id, kind, body in split_frames(bytes(queue.pending()))[0]:
+            pending = bytes(queue.pending())
+            for stream_id, kind, body in split_frames(pending[checked:])[0]:
                 assert stream_id == 7 and kind == 0
                 assert bytes(body) == written[position : position + len(body)]
                 position += len(body)
+            checked = len(pending)
+        elif step[0] == "send":  # the whole FIFO reaches the peer
             queue.sent(len(queue.pending()))
-        elif step[0] == "ack":
-            count = int(step[1] * (position - acked))
+            on_wire, checked = position, 0
+        elif step[0] == "cut":  # the channel broke: the FIFO is lost, the peer has on_wire
+            queue.drop_output()
+            queue.rewind(slot, position - on_wire)
+            position, checked = on_wire, 0
+        elif step[0] == "ack":  # only what reached the peer can be acknowledged
+            count = int(step[1] * (on_wire - acked))
             queue.acknowledge(slot, count)
             acked += count
-        else:
-            count = int(step[1] * (position - acked))
-            queue.rewind(slot, count)
-            position -= count
+        else:  # a cut, and the peer reports it lacks some of what it was sent
+            queue.drop_output()
+            count = int(step[1] * (on_wire - acked))
+            queue.rewind(slot, position - on_wire + count)
+            position = on_wire = on_wire - count
+            checked = 0
         assert queue.retained(slot) == position - acked
         assert queue.buffered(slot) == len(written) - position

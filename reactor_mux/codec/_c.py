@@ -289,6 +289,10 @@ class OutboundQueue(_python.ControlFrames):
             return memoryview(b"")
         return memoryview(ffi.buffer(pointer, length))
 
+    def drop_output(self) -> None:
+        self.clear_control()
+        lib.rmux_tx_drop_output(self._tx)
+
     def sent(self, count: int) -> None:
         if count < 0 or lib.rmux_tx_sent(self._tx, count) != _TX_OK:
             raise ValueError("sent more than was pending")

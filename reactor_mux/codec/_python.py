@@ -529,6 +529,13 @@ class OutboundQueue(ControlFrames):
         """The unsent bytes of the FIFO (use before the next call on this queue)."""
         return memoryview(self._out)[self._start : self._end]
 
+    def drop_output(self) -> None:
+        """Forget the FIFO's unsent bytes and the queued control frames, and keep
+        the rings: the channel broke, and with ``retain`` what the FIFO held is
+        retained, so a ``rewind`` sends it again on the next channel."""
+        self.clear_control()
+        self._start = self._end = 0
+
     def sent(self, count: int) -> None:
         if count < 0 or count > self._end - self._start:
             raise ValueError("sent more than was pending")
