@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -232,18 +233,21 @@ def _clients(path: Path, text: str, tables: Any) -> ClientsFile:
         raise ConfigError(f"{where}: clients must be [clients.NAME] tables")
     try:  # the tables hold secrets: the file must be as private as a clients file
         check_private(path, "config file with [clients] secrets")
-        return clients_from_tables(path, tables, lambda name: _client_where(path, text, name))
+        return clients_from_tables(path, tables, partial(_client_where, path, text))
     except CredentialsError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def _client_where(path: Path, text: str, name: str) -> str:
-    line = None
-    for number, header in enumerate(text.splitlines(), start=1):
-        match = _HEADER.match(header)
-        if match and match.group(1).replace('"', "").replace(" ", "") == f"clients.{name}":
-            line = number
-            break
+def _client_where(path: Path, text: str, name: str, key: str | None) -> str:
+    """``path:LINE: client 'name'``: the key's line, else the table's header line."""
+    table = f"{CLIENTS_TABLE}.{name}"
+    line = line_of(text, key, table) if key is not None else None
+    if line is None:
+        for number, header in enumerate(text.splitlines(), start=1):
+            match = _HEADER.match(header)
+            if match and match.group(1).replace('"', "").replace(" ", "") == table:
+                line = number
+                break
     return f"{path}:{line}: client {name!r}" if line else f"{path}: client {name!r}"
 
 

@@ -24,6 +24,7 @@ import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,40 +142,44 @@ def load_clients_file(path: Path) -> ClientsFile:
     if unknown:
         raise CredentialsError(f"clients file {path}: unknown table(s) {sorted(unknown)}")
     return clients_from_tables(
-        path, document.get("clients"), lambda name: f"clients file {path}, client {name!r}"
+        path, document.get("clients"), lambda name, _key: f"clients file {path}, client {name!r}"
     )
 
 
-def clients_from_tables(path: Path, clients: Any, where: Callable[[str], str]) -> ClientsFile:
-    """The ``[clients.NAME]`` tables of a clients file or a server's config file;
-    ``where(name)`` says where a problem with one of them lies."""
+Where = Callable[[str, str | None], str]
+"""Where a problem with client ``name`` (in its key ``key``, if one) lies."""
+
+
+def clients_from_tables(path: Path, clients: Any, where: Where) -> ClientsFile:
+    """The ``[clients.NAME]`` tables of a clients file or a server's config file."""
     if not isinstance(clients, dict) or not clients:
         raise CredentialsError(f"{path} has no [clients.NAME] tables")
-    entries = {name: _entry(where(name), name, table) for name, table in clients.items()}
+    entries = {name: _entry(partial(where, name), name, table) for name, table in clients.items()}
     return ClientsFile(path, entries)
 
 
-def _entry(where: str, name: str, table: Any) -> ClientEntry:
+def _entry(where: Callable[[str | None], str], name: str, table: Any) -> ClientEntry:
     if not is_client_name(name):
-        raise CredentialsError(f"{where}: a name is 1 to 64 of [0-9A-Za-z_.-] (and not OK)")
+        raise CredentialsError(f"{where(None)}: a name is 1 to 64 of [0-9A-Za-z_.-] (and not OK)")
     if not isinstance(table, dict):
-        raise CredentialsError(f"{where}: expected a table")
-    unknown = set(table) - {"secret", "allow-connect", "allow-bind"}
+        raise CredentialsError(f"{where(None)}: expected a table")
+    unknown = sorted(set(table) - {"secret", "allow-connect", "allow-bind"})
     if unknown:
-        raise CredentialsError(f"{where}: unknown key(s) {sorted(unknown)}")
+        raise CredentialsError(f"{where(unknown[0])}: unknown key(s) {unknown}")
     secret = table.get("secret")
     if not isinstance(secret, str):
-        raise CredentialsError(f'{where}: needs secret = "..."')
+        raise CredentialsError(f'{where("secret" if "secret" in table else None)}: '
+                               'needs secret = "..."')  # fmt: skip
     lists: dict[str, AllowList] = {}
     for key in ("allow-connect", "allow-bind"):
         texts = table.get(key)
         if texts is None:
             continue
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise CredentialsError(f"{where}: {key} must be a list of patterns")
+            raise CredentialsError(f"{where(key)}: {key} must be a list of patterns")
         try:  # given, even empty, it replaces the server's list for this client
             lists[key] = AllowList.parse(texts, f"{key} of client {name}", restrictive=True)
         except PatternError as exc:
-            raise CredentialsError(f"{where}: {exc}") from None
-    secret_bytes = _checked_secret(secret.strip().encode(), where)
+            raise CredentialsError(f"{where(key)}: {exc}") from None
+    secret_bytes = _checked_secret(secret.strip().encode(), where("secret"))
     return ClientEntry(name, secret_bytes, lists.get("allow-connect"), lists.get("allow-bind"))

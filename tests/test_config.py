@@ -254,3 +254,27 @@ def test_an_empty_allow_list_and_a_file_others_may_change_are_refused(tmp_path: 
     assert f"config file {path} may be changed by other users (mode 0664)" in checked.stderr
     path.chmod(0o644)
     assert run("check-config", str(path)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "message"),
+    [
+        (
+            'secret = "x"\n\nallow-conect = ["a:1"]\n',
+            7,
+            "client 'office': unknown key(s) ['allow-conect']",
+        ),
+        ('allow-bind = "127.0.0.1:1"\nsecret = "x"\n', 5, "allow-bind must be a list of patterns"),
+        ('secret = "short"\n', 5, "client 'office' is 5 bytes; use at least 16"),
+        ('allow-connect = ["*"]\n', 4, "client 'office': needs secret = \"...\""),
+    ],
+)
+def test_a_problem_in_a_clients_table_names_the_line_of_its_key(
+    tmp_path: Path, table, line, message
+):
+    path = tmp_path / "server.toml"
+    path.write_text(f'listen = ["127.0.0.1:7000"]\n\n\n[clients.office]\n{table}')
+    path.chmod(0o600)
+    checked = run("check-config", str(path))
+    assert checked.returncode == 1
+    assert f"{path}:{line}: " in checked.stderr and message in checked.stderr, checked.stderr
