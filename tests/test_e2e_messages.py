@@ -161,7 +161,13 @@ def test_ctrl_c_at_any_moment_of_startup_never_prints_a_traceback(echo):
             _out, err = proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise AssertionError(f"SIGINT after {delay}s was lost: it kept running") from None
+            _out, err = proc.communicate()
+            if "Exception ignored" in err and "KeyboardInterrupt" in err and before_our_code(err):
+                # Python raised it inside a finalizer during its own start-up and
+                # dropped it there, before our first line could take Ctrl-C over.
+                continue
+            raise AssertionError(f"SIGINT after {delay}s was lost: it kept running; "
+                                 f"stderr:\n{err}") from None  # fmt: skip
         if "Traceback" in err or "init_import_site" in err:
             assert before_our_code(err), (delay, err)
             continue
