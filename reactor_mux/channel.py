@@ -276,16 +276,18 @@ class Channel:
         stream.on_open = on_open
         self._count_opened(stream, mapping)
         self.streams[stream_id] = stream
-        log.debug(
-            "%s: %s opening",
-            self.name,
-            stream.label,
-            extra=log_event(
-                "stream_opened", channel=self.name, stream=stream_id, mapping=stream.mapping
-            ),
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            opened = self.stream_event("stream_opened", stream)
+            log.debug("%s: %s opening", self.name, stream.label, extra=opened)
         self.schedule_flush()
         return stream
+
+    def stream_event(
+        self, name: str, stream: LocalStream, reason: str | None = None
+    ) -> dict[str, object]:
+        """``extra=`` for a log line about one of this channel's streams."""
+        return log_event(name, channel=self.name, stream=stream.id, mapping=stream.mapping,
+                         reason=reason)  # fmt: skip
 
     def _count_opened(self, stream: LocalStream, mapping: int | str) -> None:
         label = self.owner.metric_label(self, mapping) if isinstance(mapping, int) else mapping
@@ -394,19 +396,10 @@ class Channel:
                 stream = self.streams.pop(event.stream_id, None)
                 if stream is not None:
                     self._count_ended(stream, "reset_by_peer")
-                    log.debug(
-                        "%s: %s reset by peer: %s",
-                        self.name,
-                        stream.label,
-                        event.reason,
-                        extra=log_event(
-                            "stream_reset",
-                            channel=self.name,
-                            stream=stream.id,
-                            mapping=stream.mapping,
-                            reason=event.reason,
-                        ),
-                    )
+                    if log.isEnabledFor(logging.DEBUG):
+                        reset = self.stream_event("stream_reset", stream, event.reason)
+                        log.debug("%s: %s reset by peer: %s", self.name, stream.label,
+                                  event.reason, extra=reset)  # fmt: skip
                     stream.abort_local()
             case HelloReceived():
                 self.meter.channels_opened += 1
@@ -598,21 +591,9 @@ class Channel:
             self._session.reset_stream(stream.id, reason)
             self.schedule_flush()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s: %s %s (%d bytes sent, %d received)",
-                self.name,
-                stream.label,
-                reason,
-                stream.bytes_up,
-                stream.bytes_down,
-                extra=log_event(
-                    "stream_closed",
-                    channel=self.name,
-                    stream=stream.id,
-                    mapping=stream.mapping,
-                    reason=reason,
-                ),
-            )
+            log.debug("%s: %s %s (%d bytes sent, %d received)", self.name, stream.label, reason,
+                      stream.bytes_up, stream.bytes_down,
+                      extra=self.stream_event("stream_closed", stream, reason))  # fmt: skip
 
     # ------------------------------------------------------- buffer caps
 

@@ -444,14 +444,12 @@ def build_parser() -> _Parser:
 
 def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     """``status``, ``reload`` and ``forward``: requests to a running process's --control."""
-    control_help = "the --control socket of the running server or client"
     status = commands.add_parser(
         "status",
         help="show the channels, forwards and streams of a running process",
         description="Every channel, mapping and open stream of a running server or client, "
         "with peers, ages, bytes each way, window in flight and buffered bytes.",
     )
-    status.add_argument("--control", type=Path, required=True, metavar="PATH", help=control_help)
     status.add_argument("--json", action="store_true", help="print the JSON the process sent")
     reload = commands.add_parser(
         "reload",
@@ -459,7 +457,6 @@ def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None
         description="Re-read the config file of a running server or client, as SIGHUP does, "
         "and say what happened.  Exits 1 if the file could not be used.",
     )
-    reload.add_argument("--control", type=Path, required=True, metavar="PATH", help=control_help)
     forward = commands.add_parser(
         "forward",
         help="add or cancel a forward on a running client (ssh -O forward / -O cancel)",
@@ -472,7 +469,9 @@ def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                        ("-D", "[BIND:]PORT")):  # fmt: skip
         which.add_argument(flag, dest="forward", metavar=what, type=partial(_flagged, flag),
                            help=f"the {flag} forward, as on the client's command line")  # fmt: skip
-    forward.add_argument("--control", type=Path, required=True, metavar="PATH", help=control_help)
+    for command in (status, reload, forward):
+        command.add_argument("--control", type=Path, required=True, metavar="PATH",
+                             help="the running server's or client's --control socket")  # fmt: skip
 
 
 def _flagged(flag: str, text: str) -> ForwardSpec:

@@ -490,25 +490,13 @@ class Client:
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         spec = self.mappings[event.mapping]
         self.forward_state[event.mapping] = "forwarding"
-        if spec.kind is ForwardKind.DYNAMIC:
+        up = log_event("forward_up", mapping=spec.flag)
+        if spec.kind is not ForwardKind.REMOTE:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
                 bound = format_host_port(listener.host, listener.port)
-                log.info(
-                    "forwarding -D %s -> SOCKS4/4a/5",
-                    bound,
-                    extra=log_event("forward_up", mapping=spec.flag),
-                )
-        elif spec.kind is ForwardKind.LOCAL:
-            listener = self.local_listeners.get(event.mapping)
-            if listener is not None:
-                bound = format_host_port(listener.host, listener.port)
-                log.info(
-                    "forwarding -L %s -> %s",
-                    bound,
-                    spec.target,
-                    extra=log_event("forward_up", mapping=spec.flag),
-                )
+                target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+                log.info("forwarding -%s %s -> %s", spec.kind.value, bound, target, extra=up)
         else:
             assert event.host is not None and event.port is not None
             self._asked_port.pop(event.mapping, None)
@@ -524,12 +512,7 @@ class Client:
                 self._port_taken.discard(spec)
             bound = format_host_port(event.host, event.port)
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
-            log.info(
-                "forwarding -R %s -> %s",
-                bound,
-                target,
-                extra=log_event("forward_up", mapping=spec.flag),
-            )
+            log.info("forwarding -R %s -> %s", bound, target, extra=up)
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]
@@ -610,18 +593,8 @@ class Client:
         self.reactor.stop()
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
-        log.warning(
-            "%s: the server refused it: %s",
-            stream.label,
-            reason,
-            extra=log_event(
-                "stream_refused",
-                channel=channel.name,
-                stream=stream.id,
-                mapping=stream.mapping,
-                reason=reason,
-            ),
-        )
+        refused = channel.stream_event("stream_refused", stream, reason)
+        log.warning("%s: the server refused it: %s", stream.label, reason, extra=refused)
 
     def on_channel_closed(self, channel: Channel, reason: str) -> None:
         if channel is not self.channel:

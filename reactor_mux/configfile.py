@@ -167,15 +167,25 @@ _HEADER = re.compile(r"\s*\[\s*([^\]]*?)\s*\]")
 def line_of(text: str, key: str, table: str | None = None) -> int | None:
     """The line (from 1) where ``key`` is set, at the top level or in ``[table]``."""
     assignment = re.compile(rf"\s*(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')\s*=")
+    lines = text.splitlines()
+    for number, current in _headers(text, with_keys=True):
+        if current == table and assignment.match(lines[number - 1]):
+            return number
+    return None
+
+
+def _headers(text: str, *, with_keys: bool = False) -> Iterator[tuple[int, str | None]]:
+    """Each ``[table]`` header line and its table name; ``with_keys`` also yields
+    every other line with the table it lies in (None: the top level)."""
     current: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(line)
         if header and not line.lstrip().startswith("[["):
             current = header.group(1).replace('"', "").replace(" ", "")
-            continue
-        if current == table and assignment.match(line):
-            return number
-    return None
+            if not with_keys:
+                yield number, current
+        elif with_keys:
+            yield number, current
 
 
 def _convert(action: argparse.Action, key: str, raw: Any, where: str, base: Path) -> Any:
@@ -243,11 +253,7 @@ def _client_where(path: Path, text: str, name: str, key: str | None) -> str:
     table = f"{CLIENTS_TABLE}.{name}"
     line = line_of(text, key, table) if key is not None else None
     if line is None:
-        for number, header in enumerate(text.splitlines(), start=1):
-            match = _HEADER.match(header)
-            if match and match.group(1).replace('"', "").replace(" ", "") == table:
-                line = number
-                break
+        line = next((number for number, current in _headers(text) if current == table), None)
     return f"{path}:{line}: client {name!r}" if line else f"{path}: client {name!r}"
 
 
