@@ -493,7 +493,9 @@ def _control_command(args: argparse.Namespace) -> int:
         print(f"reactor-mux {args.command}: error: {exc}", file=sys.stderr)
         return 1
     if not answer["ok"]:
-        print(f"reactor-mux {args.command}: error: {answer.get('error')}", file=sys.stderr)
+        error = str(answer.get("error"))
+        what = "partly applied" if error.startswith("reloaded ") else "error"
+        print(f"reactor-mux {args.command}: {what}: {error}", file=sys.stderr)
         return 1
     result: Any = answer.get("result")
     if args.command == "status":

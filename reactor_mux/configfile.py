@@ -34,6 +34,7 @@ from reactor_mux.credentials import (
     check_private,
     clients_from_tables,
 )
+from reactor_mux.netutil import describe_error
 from reactor_mux.policy import Pattern
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.specs import ForwardSpec
@@ -142,7 +143,7 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read config file {path}: {describe_error(exc)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
 
