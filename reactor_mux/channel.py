@@ -50,6 +50,9 @@ from reactor_mux.protocol.events import (
     PeerBlocked,
     PeerLeaving,
     PongReceived,
+    ResumeProved,
+    ResumeRequested,
+    SessionResumed,
     StreamAccepted,
     StreamEnded,
     StreamRefused,
@@ -72,6 +75,13 @@ DRAIN_POLL = 0.05
 
 DRAIN_REPORT_INTERVAL = 5.0
 """Seconds between the log lines that say how many streams a drain waits for."""
+
+BARRIER_INTERVAL = 0.25
+"""Seconds between barrier PINGs on a resumable channel that sent something: each
+answer frees the sent bytes and commands kept for a resume (protocol.md §9.2)."""
+
+RESUME_REFUSED = "resume refused"
+"""How the server's answer to a resume it will not grant starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,17 @@ class ChannelOwner(Protocol):
 
     def on_channel_closed(self, channel: Channel, reason: str) -> None: ...
 
+    def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
+        """The connection broke and the streams wait for a resume."""
+
+    def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None: ...
+
+    def on_resume_requested(self, channel: Channel, event: ResumeRequested) -> None:
+        """Server: look the session up; ``challenge_resume`` or ``refuse_resume``."""
+
+    def on_resume_proved(self, channel: Channel, event: ResumeProved) -> None:
+        """Server: hand this connection to the session it resumes (``adopt``)."""
+
 
 class Channel:
     def __init__(
@@ -176,7 +197,11 @@ class Channel:
         self._peer_leaving = False
         self._session = Session(role, settings.session, client_id=client_id)
         self.peer_role = "server" if role is Role.CLIENT else "client"
-        self._transport = transport
+        self._transport: Transport | None = transport
+        self.suspended_at: float | None = None
+        """When the connection broke, while the streams wait for a resume."""
+        self._resume_deadline: Timer | None = None
+        self._barrier_timer: Timer | None = None
         self._flush_pending = False
         self._inbound_held = 0
         escaped = name.replace("%", "%%")
@@ -197,15 +222,7 @@ class Channel:
             pause_message=f"{escaped}: send buffers hold %d bytes (cap %d): pausing local reads",
             resume_message=f"{escaped}: sent the backlog: resuming local reads",
         )
-        self._liveness = Liveness(
-            reactor,
-            self,
-            handshake_timeout=settings.handshake_timeout,
-            keepalive_interval=settings.keepalive_interval,
-            dead_after=settings.dead_after,
-            send_ping=self._send_ping,
-            give_up=self.close,
-        )
+        self._liveness = self._new_liveness()
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
         self._connect_purpose: dict[int, tuple[str, str, bool]] = {}
         """For each pending connect: what it is for, as the log names it (``-R 2222:...``),
@@ -214,6 +231,18 @@ class Channel:
         # extra Python frame on the data path).
         self.get_buffer = self._session.receive_buffer
         self.read_buffer = self._session.outbound_views
+
+    def _new_liveness(self) -> Liveness:
+        settings = self.settings
+        return Liveness(
+            self.reactor,
+            self,
+            handshake_timeout=settings.handshake_timeout,
+            keepalive_interval=settings.keepalive_interval,
+            dead_after=settings.dead_after,
+            send_ping=self._send_ping,
+            give_up=self._lost,
+        )
 
     # ------------------------------------------------------------ the role's calls
 
@@ -245,14 +274,49 @@ class Channel:
 
     def start(self) -> None:
         """Send our HELLO (and whatever the owner declared) and start reading."""
-        self._liveness.start()
-        self._transport.attach(self)
-        self._update_interest()
-        self._flush()
+        if self.settings.session.resume:
+            self._barrier_timer = self.reactor.call_later(BARRIER_INTERVAL, self._barrier_tick,
+                                                          self)  # fmt: skip
+        self.start_connection()
+
+    def _barrier_tick(self) -> None:
+        self._barrier_timer = None
+        if self.closed:
+            return
+        session = self._session
+        session.barrier_tick()
+        if session.has_output():
+            self.schedule_flush()
+        self._barrier_timer = self.reactor.call_later(BARRIER_INTERVAL, self._barrier_tick, self)
+
+    @property
+    def accepting(self) -> bool:
+        """New local connections can become streams: the channel is up, or down
+        and waiting for a resume (they are held until it comes)."""
+        return self.ready or self.suspended
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_at is not None
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The peer's TLS certificate, where the transport asked for one."""
+        return getattr(self._transport, "peer_certificate", None)
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session.session_id
+
+    @property
+    def resume_key(self) -> bytes:
+        return self._session.resume_key
 
     def can_open_stream(self) -> bool:
         session = self._session
-        return not (self.closed or self.draining or not session.ready) and session.can_open_stream()
+        return (
+            not (self.closed or self.draining or not self.accepting) and session.can_open_stream()
+        )
 
     def open_stream(
         self,
@@ -335,11 +399,104 @@ class Channel:
     def eof_received(self) -> None:
         session = self._session
         clean = not session.mid_frame and session.state is not ChannelState.FAILED
+        if session.resumable and not self.draining:
+            self._lost("peer closed the channel")
+            return
         self.close(session.receive_eof(), error=not clean)
 
     def transport_failed(self, reason: str, *, authentication: bool = False) -> None:
         self.auth_failed = self.auth_failed or authentication
+        if authentication:
+            self.close(reason)
+        else:
+            self._lost(reason)
+
+    # ------------------------------------------------------------- resume
+
+    def _lost(self, reason: str) -> None:
+        """The connection broke (reset, EOF, keepalive or handshake timeout): keep
+        the streams for a resume where the session allows it, else close."""
+        if self.closed:
+            return
+        if not self._session.resumable or self.draining:
+            self.close(reason)
+            return
+        self._liveness.stop()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+        self._flush_pending = False
+        first = self.suspended_at is None
+        if first:
+            self.suspended_at = self.reactor.time()
+            timeout = self.settings.resume_timeout
+            self._resume_deadline = self.reactor.call_later(timeout, self._resume_expired, self)
+        self._session.suspend()
+        self.owner.on_channel_suspended(self, reason, first)
+
+    def _resume_expired(self) -> None:
+        self._resume_deadline = None
+        if not self.closed and self.suspended:
+            self.close(f"resume window expired ({self.settings.resume_timeout:g}s)")
+
+    def attach(self, transport: Transport, peer: str) -> None:
+        """Client: a new connection to resume this channel's session over."""
+        if self.closed or not self.suspended or self._transport is not None:
+            raise RuntimeError("attach needs a suspended channel")
+        self._transport = transport
+        self.peer = peer
+        self._session.reconnect()
+        self._liveness = self._new_liveness()
+        self.start_connection()
+
+    def start_connection(self) -> None:
+        self._liveness.start()
+        assert self._transport is not None
+        self._transport.attach(self)
+        self._update_interest()
+        self._flush()
+
+    def challenge_resume(self, key: bytes) -> None:
+        """Server: this connection asks to resume a session we hold."""
+        self._session.challenge_resume(key)
+        self.schedule_flush()
+
+    def refuse_resume(self, reason: str) -> None:
+        """Server: no such session (any more): say so, and close."""
         self.close(reason)
+
+    def adopt(self, connection: Channel) -> None:
+        """Server: carry on over ``connection``, which proved it holds our session.
+        A connection we still think alive is cut first: the latest proof wins."""
+        if self._transport is not None:
+            self._lost("the client resumed on a new connection")
+        if self.closed:
+            return
+        transport, connection._transport = connection._transport, None
+        assert transport is not None
+        connection._liveness.stop()
+        connection.closed = True  # handed over: it must not close the transport
+        if connection._barrier_timer is not None:
+            connection._barrier_timer.cancel()
+        self._session.adopt(connection._session)
+        self._transport = transport
+        self.peer = connection.peer
+        self._liveness = self._new_liveness()
+        self._liveness.start()
+        transport.handover(self)
+        self._update_interest()
+        self.schedule_flush()
+
+    def _resumed(self, event: SessionResumed) -> None:
+        if self._resume_deadline is not None:
+            self._resume_deadline.cancel()
+            self._resume_deadline = None
+        self.suspended_at = None
+        self._liveness.handshake_done()
+        self.owner.on_channel_resumed(self, event)
+        for stream in list(self.streams.values()):
+            stream.update()
+        self.schedule_flush()
 
     def write_ready(self) -> None:
         self._flush()
@@ -405,6 +562,12 @@ class Channel:
                 self.meter.channels_opened += 1
                 self._liveness.handshake_done()
                 self.owner.on_hello(self, event)
+            case SessionResumed():
+                self._resumed(event)
+            case ResumeRequested():
+                self.owner.on_resume_requested(self, event)
+            case ResumeProved():
+                self.owner.on_resume_proved(self, event)
             case PongReceived():
                 # Any traffic proves liveness (the read that brought it said so);
                 # the answer to our last PING also times the round trip.
@@ -635,14 +798,19 @@ class Channel:
         self._flush_pending = False
         if self.closed:
             return
+        if self._transport is None:
+            return  # suspended: output waits for a resume
         try:
             left_over = self._send_output()
         except TransportError as exc:
             self.auth_failed = self.auth_failed or exc.authentication
-            self.close(exc.reason)
+            if exc.authentication:
+                self.close(exc.reason)
+            else:
+                self._lost(exc.reason)
             return
         except OSError as exc:
-            self.close(f"channel write failed: {describe_error(exc)}")
+            self._lost(f"channel write failed: {describe_error(exc)}")
             return
         if self._outbound_cap.paused:
             # Rings the channel emptied give their storage back, then see if
@@ -655,6 +823,8 @@ class Channel:
         """Send what the transport takes now; return whether output is left over
         (raises ``OSError`` if the transport failed)."""
         session = self._session
+        if self._transport is None:
+            return False
         send = self._transport.send
         while session.has_output():
             views = session.output_views()
@@ -671,7 +841,7 @@ class Channel:
 
     def _update_interest(self, output_left: bool | None = None) -> None:
         """Read unless paused; write while output is left (``_flush`` knows; else ask)."""
-        if not self.closed:
+        if not self.closed and self._transport is not None:
             if output_left is None:
                 output_left = self._session.has_output()
             self._transport.set_interest(read=not self._inbound_cap.paused, write=output_left)
@@ -692,6 +862,9 @@ class Channel:
         self.close_was_error = error
         try:
             self._liveness.stop()
+            for timer in (self._resume_deadline, self._barrier_timer):
+                if timer is not None:
+                    timer.cancel()
             self._connects.cancel_all()
             streams, self.streams = self.streams, {}
             for stream in streams.values():
@@ -713,7 +886,8 @@ class Channel:
             log.exception("%s: internal error while closing", self.name)
         finally:
             # Whatever failed above, the socket goes and the owner forgets us.
-            self._transport.close()
+            if self._transport is not None:
+                self._transport.close()
             self.owner.on_channel_closed(self, reason)
 
 

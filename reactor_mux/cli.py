@@ -63,6 +63,7 @@ from reactor_mux.settings import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_MAX_BUFFER,
+    DEFAULT_RESUME_TIMEOUT,
     KEEPALIVE_TIMEOUT_FACTOR,
     MIN_MAX_BUFFER,
     ChannelSettings,
@@ -156,6 +157,13 @@ def seconds(text: str) -> float:
     return value
 
 
+def seconds_or_off(text: str) -> float:
+    """Like ``seconds``, but 0 is allowed: it turns the feature off."""
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return seconds(text)
+
+
 def _spec_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     """Turn a SpecError into argparse's one-line usage error."""
 
@@ -226,6 +234,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"declare a silent peer dead after this long "
         f"(default {KEEPALIVE_TIMEOUT_FACTOR} x --keepalive-interval)",
+    )
+    add(
+        "--resume-timeout",
+        type=seconds_or_off,
+        default=DEFAULT_RESUME_TIMEOUT,
+        metavar="SECONDS",
+        help="when the channel breaks, keep its streams this long for the client to "
+        "reconnect and resume them; 0 resets them at once "
+        f"(default {DEFAULT_RESUME_TIMEOUT:g}; both sides must allow it)",
     )
     add(
         "--max-streams",
@@ -522,9 +539,11 @@ def _settings(
         max_mappings=getattr(args, "max_mappings", MAX_MAPPINGS),
         credentials=credentials,
         secret_book=secret_book,
+        resume=args.resume_timeout > 0,
     )
     return ChannelSettings(
         session=session,
+        resume_timeout=args.resume_timeout,
         connect_timeout=args.connect_timeout,
         handshake_timeout=args.handshake_timeout,
         keepalive_interval=args.keepalive_interval,

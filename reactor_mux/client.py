@@ -21,6 +21,7 @@ from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
 from reactor_mux.channel import (
+    RESUME_REFUSED,
     SHUTTING_DOWN,
     Channel,
     LocalService,
@@ -41,6 +42,9 @@ from reactor_mux.protocol.events import (
     MappingCancelled,
     MappingRefused,
     MappingRequested,
+    ResumeProved,
+    ResumeRequested,
+    SessionResumed,
 )
 from reactor_mux.protocol.failures import FailureClass
 from reactor_mux.protocol.session import NOT_A_PEER, Role
@@ -58,6 +62,11 @@ log = logging.getLogger("reactor_mux")
 
 HEALTHY_CHANNEL_SECONDS = 10.0
 """A channel that lived this long resets the backoff: the next outage starts afresh."""
+
+RESUME_RECONNECT_MIN = 0.2
+RESUME_RECONNECT_MAX = 2.0
+"""While streams wait for a resume, reconnect at once, then every 0.2 s doubling
+to 2 s: the resume window (30 s by default) is short next to the usual backoff."""
 
 OUTAGE_REPORT_INTERVAL = 60.0
 """While the server stays out of reach, one failure per this many seconds is logged
@@ -99,6 +108,7 @@ class Client:
         self._connector: Connector | None = None
         self._retry: Timer | None = None
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
+        self._resume_backoff = Backoff(RESUME_RECONNECT_MIN, RESUME_RECONNECT_MAX)
         self._failed_attempts = 0
         """Connects and channels that failed since a channel was last up."""
         self._loud_at: float | None = None
@@ -274,7 +284,10 @@ class Client:
         self._stop_reconnecting()
         self._close_listeners()
         if self.channel is not None:
-            self.channel.draining = True
+            if self.channel.suspended:
+                self.channel.close(SHUTTING_DOWN, error=False)
+            else:
+                self.channel.draining = True
         self._cancel_drain = wait_for_streams(
             self.reactor, lambda: [self.channel] if self.channel else [], timeout, done
         )
@@ -307,6 +320,12 @@ class Client:
         self._connector = None
         if sock is None:
             self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
+            return
+        held = self.channel
+        if held is not None and held.suspended and not held.closed:
+            log.info("connected to server %s: resuming the session",
+                     self.server_label)  # fmt: skip
+            held.attach(self._transport(sock), _peer_label(sock))
             return
         settings = self.config.settings
         channel = Channel(
@@ -369,10 +388,18 @@ class Client:
         elif self.channel is None and self._retry is None:
             self._schedule_reconnect("internal error while connecting")
 
-    def _schedule_reconnect(self, reason: str, *, orderly: bool = False) -> None:
-        if self._stopped:
-            return
-        delay = self._backoff.next_delay()
+    def _schedule_reconnect(
+        self, reason: str, *, orderly: bool = False, immediate: bool = False
+    ) -> None:
+        if self._stopped or self._connector is not None or self._retry is not None:
+            return  # an attempt is already under way or due
+        channel = self.channel
+        if immediate:
+            delay = 0.0
+        elif channel is not None and channel.suspended:
+            delay = self._resume_backoff.next_delay()  # the streams wait: no long pauses
+        else:
+            delay = self._backoff.next_delay()
         now = self.reactor.time()
         self._failed_attempts += 1
         if orderly:
@@ -398,7 +425,7 @@ class Client:
         if spec is None:  # removed while the connection waited to be accepted
             abort_socket(sock)
             return
-        if channel is None or not channel.ready or mapping in self._refused:
+        if channel is None or not channel.accepting or mapping in self._refused:
             why = "the server refused this forward" if mapping in self._refused else (
                 "no channel to the server")  # fmt: skip
             log.debug("%s: connection from %s reset: %s", spec.flag,
@@ -483,6 +510,34 @@ class Client:
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         raise AssertionError("the session never reports mapping requests to a client")
+
+    def on_resume_requested(self, channel: Channel, event: ResumeRequested) -> None:
+        raise AssertionError("the session never reports resume requests to a client")
+
+    def on_resume_proved(self, channel: Channel, event: ResumeProved) -> None:
+        raise AssertionError("the session never reports resume proofs to a client")
+
+    def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
+        if not first:
+            self._schedule_reconnect(f"resuming on {self.server_label} failed: {reason}")
+            return
+        self._resume_backoff.reset()
+        log.warning("channel to %s lost: %s; keeping %d stream(s) for %gs while reconnecting "
+                    "to resume them", self.server_label, reason, len(channel.streams),
+                    self.config.settings.resume_timeout,
+                    extra=log_event("channel_suspended", channel=channel.name,
+                                    peer=self.server_label, reason=reason))  # fmt: skip
+        if not self._stopped and self._connector is None and self._retry is None:
+            self._retry = self.reactor.call_later(0.0, self._connect, self)
+
+    def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None:
+        self._failed_attempts = 0
+        self._loud_at = None
+        self._channel_up_since = self.reactor.time()
+        log.info("resumed the session with server %s: %d stream(s) carry on, %d byte(s) sent "
+                 "again", self.server_label, event.streams, event.replayed,
+                 extra=log_event("channel_resumed", channel=channel.name,
+                                 peer=channel.peer))  # fmt: skip
 
     def on_mapping_cancelled(self, channel: Channel, event: MappingCancelled) -> None:
         raise AssertionError("the session never reports UNMAP to a client")
@@ -614,6 +669,11 @@ class Client:
             self._backoff.give_up_fast()
         if channel.peer_shut_down:
             self._schedule_reconnect(reason, orderly=True)
+        elif RESUME_REFUSED in reason or "resume window expired" in reason:
+            log.warning("%s: its streams were reset; starting a new session", reason,
+                        extra=log_event("resume_failed", peer=self.server_label,
+                                        reason=reason))  # fmt: skip
+            self._schedule_reconnect(reason, orderly=True, immediate=True)
         elif NOT_A_PEER in reason:
             what = reason[reason.index(NOT_A_PEER) :]
             self._schedule_reconnect(f"{self.server_label} is {what}")

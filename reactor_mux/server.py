@@ -29,6 +29,7 @@ from functools import partial
 
 from reactor_mux.authlimit import FailureLimiter
 from reactor_mux.channel import (
+    RESUME_REFUSED,
     SHUTTING_DOWN,
     Channel,
     MappingAnswer,
@@ -52,6 +53,9 @@ from reactor_mux.protocol.events import (
     MappingKind,
     MappingRefused,
     MappingRequested,
+    ResumeProved,
+    ResumeRequested,
+    SessionResumed,
 )
 from reactor_mux.protocol.session import Role, error_frame
 from reactor_mux.protocol.syntax import (
@@ -129,6 +133,8 @@ class _ClientState:
     dynamic: set[int] = field(default_factory=set)
     """The client's ``-D`` mappings: each stream names its target."""
     binds: dict[int, ListenerSet] = field(default_factory=dict)
+    certificate: bytes | None = None
+    """The client's TLS certificate (mutual TLS): a resume must present the same."""
 
 
 class Server:
@@ -144,6 +150,8 @@ class Server:
         self.meter = Meter()
         self.started_at = reactor.time()
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
+        self._sessions: dict[str, Channel] = {}
+        """Resumable sessions by id: live channels and suspended ones alike."""
         self._failures = FailureLimiter()
         self._accepted = 0
         self._draining = False
@@ -191,8 +199,10 @@ class Server:
         """Stop accepting; call ``done()`` once no stream is open, or after ``timeout``."""
         self._draining = True
         self._stop_accepting()
-        for channel in self.clients:
+        for channel in list(self.clients):
             channel.draining = True
+            if channel.suspended:
+                channel.close(SHUTTING_DOWN, error=False)
         self._cancel_drain = wait_for_streams(
             self.reactor, lambda: list(self.clients), timeout, done
         )
@@ -295,6 +305,7 @@ class Server:
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         state = self.clients[channel]
         state.client_name = event.client_name
+        state.certificate = channel.peer_certificate
         self._failures.succeeded(state.peer_host)
         state.policy = self._policy_for(event.client_name)
         client_id = event.client_id
@@ -307,6 +318,8 @@ class Server:
                 stale.close("replaced by a new channel from the same client", error=False)
             state.client_id = client_id
             self._by_client_id[key] = channel
+        if channel.session_id is not None:
+            self._sessions[channel.session_id] = channel
         who = f" {event.client_name!r}" if event.client_name not in (None, "-") else ""
         log.info(
             "%s: client%s connected",
@@ -458,7 +471,50 @@ class Server:
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
         log.warning("%s: %s refused by client: %s", channel.name, stream.label, reason)
 
+    def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
+        timeout = self.config.settings.resume_timeout
+        log.warning("%s: connection lost: %s; keeping %d stream(s) and its -R ports for %gs "
+                    "for the client to resume", channel.name, reason, len(channel.streams),
+                    timeout, extra=log_event("channel_suspended", channel=channel.name,
+                                             peer=channel.peer, reason=reason))  # fmt: skip
+
+    def on_resume_requested(self, channel: Channel, event: ResumeRequested) -> None:
+        """A new connection names a session: only the client that made it may resume
+        it, and a refusal leaves the session as it was for its owner."""
+        held = self._sessions.get(event.session_id)
+        state = self.clients.get(held) if held is not None else None
+        if held is None or held.closed or state is None:
+            log.info("%s: resume refused: unknown session", channel.name)
+            channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
+            return
+        if (state.client_id != event.client_id or state.client_name != event.client_name
+                or state.certificate != channel.peer_certificate):  # fmt: skip
+            log.warning("%s: resume refused: session %s belongs to another client",
+                        channel.name, event.session_id[:8])  # fmt: skip
+            channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
+            return
+        channel.challenge_resume(held.resume_key)
+
+    def on_resume_proved(self, channel: Channel, event: ResumeProved) -> None:
+        held = self._sessions.get(event.session_id)
+        if held is None or held.closed:
+            channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
+            return
+        handshake = self.clients.pop(channel, None)
+        if handshake is not None:
+            self._failures.succeeded(handshake.peer_host)
+            self.clients[held].peer_host = handshake.peer_host
+        held.adopt(channel)
+
+    def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None:
+        log.info("%s: client resumed its session over %s: %d stream(s) carry on, %d byte(s) "
+                 "sent again", channel.name, channel.peer, event.streams, event.replayed,
+                 extra=log_event("channel_resumed", channel=channel.name,
+                                 peer=channel.peer))  # fmt: skip
+
     def on_channel_closed(self, channel: Channel, reason: str) -> None:
+        if channel.session_id is not None and self._sessions.get(channel.session_id) is channel:
+            del self._sessions[channel.session_id]
         state = self.clients.pop(channel, None)
         if state is not None:
             for listener in state.binds.values():

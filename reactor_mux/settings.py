@@ -31,6 +31,10 @@ reading more (the local sockets for outbound data, the channel for inbound)."""
 MIN_MAX_BUFFER = 64 * 1024
 """The smallest --max-buffer: below a few windows the cap would pause constantly."""
 
+DEFAULT_RESUME_TIMEOUT = 30.0
+"""Seconds both sides keep a broken channel's streams for the client to resume
+(the command line's default; 0 resets them at once, as before resume existed)."""
+
 DEFAULT_DRAIN_TIMEOUT = 10.0
 """Seconds a SIGTERM/SIGINT waits for open streams to finish."""
 
@@ -46,6 +50,14 @@ class ChannelSettings:
     keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL
     keepalive_timeout: float | None = None
     max_buffer: int = DEFAULT_MAX_BUFFER
+    resume_timeout: float = 0.0
+    """Seconds to keep a broken channel's streams for a resume (0: none).  A
+    positive value needs ``session.resume``, which makes the session keep what
+    a resume replays."""
+
+    def __post_init__(self) -> None:
+        if self.resume_timeout < 0 or (self.resume_timeout > 0) != self.session.resume:
+            raise ValueError("resume_timeout > 0 exactly when session.resume is set")
 
     @property
     def dead_after(self) -> float:

@@ -232,6 +232,12 @@ class TlsTransport:
             self._start_tls()
         self._update()
 
+    def handover(self, protocol: TransportProtocol) -> None:
+        if self._watch is None:
+            raise RuntimeError("transport not attached")
+        self._protocol = protocol
+        self._watch.owner = protocol
+
     def set_interest(self, read: bool, write: bool) -> None:
         self._want_read = read
         self._want_write = write

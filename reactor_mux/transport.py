@@ -78,6 +78,10 @@ class Transport(Protocol):
     def attach(self, protocol: TransportProtocol) -> None:
         """Start delivering to ``protocol`` (once)."""
 
+    def handover(self, protocol: TransportProtocol) -> None:
+        """Deliver to ``protocol`` from now on (a resumed session takes over the
+        connection that proved it may)."""
+
     def set_interest(self, read: bool, write: bool) -> None:
         """Whether the channel wants to read now, and whether it has output
         waiting (not a raw selector mask: the transport adds its own needs)."""
@@ -110,6 +114,12 @@ class TcpTransport:
             raise RuntimeError("transport already attached")
         self._protocol = protocol
         self._watch = IOWatch(self._reactor, self._sock, self._on_io, protocol)
+
+    def handover(self, protocol: TransportProtocol) -> None:
+        if self._watch is None:
+            raise RuntimeError("transport not attached")
+        self._protocol = protocol
+        self._watch.owner = protocol
 
     def set_interest(self, read: bool, write: bool) -> None:
         if self._watch is not None:

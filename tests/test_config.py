@@ -46,6 +46,7 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
     "handshake-timeout": ("4", ["--handshake-timeout", "4"]),
     "keepalive-interval": ("6", ["--keepalive-interval", "6"]),
     "keepalive-timeout": ("20", ["--keepalive-timeout", "20"]),
+    "resume-timeout": ("0", ["--resume-timeout", "0"]),
     "max-streams": ("100", ["--max-streams", "100"]),
     "max-pending-syns": ("7", ["--max-pending-syns", "7"]),
     "max-buffer": ('"64M"', ["--max-buffer", "64M"]),

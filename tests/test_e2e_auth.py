@@ -165,6 +165,7 @@ def test_an_authentication_flood_from_one_address_stays_cheap(tunnel_with_secret
         0, 1, b"AUTH - " + b"0" * 64 + b" " + b"0" * 64
     )
     with good_traffic([port], hash_target, seed=3600):
+        time.sleep(1.0)  # the good streams' send rings reach their working size first
         rss_before, cpu_before = proc_status(server, "VmRSS"), cpu_time(server)
         started = time.monotonic()
         for _ in range(400):

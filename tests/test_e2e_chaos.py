@@ -30,7 +30,9 @@ from support import ChaosRelay, Tunnel, payload, recv_exactly, sha, wait_until
 from reactor_mux.procs import ReactorMuxProcess
 from reactor_mux.targets import ThreadedTCPServer
 
-FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "2")
+FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "2",
+        "--resume-timeout", "0")  # fmt: skip
+"""Resets on channel loss, as before resume: tests/test_e2e_resume.py covers resume."""
 
 
 @dataclass

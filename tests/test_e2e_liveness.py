@@ -10,7 +10,9 @@ from support import ChaosRelay, Tunnel, echo_once, wait_until
 
 from reactor_mux.procs import ReactorMuxProcess
 
-FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "1")
+FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "1",
+        "--resume-timeout", "0")  # fmt: skip
+"""Resets on channel loss, as before resume: tests/test_e2e_resume.py covers resume."""
 
 
 def test_frozen_server_is_noticed_within_the_timeout_and_recovered(echo):

@@ -1,4 +1,5 @@
-"""Channel loss: streams die on both sides, the client reconnects, mappings return."""
+"""Channel loss without resume (``--resume-timeout 0``): streams die on both sides,
+the client reconnects, mappings return.  tests/test_e2e_resume.py covers resume."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
         f"0:127.0.0.1:{echo.port}",
         "-L",
         f"0:127.0.0.1:{hash_target.port}",
-        extra=("--reconnect-min", "0.2", "--reconnect-max", "1"),
+        extra=("--reconnect-min", "0.2", "--reconnect-max", "1", "--resume-timeout", "0"),
     )
     ports = {(kind, target): port for kind, port, target in forwards}
     l_port = ports[("L", f"127.0.0.1:{echo.port}")]
@@ -76,7 +77,9 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
 
 def test_dead_client_frees_its_remote_ports(tunnel, echo, ports):
     fixed = ports.take()
-    first, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}")
+    first, forwards = tunnel.client(
+        "-R", f"{fixed}:127.0.0.1:{echo.port}", extra=("--resume-timeout", "0")
+    )
     assert forwards[0][1] == fixed
     app = socket.create_connection(("127.0.0.1", fixed))  # a stream open when the client dies
     app.sendall(b"z")

@@ -293,6 +293,9 @@ class OutboundQueue(_python.ControlFrames):
         self.clear_control()
         lib.rmux_tx_drop_output(self._tx)
 
+    def set_retain(self, retain: bool) -> None:
+        lib.rmux_tx_set_retain(self._tx, 1 if retain else 0)
+
     def sent(self, count: int) -> None:
         if count < 0 or lib.rmux_tx_sent(self._tx, count) != _TX_OK:
             raise ValueError("sent more than was pending")

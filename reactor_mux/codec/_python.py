@@ -529,6 +529,11 @@ class OutboundQueue(ControlFrames):
         """The unsent bytes of the FIFO (use before the next call on this queue)."""
         return memoryview(self._out)[self._start : self._end]
 
+    def set_retain(self, retain: bool) -> None:
+        """Keep sent bytes from now on, or stop (rings already retaining keep theirs
+        until ``acknowledge``)."""
+        self._retain = retain
+
     def drop_output(self) -> None:
         """Forget the FIFO's unsent bytes and the queued control frames, and keep
         the rings: the channel broke, and with ``retain`` what the FIFO held is

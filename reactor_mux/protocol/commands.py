@@ -49,6 +49,12 @@ class Verb(enum.Enum):
     BLOCKED = "BLOCKED"
     WINDOW = "WINDOW"
     BYE = "BYE"
+    SESSION = "SESSION"
+    RESUME_NONCE = "RESUME NONCE"
+    RESUME_PROOF = "RESUME PROOF"
+    RESUME_OK = "RESUME OK"
+    RECEIVED = "RECEIVED"
+    RESUME_END = "RESUME END"
 
 
 class Scope(enum.Enum):
@@ -65,7 +71,7 @@ _ONE_WORD = {v.value: v for v in Verb if " " not in v.value}
 _MANY = 1 << 16
 # (minimum, maximum) argument words after the verb.
 _ARITY: dict[Verb, tuple[int, int]] = {
-    Verb.HELLO: (3, 4),
+    Verb.HELLO: (3, 5),
     Verb.AUTH: (3, 3),
     Verb.AUTH_OK: (1, 1),
     Verb.ERROR: (1, _MANY),
@@ -91,6 +97,12 @@ _ARITY: dict[Verb, tuple[int, int]] = {
     Verb.BLOCKED: (1, 1),
     Verb.WINDOW: (1, 1),
     Verb.BYE: (0, 0),
+    Verb.SESSION: (1, 2),
+    Verb.RESUME_NONCE: (1, 1),
+    Verb.RESUME_PROOF: (2, 2),
+    Verb.RESUME_OK: (0, 0),
+    Verb.RECEIVED: (2, 2),
+    Verb.RESUME_END: (2, 2),
 }
 
 SCOPE: dict[Verb, Scope] = {
@@ -120,6 +132,12 @@ SCOPE: dict[Verb, Scope] = {
     Verb.BLOCKED: Scope.STREAM,
     Verb.WINDOW: Scope.STREAM,
     Verb.BYE: Scope.CHANNEL,
+    Verb.SESSION: Scope.CHANNEL,
+    Verb.RESUME_NONCE: Scope.CHANNEL,
+    Verb.RESUME_PROOF: Scope.CHANNEL,
+    Verb.RESUME_OK: Scope.CHANNEL,
+    Verb.RECEIVED: Scope.STREAM,
+    Verb.RESUME_END: Scope.CHANNEL,
 }
 
 _WORD = re.compile(rb"[\x21-\x7e]+")

@@ -53,6 +53,10 @@ class SessionConfig:
     """Client: authenticate with these (and require the server to prove it knows them)."""
     secret_book: SecretBook | None = None
     """Server: require every client to authenticate; the secret for each client name."""
+    resume: bool = False
+    """Keep streams through a broken connection: log our commands and retain sent
+    bytes until the peer confirms them, and offer (client) or grant (server) a
+    session that a new connection may resume (docs/protocol.md section 9)."""
     random_bytes: Callable[[int], bytes] = field(default=secrets.token_bytes, compare=False)
     """Where nonces come from (tests make them predictable)."""
 

@@ -166,6 +166,33 @@ class ChannelFailed:
     """The channel failed because authentication failed (on either side)."""
 
 
+@dataclass(slots=True)
+class ResumeRequested:
+    """Server: a new connection asks to resume ``session_id``.  The driver looks the
+    session up and answers with ``challenge_resume`` or ``refuse_resume``."""
+
+    session_id: str
+    client_id: str
+    client_name: str | None
+
+
+@dataclass(slots=True)
+class ResumeProved:
+    """Server: the new connection proved it holds ``session_id``'s key; the
+    suspended session adopts it (``Session.adopt``)."""
+
+    session_id: str
+
+
+@dataclass(slots=True)
+class SessionResumed:
+    """Both tables are in and what the peer lacked is queued again: streams move."""
+
+    streams: int
+    replayed: int
+    """Bytes of stream data queued again (the peer had not received them)."""
+
+
 Event: TypeAlias = (
     HelloReceived
     | PongReceived
@@ -183,6 +210,9 @@ Event: TypeAlias = (
     | StreamEnded
     | StreamReset
     | ChannelFailed
+    | ResumeRequested
+    | ResumeProved
+    | SessionResumed
 )
 
 

@@ -63,3 +63,12 @@ MAX_HOST_LENGTH = 255
 
 assert RECEIVE_BUFFER_SIZE >= 2 * (9 + MAX_DATA_BODY)
 assert DATA_FRAME_SIZE <= MAX_DATA_BODY
+
+MAX_RESUME_LOG = 512 * 1024
+"""Bytes of sent commands a resumable session keeps until the peer confirms them
+(a barrier PING answered, docs/protocol.md section 9).  Past it the session
+gives up being resumable rather than grow: a peer that does not answer PING
+cannot make us hold more."""
+
+RESUME_LOG_BARRIER = 256
+"""Commands kept unconfirmed before a barrier PING goes out at once."""

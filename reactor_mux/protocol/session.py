@@ -27,7 +27,9 @@ telling the peer why, and is reported as one ``ChannelFailed`` event.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable
+from itertools import islice
 
 from reactor_mux import codec
 from reactor_mux.protocol import auth, sniff
@@ -58,6 +60,9 @@ from reactor_mux.protocol.events import (
     PeerBlocked,
     PeerLeaving,
     PongReceived,
+    ResumeProved,
+    ResumeRequested,
+    SessionResumed,
     StreamAccepted,
     StreamEnded,
     StreamRefused,
@@ -69,6 +74,7 @@ from reactor_mux.protocol.limits import (
     MAX_COMMAND_BODY,
     MAX_CONTROL_BACKLOG,
     MAX_DATA_BODY,
+    MAX_RESUME_LOG,
     MAX_WINDOW,
     MIN_FRAME,
     MIN_WINDOW,
@@ -76,12 +82,22 @@ from reactor_mux.protocol.limits import (
     OUTPUT_CAPACITY,
     PROTOCOL_VERSION,
     RECEIVE_BUFFER_SIZE,
+    RESUME_LOG_BARRIER,
 )
 from reactor_mux.protocol.streamstate import StreamInput, StreamState, next_state
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
 MAX_STREAM_ID = 0xFFFFFFFF
+MAX_TOTAL = (1 << 64) - 1
+"""Byte and command counts of a resume are 64-bit: a long-lived stream passes 4 GiB."""
+
+BARRIER_TOKEN = 0x80000000
+"""PING tokens with this bit set are barriers (section 9.2): their PONG confirms
+everything sent before them.  Keepalive tokens count up from 1 and never reach it."""
+
+RESUME_OFFER = "resume"
+"""The fifth word of a client's HELLO: keep a session for me (``resume:ID``: resume ID)."""
 CONNECT, BIND, DYNAMIC = MappingKind.CONNECT, MappingKind.BIND, MappingKind.DYNAMIC
 _REQUEST_KIND = {Verb.CONNECT: CONNECT, Verb.BIND: BIND, Verb.DYNAMIC: DYNAMIC}
 _REPLY_KIND = {
@@ -115,7 +131,9 @@ class ChannelState(enum.Enum):
 
     AWAITING_HELLO = "awaiting HELLO"
     AUTHENTICATING = "authenticating"
+    RESUMING = "resuming"
     OPEN = "open"
+    SUSPENDED = "suspended"
     FAILED = "failed"
 
 
@@ -132,6 +150,17 @@ AUTH_FAILED = "authentication failed"
 for the server's log only)."""
 
 _BEFORE_OPEN = (Verb.HELLO, Verb.ERROR, Verb.AUTH, Verb.AUTH_OK, Verb.PING, Verb.PONG)
+_WHILE_RESUMING = (Verb.ERROR, Verb.PING, Verb.PONG, Verb.RESUME_NONCE, Verb.RESUME_PROOF,
+                   Verb.RESUME_OK, Verb.RECEIVED, Verb.RESUME_END)  # fmt: skip
+_UNLOGGED = frozenset((
+    Verb.HELLO, Verb.AUTH, Verb.AUTH_OK, Verb.ERROR, Verb.PING, Verb.PONG, Verb.FIN,
+    Verb.SESSION, Verb.RESUME_NONCE, Verb.RESUME_PROOF, Verb.RESUME_OK, Verb.RECEIVED,
+    Verb.RESUME_END,
+))  # fmt: skip
+"""Commands that belong to one connection, not to the session: a resume never
+replays them.  FIN is not among the logged ones either: with resume on it always
+leaves from its stream's ring, right after the last byte, and the stream tables
+say whether it arrived."""
 
 
 class MappingStatus(enum.Enum):
@@ -161,15 +190,19 @@ def error_frame(reason: str) -> bytes:
 
 class _Stream:
     __slots__ = (
+        "acked",
         "blocked_reported",
         "fin_pending",
         "id",
         "mapping",
         "pending",
+        "received",
         "recv",
+        "released",
         "send",
         "slot",
         "state",
+        "written",
     )
 
     def __init__(
@@ -189,6 +222,12 @@ class _Stream:
         self.fin_pending = False
         self.blocked_reported = False  # BLOCKED sent; not again before an ACK or WINDOW
         self.pending = False  # peer-opened and not yet answered (counts against max_pending)
+        # Totals for a resume: data bytes taken off the wire, put in the send ring,
+        # acknowledged by the peer, and dropped from the ring's retained bytes.
+        self.received = 0
+        self.written = 0
+        self.acked = 0
+        self.released = 0
 
 
 class Session:
@@ -247,8 +286,33 @@ class Session:
         self._local_parity = 1 if role is Role.CLIENT else 0
         self._next_id = 1 if role is Role.CLIENT else 2
         self._highest_peer_id = 0
-        self._output = codec.OutboundQueue(self._data_frame_size, OUTPUT_BUDGET, OUTPUT_CAPACITY)
+        self._output = codec.OutboundQueue(
+            self._data_frame_size, OUTPUT_BUDGET, OUTPUT_CAPACITY, config.resume
+        )
         self._fins_by_id: dict[int, _Stream] = {}
+        # Resume (docs/protocol.md section 9).  A client that wants it logs from
+        # the start; a server decides at the client's HELLO.
+        self._logging = config.resume and role is Role.CLIENT and client_id is not None
+        self._log: deque[bytes] = deque()  # logged commands not yet confirmed
+        self._log_base = 0  # how many logged commands came before _log[0]
+        self._log_bytes = 0
+        self._controls_received = 0  # logged commands received from the peer
+        self.session_id: str | None = None
+        self._resume_key = b""
+        self._auth_key = b""  # derived from this connection's AUTH exchange
+        self._resume_offer: str | None = None  # server: the HELLO's offer ("" or an id)
+        self._resume_nonce = ""
+        self._detached = False  # streams kept across a cut: output waits for the resume
+        self._side_out = bytearray()  # what a detached session sends (handshake, tables)
+        self._peer_table: dict[int, tuple[int, bool]] = {}
+        self._tombstones: dict[int, _Stream] = {}
+        self._opened_detached = 0
+        self._barrier: tuple[int, int, list[tuple[_Stream, int]], list[int]] | None = None
+        self._barrier_seq = 0
+        self._barrier_wanted = False
+        self._sent_since_barrier = False
+        self.resume_lost: str | None = None
+        """Why this session stopped being resumable, once it has."""
         self._handlers: dict[Verb, Callable[[int, Command, list[Event]], None]] = {
             Verb.HELLO: self._on_hello,
             Verb.AUTH: self._on_auth,
@@ -276,11 +340,24 @@ class Session:
             Verb.BLOCKED: self._on_blocked,
             Verb.WINDOW: self._on_window,
             Verb.BYE: self._on_bye,
+            Verb.SESSION: self._on_session,
+            Verb.RESUME_NONCE: self._on_resume_nonce,
+            Verb.RESUME_PROOF: self._on_resume_proof,
+            Verb.RESUME_OK: self._on_resume_ok,
+            Verb.RECEIVED: self._on_received,
+            Verb.RESUME_END: self._on_resume_end,
         }
-        hello: list[str | int] = [PROTOCOL_VERSION, config.window, config.max_frame]
         if client_id is not None:
             parse_client_id(client_id)
-            hello.append(client_id)
+        self._queue_hello()
+
+    def _queue_hello(self) -> None:
+        hello: list[str | int] = [PROTOCOL_VERSION, self.config.window, self.config.max_frame]
+        if self.role is Role.CLIENT and self._client_id:
+            hello.append(self._client_id)
+            if self._logging:
+                sid = self.session_id
+                hello.append(RESUME_OFFER if sid is None else f"{RESUME_OFFER}:{sid}")
         elif self._secret_book is not None:
             hello.append(self._nonce)  # the server's challenge
         self._queue_command(0, Verb.HELLO, *hello)
@@ -324,11 +401,169 @@ class Session:
         return self._output.release_idle()
 
     def can_open_stream(self) -> bool:
+        """Room for a stream we open; while detached (the channel is down), room
+        for one more held until the resume, within ``max_pending_syns``."""
         return (
             self.state is not ChannelState.FAILED
             and len(self._streams) < self._max_streams
+            and len(self._tombstones) < self._max_streams
             and self._next_id <= MAX_STREAM_ID
+            and not (self._detached and self._opened_detached >= self._max_pending)
         )
+
+    # ----------------------------------------------------------------- resume
+
+    @property
+    def resumable(self) -> bool:
+        """A broken connection may be resumed: both sides keep this session."""
+        return self._logging and self.session_id is not None and not self.failed
+
+    @property
+    def resume_key(self) -> bytes:
+        return self._resume_key
+
+    @property
+    def suspended(self) -> bool:
+        """Streams are kept, waiting for a connection to resume on."""
+        return self._detached and self.state is not ChannelState.OPEN
+
+    @property
+    def tombstones(self) -> int:
+        """Closed streams whose last bytes or FIN the peer has not yet confirmed."""
+        return len(self._tombstones)
+
+    @property
+    def log_bytes(self) -> int:
+        """Bytes of sent commands kept until the peer confirms them."""
+        return self._log_bytes
+
+    def suspend(self) -> None:
+        """The connection broke: keep the streams, their rings and the log; drop
+        what belonged to the connection (decoder, unsent output, barrier)."""
+        if not self.resumable:
+            raise LocalProtocolError("this session cannot be resumed")
+        self.state = ChannelState.SUSPENDED
+        self._detached = True
+        self._side_out.clear()
+        self._output.drop_output()
+        self._decoder = codec.InboundDecoder(
+            self.config.max_frame, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE
+        )
+        self._barrier = None
+        self._barrier_wanted = False
+        self._peer_table.clear()
+
+    def reconnect(self) -> None:
+        """Client: a new connection to the server; HELLO asks to resume."""
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("only a client reconnects")
+        if self.state is not ChannelState.SUSPENDED:
+            self.suspend()
+        self.state = ChannelState.AWAITING_HELLO
+        self._nonce = auth.new_nonce(self.config.random_bytes)
+        self._server_nonce = ""
+        self._resume_nonce = ""
+        self._queue_hello()
+
+    def challenge_resume(self, key: bytes) -> None:
+        """Server: the session this connection names exists: ask for the proof."""
+        if self.role is not Role.SERVER or not self._resume_offer:
+            raise LocalProtocolError("no resume request to answer")
+        self._resume_key = key
+        self._resume_nonce = auth.new_nonce(self.config.random_bytes)
+        self._queue_command(0, Verb.RESUME_NONCE, self._resume_nonce)
+
+    def adopt(self, connection: Session) -> None:
+        """Server: carry on over ``connection``, which proved it may resume us: its
+        decoder (bytes already read) and unsent output become ours."""
+        if self.state is not ChannelState.SUSPENDED:
+            self.suspend()
+        self._decoder = connection._decoder
+        self.peer_window = connection.peer_window
+        self.peer_max_frame = connection.peer_max_frame
+        self._side_out += connection._take_output()
+        self.state = ChannelState.RESUMING
+        self._queue_command(0, Verb.RESUME_OK)
+        self._send_table()
+
+    def _take_output(self) -> bytes:
+        output = self._output
+        taken = bytearray(self._side_out)
+        self._side_out.clear()
+        while output.has_output():
+            output.fill()
+            pending = output.pending()
+            if not len(pending):
+                break
+            taken += pending
+            output.sent(len(pending))
+        return bytes(taken)
+
+    def _stop_logging(self, why: str | None) -> None:
+        """Give up resuming: the peer keeps no session, or cannot be trusted to
+        confirm what it got (the log hit its limit)."""
+        self._logging = False
+        self.resume_lost = why
+        self._log.clear()
+        self._log_bytes = 0
+        output = self._output
+        for stream in self._streams.values():
+            if stream.slot >= 0:
+                output.acknowledge(stream.slot, output.retained(stream.slot))
+        for stream in self._tombstones.values():
+            output.close(stream.slot)
+        self._tombstones.clear()
+        output.set_retain(False)
+
+    def barrier_tick(self) -> None:
+        """Called every few hundred milliseconds: confirm what was sent since the
+        last barrier, so retained tails and the log do not wait for an ACK."""
+        if (self._sent_since_barrier and self._logging and self._barrier is None
+                and self.state is ChannelState.OPEN and not self._detached):  # fmt: skip
+            self._send_barrier()
+
+    def _want_barrier(self) -> None:
+        """Confirm what was sent as soon as one barrier at a time allows."""
+        if self._barrier is None and self.state is ChannelState.OPEN and not self._detached:
+            self._send_barrier()
+        else:
+            self._barrier_wanted = True
+
+    def _send_barrier(self) -> None:
+        self._sent_since_barrier = False
+        self._barrier_wanted = False
+        self._barrier_seq = (self._barrier_seq + 1) % BARRIER_TOKEN
+        token = BARRIER_TOKEN | self._barrier_seq
+        output = self._output
+        sent = [(stream, stream.written - output.buffered(stream.slot))
+                for stream in self._streams.values() if stream.slot >= 0]  # fmt: skip
+        self._barrier = (token, self._log_base + len(self._log), sent, list(self._tombstones))
+        output.queue_control(encode_frame(0, KIND_COMMAND, format_command(Verb.PING, token)))
+
+    def _confirmed(self, barrier: tuple[int, int, list[tuple[_Stream, int]], list[int]]) -> None:
+        """The peer answered a barrier: it has everything sent before it."""
+        _token, log_end, sent, tombstones = barrier
+        log = self._log
+        for _ in range(log_end - self._log_base):
+            self._log_bytes -= len(log.popleft())
+        self._log_base = log_end
+        output = self._output
+        for stream, total in sent:
+            if stream.slot >= 0 and total > stream.released:
+                output.acknowledge(stream.slot, total - stream.released)
+                stream.released = total
+        for stream_id in tombstones:
+            tombstone = self._tombstones.pop(stream_id, None)
+            if tombstone is not None:
+                output.close(tombstone.slot)
+                tombstone.slot = -1
+
+    def _send_table(self) -> None:
+        """What we received of each stream, then how many of the peer's commands."""
+        for stream in (*self._streams.values(), *self._tombstones.values()):
+            fin = stream.state is _S.HALF_CLOSED_REMOTE or stream.state is _S.CLOSED
+            self._queue_command(stream.id, Verb.RECEIVED, stream.received, int(fin))
+        self._queue_command(0, Verb.RESUME_END, self._controls_received, self._highest_peer_id)
 
     # ---------------------------------------------------------------- inbound
 
@@ -358,6 +593,7 @@ class Session:
                     if stream.state not in _RECEIVING_STATES:  # data keeps a valid state
                         next_state(stream.state, _I.RECV_DATA)  # raises
                     stream.recv.received(length)
+                    stream.received += length
                     events.append(DataReceived(stream_id, staging[offset : offset + length]))
                 else:
                     self._on_command(stream_id, buffer[offset : offset + length], events)
@@ -443,6 +679,13 @@ class Session:
         self._output.drop_streams()
         self._output.clear_control()
         self._held.clear()
+        self._tombstones.clear()
+        self._log.clear()
+        self._log_bytes = 0
+        self._logging = False
+        self._detached = False
+        self._side_out.clear()
+        self._barrier = None
         if tell_peer:
             self._output.queue_control(error_frame(peer_reason or reason))
         return ChannelFailed(reason, by_peer=False, authentication=authentication)
@@ -466,6 +709,8 @@ class Session:
     def _on_command(self, stream_id: int, body: memoryview, events: list[Event]) -> None:
         command = parse_command(body)
         verb = command.verb
+        if verb not in _UNLOGGED:
+            self._controls_received += 1
         if self.state is not ChannelState.OPEN:
             self._check_before_open(verb)
         scope = SCOPE[verb]
@@ -487,6 +732,9 @@ class Session:
         if self.state is ChannelState.AWAITING_HELLO:
             if verb is not Verb.HELLO and verb is not Verb.ERROR:
                 raise ProtocolError(f"expected HELLO, got {verb.value}")
+        elif self.state is ChannelState.RESUMING:
+            if verb not in _WHILE_RESUMING:
+                raise ProtocolError(f"expected the resume exchange, got {verb.value}")
         elif verb not in _BEFORE_OPEN:
             if self.role is Role.SERVER:
                 raise ProtocolError(f"expected AUTH, got {verb.value}: this server requires "
@@ -505,13 +753,19 @@ class Session:
         max_frame = parse_decimal(command.args[2], "max frame", MIN_FRAME, MAX_DATA_BODY)
         client_id = None
         challenge = ""
-        if len(command.args) == 4:
+        if len(command.args) >= 4:
             if self.role is Role.CLIENT:
                 challenge = command.args[3]
-                if not auth.is_nonce(challenge):
+                if not auth.is_nonce(challenge) or len(command.args) > 4:
                     raise ProtocolError(f"not an authentication challenge: {challenge[:64]!r}")
             else:
                 client_id = parse_client_id(command.args[3])
+        if len(command.args) == 5:
+            self._resume_offer = self._parse_offer(command.args[4])
+        if self.role is Role.SERVER:
+            self._logging = self._resume_offer == "" and self.config.resume
+            if not self._logging:
+                self._output.set_retain(False)
         self.peer_window = window
         self.peer_max_frame = max_frame
         self.peer_client_id = client_id
@@ -540,13 +794,37 @@ class Session:
                 return
         self._open(events)
 
+    @staticmethod
+    def _parse_offer(word: str) -> str:
+        """The HELLO's resume word: "" for a new session, or the id to resume."""
+        if word == RESUME_OFFER:
+            return ""
+        offered = word.removeprefix(RESUME_OFFER + ":")
+        if offered == word or not auth.is_session_id(offered):
+            raise ProtocolError(f"unknown HELLO option {word[:80]!r}")
+        return offered
+
     def _open(self, events: list[Event]) -> None:
-        """Authentication (if any) is done: mappings and streams may flow."""
+        """Authentication (if any) is done: mappings and streams may flow, or a
+        resume exchange starts."""
+        if self._detached:  # a client's new connection: the server's nonce comes next
+            self.state = ChannelState.RESUMING
+            return
+        if self._resume_offer:
+            self.state = ChannelState.RESUMING
+            assert self.peer_client_id is not None
+            events.append(ResumeRequested(self._resume_offer, self.peer_client_id,
+                                          self.client_name))  # fmt: skip
+            return
         self.state = ChannelState.OPEN
         assert self.peer_window is not None and self.peer_max_frame is not None
         for frame in self._held:
+            if self._logging:
+                self._log_frame(frame)
             self._output.queue_control(frame)
         self._held.clear()
+        if self._resume_offer == "":
+            self._grant_session()
         events.append(HelloReceived(self.peer_window, self.peer_max_frame, self.peer_client_id,
                                     self.client_name))  # fmt: skip
 
@@ -581,6 +859,8 @@ class Session:
                                        peer_reason=AUTH_FAILED, authentication=True))  # fmt: skip
             return
         self.client_name = name
+        self._auth_key = auth.session_key(secret, name, self._client_id, client_nonce,
+                                          self._nonce)  # fmt: skip
         ours = auth.proof(secret, "server", name, self._client_id, client_nonce, self._nonce)
         self._queue_command(0, Verb.AUTH_OK, ours)
         self._open(events)
@@ -604,6 +884,8 @@ class Session:
                 "(is it the server you meant?)", peer_reason=AUTH_FAILED,
                 authentication=True))  # fmt: skip
             return
+        self._auth_key = auth.session_key(credentials.secret, credentials.name, self._client_id,
+                                          self._nonce, self._server_nonce)  # fmt: skip
         self._open(events)
 
     def _on_bye(self, _id: int, command: Command, events: list[Event]) -> None:
@@ -614,7 +896,161 @@ class Session:
         self._queue_command(0, Verb.PONG, token)
 
     def _on_pong(self, _id: int, command: Command, events: list[Event]) -> None:
-        events.append(PongReceived(parse_decimal(command.args[0], "PONG token", 0, MAX_STREAM_ID)))
+        token = parse_decimal(command.args[0], "PONG token", 0, MAX_STREAM_ID)
+        if token & BARRIER_TOKEN:
+            barrier = self._barrier
+            if barrier is not None and barrier[0] == token:
+                self._barrier = None
+                self._confirmed(barrier)
+                if self._barrier_wanted:
+                    self._want_barrier()
+            return
+        events.append(PongReceived(token))
+
+    # ------------------------------------------------------- resume: inbound
+
+    def _grant_session(self) -> None:
+        """Server: answer a client that offered to keep a session."""
+        if not self._logging:
+            self._queue_command(0, Verb.SESSION, "-")  # we keep none (--resume-timeout 0)
+            return
+        self.session_id = self.config.random_bytes(auth.SESSION_ID_HEX // 2).hex()
+        if self._auth_key:
+            self._resume_key = self._auth_key
+            self._queue_command(0, Verb.SESSION, self.session_id, "-")
+        else:  # no secret to derive a key from: the key crosses the wire (TLS hides it)
+            self._resume_key = self.config.random_bytes(auth.KEY_HEX // 2)
+            self._queue_command(0, Verb.SESSION, self.session_id, self._resume_key.hex())
+
+    def _on_session(self, _id: int, command: Command, events: list[Event]) -> None:
+        if self.role is not Role.CLIENT or not self._logging or self.session_id is not None:
+            raise ProtocolError("SESSION was not asked for")
+        args = command.args
+        if args == ["-"]:
+            self._stop_logging("the server keeps no sessions (its --resume-timeout is 0)")
+            return
+        if len(args) != 2 or not auth.is_session_id(args[0]):
+            raise ProtocolError("SESSION takes a session id and a key")
+        if args[1] == "-":
+            if not self._auth_key:
+                raise ProtocolError("SESSION without a key, and no AUTH to derive one from")
+            key = self._auth_key
+        elif auth.is_key(args[1]):
+            key = bytes.fromhex(args[1])
+        else:
+            raise ProtocolError("SESSION key is not 64 hex digits")
+        self.session_id = args[0]
+        self._resume_key = key
+
+    def _on_resume_nonce(self, _id: int, command: Command, events: list[Event]) -> None:
+        if self.role is not Role.CLIENT or not self._detached or self._resume_nonce:
+            raise ProtocolError("RESUME NONCE when no resume was asked for")
+        server_nonce = command.args[0]
+        if not auth.is_nonce(server_nonce):
+            raise ProtocolError("RESUME NONCE takes a 64-hex-digit nonce")
+        assert self.session_id is not None
+        self._resume_nonce = auth.new_nonce(self.config.random_bytes)
+        proof = auth.resume_proof(self._resume_key, self.session_id, self.client_name or "",
+                                  self._client_id, self._resume_nonce, server_nonce)  # fmt: skip
+        self._queue_command(0, Verb.RESUME_PROOF, self._resume_nonce, proof)
+
+    def _on_resume_proof(self, _id: int, command: Command, events: list[Event]) -> None:
+        offered = self._resume_offer
+        if self.role is not Role.SERVER or not offered or not self._resume_nonce:
+            raise ProtocolError("RESUME PROOF before the server's nonce")
+        client_nonce, given = command.args
+        if not auth.is_nonce(client_nonce) or not auth.is_proof(given):
+            raise ProtocolError("RESUME PROOF takes a 64-hex-digit nonce and proof")
+        expected = auth.resume_proof(self._resume_key, offered, self.client_name or "",
+                                     self._client_id, client_nonce, self._resume_nonce)  # fmt: skip
+        self._resume_nonce = ""  # one try per nonce
+        if not auth.proof_matches(expected, given):
+            events.append(self._finish("resume refused: bad proof", authentication=True))
+            return
+        events.append(ResumeProved(offered))
+
+    def _on_resume_ok(self, _id: int, command: Command, events: list[Event]) -> None:
+        if self.role is not Role.CLIENT or not self._detached or not self._resume_nonce:
+            raise ProtocolError("RESUME OK when no proof was sent")
+        self._send_table()
+
+    def _on_received(self, stream_id: int, command: Command, events: list[Event]) -> None:
+        if self.state is not ChannelState.RESUMING or not self._detached:
+            raise ProtocolError("RECEIVED outside a resume exchange")
+        total = parse_decimal(command.args[0], "RECEIVED count", 0, MAX_TOTAL)
+        fin = parse_decimal(command.args[1], "RECEIVED FIN flag", 0, 1)
+        if stream_id in self._peer_table:
+            raise ProtocolError(f"RECEIVED twice for stream {stream_id}")
+        if len(self._peer_table) >= 2 * self._max_streams:
+            raise ProtocolError(f"over {2 * self._max_streams} streams in a resume table")
+        self._peer_table[stream_id] = (total, bool(fin))
+
+    def _on_resume_end(self, _id: int, command: Command, events: list[Event]) -> None:
+        """The peer's table is complete: send again what it lacks, then carry on."""
+        if self.state is not ChannelState.RESUMING or not self._detached:
+            raise ProtocolError("RESUME END outside a resume exchange")
+        if self.role is Role.CLIENT and not self._resume_nonce:
+            raise ProtocolError("RESUME END before RESUME OK")
+        controls = parse_decimal(command.args[0], "RESUME END count", 0, MAX_TOTAL)
+        highest = parse_decimal(command.args[1], "RESUME END stream id", 0, MAX_STREAM_ID)
+        log_end = self._log_base + len(self._log)
+        if not self._log_base <= controls <= log_end:
+            raise ProtocolError(f"cannot resume: the peer has {controls} of our commands, and "
+                                f"this side keeps numbers {self._log_base}..{log_end}")  # fmt: skip
+        replayed = 0
+        for stream in (*self._streams.values(), *self._tombstones.values()):
+            replayed += self._replay_stream(stream, highest)
+        for frame in islice(self._log, controls - self._log_base, None):
+            self._side_out += frame
+        self._peer_table.clear()
+        self._opened_detached = 0
+        self._resume_nonce = ""
+        self.state = ChannelState.OPEN  # output stays detached until _side_out is sent
+        self._barrier_wanted = self._logging
+        events.append(SessionResumed(len(self._streams), replayed))
+
+    def _replay_stream(self, stream: _Stream, highest: int) -> int:
+        """Reconcile one stream with the peer's row; returns the bytes sent again."""
+        row = self._peer_table.get(stream.id)
+        tombstone = stream.state is _S.CLOSED
+        output = self._output
+        if row is None:
+            if stream.id % 2 == self._local_parity and stream.id > highest:
+                row = (0, False)  # its SYN never arrived: it is replayed, then every byte
+            else:
+                # The peer closed it: it had everything (a tombstone), or it reset or
+                # refused the stream and its replay says so.  Nothing to send again.
+                if tombstone:
+                    del self._tombstones[stream.id]
+                    output.close(stream.slot)
+                    stream.slot = -1
+                elif stream.slot >= 0:
+                    kept = output.retained(stream.slot)
+                    output.acknowledge(stream.slot, kept)
+                    stream.released += kept
+                return 0
+        received, fin = row
+        if stream.slot < 0:
+            if received:
+                raise ProtocolError(f"cannot resume: the peer has {received} bytes of stream "
+                                    f"{stream.id}, which sent none")  # fmt: skip
+            return 0
+        sent = stream.written - output.buffered(stream.slot)
+        if not stream.released <= received <= sent:
+            raise ProtocolError(f"cannot resume stream {stream.id}: the peer has {received} "
+                                f"bytes, this side sent {sent} and kept those after "
+                                f"{stream.released}")  # fmt: skip
+        output.acknowledge(stream.slot, received - stream.released)
+        stream.released = received
+        output.rewind(stream.slot, sent - received)
+        fin_sent = stream.state is _S.HALF_CLOSED_LOCAL or tombstone
+        if fin_sent and not fin and not stream.fin_pending:
+            output.finish(stream.slot)
+        if tombstone and fin and sent == received:
+            del self._tombstones[stream.id]
+            output.close(stream.slot)
+            stream.slot = -1
+        return sent - received
 
     def ping(self, token: int) -> None:
         """Queue ``PING token`` (ahead of any data still waiting in the stream rings)."""
@@ -746,6 +1182,11 @@ class Session:
             count = parse_decimal(command.args[0], "ACK count", 1, MAX_STREAM_ID)
             stream.state = next_state(stream.state, _I.RECV_ACK)
             stream.send.acknowledge(count)
+            if self._logging:  # the peer wrote them, so it has them: free the retained copy
+                stream.acked += count
+                if stream.acked > stream.released:
+                    self._output.acknowledge(stream.slot, stream.acked - stream.released)
+                    stream.released = stream.acked
             stream.blocked_reported = False
             events.append(CreditGranted(stream_id))
         elif verb is Verb.SYN_OK:
@@ -760,7 +1201,7 @@ class Session:
         elif verb is Verb.FIN:
             stream.state = next_state(stream.state, _I.RECV_FIN)
             if stream.state is _S.CLOSED:
-                self._remove(stream)
+                self._remove(stream, clean=True)
             events.append(StreamEnded(stream_id))
         else:  # RST
             stream.state = next_state(stream.state, _I.RECV_RST)
@@ -807,13 +1248,20 @@ class Session:
             stream.pending = False
             self._pending -= 1
 
-    def _remove(self, stream: _Stream) -> None:
+    def _remove(self, stream: _Stream, *, clean: bool = False) -> None:
+        """Forget a closed stream.  After a clean close (both FINs) with resume on,
+        its ring stays as a tombstone until a barrier confirms the peer got its
+        last bytes and FIN: a cut could still lose them."""
         self._settle(stream)
         self._window_growth -= stream.recv.size - self.window
         stream.state = _S.CLOSED
         del self._streams[stream.id]
         self._fins_by_id.pop(stream.id, None)
         if stream.slot >= 0:
+            if clean and self._logging:
+                self._tombstones[stream.id] = stream
+                self._want_barrier()
+                return
             self._output.close(stream.slot)
             stream.slot = -1
 
@@ -855,7 +1303,11 @@ class Session:
             self._queue_mapping_command(mapping, Verb.UNMAP)
 
     def _queue_mapping_command(self, mapping: int, verb: Verb, *args: str) -> None:
-        if self._credentials is not None and self.state is not ChannelState.OPEN:
+        if (
+            self._credentials is not None
+            and self.state is not ChannelState.OPEN
+            and (not self._detached)
+        ):
             # Nothing about our mappings goes to a server before it proved itself.
             self._held.append(encode_frame(mapping, KIND_COMMAND, format_command(verb, *args)))
             return
@@ -916,6 +1368,8 @@ class Session:
             raise LocalProtocolError("cannot open another stream on this channel")
         stream_id = self._next_id
         self._next_id += 2
+        if self._detached:
+            self._opened_detached += 1
         self._streams[stream_id] = _Stream(
             stream_id, _S.SYN_SENT, mapping, self.peer_window or 0, self.window
         )
@@ -982,6 +1436,7 @@ class Session:
             next_state(stream.state, _I.SEND_DATA)  # raises
         send = stream.send
         send.consume(count)
+        stream.written += count
         self._output.commit(stream.slot, count)
         if send.unacked >= send.size and not stream.blocked_reported:
             # The window, not the local socket, stops us: say so, so the peer
@@ -1009,8 +1464,11 @@ class Session:
         if stream.state not in _SENDING_STATES:
             next_state(stream.state, _I.SEND_FIN)  # raises with a clear message
         if stream.slot < 0:
-            self._send_fin(stream)  # nothing was ever buffered: FIN can go at once
-            return
+            if not self._logging:
+                self._send_fin(stream)  # nothing was ever buffered: FIN can go at once
+                return
+            # Resume on: a FIN leaves from the ring, whose tombstone can send it again.
+            stream.slot = self._output.open(stream_id, max(stream.send.size, 1))
         stream.fin_pending = True
         self._fins_by_id[stream_id] = stream
         self._output.finish(stream.slot)
@@ -1023,11 +1481,13 @@ class Session:
 
     def _fin_appended(self, stream_id: int) -> None:
         """The queue wrote this stream's FIN right after its last data byte."""
-        stream = self._fins_by_id.pop(stream_id)
+        stream = self._fins_by_id.pop(stream_id, None)
+        if stream is None:
+            return  # a FIN sent again after a resume: the state already has it
         stream.fin_pending = False
         stream.state = next_state(stream.state, _I.SEND_FIN)
         if stream.state is _S.CLOSED:
-            self._remove(stream)
+            self._remove(stream, clean=True)
 
     def grow_window(self, stream_id: int, blocked_at: int) -> int:
         """Double the stream's receive window (WINDOW) after ``PeerBlocked``, up to
@@ -1076,23 +1536,55 @@ class Session:
     def _queue_command(self, frame_id: int, verb: Verb, *args: str | int) -> None:
         if self.state is ChannelState.FAILED:
             return  # after ERROR the peer must get nothing more (late replies are dropped)
-        self._output.queue_control(
-            encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
-        )
+        frame = encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
+        if self._logging and verb not in _UNLOGGED:
+            self._log_frame(frame)
+            if self._detached and self.state is not ChannelState.OPEN:
+                return  # sent when the peer's table says it lacks it
+        if self._detached:
+            self._side_out += frame
+        else:
+            self._output.queue_control(frame)
+
+    def _log_frame(self, frame: bytes) -> None:
+        """Keep a sent command until a barrier confirms it (a resume replays it)."""
+        self._log.append(frame)
+        self._log_bytes += len(frame)
+        if len(self._log) >= RESUME_LOG_BARRIER:
+            self._want_barrier()
+            if self._log_bytes > MAX_RESUME_LOG:
+                self._stop_logging(f"the peer left over {MAX_RESUME_LOG} bytes of commands "
+                                   "unconfirmed")  # fmt: skip
 
     def has_output(self) -> bool:
+        if self._detached:
+            return bool(self._side_out) or (
+                self.state is ChannelState.OPEN and self._output.has_output()
+            )
         return self._output.has_output()
 
     def output_views(self) -> list[memoryview]:
         """The bytes to ``sendmsg`` now; report how many went with ``output_sent``."""
+        if self._detached:
+            if self._side_out:
+                return [memoryview(bytes(self._side_out))]
+            if self.state is not ChannelState.OPEN:
+                return []
+            self._detached = False  # the resume exchange is out: data may follow
         output = self._output
         for stream_id in output.fill():
             self._fin_appended(stream_id)
+        self._sent_since_barrier = True
+        if self._barrier_wanted and self._barrier is None and self._logging:
+            self._send_barrier()
         pending = output.pending()
         return [pending] if len(pending) else []
 
     def output_sent(self, count: int) -> None:
         """Account ``count`` bytes of the last ``output_views`` as sent."""
+        if self._detached:
+            del self._side_out[:count]
+            return
         self._output.sent(count)
 
     def data_to_send(self) -> bytes:

@@ -1,0 +1,377 @@
+"""Resume without a network: two sessions, a wire that can be cut at any byte in
+either direction, and the resume exchange (docs/protocol.md section 9).
+
+The model: each side's local applications write known bytes into streams and
+read whatever arrives at once.  A conversation is a list of steps; whatever
+the steps and wherever the cuts fall, once everything is delivered each side
+must have read exactly the bytes the other wrote, in order, with every FIN,
+and no stream may have been reset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.events import (
+    ChannelFailed,
+    DataReceived,
+    HelloReceived,
+    MappingAccepted,
+    MappingRequested,
+    ResumeProved,
+    ResumeRequested,
+    SessionResumed,
+    StreamEnded,
+    StreamRequested,
+    StreamReset,
+)
+from reactor_mux.protocol.session import BARRIER_TOKEN, ChannelState, Role, Session
+
+WINDOW = 4096
+CONFIG = SessionConfig(window=WINDOW, max_window=WINDOW, data_frame_size=1024, resume=True)
+CLIENT_ID = "resume-test-client"
+
+
+def payload(side: str, stream: int, offset: int, count: int) -> bytes:
+    """Bytes a side writes: a function of where they are, so order errors show."""
+    seed = f"{side}:{stream}".encode()
+    out = bytearray()
+    block = offset // 32
+    while len(out) < (offset % 32) + count:
+        out += hashlib.sha256(seed + block.to_bytes(8, "big")).digest()
+        block += 1
+    start = offset % 32
+    return bytes(out[start : start + count])
+
+
+class Side:
+    """One end: its session and the local applications on its streams."""
+
+    def __init__(self, name: str, session: Session) -> None:
+        self.name = name
+        self.session = session
+        self.read: dict[int, bytearray] = {}
+        self.written: dict[int, int] = {}
+        self.ended: set[int] = set()
+        self.finished: set[int] = set()
+        self.resets: list[tuple[int, str]] = []
+        self.failures: list[str] = []
+        self.wire = bytearray()  # sent toward the peer, not yet delivered
+        self.resumed = 0
+
+    def handle(self, events: list) -> list:
+        other = []
+        for event in events:
+            if isinstance(event, DataReceived):
+                self.read.setdefault(event.stream_id, bytearray()).extend(event.data)
+                self.session.consumed(event.stream_id, len(event.data))
+            elif isinstance(event, StreamRequested):
+                self.session.accept_stream(event.stream_id)
+                self.read.setdefault(event.stream_id, bytearray())
+            elif isinstance(event, MappingRequested):
+                if event.kind.name == "BIND":
+                    self.session.accept_bind(event.mapping, "127.0.0.1", 9000)
+                else:
+                    self.session.accept_connect(event.mapping)
+            elif isinstance(event, StreamEnded):
+                self.ended.add(event.stream_id)
+            elif isinstance(event, StreamReset):
+                self.resets.append((event.stream_id, event.reason))
+            elif isinstance(event, ChannelFailed):
+                self.failures.append(event.reason)
+            elif isinstance(event, SessionResumed):
+                self.resumed += 1
+            else:
+                other.append(event)
+        return other
+
+    def write(self, stream: int, count: int) -> None:
+        session = self.session
+        count = min(count, session.send_space(stream))
+        if count <= 0:
+            return
+        offset = self.written.get(stream, 0)
+        session.send_data(stream, payload(self.name, stream, offset, count))
+        self.written[stream] = offset + count
+
+    def pump(self, limit: int) -> None:
+        """Move up to ``limit`` bytes of output onto the wire (a partial send)."""
+        session = self.session
+        while limit > 0 and session.has_output():
+            views = session.output_views()
+            if not views:
+                return
+            chunk = bytes(views[0][:limit])
+            del views
+            self.wire += chunk
+            session.output_sent(len(chunk))
+            limit -= len(chunk)
+
+    def deliver_to(self, peer: Side, limit: int) -> list:
+        chunk = bytes(self.wire[:limit])
+        del self.wire[:limit]
+        return peer.handle(peer.session.receive_data(chunk)) if chunk else []
+
+
+def settle(a: Side, b: Side) -> list:
+    """Run both directions until quiet; returns events neither side handles."""
+    other = []
+    for _ in range(10_000):
+        a.pump(1 << 30)
+        b.pump(1 << 30)
+        if not a.wire and not b.wire:
+            return other
+        other += a.deliver_to(b, len(a.wire))
+        other += b.deliver_to(a, len(b.wire))
+    raise AssertionError("never went quiet")
+
+
+def connected_pair() -> tuple[Side, Side]:
+    client = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
+    server = Side("server", Session(Role.SERVER, CONFIG))
+    client.session.request_connect(1, "127.0.0.1", 80)
+    client.session.request_bind(2, "127.0.0.1", 0)
+    events = settle(client, server)
+    assert any(isinstance(e, HelloReceived) for e in events)
+    assert sum(isinstance(e, MappingAccepted) for e in events) == 2
+    assert client.session.resumable and server.session.resumable
+    assert client.session.session_id == server.session.session_id
+    return client, server
+
+
+def cut_and_resume(client: Side, server: Side) -> None:
+    """The connection breaks: what is on the wire is lost; then a new connection
+    resumes the session."""
+    client.wire.clear()
+    server.wire.clear()
+    client.session.suspend()
+    server.session.suspend()
+    reconnect(client, server)
+
+
+def reconnect(client: Side, server: Side) -> None:
+    client.session.reconnect()
+    handshake = Side("server", Session(Role.SERVER, CONFIG))
+    events = settle(client, handshake)
+    requested = [e for e in events if isinstance(e, ResumeRequested)]
+    assert [e.session_id for e in requested] == [server.session.session_id]
+    handshake.session.challenge_resume(server.session.resume_key)
+    events = settle(client, handshake)
+    assert [type(e) for e in events] == [ResumeProved]
+    server.session.adopt(handshake.session)
+    server.wire += handshake.wire
+    settle(client, server)
+    assert client.session.state is ChannelState.OPEN
+    assert server.session.state is ChannelState.OPEN
+
+
+def open_stream(side: Side, peer: Side) -> int:
+    mapping = 1 if side.name == "client" else 2
+    stream = side.session.open_stream(mapping)
+    side.read.setdefault(stream, bytearray())
+    return stream
+
+
+def check_delivered(client: Side, server: Side) -> None:
+    for side, peer in ((client, server), (server, client)):
+        assert side.failures == [] and side.resets == []
+        for stream, count in side.written.items():
+            got = bytes(peer.read.get(stream, b""))
+            assert len(got) == count, f"{side.name} wrote {count} on {stream}, got {len(got)}"
+            assert got == payload(side.name, stream, 0, count)
+        for stream in side.finished:
+            assert stream in peer.ended, f"{side.name}'s FIN on {stream} was lost"
+
+
+WRITE = st.tuples(st.just("write"), st.sampled_from(["client", "server"]), st.integers(0, 7),
+                  st.integers(1, 6000))  # fmt: skip
+PUMP = st.tuples(st.just("pump"), st.sampled_from(["client", "server"]), st.integers(1, 3000))
+STEP = st.one_of(
+    WRITE,
+    PUMP,
+    st.tuples(st.just("open"), st.sampled_from(["client", "server"]), st.booleans()),
+    st.tuples(st.just("fin"), st.sampled_from(["client", "server"]), st.integers(0, 7)),
+    st.tuples(st.just("deliver"), st.sampled_from(["client", "server"]), st.integers(1, 3000)),
+    st.tuples(st.just("barrier")),
+    st.tuples(st.just("settle")),
+    st.tuples(st.just("cut")),
+)
+
+
+def run(steps: list[tuple]) -> tuple[Side, Side]:
+    steps = [("open", "client", True), ("open", "server", True), *steps]
+    client, server = connected_pair()
+    sides = {"client": (client, server), "server": (server, client)}
+    streams: list[int] = []
+    for step in steps:
+        kind = step[0]
+        if kind == "open":
+            side, peer = sides[step[1]]
+            if side.session.can_open_stream():
+                streams.append(open_stream(side, peer))
+                if step[2]:  # and let the SYN and its answer through
+                    settle(client, server)
+        elif kind in ("write", "fin") and streams:
+            side, _ = sides[step[1]]
+            stream = streams[step[2] % len(streams)]
+            if side.session.send_space(stream) <= 0 and kind == "write":
+                continue
+            if kind == "write":
+                side.write(stream, step[3])
+            elif stream not in side.finished and side.session.send_space(stream) > 0:
+                side.session.end_stream(stream)
+                side.finished.add(stream)
+        elif kind == "pump":
+            side, _ = sides[step[1]]
+            if side.session.state is ChannelState.OPEN:
+                side.pump(step[2])
+        elif kind == "deliver":
+            side, peer = sides[step[1]]
+            side.deliver_to(peer, step[2])
+        elif kind == "settle":
+            settle(client, server)
+        elif kind == "barrier":
+            client.session.barrier_tick()
+            server.session.barrier_tick()
+        elif kind == "cut":
+            cut_and_resume(client, server)
+    settle(client, server)
+    return client, server
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(STEP, min_size=5, max_size=60))
+def test_any_cut_in_any_conversation_delivers_every_byte_once(steps):
+    client, server = run(steps)
+    check_delivered(client, server)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(STEP, max_size=40), st.integers(0, 5))
+def test_a_cut_run_delivers_what_the_same_run_uncut_delivers(steps, where):
+    cut = [*steps[:where], ("cut",), *steps[where:]]
+    uncut = [step for step in steps if step != ("cut",)]
+    for client, server in (run(cut), run(uncut)):
+        check_delivered(client, server)
+
+
+def test_data_and_fin_lost_in_a_cut_arrive_after_the_resume():
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    client.write(stream, 3000)
+    client.session.end_stream(stream)
+    client.finished.add(stream)
+    client.pump(1 << 20)
+    assert len(client.wire) > 3000
+    client.deliver_to(server, 1500)  # the rest, and the FIN, are lost
+    cut_and_resume(client, server)
+    check_delivered(client, server)
+    assert client.resumed == server.resumed == 1
+
+
+def test_a_syn_lost_in_a_cut_is_sent_again_with_its_data():
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    client.write(stream, 100)  # not yet: the stream waits for SYN OK
+    client.pump(1 << 20)
+    cut_and_resume(client, server)
+    check_delivered(client, server)
+    assert stream in server.read
+
+
+def test_barriers_free_retained_bytes_and_the_log():
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    client.write(stream, 500)  # below the quarter-window ACK step
+    settle(client, server)
+    assert client.session.stream_report(stream)[0] == 500  # not acknowledged yet
+    assert client.session.log_bytes > 0
+    client.session.barrier_tick()
+    settle(client, server)
+    assert client.session.log_bytes == 0
+    client.session.end_stream(stream)
+    server.session.end_stream(stream)
+    settle(client, server)
+    assert client.session.tombstones == 0 and server.session.tombstones == 0
+
+
+def test_keepalive_pongs_are_not_barriers():
+    client, server = connected_pair()
+    client.session.ping(7)
+    events = settle(client, server)
+    assert [e.token for e in events] == [7]
+    assert 7 & BARRIER_TOKEN == 0
+
+
+def test_streams_opened_while_suspended_are_sent_after_the_resume():
+    client, server = connected_pair()
+    client.session.suspend()
+    server.session.suspend()
+    stream = open_stream(client, server)
+    client.write(stream, 10)
+    server_stream = server.session.open_stream(2)
+    reconnect(client, server)
+    client.write(stream, 10)
+    server.write(server_stream, 20)
+    settle(client, server)
+    check_delivered(client, server)
+    assert stream in server.read and server_stream in client.read
+
+
+def test_a_wrong_proof_is_refused_and_the_session_is_untouched():
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    client.wire.clear()
+    client.session.suspend()
+    server.session.suspend()
+    forger = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
+    forger.session._logging = True  # type: ignore[attr-defined]
+    forger.session.session_id = server.session.session_id
+    forger.session._resume_key = b"\x01" * 32  # type: ignore[attr-defined]
+    forger.session.suspend()
+    forger.session.reconnect()
+    handshake = Side("server", Session(Role.SERVER, CONFIG))
+    settle(forger, handshake)
+    handshake.session.challenge_resume(server.session.resume_key)
+    settle(forger, handshake)
+    assert handshake.failures == ["resume refused: bad proof"] and handshake.session.failed
+    assert forger.failures == ["resume refused: bad proof"]
+    assert server.session.state is ChannelState.SUSPENDED
+    reconnect(client, server)  # the rightful owner still resumes
+    client.write(stream, 100)
+    settle(client, server)
+    check_delivered(client, server)
+
+
+def test_a_server_without_resume_answers_session_none():
+    client = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
+    server = Side("server", Session(Role.SERVER, SessionConfig(window=WINDOW)))
+    settle(client, server)
+    assert not client.session.resumable
+    assert client.session.resume_lost is not None
+
+
+def test_an_older_client_gets_no_session():
+    config = SessionConfig(window=WINDOW)
+    client = Side("client", Session(Role.CLIENT, config, client_id=CLIENT_ID))
+    server = Side("server", Session(Role.SERVER, CONFIG))
+    settle(client, server)
+    assert not server.session.resumable and server.session.session_id is None
+
+
+@pytest.mark.parametrize("word", ["resum", "resume:xyz", "resume:" + "0" * 31])
+def test_a_bad_hello_option_is_a_violation(word):
+    server = Session(Role.SERVER, CONFIG)
+    from reactor_mux.protocol.frames import encode_frame
+
+    events = server.receive_data(encode_frame(0, 1, f"HELLO 1 4096 1024 abcdefgh {word}".encode()))
+    assert [type(e) for e in events] == [ChannelFailed]
+    assert "HELLO option" in events[0].reason
