@@ -522,6 +522,7 @@ class Client:
             self._schedule_reconnect(f"resuming on {self.server_label} failed: {reason}")
             return
         self._resume_backoff.reset()
+        log.debug("client %s resumes session %s", self.client_id, channel.session_id)
         log.warning("channel to %s lost: %s; keeping %d stream(s) for %gs while reconnecting "
                     "to resume them", self.server_label, reason, len(channel.streams),
                     self.config.settings.resume_timeout,

@@ -65,7 +65,10 @@ def _channel(app: App, channel: Channel, now: float) -> dict[str, Any]:
     report: dict[str, Any] = {
         "name": channel.name,
         "peer": channel.peer,
-        "state": channel.state.value,
+        "state": "suspended" if channel.suspended else channel.state.value,
+        "suspended_for": None
+        if channel.suspended_at is None
+        else round(now - channel.suspended_at, 3),
         "age": round(now - channel.opened_at, 3),
         "rtt": None if channel.rtt is None else round(channel.rtt, 6),
     }
@@ -122,7 +125,10 @@ def render_text(report: dict[str, Any]) -> str:
     for channel in report["channels"]:
         rtt = "" if channel["rtt"] is None else f", rtt {channel['rtt'] * 1000:.1f} ms"
         who = f", client {channel['client']!r}" if channel.get("client") else ""
-        lines.append(f"{channel['name']}: {channel['state']}, peer {channel['peer']}, "
+        state = channel["state"]
+        if channel.get("suspended_for") is not None:
+            state += f" for {_duration(channel['suspended_for'])} (waiting for a resume)"
+        lines.append(f"{channel['name']}: {state}, peer {channel['peer']}, "
                      f"up {_duration(channel['age'])}{rtt}{who}, "
                      f"{len(channel['streams'])} stream(s)")  # fmt: skip
         for mapping in channel.get("mappings", []):

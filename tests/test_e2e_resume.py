@@ -1,0 +1,266 @@
+"""Resume with real processes: a broken channel is a pause, not a reset.
+
+A ``ChaosRelay`` sits in the channel's path and resets it on demand; the
+client reconnects and resumes its session (docs/protocol.md section 9).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sshd import SSH, SSHD, LocalSshd
+from support import ChaosRelay, Tunnel, echo_once, payload, wait_until
+from test_e2e_chaos import ChaosTarget, Received, Stream, drain_tolerant, verify
+from test_e2e_control import status
+
+from reactor_mux.procs import ReactorMuxProcess, proc_status
+from reactor_mux.protocol.frames import encode_frame
+
+FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "2")
+
+
+def client_through(relay: ChaosRelay, tunnel: Tunnel, *args: str) -> ReactorMuxProcess:
+    proc = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{relay.port}", *args])
+    tunnel.clients.append(proc)
+    return proc
+
+
+def run_paced(stream: Stream, duration: float) -> None:
+    """A request sent in small pieces over ``duration`` seconds, then the reply."""
+    try:
+        with socket.create_connection(("127.0.0.1", stream.port), timeout=60) as conn:
+            conn.sendall(struct.pack(">QQ", stream.reply_len, stream.seed))
+            data = payload(stream.seed + 1, stream.send_len)
+            pieces = max(1, math.ceil(len(data) / 16384))
+            pause = duration / pieces
+            try:
+                for offset in range(0, len(data), 16384):
+                    conn.sendall(data[offset : offset + 16384])
+                    time.sleep(pause)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                stream.reply = Received(0, "", True)
+                return
+            stream.reply = drain_tolerant(conn)
+    except OSError as exc:
+        stream.error = repr(exc)
+
+
+def test_100_streams_survive_a_cut_every_2s_for_20s():
+    target = ChaosTarget()
+    tunnel = Tunnel(server_args=FAST)
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        client = client_through(relay, tunnel, "-L", f"0:127.0.0.1:{target.port}",
+                                "-R", f"0:127.0.0.1:{target.port}", *FAST)  # fmt: skip
+        ports = {kind: port for kind, port, _ in client.forwards(2)}
+        streams = [Stream(ports["L" if i % 2 else "R"], 200_000 + 3_000 * i, 300_000 + 5_000 * i,
+                          seed=11_000 + 3 * i) for i in range(100)]  # fmt: skip
+        threads = [threading.Thread(target=run_paced, args=(s, 18.0)) for s in streams]
+        for thread in threads:
+            thread.start()
+        assert wait_until(lambda: target.connections >= 100, timeout=30)
+        for _ in range(10):
+            time.sleep(2.0)
+            relay.cut()
+        for thread in threads:
+            thread.join(60)
+        assert not [s.seed for s, t in zip(streams, threads, strict=True) if t.is_alive()]
+        outcomes = [verify(s, target) for s in streams]
+        broken = [s.seed for s, o in zip(streams, outcomes, strict=True) if o != "intact"]
+        assert not broken, f"{len(broken)} streams did not arrive intact: {broken}"
+        assert client.count("resumed the session") == 10
+        assert client.count("its streams were reset") == 0
+    finally:
+        relay.close()
+        tunnel.close()
+        target.close()
+
+
+@pytest.mark.skipif(SSHD is None or SSH is None, reason="needs sshd and ssh (openssh-server)")
+def test_an_ssh_session_survives_two_cuts():
+    sshd = LocalSshd()
+    tunnel = Tunnel(server_args=FAST)
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        client = client_through(relay, tunnel, "-L", f"0:127.0.0.1:{sshd.port}", *FAST)
+        port = client.forwards(1)[0][1]
+        command = sshd.ssh_command(port, "echo started; sleep 8; echo survived")
+        ssh = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert ssh.stdout is not None
+        assert ssh.stdout.readline().strip() == "started"
+        for _ in range(2):
+            time.sleep(2.5)
+            relay.cut()
+        out, err = ssh.communicate(timeout=30)
+        assert out.strip() == "survived", err
+        assert ssh.returncode == 0
+        assert client.count("resumed the session") == 2
+    finally:
+        relay.close()
+        tunnel.close()
+        sshd.close()
+
+
+def test_a_forged_resume_is_refused_while_the_real_client_resumes(echo):
+    tunnel = Tunnel(server_args=FAST)
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        client = client_through(relay, tunnel, "-v", "-L", f"0:127.0.0.1:{echo.port}", *FAST)
+        port = client.forwards(1)[0][1]
+        app = socket.create_connection(("127.0.0.1", port), timeout=10)
+        app.sendall(b"before")
+        assert app.recv(6) == b"before"
+        relay.cut()
+        client.wait_for("resumed the session")
+        # The session id and client id crossed the wire in the clear; the key did not.
+        found = re.search(r"client (\S+) resumes session (\S+)", client.log)
+        assert found is not None
+        client_id, session_id = found.groups()
+        hello = f"HELLO 1 262144 65536 {client_id} resume:{session_id}".encode()
+        with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=10) as forger:
+            forger.sendall(encode_frame(0, 1, hello))
+            answer = b""
+            while b"RESUME NONCE" not in answer:
+                answer += forger.recv(4096)
+            forger.sendall(encode_frame(0, 1, b"RESUME PROOF " + b"1" * 64 + b" " + b"2" * 64))
+            while chunk := forger.recv(4096):
+                answer += chunk
+        assert b"resume refused: bad proof" in answer
+        tunnel.server.wait_for("resume refused: bad proof")
+        app.sendall(b"after-forgery")  # the real session carries on, live
+        assert app.recv(13) == b"after-forgery"
+        relay.cut()
+        client.wait_for("resumed the session.*", start=len(client.lines) - 1)
+        app.sendall(b"after-cut")
+        assert app.recv(9) == b"after-cut"
+        assert client.count("resumed the session") == 2
+        app.close()
+    finally:
+        relay.close()
+        tunnel.close()
+
+
+def ends_within(conn: socket.socket, timeout: float) -> bool:
+    conn.settimeout(timeout)
+    try:
+        while conn.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_a_server_restart_resets_the_streams_promptly_with_the_reason(tunnel, echo):
+    client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}",
+                                     extra=("--reconnect-min", "0.2"))  # fmt: skip
+    port = forwards[0][1]
+    app = socket.create_connection(("127.0.0.1", port))
+    app.sendall(b"x")
+    assert app.recv(1) == b"x"
+    mark = len(client.lines)
+    tunnel.server.kill()
+    client.wait_for("keeping 1 stream", start=mark)
+    assert not ends_within(app, 1.0), "a lost channel must pause the stream, not reset it"
+    tunnel.restart_server()
+    restarted = time.monotonic()
+    assert ends_within(app, 10), "the stream hung after the server lost its session"
+    assert time.monotonic() - restarted < 5.0
+    client.wait_for("resume refused: unknown session", start=mark)
+    new = client.forwards(1, timeout=15, start=mark)
+    assert wait_until(lambda: echo_once(new[0][1]) == b"ping", timeout=5)
+    app.close()
+
+
+def test_a_frozen_client_keeps_its_remote_port_and_held_connections_open_on_resume(echo, ports):
+    """Keepalive still notices a frozen peer; the -R port stays bound (a lease), a
+    connection to it during the outage is held, and it opens once the client is back."""
+    tunnel = Tunnel(server_args=FAST)
+    try:
+        fixed = ports.take()
+        client, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
+        client.signal(signal.SIGSTOP)
+        tunnel.server.wait_for(r"connection lost: no traffic .*keepalive timeout.*keeping",
+                               timeout=5)  # fmt: skip
+        held = socket.create_connection(("127.0.0.1", fixed), timeout=10)
+        held.sendall(b"held")
+        time.sleep(0.5)
+        client.signal(signal.SIGCONT)
+        assert held.recv(4) == b"held"
+        tunnel.server.wait_for("client resumed its session")
+        held.close()
+    finally:
+        for proc in tunnel.clients:
+            proc.signal(signal.SIGCONT)
+        tunnel.close()
+
+
+def test_past_the_resume_window_the_streams_reset_and_the_port_is_freed(echo, ports):
+    tunnel = Tunnel(server_args=(*FAST, "--resume-timeout", "1"))
+    try:
+        fixed = ports.take()
+        first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
+        app = socket.create_connection(("127.0.0.1", fixed))
+        app.sendall(b"z")
+        assert app.recv(1) == b"z"
+        first.signal(signal.SIGSTOP)
+        held = socket.create_connection(("127.0.0.1", fixed), timeout=10)
+        tunnel.server.wait_for(r"closed: resume window expired \(1s\)", timeout=10)
+        assert ends_within(app, 5) and ends_within(held, 5)
+        _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
+        assert forwards[0][1] == fixed
+        assert echo_once(fixed) == b"ping"
+        first.signal(signal.SIGCONT)
+        first.wait_for("resume refused: unknown session", timeout=15)
+        app.close()
+        held.close()
+    finally:
+        for proc in tunnel.clients:
+            proc.signal(signal.SIGCONT)
+        tunnel.close()
+
+
+def test_a_stream_holds_at_most_its_window_during_an_outage(tmp_path: Path):
+    """An application keeps writing while the server is gone: the client reads one
+    window of it and stops, so its memory does not follow the writer."""
+    sink = ChaosTarget()
+    tunnel = Tunnel(server_args=FAST)
+    control = tmp_path / "client.sock"
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{sink.port}",
+                                         extra=(*FAST, "--control", str(control)))  # fmt: skip
+        app = socket.create_connection(("127.0.0.1", forwards[0][1]))
+        app.sendall(struct.pack(">QQ", 0, 1))
+        tunnel.server.signal(signal.SIGSTOP)
+        client.wait_for("keeping 1 stream")
+        rss_before = proc_status(client.pid, "VmRSS")
+        app.setblocking(False)
+        chunk = bytes(65536)
+        pushed = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                pushed += app.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)
+        stream = status(control)["channels"][0]["streams"][0]
+        assert status(control)["channels"][0]["state"] == "suspended"
+        assert stream["in_flight"] <= stream["window"] == 262144
+        assert stream["bytes_sent"] <= stream["window"] + 16
+        growth = proc_status(client.pid, "VmRSS") - rss_before
+        assert growth < 2048, f"client RSS grew {growth} KiB while {pushed} bytes were pushed"
+    finally:
+        tunnel.server.signal(signal.SIGCONT)
+        tunnel.close()
+        sink.close()
