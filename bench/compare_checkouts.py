@@ -18,6 +18,11 @@ start-up does not count.  With ``--round-trips N`` it counts them per 64-byte
 request/response on one connection through ``-R`` to an echo target instead:
 the small-message path, where wall-clock and CPU time are too noisy here to
 show a change of a few percent.
+
+``--old-args`` and ``--new-args`` add options to both tunnel processes of one
+side, so one checkout can be compared with itself under two settings:
+
+    python bench/compare_checkouts.py . . --instructions --old-args="--resume-timeout 0"
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ def compare_benchmarks(old: Path, new: Path, rounds: int) -> None:
 
 
 def _instructions(checkout: Path, target_port: int, load: Callable[[int], None],
-                  tmp: Path) -> int:  # fmt: skip
+                  tmp: Path, extra: list[str]) -> int:  # fmt: skip
     """User-space instructions of a server and a client while ``load(port)`` runs
     through the client's -R to ``target_port``."""
 
@@ -114,10 +119,10 @@ def _instructions(checkout: Path, target_port: int, load: Callable[[int], None],
                 return int(match.group(1))
         raise RuntimeError(f"{proc.args}: exited before logging {pattern!r}")
 
-    server = start("server", "server", "--listen", "127.0.0.1:0")
+    server = start("server", "server", "--listen", "127.0.0.1:0", *extra)
     port = wait_for(server, r"listening on \S+:(\d+)")
     client = start("client", "client", "--server", f"127.0.0.1:{port}",
-                   "-R", f"0:127.0.0.1:{target_port}")  # fmt: skip
+                   "-R", f"0:127.0.0.1:{target_port}", *extra)  # fmt: skip
     remote = wait_for(client, r"forwarding -R \S+:(\d+)")
     for proc in (server, client):
         threading.Thread(target=proc.communicate, daemon=True).start()
@@ -135,7 +140,8 @@ def _instructions(checkout: Path, target_port: int, load: Callable[[int], None],
     return total
 
 
-def compare_instructions(old: Path, new: Path, mib: int, round_trips: int) -> None:
+def compare_instructions(old: Path, new: Path, mib: int, round_trips: int,
+                         extra: dict[str, list[str]]) -> None:  # fmt: skip
     if round_trips:
         server: EchoServer | SinkServer = EchoServer()
         count, unit = round_trips, "64-byte round trip"
@@ -146,11 +152,14 @@ def compare_instructions(old: Path, new: Path, mib: int, round_trips: int) -> No
     target = server.port
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            per: dict[str, float] = {}
             for side, checkout in (("old", old), ("new", new)):
-                idle = _instructions(checkout, target, lambda _port: None, Path(tmp))
-                busy = _instructions(checkout, target, load, Path(tmp))
-                print(f"{side}: {(busy - idle) / count:,.0f} instructions per {unit} "
-                      f"(client + server, user space; start-up {idle:,})")  # fmt: skip
+                idle = _instructions(checkout, target, lambda _port: None, Path(tmp), extra[side])
+                busy = _instructions(checkout, target, load, Path(tmp), extra[side])
+                per[side] = (busy - idle) / count
+                print(f"{side} {' '.join(extra[side])}: {per[side]:,.0f} instructions per "
+                      f"{unit} (client + server, user space; start-up {idle:,})")  # fmt: skip
+            print(f"new/old: {per['new'] / per['old']:.3f}")
     finally:
         server.close()
 
@@ -163,9 +172,13 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true")
     parser.add_argument("--mib", type=int, default=32)
     parser.add_argument("--round-trips", type=int, default=0)
+    parser.add_argument("--old-args", default="", help="options for OLD's server and client")
+    parser.add_argument("--new-args", default="", help="options for NEW's server and client")
     args = parser.parse_args()
     if args.instructions:
-        compare_instructions(args.old.resolve(), args.new.resolve(), args.mib, args.round_trips)
+        extra = {"old": args.old_args.split(), "new": args.new_args.split()}
+        compare_instructions(args.old.resolve(), args.new.resolve(), args.mib, args.round_trips,
+                             extra)  # fmt: skip
     else:
         compare_benchmarks(args.old.resolve(), args.new.resolve(), args.rounds)
 

@@ -63,6 +63,9 @@ log = logging.getLogger("reactor_mux")
 HEALTHY_CHANNEL_SECONDS = 10.0
 """A channel that lived this long resets the backoff: the next outage starts afresh."""
 
+OLD_SERVER_HELLO = "HELLO takes 3..4 arguments"
+"""How a server that predates resume refuses a HELLO that offers it."""
+
 RESUME_RECONNECT_MIN = 0.2
 RESUME_RECONNECT_MAX = 2.0
 """While streams wait for a resume, reconnect at once, then every 0.2 s doubling
@@ -109,6 +112,8 @@ class Client:
         self._retry: Timer | None = None
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
         self._resume_backoff = Backoff(RESUME_RECONNECT_MIN, RESUME_RECONNECT_MAX)
+        self._server_cannot_resume = False
+        """The server is older than resume: it refused our HELLO's ``resume`` word."""
         self._failed_attempts = 0
         """Connects and channels that failed since a channel was last up."""
         self._loud_at: float | None = None
@@ -328,6 +333,9 @@ class Client:
             held.attach(self._transport(sock), _peer_label(sock))
             return
         settings = self.config.settings
+        if self._server_cannot_resume:
+            settings = replace(settings, resume_timeout=0.0,
+                               session=replace(settings.session, resume=False))  # fmt: skip
         channel = Channel(
             self.reactor,
             self.resolver,
@@ -668,7 +676,13 @@ class Client:
         if channel.auth_failed:
             log.error("authentication failed with server %s: %s", self.server_label, reason)
             self._backoff.give_up_fast()
-        if channel.peer_shut_down:
+        if OLD_SERVER_HELLO in reason and not self._server_cannot_resume:
+            self._server_cannot_resume = True
+            log.warning("server %s is older than resume (it refused the HELLO that offers it): "
+                        "connecting without resume; upgrade it to keep streams through a "
+                        "broken channel", self.server_label)  # fmt: skip
+            self._schedule_reconnect(reason, orderly=True, immediate=True)
+        elif channel.peer_shut_down:
             self._schedule_reconnect(reason, orderly=True)
         elif RESUME_REFUSED in reason or "resume window expired" in reason:
             log.warning("%s: its streams were reset; starting a new session", reason,

@@ -264,3 +264,40 @@ def test_a_stream_holds_at_most_its_window_during_an_outage(tmp_path: Path):
         tunnel.server.signal(signal.SIGCONT)
         tunnel.close()
         sink.close()
+
+
+def test_a_client_falls_back_to_no_resume_against_an_older_server():
+    """A server from before resume fails a five-word HELLO; the client says so
+    once and connects without offering resume."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    hellos: list[bytes] = []
+
+    def older_server() -> None:
+        for attempt in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(encode_frame(0, 1, b"HELLO 1 262144 65536"))
+                data = b""
+                while b"HELLO" not in data or len(data) < 9 + int.from_bytes(data[:4], "big"):
+                    data += conn.recv(4096)
+                hellos.append(data[9 : 9 + int.from_bytes(data[:4], "big")])
+                if attempt == 0:
+                    conn.sendall(encode_frame(0, 1, b"ERROR HELLO takes 3..4 arguments, got 5"))
+                else:
+                    time.sleep(1.0)
+
+    thread = threading.Thread(target=older_server, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", "-R", "0:127.0.0.1:9"])
+    try:
+        client.wait_for("older than resume")
+        thread.join(10)
+        assert [len(hello.split()) - 1 for hello in hellos] == [5, 4]  # arguments
+        assert hellos[0].endswith(b" resume")
+        assert client.count("older than resume") == 1
+    finally:
+        client.stop()
+        listener.close()

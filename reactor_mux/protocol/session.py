@@ -96,6 +96,10 @@ BARRIER_TOKEN = 0x80000000
 """PING tokens with this bit set are barriers (section 9.2): their PONG confirms
 everything sent before them.  Keepalive tokens count up from 1 and never reach it."""
 
+BARRIER_EVERY = 1024
+"""A busy resumable channel sends a barrier after this many sends (output_views
+calls), so retained bytes and the log are confirmed while traffic flows."""
+
 RESUME_OFFER = "resume"
 """The fifth word of a client's HELLO: keep a session for me (``resume:ID``: resume ID)."""
 CONNECT, BIND, DYNAMIC = MappingKind.CONNECT, MappingKind.BIND, MappingKind.DYNAMIC
@@ -310,7 +314,8 @@ class Session:
         self._barrier: tuple[int, int, list[tuple[_Stream, int]], list[int]] | None = None
         self._barrier_seq = 0
         self._barrier_wanted = False
-        self._sent_since_barrier = False
+        self._sends_since_barrier = 0  # output_views calls since the last barrier
+        self._sends_at_tick = 0
         self.resume_lost: str | None = None
         """Why this session stopped being resumable, once it has."""
         self._handlers: dict[Verb, Callable[[int, Command, list[Event]], None]] = {
@@ -516,9 +521,15 @@ class Session:
         output.set_retain(False)
 
     def barrier_tick(self) -> None:
-        """Called every few hundred milliseconds: confirm what was sent since the
-        last barrier, so retained tails and the log do not wait for an ACK."""
-        if (self._sent_since_barrier and self._logging and self._barrier is None
+        """Called every few hundred milliseconds: once the channel has gone quiet,
+        confirm what was sent since the last barrier, so the tails no ACK covers
+        and the log are freed.  A busy channel gets its barriers by count
+        (``BARRIER_EVERY`` sends), so their cost per message does not depend on
+        how fast the machine is."""
+        sends = self._sends_since_barrier
+        quiet = sends == self._sends_at_tick
+        self._sends_at_tick = sends
+        if (sends and quiet and self._logging and self._barrier is None
                 and self.state is ChannelState.OPEN and not self._detached):  # fmt: skip
             self._send_barrier()
 
@@ -530,7 +541,7 @@ class Session:
             self._barrier_wanted = True
 
     def _send_barrier(self) -> None:
-        self._sent_since_barrier = False
+        self._sends_since_barrier = self._sends_at_tick = 0
         self._barrier_wanted = False
         self._barrier_seq = (self._barrier_seq + 1) % BARRIER_TOKEN
         token = BARRIER_TOKEN | self._barrier_seq
@@ -975,7 +986,8 @@ class Session:
         self._send_table()
 
     def _on_received(self, stream_id: int, command: Command, events: list[Event]) -> None:
-        if self.state is not ChannelState.RESUMING or not self._detached:
+        if (self.state is not ChannelState.RESUMING or not self._detached
+                or (self.role is Role.CLIENT and not self._resume_nonce)):  # fmt: skip
             raise ProtocolError("RECEIVED outside a resume exchange")
         total = parse_decimal(command.args[0], "RECEIVED count", 0, MAX_TOTAL)
         fin = parse_decimal(command.args[1], "RECEIVED FIN flag", 0, 1)
@@ -1574,8 +1586,12 @@ class Session:
         output = self._output
         for stream_id in output.fill():
             self._fin_appended(stream_id)
-        self._sent_since_barrier = True
-        if self._barrier_wanted and self._barrier is None and self._logging:
+        sends = self._sends_since_barrier = self._sends_since_barrier + 1
+        if (
+            (self._barrier_wanted or sends >= BARRIER_EVERY)
+            and self._barrier is None
+            and (self._logging)
+        ):
             self._send_barrier()
         pending = output.pending()
         return [pending] if len(pending) else []
