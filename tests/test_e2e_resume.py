@@ -301,3 +301,47 @@ def test_a_client_falls_back_to_no_resume_against_an_older_server():
     finally:
         client.stop()
         listener.close()
+
+
+def test_a_local_connection_during_an_outage_is_held_until_the_resume(echo):
+    """The server freezes: keepalive notices, reconnects time out in the handshake
+    and are tried again, and a connection to the -L port meanwhile is held, then
+    carried once the server is back."""
+    tunnel = Tunnel(server_args=FAST)
+    try:
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=FAST)
+        tunnel.server.signal(signal.SIGSTOP)
+        client.wait_for(r"lost: no traffic .*keepalive timeout.*keeping 0 stream")
+        held = socket.create_connection(("127.0.0.1", forwards[0][1]), timeout=20)
+        held.sendall(b"held")
+        client.wait_for("resuming on .* failed", timeout=10)  # a keepalive or handshake timeout
+        tunnel.server.signal(signal.SIGCONT)
+        assert held.recv(4) == b"held"
+        client.wait_for("resumed the session")
+        held.close()
+    finally:
+        tunnel.server.signal(signal.SIGCONT)
+        tunnel.close()
+
+
+def test_a_resume_replaces_a_connection_the_server_still_thinks_alive(echo):
+    """A silent cut: the client notices (fast keepalive), the server does not (slow
+    keepalive).  The client's valid resume wins over the stale connection."""
+    tunnel = Tunnel(server_args=("--keepalive-interval", "30"))
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        client = client_through(relay, tunnel, "-L", f"0:127.0.0.1:{echo.port}", *FAST)
+        port = client.forwards(1)[0][1]
+        app = socket.create_connection(("127.0.0.1", port), timeout=10)
+        app.sendall(b"one")
+        assert app.recv(3) == b"one"
+        relay.freeze()
+        client.wait_for("keepalive timeout")
+        tunnel.server.wait_for("connection lost: the client resumed on a new connection")
+        tunnel.server.wait_for("client resumed its session")
+        app.sendall(b"two")
+        assert app.recv(3) == b"two"
+        app.close()
+    finally:
+        relay.close()
+        tunnel.close()

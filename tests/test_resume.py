@@ -484,3 +484,33 @@ def test_an_authenticated_session_derives_its_key_and_resumes():
     server.session.adopt(handshake.session)
     settle(client, server)
     check_delivered(client, server)
+
+
+def test_a_replayed_proof_is_refused_on_another_connection():
+    client, server = connected_pair()
+    client.session.suspend()
+    server.session.suspend()
+    client.session.reconnect()
+    first = Side("server", Session(Role.SERVER, CONFIG))
+    settle(client, first)
+    first.session.challenge_resume(server.session.resume_key)
+    client.pump(1 << 20)
+    first.pump(1 << 20)
+    first.deliver_to(client, len(first.wire))  # RESUME NONCE
+    client.pump(1 << 20)
+    recorded = bytes(client.wire)  # RESUME PROOF, seen on the wire
+    client.wire.clear()
+    # Someone else sends the recorded HELLO and proof on a connection of its own.
+    again = Side("server", Session(Role.SERVER, CONFIG))
+    attacker = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
+    attacker.session._logging = True  # type: ignore[attr-defined]
+    attacker.session.session_id = server.session.session_id
+    attacker.session.suspend()
+    attacker.session.reconnect()
+    attacker.pump(1 << 20)
+    attacker.deliver_to(again, len(attacker.wire))  # HELLO resume:ID
+    again.session.challenge_resume(server.session.resume_key)
+    events = again.handle(again.session.receive_data(recorded))
+    assert not [e for e in events if isinstance(e, ResumeProved)]
+    assert again.failures == ["resume refused: bad proof"]
+    assert server.session.state is ChannelState.SUSPENDED
