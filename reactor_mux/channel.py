@@ -305,6 +305,15 @@ class Channel:
         return getattr(self._transport, "peer_certificate", None)
 
     @property
+    def resumable(self) -> bool:
+        """Its session can still be resumed (it may have given up: ``resume_lost``)."""
+        return self._session.resumable
+
+    @property
+    def resume_lost(self) -> str | None:
+        return self._session.resume_lost
+
+    @property
     def session_id(self) -> str | None:
         return self._session.session_id
 
@@ -471,6 +480,7 @@ class Channel:
         if self._transport is not None:
             self._lost("the client resumed on a new connection")
         if self.closed:
+            connection.close("the session it resumes has ended")
             return
         transport, connection._transport = connection._transport, None
         assert transport is not None
@@ -583,6 +593,8 @@ class Channel:
                 self.owner.on_mapping_refused(self, event)
             case MappingCancelled():
                 self.owner.on_mapping_cancelled(self, event)
+            case ChannelFailed() if event.kept:
+                self._lost(f"{self.peer_role} turned the connection away: {event.reason}")
             case ChannelFailed():
                 self.auth_failed = event.authentication
                 if event.authentication:

@@ -327,6 +327,9 @@ class Client:
             self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
             return
         held = self.channel
+        if held is not None and held.suspended and not held.closed and not held.resumable:
+            held.close(f"resume abandoned: {held.resume_lost or 'the session ended'}")
+            held = self.channel  # on_channel_closed forgot it
         if held is not None and held.suspended and not held.closed:
             log.info("connected to server %s: resuming the session",
                      self.server_label)  # fmt: skip

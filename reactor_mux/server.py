@@ -217,7 +217,8 @@ class Server:
                             name, peer[0])  # fmt: skip
             sock.close()
             return
-        if len(self.clients) >= self.config.max_channels:
+        live = sum(1 for channel in self.clients if not channel.suspended)
+        if live >= self.config.max_channels:  # a resume may take its suspended one's place
             reason = f"too many channels (limit {self.config.max_channels})"
             log.warning(
                 "%s: refused: %s",
@@ -318,6 +319,16 @@ class Server:
                 stale.close("replaced by a new channel from the same client", error=False)
             state.client_id = client_id
             self._by_client_id[key] = channel
+        if len(self.clients) > self.config.max_channels:
+            # Accept counted live channels only (a resume takes its suspended one's
+            # place); a new session must also fit beside the suspended ones.
+            reason = (f"too many channels (limit {self.config.max_channels}, counting "
+                      "those waiting for a resume)")  # fmt: skip
+            log.warning("%s: refused: %s", channel.name, reason,
+                        extra=log_event("channel_refused", channel=channel.name,
+                                        reason=reason))  # fmt: skip
+            channel.close(reason)
+            return
         if channel.session_id is not None:
             self._sessions[channel.session_id] = channel
         who = f" {event.client_name!r}" if event.client_name not in (None, "-") else ""
@@ -499,6 +510,9 @@ class Server:
         held = self._sessions.get(event.session_id)
         if held is None or held.closed:
             channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
+            return
+        if held.draining:
+            channel.refuse_resume(f"{RESUME_REFUSED}: server shutting down")
             return
         handshake = self.clients.pop(channel, None)
         if handshake is not None:

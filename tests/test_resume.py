@@ -154,9 +154,9 @@ def cut_and_resume(client: Side, server: Side) -> None:
     reconnect(client, server)
 
 
-def reconnect(client: Side, server: Side) -> None:
+def reconnect(client: Side, server: Side, config: SessionConfig = CONFIG) -> None:
     client.session.reconnect()
-    handshake = Side("server", Session(Role.SERVER, CONFIG))
+    handshake = Side("server", Session(Role.SERVER, config))
     events = settle(client, handshake)
     requested = [e for e in events if isinstance(e, ResumeRequested)]
     assert [e.session_id for e in requested] == [server.session.session_id]
@@ -514,3 +514,137 @@ def test_a_replayed_proof_is_refused_on_another_connection():
     assert not [e for e in events if isinstance(e, ResumeProved)]
     assert again.failures == ["resume refused: bad proof"]
     assert server.session.state is ChannelState.SUSPENDED
+
+
+# ------------------------------------------------- found in review (issue 13)
+
+
+def slow_settle(client: Side, server: Side, per_round: int = 100_000) -> None:
+    """Like ``settle``, but the client sends at most ``per_round`` bytes per round."""
+    for _ in range(10_000):
+        client.pump(per_round)
+        server.pump(1 << 30)
+        if not client.wire and not server.wire and not client.session.has_output():
+            return
+        client.deliver_to(server, len(client.wire))
+        server.deliver_to(client, len(server.wire))
+    raise AssertionError("never went quiet")
+
+
+def test_a_tombstone_waits_for_its_resent_bytes_and_fin_on_a_slow_link():
+    """After a resume a closed stream's bytes and FIN go again; a barrier answered
+    before they are out must not free its ring."""
+    config = SessionConfig(resume=True)  # 256 KiB windows, 64 KiB frames
+    client = Side("client", Session(Role.CLIENT, config, client_id=CLIENT_ID))
+    server = Side("server", Session(Role.SERVER, config))
+    client.session.request_connect(1, "127.0.0.1", 80)
+    settle(client, server)
+    streams = [open_stream(client, server) for _ in range(4)]
+    settle(client, server)
+    last = streams[-1]
+    server.session.end_stream(last)
+    server.finished.add(last)
+    settle(client, server)
+    for stream in streams:
+        client.write(stream, 250_000)
+    client.session.end_stream(last)
+    client.finished.add(last)
+    client.pump(1 << 30)
+    assert client.session.tombstones == 1
+    client.wire.clear()
+    client.session.suspend()
+    server.session.suspend()
+    client.session.reconnect()
+    handshake = Side("server", Session(Role.SERVER, config))
+    settle(client, handshake)
+    handshake.session.challenge_resume(server.session.resume_key)
+    settle(client, handshake)
+    server.session.adopt(handshake.session)
+    server.wire += handshake.wire
+    slow_settle(client, server)
+    check_delivered(client, server)
+    assert client.session.tombstones == 0
+
+
+def test_giving_up_the_session_with_a_barrier_out_is_clean(monkeypatch):
+    import reactor_mux.protocol.session as session_module
+
+    monkeypatch.setattr(session_module, "MAX_RESUME_LOG", 10_000)
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    client.write(stream, 3000)
+    settle(client, server)
+    for mapping in range(10, 600):  # commands the server is slow to read
+        client.session.request_connect(mapping, "127.0.0.1", 80)
+        client.pump(1 << 30)
+        if client.session.resume_lost:
+            break
+    assert client.session.resume_lost and not client.session.resumable
+    settle(client, server)  # the old barrier's PONG arrives: nothing to free, no error
+    client.write(stream, 100)
+    settle(client, server)
+    check_delivered(client, server)
+
+
+def test_an_ack_for_bytes_not_yet_sent_is_a_violation():
+    from reactor_mux.protocol.frames import encode_frame
+
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    client.write(stream, 2000)  # in the ring, not sent
+    events = client.session.receive_data(encode_frame(stream, 1, b"ACK 2000"))
+    assert [e.reason for e in events if isinstance(e, ChannelFailed)] == [
+        f"ACK on stream {stream} for bytes not yet sent"
+    ]
+
+
+def test_an_error_while_resuming_fails_the_connection_not_the_session():
+    from reactor_mux.protocol.session import error_frame
+
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    client.session.suspend()
+    server.session.suspend()
+    client.session.reconnect()
+    events = client.session.receive_data(error_frame("too many channels (limit 1)"))
+    assert [(e.reason, e.kept) for e in events] == [("too many channels (limit 1)", True)]
+    assert client.session.resumable and client.session.stream_count == 1
+    reconnect(client, server)  # the next attempt resumes
+    client.write(stream, 10)
+    settle(client, server)
+    check_delivered(client, server)
+    refused = client.session
+    refused.suspend()
+    refused.reconnect()
+    events = refused.receive_data(error_frame("resume refused: unknown session"))
+    assert [e.kept for e in events] == [False] and refused.failed
+
+
+def test_after_a_resume_with_nothing_to_send_again_barriers_still_run():
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    cut_and_resume(client, server)
+    for _ in range(50):  # a download: the client sends only ACKs
+        server.write(stream, 4096)
+        settle(client, server)
+    for _ in range(2):
+        client.session.barrier_tick()
+        settle(client, server)
+    assert client.session.log_bytes == 0
+
+
+def test_a_server_met_again_may_offer_larger_frames():
+    from dataclasses import replace
+
+    client = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
+    server = Side("server", Session(Role.SERVER, replace(CONFIG, max_frame=1024)))
+    settle(client, server)
+    client.session.suspend()
+    client.session.reconnect()
+    restarted = Side("server", Session(Role.SERVER, CONFIG))
+    settle(client, restarted)
+    assert client.failures == [] and client.session.state is ChannelState.RESUMING

@@ -164,6 +164,9 @@ class ChannelFailed:
     by_peer: bool
     authentication: bool = False
     """The channel failed because authentication failed (on either side)."""
+    kept: bool = False
+    """Only this connection failed: the session waits for a resume on another
+    (an ERROR from the server while resuming that is not a refusal of the resume)."""
 
 
 @dataclass(slots=True)

@@ -100,6 +100,9 @@ BARRIER_EVERY = 1024
 """A busy resumable channel sends a barrier after this many sends (output_views
 calls), so retained bytes and the log are confirmed while traffic flows."""
 
+RESUME_REFUSED = "resume refused"
+"""How a server's ERROR starts when it will not resume a session (it ends it)."""
+
 RESUME_OFFER = "resume"
 """The fifth word of a client's HELLO: keep a session for me (``resume:ID``: resume ID)."""
 CONNECT, BIND, DYNAMIC = MappingKind.CONNECT, MappingKind.BIND, MappingKind.DYNAMIC
@@ -274,6 +277,7 @@ class Session:
         self.stream_limit_refusals = 0
         """SYNs this side refused for ``max_streams`` or ``max_pending_syns``."""
         self._data_frame_size = config.data_frame_size
+        self._frame_size = config.data_frame_size  # what the output queue frames data at
         self._max_window = config.max_window
         self._window_budget = config.window_budget
         self._window_growth = 0  # sum over streams of (receive window - self.window)
@@ -310,6 +314,7 @@ class Session:
         self._side_out = bytearray()  # what a detached session sends (handshake, tables)
         self._peer_table: dict[int, tuple[int, bool]] = {}
         self._tombstones: dict[int, _Stream] = {}
+        self._fins_again: set[int] = set()  # FINs queued again by a resume, not yet out
         self._opened_detached = 0
         self._barrier: tuple[int, int, list[tuple[_Stream, int]], list[int]] | None = None
         self._barrier_seq = 0
@@ -511,13 +516,19 @@ class Session:
         self.resume_lost = why
         self._log.clear()
         self._log_bytes = 0
+        self._barrier = None
+        self._barrier_wanted = False
         output = self._output
         for stream in self._streams.values():
             if stream.slot >= 0:
-                output.acknowledge(stream.slot, output.retained(stream.slot))
+                kept = output.retained(stream.slot)
+                output.acknowledge(stream.slot, kept)
+                stream.released += kept
         for stream in self._tombstones.values():
             output.close(stream.slot)
+            stream.slot = -1
         self._tombstones.clear()
+        self._fins_again.clear()
         output.set_retain(False)
 
     def barrier_tick(self) -> None:
@@ -548,7 +559,11 @@ class Session:
         output = self._output
         sent = [(stream, stream.written - output.buffered(stream.slot))
                 for stream in self._streams.values() if stream.slot >= 0]  # fmt: skip
-        self._barrier = (token, self._log_base + len(self._log), sent, list(self._tombstones))
+        # A tombstone whose FIN a resume queued again still has bytes to send: a
+        # barrier covers it only once that FIN is out.
+        fins_again = self._fins_again
+        tombstones = [sid for sid in self._tombstones if sid not in fins_again]
+        self._barrier = (token, self._log_base + len(self._log), sent, tombstones)
         output.queue_control(encode_frame(0, KIND_COMMAND, format_command(Verb.PING, token)))
 
     def _confirmed(self, barrier: tuple[int, int, list[tuple[_Stream, int]], list[int]]) -> None:
@@ -691,6 +706,7 @@ class Session:
         self._output.clear_control()
         self._held.clear()
         self._tombstones.clear()
+        self._fins_again.clear()
         self._log.clear()
         self._log_bytes = 0
         self._logging = False
@@ -731,7 +747,9 @@ class Session:
         elif stream_id == 0:
             raise ProtocolError(f"{verb.value} needs a {scope.value} id, not 0")
         self._handlers[verb](stream_id, command, events)
-        if self._output.control_bytes > MAX_CONTROL_BACKLOG:
+        if self._output.control_bytes > MAX_CONTROL_BACKLOG or (
+            len(self._side_out) > MAX_CONTROL_BACKLOG
+        ):
             raise ProtocolError(
                 f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
             )
@@ -780,7 +798,10 @@ class Session:
         self.peer_window = window
         self.peer_max_frame = max_frame
         self.peer_client_id = client_id
-        self._output.set_frame_size(min(self._data_frame_size, max_frame))
+        frame_size = min(self._data_frame_size, max_frame)
+        if frame_size < self._frame_size:  # a server met again after a resume may offer more
+            self._frame_size = frame_size
+            self._output.set_frame_size(frame_size)
         if self.role is Role.SERVER:
             self._client_id = client_id or ""
             if self._secret_book is not None:
@@ -993,9 +1014,10 @@ class Session:
         fin = parse_decimal(command.args[1], "RECEIVED FIN flag", 0, 1)
         if stream_id in self._peer_table:
             raise ProtocolError(f"RECEIVED twice for stream {stream_id}")
-        if len(self._peer_table) >= 2 * self._max_streams:
-            raise ProtocolError(f"over {2 * self._max_streams} streams in a resume table")
-        self._peer_table[stream_id] = (total, bool(fin))
+        if stream_id in self._streams or stream_id in self._tombstones:
+            self._peer_table[stream_id] = (total, bool(fin))
+        # else a stream we closed: nothing of it goes again (and the table stays
+        # bounded by our own streams, whatever the peer's limits)
 
     def _on_resume_end(self, _id: int, command: Command, events: list[Event]) -> None:
         """The peer's table is complete: send again what it lacks, then carry on."""
@@ -1019,6 +1041,8 @@ class Session:
         self._resume_nonce = ""
         self.state = ChannelState.OPEN  # output stays detached until _side_out is sent
         self._barrier_wanted = self._logging
+        if not self._side_out:
+            self._attach_output()
         events.append(SessionResumed(len(self._streams), replayed))
 
     def _replay_stream(self, stream: _Stream, highest: int) -> int:
@@ -1058,6 +1082,7 @@ class Session:
         fin_sent = stream.state is _S.HALF_CLOSED_LOCAL or tombstone
         if fin_sent and not fin and not stream.fin_pending:
             output.finish(stream.slot)
+            self._fins_again.add(stream.id)
         if tombstone and fin and sent == received:
             del self._tombstones[stream.id]
             output.close(stream.slot)
@@ -1071,6 +1096,11 @@ class Session:
 
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
         reason = command.reason
+        if self._detached and self.resumable and not reason.startswith(RESUME_REFUSED):
+            # The server turned this connection away (full, timed out): the
+            # session it holds, and ours, wait for the next attempt.
+            events.append(ChannelFailed(reason, by_peer=True, kept=True))
+            return
         authenticating = self.state is ChannelState.AUTHENTICATING
         self._finish(reason, tell_peer=False)
         events.append(ChannelFailed(reason, by_peer=True, authentication=authenticating))
@@ -1196,8 +1226,11 @@ class Session:
             stream.send.acknowledge(count)
             if self._logging:  # the peer wrote them, so it has them: free the retained copy
                 stream.acked += count
-                if stream.acked > stream.released:
-                    self._output.acknowledge(stream.slot, stream.acked - stream.released)
+                newly = stream.acked - stream.released
+                if newly > 0:
+                    if newly > self._output.retained(stream.slot):
+                        raise ProtocolError(f"ACK on stream {stream_id} for bytes not yet sent")
+                    self._output.acknowledge(stream.slot, newly)
                     stream.released = stream.acked
             stream.blocked_reported = False
             events.append(CreditGranted(stream_id))
@@ -1494,8 +1527,11 @@ class Session:
     def _fin_appended(self, stream_id: int) -> None:
         """The queue wrote this stream's FIN right after its last data byte."""
         stream = self._fins_by_id.pop(stream_id, None)
-        if stream is None:
-            return  # a FIN sent again after a resume: the state already has it
+        if stream is None:  # a FIN sent again after a resume: the state already has it
+            self._fins_again.discard(stream_id)
+            if stream_id in self._tombstones:
+                self._want_barrier()
+            return
         stream.fin_pending = False
         stream.state = next_state(stream.state, _I.SEND_FIN)
         if stream.state is _S.CLOSED:
@@ -1553,10 +1589,12 @@ class Session:
             self._log_frame(frame)
             if self._detached and self.state is not ChannelState.OPEN:
                 return  # sent when the peer's table says it lacks it
-        if self._detached:
-            self._side_out += frame
-        else:
+        if not self._detached:
             self._output.queue_control(frame)
+        elif self._logging or self.state is not ChannelState.SUSPENDED:
+            self._side_out += frame
+        # else: the session gave up being resumable while suspended; it ends on
+        # the next connection attempt, and nothing queued now may go out first
 
     def _log_frame(self, frame: bytes) -> None:
         """Keep a sent command until a barrier confirms it (a resume replays it)."""
@@ -1600,8 +1638,16 @@ class Session:
         """Account ``count`` bytes of the last ``output_views`` as sent."""
         if self._detached:
             del self._side_out[:count]
+            if not self._side_out and self.state is ChannelState.OPEN:
+                self._attach_output()
             return
         self._output.sent(count)
+
+    def _attach_output(self) -> None:
+        """The resume exchange is out: commands and data flow through the queue again."""
+        self._detached = False
+        if self._barrier_wanted:
+            self._want_barrier()
 
     def data_to_send(self) -> bytes:
         """Everything queued, as one bytes object (for tests and tools)."""
