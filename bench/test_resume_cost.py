@@ -15,6 +15,7 @@ The steadier figure on a shared machine is instruction counts:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -30,14 +31,15 @@ MODES = {"resume_off": ("--resume-timeout", "0"), "resume_on": ()}
 class Tunnels:
     """One server and client per mode, each with an ``-L`` to ``target_port``."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, client_args: tuple[str, ...] = ()) -> None:
         self.procs: dict[str, tuple[ReactorMuxProcess, ReactorMuxProcess]] = {}
         self.ports: dict[str, int] = {}
         for mode, extra in MODES.items():
             server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", *extra])
             client = ReactorMuxProcess(["client", "--server",
                                         f"127.0.0.1:{server.listening_port()}",
-                                        "-L", f"0:127.0.0.1:{target_port}", *extra])  # fmt: skip
+                                        "-L", f"0:127.0.0.1:{target_port}", *extra,
+                                        *client_args])  # fmt: skip
             self.ports[mode] = client.forwards(1)[0][1]
             self.procs[mode] = (server, client)
 
@@ -88,3 +90,29 @@ def test_small_message_round_trips(benchmark, echo_tunnels, mode):
     cpu = sum(cpu_time(pid) for pid in echo_tunnels.pids(mode)) - cpu_before
     benchmark.extra_info["round trips/s"] = round(ROUND_TRIPS / benchmark.stats.stats.median)
     benchmark.extra_info["tunnel CPU us/round trip"] = round(cpu / (6 * ROUND_TRIPS) * 1e6, 2)
+
+
+@pytest.fixture(scope="module")
+def capped_tunnels() -> Iterator[Tunnels]:
+    """Tunnels whose client may hold only 256 KiB of send buffers: with resume
+    on, bytes sent stay in the rings until confirmed, so the cap is met sooner."""
+    sink = SinkServer()
+    tunnels = Tunnels(sink.port, ("--max-buffer", "256K"))
+    yield tunnels
+    tunnels.close()
+    sink.close()
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_eight_bulk_streams_under_a_256k_buffer_cap(benchmark, capped_tunnels, mode):
+    port = capped_tunnels.ports[mode]
+
+    def eight() -> None:
+        threads = [threading.Thread(target=push, args=(port, BULK // 8)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    benchmark.pedantic(eight, rounds=3, warmup_rounds=1)
+    benchmark.extra_info["MiB/s"] = round(BULK / benchmark.stats.stats.median / 2**20, 1)

@@ -400,6 +400,12 @@ class Channel:
                 return
         if self._inbound_held >= self._inbound_cap.limit:  # the common case skips a call
             self._inbound_cap.check()
+        if self._outbound_cap.paused:  # an ACK or a barrier's PONG may have freed rings
+            self._session.release_idle_outbound()
+            self._outbound_cap.check()
+            if self._outbound_cap.paused:  # still held: have the peer confirm what it has
+                self._session.request_barrier()
+                self.schedule_flush()
         if self._session.has_output():  # replies, ACKs; most reads of data owe nothing
             self.schedule_flush()
         if self._peer_leaving:  # a refusal or reset may have freed the last stream
@@ -781,7 +787,12 @@ class Channel:
         self._update_interest()
 
     def _outbound_paused_changed(self, paused: bool) -> None:
-        if not paused:
+        if paused:
+            # With resume on, sent bytes stay in the rings until the peer confirms
+            # them: ask now rather than at the next quiet tick.
+            self._session.request_barrier()
+            self.schedule_flush()
+        else:
             for stream in list(self.streams.values()):
                 stream.update()
 

@@ -544,6 +544,11 @@ class Session:
                 and self.state is ChannelState.OPEN and not self._detached):  # fmt: skip
             self._send_barrier()
 
+    def request_barrier(self) -> None:
+        """Confirm what was sent as soon as possible (memory is tight)."""
+        if self._logging:
+            self._want_barrier()
+
     def _want_barrier(self) -> None:
         """Confirm what was sent as soon as one barrier at a time allows."""
         if self._barrier is None and self.state is ChannelState.OPEN and not self._detached:
