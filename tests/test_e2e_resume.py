@@ -345,3 +345,24 @@ def test_a_resume_replaces_a_connection_the_server_still_thinks_alive(echo):
     finally:
         relay.close()
         tunnel.close()
+
+
+def test_a_suspended_session_keeps_its_channel_slot(echo):
+    """--max-channels counts sessions waiting for a resume: a new client is refused
+    while one waits, and the waiting client can still come back."""
+    tunnel = Tunnel(server_args=(*FAST, "--max-channels", "1"))
+    try:
+        first, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=FAST)
+        first.signal(signal.SIGSTOP)
+        tunnel.server.wait_for("connection lost: no traffic .*keeping")
+        second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+                                    "-L", f"0:127.0.0.1:{echo.port}", *FAST])  # fmt: skip
+        tunnel.clients.append(second)
+        second.wait_for("counting those waiting for a resume")
+        first.signal(signal.SIGCONT)
+        first.wait_for("resumed the session", timeout=15)
+        assert echo_once(forwards[0][1]) == b"ping"
+    finally:
+        for proc in tunnel.clients:
+            proc.signal(signal.SIGCONT)
+        tunnel.close()
