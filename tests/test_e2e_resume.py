@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from sshd import SSH, SSHD, LocalSshd
-from support import ChaosRelay, Tunnel, echo_once, payload, wait_until
+from support import ChaosRelay, Tunnel, echo_once, payload, recv_exactly, wait_until
 from test_e2e_chaos import ChaosTarget, Received, Stream, drain_tolerant, verify
 from test_e2e_control import status
 
@@ -365,4 +365,34 @@ def test_a_suspended_session_keeps_its_channel_slot(echo):
     finally:
         for proc in tunnel.clients:
             proc.signal(signal.SIGCONT)
+        tunnel.close()
+
+
+def test_a_socks_request_during_an_outage_is_answered_after_the_resume(echo):
+    """-D: the SOCKS negotiation runs while the channel is down; its reply waits for
+    the server's SYN OK, which comes after the resume."""
+    from support import socks5_connect
+
+    tunnel = Tunnel(server_args=FAST)
+    try:
+        client, forwards = tunnel.client("-D", "0", extra=FAST)
+        tunnel.server.signal(signal.SIGSTOP)
+        client.wait_for("keeping 0 stream")
+        result: list[tuple[socket.socket, int]] = []
+        thread = threading.Thread(
+            target=lambda: result.append(socks5_connect(forwards[0][1], "127.0.0.1", echo.port))
+        )
+        thread.start()
+        time.sleep(1.0)
+        assert not result, "answered before the channel was back"
+        tunnel.server.signal(signal.SIGCONT)
+        thread.join(20)
+        sock, code = result[0]
+        assert code == 0
+        sock.sendall(b"through socks")
+        assert recv_exactly(sock, 13) == b"through socks"
+        sock.close()
+        client.wait_for("resumed the session")
+    finally:
+        tunnel.server.signal(signal.SIGCONT)
         tunnel.close()
