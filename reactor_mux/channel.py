@@ -198,6 +198,8 @@ class Channel:
         self._session = Session(role, settings.session, client_id=client_id)
         self.peer_role = "server" if role is Role.CLIENT else "client"
         self._transport: Transport | None = transport
+        self.reset_on_close = 0
+        """How many streams closing the channel reset (for the log)."""
         self.suspended_at: float | None = None
         """When the connection broke, while the streams wait for a resume."""
         self._resume_deadline: Timer | None = None
@@ -508,6 +510,7 @@ class Channel:
             self._resume_deadline.cancel()
             self._resume_deadline = None
         self.suspended_at = None
+        self.meter.resumes += 1
         self._liveness.handshake_done()
         self.owner.on_channel_resumed(self, event)
         for stream in list(self.streams.values()):
@@ -890,6 +893,7 @@ class Channel:
                     timer.cancel()
             self._connects.cancel_all()
             streams, self.streams = self.streams, {}
+            self.reset_on_close = len(streams)
             for stream in streams.values():
                 self._count_ended(stream, "channel_closed")
                 stream.abort_local()

@@ -161,7 +161,12 @@ def seconds_or_off(text: str) -> float:
     """Like ``seconds``, but 0 is allowed: it turns the feature off."""
     if text.strip() in ("0", "0.0"):
         return 0.0
-    return seconds(text)
+    try:
+        return seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be 0 (off) or within (0, 86400] seconds"
+        ) from None
 
 
 def _spec_type(parse: Callable[[str], T]) -> Callable[[str], T]:

@@ -405,9 +405,10 @@ class Client:
         if self._stopped or self._connector is not None or self._retry is not None:
             return  # an attempt is already under way or due
         channel = self.channel
+        resuming = channel is not None and channel.suspended
         if immediate:
             delay = 0.0
-        elif channel is not None and channel.suspended:
+        elif resuming:
             delay = self._resume_backoff.next_delay()  # the streams wait: no long pauses
         else:
             delay = self._backoff.next_delay()
@@ -415,6 +416,8 @@ class Client:
         self._failed_attempts += 1
         if orderly:
             level = logging.INFO
+        elif resuming:  # within the resume window: an outage, not yet a failure
+            level = logging.WARNING
         elif self._loud_at is None or now - self._loud_at >= OUTAGE_REPORT_INTERVAL:
             level, self._loud_at = logging.ERROR, now
             if self._failed_attempts > 1:
@@ -426,7 +429,11 @@ class Client:
             "%s; reconnecting in %.1fs",
             reason,
             delay,
-            extra=log_event("channel_down", peer=self.server_label, reason=reason),
+            extra=log_event(
+                "resume_retry" if resuming else "channel_down",
+                peer=self.server_label,
+                reason=reason,
+            ),
         )
         self._retry = self.reactor.call_later(delay, self._connect, self)
 
@@ -688,7 +695,10 @@ class Client:
         elif channel.peer_shut_down:
             self._schedule_reconnect(reason, orderly=True)
         elif RESUME_REFUSED in reason or "resume window expired" in reason:
-            log.warning("%s: its streams were reset; starting a new session", reason,
+            hint = (" (the server restarted, or its --resume-timeout passed)"
+                    if "unknown session" in reason else "")  # fmt: skip
+            log.warning("%s%s: %d stream(s) reset; starting a new session", reason, hint,
+                        channel.reset_on_close,
                         extra=log_event("resume_failed", peer=self.server_label,
                                         reason=reason))  # fmt: skip
             self._schedule_reconnect(reason, orderly=True, immediate=True)

@@ -42,6 +42,8 @@ class Meter:
 
     channels_opened: int = 0
     """Channels that completed the handshake."""
+    resumes: int = 0
+    """Sessions resumed on a new connection after the old one broke."""
     reconnects: int = 0
     """Client: connection attempts after the first."""
     streams_opened: Counter[str] = field(default_factory=Counter)

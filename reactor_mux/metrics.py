@@ -57,6 +57,12 @@ class AppCollector:
                                 value=sum(1 for channel in channels if channel.ready))  # fmt: skip
         yield CounterMetricFamily("reactor_mux_channels_opened", "Channels that completed "
                                   "the handshake.", value=meter.channels_opened)  # fmt: skip
+        suspended = sum(1 for channel in channels if channel.suspended)
+        yield GaugeMetricFamily("reactor_mux_channels_suspended", "Channels whose connection "
+                                "broke, waiting for the client to resume them.",
+                                value=suspended)  # fmt: skip
+        yield CounterMetricFamily("reactor_mux_resumes", "Sessions resumed on a new "
+                                  "connection.", value=meter.resumes)  # fmt: skip
         yield CounterMetricFamily("reactor_mux_reconnects", "Client: connection attempts "
                                   "after the first.", value=meter.reconnects)  # fmt: skip
 

@@ -376,6 +376,8 @@ class Server:
             refusal = state.policy.bind.check_bind(checked, event.port)
             if refusal is not None:
                 address, reason = None, refusal
+        if address is not None and event.port:
+            self._release_held_port(channel, state, event.port)
         if address is not None:
             try:
                 listener = ListenerSet(
@@ -405,6 +407,25 @@ class Server:
             ),
         )
         return MappingDenied(reason)
+
+    def _release_held_port(self, channel: Channel, state: _ClientState, port: int) -> None:
+        """A client that restarted lost its session key, so the session it left
+        waiting for a resume can never be resumed; its -R ports must not keep the
+        new process from binding them.  Only the same client may take them: the
+        same authenticated name, or without authentication the same host."""
+        for other, held in list(self.clients.items()):
+            if other is channel or not other.suspended:
+                continue
+            if self.config.authenticates:
+                same = held.client_name is not None and held.client_name == state.client_name
+            else:
+                same = held.peer_host == state.peer_host
+            if same and any(listener.port == port for listener in held.binds.values()):
+                log.info("%s: -R port %d is held by %s, a session of the same client waiting "
+                         "for a resume; a new session asks for it, so that one ends",
+                         channel.name, port, other.name)  # fmt: skip
+                other.close("replaced by a new session of the same client (it restarted?)",
+                            error=False)  # fmt: skip
 
     def _bind_policy(self, host: str) -> tuple[str | None, str]:
         """``(address to bind, "")`` if a BIND for ``host`` is allowed, else

@@ -396,3 +396,22 @@ def test_a_socks_request_during_an_outage_is_answered_after_the_resume(echo):
     finally:
         tunnel.server.signal(signal.SIGCONT)
         tunnel.close()
+
+
+def test_a_restarted_client_gets_its_remote_port_back_at_once(echo, ports):
+    """kill -9 and restart (autossh, systemd Restart=): the new process cannot resume
+    the old session (it lost its key), and its -R port must not wait for the old
+    session's resume window."""
+    tunnel = Tunnel(server_args=FAST)
+    try:
+        fixed = ports.take()
+        first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
+        first.kill()
+        tunnel.server.wait_for("connection lost: .*keeping")
+        _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
+        assert forwards[0][1] == fixed
+        tunnel.server.wait_for("a session of the same client waiting for a resume")
+        assert tunnel.server.count(r"-R refused") == 0
+        assert echo_once(fixed) == b"ping"
+    finally:
+        tunnel.close()
