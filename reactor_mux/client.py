@@ -305,7 +305,9 @@ class Client:
         self._retry = None
         if self._stopped:
             return
-        log.info(
+        resuming = self.channel is not None and self.channel.suspended
+        log.log(
+            logging.DEBUG if resuming else logging.INFO,  # each retry already says it failed
             "connecting to server %s",
             self.server_label,
             extra=log_event("connecting", peer=self.server_label),
@@ -701,7 +703,8 @@ class Client:
                         channel.reset_on_close,
                         extra=log_event("resume_failed", peer=self.server_label,
                                         reason=reason))  # fmt: skip
-            self._schedule_reconnect(reason, orderly=True, immediate=True)
+            if not self._stopped and self._connector is None and self._retry is None:
+                self._retry = self.reactor.call_later(0.0, self._connect, self)
         elif NOT_A_PEER in reason:
             what = reason[reason.index(NOT_A_PEER) :]
             self._schedule_reconnect(f"{self.server_label} is {what}")

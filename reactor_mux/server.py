@@ -515,8 +515,7 @@ class Server:
         it, and a refusal leaves the session as it was for its owner."""
         held = self._sessions.get(event.session_id)
         state = self.clients.get(held) if held is not None else None
-        if held is None or held.closed or state is None:
-            log.info("%s: resume refused: unknown session", channel.name)
+        if held is None or held.closed or state is None:  # its close line says why
             channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
             return
         if (state.client_id != event.client_id or state.client_name != event.client_name
@@ -560,10 +559,12 @@ class Server:
             if channel.auth_failed:
                 self._failures.failed(state.peer_host, self.reactor.time())
         level = logging.WARNING if channel.close_was_error else logging.INFO
+        reset = f" ({channel.reset_on_close} stream(s) reset)" if channel.reset_on_close else ""
         log.log(
             level,
-            "%s: closed: %s",
+            "%s: closed: %s%s",
             channel.name,
             reason,
+            reset,
             extra=log_event("channel_down", channel=channel.name, peer=channel.peer, reason=reason),
         )

@@ -69,6 +69,9 @@ def _channel(app: App, channel: Channel, now: float) -> dict[str, Any]:
         "suspended_for": None
         if channel.suspended_at is None
         else round(now - channel.suspended_at, 3),
+        "resume_left": None
+        if channel.suspended_at is None
+        else round(max(0.0, channel.suspended_at + channel.settings.resume_timeout - now), 3),
         "age": round(now - channel.opened_at, 3),
         "rtt": None if channel.rtt is None else round(channel.rtt, 6),
     }
@@ -127,7 +130,10 @@ def render_text(report: dict[str, Any]) -> str:
         who = f", client {channel['client']!r}" if channel.get("client") else ""
         state = channel["state"]
         if channel.get("suspended_for") is not None:
-            state += f" for {_duration(channel['suspended_for'])} (waiting for a resume)"
+            left = _duration(channel["resume_left"])
+            state += (
+                f" for {_duration(channel['suspended_for'])} (waiting for a resume, {left} left)"
+            )
         lines.append(f"{channel['name']}: {state}, peer {channel['peer']}, "
                      f"up {_duration(channel['age'])}{rtt}{who}, "
                      f"{len(channel['streams'])} stream(s)")  # fmt: skip

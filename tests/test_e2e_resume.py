@@ -20,7 +20,7 @@ import pytest
 from sshd import SSH, SSHD, LocalSshd
 from support import ChaosRelay, Tunnel, echo_once, payload, recv_exactly, wait_until
 from test_e2e_chaos import ChaosTarget, Received, Stream, drain_tolerant, verify
-from test_e2e_control import status
+from test_e2e_control import command, status
 
 from reactor_mux.procs import ReactorMuxProcess, proc_status
 from reactor_mux.protocol.frames import encode_frame
@@ -255,7 +255,10 @@ def test_a_stream_holds_at_most_its_window_during_an_outage(tmp_path: Path):
             except BlockingIOError:
                 time.sleep(0.01)
         stream = status(control)["channels"][0]["streams"][0]
-        assert status(control)["channels"][0]["state"] == "suspended"
+        report = status(control)["channels"][0]
+        assert report["state"] == "suspended" and 0 < report["resume_left"] <= 30
+        text = command("status", "--control", str(control)).stdout
+        assert re.search(r"suspended for \S+ \(waiting for a resume, \S+ left\)", text), text
         assert stream["in_flight"] <= stream["window"] == 262144
         assert stream["bytes_sent"] <= stream["window"] + 16
         growth = proc_status(client.pid, "VmRSS") - rss_before
