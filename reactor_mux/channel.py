@@ -61,7 +61,7 @@ from reactor_mux.protocol.events import (
     unhandled,
 )
 from reactor_mux.protocol.failures import classified_reason
-from reactor_mux.protocol.session import ChannelState, Role, Session
+from reactor_mux.protocol.session import RESUME_REFUSED, ChannelState, Role, Session
 from reactor_mux.reactor import Cancellable, Owner, Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import ChannelSettings
@@ -80,8 +80,6 @@ BARRIER_INTERVAL = 0.25
 """Seconds between barrier PINGs on a resumable channel that sent something: each
 answer frees the sent bytes and commands kept for a resume (protocol.md §9.2)."""
 
-RESUME_REFUSED = "resume refused"
-"""How the server's answer to a resume it will not grant starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,7 +486,7 @@ class Channel:
         if self._transport is not None:
             self._lost("the client resumed on a new connection")
         if self.closed:
-            connection.close("the session it resumes has ended")
+            connection.close(f"{RESUME_REFUSED}: the session ended")
             return
         transport, connection._transport = connection._transport, None
         assert transport is not None

@@ -21,7 +21,6 @@ from functools import partial
 
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
 from reactor_mux.channel import (
-    RESUME_REFUSED,
     SHUTTING_DOWN,
     Channel,
     LocalService,
@@ -47,7 +46,7 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import FailureClass
-from reactor_mux.protocol.session import NOT_A_PEER, Role
+from reactor_mux.protocol.session import NOT_A_PEER, RESUME_REFUSED, Role
 from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
@@ -332,6 +331,9 @@ class Client:
         if held is not None and held.suspended and not held.closed and not held.resumable:
             held.close(f"resume abandoned: {held.resume_lost or 'the session ended'}")
             held = self.channel  # on_channel_closed forgot it
+            if self._retry is not None:  # and scheduled a connection: this one serves
+                self._retry.cancel()
+                self._retry = None
         if held is not None and held.suspended and not held.closed:
             log.info("connected to server %s: resuming the session",
                      self.server_label)  # fmt: skip
@@ -538,6 +540,8 @@ class Client:
         raise AssertionError("the session never reports resume proofs to a client")
 
     def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
+        if channel is not self.channel:
+            return
         if not first:
             self._schedule_reconnect(f"resuming on {self.server_label} failed: {reason}")
             return

@@ -29,7 +29,6 @@ from functools import partial
 
 from reactor_mux.authlimit import FailureLimiter
 from reactor_mux.channel import (
-    RESUME_REFUSED,
     SHUTTING_DOWN,
     Channel,
     MappingAnswer,
@@ -45,7 +44,7 @@ from reactor_mux.logformat import event as log_event
 from reactor_mux.meter import Meter
 from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
 from reactor_mux.policy import Policy
-from reactor_mux.protocol.auth import SecretBook
+from reactor_mux.protocol.auth import SecretBook, SharedSecret
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
@@ -57,7 +56,7 @@ from reactor_mux.protocol.events import (
     ResumeRequested,
     SessionResumed,
 )
-from reactor_mux.protocol.session import Role, error_frame
+from reactor_mux.protocol.session import RESUME_REFUSED, Role, error_frame
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
     format_host_port,
@@ -411,12 +410,18 @@ class Server:
     def _release_held_port(self, channel: Channel, state: _ClientState, port: int) -> None:
         """A client that restarted lost its session key, so the session it left
         waiting for a resume can never be resumed; its -R ports must not keep the
-        new process from binding them.  Only the same client may take them: the
-        same authenticated name, or without authentication the same host."""
+        new process from binding them.  Only the same client may take them, by the
+        strongest identity there is: its TLS client certificate, else its name
+        from a clients file; a shared secret or no authentication names nobody,
+        so then only the same address (docs/security.md)."""
+        book = self.config.settings.session.secret_book
+        named = book is not None and not isinstance(book, SharedSecret)
         for other, held in list(self.clients.items()):
             if other is channel or not other.suspended:
                 continue
-            if self.config.authenticates:
+            if held.certificate is not None or state.certificate is not None:
+                same = held.certificate == state.certificate
+            elif named:
                 same = held.client_name is not None and held.client_name == state.client_name
             else:
                 same = held.peer_host == state.peer_host

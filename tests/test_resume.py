@@ -648,3 +648,73 @@ def test_a_server_met_again_may_offer_larger_frames():
     restarted = Side("server", Session(Role.SERVER, CONFIG))
     settle(client, restarted)
     assert client.failures == [] and client.session.state is ChannelState.RESUMING
+
+
+# ------------------------------------------------- found in the second review
+
+
+def authenticated_pair() -> tuple[Side, Side, SessionConfig]:
+    from dataclasses import replace
+
+    from reactor_mux.protocol import auth
+
+    secret = b"s" * 32
+    client_config = replace(CONFIG, credentials=auth.Credentials(secret, "alice"))
+    server_config = replace(CONFIG, secret_book=auth.SharedSecret(secret))
+    client = Side("client", Session(Role.CLIENT, client_config, client_id=CLIENT_ID))
+    server = Side("server", Session(Role.SERVER, server_config))
+    settle(client, server)
+    assert client.session.resumable
+    return client, server, server_config
+
+
+def test_a_refused_resume_is_not_mistaken_for_failed_authentication():
+    """The server refuses the resume in the read that authenticated the client, so
+    its AUTH OK is dropped with the rest of its unsent replies."""
+    client, _server, server_config = authenticated_pair()
+    client.session.suspend()
+    client.session.reconnect()
+    restarted = Side("server", Session(Role.SERVER, server_config))
+    client.pump(1 << 20)
+    restarted.pump(1 << 20)
+    restarted.deliver_to(client, len(restarted.wire))  # its HELLO: the client sends AUTH
+    client.pump(1 << 20)
+    events = client.deliver_to(restarted, len(client.wire))
+    assert [type(e) for e in events] == [ResumeRequested]
+    restarted.session.fail("resume refused: unknown session")  # what Server does
+    restarted.pump(1 << 20)
+    restarted.deliver_to(client, len(restarted.wire))
+    assert client.failures == ["resume refused: unknown session"]
+    assert client.session.failed
+
+
+def test_failed_authentication_while_resuming_ends_the_session():
+    from reactor_mux.protocol.session import error_frame
+
+    client, _server, _config = authenticated_pair()
+    client.session.suspend()
+    client.session.reconnect()
+    events = client.session.receive_data(error_frame("authentication failed"))
+    assert [e.kept for e in events] == [False]  # not worth another try
+    assert client.session.failed
+
+
+def test_a_large_resume_table_is_not_mistaken_for_a_peer_that_does_not_read(monkeypatch):
+    import reactor_mux.protocol.session as session_module
+
+    monkeypatch.setattr(session_module, "MAX_CONTROL_BACKLOG", 2000)
+    config = SessionConfig(window=WINDOW, resume=True, max_streams=1000)
+    client = Side("client", Session(Role.CLIENT, config, client_id=CLIENT_ID))
+    server = Side("server", Session(Role.SERVER, config))
+    client.session.request_connect(1, "127.0.0.1", 80)
+    settle(client, server)
+    streams = [client.session.open_stream(1) for _ in range(200)]  # tables of ~4 KB
+    settle(client, server)
+    client.session.suspend()
+    server.session.suspend()
+    reconnect(client, server, config)
+    assert client.failures == [] and server.failures == []
+    for stream in streams[:3]:
+        client.write(stream, 10)
+    settle(client, server)
+    check_delivered(client, server)

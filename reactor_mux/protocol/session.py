@@ -103,6 +103,9 @@ calls), so retained bytes and the log are confirmed while traffic flows."""
 RESUME_REFUSED = "resume refused"
 """How a server's ERROR starts when it will not resume a session (it ends it)."""
 
+_RETRY_RESUME_AFTER = ("too many channels", "handshake timed out")
+"""A server's ERRORs that end only a connection, not the session it would resume."""
+
 RESUME_OFFER = "resume"
 """The fifth word of a client's HELLO: keep a session for me (``resume:ID``: resume ID)."""
 CONNECT, BIND, DYNAMIC = MappingKind.CONNECT, MappingKind.BIND, MappingKind.DYNAMIC
@@ -312,6 +315,7 @@ class Session:
         self._resume_nonce = ""
         self._detached = False  # streams kept across a cut: output waits for the resume
         self._side_out = bytearray()  # what a detached session sends (handshake, tables)
+        self._side_own = 0  # bytes of it that are our own table and replay, not replies
         self._peer_table: dict[int, tuple[int, bool]] = {}
         self._tombstones: dict[int, _Stream] = {}
         self._fins_again: set[int] = set()  # FINs queued again by a resume, not yet out
@@ -455,6 +459,7 @@ class Session:
         self.state = ChannelState.SUSPENDED
         self._detached = True
         self._side_out.clear()
+        self._side_own = 0
         self._output.drop_output()
         self._decoder = codec.InboundDecoder(
             self.config.max_frame, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE
@@ -524,11 +529,12 @@ class Session:
                 kept = output.retained(stream.slot)
                 output.acknowledge(stream.slot, kept)
                 stream.released += kept
-        for stream in self._tombstones.values():
+        for stream_id, stream in list(self._tombstones.items()):
+            if stream_id in self._fins_again:
+                continue  # its bytes and FIN are still on their way: it closes after them
             output.close(stream.slot)
             stream.slot = -1
-        self._tombstones.clear()
-        self._fins_again.clear()
+            del self._tombstones[stream_id]
         output.set_retain(False)
 
     def barrier_tick(self) -> None:
@@ -590,7 +596,13 @@ class Session:
                 tombstone.slot = -1
 
     def _send_table(self) -> None:
-        """What we received of each stream, then how many of the peer's commands."""
+        """What we received of each stream, then how many of the peer's commands
+        (our own output: it does not count against the peer's reply backlog)."""
+        before = len(self._side_out)
+        self._queue_table()
+        self._side_own += len(self._side_out) - before
+
+    def _queue_table(self) -> None:
         for stream in (*self._streams.values(), *self._tombstones.values()):
             fin = stream.state is _S.HALF_CLOSED_REMOTE or stream.state is _S.CLOSED
             self._queue_command(stream.id, Verb.RECEIVED, stream.received, int(fin))
@@ -753,7 +765,7 @@ class Session:
             raise ProtocolError(f"{verb.value} needs a {scope.value} id, not 0")
         self._handlers[verb](stream_id, command, events)
         if self._output.control_bytes > MAX_CONTROL_BACKLOG or (
-            len(self._side_out) > MAX_CONTROL_BACKLOG
+            len(self._side_out) > MAX_CONTROL_BACKLOG + self._side_own
         ):
             raise ProtocolError(
                 f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
@@ -1039,8 +1051,10 @@ class Session:
         replayed = 0
         for stream in (*self._streams.values(), *self._tombstones.values()):
             replayed += self._replay_stream(stream, highest)
+        before = len(self._side_out)
         for frame in islice(self._log, controls - self._log_base, None):
             self._side_out += frame
+        self._side_own += len(self._side_out) - before
         self._peer_table.clear()
         self._opened_detached = 0
         self._resume_nonce = ""
@@ -1101,12 +1115,17 @@ class Session:
 
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
         reason = command.reason
-        if self._detached and self.resumable and not reason.startswith(RESUME_REFUSED):
+        if (self.role is Role.CLIENT and self._detached and self.resumable
+                and reason.startswith(_RETRY_RESUME_AFTER)):  # fmt: skip
             # The server turned this connection away (full, timed out): the
             # session it holds, and ours, wait for the next attempt.
             events.append(ChannelFailed(reason, by_peer=True, kept=True))
             return
-        authenticating = self.state is ChannelState.AUTHENTICATING
+        # A refused resume can overtake our AUTH OK (the server drops its unsent
+        # replies when it closes): that is not an authentication failure.
+        authenticating = self.state is ChannelState.AUTHENTICATING and not (
+            reason.startswith(RESUME_REFUSED)
+        )
         self._finish(reason, tell_peer=False)
         events.append(ChannelFailed(reason, by_peer=True, authentication=authenticating))
 
@@ -1534,8 +1553,13 @@ class Session:
         stream = self._fins_by_id.pop(stream_id, None)
         if stream is None:  # a FIN sent again after a resume: the state already has it
             self._fins_again.discard(stream_id)
-            if stream_id in self._tombstones:
+            tombstone = self._tombstones.get(stream_id)
+            if tombstone is not None and self._logging:
                 self._want_barrier()
+            elif tombstone is not None:  # resume was given up meanwhile: nothing keeps it
+                del self._tombstones[stream_id]
+                self._output.close(tombstone.slot)
+                tombstone.slot = -1
             return
         stream.fin_pending = False
         stream.state = next_state(stream.state, _I.SEND_FIN)
@@ -1651,6 +1675,7 @@ class Session:
     def _attach_output(self) -> None:
         """The resume exchange is out: commands and data flow through the queue again."""
         self._detached = False
+        self._side_own = 0
         if self._barrier_wanted:
             self._want_barrier()
 
