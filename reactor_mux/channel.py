@@ -81,7 +81,6 @@ BARRIER_INTERVAL = 0.25
 answer frees the sent bytes and commands kept for a resume (protocol.md §9.2)."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class MappingGranted:
     """The server's yes to CONNECT, or to BIND with the address it bound."""
