@@ -126,6 +126,15 @@ def test_a_forged_resume_is_refused_while_the_real_client_resumes(echo):
         found = re.search(r"client (\S+) resumes session (\S+)", client.log)
         assert found is not None
         client_id, session_id = found.groups()
+        # Another client id naming the session is refused before any proof (first:
+        # a wrong proof turns this address away for a while).
+        other = f"HELLO 1 262144 65536 someone-else-0001 resume:{session_id}".encode()
+        with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=10) as forger:
+            forger.sendall(encode_frame(0, 1, other))
+            answer = b""
+            while chunk := forger.recv(4096):
+                answer += chunk
+        assert b"resume refused: unknown session" in answer and b"RESUME NONCE" not in answer
         hello = f"HELLO 1 262144 65536 {client_id} resume:{session_id}".encode()
         with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=10) as forger:
             forger.sendall(encode_frame(0, 1, hello))

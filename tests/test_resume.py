@@ -600,7 +600,8 @@ def test_an_ack_for_bytes_not_yet_sent_is_a_violation():
     ]
 
 
-def test_an_error_while_resuming_fails_the_connection_not_the_session():
+@pytest.mark.parametrize("why", ["too many channels (limit 1)", "handshake timed out after 10s"])
+def test_an_error_while_resuming_fails_the_connection_not_the_session(why):
     from reactor_mux.protocol.session import error_frame
 
     client, server = connected_pair()
@@ -609,8 +610,8 @@ def test_an_error_while_resuming_fails_the_connection_not_the_session():
     client.session.suspend()
     server.session.suspend()
     client.session.reconnect()
-    events = client.session.receive_data(error_frame("too many channels (limit 1)"))
-    assert [(e.reason, e.kept) for e in events] == [("too many channels (limit 1)", True)]
+    events = client.session.receive_data(error_frame(why))
+    assert [(e.reason, e.kept) for e in events] == [(why, True)]
     assert client.session.resumable and client.session.stream_count == 1
     reconnect(client, server)  # the next attempt resumes
     client.write(stream, 10)
