@@ -427,3 +427,32 @@ def test_a_restarted_client_gets_its_remote_port_back_at_once(echo, ports):
         assert echo_once(fixed) == b"ping"
     finally:
         tunnel.close()
+
+
+def test_a_waiting_session_keeps_its_port_from_another_named_client(tmp_path, echo, ports):
+    """With a clients file, "the same client" is the same name: bob cannot end
+    alice's waiting session by asking for her -R port, while a restarted alice can."""
+    from certs import secret_file
+
+    clients = secret_file(tmp_path, "clients.toml", (
+        '[clients.alice]\nsecret = "alice secret, long enough"\n'
+        '[clients.bob]\nsecret = "bob secret, long enough too"\n'))  # fmt: skip
+    alice = ("--secret-file", str(secret_file(tmp_path, "alice", "alice secret, long enough")),
+             "--name", "alice", *FAST)  # fmt: skip
+    bob = ("--secret-file", str(secret_file(tmp_path, "bob", "bob secret, long enough too")),
+           "--name", "bob", *FAST)  # fmt: skip
+    tunnel = Tunnel(server_args=("--clients-file", str(clients), *FAST))
+    try:
+        fixed = ports.take()
+        first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=alice)
+        first.kill()
+        tunnel.server.wait_for("connection lost: .*keeping")
+        other, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", expect=0, extra=bob)
+        other.wait_for("refused by server: cannot listen on .*address already in use")
+        assert tunnel.server.count("a session of the same client waiting") == 0
+        other.stop()
+        _again, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=alice)
+        assert forwards[0][1] == fixed
+        assert echo_once(fixed) == b"ping"
+    finally:
+        tunnel.close()
