@@ -403,11 +403,20 @@ class Client:
         elif self.channel is None and self._retry is None:
             self._schedule_reconnect("internal error while connecting")
 
+    def _may_attempt(self) -> bool:
+        """No attempt is under way or due, and we are not shutting down."""
+        return not self._stopped and self._connector is None and self._retry is None
+
+    def _connect_now(self) -> None:
+        """Reconnect without a delay or a log line (the caller logged why)."""
+        if self._may_attempt():
+            self._retry = self.reactor.call_later(0.0, self._connect, self)
+
     def _schedule_reconnect(
         self, reason: str, *, orderly: bool = False, immediate: bool = False
     ) -> None:
-        if self._stopped or self._connector is not None or self._retry is not None:
-            return  # an attempt is already under way or due
+        if not self._may_attempt():
+            return
         channel = self.channel
         resuming = channel is not None and channel.suspended
         if immediate:
@@ -552,8 +561,7 @@ class Client:
                     self.config.settings.resume_timeout,
                     extra=log_event("channel_suspended", channel=channel.name,
                                     peer=self.server_label, reason=reason))  # fmt: skip
-        if not self._stopped and self._connector is None and self._retry is None:
-            self._retry = self.reactor.call_later(0.0, self._connect, self)
+        self._connect_now()
 
     def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None:
         self._failed_attempts = 0
@@ -707,8 +715,7 @@ class Client:
                         channel.reset_on_close,
                         extra=log_event("resume_failed", peer=self.server_label,
                                         reason=reason))  # fmt: skip
-            if not self._stopped and self._connector is None and self._retry is None:
-                self._retry = self.reactor.call_later(0.0, self._connect, self)
+            self._connect_now()
         elif NOT_A_PEER in reason:
             what = reason[reason.index(NOT_A_PEER) :]
             self._schedule_reconnect(f"{self.server_label} is {what}")

@@ -381,6 +381,19 @@ class _RelayPair:
             self.done.set()
 
 
+def ends_within(conn: socket.socket, timeout: float) -> bool:
+    """True if the peer closed or reset ``conn`` within ``timeout`` seconds."""
+    conn.settimeout(timeout)
+    try:
+        while conn.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
 def echo_once(port: int, data: bytes = b"ping") -> bytes:
     """Send ``data``, half-close, and return everything the far end sent back."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:

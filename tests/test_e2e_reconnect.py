@@ -6,20 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
-from support import Exchange, check_exchange, echo_once, run_exchange, wait_until
-
-
-def ends_within(conn: socket.socket, timeout: float) -> bool:
-    """True if the peer closed or reset ``conn`` within ``timeout`` seconds."""
-    conn.settimeout(timeout)
-    try:
-        while conn.recv(65536):
-            pass
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-    return True
+from support import Exchange, check_exchange, echo_once, ends_within, run_exchange, wait_until
 
 
 def test_server_killed_and_restarted(tunnel, echo, hash_target):

@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 from sshd import SSH, SSHD, LocalSshd
-from support import ChaosRelay, Tunnel, echo_once, payload, recv_exactly, wait_until
+from support import (
+    ChaosRelay,
+    Tunnel,
+    echo_once,
+    ends_within,
+    payload,
+    recv_exactly,
+    wait_until,
+)
 from test_e2e_chaos import ChaosTarget, Received, Stream, drain_tolerant, verify
 from test_e2e_control import command, status
 
@@ -157,18 +165,6 @@ def test_a_forged_resume_is_refused_while_the_real_client_resumes(echo):
     finally:
         relay.close()
         tunnel.close()
-
-
-def ends_within(conn: socket.socket, timeout: float) -> bool:
-    conn.settimeout(timeout)
-    try:
-        while conn.recv(65536):
-            pass
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-    return True
 
 
 def test_a_server_restart_resets_the_streams_promptly_with_the_reason(tunnel, echo):

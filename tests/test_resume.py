@@ -144,13 +144,17 @@ def connected_pair() -> tuple[Side, Side]:
     return client, server
 
 
-def cut_and_resume(client: Side, server: Side) -> None:
-    """The connection breaks: what is on the wire is lost; then a new connection
-    resumes the session."""
+def cut(client: Side, server: Side) -> None:
+    """The connection breaks: what is on the wire is lost, both sides suspend."""
     client.wire.clear()
     server.wire.clear()
     client.session.suspend()
     server.session.suspend()
+
+
+def cut_and_resume(client: Side, server: Side) -> None:
+    """A cut, then a new connection resumes the session."""
+    cut(client, server)
     reconnect(client, server)
 
 
@@ -168,6 +172,17 @@ def reconnect(client: Side, server: Side, config: SessionConfig = CONFIG) -> Non
     settle(client, server)
     assert client.session.state is ChannelState.OPEN
     assert server.session.state is ChannelState.OPEN
+
+
+def impostor(session_id: str | None, key: bytes = b"") -> Side:
+    """A client that names ``session_id`` without holding its key, about to resume."""
+    forger = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
+    forger.session._logging = True  # type: ignore[attr-defined]
+    forger.session.session_id = session_id
+    forger.session._resume_key = key  # type: ignore[attr-defined]
+    forger.session.suspend()
+    forger.session.reconnect()
+    return forger
 
 
 def open_stream(side: Side, peer: Side) -> int:
@@ -316,8 +331,7 @@ def test_keepalive_pongs_are_not_barriers():
 
 def test_streams_opened_while_suspended_are_sent_after_the_resume():
     client, server = connected_pair()
-    client.session.suspend()
-    server.session.suspend()
+    cut(client, server)
     stream = open_stream(client, server)
     client.write(stream, 10)
     server_stream = server.session.open_stream(2)
@@ -333,15 +347,8 @@ def test_a_wrong_proof_is_refused_and_the_session_is_untouched():
     client, server = connected_pair()
     stream = open_stream(client, server)
     settle(client, server)
-    client.wire.clear()
-    client.session.suspend()
-    server.session.suspend()
-    forger = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
-    forger.session._logging = True  # type: ignore[attr-defined]
-    forger.session.session_id = server.session.session_id
-    forger.session._resume_key = b"\x01" * 32  # type: ignore[attr-defined]
-    forger.session.suspend()
-    forger.session.reconnect()
+    cut(client, server)
+    forger = impostor(server.session.session_id, b"\x01" * 32)
     handshake = Side("server", Session(Role.SERVER, CONFIG))
     settle(forger, handshake)
     handshake.session.challenge_resume(server.session.resume_key)
@@ -472,8 +479,7 @@ def test_an_authenticated_session_derives_its_key_and_resumes():
     client.write(stream, 3000)
     client.pump(1 << 20)
     client.wire.clear()  # lost in the cut
-    client.session.suspend()
-    server.session.suspend()
+    cut(client, server)
     client.session.reconnect()
     handshake = Side("server", Session(Role.SERVER, server_config))
     events = settle(client, handshake)
@@ -488,8 +494,7 @@ def test_an_authenticated_session_derives_its_key_and_resumes():
 
 def test_a_replayed_proof_is_refused_on_another_connection():
     client, server = connected_pair()
-    client.session.suspend()
-    server.session.suspend()
+    cut(client, server)
     client.session.reconnect()
     first = Side("server", Session(Role.SERVER, CONFIG))
     settle(client, first)
@@ -502,11 +507,7 @@ def test_a_replayed_proof_is_refused_on_another_connection():
     client.wire.clear()
     # Someone else sends the recorded HELLO and proof on a connection of its own.
     again = Side("server", Session(Role.SERVER, CONFIG))
-    attacker = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
-    attacker.session._logging = True  # type: ignore[attr-defined]
-    attacker.session.session_id = server.session.session_id
-    attacker.session.suspend()
-    attacker.session.reconnect()
+    attacker = impostor(server.session.session_id)
     attacker.pump(1 << 20)
     attacker.deliver_to(again, len(attacker.wire))  # HELLO resume:ID
     again.session.challenge_resume(server.session.resume_key)
@@ -551,9 +552,7 @@ def test_a_tombstone_waits_for_its_resent_bytes_and_fin_on_a_slow_link():
     client.finished.add(last)
     client.pump(1 << 30)
     assert client.session.tombstones == 1
-    client.wire.clear()
-    client.session.suspend()
-    server.session.suspend()
+    cut(client, server)
     client.session.reconnect()
     handshake = Side("server", Session(Role.SERVER, config))
     settle(client, handshake)
@@ -607,8 +606,7 @@ def test_an_error_while_resuming_fails_the_connection_not_the_session(why):
     client, server = connected_pair()
     stream = open_stream(client, server)
     settle(client, server)
-    client.session.suspend()
-    server.session.suspend()
+    cut(client, server)
     client.session.reconnect()
     events = client.session.receive_data(error_frame(why))
     assert [(e.reason, e.kept) for e in events] == [(why, True)]
@@ -711,8 +709,7 @@ def test_a_large_resume_table_is_not_mistaken_for_a_peer_that_does_not_read(monk
     settle(client, server)
     streams = [client.session.open_stream(1) for _ in range(200)]  # tables of ~4 KB
     settle(client, server)
-    client.session.suspend()
-    server.session.suspend()
+    cut(client, server)
     reconnect(client, server, config)
     assert client.failures == [] and server.failures == []
     for stream in streams[:3]:
