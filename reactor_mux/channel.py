@@ -433,7 +433,8 @@ class Channel:
         if self.closed:
             return
         if not self._session.resumable or self.draining:
-            self.close(reason)
+            lost = self._session.resume_lost
+            self.close(f"{reason} (not resumed: {lost})" if lost and not self.draining else reason)
             return
         self._liveness.stop()
         transport, self._transport = self._transport, None

@@ -452,3 +452,23 @@ def test_a_waiting_session_keeps_its_port_from_another_named_client(tmp_path, ec
         assert echo_once(fixed) == b"ping"
     finally:
         tunnel.close()
+
+
+def test_a_server_without_resume_says_why_the_streams_reset(echo):
+    """--resume-timeout 0 on the server only: a cut resets the streams, and the
+    client's log says resume was off there."""
+    tunnel = Tunnel(server_args=("--resume-timeout", "0"))
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        client = client_through(relay, tunnel, "-L", f"0:127.0.0.1:{echo.port}")
+        port = client.forwards(1)[0][1]
+        app = socket.create_connection(("127.0.0.1", port), timeout=10)
+        app.sendall(b"x")
+        assert app.recv(1) == b"x"
+        relay.cut()
+        assert ends_within(app, 5)
+        client.wait_for(r"not resumed: the server keeps no sessions \(its --resume-timeout is 0\)")
+        app.close()
+    finally:
+        relay.close()
+        tunnel.close()
