@@ -303,3 +303,43 @@ def test_a_rewind_sends_exactly_the_bytes_sent_last(module, steps):
             checked = 0
         assert queue.retained(slot) == position - acked
         assert queue.buffered(slot) == len(written) - position
+
+
+@pytest.mark.parametrize("module", [_c, _python], ids=["c", "python"])
+def test_a_decoder_starts_small_grows_as_needed_and_gives_its_buffers_back(module):
+    """A handshake costs a small buffer; a frame larger than the buffer, or reads
+    that fill all that was offered, grow it (up to its size); ``release`` gives it
+    back unless a partial frame is held, and it comes again on demand."""
+    decoder = module.InboundDecoder(MAX_DATA_BODY, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE)
+    assert decoder.size == 0
+    hello = encode_frame(0, 1, b"HELLO 1 262144 65536")
+    [(_n, records, error)] = list(feed_decoder(decoder, [hello]))
+    assert error == 0 and [body for *_rest, body in records] == [b"HELLO 1 262144 65536"]
+    assert decoder.size == _python.INITIAL_RECEIVE
+
+    big = bytes(payload(5, MAX_DATA_BODY))  # one maximum frame, larger than the buffer
+    delivered = b"".join(
+        body for _n, records, _e in feed_decoder(decoder, [encode_frame(9, 0, big)])
+        for *_rest, body in records
+    )  # fmt: skip
+    assert delivered == big and decoder.pending == 0
+    assert _python.INITIAL_RECEIVE < decoder.size <= RECEIVE_BUFFER_SIZE
+
+    bulk = [encode_frame(7, 0, bytes(payload(seed, 30_000))) for seed in range(40)]
+    delivered = b"".join(
+        body for _n, records, _e in feed_decoder(decoder, [b"".join(bulk)])
+        for *_rest, body in records
+    )  # fmt: skip
+    assert delivered == b"".join(bytes(payload(seed, 30_000)) for seed in range(40))
+    assert decoder.size == RECEIVE_BUFFER_SIZE  # full reads doubled it to the limit
+
+    half = encode_frame(3, 0, b"abcdef")[:5]
+    list(feed_decoder(decoder, [half]))
+    decoder.release()
+    assert decoder.size == RECEIVE_BUFFER_SIZE and decoder.pending == 5  # kept: mid-frame
+    rest = list(feed_decoder(decoder, [encode_frame(3, 0, b"abcdef")[5:]]))
+    assert [body for *_rest, body in rest[-1][1]] == [b"abcdef"]
+    decoder.release()
+    assert decoder.size == 0
+    [(_n, records, error)] = list(feed_decoder(decoder, [hello]))
+    assert error == 0 and len(records) == 1 and decoder.size == _python.INITIAL_RECEIVE

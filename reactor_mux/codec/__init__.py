@@ -15,7 +15,8 @@ Interface (see ``_python.py`` for the contracts):
 * ``scan_frames(buf, start, end, max_data, max_command[, max_frames])``
 * ``encode_header(length, stream_id, kind)``
 * ``InboundDecoder(max_data, max_command, buffer_size)``: ``writable()``,
-  ``advance(n) -> (records, error)``, ``buffer``, ``staging``, ``pending``
+  ``advance(n) -> (records, error)``, ``buffer``, ``staging``, ``pending``,
+  ``size``, ``release()``
 * ``OutboundQueue(frame_size, budget, capacity)``: per-stream rings
   (``open/close/reserve/commit/finish/buffered``), control frames
   (``queue_control/clear_control``) and the FIFO (``fill/pending/sent``).
@@ -65,9 +66,14 @@ class InboundDecoderAPI(Protocol):
     @property
     def pending(self) -> int: ...
 
+    @property
+    def size(self) -> int: ...
+
     def writable(self) -> memoryview: ...
 
     def advance(self, count: int) -> tuple[list[Record], int]: ...
+
+    def release(self) -> None: ...
 
 
 class OutboundQueueAPI(Protocol):

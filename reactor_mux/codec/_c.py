@@ -84,6 +84,11 @@ if _SCRATCH == ffi.NULL:
     raise ImportError("cannot allocate the codec's scratch space")
 _FRAMES = ffi.new("rmux_frame[]", MAX_FRAMES_PER_SCAN)
 _FRAMES_BUFFER = ffi.buffer(_FRAMES)
+# What every decoder's advance() writes into and unpacks at once: shared, like the
+# scratch space (a reactor is single-threaded), so a decoder allocates nothing in C.
+_RECORDS = ffi.new("rmux_record[]", MAX_FRAMES_PER_SCAN)
+_RECORDS_BUFFER = ffi.buffer(_RECORDS)
+_CURSOR = ffi.new("size_t[3]")  # start, staged, nframes
 _SIZE_OUT = ffi.new("size_t *")
 _STATUS_OUT = ffi.new("rmux_status *")
 _HEADER_OUT = ffi.new("uint8_t[]", HEADER_SIZE)
@@ -120,16 +125,16 @@ class InboundDecoder(_python.InboundDecoder):
 
     def __init__(self, max_data: int, max_command: int, buffer_size: int) -> None:
         super().__init__(max_data, max_command, buffer_size)
+        self._buffers_changed()
+
+    def _buffers_changed(self) -> None:
         self._buffer_pointer = ffi.from_buffer(self._buffer)
         self._staging_pointer = ffi.from_buffer(self._staging)
-        self._records = ffi.new("rmux_record[]", MAX_FRAMES_PER_SCAN)
-        self._records_buffer = ffi.buffer(self._records)
-        self._cursor = ffi.new("size_t[3]")  # start, staged, nframes
-        self._error = ffi.new("rmux_status *")
 
     def advance(self, count: int) -> tuple[list[Record], int]:
+        self._filled = count >= self._offered
         self._end += count
-        cursor = self._cursor
+        cursor = _CURSOR
         cursor[0] = self._start
         cursor[1] = 0
         records: list[Record] = []
@@ -137,10 +142,10 @@ class InboundDecoder(_python.InboundDecoder):
             n = lib.rmux_decode(
                 _SCRATCH, self._buffer_pointer, cursor, self._end, self._max_data,
                 self._max_command, self._staging_pointer, len(self._staging), cursor + 1,
-                self._records, cursor + 2, self._error,
+                _RECORDS, cursor + 2, _STATUS_OUT,
             )  # fmt: skip
-            records += _FOUR_U32.iter_unpack(self._records_buffer[: n * _ENTRY_SIZE])
-            error = self._error[0]
+            records += _FOUR_U32.iter_unpack(_RECORDS_BUFFER[: n * _ENTRY_SIZE])
+            error = _STATUS_OUT[0]
             if error != OK:
                 if error not in _DECODE_ERRORS:
                     raise RuntimeError(f"codec internal error {error}")

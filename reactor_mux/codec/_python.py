@@ -140,42 +140,97 @@ def splice_frames(
     return records, staged
 
 
+INITIAL_RECEIVE = 16 * 1024
+"""Receive (and staging) buffer a channel starts with: a handshake or an idle
+channel holds this much, a busy one grows it (doubling) to ``buffer_size``."""
+
+
 class InboundDecoder:
-    """Receive buffer + staging buffer for one channel."""
+    """Receive buffer + staging buffer for one channel.
+
+    The buffers start at ``INITIAL_RECEIVE`` and double, up to ``buffer_size``,
+    when a read fills all that was offered or a frame needs more room; a
+    partial frame is moved to the front when the free tail gets short.
+    ``release`` gives both back (they come again with the next ``writable``), so
+    a closed channel waiting for the garbage collector holds nothing large."""
 
     def __init__(self, max_data: int, max_command: int, buffer_size: int) -> None:
         if buffer_size < 2 * (HEADER_SIZE + max(max_data, max_command)):
             raise ValueError("receive buffer must hold two maximum frames")
-        self._buffer = bytearray(buffer_size)
+        self._capacity = buffer_size
+        self._buffer = bytearray()
         self.buffer = memoryview(self._buffer)
-        self._staging = bytearray(buffer_size)
+        self._staging = bytearray()
         self.staging = memoryview(self._staging)
         self._start = 0
         self._end = 0
+        self._offered = 0  # what the last writable() offered
+        self._filled = False  # and the read after it took all of it
         self._max_data = max_data
         self._max_command = max_command
-        self._min_free = HEADER_SIZE + max(max_data, max_command)
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame held back for the next read."""
         return self._end - self._start
 
+    @property
+    def size(self) -> int:
+        """Bytes the receive buffer holds allocated now (the staging buffer as many)."""
+        return len(self._buffer)
+
     def writable(self) -> memoryview:
-        """The free tail of the receive buffer (moving a partial frame first if needed)."""
+        """The free tail of the receive buffer (moving a partial frame first, or
+        growing the buffers, if needed)."""
         start, end = self._start, self._end
-        if start == end:
+        pending = end - start
+        size = len(self._buffer)
+        if not pending:
+            self._start = self._end = start = end = 0
+        want = INITIAL_RECEIVE if size == 0 else size
+        if self._filled and want < self._capacity:
+            want = min(2 * want, self._capacity)
+        if pending >= HEADER_SIZE:  # a partial frame: room for all of it
+            body = HEADER.unpack_from(self._buffer, start)[0]
+            want = max(want, min(self._capacity, _next_power(HEADER_SIZE + body)))
+        if want > size:
+            self._resize(want)
+        elif size - end < max(HEADER_SIZE, size // 4) and start:
+            self._buffer[0:pending] = self.buffer[start:end]
+            self._start, self._end = 0, pending
+        view = self.buffer[self._end :]
+        self._offered = len(view)
+        return view
+
+    def _resize(self, size: int) -> None:
+        """New buffers of ``size`` bytes, the partial frame moved to the front."""
+        start, end = self._start, self._end
+        buffer = bytearray(size)
+        buffer[0 : end - start] = self.buffer[start:end]
+        self._buffer, self.buffer = buffer, memoryview(buffer)
+        self._staging = bytearray(size)
+        self.staging = memoryview(self._staging)
+        self._start, self._end = 0, end - start
+        self._buffers_changed()
+
+    def release(self) -> None:
+        """Give the buffers back if no partial frame is held (they return on demand)."""
+        if self._start == self._end and self._buffer:
             self._start = self._end = 0
-        elif len(self._buffer) - end < self._min_free:
-            self._buffer[0 : end - start] = self.buffer[start:end]
-            self._start, self._end = 0, end - start
-        return self.buffer[self._end :]
+            self._filled = False
+            self._buffer, self._staging = bytearray(), bytearray()
+            self.buffer, self.staging = memoryview(self._buffer), memoryview(self._staging)
+            self._buffers_changed()
+
+    def _buffers_changed(self) -> None:
+        """The buffers were replaced (the compiled twin re-points at them)."""
 
     def advance(self, count: int) -> tuple[list[Record], int]:
         """Account ``count`` received bytes; return ``(records, error)``.
 
         Records before a violation are valid; after one, nothing more is parsed.
         """
+        self._filled = count >= self._offered
         self._end += count
         records: list[Record] = []
         staged = 0
@@ -190,6 +245,10 @@ class InboundDecoder:
                 return records, error
             if len(frames) < MAX_FRAMES_PER_SCAN:
                 return records, OK
+
+
+def _next_power(value: int) -> int:
+    return 1 << (value - 1).bit_length()
 
 
 class _TxStream:
