@@ -36,6 +36,7 @@ from reactor_mux.logformat import event as log_event
 from reactor_mux.meter import Meter
 from reactor_mux.netutil import abort_socket, describe_error
 from reactor_mux.peerconnect import DoneCallback, PeerConnects
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
@@ -182,6 +183,8 @@ class Channel:
         self.closed = False
         self.close_reason: str | None = None
         self.close_was_error = False
+        self.close_code: ErrorCode | None = None
+        """What ended the channel, as a value (None: a local decision, or not told)."""
         self.auth_failed = False
         """The channel ended because authentication failed (either side)."""
         self.peer_shut_down = False
@@ -414,27 +417,31 @@ class Channel:
         session = self._session
         clean = not session.mid_frame and session.state is not ChannelState.FAILED
         if session.resumable and not self.draining:
-            self._lost("peer closed the channel")
+            self._lost("peer closed the channel", ErrorCode.PEER_CLOSED)
             return
-        self.close(session.receive_eof(), error=not clean)
+        reason = session.receive_eof()
+        self.close(reason, error=not clean, code=session.failure_code)
 
-    def transport_failed(self, reason: str, *, authentication: bool = False) -> None:
+    def transport_failed(
+        self, reason: str, *, authentication: bool = False, code: ErrorCode | None = None
+    ) -> None:
         self.auth_failed = self.auth_failed or authentication
         if authentication:
-            self.close(reason)
+            self.close(reason, code=ErrorCode.AUTH_FAILED)
         else:
-            self._lost(reason)
+            self._lost(reason, code or ErrorCode.PEER_CLOSED)
 
     # ------------------------------------------------------------- resume
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, reason: str, code: ErrorCode) -> None:
         """The connection broke (reset, EOF, keepalive or handshake timeout): keep
         the streams for a resume where the session allows it, else close."""
         if self.closed:
             return
         if not self._session.resumable or self.draining:
             lost = self._session.resume_lost
-            self.close(f"{reason} (not resumed: {lost})" if lost and not self.draining else reason)
+            self.close(f"{reason} (not resumed: {lost})" if lost and not self.draining else reason,
+                       code=code)  # fmt: skip
             return
         self._liveness.stop()
         transport, self._transport = self._transport, None
@@ -484,7 +491,7 @@ class Channel:
         """Server: carry on over ``connection``, which proved it holds our session.
         A connection we still think alive is cut first: the latest proof wins."""
         if self._transport is not None:
-            self._lost("the client resumed on a new connection")
+            self._lost("the client resumed on a new connection", ErrorCode.PEER_CLOSED)
         if self.closed:
             connection.close(f"{RESUME_REFUSED}: the session ended")
             return
@@ -601,18 +608,21 @@ class Channel:
             case MappingCancelled():
                 self.owner.on_mapping_cancelled(self, event)
             case ChannelFailed() if event.kept:
-                self._lost(f"{self.peer_role} turned the connection away: {event.reason}")
+                self._lost(f"{self.peer_role} turned the connection away: {event.reason}",
+                           event.code or ErrorCode.PEER_CLOSED)  # fmt: skip
             case ChannelFailed():
                 self.auth_failed = event.authentication
+                code = event.code
                 if event.authentication:
-                    self.close(event.reason)
+                    self.close(event.reason, code=code)
                 elif event.by_peer and _is_shutdown(event.reason):
                     self.peer_shut_down = True
-                    self.close(f"{self.peer_role} closed the channel: {event.reason}", error=False)
+                    self.close(f"{self.peer_role} closed the channel: {event.reason}", error=False,
+                               code=code)  # fmt: skip
                 elif event.by_peer:
-                    self.close(f"{self.peer_role} reported an error: {event.reason}")
+                    self.close(f"{self.peer_role} reported an error: {event.reason}", code=code)
                 else:
-                    self.close(f"protocol error: {event.reason}")
+                    self.close(f"protocol error: {event.reason}", code=code)
             case _:
                 unhandled(event)
 
@@ -649,8 +659,7 @@ class Channel:
             if early is None:
                 stream.abort("cannot reply to the local client")
                 return
-            if early:
-                self._session.send_data(stream.id, early)
+            if early and self._session.send_data(stream.id, early):
                 self.schedule_flush()
         stream.start_reading()
 
@@ -681,8 +690,8 @@ class Channel:
     def _refuse_stream(self, stream_id: int, reason: str, dynamic: bool) -> None:
         """SYN ERROR; a dynamic stream's reason starts with its failure class
         (docs/protocol.md §5.1), which the client turns into a SOCKS reply code."""
-        self.meter.refusal("stream", reason)
-        self._session.refuse_stream(stream_id, classified_reason(reason) if dynamic else reason)
+        if self._session.refuse_stream(stream_id, classified_reason(reason) if dynamic else reason):
+            self.meter.refusal("stream", reason)
 
     def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Cancellable:
         def check(address: str, address_port: int) -> str | None:
@@ -716,12 +725,13 @@ class Channel:
                 ),
             )
             self._refuse_stream(stream_id, f"connect to {address} failed: {error}", dynamic)
+        elif not self._session.accept_stream(stream_id):
+            sock.close()  # the peer reset the stream, or the channel failed, since its SYN
         else:
             label = f"stream {stream_id} -> {address}"
             stream = LocalStream(self.reactor, self, stream_id, sock, label, self._session.window)
             self._count_opened(stream, metric)
             self.streams[stream_id] = stream
-            self._session.accept_stream(stream_id)
             stream.start_reading()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s: %s opened", self.name, label,
@@ -829,12 +839,12 @@ class Channel:
         except TransportError as exc:
             self.auth_failed = self.auth_failed or exc.authentication
             if exc.authentication:
-                self.close(exc.reason)
+                self.close(exc.reason, code=ErrorCode.AUTH_FAILED)
             else:
-                self._lost(exc.reason)
+                self._lost(exc.reason, exc.code)
             return
         except OSError as exc:
-            self._lost(f"channel write failed: {describe_error(exc)}")
+            self._lost(f"channel write failed: {describe_error(exc)}", ErrorCode.PEER_CLOSED)
             return
         if self._outbound_cap.paused:
             # Rings the channel emptied give their storage back, then see if
@@ -872,18 +882,27 @@ class Channel:
 
     # ------------------------------------------------------------- closing
 
-    def close(self, reason: str, *, error: bool = True, tell_peer: bool = True) -> None:
+    def close(
+        self,
+        reason: str,
+        *,
+        error: bool = True,
+        tell_peer: bool = True,
+        code: ErrorCode | None = None,
+    ) -> None:
         """End the channel: every stream is reset locally, the transport closed.
 
         ``error`` is false for orderly ends (EOF between frames, shutdown), so
         owners can log those quietly; ``tell_peer`` false skips the ERROR frame
-        (the peer said BYE: what is queued is sent, then the socket closes).
+        (the peer said BYE: what is queued is sent, then the socket closes);
+        ``code`` says what ended it, for the owner to decide by.
         """
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
         self.close_was_error = error
+        self.close_code = code
         try:
             self._liveness.stop()
             for timer in (self._resume_deadline, self._barrier_timer):
@@ -913,6 +932,8 @@ class Channel:
             # Whatever failed above, the socket goes and the owner forgets us.
             if self._transport is not None:
                 self._transport.close()
+            if self._session.failed:
+                self._session.release_memory()
             self.owner.on_channel_closed(self, reason)
 
 

@@ -689,14 +689,16 @@ def _main(argv: Sequence[str] | None) -> int:
     )
 
 
-def _checked(args: argparse.Namespace) -> ServerSecurity | ClientSecurity:
+def _checked(
+    args: argparse.Namespace, bound: list[tuple[str, int]] | None = None
+) -> ServerSecurity | ClientSecurity:
     """Options that contradict each other, and the security files: what a role needs
-    before it may start (or a reload may apply)."""
+    before it may start (or a reload may apply, to a server listening on ``bound``)."""
     problem = _contradiction(args)
     if problem is not None:
         raise ConfigError(problem)
     if args.command == "server":
-        return server_security(args)
+        return server_security(args, bound)
     return client_security(args)
 
 
@@ -710,6 +712,7 @@ def _server_config(args: argparse.Namespace, security: ServerSecurity) -> Server
         policy=security.policy,
         clients=security.clients,
         tls=security.tls,
+        admission=security.admission,
     )
 
 
@@ -728,7 +731,8 @@ def _client_config(args: argparse.Namespace, security: ClientSecurity) -> Client
 
 _APPLIED_BY_RELOAD = {
     "server": {"gateway_ports", "max_channels", "allow_connect", "allow_bind", "clients_file",
-               "secret_file", "insecure", "verbose", "quiet"},
+               "secret_file", "insecure", "verbose", "quiet", "max_startups",
+               "per_source_max_startups", "per_source_penalties", "penalty_exempt"},
     "client": {"local", "remote", "dynamic", "verbose", "quiet"},
 }  # fmt: skip
 """What a reload changes in a running process; every other option waits for a restart."""
@@ -742,7 +746,7 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reloa
         log.info("reloading %s", started.config)
         try:
             args = parse_arguments(argv)
-            security = _checked(args)
+            security = _checked(args, app.bound_addresses if isinstance(app, Server) else None)
         except (ConfigError, SecurityOptionError) as exc:
             message = f"reload failed, the running configuration stays: {exc}"
             log.error("%s", message, extra=event("reload_failed", reason=str(exc)))
@@ -753,7 +757,8 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reloa
         if isinstance(app, Server):
             assert isinstance(security, ServerSecurity)
             app.reconfigure(Permissions(security.policy, security.clients, security.secret_book,
-                                        args.gateway_ports, args.max_channels))  # fmt: skip
+                                        args.gateway_ports, args.max_channels,
+                                        security.admission))  # fmt: skip
         elif args.forwards_from_command_line:
             done.append("forwards unchanged: -L/-R/-D on the command line replace the file's")
         else:

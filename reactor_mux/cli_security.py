@@ -9,7 +9,10 @@ explanation, which cli.py prints as a usage error.
 
 Safe by default: a server that listens beyond loopback must authenticate its
 clients (a secret, a clients file, or client certificates) unless told
-``--insecure``.
+``--insecure``, and a reload may not turn authentication off while such a
+listener is bound.  Private keys are held to the rule of secret files.  The
+admission options (``--max-startups`` and the per-source limits, penalties and
+exemptions) become an ``AdmissionConfig``.
 """
 
 from __future__ import annotations
@@ -17,16 +20,26 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from reactor_mux.admission import (
+    DEFAULT_PER_SOURCE_MAX_STARTUPS,
+    AdmissionConfig,
+    MaxStartups,
+    MaxStartupsError,
+)
 from reactor_mux.credentials import (
     ClientsFile,
     CredentialsError,
+    check_private,
     load_clients_file,
     secret_from,
 )
+from reactor_mux.penalties import PenaltySpec, PenaltySpecError, parse_networks
 from reactor_mux.policy import AllowList, Pattern, PatternError, Policy, parse_pattern
 from reactor_mux.protocol.auth import SHARED_NAME, Credentials, SecretBook, SharedSecret
 from reactor_mux.protocol.syntax import format_host_port, is_loopback
+from reactor_mux.sourceblock import Netblock, NetblockError
 from reactor_mux.tls import ClientTls, ServerTls, TlsConfigError, parse_fingerprint
 
 
@@ -48,6 +61,35 @@ def _fingerprint(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Parsed:
+    """An argparse converter from a ``parse`` classmethod and its error class;
+    ``spell`` writes a value back the way check-config prints it."""
+
+    def __init__(self, parse: Any, error: type[ValueError]) -> None:
+        self._parse, self._error = parse, error
+        self.spell = lambda value: value.spell()
+
+    def __call__(self, text: str) -> Any:
+        try:
+            return self._parse(text)
+        except self._error as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _exempt(text: str) -> str:
+    try:
+        parse_networks([text])
+    except PenaltySpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _per_source(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count in 1..1048576")
+    return int(text)
+
+
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("security (docs/security.md)")
     add = group.add_argument
@@ -67,6 +109,32 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="-R addresses clients may listen on, in the same form (repeatable)")  # fmt: skip
     add("--insecure", action="store_true",
         help="listen beyond loopback without authenticating clients")  # fmt: skip
+    admission = parser.add_argument_group("admission of unauthenticated connections "
+                                          "(docs/security.md, denial of service)")  # fmt: skip
+    add = admission.add_argument
+    add("--max-startups", type=_Parsed(MaxStartups.parse, MaxStartupsError),
+        default=MaxStartups(), metavar="START:RATE:FULL",
+        help="above START unauthenticated connections, refuse new ones from sources that "
+        "already have one with probability RATE%%, rising to 100%% at FULL (ssh's "
+        "MaxStartups; default 10:30:100)")  # fmt: skip
+    add("--per-source-max-startups", type=_per_source,
+        default=DEFAULT_PER_SOURCE_MAX_STARTUPS, metavar="N",
+        help="unauthenticated connections from one source block at once "
+        f"(default {DEFAULT_PER_SOURCE_MAX_STARTUPS})")  # fmt: skip
+    add(
+        "--per-source-netblock",
+        type=_Parsed(Netblock.parse, NetblockError),
+        default=Netblock(),
+        metavar="V4:V6",
+        help="prefix lengths that group addresses into a source block (default 32:64)",
+    )
+    add("--per-source-penalties", type=_Parsed(PenaltySpec.parse, PenaltySpecError),
+        default=PenaltySpec(), metavar="SPEC",
+        help="how long a source block that failed before authenticating is turned away: "
+        "'off', or words such as 'authfail:5 noauth:1 grace-exceeded:20 protocol:20 tls:5 "
+        "min:15 max:600' (ssh's PerSourcePenalties; those are the defaults)")  # fmt: skip
+    add("--penalty-exempt", action="append", default=[], type=_exempt, metavar="CIDR",
+        help="never penalise sources in this network (repeatable)")  # fmt: skip
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +163,7 @@ class ServerSecurity:
     clients: ClientsFile | None
     tls: ServerTls | None
     policy: Policy
+    admission: AdmissionConfig
 
 
 @dataclass(frozen=True)
@@ -103,8 +172,12 @@ class ClientSecurity:
     tls: ClientTls | None
 
 
-def server_security(args: argparse.Namespace) -> ServerSecurity:
-    """Check the server's security options and load what they name."""
+def server_security(
+    args: argparse.Namespace, bound: list[tuple[str, int]] | None = None
+) -> ServerSecurity:
+    """Check the server's security options and load what they name.  ``bound``: the
+    addresses a running server listens on (a reload cannot move them), which the
+    safe-default check looks at instead of the file's ``listen``."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SecurityOptionError("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
@@ -118,6 +191,8 @@ def server_security(args: argparse.Namespace) -> ServerSecurity:
         if args.clients_file is not None:
             clients = load_clients_file(args.clients_file)
         secret = None if clients is not None else secret_from(args.secret_file)
+        if args.tls_key is not None:
+            check_private(args.tls_key, "--tls-key")
         tls = (ServerTls.from_files(args.tls_cert, args.tls_key, args.tls_client_ca)
                if args.tls_cert is not None else None)  # fmt: skip
     except (CredentialsError, TlsConfigError) as exc:
@@ -127,19 +202,28 @@ def server_security(args: argparse.Namespace) -> ServerSecurity:
     )
     authenticates = book is not None or args.tls_client_ca is not None
     if not authenticates and not args.insecure:
-        for host, port in args.listen:
+        for host, port in args.listen if bound is None else bound:
             if not is_loopback(host):
+                what = "listen on" if bound is None else "stop authenticating clients while"
+                where = format_host_port(host, port)
                 raise SecurityOptionError(
-                    f"refusing to listen on {format_host_port(host, port)} without "
-                    "authenticating clients: give --secret-file (or REACTOR_MUX_SECRET), "
-                    "--clients-file or --tls-client-ca, or --insecure to let anyone who can "
-                    "connect use this host"
+                    f"refusing to {what} {where}{' is bound' if bound is not None else ''} "
+                    "without authenticating clients: give --secret-file (or "
+                    "REACTOR_MUX_SECRET), --clients-file or --tls-client-ca, or --insecure "
+                    "to let anyone who can connect use this host"
                 )
     policy = Policy(
         connect=AllowList(args.allow_connect, "--allow-connect"),
         bind=AllowList(args.allow_bind, "--allow-bind"),
     )
-    return ServerSecurity(book, clients, tls, policy)
+    admission = AdmissionConfig(
+        max_startups=args.max_startups,
+        per_source_max_startups=args.per_source_max_startups,
+        netblock=args.per_source_netblock,
+        penalties=args.per_source_penalties,
+        exempt=parse_networks(args.penalty_exempt),
+    )
+    return ServerSecurity(book, clients, tls, policy, admission)
 
 
 def client_security(args: argparse.Namespace) -> ClientSecurity:
@@ -159,6 +243,8 @@ def client_security(args: argparse.Namespace) -> ClientSecurity:
         raise SecurityOptionError("--tls-cert and --tls-key go together")
     try:
         secret = secret_from(args.secret_file)
+        if args.tls_key is not None:
+            check_private(args.tls_key, "--tls-key")
         tls = None
         if args.tls:
             tls = ClientTls.from_options(

@@ -35,6 +35,7 @@ from reactor_mux.localstream import LocalStream
 from reactor_mux.logformat import event as log_event
 from reactor_mux.meter import Meter
 from reactor_mux.netutil import PeerAddress, abort_socket, describe_error, loopback_pair
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
@@ -413,15 +414,17 @@ class Client:
             self._retry = self.reactor.call_later(0.0, self._connect, self)
 
     def _schedule_reconnect(
-        self, reason: str, *, orderly: bool = False, immediate: bool = False
+        self, reason: str, *, orderly: bool = False, immediate: bool = False, soon: bool = False
     ) -> None:
+        """Connect again after the backoff; ``soon``: the server was only busy, so at
+        the resume pace."""
         if not self._may_attempt():
             return
         channel = self.channel
         resuming = channel is not None and channel.suspended
         if immediate:
             delay = 0.0
-        elif resuming:
+        elif resuming or soon:
             delay = self._resume_backoff.next_delay()  # the streams wait: no long pauses
         else:
             delay = self._backoff.next_delay()
@@ -429,7 +432,7 @@ class Client:
         self._failed_attempts += 1
         if orderly:
             level = logging.INFO
-        elif resuming:  # within the resume window: an outage, not yet a failure
+        elif resuming or soon:  # within the resume window, or a busy server: not a failure
             level = logging.WARNING
         elif self._loud_at is None or now - self._loud_at >= OUTAGE_REPORT_INTERVAL:
             level, self._loud_at = logging.ERROR, now
@@ -530,6 +533,7 @@ class Client:
         return None  # the client connects only to the targets it was given itself
 
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
+        self._resume_backoff.reset()
         self._channel_up_since = self.reactor.time()
         self._failed_attempts = 0
         self._loud_at = None
@@ -708,6 +712,8 @@ class Client:
             self._schedule_reconnect(reason, orderly=True, immediate=True)
         elif channel.peer_shut_down:
             self._schedule_reconnect(reason, orderly=True)
+        elif channel.close_code is ErrorCode.BUSY:
+            self._schedule_reconnect(f"server {self.server_label} is busy: {reason}", soon=True)
         elif RESUME_REFUSED in reason or "resume window expired" in reason:
             hint = (" (the server restarted, or its --resume-timeout passed)"
                     if "unknown session" in reason else "")  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.reactor import Cancellable, Owner
 
 
@@ -48,7 +49,7 @@ class Liveness:
         keepalive_interval: float,
         dead_after: float,
         send_ping: Callable[[int], None],
-        give_up: Callable[[str], None],
+        give_up: Callable[[str, ErrorCode], None],
     ) -> None:
         self._clock = clock
         self._owner = owner
@@ -91,7 +92,8 @@ class Liveness:
         self.stop()
         silent = self.last_heard == self._created
         self._give_up(f"handshake timed out after {self._handshake_timeout:g}s"
-                      + (f" ({SILENT_PEER})" if silent else ""))  # fmt: skip
+                      + (f" ({SILENT_PEER})" if silent else ""),
+                      ErrorCode.HANDSHAKE_TIMEOUT)  # fmt: skip
 
     def _schedule_tick(self) -> None:
         self._tick_timer = self._clock.call_later(self._interval / 2, self._tick, self._owner)
@@ -104,7 +106,10 @@ class Liveness:
         idle = now - self.last_heard
         if idle >= self._dead_after:
             self.stop()
-            self._give_up(f"no traffic from the peer for {idle:.1f}s (keepalive timeout)")
+            self._give_up(
+                f"no traffic from the peer for {idle:.1f}s (keepalive timeout)",
+                ErrorCode.KEEPALIVE_TIMEOUT,
+            )
             return
         if idle >= self._interval or self.reads_paused:
             self._ping_token += 1

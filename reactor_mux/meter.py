@@ -56,6 +56,12 @@ class Meter:
     stream_errors: Counter[str] = field(default_factory=Counter)
     refused: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Per (what: mapping or stream, REFUSALS class)."""
+    connections_refused: Counter[str] = field(default_factory=Counter)
+    """Server: connections turned away at accept, per ``admission.Refusal`` label."""
+    startups_evicted: int = 0
+    """Server: unauthenticated connections closed to make room for another source."""
+    penalties: Counter[str] = field(default_factory=Counter)
+    """Server: offences penalised, per ``penalties.Offence`` keyword."""
 
     def stream_ended(self, mapping: str, sent: int, received: int, error: str | None) -> None:
         self.bytes_sent[mapping] += sent

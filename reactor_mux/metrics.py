@@ -20,8 +20,10 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from reactor_mux import __version__
+from reactor_mux.admission import Refusal
 from reactor_mux.netutil import listen_sockets
 from reactor_mux.oneshot import OneShotServer
+from reactor_mux.penalties import Offence
 from reactor_mux.protocol.syntax import is_loopback
 from reactor_mux.reactor import Reactor
 from reactor_mux.server import Server
@@ -125,6 +127,33 @@ class AppCollector:
         buffered.add_metric(["inbound"], inbound)
         buffered.add_metric(["outbound"], outbound)
         yield buffered
+        if isinstance(app, Server):
+            yield from _admission_metrics(app)
+
+
+def _admission_metrics(server: Server) -> Iterator[Metric]:
+    """What the server turned away before authentication, and why (docs/security.md)."""
+    meter, admission = server.meter, server.admission
+    yield GaugeMetricFamily("reactor_mux_unauthenticated_connections", "Connections accepted "
+                            "and not yet authenticated (--max-startups counts them).",
+                            value=admission.startups)  # fmt: skip
+    refused = CounterMetricFamily("reactor_mux_connections_refused", "Connections turned away "
+                                  "at accept, by reason.", labels=["reason"])  # fmt: skip
+    for refusal in Refusal:
+        refused.add_metric([refusal.value], meter.connections_refused[refusal.value])
+    yield refused
+    yield CounterMetricFamily("reactor_mux_startups_evicted", "Unauthenticated connections "
+                              "closed to make room for a source that had none.",
+                              value=meter.startups_evicted)  # fmt: skip
+    penalties = CounterMetricFamily("reactor_mux_penalties", "Connections that ended before "
+                                    "authenticating in a way their source is penalised for, "
+                                    "by offence.", labels=["offence"])  # fmt: skip
+    for offence in Offence:
+        penalties.add_metric([offence.value], meter.penalties[offence.value])
+    yield penalties
+    now = server.reactor.time()
+    yield GaugeMetricFamily("reactor_mux_sources_turned_away", "Source blocks serving a "
+                            "penalty now.", value=admission.penalties.enforced(now))  # fmt: skip
 
 
 class MetricsServer:

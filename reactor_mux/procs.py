@@ -25,9 +25,15 @@ class ReactorMuxProcess:
     """A ``python -m reactor_mux ...`` child with its stderr captured."""
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str] | None = None, nofile: int | None = None
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+        python: str | None = None,
     ) -> None:
-        """``nofile`` lowers the child's RLIMIT_NOFILE (for fd-exhaustion tests)."""
+        """``nofile`` lowers the child's RLIMIT_NOFILE (for fd-exhaustion tests);
+        ``python`` runs another interpreter's reactor_mux (an older checkout's venv,
+        for before/after measurements)."""
         self.args = list(args)
 
         def limit_files() -> None:
@@ -37,7 +43,8 @@ class ReactorMuxProcess:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reactor_mux", *self.args],
+            [python or sys.executable, "-m", "reactor_mux", *self.args],
+            cwd=None if python is None else "/",  # not this checkout's reactor_mux: its own
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

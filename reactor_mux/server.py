@@ -14,9 +14,16 @@ blocks the reconnect, but only when the new channel authenticated as the
 same client.
 
 What a client may reach (``--allow-connect``) and open (``--allow-bind``)
-is checked here, with its own lists from the clients file when it has them;
-repeated authentication failures from one address turn it away for a while
-(``authlimit``).
+is checked here, with its own lists from the clients file when it has them.
+
+Until a connection has authenticated it is a *startup*, admitted or turned
+away at accept by ``admission`` (``--max-startups`` and the per-source limits
+and penalties); only authenticated channels count against
+``--max-channels``, and a resume takes back its own suspended slot, so no
+number of strangers can keep a client, or its resume, out.  A startup that
+fails (authentication, a timeout, a protocol error, a TLS handshake) earns its
+source block a penalty; what is turned away is logged in summaries
+(``turnedaway``), never a line per connection.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from reactor_mux.authlimit import FailureLimiter
+from reactor_mux.admission import Admission, AdmissionConfig, Refusal, Refused, Startup
+from reactor_mux.busyreply import BusyReplies
 from reactor_mux.channel import (
     SHUTTING_DOWN,
     Channel,
@@ -42,9 +50,11 @@ from reactor_mux.listener import ListenerSet
 from reactor_mux.localstream import LocalStream
 from reactor_mux.logformat import event as log_event
 from reactor_mux.meter import Meter
-from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
+from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, abort_socket, describe_error
+from reactor_mux.penalties import Offence
 from reactor_mux.policy import Policy
 from reactor_mux.protocol.auth import SecretBook, SharedSecret
+from reactor_mux.protocol.errorcodes import ErrorCode, with_code
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
@@ -68,11 +78,44 @@ from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 from reactor_mux.tls import ServerTls, TlsTransport
 from reactor_mux.transport import TcpTransport, Transport
+from reactor_mux.turnedaway import TurnedAwayLog
 
 log = logging.getLogger("reactor_mux")
 
 DEFAULT_MAX_CHANNELS = 64
-"""Channels (clients) served at once; one more gets ERROR and is closed."""
+"""Authenticated channels (clients), live or waiting for a resume, served at once;
+one more gets ERROR at its HELLO and is closed."""
+
+_OFFENCES = {
+    ErrorCode.AUTH_FAILED: Offence.AUTH_FAILED,
+    ErrorCode.HANDSHAKE_TIMEOUT: Offence.GRACE_EXCEEDED,
+    ErrorCode.PROTOCOL: Offence.PROTOCOL,
+    ErrorCode.TLS: Offence.TLS,
+    ErrorCode.PEER_CLOSED: Offence.NO_AUTH,
+}
+"""What a connection that ended before authenticating is penalised for, by how it
+ended; an end not listed (a local decision: shutting down, an unknown session)
+costs nothing."""
+
+_ENDED = {
+    ErrorCode.AUTH_FAILED: "authentication failed",
+    ErrorCode.HANDSHAKE_TIMEOUT: "handshake timed out",
+    ErrorCode.PROTOCOL: "protocol error",
+    ErrorCode.TLS: "TLS handshake failed",
+    ErrorCode.PEER_CLOSED: "closed before authenticating",
+}
+"""How the turned-away summaries name each way a startup ended."""
+
+_REFUSED = {
+    Refusal.PENALTY: "penalised",
+    Refusal.PER_SOURCE: "too many unauthenticated connections from the source",
+    Refusal.STARTUPS: "too many unauthenticated connections",
+}
+EVICTED = "dropped to make room for another source"
+
+FAILURE_LINES = 3
+"""Connections from one source block that failed their handshake, logged in full
+per summary interval; the rest are counted (``turnedaway``)."""
 
 
 @dataclass
@@ -87,6 +130,7 @@ class ServerConfig:
     clients: ClientsFile | None = None
     """Named clients, each with its secret and maybe its own allow-lists."""
     tls: ServerTls | None = None
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
     @property
     def authenticates(self) -> bool:
@@ -118,6 +162,7 @@ class Permissions:
     secret_book: SecretBook | None
     gateway_ports: bool
     max_channels: int
+    admission: AdmissionConfig
 
 
 @dataclass
@@ -125,6 +170,8 @@ class _ClientState:
     """What one channel set up on this server."""
 
     peer_host: str
+    startup: Startup | None = None
+    """Admission's record while the channel has not authenticated (None after)."""
     client_id: str | None = None
     client_name: str | None = None
     policy: Policy = field(default_factory=Policy)
@@ -151,7 +198,9 @@ class Server:
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
         self._sessions: dict[str, Channel] = {}
         """Resumable sessions by id: live channels and suspended ones alike."""
-        self._failures = FailureLimiter()
+        self.admission = Admission(config.admission)
+        self._turned_away = TurnedAwayLog(reactor)
+        self._busy = BusyReplies(reactor, config.settings.keepalive_interval)
         self._accepted = 0
         self._draining = False
         self._cancel_drain: Callable[[], None] | None = None
@@ -177,6 +226,8 @@ class Server:
     def close(self) -> None:
         if self._cancel_drain is not None:
             self._cancel_drain()
+        self._turned_away.close()
+        self._busy.close()
         self._stop_accepting()
         for channel in list(self.clients):
             channel.close(SHUTTING_DOWN, error=False)
@@ -188,6 +239,11 @@ class Server:
         for state in self.clients.values():
             for listener in state.binds.values():
                 listener.close()
+
+    @property
+    def bound_addresses(self) -> list[tuple[str, int]]:
+        """Where the server listens for channels now (a reload cannot change it)."""
+        return [(listener.host, listener.port) for listener in self.listeners]
 
     @property
     def draining(self) -> bool:
@@ -208,29 +264,15 @@ class Server:
 
     def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
         self._accepted += 1
-        name = f"channel #{self._accepted} from {format_host_port(peer[0], peer[1])}"
-        refuse, tell = self._failures.refuse(peer[0], self.reactor.time())
-        if refuse:
-            if tell:
-                log.warning("%s: refused: %s failed to authenticate; turned away for a while",
-                            name, peer[0])  # fmt: skip
-            sock.close()
+        address = peer[0]
+        where = format_host_port(address, peer[1])
+        name = f"channel #{self._accepted} from {where}"
+        decision = self.admission.admit(address, self.reactor.time(), None)
+        if isinstance(decision, Refused):
+            self._refuse(sock, where, decision)
             return
-        live = sum(1 for channel in self.clients if not channel.suspended)
-        if live >= self.config.max_channels:  # a resume may take its suspended one's place
-            reason = f"too many channels (limit {self.config.max_channels})"
-            log.warning(
-                "%s: refused: %s",
-                name,
-                reason,
-                extra=log_event("channel_refused", channel=name, reason=reason),
-            )
-            try:
-                sock.send(error_frame(reason))
-            except OSError:
-                pass
-            sock.close()
-            return
+        if decision.evicted is not None:
+            self._evict(decision.evicted)
         settings = self.config.settings
         transport: Transport
         if self.config.tls is not None:
@@ -239,11 +281,50 @@ class Server:
         else:
             transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
         channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings,
-                          peer=format_host_port(peer[0], peer[1]))  # fmt: skip
+                          peer=where)  # fmt: skip
+        decision.startup.owner = channel
         channel.draining = self._draining
-        self.clients[channel] = _ClientState(peer[0], policy=self.config.policy)
+        self.clients[channel] = _ClientState(address, decision.startup, policy=self.config.policy)
         log.debug("%s: accepted", name)
         channel.start()
+
+    def _refuse(self, sock: socket.socket, where: str, refused: Refused) -> None:
+        """Turn a connection away at accept: silently for a penalised source, else
+        with ``ERROR busy:`` (inside TLS where the server speaks it, within bounds)."""
+        refusal = refused.refusal
+        self.meter.connections_refused[refusal.value] += 1
+        self._turned_away.note(
+            refused.block, _REFUSED[refusal], logging.WARNING,
+            "turned away a connection from %s: %s; more from %s are summarised every %g s",
+            where, refusal.reason, refused.block, self._turned_away.interval,
+            extra=log_event("connection_refused", peer=where, reason=refusal.reason),
+        )  # fmt: skip
+        if refusal is Refusal.PENALTY:
+            abort_socket(sock)
+            return
+        frame = error_frame(with_code(ErrorCode.BUSY, refusal.reason))
+        tls = self.config.tls.context if self.config.tls is not None else None
+        self._busy.tell(sock, refused.block, frame, tls)
+
+    def _evict(self, startup: Startup) -> None:
+        """Close a startup to make room for a connection from a source with none
+        (``admission``): it counts as leaving without authenticating."""
+        channel = startup.owner
+        if not isinstance(channel, Channel):
+            return
+        state = self.clients.get(channel)
+        if state is not None:
+            state.startup = None  # admission already let it go; its end is said here
+        self.meter.startups_evicted += 1
+        self.admission.offended(startup.address, Offence.NO_AUTH, self.reactor.time())
+        self._turned_away.note(
+            startup.block, EVICTED, logging.WARNING,
+            "%s: %s (too many unauthenticated connections; its source holds the most)",
+            channel.name, EVICTED,
+            extra=log_event("startup_evicted", channel=channel.name, peer=channel.peer),
+        )  # fmt: skip
+        channel.close("dropped before authenticating: too many unauthenticated connections",
+                      error=False)  # fmt: skip
 
     # ----------------------------------------------------------- ChannelOwner
 
@@ -304,9 +385,9 @@ class Server:
 
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         state = self.clients[channel]
+        self._authenticated(state)
         state.client_name = event.client_name
         state.certificate = channel.peer_certificate
-        self._failures.succeeded(state.peer_host)
         state.policy = self._policy_for(event.client_name)
         client_id = event.client_id
         if client_id is not None:
@@ -318,11 +399,14 @@ class Server:
                 stale.close("replaced by a new channel from the same client", error=False)
             state.client_id = client_id
             self._by_client_id[key] = channel
-        if len(self.clients) > self.config.max_channels:
-            # Accept counted live channels only (a resume takes its suspended one's
-            # place); a new session must also fit beside the suspended ones.
-            reason = (f"too many channels (limit {self.config.max_channels}, counting "
-                      "those waiting for a resume)")  # fmt: skip
+        if self._channels_besides(channel) >= self.config.max_channels:
+            # Authenticated channels only, live and suspended: strangers still in
+            # their handshakes never take a client's place (a resume takes back
+            # its own suspended one).
+            waiting = sum(1 for other in self.clients if other.suspended)
+            reason = f"too many channels (limit {self.config.max_channels})"
+            if waiting:
+                reason = reason[:-1] + f", {waiting} of them waiting for a resume)"
             log.warning("%s: refused: %s", channel.name, reason,
                         extra=log_event("channel_refused", channel=channel.name,
                                         reason=reason))  # fmt: skip
@@ -337,6 +421,18 @@ class Server:
             who,
             extra=log_event("channel_up", channel=channel.name, peer=channel.peer),
         )
+
+    def _authenticated(self, state: _ClientState) -> None:
+        """The channel proved itself (or finished HELLO, without authentication):
+        it stops counting as a startup."""
+        if state.startup is not None:
+            self.admission.finish(state.startup)
+            state.startup = None
+
+    def _channels_besides(self, channel: Channel) -> int:
+        """Authenticated channels, live and suspended, other than ``channel``."""
+        return sum(1 for other, state in self.clients.items()
+                   if state.startup is None and other is not channel)  # fmt: skip
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         state = self.clients[channel]
@@ -482,6 +578,8 @@ class Server:
         config.clients = permissions.clients
         config.gateway_ports = permissions.gateway_ports
         config.max_channels = permissions.max_channels
+        config.admission = permissions.admission
+        self.admission.reconfigure(permissions.admission)
         old_book = config.settings.session.secret_book
         config.settings = replace(
             config.settings, session=replace(config.settings.session,
@@ -541,7 +639,7 @@ class Server:
             return
         handshake = self.clients.pop(channel, None)
         if handshake is not None:
-            self._failures.succeeded(handshake.peer_host)
+            self._authenticated(handshake)
             self.clients[held].peer_host = handshake.peer_host
         held.adopt(channel)
 
@@ -561,8 +659,9 @@ class Server:
             key = (state.client_name, state.client_id or "")
             if state.client_id is not None and self._by_client_id.get(key) is channel:
                 del self._by_client_id[key]
-            if channel.auth_failed:
-                self._failures.failed(state.peer_host, self.reactor.time())
+            if state.startup is not None:
+                self._startup_ended(channel, state.startup, reason)
+                return
         level = logging.WARNING if channel.close_was_error else logging.INFO
         reset = f" ({channel.reset_on_close} stream(s) reset)" if channel.reset_on_close else ""
         log.log(
@@ -573,3 +672,23 @@ class Server:
             reset,
             extra=log_event("channel_down", channel=channel.name, peer=channel.peer, reason=reason),
         )
+
+    def _startup_ended(self, channel: Channel, startup: Startup, reason: str) -> None:
+        """A connection ended before authenticating: penalise its source for how,
+        and say so in the turned-away summaries (a stranger decides how many)."""
+        self.admission.finish(startup)
+        code = channel.close_code
+        offence = _OFFENCES.get(code) if code is not None else None
+        penalised = ""
+        if offence is not None:
+            self.meter.penalties[offence.value] += 1
+            if self.admission.offended(startup.address, offence, self.reactor.time()):
+                penalised = f"; {startup.block} is turned away for a while (--per-source-penalties)"
+        label = _ENDED.get(code, reason) if code is not None else reason
+        level = logging.WARNING if channel.close_was_error or penalised else logging.INFO
+        self._turned_away.note(
+            startup.block, label, level, "%s: closed: %s%s", channel.name, reason, penalised,
+            burst=FAILURE_LINES,
+            extra=log_event("channel_down", channel=channel.name, peer=channel.peer,
+                            reason=reason),
+        )  # fmt: skip

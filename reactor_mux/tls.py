@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import cast
 
 from reactor_mux.netutil import describe_error, tune_channel_socket
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.session import error_frame
 from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor
 from reactor_mux.transport import TransportError, TransportProtocol
@@ -45,6 +46,10 @@ PLAINTEXT_TO_TLS_SERVER = "this server expects TLS (start the client with --tls)
 
 CIPHER_READ = 256 * 1024
 """Most ciphertext taken from the socket per readiness event."""
+
+CIPHER_READ_INITIAL = 16 * 1024
+"""What a connection reads ciphertext into at first: enough for a handshake or an
+idle channel; a read that fills it doubles it, up to ``CIPHER_READ``."""
 
 TLS_SEND_BACKLOG = 256 * 1024
 """Encrypted bytes the transport holds for a slow socket before it refuses more
@@ -208,7 +213,7 @@ class TlsTransport:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls: ssl.SSLObject | None = None
-        self._cipher_in = bytearray(CIPHER_READ)
+        self._cipher_in = bytearray(CIPHER_READ_INITIAL)
         self._cipher_out = bytearray()  # encrypted, not yet taken by the socket
         self._protocol: TransportProtocol | None = None
         self._watch: IOWatch | None = None
@@ -229,7 +234,13 @@ class TlsTransport:
         self._protocol = protocol
         self._watch = IOWatch(self._reactor, self._sock, self._on_io, protocol)
         if self._state == "handshake":
-            self._start_tls()
+            try:
+                self._start_tls()  # a client speaks first: its ClientHello goes out now
+            except OSError as exc:  # the connection was reset before we said a word
+                reason = f"TLS: {describe_error(exc)}"
+                self._reactor.call_soon(lambda: self._fail(reason, code=ErrorCode.PEER_CLOSED),
+                                        protocol)  # fmt: skip
+                return
         self._update()
 
     def handover(self, protocol: TransportProtocol) -> None:
@@ -278,6 +289,7 @@ class TlsTransport:
         if self._watch is not None:
             self._watch.close()
         self._sock.close()
+        self._cipher_in = bytearray()  # nothing large waits for the garbage collector
 
     # ------------------------------------------------------------- internals
 
@@ -306,10 +318,12 @@ class TlsTransport:
         self._state = "handshake"
         self._handshake()
 
-    def _fail(self, reason: str, *, authentication: bool = False) -> None:
+    def _fail(
+        self, reason: str, *, authentication: bool = False, code: ErrorCode = ErrorCode.TLS
+    ) -> None:
         protocol = self._protocol
         assert protocol is not None
-        protocol.transport_failed(reason, authentication=authentication)
+        protocol.transport_failed(reason, authentication=authentication, code=code)
 
     def _flush_cipher(self) -> None:
         """Move what OpenSSL encrypted to the socket, as far as it takes it now."""
@@ -344,6 +358,8 @@ class TlsTransport:
             self._incoming.write_eof()
             return True
         self._incoming.write(memoryview(self._cipher_in)[:count])
+        if count == len(self._cipher_in) < CIPHER_READ:  # a busy channel: read more at once
+            self._cipher_in = bytearray(2 * count)
         return True
 
     def _on_io(self, mask: int) -> None:
@@ -359,10 +375,11 @@ class TlsTransport:
             else:
                 self._on_open_io(mask)
         except TransportError as exc:
-            self._fail(exc.reason, authentication=exc.authentication)
+            self._fail(exc.reason, authentication=exc.authentication, code=exc.code)
         except OSError as exc:
             if not self.closed:
-                self._fail(f"channel read failed: {describe_error(exc)}")
+                self._fail(f"channel read failed: {describe_error(exc)}",
+                           code=ErrorCode.PEER_CLOSED)  # fmt: skip
 
     def _on_open_io(self, mask: int) -> None:
         protocol = self._protocol
@@ -385,7 +402,8 @@ class TlsTransport:
         except (BlockingIOError, InterruptedError):
             return
         if not first:
-            self._fail("peer closed the connection before the TLS handshake")
+            self._fail("peer closed the connection before the TLS handshake",
+                       code=ErrorCode.PEER_CLOSED)  # fmt: skip
         elif first[0] == TLS_RECORD_HANDSHAKE:
             self._start_tls()
             self._update()
@@ -406,7 +424,8 @@ class TlsTransport:
             if self._peer_eof:
                 who = "client" if self._server_side else "server"
                 hint = "" if self._server_side else " (is it a plaintext server?)"
-                self._fail(f"TLS: the {who} closed the connection during the handshake{hint}")
+                self._fail(f"TLS: the {who} closed the connection during the handshake{hint}",
+                           code=ErrorCode.PEER_CLOSED)  # fmt: skip
             return
         except ssl.SSLError as exc:
             self._flush_cipher()  # our alert, so the peer learns why
@@ -441,7 +460,7 @@ class TlsTransport:
             try:
                 self._read_plaintext()
             except TransportError as exc:
-                self._fail(exc.reason, authentication=exc.authentication)
+                self._fail(exc.reason, authentication=exc.authentication, code=exc.code)
             self._update()
 
     def _read_plaintext(self) -> None:
@@ -484,7 +503,7 @@ class TlsTransport:
                     if ended == "eof":
                         protocol.eof_received()
                     else:
-                        self._fail(ended)
+                        self._fail(ended, code=ErrorCode.PEER_CLOSED)
                 return
             if filled < end:
                 break  # OpenSSL wants more ciphertext

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from reactor_mux.netutil import describe_error, tune_channel_socket
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.reactor import READ, WRITE, IOWatch, Owner, Reactor
 
 
@@ -27,10 +28,13 @@ class TransportError(OSError):
     """A failure the transport has already put in words (a TLS alert, say); the
     channel logs ``reason`` as it is."""
 
-    def __init__(self, reason: str, *, authentication: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, authentication: bool = False, code: ErrorCode = ErrorCode.TLS
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.authentication = authentication
+        self.code = ErrorCode.AUTH_FAILED if authentication else code
 
 
 class TransportProtocol(Owner, Protocol):
@@ -50,9 +54,12 @@ class TransportProtocol(Owner, Protocol):
         """The peer ended the connection in order (for TLS: close_notify; a TCP
         EOF without it is ``transport_failed``)."""
 
-    def transport_failed(self, reason: str, *, authentication: bool = False) -> None:
+    def transport_failed(
+        self, reason: str, *, authentication: bool = False, code: ErrorCode | None = None
+    ) -> None:
         """The connection broke (reset, timed out, a TLS alert); ``authentication``:
-        the peer failed to prove who it is (a client certificate was refused)."""
+        the peer failed to prove who it is (a client certificate was refused);
+        ``code``: ``TLS`` when the TLS handshake failed, else the connection broke."""
 
     def write_ready(self) -> None:
         """The transport can take more output now."""

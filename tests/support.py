@@ -249,6 +249,15 @@ class Tunnel:
             assert "Traceback" not in proc.log, proc.log
 
 
+def connect_from(source: str, port: int, timeout: float = 10.0) -> socket.socket:
+    """A connection to 127.0.0.1:``port`` from the loopback address ``source``: Linux
+    routes all of 127.0.0.0/8, so each address is a source of its own for the
+    server's per-source limits and penalties (a misbehaving peer on 127.0.0.2
+    does not get the good clients on 127.0.0.1 penalised)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                    source_address=(source, 0))  # fmt: skip
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

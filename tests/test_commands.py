@@ -16,7 +16,9 @@ from reactor_mux.protocol.commands import (
     parse_decimal,
     parse_host_port,
 )
+from reactor_mux.protocol.errorcodes import ErrorCode, code_of, with_code
 from reactor_mux.protocol.errors import ProtocolError
+from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.limits import MAX_COMMAND_BODY
 from reactor_mux.protocol.syntax import format_host_port
 
@@ -80,3 +82,13 @@ def test_bad_host_port(word):
 def test_decimals_are_canonical(word):
     with pytest.raises(ProtocolError):
         parse_decimal(word, "n", 0, 2**32 - 1)
+
+
+@pytest.mark.parametrize("vector", VECTORS["error_codes"], ids=lambda v: v["reason"])
+def test_error_codes_are_the_first_word_and_a_colon(vector):
+    code = code_of(vector["reason"])
+    assert (code.value if code is not None else None) == vector["code"]
+    if "frame_hex" in vector:
+        frame = encode_frame(0, KIND_COMMAND, format_command(Verb.ERROR, vector["reason"]))
+        assert frame.hex() == vector["frame_hex"]
+        assert with_code(ErrorCode.BUSY, vector["reason"].split(": ", 1)[1]) == vector["reason"]

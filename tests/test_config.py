@@ -27,6 +27,17 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
         ["--listen", "127.0.0.1:7000", "--listen", "[::1]:7001"],
     ),
     "gateway-ports": ("true", ["--gateway-ports"]),
+    "max-startups": ('"5:50:20"', ["--max-startups", "5:50:20"]),
+    "per-source-max-startups": ("3", ["--per-source-max-startups", "3"]),
+    "per-source-netblock": ('"24:48"', ["--per-source-netblock", "24:48"]),
+    "per-source-penalties": (
+        '"authfail:2m min:30"',
+        ["--per-source-penalties", "authfail:120 min:30"],
+    ),
+    "penalty-exempt": (
+        '["10.0.0.0/8", "::1"]',
+        ["--penalty-exempt", "10.0.0.0/8", "--penalty-exempt", "::1"],
+    ),
     "max-channels": ("9", ["--max-channels", "9"]),
     "max-mappings": ('"12"', ["--max-mappings", "12"]),
     "server": ('"tunnel.example:7000"', ["--server", "tunnel.example:7000"]),

@@ -13,7 +13,15 @@ import threading
 import time
 
 import pytest
-from support import Exchange, check_exchange, good_traffic, run_exchange, wait_until
+from support import (
+    Exchange,
+    check_exchange,
+    connect_from,
+    echo_once,
+    good_traffic,
+    run_exchange,
+    wait_until,
+)
 
 from reactor_mux.procs import fd_count
 from reactor_mux.protocol.frames import encode_frame
@@ -169,9 +177,11 @@ def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash
 
 
 def send_garbage(tunnel) -> None:  # type: ignore[no-untyped-def]
-    for name, (wire, reason) in GARBAGE.items():
+    """Each kind of garbage from a loopback address of its own: each one costs its
+    source a penalty (and the good client on 127.0.0.1 none)."""
+    for index, (name, (wire, reason)) in enumerate(GARBAGE.items()):
         mark = len(tunnel.server.lines)
-        with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as bad:
+        with connect_from(f"127.0.0.{20 + index}", tunnel.server_port, timeout=5) as bad:
             bad.sendall(wire)
             if name.startswith("half"):
                 bad.shutdown(socket.SHUT_WR)
@@ -182,6 +192,26 @@ def send_garbage(tunnel) -> None:  # type: ignore[no-untyped-def]
                 pass
         line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
         assert reason in line, (name, line)
+
+
+def test_bye_then_a_syn_and_its_rst_in_one_write_is_handled(tunnel, echo):
+    """Found in review (issue 20): after BYE, a SYN and an RST for the same new stream
+    in one write made the server answer ``ERROR internal error`` with a traceback.
+    Now the SYN's refusal finds the stream gone, the channel ends as a leaving peer's
+    does, and the server goes on serving."""
+    raw = RawClient(tunnel.server_port)
+    raw.send(hello(), encode_frame(1, 1, f"CONNECT 127.0.0.1:{echo.port}".encode()),
+             encode_frame(1, 1, b"SYN 1"))  # fmt: skip
+    raw.wait_for(b"SYN OK")  # stream 1 is open: the channel stays up after BYE
+    raw.send(encode_frame(0, 1, b"BYE") + encode_frame(3, 1, b"SYN 1")
+             + encode_frame(3, 1, b"RST changed my mind"))  # fmt: skip
+    raw.send(encode_frame(1, 1, b"FIN"))  # ends stream 1 (the echo target ends it too)
+    received = raw.until_closed()
+    assert b"ERROR" not in received.split(b"SYN OK", 1)[1]
+    tunnel.server.wait_for("client closed the channel: shutting down")
+    assert "internal error" not in tunnel.server.log and "Traceback" not in tunnel.server.log
+    _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
+    assert echo_once(forwards[0][1]) == b"ping"
 
 
 def test_error_frame_tells_the_peer_why(tunnel):
@@ -226,8 +256,8 @@ def test_client_without_a_server_resets_local_connections_promptly(echo, ports):
 class RawClient:
     """Speaks the protocol by hand, to misbehave after a valid handshake."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, source: str = "127.0.0.1") -> None:
+        self.sock = connect_from(source, port)
         self.received = b""
 
     def send(self, *frames: bytes) -> None:
@@ -319,9 +349,11 @@ def test_half_a_header_then_silence_is_cut_off(hash_target):
     try:
         _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
         with good_traffic([forwards[0][1]], hash_target, seed=991):
-            for prefix, reason in ((b"", "handshake timed out"), (hello(), "keepalive timeout")):
+            silent = ((b"", "handshake timed out", "127.0.0.2"),  # penalised: its own source
+                      (hello(), "keepalive timeout", "127.0.0.1"))  # fmt: skip
+            for prefix, reason, source in silent:
                 mark = len(tunnel.server.lines)
-                raw = RawClient(tunnel.server_port)
+                raw = RawClient(tunnel.server_port, source)
                 started = time.monotonic()
                 raw.send(prefix + bytes.fromhex("00000010"))  # 4 of 9 header bytes, then silence
                 raw.until_closed()

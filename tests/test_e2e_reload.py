@@ -216,3 +216,33 @@ def test_a_client_removed_on_reload_loses_its_open_channel(echo, tmp_path: Path)
         finally:
             for proc in [*clients, server]:
                 assert proc.stop() == 0
+
+
+def test_a_reload_cannot_turn_authentication_off_while_a_public_listener_is_bound(
+    echo, tmp_path: Path
+):
+    """Found in review (issue 20): the safe-default check looked at the reloaded
+    file's ``listen``, which takes effect only at a restart, so a reload could drop
+    the secret while the server stayed bound to 0.0.0.0.  The bound addresses count."""
+    config = tmp_path / "server.toml"
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o600)
+    config.write_text(f'listen = ["0.0.0.0:0"]\nsecret-file = "{secret}"\n')
+    server = ReactorMuxProcess(["server", "--config", str(config)])
+    try:
+        port = server.listening_port()
+        config.write_text('listen = ["127.0.0.1:0"]\n')  # loopback, and no secret
+        reload(server, r"reload failed, the running configuration stays: refusing to stop "
+               r"authenticating clients while 0\.0\.0\.0:\d+ is bound")  # fmt: skip
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                                    "-L", f"0:127.0.0.1:{echo.port}"])  # fmt: skip
+        try:
+            client.wait_for("authentication failed with server")  # still required
+        finally:
+            client.stop()
+        config.write_text('listen = ["0.0.0.0:0"]\ninsecure = true\n')  # said on purpose
+        reload(server)
+    finally:
+        assert server.stop() == 0
+        assert "Traceback" not in server.log

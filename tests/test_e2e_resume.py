@@ -366,7 +366,7 @@ def test_a_suspended_session_keeps_its_channel_slot(echo):
         second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
                                     "-L", f"0:127.0.0.1:{echo.port}", *FAST])  # fmt: skip
         tunnel.clients.append(second)
-        second.wait_for("counting those waiting for a resume")
+        second.wait_for("of them waiting for a resume")
         first.signal(signal.SIGCONT)
         first.wait_for("resumed the session", timeout=15)
         assert echo_once(forwards[0][1]) == b"ping"

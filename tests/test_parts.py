@@ -4,59 +4,19 @@ of connects made for the peer's SYNs."""
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 from collections.abc import Callable
 
 import pytest
+from fakeclock import FakeClock
 from inprocess import Owner
 
 from reactor_mux.buffercap import BufferCap
 from reactor_mux.liveness import Liveness
 from reactor_mux.peerconnect import PeerConnects
+from reactor_mux.protocol.errorcodes import ErrorCode
 
 pytestmark = pytest.mark.codec_independent
-
-
-class FakeTimer:
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
-        self.when = when
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeClock:
-    """Time moves only when the test says so; due timers then run in order."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._heap: list[tuple[float, int, FakeTimer]] = []
-        self._order = itertools.count()
-
-    def time(self) -> float:
-        return self.now
-
-    def call_later(self, delay: float, callback: Callable[[], None], owner: object) -> FakeTimer:
-        timer = FakeTimer(self.now + delay, callback)
-        heapq.heappush(self._heap, (timer.when, next(self._order), timer))
-        return timer
-
-    def advance(self, seconds: float) -> None:
-        end = self.now + seconds
-        while self._heap and self._heap[0][0] <= end:
-            when, _, timer = heapq.heappop(self._heap)
-            if not timer.cancelled:
-                self.now = when
-                timer.callback()
-        self.now = end
-
-    @property
-    def pending(self) -> int:
-        return sum(1 for _, _, timer in self._heap if not timer.cancelled)
 
 
 # ------------------------------------------------------------------ liveness
@@ -68,16 +28,22 @@ class Watched:
     def __init__(self, clock: FakeClock, **settings: float) -> None:
         self.pings: list[tuple[float, int]] = []
         self.gave_up: list[tuple[float, str]] = []
+        self.codes: list[ErrorCode] = []
         values = {"handshake_timeout": 10.0, "keepalive_interval": 15.0, "dead_after": 45.0}
         values.update(settings)
         self.liveness = Liveness(
             clock,
             Owner(),
             send_ping=lambda token: self.pings.append((clock.now, token)),
-            give_up=lambda reason: self.gave_up.append((clock.now, reason)),
+            give_up=self._gave_up,
             **values,
         )
         self.liveness.start()
+        self._clock = clock
+
+    def _gave_up(self, reason: str, code: ErrorCode) -> None:
+        self.gave_up.append((self._clock.now, reason))
+        self.codes.append(code)
 
 
 def test_a_peer_that_never_says_hello_is_given_up():
@@ -87,6 +53,7 @@ def test_a_peer_that_never_says_hello_is_given_up():
     assert watched.gave_up == []
     clock.advance(0.2)
     assert watched.gave_up == [(10.0, "handshake timed out after 10s (the peer sent nothing)")]
+    assert watched.codes == [ErrorCode.HANDSHAKE_TIMEOUT]
     assert clock.pending == 0, "nothing more is scheduled after giving up"
 
 
@@ -110,6 +77,7 @@ def test_silence_brings_pings_then_the_end():
     assert watched.gave_up == []
     clock.advance(0.2)
     assert watched.gave_up == [(45.0, "no traffic from the peer for 45.0s (keepalive timeout)")]
+    assert watched.codes == [ErrorCode.KEEPALIVE_TIMEOUT]
     assert clock.pending == 0
 
 

@@ -3,9 +3,13 @@
 A valid client conversation is mutated (bit flips, inserted and deleted
 bytes, duplicated, dropped and reordered frames, frames from nowhere) and fed
 to a server Session in random reads, while a driver answers its events the
-way the reactor does.  The only outcomes allowed: everything handled, or one
-ChannelFailed after which the session sends nothing but its ERROR frame.
-Any other exception escaping the session is a bug.
+way the channel does: a SYN at once (refused while the peer is leaving, or
+for a rule; accepted for a local service) or later (a connect finishing),
+without looking at the stream's state first, so a SYN whose stream the same
+read also resets, or whose read also fails the channel, is answered anyway.
+The conversation goes on after BYE.  The only outcomes allowed: everything
+handled, or one ChannelFailed after which the session sends nothing but its
+ERROR frame.  Any other exception escaping the session is a bug.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from reactor_mux.protocol.events import (
     DataReceived,
     MappingKind,
     MappingRequested,
+    PeerLeaving,
     StreamEnded,
     StreamRequested,
 )
@@ -45,6 +50,18 @@ def using() -> list[bytes]:
     frames += [encode_frame(3, 1, b"RST bye"), encode_frame(5, 1, b"SYN 1")]
     frames += [encode_frame(0, 1, b"PING 6")]
     return frames
+
+
+def leaving() -> list[bytes]:
+    """It says BYE, then (a misbehaving peer) opens and resets streams anyway."""
+    return [
+        encode_frame(0, 1, b"BYE"),
+        encode_frame(7, 1, b"SYN 1"),
+        encode_frame(7, 1, b"RST changed my mind"),
+        encode_frame(9, 1, b"SYN 1"),
+        encode_frame(5, 1, b"RST gone"),
+        encode_frame(0, 1, b"PING 7"),
+    ]
 
 
 mutation = st.one_of(
@@ -89,12 +106,22 @@ def mutate(frames: list[bytes], mutations: list[tuple]) -> bytes:
     return bytes(wire)
 
 
-def drive(phases: list[bytes], cuts: list[int]) -> ChannelFailed | None:
-    """Feed each phase in reads cut at ``cuts``, answering events the way the reactor
-    does: SYNs are accepted later (when the target connect would finish), and only if
-    the stream is still waiting; mappings are answered at once."""
+ANSWERS = ("later", "accept now", "refuse now")
+"""How the driver answers a SYN: when a connect finishes (a later read, and only
+if the stream still waits, as PeerConnects does), or at once, as the channel
+does for a local service (accept), a refused target or a leaving peer (refuse)."""
+
+
+def drive(
+    phases: list[bytes], cuts: list[int], answers: list[int] | None = None
+) -> ChannelFailed | None:
+    """Feed each phase in reads cut at ``cuts``, answering events the way the channel
+    does (``answers`` picks from ANSWERS for each SYN in turn); mappings are answered
+    at once."""
     server = Session(Role.SERVER)
     failed = None
+    leaving_seen = False
+    choices = iter(answers or [])
     later: list[tuple[str, int]] = []
     for wire in phases:
         pieces = sorted(c % (len(wire) + 1) for c in cuts)
@@ -108,8 +135,16 @@ def drive(phases: list[bytes], cuts: list[int]) -> ChannelFailed | None:
                         server.accept_connect(event.mapping)
                     else:
                         server.accept_bind(event.mapping, "127.0.0.1", 40000)
+                elif isinstance(event, PeerLeaving):
+                    leaving_seen = True
                 elif isinstance(event, StreamRequested):
-                    later.append(("accept", event.stream_id))
+                    answer = "refuse now" if leaving_seen else ANSWERS[next(choices, 0) % 3]
+                    if answer == "accept now":
+                        server.accept_stream(event.stream_id)  # False if reset meanwhile
+                    elif answer == "refuse now":
+                        server.refuse_stream(event.stream_id, "refused")
+                    else:
+                        later.append(("accept", event.stream_id))
                 elif isinstance(event, DataReceived):
                     server.consumed(event.stream_id, len(event.data))
                 elif isinstance(event, StreamEnded):
@@ -136,12 +171,38 @@ def drive(phases: list[bytes], cuts: list[int]) -> ChannelFailed | None:
 @given(
     st.lists(mutation, max_size=4),
     st.lists(mutation, max_size=4),
+    st.lists(mutation, max_size=3),
     st.lists(st.integers(0, 10**6), max_size=6),
+    st.lists(st.integers(0, 2), max_size=8),
 )
-def test_mutated_conversations_are_handled_or_fail_the_channel(first, second, cuts):
-    drive([mutate(opening(), first), mutate(using(), second)], cuts)
+def test_mutated_conversations_are_handled_or_fail_the_channel(first, second, third, cuts,
+                                                               answers):  # fmt: skip
+    phases = [mutate(opening(), first), mutate(using(), second), mutate(leaving(), third)]
+    drive(phases, cuts, answers)
 
 
 def test_the_unmutated_conversation_is_handled():
-    assert drive([mutate(opening(), []), mutate(using(), [])], []) is None
-    assert drive([mutate(opening(), []), mutate(using(), [])], [3, 77, 500, 9000]) is None
+    phases = [mutate(opening(), []), mutate(using(), []), mutate(leaving(), [])]
+    assert drive(phases, []) is None
+    assert drive(phases, [3, 77, 500, 9000]) is None
+    for answer in range(3):  # every way of answering the SYNs, all in one read each
+        assert drive(phases, [], [answer] * 8) is None
+
+
+def test_a_syn_reset_in_the_same_read_after_bye_is_answered_without_error():
+    """Found in review (issue 20): BYE, then SYN and RST on a new stream in one write
+    made the server answer ``ERROR internal error``; the SYN's answer finds the
+    stream already gone, and nothing is sent for it."""
+    server = Session(Role.SERVER)
+    server.receive_data(opening()[0] + opening()[1])
+    server.accept_connect(1)
+    server.data_to_send()
+    events = server.receive_data(
+        encode_frame(0, 1, b"BYE") + encode_frame(7, 1, b"SYN 1") + encode_frame(7, 1, b"RST no")
+    )
+    assert [type(event).__name__ for event in events] == [
+        "PeerLeaving", "StreamRequested", "StreamReset"]  # fmt: skip
+    assert server.refuse_stream(7, "shutting down") is False
+    assert server.accept_stream(7) is False
+    assert server.data_to_send() == b""
+    assert not server.failed

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import struct
+import time
 from pathlib import Path
 
 import pytest
 from certs import Authority
 from inprocess import run_until
 
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.reactor import Reactor
 from reactor_mux.tls import TLS_SEND_BACKLOG, ClientTls, ServerTls, TlsTransport
 
@@ -28,6 +31,7 @@ class Recorder:
         self.received = bytearray()
         self.eof = 0
         self.failures: list[tuple[str, bool]] = []
+        self.codes: list[ErrorCode | None] = []
         self.writable = 0
         self.transport: TlsTransport | None = None
         self.pause_after: int | None = None
@@ -44,8 +48,11 @@ class Recorder:
     def eof_received(self) -> None:
         self.eof += 1
 
-    def transport_failed(self, reason: str, *, authentication: bool = False) -> None:
+    def transport_failed(
+        self, reason: str, *, authentication: bool = False, code: ErrorCode | None = None
+    ) -> None:
         self.failures.append((reason, authentication))
+        self.codes.append(code)
 
     def write_ready(self) -> None:
         self.writable += 1
@@ -164,7 +171,32 @@ def test_a_plaintext_peer_is_told_the_server_expects_tls(reactor, pki):
     near.sendall(b"\x00\x00\x00\x14\x00\x00\x00\x00\x01HELLO 1 262144 65536")
     run_until(reactor, lambda: bool(recorder.failures))
     assert "peer speaks plaintext" in recorder.failures[0][0]
+    assert recorder.codes == [ErrorCode.TLS]  # the server penalises it as a TLS failure
     near.settimeout(5)
     assert b"ERROR this server expects TLS" in near.recv(4096)
     server.close()
     near.close()
+
+
+def test_a_connection_reset_before_the_client_hello_is_a_failure_not_a_bug(reactor, pki):
+    """Found by the admission tests: a server (or a relay in front of it) that resets
+    the connection at once made the client's first send raise inside ``attach``,
+    which the reactor took for a bug in the channel."""
+    ca, _issued = pki
+    listener = socket.create_server(("127.0.0.1", 0))
+    near = socket.create_connection(listener.getsockname())
+    far, _ = listener.accept()
+    far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    far.close()  # a reset
+    listener.close()
+    time.sleep(0.05)  # the RST is on its way back; the kernel takes it at once on loopback
+    context = ClientTls.from_options(ca=ca.path, server_name=None, fingerprint=None, cert=None,
+                                     key=None, insecure=False).context  # fmt: skip
+    client = TlsTransport(reactor, near, 15, context, server_side=False,
+                          server_hostname="127.0.0.1")  # fmt: skip
+    recorder = Recorder()
+    client.attach(recorder)  # must not raise
+    run_until(reactor, lambda: bool(recorder.failures))
+    assert recorder.codes == [ErrorCode.PEER_CLOSED]
+    assert "reset" in recorder.failures[0][0] or "broken pipe" in recorder.failures[0][0]
+    client.close()

@@ -6,9 +6,16 @@ into a channel failure in exactly one place (``Session.receive_into``).
 caused by network input.
 """
 
+from reactor_mux.protocol.errorcodes import ErrorCode
+
 
 class ProtocolError(Exception):
     """The remote side sent something the protocol does not allow."""
+
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.PROTOCOL) -> None:
+        super().__init__(message)
+        self.code = code
+        """``TLS`` when the peer speaks TLS where a HELLO belongs; else ``PROTOCOL``."""
 
 
 class LocalProtocolError(Exception):

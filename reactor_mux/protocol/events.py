@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass
 from typing import NoReturn, TypeAlias
 
+from reactor_mux.protocol.errorcodes import ErrorCode
+
 
 class MappingKind(enum.Enum):
     """What a mapping asks of the server: CONNECT (``-L``), BIND (``-R``) or
@@ -167,6 +169,8 @@ class ChannelFailed:
     kept: bool = False
     """Only this connection failed: the session waits for a resume on another
     (an ERROR from the server while resuming that is not a refusal of the resume)."""
+    code: ErrorCode | None = None
+    """What failed, as a value (the peer's ERROR may carry none)."""
 
 
 @dataclass(slots=True)

@@ -45,6 +45,7 @@ from reactor_mux.protocol.commands import (
     parse_host_port,
 )
 from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.errorcodes import ErrorCode, code_of
 from reactor_mux.protocol.errors import LocalProtocolError, ProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
@@ -265,6 +266,8 @@ class Session:
         self.state = ChannelState.AWAITING_HELLO
         self.failure: str | None = None
         """Why the channel failed (set exactly when ``state`` is FAILED)."""
+        self.failure_code: ErrorCode | None = None
+        """What failed, as a value (where the failure has a code)."""
         self.peer_window: int | None = None
         self.peer_max_frame: int | None = None
         self.peer_client_id: str | None = None
@@ -647,11 +650,11 @@ class Session:
                     # Where a HELLO belongs (a header starting 0x00): another protocol.
                     first = bytes(buffer[: max(min(count, 64), 9)])
                     if first.startswith(sniff.TLS_HANDSHAKE):
-                        raise ProtocolError(PEER_SPEAKS_TLS)
+                        raise ProtocolError(PEER_SPEAKS_TLS, ErrorCode.TLS)
                     raise ProtocolError(f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})")
                 raise ProtocolError(codec.ERROR_MESSAGES[malformed])
         except ProtocolError as exc:
-            events.append(self._finish(str(exc)))
+            events.append(self._finish(str(exc), code=exc.code))
         return events
 
     def receive_data(self, data: bytes) -> list[Event]:
@@ -680,14 +683,16 @@ class Session:
             return self.failure
         pending = self._decoder.pending
         first = bytes(self._decoder.buffer[: min(pending, 64)])
+        code = ErrorCode.PEER_CLOSED
         if pending and self.state is ChannelState.AWAITING_HELLO and first[0] != 0:
             # Nothing parsed yet, so the bytes start the buffer: another protocol's.
             reason = f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})"
+            code = ErrorCode.PROTOCOL
         elif pending:
             reason = f"peer closed the channel in the middle of a frame ({pending} bytes)"
         else:
             reason = "peer closed the channel"
-        self._finish(reason, tell_peer=False)
+        self._finish(reason, tell_peer=False, code=code)
         return reason
 
     def fail(self, reason: str, *, tell_peer: bool = True) -> None:
@@ -695,6 +700,15 @@ class Session:
         (``tell_peer``; an orderly close after BYE says nothing)."""
         if self.state is not ChannelState.FAILED:
             self._finish(reason, tell_peer=tell_peer)
+
+    def release_memory(self) -> None:
+        """The channel is closed: give back the receive buffers and the output queue
+        now, rather than when the garbage collector gets to the closed channel."""
+        if self.state is not ChannelState.FAILED:
+            raise LocalProtocolError("only a failed session gives its buffers back")
+        self._decoder.release()
+        self._output = codec.OutboundQueue(self._frame_size, OUTPUT_BUDGET, OUTPUT_CAPACITY,
+                                           False)  # fmt: skip
 
     def say_bye(self) -> None:
         """Queue BYE: we have no open stream and will open none (draining)."""
@@ -708,10 +722,12 @@ class Session:
         tell_peer: bool = True,
         peer_reason: str | None = None,
         authentication: bool = False,
+        code: ErrorCode | None = None,
     ) -> ChannelFailed:
         """Fail the channel; the peer is told ``peer_reason`` (default: ``reason``)."""
         self.state = ChannelState.FAILED
         self.failure = reason
+        self.failure_code = ErrorCode.AUTH_FAILED if authentication else code
         for stream in self._streams.values():
             stream.state = _S.CLOSED
         self._streams.clear()
@@ -732,7 +748,9 @@ class Session:
         self._barrier = None
         if tell_peer:
             self._output.queue_control(error_frame(peer_reason or reason))
-        return ChannelFailed(reason, by_peer=False, authentication=authentication)
+        if authentication:
+            code = ErrorCode.AUTH_FAILED
+        return ChannelFailed(reason, by_peer=False, authentication=authentication, code=code)
 
     def _was_opened(self, stream_id: int) -> bool:
         if stream_id % 2 == self._local_parity:
@@ -1115,11 +1133,12 @@ class Session:
 
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
         reason = command.reason
-        if (self.role is Role.CLIENT and self._detached and self.resumable
-                and reason.startswith(_RETRY_RESUME_AFTER)):  # fmt: skip
-            # The server turned this connection away (full, timed out): the
+        code = code_of(reason)
+        retry = code is ErrorCode.BUSY or reason.startswith(_RETRY_RESUME_AFTER)
+        if self.role is Role.CLIENT and self._detached and self.resumable and retry:
+            # The server turned this connection away (busy, full, timed out): the
             # session it holds, and ours, wait for the next attempt.
-            events.append(ChannelFailed(reason, by_peer=True, kept=True))
+            events.append(ChannelFailed(reason, by_peer=True, kept=True, code=code))
             return
         # A refused resume can overtake our AUTH OK (the server drops its unsent
         # replies when it closes): that is not an authentication failure.
@@ -1127,7 +1146,10 @@ class Session:
             reason.startswith(RESUME_REFUSED)
         )
         self._finish(reason, tell_peer=False)
-        events.append(ChannelFailed(reason, by_peer=True, authentication=authenticating))
+        if authenticating:
+            code = ErrorCode.AUTH_FAILED
+        events.append(ChannelFailed(reason, by_peer=True, authentication=authenticating,
+                                    code=code))  # fmt: skip
 
     def _on_mapping_request(self, mapping: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
@@ -1454,19 +1476,40 @@ class Session:
             raise LocalProtocolError(f"stream {stream_id} is not open")
         return stream
 
-    def accept_stream(self, stream_id: int) -> None:
-        """SYN OK: the local connection for a peer's SYN is established."""
-        stream = self._stream(stream_id)
+    def _answerable(self, stream_id: int) -> _Stream | None:
+        """The stream a peer's SYN opened, or None if it is gone since: the peer reset
+        it, or the channel failed, later in the same read as the SYN (the driver
+        handles a read's events after the session has taken in all of it)."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if self.state is ChannelState.FAILED or (
+                stream_id % 2 != self._local_parity and self._was_opened(stream_id)
+            ):
+                return None
+            raise LocalProtocolError(f"stream {stream_id} is not open")
+        return stream
+
+    def accept_stream(self, stream_id: int) -> bool:
+        """SYN OK: the local connection for a peer's SYN is established.  False if
+        the stream is gone meanwhile (``_answerable``): close the connection."""
+        stream = self._answerable(stream_id)
+        if stream is None:
+            return False
         stream.state = next_state(stream.state, _I.SEND_SYN_OK)
         self._settle(stream)
         self._queue_command(stream_id, Verb.SYN_OK)
+        return True
 
-    def refuse_stream(self, stream_id: int, reason: str) -> None:
-        """SYN ERROR: the local connection for a peer's SYN failed."""
-        stream = self._stream(stream_id)
+    def refuse_stream(self, stream_id: int, reason: str) -> bool:
+        """SYN ERROR: the local connection for a peer's SYN failed.  False if the
+        stream is gone meanwhile (``_answerable``): nothing to answer."""
+        stream = self._answerable(stream_id)
+        if stream is None:
+            return False
         stream.state = next_state(stream.state, _I.SEND_SYN_ERROR)
         self._remove(stream)
         self._queue_command(stream_id, Verb.SYN_ERROR, reason)
+        return True
 
     def reset_stream(self, stream_id: int, reason: str) -> None:
         """Abort a stream (RST); a no-op if it is already closed."""
@@ -1514,8 +1557,14 @@ class Session:
             stream.state = next_state(stream.state, _I.SEND_BLOCKED)
             self._queue_command(stream_id, Verb.BLOCKED, send.size)
 
-    def send_data(self, stream_id: int, data: bytes) -> None:
-        """Copy ``data`` into the stream's outbound ring (tests and tools)."""
+    def send_data(self, stream_id: int, data: bytes) -> bool:
+        """Copy ``data`` into the stream's outbound ring (a SOCKS client's first
+        bytes, tests and tools); False if the stream is gone (reset by the peer, or
+        the channel failed, in the read that accepted it)."""
+        if stream_id not in self._streams and (
+            self.state is ChannelState.FAILED or self._was_opened(stream_id)
+        ):
+            return False
         offset = 0
         while offset < len(data):
             written = 0
@@ -1524,6 +1573,7 @@ class Session:
                 offset += len(view)
                 written += len(view)
             self.outbound_written(stream_id, written)
+        return True
 
     def end_stream(self, stream_id: int) -> None:
         """The local socket hit EOF: send FIN once all buffered data is out."""

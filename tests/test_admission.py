@@ -1,0 +1,255 @@
+"""Admission without sockets: source blocks, the startup limits, penalties, and the
+summarised log of what was turned away, each with a fake clock."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+from fakeclock import FakeClock
+
+from reactor_mux.admission import (
+    Admission,
+    AdmissionConfig,
+    Admitted,
+    MaxStartups,
+    MaxStartupsError,
+    Refusal,
+    Refused,
+)
+from reactor_mux.penalties import (
+    DEFAULT_DURATIONS,
+    Offence,
+    PenaltyBox,
+    PenaltySpec,
+    PenaltySpecError,
+    parse_networks,
+)
+from reactor_mux.sourceblock import Netblock, NetblockError
+from reactor_mux.turnedaway import TurnedAwayLog
+
+pytestmark = pytest.mark.codec_independent
+
+# ------------------------------------------------------------------ blocks
+
+
+@pytest.mark.parametrize(
+    ("address", "block"),
+    [
+        ("127.0.0.2", "127.0.0.2/32"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::9", "2001:db8:1:2::/64"),  # the same /64: the same source
+        ("::ffff:192.0.2.7", "192.0.2.7/32"),  # what a dual-stack socket reports
+        ("fe80::1%eth0", "fe80::/64"),
+    ],
+)
+def test_addresses_group_into_source_blocks(address, block):
+    assert Netblock().block_of(address) == block
+
+
+def test_netblock_sizes_are_parsed_and_checked():
+    assert Netblock.parse("24:48").block_of("10.1.2.3") == "10.1.2.0/24"
+    assert Netblock.parse("24") == Netblock(24, 64)
+    for bad in ("33:64", "32:129", "a:b", ""):
+        with pytest.raises(NetblockError):
+            Netblock.parse(bad)
+
+
+# ------------------------------------------------------------------ max startups
+
+
+def test_max_startups_spells_ssh():
+    assert MaxStartups.parse("10:30:100") == MaxStartups(10, 30, 100)
+    assert MaxStartups.parse("5") == MaxStartups(5, 100, 5)  # a hard limit
+    for bad in ("10:30", "0:30:100", "10:101:100", "50:30:10", "x"):
+        with pytest.raises(MaxStartupsError):
+            MaxStartups.parse(bad)
+    curve = MaxStartups(10, 30, 100)
+    assert curve.drop_probability(9) == 0
+    assert curve.drop_probability(10) == pytest.approx(0.30)
+    assert curve.drop_probability(55) == pytest.approx(0.65)
+    assert curve.drop_probability(100) == 1
+
+
+def admission(**config: object) -> Admission:
+    return Admission(AdmissionConfig(**config), rng=random.Random(4))  # type: ignore[arg-type]
+
+
+def test_one_source_is_held_to_its_own_limit():
+    gate = admission(per_source_max_startups=3)
+    admitted = [gate.admit("127.0.0.2", 0.0, None) for _ in range(3)]
+    assert all(isinstance(decision, Admitted) for decision in admitted)
+    assert gate.admit("127.0.0.2", 0.0, None) == Refused(Refusal.PER_SOURCE, "127.0.0.2/32")
+    assert isinstance(gate.admit("127.0.0.3", 0.0, None), Admitted)  # another source
+    first = admitted[0]
+    assert isinstance(first, Admitted)
+    gate.finish(first.startup)
+    gate.finish(first.startup)  # twice is once
+    assert gate.startups == 3 and isinstance(gate.admit("127.0.0.2", 0.0, None), Admitted)
+
+
+def test_above_start_sources_with_startups_are_dropped_at_the_ssh_rate():
+    gate = admission(max_startups=MaxStartups(10, 30, 1000), per_source_max_startups=10_000)
+    for _ in range(10):
+        gate.admit("127.0.0.2", 0.0, None)
+    outcomes = [gate.admit("127.0.0.2", 0.0, None) for _ in range(200)]
+    refused = sum(isinstance(outcome, Refused) for outcome in outcomes)
+    # The rate climbs from 30% as the admitted ones add up: between 30% and 50% here.
+    assert 0.25 * 200 < refused < 0.6 * 200
+    assert {o.refusal for o in outcomes if isinstance(o, Refused)} == {Refusal.STARTUPS}
+
+
+def test_a_source_with_no_startup_is_never_refused_for_the_others_sake():
+    """At FULL a newcomer takes the place of the oldest startup of the source that
+    holds the most: strangers on many addresses cannot keep a client out."""
+    gate = admission(max_startups=MaxStartups(6, 30, 6), per_source_max_startups=100)
+    owners = {}
+    for index, address in enumerate(["127.0.0.2"] * 4 + ["127.0.0.3"] * 2):
+        decision = gate.admit(address, float(index), f"conn{index}")
+        assert isinstance(decision, Admitted) and decision.evicted is None
+        owners[index] = decision.startup
+    assert gate.startups == 6
+    assert isinstance(gate.admit("127.0.0.2", 6.0, None), Refused)  # full: 100% for it
+    newcomer = gate.admit("127.0.0.1", 7.0, "client")
+    assert isinstance(newcomer, Admitted)
+    assert newcomer.evicted is owners[0] and newcomer.evicted.owner == "conn0"
+    assert gate.startups == 6 and gate.startups_from("127.0.0.2/32") == 3
+    # Every source holds one: the oldest of all goes.
+    even = admission(max_startups=MaxStartups(3, 30, 3), per_source_max_startups=100)
+    for index, address in enumerate(["127.0.0.2", "127.0.0.3", "127.0.0.4"]):
+        even.admit(address, float(index), address)
+    taken = even.admit("127.0.0.5", 9.0, "late")
+    assert isinstance(taken, Admitted) and taken.evicted is not None
+    assert taken.evicted.owner == "127.0.0.2"
+
+
+# ------------------------------------------------------------------ penalties
+
+
+def test_penalties_accrue_to_min_before_a_source_is_turned_away():
+    box = PenaltyBox(PenaltySpec())
+    block = "127.0.0.2/32"
+    assert box.penalise(block, Offence.AUTH_FAILED, 0.0) is False  # 5 s of 15
+    assert box.refused_until(block, 0.1) is None
+    assert box.penalise(block, Offence.AUTH_FAILED, 0.1) is False
+    assert box.penalise(block, Offence.AUTH_FAILED, 0.2) is True  # 15 s accrued
+    assert box.refused_until(block, 0.3) == pytest.approx(15.0)
+    assert box.penalise(block, Offence.AUTH_FAILED, 1.0) is False  # already turned away
+    assert box.refused_until(block, 1.0) == pytest.approx(20.0)  # and for longer
+    assert box.refused_until(block, 20.5) is None  # served its time: forgotten
+    assert len(box) == 0
+
+
+def test_a_handshake_left_to_time_out_is_turned_away_at_once_up_to_max():
+    box = PenaltyBox(PenaltySpec())
+    assert box.penalise("b", Offence.GRACE_EXCEEDED, 0.0) is True  # 20 s >= min
+    for _ in range(100):
+        box.penalise("b", Offence.GRACE_EXCEEDED, 0.0)
+    assert box.refused_until("b", 0.0) == pytest.approx(600.0)  # max
+
+
+def test_a_few_slow_failures_never_add_up():
+    box = PenaltyBox(PenaltySpec())
+    for second in range(0, 300, 6):  # an authfail every 6 s: each ran out before the next
+        assert box.penalise("b", Offence.AUTH_FAILED, float(second)) is False
+        assert box.refused_until("b", float(second)) is None
+
+
+def test_the_penalty_table_is_bounded_and_forgets_the_least_recent():
+    box = PenaltyBox(PenaltySpec(max_sources=100))
+    for index in range(10_000):
+        box.penalise(f"10.0.{index // 256}.{index % 256}/32", Offence.GRACE_EXCEEDED, 0.0)
+    assert len(box) == 100 and box.forgotten == 9_900
+    assert box.refused_until("10.0.39.15/32", 1.0) is not None  # the last one penalised
+    assert box.refused_until("10.0.0.0/32", 1.0) is None
+
+
+def test_penalty_specs_spell_sshs_keywords():
+    spec = PenaltySpec.parse("authfail:2m grace-exceeded:1h min:30 max:2h max-sources:9")
+    assert spec.durations[Offence.AUTH_FAILED] == 120
+    assert spec.durations[Offence.GRACE_EXCEEDED] == 3600
+    assert spec.durations[Offence.NO_AUTH] == DEFAULT_DURATIONS[Offence.NO_AUTH]
+    assert (spec.minimum, spec.maximum, spec.max_sources) == (30, 7200, 9)
+    assert PenaltySpec.parse(spec.spell()) == spec
+    assert PenaltySpec.parse("off") == PenaltySpec(enabled=False)
+    assert PenaltyBox(PenaltySpec.parse("off")).penalise("b", Offence.PROTOCOL, 0.0) is False
+    for bad in ("authfail", "authfail:x", "frobnicate:3", "min:20 max:10", "max-sources:0", ""):
+        with pytest.raises(PenaltySpecError):
+            PenaltySpec.parse(bad)
+
+
+def test_exempt_sources_are_never_penalised():
+    gate = admission(exempt=parse_networks(["127.0.0.0/8", "[::1]"]))
+    for _ in range(10):
+        assert gate.offended("127.0.0.2", Offence.GRACE_EXCEEDED, 0.0) is False
+    assert gate.offended("::1", Offence.GRACE_EXCEEDED, 0.0) is False
+    assert gate.offended("192.0.2.1", Offence.GRACE_EXCEEDED, 0.0) is True
+    assert isinstance(gate.admit("127.0.0.2", 1.0, None), Admitted)
+    assert gate.admit("192.0.2.1", 1.0, None) == Refused(Refusal.PENALTY, "192.0.2.1/32")
+    with pytest.raises(PenaltySpecError):
+        parse_networks(["10.0.0.0/33"])
+
+
+# ------------------------------------------------------------------ the log
+
+
+def test_refusals_get_a_line_then_one_summary_per_interval(caplog):
+    clock = FakeClock()
+    turned_away = TurnedAwayLog(clock, interval=10.0, max_lines=3)
+    with caplog.at_level(logging.INFO, logger="reactor_mux"):
+        for _ in range(4213):
+            turned_away.note("127.0.0.2/32", "too many unauthenticated connections",
+                             logging.WARNING, "first from %s", "127.0.0.2")  # fmt: skip
+        assert [r.getMessage() for r in caplog.records] == ["first from 127.0.0.2"]
+        clock.advance(10.0)
+        assert caplog.records[-1].getMessage() == (
+            "turned away 4,212 connections from 127.0.0.2/32 in the last 10 s: "
+            "too many unauthenticated connections (4,212)"
+        )
+        clock.advance(10.0)  # a quiet interval: nothing to say, and the block is forgotten
+        clock.advance(10.0)
+        assert len(caplog.records) == 2
+        turned_away.note("127.0.0.2/32", "x", logging.WARNING, "back again")
+        assert caplog.records[-1].getMessage() == "back again"
+
+
+def test_the_log_of_many_sources_is_capped(caplog):
+    clock = FakeClock()
+    turned_away = TurnedAwayLog(clock, interval=10.0, max_lines=3)
+    with caplog.at_level(logging.INFO, logger="reactor_mux"):
+        for _round in range(3):
+            for index in range(50):
+                turned_away.note(f"10.0.0.{index}/32", "penalised", logging.WARNING,
+                                 "first from %d", index)  # fmt: skip
+        assert len(caplog.records) == 3  # the cap: three first lines
+        clock.advance(10.0)
+        messages = [r.getMessage() for r in caplog.records[3:]]
+        assert len(messages) == 4  # three summaries and one line for the rest
+        assert messages[-1].startswith("turned away 141 more connections from 47 other source")
+
+
+def test_a_failing_source_shows_a_few_failures_in_full_first(caplog):
+    clock = FakeClock()
+    turned_away = TurnedAwayLog(clock, interval=10.0)
+    with caplog.at_level(logging.INFO, logger="reactor_mux"):
+        for attempt in range(5):
+            turned_away.note("b", "authentication failed", logging.WARNING,
+                             "failure %d", attempt, burst=3)  # fmt: skip
+        assert [r.getMessage() for r in caplog.records] == ["failure 0", "failure 1", "failure 2"]
+        clock.advance(10.0)
+        assert caplog.records[-1].getMessage().startswith("turned away 2 connections from b")
+
+
+def test_a_reload_changes_the_limits_and_keeps_the_netblock_and_the_counts():
+    gate = admission(per_source_max_startups=1)
+    first = gate.admit("2001:db8::1", 0.0, None)
+    assert isinstance(first, Admitted)
+    assert isinstance(gate.admit("2001:db8::2", 0.0, None), Refused)  # the same /64
+    gate.reconfigure(AdmissionConfig(per_source_max_startups=2, netblock=Netblock(32, 128)))
+    assert gate.config.netblock == Netblock()  # the blocks being counted stay as they were
+    assert isinstance(gate.admit("2001:db8::2", 0.0, None), Admitted)
+    assert gate.startups_from("2001:db8::/64") == 2
+    gate.offended("192.0.2.1", Offence.GRACE_EXCEEDED, 0.0)
+    gate.reconfigure(AdmissionConfig(penalties=PenaltySpec(enabled=False)))
+    assert isinstance(gate.admit("192.0.2.1", 1.0, None), Admitted)  # off forgets them

@@ -1,0 +1,288 @@
+"""Admission with real processes: a stranger with no credentials, as fast as one
+process can go (``tests/attacker.py``, on loopback addresses of its own: Linux
+routes all of 127.0.0.0/8), locks no client out and costs none its resume, while
+the server's log, memory and descriptors stay bounded (docs/security.md, "Denial
+of service").
+
+The server is the hardened one docs/security.md recommends (a secret, TLS for
+the TLS cases, ``--max-channels 16``: the setting a stranger could fill before).
+While the attack runs: a new client must forward within a few seconds and move
+checksummed data, and a client whose channel is cut must resume its open stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from security_support import SECRET
+from support import (
+    ChaosRelay,
+    Exchange,
+    Tunnel,
+    check_exchange,
+    connect_from,
+    run_exchange,
+)
+
+from reactor_mux.procs import ReactorMuxProcess, fd_count, proc_status
+from reactor_mux.protocol.frames import encode_frame
+
+pytestmark = pytest.mark.codec_independent
+
+ATTACKER = Path(__file__).parent / "attacker.py"
+ONE_SOURCE = "127.0.0.2"
+MANY_SOURCES = ",".join(f"127.0.0.{index}" for index in range(2, 18))
+"""Sixteen sources of ten startups each: more than --max-startups' FULL of 100."""
+
+NEWCOMER_DEADLINE = 5.0
+"""A new client forwards this soon during an attack (unloaded: about 0.2 s)."""
+MAX_LOG_LINES = 60
+"""Lines the server may write during one attack (it makes hundreds of thousands of
+connections): a few first lines per source, then a summary per source per 10 s."""
+MAX_FDS = 160
+"""Descriptors the server may hold: --max-startups' FULL of 100, 16 busy replies in
+TLS, the listeners, the clients' channels and streams, and the process's own."""
+MAX_RSS_GROWTH = 48 * 1024
+"""KiB the server may grow by during an attack (measured: 0.3 to 12 MiB)."""
+
+
+@contextmanager
+def attack(port: int, sources: str, mode: str) -> Iterator[dict[str, int]]:
+    """Run tests/attacker.py for the block; yields its counts once it has stopped."""
+    proc = subprocess.Popen([sys.executable, str(ATTACKER), str(port), "--sources", sources,
+                             "--mode", mode, "--seconds", "120"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    counts: dict[str, int] = {}
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline()) == {"ready": True}
+        yield counts
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        counts.update(json.loads(out.strip().splitlines()[-1]))
+
+
+class Watch:
+    """Samples a process's descriptors and RSS every 0.1 s while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.rss_before = proc_status(pid, "VmRSS")
+        self.max_fds = fd_count(pid)
+        self.max_rss = self.rss_before
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.1):
+            try:
+                self.max_fds = max(self.max_fds, fd_count(self.pid))
+                self.max_rss = max(self.max_rss, proc_status(self.pid, "VmRSS"))
+            except OSError:
+                return
+
+    @property
+    def rss_growth(self) -> int:
+        return self.max_rss - self.rss_before
+
+
+def hardened(tmp_path: Path, tls: bool, *extra: str) -> tuple[Tunnel, tuple[str, ...]]:
+    """The server docs/security.md recommends, and the client options that go with it."""
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o600)
+    server = ["--secret-file", str(secret), "--max-channels", "16", *extra]
+    client = ["--secret-file", str(secret), "--reconnect-min", "0.2", "--reconnect-max", "2"]
+    if tls:
+        subprocess.run([sys.executable, "-m", "reactor_mux", "keygen", "--cert",
+                        str(tmp_path / "s.pem"), "--key", str(tmp_path / "s.key")],
+                       check=True, capture_output=True)  # fmt: skip
+        server += ["--tls-cert", str(tmp_path / "s.pem"), "--tls-key", str(tmp_path / "s.key")]
+        client += ["--tls", "--tls-insecure"]
+    return Tunnel(server_args=tuple(server)), tuple(client)
+
+
+def lockout_free(tunnel: Tunnel, client_args: tuple[str, ...], hash_target, echo,  # type: ignore[no-untyped-def]
+                 sources: str, mode: str) -> dict[str, int]:  # fmt: skip
+    """The checks every attack must pass; returns the attacker's counts."""
+    relay = ChaosRelay(tunnel.server_port)
+    resumer = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{relay.port}",
+                                 "-L", f"0:127.0.0.1:{echo.port}", *client_args])  # fmt: skip
+    tunnel.clients.append(resumer)
+    app = socket.create_connection(("127.0.0.1", resumer.forwards(1)[0][1]), timeout=20)
+    try:
+        app.sendall(b"before the attack")
+        assert app.recv(64) == b"before the attack"
+        lines_before = len(tunnel.server.lines)
+        with attack(tunnel.server_port, sources, mode) as counts, Watch(tunnel.server.pid) as watch:
+            time.sleep(1.0)  # in full swing
+            started = time.monotonic()
+            _newcomer, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                                extra=client_args)  # fmt: skip
+            took = time.monotonic() - started
+            exchange = Exchange(1_000_000, 1_000_000, seed=hash(mode) % 1000)
+            run_exchange(forwards[0][1], exchange)
+            check_exchange(exchange, hash_target)
+            mark = len(resumer.lines)
+            relay.cut()  # the resumer's channel breaks in the middle of the attack
+            resumer.wait_for("resumed the session", timeout=20, start=mark)
+            app.sendall(b"after the cut")
+            assert app.recv(64) == b"after the cut"
+            lines = len(tunnel.server.lines) - lines_before
+        assert took < NEWCOMER_DEADLINE, f"the new client took {took:.1f}s"
+        assert lines < MAX_LOG_LINES, "\n".join(tunnel.server.lines[lines_before:])
+        assert watch.max_fds < MAX_FDS, watch.max_fds
+        assert watch.rss_growth < MAX_RSS_GROWTH, f"RSS grew {watch.rss_growth} KiB"
+        assert counts["connected"] > 2000, counts  # the attack did run, and hard
+        assert "Traceback" not in tunnel.server.log
+        return counts
+    finally:
+        app.close()
+        relay.close()
+
+
+@pytest.mark.parametrize("mode", ["idle", "garbage", "half-hello"])
+def test_an_attack_from_one_source_locks_no_client_out(tmp_path, hash_target, echo, mode):
+    tunnel, client_args = hardened(tmp_path, tls=False)
+    try:
+        lockout_free(tunnel, client_args, hash_target, echo, ONE_SOURCE, mode)
+    finally:
+        tunnel.close()
+
+
+@pytest.mark.parametrize("mode", ["idle", "half-hello"])
+def test_an_attack_from_many_sources_locks_no_client_out(tmp_path, hash_target, echo, mode):
+    tunnel, client_args = hardened(tmp_path, tls=False)
+    try:
+        lockout_free(tunnel, client_args, hash_target, echo, MANY_SOURCES, mode)
+    finally:
+        tunnel.close()
+
+
+@pytest.mark.parametrize("mode", ["idle", "garbage", "tls-hello"])
+def test_an_attack_on_a_tls_server_locks_no_client_out(tmp_path, hash_target, echo, mode):
+    tunnel, client_args = hardened(tmp_path, tls=True)
+    try:
+        lockout_free(tunnel, client_args, hash_target, echo, MANY_SOURCES, mode)
+    finally:
+        tunnel.close()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples}  # fmt: skip
+
+
+def test_an_idle_attack_is_summarised_penalised_and_counted(tmp_path, hash_target, echo):
+    """The attack of the issue: hold as many connections as the server takes, and open
+    new ones as it closes them.  The source's extra connections are refused at once,
+    its handshakes time out and earn it a penalty, the log says it in a summary line
+    per 10 s, and the metrics count every refusal by reason."""
+    tunnel, client_args = hardened(tmp_path, False, "--handshake-timeout", "2",
+                                   "--metrics", "127.0.0.1:0")  # fmt: skip
+    try:
+        metrics_port = int(tunnel.server.wait_for(r"metrics at http://127.0.0.1:(\d+)").group(1))
+        with attack(tunnel.server_port, ONE_SOURCE, "idle") as counts:
+            tunnel.server.wait_for(r"turned away a connection from 127\.0\.0\.2:\d+: too many "
+                                   r"unauthenticated connections from its source")  # fmt: skip
+            summary = tunnel.server.wait_for(r"turned away ([\d,]+) connections from "
+                                             r"127\.0\.0\.2/32 in the last 10 s: (.*)",
+                                             timeout=15)  # fmt: skip
+            samples = scrape(metrics_port)
+        assert int(summary.group(1).replace(",", "")) > 1000
+        assert "too many unauthenticated connections from the source" in summary.group(2)
+        assert "handshake timed out" in summary.group(2) or "penalised" in summary.group(2)
+        refused = {labels[0][1]: value for (name, labels), value in samples.items()
+                   if name == "reactor_mux_connections_refused_total"}  # fmt: skip
+        assert refused["per_source"] > 1000 and refused["penalty"] > 0, refused
+        assert samples[("reactor_mux_penalties_total", (("offence", "grace-exceeded"),))] >= 10
+        assert samples[("reactor_mux_sources_turned_away", ())] == 1
+        assert samples[("reactor_mux_unauthenticated_connections", ())] <= 10
+        assert counts["connected"] > 2000
+        # A client from another source is let in as ever.
+        _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=client_args)
+        assert forwards
+    finally:
+        tunnel.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_busy_server_is_retried_soon_and_keeps_the_session(tmp_path, echo, tls):
+    """A client turned away before authenticating (its source is at its startup
+    limit) is told ``busy`` (inside TLS on a TLS server): it retries at the resume
+    pace, never takes it for an authentication failure, and a session waiting for a
+    resume is kept."""
+    tunnel, client_args = hardened(tmp_path, tls, "--per-source-max-startups", "2",
+                                   "--penalty-exempt", "127.0.0.1")  # fmt: skip
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{relay.port}",
+                                    "-L", f"0:127.0.0.1:{echo.port}", *client_args])  # fmt: skip
+        tunnel.clients.append(client)
+        app = socket.create_connection(("127.0.0.1", client.forwards(1)[0][1]), timeout=20)
+        app.sendall(b"one")
+        assert app.recv(8) == b"one"
+        # Two idle connections from the client's own source fill its startups (they
+        # reach the accept queue before the client's reconnect does).
+        hogs = [connect_from("127.0.0.1", tunnel.server_port) for _ in range(2)]
+        mark = len(client.lines)
+        relay.cut()
+        client.wait_for(r"turned the connection away: busy: too many unauthenticated "
+                        r"connections from its source", start=mark, timeout=15)  # fmt: skip
+        retry = client.wait_for(r"reconnecting in ([\d.]+)s", start=mark)
+        assert float(retry.group(1)) <= 2.0
+        for hog in hogs:
+            hog.close()
+        client.wait_for("resumed the session", start=mark, timeout=15)
+        assert "authentication failed" not in "\n".join(client.lines[mark:])
+        app.sendall(b"two")
+        assert app.recv(8) == b"two"
+        app.close()
+    finally:
+        relay.close()
+        tunnel.close()
+
+
+def test_a_new_client_told_busy_comes_back_at_the_resume_pace(tmp_path, echo):
+    """Without a session to resume: ``busy`` is a warning and a retry within 2 s."""
+    tunnel, client_args = hardened(tmp_path, False, "--per-source-max-startups", "1",
+                                   "--penalty-exempt", "127.0.0.1")  # fmt: skip
+    try:
+        hog = connect_from("127.0.0.1", tunnel.server_port)
+        hog.sendall(encode_frame(0, 1, b"HELLO 1 262144 65536 hog-hog-hog-01")[:12])
+        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+                                    "-L", f"0:127.0.0.1:{echo.port}", *client_args])  # fmt: skip
+        tunnel.clients.append(client)
+        line = client.wait_for(r"WARNING server 127\.0\.0\.1:\d+ is busy: .*busy: too many "
+                               r"unauthenticated connections from its source.*; reconnecting "
+                               r"in ([\d.]+)s")  # fmt: skip
+        assert float(line.group(1)) <= 2.0
+        hog.close()
+        assert client.forwards(1, timeout=10)
+        assert not re.search("authentication failed", client.log)
+    finally:
+        tunnel.close()
