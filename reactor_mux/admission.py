@@ -65,7 +65,8 @@ class MaxStartups:
             raise MaxStartupsError(f"{text!r} is not START:RATE:FULL (such as 10:30:100) or N")
         start, rate, full = numbers
         if not 1 <= start <= full <= 1 << 20 or not 0 <= rate <= 100:
-            raise MaxStartupsError(f"{text!r}: need 1 <= START <= FULL and RATE in 0..100")
+            raise MaxStartupsError(f"{text!r}: need 1 <= START <= FULL <= 1048576 and RATE "
+                                   "in 0..100")  # fmt: skip
         return cls(start, rate, full)
 
     def spell(self) -> str:
@@ -122,7 +123,7 @@ _REASONS = {
 class Startup:
     """One connection that has not authenticated yet."""
 
-    __slots__ = ("address", "block", "owner", "since")
+    __slots__ = ("address", "block", "evicted", "owner", "since")
 
     def __init__(self, address: str, block: str, since: float, owner: object) -> None:
         self.address = address
@@ -130,6 +131,8 @@ class Startup:
         self.since = since
         self.owner = owner
         """What the server closes if this startup is evicted (its channel)."""
+        self.evicted = False
+        """It was dropped to make room for a source that had none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,7 @@ class Admission:
         """Take a new connection from ``address`` on, or say why not."""
         config = self.config
         block = self.block_of(address)
-        if self.penalties.refused_until(block, now) is not None:
+        if self.penalties.refused_until(block, now) is not None and not self._exempt(address):
             return Refused(Refusal.PENALTY, block)
         mine = self._by_block.get(block)
         held = len(mine) if mine is not None else 0
@@ -187,6 +190,7 @@ class Admission:
         """The oldest startup of the block holding the most (ties: the oldest first)."""
         victims = max(self._by_block.values(), key=lambda queue: (len(queue), -queue[0].since))
         victim = victims[0]
+        victim.evicted = True
         self.finish(victim)
         return victim
 
@@ -203,11 +207,11 @@ class Admission:
         if not mine:
             del self._by_block[startup.block]
 
-    def offended(self, address: str, offence: Offence, now: float) -> bool:
-        """Penalise ``address``'s block for ``offence`` (unless it is exempt); True if
-        that starts turning the block away."""
+    def offended(self, address: str, offence: Offence, now: float) -> float | None:
+        """Penalise ``address``'s block for ``offence`` (unless the address is exempt);
+        if that starts turning the block away, until when."""
         if self._exempt(address):
-            return False
+            return None
         return self.penalties.penalise(self.block_of(address), offence, now)
 
     def _exempt(self, address: str) -> bool:

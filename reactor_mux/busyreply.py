@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from reactor_mux.netutil import abort_socket
+from reactor_mux.netutil import abort_socket, close_gently
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.tls import TlsTransport
@@ -49,7 +49,7 @@ class BusyReplies:
                 sock.send(frame)
             except OSError:
                 pass
-            sock.close()
+            close_gently(sock)  # closing with unread bytes would reset, and may lose the frame
             return True
         if len(self._running) >= MAX_TLS_REPLIES or block in self._running:
             abort_socket(sock)

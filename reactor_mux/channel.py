@@ -34,9 +34,9 @@ from reactor_mux.liveness import Liveness
 from reactor_mux.localstream import LocalStream, OpenHook
 from reactor_mux.logformat import event as log_event
 from reactor_mux.meter import Meter
-from reactor_mux.netutil import abort_socket, describe_error
+from reactor_mux.netutil import abort_socket, connect_failure, describe_error
 from reactor_mux.peerconnect import DoneCallback, PeerConnects
-from reactor_mux.protocol.errorcodes import ErrorCode
+from reactor_mux.protocol.errorcodes import ErrorCode, text_of
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
@@ -61,7 +61,7 @@ from reactor_mux.protocol.events import (
     StreamReset,
     unhandled,
 )
-from reactor_mux.protocol.failures import classified_reason
+from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.session import RESUME_REFUSED, ChannelState, Role, Session
 from reactor_mux.reactor import Cancellable, Owner, Reactor, Timer
 from reactor_mux.resolver import Resolver
@@ -83,6 +83,16 @@ answer frees the sent bytes and commands kept for a resume (protocol.md §9.2)."
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectPurpose:
+    """What a connect made for the peer's SYN is for."""
+
+    label: str
+    """How the log names its mapping: ``-R 2222:127.0.0.1:22``."""
+    metric: str
+    """How the metrics do: ``-R``."""
+
+
+@dataclass(frozen=True, slots=True)
 class MappingGranted:
     """The server's yes to CONNECT, or to BIND with the address it bound."""
 
@@ -91,9 +101,10 @@ class MappingGranted:
 
 @dataclass(frozen=True, slots=True)
 class MappingDenied:
-    """The server's no, with the reason the client will log."""
+    """The server's no: its class (the client decides by it whether asking again may
+    help) and the words the client will log."""
 
-    reason: str
+    failure: Failure
 
 
 MappingAnswer = MappingGranted | MappingDenied
@@ -111,10 +122,10 @@ class ChannelOwner(Protocol):
 
     def target_for(
         self, channel: Channel, mapping: int, requested: tuple[str, int] | None
-    ) -> tuple[str, int] | LocalService | str | None:
+    ) -> tuple[str, int] | LocalService | Failure | None:
         """Where a peer SYN on ``mapping`` should connect (``requested`` is the target
         a dynamic mapping's SYN names), a service in this process that takes the
-        stream instead, or why not: a reason, or None when the mapping is unknown."""
+        stream instead, or why not: a refusal, or None when the mapping is unknown."""
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         """Why connecting to ``address`` (what ``name`` resolved to) is refused, or None."""
@@ -184,12 +195,10 @@ class Channel:
         self.close_reason: str | None = None
         self.close_was_error = False
         self.close_code: ErrorCode | None = None
-        """What ended the channel, as a value (None: a local decision, or not told)."""
-        self.auth_failed = False
-        """The channel ended because authentication failed (either side)."""
-        self.peer_shut_down = False
-        """The channel ended because the peer shut down on purpose (BYE, or its ERROR
-        said so), not because it failed or vanished."""
+        """What ended the channel, as a value (None only for an older peer's ERROR
+        that says nothing this side recognises)."""
+        self.closed_by_peer = False
+        """The peer ended it with ERROR (the code is its word, not our finding)."""
         self.draining = False
         """Refuse new streams (the process is shutting down); open ones carry on."""
         self.said_goodbye = False
@@ -226,9 +235,8 @@ class Channel:
         )
         self._liveness = self._new_liveness()
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)
-        self._connect_purpose: dict[int, tuple[str, str, bool]] = {}
-        """For each pending connect: what it is for, as the log names it (``-R 2222:...``),
-        and whether a dynamic SYN named it (then its SYN ERROR is classified)."""
+        self._connect_purpose: dict[int, ConnectPurpose] = {}
+        """What each pending connect is for."""
         # Calls made per read and per write go straight to the session (no
         # extra Python frame on the data path).
         self.get_buffer = self._session.receive_buffer
@@ -382,9 +390,26 @@ class Channel:
 
     def _close_if_peer_left(self) -> None:
         if self._peer_leaving and not self.busy and not self.closed:
-            self.peer_shut_down = True
+            self.closed_by_peer = True
             self.close(f"{self.peer_role} closed the channel: shutting down", error=False,
-                       tell_peer=False)  # fmt: skip
+                       tell_peer=False, code=ErrorCode.SHUTDOWN)  # fmt: skip
+
+    @property
+    def heard_hello(self) -> bool:
+        """The peer said HELLO on the current connection: it is a reactor-mux peer
+        that took the connection on, whatever ended it later."""
+        return self._session.hello_received
+
+    @property
+    def auth_failed(self) -> bool:
+        """The channel ended because authentication failed (either side)."""
+        return self.close_code is ErrorCode.AUTH_FAILED
+
+    @property
+    def peer_shut_down(self) -> bool:
+        """The peer ended the channel on purpose (BYE, or ERROR shutdown), not because
+        something failed or vanished."""
+        return self.closed_by_peer and self.close_code is ErrorCode.SHUTDOWN
 
     @property
     def busy(self) -> bool:
@@ -425,7 +450,6 @@ class Channel:
     def transport_failed(
         self, reason: str, *, authentication: bool = False, code: ErrorCode | None = None
     ) -> None:
-        self.auth_failed = self.auth_failed or authentication
         if authentication:
             self.close(reason, code=ErrorCode.AUTH_FAILED)
         else:
@@ -459,7 +483,8 @@ class Channel:
     def _resume_expired(self) -> None:
         self._resume_deadline = None
         if not self.closed and self.suspended:
-            self.close(f"resume window expired ({self.settings.resume_timeout:g}s)")
+            self.close(f"resume window expired ({self.settings.resume_timeout:g}s)",
+                       code=ErrorCode.RESUME_EXPIRED)  # fmt: skip
 
     def attach(self, transport: Transport, peer: str) -> None:
         """Client: a new connection to resume this channel's session over."""
@@ -485,15 +510,15 @@ class Channel:
 
     def refuse_resume(self, reason: str) -> None:
         """Server: no such session (any more): say so, and close."""
-        self.close(reason)
+        self.close(f"{RESUME_REFUSED}: {reason}", code=ErrorCode.RESUME_REFUSED)
 
     def adopt(self, connection: Channel) -> None:
         """Server: carry on over ``connection``, which proved it holds our session.
         A connection we still think alive is cut first: the latest proof wins."""
         if self._transport is not None:
-            self._lost("the client resumed on a new connection", ErrorCode.PEER_CLOSED)
+            self._lost("the client resumed on a new connection", ErrorCode.REPLACED)
         if self.closed:
-            connection.close(f"{RESUME_REFUSED}: the session ended")
+            connection.refuse_resume("the session ended")
             return
         transport, connection._transport = connection._transport, None
         assert transport is not None
@@ -526,7 +551,7 @@ class Channel:
         self._flush()
 
     def close_after_bug(self) -> None:
-        self.close("internal error")
+        self.close("internal error", code=ErrorCode.INTERNAL)
 
     # ------------------------------------------------------------- events
 
@@ -610,19 +635,20 @@ class Channel:
             case ChannelFailed() if event.kept:
                 self._lost(f"{self.peer_role} turned the connection away: {event.reason}",
                            event.code or ErrorCode.PEER_CLOSED)  # fmt: skip
-            case ChannelFailed():
-                self.auth_failed = event.authentication
-                code = event.code
-                if event.authentication:
-                    self.close(event.reason, code=code)
-                elif event.by_peer and _is_shutdown(event.reason):
-                    self.peer_shut_down = True
-                    self.close(f"{self.peer_role} closed the channel: {event.reason}", error=False,
+            case ChannelFailed(by_peer=True):
+                self.closed_by_peer = True
+                code, text = event.code, text_of(event.reason)
+                if code is ErrorCode.SHUTDOWN:
+                    self.close(f"{self.peer_role} closed the channel: {text}", error=False,
                                code=code)  # fmt: skip
-                elif event.by_peer:
-                    self.close(f"{self.peer_role} reported an error: {event.reason}", code=code)
+                elif code is ErrorCode.AUTH_FAILED:
+                    self.close(text, code=code)
                 else:
-                    self.close(f"protocol error: {event.reason}", code=code)
+                    self.close(f"{self.peer_role} reported an error: {text}", code=code)
+            case ChannelFailed(code=ErrorCode.AUTH_FAILED | ErrorCode.NOT_A_PEER):
+                self.close(event.reason, code=event.code)
+            case ChannelFailed():
+                self.close(f"protocol error: {event.reason}", code=event.code)
             case _:
                 unhandled(event)
 
@@ -634,17 +660,17 @@ class Channel:
                 session.accept_connect(event.mapping)
             case MappingGranted(bound=None) if event.kind is MappingKind.DYNAMIC:
                 session.accept_dynamic(event.mapping)
-            case MappingDenied(reason=reason) if event.kind is MappingKind.DYNAMIC:
-                self.meter.refusal("mapping", reason)
-                session.refuse_dynamic(event.mapping, reason)
+            case MappingDenied(failure=failure) if event.kind is MappingKind.DYNAMIC:
+                self.meter.refusal("mapping", failure.kind)
+                session.refuse_dynamic(event.mapping, failure.wire)
             case MappingGranted(bound=(host, port)) if event.kind is MappingKind.BIND:
                 session.accept_bind(event.mapping, host, port)
-            case MappingDenied(reason=reason) if event.kind is MappingKind.CONNECT:
-                self.meter.refusal("mapping", reason)
-                session.refuse_connect(event.mapping, reason)
-            case MappingDenied(reason=reason):
-                self.meter.refusal("mapping", reason)
-                session.refuse_bind(event.mapping, reason)
+            case MappingDenied(failure=failure) if event.kind is MappingKind.CONNECT:
+                self.meter.refusal("mapping", failure.kind)
+                session.refuse_connect(event.mapping, failure.wire)
+            case MappingDenied(failure=failure):
+                self.meter.refusal("mapping", failure.kind)
+                session.refuse_bind(event.mapping, failure.wire)
             case _:
                 raise AssertionError(f"{answer!r} does not answer {event.kind.name}")
 
@@ -664,34 +690,33 @@ class Channel:
         stream.start_reading()
 
     def _on_stream_requested(self, event: StreamRequested) -> None:
-        dynamic = event.target is not None
         if self.draining:
-            self._refuse_stream(event.stream_id, "shutting down", dynamic)
+            self._refuse_stream(event.stream_id, Failure(FailureClass.SHUTDOWN, SHUTTING_DOWN))
             return
         target = self.owner.target_for(self, event.mapping, event.target)
-        label = self.owner.mapping_label(self, event.mapping)
-        metric = self.owner.metric_label(self, event.mapping)
-        self._connect_purpose[event.stream_id] = (label, metric, dynamic)
+        purpose = ConnectPurpose(self.owner.mapping_label(self, event.mapping),
+                                 self.owner.metric_label(self, event.mapping))  # fmt: skip
+        self._connect_purpose[event.stream_id] = purpose
         if callable(target):
             try:
                 sock = target()
             except OSError as exc:
-                self._peer_connect_done(event.stream_id, "SOCKS", None, describe_error(exc))
+                self._peer_connect_done(event.stream_id, "SOCKS", None, connect_failure(exc))
                 return
             self._peer_connect_done(event.stream_id, "SOCKS", sock, None)
             return
         if not isinstance(target, tuple):
             del self._connect_purpose[event.stream_id]
-            reason = target or f"mapping {event.mapping} is not available"
-            self._refuse_stream(event.stream_id, reason, dynamic)
+            unknown = Failure(FailureClass.FAILED, f"mapping {event.mapping} is not available")
+            self._refuse_stream(event.stream_id, target or unknown)
             return
         self._connects.start(event.stream_id, *target)
 
-    def _refuse_stream(self, stream_id: int, reason: str, dynamic: bool) -> None:
-        """SYN ERROR; a dynamic stream's reason starts with its failure class
-        (docs/protocol.md §5.1), which the client turns into a SOCKS reply code."""
-        if self._session.refuse_stream(stream_id, classified_reason(reason) if dynamic else reason):
-            self.meter.refusal("stream", reason)
+    def _refuse_stream(self, stream_id: int, failure: Failure) -> None:
+        """SYN ERROR, its reason led by the failure's class (docs/protocol.md §5.1): a
+        dynamic stream's opener turns it into a SOCKS reply code."""
+        if self._session.refuse_stream(stream_id, failure.wire):
+            self.meter.refusal("stream", failure.kind)
 
     def _connect(self, host: str, port: int, on_done: DoneCallback, owner: Owner) -> Cancellable:
         def check(address: str, address_port: int) -> str | None:
@@ -704,10 +729,12 @@ class Channel:
         return connector.start()
 
     def _peer_connect_done(
-        self, stream_id: int, address: str, sock: socket.socket | None, error: str | None
+        self, stream_id: int, address: str, sock: socket.socket | None, error: Failure | None
     ) -> None:
-        what, metric, dynamic = self._connect_purpose.pop(stream_id, ("", "", False))
+        purpose = self._connect_purpose.pop(stream_id, ConnectPurpose("", ""))
+        what = purpose.label
         if sock is None:
+            assert error is not None
             log.warning(
                 "%s: stream %d %s: connect to %s failed: %s",
                 self.name,
@@ -721,16 +748,17 @@ class Channel:
                     stream=stream_id,
                     mapping=what,
                     peer=address,
-                    reason=error,
+                    reason=error.text,
                 ),
             )
-            self._refuse_stream(stream_id, f"connect to {address} failed: {error}", dynamic)
+            failed = Failure(error.kind, f"connect to {address} failed: {error}")
+            self._refuse_stream(stream_id, failed)
         elif not self._session.accept_stream(stream_id):
             sock.close()  # the peer reset the stream, or the channel failed, since its SYN
         else:
             label = f"stream {stream_id} -> {address}"
             stream = LocalStream(self.reactor, self, stream_id, sock, label, self._session.window)
-            self._count_opened(stream, metric)
+            self._count_opened(stream, purpose.metric)
             self.streams[stream_id] = stream
             stream.start_reading()
             if log.isEnabledFor(logging.DEBUG):
@@ -837,7 +865,6 @@ class Channel:
         try:
             left_over = self._send_output()
         except TransportError as exc:
-            self.auth_failed = self.auth_failed or exc.authentication
             if exc.authentication:
                 self.close(exc.reason, code=ErrorCode.AUTH_FAILED)
             else:
@@ -886,9 +913,9 @@ class Channel:
         self,
         reason: str,
         *,
+        code: ErrorCode | None,
         error: bool = True,
         tell_peer: bool = True,
-        code: ErrorCode | None = None,
     ) -> None:
         """End the channel: every stream is reset locally, the transport closed.
 
@@ -922,7 +949,7 @@ class Channel:
                     self._send_output()  # what was queued (ACKs) before we go quiet
                 except OSError:
                     pass
-            self._session.fail(reason, tell_peer=tell_peer)
+            self._session.fail(reason, code or ErrorCode.INTERNAL, tell_peer=tell_peer)
             self._send_output()  # last words: the peer reads why (our ERROR frame)
         except OSError:
             pass  # the connection is gone: nobody to tell
@@ -938,12 +965,7 @@ class Channel:
 
 
 SHUTTING_DOWN = "shutting down"
-"""The reason a side gives in its ERROR when it closes the channel on purpose."""
-
-
-def _is_shutdown(reason: str) -> bool:
-    """An ERROR that ends a planned shutdown (older peers said "client shutting down")."""
-    return reason.endswith(SHUTTING_DOWN)
+"""The words a side gives in its ``ERROR shutdown:`` when it closes the channel on purpose."""
 
 
 def wait_for_streams(

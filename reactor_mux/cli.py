@@ -24,6 +24,7 @@ from reactor_mux import __version__, codec, configfile, control, service, status
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.cli_security import (
     ClientSecurity,
+    RunningServer,
     SecurityOptionError,
     ServerSecurity,
     add_client_options,
@@ -515,9 +516,8 @@ def _control_command(args: argparse.Namespace) -> int:
         print(f"reactor-mux {args.command}: error: {exc}", file=sys.stderr)
         return 1
     if not answer["ok"]:
-        error = str(answer.get("error"))
-        what = "partly applied" if error.startswith("reloaded ") else "error"
-        print(f"reactor-mux {args.command}: {what}: {error}", file=sys.stderr)
+        what = "partly applied" if answer.get("partial") else "error"
+        print(f"reactor-mux {args.command}: {what}: {answer.get('error')}", file=sys.stderr)
         return 1
     result: Any = answer.get("result")
     if args.command == "status":
@@ -690,15 +690,15 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _checked(
-    args: argparse.Namespace, bound: list[tuple[str, int]] | None = None
+    args: argparse.Namespace, running: RunningServer | None = None
 ) -> ServerSecurity | ClientSecurity:
     """Options that contradict each other, and the security files: what a role needs
-    before it may start (or a reload may apply, to a server listening on ``bound``)."""
+    before it may start (or a reload may apply, to the server ``running``)."""
     problem = _contradiction(args)
     if problem is not None:
         raise ConfigError(problem)
     if args.command == "server":
-        return server_security(args, bound)
+        return server_security(args, running)
     return client_security(args)
 
 
@@ -742,15 +742,15 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reloa
     """SIGHUP's (and ``reactor-mux reload``'s) work: read the config file again and
     apply what can change live.  A file that cannot be used changes nothing."""
 
-    def reload(app: Server | Client) -> tuple[bool, str]:
+    def reload(app: Server | Client) -> tuple[control.Reloaded, str]:
         log.info("reloading %s", started.config)
         try:
             args = parse_arguments(argv)
-            security = _checked(args, app.bound_addresses if isinstance(app, Server) else None)
+            security = _checked(args, _running(app))
         except (ConfigError, SecurityOptionError) as exc:
             message = f"reload failed, the running configuration stays: {exc}"
             log.error("%s", message, extra=event("reload_failed", reason=str(exc)))
-            return False, message
+            return control.Reloaded.REFUSED, message
         log.setLevel(_log_level(args.verbose, args.quiet))
         done: list[str] = []
         problems: list[str] = []
@@ -775,9 +775,17 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reloa
         message += f"; failed: {'; '.join(problems)}" if problems else ""
         message += f"; waiting for a restart: {', '.join(waiting)}" if waiting else ""
         log.info("%s", message, extra=event("reloaded"))
-        return not problems, message
+        return (control.Reloaded.PARTLY if problems else control.Reloaded.APPLIED), message
 
     return reload
+
+
+def _running(app: Server | Client) -> RunningServer | None:
+    """What of a running server a reload cannot change (None for a client)."""
+    if not isinstance(app, Server):
+        return None
+    tls = app.config.tls
+    return RunningServer(app.bound_addresses, tls is not None and tls.requires_client_certificate)
 
 
 def _restart_needed(started: argparse.Namespace, now: argparse.Namespace) -> list[str]:

@@ -126,15 +126,18 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         type=_Parsed(Netblock.parse, NetblockError),
         default=Netblock(),
         metavar="V4:V6",
-        help="prefix lengths that group addresses into a source block (default 32:64)",
+        help="prefix lengths that group addresses into a source block (default 32:64; a "
+        "single number sets IPv4 and keeps IPv6 at 64)",
     )
     add("--per-source-penalties", type=_Parsed(PenaltySpec.parse, PenaltySpecError),
         default=PenaltySpec(), metavar="SPEC",
         help="how long a source block that failed before authenticating is turned away: "
-        "'off', or words such as 'authfail:5 noauth:1 grace-exceeded:20 protocol:20 tls:5 "
-        "min:15 max:600' (ssh's PerSourcePenalties; those are the defaults)")  # fmt: skip
+        "'off', or words over the defaults, which are 'authfail:5 noauth:1 "
+        "grace-exceeded:10 protocol:20 tls:5 min:15 max:600 max-sources:65536' (ssh's "
+        "PerSourcePenalties; durations in seconds, or with s, m, h, d or w)")  # fmt: skip
     add("--penalty-exempt", action="append", default=[], type=_exempt, metavar="CIDR",
-        help="never penalise sources in this network (repeatable)")  # fmt: skip
+        help="never penalise, or turn away for a penalty, sources in this network "
+        "(repeatable, or comma-separated)")  # fmt: skip
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -172,12 +175,21 @@ class ClientSecurity:
     tls: ClientTls | None
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    """What a reload cannot change in a running server, and the safe default looks at:
+    where it listens, and whether its TLS asks clients for certificates."""
+
+    addresses: list[tuple[str, int]]
+    client_certificates: bool
+
+
 def server_security(
-    args: argparse.Namespace, bound: list[tuple[str, int]] | None = None
+    args: argparse.Namespace, running: RunningServer | None = None
 ) -> ServerSecurity:
-    """Check the server's security options and load what they name.  ``bound``: the
-    addresses a running server listens on (a reload cannot move them), which the
-    safe-default check looks at instead of the file's ``listen``."""
+    """Check the server's security options and load what they name.  ``running``: for
+    a reload, the server as it runs (its listeners and TLS stay what they were), which
+    the safe-default check looks at instead of the file's ``listen`` and TLS."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SecurityOptionError("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
@@ -200,14 +212,16 @@ def server_security(
     book: SecretBook | None = (
         clients if clients is not None else (SharedSecret(secret) if secret is not None else None)
     )
-    authenticates = book is not None or args.tls_client_ca is not None
+    certificates = (args.tls_client_ca is not None if running is None
+                    else running.client_certificates)  # fmt: skip
+    authenticates = book is not None or certificates
     if not authenticates and not args.insecure:
-        for host, port in args.listen if bound is None else bound:
+        for host, port in args.listen if running is None else running.addresses:
             if not is_loopback(host):
-                what = "listen on" if bound is None else "stop authenticating clients while"
+                what = "listen on" if running is None else "stop authenticating clients while"
                 where = format_host_port(host, port)
                 raise SecurityOptionError(
-                    f"refusing to {what} {where}{' is bound' if bound is not None else ''} "
+                    f"refusing to {what} {where}{' is bound' if running is not None else ''} "
                     "without authenticating clients: give --secret-file (or "
                     "REACTOR_MUX_SECRET), --clients-file or --tls-client-ca, or --insecure "
                     "to let anyone who can connect use this host"

@@ -12,6 +12,7 @@ immediately rather than a hang).
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 import socket
@@ -30,7 +31,6 @@ from reactor_mux.channel import (
 from reactor_mux.connector import Connector
 from reactor_mux.errors import StartupError
 from reactor_mux.listener import ListenerSet
-from reactor_mux.liveness import SILENT_PEER
 from reactor_mux.localstream import LocalStream
 from reactor_mux.logformat import event as log_event
 from reactor_mux.meter import Meter
@@ -46,8 +46,8 @@ from reactor_mux.protocol.events import (
     ResumeRequested,
     SessionResumed,
 )
-from reactor_mux.protocol.failures import FailureClass
-from reactor_mux.protocol.session import NOT_A_PEER, RESUME_REFUSED, Role
+from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
+from reactor_mux.protocol.session import Role
 from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
@@ -63,9 +63,6 @@ log = logging.getLogger("reactor_mux")
 HEALTHY_CHANNEL_SECONDS = 10.0
 """A channel that lived this long resets the backoff: the next outage starts afresh."""
 
-OLD_SERVER_HELLO = "HELLO takes 3..4 arguments"
-"""How a server that predates resume refuses a HELLO that offers it."""
-
 RESUME_RECONNECT_MIN = 0.2
 RESUME_RECONNECT_MAX = 2.0
 """While streams wait for a resume, reconnect at once, then every 0.2 s doubling
@@ -74,6 +71,25 @@ to 2 s: the resume window (30 s by default) is short next to the usual backoff."
 OUTAGE_REPORT_INTERVAL = 60.0
 """While the server stays out of reach, one failure per this many seconds is logged
 as an ERROR (the others as WARNINGs), so ``-q`` still shows that it is failing."""
+
+
+class ForwardPhase(enum.Enum):
+    """Where a forward's request stands on the current channel (status shows it)."""
+
+    ASKED = "asked the server"
+    ASKED_AGAIN = "asked the server again"
+    FORWARDING = "forwarding"
+    REFUSED = "refused by the server"
+
+
+@dataclass(frozen=True)
+class ForwardState:
+    phase: ForwardPhase
+    reason: str | None = None
+    """Why the server refused it (REFUSED only)."""
+
+    def __str__(self) -> str:
+        return f"{self.phase.value}: {self.reason}" if self.reason else self.phase.value
 
 
 @dataclass
@@ -135,7 +151,7 @@ class Client:
         """Forwards added while running: --exit-on-forward-failure is about start-up."""
         self._retired_socks: list[SocksPort] = []
         """SOCKS negotiations of removed reverse dynamic forwards, left to finish."""
-        self.forward_state: dict[int, str] = {}
+        self.forward_state: dict[int, ForwardState] = {}
         """What became of each mapping's request on this channel, for status."""
 
     def start(self) -> None:
@@ -269,7 +285,7 @@ class Client:
         if self._cancel_drain is not None:
             self._cancel_drain()
         if self.channel is not None:
-            self.channel.close(SHUTTING_DOWN, error=False)
+            self.channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
         self._close_listeners()
 
     @property
@@ -290,7 +306,7 @@ class Client:
         self._close_listeners()
         if self.channel is not None:
             if self.channel.suspended:
-                self.channel.close(SHUTTING_DOWN, error=False)
+                self.channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
             else:
                 self.channel.draining = True
         self._cancel_drain = wait_for_streams(
@@ -323,14 +339,15 @@ class Client:
             self,
         ).start()
 
-    def _on_connected(self, sock: socket.socket | None, error: str | None) -> None:
+    def _on_connected(self, sock: socket.socket | None, error: Failure | None) -> None:
         self._connector = None
         if sock is None:
             self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
             return
         held = self.channel
         if held is not None and held.suspended and not held.closed and not held.resumable:
-            held.close(f"resume abandoned: {held.resume_lost or 'the session ended'}")
+            held.close(f"resume abandoned: {held.resume_lost or 'the session ended'}",
+                       code=ErrorCode.RESUME_EXPIRED)  # fmt: skip
             held = self.channel  # on_channel_closed forgot it
             if self._retry is not None:  # and scheduled a connection: this one serves
                 self._retry.cancel()
@@ -372,7 +389,7 @@ class Client:
             self._request_bind(channel, mapping, spec)
         else:
             return
-        self.forward_state[mapping] = "asked the server"
+        self.forward_state[mapping] = ForwardState(ForwardPhase.ASKED)
 
     def _transport(self, sock: socket.socket) -> Transport:
         settings, tls = self.config.settings, self.config.tls
@@ -400,7 +417,7 @@ class Client:
             self._connector.cancel()
             self._connector = None
         if self.channel is not None and not self.channel.ready:
-            self.channel.close("internal error")  # on_channel_closed schedules the retry
+            self.channel.close("internal error", code=ErrorCode.INTERNAL)  # a retry follows
         elif self.channel is None and self._retry is None:
             self._schedule_reconnect("internal error while connecting")
 
@@ -446,7 +463,7 @@ class Client:
             reason,
             delay,
             extra=log_event(
-                "resume_retry" if resuming else "channel_down",
+                "resume_retry" if resuming else "server_busy" if soon else "channel_down",
                 peer=self.server_label,
                 reason=reason,
             ),
@@ -491,7 +508,7 @@ class Client:
 
     def target_for(
         self, channel: Channel, mapping: int, requested: tuple[str, int] | None
-    ) -> tuple[str, int] | LocalService | str | None:
+    ) -> tuple[str, int] | LocalService | Failure | None:
         spec = self.mappings.get(mapping)
         if spec is None or spec.kind is not ForwardKind.REMOTE:
             return None
@@ -581,7 +598,7 @@ class Client:
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
         spec = self.mappings[event.mapping]
-        self.forward_state[event.mapping] = "forwarding"
+        self.forward_state[event.mapping] = ForwardState(ForwardPhase.FORWARDING)
         up = log_event("forward_up", mapping=spec.flag)
         if spec.kind is not ForwardKind.REMOTE:
             listener = self.local_listeners.get(event.mapping)
@@ -608,34 +625,35 @@ class Client:
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.mappings[event.mapping]
-        refused = log_event("forward_refused", mapping=spec.flag, reason=event.reason)
-        self.forward_state[event.mapping] = f"refused by the server: {event.reason}"
+        why = text_of(event.reason)  # for people; the decision reads its class
+        refused = log_event("forward_refused", mapping=spec.flag, reason=why)
+        self.forward_state[event.mapping] = ForwardState(ForwardPhase.REFUSED, why)
         if self.config.exit_on_forward_failure and spec not in self._added_later:
             log.error(
                 "%s refused by server: %s; exiting (--exit-on-forward-failure)",
                 spec.flag,
-                event.reason,
+                why,
                 extra=refused,
             )
             self._exit(1)
             return
         if spec.kind is not ForwardKind.REMOTE:
             self._refused.add(event.mapping)
-            log.error("%s refused by server: %s", spec.flag, event.reason, extra=refused)
+            log.error("%s refused by server: %s", spec.flag, why, extra=refused)
             return
-        if not _may_change(event.reason):
+        if not class_of(event.reason).passing:
             self._refused.add(event.mapping)
             log.error(
                 "%s refused by server: %s (not asked again: the server's settings decide this)",
                 spec.flag,
-                event.reason,
+                why,
                 extra=refused,
             )
             return
         asked = self._asked_port.pop(event.mapping, spec.bind_port)
         if asked != spec.bind_port:  # the port an -R 0 had before is taken now
             log.warning("%s: port %d, which it had before, is not free (%s); asking for any port",
-                        spec.flag, asked, event.reason)  # fmt: skip
+                        spec.flag, asked, why)  # fmt: skip
             self._port_taken.add(spec)
             self._rebind(channel, event.mapping)
             return
@@ -646,7 +664,7 @@ class Client:
         log.error(
             "%s refused by server: %s; asking again in %.1fs",
             spec.flag,
-            event.reason,
+            why,
             delay,
             extra=refused,
         )
@@ -676,7 +694,7 @@ class Client:
         if socks is not None:  # a reverse dynamic -R keeps its one SOCKS server
             self.socks_ports[mapping] = socks
         self._request_bind(channel, mapping, spec)
-        self.forward_state[mapping] = "asked the server again"
+        self.forward_state[mapping] = ForwardState(ForwardPhase.ASKED_AGAIN)
         channel.schedule_flush()
 
     def _exit(self, status: int) -> None:
@@ -685,8 +703,9 @@ class Client:
         self.reactor.stop()
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
-        refused = channel.stream_event("stream_refused", stream, reason)
-        log.warning("%s: the server refused it: %s", stream.label, reason, extra=refused)
+        why = text_of(reason)
+        refused = channel.stream_event("stream_refused", stream, why)
+        log.warning("%s: the server refused it: %s", stream.label, why, extra=refused)
 
     def on_channel_closed(self, channel: Channel, reason: str) -> None:
         if channel is not self.channel:
@@ -701,37 +720,44 @@ class Client:
         self._channel_up_since = None
         if up_since is not None and self.reactor.time() - up_since >= HEALTHY_CHANNEL_SECONDS:
             self._backoff.reset()
-        if channel.auth_failed:
-            log.error("authentication failed with server %s: %s", self.server_label, reason)
-            self._backoff.give_up_fast()
-        if OLD_SERVER_HELLO in reason and not self._server_cannot_resume:
-            self._server_cannot_resume = True
-            log.warning("server %s is older than resume (it refused the HELLO that offers it): "
-                        "connecting without resume; upgrade it to keep streams through a "
-                        "broken channel", self.server_label)  # fmt: skip
-            self._schedule_reconnect(reason, orderly=True, immediate=True)
-        elif channel.peer_shut_down:
-            self._schedule_reconnect(reason, orderly=True)
-        elif channel.close_code is ErrorCode.BUSY:
-            self._schedule_reconnect(f"server {self.server_label} is busy: {reason}", soon=True)
-        elif RESUME_REFUSED in reason or "resume window expired" in reason:
-            hint = (" (the server restarted, or its --resume-timeout passed)"
-                    if "unknown session" in reason else "")  # fmt: skip
-            log.warning("%s%s: %d stream(s) reset; starting a new session", reason, hint,
-                        channel.reset_on_close,
-                        extra=log_event("resume_failed", peer=self.server_label,
-                                        reason=reason))  # fmt: skip
-            self._connect_now()
-        elif NOT_A_PEER in reason:
-            what = reason[reason.index(NOT_A_PEER) :]
-            self._schedule_reconnect(f"{self.server_label} is {what}")
-        elif SILENT_PEER in reason:
-            self._schedule_reconnect(
-                f"channel to {self.server_label} lost: {reason}, though a reactor-mux server "
-                "says HELLO at once: is it stopped, or not a reactor-mux server?"
-            )
-        else:
-            self._schedule_reconnect(f"channel to {self.server_label} lost: {reason}")
+        lost = f"channel to {self.server_label} lost: {reason}"
+        match channel.close_code:
+            case ErrorCode.AUTH_FAILED:
+                log.error("authentication failed with server %s: %s", self.server_label, reason)
+                self._backoff.give_up_fast()
+                self._schedule_reconnect(lost)
+            case ErrorCode.UNSUPPORTED if not self._server_cannot_resume:
+                self._server_cannot_resume = True
+                log.warning("server %s is older than resume (it refused the HELLO that offers "
+                            "it): connecting without resume; upgrade it to keep streams through "
+                            "a broken channel", self.server_label)  # fmt: skip
+                self._schedule_reconnect(reason, orderly=True, immediate=True)
+            case ErrorCode.SHUTDOWN if channel.peer_shut_down:
+                self._schedule_reconnect(reason, orderly=True)
+            case ErrorCode.BUSY:
+                self._schedule_reconnect(f"server {self.server_label} is busy: {reason}",
+                                         soon=True)  # fmt: skip
+            case ErrorCode.RESUME_REFUSED | ErrorCode.RESUME_EXPIRED:
+                log.warning("%s: %d stream(s) reset; starting a new session", reason,
+                            channel.reset_on_close,
+                            extra=log_event("resume_failed", peer=self.server_label,
+                                            reason=reason))  # fmt: skip
+                self._connect_now()
+            case ErrorCode.NOT_A_PEER:
+                self._schedule_reconnect(f"{self.server_label} is {reason}")
+            case ErrorCode.NO_ANSWER:
+                self._schedule_reconnect(
+                    f"{lost}, though a reactor-mux server says HELLO at "
+                    "once: is it stopped, or not a reactor-mux server?"
+                )
+            case ErrorCode.PEER_CLOSED | ErrorCode.TLS if not channel.heard_hello:
+                self._schedule_reconnect(
+                    f"server {self.server_label} closed the connection before its HELLO "
+                    f"({reason}): it may be turning this address away for a while (see its "
+                    "log, and its --per-source-penalties), or it is not a reactor-mux server"
+                )
+            case _:
+                self._schedule_reconnect(lost)
 
 
 @dataclass
@@ -755,13 +781,3 @@ def _peer_label(sock: socket.socket) -> str:
     except OSError:
         return "?"
     return format_host_port(peer[0], peer[1])
-
-
-_PASSING_REFUSALS = ("cannot listen on", "too many mappings", "shutting down")
-"""BIND ERROR reasons that can change while the client waits: a port in use, a
-full mapping table, a server on its way down.  Policy refusals (``--allow-bind``,
-``--gateway-ports``) are settings, and asking again cannot change them."""
-
-
-def _may_change(reason: str) -> bool:
-    return any(passing in reason for passing in _PASSING_REFUSALS)

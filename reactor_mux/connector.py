@@ -4,7 +4,9 @@ A connector resolves its host (off-thread for names), then tries each
 address in order until one answers, all within ``timeout`` seconds; an
 address that has not answered within ``ATTEMPT_DELAY`` gets company from the
 next one (happy eyeballs), and the first to connect wins.  It
-reports exactly once: ``on_done(sock, None)`` or ``on_done(None, reason)``;
+reports exactly once: ``on_done(sock, None)`` or ``on_done(None, failure)``, a
+``Failure`` whose class comes from the errno (or the deadline, the lookup, the
+address check), so a SOCKS reply code is chosen by value, never by words;
 ``cancel()`` closes whatever it holds and suppresses the report, so a
 failed or abandoned attempt never leaks a socket.  Every callback it
 registers (resolution, writability, the deadline) belongs to the ``owner``
@@ -18,7 +20,8 @@ import socket
 from collections.abc import Callable
 from functools import partial
 
-from reactor_mux.netutil import describe_error, tune_stream_socket
+from reactor_mux.netutil import connect_failure, tune_stream_socket
+from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.reactor import WRITE, IOWatch, Owner, Reactor, Timer
 from reactor_mux.resolver import Address, Resolution, Resolver
 
@@ -26,7 +29,7 @@ ATTEMPT_DELAY = 0.25
 """Seconds before the next address is tried beside one still connecting
 (RFC 8305's recommended Connection Attempt Delay)."""
 
-DoneCallback = Callable[[socket.socket | None, str | None], None]
+DoneCallback = Callable[[socket.socket | None, Failure | None], None]
 AddressCheck = Callable[[str, int], str | None]
 """``check(address, port)``: why connecting there is refused, or None."""
 
@@ -52,7 +55,7 @@ class Connector:
         self._timeout = timeout
         self._owner = owner
         self._addresses: list[Address] = []
-        self._last_error = "no address to connect to"
+        self._last_error = Failure(FailureClass.UNRESOLVED, "no address to connect to")
         self._attempts: dict[socket.socket, IOWatch] = {}
         """Connects in flight, at most one per address tried so far."""
         self._stagger: Timer | None = None
@@ -67,7 +70,7 @@ class Connector:
         )
         return self
 
-    def _on_resolved(self, addresses: list[Address], error: str | None) -> None:
+    def _on_resolved(self, addresses: list[Address], error: Failure | None) -> None:
         self._resolution = None
         if error is not None:
             self._finish(None, error)
@@ -85,12 +88,12 @@ class Connector:
             if self._address_check is not None:
                 refusal = self._address_check(address[0], address[1])
                 if refusal is not None:  # checked after resolution: DNS rebinding
-                    self._last_error = refusal
+                    self._last_error = Failure(FailureClass.FORBIDDEN, refusal)
                     continue
             try:
                 sock = socket.socket(family, socket.SOCK_STREAM)
             except OSError as exc:  # out of descriptors, or the family is unsupported
-                self._last_error = describe_error(exc)
+                self._last_error = connect_failure(exc)
                 continue
             tune_stream_socket(sock)
             code = sock.connect_ex(address)
@@ -104,7 +107,7 @@ class Connector:
                     )
                 return
             sock.close()
-            self._last_error = describe_error(code)
+            self._last_error = connect_failure(code)
         if not self.finished and not self._attempts:
             self._finish(None, self._last_error)
 
@@ -117,7 +120,7 @@ class Connector:
             self._finish(sock, None)
             return
         sock.close()
-        self._last_error = describe_error(code)
+        self._last_error = connect_failure(code)
         if self._addresses:
             if self._stagger is not None:
                 self._stagger.cancel()
@@ -129,7 +132,7 @@ class Connector:
         self._timer = None
         if not self.finished:
             self._release()
-            self._finish(None, f"timed out after {self._timeout:g}s")
+            self._finish(None, Failure(FailureClass.TIMEOUT, f"timed out after {self._timeout:g}s"))
 
     def _release(self) -> None:
         if self._resolution is not None:
@@ -143,7 +146,7 @@ class Connector:
             watch.close()
             sock.close()
 
-    def _finish(self, sock: socket.socket | None, error: str | None) -> None:
+    def _finish(self, sock: socket.socket | None, error: Failure | None) -> None:
         on_done = self._on_done
         self._stop()
         assert on_done is not None

@@ -12,6 +12,7 @@ line of JSON, ``{"command": "status"}``, and so is its answer,
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -38,12 +39,26 @@ MAX_CONTROL_REQUEST = 4096
 CONTROL_TIMEOUT = 10.0
 """Seconds a control connection may take, reading and writing included."""
 
-Reload = Callable[[App], tuple[bool, str]]
+
+class Reloaded(enum.Enum):
+    """What a reload did: all of the file's changes, some of them, or nothing."""
+
+    APPLIED = "applied"
+    PARTLY = "partly applied"
+    REFUSED = "refused"
+
+
+Reload = Callable[[App], tuple[Reloaded, str]]
 """Re-read the configuration and apply it: (applied, what happened)."""
 
 
 class ControlError(Exception):
-    """A request that cannot be carried out; its text goes back to the caller."""
+    """A request that cannot be carried out (or not all of it: ``partial``); its
+    text goes back to the caller."""
+
+    def __init__(self, message: str, *, partial: bool = False) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 def parse_forward_words(words: list[str]) -> ForwardSpec:
@@ -82,7 +97,7 @@ class ControlSocket:
         except ValueError as exc:  # JSON that does not parse, a bad forward spec
             return _answer(False, f"bad request: {exc}")
         except ControlError as exc:
-            return _answer(False, str(exc))
+            return _answer(False, str(exc), partial=exc.partial)
 
     def _carry_out(self, message: dict[str, Any]) -> Any:
         command = message["command"]
@@ -93,9 +108,9 @@ class ControlSocket:
         if command == "reload":
             if self.reload is None:
                 raise ControlError("nothing to reload: the process was started without --config")
-            applied, outcome = self.reload(self.app)
-            if not applied:
-                raise ControlError(outcome)
+            reloaded, outcome = self.reload(self.app)
+            if reloaded is not Reloaded.APPLIED:
+                raise ControlError(outcome, partial=reloaded is Reloaded.PARTLY)
             return outcome
         if command == "forward":
             return self._forward(message)
@@ -127,8 +142,10 @@ class ControlSocket:
                 self.path.unlink()
 
 
-def _answer(ok: bool, value: Any) -> bytes:
-    body = {"ok": True, "result": value} if ok else {"ok": False, "error": value}
+def _answer(ok: bool, value: Any, *, partial: bool = False) -> bytes:
+    body: dict[str, Any] = {"ok": True, "result": value} if ok else {"ok": False, "error": value}
+    if partial:
+        body["partial"] = True  # some of it was carried out (a reload that added some forwards)
     return json.dumps(body).encode() + b"\n"
 
 

@@ -93,7 +93,7 @@ class Liveness:
         silent = self.last_heard == self._created
         self._give_up(f"handshake timed out after {self._handshake_timeout:g}s"
                       + (f" ({SILENT_PEER})" if silent else ""),
-                      ErrorCode.HANDSHAKE_TIMEOUT)  # fmt: skip
+                      ErrorCode.NO_ANSWER if silent else ErrorCode.HANDSHAKE_TIMEOUT)  # fmt: skip
 
     def _schedule_tick(self) -> None:
         self._tick_timer = self._clock.call_later(self._interval / 2, self._tick, self._owner)

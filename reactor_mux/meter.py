@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from reactor_mux.protocol.failures import FailureClass
+
 STREAM_ERRORS = ("reset_by_peer", "local_error", "refused_by_peer", "channel_closed")
 """How a stream can end other than by both sides closing it."""
 
@@ -21,19 +23,19 @@ REFUSALS = ("forbidden", "limit", "shutting_down", "cannot_listen", "connect_fai
 """Why this side turned a mapping or a stream down."""
 
 
-def refusal_class(reason: str) -> str:
-    """One of REFUSALS for the text of a refusal we sent."""
-    if "not allowed" in reason or "--gateway-ports" in reason or "non-public address" in reason:
-        return "forbidden"
-    if "too many" in reason:
-        return "limit"
-    if "shutting down" in reason:
-        return "shutting_down"
-    if "cannot listen" in reason:
-        return "cannot_listen"
-    if "connect to" in reason:
-        return "connect_failed"
-    return "other"
+_REFUSAL_LABEL = {
+    FailureClass.FORBIDDEN: "forbidden",
+    FailureClass.LIMIT: "limit",
+    FailureClass.SHUTDOWN: "shutting_down",
+    FailureClass.UNAVAILABLE: "cannot_listen",
+    FailureClass.REFUSED: "connect_failed",
+    FailureClass.UNREACHABLE: "connect_failed",
+    FailureClass.NETWORK: "connect_failed",
+    FailureClass.UNRESOLVED: "connect_failed",
+    FailureClass.TIMEOUT: "connect_failed",
+    FailureClass.FAILED: "other",
+}
+"""The metric label of each class of refusal (the labels predate the classes)."""
 
 
 @dataclass
@@ -69,5 +71,5 @@ class Meter:
         if error is not None:
             self.stream_errors[error] += 1
 
-    def refusal(self, what: str, reason: str) -> None:
-        self.refused[what, refusal_class(reason)] += 1
+    def refusal(self, what: str, kind: FailureClass) -> None:
+        self.refused[what, _REFUSAL_LABEL[kind]] += 1

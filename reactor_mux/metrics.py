@@ -133,7 +133,7 @@ class AppCollector:
 
 def _admission_metrics(server: Server) -> Iterator[Metric]:
     """What the server turned away before authentication, and why (docs/security.md)."""
-    meter, admission = server.meter, server.admission
+    meter, admission = server.meter, server.gate.admission
     yield GaugeMetricFamily("reactor_mux_unauthenticated_connections", "Connections accepted "
                             "and not yet authenticated (--max-startups counts them).",
                             value=admission.startups)  # fmt: skip

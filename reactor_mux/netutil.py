@@ -16,6 +16,8 @@ import struct
 import termios
 from typing import Any
 
+from reactor_mux.protocol.failures import Failure, FailureClass
+
 LISTEN_BACKLOG = 512
 
 PeerAddress = tuple[Any, ...]
@@ -72,6 +74,27 @@ def abort_socket(sock: socket.socket) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ABORT)
     except OSError:
+        pass
+    sock.close()
+
+
+CLOSE_DRAIN = 64 * 1024
+"""Bytes a closing socket reads and drops first, so that what it sent last (an
+ERROR saying why) is not lost to the reset that closing with unread bytes sends."""
+
+
+def close_gently(sock: socket.socket) -> None:
+    """Close a non-blocking socket after a FIN, reading away what the peer already
+    sent (up to ``CLOSE_DRAIN``): the peer then reads our last words, then EOF."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        drained = 0
+        while drained < CLOSE_DRAIN:
+            chunk = sock.recv(16384)
+            if not chunk:
+                break
+            drained += len(chunk)
+    except OSError:  # nothing more to read now, or the peer is gone
         pass
     sock.close()
 
@@ -173,6 +196,28 @@ def describe_error(exc: BaseException | int) -> str:
     if text[1:2].isupper():  # an acronym ("AF_UNIX path too long") keeps its case
         return text
     return text[:1].lower() + text[1:]
+
+
+_FAILURE_OF_ERRNO = {
+    errno.ECONNREFUSED: FailureClass.REFUSED,
+    errno.ECONNRESET: FailureClass.REFUSED,
+    errno.EHOSTUNREACH: FailureClass.UNREACHABLE,
+    errno.EHOSTDOWN: FailureClass.UNREACHABLE,
+    errno.ENETUNREACH: FailureClass.NETWORK,
+    errno.ENETDOWN: FailureClass.NETWORK,
+    errno.ETIMEDOUT: FailureClass.TIMEOUT,
+    errno.EMFILE: FailureClass.LIMIT,
+    errno.ENFILE: FailureClass.LIMIT,
+}
+
+
+def connect_failure(exc: BaseException | int) -> Failure:
+    """A failed connect (or lookup) as its class, by errno, and its words."""
+    if isinstance(exc, socket.gaierror):
+        return Failure(FailureClass.UNRESOLVED, describe_error(exc))
+    code = exc if isinstance(exc, int) else getattr(exc, "errno", None)
+    return Failure(_FAILURE_OF_ERRNO.get(code, FailureClass.FAILED) if code is not None
+                   else FailureClass.FAILED, describe_error(exc))  # fmt: skip
 
 
 def sockname(sock: socket.socket) -> tuple[str, int]:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.reactor import Cancellable, Owner
 
-DoneCallback = Callable[[socket.socket | None, str | None], None]
+DoneCallback = Callable[[socket.socket | None, Failure | None], None]
 ConnectFunction = Callable[[str, int, DoneCallback, Owner], Cancellable]
 """``connect(host, port, on_done, owner)``: start connecting; ``on_done(sock, None)``
-or ``on_done(None, reason)`` is called once unless the attempt is cancelled."""
-ResultCallback = Callable[[int, str, socket.socket | None, str | None], None]
-"""``on_result(stream_id, address, sock, error)``"""
+or ``on_done(None, failure)`` is called once unless the attempt is cancelled."""
+ResultCallback = Callable[[int, str, socket.socket | None, Failure | None], None]
+"""``on_result(stream_id, address, sock, failure)``"""
 
 
 class PeerConnects:
@@ -57,7 +58,7 @@ class PeerConnects:
             entry.abandon()
 
     def _report(
-        self, pending: _PendingConnect, sock: socket.socket | None, error: str | None
+        self, pending: _PendingConnect, sock: socket.socket | None, error: Failure | None
     ) -> None:
         if self._pending.get(pending.stream_id) is pending:
             del self._pending[pending.stream_id]
@@ -80,7 +81,7 @@ class _PendingConnect:
     def name(self) -> str:
         return f"connect to {self.address} for stream {self.stream_id}"
 
-    def done(self, sock: socket.socket | None, error: str | None) -> None:
+    def done(self, sock: socket.socket | None, error: Failure | None) -> None:
         if self.reported:
             if sock is not None:
                 sock.close()
@@ -101,4 +102,4 @@ class _PendingConnect:
             return
         if self.attempt is not None:
             self.attempt.cancel()
-        self.done(None, "internal error")
+        self.done(None, Failure(FailureClass.FAILED, "internal error"))

@@ -43,11 +43,13 @@ class Offence(enum.Enum):
 DEFAULT_DURATIONS = {
     Offence.AUTH_FAILED: 5.0,
     Offence.NO_AUTH: 1.0,
-    Offence.GRACE_EXCEEDED: 20.0,
+    Offence.GRACE_EXCEEDED: 10.0,
     Offence.PROTOCOL: 20.0,
     Offence.TLS: 5.0,
 }
-"""Seconds each offence adds (ssh's figures for authfail, noauth and grace-exceeded)."""
+"""Seconds each offence adds (ssh's figures for authfail and noauth; grace-exceeded is
+ssh 9.8's 10 s, so that one stalled handshake, which a flaky network can cause, does
+not reach ``min`` and lock a client out of its own resume, while two do)."""
 
 DEFAULT_MIN = 15.0
 """A block is turned away only once its penalty reached this (ssh's ``min``)."""
@@ -57,8 +59,8 @@ DEFAULT_MAX_SOURCES = 65536
 """Blocks remembered at once (ssh's ``max-sources4``); about 16 MiB when full (measured
 245 bytes a block)."""
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smh]?)")
-_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)")
+_UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 class PenaltySpecError(ValueError):
@@ -78,12 +80,14 @@ class PenaltySpec:
     @classmethod
     def parse(cls, text: str) -> PenaltySpec:
         """``off``, or words such as ``authfail:5 grace-exceeded:1m max:10m`` over the
-        defaults (ssh's spelling: a duration in seconds, or with s, m or h)."""
+        defaults (ssh's spelling: a duration in seconds, or with s, m, h, d or w)."""
         words = text.replace(",", " ").split()
         if words in (["off"], ["no"]):
             return cls(enabled=False)
         if not words:
             raise PenaltySpecError("give 'off' or KEYWORD:VALUE words such as 'authfail:5'")
+        if "off" in words or "no" in words:
+            raise PenaltySpecError("'off' stands alone: it turns every penalty off")
         spec = cls()
         durations = dict(spec.durations)
         by_word = {offence.value: offence for offence in Offence}
@@ -123,8 +127,8 @@ def _duration(text: str, word: str) -> float:
     if not match:
         raise PenaltySpecError(f"{word!r}: {text!r} is not a duration such as 20, 20s or 2m")
     seconds = float(match.group(1)) * _UNIT[match.group(2)]
-    if seconds > 86400:
-        raise PenaltySpecError(f"{word!r}: at most a day")
+    if seconds > 86400 * 7:
+        raise PenaltySpecError(f"{word!r}: at most a week")
     return seconds
 
 
@@ -132,9 +136,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_networks(texts: Iterable[str]) -> tuple[Network, ...]:
-    """``--penalty-exempt`` values: networks in CIDR form (an address is its /32 or /128)."""
+    """``--penalty-exempt`` values: networks in CIDR form (an address is its /32 or
+    /128), one per value or several separated by commas (as sshd's list is)."""
     networks: list[Network] = []
-    for text in texts:
+    for text in (part for value in texts for part in value.split(",")):
         try:
             networks.append(ipaddress.ip_network(text.strip().strip("[]"), strict=False))
         except ValueError:
@@ -164,11 +169,12 @@ class PenaltyBox:
     def __len__(self) -> int:
         return len(self._records)
 
-    def penalise(self, block: str, offence: Offence, now: float) -> bool:
-        """Add ``offence``'s penalty to ``block``; True if that starts turning it away."""
+    def penalise(self, block: str, offence: Offence, now: float) -> float | None:
+        """Add ``offence``'s penalty to ``block``; if that starts turning it away,
+        until when (None if it was turned away already, or is not yet)."""
         spec = self.spec
         if not spec.enabled:
-            return False
+            return None
         record = self._records.pop(block, None)
         if record is None:
             record = _Record()
@@ -178,9 +184,10 @@ class PenaltyBox:
         record.accrued += duration
         record.until = min(max(record.until, now) + duration, now + spec.maximum)
         self._records[block] = record  # most recently penalised last
-        starts = False
+        starts = None
         if record.accrued >= spec.minimum and record.until > record.enforced_until:
-            starts = record.enforced_until <= now
+            if record.enforced_until <= now:
+                starts = record.until
             record.enforced_until = record.until
         while len(self._records) > spec.max_sources:
             self._records.popitem(last=False)

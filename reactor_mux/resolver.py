@@ -13,12 +13,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from reactor_mux.netutil import describe_error
+from reactor_mux.netutil import connect_failure
+from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.syntax import is_ip_literal
 from reactor_mux.reactor import PROCESS, Owner, Reactor
 
 Address = tuple[socket.AddressFamily, tuple[Any, ...]]
-ResolveCallback = Callable[[list[Address], str | None], None]
+ResolveCallback = Callable[[list[Address], Failure | None], None]
 
 RESOLVER_THREADS = 4
 
@@ -38,7 +39,7 @@ class Resolution:
         self.callback = None
         self.owner = None
 
-    def deliver(self, addresses: list[Address], error: str | None) -> None:
+    def deliver(self, addresses: list[Address], error: Failure | None) -> None:
         callback = self.callback
         if callback is not None:
             self.cancel()
@@ -70,7 +71,7 @@ class Resolver:
                 result = _lookup(host, port, numeric=True)
                 error = None
             except OSError as exc:
-                result, error = [], describe_error(exc)
+                result, error = [], connect_failure(exc)
             self._reactor.call_soon(lambda: handle.deliver(result, error), owner)
             return handle
         if self._pool is None:
@@ -80,9 +81,12 @@ class Resolver:
             try:
                 addresses, error = future.result(), None
             except OSError as exc:
-                addresses, error = [], describe_error(exc)
+                addresses, error = [], connect_failure(exc)
             except Exception as exc:  # noqa: BLE001 - reported as a lookup failure
-                addresses, error = [], f"cannot resolve host: {exc}"
+                addresses, error = (
+                    [],
+                    Failure(FailureClass.UNRESOLVED, f"cannot resolve host: {exc}"),
+                )
             # The owner is read now: a cancelled lookup's delivery belongs to nobody.
             self._reactor.call_soon_threadsafe(
                 lambda: handle.deliver(addresses, error), handle.owner or PROCESS

@@ -34,8 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from reactor_mux.admission import Admission, AdmissionConfig, Refusal, Refused, Startup
-from reactor_mux.busyreply import BusyReplies
+from reactor_mux.admission import AdmissionConfig, Startup
 from reactor_mux.channel import (
     SHUTTING_DOWN,
     Channel,
@@ -50,11 +49,10 @@ from reactor_mux.listener import ListenerSet
 from reactor_mux.localstream import LocalStream
 from reactor_mux.logformat import event as log_event
 from reactor_mux.meter import Meter
-from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, abort_socket, describe_error
-from reactor_mux.penalties import Offence
+from reactor_mux.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
 from reactor_mux.policy import Policy
 from reactor_mux.protocol.auth import SecretBook, SharedSecret
-from reactor_mux.protocol.errorcodes import ErrorCode, with_code
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
     HelloReceived,
     MappingAccepted,
@@ -66,7 +64,8 @@ from reactor_mux.protocol.events import (
     ResumeRequested,
     SessionResumed,
 )
-from reactor_mux.protocol.session import RESUME_REFUSED, Role, error_frame
+from reactor_mux.protocol.failures import Failure, FailureClass, text_of
+from reactor_mux.protocol.session import Role
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
     format_host_port,
@@ -76,46 +75,18 @@ from reactor_mux.protocol.syntax import (
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
+from reactor_mux.startupgate import StartupGate
 from reactor_mux.tls import ServerTls, TlsTransport
 from reactor_mux.transport import TcpTransport, Transport
-from reactor_mux.turnedaway import TurnedAwayLog
 
 log = logging.getLogger("reactor_mux")
+
+UNKNOWN_SESSION = "unknown session (the server restarted, or its --resume-timeout passed)"
+"""Why a resume is refused for a session this server does not hold: the likely causes."""
 
 DEFAULT_MAX_CHANNELS = 64
 """Authenticated channels (clients), live or waiting for a resume, served at once;
 one more gets ERROR at its HELLO and is closed."""
-
-_OFFENCES = {
-    ErrorCode.AUTH_FAILED: Offence.AUTH_FAILED,
-    ErrorCode.HANDSHAKE_TIMEOUT: Offence.GRACE_EXCEEDED,
-    ErrorCode.PROTOCOL: Offence.PROTOCOL,
-    ErrorCode.TLS: Offence.TLS,
-    ErrorCode.PEER_CLOSED: Offence.NO_AUTH,
-}
-"""What a connection that ended before authenticating is penalised for, by how it
-ended; an end not listed (a local decision: shutting down, an unknown session)
-costs nothing."""
-
-_ENDED = {
-    ErrorCode.AUTH_FAILED: "authentication failed",
-    ErrorCode.HANDSHAKE_TIMEOUT: "handshake timed out",
-    ErrorCode.PROTOCOL: "protocol error",
-    ErrorCode.TLS: "TLS handshake failed",
-    ErrorCode.PEER_CLOSED: "closed before authenticating",
-}
-"""How the turned-away summaries name each way a startup ended."""
-
-_REFUSED = {
-    Refusal.PENALTY: "penalised",
-    Refusal.PER_SOURCE: "too many unauthenticated connections from the source",
-    Refusal.STARTUPS: "too many unauthenticated connections",
-}
-EVICTED = "dropped to make room for another source"
-
-FAILURE_LINES = 3
-"""Connections from one source block that failed their handshake, logged in full
-per summary interval; the rest are counted (``turnedaway``)."""
 
 
 @dataclass
@@ -198,9 +169,8 @@ class Server:
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
         self._sessions: dict[str, Channel] = {}
         """Resumable sessions by id: live channels and suspended ones alike."""
-        self.admission = Admission(config.admission)
-        self._turned_away = TurnedAwayLog(reactor)
-        self._busy = BusyReplies(reactor, config.settings.keepalive_interval)
+        self.gate = StartupGate(reactor, config.admission, self.meter,
+                                keepalive_interval=config.settings.keepalive_interval)  # fmt: skip
         self._accepted = 0
         self._draining = False
         self._cancel_drain: Callable[[], None] | None = None
@@ -222,15 +192,15 @@ class Server:
                     "can connect can open connections through this host (--insecure)",
                     address,
                 )
+        self.gate.check_descriptors(len(self.listeners))
 
     def close(self) -> None:
         if self._cancel_drain is not None:
             self._cancel_drain()
-        self._turned_away.close()
-        self._busy.close()
+        self.gate.close()
         self._stop_accepting()
         for channel in list(self.clients):
-            channel.close(SHUTTING_DOWN, error=False)
+            channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
 
     def _stop_accepting(self) -> None:
         for listener in self.listeners:
@@ -239,6 +209,11 @@ class Server:
         for state in self.clients.values():
             for listener in state.binds.values():
                 listener.close()
+
+    def is_startup(self, channel: Channel) -> bool:
+        """The channel has not authenticated yet (admission counts it)."""
+        state = self.clients.get(channel)
+        return state is not None and state.startup is not None
 
     @property
     def bound_addresses(self) -> list[tuple[str, int]]:
@@ -257,80 +232,39 @@ class Server:
         for channel in list(self.clients):
             channel.draining = True
             if channel.suspended:
-                channel.close(SHUTTING_DOWN, error=False)
+                channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
         self._cancel_drain = wait_for_streams(
             self.reactor, lambda: list(self.clients), timeout, done
         )
 
     def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
+        where = format_host_port(peer[0], peer[1])
+        tls = self.config.tls
+        startup = self.gate.admit(sock, peer[0], where, tls.context if tls else None)
+        if startup is None:
+            return  # turned away
         self._accepted += 1
-        address = peer[0]
-        where = format_host_port(address, peer[1])
         name = f"channel #{self._accepted} from {where}"
-        decision = self.admission.admit(address, self.reactor.time(), None)
-        if isinstance(decision, Refused):
-            self._refuse(sock, where, decision)
-            return
-        if decision.evicted is not None:
-            self._evict(decision.evicted)
         settings = self.config.settings
         transport: Transport
-        if self.config.tls is not None:
+        if tls is not None:
             transport = TlsTransport(self.reactor, sock, settings.keepalive_interval,
-                                     self.config.tls.context, server_side=True)  # fmt: skip
+                                     tls.context, server_side=True)  # fmt: skip
         else:
             transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
         channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings,
                           peer=where)  # fmt: skip
-        decision.startup.owner = channel
+        startup.owner = channel
         channel.draining = self._draining
-        self.clients[channel] = _ClientState(address, decision.startup, policy=self.config.policy)
+        self.clients[channel] = _ClientState(peer[0], startup, policy=self.config.policy)
         log.debug("%s: accepted", name)
         channel.start()
-
-    def _refuse(self, sock: socket.socket, where: str, refused: Refused) -> None:
-        """Turn a connection away at accept: silently for a penalised source, else
-        with ``ERROR busy:`` (inside TLS where the server speaks it, within bounds)."""
-        refusal = refused.refusal
-        self.meter.connections_refused[refusal.value] += 1
-        self._turned_away.note(
-            refused.block, _REFUSED[refusal], logging.WARNING,
-            "turned away a connection from %s: %s; more from %s are summarised every %g s",
-            where, refusal.reason, refused.block, self._turned_away.interval,
-            extra=log_event("connection_refused", peer=where, reason=refusal.reason),
-        )  # fmt: skip
-        if refusal is Refusal.PENALTY:
-            abort_socket(sock)
-            return
-        frame = error_frame(with_code(ErrorCode.BUSY, refusal.reason))
-        tls = self.config.tls.context if self.config.tls is not None else None
-        self._busy.tell(sock, refused.block, frame, tls)
-
-    def _evict(self, startup: Startup) -> None:
-        """Close a startup to make room for a connection from a source with none
-        (``admission``): it counts as leaving without authenticating."""
-        channel = startup.owner
-        if not isinstance(channel, Channel):
-            return
-        state = self.clients.get(channel)
-        if state is not None:
-            state.startup = None  # admission already let it go; its end is said here
-        self.meter.startups_evicted += 1
-        self.admission.offended(startup.address, Offence.NO_AUTH, self.reactor.time())
-        self._turned_away.note(
-            startup.block, EVICTED, logging.WARNING,
-            "%s: %s (too many unauthenticated connections; its source holds the most)",
-            channel.name, EVICTED,
-            extra=log_event("startup_evicted", channel=channel.name, peer=channel.peer),
-        )  # fmt: skip
-        channel.close("dropped before authenticating: too many unauthenticated connections",
-                      error=False)  # fmt: skip
 
     # ----------------------------------------------------------- ChannelOwner
 
     def target_for(
         self, channel: Channel, mapping: int, requested: tuple[str, int] | None
-    ) -> tuple[str, int] | str | None:
+    ) -> tuple[str, int] | Failure | None:
         state = self.clients.get(channel)
         if state is None:
             return None
@@ -351,7 +285,7 @@ class Server:
                     reason=refusal,
                 ),
             )
-            return refusal
+            return Failure(FailureClass.FORBIDDEN, refusal)
         return requested
 
     def metric_label(self, channel: Channel, mapping: int) -> str:
@@ -396,7 +330,8 @@ class Server:
             stale = self._by_client_id.get(key)
             if stale is not None and stale is not channel and not stale.closed:
                 log.info("%s: replaces %s from the same client", channel.name, stale.name)
-                stale.close("replaced by a new channel from the same client", error=False)
+                stale.close("replaced by a new channel from the same client", error=False,
+                            code=ErrorCode.REPLACED)  # fmt: skip
             state.client_id = client_id
             self._by_client_id[key] = channel
         if self._channels_besides(channel) >= self.config.max_channels:
@@ -410,7 +345,7 @@ class Server:
             log.warning("%s: refused: %s", channel.name, reason,
                         extra=log_event("channel_refused", channel=channel.name,
                                         reason=reason))  # fmt: skip
-            channel.close(reason)
+            channel.close(reason, code=ErrorCode.FULL)
             return
         if channel.session_id is not None:
             self._sessions[channel.session_id] = channel
@@ -426,7 +361,7 @@ class Server:
         """The channel proved itself (or finished HELLO, without authentication):
         it stops counting as a startup."""
         if state.startup is not None:
-            self.admission.finish(state.startup)
+            self.gate.authenticated(state.startup)
             state.startup = None
 
     def _channels_besides(self, channel: Channel) -> int:
@@ -455,7 +390,7 @@ class Server:
                         reason=refusal,
                     ),
                 )
-                return MappingDenied(refusal)
+                return MappingDenied(Failure(FailureClass.FORBIDDEN, refusal))
             state.targets[event.mapping] = (event.host, event.port)
             log.info(
                 "%s: forwarding -L to %s",
@@ -464,13 +399,13 @@ class Server:
                 extra=log_event("mapping_up", channel=channel.name, mapping=f"-L {target}"),
             )
             return MappingGranted()
-        address, reason = self._bind_policy(event.host)
+        address, denied = self._bind_policy(event.host)
         if address is not None:
             # localhost is checked as 127.0.0.1: its ::1 twin is the same host's loopback.
             checked = LOOPBACK_PAIR[0] if address == LOCALHOST else address
             refusal = state.policy.bind.check_bind(checked, event.port)
             if refusal is not None:
-                address, reason = None, refusal
+                address, denied = None, Failure(FailureClass.FORBIDDEN, refusal)
         if address is not None and event.port:
             self._release_held_port(channel, state, event.port)
         if address is not None:
@@ -482,7 +417,8 @@ class Server:
                     partial(self._on_remote_accept, channel, event.mapping),
                 )
             except OSError as exc:
-                reason = f"cannot listen on {target}: {describe_error(exc)}"
+                denied = Failure(FailureClass.UNAVAILABLE,
+                                 f"cannot listen on {target}: {describe_error(exc)}")  # fmt: skip
             else:
                 state.binds[event.mapping] = listener
                 bound = format_host_port(listener.host, listener.port)
@@ -493,15 +429,16 @@ class Server:
                     extra=log_event("mapping_up", channel=channel.name, mapping=f"-R {bound}"),
                 )
                 return MappingGranted((listener.host, listener.port))
+        assert denied is not None
         log.warning(
             "%s: -R refused: %s",
             channel.name,
-            reason,
+            denied,
             extra=log_event(
-                "mapping_refused", channel=channel.name, mapping=f"-R {target}", reason=reason
+                "mapping_refused", channel=channel.name, mapping=f"-R {target}", reason=denied.text
             ),
         )
-        return MappingDenied(reason)
+        return MappingDenied(denied)
 
     def _release_held_port(self, channel: Channel, state: _ClientState, port: int) -> None:
         """A client that restarted lost its session key, so the session it left
@@ -526,21 +463,22 @@ class Server:
                          "for a resume; a new session asks for it, so that one ends",
                          channel.name, port, other.name)  # fmt: skip
                 other.close("replaced by a new session of the same client (it restarted?)",
-                            error=False)  # fmt: skip
+                            error=False, code=ErrorCode.REPLACED)  # fmt: skip
 
-    def _bind_policy(self, host: str) -> tuple[str | None, str]:
-        """``(address to bind, "")`` if a BIND for ``host`` is allowed, else
+    def _bind_policy(self, host: str) -> tuple[str | None, Failure | None]:
+        """``(address to bind, None)`` if a BIND for ``host`` is allowed, else
         ``(None, why not)``."""
         if self._draining:
-            return None, "server shutting down"
+            return None, Failure(FailureClass.SHUTDOWN, "server shutting down")
         address = listening_address(host)
         if address is None:
-            return None, f"bind address {host} must be an IP address"
-        if not self.config.gateway_ports and not is_loopback(address):
-            return None, (
-                f"binding {host} needs the server's --gateway-ports (only loopback otherwise)"
+            return None, Failure(
+                FailureClass.FORBIDDEN, f"bind address {host} must be an IP address"
             )
-        return address, ""
+        if not self.config.gateway_ports and not is_loopback(address):
+            return None, Failure(FailureClass.FORBIDDEN, f"binding {host} needs the server's "
+                                 "--gateway-ports (only loopback otherwise)")  # fmt: skip
+        return address, None
 
     def _on_remote_accept(
         self, channel: Channel, mapping: int, sock: socket.socket, peer: PeerAddress
@@ -579,7 +517,7 @@ class Server:
         config.gateway_ports = permissions.gateway_ports
         config.max_channels = permissions.max_channels
         config.admission = permissions.admission
-        self.admission.reconfigure(permissions.admission)
+        self.gate.reconfigure(permissions.admission)
         old_book = config.settings.session.secret_book
         config.settings = replace(
             config.settings, session=replace(config.settings.session,
@@ -591,7 +529,7 @@ class Server:
                 log.warning("%s: %s: closing its channel", channel.name, revoked,
                             extra=log_event("channel_revoked", channel=channel.name,
                                             peer=channel.peer, reason=revoked))  # fmt: skip
-                channel.close(revoked)
+                channel.close(revoked, code=ErrorCode.REVOKED)
                 continue
             state.policy = self._policy_for(state.client_name)
 
@@ -604,7 +542,7 @@ class Server:
         return self.config.policy.overridden(entry.connect, entry.bind)
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
-        log.warning("%s: %s refused by client: %s", channel.name, stream.label, reason)
+        log.warning("%s: %s refused by client: %s", channel.name, stream.label, text_of(reason))
 
     def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
         timeout = self.config.settings.resume_timeout
@@ -619,23 +557,23 @@ class Server:
         held = self._sessions.get(event.session_id)
         state = self.clients.get(held) if held is not None else None
         if held is None or held.closed or state is None:  # its close line says why
-            channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
+            channel.refuse_resume(UNKNOWN_SESSION)
             return
         if (state.client_id != event.client_id or state.client_name != event.client_name
                 or state.certificate != channel.peer_certificate):  # fmt: skip
             log.warning("%s: resume refused: session %s belongs to another client",
                         channel.name, event.session_id[:8])  # fmt: skip
-            channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
+            channel.refuse_resume(UNKNOWN_SESSION)
             return
         channel.challenge_resume(held.resume_key)
 
     def on_resume_proved(self, channel: Channel, event: ResumeProved) -> None:
         held = self._sessions.get(event.session_id)
         if held is None or held.closed:
-            channel.refuse_resume(f"{RESUME_REFUSED}: unknown session")
+            channel.refuse_resume(UNKNOWN_SESSION)
             return
         if held.draining:
-            channel.refuse_resume(f"{RESUME_REFUSED}: server shutting down")
+            channel.refuse_resume("server shutting down")
             return
         handshake = self.clients.pop(channel, None)
         if handshake is not None:
@@ -660,7 +598,9 @@ class Server:
             if state.client_id is not None and self._by_client_id.get(key) is channel:
                 del self._by_client_id[key]
             if state.startup is not None:
-                self._startup_ended(channel, state.startup, reason)
+                self.gate.ended(state.startup, channel.name, channel.peer, reason,
+                                channel.close_code, channel.closed_by_peer,
+                                channel.close_was_error)  # fmt: skip
                 return
         level = logging.WARNING if channel.close_was_error else logging.INFO
         reset = f" ({channel.reset_on_close} stream(s) reset)" if channel.reset_on_close else ""
@@ -672,23 +612,3 @@ class Server:
             reset,
             extra=log_event("channel_down", channel=channel.name, peer=channel.peer, reason=reason),
         )
-
-    def _startup_ended(self, channel: Channel, startup: Startup, reason: str) -> None:
-        """A connection ended before authenticating: penalise its source for how,
-        and say so in the turned-away summaries (a stranger decides how many)."""
-        self.admission.finish(startup)
-        code = channel.close_code
-        offence = _OFFENCES.get(code) if code is not None else None
-        penalised = ""
-        if offence is not None:
-            self.meter.penalties[offence.value] += 1
-            if self.admission.offended(startup.address, offence, self.reactor.time()):
-                penalised = f"; {startup.block} is turned away for a while (--per-source-penalties)"
-        label = _ENDED.get(code, reason) if code is not None else reason
-        level = logging.WARNING if channel.close_was_error or penalised else logging.INFO
-        self._turned_away.note(
-            startup.block, label, level, "%s: closed: %s%s", channel.name, reason, penalised,
-            burst=FAILURE_LINES,
-            extra=log_event("channel_down", channel=channel.name, peer=channel.peer,
-                            reason=reason),
-        )  # fmt: skip

@@ -62,6 +62,9 @@ _SOCKS5_CODE = {
     FailureClass.NETWORK: Socks5Reply.NETWORK_UNREACHABLE,
     FailureClass.TIMEOUT: Socks5Reply.TTL_EXPIRED,
     FailureClass.FORBIDDEN: Socks5Reply.NOT_ALLOWED,
+    FailureClass.LIMIT: Socks5Reply.GENERAL_FAILURE,
+    FailureClass.UNAVAILABLE: Socks5Reply.GENERAL_FAILURE,
+    FailureClass.SHUTDOWN: Socks5Reply.GENERAL_FAILURE,
     FailureClass.FAILED: Socks5Reply.GENERAL_FAILURE,
 }
 

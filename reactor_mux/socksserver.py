@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from reactor_mux.connector import Connector
 from reactor_mux.netutil import PeerAddress, abort_socket
-from reactor_mux.protocol.failures import FailureClass, class_of, classify
+from reactor_mux.protocol.failures import Failure, FailureClass, class_of
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.reactor import READ, IOWatch, Reactor, Timer
 from reactor_mux.resolver import Resolver
@@ -180,12 +180,12 @@ class LocalConnect:
                                     self._on_connected, timeout, self)  # fmt: skip
         self._connector.start()
 
-    def _on_connected(self, target: socket.socket | None, error: str | None) -> None:
+    def _on_connected(self, target: socket.socket | None, error: Failure | None) -> None:
         sock, hook = self._sock, self._hook
         if target is None:
-            reason = f"connect to {self.target} failed: {error}"
-            log.warning("%s: %s", self.name, reason)
-            hook.reply_failure(sock, classify(reason))
+            assert error is not None
+            log.warning("%s: connect to %s failed: %s", self.name, self.target, error)
+            hook.reply_failure(sock, error.kind)
             sock.close()
             return
         early = hook.accepted(sock)

@@ -29,17 +29,27 @@ def channels_of(app: App) -> list[Channel]:
 
 
 def snapshot(app: App) -> dict[str, Any]:
-    """Every channel, mapping and open stream of ``app``."""
+    """Every channel, mapping and open stream of ``app``; for a server, connections still
+    in their handshake are counted, not listed (strangers decide how many there are)."""
     now = app.reactor.time()
-    return {
+    channels = channels_of(app)
+    report: dict[str, Any] = {
         "role": "server" if isinstance(app, Server) else "client",
         "version": __version__,
         "pid": os.getpid(),
         "uptime": round(now - app.started_at, 3),
         "listening": _listening(app),
         "forwards": _forwards(app) if isinstance(app, Client) else [],
-        "channels": [_channel(app, channel, now) for channel in channels_of(app)],
     }
+    if isinstance(app, Server):
+        admission = app.gate.admission
+        channels = [channel for channel in channels if not app.is_startup(channel)]
+        report["admission"] = {
+            "unauthenticated": admission.startups,
+            "sources_turned_away": admission.penalties.enforced(now),
+        }
+    report["channels"] = [_channel(app, channel, now) for channel in channels]
+    return report
 
 
 def _listening(app: App) -> list[str]:
@@ -56,7 +66,7 @@ def _forwards(client: Client) -> list[dict[str, Any]]:
             "mapping": mapping,
             "forward": spec.flag,
             "listening": listener.address if listener is not None else None,
-            "state": client.forward_state.get(mapping, "waiting for a channel"),
+            "state": str(client.forward_state.get(mapping, "waiting for a channel")),
         })  # fmt: skip
     return forwards
 
@@ -120,6 +130,11 @@ def render_text(report: dict[str, Any]) -> str:
              f"up {_duration(report['uptime'])}"]  # fmt: skip
     for address in report["listening"]:
         lines.append(f"listening on {address}")
+    admission = report.get("admission")
+    if admission is not None:
+        lines.append(f"{admission['unauthenticated']} connection(s) still in their handshake, "
+                     f"{admission['sources_turned_away']} source(s) turned away for a "
+                     "penalty")  # fmt: skip
     for forward in report["forwards"]:
         where = f", listening on {forward['listening']}" if forward["listening"] else ""
         lines.append(f"forward {forward['forward']}: {forward['state']}{where}")

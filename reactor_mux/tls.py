@@ -23,6 +23,7 @@ system's CAs (chain and name), or by pinning the SHA-256 of its certificate
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import re
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from reactor_mux.netutil import describe_error, tune_channel_socket
+from reactor_mux.netutil import close_gently, describe_error, tune_channel_socket
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.session import error_frame
 from reactor_mux.reactor import READ, WRITE, IOWatch, Reactor
@@ -60,6 +61,15 @@ _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_L
             "UNKNOWN_PROTOCOL")  # fmt: skip
 """OpenSSL's reasons when what answered a ClientHello was not TLS at all."""
 _ALERTS = ("TLSV1_ALERT_", "TLSV13_ALERT_", "SSLV3_ALERT_")
+
+
+class TlsPhase(enum.Enum):
+    """Where a TLS transport is: reading a server's first byte (TLS or not?), in the
+    handshake, or carrying the channel's bytes."""
+
+    SNIFF = "sniff"
+    HANDSHAKE = "handshake"
+    OPEN = "open"
 
 
 class TlsConfigError(ValueError):
@@ -158,20 +168,47 @@ class ClientTls:
         return cls(context, server_name, pinned, insecure)
 
 
+_CERTIFICATE_ALERTS = ("CERTIFICATE", "UNKNOWN_CA")
+"""In OpenSSL's code for an alert from the peer: it refused our certificate."""
+_EOF_CODES = ("UNEXPECTED_EOF_WHILE_READING", "EOF_IN_HANDSHAKE")
+
+
+def tls_failure_code(exc: ssl.SSLError, server_side: bool) -> ErrorCode:
+    """What a failed TLS handshake was, by OpenSSL's reason code (not our words):
+    a refused certificate is an authentication failure, but only the certificate
+    the *client* has to show (a client refusing the server's certificate is the
+    server's problem, not a stranger's offence); a connection cut mid-handshake
+    is a peer that went away; anything else (garbage, no shared cipher) is TLS."""
+    openssl_code = (exc.reason or "").upper()
+    if openssl_code in _EOF_CODES or isinstance(exc, ssl.SSLEOFError):
+        return ErrorCode.PEER_CLOSED
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ErrorCode.AUTH_FAILED  # we checked the peer's certificate and refused it
+    from_peer = openssl_code.startswith(_ALERTS)
+    if server_side:  # the client showed no certificate, where one is required
+        refused = not from_peer and ("PEER_DID_NOT_RETURN_A_CERTIFICATE" in openssl_code
+                                     or openssl_code.endswith("CERTIFICATE_REQUIRED"))  # fmt: skip
+    else:  # the server refused the certificate we showed (or that we showed none)
+        refused = from_peer and any(word in openssl_code for word in _CERTIFICATE_ALERTS)
+    return ErrorCode.AUTH_FAILED if refused else ErrorCode.TLS
+
+
 def _describe_tls_error(exc: BaseException, server_side: bool) -> str:
     """One line saying which check failed, for the log of either side."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         who = "client" if server_side else "server"
         return f"TLS: the {who}'s certificate was not accepted: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        reason = (exc.reason or "").upper()
-        if not server_side and reason in _NOT_TLS:
+        openssl_code = (exc.reason or "").upper()
+        if not server_side and openssl_code in _NOT_TLS:
             return "server did not answer the TLS handshake (is it a plaintext server?)"
-        if "CERTIFICATE_REQUIRED" in reason or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in reason:
+        if "CERTIFICATE_REQUIRED" in openssl_code or (
+            "PEER_DID_NOT_RETURN_A_CERTIFICATE" in openssl_code
+        ):
             return ("TLS: no client certificate, and the server requires one"
                     if not server_side else "TLS: the client sent no certificate")  # fmt: skip
-        if reason.startswith(_ALERTS):
-            alert = reason.split("ALERT_", 1)[1].lower().replace("_", " ")
+        if openssl_code.startswith(_ALERTS):
+            alert = openssl_code.split("ALERT_", 1)[1].lower().replace("_", " ")
             return (
                 f"TLS: the {'client' if server_side else 'server'} refused the handshake: {alert}"
             )
@@ -217,7 +254,7 @@ class TlsTransport:
         self._cipher_out = bytearray()  # encrypted, not yet taken by the socket
         self._protocol: TransportProtocol | None = None
         self._watch: IOWatch | None = None
-        self._state = "sniff" if server_side else "handshake"
+        self._phase = TlsPhase.SNIFF if server_side else TlsPhase.HANDSHAKE
         self._want_read = False
         self._want_write = False
         self._peer_eof = False
@@ -233,7 +270,7 @@ class TlsTransport:
             raise RuntimeError("transport already attached")
         self._protocol = protocol
         self._watch = IOWatch(self._reactor, self._sock, self._on_io, protocol)
-        if self._state == "handshake":
+        if self._phase is TlsPhase.HANDSHAKE:
             try:
                 self._start_tls()  # a client speaks first: its ClientHello goes out now
             except OSError as exc:  # the connection was reset before we said a word
@@ -252,13 +289,13 @@ class TlsTransport:
     def set_interest(self, read: bool, write: bool) -> None:
         self._want_read = read
         self._want_write = write
-        if read and self._state == "open" and self._plaintext_waiting():
+        if read and self._phase is TlsPhase.OPEN and self._plaintext_waiting():
             self._schedule_drain()
         self._update()
 
     def send(self, views: Sequence[memoryview]) -> int:
         tls = self._tls
-        if self._state != "open" or tls is None:
+        if self._phase is not TlsPhase.OPEN or tls is None:
             raise BlockingIOError("TLS handshake in progress")
         if len(self._cipher_out) >= TLS_SEND_BACKLOG:
             self._flush_cipher()
@@ -277,7 +314,7 @@ class TlsTransport:
         if self.closed:
             return
         self.closed = True
-        if self._tls is not None and self._state == "open":
+        if self._tls is not None and self._phase is TlsPhase.OPEN:
             try:  # close_notify, so the peer reads an orderly end; never waits
                 self._tls.unwrap()
             except (ssl.SSLError, ValueError):
@@ -288,7 +325,7 @@ class TlsTransport:
                 pass
         if self._watch is not None:
             self._watch.close()
-        self._sock.close()
+        close_gently(self._sock)
         self._cipher_in = bytearray()  # nothing large waits for the garbage collector
 
     # ------------------------------------------------------------- internals
@@ -298,9 +335,9 @@ class TlsTransport:
         if watch is None or self.closed:
             return
         mask = 0 if self._peer_eof else READ
-        if self._state == "open" and not self._want_read:
+        if self._phase is TlsPhase.OPEN and not self._want_read:
             mask = 0
-        if self._cipher_out or (self._state == "open" and self._want_write):
+        if self._cipher_out or (self._phase is TlsPhase.OPEN and self._want_write):
             mask |= WRITE
         watch.want(mask)
 
@@ -315,7 +352,7 @@ class TlsTransport:
             server_side=self._server_side,
             server_hostname=None if self._server_side else self._server_hostname,
         )
-        self._state = "handshake"
+        self._phase = TlsPhase.HANDSHAKE
         self._handshake()
 
     def _fail(
@@ -364,9 +401,9 @@ class TlsTransport:
 
     def _on_io(self, mask: int) -> None:
         try:
-            if self._state == "sniff":
+            if self._phase is TlsPhase.SNIFF:
                 self._sniff()
-            elif self._state == "handshake":
+            elif self._phase is TlsPhase.HANDSHAKE:
                 if mask & WRITE:
                     self._flush_cipher()
                 if mask & READ and self._receive_cipher():
@@ -409,7 +446,7 @@ class TlsTransport:
             self._update()
         else:
             try:
-                self._sock.send(error_frame(PLAINTEXT_TO_TLS_SERVER))
+                self._sock.send(error_frame(ErrorCode.TLS, PLAINTEXT_TO_TLS_SERVER))
             except OSError:
                 pass
             self._fail("peer speaks plaintext; this server expects TLS (a client without --tls?)")
@@ -429,9 +466,11 @@ class TlsTransport:
             return
         except ssl.SSLError as exc:
             self._flush_cipher()  # our alert, so the peer learns why
-            # A refused certificate (either way) is a failed authentication: the
-            # server slows the address down, the client stops retrying fast.
-            self._fail(_describe_tls_error(exc, self._server_side), authentication=True)
+            # A refused certificate is a failed authentication: the server penalises
+            # the source, the client stops retrying fast.
+            code = tls_failure_code(exc, self._server_side)
+            self._fail(_describe_tls_error(exc, self._server_side),
+                       authentication=code is ErrorCode.AUTH_FAILED, code=code)  # fmt: skip
             return
         self._flush_cipher()
         self.peer_certificate = tls.getpeercert(binary_form=True)
@@ -441,7 +480,7 @@ class TlsTransport:
                 self._fail("TLS: the server's certificate does not match --tls-fingerprint "
                            f"(it is {format_fingerprint(got)})", authentication=True)  # fmt: skip
                 return
-        self._state = "open"
+        self._phase = TlsPhase.OPEN
         protocol = self._protocol
         assert protocol is not None
         protocol.write_ready()  # the HELLO that waited for the handshake
@@ -456,7 +495,7 @@ class TlsTransport:
 
     def _drain(self) -> None:
         self._drain_scheduled = False
-        if not self.closed and self._state == "open" and self._want_read:
+        if not self.closed and self._phase is TlsPhase.OPEN and self._want_read:
             try:
                 self._read_plaintext()
             except TransportError as exc:
@@ -487,10 +526,13 @@ class TlsTransport:
                     ended = "the peer closed the connection without ending TLS"
                     break
                 except ssl.SSLError as exc:
-                    reason = (exc.reason or "").upper()
-                    alert = reason.startswith(_ALERTS) and not self._received_any
+                    # Before any data, an alert may still be about the handshake (TLS
+                    # 1.3 refuses a client certificate after the client finished).
+                    code = (tls_failure_code(exc, self._server_side)
+                            if not self._received_any else ErrorCode.TLS)  # fmt: skip
                     raise TransportError(_describe_tls_error(exc, self._server_side),
-                                         authentication=alert) from None  # fmt: skip
+                                         authentication=code is ErrorCode.AUTH_FAILED,
+                                         code=code) from None  # fmt: skip
                 if count == 0:  # close_notify arrived (read() reports it as 0 bytes)
                     ended = "eof"
                     break

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Sequence
 from typing import Protocol
 
-from reactor_mux.netutil import describe_error, tune_channel_socket
+from reactor_mux.netutil import close_gently, describe_error, tune_channel_socket
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.reactor import READ, WRITE, IOWatch, Owner, Reactor
 
@@ -156,4 +156,4 @@ class TcpTransport:
     def close(self) -> None:
         if self._watch is not None:
             self._watch.close()
-        self._sock.close()
+        close_gently(self._sock)

@@ -130,36 +130,42 @@ def test_a_source_with_no_startup_is_never_refused_for_the_others_sake():
 def test_penalties_accrue_to_min_before_a_source_is_turned_away():
     box = PenaltyBox(PenaltySpec())
     block = "127.0.0.2/32"
-    assert box.penalise(block, Offence.AUTH_FAILED, 0.0) is False  # 5 s of 15
+    assert box.penalise(block, Offence.AUTH_FAILED, 0.0) is None  # 5 s of 15
     assert box.refused_until(block, 0.1) is None
-    assert box.penalise(block, Offence.AUTH_FAILED, 0.1) is False
-    assert box.penalise(block, Offence.AUTH_FAILED, 0.2) is True  # 15 s accrued
+    assert box.penalise(block, Offence.AUTH_FAILED, 0.1) is None
+    assert box.penalise(block, Offence.AUTH_FAILED, 0.2) == pytest.approx(15.0)  # 15 s accrued
     assert box.refused_until(block, 0.3) == pytest.approx(15.0)
-    assert box.penalise(block, Offence.AUTH_FAILED, 1.0) is False  # already turned away
+    assert box.penalise(block, Offence.AUTH_FAILED, 1.0) is None  # already turned away
     assert box.refused_until(block, 1.0) == pytest.approx(20.0)  # and for longer
     assert box.refused_until(block, 20.5) is None  # served its time: forgotten
     assert len(box) == 0
 
 
-def test_a_handshake_left_to_time_out_is_turned_away_at_once_up_to_max():
+def test_two_handshakes_left_to_time_out_turn_a_source_away_up_to_max():
+    """One stalled handshake (a flaky network) costs a client nothing; a source that
+    keeps connections idle until they time out is turned away, for longer each time."""
     box = PenaltyBox(PenaltySpec())
-    assert box.penalise("b", Offence.GRACE_EXCEEDED, 0.0) is True  # 20 s >= min
+    assert box.penalise("b", Offence.GRACE_EXCEEDED, 0.0) is None  # 10 s of 15
+    assert box.penalise("b", Offence.GRACE_EXCEEDED, 0.0) == pytest.approx(20.0)
+    assert box.penalise("b", Offence.PROTOCOL, 0.0) is None  # already turned away...
+    assert box.refused_until("b", 0.0) == pytest.approx(40.0)  # ...for longer
     for _ in range(100):
         box.penalise("b", Offence.GRACE_EXCEEDED, 0.0)
     assert box.refused_until("b", 0.0) == pytest.approx(600.0)  # max
+    assert PenaltyBox(PenaltySpec()).penalise("c", Offence.PROTOCOL, 0.0) == pytest.approx(20.0)
 
 
 def test_a_few_slow_failures_never_add_up():
     box = PenaltyBox(PenaltySpec())
     for second in range(0, 300, 6):  # an authfail every 6 s: each ran out before the next
-        assert box.penalise("b", Offence.AUTH_FAILED, float(second)) is False
+        assert box.penalise("b", Offence.AUTH_FAILED, float(second)) is None
         assert box.refused_until("b", float(second)) is None
 
 
 def test_the_penalty_table_is_bounded_and_forgets_the_least_recent():
     box = PenaltyBox(PenaltySpec(max_sources=100))
     for index in range(10_000):
-        box.penalise(f"10.0.{index // 256}.{index % 256}/32", Offence.GRACE_EXCEEDED, 0.0)
+        box.penalise(f"10.0.{index // 256}.{index % 256}/32", Offence.PROTOCOL, 0.0)
     assert len(box) == 100 and box.forgotten == 9_900
     assert box.refused_until("10.0.39.15/32", 1.0) is not None  # the last one penalised
     assert box.refused_until("10.0.0.0/32", 1.0) is None
@@ -173,7 +179,7 @@ def test_penalty_specs_spell_sshs_keywords():
     assert (spec.minimum, spec.maximum, spec.max_sources) == (30, 7200, 9)
     assert PenaltySpec.parse(spec.spell()) == spec
     assert PenaltySpec.parse("off") == PenaltySpec(enabled=False)
-    assert PenaltyBox(PenaltySpec.parse("off")).penalise("b", Offence.PROTOCOL, 0.0) is False
+    assert PenaltyBox(PenaltySpec.parse("off")).penalise("b", Offence.PROTOCOL, 0.0) is None
     for bad in ("authfail", "authfail:x", "frobnicate:3", "min:20 max:10", "max-sources:0", ""):
         with pytest.raises(PenaltySpecError):
             PenaltySpec.parse(bad)
@@ -182,11 +188,19 @@ def test_penalty_specs_spell_sshs_keywords():
 def test_exempt_sources_are_never_penalised():
     gate = admission(exempt=parse_networks(["127.0.0.0/8", "[::1]"]))
     for _ in range(10):
-        assert gate.offended("127.0.0.2", Offence.GRACE_EXCEEDED, 0.0) is False
-    assert gate.offended("::1", Offence.GRACE_EXCEEDED, 0.0) is False
-    assert gate.offended("192.0.2.1", Offence.GRACE_EXCEEDED, 0.0) is True
+        assert gate.offended("127.0.0.2", Offence.PROTOCOL, 0.0) is None
+    assert gate.offended("::1", Offence.PROTOCOL, 0.0) is None
+    assert gate.offended("192.0.2.1", Offence.PROTOCOL, 0.0) == pytest.approx(20.0)
     assert isinstance(gate.admit("127.0.0.2", 1.0, None), Admitted)
     assert gate.admit("192.0.2.1", 1.0, None) == Refused(Refusal.PENALTY, "192.0.2.1/32")
+    # An exempt address is let in even when its block serves a penalty (which another
+    # address of the block earned), and exempting a penalised source lifts it at once.
+    wide = admission(netblock=Netblock(24, 64), exempt=parse_networks(["192.0.2.9"]))
+    wide.offended("192.0.2.1", Offence.PROTOCOL, 0.0)
+    assert wide.admit("192.0.2.1", 1.0, None) == Refused(Refusal.PENALTY, "192.0.2.0/24")
+    assert isinstance(wide.admit("192.0.2.9", 1.0, None), Admitted)
+    wide.reconfigure(AdmissionConfig(exempt=parse_networks(["192.0.2.0/24"])))
+    assert isinstance(wide.admit("192.0.2.1", 1.0, None), Admitted)
     with pytest.raises(PenaltySpecError):
         parse_networks(["10.0.0.0/33"])
 
@@ -204,8 +218,8 @@ def test_refusals_get_a_line_then_one_summary_per_interval(caplog):
         assert [r.getMessage() for r in caplog.records] == ["first from 127.0.0.2"]
         clock.advance(10.0)
         assert caplog.records[-1].getMessage() == (
-            "turned away 4,212 connections from 127.0.0.2/32 in the last 10 s: "
-            "too many unauthenticated connections (4,212)"
+            "turned away or closed 4,212 unauthenticated connections from 127.0.0.2/32 in the "
+            "last 10 s: too many unauthenticated connections (4,212)"
         )
         clock.advance(10.0)  # a quiet interval: nothing to say, and the block is forgotten
         clock.advance(10.0)
@@ -226,7 +240,8 @@ def test_the_log_of_many_sources_is_capped(caplog):
         clock.advance(10.0)
         messages = [r.getMessage() for r in caplog.records[3:]]
         assert len(messages) == 4  # three summaries and one line for the rest
-        assert messages[-1].startswith("turned away 141 more connections from 47 other source")
+        assert messages[-1].startswith("turned away or closed 141 more unauthenticated "
+                                       "connections in the last 10 s, from 47 source")  # fmt: skip
 
 
 def test_a_failing_source_shows_a_few_failures_in_full_first(caplog):
@@ -238,7 +253,11 @@ def test_a_failing_source_shows_a_few_failures_in_full_first(caplog):
                              "failure %d", attempt, burst=3)  # fmt: skip
         assert [r.getMessage() for r in caplog.records] == ["failure 0", "failure 1", "failure 2"]
         clock.advance(10.0)
-        assert caplog.records[-1].getMessage().startswith("turned away 2 connections from b")
+        assert (
+            caplog.records[-1]
+            .getMessage()
+            .startswith("turned away or closed 2 unauthenticated connections from b")
+        )
 
 
 def test_a_reload_changes_the_limits_and_keeps_the_netblock_and_the_counts():
@@ -253,3 +272,24 @@ def test_a_reload_changes_the_limits_and_keeps_the_netblock_and_the_counts():
     gate.offended("192.0.2.1", Offence.GRACE_EXCEEDED, 0.0)
     gate.reconfigure(AdmissionConfig(penalties=PenaltySpec(enabled=False)))
     assert isinstance(gate.admit("192.0.2.1", 1.0, None), Admitted)  # off forgets them
+
+
+def test_the_turned_away_log_follows_a_bounded_number_of_sources(caplog):
+    """Found in review (issue 20): a flood from ever new sources grew the table without
+    bound (70 MiB for 200,000 sources).  Past ``max_blocks`` they are counted together."""
+    clock = FakeClock()
+    turned_away = TurnedAwayLog(clock, interval=10.0, max_lines=5, max_blocks=100)
+    with caplog.at_level(logging.INFO, logger="reactor_mux"):
+        for index in range(10_000):
+            turned_away.note(f"10.{index >> 16}.{index >> 8 & 255}.{index & 255}/32", "x",
+                             logging.WARNING, "first")  # fmt: skip
+        assert len(turned_away) == 100
+        clock.advance(10.0)
+        assert (
+            caplog.records[-1]
+            .getMessage()
+            .startswith(
+                "turned away or closed 9,990 more unauthenticated connections in the last 10 s, "
+                "from 90 source block(s) and more"
+            )
+        )

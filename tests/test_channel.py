@@ -32,6 +32,7 @@ from reactor_mux.protocol.events import (
     StreamRefused,
     StreamRequested,
 )
+from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.session import ChannelState, Role, Session
 from reactor_mux.reactor import Reactor
@@ -73,7 +74,7 @@ class RecordingOwner:
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         self.requests.append(event)
         if self.deny is not None:
-            return MappingDenied(self.deny)
+            return MappingDenied(Failure(FailureClass.FORBIDDEN, self.deny))
         if event.kind is MappingKind.BIND:
             return MappingGranted(("127.0.0.1", 40123))
         return MappingGranted()
@@ -234,7 +235,8 @@ def test_an_unreachable_target_refuses_the_stream_and_the_channel_goes_on(reacto
     peer.session.open_stream(1)
     until(reactor, peer, lambda: peer.of(StreamRefused))
     reason = peer.of(StreamRefused)[0].reason  # type: ignore[union-attr]
-    assert reason == f"connect to 127.0.0.1:{nothing.getsockname()[1]} failed: connection refused"
+    port = nothing.getsockname()[1]
+    assert reason == f"refused: connect to 127.0.0.1:{port} failed: connection refused"
     assert channel.ready and not channel.busy
     nothing.close()
 
@@ -263,7 +265,7 @@ def test_while_draining_new_streams_are_refused(reactor, resolver, echo):
     channel.draining = True
     peer.session.open_stream(1)
     until(reactor, peer, lambda: peer.of(StreamRefused))
-    assert peer.of(StreamRefused)[0].reason == "shutting down"  # type: ignore[union-attr]
+    assert peer.of(StreamRefused)[0].reason == "shutdown: shutting down"  # type: ignore[union-attr]
 
 
 def test_the_owners_answers_reach_the_peer(reactor, resolver):
@@ -276,7 +278,9 @@ def test_the_owners_answers_reach_the_peer(reactor, resolver):
     owner.deny = "not on this server"
     peer.session.request_connect(2, "db", 5432)
     until(reactor, peer, lambda: peer.of(MappingRefused))
-    assert peer.of(MappingRefused) == [MappingRefused(2, MappingKind.CONNECT, "not on this server")]
+    assert peer.of(MappingRefused) == [
+        MappingRefused(2, MappingKind.CONNECT, "forbidden: not on this server")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from inprocess import Owner, run_until
 from support import BlackHole
 
 from reactor_mux.connector import ATTEMPT_DELAY, Connector
+from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import ResolveCallback
 
@@ -34,9 +35,9 @@ class FixedAnswers:
 
 class Result:
     def __init__(self) -> None:
-        self.calls: list[tuple[socket.socket | None, str | None]] = []
+        self.calls: list[tuple[socket.socket | None, Failure | None]] = []
 
-    def __call__(self, sock: socket.socket | None, error: str | None) -> None:
+    def __call__(self, sock: socket.socket | None, error: Failure | None) -> None:
         self.calls.append((sock, error))
 
 
@@ -76,7 +77,7 @@ def test_every_address_refused_reports_the_last_reason(reactor):
     names = FixedAnswers(reactor, [closed_port(), closed_port()])
     Connector(reactor, names, "db.example", 1, result, 5, Owner()).start()  # type: ignore[arg-type]
     run_until(reactor, lambda: bool(result.calls))
-    assert result.calls == [(None, "connection refused")]
+    assert result.calls == [(None, Failure(FailureClass.REFUSED, "connection refused"))]
 
 
 def test_an_address_that_hangs_gets_company_and_the_next_one_wins(reactor):
@@ -108,7 +109,7 @@ def test_a_connect_that_hangs_times_out(reactor, resolver):
         run_until(reactor, lambda: bool(result.calls))
     finally:
         hole.close()
-    assert result.calls == [(None, "timed out after 0.2s")]
+    assert result.calls == [(None, Failure(FailureClass.TIMEOUT, "timed out after 0.2s"))]
 
 
 def test_cancel_reports_nothing_and_closes_the_socket(reactor, resolver):
@@ -141,7 +142,9 @@ def test_names_resolve_off_the_loop(reactor, resolver):
     Connector(reactor, resolver, "nonexistent.invalid", 80, unknown, 5, Owner()).start()
     run_until(reactor, lambda: bool(unknown.calls))
     assert unknown.calls[0][0] is None
-    assert unknown.calls[0][1].startswith("cannot resolve host")
+    failure = unknown.calls[0][1]
+    assert failure is not None and failure.kind is FailureClass.UNRESOLVED
+    assert failure.text.startswith("cannot resolve host")
 
 
 def test_a_finished_connector_does_not_keep_its_owner_alive(reactor, resolver):

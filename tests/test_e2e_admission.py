@@ -34,6 +34,7 @@ from support import (
     check_exchange,
     connect_from,
     run_exchange,
+    wait_until,
 )
 
 from reactor_mux.procs import ReactorMuxProcess, fd_count, proc_status
@@ -209,9 +210,9 @@ def test_an_idle_attack_is_summarised_penalised_and_counted(tmp_path, hash_targe
         with attack(tunnel.server_port, ONE_SOURCE, "idle") as counts:
             tunnel.server.wait_for(r"turned away a connection from 127\.0\.0\.2:\d+: too many "
                                    r"unauthenticated connections from its source")  # fmt: skip
-            summary = tunnel.server.wait_for(r"turned away ([\d,]+) connections from "
-                                             r"127\.0\.0\.2/32 in the last 10 s: (.*)",
-                                             timeout=15)  # fmt: skip
+            summary = tunnel.server.wait_for(
+                r"turned away or closed ([\d,]+) unauthenticated connections from "
+                r"127\.0\.0\.2/32 in the last 10 s: (.*)", timeout=15)  # fmt: skip
             samples = scrape(metrics_port)
         assert int(summary.group(1).replace(",", "")) > 1000
         assert "too many unauthenticated connections from the source" in summary.group(2)
@@ -277,12 +278,68 @@ def test_a_new_client_told_busy_comes_back_at_the_resume_pace(tmp_path, echo):
         client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
                                     "-L", f"0:127.0.0.1:{echo.port}", *client_args])  # fmt: skip
         tunnel.clients.append(client)
-        line = client.wait_for(r"WARNING server 127\.0\.0\.1:\d+ is busy: .*busy: too many "
-                               r"unauthenticated connections from its source.*; reconnecting "
-                               r"in ([\d.]+)s")  # fmt: skip
+        line = client.wait_for(r"WARNING server 127\.0\.0\.1:\d+ is busy: server reported an "
+                               r"error: too many unauthenticated connections from its source.*; "
+                               r"reconnecting in ([\d.]+)s")  # fmt: skip
         assert float(line.group(1)) <= 2.0
         hog.close()
         assert client.forwards(1, timeout=10)
         assert not re.search("authentication failed", client.log)
+    finally:
+        tunnel.close()
+
+
+def raw_error_of(sock) -> bytes:  # type: ignore[no-untyped-def]
+    """Everything the server sends on ``sock`` until it closes it."""
+    sock.settimeout(10)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_startup_dropped_to_make_room_is_told_busy_and_the_log_stays_bounded(tmp_path):
+    """Found in review (issue 20): an evicted startup was told a plain error, which a
+    client took for a failed authentication, and each eviction wrote a line.  FULL is 2
+    here: every new source takes the place of an older idle one."""
+    tunnel, _client_args = hardened(tmp_path, False, "--max-startups", "2:100:2")
+    pid = tunnel.server.pid
+    try:
+        idle = fd_count(pid)
+        first = connect_from("127.0.0.2", tunnel.server_port)
+        second = connect_from("127.0.0.3", tunnel.server_port)
+        assert wait_until(lambda: fd_count(pid) >= idle + 2)  # both admitted
+        newcomers = [connect_from(f"127.0.1.{index}", tunnel.server_port)
+                     for index in range(1, 61)]  # fmt: skip
+        answer = raw_error_of(first)
+        assert b"ERROR busy: " in answer, answer
+        for sock in [second, *newcomers]:
+            sock.close()
+        first.close()
+        assert wait_until(lambda: fd_count(pid) <= idle)  # every one of them handled
+        dropped = tunnel.server.count("dropped")
+        assert 1 <= dropped <= 20, f"{dropped} lines for 60 evictions"
+    finally:
+        tunnel.close()
+
+
+def test_a_peer_that_opens_with_error_is_penalised_and_never_quoted_in_summaries(tmp_path):
+    """Found in review (issue 20): a stranger's own ERROR was neither penalised nor kept
+    out of the summaries, whose labels then carried its text (a 13 MB line)."""
+    tunnel, _client_args = hardened(tmp_path, False, "--per-source-penalties",
+                                    "noauth:1 min:5")  # fmt: skip
+    try:
+        marker = "X" * 900
+        for _ in range(8):
+            with connect_from("127.0.0.2", tunnel.server_port) as sock:
+                sock.sendall(encode_frame(0, 1, f"ERROR shutdown: {marker}".encode()))
+                raw_error_of(sock)
+        tunnel.server.wait_for(r"127\.0\.0\.2/32 is turned away for \d+ s: the peer ended it "
+                               r"with ERROR")  # fmt: skip
+        quoted = tunnel.server.count(marker)
+        assert quoted <= 3, f"its words appear in {quoted} lines"  # the first few, in full
     finally:
         tunnel.close()

@@ -196,7 +196,7 @@ def test_a_hostile_server_cannot_send_the_client_anywhere_it_did_not_configure(h
                 answer += chunk
         except (ConnectionResetError, TimeoutError):
             pass
-        assert b"ERROR SYN names mapping 1, which was never declared with BIND" in answer
+        assert b"ERROR protocol: SYN names mapping 1, which was never declared with BIND" in answer
         with pytest.raises(TimeoutError):
             decoy.accept()  # nobody was sent to the -L target
         client.wait_for("lost: protocol error: SYN names mapping 1")

@@ -143,7 +143,7 @@ def hello() -> bytes:
 
 
 GARBAGE = {
-    "random bytes": (os.urandom(4096), "protocol error"),
+    "random bytes": (b"\xf9" + os.urandom(4095), "not a reactor-mux client (it sent bytes f9"),
     "HTTP request": (
         b"GET / HTTP/1.1\r\nHost: example\r\n\r\n",
         "not a reactor-mux client (it sent text: 'GET / HTTP/1.1')",
@@ -152,9 +152,9 @@ GARBAGE = {
         bytes.fromhex("16030100f5010000f10303") + os.urandom(240),
         "peer started a TLS handshake",
     ),
-    "4 GB body": (hello() + bytes.fromhex("ffffffff0000000100"), "maximum frame size"),
+    "4 GB body": (hello() + bytes.fromhex("ffffffff0000000100"), "before the handshake finished"),
     "half a header then EOF": (bytes.fromhex("00000010"), "middle of a frame"),
-    "data on an unknown stream": (hello() + encode_frame(5, 0, b"x"), "never opened"),
+    "data with the HELLO": (hello() + encode_frame(5, 0, b"x"), "before the handshake finished"),
     "unknown command": (hello() + encode_frame(0, 1, b"TELEPORT now"), "unknown command"),
     "command before HELLO": (encode_frame(1, 1, b"CONNECT 127.0.0.1:22"), "expected HELLO"),
     "duplicate SYN": (
@@ -226,7 +226,7 @@ def test_error_frame_tells_the_peer_why(tunnel):
         frames.append((sid, kind, received[9 : 9 + length]))
         received = received[9 + length :]
     assert frames[0] == (0, 1, b"HELLO 1 262144 65536")
-    assert frames[-1] == (0, 1, b"ERROR duplicate HELLO")
+    assert frames[-1] == (0, 1, b"ERROR protocol: duplicate HELLO")
 
 
 def test_client_without_a_server_resets_local_connections_promptly(echo, ports):

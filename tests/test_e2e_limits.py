@@ -45,16 +45,20 @@ def test_max_frame_is_announced_respected_and_enforced(hash_target):
         run_exchange(forwards[0][1], ex)
         check_exchange(ex, hash_target)
         with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=5) as raw:
-            raw.sendall(encode_frame(0, 1, b"HELLO 1 262144 65536")
-                        + encode_frame(1, 1, b"CONNECT 127.0.0.1:9")
+            raw.sendall(encode_frame(0, 1, b"HELLO 1 262144 65536") + encode_frame(0, 1, b"PING 1"))
+            received = b""
+            while b"PONG 1" not in received:  # it took our HELLO: data frames may come now
+                received += raw.recv(65536)
+            raw.sendall(encode_frame(1, 1, b"CONNECT 127.0.0.1:9")
                         + encode_frame(1, 1, b"SYN 1")
                         + encode_frame(1, 0, bytes(4097)))  # fmt: skip
-            received = b""
             while chunk := raw.recv(65536):
                 received += chunk
         frames = split_frames(received)[0]
         assert frames[0] == (0, 1, b"HELLO 1 262144 4096")
-        assert frames[-1][2].startswith(b"ERROR data frame body exceeds the maximum frame size")
+        assert frames[-1][2].startswith(
+            b"ERROR protocol: data frame body exceeds the maximum frame size"
+        )
     finally:
         tunnel.close()
 
@@ -121,6 +125,31 @@ def test_max_channels(echo):
         tunnel.server.wait_for("refused: too many channels \\(limit 1\\)")
         first.stop()
         assert second.forwards(1, timeout=10)[0][0] == "L"
+    finally:
+        tunnel.close()
+
+
+def test_a_client_refused_for_max_channels_after_authenticating_is_not_told_auth_failed(
+    echo, tmp_path
+):
+    """Found in review (issue 20): with a secret, --max-channels is checked after AUTH, and
+    the refusal overtook AUTH OK: the client took it for a failed authentication and
+    waited its longest backoff.  ``full:`` says what it is."""
+    secret = tmp_path / "secret"
+    secret.write_text("a secret long enough to be accepted\n")
+    secret.chmod(0o600)
+    tunnel = Tunnel(server_args=("--max-channels", "1", "--secret-file", str(secret)))
+    try:
+        tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=("--secret-file", str(secret)))
+        second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+                                    "-L", f"0:127.0.0.1:{echo.port}", "--secret-file",
+                                    str(secret), "--reconnect-min", "0.2",
+                                    "--reconnect-max", "0.5"])  # fmt: skip
+        tunnel.clients.append(second)
+        line = second.wait_for(r"server reported an error: too many channels \(limit 1\); "
+                               r"reconnecting in ([\d.]+)s")  # fmt: skip
+        assert float(line.group(1)) <= 0.5
+        assert "authentication failed" not in second.log
     finally:
         tunnel.close()
 

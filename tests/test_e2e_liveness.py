@@ -81,7 +81,7 @@ def test_silent_connection_fails_the_handshake(tunnel):
         # socket timeout instead, so no upper bound is needed here.
         assert time.monotonic() - started > 0.4
         assert data.startswith(b"\x00\x00\x00")  # our HELLO, then ERROR, then EOF
-        assert b"ERROR handshake timed out after 0.5s" in data
+        assert b"ERROR timeout: handshake timed out after 0.5s" in data
         quick.server.wait_for("closed: handshake timed out after 0.5s")
     finally:
         quick.close()

@@ -15,6 +15,7 @@ from reactor_mux.buffercap import BufferCap
 from reactor_mux.liveness import Liveness
 from reactor_mux.peerconnect import PeerConnects
 from reactor_mux.protocol.errorcodes import ErrorCode
+from reactor_mux.protocol.failures import Failure, FailureClass
 
 pytestmark = pytest.mark.codec_independent
 
@@ -53,7 +54,7 @@ def test_a_peer_that_never_says_hello_is_given_up():
     assert watched.gave_up == []
     clock.advance(0.2)
     assert watched.gave_up == [(10.0, "handshake timed out after 10s (the peer sent nothing)")]
-    assert watched.codes == [ErrorCode.HANDSHAKE_TIMEOUT]
+    assert watched.codes == [ErrorCode.NO_ANSWER]  # not even a byte: told as a timeout
     assert clock.pending == 0, "nothing more is scheduled after giving up"
 
 
@@ -246,7 +247,7 @@ def test_a_bug_while_connecting_refuses_the_stream_and_one_after_closes_the_chan
     pending = c.attempts[0].owner
     pending.close_after_bug()  # type: ignore[attr-defined]
     assert c.attempts[0].cancelled
-    assert c.results == [(2, "db:5432", None, "internal error")]
+    assert c.results == [(2, "db:5432", None, Failure(FailureClass.FAILED, "internal error"))]
     assert c.owner.closed_after_bug == 0
     pending.close_after_bug()  # type: ignore[attr-defined]  # already answered: the channel's bug
     assert c.owner.closed_after_bug == 1

@@ -9,6 +9,7 @@ from inprocess import InProcessTunnel
 from reactor_mux import client as client_module
 from reactor_mux.protocol.auth import Credentials, SharedSecret
 from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.settings import ChannelSettings
 
 SECRET = b"a secret that is long enough"
@@ -22,7 +23,9 @@ def test_plaintext_authentication_beyond_loopback_warns_once(loop, log_records, 
     try:
         client = tunnel.client("-L 0:127.0.0.1:9", settings=client_settings)
         first = loop.call(lambda: client.channel)
-        loop.call(lambda: first.close("cut for the test"))  # the client reconnects
+        loop.call(
+            lambda: first.close("cut for the test", code=ErrorCode.INTERNAL)
+        )  # the client reconnects
         loop.wait(lambda: client.channel is not None and client.channel is not first
                   and client.channel.ready)  # fmt: skip
         warnings = log_records.matching("without TLS")

@@ -54,3 +54,47 @@ def test_mypy_strict_is_clean():
     pytest.importorskip("mypy")
     result = run_tool("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+PROSE = ("reason", "message", "why")
+"""Names that hold words for people: a decision must never read them."""
+READS_OLDER_PEERS = {"protocol/errorcodes.py", "protocol/failures.py"}
+"""The one place each that reads an older peer's words (it sends no code)."""
+
+
+def _prose(node: ast.AST) -> str | None:
+    name = (
+        node.id
+        if isinstance(node, ast.Name)
+        else node.attr
+        if isinstance(node, ast.Attribute)
+        else ""
+    )
+    return name if name.islower() and any(word in name for word in PROSE) else None
+
+
+def test_no_decision_reads_a_reason_string():
+    """Issue 21: decisions match codes (ErrorCode, FailureClass, Reloaded); the words of a
+    reason are for people, so rewording one changes no behaviour.  This fails on
+    ``"x" in reason``, ``reason.startswith(...)`` and the like, and on comparing a
+    reason with a string, anywhere but where an older peer's words are read."""
+    found = []
+    for path in sorted((ROOT / "reactor_mux").rglob("*.py")):
+        relative = path.relative_to(ROOT / "reactor_mux").as_posix()
+        if relative in READS_OLDER_PEERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                for op, right in zip(node.ops, node.comparators, strict=True):
+                    if isinstance(op, (ast.In, ast.NotIn)) and _prose(right):
+                        found.append(f"{relative}:{node.lineno}: ... in {_prose(right)}")
+                    literal = isinstance(right, ast.Constant) and isinstance(right.value, str)
+                    if isinstance(op, (ast.Eq, ast.NotEq)) and literal and _prose(node.left):
+                        found.append(f"{relative}:{node.lineno}: {_prose(node.left)} == '...'")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("startswith", "endswith", "find", "index", "count",
+                                           "partition", "split")
+                    and _prose(node.func.value)):  # fmt: skip
+                found.append(f"{relative}:{node.lineno}: {_prose(node.func.value)}."
+                             f"{node.func.attr}(...)")  # fmt: skip
+    assert not found, "decisions read reason text:\n" + "\n".join(found)

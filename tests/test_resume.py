@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
     ChannelFailed,
     DataReceived,
@@ -30,7 +31,8 @@ from reactor_mux.protocol.events import (
     StreamRequested,
     StreamReset,
 )
-from reactor_mux.protocol.session import BARRIER_TOKEN, ChannelState, Role, Session
+from reactor_mux.protocol.frames import encode_frame
+from reactor_mux.protocol.session import BARRIER_TOKEN, ChannelState, Role, Session, error_frame
 
 WINDOW = 4096
 CONFIG = SessionConfig(window=WINDOW, max_window=WINDOW, data_frame_size=1024, resume=True)
@@ -61,6 +63,7 @@ class Side:
         self.finished: set[int] = set()
         self.resets: list[tuple[int, str]] = []
         self.failures: list[str] = []
+        self.codes: list[ErrorCode | None] = []
         self.wire = bytearray()  # sent toward the peer, not yet delivered
         self.resumed = 0
 
@@ -84,6 +87,7 @@ class Side:
                 self.resets.append((event.stream_id, event.reason))
             elif isinstance(event, ChannelFailed):
                 self.failures.append(event.reason)
+                self.codes.append(event.code)
             elif isinstance(event, SessionResumed):
                 self.resumed += 1
             else:
@@ -354,7 +358,7 @@ def test_a_wrong_proof_is_refused_and_the_session_is_untouched():
     handshake.session.challenge_resume(server.session.resume_key)
     settle(forger, handshake)
     assert handshake.failures == ["resume refused: bad proof"] and handshake.session.failed
-    assert forger.failures == ["resume refused: bad proof"]
+    assert forger.failures == ["auth: resume refused: bad proof"]  # as the forger reads it
     assert server.session.state is ChannelState.SUSPENDED
     reconnect(client, server)  # the rightful owner still resumes
     client.write(stream, 100)
@@ -599,16 +603,23 @@ def test_an_ack_for_bytes_not_yet_sent_is_a_violation():
     ]
 
 
-@pytest.mark.parametrize("why", ["too many channels (limit 1)", "handshake timed out after 10s"])
+@pytest.mark.parametrize(
+    "why",
+    [
+        "full: too many channels (limit 1)",
+        "timeout: handshake timed out after 10s",
+        "busy: too many unauthenticated connections (--max-startups)",
+        "too many channels (limit 1)",  # an older server's words, without a code
+        "handshake timed out after 10s",
+    ],
+)
 def test_an_error_while_resuming_fails_the_connection_not_the_session(why):
-    from reactor_mux.protocol.session import error_frame
-
     client, server = connected_pair()
     stream = open_stream(client, server)
     settle(client, server)
     cut(client, server)
     client.session.reconnect()
-    events = client.session.receive_data(error_frame(why))
+    events = client.session.receive_data(encode_frame(0, 1, f"ERROR {why}".encode()))
     assert [(e.reason, e.kept) for e in events] == [(why, True)]
     assert client.session.resumable and client.session.stream_count == 1
     reconnect(client, server)  # the next attempt resumes
@@ -618,7 +629,8 @@ def test_an_error_while_resuming_fails_the_connection_not_the_session(why):
     refused = client.session
     refused.suspend()
     refused.reconnect()
-    events = refused.receive_data(error_frame("resume refused: unknown session"))
+    events = refused.receive_data(error_frame(ErrorCode.RESUME_REFUSED,
+                                              "resume refused: unknown session"))  # fmt: skip
     assert [e.kept for e in events] == [False] and refused.failed
 
 
@@ -680,20 +692,20 @@ def test_a_refused_resume_is_not_mistaken_for_failed_authentication():
     client.pump(1 << 20)
     events = client.deliver_to(restarted, len(client.wire))
     assert [type(e) for e in events] == [ResumeRequested]
-    restarted.session.fail("resume refused: unknown session")  # what Server does
+    restarted.session.fail("resume refused: unknown session", ErrorCode.RESUME_REFUSED)
     restarted.pump(1 << 20)
     restarted.deliver_to(client, len(restarted.wire))
-    assert client.failures == ["resume refused: unknown session"]
+    assert client.failures == ["resume: resume refused: unknown session"]
+    assert client.codes == [ErrorCode.RESUME_REFUSED]
     assert client.session.failed
 
 
 def test_failed_authentication_while_resuming_ends_the_session():
-    from reactor_mux.protocol.session import error_frame
-
     client, _server, _config = authenticated_pair()
     client.session.suspend()
     client.session.reconnect()
-    events = client.session.receive_data(error_frame("authentication failed"))
+    events = client.session.receive_data(error_frame(ErrorCode.AUTH_FAILED,
+                                                     "authentication failed"))  # fmt: skip
     assert [e.kept for e in events] == [False]  # not worth another try
     assert client.session.failed
 

@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reactor_mux.protocol import auth
 from reactor_mux.protocol.commands import parse_command
 from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.errors import LocalProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
@@ -32,6 +34,7 @@ from reactor_mux.protocol.frames import encode_frame, split_frames
 from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
     DEFAULT_WINDOW,
+    HANDSHAKE_RECEIVE_SIZE,
     MAX_DATA_BODY,
     MAX_MAPPINGS,
     MAX_WINDOW,
@@ -439,7 +442,9 @@ def test_mappings_beyond_the_limit_are_refused_gracefully(pair):
     assert len(s_events) == MAX_MAPPINGS
     assert c_events == [
         MappingRefused(
-            MAX_MAPPINGS + 1, MappingKind.CONNECT, f"too many mappings (limit {MAX_MAPPINGS})"
+            MAX_MAPPINGS + 1,
+            MappingKind.CONNECT,
+            f"limit: too many mappings (limit {MAX_MAPPINGS})",
         )
     ]
     assert not server.failed
@@ -496,9 +501,22 @@ def test_data_after_fin(pair):
 
 def test_peer_error_is_reported_without_a_reply(pair):
     client, _server = pair
-    events = client.receive_data(command(0, "ERROR shutting down"))
-    assert events == [ChannelFailed("shutting down", by_peer=True)]
+    events = client.receive_data(command(0, "ERROR shutdown: shutting down"))
+    assert events == [
+        ChannelFailed("shutdown: shutting down", by_peer=True, code=ErrorCode.SHUTDOWN)
+    ]
     assert client.data_to_send() == b""
+
+
+def test_an_older_peers_error_is_understood_by_its_words(pair):
+    """An older peer writes no code word: its few reasons that matter are read in
+    errorcodes.code_of, the one place that knows its phrases."""
+    client, _server = pair
+    events = client.receive_data(command(0, "ERROR client shutting down"))
+    assert events == [ChannelFailed("client shutting down", by_peer=True, code=ErrorCode.SHUTDOWN)]
+    client2, _ = Session(Role.CLIENT), None
+    events = client2.receive_data(command(0, "ERROR something nobody knows"))
+    assert events == [ChannelFailed("something nobody knows", by_peer=True, code=None)]
 
 
 def test_a_peer_that_never_reads_replies_is_cut_off(pair):
@@ -518,7 +536,7 @@ def test_too_many_streams_are_refused_gracefully():
     ids = [client.open_stream(1) for _ in range(3)]
     c_events, s_events = exchange(client, server)
     assert [e.stream_id for e in s_events if isinstance(e, StreamRequested)] == ids[:2]
-    assert c_events[-1] == StreamRefused(ids[2], "too many streams (limit 2)")
+    assert c_events[-1] == StreamRefused(ids[2], "limit: too many streams (limit 2)")
     assert not server.failed
 
 
@@ -663,7 +681,7 @@ def test_pending_syns_beyond_the_limit_are_refused():
     ids = [client.open_stream(1) for _ in range(3)]
     c_events, s_events = exchange(client, server)
     assert [e.stream_id for e in s_events if isinstance(e, StreamRequested)] == ids[:2]
-    assert c_events[-1] == StreamRefused(ids[2], "too many pending connections (limit 2)")
+    assert c_events[-1] == StreamRefused(ids[2], "limit: too many pending connections (limit 2)")
     server.accept_connect(1)
     server.accept_stream(ids[0])  # answered: no longer pending, so room for one more
     fourth = client.open_stream(1)
@@ -678,7 +696,7 @@ def test_nothing_follows_the_error_frame(pair):
     assert isinstance(events[0], MappingRequested) and isinstance(events[-1], ChannelFailed)
     server.accept_connect(1)  # the driver handles the events in order
     frames = decode(server.data_to_send())
-    assert frames == [(0, 1, b"ERROR data frame for stream 9, which was never opened")]
+    assert frames == [(0, 1, b"ERROR protocol: data frame for stream 9, which was never opened")]
 
 
 # ------------------------------------------------------------ window growth
@@ -875,7 +893,7 @@ def test_a_syn_crossing_unmap_is_refused_and_unmap_ok_ends_the_mapping(pair):
     sid = server.open_stream(3)  # ... while the server accepts a connection
     wire_to_server, wire_to_client = client.data_to_send(), server.data_to_send()
     assert client.receive_data(wire_to_client) == []  # the SYN: refused, no event
-    assert commands_in(client.data_to_send()) == [(sid, "SYN ERROR mapping 3 was removed")]
+    assert commands_in(client.data_to_send()) == [(sid, "SYN ERROR failed: mapping 3 was removed")]
     s_events = server.receive_data(wire_to_server)
     assert s_events == [MappingCancelled(3, MappingKind.BIND)]
     assert commands_in(server.data_to_send()) == [(3, "UNMAP OK")]
@@ -905,3 +923,26 @@ def test_unmap_from_a_server_or_unmap_ok_unasked_fails_the_channel(pair):
                         Session(Role.SERVER, SessionConfig(WINDOW)))  # fmt: skip
     exchange(client2, server2)
     fails(client2, command(7, "UNMAP OK"), "was not cancelled")
+
+
+def test_before_the_peer_proves_itself_it_can_send_no_data_and_grow_no_buffer():
+    """Found in review (issue 20): a stranger's data header grew its receive buffers to
+    128 KiB before the frame was refused.  Until HELLO (or AUTH) only commands are
+    legal, so a data header is refused as soon as it is read, and the buffers stay at
+    HANDSHAKE_RECEIVE_SIZE."""
+    server = Session(Role.SERVER, SessionConfig(secret_book=auth.SharedSecret(b"s" * 20)))
+    events = server.receive_data(data(1, b"x" * 100)[:9])  # only the header
+    assert isinstance(events[-1], ChannelFailed)
+    assert events[-1].reason == "expected HELLO, got a data frame"
+    authenticating = Session(Role.SERVER, SessionConfig(secret_book=auth.SharedSecret(b"s" * 20)))
+    events = authenticating.receive_data(command(0, "HELLO 1 262144 65536 0123456789abcdef")
+                                         + data(1, bytes(65536))[:20])  # fmt: skip
+    assert events[-1].reason.startswith("expected AUTH, got a data frame")  # type: ignore[union-attr]
+    assert authenticating._decoder.size <= HANDSHAKE_RECEIVE_SIZE
+    # Once it has proved itself (here: HELLO, no authentication), a whole maximum data
+    # frame is read (and then refused for naming a stream it never opened).
+    open_server = Session(Role.SERVER)
+    open_server.receive_data(command(0, "HELLO 1 262144 65536 0123456789abcdef"))
+    assert open_server.ready and not open_server.failed
+    events = open_server.receive_data(data(1, bytes(MAX_DATA_BODY)))
+    assert events[-1].reason == "data frame for stream 1, which was never opened"  # type: ignore[union-attr]

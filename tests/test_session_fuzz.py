@@ -14,9 +14,11 @@ ERROR frame.  Any other exception escaping the session is a bug.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reactor_mux.protocol.errors import LocalProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
     DataReceived,
@@ -206,3 +208,17 @@ def test_a_syn_reset_in_the_same_read_after_bye_is_answered_without_error():
     assert server.accept_stream(7) is False
     assert server.data_to_send() == b""
     assert not server.failed
+
+
+def test_answering_a_stream_that_was_never_reset_is_still_a_bug():
+    """``accept_stream`` forgives only a stream the peer reset in the same read: a
+    driver that answers twice, or names a stream that never was, still hears of it."""
+    server = Session(Role.SERVER)
+    server.receive_data(opening()[0] + opening()[1] + encode_frame(1, 1, b"SYN 1"))
+    server.accept_connect(1)
+    assert server.accept_stream(1) is True
+    server.receive_data(encode_frame(0, 1, b"PING 1"))
+    with pytest.raises(LocalProtocolError):
+        server.refuse_stream(1, "answered twice")  # open: SYN ERROR is out of turn
+    with pytest.raises(LocalProtocolError):
+        server.accept_stream(99)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 
@@ -9,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reactor_mux.protocol.failures import FailureClass, class_of, classified_reason, classify
+from reactor_mux.netutil import connect_failure
+from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
 from reactor_mux.socks import (
     MAX_HANDSHAKE_BYTES,
     Socks5Reply,
@@ -147,29 +149,49 @@ def test_replies_carry_the_code_of_the_failure_class():
         FailureClass.NETWORK: 3,
         FailureClass.TIMEOUT: 6,
         FailureClass.FORBIDDEN: 2,
+        FailureClass.LIMIT: 1,
+        FailureClass.UNAVAILABLE: 1,
+        FailureClass.SHUTDOWN: 1,
         FailureClass.FAILED: 1,
     }
     assert {failure_reply(4, failure) for failure in FailureClass} == {bytes((0, 91)) + bytes(6)}
 
 
 @pytest.mark.parametrize(
-    "reason,failure",
+    ("error", "failure"),
     [
-        ("connect to 10.0.0.1:80 failed: connection refused", FailureClass.REFUSED),
-        ("connect to x:1 failed: cannot resolve host: name or service not known",
-         FailureClass.UNRESOLVED),
-        ("connect to 10.9.9.9:80 failed: timed out", FailureClass.TIMEOUT),
-        ("connect to 10.9.9.9:80 failed: no route to host", FailureClass.UNREACHABLE),
-        ("connect to 10.9.9.9:80 failed: network is unreachable", FailureClass.NETWORK),
-        ("10.0.0.1:22 is not allowed by the server's --allow-connect", FailureClass.FORBIDDEN),
-        ("shutting down", FailureClass.FAILED),
+        (errno.ECONNREFUSED, FailureClass.REFUSED),
+        (errno.EHOSTUNREACH, FailureClass.UNREACHABLE),
+        (errno.ENETUNREACH, FailureClass.NETWORK),
+        (errno.ETIMEDOUT, FailureClass.TIMEOUT),
+        (errno.EMFILE, FailureClass.LIMIT),
+        (errno.EACCES, FailureClass.FAILED),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), FailureClass.UNRESOLVED),
     ],
-)  # fmt: skip
-def test_failure_classes_travel_in_the_reason(reason, failure):
-    assert classify(reason) is failure
-    assert class_of(classified_reason(reason)) is failure
-    assert class_of("too many streams (limit 2)") is FailureClass.FAILED
+)
+def test_connect_failures_are_classed_by_errno_not_words(error, failure):
+    """The class a SOCKS reply code is chosen by comes from the errno the connect
+    failed with (issue 21: never from the words describe_error makes of it)."""
+    assert connect_failure(error).kind is failure
+
+
+def test_failure_classes_travel_in_the_reason():
+    for failure in FailureClass:
+        refusal = Failure(failure, "connect to 10.0.0.1:80 failed: connection refused")
+        assert class_of(refusal.wire) is failure
+        assert text_of(refusal.wire) == "connect to 10.0.0.1:80 failed: connection refused"
     assert class_of("teapot: no such class") is FailureClass.FAILED
+    assert text_of("teapot: no such class") == "teapot: no such class"
+    # An older peer's reasons carry no class: its own words for the ones that matter.
+    assert class_of("too many streams (limit 2)") is FailureClass.LIMIT
+    assert class_of("10.0.0.1:22 is not allowed by the server's --allow-connect") is (
+        FailureClass.FORBIDDEN
+    )
+    assert class_of("cannot listen on 127.0.0.1:22: address already in use") is (
+        FailureClass.UNAVAILABLE
+    )
+    assert class_of("connect to 10.0.0.1:80 failed: connection refused") is FailureClass.FAILED
+    assert FailureClass.UNAVAILABLE.passing and not FailureClass.FORBIDDEN.passing
 
 
 @pytest.mark.parametrize("name", [b"a+b.example", b"fe80::1%eth0", b"under score!", b"semi;colon"])

@@ -173,7 +173,7 @@ def test_a_plaintext_peer_is_told_the_server_expects_tls(reactor, pki):
     assert "peer speaks plaintext" in recorder.failures[0][0]
     assert recorder.codes == [ErrorCode.TLS]  # the server penalises it as a TLS failure
     near.settimeout(5)
-    assert b"ERROR this server expects TLS" in near.recv(4096)
+    assert b"ERROR tls: this server expects TLS" in near.recv(4096)
     server.close()
     near.close()
 
@@ -200,3 +200,29 @@ def test_a_connection_reset_before_the_client_hello_is_a_failure_not_a_bug(react
     assert recorder.codes == [ErrorCode.PEER_CLOSED]
     assert "reset" in recorder.failures[0][0] or "broken pipe" in recorder.failures[0][0]
     client.close()
+
+
+@pytest.mark.parametrize(
+    ("client_sends", "code"),
+    [
+        # Garbage after a handshake record's first bytes: a TLS failure, not a
+        # failed authentication (found in review, issue 20: every SSLError counted as one).
+        (bytes.fromhex("160301002c") + bytes(range(44)), ErrorCode.TLS),
+        # Half a ClientHello, then the connection closes: a peer that went away.
+        (bytes.fromhex("16030100f5010000f10303") + bytes(40), ErrorCode.PEER_CLOSED),
+    ],
+)
+def test_a_failed_tls_handshake_is_classed_by_what_failed(reactor, pki, client_sends, code):
+    _ca, issued = pki
+    near, far = socket.socketpair()
+    context = ServerTls.from_files(issued.cert, issued.key, None).context
+    server = TlsTransport(reactor, far, 15, context, server_side=True)
+    recorder = Recorder()
+    server.attach(recorder)
+    near.sendall(client_sends)
+    near.shutdown(socket.SHUT_WR)
+    run_until(reactor, lambda: bool(recorder.failures))
+    assert recorder.codes[0] == code, recorder.failures  # (a channel closes at the first)
+    assert recorder.failures[0][1] is False  # never an authentication failure
+    server.close()
+    near.close()

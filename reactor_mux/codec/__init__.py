@@ -75,6 +75,8 @@ class InboundDecoderAPI(Protocol):
 
     def release(self) -> None: ...
 
+    def limit(self, max_data: int, buffer_size: int) -> None: ...
+
 
 class OutboundQueueAPI(Protocol):
     """What both backends' ``OutboundQueue`` provide."""

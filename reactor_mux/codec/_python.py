@@ -155,8 +155,7 @@ class InboundDecoder:
     a closed channel waiting for the garbage collector holds nothing large."""
 
     def __init__(self, max_data: int, max_command: int, buffer_size: int) -> None:
-        if buffer_size < 2 * (HEADER_SIZE + max(max_data, max_command)):
-            raise ValueError("receive buffer must hold two maximum frames")
+        self._check(max_data, max_command, buffer_size)
         self._capacity = buffer_size
         self._buffer = bytearray()
         self.buffer = memoryview(self._buffer)
@@ -168,6 +167,18 @@ class InboundDecoder:
         self._filled = False  # and the read after it took all of it
         self._max_data = max_data
         self._max_command = max_command
+
+    @staticmethod
+    def _check(max_data: int, max_command: int, buffer_size: int) -> None:
+        if buffer_size < 2 * (HEADER_SIZE + max(max_data, max_command)):
+            raise ValueError("receive buffer must hold two maximum frames")
+
+    def limit(self, max_data: int, buffer_size: int) -> None:
+        """Change the largest data body accepted and how far the buffers may grow (the
+        session keeps both small until the peer has authenticated)."""
+        self._check(max_data, self._max_command, buffer_size)
+        self._max_data = max_data
+        self._capacity = buffer_size
 
     @property
     def pending(self) -> int:
@@ -187,7 +198,7 @@ class InboundDecoder:
         size = len(self._buffer)
         if not pending:
             self._start = self._end = start = end = 0
-        want = INITIAL_RECEIVE if size == 0 else size
+        want = min(INITIAL_RECEIVE, self._capacity) if size == 0 else size
         if self._filled and want < self._capacity:
             want = min(2 * want, self._capacity)
         if pending >= HEADER_SIZE:  # a partial frame: room for all of it

@@ -164,13 +164,16 @@ class ChannelFailed:
 
     reason: str
     by_peer: bool
-    authentication: bool = False
-    """The channel failed because authentication failed (on either side)."""
     kept: bool = False
     """Only this connection failed: the session waits for a resume on another
     (an ERROR from the server while resuming that is not a refusal of the resume)."""
     code: ErrorCode | None = None
-    """What failed, as a value (the peer's ERROR may carry none)."""
+    """What failed, as a value (an older peer's ERROR may say none).  ``AUTH_FAILED``:
+    authentication failed, on either side."""
+
+    @property
+    def authentication(self) -> bool:
+        return self.code is ErrorCode.AUTH_FAILED
 
 
 @dataclass(slots=True)

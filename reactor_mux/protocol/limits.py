@@ -34,6 +34,11 @@ the peer's window sizes our outbound buffers, so it must be bounded."""
 RECEIVE_BUFFER_SIZE = 256 * 1024
 """Bytes read from the channel per ``recv``; must hold a whole maximum frame."""
 
+HANDSHAKE_RECEIVE_SIZE = 4 * 1024
+"""What the receive buffers may grow to before the peer has proved itself (said HELLO
+without authentication, or AUTH with it): only commands are legal then, so data
+frames are refused from their header on, and a stranger costs this much at most."""
+
 OUTPUT_BUDGET = 256 * 1024
 """Data frames are added to the channel's output FIFO only while it holds fewer
 unsent bytes than this: it bounds how long a new control frame waits."""

@@ -45,7 +45,7 @@ from reactor_mux.protocol.commands import (
     parse_host_port,
 )
 from reactor_mux.protocol.config import SessionConfig
-from reactor_mux.protocol.errorcodes import ErrorCode, code_of
+from reactor_mux.protocol.errorcodes import ErrorCode, code_of, with_code
 from reactor_mux.protocol.errors import LocalProtocolError, ProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
@@ -70,8 +70,10 @@ from reactor_mux.protocol.events import (
     StreamRequested,
     StreamReset,
 )
+from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.limits import (
+    HANDSHAKE_RECEIVE_SIZE,
     MAX_COMMAND_BODY,
     MAX_CONTROL_BACKLOG,
     MAX_DATA_BODY,
@@ -104,7 +106,7 @@ calls), so retained bytes and the log are confirmed while traffic flows."""
 RESUME_REFUSED = "resume refused"
 """How a server's ERROR starts when it will not resume a session (it ends it)."""
 
-_RETRY_RESUME_AFTER = ("too many channels", "handshake timed out")
+_RETRY_RESUME_AFTER = frozenset((ErrorCode.BUSY, ErrorCode.FULL, ErrorCode.HANDSHAKE_TIMEOUT))
 """A server's ERRORs that end only a connection, not the session it would resume."""
 
 RESUME_OFFER = "resume"
@@ -192,11 +194,17 @@ class _Mapping:
         self.status = status
 
 
-def error_frame(reason: str) -> bytes:
-    """The bytes of an ``ERROR reason`` frame: a session's last words, and what a
-    server writes to a channel it turns away before any session exists (at its
-    channel limit); the peer reads it as the reason its channel failed."""
-    return encode_frame(0, KIND_COMMAND, format_command(Verb.ERROR, reason))
+def _handshake_decoder() -> codec.InboundDecoderAPI:
+    """A connection's decoder until its peer has proved itself: commands only, and
+    small (``HANDSHAKE_RECEIVE_SIZE``); ``Session._trust_peer`` lifts both limits."""
+    return codec.InboundDecoder(0, MAX_COMMAND_BODY, HANDSHAKE_RECEIVE_SIZE)
+
+
+def error_frame(code: ErrorCode, text: str) -> bytes:
+    """The bytes of an ``ERROR code: text`` frame: a session's last words, and what a
+    server writes to a connection it turns away before any session exists; the
+    peer decides by the code and logs the text."""
+    return encode_frame(0, KIND_COMMAND, format_command(Verb.ERROR, with_code(code, text)))
 
 
 class _Stream:
@@ -270,10 +278,12 @@ class Session:
         """What failed, as a value (where the failure has a code)."""
         self.peer_window: int | None = None
         self.peer_max_frame: int | None = None
+        self.hello_received = False
+        """The peer's HELLO arrived on this connection (a refusal came after it)."""
+        self._trusted = False  # the peer proved itself on this connection: data may come
+        self._reset_in_read: set[int] = set()  # streams the peer reset in the last read
         self.peer_client_id: str | None = None
-        self._decoder = codec.InboundDecoder(
-            config.max_frame, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE
-        )
+        self._decoder = _handshake_decoder()
         self._max_streams = config.max_streams
         self._max_pending = config.max_pending_syns
         self._max_mappings = config.max_mappings
@@ -464,9 +474,8 @@ class Session:
         self._side_out.clear()
         self._side_own = 0
         self._output.drop_output()
-        self._decoder = codec.InboundDecoder(
-            self.config.max_frame, MAX_COMMAND_BODY, RECEIVE_BUFFER_SIZE
-        )
+        self._decoder = _handshake_decoder()
+        self._trusted = False
         self._barrier = None
         self._barrier_wanted = False
         self._peer_table.clear()
@@ -478,6 +487,7 @@ class Session:
         if self.state is not ChannelState.SUSPENDED:
             self.suspend()
         self.state = ChannelState.AWAITING_HELLO
+        self.hello_received = False
         self._nonce = auth.new_nonce(self.config.random_bytes)
         self._server_nonce = ""
         self._resume_nonce = ""
@@ -497,6 +507,7 @@ class Session:
         if self.state is not ChannelState.SUSPENDED:
             self.suspend()
         self._decoder = connection._decoder
+        self._trust_peer()
         self.peer_window = connection.peer_window
         self.peer_max_frame = connection.peer_max_frame
         self._side_out += connection._take_output()
@@ -625,6 +636,8 @@ class Session:
         """
         if self.state is ChannelState.FAILED:
             return []
+        self._reset_in_read.clear()
+        scanned_untrusted = not self._trusted  # the decoder refused data frames for this read
         events: list[Event] = []
         decoder = self._decoder
         records, malformed = decoder.advance(count)
@@ -651,7 +664,13 @@ class Session:
                     first = bytes(buffer[: max(min(count, 64), 9)])
                     if first.startswith(sniff.TLS_HANDSHAKE):
                         raise ProtocolError(PEER_SPEAKS_TLS, ErrorCode.TLS)
-                    raise ProtocolError(f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})")
+                    raise ProtocolError(f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})",
+                                        ErrorCode.NOT_A_PEER)  # fmt: skip
+                if malformed == codec.ERR_DATA_TOO_LARGE and scanned_untrusted:
+                    early = "a data frame before the handshake finished"
+                    raise ProtocolError(
+                        early if self._trusted else self._out_of_turn("a data frame")
+                    )
                 raise ProtocolError(codec.ERROR_MESSAGES[malformed])
         except ProtocolError as exc:
             events.append(self._finish(str(exc), code=exc.code))
@@ -687,7 +706,7 @@ class Session:
         if pending and self.state is ChannelState.AWAITING_HELLO and first[0] != 0:
             # Nothing parsed yet, so the bytes start the buffer: another protocol's.
             reason = f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})"
-            code = ErrorCode.PROTOCOL
+            code = ErrorCode.NOT_A_PEER
         elif pending:
             reason = f"peer closed the channel in the middle of a frame ({pending} bytes)"
         else:
@@ -695,11 +714,11 @@ class Session:
         self._finish(reason, tell_peer=False, code=code)
         return reason
 
-    def fail(self, reason: str, *, tell_peer: bool = True) -> None:
-        """End the channel for a local reason; the peer is told with ERROR
+    def fail(self, reason: str, code: ErrorCode, *, tell_peer: bool = True) -> None:
+        """End the channel for a local reason; the peer is told ``ERROR code: reason``
         (``tell_peer``; an orderly close after BYE says nothing)."""
         if self.state is not ChannelState.FAILED:
-            self._finish(reason, tell_peer=tell_peer)
+            self._finish(reason, code=code, tell_peer=tell_peer)
 
     def release_memory(self) -> None:
         """The channel is closed: give back the receive buffers and the output queue
@@ -719,15 +738,15 @@ class Session:
         self,
         reason: str,
         *,
+        code: ErrorCode,
         tell_peer: bool = True,
         peer_reason: str | None = None,
-        authentication: bool = False,
-        code: ErrorCode | None = None,
     ) -> ChannelFailed:
-        """Fail the channel; the peer is told ``peer_reason`` (default: ``reason``)."""
+        """Fail the channel; the peer is told ``ERROR code: peer_reason`` (default:
+        ``reason``)."""
         self.state = ChannelState.FAILED
         self.failure = reason
-        self.failure_code = ErrorCode.AUTH_FAILED if authentication else code
+        self.failure_code = code
         for stream in self._streams.values():
             stream.state = _S.CLOSED
         self._streams.clear()
@@ -747,10 +766,8 @@ class Session:
         self._side_out.clear()
         self._barrier = None
         if tell_peer:
-            self._output.queue_control(error_frame(peer_reason or reason))
-        if authentication:
-            code = ErrorCode.AUTH_FAILED
-        return ChannelFailed(reason, by_peer=False, authentication=authentication, code=code)
+            self._output.queue_control(error_frame(code, peer_reason or reason))
+        return ChannelFailed(reason, by_peer=False, code=code)
 
     def _was_opened(self, stream_id: int) -> bool:
         if stream_id % 2 == self._local_parity:
@@ -794,20 +811,28 @@ class Session:
         (where authentication is on) AUTH and AUTH OK, with ERROR at any time and
         keepalives once HELLO is in."""
         if self.state is ChannelState.AWAITING_HELLO:
-            if verb is not Verb.HELLO and verb is not Verb.ERROR:
-                raise ProtocolError(f"expected HELLO, got {verb.value}")
+            allowed = verb is Verb.HELLO or verb is Verb.ERROR
         elif self.state is ChannelState.RESUMING:
-            if verb not in _WHILE_RESUMING:
-                raise ProtocolError(f"expected the resume exchange, got {verb.value}")
-        elif verb not in _BEFORE_OPEN:
-            if self.role is Role.SERVER:
-                raise ProtocolError(f"expected AUTH, got {verb.value}: this server requires "
-                                    "clients to authenticate")  # fmt: skip
-            raise ProtocolError(f"expected AUTH OK, got {verb.value}")
+            allowed = verb in _WHILE_RESUMING
+        else:
+            allowed = verb in _BEFORE_OPEN
+        if not allowed:
+            raise ProtocolError(self._out_of_turn(verb.value))
+
+    def _out_of_turn(self, what: str) -> str:
+        """Why ``what`` is a violation where the handshake is now."""
+        if self.state is ChannelState.AWAITING_HELLO:
+            return f"expected HELLO, got {what}"
+        if self.state is ChannelState.RESUMING:
+            return f"expected the resume exchange, got {what}"
+        if self.role is Role.SERVER:
+            return f"expected AUTH, got {what}: this server requires clients to authenticate"
+        return f"expected AUTH OK, got {what}"
 
     def _on_hello(self, _id: int, command: Command, events: list[Event]) -> None:
         if self.state is not ChannelState.AWAITING_HELLO:
             raise ProtocolError("duplicate HELLO")
+        self.hello_received = True
         version = parse_decimal(command.args[0], "protocol version", 0, MAX_STREAM_ID)
         if version != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -848,14 +873,15 @@ class Session:
             if challenge and credentials is None:
                 events.append(self._finish(
                     "the server requires authentication and this client has no secret "
-                    "(--secret-file or REACTOR_MUX_SECRET)", authentication=True))  # fmt: skip
+                    "(--secret-file or REACTOR_MUX_SECRET)",
+                    code=ErrorCode.AUTH_FAILED))  # fmt: skip
                 return
             if credentials is not None:
                 if not challenge:
                     events.append(self._finish(
                         "the server did not ask this client to authenticate, so it cannot "
                         "prove it knows the secret: is it the server you meant?",
-                        authentication=True))  # fmt: skip
+                        code=ErrorCode.AUTH_FAILED))  # fmt: skip
                     return
                 self._send_auth(credentials)
                 return
@@ -871,9 +897,16 @@ class Session:
             raise ProtocolError(f"unknown HELLO option {word[:80]!r}")
         return offered
 
+    def _trust_peer(self) -> None:
+        """The peer proved itself: its data frames may come, as large as we announced."""
+        self._decoder.limit(self.config.max_frame, RECEIVE_BUFFER_SIZE)
+        self._trusted = True
+
     def _open(self, events: list[Event]) -> None:
         """Authentication (if any) is done: mappings and streams may flow, or a
         resume exchange starts."""
+        if not self._resume_offer:  # a resume proves itself with RESUME PROOF (``adopt``)
+            self._trust_peer()
         if self._detached:  # a client's new connection: the server's nonce comes next
             self.state = ChannelState.RESUMING
             return
@@ -918,12 +951,14 @@ class Session:
         secret = self._secret_book.secret_for(name)
         if secret is None:
             events.append(self._finish(f"authentication failed: unknown client name {name!r}",
-                                       peer_reason=AUTH_FAILED, authentication=True))  # fmt: skip
+                                       peer_reason=AUTH_FAILED,
+                                       code=ErrorCode.AUTH_FAILED))  # fmt: skip
             return
         expected = auth.proof(secret, "client", name, self._client_id, client_nonce, self._nonce)
         if not auth.proof_matches(expected, given):
             events.append(self._finish(f"authentication failed: wrong proof from {name!r}",
-                                       peer_reason=AUTH_FAILED, authentication=True))  # fmt: skip
+                                       peer_reason=AUTH_FAILED,
+                                       code=ErrorCode.AUTH_FAILED))  # fmt: skip
             return
         self.client_name = name
         self._auth_key = auth.session_key(secret, name, self._client_id, client_nonce,
@@ -949,7 +984,7 @@ class Session:
             events.append(self._finish(
                 "the server's proof is wrong: it does not know the secret "
                 "(is it the server you meant?)", peer_reason=AUTH_FAILED,
-                authentication=True))  # fmt: skip
+                code=ErrorCode.AUTH_FAILED))  # fmt: skip
             return
         self._auth_key = auth.session_key(credentials.secret, credentials.name, self._client_id,
                                           self._nonce, self._server_nonce)  # fmt: skip
@@ -1032,7 +1067,7 @@ class Session:
                                      self._client_id, client_nonce, self._resume_nonce)  # fmt: skip
         self._resume_nonce = ""  # one try per nonce
         if not auth.proof_matches(expected, given):
-            events.append(self._finish("resume refused: bad proof", authentication=True))
+            events.append(self._finish(f"{RESUME_REFUSED}: bad proof", code=ErrorCode.AUTH_FAILED))
             return
         events.append(ResumeProved(offered))
 
@@ -1134,22 +1169,16 @@ class Session:
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
         reason = command.reason
         code = code_of(reason)
-        retry = code is ErrorCode.BUSY or reason.startswith(_RETRY_RESUME_AFTER)
-        if self.role is Role.CLIENT and self._detached and self.resumable and retry:
+        if (self.role is Role.CLIENT and self._detached and self.resumable
+                and code in _RETRY_RESUME_AFTER):  # fmt: skip
             # The server turned this connection away (busy, full, timed out): the
             # session it holds, and ours, wait for the next attempt.
             events.append(ChannelFailed(reason, by_peer=True, kept=True, code=code))
             return
-        # A refused resume can overtake our AUTH OK (the server drops its unsent
-        # replies when it closes): that is not an authentication failure.
-        authenticating = self.state is ChannelState.AUTHENTICATING and not (
-            reason.startswith(RESUME_REFUSED)
-        )
-        self._finish(reason, tell_peer=False)
-        if authenticating:
-            code = ErrorCode.AUTH_FAILED
-        events.append(ChannelFailed(reason, by_peer=True, authentication=authenticating,
-                                    code=code))  # fmt: skip
+        # Only the code says authentication failed: another refusal (a full server,
+        # a refused resume) can overtake our AUTH OK, which a closing server drops.
+        self._finish(reason, tell_peer=False, code=code or ErrorCode.PEER_CLOSED)
+        events.append(ChannelFailed(reason, by_peer=True, code=code))
 
     def _on_mapping_request(self, mapping: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
@@ -1163,8 +1192,8 @@ class Session:
             host, port = parse_host_port(command.args[0], allow_port_zero=kind == BIND)
         if len(self._mappings) >= self._max_mappings:
             self.mapping_limit_refusals += 1
-            limit = f"too many mappings (limit {self._max_mappings})"
-            self._queue_command(mapping, _REFUSAL[kind], limit)
+            limit = Failure(FailureClass.LIMIT, f"too many mappings (limit {self._max_mappings})")
+            self._queue_command(mapping, _REFUSAL[kind], limit.wire)
             return
         self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
         events.append(MappingRequested(mapping, kind, host, port))
@@ -1233,26 +1262,25 @@ class Session:
         elif len(command.args) != 1:
             raise ProtocolError(f"SYN names a target on {entry.kind.name} mapping {mapping}")
         if entry.status is MappingStatus.CANCELLED:  # sent before our UNMAP arrived
-            self._queue_command(stream_id, Verb.SYN_ERROR, f"mapping {mapping} was removed")
+            removed = Failure(FailureClass.FAILED, f"mapping {mapping} was removed")
+            self._queue_command(stream_id, Verb.SYN_ERROR, removed.wire)
             return
         if self.role is Role.CLIENT and entry.status is not MappingStatus.ACCEPTED:
             raise ProtocolError(f"SYN for mapping {mapping} before BIND OK")
         if entry.status is MappingStatus.REFUSED:
-            self._queue_command(stream_id, Verb.SYN_ERROR, f"mapping {mapping} was refused")
+            refused = Failure(FailureClass.FAILED, f"mapping {mapping} was refused")
+            self._queue_command(stream_id, Verb.SYN_ERROR, refused.wire)
             return
         if len(self._streams) >= self._max_streams:
             self.stream_limit_refusals += 1
-            self._queue_command(
-                stream_id, Verb.SYN_ERROR, f"too many streams (limit {self._max_streams})"
-            )
+            limit = Failure(FailureClass.LIMIT, f"too many streams (limit {self._max_streams})")
+            self._queue_command(stream_id, Verb.SYN_ERROR, limit.wire)
             return
         if self._pending >= self._max_pending:
             self.stream_limit_refusals += 1
-            self._queue_command(
-                stream_id,
-                Verb.SYN_ERROR,
-                f"too many pending connections (limit {self._max_pending})",
-            )
+            pending = f"too many pending connections (limit {self._max_pending})"
+            limit = Failure(FailureClass.LIMIT, pending)
+            self._queue_command(stream_id, Verb.SYN_ERROR, limit.wire)
             return
         assert self.peer_window is not None
         stream = _Stream(stream_id, _S.SYN_RECEIVED, mapping, self.peer_window, self.window)
@@ -1297,6 +1325,7 @@ class Session:
         else:  # RST
             stream.state = next_state(stream.state, _I.RECV_RST)
             self._remove(stream)
+            self._reset_in_read.add(stream_id)
             events.append(StreamReset(stream_id, command.reason))
 
     def _tracked(self, stream_id: int, what: str) -> _Stream | None:
@@ -1479,12 +1508,11 @@ class Session:
     def _answerable(self, stream_id: int) -> _Stream | None:
         """The stream a peer's SYN opened, or None if it is gone since: the peer reset
         it, or the channel failed, later in the same read as the SYN (the driver
-        handles a read's events after the session has taken in all of it)."""
+        handles a read's events after the session has taken in all of it).  Any
+        other stream not open is the driver's mistake."""
         stream = self._streams.get(stream_id)
         if stream is None:
-            if self.state is ChannelState.FAILED or (
-                stream_id % 2 != self._local_parity and self._was_opened(stream_id)
-            ):
+            if self.state is ChannelState.FAILED or stream_id in self._reset_in_read:
                 return None
             raise LocalProtocolError(f"stream {stream_id} is not open")
         return stream
@@ -1562,7 +1590,7 @@ class Session:
         bytes, tests and tools); False if the stream is gone (reset by the peer, or
         the channel failed, in the read that accepted it)."""
         if stream_id not in self._streams and (
-            self.state is ChannelState.FAILED or self._was_opened(stream_id)
+            self.state is ChannelState.FAILED or stream_id in self._reset_in_read
         ):
             return False
         offset = 0
