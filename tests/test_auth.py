@@ -21,7 +21,8 @@ from reactor_mux.protocol.events import (
     MappingRequested,
 )
 from reactor_mux.protocol.frames import encode_frame, split_frames
-from reactor_mux.protocol.session import AUTH_FAILED, ChannelState, Role, Session
+from reactor_mux.protocol.session import AUTH_FAILED, Role, Session
+from reactor_mux.protocol.verbs import ChannelState
 
 VECTORS = json.loads((pathlib.Path(__file__).parent / "vectors" / "auth.json").read_text())
 SECRET = b"correct horse battery staple"

@@ -32,7 +32,8 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.frames import encode_frame
-from reactor_mux.protocol.session import BARRIER_TOKEN, ChannelState, Role, Session, error_frame
+from reactor_mux.protocol.session import BARRIER_TOKEN, Role, Session, error_frame
+from reactor_mux.protocol.verbs import ChannelState
 
 WINDOW = 4096
 CONFIG = SessionConfig(window=WINDOW, max_window=WINDOW, data_frame_size=1024, resume=True)

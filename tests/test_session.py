@@ -784,7 +784,8 @@ def test_bad_window_commands_fail_the_channel(pair, text, match):
 def test_window_and_blocked_on_stream_zero_fail(pair):
     _client, server = pair
     fails(server, command(0, "WINDOW 131072"), "needs a stream id")
-    fails(Session(Role.SERVER), command(0, "BLOCKED 65536"), "expected HELLO")
+    fails(Session(Role.SERVER), command(0, "BLOCKED 65536"), "needs a stream id")
+    fails(Session(Role.SERVER), command(1, "BLOCKED 65536"), "expected HELLO")
 
 
 def test_grow_window_is_a_no_op_for_streams_we_no_longer_receive_on(pair):

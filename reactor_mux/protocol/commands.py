@@ -3,142 +3,20 @@
 A command body is printable ASCII words (0x21-0x7E) separated by exactly one
 space.  The first word, or the first two for replies such as ``SYN OK``,
 is the verb; the rest are its arguments.  Each verb's argument count is data
-(``_ARITY``), checked in one place.
+(``verbs.VERBS``), checked in one place.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 
 from reactor_mux.protocol import syntax
 from reactor_mux.protocol.errors import ProtocolError
 from reactor_mux.protocol.limits import MAX_COMMAND_BODY, MAX_HOST_LENGTH
-
-
-class Verb(enum.Enum):
-    """Every command, spelled exactly as on the wire."""
-
-    # Looked up per command frame (handlers, scopes): hash by identity, not
-    # through enum's Python-level __hash__.
-    __hash__ = object.__hash__
-
-    HELLO = "HELLO"
-    AUTH = "AUTH"
-    AUTH_OK = "AUTH OK"
-    ERROR = "ERROR"
-    PING = "PING"
-    PONG = "PONG"
-    CONNECT = "CONNECT"
-    CONNECT_OK = "CONNECT OK"
-    CONNECT_ERROR = "CONNECT ERROR"
-    BIND = "BIND"
-    BIND_OK = "BIND OK"
-    BIND_ERROR = "BIND ERROR"
-    DYNAMIC = "DYNAMIC"
-    DYNAMIC_OK = "DYNAMIC OK"
-    DYNAMIC_ERROR = "DYNAMIC ERROR"
-    UNMAP = "UNMAP"
-    UNMAP_OK = "UNMAP OK"
-    SYN = "SYN"
-    SYN_OK = "SYN OK"
-    SYN_ERROR = "SYN ERROR"
-    FIN = "FIN"
-    ACK = "ACK"
-    RST = "RST"
-    BLOCKED = "BLOCKED"
-    WINDOW = "WINDOW"
-    BYE = "BYE"
-    SESSION = "SESSION"
-    RESUME_NONCE = "RESUME NONCE"
-    RESUME_PROOF = "RESUME PROOF"
-    RESUME_OK = "RESUME OK"
-    RECEIVED = "RECEIVED"
-    RESUME_END = "RESUME END"
-
-
-class Scope(enum.Enum):
-    """What the frame's id field names for a verb."""
-
-    CHANNEL = "channel"  # id must be 0
-    MAPPING = "mapping"  # id is a mapping number (>= 1)
-    STREAM = "stream"  # id is a stream id (>= 1)
-
+from reactor_mux.protocol.verbs import VERBS, Verb
 
 _TWO_WORD = {v.value: v for v in Verb if " " in v.value}
 _ONE_WORD = {v.value: v for v in Verb if " " not in v.value}
-
-_MANY = 1 << 16
-# (minimum, maximum) argument words after the verb.
-_ARITY: dict[Verb, tuple[int, int]] = {
-    Verb.HELLO: (3, 5),
-    Verb.AUTH: (3, 3),
-    Verb.AUTH_OK: (1, 1),
-    Verb.ERROR: (1, _MANY),
-    Verb.PING: (1, 1),
-    Verb.PONG: (1, 1),
-    Verb.CONNECT: (1, 1),
-    Verb.CONNECT_OK: (0, 0),
-    Verb.CONNECT_ERROR: (1, _MANY),
-    Verb.BIND: (1, 1),
-    Verb.BIND_OK: (1, 1),
-    Verb.BIND_ERROR: (1, _MANY),
-    Verb.DYNAMIC: (0, 0),
-    Verb.DYNAMIC_OK: (0, 0),
-    Verb.DYNAMIC_ERROR: (1, _MANY),
-    Verb.UNMAP: (0, 0),
-    Verb.UNMAP_OK: (0, 0),
-    Verb.SYN: (1, 2),
-    Verb.SYN_OK: (0, 0),
-    Verb.SYN_ERROR: (1, _MANY),
-    Verb.FIN: (0, 0),
-    Verb.ACK: (1, 1),
-    Verb.RST: (1, _MANY),
-    Verb.BLOCKED: (1, 1),
-    Verb.WINDOW: (1, 1),
-    Verb.BYE: (0, 0),
-    Verb.SESSION: (1, 2),
-    Verb.RESUME_NONCE: (1, 1),
-    Verb.RESUME_PROOF: (2, 2),
-    Verb.RESUME_OK: (0, 0),
-    Verb.RECEIVED: (2, 2),
-    Verb.RESUME_END: (2, 2),
-}
-
-SCOPE: dict[Verb, Scope] = {
-    Verb.HELLO: Scope.CHANNEL,
-    Verb.AUTH: Scope.CHANNEL,
-    Verb.AUTH_OK: Scope.CHANNEL,
-    Verb.ERROR: Scope.CHANNEL,
-    Verb.PING: Scope.CHANNEL,
-    Verb.PONG: Scope.CHANNEL,
-    Verb.CONNECT: Scope.MAPPING,
-    Verb.CONNECT_OK: Scope.MAPPING,
-    Verb.CONNECT_ERROR: Scope.MAPPING,
-    Verb.BIND: Scope.MAPPING,
-    Verb.BIND_OK: Scope.MAPPING,
-    Verb.BIND_ERROR: Scope.MAPPING,
-    Verb.DYNAMIC: Scope.MAPPING,
-    Verb.DYNAMIC_OK: Scope.MAPPING,
-    Verb.DYNAMIC_ERROR: Scope.MAPPING,
-    Verb.UNMAP: Scope.MAPPING,
-    Verb.UNMAP_OK: Scope.MAPPING,
-    Verb.SYN: Scope.STREAM,
-    Verb.SYN_OK: Scope.STREAM,
-    Verb.SYN_ERROR: Scope.STREAM,
-    Verb.FIN: Scope.STREAM,
-    Verb.ACK: Scope.STREAM,
-    Verb.RST: Scope.STREAM,
-    Verb.BLOCKED: Scope.STREAM,
-    Verb.WINDOW: Scope.STREAM,
-    Verb.BYE: Scope.CHANNEL,
-    Verb.SESSION: Scope.CHANNEL,
-    Verb.RESUME_NONCE: Scope.CHANNEL,
-    Verb.RESUME_PROOF: Scope.CHANNEL,
-    Verb.RESUME_OK: Scope.CHANNEL,
-    Verb.RECEIVED: Scope.STREAM,
-    Verb.RESUME_END: Scope.CHANNEL,
-}
 
 _WORD = re.compile(rb"[\x21-\x7e]+")
 _CLIENT_ID = re.compile(r"[0-9A-Za-z_-]{8,64}")
@@ -185,7 +63,7 @@ def parse_command(body: bytes | memoryview) -> Command:
         args = text[1:]
         if verb is None:
             raise ProtocolError(f"unknown command {text[0][:32]!r}")
-    low, high = _ARITY[verb]
+    low, high = VERBS[verb].arity
     if not low <= len(args) <= high:
         raise ProtocolError(f"{verb.value} takes {low}..{min(high, 99)} arguments, got {len(args)}")
     return Command(verb, args)

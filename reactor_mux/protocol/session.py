@@ -34,10 +34,7 @@ from itertools import islice
 from reactor_mux import codec
 from reactor_mux.protocol import auth, sniff
 from reactor_mux.protocol.commands import (
-    SCOPE,
     Command,
-    Scope,
-    Verb,
     format_command,
     parse_client_id,
     parse_command,
@@ -89,6 +86,7 @@ from reactor_mux.protocol.limits import (
 )
 from reactor_mux.protocol.streamstate import StreamInput, StreamState, next_state
 from reactor_mux.protocol.syntax import format_host_port
+from reactor_mux.protocol.verbs import VERBS, ChannelState, Scope, Sender, Verb
 from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
 MAX_STREAM_ID = 0xFFFFFFFF
@@ -137,19 +135,6 @@ class Role(enum.Enum):
     SERVER = "server"
 
 
-class ChannelState(enum.Enum):
-    """Where the channel as a whole is: every frame but HELLO and ERROR waits for
-    the peer's HELLO, mappings and streams wait for authentication where it is
-    on, and nothing moves once the channel has failed."""
-
-    AWAITING_HELLO = "awaiting HELLO"
-    AUTHENTICATING = "authenticating"
-    RESUMING = "resuming"
-    OPEN = "open"
-    SUSPENDED = "suspended"
-    FAILED = "failed"
-
-
 PEER_SPEAKS_TLS = (
     "peer started a TLS handshake, and this side does not use TLS "
     "(give the server --tls-cert and --tls-key, or drop the client's --tls)"
@@ -162,18 +147,8 @@ AUTH_FAILED = "authentication failed"
 """All a server tells a client whose authentication failed (the details are
 for the server's log only)."""
 
-_BEFORE_OPEN = (Verb.HELLO, Verb.ERROR, Verb.AUTH, Verb.AUTH_OK, Verb.PING, Verb.PONG)
-_WHILE_RESUMING = (Verb.ERROR, Verb.PING, Verb.PONG, Verb.RESUME_NONCE, Verb.RESUME_PROOF,
-                   Verb.RESUME_OK, Verb.RECEIVED, Verb.RESUME_END)  # fmt: skip
-_UNLOGGED = frozenset((
-    Verb.HELLO, Verb.AUTH, Verb.AUTH_OK, Verb.ERROR, Verb.PING, Verb.PONG, Verb.FIN,
-    Verb.SESSION, Verb.RESUME_NONCE, Verb.RESUME_PROOF, Verb.RESUME_OK, Verb.RECEIVED,
-    Verb.RESUME_END,
-))  # fmt: skip
-"""Commands that belong to one connection, not to the session: a resume never
-replays them.  FIN is not among the logged ones either: with resume on it always
-leaves from its stream's ring, right after the last byte, and the stream tables
-say whether it arrived."""
+_SENDER = {Role.CLIENT: Sender.CLIENT, Role.SERVER: Sender.SERVER}
+"""The sender a role is: receiving a verb that only this role sends is a violation."""
 
 
 class MappingStatus(enum.Enum):
@@ -788,16 +763,19 @@ class Session:
     def _on_command(self, stream_id: int, body: memoryview, events: list[Event]) -> None:
         command = parse_command(body)
         verb = command.verb
-        if verb not in _UNLOGGED:
+        rule = VERBS[verb]
+        if rule.logged:
             self._controls_received += 1
-        if self.state is not ChannelState.OPEN:
-            self._check_before_open(verb)
-        scope = SCOPE[verb]
+        scope = rule.scope
         if scope is Scope.CHANNEL:
             if stream_id != 0:
                 raise ProtocolError(f"{verb.value} must be sent on id 0, not {stream_id}")
         elif stream_id == 0:
             raise ProtocolError(f"{verb.value} needs a {scope.value} id, not 0")
+        if self.state not in rule.states:
+            raise ProtocolError(self._out_of_turn(verb))
+        if rule.sender is not Sender.EITHER and rule.sender is _SENDER[self.role]:
+            raise ProtocolError(f"{verb.value} is sent by {rule.sender.value} only")
         self._handlers[verb](stream_id, command, events)
         if self._output.control_bytes > MAX_CONTROL_BACKLOG or (
             len(self._side_out) > MAX_CONTROL_BACKLOG + self._side_own
@@ -806,32 +784,20 @@ class Session:
                 f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
             )
 
-    def _check_before_open(self, verb: Verb) -> None:
-        """Until the channel is open only the handshake moves: HELLO first, then
-        (where authentication is on) AUTH and AUTH OK, with ERROR at any time and
-        keepalives once HELLO is in."""
+    def _out_of_turn(self, what: Verb | str) -> str:
+        """Why ``what`` (a command, or a data frame) may not arrive in this state."""
+        name = what.value if isinstance(what, Verb) else what
         if self.state is ChannelState.AWAITING_HELLO:
-            allowed = verb is Verb.HELLO or verb is Verb.ERROR
-        elif self.state is ChannelState.RESUMING:
-            allowed = verb in _WHILE_RESUMING
-        else:
-            allowed = verb in _BEFORE_OPEN
-        if not allowed:
-            raise ProtocolError(self._out_of_turn(verb.value))
-
-    def _out_of_turn(self, what: str) -> str:
-        """Why ``what`` is a violation where the handshake is now."""
-        if self.state is ChannelState.AWAITING_HELLO:
-            return f"expected HELLO, got {what}"
+            return f"expected HELLO, got {name}"
         if self.state is ChannelState.RESUMING:
-            return f"expected the resume exchange, got {what}"
+            return f"expected the resume exchange, got {name}"
+        if self.state is ChannelState.OPEN:
+            return "duplicate HELLO" if what is Verb.HELLO else f"{name} when the channel is open"
         if self.role is Role.SERVER:
-            return f"expected AUTH, got {what}: this server requires clients to authenticate"
-        return f"expected AUTH OK, got {what}"
+            return f"expected AUTH, got {name}: this server requires clients to authenticate"
+        return f"expected AUTH OK, got {name}"
 
     def _on_hello(self, _id: int, command: Command, events: list[Event]) -> None:
-        if self.state is not ChannelState.AWAITING_HELLO:
-            raise ProtocolError("duplicate HELLO")
         self.hello_received = True
         version = parse_decimal(command.args[0], "protocol version", 0, MAX_STREAM_ID)
         if version != PROTOCOL_VERSION:
@@ -938,10 +904,6 @@ class Session:
 
     def _on_auth(self, _id: int, command: Command, events: list[Event]) -> None:
         """Server: check the client's proof; answer with ours, or fail."""
-        if self.role is not Role.SERVER:
-            raise ProtocolError("AUTH is sent by clients only")
-        if self.state is not ChannelState.AUTHENTICATING:
-            raise ProtocolError("AUTH when no authentication was asked for")
         name, client_nonce, given = command.args
         if not auth.is_client_name(name):
             raise ProtocolError(f"not a client name: {name[:64]!r}")
@@ -969,10 +931,6 @@ class Session:
 
     def _on_auth_ok(self, _id: int, command: Command, events: list[Event]) -> None:
         """Client: the server proves it knows the secret too."""
-        if self.role is not Role.CLIENT:
-            raise ProtocolError("AUTH OK is sent by servers only")
-        if self.state is not ChannelState.AUTHENTICATING:
-            raise ProtocolError("AUTH OK when no AUTH was sent")
         given = command.args[0]
         if not auth.is_proof(given):
             raise ProtocolError("AUTH OK takes a 64-hex-digit proof")
@@ -1025,7 +983,7 @@ class Session:
             self._queue_command(0, Verb.SESSION, self.session_id, self._resume_key.hex())
 
     def _on_session(self, _id: int, command: Command, events: list[Event]) -> None:
-        if self.role is not Role.CLIENT or not self._logging or self.session_id is not None:
+        if not self._logging or self.session_id is not None:
             raise ProtocolError("SESSION was not asked for")
         args = command.args
         if args == ["-"]:
@@ -1045,7 +1003,7 @@ class Session:
         self._resume_key = key
 
     def _on_resume_nonce(self, _id: int, command: Command, events: list[Event]) -> None:
-        if self.role is not Role.CLIENT or not self._detached or self._resume_nonce:
+        if not self._detached or self._resume_nonce:
             raise ProtocolError("RESUME NONCE when no resume was asked for")
         server_nonce = command.args[0]
         if not auth.is_nonce(server_nonce):
@@ -1058,7 +1016,7 @@ class Session:
 
     def _on_resume_proof(self, _id: int, command: Command, events: list[Event]) -> None:
         offered = self._resume_offer
-        if self.role is not Role.SERVER or not offered or not self._resume_nonce:
+        if not offered or not self._resume_nonce:
             raise ProtocolError("RESUME PROOF before the server's nonce")
         client_nonce, given = command.args
         if not auth.is_nonce(client_nonce) or not auth.is_proof(given):
@@ -1072,13 +1030,12 @@ class Session:
         events.append(ResumeProved(offered))
 
     def _on_resume_ok(self, _id: int, command: Command, events: list[Event]) -> None:
-        if self.role is not Role.CLIENT or not self._detached or not self._resume_nonce:
+        if not self._detached or not self._resume_nonce:
             raise ProtocolError("RESUME OK when no proof was sent")
         self._send_table()
 
     def _on_received(self, stream_id: int, command: Command, events: list[Event]) -> None:
-        if (self.state is not ChannelState.RESUMING or not self._detached
-                or (self.role is Role.CLIENT and not self._resume_nonce)):  # fmt: skip
+        if not self._detached or (self.role is Role.CLIENT and not self._resume_nonce):
             raise ProtocolError("RECEIVED outside a resume exchange")
         total = parse_decimal(command.args[0], "RECEIVED count", 0, MAX_TOTAL)
         fin = parse_decimal(command.args[1], "RECEIVED FIN flag", 0, 1)
@@ -1091,7 +1048,7 @@ class Session:
 
     def _on_resume_end(self, _id: int, command: Command, events: list[Event]) -> None:
         """The peer's table is complete: send again what it lacks, then carry on."""
-        if self.state is not ChannelState.RESUMING or not self._detached:
+        if not self._detached:
             raise ProtocolError("RESUME END outside a resume exchange")
         if self.role is Role.CLIENT and not self._resume_nonce:
             raise ProtocolError("RESUME END before RESUME OK")
@@ -1181,10 +1138,7 @@ class Session:
         events.append(ChannelFailed(reason, by_peer=True, code=code))
 
     def _on_mapping_request(self, mapping: int, command: Command, events: list[Event]) -> None:
-        verb = command.verb
-        if self.role is not Role.SERVER:
-            raise ProtocolError(f"{verb.value} is sent by clients only")
-        kind = _REQUEST_KIND[verb]
+        kind = _REQUEST_KIND[command.verb]
         if mapping in self._mappings:
             raise ProtocolError(f"mapping {mapping} declared twice")
         host, port = "", 0
@@ -1200,8 +1154,6 @@ class Session:
 
     def _on_mapping_reply(self, mapping: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
-        if self.role is not Role.CLIENT:
-            raise ProtocolError(f"{verb.value} is sent by servers only")
         kind = _REPLY_KIND[verb]
         entry = self._mappings.get(mapping)
         if entry is not None and entry.kind is kind and entry.status is MappingStatus.CANCELLED:
@@ -1224,8 +1176,6 @@ class Session:
             events.append(MappingRefused(mapping, kind, command.reason))
 
     def _on_unmap(self, mapping: int, command: Command, events: list[Event]) -> None:
-        if self.role is not Role.SERVER:
-            raise ProtocolError("UNMAP is sent by clients only")
         # A BIND we refused is already forgotten; UNMAP may cross that refusal.
         entry = self._mappings.pop(mapping, None)
         self._queue_command(mapping, Verb.UNMAP_OK)
@@ -1233,8 +1183,6 @@ class Session:
             events.append(MappingCancelled(mapping, entry.kind))
 
     def _on_unmap_ok(self, mapping: int, command: Command, events: list[Event]) -> None:
-        if self.role is not Role.CLIENT:
-            raise ProtocolError("UNMAP OK is sent by servers only")
         entry = self._mappings.get(mapping)
         if entry is None or entry.status is not MappingStatus.CANCELLED:
             raise ProtocolError(f"UNMAP OK for mapping {mapping}, which was not cancelled")
@@ -1692,7 +1640,7 @@ class Session:
         if self.state is ChannelState.FAILED:
             return  # after ERROR the peer must get nothing more (late replies are dropped)
         frame = encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
-        if self._logging and verb not in _UNLOGGED:
+        if self._logging and VERBS[verb].logged:
             self._log_frame(frame)
             if self._detached and self.state is not ChannelState.OPEN:
                 return  # sent when the peer's table says it lacks it
