@@ -62,8 +62,8 @@ from reactor_mux.protocol.events import (
     unhandled,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass
-from reactor_mux.protocol.session import RESUME_REFUSED, Role, Session
-from reactor_mux.protocol.verbs import ChannelState
+from reactor_mux.protocol.session import RESUME_REFUSED, Session
+from reactor_mux.protocol.verbs import ChannelState, Role
 from reactor_mux.reactor import Cancellable, Owner, Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import ChannelSettings

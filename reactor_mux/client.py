@@ -47,8 +47,8 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
-from reactor_mux.protocol.session import Role
 from reactor_mux.protocol.syntax import format_host_port, is_loopback
+from reactor_mux.protocol.verbs import Role
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings

@@ -65,13 +65,13 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, text_of
-from reactor_mux.protocol.session import Role
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
     format_host_port,
     is_loopback,
     listening_address,
 )
+from reactor_mux.protocol.verbs import Role
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings

@@ -21,8 +21,8 @@ from reactor_mux.protocol.events import (
     MappingRequested,
 )
 from reactor_mux.protocol.frames import encode_frame, split_frames
-from reactor_mux.protocol.session import AUTH_FAILED, Role, Session
-from reactor_mux.protocol.verbs import ChannelState
+from reactor_mux.protocol.session import AUTH_FAILED, Session
+from reactor_mux.protocol.verbs import ChannelState, Role
 
 VECTORS = json.loads((pathlib.Path(__file__).parent / "vectors" / "auth.json").read_text())
 SECRET = b"correct horse battery staple"
@@ -195,7 +195,8 @@ def test_an_impostor_server_cannot_forge_its_proof():
     c.request_connect(1, "db", 1)
     c.receive_data(impostor.data_to_send())  # its HELLO, with a challenge
     c.data_to_send()  # our HELLO and AUTH
-    forged = auth.proof(wrong_secret, "server", "-", CLIENT_ID, c._nonce, impostor._nonce)
+    forged = auth.proof(wrong_secret, "server", "-", CLIENT_ID, c._handshake.nonce,
+                        impostor._handshake.nonce)  # fmt: skip
     events = c.receive_data(encode_frame(0, 1, f"AUTH OK {forged}".encode()))
     (failed,) = failures(events)
     assert "server's proof is wrong" in failed.reason and not c.ready

@@ -34,8 +34,8 @@ from reactor_mux.protocol.events import (
 )
 from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
-from reactor_mux.protocol.session import Role, Session
-from reactor_mux.protocol.verbs import ChannelState
+from reactor_mux.protocol.session import Session
+from reactor_mux.protocol.verbs import ChannelState, Role
 from reactor_mux.reactor import Reactor
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import ChannelSettings

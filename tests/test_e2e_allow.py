@@ -17,7 +17,8 @@ from support import PortHolder, Tunnel, echo_once, good_traffic, poke
 
 from reactor_mux.procs import ReactorMuxProcess
 from reactor_mux.protocol.frames import encode_frame
-from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.session import Session
+from reactor_mux.protocol.verbs import Role
 
 pytestmark = pytest.mark.codec_independent
 

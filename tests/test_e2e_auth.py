@@ -22,7 +22,8 @@ from reactor_mux.procs import ReactorMuxProcess, cpu_time, proc_status
 from reactor_mux.protocol import auth
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.frames import encode_frame, split_frames
-from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.session import Session
+from reactor_mux.protocol.verbs import Role
 
 pytestmark = pytest.mark.codec_independent
 

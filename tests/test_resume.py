@@ -32,8 +32,9 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.frames import encode_frame
-from reactor_mux.protocol.session import BARRIER_TOKEN, Role, Session, error_frame
-from reactor_mux.protocol.verbs import ChannelState
+from reactor_mux.protocol.resumelog import BARRIER_TOKEN
+from reactor_mux.protocol.session import Session, error_frame
+from reactor_mux.protocol.verbs import ChannelState, Role
 
 WINDOW = 4096
 CONFIG = SessionConfig(window=WINDOW, max_window=WINDOW, data_frame_size=1024, resume=True)
@@ -182,7 +183,7 @@ def reconnect(client: Side, server: Side, config: SessionConfig = CONFIG) -> Non
 def impostor(session_id: str | None, key: bytes = b"") -> Side:
     """A client that names ``session_id`` without holding its key, about to resume."""
     forger = Side("client", Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID))
-    forger.session._logging = True  # type: ignore[attr-defined]
+    forger.session._log.keeping = True  # type: ignore[attr-defined]
     forger.session.session_id = session_id
     forger.session._resume_key = key  # type: ignore[attr-defined]
     forger.session.suspend()
@@ -360,7 +361,7 @@ def test_a_wrong_proof_is_refused_and_the_session_is_untouched():
     settle(forger, handshake)
     assert handshake.failures == ["resume refused: bad proof"] and handshake.session.failed
     assert forger.failures == ["auth: resume refused: bad proof"]  # as the forger reads it
-    assert server.session.state is ChannelState.SUSPENDED
+    assert server.session.state is ChannelState.DISCONNECTED
     reconnect(client, server)  # the rightful owner still resumes
     client.write(stream, 100)
     settle(client, server)
@@ -519,7 +520,7 @@ def test_a_replayed_proof_is_refused_on_another_connection():
     events = again.handle(again.session.receive_data(recorded))
     assert not [e for e in events if isinstance(e, ResumeProved)]
     assert again.failures == ["resume refused: bad proof"]
-    assert server.session.state is ChannelState.SUSPENDED
+    assert server.session.state is ChannelState.DISCONNECTED
 
 
 # ------------------------------------------------- found in review (issue 13)
@@ -571,9 +572,9 @@ def test_a_tombstone_waits_for_its_resent_bytes_and_fin_on_a_slow_link():
 
 
 def test_giving_up_the_session_with_a_barrier_out_is_clean(monkeypatch):
-    import reactor_mux.protocol.session as session_module
+    import reactor_mux.protocol.resumelog as resumelog_module
 
-    monkeypatch.setattr(session_module, "MAX_RESUME_LOG", 10_000)
+    monkeypatch.setattr(resumelog_module, "MAX_RESUME_LOG", 10_000)
     client, server = connected_pair()
     stream = open_stream(client, server)
     settle(client, server)

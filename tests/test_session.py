@@ -40,8 +40,9 @@ from reactor_mux.protocol.limits import (
     MAX_WINDOW,
     MIN_WINDOW,
 )
-from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.streamstate import TRANSITIONS, StreamInput, StreamState
+from reactor_mux.protocol.verbs import Role
 
 WINDOW = 64 * 1024
 
@@ -825,10 +826,10 @@ def test_a_second_blocked_in_the_same_batch_is_stale_once_the_first_grew(pair):
 def test_the_data_fast_path_agrees_with_the_state_table():
     """Data frames skip the table lookup in the states where data keeps the state;
     those states must be exactly the table's."""
-    from reactor_mux.protocol import session
+    from reactor_mux.protocol import stream
 
-    for data_input, states in ((StreamInput.RECV_DATA, session._RECEIVING_STATES),
-                               (StreamInput.SEND_DATA, session._SENDING_STATES)):  # fmt: skip
+    for data_input, states in ((StreamInput.RECV_DATA, stream.RECEIVING_STATES),
+                               (StreamInput.SEND_DATA, stream.SENDING_STATES)):  # fmt: skip
         legal = {state for state, event in TRANSITIONS if event is data_input}
         assert legal == set(states)
         assert all(TRANSITIONS[(state, data_input)] is state for state in states)

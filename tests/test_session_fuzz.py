@@ -29,8 +29,9 @@ from reactor_mux.protocol.events import (
     StreamRequested,
 )
 from reactor_mux.protocol.frames import encode_frame, split_frames
-from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.streamstate import StreamState
+from reactor_mux.protocol.verbs import Role
 
 
 def opening() -> list[bytes]:

@@ -19,8 +19,8 @@ from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import ChannelFailed, Event, ResumeRequested
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
-from reactor_mux.protocol.session import Role, Session
-from reactor_mux.protocol.verbs import MANY, VERBS, ChannelState, Scope, Sender, Verb
+from reactor_mux.protocol.session import Session
+from reactor_mux.protocol.verbs import MANY, VERBS, ChannelState, Role, Scope, Sender, Verb
 
 pytestmark = pytest.mark.codec_independent
 

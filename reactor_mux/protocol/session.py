@@ -26,10 +26,7 @@ telling the peer why, and is reported as one ``ChannelFailed`` event.
 
 from __future__ import annotations
 
-import enum
-from collections import deque
 from collections.abc import Callable
-from itertools import islice
 
 from reactor_mux import codec
 from reactor_mux.protocol import auth, sniff
@@ -69,37 +66,50 @@ from reactor_mux.protocol.events import (
 )
 from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
+from reactor_mux.protocol.handshake import (
+    NEEDS_SECRET,
+    NEW_SESSION,
+    NO_OFFER,
+    UNASKED_SECRET,
+    WRONG_SERVER_PROOF,
+    AfterHello,
+    Handshake,
+    ResumeAsk,
+    ResumeOffer,
+    parse_hello,
+)
 from reactor_mux.protocol.limits import (
     HANDSHAKE_RECEIVE_SIZE,
     MAX_COMMAND_BODY,
     MAX_CONTROL_BACKLOG,
-    MAX_DATA_BODY,
-    MAX_RESUME_LOG,
     MAX_WINDOW,
-    MIN_FRAME,
     MIN_WINDOW,
     OUTPUT_BUDGET,
     OUTPUT_CAPACITY,
     PROTOCOL_VERSION,
     RECEIVE_BUFFER_SIZE,
-    RESUME_LOG_BARRIER,
 )
+from reactor_mux.protocol.mappings import (
+    ACCEPTANCE,
+    BIND,
+    CONNECT,
+    DYNAMIC,
+    REFUSAL,
+    REQUEST_KIND,
+    REQUEST_VERB,
+    MappingTable,
+    StreamVerdict,
+)
+from reactor_mux.protocol.replay import UNSEEN, PeerTable, replay_stream, table_rows
+from reactor_mux.protocol.resumelog import BARRIER_TOKEN, ResumeLog
+from reactor_mux.protocol.stream import RECEIVING_STATES, SENDING_STATES, Stream
 from reactor_mux.protocol.streamstate import StreamInput, StreamState, next_state
 from reactor_mux.protocol.syntax import format_host_port
-from reactor_mux.protocol.verbs import VERBS, ChannelState, Scope, Sender, Verb
-from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
+from reactor_mux.protocol.verbs import VERBS, ChannelState, Role, Scope, Sender, Verb
 
 MAX_STREAM_ID = 0xFFFFFFFF
 MAX_TOTAL = (1 << 64) - 1
 """Byte and command counts of a resume are 64-bit: a long-lived stream passes 4 GiB."""
-
-BARRIER_TOKEN = 0x80000000
-"""PING tokens with this bit set are barriers (section 9.2): their PONG confirms
-everything sent before them.  Keepalive tokens count up from 1 and never reach it."""
-
-BARRIER_EVERY = 1024
-"""A busy resumable channel sends a barrier after this many sends (output_views
-calls), so retained bytes and the log are confirmed while traffic flows."""
 
 RESUME_REFUSED = "resume refused"
 """How a server's ERROR starts when it will not resume a session (it ends it)."""
@@ -107,33 +117,10 @@ RESUME_REFUSED = "resume refused"
 _RETRY_RESUME_AFTER = frozenset((ErrorCode.BUSY, ErrorCode.FULL, ErrorCode.HANDSHAKE_TIMEOUT))
 """A server's ERRORs that end only a connection, not the session it would resume."""
 
-RESUME_OFFER = "resume"
-"""The fifth word of a client's HELLO: keep a session for me (``resume:ID``: resume ID)."""
-CONNECT, BIND, DYNAMIC = MappingKind.CONNECT, MappingKind.BIND, MappingKind.DYNAMIC
-_REQUEST_KIND = {Verb.CONNECT: CONNECT, Verb.BIND: BIND, Verb.DYNAMIC: DYNAMIC}
-_REPLY_KIND = {
-    Verb.CONNECT_OK: CONNECT, Verb.CONNECT_ERROR: CONNECT,
-    Verb.BIND_OK: BIND, Verb.BIND_ERROR: BIND,
-    Verb.DYNAMIC_OK: DYNAMIC, Verb.DYNAMIC_ERROR: DYNAMIC,
-}  # fmt: skip
-_REFUSAL = {CONNECT: Verb.CONNECT_ERROR, BIND: Verb.BIND_ERROR, DYNAMIC: Verb.DYNAMIC_ERROR}
-_OPENED_BY_CLIENT = (CONNECT, DYNAMIC)
-"""The mappings whose streams the client opens (the server opens BIND's)."""
-
 _S = StreamState
 _I = StreamInput
-_SENDING_STATES = (_S.OPEN, _S.HALF_CLOSED_REMOTE)
-_RECEIVING_STATES = (_S.OPEN, _S.HALF_CLOSED_LOCAL)
 
 _RECORD_DATA = codec.RECORD_DATA
-
-
-class Role(enum.Enum):
-    """Which end of the channel this session is; decides id parity and verbs."""
-
-    CLIENT = "client"
-    SERVER = "server"
-
 
 PEER_SPEAKS_TLS = (
     "peer started a TLS handshake, and this side does not use TLS "
@@ -151,24 +138,6 @@ _SENDER = {Role.CLIENT: Sender.CLIENT, Role.SERVER: Sender.SERVER}
 """The sender a role is: receiving a verb that only this role sends is a violation."""
 
 
-class MappingStatus(enum.Enum):
-    """A mapping request: waiting for the server's answer, answered, or (client)
-    cancelled with UNMAP and waiting for UNMAP OK, after which no SYN can name it."""
-
-    PENDING = "pending"
-    ACCEPTED = "accepted"
-    REFUSED = "refused"
-    CANCELLED = "cancelled"
-
-
-class _Mapping:
-    __slots__ = ("kind", "status")
-
-    def __init__(self, kind: MappingKind, status: MappingStatus) -> None:
-        self.kind = kind
-        self.status = status
-
-
 def _handshake_decoder() -> codec.InboundDecoderAPI:
     """A connection's decoder until its peer has proved itself: commands only, and
     small (``HANDSHAKE_RECEIVE_SIZE``); ``Session._trust_peer`` lifts both limits."""
@@ -180,48 +149,6 @@ def error_frame(code: ErrorCode, text: str) -> bytes:
     server writes to a connection it turns away before any session exists; the
     peer decides by the code and logs the text."""
     return encode_frame(0, KIND_COMMAND, format_command(Verb.ERROR, with_code(code, text)))
-
-
-class _Stream:
-    __slots__ = (
-        "acked",
-        "blocked_reported",
-        "fin_pending",
-        "id",
-        "mapping",
-        "pending",
-        "received",
-        "recv",
-        "released",
-        "send",
-        "slot",
-        "state",
-        "written",
-    )
-
-    def __init__(
-        self,
-        stream_id: int,
-        state: StreamState,
-        mapping: int,
-        send_window: int,
-        receive_window: int,
-    ) -> None:
-        self.id = stream_id
-        self.state = state
-        self.mapping = mapping
-        self.send = SendWindow(send_window)
-        self.recv = ReceiveWindow(receive_window)
-        self.slot = -1  # OutboundQueue slot, opened on the first outbound byte
-        self.fin_pending = False
-        self.blocked_reported = False  # BLOCKED sent; not again before an ACK or WINDOW
-        self.pending = False  # peer-opened and not yet answered (counts against max_pending)
-        # Totals for a resume: data bytes taken off the wire, put in the send ring,
-        # acknowledged by the peer, and dropped from the ring's retained bytes.
-        self.received = 0
-        self.written = 0
-        self.acked = 0
-        self.released = 0
 
 
 class Session:
@@ -272,49 +199,37 @@ class Session:
         self._max_window = config.max_window
         self._window_budget = config.window_budget
         self._window_growth = 0  # sum over streams of (receive window - self.window)
-        self._streams: dict[int, _Stream] = {}
-        self._client_id = client_id or ""
-        self._credentials = config.credentials
-        self._secret_book = config.secret_book
-        self._nonce = auth.new_nonce(config.random_bytes)
-        self._server_nonce = ""
-        self.client_name: str | None = None
-        """The name the peer authenticated as (server), or ours (client)."""
-        self._held: list[bytes] = []  # client: mappings declared before authentication
-        self._mappings: dict[int, _Mapping] = {}
+        self._streams: dict[int, Stream] = {}
+        self._handshake = Handshake(role, client_id or "", config.credentials,
+                                    config.secret_book, config.random_bytes)  # fmt: skip
+        self._mappings_before_auth: list[bytes] = []
+        """Client: mapping commands declared before the server proved itself."""
+        self._mappings = MappingTable(role, config.max_mappings)
         self._local_parity = 1 if role is Role.CLIENT else 0
         self._next_id = 1 if role is Role.CLIENT else 2
         self._highest_peer_id = 0
         self._output = codec.OutboundQueue(
             self._data_frame_size, OUTPUT_BUDGET, OUTPUT_CAPACITY, config.resume
         )
-        self._fins_by_id: dict[int, _Stream] = {}
+        self._fins_by_id: dict[int, Stream] = {}
         # Resume (docs/protocol.md section 9).  A client that wants it logs from
         # the start; a server decides at the client's HELLO.
-        self._logging = config.resume and role is Role.CLIENT and client_id is not None
-        self._log: deque[bytes] = deque()  # logged commands not yet confirmed
-        self._log_base = 0  # how many logged commands came before _log[0]
-        self._log_bytes = 0
-        self._controls_received = 0  # logged commands received from the peer
+        self._log = ResumeLog(config.resume and role is Role.CLIENT and client_id is not None)
         self.session_id: str | None = None
         self._resume_key = b""
-        self._auth_key = b""  # derived from this connection's AUTH exchange
-        self._resume_offer: str | None = None  # server: the HELLO's offer ("" or an id)
+        self._offer: ResumeOffer = NO_OFFER
+        """Server: what the client's HELLO asked about sessions."""
         self._resume_nonce = ""
-        self._detached = False  # streams kept across a cut: output waits for the resume
-        self._side_out = bytearray()  # what a detached session sends (handshake, tables)
-        self._side_own = 0  # bytes of it that are our own table and replay, not replies
-        self._peer_table: dict[int, tuple[int, bool]] = {}
-        self._tombstones: dict[int, _Stream] = {}
-        self._fins_again: set[int] = set()  # FINs queued again by a resume, not yet out
-        self._opened_detached = 0
-        self._barrier: tuple[int, int, list[tuple[_Stream, int]], list[int]] | None = None
-        self._barrier_seq = 0
-        self._barrier_wanted = False
-        self._sends_since_barrier = 0  # output_views calls since the last barrier
-        self._sends_at_tick = 0
-        self.resume_lost: str | None = None
-        """Why this session stopped being resumable, once it has."""
+        self._output_detached = False
+        """Streams kept across a cut: their output waits until the resume exchange is out."""
+        self._exchange_out = bytearray()
+        """What goes out while the output is detached: the handshake, the resume
+        exchange (our table and replayed commands), and our replies meanwhile."""
+        self._exchange_own = 0
+        """Bytes of ``_exchange_out`` that are our own table and replay, not replies:
+        they do not count against the peer's reply backlog."""
+        self._peer_table = PeerTable()
+        self._opened_while_detached = 0
         self._handlers: dict[Verb, Callable[[int, Command, list[Event]], None]] = {
             Verb.HELLO: self._on_hello,
             Verb.AUTH: self._on_auth,
@@ -354,15 +269,17 @@ class Session:
         self._queue_hello()
 
     def _queue_hello(self) -> None:
-        hello: list[str | int] = [PROTOCOL_VERSION, self.config.window, self.config.max_frame]
-        if self.role is Role.CLIENT and self._client_id:
-            hello.append(self._client_id)
-            if self._logging:
-                sid = self.session_id
-                hello.append(RESUME_OFFER if sid is None else f"{RESUME_OFFER}:{sid}")
-        elif self._secret_book is not None:
-            hello.append(self._nonce)  # the server's challenge
-        self._queue_command(0, Verb.HELLO, *hello)
+        offer = NO_OFFER
+        if self._log.keeping:
+            sid = self.session_id
+            offer = NEW_SESSION if sid is None else ResumeOffer(ResumeAsk.RESUME, sid)
+        self._queue_command(0, Verb.HELLO, PROTOCOL_VERSION, self.config.window,
+                            self.config.max_frame, *self._handshake.hello_words(offer))  # fmt: skip
+
+    @property
+    def client_name(self) -> str | None:
+        """The name the peer authenticated as (server), or ours (client)."""
+        return self._handshake.client_name
 
     # ------------------------------------------------------------------ state
 
@@ -408,9 +325,9 @@ class Session:
         return (
             self.state is not ChannelState.FAILED
             and len(self._streams) < self._max_streams
-            and len(self._tombstones) < self._max_streams
+            and len(self._log.tombstones) < self._max_streams
             and self._next_id <= MAX_STREAM_ID
-            and not (self._detached and self._opened_detached >= self._max_pending)
+            and not (self._output_detached and self._opened_while_detached >= self._max_pending)
         )
 
     # ----------------------------------------------------------------- resume
@@ -418,59 +335,57 @@ class Session:
     @property
     def resumable(self) -> bool:
         """A broken connection may be resumed: both sides keep this session."""
-        return self._logging and self.session_id is not None and not self.failed
+        return self._log.keeping and self.session_id is not None and not self.failed
+
+    @property
+    def resume_lost(self) -> str | None:
+        """Why this session stopped being resumable, once it has."""
+        return self._log.lost
 
     @property
     def resume_key(self) -> bytes:
         return self._resume_key
 
     @property
-    def suspended(self) -> bool:
-        """Streams are kept, waiting for a connection to resume on."""
-        return self._detached and self.state is not ChannelState.OPEN
-
-    @property
     def tombstones(self) -> int:
         """Closed streams whose last bytes or FIN the peer has not yet confirmed."""
-        return len(self._tombstones)
+        return len(self._log.tombstones)
 
     @property
     def log_bytes(self) -> int:
         """Bytes of sent commands kept until the peer confirms them."""
-        return self._log_bytes
+        return self._log.bytes
 
     def suspend(self) -> None:
         """The connection broke: keep the streams, their rings and the log; drop
         what belonged to the connection (decoder, unsent output, barrier)."""
         if not self.resumable:
             raise LocalProtocolError("this session cannot be resumed")
-        self.state = ChannelState.SUSPENDED
-        self._detached = True
-        self._side_out.clear()
-        self._side_own = 0
+        self.state = ChannelState.DISCONNECTED
+        self._output_detached = True
+        self._exchange_out.clear()
+        self._exchange_own = 0
         self._output.drop_output()
         self._decoder = _handshake_decoder()
         self._trusted = False
-        self._barrier = None
-        self._barrier_wanted = False
+        self._log.connection_lost()
         self._peer_table.clear()
 
     def reconnect(self) -> None:
         """Client: a new connection to the server; HELLO asks to resume."""
         if self.role is not Role.CLIENT:
             raise LocalProtocolError("only a client reconnects")
-        if self.state is not ChannelState.SUSPENDED:
+        if self.state is not ChannelState.DISCONNECTED:
             self.suspend()
         self.state = ChannelState.AWAITING_HELLO
         self.hello_received = False
-        self._nonce = auth.new_nonce(self.config.random_bytes)
-        self._server_nonce = ""
+        self._handshake.renew()
         self._resume_nonce = ""
         self._queue_hello()
 
     def challenge_resume(self, key: bytes) -> None:
         """Server: the session this connection names exists: ask for the proof."""
-        if self.role is not Role.SERVER or not self._resume_offer:
+        if self.role is not Role.SERVER or self._offer.ask is not ResumeAsk.RESUME:
             raise LocalProtocolError("no resume request to answer")
         self._resume_key = key
         self._resume_nonce = auth.new_nonce(self.config.random_bytes)
@@ -479,21 +394,21 @@ class Session:
     def adopt(self, connection: Session) -> None:
         """Server: carry on over ``connection``, which proved it may resume us: its
         decoder (bytes already read) and unsent output become ours."""
-        if self.state is not ChannelState.SUSPENDED:
+        if self.state is not ChannelState.DISCONNECTED:
             self.suspend()
         self._decoder = connection._decoder
         self._trust_peer()
         self.peer_window = connection.peer_window
         self.peer_max_frame = connection.peer_max_frame
-        self._side_out += connection._take_output()
+        self._exchange_out += connection._take_output()
         self.state = ChannelState.RESUMING
         self._queue_command(0, Verb.RESUME_OK)
         self._send_table()
 
     def _take_output(self) -> bytes:
         output = self._output
-        taken = bytearray(self._side_out)
-        self._side_out.clear()
+        taken = bytearray(self._exchange_out)
+        self._exchange_out.clear()
         while output.has_output():
             output.fill()
             pending = output.pending()
@@ -506,25 +421,7 @@ class Session:
     def _stop_logging(self, why: str | None) -> None:
         """Give up resuming: the peer keeps no session, or cannot be trusted to
         confirm what it got (the log hit its limit)."""
-        self._logging = False
-        self.resume_lost = why
-        self._log.clear()
-        self._log_bytes = 0
-        self._barrier = None
-        self._barrier_wanted = False
-        output = self._output
-        for stream in self._streams.values():
-            if stream.slot >= 0:
-                kept = output.retained(stream.slot)
-                output.acknowledge(stream.slot, kept)
-                stream.released += kept
-        for stream_id, stream in list(self._tombstones.items()):
-            if stream_id in self._fins_again:
-                continue  # its bytes and FIN are still on their way: it closes after them
-            output.close(stream.slot)
-            stream.slot = -1
-            del self._tombstones[stream_id]
-        output.set_retain(False)
+        self._log.give_up(why, self._streams.values(), self._output)
 
     def barrier_tick(self) -> None:
         """Called every few hundred milliseconds: once the channel has gone quiet,
@@ -532,70 +429,38 @@ class Session:
         and the log are freed.  A busy channel gets its barriers by count
         (``BARRIER_EVERY`` sends), so their cost per message does not depend on
         how fast the machine is."""
-        sends = self._sends_since_barrier
-        quiet = sends == self._sends_at_tick
-        self._sends_at_tick = sends
-        if (sends and quiet and self._logging and self._barrier is None
-                and self.state is ChannelState.OPEN and not self._detached):  # fmt: skip
+        log = self._log
+        if (log.quiet() and log.keeping and log.barrier is None
+                and self.state is ChannelState.OPEN and not self._output_detached):  # fmt: skip
             self._send_barrier()
 
     def request_barrier(self) -> None:
         """Confirm what was sent as soon as possible (memory is tight)."""
-        if self._logging:
+        if self._log.keeping:
             self._want_barrier()
 
     def _want_barrier(self) -> None:
         """Confirm what was sent as soon as one barrier at a time allows."""
-        if self._barrier is None and self.state is ChannelState.OPEN and not self._detached:
+        log = self._log
+        if log.barrier is None and self.state is ChannelState.OPEN and not self._output_detached:
             self._send_barrier()
         else:
-            self._barrier_wanted = True
+            log.wanted = True
 
     def _send_barrier(self) -> None:
-        self._sends_since_barrier = self._sends_at_tick = 0
-        self._barrier_wanted = False
-        self._barrier_seq = (self._barrier_seq + 1) % BARRIER_TOKEN
-        token = BARRIER_TOKEN | self._barrier_seq
-        output = self._output
-        sent = [(stream, stream.written - output.buffered(stream.slot))
-                for stream in self._streams.values() if stream.slot >= 0]  # fmt: skip
-        # A tombstone whose FIN a resume queued again still has bytes to send: a
-        # barrier covers it only once that FIN is out.
-        fins_again = self._fins_again
-        tombstones = [sid for sid in self._tombstones if sid not in fins_again]
-        self._barrier = (token, self._log_base + len(self._log), sent, tombstones)
-        output.queue_control(encode_frame(0, KIND_COMMAND, format_command(Verb.PING, token)))
-
-    def _confirmed(self, barrier: tuple[int, int, list[tuple[_Stream, int]], list[int]]) -> None:
-        """The peer answered a barrier: it has everything sent before it."""
-        _token, log_end, sent, tombstones = barrier
-        log = self._log
-        for _ in range(log_end - self._log_base):
-            self._log_bytes -= len(log.popleft())
-        self._log_base = log_end
-        output = self._output
-        for stream, total in sent:
-            if stream.slot >= 0 and total > stream.released:
-                output.acknowledge(stream.slot, total - stream.released)
-                stream.released = total
-        for stream_id in tombstones:
-            tombstone = self._tombstones.pop(stream_id, None)
-            if tombstone is not None:
-                output.close(tombstone.slot)
-                tombstone.slot = -1
+        token = self._log.open_barrier(self._streams.values(), self._output)
+        ping = encode_frame(0, KIND_COMMAND, format_command(Verb.PING, token))
+        self._output.queue_control(ping)
 
     def _send_table(self) -> None:
         """What we received of each stream, then how many of the peer's commands
         (our own output: it does not count against the peer's reply backlog)."""
-        before = len(self._side_out)
-        self._queue_table()
-        self._side_own += len(self._side_out) - before
-
-    def _queue_table(self) -> None:
-        for stream in (*self._streams.values(), *self._tombstones.values()):
-            fin = stream.state is _S.HALF_CLOSED_REMOTE or stream.state is _S.CLOSED
-            self._queue_command(stream.id, Verb.RECEIVED, stream.received, int(fin))
-        self._queue_command(0, Verb.RESUME_END, self._controls_received, self._highest_peer_id)
+        before = len(self._exchange_out)
+        for stream_id, received, fin in table_rows((*self._streams.values(),
+                                                    *self._log.tombstones.values())):  # fmt: skip
+            self._queue_command(stream_id, Verb.RECEIVED, received, fin)
+        self._queue_command(0, Verb.RESUME_END, self._log.received, self._highest_peer_id)
+        self._exchange_own += len(self._exchange_out) - before
 
     # ---------------------------------------------------------------- inbound
 
@@ -624,7 +489,7 @@ class Session:
                     if stream is None:
                         self._unknown_stream(stream_id, "data frame")
                         continue
-                    if stream.state not in _RECEIVING_STATES:  # data keeps a valid state
+                    if stream.state not in RECEIVING_STATES:  # data keeps a valid state
                         next_state(stream.state, _I.RECV_DATA)  # raises
                     stream.recv.received(length)
                     stream.received += length
@@ -731,15 +596,10 @@ class Session:
         self._fins_by_id.clear()
         self._output.drop_streams()
         self._output.clear_control()
-        self._held.clear()
-        self._tombstones.clear()
-        self._fins_again.clear()
+        self._mappings_before_auth.clear()
         self._log.clear()
-        self._log_bytes = 0
-        self._logging = False
-        self._detached = False
-        self._side_out.clear()
-        self._barrier = None
+        self._output_detached = False
+        self._exchange_out.clear()
         if tell_peer:
             self._output.queue_control(error_frame(code, peer_reason or reason))
         return ChannelFailed(reason, by_peer=False, code=code)
@@ -765,7 +625,7 @@ class Session:
         verb = command.verb
         rule = VERBS[verb]
         if rule.logged:
-            self._controls_received += 1
+            self._log.received += 1
         scope = rule.scope
         if scope is Scope.CHANNEL:
             if stream_id != 0:
@@ -778,7 +638,7 @@ class Session:
             raise ProtocolError(f"{verb.value} is sent by {rule.sender.value} only")
         self._handlers[verb](stream_id, command, events)
         if self._output.control_bytes > MAX_CONTROL_BACKLOG or (
-            len(self._side_out) > MAX_CONTROL_BACKLOG + self._side_own
+            len(self._exchange_out) > MAX_CONTROL_BACKLOG + self._exchange_own
         ):
             raise ProtocolError(
                 f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
@@ -799,69 +659,32 @@ class Session:
 
     def _on_hello(self, _id: int, command: Command, events: list[Event]) -> None:
         self.hello_received = True
-        version = parse_decimal(command.args[0], "protocol version", 0, MAX_STREAM_ID)
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"unsupported protocol version {version} (this side speaks {PROTOCOL_VERSION})"
-            )
-        window = parse_decimal(command.args[1], "window", MIN_WINDOW, MAX_WINDOW)
-        max_frame = parse_decimal(command.args[2], "max frame", MIN_FRAME, MAX_DATA_BODY)
-        client_id = None
-        challenge = ""
-        if len(command.args) >= 4:
-            if self.role is Role.CLIENT:
-                challenge = command.args[3]
-                if not auth.is_nonce(challenge) or len(command.args) > 4:
-                    raise ProtocolError(f"not an authentication challenge: {challenge[:64]!r}")
-            else:
-                client_id = parse_client_id(command.args[3])
-        if len(command.args) == 5:
-            self._resume_offer = self._parse_offer(command.args[4])
+        hello = parse_hello(self.role, command.args)
         if self.role is Role.SERVER:
-            self._logging = self._resume_offer == "" and self.config.resume
-            if not self._logging:
+            self._offer = hello.offer
+            keeping = hello.offer.ask is ResumeAsk.NEW and self.config.resume
+            self._log.keeping = keeping
+            if not keeping:
                 self._output.set_retain(False)
-        self.peer_window = window
-        self.peer_max_frame = max_frame
-        self.peer_client_id = client_id
-        frame_size = min(self._data_frame_size, max_frame)
+        self.peer_window = hello.window
+        self.peer_max_frame = hello.max_frame
+        self.peer_client_id = hello.client_id
+        frame_size = min(self._data_frame_size, hello.max_frame)
         if frame_size < self._frame_size:  # a server met again after a resume may offer more
             self._frame_size = frame_size
             self._output.set_frame_size(frame_size)
-        if self.role is Role.SERVER:
-            self._client_id = client_id or ""
-            if self._secret_book is not None:
+        match self._handshake.after_hello(hello):
+            case AfterHello.OPEN:
+                self._open(events)
+            case AfterHello.AWAIT_AUTH:
                 self.state = ChannelState.AUTHENTICATING  # the client's AUTH comes next
-                return
-        else:
-            self._server_nonce = challenge
-            credentials = self._credentials
-            if challenge and credentials is None:
-                events.append(self._finish(
-                    "the server requires authentication and this client has no secret "
-                    "(--secret-file or REACTOR_MUX_SECRET)",
-                    code=ErrorCode.AUTH_FAILED))  # fmt: skip
-                return
-            if credentials is not None:
-                if not challenge:
-                    events.append(self._finish(
-                        "the server did not ask this client to authenticate, so it cannot "
-                        "prove it knows the secret: is it the server you meant?",
-                        code=ErrorCode.AUTH_FAILED))  # fmt: skip
-                    return
-                self._send_auth(credentials)
-                return
-        self._open(events)
-
-    @staticmethod
-    def _parse_offer(word: str) -> str:
-        """The HELLO's resume word: "" for a new session, or the id to resume."""
-        if word == RESUME_OFFER:
-            return ""
-        offered = word.removeprefix(RESUME_OFFER + ":")
-        if offered == word or not auth.is_session_id(offered):
-            raise ProtocolError(f"unknown HELLO option {word[:80]!r}")
-        return offered
+            case AfterHello.SEND_AUTH:
+                self.state = ChannelState.AUTHENTICATING
+                self._queue_command(0, Verb.AUTH, *self._handshake.auth_words())
+            case AfterHello.NEEDS_SECRET:
+                events.append(self._finish(NEEDS_SECRET, code=ErrorCode.AUTH_FAILED))
+            case AfterHello.UNASKED_SECRET:
+                events.append(self._finish(UNASKED_SECRET, code=ErrorCode.AUTH_FAILED))
 
     def _trust_peer(self) -> None:
         """The peer proved itself: its data frames may come, as large as we announced."""
@@ -871,81 +694,46 @@ class Session:
     def _open(self, events: list[Event]) -> None:
         """Authentication (if any) is done: mappings and streams may flow, or a
         resume exchange starts."""
-        if not self._resume_offer:  # a resume proves itself with RESUME PROOF (``adopt``)
+        offer = self._offer
+        if offer.ask is not ResumeAsk.RESUME:  # a resume proves itself (``adopt``)
             self._trust_peer()
-        if self._detached:  # a client's new connection: the server's nonce comes next
+        if self._output_detached:  # a client's new connection: the server's nonce comes next
             self.state = ChannelState.RESUMING
             return
-        if self._resume_offer:
+        if offer.ask is ResumeAsk.RESUME:
             self.state = ChannelState.RESUMING
             assert self.peer_client_id is not None
-            events.append(ResumeRequested(self._resume_offer, self.peer_client_id,
+            events.append(ResumeRequested(offer.session_id, self.peer_client_id,
                                           self.client_name))  # fmt: skip
             return
         self.state = ChannelState.OPEN
         assert self.peer_window is not None and self.peer_max_frame is not None
-        for frame in self._held:
-            if self._logging:
+        for frame in self._mappings_before_auth:
+            if self._log.keeping:
                 self._log_frame(frame)
             self._output.queue_control(frame)
-        self._held.clear()
-        if self._resume_offer == "":
+        self._mappings_before_auth.clear()
+        if offer.ask is ResumeAsk.NEW:
             self._grant_session()
         events.append(HelloReceived(self.peer_window, self.peer_max_frame, self.peer_client_id,
                                     self.client_name))  # fmt: skip
 
-    def _send_auth(self, credentials: auth.Credentials) -> None:
-        """Client: prove we know the secret, over both nonces."""
-        self.state = ChannelState.AUTHENTICATING
-        self.client_name = credentials.name
-        signed = auth.proof(credentials.secret, "client", credentials.name, self._client_id,
-                            self._nonce, self._server_nonce)  # fmt: skip
-        self._queue_command(0, Verb.AUTH, credentials.name, self._nonce, signed)
-
     def _on_auth(self, _id: int, command: Command, events: list[Event]) -> None:
         """Server: check the client's proof; answer with ours, or fail."""
-        name, client_nonce, given = command.args
-        if not auth.is_client_name(name):
-            raise ProtocolError(f"not a client name: {name[:64]!r}")
-        if not auth.is_nonce(client_nonce) or not auth.is_proof(given):
-            raise ProtocolError("AUTH takes a 64-hex-digit nonce and proof")
-        assert self._secret_book is not None
-        secret = self._secret_book.secret_for(name)
-        if secret is None:
-            events.append(self._finish(f"authentication failed: unknown client name {name!r}",
-                                       peer_reason=AUTH_FAILED,
+        verdict = self._handshake.check_auth(*command.args)
+        if verdict.refusal:
+            events.append(self._finish(verdict.refusal, peer_reason=AUTH_FAILED,
                                        code=ErrorCode.AUTH_FAILED))  # fmt: skip
             return
-        expected = auth.proof(secret, "client", name, self._client_id, client_nonce, self._nonce)
-        if not auth.proof_matches(expected, given):
-            events.append(self._finish(f"authentication failed: wrong proof from {name!r}",
-                                       peer_reason=AUTH_FAILED,
-                                       code=ErrorCode.AUTH_FAILED))  # fmt: skip
-            return
-        self.client_name = name
-        self._auth_key = auth.session_key(secret, name, self._client_id, client_nonce,
-                                          self._nonce)  # fmt: skip
-        ours = auth.proof(secret, "server", name, self._client_id, client_nonce, self._nonce)
-        self._queue_command(0, Verb.AUTH_OK, ours)
+        self._queue_command(0, Verb.AUTH_OK, verdict.proof)
         self._open(events)
 
     def _on_auth_ok(self, _id: int, command: Command, events: list[Event]) -> None:
         """Client: the server proves it knows the secret too."""
-        given = command.args[0]
-        if not auth.is_proof(given):
-            raise ProtocolError("AUTH OK takes a 64-hex-digit proof")
-        credentials = self._credentials
-        assert credentials is not None
-        expected = auth.proof(credentials.secret, "server", credentials.name, self._client_id,
-                              self._nonce, self._server_nonce)  # fmt: skip
-        if not auth.proof_matches(expected, given):
-            events.append(self._finish(
-                "the server's proof is wrong: it does not know the secret "
-                "(is it the server you meant?)", peer_reason=AUTH_FAILED,
-                code=ErrorCode.AUTH_FAILED))  # fmt: skip
+        if not self._handshake.check_auth_ok(command.args[0]):
+            events.append(self._finish(WRONG_SERVER_PROOF, peer_reason=AUTH_FAILED,
+                                       code=ErrorCode.AUTH_FAILED))  # fmt: skip
             return
-        self._auth_key = auth.session_key(credentials.secret, credentials.name, self._client_id,
-                                          self._nonce, self._server_nonce)  # fmt: skip
         self._open(events)
 
     def _on_bye(self, _id: int, command: Command, events: list[Event]) -> None:
@@ -958,12 +746,8 @@ class Session:
     def _on_pong(self, _id: int, command: Command, events: list[Event]) -> None:
         token = parse_decimal(command.args[0], "PONG token", 0, MAX_STREAM_ID)
         if token & BARRIER_TOKEN:
-            barrier = self._barrier
-            if barrier is not None and barrier[0] == token:
-                self._barrier = None
-                self._confirmed(barrier)
-                if self._barrier_wanted:
-                    self._want_barrier()
+            if self._log.answered(token, self._output) and self._log.wanted:
+                self._want_barrier()
             return
         events.append(PongReceived(token))
 
@@ -971,19 +755,19 @@ class Session:
 
     def _grant_session(self) -> None:
         """Server: answer a client that offered to keep a session."""
-        if not self._logging:
+        if not self._log.keeping:
             self._queue_command(0, Verb.SESSION, "-")  # we keep none (--resume-timeout 0)
             return
         self.session_id = self.config.random_bytes(auth.SESSION_ID_HEX // 2).hex()
-        if self._auth_key:
-            self._resume_key = self._auth_key
+        if self._handshake.key:
+            self._resume_key = self._handshake.key
             self._queue_command(0, Verb.SESSION, self.session_id, "-")
         else:  # no secret to derive a key from: the key crosses the wire (TLS hides it)
             self._resume_key = self.config.random_bytes(auth.KEY_HEX // 2)
             self._queue_command(0, Verb.SESSION, self.session_id, self._resume_key.hex())
 
     def _on_session(self, _id: int, command: Command, events: list[Event]) -> None:
-        if not self._logging or self.session_id is not None:
+        if not self._log.keeping or self.session_id is not None:
             raise ProtocolError("SESSION was not asked for")
         args = command.args
         if args == ["-"]:
@@ -992,9 +776,9 @@ class Session:
         if len(args) != 2 or not auth.is_session_id(args[0]):
             raise ProtocolError("SESSION takes a session id and a key")
         if args[1] == "-":
-            if not self._auth_key:
+            if not self._handshake.key:
                 raise ProtocolError("SESSION without a key, and no AUTH to derive one from")
-            key = self._auth_key
+            key = self._handshake.key
         elif auth.is_key(args[1]):
             key = bytes.fromhex(args[1])
         else:
@@ -1003,7 +787,7 @@ class Session:
         self._resume_key = key
 
     def _on_resume_nonce(self, _id: int, command: Command, events: list[Event]) -> None:
-        if not self._detached or self._resume_nonce:
+        if not self._output_detached or self._resume_nonce:
             raise ProtocolError("RESUME NONCE when no resume was asked for")
         server_nonce = command.args[0]
         if not auth.is_nonce(server_nonce):
@@ -1011,18 +795,20 @@ class Session:
         assert self.session_id is not None
         self._resume_nonce = auth.new_nonce(self.config.random_bytes)
         proof = auth.resume_proof(self._resume_key, self.session_id, self.client_name or "",
-                                  self._client_id, self._resume_nonce, server_nonce)  # fmt: skip
+                                  self._handshake.client_id, self._resume_nonce,
+                                  server_nonce)  # fmt: skip
         self._queue_command(0, Verb.RESUME_PROOF, self._resume_nonce, proof)
 
     def _on_resume_proof(self, _id: int, command: Command, events: list[Event]) -> None:
-        offered = self._resume_offer
+        offered = self._offer.session_id
         if not offered or not self._resume_nonce:
             raise ProtocolError("RESUME PROOF before the server's nonce")
         client_nonce, given = command.args
         if not auth.is_nonce(client_nonce) or not auth.is_proof(given):
             raise ProtocolError("RESUME PROOF takes a 64-hex-digit nonce and proof")
         expected = auth.resume_proof(self._resume_key, offered, self.client_name or "",
-                                     self._client_id, client_nonce, self._resume_nonce)  # fmt: skip
+                                     self._handshake.client_id, client_nonce,
+                                     self._resume_nonce)  # fmt: skip
         self._resume_nonce = ""  # one try per nonce
         if not auth.proof_matches(expected, given):
             events.append(self._finish(f"{RESUME_REFUSED}: bad proof", code=ErrorCode.AUTH_FAILED))
@@ -1030,93 +816,47 @@ class Session:
         events.append(ResumeProved(offered))
 
     def _on_resume_ok(self, _id: int, command: Command, events: list[Event]) -> None:
-        if not self._detached or not self._resume_nonce:
+        if not self._output_detached or not self._resume_nonce:
             raise ProtocolError("RESUME OK when no proof was sent")
         self._send_table()
 
     def _on_received(self, stream_id: int, command: Command, events: list[Event]) -> None:
-        if not self._detached or (self.role is Role.CLIENT and not self._resume_nonce):
+        if not self._output_detached or (self.role is Role.CLIENT and not self._resume_nonce):
             raise ProtocolError("RECEIVED outside a resume exchange")
         total = parse_decimal(command.args[0], "RECEIVED count", 0, MAX_TOTAL)
         fin = parse_decimal(command.args[1], "RECEIVED FIN flag", 0, 1)
-        if stream_id in self._peer_table:
-            raise ProtocolError(f"RECEIVED twice for stream {stream_id}")
-        if stream_id in self._streams or stream_id in self._tombstones:
-            self._peer_table[stream_id] = (total, bool(fin))
-        # else a stream we closed: nothing of it goes again (and the table stays
-        # bounded by our own streams, whatever the peer's limits)
+        kept = stream_id in self._streams or stream_id in self._log.tombstones
+        self._peer_table.add(stream_id, total, bool(fin), kept=kept)
 
     def _on_resume_end(self, _id: int, command: Command, events: list[Event]) -> None:
         """The peer's table is complete: send again what it lacks, then carry on."""
-        if not self._detached:
+        if not self._output_detached:
             raise ProtocolError("RESUME END outside a resume exchange")
         if self.role is Role.CLIENT and not self._resume_nonce:
             raise ProtocolError("RESUME END before RESUME OK")
         controls = parse_decimal(command.args[0], "RESUME END count", 0, MAX_TOTAL)
         highest = parse_decimal(command.args[1], "RESUME END stream id", 0, MAX_STREAM_ID)
-        log_end = self._log_base + len(self._log)
-        if not self._log_base <= controls <= log_end:
-            raise ProtocolError(f"cannot resume: the peer has {controls} of our commands, and "
-                                f"this side keeps numbers {self._log_base}..{log_end}")  # fmt: skip
+        log = self._log
+        commands = log.since(controls)
+        rows = self._peer_table.rows
         replayed = 0
-        for stream in (*self._streams.values(), *self._tombstones.values()):
-            replayed += self._replay_stream(stream, highest)
-        before = len(self._side_out)
-        for frame in islice(self._log, controls - self._log_base, None):
-            self._side_out += frame
-        self._side_own += len(self._side_out) - before
+        for stream in (*self._streams.values(), *log.tombstones.values()):
+            row = rows.get(stream.id)
+            if row is None and stream.id % 2 == self._local_parity and stream.id > highest:
+                row = UNSEEN  # its SYN never arrived: it is replayed, then every byte
+            replayed += replay_stream(stream, row, self._output, log)
+        before = len(self._exchange_out)
+        for frame in commands:
+            self._exchange_out += frame
+        self._exchange_own += len(self._exchange_out) - before
         self._peer_table.clear()
-        self._opened_detached = 0
+        self._opened_while_detached = 0
         self._resume_nonce = ""
-        self.state = ChannelState.OPEN  # output stays detached until _side_out is sent
-        self._barrier_wanted = self._logging
-        if not self._side_out:
+        self.state = ChannelState.OPEN  # output stays detached until _exchange_out is sent
+        log.wanted = log.keeping
+        if not self._exchange_out:
             self._attach_output()
         events.append(SessionResumed(len(self._streams), replayed))
-
-    def _replay_stream(self, stream: _Stream, highest: int) -> int:
-        """Reconcile one stream with the peer's row; returns the bytes sent again."""
-        row = self._peer_table.get(stream.id)
-        tombstone = stream.state is _S.CLOSED
-        output = self._output
-        if row is None:
-            if stream.id % 2 == self._local_parity and stream.id > highest:
-                row = (0, False)  # its SYN never arrived: it is replayed, then every byte
-            else:
-                # The peer closed it: it had everything (a tombstone), or it reset or
-                # refused the stream and its replay says so.  Nothing to send again.
-                if tombstone:
-                    del self._tombstones[stream.id]
-                    output.close(stream.slot)
-                    stream.slot = -1
-                elif stream.slot >= 0:
-                    kept = output.retained(stream.slot)
-                    output.acknowledge(stream.slot, kept)
-                    stream.released += kept
-                return 0
-        received, fin = row
-        if stream.slot < 0:
-            if received:
-                raise ProtocolError(f"cannot resume: the peer has {received} bytes of stream "
-                                    f"{stream.id}, which sent none")  # fmt: skip
-            return 0
-        sent = stream.written - output.buffered(stream.slot)
-        if not stream.released <= received <= sent:
-            raise ProtocolError(f"cannot resume stream {stream.id}: the peer has {received} "
-                                f"bytes, this side sent {sent} and kept those after "
-                                f"{stream.released}")  # fmt: skip
-        output.acknowledge(stream.slot, received - stream.released)
-        stream.released = received
-        output.rewind(stream.slot, sent - received)
-        fin_sent = stream.state is _S.HALF_CLOSED_LOCAL or tombstone
-        if fin_sent and not fin and not stream.fin_pending:
-            output.finish(stream.slot)
-            self._fins_again.add(stream.id)
-        if tombstone and fin and sent == received:
-            del self._tombstones[stream.id]
-            output.close(stream.slot)
-            stream.slot = -1
-        return sent - received
 
     def ping(self, token: int) -> None:
         """Queue ``PING token`` (ahead of any data still waiting in the stream rings)."""
@@ -1126,7 +866,7 @@ class Session:
     def _on_error(self, _id: int, command: Command, events: list[Event]) -> None:
         reason = command.reason
         code = code_of(reason)
-        if (self.role is Role.CLIENT and self._detached and self.resumable
+        if (self.role is Role.CLIENT and self._output_detached and self.resumable
                 and code in _RETRY_RESUME_AFTER):  # fmt: skip
             # The server turned this connection away (busy, full, timed out): the
             # session it holds, and ours, wait for the next attempt.
@@ -1138,55 +878,38 @@ class Session:
         events.append(ChannelFailed(reason, by_peer=True, code=code))
 
     def _on_mapping_request(self, mapping: int, command: Command, events: list[Event]) -> None:
-        kind = _REQUEST_KIND[command.verb]
-        if mapping in self._mappings:
-            raise ProtocolError(f"mapping {mapping} declared twice")
+        kind = REQUEST_KIND[command.verb]
         host, port = "", 0
         if kind is not DYNAMIC:
-            host, port = parse_host_port(command.args[0], allow_port_zero=kind == BIND)
-        if len(self._mappings) >= self._max_mappings:
-            self.mapping_limit_refusals += 1
-            limit = Failure(FailureClass.LIMIT, f"too many mappings (limit {self._max_mappings})")
-            self._queue_command(mapping, _REFUSAL[kind], limit.wire)
+            host, port = parse_host_port(command.args[0], allow_port_zero=kind is BIND)
+        if not self._mappings.requested(mapping, kind):
+            limit = f"too many mappings (limit {self._mappings.limit})"
+            self._queue_command(mapping, REFUSAL[kind], Failure(FailureClass.LIMIT, limit).wire)
             return
-        self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
         events.append(MappingRequested(mapping, kind, host, port))
 
     def _on_mapping_reply(self, mapping: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
-        kind = _REPLY_KIND[verb]
-        entry = self._mappings.get(mapping)
-        if entry is not None and entry.kind is kind and entry.status is MappingStatus.CANCELLED:
+        kind = self._mappings.replied(mapping, verb)
+        if kind is None:
             return  # answered after we cancelled it: UNMAP OK is on its way
-        if entry is None or entry.kind is not kind or entry.status is not MappingStatus.PENDING:
-            raise ProtocolError(
-                f"{verb.value} for mapping {mapping}, which has no {kind.name} pending"
-            )
-        if verb is Verb.CONNECT_OK or verb is Verb.DYNAMIC_OK:
-            entry.status = MappingStatus.ACCEPTED
-            events.append(MappingAccepted(mapping, kind))
+        if verb is REFUSAL[kind]:
+            events.append(MappingRefused(mapping, kind, command.reason))
         elif verb is Verb.BIND_OK:
             host, port = parse_host_port(command.args[0], allow_port_zero=False)
-            entry.status = MappingStatus.ACCEPTED
             events.append(MappingAccepted(mapping, kind, host, port))
         else:
-            entry.status = MappingStatus.REFUSED
-            if kind is BIND:  # no SYN can name it: forget it, as the server does
-                del self._mappings[mapping]
-            events.append(MappingRefused(mapping, kind, command.reason))
+            events.append(MappingAccepted(mapping, kind))
 
     def _on_unmap(self, mapping: int, command: Command, events: list[Event]) -> None:
         # A BIND we refused is already forgotten; UNMAP may cross that refusal.
-        entry = self._mappings.pop(mapping, None)
+        kind = self._mappings.forget(mapping)
         self._queue_command(mapping, Verb.UNMAP_OK)
-        if entry is not None:
-            events.append(MappingCancelled(mapping, entry.kind))
+        if kind is not None:
+            events.append(MappingCancelled(mapping, kind))
 
     def _on_unmap_ok(self, mapping: int, command: Command, events: list[Event]) -> None:
-        entry = self._mappings.get(mapping)
-        if entry is None or entry.status is not MappingStatus.CANCELLED:
-            raise ProtocolError(f"UNMAP OK for mapping {mapping}, which was not cancelled")
-        del self._mappings[mapping]  # no SYN for it can follow: the server sent this last
+        self._mappings.unmapped(mapping)  # no SYN for it can follow: the server sent this last
 
     def _on_syn(self, stream_id: int, command: Command, events: list[Event]) -> None:
         if stream_id % 2 == self._local_parity:
@@ -1195,29 +918,17 @@ class Session:
             raise ProtocolError(f"SYN reuses stream id {stream_id}")
         self._highest_peer_id = stream_id
         mapping = parse_decimal(command.args[0], "mapping", 1, MAX_STREAM_ID)
-        entry = self._mappings.get(mapping)
-        expected = _OPENED_BY_CLIENT if self.role is Role.SERVER else (BIND,)
-        if entry is None or entry.kind not in expected:
-            declared = " or ".join(kind.name for kind in expected)
-            raise ProtocolError(
-                f"SYN names mapping {mapping}, which was never declared with {declared}"
-            )
+        kind, verdict = self._mappings.peer_stream(mapping)
         target = None
-        if entry.kind is DYNAMIC:
+        if kind is DYNAMIC:
             if len(command.args) != 2:
                 raise ProtocolError(f"SYN on dynamic mapping {mapping} names no target")
             target = parse_host_port(command.args[1], allow_port_zero=False)
         elif len(command.args) != 1:
-            raise ProtocolError(f"SYN names a target on {entry.kind.name} mapping {mapping}")
-        if entry.status is MappingStatus.CANCELLED:  # sent before our UNMAP arrived
-            removed = Failure(FailureClass.FAILED, f"mapping {mapping} was removed")
-            self._queue_command(stream_id, Verb.SYN_ERROR, removed.wire)
-            return
-        if self.role is Role.CLIENT and entry.status is not MappingStatus.ACCEPTED:
-            raise ProtocolError(f"SYN for mapping {mapping} before BIND OK")
-        if entry.status is MappingStatus.REFUSED:
-            refused = Failure(FailureClass.FAILED, f"mapping {mapping} was refused")
-            self._queue_command(stream_id, Verb.SYN_ERROR, refused.wire)
+            raise ProtocolError(f"SYN names a target on {kind.name} mapping {mapping}")
+        if verdict is not StreamVerdict.OPEN:
+            refusal = Failure(FailureClass.FAILED, f"mapping {mapping} was {verdict.value}")
+            self._queue_command(stream_id, Verb.SYN_ERROR, refusal.wire)
             return
         if len(self._streams) >= self._max_streams:
             self.stream_limit_refusals += 1
@@ -1231,7 +942,7 @@ class Session:
             self._queue_command(stream_id, Verb.SYN_ERROR, limit.wire)
             return
         assert self.peer_window is not None
-        stream = _Stream(stream_id, _S.SYN_RECEIVED, mapping, self.peer_window, self.window)
+        stream = Stream(stream_id, _S.SYN_RECEIVED, mapping, self.peer_window, self.window)
         stream.pending = True
         self._pending += 1
         self._streams[stream_id] = stream
@@ -1246,7 +957,7 @@ class Session:
             count = parse_decimal(command.args[0], "ACK count", 1, MAX_STREAM_ID)
             stream.state = next_state(stream.state, _I.RECV_ACK)
             stream.send.acknowledge(count)
-            if self._logging:  # the peer wrote them, so it has them: free the retained copy
+            if self._log.keeping:  # the peer wrote them, so it has them: free the retained copy
                 stream.acked += count
                 newly = stream.acked - stream.released
                 if newly > 0:
@@ -1276,7 +987,7 @@ class Session:
             self._reset_in_read.add(stream_id)
             events.append(StreamReset(stream_id, command.reason))
 
-    def _tracked(self, stream_id: int, what: str) -> _Stream | None:
+    def _tracked(self, stream_id: int, what: str) -> Stream | None:
         """The stream a command names, or None for one already closed (ignored;
         a stream never opened is a violation)."""
         stream = self._streams.get(stream_id)
@@ -1310,13 +1021,13 @@ class Session:
             self._output.set_limit(stream.slot, window)
         events.append(CreditGranted(stream_id))
 
-    def _settle(self, stream: _Stream) -> None:
+    def _settle(self, stream: Stream) -> None:
         """A peer-opened stream got its answer (or died): it no longer counts as pending."""
         if stream.pending:
             stream.pending = False
             self._pending -= 1
 
-    def _remove(self, stream: _Stream, *, clean: bool = False) -> None:
+    def _remove(self, stream: Stream, *, clean: bool = False) -> None:
         """Forget a closed stream.  After a clean close (both FINs) with resume on,
         its ring stays as a tombstone until a barrier confirms the peer got its
         last bytes and FIN: a cut could still lose them."""
@@ -1326,8 +1037,8 @@ class Session:
         del self._streams[stream.id]
         self._fins_by_id.pop(stream.id, None)
         if stream.slot >= 0:
-            if clean and self._logging:
-                self._tombstones[stream.id] = stream
+            if clean and self._log.keeping:
+                self._log.bury(stream)
                 self._want_barrier()
                 return
             self._output.close(stream.slot)
@@ -1337,108 +1048,82 @@ class Session:
 
     def request_connect(self, mapping: int, host: str, port: int) -> None:
         """Client: declare an ``-L`` mapping whose streams the server connects to host:port."""
-        self._request_mapping(mapping, CONNECT, Verb.CONNECT, host, port)
+        self._request_mapping(mapping, CONNECT, host, port)
 
     def request_bind(self, mapping: int, host: str, port: int) -> None:
         """Client: ask the server to listen on host:port for an ``-R`` mapping."""
-        self._request_mapping(mapping, BIND, Verb.BIND, host, port)
+        self._request_mapping(mapping, BIND, host, port)
 
     def request_dynamic(self, mapping: int) -> None:
         """Client: declare a ``-D`` mapping, whose streams each name their target in SYN."""
-        self._request_mapping(mapping, DYNAMIC, Verb.DYNAMIC)
+        self._request_mapping(mapping, DYNAMIC)
 
-    def _request_mapping(
-        self, mapping: int, kind: MappingKind, verb: Verb, host: str = "", port: int = 0
-    ) -> None:
-        if self.role is not Role.CLIENT:
-            raise LocalProtocolError(f"only clients send {verb.value}")
-        if not 1 <= mapping <= MAX_STREAM_ID or mapping in self._mappings:
-            raise LocalProtocolError(f"mapping number {mapping} is invalid or in use")
-        self._mappings[mapping] = _Mapping(kind, MappingStatus.PENDING)
+    def _request_mapping(self, mapping: int, kind: MappingKind, host: str = "",
+                         port: int = 0) -> None:  # fmt: skip
+        self._mappings.declare(mapping, kind)
         args = () if kind is DYNAMIC else (format_host_port(host, port),)
-        self._queue_mapping_command(mapping, verb, *args)
+        self._queue_mapping_command(mapping, REQUEST_VERB[kind], *args)
 
     def cancel_mapping(self, mapping: int) -> None:
         """Client: UNMAP, the forward is removed.  Its streams carry on; a SYN that
         crosses the UNMAP is refused; the server's UNMAP OK ends the mapping."""
-        if self.role is not Role.CLIENT:
-            raise LocalProtocolError("only clients send UNMAP")
-        entry = self._mappings.get(mapping)
-        if entry is None or entry.status is MappingStatus.CANCELLED:
-            return  # never declared, a refused BIND (forgotten), or cancelled already
-        entry.status = MappingStatus.CANCELLED
-        if self.state is not ChannelState.FAILED:
+        if self._mappings.cancel(mapping) and self.state is not ChannelState.FAILED:
             self._queue_mapping_command(mapping, Verb.UNMAP)
 
     def _queue_mapping_command(self, mapping: int, verb: Verb, *args: str) -> None:
         if (
-            self._credentials is not None
+            self._handshake.credentials is not None
             and self.state is not ChannelState.OPEN
-            and (not self._detached)
+            and not self._output_detached
         ):
             # Nothing about our mappings goes to a server before it proved itself.
-            self._held.append(encode_frame(mapping, KIND_COMMAND, format_command(verb, *args)))
+            frame = encode_frame(mapping, KIND_COMMAND, format_command(verb, *args))
+            self._mappings_before_auth.append(frame)
             return
         self._queue_command(mapping, verb, *args)
 
     def accept_connect(self, mapping: int) -> None:
-        self._reply_mapping(mapping, CONNECT, Verb.CONNECT_OK)
+        self._reply_mapping(mapping, CONNECT, accepted=True)
 
     def refuse_connect(self, mapping: int, reason: str) -> None:
-        self._reply_mapping(mapping, CONNECT, Verb.CONNECT_ERROR, reason)
+        self._reply_mapping(mapping, CONNECT, reason, accepted=False)
 
     def accept_bind(self, mapping: int, host: str, port: int) -> None:
         """Server: BIND OK, telling the client the address actually bound."""
-        self._reply_mapping(mapping, BIND, Verb.BIND_OK, format_host_port(host, port))
+        self._reply_mapping(mapping, BIND, format_host_port(host, port), accepted=True)
 
     def refuse_bind(self, mapping: int, reason: str) -> None:
-        self._reply_mapping(mapping, BIND, Verb.BIND_ERROR, reason)
+        self._reply_mapping(mapping, BIND, reason, accepted=False)
 
     def accept_dynamic(self, mapping: int) -> None:
-        self._reply_mapping(mapping, DYNAMIC, Verb.DYNAMIC_OK)
+        self._reply_mapping(mapping, DYNAMIC, accepted=True)
 
     def refuse_dynamic(self, mapping: int, reason: str) -> None:
-        self._reply_mapping(mapping, DYNAMIC, Verb.DYNAMIC_ERROR, reason)
+        self._reply_mapping(mapping, DYNAMIC, reason, accepted=False)
 
-    def _reply_mapping(self, mapping: int, kind: MappingKind, verb: Verb, *args: str) -> None:
-        entry = self._mappings.get(mapping)
-        if self.role is not Role.SERVER or entry is None or entry.kind is not kind:
-            raise LocalProtocolError(f"no {kind.name} request {mapping} to answer")
-        if entry.status is not MappingStatus.PENDING:
-            raise LocalProtocolError(f"{kind.name} request {mapping} already answered")
-        refused = verb is _REFUSAL[kind]
-        entry.status = MappingStatus.REFUSED if refused else MappingStatus.ACCEPTED
-        if refused and kind is BIND:
-            del self._mappings[mapping]  # forgotten: a client may retry it under a new number
-        self._queue_command(mapping, verb, *args)
+    def _reply_mapping(self, mapping: int, kind: MappingKind, *args: str,
+                       accepted: bool) -> None:  # fmt: skip
+        self._mappings.answer(mapping, kind, accepted=accepted)
+        self._queue_command(mapping, ACCEPTANCE[kind] if accepted else REFUSAL[kind], *args)
 
     # ------------------------------------------------------- local: streams
 
     def open_stream(self, mapping: int, target: tuple[str, int] | None = None) -> int:
         """Send SYN for a new stream of ``mapping``; return its id.  A dynamic
         mapping's stream names its ``target``; the others must not."""
-        entry = self._mappings.get(mapping)
-        expected = _OPENED_BY_CLIENT if self.role is Role.CLIENT else (BIND,)
-        if (entry is None or entry.kind not in expected
-                or entry.status in (MappingStatus.REFUSED, MappingStatus.CANCELLED)):  # fmt: skip
-            raise LocalProtocolError(f"mapping {mapping} cannot carry streams from this side")
-        if (target is not None) != (entry.kind is DYNAMIC):
-            raise LocalProtocolError(f"a {entry.kind.name} stream must name a target exactly "
-                                     "when its mapping is DYNAMIC")  # fmt: skip
+        self._mappings.own_stream(mapping, names_target=target is not None)
         if target is not None:
             try:  # what the peer would fail the channel for
                 parse_host_port(format_host_port(*target), allow_port_zero=False)
             except ProtocolError as exc:
                 raise LocalProtocolError(f"target {target!r}: {exc}") from None
-        if self.role is Role.SERVER and entry.status is not MappingStatus.ACCEPTED:
-            raise LocalProtocolError(f"mapping {mapping} is not bound yet")
         if not self.can_open_stream():
             raise LocalProtocolError("cannot open another stream on this channel")
         stream_id = self._next_id
         self._next_id += 2
-        if self._detached:
-            self._opened_detached += 1
-        self._streams[stream_id] = _Stream(
+        if self._output_detached:
+            self._opened_while_detached += 1
+        self._streams[stream_id] = Stream(
             stream_id, _S.SYN_SENT, mapping, self.peer_window or 0, self.window
         )
         if target is None:
@@ -1447,13 +1132,13 @@ class Session:
             self._queue_command(stream_id, Verb.SYN, mapping, format_host_port(*target))
         return stream_id
 
-    def _stream(self, stream_id: int) -> _Stream:
+    def _stream(self, stream_id: int) -> Stream:
         stream = self._streams.get(stream_id)
         if stream is None:
             raise LocalProtocolError(f"stream {stream_id} is not open")
         return stream
 
-    def _answerable(self, stream_id: int) -> _Stream | None:
+    def _answerable(self, stream_id: int) -> Stream | None:
         """The stream a peer's SYN opened, or None if it is gone since: the peer reset
         it, or the channel failed, later in the same read as the SYN (the driver
         handles a read's events after the session has taken in all of it).  Any
@@ -1499,7 +1184,7 @@ class Session:
     def send_space(self, stream_id: int) -> int:
         """How many bytes may be read from the local socket for this stream now."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.fin_pending or stream.state not in _SENDING_STATES:
+        if stream is None or stream.fin_pending or stream.state not in SENDING_STATES:
             return 0
         return stream.send.size - stream.send.unacked
 
@@ -1520,7 +1205,7 @@ class Session:
         stream = self._stream(stream_id)
         if stream.fin_pending:
             raise LocalProtocolError("data after end_stream")
-        if stream.state not in _SENDING_STATES:  # data keeps a valid state
+        if stream.state not in SENDING_STATES:  # data keeps a valid state
             next_state(stream.state, _I.SEND_DATA)  # raises
         send = stream.send
         send.consume(count)
@@ -1556,10 +1241,10 @@ class Session:
         stream = self._stream(stream_id)
         if stream.fin_pending:
             return
-        if stream.state not in _SENDING_STATES:
+        if stream.state not in SENDING_STATES:
             next_state(stream.state, _I.SEND_FIN)  # raises with a clear message
         if stream.slot < 0:
-            if not self._logging:
+            if not self._log.keeping:
                 self._send_fin(stream)  # nothing was ever buffered: FIN can go at once
                 return
             # Resume on: a FIN leaves from the ring, whose tombstone can send it again.
@@ -1568,7 +1253,7 @@ class Session:
         self._fins_by_id[stream_id] = stream
         self._output.finish(stream.slot)
 
-    def _send_fin(self, stream: _Stream) -> None:
+    def _send_fin(self, stream: Stream) -> None:
         stream.state = next_state(stream.state, _I.SEND_FIN)
         self._queue_command(stream.id, Verb.FIN)
         if stream.state is _S.CLOSED:
@@ -1578,14 +1263,8 @@ class Session:
         """The queue wrote this stream's FIN right after its last data byte."""
         stream = self._fins_by_id.pop(stream_id, None)
         if stream is None:  # a FIN sent again after a resume: the state already has it
-            self._fins_again.discard(stream_id)
-            tombstone = self._tombstones.get(stream_id)
-            if tombstone is not None and self._logging:
+            if self._log.fin_resent(stream_id, self._output):
                 self._want_barrier()
-            elif tombstone is not None:  # resume was given up meanwhile: nothing keeps it
-                del self._tombstones[stream_id]
-                self._output.close(tombstone.slot)
-                tombstone.slot = -1
             return
         stream.fin_pending = False
         stream.state = next_state(stream.state, _I.SEND_FIN)
@@ -1600,7 +1279,7 @@ class Session:
         once the first has grown the window.  Returns the new window, or 0 when
         it stays as it is."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state not in _RECEIVING_STATES:
+        if stream is None or stream.state not in RECEIVING_STATES:
             return 0
         if stream.recv.size != blocked_at:
             return 0
@@ -1640,69 +1319,66 @@ class Session:
         if self.state is ChannelState.FAILED:
             return  # after ERROR the peer must get nothing more (late replies are dropped)
         frame = encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
-        if self._logging and VERBS[verb].logged:
+        keeping = self._log.keeping
+        if keeping and VERBS[verb].logged:
             self._log_frame(frame)
-            if self._detached and self.state is not ChannelState.OPEN:
+            if self._output_detached and self.state is not ChannelState.OPEN:
                 return  # sent when the peer's table says it lacks it
-        if not self._detached:
+        if not self._output_detached:
             self._output.queue_control(frame)
-        elif self._logging or self.state is not ChannelState.SUSPENDED:
-            self._side_out += frame
-        # else: the session gave up being resumable while suspended; it ends on
+        elif keeping or self.state is not ChannelState.DISCONNECTED:
+            self._exchange_out += frame
+        # else: the session gave up being resumable while disconnected; it ends on
         # the next connection attempt, and nothing queued now may go out first
 
     def _log_frame(self, frame: bytes) -> None:
         """Keep a sent command until a barrier confirms it (a resume replays it)."""
-        self._log.append(frame)
-        self._log_bytes += len(frame)
-        if len(self._log) >= RESUME_LOG_BARRIER:
+        log = self._log
+        log.record(frame)
+        if log.due:
             self._want_barrier()
-            if self._log_bytes > MAX_RESUME_LOG:
-                self._stop_logging(f"the peer left over {MAX_RESUME_LOG} bytes of commands "
-                                   "unconfirmed")  # fmt: skip
+            overflow = log.overflow
+            if overflow:
+                self._stop_logging(overflow)
 
     def has_output(self) -> bool:
-        if self._detached:
-            return bool(self._side_out) or (
+        if self._output_detached:
+            return bool(self._exchange_out) or (
                 self.state is ChannelState.OPEN and self._output.has_output()
             )
         return self._output.has_output()
 
     def output_views(self) -> list[memoryview]:
         """The bytes to ``sendmsg`` now; report how many went with ``output_sent``."""
-        if self._detached:
-            if self._side_out:
-                return [memoryview(bytes(self._side_out))]
+        if self._output_detached:
+            if self._exchange_out:
+                return [memoryview(bytes(self._exchange_out))]
             if self.state is not ChannelState.OPEN:
                 return []
-            self._detached = False  # the resume exchange is out: data may follow
+            self._output_detached = False  # the resume exchange is out: data may follow
         output = self._output
         for stream_id in output.fill():
             self._fin_appended(stream_id)
-        sends = self._sends_since_barrier = self._sends_since_barrier + 1
-        if (
-            (self._barrier_wanted or sends >= BARRIER_EVERY)
-            and self._barrier is None
-            and (self._logging)
-        ):
+        log = self._log
+        if log.count_send() and log.barrier is None and log.keeping:
             self._send_barrier()
         pending = output.pending()
         return [pending] if len(pending) else []
 
     def output_sent(self, count: int) -> None:
         """Account ``count`` bytes of the last ``output_views`` as sent."""
-        if self._detached:
-            del self._side_out[:count]
-            if not self._side_out and self.state is ChannelState.OPEN:
+        if self._output_detached:
+            del self._exchange_out[:count]
+            if not self._exchange_out and self.state is ChannelState.OPEN:
                 self._attach_output()
             return
         self._output.sent(count)
 
     def _attach_output(self) -> None:
         """The resume exchange is out: commands and data flow through the queue again."""
-        self._detached = False
-        self._side_own = 0
-        if self._barrier_wanted:
+        self._output_detached = False
+        self._exchange_own = 0
+        if self._log.wanted:
             self._want_barrier()
 
     def data_to_send(self) -> bytes:

@@ -70,14 +70,21 @@ class ChannelState(enum.Enum):
     """Where the channel as a whole is: every frame but HELLO and ERROR waits for
     the peer's HELLO, mappings and streams wait for authentication where it is
     on, a resume exchange has its own commands, and nothing moves once the
-    channel has failed (or while it has no connection)."""
+    channel has failed, or while a resumable one has no connection."""
 
     AWAITING_HELLO = "awaiting HELLO"
     AUTHENTICATING = "authenticating"
     RESUMING = "resuming"
     OPEN = "open"
-    SUSPENDED = "suspended"
+    DISCONNECTED = "disconnected"  # a resumable session between a cut and a new connection
     FAILED = "failed"
+
+
+class Role(enum.Enum):
+    """Which end of the channel a session is; decides id parity and verbs."""
+
+    CLIENT = "client"
+    SERVER = "server"
 
 
 class Sender(enum.Enum):
