@@ -60,6 +60,17 @@ class BusyReplies:
                                  server_side=True))  # fmt: skip
         return True
 
+    def finish_tls(self, transport: TlsTransport, block: str, frame: bytes) -> bool:
+        """Say ``frame`` inside a TLS handshake a channel had started (it was
+        evicted): False if it was closed without a word (the replies were all taken)."""
+        if len(self._running) >= MAX_TLS_REPLIES or block in self._running:
+            transport.close()
+            return False
+        reply = _TlsReply(self, block, frame)
+        self._running[block] = reply
+        reply.take_over(transport)
+        return True
+
     def _done(self, reply: _TlsReply) -> None:
         if self._running.get(reply.block) is reply:
             del self._running[reply.block]
@@ -85,6 +96,13 @@ class _TlsReply:
         self._transport = transport
         self._timer = self._replies._reactor.call_later(TLS_REPLY_TIMEOUT, self.finish, self)
         transport.attach(self)
+        transport.set_interest(read=True, write=True)
+
+    def take_over(self, transport: TlsTransport) -> None:
+        """Like ``start``, for a transport another owner attached (its handshake runs)."""
+        self._transport = transport
+        self._timer = self._replies._reactor.call_later(TLS_REPLY_TIMEOUT, self.finish, self)
+        transport.handover(self)
         transport.set_interest(read=True, write=True)
 
     def finish(self) -> None:

@@ -311,6 +311,16 @@ class Channel:
         return self.suspended_at is not None
 
     @property
+    def transport(self) -> Transport | None:
+        return self._transport
+
+    def surrender_transport(self) -> Transport | None:
+        """Give the connection up to another owner (a busy reply finishing a TLS
+        handshake to say why); the channel then closes without it."""
+        transport, self._transport = self._transport, None
+        return transport
+
+    @property
     def peer_certificate(self) -> bytes | None:
         """The peer's TLS certificate, where the transport asked for one."""
         return getattr(self._transport, "peer_certificate", None)
@@ -511,7 +521,8 @@ class Channel:
 
     def refuse_resume(self, reason: str) -> None:
         """Server: no such session (any more): say so, and close."""
-        self.close(f"{RESUME_REFUSED}: {reason}", code=ErrorCode.RESUME_REFUSED)
+        self.close(f"{RESUME_REFUSED}: {reason}", code=ErrorCode.RESUME_REFUSED,
+                   after_replies=True)  # fmt: skip
 
     def adopt(self, connection: Channel) -> None:
         """Server: carry on over ``connection``, which proved it holds our session.
@@ -533,14 +544,21 @@ class Channel:
         self._liveness = self._new_liveness()
         self._liveness.start()
         transport.handover(self)
+        self._trust_transport()
         self._update_interest()
         self.schedule_flush()
+
+    def _trust_transport(self) -> None:
+        """The peer proved itself: the transport may lift a stranger's bounds."""
+        if self._transport is not None and self._session.peer_trusted:
+            self._transport.trust()
 
     def _resumed(self, event: SessionResumed) -> None:
         if self._resume_deadline is not None:
             self._resume_deadline.cancel()
             self._resume_deadline = None
         self.suspended_at = None
+        self._trust_transport()
         self.meter.resumes += 1
         self._liveness.handshake_done()
         self.owner.on_channel_resumed(self, event)
@@ -610,6 +628,7 @@ class Channel:
                     stream.abort_local()
             case HelloReceived():
                 self.meter.channels_opened += 1
+                self._trust_transport()
                 self._liveness.handshake_done()
                 self.owner.on_hello(self, event)
             case SessionResumed():
@@ -917,12 +936,14 @@ class Channel:
         code: ErrorCode | None,
         error: bool = True,
         tell_peer: bool = True,
+        after_replies: bool = False,
     ) -> None:
         """End the channel: every stream is reset locally, the transport closed.
 
         ``error`` is false for orderly ends (EOF between frames, shutdown), so
         owners can log those quietly; ``tell_peer`` false skips the ERROR frame
         (the peer said BYE: what is queued is sent, then the socket closes);
+        ``after_replies``: the handshake replies queued go before the ERROR;
         ``code`` says what ended it, for the owner to decide by.
         """
         if self.closed:
@@ -950,7 +971,8 @@ class Channel:
                     self._send_output()  # what was queued (ACKs) before we go quiet
                 except OSError:
                     pass
-            self._session.fail(reason, code or ErrorCode.INTERNAL, tell_peer=tell_peer)
+            self._session.fail(reason, code or ErrorCode.INTERNAL, tell_peer=tell_peer,
+                               after_replies=after_replies)  # fmt: skip
             self._send_output()  # last words: the peer reads why (our ERROR frame)
         except OSError:
             pass  # the connection is gone: nobody to tell

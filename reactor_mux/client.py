@@ -750,7 +750,9 @@ class Client:
                     f"{lost}, though a reactor-mux server says HELLO at "
                     "once: is it stopped, or not a reactor-mux server?"
                 )
-            case ErrorCode.PEER_CLOSED | ErrorCode.TLS if not channel.heard_hello:
+            case ErrorCode.PEER_CLOSED | ErrorCode.TLS if (
+                not channel.heard_hello and not channel.closed_by_peer
+            ):
                 self._schedule_reconnect(
                     f"server {self.server_label} closed the connection before its HELLO "
                     f"({reason}): it may be turning this address away for a while (see its "

@@ -345,7 +345,8 @@ class Server:
             log.warning("%s: refused: %s", channel.name, reason,
                         extra=log_event("channel_refused", channel=channel.name,
                                         reason=reason))  # fmt: skip
-            channel.close(reason, code=ErrorCode.FULL)
+            # AUTH OK first: an older client reads "full" as a refusal, not a failed AUTH.
+            channel.close(reason, code=ErrorCode.FULL, after_replies=True)
             return
         if channel.session_id is not None:
             self._sessions[channel.session_id] = channel

@@ -34,6 +34,7 @@ from reactor_mux.penalties import Offence
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.session import error_frame
 from reactor_mux.reactor import Reactor
+from reactor_mux.tls import TlsTransport
 from reactor_mux.turnedaway import TurnedAwayLog
 
 log = logging.getLogger("reactor_mux")
@@ -67,6 +68,8 @@ LABELS = {
     ErrorCode.SHUTDOWN: "server shutting down",
 }
 """How the turned-away summaries name each way a startup ended."""
+EVICTED_REASON = ("dropped before authenticating to make room for another source "
+                  "(too many unauthenticated connections)")  # fmt: skip
 CLOSED_BY_PEER = "the peer ended it with ERROR"
 OTHER_END = "ended before authenticating"
 EVICTED = "dropped to make room for another source"
@@ -134,13 +137,18 @@ class StartupGate:
 
     def _evict(self, startup: Startup) -> None:
         """Close a startup to make room for a connection from a source with none: it is
-        told ``busy`` (its client retries soon) and charged as leaving unauthenticated."""
+        told ``busy`` (its client retries soon) and charged as leaving unauthenticated.
+        One still in its TLS handshake cannot be told by its channel: the busy replies
+        finish the handshake and tell it (within their bounds)."""
         self._meter.startups_evicted += 1
         owner = startup.owner
         if isinstance(owner, Channel):
-            owner.close("dropped before authenticating to make room for another source "
-                        "(too many unauthenticated connections)", code=ErrorCode.BUSY,
-                        error=False)  # fmt: skip
+            transport = owner.transport
+            if isinstance(transport, TlsTransport) and not transport.established:
+                owner.surrender_transport()
+                self._busy.finish_tls(transport, startup.block,
+                                      error_frame(ErrorCode.BUSY, EVICTED_REASON))  # fmt: skip
+            owner.close(EVICTED_REASON, code=ErrorCode.BUSY, error=False)
 
     def authenticated(self, startup: Startup) -> None:
         """The connection proved itself (or said HELLO, without authentication)."""

@@ -56,6 +56,10 @@ TLS_SEND_BACKLOG = 256 * 1024
 """Encrypted bytes the transport holds for a slow socket before it refuses more
 plaintext (BlockingIOError): the channel's output waits in its own bounded FIFO."""
 
+STRANGER_SEND_BACKLOG = 16 * 1024
+"""The same until the peer has proved itself (``trust``): a stranger that never
+reads holds this much, and then the session's small reply backlog cuts it off."""
+
 _HEX = re.compile(r"[0-9a-f]{64}")
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
             "UNKNOWN_PROTOCOL")  # fmt: skip
@@ -260,6 +264,8 @@ class TlsTransport:
         self._peer_eof = False
         self._drain_scheduled = False
         self._received_any = False
+        self._trusted = False
+        self._send_backlog = STRANGER_SEND_BACKLOG
         self.closed = False
         self.peer_certificate: bytes | None = None
 
@@ -293,13 +299,23 @@ class TlsTransport:
             self._schedule_drain()
         self._update()
 
+    def trust(self) -> None:
+        self._trusted = True
+        self._send_backlog = TLS_SEND_BACKLOG
+
+    @property
+    def established(self) -> bool:
+        """The TLS handshake is done: the channel's bytes may flow."""
+        return self._phase is TlsPhase.OPEN
+
     def send(self, views: Sequence[memoryview]) -> int:
         tls = self._tls
         if self._phase is not TlsPhase.OPEN or tls is None:
             raise BlockingIOError("TLS handshake in progress")
-        if len(self._cipher_out) >= TLS_SEND_BACKLOG:
+        backlog = self._send_backlog
+        if len(self._cipher_out) >= backlog:
             self._flush_cipher()
-            if len(self._cipher_out) >= TLS_SEND_BACKLOG:
+            if len(self._cipher_out) >= backlog:
                 raise BlockingIOError("TLS transport is still sending")
         total = 0
         try:
@@ -395,7 +411,8 @@ class TlsTransport:
             self._incoming.write_eof()
             return True
         self._incoming.write(memoryview(self._cipher_in)[:count])
-        if count == len(self._cipher_in) < CIPHER_READ:  # a busy channel: read more at once
+        if count == len(self._cipher_in) < CIPHER_READ and self._trusted:
+            # a busy channel whose peer proved itself: read more at once
             self._cipher_in = bytearray(2 * count)
         return True
 

@@ -93,6 +93,10 @@ class Transport(Protocol):
         """Whether the channel wants to read now, and whether it has output
         waiting (not a raw selector mask: the transport adds its own needs)."""
 
+    def trust(self) -> None:
+        """The peer proved itself: lift the bounds a stranger gets (TLS: its
+        ciphertext buffers may grow to a busy channel's size)."""
+
     def send(self, views: Sequence[memoryview]) -> int:
         """Take what it can of ``views`` now and return the count; raises
         ``BlockingIOError`` when it can take nothing and ``OSError`` when the
@@ -131,6 +135,9 @@ class TcpTransport:
     def set_interest(self, read: bool, write: bool) -> None:
         if self._watch is not None:
             self._watch.want((READ if read else 0) | (WRITE if write else 0))
+
+    def trust(self) -> None:
+        pass  # the channel's own buffers are the only ones, and the session bounds them
 
     def _on_io(self, mask: int) -> None:
         protocol = self._protocol

@@ -15,10 +15,10 @@ from a fixed set: nothing a peer sends reaches a summary.
 
 At most ``max_lines`` lines go out per interval over all blocks (first lines,
 summaries and ``announce``d penalties alike); the rest are added up in one
-more line.  A block that stays quiet for a whole interval is forgotten, and
-at most ``max_blocks`` blocks are followed at once (a flood from more sources
-is counted in one sum), so the table's memory is bounded whatever the
-sources.
+more line, and the penalties held back in another.  A block that stays quiet
+for a whole interval is forgotten, and at most ``max_blocks`` blocks are
+followed at once (a flood from more sources is counted in one sum), so the
+table's memory is bounded whatever the sources.
 
 Each summary line has the event ``connections_turned_away``, the block as
 ``peer`` and the reasons as ``reason``.
@@ -83,6 +83,7 @@ class TurnedAwayLog:
         self._blocks: dict[str, _Block] = {}
         self._lines = 0  # this interval
         self._unfollowed = 0  # connections of blocks beyond max_blocks, this interval
+        self._unannounced = 0  # announcements the cap held back, this interval
         self._timer: Cancellable | None = None
 
     @property
@@ -127,9 +128,10 @@ class TurnedAwayLog:
     def announce(self, level: int, message: str, *args: object, **extra: object) -> bool:
         """A line that must not wait for a summary (a source starts serving a penalty),
         within the cap of lines per interval; False if the cap held it back."""
-        if self._lines >= self._max_lines:
-            return False
         self._arm()
+        if self._lines >= self._max_lines:
+            self._unannounced += 1  # counted in the interval's last line
+            return False
         self._lines += 1
         log.log(level, message, *args, extra=extra or None)
         return True
@@ -171,6 +173,12 @@ class TurnedAwayLog:
                         "%g s, from %s (at most %d lines per %g s)", f"{over:,}",
                         self._interval, sources, self._max_lines, self._interval,
                         extra=log_event("connections_turned_away"))  # fmt: skip
+        if self._unannounced:
+            log.warning("%s more source block(s) started serving a penalty in the last %g s "
+                        "(at most %d lines per %g s)", f"{self._unannounced:,}",
+                        self._interval, self._max_lines, self._interval,
+                        extra=log_event("source_penalised"))  # fmt: skip
+            self._unannounced = 0
         if self._blocks:
             self._arm()
 

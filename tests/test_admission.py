@@ -293,3 +293,21 @@ def test_the_turned_away_log_follows_a_bounded_number_of_sources(caplog):
                 "from 90 source block(s) and more"
             )
         )
+
+
+def test_penalties_the_cap_holds_back_are_counted_in_a_line(caplog):
+    """Found in review (issue 20): an announcement over the cap was dropped without a
+    trace, so a source's lockout could go unseen during a many-source flood."""
+    clock = FakeClock()
+    turned_away = TurnedAwayLog(clock, interval=10.0, max_lines=2)
+    with caplog.at_level(logging.INFO, logger="reactor_mux"):
+        said = [turned_away.announce(logging.WARNING, "%d is turned away", n) for n in range(5)]
+        assert said == [True, True, False, False, False]
+        clock.advance(10.0)
+        assert [r.getMessage() for r in caplog.records] == [
+            "0 is turned away", "1 is turned away",
+            "3 more source block(s) started serving a penalty in the last 10 s "
+            "(at most 2 lines per 10 s)",
+        ]  # fmt: skip
+        clock.advance(10.0)
+        assert len(caplog.records) == 3  # said once

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from reactor_mux.protocol import auth
 from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
     ChannelFailed,
     HelloReceived,
@@ -129,6 +130,24 @@ def test_shared_secret_both_sides_prove_it_and_mappings_wait_for_that():
     s.accept_connect(1)
     c_events, _ = exchange(c, s)
     assert MappingAccepted(1, MappingKind.CONNECT) in c_events
+
+
+@pytest.mark.parametrize("after_replies", [True, False])
+def test_a_refusal_after_authentication_follows_auth_ok(after_replies):
+    """Found in review (issue 20): a full server dropped its queued AUTH OK, so an
+    older client (which decides by the state it is in) read "full" as a failed AUTH.
+    Refusals made after authenticating (full, resume refused) now follow AUTH OK."""
+    c, s = client(auth.Credentials(SECRET)), server(auth.SharedSecret(SECRET))
+    s.receive_data(c.data_to_send())
+    c.receive_data(s.data_to_send())
+    s.receive_data(c.data_to_send())  # AUTH: the server queues AUTH OK
+    s.fail("too many channels (limit 1)", ErrorCode.FULL, after_replies=after_replies)
+    wire = commands(s.data_to_send())
+    assert wire[-1] == "ERROR full: too many channels (limit 1)"
+    assert any(word.startswith("AUTH OK ") for word in wire) is after_replies
+    events = [e for command in wire for e in c.receive_data(encode_frame(0, 1, command.encode()))]
+    assert isinstance(events[-1], ChannelFailed) and events[-1].code is ErrorCode.FULL
+    assert any(isinstance(e, HelloReceived) for e in events) is after_replies
 
 
 def test_named_clients_authenticate_with_their_own_secret():

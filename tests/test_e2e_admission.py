@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -39,6 +40,8 @@ from support import (
 
 from reactor_mux.procs import ReactorMuxProcess, fd_count, proc_status
 from reactor_mux.protocol.frames import encode_frame
+from reactor_mux.protocol.session import Session
+from reactor_mux.protocol.verbs import Role
 
 pytestmark = pytest.mark.codec_independent
 
@@ -341,5 +344,58 @@ def test_a_peer_that_opens_with_error_is_penalised_and_never_quoted_in_summaries
                                r"with ERROR")  # fmt: skip
         quoted = tunnel.server.count(marker)
         assert quoted <= 3, f"its words appear in {quoted} lines"  # the first few, in full
+    finally:
+        tunnel.close()
+
+
+def test_a_tls_stranger_that_never_reads_its_replies_is_cut_off(tmp_path):
+    """Found in review (issue 20): a stranger that said HELLO over TLS and then sent
+    PINGs without reading the PONGs made the server hold 2 MiB (its replies, its
+    ciphertext); now STRANGER_SEND_BACKLOG and HANDSHAKE_REPLY_BACKLOG cut it off."""
+    tunnel, _client_args = hardened(tmp_path, True)
+    hello = Session(Role.CLIENT, client_id="a-stranger-123").data_to_send()
+    pings = encode_frame(0, 1, b"PING 1") * 4096
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it reads nothing
+        raw.bind((ONE_SOURCE, 0))
+        raw.connect(("127.0.0.1", tunnel.server_port))
+        stranger = context.wrap_socket(raw)
+        stranger.sendall(hello)
+        stranger.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 30
+        with pytest.raises(OSError):
+            while time.monotonic() < deadline:
+                try:
+                    sent += stranger.send(pings)
+                except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+                    time.sleep(0.01)
+            pytest.fail(f"still connected after sending {sent} bytes of PINGs")
+        tunnel.server.wait_for(r"peer is not reading: over 4096 bytes of replies queued")
+        stranger.close()
+    finally:
+        tunnel.close()
+
+
+def test_a_tls_startup_dropped_in_its_handshake_is_told_busy_inside_tls(tmp_path):
+    """Found in review (issue 20): a startup evicted before its TLS handshake finished
+    was closed without a word (its channel cannot speak before TLS is up), and its
+    client logged the server as turning it away.  The busy replies now finish that
+    handshake and tell it.  FULL is 1: the second source takes the first's place."""
+    tunnel, _client_args = hardened(tmp_path, True, "--max-startups", "1:100:1")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        idle = fd_count(tunnel.server.pid)
+        first = connect_from("127.0.0.2", tunnel.server_port)
+        assert wait_until(lambda: fd_count(tunnel.server.pid) > idle)  # admitted
+        second = connect_from("127.0.0.3", tunnel.server_port)
+        tunnel.server.wait_for(r"from 127\.0\.0\.2:\d+: closed: dropped before authenticating")
+        first.settimeout(10)
+        answer = raw_error_of(context.wrap_socket(first))  # the handshake starts only now
+        assert b"ERROR busy: dropped before authenticating" in answer, answer
+        second.close()
     finally:
         tunnel.close()

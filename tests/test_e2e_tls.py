@@ -124,6 +124,8 @@ def test_plaintext_against_tls_both_ways_says_so_on_each_side(pki, hash_target):
                 )
             )
             tls.server.wait_for("peer speaks plaintext; this server expects TLS")
+            # It said why: not mistaken for a server turning the address away (review).
+            assert "turning this address away" not in to_tls.log
             to_plain, _ = plain.client(
                 "-L",
                 f"0:127.0.0.1:{hash_target.port}",

@@ -35,6 +35,7 @@ from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
     DEFAULT_WINDOW,
     HANDSHAKE_RECEIVE_SIZE,
+    HANDSHAKE_REPLY_BACKLOG,
     MAX_DATA_BODY,
     MAX_MAPPINGS,
     MAX_WINDOW,
@@ -528,6 +529,29 @@ def test_a_peer_that_never_reads_replies_is_cut_off(pair):
     wire = b"".join(command(sid, "SYN 1") for sid in range(1, 60001, 2))
     events = server.receive_data(wire)
     assert isinstance(events[-1], ChannelFailed) and "not reading" in events[-1].reason
+
+
+class _Book:
+    def secret_for(self, name: str) -> bytes | None:
+        return b"correct horse battery staple"
+
+
+def test_a_stranger_that_never_reads_replies_is_cut_off_sooner():
+    """Before the peer proved itself, HANDSHAKE_REPLY_BACKLOG bounds its unsent
+    replies (PONGs to its PINGs); an open channel tolerates MAX_CONTROL_BACKLOG."""
+    hello = Session(Role.CLIENT, client_id="backlog-test-1").data_to_send()
+    pong = len(command(0, "PONG 4294967295"))
+    pings = command(0, "PING 4294967295") * (HANDSHAKE_REPLY_BACKLOG // pong + 2)
+    stranger = Session(Role.SERVER, SessionConfig(secret_book=_Book()))
+    events = stranger.receive_data(hello + pings)
+    assert isinstance(events[-1], ChannelFailed)
+    assert events[-1].reason == (
+        f"peer is not reading: over {HANDSHAKE_REPLY_BACKLOG} bytes of replies queued"
+    )
+    client, server = Session(Role.CLIENT), Session(Role.SERVER)
+    exchange(client, server)
+    assert not [e for e in server.receive_data(pings * 4) if isinstance(e, ChannelFailed)]
+    assert server.ready
 
 
 def test_too_many_streams_are_refused_gracefully():

@@ -50,6 +50,10 @@ MAX_CONTROL_BACKLOG = 1024 * 1024
 """Unsent control bytes we tolerate while handling peer frames: a peer that makes
 us answer (SYN ERROR, ...) but never reads the replies is cut off here."""
 
+HANDSHAKE_REPLY_BACKLOG = 4 * 1024
+"""The same, before the peer has proved itself: a stranger's PINGs cannot make a
+connection in its handshake hold more than this of unsent replies."""
+
 MIN_FRAME = 1024
 """Smallest maximum data body a side may announce in HELLO."""
 

@@ -80,6 +80,7 @@ from reactor_mux.protocol.handshake import (
 )
 from reactor_mux.protocol.limits import (
     HANDSHAKE_RECEIVE_SIZE,
+    HANDSHAKE_REPLY_BACKLOG,
     MAX_COMMAND_BODY,
     MAX_CONTROL_BACKLOG,
     MAX_WINDOW,
@@ -554,11 +555,14 @@ class Session:
         self._finish(reason, tell_peer=False, code=code)
         return reason
 
-    def fail(self, reason: str, code: ErrorCode, *, tell_peer: bool = True) -> None:
+    def fail(self, reason: str, code: ErrorCode, *, tell_peer: bool = True,
+             after_replies: bool = False) -> None:  # fmt: skip
         """End the channel for a local reason; the peer is told ``ERROR code: reason``
-        (``tell_peer``; an orderly close after BYE says nothing)."""
+        (``tell_peer``; an orderly close after BYE says nothing).  ``after_replies``:
+        the replies already queued (AUTH OK) go first, so an older client refused
+        after authenticating reads the refusal as one, not as a failed AUTH."""
         if self.state is not ChannelState.FAILED:
-            self._finish(reason, code=code, tell_peer=tell_peer)
+            self._finish(reason, code=code, tell_peer=tell_peer, after_replies=after_replies)
 
     def release_memory(self) -> None:
         """The channel is closed: give back the receive buffers and the output queue
@@ -581,9 +585,10 @@ class Session:
         code: ErrorCode,
         tell_peer: bool = True,
         peer_reason: str | None = None,
+        after_replies: bool = False,
     ) -> ChannelFailed:
         """Fail the channel; the peer is told ``ERROR code: peer_reason`` (default:
-        ``reason``)."""
+        ``reason``), after the replies already queued where ``after_replies``."""
         self.state = ChannelState.FAILED
         self.failure = reason
         self.failure_code = code
@@ -595,7 +600,8 @@ class Session:
             stream.state = _S.CLOSED
         self._fins_by_id.clear()
         self._output.drop_streams()
-        self._output.clear_control()
+        if not after_replies:
+            self._output.clear_control()
         self._mappings_before_auth.clear()
         self._log.clear()
         self._output_detached = False
@@ -637,12 +643,11 @@ class Session:
         if rule.sender is not Sender.EITHER and rule.sender is _SENDER[self.role]:
             raise ProtocolError(f"{verb.value} is sent by {rule.sender.value} only")
         self._handlers[verb](stream_id, command, events)
-        if self._output.control_bytes > MAX_CONTROL_BACKLOG or (
-            len(self._exchange_out) > MAX_CONTROL_BACKLOG + self._exchange_own
+        backlog = MAX_CONTROL_BACKLOG if self._trusted else HANDSHAKE_REPLY_BACKLOG
+        if self._output.control_bytes > backlog or (
+            len(self._exchange_out) > backlog + self._exchange_own
         ):
-            raise ProtocolError(
-                f"peer is not reading: over {MAX_CONTROL_BACKLOG} bytes of replies queued"
-            )
+            raise ProtocolError(f"peer is not reading: over {backlog} bytes of replies queued")
 
     def _out_of_turn(self, what: Verb | str) -> str:
         """Why ``what`` (a command, or a data frame) may not arrive in this state."""
@@ -690,6 +695,12 @@ class Session:
         """The peer proved itself: its data frames may come, as large as we announced."""
         self._decoder.limit(self.config.max_frame, RECEIVE_BUFFER_SIZE)
         self._trusted = True
+
+    @property
+    def peer_trusted(self) -> bool:
+        """The peer proved itself on this connection (the transport may lift its
+        stranger's limits too)."""
+        return self._trusted
 
     def _open(self, events: list[Event]) -> None:
         """Authentication (if any) is done: mappings and streams may flow, or a
