@@ -208,7 +208,7 @@ class Channel:
         self._session = Session(role, settings.session, client_id=client_id)
         self.peer_role = "server" if role is Role.CLIENT else "client"
         self._transport: Transport | None = transport
-        self.reset_on_close = 0
+        self.streams_reset_on_close = 0
         """How many streams closing the channel reset (for the log)."""
         self.suspended_at: float | None = None
         """When the connection broke, while the streams wait for a resume."""
@@ -241,7 +241,7 @@ class Channel:
         # Calls made per read and per write go straight to the session (no
         # extra Python frame on the data path).
         self.get_buffer = self._session.receive_buffer
-        self.read_buffer = self._session.outbound_views
+        self.outbound_buffer = self._session.outbound_views
 
     def _new_liveness(self) -> Liveness:
         settings = self.settings
@@ -791,25 +791,25 @@ class Channel:
 
     # ------------------------------------------------------------ StreamHost
 
-    def read_space(self, stream_id: int) -> int:
+    def outbound_space(self, stream_id: int) -> int:
         if self._outbound_cap.paused:
             return 0
-        return self._session.send_space(stream_id)
+        return self._session.outbound_space(stream_id)
 
-    def read_done(self, stream_id: int, count: int) -> None:
+    def outbound_added(self, stream_id: int, count: int) -> None:
         session = self._session
-        session.outbound_written(stream_id, count)
+        session.outbound_added(stream_id, count)
         # The read that crosses the cap is the only overshoot.
         if session.outbound_held >= self._outbound_cap.limit:
             self._outbound_cap.check()
         self.schedule_flush()
 
-    def read_eof(self, stream_id: int) -> None:
+    def outbound_eof(self, stream_id: int) -> None:
         self._session.end_stream(stream_id)
         self.schedule_flush()
 
-    def written(self, stream_id: int, count: int) -> None:
-        if self._session.consumed(stream_id, count):  # an ACK is due
+    def inbound_delivered(self, stream_id: int, count: int) -> None:
+        if self._session.inbound_delivered(stream_id, count):  # an ACK is due
             self.schedule_flush()
 
     def inbound_storage_changed(self, delta: int) -> None:
@@ -959,7 +959,7 @@ class Channel:
                     timer.cancel()
             self._connects.cancel_all()
             streams, self.streams = self.streams, {}
-            self.reset_on_close = len(streams)
+            self.streams_reset_on_close = len(streams)
             for stream in streams.values():
                 self._count_ended(stream, "channel_closed")
                 stream.abort_local()

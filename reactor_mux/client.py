@@ -739,7 +739,7 @@ class Client:
                                          soon=True)  # fmt: skip
             case ErrorCode.RESUME_REFUSED | ErrorCode.RESUME_EXPIRED:
                 log.warning("%s: %d stream(s) reset; starting a new session", reason,
-                            channel.reset_on_close,
+                            channel.streams_reset_on_close,
                             extra=log_event("resume_failed", peer=self.server_label,
                                             reason=reason))  # fmt: skip
                 self._connect_now()

@@ -50,20 +50,20 @@ class OpenHook(Protocol):
 class StreamHost(Protocol):
     """What a stream needs of the channel that carries it."""
 
-    def read_space(self, stream_id: int) -> int:
+    def outbound_space(self, stream_id: int) -> int:
         """Bytes the stream may read from its socket now (0 while it has no send
         credit, or the channel has paused local reads)."""
 
-    def read_buffer(self, stream_id: int, count: int) -> list[memoryview]:
+    def outbound_buffer(self, stream_id: int, count: int) -> list[memoryview]:
         """Where to ``recv_into`` up to ``count`` bytes (the stream's send ring)."""
 
-    def read_done(self, stream_id: int, count: int) -> None:
-        """``count`` bytes were read into ``read_buffer``: send them."""
+    def outbound_added(self, stream_id: int, count: int) -> None:
+        """``count`` bytes were read into ``outbound_buffer``: send them."""
 
-    def read_eof(self, stream_id: int) -> None:
+    def outbound_eof(self, stream_id: int) -> None:
         """The local socket sent EOF: send FIN after the data."""
 
-    def written(self, stream_id: int, count: int) -> None:
+    def inbound_delivered(self, stream_id: int, count: int) -> None:
         """``count`` bytes from the peer reached the local socket."""
 
     def inbound_storage_changed(self, delta: int) -> None:
@@ -140,7 +140,7 @@ class LocalStream:
         if self.closed:
             return
         mask = 0
-        if self.reading and not self.read_eof and self._host.read_space(self.id) > 0:
+        if self.reading and not self.read_eof and self._host.outbound_space(self.id) > 0:
             mask = READ
         if len(self._inbound):
             mask |= WRITE
@@ -160,10 +160,10 @@ class LocalStream:
 
     def _read(self) -> None:
         host = self._host
-        space = host.read_space(self.id)
+        space = host.outbound_space(self.id)
         if space <= 0:
             return
-        views = host.read_buffer(self.id, min(space, READ_CHUNK))
+        views = host.outbound_buffer(self.id, min(space, READ_CHUNK))
         try:
             if len(views) == 1:
                 count = self.sock.recv_into(views[0])
@@ -176,11 +176,11 @@ class LocalStream:
             return
         if count == 0:
             self.read_eof = True
-            host.read_eof(self.id)
+            host.outbound_eof(self.id)
             self._close_if_done()
             return
         self.bytes_up += count
-        host.read_done(self.id, count)
+        host.outbound_added(self.id, count)
 
     # ------------------------------------------------------- peer -> local
 
@@ -217,7 +217,7 @@ class LocalStream:
             return
         if sent:
             self.bytes_down += sent
-            self._host.written(self.id, sent)
+            self._host.inbound_delivered(self.id, sent)
         if sent < len(data):
             held = inbound.capacity
             inbound.write(data[sent:])
@@ -240,7 +240,7 @@ class LocalStream:
         self.bytes_down += sent
         if not len(inbound) and self._host.inbound_paused:
             self._release_inbound()
-        self._host.written(self.id, sent)
+        self._host.inbound_delivered(self.id, sent)
         if not len(inbound) and self.peer_eof:
             self._shutdown_write()
 

@@ -604,7 +604,11 @@ class Server:
                                 channel.close_was_error)  # fmt: skip
                 return
         level = logging.WARNING if channel.close_was_error else logging.INFO
-        reset = f" ({channel.reset_on_close} stream(s) reset)" if channel.reset_on_close else ""
+        reset = (
+            f" ({channel.streams_reset_on_close} stream(s) reset)"
+            if channel.streams_reset_on_close
+            else ""
+        )
         log.log(
             level,
             "%s: closed: %s%s",

@@ -74,7 +74,7 @@ class Side:
         for event in events:
             if isinstance(event, DataReceived):
                 self.read.setdefault(event.stream_id, bytearray()).extend(event.data)
-                self.session.consumed(event.stream_id, len(event.data))
+                self.session.inbound_delivered(event.stream_id, len(event.data))
             elif isinstance(event, StreamRequested):
                 self.session.accept_stream(event.stream_id)
                 self.read.setdefault(event.stream_id, bytearray())
@@ -98,7 +98,7 @@ class Side:
 
     def write(self, stream: int, count: int) -> None:
         session = self.session
-        count = min(count, session.send_space(stream))
+        count = min(count, session.outbound_space(stream))
         if count <= 0:
             return
         offset = self.written.get(stream, 0)
@@ -240,11 +240,11 @@ def run(steps: list[tuple]) -> tuple[Side, Side]:
         elif kind in ("write", "fin") and streams:
             side, _ = sides[step[1]]
             stream = streams[step[2] % len(streams)]
-            if side.session.send_space(stream) <= 0 and kind == "write":
+            if side.session.outbound_space(stream) <= 0 and kind == "write":
                 continue
             if kind == "write":
                 side.write(stream, step[3])
-            elif stream not in side.finished and side.session.send_space(stream) > 0:
+            elif stream not in side.finished and side.session.outbound_space(stream) > 0:
                 side.session.end_stream(stream)
                 side.finished.add(stream)
         elif kind == "pump":

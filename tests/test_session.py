@@ -213,21 +213,21 @@ def test_reset_and_late_frames_are_ignored(pair):
 def test_flow_control_stops_at_the_window_and_resumes_on_ack(pair):
     client, server = pair
     sid = open_l_stream(client, server)
-    assert client.send_space(sid) == WINDOW
+    assert client.outbound_space(sid) == WINDOW
     client.send_data(sid, b"a" * WINDOW)
-    assert client.send_space(sid) == 0
+    assert client.outbound_space(sid) == 0
     _, s_events = exchange(client, server)
     assert s_events[0] == PeerBlocked(sid, WINDOW)  # BLOCKED: a control frame, ahead of data
     assert sum(len(e.data) for e in s_events[1:]) == WINDOW
     # Receiving is not consuming: no ACK until bytes reach the local socket.
-    assert client.send_space(sid) == 0
-    server.consumed(sid, WINDOW // 4 - 1)
+    assert client.outbound_space(sid) == 0
+    server.inbound_delivered(sid, WINDOW // 4 - 1)
     assert server.data_to_send() == b""
-    server.consumed(sid, 1)
+    server.inbound_delivered(sid, 1)
     wire = server.data_to_send()
     assert commands_in(wire) == [(sid, f"ACK {WINDOW // 4}")]
     assert client.receive_data(wire) == [CreditGranted(sid)]
-    assert client.send_space(sid) == WINDOW // 4
+    assert client.outbound_space(sid) == WINDOW // 4
 
 
 def test_control_frames_go_ahead_of_queued_data(pair):
@@ -729,7 +729,7 @@ def test_nothing_follows_the_error_frame(pair):
 
 def fill_window(sender, receiver, sid):
     """Send exactly the sender's free window; return the receiver's events."""
-    sender.send_data(sid, b"w" * sender.send_space(sid))
+    sender.send_data(sid, b"w" * sender.outbound_space(sid))
     _, events = exchange(sender, receiver)
     return events
 
@@ -753,7 +753,7 @@ def test_a_blocked_sender_gets_its_window_doubled_up_to_max_window():
         wire = server.data_to_send()
         assert commands_in(wire) == [(sid, f"WINDOW {2 * window}")]
         assert client.receive_data(wire) == [CreditGranted(sid)]
-        assert client.send_space(sid) == window  # the new window less what is in flight
+        assert client.outbound_space(sid) == window  # the new window less what is in flight
     assert server.window_growth == 3 * WINDOW
     # The receiver takes a whole grown window without ACKs, and not a byte more.
     assert not server.failed
@@ -783,7 +783,7 @@ def test_blocked_is_reported_once_per_ack_and_a_stale_one_is_ignored(pair):
     assert commands_in(client.data_to_send())[0] == (sid, f"BLOCKED {WINDOW}")
     server.receive_data(data(sid, b"a" * WINDOW))  # what the client sent, as one frame
     assert server.receive_data(command(sid, "BLOCKED 1024")) == []  # not our window: stale
-    server.consumed(sid, WINDOW // 4)
+    server.inbound_delivered(sid, WINDOW // 4)
     client.receive_data(server.data_to_send())  # ACK
     client.send_data(sid, b"b" * (WINDOW // 4))
     assert commands_in(client.data_to_send())[0] == (sid, f"BLOCKED {WINDOW}")

@@ -149,7 +149,7 @@ def drive(
                     else:
                         later.append(("accept", event.stream_id))
                 elif isinstance(event, DataReceived):
-                    server.consumed(event.stream_id, len(event.data))
+                    server.inbound_delivered(event.stream_id, len(event.data))
                 elif isinstance(event, StreamEnded):
                     later.append(("end", event.stream_id))
             if failed is None:

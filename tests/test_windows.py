@@ -42,12 +42,12 @@ def test_receiving_beyond_the_window_is_a_protocol_error():
 def test_acks_come_in_quarter_window_steps_after_writing():
     window = ReceiveWindow(1000)
     window.received(1000)
-    assert window.consumed(249) == 0
-    assert window.consumed(1) == 250
+    assert window.delivered(249) == 0
+    assert window.delivered(1) == 250
     assert window.unacked == 750
-    assert window.consumed(100) == 0
+    assert window.delivered(100) == 0
     with pytest.raises(LocalProtocolError):
-        window.consumed(651)
+        window.delivered(651)
 
 
 @given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 5000)), max_size=60))
@@ -64,13 +64,13 @@ def test_sender_and_receiver_never_disagree(steps):
         in_flight += send
         write = min(write, in_flight)
         in_flight -= write
-        ack = receiver.consumed(write)
+        ack = receiver.delivered(write)
         if ack:
             sender.acknowledge(ack)
         assert 0 <= sender.unacked <= size
         assert receiver.unacked == sender.unacked
     # Draining everything always yields enough ACK to keep the sender moving.
-    ack = receiver.consumed(in_flight)
+    ack = receiver.delivered(in_flight)
     if ack:
         sender.acknowledge(ack)
     assert sender.available >= size - receiver.threshold

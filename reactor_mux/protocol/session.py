@@ -1192,7 +1192,7 @@ class Session:
         self._remove(stream)
         self._queue_command(stream_id, Verb.RST, reason)
 
-    def send_space(self, stream_id: int) -> int:
+    def outbound_space(self, stream_id: int) -> int:
         """How many bytes may be read from the local socket for this stream now."""
         stream = self._streams.get(stream_id)
         if stream is None or stream.fin_pending or stream.state not in SENDING_STATES:
@@ -1202,14 +1202,14 @@ class Session:
     def outbound_views(self, stream_id: int, count: int) -> list[memoryview]:
         """Views of up to ``count`` free outbound bytes to ``recv_into``.
 
-        ``count`` must not exceed ``send_space``; fewer bytes may be offered while
+        ``count`` must not exceed ``outbound_space``; fewer bytes may be offered while
         the stream's ring is still small (it grows when reads fill it)."""
         stream = self._stream(stream_id)
         if stream.slot < 0:
             stream.slot = self._output.open(stream_id, max(stream.send.size, 1))
         return self._output.reserve(stream.slot, count)
 
-    def outbound_written(self, stream_id: int, count: int) -> None:
+    def outbound_added(self, stream_id: int, count: int) -> None:
         """Account ``count`` bytes received into ``outbound_views``."""
         if count <= 0:
             return
@@ -1244,7 +1244,7 @@ class Session:
                 view[:] = data[offset : offset + len(view)]
                 offset += len(view)
                 written += len(view)
-            self.outbound_written(stream_id, written)
+            self.outbound_added(stream_id, written)
         return True
 
     def end_stream(self, stream_id: int) -> None:
@@ -1310,13 +1310,13 @@ class Session:
         """Receive-window growth granted and not yet returned by closed streams."""
         return self._window_growth
 
-    def consumed(self, stream_id: int, count: int) -> bool:
+    def inbound_delivered(self, stream_id: int, count: int) -> bool:
         """``count`` bytes of received data were written to the local socket;
         returns whether that queued an ACK (output to send)."""
         stream = self._streams.get(stream_id)
         if stream is None or count <= 0:
             return False
-        ack = stream.recv.consumed(count)
+        ack = stream.recv.delivered(count)
         if ack and stream.state is not _S.HALF_CLOSED_REMOTE:
             # After the peer's FIN nothing more will come, so no ACK is owed.
             stream.state = next_state(stream.state, _I.SEND_ACK)

@@ -43,13 +43,13 @@ class SendWindow:
 class ReceiveWindow:
     """What the peer may still send us, and when we owe it an ACK."""
 
-    __slots__ = ("consumed_unacked", "size", "threshold", "unacked", "unconsumed")
+    __slots__ = ("delivered_unacked", "size", "threshold", "unacked", "undelivered")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.unacked = 0  # received and not yet acknowledged
-        self.unconsumed = 0  # received and not yet written locally
-        self.consumed_unacked = 0  # written locally, ACK not yet sent
+        self.undelivered = 0  # received and not yet written locally
+        self.delivered_unacked = 0  # written locally, ACK not yet sent
         self.threshold = max(1, size // 4)
 
     def grow(self, size: int) -> None:
@@ -67,17 +67,17 @@ class ReceiveWindow:
                 f"beyond its window of {self.size}"
             )
         self.unacked += count
-        self.unconsumed += count
+        self.undelivered += count
 
-    def consumed(self, count: int) -> int:
+    def delivered(self, count: int) -> int:
         """Count bytes written to the local socket; return an ACK amount or 0."""
-        if count > self.unconsumed:
+        if count > self.undelivered:
             raise LocalProtocolError("consumed more than was received")
-        self.unconsumed -= count
-        self.consumed_unacked += count
-        if self.consumed_unacked < self.threshold:
+        self.undelivered -= count
+        self.delivered_unacked += count
+        if self.delivered_unacked < self.threshold:
             return 0
-        ack = self.consumed_unacked
-        self.consumed_unacked = 0
+        ack = self.delivered_unacked
+        self.delivered_unacked = 0
         self.unacked -= ack
         return ack
