@@ -70,13 +70,20 @@ void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8
     out[8] = kind;
 }
 
-size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
-                        uint32_t max_command, size_t max_frames, rmux_frame *frames,
-                        size_t *next_start, rmux_status *error) {
+size_t rmux_scan_frames(const uint8_t *buf, size_t buf_length, size_t start, size_t end,
+                        uint32_t max_data, uint32_t max_command, size_t max_frames,
+                        rmux_frame *frames, size_t *next_start, rmux_status *error) {
     size_t pos = start;
     size_t count = 0;
+    *next_start = start;
+    /* The caller's idea of end is the only thing between a bad length and a read
+     * past its buffer: check it against what the buffer holds. */
+    if (start > end || end > buf_length) {
+        *error = RMUX_ERR_BAD_ARGUMENT;
+        return 0;
+    }
     *error = RMUX_OK;
-    while (end >= pos && end - pos >= RMUX_HEADER_SIZE && count < max_frames) {
+    while (end - pos >= RMUX_HEADER_SIZE && count < max_frames) {
         const uint8_t *header = buf + pos;
         uint32_t length = read_u32(header);
         uint32_t stream_id = read_u32(header + 4);
@@ -139,12 +146,24 @@ static void next_generation(rmux_scratch *s) {
     }
 }
 
-size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t *start, size_t end,
-                   uint32_t max_data, uint32_t max_command, uint8_t *staging,
+size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t buf_length, size_t *start,
+                   size_t end, uint32_t max_data, uint32_t max_command, uint8_t *staging,
                    size_t staging_capacity, size_t *staged, rmux_record *records,
-                   size_t *nframes, rmux_status *error) {
-    size_t count = rmux_scan_frames(buf, *start, end, max_data, max_command,
-                                    RMUX_MAX_FRAMES_PER_SCAN, s->frames, start, error);
+                   size_t records_capacity, size_t *nframes, rmux_status *error) {
+    *nframes = 0;
+    if (records_capacity == 0) { /* no progress possible: a caller looping on nframes would spin */
+        *error = RMUX_ERR_BAD_ARGUMENT;
+        return 0;
+    }
+    /* A frame makes at most one record (a command one, a run of data frames one
+     * per stream in it), so scanning no more frames than records[] holds is what
+     * keeps every write below inside it. */
+    size_t max_frames = records_capacity;
+    if (max_frames > RMUX_MAX_FRAMES_PER_SCAN) {
+        max_frames = RMUX_MAX_FRAMES_PER_SCAN; /* the size of the scratch arrays */
+    }
+    size_t count = rmux_scan_frames(buf, buf_length, *start, end, max_data, max_command,
+                                    max_frames, s->frames, start, error);
     size_t nrecords = 0;
     size_t index = 0;
     *nframes = count;

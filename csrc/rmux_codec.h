@@ -38,7 +38,9 @@ typedef enum rmux_status {
     RMUX_ERR_DATA_TOO_LARGE = 1,
     RMUX_ERR_COMMAND_TOO_LARGE = 2,
     RMUX_ERR_BAD_KIND = 3,
-    RMUX_ERR_STAGING_FULL = 4 /* internal: caller gave a staging buffer too small */
+    /* The rest are the caller's mistakes, never the peer's: the wrapper treats them as bugs. */
+    RMUX_ERR_STAGING_FULL = 4, /* the staging buffer cannot take this run of data */
+    RMUX_ERR_BAD_ARGUMENT = 5  /* start/end outside the buffer, or no room for a record */
 } rmux_status;
 
 typedef enum rmux_record_kind { RMUX_RECORD_DATA = 0, RMUX_RECORD_COMMAND = 1 } rmux_record_kind;
@@ -69,23 +71,33 @@ void rmux_scratch_free(rmux_scratch *scratch);
 
 void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8_t kind);
 
-/* Parse up to max_frames complete frames of buf[start, end) into frames[].
+/* Parse up to max_frames complete frames of buf[start, end) into frames[]
+ * (which holds max_frames).  buf holds buf_length bytes; start <= end <=
+ * buf_length, or nothing is read and *error is RMUX_ERR_BAD_ARGUMENT.
  * Returns the count; *next_start is the first unparsed offset (the offending
  * header on error); *error is RMUX_OK or the first violation. */
-size_t rmux_scan_frames(const uint8_t *buf, size_t start, size_t end, uint32_t max_data,
-                        uint32_t max_command, size_t max_frames, rmux_frame *frames,
-                        size_t *next_start, rmux_status *error);
+size_t rmux_scan_frames(const uint8_t *buf, size_t buf_length, size_t start, size_t end,
+                        uint32_t max_data, uint32_t max_command, size_t max_frames,
+                        rmux_frame *frames, size_t *next_start, rmux_status *error);
 
-/* Scan up to RMUX_MAX_FRAMES_PER_SCAN frames from buf[*start, end) and turn
- * them into records[]: a command frame is (COMMAND, id, body_offset, length);
- * a run of data frames is one (DATA, id, staging_offset, length) per stream,
- * in order of first appearance, whose payloads are copied contiguously into
- * staging starting at *staged.  Returns the record count; advances *start and
- * *staged; *nframes is the number of frames scanned; *error as above. */
-size_t rmux_decode(rmux_scratch *scratch, const uint8_t *buf, size_t *start, size_t end,
-                   uint32_t max_data, uint32_t max_command, uint8_t *staging,
+/* Scan frames from buf[*start, end) and turn them into records[]: a command
+ * frame is (COMMAND, id, body_offset, length); a run of data frames is one
+ * (DATA, id, staging_offset, length) per stream, in order of first appearance,
+ * whose payloads are copied contiguously into staging starting at *staged.
+ *
+ * buf holds buf_length bytes, staging staging_capacity and records
+ * records_capacity entries, and nothing is read or written past them: each
+ * frame makes at most one record, so a call scans at most records_capacity
+ * (and RMUX_MAX_FRAMES_PER_SCAN) frames, and a caller with more calls again.
+ * start <= end <= buf_length and records_capacity > 0, or nothing happens and
+ * *error is RMUX_ERR_BAD_ARGUMENT.
+ *
+ * Returns the record count; advances *start and *staged; *nframes is the
+ * number of frames scanned; *error as above. */
+size_t rmux_decode(rmux_scratch *scratch, const uint8_t *buf, size_t buf_length, size_t *start,
+                   size_t end, uint32_t max_data, uint32_t max_command, uint8_t *staging,
                    size_t staging_capacity, size_t *staged, rmux_record *records,
-                   size_t *nframes, rmux_status *error);
+                   size_t records_capacity, size_t *nframes, rmux_status *error);
 
 /* ---- outbound: per-stream rings and the channel's output FIFO ---- */
 

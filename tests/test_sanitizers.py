@@ -4,6 +4,8 @@ Uses gcc's sanitizer runtimes (a compiler is needed anyway for the C backend):
 
 * the fuzz corpus (tests/fuzz_corpus/) through csrc/fuzz/fuzz_codec.c built as
   a plain replay program;
+* the C-level boundary tests (csrc/tests/test_boundary.c), one case each: what
+  the Python wrapper never does to the C API (short arrays, wrong lengths);
 * the codec, differential and session tests, run in a subprocess against a
   copy of the package whose cffi module was rebuilt with the sanitizers, with
   libasan preloaded into Python.
@@ -53,6 +55,35 @@ def test_fuzz_corpus_replays_clean_under_asan_and_ubsan(tmp_path):
     result = subprocess.run([str(replay), *inputs], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"replayed {len(inputs)} inputs" in result.stdout
+
+
+BOUNDARY_CASES = ["decode_records_capacity", "decode_buffer_length"]
+
+
+@pytest.fixture(scope="module")
+def boundary_tests(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    gcc_runtime("libasan.so")
+    program = tmp_path_factory.mktemp("boundary") / "test_boundary"
+    subprocess.run(
+        ["gcc", "-O1", "-g", "-std=c99", "-Wall", "-Wextra", *SANITIZE, f"-I{ROOT / 'csrc'}",
+         str(ROOT / "csrc" / "tests" / "test_boundary.c"), str(ROOT / "csrc" / "rmux_codec.c"),
+         "-o", str(program)],
+        check=True,
+    )  # fmt: skip
+    return program
+
+
+def test_every_boundary_case_is_run(boundary_tests):
+    listed = subprocess.run([str(boundary_tests), "--list"], capture_output=True, text=True)
+    assert listed.stdout.split() == BOUNDARY_CASES
+
+
+@pytest.mark.parametrize("case", BOUNDARY_CASES)
+def test_c_boundary_under_asan_and_ubsan(boundary_tests, case):
+    result = subprocess.run([str(boundary_tests), case], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == f"ok {case}\n"
 
 
 def test_codec_tests_pass_against_a_sanitized_build(tmp_path):

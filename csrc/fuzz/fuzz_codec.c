@@ -4,7 +4,9 @@
  * Input byte 0 picks the target:
  *   even: DECODE  - the rest is channel bytes, fed to rmux_decode the way the
  *                   Python wrapper does (receive buffer with tail compaction,
- *                   staging buffer), whole and in small reads;
+ *                   staging buffer), whole and in small reads, the second time
+ *                   into a records array of 1 to 8 entries, allocated to that
+ *                   size so that a write past it is a sanitizer report;
  *   odd:  OUTBOUND - the rest is a program of rmux_tx operations.
  * Every record, view and length is checked against the buffer it refers to;
  * a violated invariant aborts, which the fuzzer reports like a crash.
@@ -32,13 +34,17 @@
 static rmux_scratch *scratch; /* allocated by the first decode input, kept for the rest */
 static uint8_t buffer[BUFFER_SIZE];
 static uint8_t staging[BUFFER_SIZE];
-static rmux_record records[RMUX_MAX_FRAMES_PER_SCAN];
 
-static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
+static void decode_reads(const uint8_t *data, size_t size, size_t read_size,
+                         size_t records_capacity) {
     if (scratch == NULL) {
         scratch = rmux_scratch_new();
         CHECK(scratch != NULL);
     }
+    rmux_record *records = malloc(records_capacity * sizeof *records);
+    CHECK(records != NULL);
+    size_t max_frames = records_capacity < RMUX_MAX_FRAMES_PER_SCAN ? records_capacity
+                                                                    : RMUX_MAX_FRAMES_PER_SCAN;
     size_t start = 0, end = 0, offset = 0;
     size_t min_free = RMUX_HEADER_SIZE + MAX_DATA;
     while (offset < size) {
@@ -55,15 +61,16 @@ static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
         memcpy(buffer + end, data + offset, n);
         offset += n;
         end += n;
-        size_t staged = 0, nframes = RMUX_MAX_FRAMES_PER_SCAN;
+        size_t staged = 0, nframes = max_frames;
         rmux_status error = RMUX_OK;
-        while (nframes == RMUX_MAX_FRAMES_PER_SCAN && error == RMUX_OK) {
+        while (nframes == max_frames && error == RMUX_OK) {
             size_t before = start;
-            size_t count = rmux_decode(scratch, buffer, &start, end, MAX_DATA, MAX_COMMAND,
-                                       staging, BUFFER_SIZE, &staged, records, &nframes, &error);
+            size_t count = rmux_decode(scratch, buffer, BUFFER_SIZE, &start, end, MAX_DATA,
+                                       MAX_COMMAND, staging, BUFFER_SIZE, &staged, records,
+                                       records_capacity, &nframes, &error);
             CHECK(start >= before && start <= end);
             CHECK(staged <= BUFFER_SIZE);
-            CHECK(count <= nframes);
+            CHECK(count <= nframes && nframes <= max_frames);
             for (size_t i = 0; i < count; i++) {
                 const rmux_record *r = &records[i];
                 CHECK(r->kind == RMUX_RECORD_DATA || r->kind == RMUX_RECORD_COMMAND);
@@ -77,9 +84,10 @@ static void decode_reads(const uint8_t *data, size_t size, size_t read_size) {
         CHECK(error == RMUX_OK || error == RMUX_ERR_DATA_TOO_LARGE ||
               error == RMUX_ERR_COMMAND_TOO_LARGE || error == RMUX_ERR_BAD_KIND);
         if (error != RMUX_OK) {
-            return;
+            break;
         }
     }
+    free(records);
 }
 
 static void outbound_program(const uint8_t *data, size_t size) {
@@ -171,8 +179,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     if (data[0] % 2 == 0) {
-        decode_reads(data + 1, size - 1, size);
-        decode_reads(data + 1, size - 1, (size_t)data[0] % 61 + 1);
+        decode_reads(data + 1, size - 1, size, RMUX_MAX_FRAMES_PER_SCAN);
+        decode_reads(data + 1, size - 1, (size_t)data[0] % 61 + 1, (size_t)data[0] / 2 % 8 + 1);
     } else {
         outbound_program(data + 1, size - 1);
     }

@@ -73,7 +73,7 @@ _DECODE_ERRORS = (
     lib.RMUX_ERR_DATA_TOO_LARGE,
     lib.RMUX_ERR_COMMAND_TOO_LARGE,
     lib.RMUX_ERR_BAD_KIND,
-)  # what advance() hands on; anything else (RMUX_ERR_STAGING_FULL) is a wrapper bug
+)  # what advance() hands on; anything else (the caller's-mistake codes) is a wrapper bug
 _TX_OK = lib.RMUX_TX_OK
 _TX_INVALID = lib.RMUX_TX_INVALID
 _TX_NO_MEMORY = lib.RMUX_TX_NO_MEMORY
@@ -86,6 +86,8 @@ _FRAMES = ffi.new("rmux_frame[]", MAX_FRAMES_PER_SCAN)
 _FRAMES_BUFFER = ffi.buffer(_FRAMES)
 # What every decoder's advance() writes into and unpacks at once: shared, like the
 # scratch space (a reactor is single-threaded), so a decoder allocates nothing in C.
+# Its capacity is MAX_FRAMES_PER_SCAN, so a call scans that many frames at most and
+# advance() calls again while one fills it.
 _RECORDS = ffi.new("rmux_record[]", MAX_FRAMES_PER_SCAN)
 _RECORDS_BUFFER = ffi.buffer(_RECORDS)
 _CURSOR = ffi.new("size_t[3]")  # start, staged, nframes
@@ -114,8 +116,9 @@ def scan_frames(
         raise ValueError("start/end outside the buffer")
     pointer = ffi.from_buffer(buf)
     count = lib.rmux_scan_frames(
-        pointer, start, end, max_data, max_command, max_frames, _FRAMES, _SIZE_OUT, _STATUS_OUT
-    )
+        pointer, len(pointer), start, end, max_data, max_command, max_frames, _FRAMES,
+        _SIZE_OUT, _STATUS_OUT,
+    )  # fmt: skip
     frames = list(_FOUR_U32.iter_unpack(_FRAMES_BUFFER[: count * _ENTRY_SIZE]))
     return frames, _SIZE_OUT[0], _STATUS_OUT[0]
 
@@ -129,7 +132,9 @@ class InboundDecoder(_python.InboundDecoder):
 
     def _buffers_changed(self) -> None:
         self._buffer_pointer = ffi.from_buffer(self._buffer)
+        self._buffer_length = len(self._buffer)
         self._staging_pointer = ffi.from_buffer(self._staging)
+        self._staging_length = len(self._staging)
 
     def advance(self, count: int) -> tuple[list[Record], int]:
         self._filled = count >= self._offered
@@ -140,9 +145,9 @@ class InboundDecoder(_python.InboundDecoder):
         records: list[Record] = []
         while True:
             n = lib.rmux_decode(
-                _SCRATCH, self._buffer_pointer, cursor, self._end, self._max_data,
-                self._max_command, self._staging_pointer, len(self._staging), cursor + 1,
-                _RECORDS, cursor + 2, _STATUS_OUT,
+                _SCRATCH, self._buffer_pointer, self._buffer_length, cursor, self._end,
+                self._max_data, self._max_command, self._staging_pointer, self._staging_length,
+                cursor + 1, _RECORDS, MAX_FRAMES_PER_SCAN, cursor + 2, _STATUS_OUT,
             )  # fmt: skip
             records += _FOUR_U32.iter_unpack(_RECORDS_BUFFER[: n * _ENTRY_SIZE])
             error = _STATUS_OUT[0]
