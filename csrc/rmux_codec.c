@@ -76,6 +76,10 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t buf_length, size_t start, siz
     size_t pos = start;
     size_t count = 0;
     *next_start = start;
+    if (buf_length > RMUX_MAX_BUFFER) { /* its offsets would not fit rmux_frame's uint32_t */
+        *error = RMUX_ERR_BUFFER_TOO_LARGE;
+        return 0;
+    }
     /* The caller's idea of end is the only thing between a bad length and a read
      * past its buffer: check it against what the buffer holds. */
     if (start > end || end > buf_length) {
@@ -108,7 +112,7 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t buf_length, size_t start, siz
         }
         frames[count].stream_id = stream_id;
         frames[count].kind = kind;
-        frames[count].offset = (uint32_t)body;
+        frames[count].offset = (uint32_t)body; /* <= end <= buf_length <= RMUX_MAX_BUFFER */
         frames[count].length = length;
         count++;
         pos = body + length;
@@ -151,6 +155,10 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t buf_length, size_
                    size_t staging_capacity, size_t *staged, rmux_record *records,
                    size_t records_capacity, size_t *nframes, rmux_status *error) {
     *nframes = 0;
+    if (staging_capacity > RMUX_MAX_BUFFER) { /* its offsets would not fit rmux_record's uint32_t */
+        *error = RMUX_ERR_BUFFER_TOO_LARGE;
+        return 0;
+    }
     if (records_capacity == 0) { /* no progress possible: a caller looping on nframes would spin */
         *error = RMUX_ERR_BAD_ARGUMENT;
         return 0;
@@ -200,6 +208,7 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t buf_length, size_
             s->group_cursor[g] = cursor;
             records[nrecords].kind = RMUX_RECORD_DATA;
             records[nrecords].stream_id = s->group_sid[g];
+            /* cursor <= staging_capacity <= RMUX_MAX_BUFFER: it fits. */
             records[nrecords].offset = (uint32_t)cursor;
             records[nrecords].length = s->group_len[g];
             nrecords++;
@@ -634,7 +643,8 @@ static rmux_tx_status make_room(rmux_tx *tx, size_t extra) {
 }
 
 rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length) {
-    if ((tx->end - tx->start) + length > tx->capacity) {
+    /* unsent <= capacity always; written this way a huge length cannot wrap the sum. */
+    if (length > tx->capacity - (tx->end - tx->start)) {
         return RMUX_TX_NO_ROOM;
     }
     if (make_room(tx, length) != RMUX_TX_OK) {

@@ -25,6 +25,15 @@
 #define RMUX_HEADER_SIZE 9
 #define RMUX_MAX_FRAMES_PER_SCAN 4096
 
+/* The largest buffer rmux_scan_frames and rmux_decode accept, in bytes: the
+ * receive buffer (buf_length) and the staging buffer (staging_capacity).  They
+ * return offsets into those buffers as uint32_t (rmux_frame, rmux_record), so
+ * past 4 GiB an offset would be silently truncated and name the wrong bytes;
+ * a larger buffer is refused with RMUX_ERR_BUFFER_TOO_LARGE instead.  2 GiB
+ * leaves every offset, and offset + length, a bit to spare in 32 bits, and is
+ * thousands of times the 256 KiB receive buffer a channel grows to. */
+#define RMUX_MAX_BUFFER 2147483648
+
 /* A new send ring's size, and the output FIFO's smallest allocation. */
 #define RMUX_INITIAL_RING 16384
 #define RMUX_INITIAL_OUTPUT 16384
@@ -40,7 +49,8 @@ typedef enum rmux_status {
     RMUX_ERR_BAD_KIND = 3,
     /* The rest are the caller's mistakes, never the peer's: the wrapper treats them as bugs. */
     RMUX_ERR_STAGING_FULL = 4, /* the staging buffer cannot take this run of data */
-    RMUX_ERR_BAD_ARGUMENT = 5  /* start/end outside the buffer, or no room for a record */
+    RMUX_ERR_BAD_ARGUMENT = 5, /* start/end outside the buffer, or no room for a record */
+    RMUX_ERR_BUFFER_TOO_LARGE = 6 /* a buffer longer than RMUX_MAX_BUFFER */
 } rmux_status;
 
 typedef enum rmux_record_kind { RMUX_RECORD_DATA = 0, RMUX_RECORD_COMMAND = 1 } rmux_record_kind;
@@ -72,8 +82,9 @@ void rmux_scratch_free(rmux_scratch *scratch);
 void rmux_encode_header(uint8_t *out, uint32_t length, uint32_t stream_id, uint8_t kind);
 
 /* Parse up to max_frames complete frames of buf[start, end) into frames[]
- * (which holds max_frames).  buf holds buf_length bytes; start <= end <=
- * buf_length, or nothing is read and *error is RMUX_ERR_BAD_ARGUMENT.
+ * (which holds max_frames).  buf holds buf_length bytes, at most
+ * RMUX_MAX_BUFFER (else RMUX_ERR_BUFFER_TOO_LARGE); start <= end <=
+ * buf_length (else RMUX_ERR_BAD_ARGUMENT); either error reads nothing.
  * Returns the count; *next_start is the first unparsed offset (the offending
  * header on error); *error is RMUX_OK or the first violation. */
 size_t rmux_scan_frames(const uint8_t *buf, size_t buf_length, size_t start, size_t end,
@@ -90,7 +101,8 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t buf_length, size_t start, siz
  * frame makes at most one record, so a call scans at most records_capacity
  * (and RMUX_MAX_FRAMES_PER_SCAN) frames, and a caller with more calls again.
  * start <= end <= buf_length and records_capacity > 0, or nothing happens and
- * *error is RMUX_ERR_BAD_ARGUMENT.
+ * *error is RMUX_ERR_BAD_ARGUMENT; a buf_length or staging_capacity over
+ * RMUX_MAX_BUFFER is refused the same way with RMUX_ERR_BUFFER_TOO_LARGE.
  *
  * Returns the record count; advances *start and *staged; *nframes is the
  * number of frames scanned; *error as above. */
@@ -150,7 +162,8 @@ int64_t rmux_tx_retained(rmux_tx *tx, int32_t slot);
 rmux_tx_status rmux_tx_acknowledge(rmux_tx *tx, int32_t slot, uint32_t count);
 /* Make the newest count retained bytes unsent again; INVALID beyond what is retained. */
 rmux_tx_status rmux_tx_rewind(rmux_tx *tx, int32_t slot, uint32_t count);
-/* Append a whole frame to the FIFO if it fits within the capacity (else NO_ROOM). */
+/* Append a whole frame to the FIFO if it fits within the capacity (else NO_ROOM, for
+ * any length). */
 rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length);
 /* Data frames round-robin, and FINs, into the FIFO.  Writes the ids of
  * streams whose FIN was appended to fins[] (at most max_fins); returns their

@@ -306,6 +306,19 @@ def test_a_rewind_sends_exactly_the_bytes_sent_last(module, steps):
 
 
 @pytest.mark.parametrize("module", [_c, _python], ids=["c", "python"])
+def test_both_decoders_refuse_a_buffer_past_max_buffer(module):
+    """The compiled codec's offsets are 32-bit (RMUX_MAX_BUFFER): both backends accept
+    a buffer of up to MAX_BUFFER bytes and refuse a larger one, up front."""
+    assert _python.MAX_BUFFER == 2**31
+    decoder = module.InboundDecoder(MAX_DATA_BODY, MAX_COMMAND_BODY, _python.MAX_BUFFER)
+    assert decoder.size == 0  # buffers come with the first read: nothing large was allocated
+    with pytest.raises(ValueError, match="may not exceed"):
+        module.InboundDecoder(MAX_DATA_BODY, MAX_COMMAND_BODY, _python.MAX_BUFFER + 1)
+    with pytest.raises(ValueError, match="may not exceed"):
+        decoder.limit(MAX_DATA_BODY, _python.MAX_BUFFER + 1)
+
+
+@pytest.mark.parametrize("module", [_c, _python], ids=["c", "python"])
 def test_a_decoder_starts_small_grows_as_needed_and_gives_its_buffers_back(module):
     """A handshake costs a small buffer; a frame larger than the buffer, or reads
     that fill all that was offered, grow it (up to its size); ``release`` gives it

@@ -6,13 +6,17 @@
  * runs each case by name (`test_boundary CASE`), so a write or read past a
  * buffer is a sanitizer report even where the values would look right.
  *
- * Exit status: 0 passed, 1 failed (what failed on stderr), 2 no such case.
+ * Exit status: 0 passed, 1 failed (what failed on stderr), 2 no such case,
+ * 77 skipped (why on stdout).
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS and MAP_NORESERVE under -std=c99 */
+
 #include "rmux_codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define CHECK(cond, ...)                                                             \
     do {                                                                             \
@@ -166,6 +170,96 @@ static void decode_buffer_length(void) {
     free(buf);
 }
 
+/* ------------------------------------------------------------ buffer sizes */
+
+#define GIB ((uint64_t)1 << 30)
+
+/* Offsets in rmux_frame and rmux_record are uint32_t: a buffer past
+ * RMUX_MAX_BUFFER is refused, rather than answered with offsets that wrapped.
+ * The test needs a buffer past 4 GiB, where they would wrap: one mapping of
+ * address space of which only the pages written are ever backed by memory. */
+static void max_buffer(void) {
+    if (sizeof(size_t) < 8) {
+        printf("skip: a 32-bit size_t cannot describe a buffer past 4 GiB\n");
+        exit(77);
+    }
+    size_t length = (size_t)(4 * GIB + 65536);
+    uint8_t *big = mmap(NULL, length, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (big == MAP_FAILED) {
+        printf("skip: cannot map %zu bytes of address space\n", length);
+        exit(77);
+    }
+    rmux_scratch *scratch = rmux_scratch_new();
+    CHECK(scratch != NULL, "out of memory");
+    rmux_frame frames[2];
+    rmux_record records[2];
+    size_t next, nframes, staged;
+    rmux_status error;
+
+    /* A command frame 4 GiB + 7 bytes in: its body's offset does not fit 32 bits. */
+    size_t at = (size_t)(4 * GIB + 7);
+    size_t end = at + put_frame(big + at, 5, RMUX_KIND_COMMAND, 'c', 3);
+    size_t n = rmux_scan_frames(big, length, at, end, 1024, 1024, 2, frames, &next, &error);
+    CHECK(error == RMUX_ERR_BUFFER_TOO_LARGE && n == 0 && next == at,
+          "scan of a %zu-byte buffer: error %d, %zu frames, the first's body at offset %u "
+          "(it is at %zu)", length, (int)error, n, n ? frames[0].offset : 0, at + 9);
+    size_t start = at;
+    staged = 0;
+    uint8_t staging[64];
+    n = rmux_decode(scratch, big, length, &start, end, 1024, 1024, staging, sizeof staging,
+                    &staged, records, 2, &nframes, &error);
+    CHECK(error == RMUX_ERR_BUFFER_TOO_LARGE && n == 0 && nframes == 0 && start == at,
+          "decode of a %zu-byte buffer: error %d, %zu records, the first at offset %u "
+          "(it is at %zu)", length, (int)error, n, n ? records[0].offset : 0, at + 9);
+
+    /* A staging buffer past 4 GiB, already filled that far: the next record's
+     * offset would not fit either. */
+    uint8_t wire[RMUX_HEADER_SIZE + 3];
+    end = put_frame(wire, 5, RMUX_KIND_DATA, 'd', 3);
+    start = 0;
+    staged = at;
+    n = rmux_decode(scratch, wire, sizeof wire, &start, end, 1024, 1024, big, length, &staged,
+                    records, 2, &nframes, &error);
+    CHECK(error == RMUX_ERR_BUFFER_TOO_LARGE && n == 0 && start == 0 && staged == at,
+          "decode into a %zu-byte staging buffer: error %d, %zu records, the first at offset %u "
+          "(it is at %zu)", length, (int)error, n, n ? records[0].offset : 0, at);
+
+    /* Exactly RMUX_MAX_BUFFER is accepted, and its last offsets come back whole. */
+    size_t limit = (size_t)RMUX_MAX_BUFFER;
+    at = limit - (RMUX_HEADER_SIZE + 3);
+    put_frame(big + at, 5, RMUX_KIND_COMMAND, 'c', 3);
+    n = rmux_scan_frames(big, limit, at, limit, 1024, 1024, 2, frames, &next, &error);
+    CHECK(error == RMUX_OK && n == 1 && frames[0].offset == limit - 3 && next == limit,
+          "scan at the limit: error %d, %zu frames", (int)error, n);
+    n = rmux_scan_frames(big, limit + 1, at, limit, 1024, 1024, 2, frames, &next, &error);
+    CHECK(error == RMUX_ERR_BUFFER_TOO_LARGE && n == 0,
+          "scan one past the limit: error %d, %zu frames", (int)error, n);
+    start = 0;
+    staged = limit - 3;
+    n = rmux_decode(scratch, wire, sizeof wire, &start, end, 1024, 1024, big, limit, &staged,
+                    records, 2, &nframes, &error);
+    CHECK(error == RMUX_OK && n == 1 && records[0].offset == limit - 3 && staged == limit &&
+              memcmp(big + limit - 3, "ddd", 3) == 0,
+          "decode at the limit: error %d, %zu records", (int)error, n);
+
+    rmux_scratch_free(scratch);
+    munmap(big, length);
+}
+
+/* rmux_tx_append takes a size_t length: one so large that unsent + length
+ * wraps is still refused as not fitting, not appended. */
+static void append_length(void) {
+    rmux_tx *tx = rmux_tx_new(4096, 8192, 8192 + 2 * RMUX_HEADER_SIZE + 4096 + 3);
+    CHECK(tx != NULL, "out of memory");
+    uint8_t frame[16] = {0};
+    CHECK(rmux_tx_append(tx, frame, sizeof frame) == RMUX_TX_OK, "a small frame does not fit");
+    rmux_tx_status status = rmux_tx_append(tx, frame, SIZE_MAX - 7);
+    CHECK(status == RMUX_TX_NO_ROOM, "a length of SIZE_MAX - 7: status %d", (int)status);
+    CHECK(rmux_tx_unsent(tx) == sizeof frame, "unsent %zu", rmux_tx_unsent(tx));
+    rmux_tx_free(tx);
+}
+
 /* ------------------------------------------------------------------- main */
 
 static const struct {
@@ -174,6 +268,8 @@ static const struct {
 } CASES[] = {
     {"decode_records_capacity", decode_records_capacity},
     {"decode_buffer_length", decode_buffer_length},
+    {"max_buffer", max_buffer},
+    {"append_length", append_length},
 };
 
 int main(int argc, char **argv) {

@@ -22,6 +22,7 @@ from reactor_mux.codec._python import (
     INITIAL_RING,
     KIND_COMMAND,
     KIND_DATA,
+    MAX_BUFFER,
     MAX_FRAMES_PER_SCAN,
     OK,
     RECORD_COMMAND,
@@ -36,6 +37,7 @@ from reactor_mux.codec._python import (
 _SHARED = {
     "RMUX_HEADER_SIZE": HEADER_SIZE,
     "RMUX_MAX_FRAMES_PER_SCAN": MAX_FRAMES_PER_SCAN,
+    "RMUX_MAX_BUFFER": MAX_BUFFER,
     "RMUX_INITIAL_RING": INITIAL_RING,
     "RMUX_INITIAL_OUTPUT": INITIAL_OUTPUT,
     "RMUX_KIND_DATA": KIND_DATA,
@@ -114,6 +116,8 @@ def scan_frames(
     max_frames = min(max_frames, MAX_FRAMES_PER_SCAN)
     if not 0 <= start <= end <= len(buf):
         raise ValueError("start/end outside the buffer")
+    if len(buf) > MAX_BUFFER:
+        raise ValueError(f"buffer larger than {MAX_BUFFER} bytes")
     pointer = ffi.from_buffer(buf)
     count = lib.rmux_scan_frames(
         pointer, len(pointer), start, end, max_data, max_command, max_frames, _FRAMES,

@@ -46,6 +46,11 @@ RECORD_COMMAND = 1
 MAX_FRAMES_PER_SCAN = 4096
 """Frames handled per codec call; a buffer holding more takes several calls."""
 
+MAX_BUFFER = 2**31
+"""The largest receive buffer a decoder may be given.  The compiled codec holds
+offsets into it as 32-bit numbers (csrc/rmux_codec.h, RMUX_MAX_BUFFER), and this
+backend refuses the same sizes so that the two accept the same arguments."""
+
 FIN_BODY = b"FIN"
 
 Frame = tuple[int, int, int, int]
@@ -172,6 +177,8 @@ class InboundDecoder:
     def _check(max_data: int, max_command: int, buffer_size: int) -> None:
         if buffer_size < 2 * (HEADER_SIZE + max(max_data, max_command)):
             raise ValueError("receive buffer must hold two maximum frames")
+        if buffer_size > MAX_BUFFER:
+            raise ValueError(f"receive buffer may not exceed {MAX_BUFFER} bytes")
 
     def limit(self, max_data: int, buffer_size: int) -> None:
         """Change the largest data body accepted and how far the buffers may grow (the
