@@ -6,7 +6,11 @@
  * receive buffer, or fill a whole output batch, per call, so Python's work is
  * per stream and per read rather than per frame.  Every algorithm (grouping
  * order, ring and FIFO growth, round-robin order) matches the Python twin
- * exactly, because the differential tests compare them byte for byte.
+ * exactly, because the differential tests compare them byte for byte.  One
+ * difference nobody can see: a fill grows the FIFO once, up front, to what it
+ * may append (so that running out of memory changes nothing), where the twin
+ * grows it frame by frame; when a fill stops at its budget, that can be one
+ * doubling more, never past the capacity.
  *
  * Bounds: every write is checked against the buffer it lands in; lengths are
  * validated against the protocol limits before any body byte is trusted.
@@ -15,6 +19,19 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Every allocation goes through these.  csrc/tests/test_boundary.c defines them
+ * before it includes this file, to make the allocation of its choice fail;
+ * every other build gets the C library's. */
+#ifndef RMUX_MALLOC
+#define RMUX_MALLOC malloc
+#endif
+#ifndef RMUX_CALLOC
+#define RMUX_CALLOC calloc
+#endif
+#ifndef RMUX_REALLOC
+#define RMUX_REALLOC realloc
+#endif
 
 /* C99 has no _Static_assert: an array of negative size stops the build instead. */
 #define RMUX_STATIC_ASSERT(condition, name) typedef char rmux_assert_##name[(condition) ? 1 : -1]
@@ -47,7 +64,7 @@ struct rmux_scratch {
 };
 
 rmux_scratch *rmux_scratch_new(void) {
-    return calloc(1, sizeof(rmux_scratch));
+    return RMUX_CALLOC(1, sizeof(rmux_scratch));
 }
 
 void rmux_scratch_free(rmux_scratch *scratch) {
@@ -269,7 +286,7 @@ rmux_tx *rmux_tx_new(uint32_t frame_size, uint32_t budget, uint32_t capacity) {
     if ((uint64_t)capacity < (uint64_t)budget + 2 * RMUX_HEADER_SIZE + frame_size + sizeof FIN_BODY) {
         return NULL;
     }
-    rmux_tx *tx = calloc(1, sizeof *tx);
+    rmux_tx *tx = RMUX_CALLOC(1, sizeof *tx);
     if (tx != NULL) {
         tx->frame_size = frame_size;
         tx->budget = budget;
@@ -318,7 +335,7 @@ static tx_stream *get_stream(rmux_tx *tx, int32_t slot) {
 static rmux_tx_status ready_push_back(rmux_tx *tx, uint32_t slot) {
     if (tx->ready_count == tx->ready_capacity) {
         uint32_t capacity = tx->ready_capacity ? tx->ready_capacity * 2 : 64;
-        uint32_t *grown = malloc((size_t)capacity * sizeof *grown);
+        uint32_t *grown = RMUX_MALLOC((size_t)capacity * sizeof *grown);
         if (grown == NULL) {
             return RMUX_TX_NO_MEMORY;
         }
@@ -361,12 +378,15 @@ int32_t rmux_tx_open(rmux_tx *tx, uint32_t stream_id, uint32_t limit) {
     } else {
         if (tx->nstreams == tx->streams_capacity) {
             uint32_t capacity = tx->streams_capacity ? tx->streams_capacity * 2 : 16;
-            tx_stream *grown = realloc(tx->streams, (size_t)capacity * sizeof *grown);
+            tx_stream *grown = RMUX_REALLOC(tx->streams, (size_t)capacity * sizeof *grown);
             if (grown == NULL) {
                 return RMUX_TX_NO_MEMORY;
             }
-            uint32_t *free_grown = realloc(tx->free_slots, (size_t)capacity * sizeof *free_grown);
+            uint32_t *free_grown =
+                RMUX_REALLOC(tx->free_slots, (size_t)capacity * sizeof *free_grown);
             if (free_grown == NULL) {
+                /* The old streams array is gone: keep the larger one, same contents,
+                 * and the same count, so nothing the caller can see has changed. */
                 tx->streams = grown;
                 return RMUX_TX_NO_MEMORY;
             }
@@ -479,12 +499,11 @@ rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_
     if (target > stream->limit) {
         target = stream->limit;
     }
-    stream->grow_next = 0;
     if (target > stream->capacity) {
         uint64_t capacity = target;
-        uint8_t *grown = malloc((size_t)capacity);
+        uint8_t *grown = RMUX_MALLOC((size_t)capacity);
         if (grown == NULL) {
-            return RMUX_TX_NO_MEMORY;
+            return RMUX_TX_NO_MEMORY; /* before any change: the ring still wants to grow */
         }
         uint32_t start = 0;
         if (stream->capacity) {
@@ -505,6 +524,7 @@ rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_
         stream->capacity = (uint32_t)capacity;
         stream->head = stream->retained;
     }
+    stream->grow_next = 0;
     if (count > stream->capacity - held) {
         count = stream->capacity - (uint32_t)held;
     }
@@ -533,17 +553,16 @@ rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count) {
     if (count == 0) {
         return RMUX_TX_OK;
     }
-    stream->size += count;
-    tx->buffered += count;
-    stream->grow_next = held + count == stream->capacity;
+    /* Queue it first: that may allocate, and a failure must find nothing changed. */
     if (!stream->in_ready) {
         if (ready_push_back(tx, (uint32_t)slot) != RMUX_TX_OK) {
-            stream->size -= count;
-            tx->buffered -= count;
             return RMUX_TX_NO_MEMORY;
         }
         stream->in_ready = 1;
     }
+    stream->size += count;
+    tx->buffered += count;
+    stream->grow_next = held + count == stream->capacity;
     return RMUX_TX_OK;
 }
 
@@ -607,26 +626,24 @@ rmux_tx_status rmux_tx_finish(rmux_tx *tx, int32_t slot) {
     return RMUX_TX_OK;
 }
 
-/* Make room for `extra` more bytes at the FIFO's end (the Python twin's _make_room). */
+/* Make room for `extra` more bytes at the FIFO's end: the Python twin's
+ * _make_room (same growth rule, same compaction), except that it allocates
+ * before it moves anything, so on RMUX_TX_NO_MEMORY the FIFO is as it was. */
 static rmux_tx_status make_room(rmux_tx *tx, size_t extra) {
     size_t unsent = tx->end - tx->start;
-    if (tx->start && (tx->start == tx->end || tx->end + extra > tx->out_capacity)) {
-        memmove(tx->out, tx->out + tx->start, unsent);
-        tx->start = 0;
-        tx->end = unsent;
-    }
-    if (tx->end + extra > tx->out_capacity) {
+    if (unsent + extra > tx->out_capacity) {
+        /* Not even with the unsent bytes moved to the front: a larger FIFO. */
         size_t size = tx->out_capacity > RMUX_INITIAL_OUTPUT ? tx->out_capacity : RMUX_INITIAL_OUTPUT;
-        while (size < tx->end + extra) {
+        while (size < unsent + extra) {
             size *= 2;
         }
         if (size > tx->capacity) {
             size = tx->capacity;
         }
-        if (size < tx->end + extra) {
+        if (size < unsent + extra) {
             return RMUX_TX_NO_MEMORY; /* cannot happen when callers respect the capacity checks */
         }
-        uint8_t *grown = malloc(size);
+        uint8_t *grown = RMUX_MALLOC(size);
         if (grown == NULL) {
             return RMUX_TX_NO_MEMORY;
         }
@@ -636,6 +653,10 @@ static rmux_tx_status make_room(rmux_tx *tx, size_t extra) {
         free(tx->out);
         tx->out = grown;
         tx->out_capacity = size;
+        tx->start = 0;
+        tx->end = unsent;
+    } else if (tx->start && (tx->start == tx->end || tx->end + extra > tx->out_capacity)) {
+        memmove(tx->out, tx->out + tx->start, unsent);
         tx->start = 0;
         tx->end = unsent;
     }
@@ -655,17 +676,63 @@ rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length) 
     return RMUX_TX_OK;
 }
 
+/* The most one rmux_tx_fill can append.  No more than the budget allows: it
+ * stops once the FIFO holds the budget, so at most one data frame and one FIN
+ * past it (rmux_tx_new keeps that within the capacity).  And no more than the
+ * ready streams have: each frame of their bytes, and each FIN, with its header. */
+static size_t fill_bound(const rmux_tx *tx) {
+    size_t unsent = tx->end - tx->start;
+    if (tx->ready_count == 0 || unsent >= tx->budget) {
+        return 0;
+    }
+    uint64_t by_budget = (uint64_t)(tx->budget - 1 - unsent) + 2 * RMUX_HEADER_SIZE +
+                         tx->frame_size + sizeof FIN_BODY;
+    uint64_t by_data = 0;
+    /* Stops once the budget is the smaller: no longer a walk than the fill's own. */
+    for (uint32_t i = 0; i < tx->ready_count && by_data < by_budget; i++) {
+        uint32_t slot = tx->ready[(tx->ready_head + i) % tx->ready_capacity];
+        const tx_stream *stream = &tx->streams[slot];
+        uint64_t frames = 0;
+        if (tx->frame_size) {
+            frames = ((uint64_t)stream->size + tx->frame_size - 1) / tx->frame_size;
+        }
+        by_data += stream->size + frames * RMUX_HEADER_SIZE;
+        if (stream->fin_pending) {
+            by_data += RMUX_HEADER_SIZE + sizeof FIN_BODY;
+        }
+    }
+    return (size_t)(by_data < by_budget ? by_data : by_budget);
+}
+
+/* Put back a slot just popped from the ready queue: its place is free, so
+ * unlike ready_push_back this never allocates. */
+static void ready_requeue(rmux_tx *tx, uint32_t slot) {
+    tx->ready[(tx->ready_head + tx->ready_count) % tx->ready_capacity] = slot;
+    tx->ready_count++;
+}
+
 int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
+    /* The one allocation, first: the FIFO grows to hold whatever this call may
+     * append before anything moves, so running out of memory changes nothing
+     * (the loop below then has nothing left that can fail). */
+    if (make_room(tx, fill_bound(tx)) != RMUX_TX_OK) {
+        return RMUX_TX_NO_MEMORY;
+    }
     size_t nfins = 0;
     while (tx->ready_count > 0 && tx->end - tx->start < tx->budget) {
-        uint32_t slot = ready_pop_front(tx);
+        uint32_t slot = tx->ready[tx->ready_head];
         tx_stream *stream = &tx->streams[slot];
-        stream->in_ready = 0;
         uint32_t count = stream->size < tx->frame_size ? stream->size : tx->frame_size;
+        size_t need = count ? RMUX_HEADER_SIZE + (size_t)count : 0;
+        if (stream->size == count && stream->fin_pending) {
+            need += RMUX_HEADER_SIZE + sizeof FIN_BODY;
+        }
+        if (need > tx->out_capacity - tx->end) {
+            break; /* cannot happen (fill_bound made the room); the rest would wait, not overflow */
+        }
+        ready_pop_front(tx);
+        stream->in_ready = 0;
         if (count) {
-            if (make_room(tx, RMUX_HEADER_SIZE + (size_t)count) != RMUX_TX_OK) {
-                return RMUX_TX_NO_MEMORY;
-            }
             rmux_encode_header(tx->out + tx->end, count, stream->stream_id, RMUX_KIND_DATA);
             tx->end += RMUX_HEADER_SIZE;
             uint32_t head_part = stream->capacity - stream->head;
@@ -688,22 +755,15 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
         }
         if (stream->size) {
             stream->in_ready = 1;
-            if (ready_push_back(tx, slot) != RMUX_TX_OK) {
-                return RMUX_TX_NO_MEMORY;
-            }
+            ready_requeue(tx, slot);
         } else if (stream->fin_pending) {
             if (nfins == max_fins) {
                 /* No room to report it: keep it for the next fill. */
                 stream->in_ready = 1;
-                if (ready_push_back(tx, slot) != RMUX_TX_OK) {
-                    return RMUX_TX_NO_MEMORY;
-                }
+                ready_requeue(tx, slot);
                 break;
             }
             stream->fin_pending = 0;
-            if (make_room(tx, RMUX_HEADER_SIZE + sizeof FIN_BODY) != RMUX_TX_OK) {
-                return RMUX_TX_NO_MEMORY;
-            }
             rmux_encode_header(tx->out + tx->end, sizeof FIN_BODY, stream->stream_id,
                                RMUX_KIND_COMMAND);
             memcpy(tx->out + tx->end + RMUX_HEADER_SIZE, FIN_BODY, sizeof FIN_BODY);

@@ -114,11 +114,13 @@ size_t rmux_decode(rmux_scratch *scratch, const uint8_t *buf, size_t buf_length,
 /* ---- outbound: per-stream rings and the channel's output FIFO ---- */
 
 /* What the rmux_tx functions return.  Those that return a count or a slot
- * instead use the negative values for their failures. */
+ * instead use the negative values for their failures.  Every one that
+ * allocates does so before it changes any state, so after RMUX_TX_NO_MEMORY
+ * the rmux_tx is exactly as it was and the call can simply be tried again. */
 typedef enum rmux_tx_status {
     RMUX_TX_OK = 0,
     RMUX_TX_INVALID = -1,   /* a slot not open, or an argument the call refuses */
-    RMUX_TX_NO_MEMORY = -2, /* an allocation failed */
+    RMUX_TX_NO_MEMORY = -2, /* an allocation failed, and the call changed nothing */
     RMUX_TX_NO_ROOM = -3    /* rmux_tx_append: the frame would exceed the capacity */
 } rmux_tx_status;
 
@@ -167,7 +169,8 @@ rmux_tx_status rmux_tx_rewind(rmux_tx *tx, int32_t slot, uint32_t count);
 rmux_tx_status rmux_tx_append(rmux_tx *tx, const uint8_t *frame, size_t length);
 /* Data frames round-robin, and FINs, into the FIFO.  Writes the ids of
  * streams whose FIN was appended to fins[] (at most max_fins); returns their
- * count, or RMUX_TX_NO_MEMORY. */
+ * count, or RMUX_TX_NO_MEMORY (nothing was moved: the FIFO grows first, to
+ * what the call may append). */
 int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins);
 size_t rmux_tx_unsent(const rmux_tx *tx);
 int rmux_tx_has_data(const rmux_tx *tx);
