@@ -9,9 +9,11 @@ CONNECT or BIND means) is asked of the ``ChannelOwner``.
 Here is only the glue: the session's events go to streams and to the owner,
 and the session's output goes to the transport.  Each other job is a part
 of its own, testable without sockets: ``Liveness`` (handshake deadline,
-keepalive), two ``BufferCap``s (inbound and outbound storage, with
-hysteresis), ``PeerConnects`` (connects for the peer's SYNs), and the
-``Transport`` the bytes travel over.
+keepalive), ``Resumption`` (barrier ticks, the resume window, the session's
+side of a reconnect or a handover), two ``BufferCap``s (inbound and outbound
+storage, with hysteresis), ``PeerConnects`` (connects for the peer's SYNs),
+and the ``Transport`` the bytes travel over.  Draining at shutdown is
+``drain.wait_for_streams``.
 
 Reading: the transport ``recv_into``s the session's receive buffer, and every
 frame of that read is handled in one call.  Writing is deferred to the end
@@ -24,12 +26,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from reactor_mux.buffercap import BufferCap
 from reactor_mux.connector import Connector
+from reactor_mux.drain import wait_for_streams as wait_for_streams
 from reactor_mux.liveness import Liveness
 from reactor_mux.localstream import LocalStream, OpenHook
 from reactor_mux.logformat import event as log_event
@@ -64,23 +67,13 @@ from reactor_mux.protocol.events import (
 from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.session import RESUME_REFUSED, Session
 from reactor_mux.protocol.verbs import ChannelState, Role
-from reactor_mux.reactor import Cancellable, Owner, Reactor, Timer
+from reactor_mux.reactor import Cancellable, Owner, Reactor
 from reactor_mux.resolver import Resolver
+from reactor_mux.resumption import Handover, Resumption
 from reactor_mux.settings import ChannelSettings
 from reactor_mux.transport import Transport, TransportError
 
 log = logging.getLogger("reactor_mux")
-
-
-DRAIN_POLL = 0.05
-"""Seconds between checks, while draining, for streams still open."""
-
-DRAIN_REPORT_INTERVAL = 5.0
-"""Seconds between the log lines that say how many streams a drain waits for."""
-
-BARRIER_INTERVAL = 0.25
-"""Seconds between barrier PINGs on a resumable channel that sent something: each
-answer frees the sent bytes and commands kept for a resume (protocol.md §9.2)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +203,14 @@ class Channel:
         self._transport: Transport | None = transport
         self.streams_reset_on_close = 0
         """How many streams closing the channel reset (for the log)."""
-        self.suspended_at: float | None = None
-        """When the connection broke, while the streams wait for a resume."""
-        self._resume_deadline: Timer | None = None
-        self._barrier_timer: Timer | None = None
+        self._resumption = Resumption(
+            reactor,
+            self,
+            self._session,
+            resume_timeout=settings.resume_timeout,
+            flush=self.schedule_flush,
+            expired=self._resume_expired,
+        )
         self._flush_pending = False
         self._inbound_held = 0
         escaped = name.replace("%", "%%")
@@ -285,20 +282,8 @@ class Channel:
 
     def start(self) -> None:
         """Send our HELLO (and whatever the owner declared) and start reading."""
-        if self.settings.session.resume:
-            self._barrier_timer = self.reactor.call_later(BARRIER_INTERVAL, self._barrier_tick,
-                                                          self)  # fmt: skip
-        self.start_connection()
-
-    def _barrier_tick(self) -> None:
-        self._barrier_timer = None
-        if self.closed:
-            return
-        session = self._session
-        session.barrier_tick()
-        if session.has_output():
-            self.schedule_flush()
-        self._barrier_timer = self.reactor.call_later(BARRIER_INTERVAL, self._barrier_tick, self)
+        self._resumption.start()
+        self._start_connection()
 
     @property
     def accepting(self) -> bool:
@@ -308,7 +293,13 @@ class Channel:
 
     @property
     def suspended(self) -> bool:
-        return self.suspended_at is not None
+        """The connection broke and the streams wait for a resume (until it is done)."""
+        return self._resumption.suspended
+
+    @property
+    def suspended_at(self) -> float | None:
+        """When the connection broke, while suspended."""
+        return self._resumption.suspended_at
 
     @property
     def transport(self) -> Transport | None:
@@ -483,19 +474,12 @@ class Channel:
         if transport is not None:
             transport.close()
         self._flush_pending = False
-        first = self.suspended_at is None
-        if first:
-            self.suspended_at = self.reactor.time()
-            timeout = self.settings.resume_timeout
-            self._resume_deadline = self.reactor.call_later(timeout, self._resume_expired, self)
-        self._session.suspend()
+        first = self._resumption.suspend()
         self.owner.on_channel_suspended(self, reason, first)
 
-    def _resume_expired(self) -> None:
-        self._resume_deadline = None
-        if not self.closed and self.suspended:
-            self.close(f"resume window expired ({self.settings.resume_timeout:g}s)",
-                       code=ErrorCode.RESUME_EXPIRED)  # fmt: skip
+    def _resume_expired(self, reason: str, code: ErrorCode) -> None:
+        if not self.closed:
+            self.close(reason, code=code)
 
     def attach(self, transport: Transport, peer: str) -> None:
         """Client: a new connection to resume this channel's session over."""
@@ -503,11 +487,11 @@ class Channel:
             raise RuntimeError("attach needs a suspended channel")
         self._transport = transport
         self.peer = peer
-        self._session.reconnect()
+        self._resumption.reconnect()
         self._liveness = self._new_liveness()
-        self.start_connection()
+        self._start_connection()
 
-    def start_connection(self) -> None:
+    def _start_connection(self) -> None:
         self._liveness.start()
         assert self._transport is not None
         self._transport.attach(self)
@@ -524,6 +508,18 @@ class Channel:
         self.close(f"{RESUME_REFUSED}: {reason}", code=ErrorCode.RESUME_REFUSED,
                    after_replies=True)  # fmt: skip
 
+    def hand_over(self) -> Handover:
+        """Server: this connection proved it holds another channel's session: give
+        that channel the transport and this session (what it read and queued).
+        This channel ends here, without closing the transport or telling its owner
+        (the connection lives on in the channel that adopts it)."""
+        transport, self._transport = self._transport, None
+        assert transport is not None
+        self._liveness.stop()
+        self._resumption.stop()
+        self.closed = True
+        return Handover(transport, self._session, self.peer)
+
     def adopt(self, connection: Channel) -> None:
         """Server: carry on over ``connection``, which proved it holds our session.
         A connection we still think alive is cut first: the latest proof wins."""
@@ -532,15 +528,10 @@ class Channel:
         if self.closed:
             connection.refuse_resume("the session ended")
             return
-        transport, connection._transport = connection._transport, None
-        assert transport is not None
-        connection._liveness.stop()
-        connection.closed = True  # handed over: it must not close the transport
-        if connection._barrier_timer is not None:
-            connection._barrier_timer.cancel()
-        self._session.adopt(connection._session)
-        self._transport = transport
-        self.peer = connection.peer
+        handover = connection.hand_over()
+        self._resumption.adopt(handover)
+        self._transport = transport = handover.transport
+        self.peer = handover.peer
         self._liveness = self._new_liveness()
         self._liveness.start()
         transport.handover(self)
@@ -554,10 +545,7 @@ class Channel:
             self._transport.trust()
 
     def _resumed(self, event: SessionResumed) -> None:
-        if self._resume_deadline is not None:
-            self._resume_deadline.cancel()
-            self._resume_deadline = None
-        self.suspended_at = None
+        self._resumption.resumed()
         self._trust_transport()
         self.meter.resumes += 1
         self._liveness.handshake_done()
@@ -954,9 +942,7 @@ class Channel:
         self.close_code = code
         try:
             self._liveness.stop()
-            for timer in (self._resume_deadline, self._barrier_timer):
-                if timer is not None:
-                    timer.cancel()
+            self._resumption.stop()
             self._connects.cancel_all()
             streams, self.streams = self.streams, {}
             self.streams_reset_on_close = len(streams)
@@ -989,74 +975,3 @@ class Channel:
 
 SHUTTING_DOWN = "shutting down"
 """The words a side gives in its ``ERROR shutdown:`` when it closes the channel on purpose."""
-
-
-def wait_for_streams(
-    reactor: Reactor,
-    channels: Callable[[], Iterable[Channel]],
-    timeout: float,
-    done: Callable[[], None],
-) -> Callable[[], None]:
-    """Call ``done()`` once no channel has an open stream, or after ``timeout``.
-
-    Used by both roles when draining; returns a function that cancels the wait.
-    """
-    return _DrainWait(reactor, channels, timeout, done).cancel
-
-
-class _DrainWait:
-    """Polls the channels until they are idle or the drain timeout passes."""
-
-    name = "drain wait"
-
-    def __init__(
-        self,
-        reactor: Reactor,
-        channels: Callable[[], Iterable[Channel]],
-        timeout: float,
-        done: Callable[[], None],
-    ) -> None:
-        self._reactor = reactor
-        self._channels = channels
-        self._deadline = reactor.time() + timeout
-        self._done = done
-        self._timer: Timer | None = None
-        self._next_report = reactor.time() + DRAIN_REPORT_INTERVAL
-        self._check()
-
-    def _check(self) -> None:
-        """Phase one: wait for the streams to finish.  Phase two: say BYE on every
-        idle channel and wait for the peers to close them, so the last bytes we
-        sent reach their targets before our process exits."""
-        channels = list(self._channels())
-        busy = sum(1 for channel in channels if channel.busy)
-        if not busy:
-            for channel in channels:
-                channel.say_goodbye()
-            if not any(channel.said_goodbye and not channel.closed for channel in channels):
-                self._done()
-                return
-        now = self._reactor.time()
-        if now < self._deadline:
-            if now >= self._next_report:
-                self._next_report = now + DRAIN_REPORT_INTERVAL
-                streams = sum(len(channel.streams) for channel in channels)
-                log.info("draining: %d stream(s) still open, %.0fs left", streams,
-                         self._deadline - now)  # fmt: skip
-            self._timer = self._reactor.call_later(DRAIN_POLL, self._check, self)
-            return
-        if busy:
-            streams = sum(len(channel.streams) for channel in channels)
-            log.warning("drain timeout: cutting %d open stream(s) on %d channel(s)",
-                        streams, busy)  # fmt: skip
-        else:
-            log.warning("drain timeout: the peer did not close the channel after BYE")
-        self._done()
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def close_after_bug(self) -> None:
-        """Stop waiting: better an early exit than a drain that never ends."""
-        self._done()
