@@ -1,8 +1,9 @@
 """Entry point of ``reactor-mux`` and ``python -m reactor_mux``.
 
-Kept apart from cli.py so that a codec that cannot be loaded as requested
-(``REACTOR_MUX_CODEC=c`` without a compiled build, or an unknown policy) is
-reported as one line with exit status 2 rather than an import traceback.
+Kept apart from the cli package so that a codec that cannot be loaded as
+requested (``REACTOR_MUX_CODEC=c`` without a compiled build, or an unknown
+policy) is reported as one line with exit status 2 rather than an import
+traceback.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The command line's security options: TLS, authentication, allow-lists.
 
-Kept apart from cli.py, which knows the roles and the channel's limits: this
-module adds one argument group per role and turns the parsed options into
+Kept apart from the parser, which knows the roles and the channel's limits:
+this module adds one argument group per role and turns the parsed options into
 what the roles take (a ``SessionConfig``'s credentials or secret book, a TLS
 context, a ``Policy``).  Every problem, from contradictory flags to a secret
 file other users can read, is a ``SecurityOptionError`` with one line of
-explanation, which cli.py prints as a usage error.
+explanation, which the command line prints as a usage error.
 
 Safe by default: a server that listens beyond loopback must authenticate its
 clients (a secret, a clients file, or client certificates) unless told

@@ -1,48 +1,45 @@
-"""The ``reactor-mux`` command line: ``server``, ``client`` and ``demo``.
+"""The command line's grammar: ``build_parser`` (every subcommand and option,
+with its help), ``parse_arguments`` (the command line laid over its
+``--config`` file) and ``_checked``, the checks argparse cannot make.
 
-Argument errors are reported as one line on stderr with exit status 2;
-startup failures (a port in use) as one line with status 1.  The first
-SIGINT or SIGTERM drains (stop accepting, let open streams finish for up to
-``--drain-timeout``) and exits 0; a second one stops at once.  No path prints
-a traceback for bad input.
+One parser serves the command line, the config file's keys (configfile.py
+reads them off the role's parser), check-config and a reload, so they cannot
+disagree about what an option is.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
-from reactor_mux import __version__, codec, configfile, control, service, status
+from reactor_mux import __version__, codec, configfile
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
-from reactor_mux.cli_security import (
+from reactor_mux.cli.converters import (
+    SizeType,
+    _flagged,
+    _spec_type,
+    count_type,
+    format_size,
+    seconds,
+    seconds_or_off,
+)
+from reactor_mux.cli.security import (
     ClientSecurity,
     RunningServer,
-    SecurityOptionError,
     ServerSecurity,
     add_client_options,
     add_server_options,
     client_security,
     server_security,
 )
-from reactor_mux.client import Client, ClientConfig
 from reactor_mux.configfile import ConfigError
-from reactor_mux.control import parse_forward_words
-from reactor_mux.credentials import ANY_OWNER
-from reactor_mux.demo import DEFAULT_SIZE_MIB, run_demo
-from reactor_mux.keygen import DEFAULT_DAYS, KeygenError, generate, generate_secret
-from reactor_mux.logfile import ReopeningFileHandler
-from reactor_mux.logformat import JsonFormatter, event
-from reactor_mux.netutil import describe_error
-from reactor_mux.protocol.auth import Credentials, SecretBook
-from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.demo import DEFAULT_SIZE_MIB
+from reactor_mux.keygen import DEFAULT_DAYS
 from reactor_mux.protocol.limits import (
     DEFAULT_MAX_PENDING_SYNS,
     DEFAULT_MAX_STREAMS,
@@ -54,10 +51,7 @@ from reactor_mux.protocol.limits import (
     MIN_FRAME,
     MIN_WINDOW,
 )
-from reactor_mux.protocol.syntax import parse_decimal
-from reactor_mux.reactor import Reactor
-from reactor_mux.resolver import Resolver
-from reactor_mux.server import DEFAULT_MAX_CHANNELS, Permissions, Server, ServerConfig
+from reactor_mux.server import DEFAULT_MAX_CHANNELS
 from reactor_mux.settings import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
@@ -67,22 +61,8 @@ from reactor_mux.settings import (
     DEFAULT_RESUME_TIMEOUT,
     KEEPALIVE_TIMEOUT_FACTOR,
     MIN_MAX_BUFFER,
-    ChannelSettings,
 )
-from reactor_mux.specs import (
-    ForwardKind,
-    ForwardSpec,
-    SpecError,
-    parse_dynamic,
-    parse_endpoint,
-    parse_forward,
-)
-
-log = logging.getLogger("reactor_mux")
-T = TypeVar("T")
-
-_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)(i?[bB])?")
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+from reactor_mux.specs import ForwardKind, parse_dynamic, parse_endpoint, parse_forward
 
 
 def _usage_line(prog: str, message: str) -> str:
@@ -104,82 +84,6 @@ def _usage_error(command: str, message: str) -> int:
     """A usage error found after parsing (options that contradict each other)."""
     sys.stderr.write(_usage_line(f"reactor-mux {command}", message))
     return 2
-
-
-def format_size(value: int) -> str:
-    """The shortest exact spelling the size options accept: 262144 -> '256K'."""
-    for suffix, unit in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if value >= unit and value % unit == 0:
-            return f"{value // unit}{suffix}"
-    return str(value)
-
-
-class SizeType:
-    """An argparse converter for sizes such as 262144, 256K, 1M or 1MiB
-    (``spell`` writes a size back the way check-config prints it)."""
-
-    spell = staticmethod(format_size)
-
-    def __init__(self, what: str, low: int, high: int) -> None:
-        self.what, self.low, self.high = what, low, high
-
-    def __call__(self, text: str) -> int:
-        match = _SIZE.fullmatch(text)
-        if not match:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 262144, 256K or 1M")
-        value = int(match.group(1)) * _UNITS[match.group(2).lower()]
-        if not self.low <= value <= self.high:
-            raise argparse.ArgumentTypeError(
-                f"{self.what} {value} is outside {self.low}..{self.high} bytes"
-            )
-        return value
-
-
-def count_type(what: str, low: int, high: int) -> Callable[[str], int]:
-    """An argparse converter for a whole number within ``[low, high]``."""
-
-    def convert(text: str) -> int:
-        try:
-            return parse_decimal(text, what, low, high)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
-def seconds(text: str) -> float:
-    """An argparse converter for a duration in (0, 86400] seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text!r} must be within (0, 86400] seconds")
-    return value
-
-
-def seconds_or_off(text: str) -> float:
-    """Like ``seconds``, but 0 is allowed: it turns the feature off."""
-    if text.strip() in ("0", "0.0"):
-        return 0.0
-    try:
-        return seconds(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} must be 0 (off) or within (0, 86400] seconds"
-        ) from None
-
-
-def _spec_type(parse: Callable[[str], T]) -> Callable[[str], T]:
-    """Turn a SpecError into argparse's one-line usage error."""
-
-    def convert(text: str) -> T:
-        try:
-            return parse(text)
-        except SpecError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -497,99 +401,6 @@ def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None
                              help="the running server's or client's --control socket")  # fmt: skip
 
 
-def _flagged(flag: str, text: str) -> ForwardSpec:
-    try:
-        return parse_forward_words([flag, text])
-    except SpecError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _control_command(args: argparse.Namespace) -> int:
-    """Send ``status``, ``reload`` or ``forward`` to a running process; print its answer."""
-    message: dict[str, object] = {"command": args.command}
-    if args.command == "forward":
-        spec = args.forward
-        message.update(action=args.action, forward=[f"-{spec.kind.value}", spec.text])
-    try:
-        answer = control.request(args.control, message)
-    except control.ControlError as exc:
-        print(f"reactor-mux {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    if not answer["ok"]:
-        what = "partly applied" if answer.get("partial") else "error"
-        print(f"reactor-mux {args.command}: {what}: {answer.get('error')}", file=sys.stderr)
-        return 1
-    result: Any = answer.get("result")
-    if args.command == "status":
-        sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.json
-                         else status.render_text(result))  # fmt: skip
-    else:
-        print(result)
-    return 0
-
-
-def _settings(
-    args: argparse.Namespace,
-    *,
-    credentials: Credentials | None = None,
-    secret_book: SecretBook | None = None,
-) -> ChannelSettings:
-    session = SessionConfig(
-        window=args.window,
-        max_window=max(args.window, args.max_window),
-        window_budget=args.max_buffer // 4,  # see DEFAULT_WINDOW_BUDGET
-        max_frame=args.max_frame,
-        max_streams=args.max_streams,
-        max_pending_syns=args.max_pending_syns,
-        max_mappings=getattr(args, "max_mappings", MAX_MAPPINGS),
-        credentials=credentials,
-        secret_book=secret_book,
-        resume=args.resume_timeout > 0,
-    )
-    return ChannelSettings(
-        session=session,
-        resume_timeout=args.resume_timeout,
-        connect_timeout=args.connect_timeout,
-        handshake_timeout=args.handshake_timeout,
-        keepalive_interval=args.keepalive_interval,
-        keepalive_timeout=args.keepalive_timeout,
-        max_buffer=args.max_buffer,
-    )
-
-
-def _log_level(verbose: bool, quiet: bool) -> int:
-    return logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-
-
-def _setup_logging(
-    role: str, verbose: bool, quiet: bool, log_file: Path | None = None, log_format: str = "text"
-) -> ReopeningFileHandler | None:
-    """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen)."""
-    level = _log_level(verbose, quiet)
-    file_handler = ReopeningFileHandler(log_file) if log_file is not None else None
-    handler: logging.Handler = file_handler or logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter(role))
-    else:
-        handler.setFormatter(
-            logging.Formatter(f"%(asctime)s reactor-mux {role}: %(levelname)s %(message)s")
-        )
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
-    return file_handler
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:  # Ctrl-C before the reactor took over the signal
-        return 130
-    except BrokenPipeError:  # `reactor-mux status ... | head -1`: the reader has gone
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-        return 141  # 128 + SIGPIPE: what a shell reports for a writer the pipe ended
-
-
 def _join_forward_values(argv: Sequence[str]) -> list[str]:
     """``-L -1:h:2`` would read as an option named ``-1:h:2``; passed as ``-L-1:h:2``
     it reaches the spec parser, which says what is wrong with it."""
@@ -642,53 +453,6 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     return merged
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    argv = _join_forward_values(sys.argv[1:] if argv is None else argv)
-    try:
-        args = parse_arguments(argv)
-    except ConfigError as exc:
-        command = next((word for word in argv if word in ("server", "client")), "")
-        return _usage_error(command, str(exc))
-    if args.command == "demo":
-        return run_demo(args.size)
-    if args.command == "keygen":
-        return _keygen(args)
-    if args.command == "check-config":
-        return _check_config(args.path)
-    if args.command in ("status", "reload", "forward"):
-        return _control_command(args)
-
-    try:
-        security = _checked(args)
-    except (ConfigError, SecurityOptionError) as exc:
-        return _usage_error(args.command, str(exc))
-    try:
-        log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file,
-                                  args.log_format)  # fmt: skip
-    except OSError as exc:
-        return _usage_error(args.command, f"cannot open --log-file {args.log_file}: "
-                            f"{describe_error(exc)}")  # fmt: skip
-    build: Callable[[Reactor, Resolver], Server | Client]
-    if isinstance(security, ServerSecurity):
-        server_config = _server_config(args, security)
-        build = partial(Server, config=server_config)
-    else:
-        client_config = _client_config(args, security)
-        build = partial(Client, config=client_config)
-    reload = _reloader(argv, args) if args.config is not None else None
-    return service.run(
-        service.Service(
-            args.command,
-            args.drain_timeout,
-            build,
-            log_file,
-            reload=reload,
-            control=args.control,
-            metrics=args.metrics,
-        )
-    )
-
-
 def _checked(
     args: argparse.Namespace, running: RunningServer | None = None
 ) -> ServerSecurity | ClientSecurity:
@@ -700,137 +464,6 @@ def _checked(
     if args.command == "server":
         return server_security(args, running)
     return client_security(args)
-
-
-def _server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerConfig:
-    return ServerConfig(
-        listen=args.listen,
-        settings=_settings(args, secret_book=security.secret_book),
-        gateway_ports=args.gateway_ports,
-        max_channels=args.max_channels,
-        drain_timeout=args.drain_timeout,
-        policy=security.policy,
-        clients=security.clients,
-        tls=security.tls,
-        admission=security.admission,
-    )
-
-
-def _client_config(args: argparse.Namespace, security: ClientSecurity) -> ClientConfig:
-    return ClientConfig(
-        server=args.server,
-        forwards=args.local + args.remote + args.dynamic,
-        settings=_settings(args, credentials=security.credentials),
-        reconnect_min=args.reconnect_min,
-        reconnect_max=args.reconnect_max,
-        drain_timeout=args.drain_timeout,
-        tls=security.tls,
-        exit_on_forward_failure=args.exit_on_forward_failure,
-    )
-
-
-_APPLIED_BY_RELOAD = {
-    "server": {"gateway_ports", "max_channels", "allow_connect", "allow_bind", "clients_file",
-               "secret_file", "insecure", "verbose", "quiet", "max_startups",
-               "per_source_max_startups", "per_source_penalties", "penalty_exempt"},
-    "client": {"local", "remote", "dynamic", "verbose", "quiet"},
-}  # fmt: skip
-"""What a reload changes in a running process; every other option waits for a restart."""
-
-
-def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload:
-    """SIGHUP's (and ``reactor-mux reload``'s) work: read the config file again and
-    apply what can change live.  A file that cannot be used changes nothing."""
-
-    def reload(app: Server | Client) -> tuple[control.Reloaded, str]:
-        log.info("reloading %s", started.config)
-        try:
-            args = parse_arguments(argv)
-            security = _checked(args, _running(app))
-        except (ConfigError, SecurityOptionError) as exc:
-            message = f"reload failed, the running configuration stays: {exc}"
-            log.error("%s", message, extra=event("reload_failed", reason=str(exc)))
-            return control.Reloaded.REFUSED, message
-        log.setLevel(_log_level(args.verbose, args.quiet))
-        done: list[str] = []
-        problems: list[str] = []
-        if isinstance(app, Server):
-            assert isinstance(security, ServerSecurity)
-            app.reconfigure(Permissions(security.policy, security.clients, security.secret_book,
-                                        args.gateway_ports, args.max_channels,
-                                        security.admission))  # fmt: skip
-        elif args.forwards_from_command_line:
-            done.append("forwards unchanged: -L/-R/-D on the command line replace the file's")
-        else:
-            changes = app.reconfigure(args.local + args.remote + args.dynamic)
-            done += [f"added {flag}" for flag in changes.added]
-            done += [f"removed {flag}" for flag in changes.removed]
-            problems = changes.failed
-        for problem in problems:
-            log.error("reload: %s", problem)
-        waiting = _restart_needed(started, args)
-        if waiting:
-            log.warning("reload: %s changed; a restart applies that", ", ".join(waiting))
-        message = f"reloaded {started.config}" + "".join(f"; {item}" for item in done)
-        message += f"; failed: {'; '.join(problems)}" if problems else ""
-        message += f"; waiting for a restart: {', '.join(waiting)}" if waiting else ""
-        log.info("%s", message, extra=event("reloaded"))
-        return (control.Reloaded.PARTLY if problems else control.Reloaded.APPLIED), message
-
-    return reload
-
-
-def _running(app: Server | Client) -> RunningServer | None:
-    """What of a running server a reload cannot change (None for a client)."""
-    if not isinstance(app, Server):
-        return None
-    tls = app.config.tls
-    return RunningServer(app.bound_addresses, tls is not None and tls.requires_client_certificate)
-
-
-def _restart_needed(started: argparse.Namespace, now: argparse.Namespace) -> list[str]:
-    applied = _APPLIED_BY_RELOAD[started.command]
-    keys = configfile.option_keys(build_parser().roles[started.command])
-    return [key for key, action in keys.items()
-            if action.dest not in applied
-            and getattr(started, action.dest) != getattr(now, action.dest)]  # fmt: skip
-
-
-def _check_config(path: Path) -> int:
-    if os.getuid() == 0:  # root checks files that belong to the service's user
-        ANY_OWNER.accepted = True
-    try:
-        role = configfile.infer_role(path)
-        args = parse_arguments([role, "--config", str(path)])
-        _checked(args)
-    except (ConfigError, SecurityOptionError) as exc:
-        print(f"reactor-mux check-config: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"# {args.config}: a valid {role} config file.  Effective settings:")
-    for line in configfile.render(build_parser().roles[role], args):
-        print(line)
-    return 0
-
-
-def _keygen(args: argparse.Namespace) -> int:
-    if (args.cert is None) != (args.key is None):
-        return _usage_error("keygen", "--cert and --key go together")
-    if args.cert is None and args.secret is None:
-        return _usage_error("keygen", "nothing to write: give --cert and --key, or --secret")
-    try:
-        if args.cert is not None:
-            fingerprint = generate(args.cert, args.key, args.name, args.days, force=args.force)
-            print(f"wrote {args.cert} and {args.key} (mode 0600)")
-            print(f"server:  --tls-cert {args.cert} --tls-key {args.key}")
-            print(f"clients: --tls --tls-fingerprint {fingerprint}")
-        if args.secret is not None:
-            generate_secret(args.secret, force=args.force)
-            print(f"wrote a random secret to {args.secret} (mode 0600): "
-                  f"give both sides --secret-file {args.secret}")  # fmt: skip
-    except KeygenError as exc:
-        print(f"reactor-mux keygen: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _contradiction(args: argparse.Namespace) -> str | None:
@@ -848,3 +481,8 @@ def _contradiction(args: argparse.Namespace) -> str | None:
         if args.reconnect_min > args.reconnect_max:
             return "--reconnect-min is larger than --reconnect-max"
     return None
+
+
+def _log_level(verbose: bool, quiet: bool) -> int:
+    """The log level ``-v`` and ``-q`` select."""
+    return logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO

@@ -1,0 +1,211 @@
+"""What each subcommand does once its command line is parsed: ``server`` and
+``client`` (build the role from the options and run it as a service),
+``keygen``, ``check-config``, and ``status``, ``reload`` and ``forward``
+(one request to a running process's ``--control`` socket).
+
+Kept apart from the parser, which only says what the options are: this is
+where they turn into a running role, files written or a printed answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from reactor_mux import configfile, control, service, status
+from reactor_mux.cli.parser import _checked, _log_level, _usage_error, build_parser, parse_arguments
+from reactor_mux.cli.reload import _reloader
+from reactor_mux.cli.security import ClientSecurity, SecurityOptionError, ServerSecurity
+from reactor_mux.client import Client, ClientConfig
+from reactor_mux.configfile import ConfigError
+from reactor_mux.credentials import ANY_OWNER
+from reactor_mux.keygen import KeygenError, generate, generate_secret
+from reactor_mux.logfile import ReopeningFileHandler
+from reactor_mux.logformat import JsonFormatter
+from reactor_mux.netutil import describe_error
+from reactor_mux.protocol.auth import Credentials, SecretBook
+from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.limits import MAX_MAPPINGS
+from reactor_mux.reactor import Reactor
+from reactor_mux.resolver import Resolver
+from reactor_mux.server import Server, ServerConfig
+from reactor_mux.settings import ChannelSettings
+
+log = logging.getLogger("reactor_mux")
+
+
+def _run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
+    """``server`` or ``client``: check the options, start logging, and run the role as
+    a service until it stops.  ``argv`` is what a reload parses again."""
+    try:
+        security = _checked(args)
+    except (ConfigError, SecurityOptionError) as exc:
+        return _usage_error(args.command, str(exc))
+    try:
+        log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file,
+                                  args.log_format)  # fmt: skip
+    except OSError as exc:
+        return _usage_error(args.command, f"cannot open --log-file {args.log_file}: "
+                            f"{describe_error(exc)}")  # fmt: skip
+    build: Callable[[Reactor, Resolver], Server | Client]
+    if isinstance(security, ServerSecurity):
+        server_config = _server_config(args, security)
+        build = partial(Server, config=server_config)
+    else:
+        client_config = _client_config(args, security)
+        build = partial(Client, config=client_config)
+    reload = _reloader(argv, args) if args.config is not None else None
+    return service.run(
+        service.Service(
+            args.command,
+            args.drain_timeout,
+            build,
+            log_file,
+            reload=reload,
+            control=args.control,
+            metrics=args.metrics,
+        )
+    )
+
+
+def _settings(
+    args: argparse.Namespace,
+    *,
+    credentials: Credentials | None = None,
+    secret_book: SecretBook | None = None,
+) -> ChannelSettings:
+    session = SessionConfig(
+        window=args.window,
+        max_window=max(args.window, args.max_window),
+        window_budget=args.max_buffer // 4,  # see DEFAULT_WINDOW_BUDGET
+        max_frame=args.max_frame,
+        max_streams=args.max_streams,
+        max_pending_syns=args.max_pending_syns,
+        max_mappings=getattr(args, "max_mappings", MAX_MAPPINGS),
+        credentials=credentials,
+        secret_book=secret_book,
+        resume=args.resume_timeout > 0,
+    )
+    return ChannelSettings(
+        session=session,
+        resume_timeout=args.resume_timeout,
+        connect_timeout=args.connect_timeout,
+        handshake_timeout=args.handshake_timeout,
+        keepalive_interval=args.keepalive_interval,
+        keepalive_timeout=args.keepalive_timeout,
+        max_buffer=args.max_buffer,
+    )
+
+
+def _server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerConfig:
+    return ServerConfig(
+        listen=args.listen,
+        settings=_settings(args, secret_book=security.secret_book),
+        gateway_ports=args.gateway_ports,
+        max_channels=args.max_channels,
+        drain_timeout=args.drain_timeout,
+        policy=security.policy,
+        clients=security.clients,
+        tls=security.tls,
+        admission=security.admission,
+    )
+
+
+def _client_config(args: argparse.Namespace, security: ClientSecurity) -> ClientConfig:
+    return ClientConfig(
+        server=args.server,
+        forwards=args.local + args.remote + args.dynamic,
+        settings=_settings(args, credentials=security.credentials),
+        reconnect_min=args.reconnect_min,
+        reconnect_max=args.reconnect_max,
+        drain_timeout=args.drain_timeout,
+        tls=security.tls,
+        exit_on_forward_failure=args.exit_on_forward_failure,
+    )
+
+
+def _setup_logging(
+    role: str, verbose: bool, quiet: bool, log_file: Path | None = None, log_format: str = "text"
+) -> ReopeningFileHandler | None:
+    """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen)."""
+    level = _log_level(verbose, quiet)
+    file_handler = ReopeningFileHandler(log_file) if log_file is not None else None
+    handler: logging.Handler = file_handler or logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(role))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s reactor-mux {role}: %(levelname)s %(message)s")
+        )
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    return file_handler
+
+
+def _control_command(args: argparse.Namespace) -> int:
+    """Send ``status``, ``reload`` or ``forward`` to a running process; print its answer."""
+    message: dict[str, object] = {"command": args.command}
+    if args.command == "forward":
+        spec = args.forward
+        message.update(action=args.action, forward=[f"-{spec.kind.value}", spec.text])
+    try:
+        answer = control.request(args.control, message)
+    except control.ControlError as exc:
+        print(f"reactor-mux {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    if not answer["ok"]:
+        what = "partly applied" if answer.get("partial") else "error"
+        print(f"reactor-mux {args.command}: {what}: {answer.get('error')}", file=sys.stderr)
+        return 1
+    result: Any = answer.get("result")
+    if args.command == "status":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n" if args.json
+                         else status.render_text(result))  # fmt: skip
+    else:
+        print(result)
+    return 0
+
+
+def _check_config(path: Path) -> int:
+    if os.getuid() == 0:  # root checks files that belong to the service's user
+        ANY_OWNER.accepted = True
+    try:
+        role = configfile.infer_role(path)
+        args = parse_arguments([role, "--config", str(path)])
+        _checked(args)
+    except (ConfigError, SecurityOptionError) as exc:
+        print(f"reactor-mux check-config: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"# {args.config}: a valid {role} config file.  Effective settings:")
+    for line in configfile.render(build_parser().roles[role], args):
+        print(line)
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if (args.cert is None) != (args.key is None):
+        return _usage_error("keygen", "--cert and --key go together")
+    if args.cert is None and args.secret is None:
+        return _usage_error("keygen", "nothing to write: give --cert and --key, or --secret")
+    try:
+        if args.cert is not None:
+            fingerprint = generate(args.cert, args.key, args.name, args.days, force=args.force)
+            print(f"wrote {args.cert} and {args.key} (mode 0600)")
+            print(f"server:  --tls-cert {args.cert} --tls-key {args.key}")
+            print(f"clients: --tls --tls-fingerprint {fingerprint}")
+        if args.secret is not None:
+            generate_secret(args.secret, force=args.force)
+            print(f"wrote a random secret to {args.secret} (mode 0600): "
+                  f"give both sides --secret-file {args.secret}")  # fmt: skip
+    except KeygenError as exc:
+        print(f"reactor-mux keygen: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
