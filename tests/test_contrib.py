@@ -353,7 +353,7 @@ def test_the_units_command_line_runs_the_example_config(role: str, tmp_path: Pat
     argv = shlex.split(settings["Service.ExecStart"][0])[1:]
     argv[argv.index("--config") + 1] = str(filled_examples(tmp_path)[role])
     args = cli.parse_arguments(argv)
-    assert cli._checked(args) is not None
+    assert cli.checked(args) is not None
     assert args.control == Path(
         f"/run/reactor-mux/{'server' if role == 'server' else 'client-' + INSTANCE}/control.sock"
     )

@@ -1,4 +1,6 @@
-"""The ``reactor-mux`` command line: ``server``, ``client`` and ``demo``.
+"""The ``reactor-mux`` command line: the roles (``server``, ``client``), ``demo``,
+``keygen``, ``check-config``, and the control commands (``status``, ``reload``,
+``forward``).
 
 Argument errors are reported as one line on stderr with exit status 2;
 startup failures (a port in use) as one line with status 1.  The first
@@ -18,22 +20,22 @@ import os
 import sys
 from collections.abc import Sequence
 
-from reactor_mux.cli.commands import _check_config, _control_command, _keygen, _run_role
+from reactor_mux.cli.commands import check_config, control_command, keygen, run_role
 from reactor_mux.cli.converters import SizeType, count_type, format_size, seconds
 from reactor_mux.cli.parser import (
-    _checked,
-    _join_forward_values,
-    _usage_error,
     build_parser,
+    checked,
+    join_forward_values,
     parse_arguments,
+    usage_error,
 )
 from reactor_mux.configfile import ConfigError
 from reactor_mux.demo import run_demo
 
 __all__ = [
     "SizeType",
-    "_checked",
     "build_parser",
+    "checked",
     "count_type",
     "format_size",
     "main",
@@ -53,18 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    argv = _join_forward_values(sys.argv[1:] if argv is None else argv)
+    argv = join_forward_values(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_arguments(argv)
     except ConfigError as exc:
         command = next((word for word in argv if word in ("server", "client")), "")
-        return _usage_error(command, str(exc))
+        return usage_error(command, str(exc))
     if args.command == "demo":
         return run_demo(args.size)
     if args.command == "keygen":
-        return _keygen(args)
+        return keygen(args)
     if args.command == "check-config":
-        return _check_config(args.path)
+        return check_config(args.path)
     if args.command in ("status", "reload", "forward"):
-        return _control_command(args)
-    return _run_role(argv, args)
+        return control_command(args)
+    return run_role(argv, args)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from reactor_mux import configfile, control, service, status
-from reactor_mux.cli.parser import _checked, _log_level, _usage_error, build_parser, parse_arguments
-from reactor_mux.cli.reload import _reloader
+from reactor_mux.cli.parser import build_parser, checked, log_level, parse_arguments, usage_error
+from reactor_mux.cli.reload import reloader
 from reactor_mux.cli.security import ClientSecurity, SecurityOptionError, ServerSecurity
 from reactor_mux.client import Client, ClientConfig
 from reactor_mux.configfile import ConfigError
@@ -41,18 +41,18 @@ from reactor_mux.settings import ChannelSettings
 log = logging.getLogger("reactor_mux")
 
 
-def _run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
+def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
     """``server`` or ``client``: check the options, start logging, and run the role as
     a service until it stops.  ``argv`` is what a reload parses again."""
     try:
-        security = _checked(args)
+        security = checked(args)
     except (ConfigError, SecurityOptionError) as exc:
-        return _usage_error(args.command, str(exc))
+        return usage_error(args.command, str(exc))
     try:
         log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file,
                                   args.log_format)  # fmt: skip
     except OSError as exc:
-        return _usage_error(args.command, f"cannot open --log-file {args.log_file}: "
+        return usage_error(args.command, f"cannot open --log-file {args.log_file}: "
                             f"{describe_error(exc)}")  # fmt: skip
     build: Callable[[Reactor, Resolver], Server | Client]
     if isinstance(security, ServerSecurity):
@@ -61,7 +61,7 @@ def _run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
     else:
         client_config = _client_config(args, security)
         build = partial(Client, config=client_config)
-    reload = _reloader(argv, args) if args.config is not None else None
+    reload = reloader(argv, args) if args.config is not None else None
     return service.run(
         service.Service(
             args.command,
@@ -135,7 +135,7 @@ def _setup_logging(
     role: str, verbose: bool, quiet: bool, log_file: Path | None = None, log_format: str = "text"
 ) -> ReopeningFileHandler | None:
     """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen)."""
-    level = _log_level(verbose, quiet)
+    level = log_level(verbose, quiet)
     file_handler = ReopeningFileHandler(log_file) if log_file is not None else None
     handler: logging.Handler = file_handler or logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -150,7 +150,7 @@ def _setup_logging(
     return file_handler
 
 
-def _control_command(args: argparse.Namespace) -> int:
+def control_command(args: argparse.Namespace) -> int:
     """Send ``status``, ``reload`` or ``forward`` to a running process; print its answer."""
     message: dict[str, object] = {"command": args.command}
     if args.command == "forward":
@@ -174,13 +174,13 @@ def _control_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_config(path: Path) -> int:
+def check_config(path: Path) -> int:
     if os.getuid() == 0:  # root checks files that belong to the service's user
         ANY_OWNER.accepted = True
     try:
         role = configfile.infer_role(path)
         args = parse_arguments([role, "--config", str(path)])
-        _checked(args)
+        checked(args)
     except (ConfigError, SecurityOptionError) as exc:
         print(f"reactor-mux check-config: error: {exc}", file=sys.stderr)
         return 1
@@ -190,11 +190,11 @@ def _check_config(path: Path) -> int:
     return 0
 
 
-def _keygen(args: argparse.Namespace) -> int:
+def keygen(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
-        return _usage_error("keygen", "--cert and --key go together")
+        return usage_error("keygen", "--cert and --key go together")
     if args.cert is None and args.secret is None:
-        return _usage_error("keygen", "nothing to write: give --cert and --key, or --secret")
+        return usage_error("keygen", "nothing to write: give --cert and --key, or --secret")
     try:
         if args.cert is not None:
             fingerprint = generate(args.cert, args.key, args.name, args.days, force=args.force)

@@ -88,7 +88,7 @@ def seconds_or_off(text: str) -> float:
         ) from None
 
 
-def _spec_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+def spec_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     """Turn a SpecError into argparse's one-line usage error."""
 
     def convert(text: str) -> T:
@@ -100,7 +100,7 @@ def _spec_type(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
-def _flagged(flag: str, text: str) -> ForwardSpec:
+def flagged(flag: str, text: str) -> ForwardSpec:
     """The ``forward`` command's ``-L``, ``-R`` or ``-D`` value, read as the client reads it."""
     try:
         return parse_forward_words([flag, text])

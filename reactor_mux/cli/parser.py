@@ -1,6 +1,6 @@
 """The command line's grammar: ``build_parser`` (every subcommand and option,
 with its help), ``parse_arguments`` (the command line laid over its
-``--config`` file) and ``_checked``, the checks argparse cannot make.
+``--config`` file) and ``checked``, the checks argparse cannot make.
 
 One parser serves the command line, the config file's keys (configfile.py
 reads them off the role's parser), check-config and a reload, so they cannot
@@ -21,12 +21,12 @@ from reactor_mux import __version__, codec, configfile
 from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.cli.converters import (
     SizeType,
-    _flagged,
-    _spec_type,
     count_type,
+    flagged,
     format_size,
     seconds,
     seconds_or_off,
+    spec_type,
 )
 from reactor_mux.cli.security import (
     ClientSecurity,
@@ -80,7 +80,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, _usage_line(self.prog, message))
 
 
-def _usage_error(command: str, message: str) -> int:
+def usage_error(command: str, message: str) -> int:
     """A usage error found after parsing (options that contradict each other)."""
     sys.stderr.write(_usage_line(f"reactor-mux {command}", message))
     return 2
@@ -207,7 +207,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add(
         "--metrics",
         metavar="HOST:PORT",
-        type=_spec_type(lambda t: parse_endpoint(t, listening=True)),
+        type=spec_type(lambda t: parse_endpoint(t, listening=True)),
         help="serve Prometheus metrics at http://HOST:PORT/metrics",
     )
     add(
@@ -243,7 +243,7 @@ def build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="HOST:PORT",
-        type=_spec_type(lambda t: parse_endpoint(t, listening=True)),
+        type=spec_type(lambda t: parse_endpoint(t, listening=True)),
         help="address to accept channels on (repeatable; required here or in --config)",
     )
     server.add_argument(
@@ -276,7 +276,7 @@ def build_parser() -> _Parser:
     client.add_argument(
         "--server",
         metavar="HOST:PORT",
-        type=_spec_type(lambda t: parse_endpoint(t, listening=False)),
+        type=spec_type(lambda t: parse_endpoint(t, listening=False)),
         help="the server's channel address (required here or in --config)",
     )
     client.add_argument(
@@ -285,7 +285,7 @@ def build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="[BIND:]PORT:HOST:HOSTPORT",
-        type=_spec_type(lambda t: parse_forward(ForwardKind.LOCAL, t)),
+        type=spec_type(lambda t: parse_forward(ForwardKind.LOCAL, t)),
         help="listen here on BIND:PORT, connect from the server to HOST:HOSTPORT",
     )
     client.add_argument(
@@ -294,7 +294,7 @@ def build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="[BIND:]PORT[:HOST:HOSTPORT]",
-        type=_spec_type(lambda t: parse_forward(ForwardKind.REMOTE, t)),
+        type=spec_type(lambda t: parse_forward(ForwardKind.REMOTE, t)),
         help="listen on the server on BIND:PORT, connect from here to HOST:HOSTPORT; "
         "without HOST:HOSTPORT, serve SOCKS here for those connections",
     )
@@ -304,7 +304,7 @@ def build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="[BIND:]PORT",
-        type=_spec_type(parse_dynamic),
+        type=spec_type(parse_dynamic),
         help="a SOCKS4/4a/5 server here on BIND:PORT; the server connects to each "
         "target a SOCKS client names (and resolves its name)",
     )
@@ -394,14 +394,14 @@ def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None
     which = forward.add_mutually_exclusive_group(required=True)
     for flag, what in (("-L", "[BIND:]PORT:HOST:HOSTPORT"), ("-R", "[BIND:]PORT[:HOST:HOSTPORT]"),
                        ("-D", "[BIND:]PORT")):  # fmt: skip
-        which.add_argument(flag, dest="forward", metavar=what, type=partial(_flagged, flag),
+        which.add_argument(flag, dest="forward", metavar=what, type=partial(flagged, flag),
                            help=f"the {flag} forward, as on the client's command line")  # fmt: skip
     for command in (status, reload, forward):
         command.add_argument("--control", type=Path, required=True, metavar="PATH",
                              help="the running server's or client's --control socket")  # fmt: skip
 
 
-def _join_forward_values(argv: Sequence[str]) -> list[str]:
+def join_forward_values(argv: Sequence[str]) -> list[str]:
     """``-L -1:h:2`` would read as an option named ``-1:h:2``; passed as ``-L-1:h:2``
     it reaches the spec parser, which says what is wrong with it."""
     joined: list[str] = []
@@ -453,7 +453,7 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     return merged
 
 
-def _checked(
+def checked(
     args: argparse.Namespace, running: RunningServer | None = None
 ) -> ServerSecurity | ClientSecurity:
     """Options that contradict each other, and the security files: what a role needs
@@ -483,6 +483,6 @@ def _contradiction(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _log_level(verbose: bool, quiet: bool) -> int:
+def log_level(verbose: bool, quiet: bool) -> int:
     """The log level ``-v`` and ``-q`` select."""
     return logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO

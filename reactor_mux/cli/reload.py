@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from reactor_mux import configfile, control
-from reactor_mux.cli.parser import _checked, _log_level, build_parser, parse_arguments
+from reactor_mux.cli.parser import build_parser, checked, log_level, parse_arguments
 from reactor_mux.cli.security import RunningServer, SecurityOptionError, ServerSecurity
 from reactor_mux.client import Client
 from reactor_mux.configfile import ConfigError
@@ -32,7 +32,7 @@ _APPLIED_BY_RELOAD = {
 """What a reload changes in a running process; every other option waits for a restart."""
 
 
-def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload:
+def reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload:
     """SIGHUP's (and ``reactor-mux reload``'s) work: read the config file again and
     apply what can change live.  A file that cannot be used changes nothing."""
 
@@ -40,12 +40,12 @@ def _reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reloa
         log.info("reloading %s", started.config)
         try:
             args = parse_arguments(argv)
-            security = _checked(args, _running(app))
+            security = checked(args, _running(app))
         except (ConfigError, SecurityOptionError) as exc:
             message = f"reload failed, the running configuration stays: {exc}"
             log.error("%s", message, extra=event("reload_failed", reason=str(exc)))
             return control.Reloaded.REFUSED, message
-        log.setLevel(_log_level(args.verbose, args.quiet))
+        log.setLevel(log_level(args.verbose, args.quiet))
         done: list[str] = []
         problems: list[str] = []
         if isinstance(app, Server):
