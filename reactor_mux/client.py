@@ -12,7 +12,6 @@ immediately rather than a hang).
 
 from __future__ import annotations
 
-import enum
 import logging
 import secrets
 import socket
@@ -30,6 +29,7 @@ from reactor_mux.channel import (
 )
 from reactor_mux.connector import Connector
 from reactor_mux.errors import StartupError
+from reactor_mux.forwardtable import Changes, ForwardTable, same_forward
 from reactor_mux.listener import ListenerSet
 from reactor_mux.localstream import LocalStream
 from reactor_mux.logformat import event as log_event
@@ -73,25 +73,6 @@ OUTAGE_REPORT_INTERVAL = 60.0
 as an ERROR (the others as WARNINGs), so ``-q`` still shows that it is failing."""
 
 
-class ForwardPhase(enum.Enum):
-    """Where a forward's request stands on the current channel (status shows it)."""
-
-    ASKED = "asked the server"
-    ASKED_AGAIN = "asked the server again"
-    FORWARDING = "forwarding"
-    REFUSED = "refused by the server"
-
-
-@dataclass(frozen=True)
-class ForwardState:
-    phase: ForwardPhase
-    reason: str | None = None
-    """Why the server refused it (REFUSED only)."""
-
-    def __str__(self) -> str:
-        return f"{self.phase.value}: {self.reason}" if self.reason else self.phase.value
-
-
 @dataclass
 class ClientConfig:
     server: tuple[str, int]
@@ -116,13 +97,12 @@ class Client:
         self.config = config
         self.client_id = secrets.token_hex(16)
         self.server_label = format_host_port(*config.server)
-        self.mappings: dict[int, ForwardSpec] = dict(enumerate(config.forwards, start=1))
+        self.forward_table = ForwardTable(config.forwards)
         self.local_listeners: dict[int, ListenerSet] = {}
         self.socks_ports: dict[int, SocksPort] = {}
         self.channel: Channel | None = None
         self.meter = Meter()
         self.started_at = reactor.time()
-        self._refused: set[int] = set()
         self._warned_plaintext = False
         self._connector: Connector | None = None
         self._retry: Timer | None = None
@@ -137,8 +117,6 @@ class Client:
         self._channel_up_since: float | None = None
         self._stopped = False
         self._cancel_drain: Callable[[], None] | None = None
-        self._next_mapping = len(self.mappings) + 1
-        """A refused -R asks again under a fresh number (docs/protocol.md section 5)."""
         self._bind_retries: dict[int, Timer] = {}
         self._bind_backoff: dict[ForwardSpec, Backoff] = {}
         self._asked_port: dict[int, int] = {}
@@ -147,22 +125,18 @@ class Client:
         """The port each ``-R 0`` got, asked for again after a reconnect."""
         self._port_taken: set[ForwardSpec] = set()
         """``-R 0``s whose old port was taken: ask for any port this once."""
-        self._added_later: set[ForwardSpec] = set()
-        """Forwards added while running: --exit-on-forward-failure is about start-up."""
         self._retired_socks: list[SocksPort] = []
         """SOCKS negotiations of removed reverse dynamic forwards, left to finish."""
-        self.forward_state: dict[int, ForwardState] = {}
-        """What became of each mapping's request on this channel, for status."""
 
     def start(self) -> None:
-        for mapping, spec in list(self.mappings.items()):
+        for mapping, spec in list(self.forward_table.mappings.items()):
             if spec.kind is not ForwardKind.REMOTE:
                 reason = self._listen(mapping, spec)
                 if reason is not None and self.config.exit_on_forward_failure:
                     raise StartupError(f"{reason} (--exit-on-forward-failure)")
                 if reason is not None:
                     log.error("%s", reason)
-        has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.mappings.values())
+        has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.forward_table.specs)
         if not self.local_listeners and not has_remote:
             raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")
         self._connect()
@@ -195,7 +169,7 @@ class Client:
     @property
     def forwards(self) -> list[ForwardSpec]:
         """The forwards in use, as configured (in the order they were added)."""
-        return list(self.mappings.values())
+        return self.forward_table.specs
 
     def add_forward(self, spec: ForwardSpec) -> str | None:
         """Start a forward on the running client (reload, ``forward add``): its
@@ -203,16 +177,14 @@ class Client:
         Returns why it could not start, or None."""
         if self._stopped:
             return "shutting down"
-        if any(same_forward(spec, known) for known in self.mappings.values()):
+        if self.forward_table.find(spec) is not None:
             return f"{spec.flag} is already forwarded"
-        mapping = self._next_mapping
-        self._next_mapping += 1
+        mapping = self.forward_table.new_number()
         if spec.kind is not ForwardKind.REMOTE:
             reason = self._listen(mapping, spec)
             if reason is not None:
                 return reason
-        self.mappings[mapping] = spec
-        self._added_later.add(spec)
+        self.forward_table.add(mapping, spec)
         channel = self.channel
         if channel is not None and not channel.closed:
             self._declare(channel, mapping, spec)
@@ -223,8 +195,7 @@ class Client:
     def remove_forward(self, spec: ForwardSpec) -> bool:
         """Stop a forward (reload, ``forward cancel``): its port closes, the server
         forgets it; streams already open on it carry on to their end."""
-        mapping = next((number for number, known in self.mappings.items()
-                        if same_forward(spec, known)), None)  # fmt: skip
+        mapping = self.forward_table.find(spec)
         if mapping is None:
             return False
         listener = self.local_listeners.pop(mapping, None)
@@ -232,7 +203,7 @@ class Client:
             if spec.kind is ForwardKind.LOCAL:
                 listener.accept_waiting()  # connected already: they get their streams
             listener.close()
-        removed = self.mappings.pop(mapping)
+        removed = self.forward_table.remove(mapping)
         socks = self.socks_ports.pop(mapping, None)
         if socks is not None and spec.kind is ForwardKind.REMOTE:
             # Its streams are open: let them negotiate (those done are dropped here).
@@ -240,12 +211,9 @@ class Client:
             self._retired_socks.append(socks)
         elif socks is not None:
             socks.close()  # -D: a negotiation is not a stream yet, and UNMAP ends the mapping
-        self.forward_state.pop(mapping, None)
-        self._added_later.discard(removed)
         retry = self._bind_retries.pop(mapping, None)
         if retry is not None:
             retry.cancel()
-        self._refused.discard(mapping)
         self._asked_port.pop(mapping, None)
         channel = self.channel
         if channel is not None and not channel.closed:
@@ -264,7 +232,7 @@ class Client:
                 self.remove_forward(spec)
                 changes.removed.append(spec.flag)
         for spec in forwards:
-            if not any(same_forward(spec, known) for known in self.mappings.values()):
+            if self.forward_table.find(spec) is None:
                 reason = self.add_forward(spec)
                 if reason is None:
                     changes.added.append(spec.flag)
@@ -372,9 +340,9 @@ class Client:
             client_id=self.client_id,
             peer=_peer_label(sock),
         )
-        for mapping, spec in self.mappings.items():
+        for mapping, spec in self.forward_table.mappings.items():
             self._declare(channel, mapping, spec)
-        self._refused.clear()
+        self.forward_table.channel_opened()
         self.channel = channel
         channel.start()
 
@@ -389,7 +357,7 @@ class Client:
             self._request_bind(channel, mapping, spec)
         else:
             return
-        self.forward_state[mapping] = ForwardState(ForwardPhase.ASKED)
+        self.forward_table.asked(mapping)
 
     def _transport(self, sock: socket.socket) -> Transport:
         settings, tls = self.config.settings, self.config.tls
@@ -472,12 +440,13 @@ class Client:
 
     def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
         channel = self.channel
-        spec = self.mappings.get(mapping)
+        spec = self.forward_table.mappings.get(mapping)
         if spec is None:  # removed while the connection waited to be accepted
             abort_socket(sock)
             return
-        if channel is None or not channel.accepting or mapping in self._refused:
-            why = "the server refused this forward" if mapping in self._refused else (
+        refused = self.forward_table.is_refused(mapping)
+        if channel is None or not channel.accepting or refused:
+            why = "the server refused this forward" if refused else (
                 "no channel to the server")  # fmt: skip
             log.debug("%s: connection from %s reset: %s", spec.flag,
                       format_host_port(peer[0], peer[1]), why)  # fmt: skip
@@ -489,14 +458,15 @@ class Client:
         self, mapping: int, sock: socket.socket, request: SocksRequest, hook: SocksOpenHook
     ) -> None:
         channel = self.channel
-        spec = self.mappings.get(mapping)
+        spec = self.forward_table.mappings.get(mapping)
         if spec is None:  # removed while the client negotiated
             hook.reply_failure(sock, FailureClass.FAILED)
             sock.close()
             return
         target = format_host_port(request.host, request.port)
         label = f"{spec.flag} from {_peer_label(sock)} to {target}"
-        if channel is None or mapping in self._refused or not channel.can_open_stream():
+        refused = self.forward_table.is_refused(mapping)
+        if channel is None or refused or not channel.can_open_stream():
             log.info("%s: refused: no channel to the server", label)
             hook.reply_failure(sock, FailureClass.FAILED)
             sock.close()
@@ -509,7 +479,7 @@ class Client:
     def target_for(
         self, channel: Channel, mapping: int, requested: tuple[str, int] | None
     ) -> tuple[str, int] | LocalService | Failure | None:
-        spec = self.mappings.get(mapping)
+        spec = self.forward_table.mappings.get(mapping)
         if spec is None or spec.kind is not ForwardKind.REMOTE:
             return None
         if spec.dynamic:
@@ -521,13 +491,14 @@ class Client:
         the other is served by our SOCKS negotiation and then spliced to the target
         (a reset at either end reaches the other, as with any forwarded connection)."""
         stream_end, socks_end = loopback_pair()
-        self._reverse_socks_port(mapping).negotiate(socks_end, self.mappings[mapping].flag)
+        spec = self.forward_table.mappings[mapping]
+        self._reverse_socks_port(mapping).negotiate(socks_end, spec.flag)
         return stream_end
 
     def _reverse_socks_port(self, mapping: int) -> SocksPort:
         socks = self.socks_ports.get(mapping)
         if socks is None:
-            spec = self.mappings[mapping]
+            spec = self.forward_table.mappings[mapping]
             socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
                               partial(self._on_reverse_socks_request, spec))  # fmt: skip
             self.socks_ports[mapping] = socks
@@ -543,7 +514,7 @@ class Client:
         return self.mapping_label(channel, mapping)  # the user's own forwards: a few
 
     def mapping_label(self, channel: Channel, mapping: int) -> str:
-        spec = self.mappings.get(mapping)
+        spec = self.forward_table.mappings.get(mapping)
         return spec.flag if spec is not None else f"mapping {mapping}"
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
@@ -597,8 +568,8 @@ class Client:
         raise AssertionError("the session never reports UNMAP to a client")
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
-        spec = self.mappings[event.mapping]
-        self.forward_state[event.mapping] = ForwardState(ForwardPhase.FORWARDING)
+        spec = self.forward_table.mappings[event.mapping]
+        self.forward_table.forwarding(event.mapping)
         up = log_event("forward_up", mapping=spec.flag)
         if spec.kind is not ForwardKind.REMOTE:
             listener = self.local_listeners.get(event.mapping)
@@ -624,11 +595,11 @@ class Client:
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
-        spec = self.mappings[event.mapping]
+        spec = self.forward_table.mappings[event.mapping]
         why = text_of(event.reason)  # for people; the decision reads its class
         refused = log_event("forward_refused", mapping=spec.flag, reason=why)
-        self.forward_state[event.mapping] = ForwardState(ForwardPhase.REFUSED, why)
-        if self.config.exit_on_forward_failure and spec not in self._added_later:
+        self.forward_table.refused(event.mapping, why)
+        if self.config.exit_on_forward_failure and not self.forward_table.added_later(spec):
             log.error(
                 "%s refused by server: %s; exiting (--exit-on-forward-failure)",
                 spec.flag,
@@ -638,11 +609,11 @@ class Client:
             self._exit(1)
             return
         if spec.kind is not ForwardKind.REMOTE:
-            self._refused.add(event.mapping)
+            self.forward_table.not_asked_again(event.mapping)
             log.error("%s refused by server: %s", spec.flag, why, extra=refused)
             return
         if not class_of(event.reason).passing:
-            self._refused.add(event.mapping)
+            self.forward_table.not_asked_again(event.mapping)
             log.error(
                 "%s refused by server: %s (not asked again: the server's settings decide this)",
                 spec.flag,
@@ -685,16 +656,13 @@ class Client:
         self._bind_retries.pop(old, None)
         if channel is not self.channel or channel.closed:
             return  # a new channel declares every mapping anyway
-        spec = self.mappings.pop(old)
-        mapping = self._next_mapping
-        self._next_mapping += 1
-        self.mappings[mapping] = spec
-        self.forward_state.pop(old, None)
+        mapping = self.forward_table.renumber(old)
+        spec = self.forward_table.mappings[mapping]
         socks = self.socks_ports.pop(old, None)
         if socks is not None:  # a reverse dynamic -R keeps its one SOCKS server
             self.socks_ports[mapping] = socks
         self._request_bind(channel, mapping, spec)
-        self.forward_state[mapping] = ForwardState(ForwardPhase.ASKED_AGAIN)
+        self.forward_table.asked(mapping, again=True)
         channel.schedule_flush()
 
     def _exit(self, status: int) -> None:
@@ -711,7 +679,7 @@ class Client:
         if channel is not self.channel:
             return
         self.channel = None
-        self.forward_state.clear()
+        self.forward_table.channel_closed()
         for retry in self._bind_retries.values():
             retry.cancel()
         self._bind_retries.clear()
@@ -760,21 +728,6 @@ class Client:
                 )
             case _:
                 self._schedule_reconnect(lost)
-
-
-@dataclass
-class Changes:
-    """What a reload did to the forwards (each named as the user wrote it)."""
-
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-
-
-def same_forward(one: ForwardSpec, other: ForwardSpec) -> bool:
-    """The same forward, however it was spelled (``8080:h:80`` is
-    ``localhost:8080:h:80``)."""
-    return replace(one, text="") == replace(other, text="")
 
 
 def _peer_label(sock: socket.socket) -> str:

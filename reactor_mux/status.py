@@ -60,13 +60,14 @@ def _listening(app: App) -> list[str]:
 
 def _forwards(client: Client) -> list[dict[str, Any]]:
     forwards = []
-    for mapping, spec in client.mappings.items():
+    table = client.forward_table
+    for mapping, spec in table.mappings.items():
         listener = client.local_listeners.get(mapping)
         forwards.append({
             "mapping": mapping,
             "forward": spec.flag,
             "listening": listener.address if listener is not None else None,
-            "state": str(client.forward_state.get(mapping, "waiting for a channel")),
+            "state": str(table.state.get(mapping, "waiting for a channel")),
         })  # fmt: skip
     return forwards
 
