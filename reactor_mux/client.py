@@ -50,6 +50,7 @@ from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_
 from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.reactor import Reactor, Timer
+from reactor_mux.reconnect import ReconnectPolicy
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 from reactor_mux.socks import SocksRequest
@@ -59,18 +60,6 @@ from reactor_mux.tls import ClientTls, TlsTransport
 from reactor_mux.transport import TcpTransport, Transport
 
 log = logging.getLogger("reactor_mux")
-
-HEALTHY_CHANNEL_SECONDS = 10.0
-"""A channel that lived this long resets the backoff: the next outage starts afresh."""
-
-RESUME_RECONNECT_MIN = 0.2
-RESUME_RECONNECT_MAX = 2.0
-"""While streams wait for a resume, reconnect at once, then every 0.2 s doubling
-to 2 s: the resume window (30 s by default) is short next to the usual backoff."""
-
-OUTAGE_REPORT_INTERVAL = 60.0
-"""While the server stays out of reach, one failure per this many seconds is logged
-as an ERROR (the others as WARNINGs), so ``-q`` still shows that it is failing."""
 
 
 @dataclass
@@ -106,15 +95,9 @@ class Client:
         self._warned_plaintext = False
         self._connector: Connector | None = None
         self._retry: Timer | None = None
-        self._backoff = Backoff(config.reconnect_min, config.reconnect_max)
-        self._resume_backoff = Backoff(RESUME_RECONNECT_MIN, RESUME_RECONNECT_MAX)
+        self._reconnect = ReconnectPolicy(reactor.time, config.reconnect_min, config.reconnect_max)
         self._server_cannot_resume = False
         """The server is older than resume: it refused our HELLO's ``resume`` word."""
-        self._failed_attempts = 0
-        """Connects and channels that failed since a channel was last up."""
-        self._loud_at: float | None = None
-        """When a failure was last logged as an ERROR (OUTAGE_REPORT_INTERVAL)."""
-        self._channel_up_since: float | None = None
         self._stopped = False
         self._cancel_drain: Callable[[], None] | None = None
         self._bind_retries: dict[int, Timer] = {}
@@ -401,42 +384,26 @@ class Client:
     def _schedule_reconnect(
         self, reason: str, *, orderly: bool = False, immediate: bool = False, soon: bool = False
     ) -> None:
-        """Connect again after the backoff; ``soon``: the server was only busy, so at
-        the resume pace."""
+        """Connect again when the reconnect policy says, with the log line it chooses
+        (the options are the policy's: ``soon``, the server was only busy, and so on)."""
         if not self._may_attempt():
             return
         channel = self.channel
-        resuming = channel is not None and channel.suspended
-        if immediate:
-            delay = 0.0
-        elif resuming or soon:
-            delay = self._resume_backoff.next_delay()  # the streams wait: no long pauses
-        else:
-            delay = self._backoff.next_delay()
-        now = self.reactor.time()
-        self._failed_attempts += 1
-        if orderly:
-            level = logging.INFO
-        elif resuming or soon:  # within the resume window, or a busy server: not a failure
-            level = logging.WARNING
-        elif self._loud_at is None or now - self._loud_at >= OUTAGE_REPORT_INTERVAL:
-            level, self._loud_at = logging.ERROR, now
-            if self._failed_attempts > 1:
-                reason = f"{reason} ({self._failed_attempts} attempts so far)"
-        else:
-            level = logging.WARNING
-        log.log(
-            level,
-            "%s; reconnecting in %.1fs",
+        attempt = self._reconnect.next_attempt(
             reason,
-            delay,
-            extra=log_event(
-                "resume_retry" if resuming else "server_busy" if soon else "channel_down",
-                peer=self.server_label,
-                reason=reason,
-            ),
+            resuming=channel is not None and channel.suspended,
+            orderly=orderly,
+            immediate=immediate,
+            soon=soon,
         )
-        self._retry = self.reactor.call_later(delay, self._connect, self)
+        log.log(
+            attempt.level,
+            "%s; reconnecting in %.1fs",
+            attempt.reason,
+            attempt.delay,
+            extra=log_event(attempt.event, peer=self.server_label, reason=attempt.reason),
+        )
+        self._retry = self.reactor.call_later(attempt.delay, self._connect, self)
 
     def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
         channel = self.channel
@@ -521,10 +488,7 @@ class Client:
         return None  # the client connects only to the targets it was given itself
 
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
-        self._resume_backoff.reset()
-        self._channel_up_since = self.reactor.time()
-        self._failed_attempts = 0
-        self._loud_at = None
+        self._reconnect.channel_up()
         log.info(
             "connected to server %s",
             self.server_label,
@@ -546,7 +510,7 @@ class Client:
         if not first:
             self._schedule_reconnect(f"resuming on {self.server_label} failed: {reason}")
             return
-        self._resume_backoff.reset()
+        self._reconnect.channel_suspended()
         log.debug("client %s resumes session %s", self.client_id, channel.session_id)
         log.warning("channel to %s lost: %s; keeping %d stream(s) for %gs while reconnecting "
                     "to resume them", self.server_label, reason, len(channel.streams),
@@ -556,9 +520,7 @@ class Client:
         self._connect_now()
 
     def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None:
-        self._failed_attempts = 0
-        self._loud_at = None
-        self._channel_up_since = self.reactor.time()
+        self._reconnect.channel_resumed()
         log.info("resumed the session with server %s: %d stream(s) carry on, %d byte(s) sent "
                  "again", self.server_label, event.streams, event.replayed,
                  extra=log_event("channel_resumed", channel=channel.name,
@@ -684,15 +646,11 @@ class Client:
             retry.cancel()
         self._bind_retries.clear()
         self._asked_port.clear()
-        up_since = self._channel_up_since
-        self._channel_up_since = None
-        if up_since is not None and self.reactor.time() - up_since >= HEALTHY_CHANNEL_SECONDS:
-            self._backoff.reset()
+        self._reconnect.channel_closed(channel.close_code)
         lost = f"channel to {self.server_label} lost: {reason}"
         match channel.close_code:
             case ErrorCode.AUTH_FAILED:
                 log.error("authentication failed with server %s: %s", self.server_label, reason)
-                self._backoff.give_up_fast()
                 self._schedule_reconnect(lost)
             case ErrorCode.UNSUPPORTED if not self._server_cannot_resume:
                 self._server_cannot_resume = True
