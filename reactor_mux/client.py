@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, Backoff
+from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.channel import (
     SHUTTING_DOWN,
     Channel,
@@ -51,6 +51,7 @@ from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.reactor import Reactor, Timer
 from reactor_mux.reconnect import ReconnectPolicy
+from reactor_mux.remotebinds import RemoteBinds
 from reactor_mux.resolver import Resolver
 from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 from reactor_mux.socks import SocksRequest
@@ -100,14 +101,7 @@ class Client:
         """The server is older than resume: it refused our HELLO's ``resume`` word."""
         self._stopped = False
         self._cancel_drain: Callable[[], None] | None = None
-        self._bind_retries: dict[int, Timer] = {}
-        self._bind_backoff: dict[ForwardSpec, Backoff] = {}
-        self._asked_port: dict[int, int] = {}
-        """The port each BIND of this channel asked for."""
-        self._granted_port: dict[ForwardSpec, int] = {}
-        """The port each ``-R 0`` got, asked for again after a reconnect."""
-        self._port_taken: set[ForwardSpec] = set()
-        """``-R 0``s whose old port was taken: ask for any port this once."""
+        self._remote_binds = RemoteBinds(reactor, self, config.reconnect_min, config.reconnect_max)
         self._retired_socks: list[SocksPort] = []
         """SOCKS negotiations of removed reverse dynamic forwards, left to finish."""
 
@@ -194,10 +188,7 @@ class Client:
             self._retired_socks.append(socks)
         elif socks is not None:
             socks.close()  # -D: a negotiation is not a stream yet, and UNMAP ends the mapping
-        retry = self._bind_retries.pop(mapping, None)
-        if retry is not None:
-            retry.cancel()
-        self._asked_port.pop(mapping, None)
+        self._remote_binds.forget(mapping)
         channel = self.channel
         if channel is not None and not channel.closed:
             channel.cancel_mapping(mapping)
@@ -541,17 +532,10 @@ class Client:
                 log.info("forwarding -%s %s -> %s", spec.kind.value, bound, target, extra=up)
         else:
             assert event.host is not None and event.port is not None
-            self._asked_port.pop(event.mapping, None)
-            backoff = self._bind_backoff.get(spec)
-            if backoff is not None:
-                backoff.reset()
-            if spec.bind_port == 0:
-                before = self._granted_port.get(spec)
-                if before is not None and before != event.port:
-                    log.warning("%s: listening on port %d now (it had %d)",
-                                spec.flag, event.port, before)  # fmt: skip
-                self._granted_port[spec] = event.port
-                self._port_taken.discard(spec)
+            before = self._remote_binds.accepted(event.mapping, spec, event.port)
+            if before is not None:
+                log.warning("%s: listening on port %d now (it had %d)",
+                            spec.flag, event.port, before)  # fmt: skip
             bound = format_host_port(event.host, event.port)
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
@@ -574,7 +558,8 @@ class Client:
             self.forward_table.not_asked_again(event.mapping)
             log.error("%s refused by server: %s", spec.flag, why, extra=refused)
             return
-        if not class_of(event.reason).passing:
+        again = self._remote_binds.refused(event.mapping, spec, class_of(event.reason))
+        if again is None:
             self.forward_table.not_asked_again(event.mapping)
             log.error(
                 "%s refused by server: %s (not asked again: the server's settings decide this)",
@@ -583,39 +568,29 @@ class Client:
                 extra=refused,
             )
             return
-        asked = self._asked_port.pop(event.mapping, spec.bind_port)
-        if asked != spec.bind_port:  # the port an -R 0 had before is taken now
+        if again.taken_port is not None:
             log.warning("%s: port %d, which it had before, is not free (%s); asking for any port",
-                        spec.flag, asked, why)  # fmt: skip
-            self._port_taken.add(spec)
+                        spec.flag, again.taken_port, why)  # fmt: skip
             self._rebind(channel, event.mapping)
             return
-        backoff = self._bind_backoff.setdefault(
-            spec, Backoff(self.config.reconnect_min, self.config.reconnect_max)
-        )
-        delay = backoff.next_delay()
         log.error(
             "%s refused by server: %s; asking again in %.1fs",
             spec.flag,
             why,
-            delay,
+            again.delay,
             extra=refused,
         )
-        self._bind_retries[event.mapping] = self.reactor.call_later(
-            delay, partial(self._rebind, channel, event.mapping), self
+        self._remote_binds.ask_later(
+            event.mapping, again.delay, partial(self._rebind, channel, event.mapping)
         )
 
     def _request_bind(self, channel: Channel, mapping: int, spec: ForwardSpec) -> None:
         """BIND for ``spec``; an ``-R 0`` asks for the port it had on the last channel."""
-        port = spec.bind_port
-        if port == 0 and spec not in self._port_taken:
-            port = self._granted_port.get(spec, 0)
-        self._asked_port[mapping] = port
+        port = self._remote_binds.port_to_ask(mapping, spec)
         channel.request_bind(mapping, spec.bind_host, port)
 
     def _rebind(self, channel: Channel, old: int) -> None:
         """Ask again for a refused -R, under a new mapping number, on the same channel."""
-        self._bind_retries.pop(old, None)
         if channel is not self.channel or channel.closed:
             return  # a new channel declares every mapping anyway
         mapping = self.forward_table.renumber(old)
@@ -642,10 +617,7 @@ class Client:
             return
         self.channel = None
         self.forward_table.channel_closed()
-        for retry in self._bind_retries.values():
-            retry.cancel()
-        self._bind_retries.clear()
-        self._asked_port.clear()
+        self._remote_binds.channel_closed()
         self._reconnect.channel_closed(channel.close_code)
         lost = f"channel to {self.server_label} lost: {reason}"
         match channel.close_code:
