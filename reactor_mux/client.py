@@ -8,6 +8,12 @@ carries the same random client id in HELLO, which lets the server retire a
 stale channel of ours at once.  While no channel is up, a connection to an
 ``-L`` port is reset at once (the local application sees a refusal
 immediately rather than a hang).
+
+Here are the listeners, the channel, and the glue.  Each other job is a part
+of its own, testable without sockets: the ``ForwardTable`` (the forwards by
+mapping number, and where each request stands), the ``ReconnectPolicy`` (when
+to connect again, and how loudly to say so) and ``RemoteBinds`` (which port
+each ``-R`` asks for, and when a refused one asks again).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ BIND or DYNAMIC names on the channel.  Numbers are never used twice in a
 process: a forward added while running, and a refused ``-R`` asked for again
 (docs/protocol.md section 5), takes a fresh one.  Beside the specs the table
 keeps, for ``status``, how each request stands on the current channel, and
-which forwards the server refused there for good, whose local connections
-are reset at once.
+which refusals stand there until the next channel (a local connection to
+such a forward is reset at once).
 
 The table knows specs and numbers, nothing about listeners or channels, so
 it is tested with plain values.
