@@ -32,7 +32,6 @@ from typing import Protocol
 
 from reactor_mux.buffercap import BufferCap
 from reactor_mux.connector import Connector
-from reactor_mux.drain import wait_for_streams as wait_for_streams
 from reactor_mux.liveness import Liveness
 from reactor_mux.localstream import LocalStream, OpenHook
 from reactor_mux.logformat import event as log_event

@@ -31,9 +31,9 @@ from reactor_mux.channel import (
     Channel,
     LocalService,
     MappingAnswer,
-    wait_for_streams,
 )
 from reactor_mux.connector import Connector
+from reactor_mux.drain import wait_for_streams
 from reactor_mux.errors import StartupError
 from reactor_mux.forwardtable import Changes, ForwardTable, same_forward
 from reactor_mux.listener import ListenerSet

@@ -41,9 +41,9 @@ from reactor_mux.channel import (
     MappingAnswer,
     MappingDenied,
     MappingGranted,
-    wait_for_streams,
 )
 from reactor_mux.credentials import ClientsFile
+from reactor_mux.drain import wait_for_streams
 from reactor_mux.errors import StartupError
 from reactor_mux.listener import ListenerSet
 from reactor_mux.localstream import LocalStream
