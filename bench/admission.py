@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from support import ChaosRelay, EchoServer, PortHolder, echo_once  # noqa: E402
 
-from reactor_mux.procs import ReactorMuxProcess, cpu_time, fd_count, proc_status  # noqa: E402
+from reactor_mux.tools.procs import ReactorMuxProcess, cpu_time, fd_count, proc_status  # noqa: E402
 
 ATTACKER = HERE.parent / "tests" / "attacker.py"
 MANY = ",".join(f"127.0.0.{index}" for index in range(2, 18))

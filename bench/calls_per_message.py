@@ -24,7 +24,7 @@ from pathlib import Path
 
 from test_tunnel import ping_pong
 
-from reactor_mux.targets import EchoServer
+from reactor_mux.tools.targets import EchoServer
 
 
 def profiled(profile: Path, ready: str, *args: str) -> tuple[subprocess.Popen[str], int]:

@@ -46,7 +46,7 @@ from pathlib import Path
 from conftest import SinkServer
 from test_tunnel import ping_pong, push
 
-from reactor_mux.targets import EchoServer
+from reactor_mux.tools.targets import EchoServer
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reactor_mux.procs import ReactorMuxProcess
-from reactor_mux.targets import EchoServer, ThreadedTCPServer
+from reactor_mux.tools.procs import ReactorMuxProcess
+from reactor_mux.tools.targets import EchoServer, ThreadedTCPServer
 
 HERE = Path(__file__).parent
 PATHS = ["direct", "relay1", "relay2", "tunnel_L", "tunnel_R"]

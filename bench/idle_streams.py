@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support import EchoServer, Tunnel
 
-from reactor_mux.procs import proc_status
+from reactor_mux.tools.procs import proc_status
 
 
 def main(streams: int) -> None:

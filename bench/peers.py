@@ -57,8 +57,8 @@ sys.path.insert(0, str(HERE))
 from local_ssh import LocalSsh, free_loopback_port  # noqa: E402
 from local_ssh import available as ssh_available  # noqa: E402
 
-from reactor_mux.keygen import generate, generate_secret  # noqa: E402
-from reactor_mux.procs import ReactorMuxProcess, proc_status  # noqa: E402
+from reactor_mux.security.keygen import generate, generate_secret  # noqa: E402
+from reactor_mux.tools.procs import ReactorMuxProcess, proc_status  # noqa: E402
 
 PATHS = ["direct", "socat2", "loop2", "ssh_L", "rmux", "rmux_tls", "rmux_py"]
 WORKLOADS = ["iperf", "redis", "http", "pingpong", "fairness", "idle"]

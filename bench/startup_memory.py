@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from reactor_mux.procs import ReactorMuxProcess, proc_status
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
+from reactor_mux.tools.procs import ReactorMuxProcess, proc_status
 
 ADMIT_ALL = ("--max-startups", "100000", "--per-source-max-startups", "100000",
              "--per-source-penalties", "off", "--handshake-timeout", "600")  # fmt: skip

@@ -22,8 +22,8 @@ import pytest
 from conftest import SinkServer
 from test_tunnel import BULK, ROUND_TRIPS, ping_pong, push
 
-from reactor_mux.procs import ReactorMuxProcess, cpu_time
-from reactor_mux.targets import EchoServer
+from reactor_mux.tools.procs import ReactorMuxProcess, cpu_time
+from reactor_mux.tools.targets import EchoServer
 
 MODES = {"resume_off": ("--resume-timeout", "0"), "resume_on": ()}
 

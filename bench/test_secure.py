@@ -28,9 +28,9 @@ from conftest import SinkServer
 from local_ssh import LocalSsh, available
 from test_tunnel import BULK, push
 
-from reactor_mux.keygen import generate, generate_secret
-from reactor_mux.procs import ReactorMuxProcess, cpu_time
-from reactor_mux.targets import EchoServer
+from reactor_mux.security.keygen import generate, generate_secret
+from reactor_mux.tools.procs import ReactorMuxProcess, cpu_time
+from reactor_mux.tools.targets import EchoServer
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs sshd and ssh (openssh-server)")
 

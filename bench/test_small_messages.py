@@ -17,7 +17,7 @@ import subprocess
 import pytest
 from small_load import echo_target, load_command, tunnel_to
 
-from reactor_mux.procs import cpu_time
+from reactor_mux.tools.procs import cpu_time
 
 MESSAGES = 60000
 

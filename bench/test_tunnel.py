@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import PATHS
 
-from reactor_mux.procs import cpu_time
+from reactor_mux.tools.procs import cpu_time
 
 BULK = 64 * 1024 * 1024
 CHUNK = 256 * 1024

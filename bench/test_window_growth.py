@@ -26,7 +26,7 @@ import pytest
 from conftest import SinkServer
 from test_tunnel import push
 
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 TRANSFER = 32 * 1024 * 1024
 ONE_WAY_DELAY = 0.025

@@ -54,7 +54,7 @@ def hash_target():
 @pytest.fixture
 def reactor():
     """A reactor for the test to run in its own thread (``inprocess.run_until``)."""
-    from reactor_mux.reactor import Reactor
+    from reactor_mux.io.reactor import Reactor
 
     loop = Reactor()
     yield loop
@@ -63,7 +63,7 @@ def reactor():
 
 @pytest.fixture
 def resolver(reactor):
-    from reactor_mux.resolver import Resolver
+    from reactor_mux.io.resolver import Resolver
 
     names = Resolver(reactor)
     yield names

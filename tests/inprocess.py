@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from reactor_mux.client import Client, ClientConfig
-from reactor_mux.reactor import PROCESS, Reactor
-from reactor_mux.resolver import Resolver
-from reactor_mux.server import Server, ServerConfig
-from reactor_mux.settings import ChannelSettings
-from reactor_mux.specs import ForwardKind, parse_forward
+from reactor_mux.io.reactor import PROCESS, Reactor
+from reactor_mux.io.resolver import Resolver
+from reactor_mux.roles.client import Client, ClientConfig
+from reactor_mux.roles.server import Server, ServerConfig
+from reactor_mux.roles.specs import ForwardKind, parse_forward
+from reactor_mux.tunnel.settings import ChannelSettings
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import pytest
 from certs import Authority, secret_file
 from support import Tunnel
 
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 SECRET = "good secret, long enough to count"
 FAST = ("--reconnect-min", "0.2", "--reconnect-max", "2")

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from reactor_mux.procs import ReactorMuxProcess
-from reactor_mux.targets import EchoServer, ThreadedTCPServer  # noqa: F401 - re-exported
+from reactor_mux.tools.procs import ReactorMuxProcess
+from reactor_mux.tools.targets import EchoServer, ThreadedTCPServer  # noqa: F401 - re-exported
 
 CHUNK = 256 * 1024
 _BLOCK = random.Random(7).randbytes(8 * 1024 * 1024 + 65536)

@@ -9,7 +9,7 @@ import random
 import pytest
 from fakeclock import FakeClock
 
-from reactor_mux.admission import (
+from reactor_mux.security.admission import (
     Admission,
     AdmissionConfig,
     Admitted,
@@ -18,7 +18,7 @@ from reactor_mux.admission import (
     Refusal,
     Refused,
 )
-from reactor_mux.penalties import (
+from reactor_mux.security.penalties import (
     DEFAULT_DURATIONS,
     Offence,
     PenaltyBox,
@@ -26,8 +26,8 @@ from reactor_mux.penalties import (
     PenaltySpecError,
     parse_networks,
 )
-from reactor_mux.sourceblock import Netblock, NetblockError
-from reactor_mux.turnedaway import TurnedAwayLog
+from reactor_mux.security.sourceblock import Netblock, NetblockError
+from reactor_mux.security.turnedaway import TurnedAwayLog
 
 pytestmark = pytest.mark.codec_independent
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from reactor_mux.backoff import Backoff
+from reactor_mux.roles.backoff import Backoff
 
 pytestmark = pytest.mark.codec_independent
 

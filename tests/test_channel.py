@@ -15,9 +15,9 @@ import pytest
 from inprocess import run_until
 from support import BlackHole, payload
 
-from reactor_mux.channel import Channel, MappingAnswer, MappingDenied, MappingGranted
-from reactor_mux.localstream import LocalStream
-from reactor_mux.meter import Meter
+from reactor_mux.io.reactor import Reactor
+from reactor_mux.io.resolver import Resolver
+from reactor_mux.io.transport import TcpTransport
 from reactor_mux.protocol.events import (
     ChannelFailed,
     DataReceived,
@@ -36,10 +36,10 @@ from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import ChannelState, Role
-from reactor_mux.reactor import Reactor
-from reactor_mux.resolver import Resolver
-from reactor_mux.settings import ChannelSettings
-from reactor_mux.transport import TcpTransport
+from reactor_mux.tunnel.channel import Channel, MappingAnswer, MappingDenied, MappingGranted
+from reactor_mux.tunnel.localstream import LocalStream
+from reactor_mux.tunnel.meter import Meter
+from reactor_mux.tunnel.settings import ChannelSettings
 
 
 class RecordingOwner:

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from reactor_mux import cli, codec
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 

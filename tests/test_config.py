@@ -12,8 +12,9 @@ import pytest
 from security_support import SECRET
 from support import echo_once
 
-from reactor_mux import cli, configfile
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux import cli
+from reactor_mux.service import configfile
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 

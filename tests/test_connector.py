@@ -12,10 +12,10 @@ import pytest
 from inprocess import Owner, run_until
 from support import BlackHole
 
-from reactor_mux.connector import ATTEMPT_DELAY, Connector
+from reactor_mux.io.connector import ATTEMPT_DELAY, Connector
+from reactor_mux.io.reactor import Reactor
+from reactor_mux.io.resolver import ResolveCallback
 from reactor_mux.protocol.failures import Failure, FailureClass
-from reactor_mux.reactor import Reactor
-from reactor_mux.resolver import ResolveCallback
 
 pytestmark = pytest.mark.codec_independent
 
@@ -172,7 +172,7 @@ def test_a_cancelled_lookup_lets_go_while_the_name_is_still_resolving(
     closed channel, say) alive until getaddrinfo returns."""
     import threading
 
-    from reactor_mux import resolver as resolver_module
+    from reactor_mux.io import resolver as resolver_module
 
     answer = threading.Event()
     real_lookup = resolver_module._lookup

@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 import pytest
 from security_support import SECRET
 
-from reactor_mux import cli, keygen
-from reactor_mux.settings import DEFAULT_DRAIN_TIMEOUT
+from reactor_mux import cli
+from reactor_mux.security import keygen
+from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT
 
 if sys.version_info >= (3, 11):
     import tomllib

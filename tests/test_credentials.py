@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from certs import secret_file
 
-from reactor_mux.credentials import (
+from reactor_mux.security.credentials import (
     SECRET_VARIABLE,
     CredentialsError,
     load_clients_file,

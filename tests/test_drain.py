@@ -1,4 +1,4 @@
-"""The drain at shutdown (reactor_mux/drain.py) with a fake clock: streams first,
+"""The drain at shutdown (reactor_mux/tunnel/drain.py) with a fake clock: streams first,
 then BYE and the peers' close, or the timeout."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import logging
 
 from fakeclock import FakeClock
 
-from reactor_mux.drain import DRAIN_POLL, wait_for_streams
+from reactor_mux.tunnel.drain import DRAIN_POLL, wait_for_streams
 
 
 class Channel:

@@ -38,10 +38,10 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.procs import ReactorMuxProcess, fd_count, proc_status
 from reactor_mux.protocol.frames import encode_frame
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
+from reactor_mux.tools.procs import ReactorMuxProcess, fd_count, proc_status
 
 pytestmark = pytest.mark.codec_independent
 

@@ -15,10 +15,10 @@ from certs import secret_file
 from security_support import FAST, SECRET, good_client
 from support import PortHolder, Tunnel, echo_once, good_traffic, poke
 
-from reactor_mux.procs import ReactorMuxProcess
 from reactor_mux.protocol.frames import encode_frame
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 

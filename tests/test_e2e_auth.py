@@ -18,12 +18,12 @@ from certs import Authority, secret_file
 from security_support import FAST, SECRET, good_client, listen_port, run
 from support import Tunnel, connect_from, good_traffic, poke
 
-from reactor_mux.procs import ReactorMuxProcess, cpu_time, proc_status
 from reactor_mux.protocol import auth
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.frames import encode_frame, split_frames
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
+from reactor_mux.tools.procs import ReactorMuxProcess, cpu_time, proc_status
 
 pytestmark = pytest.mark.codec_independent
 

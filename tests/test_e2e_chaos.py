@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import pytest
 from support import ChaosRelay, Tunnel, payload, recv_exactly, sha, wait_until
 
-from reactor_mux.procs import ReactorMuxProcess
-from reactor_mux.targets import ThreadedTCPServer
+from reactor_mux.tools.procs import ReactorMuxProcess
+from reactor_mux.tools.targets import ThreadedTCPServer
 
 FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "2",
         "--resume-timeout", "0")  # fmt: skip

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from support import PortHolder, drain, echo_once, payload, recv_exactly, sha, wait_until
 
-from reactor_mux.control import MAX_CONTROL_CONNECTIONS, MAX_CONTROL_REQUEST
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.service.control import MAX_CONTROL_CONNECTIONS, MAX_CONTROL_REQUEST
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 

@@ -23,8 +23,8 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.procs import fd_count
 from reactor_mux.protocol.frames import encode_frame
+from reactor_mux.tools.procs import fd_count
 
 
 def closed_promptly(port: int, timeout: float = 3.0) -> float:
@@ -231,7 +231,7 @@ def test_error_frame_tells_the_peer_why(tunnel):
 
 def test_client_without_a_server_resets_local_connections_promptly(echo, ports):
     port = ports.take()
-    from reactor_mux.procs import ReactorMuxProcess
+    from reactor_mux.tools.procs import ReactorMuxProcess
 
     client = ReactorMuxProcess(
         [

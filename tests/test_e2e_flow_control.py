@@ -10,7 +10,7 @@ import time
 import pytest
 from support import Exchange, NeverReadServer, Tunnel, check_exchange, run_exchange
 
-from reactor_mux.procs import proc_status
+from reactor_mux.tools.procs import proc_status
 
 WINDOW = 256 * 1024
 FEED = 200 * 1024 * 1024

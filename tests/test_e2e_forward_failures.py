@@ -10,7 +10,7 @@ import time
 import pytest
 from support import PortHolder, Tunnel, echo_once
 
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 

@@ -17,7 +17,7 @@ import time
 from support import Exchange, check_exchange, run_exchange, wait_until
 from test_session_fuzz import mutate, opening, using
 
-from reactor_mux.procs import fd_count
+from reactor_mux.tools.procs import fd_count
 
 FUZZ_SECONDS = 6.0
 

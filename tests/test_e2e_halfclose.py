@@ -7,7 +7,7 @@ import socket
 import pytest
 from support import ReplyAfterEOFServer, drain, payload, sha, wait_until
 
-from reactor_mux.procs import fd_count
+from reactor_mux.tools.procs import fd_count
 
 
 @pytest.fixture

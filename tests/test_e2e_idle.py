@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from reactor_mux.procs import cpu_time
+from reactor_mux.tools.procs import cpu_time
 
 
 def test_idle_tunnel_uses_almost_no_cpu(tunnel, echo):

@@ -8,8 +8,8 @@ import socket
 import pytest
 from support import Tunnel, echo_once
 
-from reactor_mux.procs import ReactorMuxProcess
-from reactor_mux.targets import EchoServer
+from reactor_mux.tools.procs import ReactorMuxProcess
+from reactor_mux.tools.targets import EchoServer
 
 pytestmark = pytest.mark.codec_independent
 

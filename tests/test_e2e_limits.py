@@ -24,8 +24,8 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.procs import ReactorMuxProcess, fd_count, proc_status
 from reactor_mux.protocol.frames import encode_frame, split_frames
+from reactor_mux.tools.procs import ReactorMuxProcess, fd_count, proc_status
 
 
 def reset_or_eof(port: int, timeout: float = 5.0) -> bool:

@@ -8,7 +8,7 @@ import time
 
 from support import ChaosRelay, Tunnel, echo_once, wait_until
 
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "1",
         "--resume-timeout", "0")  # fmt: skip
@@ -119,7 +119,7 @@ def test_channel_sockets_have_tcp_keepalive(echo):
     import shutil
     import subprocess
 
-    from reactor_mux.netutil import tune_channel_socket
+    from reactor_mux.io.netutil import tune_channel_socket
 
     with socket.socket() as sock:  # the option values, as the channel sets them
         tune_channel_socket(sock, 7.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import wait_until
 
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 

@@ -17,8 +17,8 @@ import pytest
 from support import PortHolder, wait_until
 
 import reactor_mux.__main__
-from reactor_mux.procs import ReactorMuxProcess
-from reactor_mux.targets import ThreadedTCPServer
+from reactor_mux.tools.procs import ReactorMuxProcess
+from reactor_mux.tools.targets import ThreadedTCPServer
 
 pytestmark = pytest.mark.codec_independent
 

@@ -22,10 +22,10 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.metrics import MAX_METRICS_CONNECTIONS, MAX_METRICS_REQUEST
-from reactor_mux.netutil import abort_socket
-from reactor_mux.procs import ReactorMuxProcess
-from reactor_mux.targets import ThreadedTCPServer
+from reactor_mux.io.netutil import abort_socket
+from reactor_mux.service.metrics import MAX_METRICS_CONNECTIONS, MAX_METRICS_REQUEST
+from reactor_mux.tools.procs import ReactorMuxProcess
+from reactor_mux.tools.targets import ThreadedTCPServer
 
 pytestmark = pytest.mark.codec_independent
 

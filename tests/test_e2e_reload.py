@@ -24,7 +24,7 @@ from support import (
     socks5_connect,
 )
 
-from reactor_mux.procs import ReactorMuxProcess
+from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 

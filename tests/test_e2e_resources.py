@@ -7,7 +7,7 @@ import time
 
 from support import Exchange, Tunnel, check_exchange, run_exchange, wait_until
 
-from reactor_mux.procs import ReactorMuxProcess, cpu_time, fd_count
+from reactor_mux.tools.procs import ReactorMuxProcess, cpu_time, fd_count
 
 NOFILE = 48
 

@@ -30,8 +30,8 @@ from support import (
 from test_e2e_chaos import ChaosTarget, Received, Stream, drain_tolerant, verify
 from test_e2e_control import command, status
 
-from reactor_mux.procs import ReactorMuxProcess, proc_status
 from reactor_mux.protocol.frames import encode_frame
+from reactor_mux.tools.procs import ReactorMuxProcess, proc_status
 
 FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "2")
 

@@ -20,7 +20,7 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.targets import ThreadedTCPServer
+from reactor_mux.tools.targets import ThreadedTCPServer
 
 
 def slow_exchange(port: int, seed: int) -> tuple[Exchange, threading.Thread]:

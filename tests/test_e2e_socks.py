@@ -36,8 +36,8 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.socksserver import MAX_SOCKS_NEGOTIATIONS
-from reactor_mux.targets import ThreadedTCPServer
+from reactor_mux.roles.socksserver import MAX_SOCKS_NEGOTIATIONS
+from reactor_mux.tools.targets import ThreadedTCPServer
 
 pytestmark = pytest.mark.codec_independent
 
@@ -251,7 +251,7 @@ def test_socks_clients_beyond_the_negotiation_limit_are_reset(tunnel, echo):
 def test_a_socks_request_while_the_channel_is_down_fails_at_once():
     with PortHolder() as ports:
         dead_server = ports.take()
-        from reactor_mux.procs import ReactorMuxProcess
+        from reactor_mux.tools.procs import ReactorMuxProcess
 
         client = ReactorMuxProcess(
             ["client", "--server", f"127.0.0.1:{dead_server}", "-D", "0", "--reconnect-min", "5"]

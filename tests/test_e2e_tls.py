@@ -17,7 +17,7 @@ import pytest
 from security_support import FAST, good_client, tls_server
 from support import Tunnel, echo_once, good_traffic
 
-from reactor_mux.procs import cpu_time
+from reactor_mux.tools.procs import cpu_time
 
 pytestmark = pytest.mark.codec_independent
 
@@ -30,7 +30,7 @@ def test_tls_with_a_ca_a_pin_and_client_certificates(pki, hash_target, secret):
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from reactor_mux.tls import certificate_fingerprint
+    from reactor_mux.io.tls import certificate_fingerprint
 
     pem = pki.server.cert.read_bytes()
     der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)

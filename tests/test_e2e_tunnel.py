@@ -15,7 +15,7 @@ from support import (
     run_exchange,
 )
 
-from reactor_mux.demo import echo_roundtrip
+from reactor_mux.tools.demo import echo_roundtrip
 
 
 def test_l_and_r_carry_data_intact(tunnel, echo):

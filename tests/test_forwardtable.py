@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from reactor_mux.forwardtable import ForwardPhase, ForwardState, ForwardTable, same_forward
-from reactor_mux.specs import ForwardKind, ForwardSpec, parse_dynamic, parse_forward
+from reactor_mux.roles.forwardtable import ForwardPhase, ForwardState, ForwardTable, same_forward
+from reactor_mux.roles.specs import ForwardKind, ForwardSpec, parse_dynamic, parse_forward
 
 pytestmark = pytest.mark.codec_independent
 

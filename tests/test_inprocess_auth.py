@@ -7,7 +7,7 @@ from inprocess import InProcessTunnel
 
 from reactor_mux.protocol.auth import Credentials
 from reactor_mux.protocol.config import SessionConfig
-from reactor_mux.settings import ChannelSettings
+from reactor_mux.tunnel.settings import ChannelSettings
 
 ALICE, BOB = b"alice's secret, long enough", b"bob's secret, also long enough"
 

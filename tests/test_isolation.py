@@ -19,13 +19,13 @@ import pytest
 from inprocess import InProcessTunnel, LogRecords
 from support import BlackHole, Exchange, HashReplyServer, check_exchange, poke, run_exchange
 
-from reactor_mux.channel import Channel
-from reactor_mux.client import Client
-from reactor_mux.connector import Connector
-from reactor_mux.liveness import Liveness
-from reactor_mux.localstream import LocalStream
+from reactor_mux.io.connector import Connector
 from reactor_mux.protocol.session import Session
-from reactor_mux.settings import ChannelSettings
+from reactor_mux.roles.client import Client
+from reactor_mux.tunnel.channel import Channel
+from reactor_mux.tunnel.liveness import Liveness
+from reactor_mux.tunnel.localstream import LocalStream
+from reactor_mux.tunnel.settings import ChannelSettings
 
 HEADER_ASKING_FOR_A_REPLY = (4096).to_bytes(8, "big") + (77).to_bytes(8, "big")
 

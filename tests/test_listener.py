@@ -11,8 +11,8 @@ import socket
 import pytest
 from inprocess import Owner, run_until
 
-from reactor_mux.listener import ACCEPT_PAUSE, Listener
-from reactor_mux.reactor import Reactor
+from reactor_mux.io.listener import ACCEPT_PAUSE, Listener
+from reactor_mux.io.reactor import Reactor
 
 pytestmark = pytest.mark.codec_independent
 
@@ -65,7 +65,7 @@ def test_out_of_descriptors_the_listener_pauses_then_resumes(caplog):
 def test_connections_waiting_in_the_backlog_are_handed_over_before_a_close():
     """Removing a forward closes its listener; clients whose connect already
     succeeded must get their streams, not the reset a close gives the backlog."""
-    from reactor_mux.listener import ListenerSet
+    from reactor_mux.io.listener import ListenerSet
 
     reactor = Reactor()
     accepted: list[socket.socket] = []

@@ -11,11 +11,11 @@ import pytest
 from fakeclock import FakeClock
 from inprocess import Owner
 
-from reactor_mux.buffercap import BufferCap
-from reactor_mux.liveness import Liveness
-from reactor_mux.peerconnect import PeerConnects
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.failures import Failure, FailureClass
+from reactor_mux.tunnel.buffercap import BufferCap
+from reactor_mux.tunnel.liveness import Liveness
+from reactor_mux.tunnel.peerconnect import PeerConnects
 
 pytestmark = pytest.mark.codec_independent
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from inprocess import InProcessTunnel
 
-from reactor_mux import client as client_module
 from reactor_mux.protocol.auth import Credentials, SharedSecret
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.errorcodes import ErrorCode
-from reactor_mux.settings import ChannelSettings
+from reactor_mux.roles import client as client_module
+from reactor_mux.tunnel.settings import ChannelSettings
 
 SECRET = b"a secret that is long enough"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reactor_mux.policy import AllowList, PatternError, Policy, parse_pattern
+from reactor_mux.security.policy import AllowList, PatternError, Policy, parse_pattern
 
 pytestmark = pytest.mark.codec_independent
 

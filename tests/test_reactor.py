@@ -15,7 +15,7 @@ import weakref
 import pytest
 from inprocess import Owner, run_until
 
-from reactor_mux.reactor import COMPACT_MIN_TIMERS, PROCESS, READ, WRITE, IOWatch, Reactor
+from reactor_mux.io.reactor import COMPACT_MIN_TIMERS, PROCESS, READ, WRITE, IOWatch, Reactor
 
 pytestmark = pytest.mark.codec_independent
 

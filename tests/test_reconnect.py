@@ -11,7 +11,7 @@ import pytest
 from fakeclock import FakeClock
 
 from reactor_mux.protocol.errorcodes import ErrorCode
-from reactor_mux.reconnect import (
+from reactor_mux.roles.reconnect import (
     HEALTHY_CHANNEL_SECONDS,
     OUTAGE_REPORT_INTERVAL,
     RESUME_RECONNECT_MAX,

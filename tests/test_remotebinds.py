@@ -12,8 +12,8 @@ from fakeclock import FakeClock
 from inprocess import Owner
 
 from reactor_mux.protocol.failures import FailureClass
-from reactor_mux.remotebinds import AskAgain, RemoteBinds
-from reactor_mux.specs import ForwardKind, parse_forward
+from reactor_mux.roles.remotebinds import AskAgain, RemoteBinds
+from reactor_mux.roles.specs import ForwardKind, parse_forward
 
 pytestmark = pytest.mark.codec_independent
 

@@ -1,4 +1,4 @@
-"""The resume part of a channel (reactor_mux/resumption.py) with a fake clock and
+"""The resume part of a channel (reactor_mux/tunnel/resumption.py) with a fake clock and
 real sessions: barrier ticks, the resume window, and the session's side of a
 reconnect and of a handover."""
 
@@ -10,7 +10,7 @@ from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import ChannelState, Role
-from reactor_mux.resumption import BARRIER_INTERVAL, Resumption
+from reactor_mux.tunnel.resumption import BARRIER_INTERVAL, Resumption
 
 CONFIG = SessionConfig(resume=True)
 

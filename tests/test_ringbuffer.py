@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reactor_mux.ringbuffer import RingBuffer
+from reactor_mux.tunnel.ringbuffer import RingBuffer
 
 pytestmark = pytest.mark.codec_independent
 

@@ -35,7 +35,7 @@ from support import (
     wait_until,
 )
 
-from reactor_mux.procs import fd_count, proc_status
+from reactor_mux.tools.procs import fd_count, proc_status
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 SAMPLE_EVERY = 5.0

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reactor_mux.netutil import connect_failure
+from reactor_mux.io.netutil import connect_failure
 from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
-from reactor_mux.socks import (
+from reactor_mux.roles.socks import (
     MAX_HANDSHAKE_BYTES,
     Socks5Reply,
     SocksError,

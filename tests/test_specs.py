@@ -6,17 +6,17 @@ import argparse
 
 import pytest
 
-from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.cli import SizeType, build_parser, count_type, format_size, seconds
 from reactor_mux.protocol.config import SessionConfig
-from reactor_mux.settings import DEFAULT_MAX_BUFFER, ChannelSettings
-from reactor_mux.specs import (
+from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
+from reactor_mux.roles.specs import (
     ForwardKind,
     SpecError,
     parse_dynamic,
     parse_endpoint,
     parse_forward,
 )
+from reactor_mux.tunnel.settings import DEFAULT_MAX_BUFFER, ChannelSettings
 
 L, R = ForwardKind.LOCAL, ForwardKind.REMOTE
 

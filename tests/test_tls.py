@@ -14,9 +14,9 @@ import pytest
 from certs import Authority
 from inprocess import run_until
 
+from reactor_mux.io.reactor import Reactor
+from reactor_mux.io.tls import TLS_SEND_BACKLOG, ClientTls, ServerTls, TlsTransport
 from reactor_mux.protocol.errorcodes import ErrorCode
-from reactor_mux.reactor import Reactor
-from reactor_mux.tls import TLS_SEND_BACKLOG, ClientTls, ServerTls, TlsTransport
 
 pytestmark = pytest.mark.codec_independent
 

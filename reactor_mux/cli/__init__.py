@@ -29,8 +29,8 @@ from reactor_mux.cli.parser import (
     parse_arguments,
     usage_error,
 )
-from reactor_mux.configfile import ConfigError
-from reactor_mux.demo import run_demo
+from reactor_mux.service.configfile import ConfigError
+from reactor_mux.tools.demo import run_demo
 
 __all__ = [
     "SizeType",

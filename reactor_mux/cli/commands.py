@@ -19,24 +19,25 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from reactor_mux import configfile, control, service, status
 from reactor_mux.cli.parser import build_parser, checked, log_level, parse_arguments, usage_error
 from reactor_mux.cli.reload import reloader
 from reactor_mux.cli.security import ClientSecurity, SecurityOptionError, ServerSecurity
-from reactor_mux.client import Client, ClientConfig
-from reactor_mux.configfile import ConfigError
-from reactor_mux.credentials import ANY_OWNER
-from reactor_mux.keygen import KeygenError, generate, generate_secret
-from reactor_mux.logfile import ReopeningFileHandler
+from reactor_mux.io.netutil import describe_error
+from reactor_mux.io.reactor import Reactor
+from reactor_mux.io.resolver import Resolver
 from reactor_mux.logformat import JsonFormatter
-from reactor_mux.netutil import describe_error
 from reactor_mux.protocol.auth import Credentials, SecretBook
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.limits import MAX_MAPPINGS
-from reactor_mux.reactor import Reactor
-from reactor_mux.resolver import Resolver
-from reactor_mux.server import Server, ServerConfig
-from reactor_mux.settings import ChannelSettings
+from reactor_mux.roles.client import Client, ClientConfig
+from reactor_mux.roles.server import Server, ServerConfig
+from reactor_mux.security.credentials import ANY_OWNER
+from reactor_mux.security.keygen import KeygenError, generate, generate_secret
+from reactor_mux.service import configfile, control, status
+from reactor_mux.service import runner as service
+from reactor_mux.service.configfile import ConfigError
+from reactor_mux.service.logfile import ReopeningFileHandler
+from reactor_mux.tunnel.settings import ChannelSettings
 
 log = logging.getLogger("reactor_mux")
 

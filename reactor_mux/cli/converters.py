@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable
 from typing import TypeVar
 
-from reactor_mux.control import parse_forward_words
 from reactor_mux.protocol.syntax import parse_decimal
-from reactor_mux.specs import ForwardSpec, SpecError
+from reactor_mux.roles.specs import ForwardSpec, SpecError
+from reactor_mux.service.control import parse_forward_words
 
 T = TypeVar("T")
 

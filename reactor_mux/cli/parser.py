@@ -17,8 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-from reactor_mux import __version__, codec, configfile
-from reactor_mux.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
+from reactor_mux import __version__, codec
 from reactor_mux.cli.converters import (
     SizeType,
     count_type,
@@ -37,9 +36,6 @@ from reactor_mux.cli.security import (
     client_security,
     server_security,
 )
-from reactor_mux.configfile import ConfigError
-from reactor_mux.demo import DEFAULT_SIZE_MIB
-from reactor_mux.keygen import DEFAULT_DAYS
 from reactor_mux.protocol.limits import (
     DEFAULT_MAX_PENDING_SYNS,
     DEFAULT_MAX_STREAMS,
@@ -51,8 +47,14 @@ from reactor_mux.protocol.limits import (
     MIN_FRAME,
     MIN_WINDOW,
 )
-from reactor_mux.server import DEFAULT_MAX_CHANNELS
-from reactor_mux.settings import (
+from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
+from reactor_mux.roles.server import DEFAULT_MAX_CHANNELS
+from reactor_mux.roles.specs import ForwardKind, parse_dynamic, parse_endpoint, parse_forward
+from reactor_mux.security.keygen import DEFAULT_DAYS
+from reactor_mux.service import configfile
+from reactor_mux.service.configfile import ConfigError
+from reactor_mux.tools.demo import DEFAULT_SIZE_MIB
+from reactor_mux.tunnel.settings import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -62,7 +64,6 @@ from reactor_mux.settings import (
     KEEPALIVE_TIMEOUT_FACTOR,
     MIN_MAX_BUFFER,
 )
-from reactor_mux.specs import ForwardKind, parse_dynamic, parse_endpoint, parse_forward
 
 
 def _usage_line(prog: str, message: str) -> str:

@@ -12,13 +12,13 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from reactor_mux import configfile, control
 from reactor_mux.cli.parser import build_parser, checked, log_level, parse_arguments
 from reactor_mux.cli.security import RunningServer, SecurityOptionError, ServerSecurity
-from reactor_mux.client import Client
-from reactor_mux.configfile import ConfigError
 from reactor_mux.logformat import event
-from reactor_mux.server import Permissions, Server
+from reactor_mux.roles.client import Client
+from reactor_mux.roles.server import Permissions, Server
+from reactor_mux.service import configfile, control
+from reactor_mux.service.configfile import ConfigError
 
 log = logging.getLogger("reactor_mux")
 

@@ -22,25 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reactor_mux.admission import (
+from reactor_mux.io.tls import ClientTls, ServerTls, TlsConfigError, parse_fingerprint
+from reactor_mux.protocol.auth import SHARED_NAME, Credentials, SecretBook, SharedSecret
+from reactor_mux.protocol.syntax import format_host_port, is_loopback
+from reactor_mux.security.admission import (
     DEFAULT_PER_SOURCE_MAX_STARTUPS,
     AdmissionConfig,
     MaxStartups,
     MaxStartupsError,
 )
-from reactor_mux.credentials import (
+from reactor_mux.security.credentials import (
     ClientsFile,
     CredentialsError,
     check_private,
     load_clients_file,
     secret_from,
 )
-from reactor_mux.penalties import PenaltySpec, PenaltySpecError, parse_networks
-from reactor_mux.policy import AllowList, Pattern, PatternError, Policy, parse_pattern
-from reactor_mux.protocol.auth import SHARED_NAME, Credentials, SecretBook, SharedSecret
-from reactor_mux.protocol.syntax import format_host_port, is_loopback
-from reactor_mux.sourceblock import Netblock, NetblockError
-from reactor_mux.tls import ClientTls, ServerTls, TlsConfigError, parse_fingerprint
+from reactor_mux.security.penalties import PenaltySpec, PenaltySpecError, parse_networks
+from reactor_mux.security.policy import AllowList, Pattern, PatternError, Policy, parse_pattern
+from reactor_mux.security.sourceblock import Netblock, NetblockError
 
 
 class SecurityOptionError(ValueError):

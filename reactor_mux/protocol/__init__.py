@@ -2,7 +2,7 @@
 
 Nothing in this package imports ``socket``, ``selectors`` or ``time``: it is
 fed bytes and asked for bytes, and it reports what happened as events.  The
-reactor (``reactor_mux.reactor`` and friends) moves bytes between sockets and
+reactor (``reactor_mux.io.reactor`` and friends) moves bytes between sockets and
 this core.  That split lets the protocol be tested exhaustively without a
 network, the way h11 and h2 are.
 """

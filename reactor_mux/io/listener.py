@@ -1,0 +1,183 @@
+"""A listening socket that hands accepted connections to a callback.
+
+Accepting is batched (``ACCEPT_BATCH`` per readiness event) so a connection
+storm cannot starve the other sockets.  When ``accept`` fails for lack of
+file descriptors or memory, the listener stops watching for
+``ACCEPT_PAUSE`` seconds instead of spinning on a socket that stays readable.
+A bug in the listener closes it; a bug in the accept handler (setting up
+a stream or a channel for one connection) costs that connection only: it
+is reset unless something already watches it, and the listener goes on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+from collections.abc import Callable
+
+from reactor_mux.io.netutil import (
+    PeerAddress,
+    abort_socket,
+    describe_error,
+    listen_socket,
+    listen_sockets,
+    sockname,
+    tune_stream_socket,
+)
+from reactor_mux.io.reactor import READ, IOWatch, Reactor, Timer
+from reactor_mux.protocol.syntax import format_host_port
+
+log = logging.getLogger("reactor_mux")
+
+ACCEPT_BATCH = 64
+ACCEPT_PAUSE = 0.25
+_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+AcceptCallback = Callable[[socket.socket, PeerAddress], None]
+
+
+class Listener:
+    def __init__(
+        self,
+        reactor: Reactor,
+        host: str,
+        port: int,
+        on_accept: AcceptCallback,
+        *,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Listen on host:port (an IP literal), or on ``sock`` if given."""
+        self._reactor = reactor
+        self.sock = sock if sock is not None else listen_socket(host, port)
+        if self.sock.family == socket.AF_UNIX:  # a control socket: a path, no port
+            self.host, self.port = self.sock.getsockname(), 0
+            self.address = self.host
+        else:
+            self.host, self.port = sockname(self.sock)
+            self.address = format_host_port(self.host, self.port)
+        self.name = f"listener on {self.address}"
+        self._on_accept = on_accept
+        self._watch = IOWatch(reactor, self.sock, self._on_readable, self)
+        self._watch.want(READ)
+        self._resume_timer: Timer | None = None
+        self._starved = False
+        self.closed = False
+
+    def _on_readable(self, _mask: int) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                self._pause(exc)
+                return
+            if self._starved:
+                self._starved = False
+                log.warning("accept on %s works again", self.address)
+            tune_stream_socket(conn)
+            handoff = _Handoff(self, conn, peer)
+            self._reactor.call_guarded(handoff, self._on_accept, conn, peer)
+            if self.closed:
+                return
+
+    def accept_waiting(self) -> None:
+        while not self.closed and not self._starved and _readable(self.sock):
+            self._on_readable(0)
+
+    def _pause(self, exc: OSError) -> None:
+        if not self._starved:  # say it once per episode, not four times a second
+            self._starved = True
+            what = "out of file descriptors" if exc.errno in _RESOURCE_ERRORS else "error"
+            log.warning(
+                "accept on %s failed (%s: %s); retrying every %.2fs",
+                self.address,
+                what,
+                describe_error(exc),
+                ACCEPT_PAUSE,
+            )
+        self._watch.want(0)
+        self._resume_timer = self._reactor.call_later(ACCEPT_PAUSE, self._resume, self)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if not self.closed:
+            self._watch.want(READ)
+
+    def close_after_bug(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+        self._watch.close()
+        self.sock.close()
+
+
+class ListenerSet:
+    """One listening address as the user wrote it, on every socket it takes:
+    ``localhost`` is 127.0.0.1 and ::1 on the same port, ``::`` one dual-stack
+    socket (``netutil.listen_sockets``)."""
+
+    def __init__(self, reactor: Reactor, host: str, port: int, on_accept: AcceptCallback) -> None:
+        sockets = listen_sockets(host, port)
+        self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock) for sock in sockets]
+        first = self.listeners[0]
+        self.host, self.port = first.host, first.port
+        self.address = " and ".join(listener.address for listener in self.listeners)
+        """Every address, for the log: ``127.0.0.1:8080 and [::1]:8080``."""
+        self.name = f"listener on {self.address}"
+
+    @property
+    def closed(self) -> bool:
+        return self.listeners[0].closed
+
+    def accept_waiting(self) -> None:
+        """Hand over the connections the system has already accepted (before a
+        close, which would reset them: their clients saw the connect succeed)."""
+        for listener in self.listeners:
+            listener.accept_waiting()
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """A connection waits in the backlog (a zero-timeout poll of the listening socket)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Handoff:
+    """The owner charged for one run of the accept handler."""
+
+    __slots__ = ("_conn", "_listener", "_peer")
+
+    def __init__(self, listener: Listener, conn: socket.socket, peer: PeerAddress) -> None:
+        self._listener = listener
+        self._conn = conn
+        self._peer = peer
+
+    @property
+    def name(self) -> str:
+        peer = format_host_port(self._peer[0], self._peer[1])
+        return f"{self._listener.name}: setting up the connection from {peer}"
+
+    def close_after_bug(self) -> None:
+        """Reset the connection unless something already watches it (its owner
+        cleans up then), so the client is not left hanging."""
+        try:
+            claimed = self._conn in self._listener._reactor.selector.get_map()
+        except (KeyError, ValueError):
+            claimed = False
+        if not claimed:
+            abort_socket(self._conn)

@@ -1,0 +1,674 @@
+"""The client role (the multiplexer).
+
+The client binds its ``-L`` listeners once, at start, and keeps them for its
+whole life; it holds at most one channel to the server and re-creates it
+after every loss, with capped exponential backoff.  Each new channel
+declares every mapping again (CONNECT for ``-L``, BIND for ``-R``) and
+carries the same random client id in HELLO, which lets the server retire a
+stale channel of ours at once.  While no channel is up, a connection to an
+``-L`` port is reset at once (the local application sees a refusal
+immediately rather than a hang).
+
+Here are the listeners, the channel, and the glue.  Each other job is a part
+of its own, testable without sockets: the ``ForwardTable`` (the forwards by
+mapping number, and where each request stands), the ``ReconnectPolicy`` (when
+to connect again, and how loudly to say so) and ``RemoteBinds`` (which port
+each ``-R`` asks for, and when a refused one asks again).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from reactor_mux.errors import StartupError
+from reactor_mux.io.connector import Connector
+from reactor_mux.io.listener import ListenerSet
+from reactor_mux.io.netutil import PeerAddress, abort_socket, describe_error, loopback_pair
+from reactor_mux.io.reactor import Reactor, Timer
+from reactor_mux.io.resolver import Resolver
+from reactor_mux.io.tls import ClientTls, TlsTransport
+from reactor_mux.io.transport import TcpTransport, Transport
+from reactor_mux.logformat import event as log_event
+from reactor_mux.protocol.errorcodes import ErrorCode
+from reactor_mux.protocol.events import (
+    HelloReceived,
+    MappingAccepted,
+    MappingCancelled,
+    MappingRefused,
+    MappingRequested,
+    ResumeProved,
+    ResumeRequested,
+    SessionResumed,
+)
+from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
+from reactor_mux.protocol.syntax import format_host_port, is_loopback
+from reactor_mux.protocol.verbs import Role
+from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
+from reactor_mux.roles.forwardtable import Changes, ForwardTable, same_forward
+from reactor_mux.roles.reconnect import ReconnectPolicy
+from reactor_mux.roles.remotebinds import RemoteBinds
+from reactor_mux.roles.socks import SocksRequest
+from reactor_mux.roles.socksserver import LocalConnect, SocksOpenHook, SocksPort
+from reactor_mux.roles.specs import ForwardKind, ForwardSpec
+from reactor_mux.tunnel.channel import (
+    SHUTTING_DOWN,
+    Channel,
+    LocalService,
+    MappingAnswer,
+)
+from reactor_mux.tunnel.drain import wait_for_streams
+from reactor_mux.tunnel.localstream import LocalStream
+from reactor_mux.tunnel.meter import Meter
+from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
+
+log = logging.getLogger("reactor_mux")
+
+
+@dataclass
+class ClientConfig:
+    server: tuple[str, int]
+    forwards: list[ForwardSpec] = field(default_factory=list)
+    settings: ChannelSettings = field(default_factory=ChannelSettings)
+    reconnect_min: float = DEFAULT_RECONNECT_MIN
+    reconnect_max: float = DEFAULT_RECONNECT_MAX
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    tls: ClientTls | None = None
+    exit_on_forward_failure: bool = False
+
+
+class Client:
+    name = "client"
+    exit_status = 0
+    """What the process exits with once the reactor stops (1 after a forward failure
+    under ``--exit-on-forward-failure``)."""
+
+    def __init__(self, reactor: Reactor, resolver: Resolver, config: ClientConfig) -> None:
+        self.reactor = reactor
+        self.resolver = resolver
+        self.config = config
+        self.client_id = secrets.token_hex(16)
+        self.server_label = format_host_port(*config.server)
+        self.forward_table = ForwardTable(config.forwards)
+        self.local_listeners: dict[int, ListenerSet] = {}
+        self.socks_ports: dict[int, SocksPort] = {}
+        self.channel: Channel | None = None
+        self.meter = Meter()
+        self.started_at = reactor.time()
+        self._warned_plaintext = False
+        self._connector: Connector | None = None
+        self._retry: Timer | None = None
+        self._reconnect = ReconnectPolicy(reactor.time, config.reconnect_min, config.reconnect_max)
+        self._server_cannot_resume = False
+        """The server is older than resume: it refused our HELLO's ``resume`` word."""
+        self._stopped = False
+        self._cancel_drain: Callable[[], None] | None = None
+        self._remote_binds = RemoteBinds(reactor, self, config.reconnect_min, config.reconnect_max)
+        self._retired_socks: list[SocksPort] = []
+        """SOCKS negotiations of removed reverse dynamic forwards, left to finish."""
+
+    def start(self) -> None:
+        for mapping, spec in list(self.forward_table.mappings.items()):
+            if spec.kind is not ForwardKind.REMOTE:
+                reason = self._listen(mapping, spec)
+                if reason is not None and self.config.exit_on_forward_failure:
+                    raise StartupError(f"{reason} (--exit-on-forward-failure)")
+                if reason is not None:
+                    log.error("%s", reason)
+        has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.forward_table.specs)
+        if not self.local_listeners and not has_remote:
+            raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")
+        self._connect()
+
+    def _listen(self, mapping: int, spec: ForwardSpec) -> str | None:
+        """Open the local port of an ``-L`` or ``-D``; why it failed, or None."""
+        if spec.kind is ForwardKind.DYNAMIC:
+            socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
+                              partial(self._on_socks_request, mapping))  # fmt: skip
+            on_accept = socks.accept
+        else:
+            on_accept = partial(self._on_local_accept, mapping)
+        try:
+            listener = ListenerSet(self.reactor, spec.bind_host, spec.bind_port, on_accept)
+        except OSError as exc:
+            return f"{spec.flag}: cannot listen on {spec.bind}: {describe_error(exc)}"
+        if spec.kind is ForwardKind.DYNAMIC:
+            self.socks_ports[mapping] = socks
+        self.local_listeners[mapping] = listener
+        log.info(
+            "listening on %s for %s",
+            listener.address,
+            spec.flag,
+            extra=log_event("listening", mapping=spec.flag),
+        )
+        return None
+
+    # ------------------------------------------------ forwards added and removed
+
+    @property
+    def forwards(self) -> list[ForwardSpec]:
+        """The forwards in use, as configured (in the order they were added)."""
+        return self.forward_table.specs
+
+    def add_forward(self, spec: ForwardSpec) -> str | None:
+        """Start a forward on the running client (reload, ``forward add``): its
+        local port opens now and the channel, if up, declares it at once.
+        Returns why it could not start, or None."""
+        if self._stopped:
+            return "shutting down"
+        if self.forward_table.find(spec) is not None:
+            return f"{spec.flag} is already forwarded"
+        mapping = self.forward_table.new_number()
+        if spec.kind is not ForwardKind.REMOTE:
+            reason = self._listen(mapping, spec)
+            if reason is not None:
+                return reason
+        self.forward_table.add(mapping, spec)
+        channel = self.channel
+        if channel is not None and not channel.closed:
+            self._declare(channel, mapping, spec)
+            channel.schedule_flush()
+        log.info("%s added", spec.flag, extra=log_event("forward_added", mapping=spec.flag))
+        return None
+
+    def remove_forward(self, spec: ForwardSpec) -> bool:
+        """Stop a forward (reload, ``forward cancel``): its port closes, the server
+        forgets it; streams already open on it carry on to their end."""
+        mapping = self.forward_table.find(spec)
+        if mapping is None:
+            return False
+        listener = self.local_listeners.pop(mapping, None)
+        if listener is not None:
+            if spec.kind is ForwardKind.LOCAL:
+                listener.accept_waiting()  # connected already: they get their streams
+            listener.close()
+        removed = self.forward_table.remove(mapping)
+        socks = self.socks_ports.pop(mapping, None)
+        if socks is not None and spec.kind is ForwardKind.REMOTE:
+            # Its streams are open: let them negotiate (those done are dropped here).
+            self._retired_socks = [old for old in self._retired_socks if old.negotiations]
+            self._retired_socks.append(socks)
+        elif socks is not None:
+            socks.close()  # -D: a negotiation is not a stream yet, and UNMAP ends the mapping
+        self._remote_binds.forget(mapping)
+        channel = self.channel
+        if channel is not None and not channel.closed:
+            channel.cancel_mapping(mapping)
+        log.info(
+            "%s removed", removed.flag, extra=log_event("forward_removed", mapping=removed.flag)
+        )
+        return True
+
+    def reconfigure(self, forwards: list[ForwardSpec]) -> Changes:
+        """Make ``forwards`` the forwards in use: stop the dropped, start the new,
+        leave the rest (and every open stream) alone."""
+        changes = Changes()
+        for spec in self.forwards:
+            if not any(same_forward(spec, wanted) for wanted in forwards):
+                self.remove_forward(spec)
+                changes.removed.append(spec.flag)
+        for spec in forwards:
+            if self.forward_table.find(spec) is None:
+                reason = self.add_forward(spec)
+                if reason is None:
+                    changes.added.append(spec.flag)
+                else:
+                    changes.failed.append(reason)
+        return changes
+
+    def _stop_reconnecting(self) -> None:
+        self._stopped = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._connector is not None:
+            self._connector.cancel()
+            self._connector = None
+
+    def close(self) -> None:
+        self._stop_reconnecting()
+        if self._cancel_drain is not None:
+            self._cancel_drain()
+        if self.channel is not None:
+            self.channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
+        self._close_listeners()
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: nothing may be added."""
+        return self._stopped
+
+    def _close_listeners(self) -> None:
+        for listener in self.local_listeners.values():
+            listener.close()
+        self.local_listeners.clear()
+        for socks in [*self.socks_ports.values(), *self._retired_socks]:
+            socks.close()
+
+    def drain(self, timeout: float, done: Callable[[], None]) -> None:
+        """Stop accepting and reconnecting; call ``done()`` once no stream is open."""
+        self._stop_reconnecting()
+        self._close_listeners()
+        if self.channel is not None:
+            if self.channel.suspended:
+                self.channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
+            else:
+                self.channel.draining = True
+        self._cancel_drain = wait_for_streams(
+            self.reactor, lambda: [self.channel] if self.channel else [], timeout, done
+        )
+
+    # ------------------------------------------------------------ the channel
+
+    def _connect(self) -> None:
+        if self._retry is not None:
+            self.meter.reconnects += 1
+        self._retry = None
+        if self._stopped:
+            return
+        resuming = self.channel is not None and self.channel.suspended
+        log.log(
+            logging.DEBUG if resuming else logging.INFO,  # each retry already says it failed
+            "connecting to server %s",
+            self.server_label,
+            extra=log_event("connecting", peer=self.server_label),
+        )
+        host, port = self.config.server
+        self._connector = Connector(
+            self.reactor,
+            self.resolver,
+            host,
+            port,
+            self._on_connected,
+            self.config.settings.connect_timeout,
+            self,
+        ).start()
+
+    def _on_connected(self, sock: socket.socket | None, error: Failure | None) -> None:
+        self._connector = None
+        if sock is None:
+            self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
+            return
+        held = self.channel
+        if held is not None and held.suspended and not held.closed and not held.resumable:
+            held.close(f"resume abandoned: {held.resume_lost or 'the session ended'}",
+                       code=ErrorCode.RESUME_EXPIRED)  # fmt: skip
+            held = self.channel  # on_channel_closed forgot it
+            if self._retry is not None:  # and scheduled a connection: this one serves
+                self._retry.cancel()
+                self._retry = None
+        if held is not None and held.suspended and not held.closed:
+            log.info("connected to server %s: resuming the session",
+                     self.server_label)  # fmt: skip
+            held.attach(self._transport(sock), _peer_label(sock))
+            return
+        settings = self.config.settings
+        if self._server_cannot_resume:
+            settings = replace(settings, resume_timeout=0.0,
+                               session=replace(settings.session, resume=False))  # fmt: skip
+        channel = Channel(
+            self.reactor,
+            self.resolver,
+            self._transport(sock),
+            Role.CLIENT,
+            self,
+            f"channel to {self.server_label}",
+            settings,
+            client_id=self.client_id,
+            peer=_peer_label(sock),
+        )
+        for mapping, spec in self.forward_table.mappings.items():
+            self._declare(channel, mapping, spec)
+        self.forward_table.channel_opened()
+        self.channel = channel
+        channel.start()
+
+    def _declare(self, channel: Channel, mapping: int, spec: ForwardSpec) -> None:
+        """CONNECT, DYNAMIC or BIND for one forward (an ``-L`` or ``-D`` only if its
+        local port is open: without one, no stream can use it)."""
+        if spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
+            channel.request_connect(mapping, spec.target_host, spec.target_port)
+        elif spec.kind is ForwardKind.DYNAMIC and mapping in self.local_listeners:
+            channel.request_dynamic(mapping)
+        elif spec.kind is ForwardKind.REMOTE:
+            self._request_bind(channel, mapping, spec)
+        else:
+            return
+        self.forward_table.asked(mapping)
+
+    def _transport(self, sock: socket.socket) -> Transport:
+        settings, tls = self.config.settings, self.config.tls
+        if tls is None:
+            if settings.session.credentials is not None and not self._warned_plaintext:
+                peer = sock.getpeername()[0]
+                if not is_loopback(peer):
+                    self._warned_plaintext = True
+                    log.warning("authenticating to %s without TLS: the secret stays secret, but "
+                                "the forwarded data is not encrypted (use --tls)",
+                                self.server_label)  # fmt: skip
+            return TcpTransport(self.reactor, sock, settings.keepalive_interval)
+        if tls.insecure:
+            log.warning("TLS to %s without verifying the server (--tls-insecure): anyone on "
+                        "the path can pose as it", self.server_label)  # fmt: skip
+        name = tls.server_name or self.config.server[0]
+        return TlsTransport(self.reactor, sock, settings.keepalive_interval, tls.context,
+                            server_side=False, server_hostname=name,
+                            fingerprint=tls.fingerprint)  # fmt: skip
+
+    def close_after_bug(self) -> None:
+        """A bug while connecting to the server or setting up its channel: drop
+        this attempt and retry (a channel that is up owns its own callbacks)."""
+        if self._connector is not None:
+            self._connector.cancel()
+            self._connector = None
+        if self.channel is not None and not self.channel.ready:
+            self.channel.close("internal error", code=ErrorCode.INTERNAL)  # a retry follows
+        elif self.channel is None and self._retry is None:
+            self._schedule_reconnect("internal error while connecting")
+
+    def _may_attempt(self) -> bool:
+        """No attempt is under way or due, and we are not shutting down."""
+        return not self._stopped and self._connector is None and self._retry is None
+
+    def _connect_now(self) -> None:
+        """Reconnect without a delay or a log line (the caller logged why)."""
+        if self._may_attempt():
+            self._retry = self.reactor.call_later(0.0, self._connect, self)
+
+    def _schedule_reconnect(
+        self, reason: str, *, orderly: bool = False, immediate: bool = False, soon: bool = False
+    ) -> None:
+        """Connect again when the reconnect policy says, with the log line it chooses
+        (the options are the policy's: ``soon``, the server was only busy, and so on)."""
+        if not self._may_attempt():
+            return
+        channel = self.channel
+        attempt = self._reconnect.next_attempt(
+            reason,
+            resuming=channel is not None and channel.suspended,
+            orderly=orderly,
+            immediate=immediate,
+            soon=soon,
+        )
+        log.log(
+            attempt.level,
+            "%s; reconnecting in %.1fs",
+            attempt.reason,
+            attempt.delay,
+            extra=log_event(attempt.event, peer=self.server_label, reason=attempt.reason),
+        )
+        self._retry = self.reactor.call_later(attempt.delay, self._connect, self)
+
+    def _on_local_accept(self, mapping: int, sock: socket.socket, peer: PeerAddress) -> None:
+        channel = self.channel
+        spec = self.forward_table.mappings.get(mapping)
+        if spec is None:  # removed while the connection waited to be accepted
+            abort_socket(sock)
+            return
+        refused = self.forward_table.is_refused(mapping)
+        if channel is None or not channel.accepting or refused:
+            why = "the server refused this forward" if refused else (
+                "no channel to the server")  # fmt: skip
+            log.debug("%s: connection from %s reset: %s", spec.flag,
+                      format_host_port(peer[0], peer[1]), why)  # fmt: skip
+            abort_socket(sock)
+            return
+        channel.open_stream(mapping, sock, f"{spec.flag} from {format_host_port(peer[0], peer[1])}")
+
+    def _on_socks_request(
+        self, mapping: int, sock: socket.socket, request: SocksRequest, hook: SocksOpenHook
+    ) -> None:
+        channel = self.channel
+        spec = self.forward_table.mappings.get(mapping)
+        if spec is None:  # removed while the client negotiated
+            hook.reply_failure(sock, FailureClass.FAILED)
+            sock.close()
+            return
+        target = format_host_port(request.host, request.port)
+        label = f"{spec.flag} from {_peer_label(sock)} to {target}"
+        refused = self.forward_table.is_refused(mapping)
+        if channel is None or refused or not channel.can_open_stream():
+            log.info("%s: refused: no channel to the server", label)
+            hook.reply_failure(sock, FailureClass.FAILED)
+            sock.close()
+            return
+        channel.open_stream(mapping, sock, label, target=(request.host, request.port),
+                            on_open=hook)  # fmt: skip
+
+    # ----------------------------------------------------------- ChannelOwner
+
+    def target_for(
+        self, channel: Channel, mapping: int, requested: tuple[str, int] | None
+    ) -> tuple[str, int] | LocalService | Failure | None:
+        spec = self.forward_table.mappings.get(mapping)
+        if spec is None or spec.kind is not ForwardKind.REMOTE:
+            return None
+        if spec.dynamic:
+            return partial(self._reverse_socks, mapping)
+        return spec.target_host, spec.target_port
+
+    def _reverse_socks(self, mapping: int) -> socket.socket:
+        """A stream on a reverse dynamic ``-R``: one end of a loopback pair carries it,
+        the other is served by our SOCKS negotiation and then spliced to the target
+        (a reset at either end reaches the other, as with any forwarded connection)."""
+        stream_end, socks_end = loopback_pair()
+        spec = self.forward_table.mappings[mapping]
+        self._reverse_socks_port(mapping).negotiate(socks_end, spec.flag)
+        return stream_end
+
+    def _reverse_socks_port(self, mapping: int) -> SocksPort:
+        socks = self.socks_ports.get(mapping)
+        if socks is None:
+            spec = self.forward_table.mappings[mapping]
+            socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
+                              partial(self._on_reverse_socks_request, spec))  # fmt: skip
+            self.socks_ports[mapping] = socks
+        return socks
+
+    def _on_reverse_socks_request(
+        self, spec: ForwardSpec, sock: socket.socket, request: SocksRequest, hook: SocksOpenHook
+    ) -> None:
+        LocalConnect(self.reactor, self.resolver, sock, request, hook,
+                     self.config.settings.connect_timeout, spec.flag)  # fmt: skip
+
+    def metric_label(self, channel: Channel, mapping: int) -> str:
+        return self.mapping_label(channel, mapping)  # the user's own forwards: a few
+
+    def mapping_label(self, channel: Channel, mapping: int) -> str:
+        spec = self.forward_table.mappings.get(mapping)
+        return spec.flag if spec is not None else f"mapping {mapping}"
+
+    def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
+        return None  # the client connects only to the targets it was given itself
+
+    def on_hello(self, channel: Channel, event: HelloReceived) -> None:
+        self._reconnect.channel_up()
+        log.info(
+            "connected to server %s",
+            self.server_label,
+            extra=log_event("channel_up", channel=channel.name, peer=channel.peer),
+        )
+
+    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
+        raise AssertionError("the session never reports mapping requests to a client")
+
+    def on_resume_requested(self, channel: Channel, event: ResumeRequested) -> None:
+        raise AssertionError("the session never reports resume requests to a client")
+
+    def on_resume_proved(self, channel: Channel, event: ResumeProved) -> None:
+        raise AssertionError("the session never reports resume proofs to a client")
+
+    def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
+        if channel is not self.channel:
+            return
+        if not first:
+            self._schedule_reconnect(f"resuming on {self.server_label} failed: {reason}")
+            return
+        self._reconnect.channel_suspended()
+        log.debug("client %s resumes session %s", self.client_id, channel.session_id)
+        log.warning("channel to %s lost: %s; keeping %d stream(s) for %gs while reconnecting "
+                    "to resume them", self.server_label, reason, len(channel.streams),
+                    self.config.settings.resume_timeout,
+                    extra=log_event("channel_suspended", channel=channel.name,
+                                    peer=self.server_label, reason=reason))  # fmt: skip
+        self._connect_now()
+
+    def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None:
+        self._reconnect.channel_resumed()
+        log.info("resumed the session with server %s: %d stream(s) carry on, %d byte(s) sent "
+                 "again", self.server_label, event.streams, event.replayed,
+                 extra=log_event("channel_resumed", channel=channel.name,
+                                 peer=channel.peer))  # fmt: skip
+
+    def on_mapping_cancelled(self, channel: Channel, event: MappingCancelled) -> None:
+        raise AssertionError("the session never reports UNMAP to a client")
+
+    def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
+        spec = self.forward_table.mappings[event.mapping]
+        self.forward_table.forwarding(event.mapping)
+        up = log_event("forward_up", mapping=spec.flag)
+        if spec.kind is not ForwardKind.REMOTE:
+            listener = self.local_listeners.get(event.mapping)
+            if listener is not None:
+                bound = format_host_port(listener.host, listener.port)
+                target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+                log.info("forwarding -%s %s -> %s", spec.kind.value, bound, target, extra=up)
+        else:
+            assert event.host is not None and event.port is not None
+            before = self._remote_binds.accepted(event.mapping, spec, event.port)
+            if before is not None:
+                log.warning("%s: listening on port %d now (it had %d)",
+                            spec.flag, event.port, before)  # fmt: skip
+            bound = format_host_port(event.host, event.port)
+            target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+            log.info("forwarding -R %s -> %s", bound, target, extra=up)
+
+    def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
+        spec = self.forward_table.mappings[event.mapping]
+        why = text_of(event.reason)  # for people; the decision reads its class
+        refused = log_event("forward_refused", mapping=spec.flag, reason=why)
+        self.forward_table.refused(event.mapping, why)
+        if self.config.exit_on_forward_failure and not self.forward_table.added_later(spec):
+            log.error(
+                "%s refused by server: %s; exiting (--exit-on-forward-failure)",
+                spec.flag,
+                why,
+                extra=refused,
+            )
+            self._exit(1)
+            return
+        if spec.kind is not ForwardKind.REMOTE:
+            self.forward_table.not_asked_again(event.mapping)
+            log.error("%s refused by server: %s", spec.flag, why, extra=refused)
+            return
+        again = self._remote_binds.refused(event.mapping, spec, class_of(event.reason))
+        if again is None:
+            self.forward_table.not_asked_again(event.mapping)
+            log.error(
+                "%s refused by server: %s (not asked again: the server's settings decide this)",
+                spec.flag,
+                why,
+                extra=refused,
+            )
+            return
+        if again.taken_port is not None:
+            log.warning("%s: port %d, which it had before, is not free (%s); asking for any port",
+                        spec.flag, again.taken_port, why)  # fmt: skip
+            self._rebind(channel, event.mapping)
+            return
+        log.error(
+            "%s refused by server: %s; asking again in %.1fs",
+            spec.flag,
+            why,
+            again.delay,
+            extra=refused,
+        )
+        self._remote_binds.ask_later(
+            event.mapping, again.delay, partial(self._rebind, channel, event.mapping)
+        )
+
+    def _request_bind(self, channel: Channel, mapping: int, spec: ForwardSpec) -> None:
+        """BIND for ``spec``; an ``-R 0`` asks for the port it had on the last channel."""
+        port = self._remote_binds.port_to_ask(mapping, spec)
+        channel.request_bind(mapping, spec.bind_host, port)
+
+    def _rebind(self, channel: Channel, old: int) -> None:
+        """Ask again for a refused -R, under a new mapping number, on the same channel."""
+        if channel is not self.channel or channel.closed:
+            return  # a new channel declares every mapping anyway
+        mapping = self.forward_table.renumber(old)
+        spec = self.forward_table.mappings[mapping]
+        socks = self.socks_ports.pop(old, None)
+        if socks is not None:  # a reverse dynamic -R keeps its one SOCKS server
+            self.socks_ports[mapping] = socks
+        self._request_bind(channel, mapping, spec)
+        self.forward_table.asked(mapping, again=True)
+        channel.schedule_flush()
+
+    def _exit(self, status: int) -> None:
+        self.exit_status = status
+        self._stop_reconnecting()
+        self.reactor.stop()
+
+    def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
+        why = text_of(reason)
+        refused = channel.stream_event("stream_refused", stream, why)
+        log.warning("%s: the server refused it: %s", stream.label, why, extra=refused)
+
+    def on_channel_closed(self, channel: Channel, reason: str) -> None:
+        if channel is not self.channel:
+            return
+        self.channel = None
+        self.forward_table.channel_closed()
+        self._remote_binds.channel_closed()
+        self._reconnect.channel_closed(channel.close_code)
+        lost = f"channel to {self.server_label} lost: {reason}"
+        match channel.close_code:
+            case ErrorCode.AUTH_FAILED:
+                log.error("authentication failed with server %s: %s", self.server_label, reason)
+                self._schedule_reconnect(lost)
+            case ErrorCode.UNSUPPORTED if not self._server_cannot_resume:
+                self._server_cannot_resume = True
+                log.warning("server %s is older than resume (it refused the HELLO that offers "
+                            "it): connecting without resume; upgrade it to keep streams through "
+                            "a broken channel", self.server_label)  # fmt: skip
+                self._schedule_reconnect(reason, orderly=True, immediate=True)
+            case ErrorCode.SHUTDOWN if channel.peer_shut_down:
+                self._schedule_reconnect(reason, orderly=True)
+            case ErrorCode.BUSY:
+                self._schedule_reconnect(f"server {self.server_label} is busy: {reason}",
+                                         soon=True)  # fmt: skip
+            case ErrorCode.RESUME_REFUSED | ErrorCode.RESUME_EXPIRED:
+                log.warning("%s: %d stream(s) reset; starting a new session", reason,
+                            channel.streams_reset_on_close,
+                            extra=log_event("resume_failed", peer=self.server_label,
+                                            reason=reason))  # fmt: skip
+                self._connect_now()
+            case ErrorCode.NOT_A_PEER:
+                self._schedule_reconnect(f"{self.server_label} is {reason}")
+            case ErrorCode.NO_ANSWER:
+                self._schedule_reconnect(
+                    f"{lost}, though a reactor-mux server says HELLO at "
+                    "once: is it stopped, or not a reactor-mux server?"
+                )
+            case ErrorCode.PEER_CLOSED | ErrorCode.TLS if (
+                not channel.heard_hello and not channel.closed_by_peer
+            ):
+                self._schedule_reconnect(
+                    f"server {self.server_label} closed the connection before its HELLO "
+                    f"({reason}): it may be turning this address away for a while (see its "
+                    "log, and its --per-source-penalties), or it is not a reactor-mux server"
+                )
+            case _:
+                self._schedule_reconnect(lost)
+
+
+def _peer_label(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    return format_host_port(peer[0], peer[1])

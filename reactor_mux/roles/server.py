@@ -1,0 +1,619 @@
+"""The server role (the demultiplexer).
+
+It accepts channels on its ``--listen`` addresses (over TLS when given a
+certificate) and serves each one independently, once it has authenticated
+(when a secret or a clients file is configured): a CONNECT (``-L``) records
+the target its streams connect to, a BIND (``-R``) opens a listener whose
+connections become streams toward the client.  Everything a channel created
+(its ``-R`` listeners, its streams, its pending connects) dies with it, so a
+client that reconnects finds its ports free.  A client that reconnects before
+its old channel was noticed dead (a network cut TCP has not seen yet)
+presents the same client id in HELLO; the old channel is then closed at
+once, before the new one's BINDs are processed, so a stale listener never
+blocks the reconnect, but only when the new channel authenticated as the
+same client.
+
+What a client may reach (``--allow-connect``) and open (``--allow-bind``)
+is checked here, with its own lists from the clients file when it has them.
+
+Until a connection has authenticated it is a *startup*, admitted or turned
+away at accept by ``admission`` (``--max-startups`` and the per-source limits
+and penalties); only authenticated channels count against
+``--max-channels``, and a resume takes back its own suspended slot, so no
+number of strangers can keep a client, or its resume, out.  A startup that
+fails (authentication, a timeout, a protocol error, a TLS handshake) earns its
+source block a penalty; what is turned away is logged in summaries
+(``turnedaway``), never a line per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from reactor_mux.errors import StartupError
+from reactor_mux.io.listener import ListenerSet
+from reactor_mux.io.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
+from reactor_mux.io.reactor import Reactor
+from reactor_mux.io.resolver import Resolver
+from reactor_mux.io.tls import ServerTls, TlsTransport
+from reactor_mux.io.transport import TcpTransport, Transport
+from reactor_mux.logformat import event as log_event
+from reactor_mux.protocol.auth import SecretBook, SharedSecret
+from reactor_mux.protocol.errorcodes import ErrorCode
+from reactor_mux.protocol.events import (
+    HelloReceived,
+    MappingAccepted,
+    MappingCancelled,
+    MappingKind,
+    MappingRefused,
+    MappingRequested,
+    ResumeProved,
+    ResumeRequested,
+    SessionResumed,
+)
+from reactor_mux.protocol.failures import Failure, FailureClass, text_of
+from reactor_mux.protocol.syntax import (
+    LOCALHOST,
+    format_host_port,
+    is_loopback,
+    listening_address,
+)
+from reactor_mux.protocol.verbs import Role
+from reactor_mux.security.admission import AdmissionConfig, Startup
+from reactor_mux.security.credentials import ClientsFile
+from reactor_mux.security.policy import Policy
+from reactor_mux.security.startupgate import StartupGate
+from reactor_mux.tunnel.channel import (
+    SHUTTING_DOWN,
+    Channel,
+    MappingAnswer,
+    MappingDenied,
+    MappingGranted,
+)
+from reactor_mux.tunnel.drain import wait_for_streams
+from reactor_mux.tunnel.localstream import LocalStream
+from reactor_mux.tunnel.meter import Meter
+from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
+
+log = logging.getLogger("reactor_mux")
+
+UNKNOWN_SESSION = "unknown session (the server restarted, or its --resume-timeout passed)"
+"""Why a resume is refused for a session this server does not hold: the likely causes."""
+
+DEFAULT_MAX_CHANNELS = 64
+"""Authenticated channels (clients), live or waiting for a resume, served at once;
+one more gets ERROR at its HELLO and is closed."""
+
+
+@dataclass
+class ServerConfig:
+    listen: list[tuple[str, int]]
+    settings: ChannelSettings = field(default_factory=ChannelSettings)
+    gateway_ports: bool = False
+    max_channels: int = DEFAULT_MAX_CHANNELS
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    policy: Policy = field(default_factory=Policy)
+    """The global allow-lists."""
+    clients: ClientsFile | None = None
+    """Named clients, each with its secret and maybe its own allow-lists."""
+    tls: ServerTls | None = None
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+
+    @property
+    def authenticates(self) -> bool:
+        """Some proof of identity is required of every client."""
+        tls_clients = self.tls is not None and self.tls.requires_client_certificate
+        return self.settings.session.secret_book is not None or tls_clients
+
+
+def _revoked(name: str | None, old: SecretBook | None, new: SecretBook | None) -> str | None:
+    """Why a channel that authenticated as ``name`` under ``old`` may not stay open
+    under ``new`` (its client was removed, or its secret changed), or None."""
+    if name is None or old is None or new is None:
+        return None  # it never authenticated, or authentication is now off
+    before, after = old.secret_for(name), new.secret_for(name)
+    if after is None:
+        return f"client {name!r} is no longer known (reload)"
+    if after != before:
+        return f"the secret of client {name!r} changed (reload)"
+    return None
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What a reload may change on a running server: who may connect and what each
+    client may do.  Addresses, TLS and limits need a restart."""
+
+    policy: Policy
+    clients: ClientsFile | None
+    secret_book: SecretBook | None
+    gateway_ports: bool
+    max_channels: int
+    admission: AdmissionConfig
+
+
+@dataclass
+class _ClientState:
+    """What one channel set up on this server."""
+
+    peer_host: str
+    startup: Startup | None = None
+    """Admission's record while the channel has not authenticated (None after)."""
+    client_id: str | None = None
+    client_name: str | None = None
+    policy: Policy = field(default_factory=Policy)
+    targets: dict[int, tuple[str, int]] = field(default_factory=dict)
+    dynamic: set[int] = field(default_factory=set)
+    """The client's ``-D`` mappings: each stream names its target."""
+    binds: dict[int, ListenerSet] = field(default_factory=dict)
+    certificate: bytes | None = None
+    """The client's TLS certificate (mutual TLS): a resume must present the same."""
+
+
+class Server:
+    exit_status = 0
+    """What the process exits with once the reactor stops."""
+
+    def __init__(self, reactor: Reactor, resolver: Resolver, config: ServerConfig) -> None:
+        self.reactor = reactor
+        self.resolver = resolver
+        self.config = config
+        self.listeners: list[ListenerSet] = []
+        self.clients: dict[Channel, _ClientState] = {}
+        self.meter = Meter()
+        self.started_at = reactor.time()
+        self._by_client_id: dict[tuple[str | None, str], Channel] = {}
+        self._sessions: dict[str, Channel] = {}
+        """Resumable sessions by id: live channels and suspended ones alike."""
+        self.gate = StartupGate(reactor, config.admission, self.meter,
+                                keepalive_interval=config.settings.keepalive_interval)  # fmt: skip
+        self._accepted = 0
+        self._draining = False
+        self._cancel_drain: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        """Bind every ``--listen`` address; raises StartupError if one cannot be bound."""
+        for host, port in self.config.listen:
+            try:
+                listener = ListenerSet(self.reactor, host, port, self._on_accept)
+            except OSError as exc:
+                where = format_host_port(host, port)
+                raise StartupError(f"cannot listen on {where}: {describe_error(exc)}") from None
+            self.listeners.append(listener)
+            address = listener.address
+            log.info("listening on %s", address, extra=log_event("listening"))
+            if not is_loopback(listener.host) and not self.config.authenticates:
+                log.warning(
+                    "%s is reachable from other hosts and has no authentication: anyone who "
+                    "can connect can open connections through this host (--insecure)",
+                    address,
+                )
+        self.gate.check_descriptors(len(self.listeners))
+
+    def close(self) -> None:
+        if self._cancel_drain is not None:
+            self._cancel_drain()
+        self.gate.close()
+        self._stop_accepting()
+        for channel in list(self.clients):
+            channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
+
+    def _stop_accepting(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners.clear()
+        for state in self.clients.values():
+            for listener in state.binds.values():
+                listener.close()
+
+    def is_startup(self, channel: Channel) -> bool:
+        """The channel has not authenticated yet (admission counts it)."""
+        state = self.clients.get(channel)
+        return state is not None and state.startup is not None
+
+    @property
+    def bound_addresses(self) -> list[tuple[str, int]]:
+        """Where the server listens for channels now (a reload cannot change it)."""
+        return [(listener.host, listener.port) for listener in self.listeners]
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: a reload would reopen what the drain closed."""
+        return self._draining
+
+    def drain(self, timeout: float, done: Callable[[], None]) -> None:
+        """Stop accepting; call ``done()`` once no stream is open, or after ``timeout``."""
+        self._draining = True
+        self._stop_accepting()
+        for channel in list(self.clients):
+            channel.draining = True
+            if channel.suspended:
+                channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
+        self._cancel_drain = wait_for_streams(
+            self.reactor, lambda: list(self.clients), timeout, done
+        )
+
+    def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
+        where = format_host_port(peer[0], peer[1])
+        tls = self.config.tls
+        startup = self.gate.admit(sock, peer[0], where, tls.context if tls else None)
+        if startup is None:
+            return  # turned away
+        self._accepted += 1
+        name = f"channel #{self._accepted} from {where}"
+        settings = self.config.settings
+        transport: Transport
+        if tls is not None:
+            transport = TlsTransport(self.reactor, sock, settings.keepalive_interval,
+                                     tls.context, server_side=True)  # fmt: skip
+        else:
+            transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
+        channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings,
+                          peer=where)  # fmt: skip
+        startup.owner = channel
+        channel.draining = self._draining
+        self.clients[channel] = _ClientState(peer[0], startup, policy=self.config.policy)
+        log.debug("%s: accepted", name)
+        channel.start()
+
+    # ----------------------------------------------------------- ChannelOwner
+
+    def target_for(
+        self, channel: Channel, mapping: int, requested: tuple[str, int] | None
+    ) -> tuple[str, int] | Failure | None:
+        state = self.clients.get(channel)
+        if state is None:
+            return None
+        if requested is None or mapping not in state.dynamic:
+            return state.targets.get(mapping)
+        refusal = state.policy.connect.check_target(*requested)
+        if refusal is not None:
+            log.warning(
+                "%s: -D stream to %s refused: %s",
+                channel.name,
+                format_host_port(*requested),
+                refusal,
+                extra=log_event(
+                    "stream_refused",
+                    channel=channel.name,
+                    mapping="-D",
+                    peer=format_host_port(*requested),
+                    reason=refusal,
+                ),
+            )
+            return Failure(FailureClass.FORBIDDEN, refusal)
+        return requested
+
+    def metric_label(self, channel: Channel, mapping: int) -> str:
+        """``-L``, ``-R`` or ``-D``: targets and ports are the clients' to choose, and
+        a label per target would let one client grow the metrics without bound."""
+        state = self.clients.get(channel)
+        if state is None or mapping in state.dynamic:
+            return "-D"
+        return "-R" if mapping in state.binds else "-L"
+
+    def mapping_label(self, channel: Channel, mapping: int) -> str:
+        """``-L db:5432``, ``-R 127.0.0.1:8022`` or ``-D``: what logs and metrics call it."""
+        state = self.clients.get(channel)
+        if state is None:
+            return f"mapping {mapping}"
+        if mapping in state.dynamic:
+            return "-D"
+        target = state.targets.get(mapping)
+        if target is not None:
+            return f"-L {format_host_port(*target)}"
+        bind = state.binds.get(mapping)
+        if bind is not None:
+            return f"-R {format_host_port(bind.host, bind.port)}"
+        return f"mapping {mapping}"
+
+    def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
+        state = self.clients.get(channel)
+        if state is None:
+            return "the channel is closed"
+        return state.policy.connect.check_resolved(name, address, port)
+
+    def on_hello(self, channel: Channel, event: HelloReceived) -> None:
+        state = self.clients[channel]
+        self._authenticated(state)
+        state.client_name = event.client_name
+        state.certificate = channel.peer_certificate
+        state.policy = self._policy_for(event.client_name)
+        client_id = event.client_id
+        if client_id is not None:
+            # A channel may retire only one that authenticated as the same client.
+            key = (event.client_name, client_id)
+            stale = self._by_client_id.get(key)
+            if stale is not None and stale is not channel and not stale.closed:
+                log.info("%s: replaces %s from the same client", channel.name, stale.name)
+                stale.close("replaced by a new channel from the same client", error=False,
+                            code=ErrorCode.REPLACED)  # fmt: skip
+            state.client_id = client_id
+            self._by_client_id[key] = channel
+        if self._channels_besides(channel) >= self.config.max_channels:
+            # Authenticated channels only, live and suspended: strangers still in
+            # their handshakes never take a client's place (a resume takes back
+            # its own suspended one).
+            waiting = sum(1 for other in self.clients if other.suspended)
+            reason = f"too many channels (limit {self.config.max_channels})"
+            if waiting:
+                reason = reason[:-1] + f", {waiting} of them waiting for a resume)"
+            log.warning("%s: refused: %s", channel.name, reason,
+                        extra=log_event("channel_refused", channel=channel.name,
+                                        reason=reason))  # fmt: skip
+            # AUTH OK first: an older client reads "full" as a refusal, not a failed AUTH.
+            channel.close(reason, code=ErrorCode.FULL, after_replies=True)
+            return
+        if channel.session_id is not None:
+            self._sessions[channel.session_id] = channel
+        who = f" {event.client_name!r}" if event.client_name not in (None, "-") else ""
+        log.info(
+            "%s: client%s connected",
+            channel.name,
+            who,
+            extra=log_event("channel_up", channel=channel.name, peer=channel.peer),
+        )
+
+    def _authenticated(self, state: _ClientState) -> None:
+        """The channel proved itself (or finished HELLO, without authentication):
+        it stops counting as a startup."""
+        if state.startup is not None:
+            self.gate.authenticated(state.startup)
+            state.startup = None
+
+    def _channels_besides(self, channel: Channel) -> int:
+        """Authenticated channels, live and suspended, other than ``channel``."""
+        return sum(1 for other, state in self.clients.items()
+                   if state.startup is None and other is not channel)  # fmt: skip
+
+    def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
+        state = self.clients[channel]
+        target = format_host_port(event.host, event.port)
+        if event.kind is MappingKind.DYNAMIC:
+            state.dynamic.add(event.mapping)
+            log.info("%s: dynamic forwarding (-D): targets checked per stream", channel.name)
+            return MappingGranted()
+        if event.kind is MappingKind.CONNECT:
+            refusal = state.policy.connect.check_target(event.host, event.port)
+            if refusal is not None:
+                log.warning(
+                    "%s: -L refused: %s",
+                    channel.name,
+                    refusal,
+                    extra=log_event(
+                        "mapping_refused",
+                        channel=channel.name,
+                        mapping=f"-L {target}",
+                        reason=refusal,
+                    ),
+                )
+                return MappingDenied(Failure(FailureClass.FORBIDDEN, refusal))
+            state.targets[event.mapping] = (event.host, event.port)
+            log.info(
+                "%s: forwarding -L to %s",
+                channel.name,
+                target,
+                extra=log_event("mapping_up", channel=channel.name, mapping=f"-L {target}"),
+            )
+            return MappingGranted()
+        address, denied = self._bind_policy(event.host)
+        if address is not None:
+            # localhost is checked as 127.0.0.1: its ::1 twin is the same host's loopback.
+            checked = LOOPBACK_PAIR[0] if address == LOCALHOST else address
+            refusal = state.policy.bind.check_bind(checked, event.port)
+            if refusal is not None:
+                address, denied = None, Failure(FailureClass.FORBIDDEN, refusal)
+        if address is not None and event.port:
+            self._release_held_port(channel, state, event.port)
+        if address is not None:
+            try:
+                listener = ListenerSet(
+                    self.reactor,
+                    address,
+                    event.port,
+                    partial(self._on_remote_accept, channel, event.mapping),
+                )
+            except OSError as exc:
+                denied = Failure(FailureClass.UNAVAILABLE,
+                                 f"cannot listen on {target}: {describe_error(exc)}")  # fmt: skip
+            else:
+                state.binds[event.mapping] = listener
+                bound = format_host_port(listener.host, listener.port)
+                log.info(
+                    "%s: forwarding -R %s -> client",
+                    channel.name,
+                    bound,
+                    extra=log_event("mapping_up", channel=channel.name, mapping=f"-R {bound}"),
+                )
+                return MappingGranted((listener.host, listener.port))
+        assert denied is not None
+        log.warning(
+            "%s: -R refused: %s",
+            channel.name,
+            denied,
+            extra=log_event(
+                "mapping_refused", channel=channel.name, mapping=f"-R {target}", reason=denied.text
+            ),
+        )
+        return MappingDenied(denied)
+
+    def _release_held_port(self, channel: Channel, state: _ClientState, port: int) -> None:
+        """A client that restarted lost its session key, so the session it left
+        waiting for a resume can never be resumed; its -R ports must not keep the
+        new process from binding them.  Only the same client may take them, by the
+        strongest identity there is: its TLS client certificate, else its name
+        from a clients file; a shared secret or no authentication names nobody,
+        so then only the same address (docs/security.md)."""
+        book = self.config.settings.session.secret_book
+        named = book is not None and not isinstance(book, SharedSecret)
+        for other, held in list(self.clients.items()):
+            if other is channel or not other.suspended:
+                continue
+            if held.certificate is not None or state.certificate is not None:
+                same = held.certificate == state.certificate
+            elif named:
+                same = held.client_name is not None and held.client_name == state.client_name
+            else:
+                same = held.peer_host == state.peer_host
+            if same and any(listener.port == port for listener in held.binds.values()):
+                log.info("%s: -R port %d is held by %s, a session of the same client waiting "
+                         "for a resume; a new session asks for it, so that one ends",
+                         channel.name, port, other.name)  # fmt: skip
+                other.close("replaced by a new session of the same client (it restarted?)",
+                            error=False, code=ErrorCode.REPLACED)  # fmt: skip
+
+    def _bind_policy(self, host: str) -> tuple[str | None, Failure | None]:
+        """``(address to bind, None)`` if a BIND for ``host`` is allowed, else
+        ``(None, why not)``."""
+        if self._draining:
+            return None, Failure(FailureClass.SHUTDOWN, "server shutting down")
+        address = listening_address(host)
+        if address is None:
+            return None, Failure(
+                FailureClass.FORBIDDEN, f"bind address {host} must be an IP address"
+            )
+        if not self.config.gateway_ports and not is_loopback(address):
+            return None, Failure(FailureClass.FORBIDDEN, f"binding {host} needs the server's "
+                                 "--gateway-ports (only loopback otherwise)")  # fmt: skip
+        return address, None
+
+    def _on_remote_accept(
+        self, channel: Channel, mapping: int, sock: socket.socket, peer: PeerAddress
+    ) -> None:
+        channel.open_stream(mapping, sock, f"-R from {format_host_port(peer[0], peer[1])}")
+
+    def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
+        raise AssertionError("the session never reports mapping replies to a server")
+
+    def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
+        raise AssertionError("the session never reports mapping replies to a server")
+
+    def on_mapping_cancelled(self, channel: Channel, event: MappingCancelled) -> None:
+        state = self.clients.get(channel)
+        if state is None:
+            return
+        label = self.mapping_label(channel, event.mapping)
+        state.targets.pop(event.mapping, None)
+        state.dynamic.discard(event.mapping)
+        listener = state.binds.pop(event.mapping, None)
+        if listener is not None:
+            listener.close()
+        removed = log_event("mapping_removed", channel=channel.name, mapping=label)
+        log.info("%s: %s removed by the client", channel.name, label, extra=removed)
+
+    # ----------------------------------------------------------- reload
+
+    def reconfigure(self, permissions: Permissions) -> None:
+        """Apply new permissions (a reload): to new channels, and to every request
+        an open channel makes from now on (mappings already granted stay declared,
+        but their new streams are checked again).  A channel whose client is gone
+        from the secrets, or whose secret changed, is closed."""
+        config = self.config
+        config.policy = permissions.policy
+        config.clients = permissions.clients
+        config.gateway_ports = permissions.gateway_ports
+        config.max_channels = permissions.max_channels
+        config.admission = permissions.admission
+        self.gate.reconfigure(permissions.admission)
+        old_book = config.settings.session.secret_book
+        config.settings = replace(
+            config.settings, session=replace(config.settings.session,
+                                             secret_book=permissions.secret_book)
+        )  # fmt: skip
+        for channel, state in list(self.clients.items()):
+            revoked = _revoked(state.client_name, old_book, permissions.secret_book)
+            if revoked is not None:  # its old rights must not outlive its identity
+                log.warning("%s: %s: closing its channel", channel.name, revoked,
+                            extra=log_event("channel_revoked", channel=channel.name,
+                                            peer=channel.peer, reason=revoked))  # fmt: skip
+                channel.close(revoked, code=ErrorCode.REVOKED)
+                continue
+            state.policy = self._policy_for(state.client_name)
+
+    def _policy_for(self, client_name: str | None) -> Policy:
+        """The global allow-lists, or the client's own from the clients file."""
+        clients = self.config.clients
+        entry = clients.entry(client_name) if clients and client_name else None
+        if entry is None:
+            return self.config.policy
+        return self.config.policy.overridden(entry.connect, entry.bind)
+
+    def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
+        log.warning("%s: %s refused by client: %s", channel.name, stream.label, text_of(reason))
+
+    def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
+        timeout = self.config.settings.resume_timeout
+        log.warning("%s: connection lost: %s; keeping %d stream(s) and its -R ports for %gs "
+                    "for the client to resume", channel.name, reason, len(channel.streams),
+                    timeout, extra=log_event("channel_suspended", channel=channel.name,
+                                             peer=channel.peer, reason=reason))  # fmt: skip
+
+    def on_resume_requested(self, channel: Channel, event: ResumeRequested) -> None:
+        """A new connection names a session: only the client that made it may resume
+        it, and a refusal leaves the session as it was for its owner."""
+        held = self._sessions.get(event.session_id)
+        state = self.clients.get(held) if held is not None else None
+        if held is None or held.closed or state is None:  # its close line says why
+            channel.refuse_resume(UNKNOWN_SESSION)
+            return
+        if (state.client_id != event.client_id or state.client_name != event.client_name
+                or state.certificate != channel.peer_certificate):  # fmt: skip
+            log.warning("%s: resume refused: session %s belongs to another client",
+                        channel.name, event.session_id[:8])  # fmt: skip
+            channel.refuse_resume(UNKNOWN_SESSION)
+            return
+        channel.challenge_resume(held.resume_key)
+
+    def on_resume_proved(self, channel: Channel, event: ResumeProved) -> None:
+        held = self._sessions.get(event.session_id)
+        if held is None or held.closed:
+            channel.refuse_resume(UNKNOWN_SESSION)
+            return
+        if held.draining:
+            channel.refuse_resume("server shutting down")
+            return
+        handshake = self.clients.pop(channel, None)
+        if handshake is not None:
+            self._authenticated(handshake)
+            self.clients[held].peer_host = handshake.peer_host
+        held.adopt(channel)
+
+    def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None:
+        log.info("%s: client resumed its session over %s: %d stream(s) carry on, %d byte(s) "
+                 "sent again", channel.name, channel.peer, event.streams, event.replayed,
+                 extra=log_event("channel_resumed", channel=channel.name,
+                                 peer=channel.peer))  # fmt: skip
+
+    def on_channel_closed(self, channel: Channel, reason: str) -> None:
+        if channel.session_id is not None and self._sessions.get(channel.session_id) is channel:
+            del self._sessions[channel.session_id]
+        state = self.clients.pop(channel, None)
+        if state is not None:
+            for listener in state.binds.values():
+                listener.close()
+            key = (state.client_name, state.client_id or "")
+            if state.client_id is not None and self._by_client_id.get(key) is channel:
+                del self._by_client_id[key]
+            if state.startup is not None:
+                self.gate.ended(state.startup, channel.name, channel.peer, reason,
+                                channel.close_code, channel.closed_by_peer,
+                                channel.close_was_error)  # fmt: skip
+                return
+        level = logging.WARNING if channel.close_was_error else logging.INFO
+        reset = (
+            f" ({channel.streams_reset_on_close} stream(s) reset)"
+            if channel.streams_reset_on_close
+            else ""
+        )
+        log.log(
+            level,
+            "%s: closed: %s%s",
+            channel.name,
+            reason,
+            reset,
+            extra=log_event("channel_down", channel=channel.name, peer=channel.peer, reason=reason),
+        )

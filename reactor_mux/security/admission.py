@@ -1,0 +1,236 @@
+"""Admission: which new connections a server takes on before they authenticate.
+
+A connection that has not yet authenticated (or, with no authentication
+configured, not yet finished its HELLO) is a *startup*.  Startups never count
+against ``--max-channels``, which counts authenticated channels only, so
+strangers cannot fill the room kept for clients and their resumes.  They are
+bounded on their own, by the rules OpenSSH uses, per *source block*
+(``sourceblock``), each decided at accept before a byte is read:
+
+1. a block serving a penalty (``penalties``) is turned away;
+2. a block with ``--per-source-max-startups`` startups gets no more;
+3. above START startups in all (``--max-startups START:RATE:FULL``), a new
+   connection from a block that already has one is refused with probability
+   RATE%, rising linearly to 100% at FULL: ssh's random early drop.
+
+Where this goes beyond ssh: a block with *no* startup is never refused for the
+others' sake.  At FULL it takes the place of the oldest startup of the block
+holding the most, so a stranger with many connections, even from many
+addresses, cannot crowd out a client whose handshake takes a few milliseconds;
+only an attacker with more source blocks than FULL comes close, and then new
+connections still displace old idle ones.  Evicted startups count as
+``noauth`` offences, which repeat quickly only for a block that keeps many
+connections idle.
+
+The class is sans-I/O: it keeps counts and answers questions, given the time
+and a random source; the server closes what it says to close.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import random
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from reactor_mux.security.penalties import Offence, PenaltyBox, PenaltySpec
+from reactor_mux.security.sourceblock import Netblock
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class MaxStartupsError(ValueError):
+    """A ``--max-startups`` value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class MaxStartups:
+    """``--max-startups START:RATE:FULL`` (or ``N``: refuse above N, no randomness)."""
+
+    start: int = 10
+    rate: int = 30
+    full: int = 100
+
+    @classmethod
+    def parse(cls, text: str) -> MaxStartups:
+        parts = text.strip().split(":")
+        try:
+            numbers = [int(part) for part in parts]
+        except ValueError:
+            numbers = []
+        if len(numbers) == 1:
+            numbers = [numbers[0], 100, numbers[0]]
+        if len(numbers) != 3:
+            raise MaxStartupsError(f"{text!r} is not START:RATE:FULL (such as 10:30:100) or N")
+        start, rate, full = numbers
+        if not 1 <= start <= full <= 1 << 20 or not 0 <= rate <= 100:
+            raise MaxStartupsError(f"{text!r}: need 1 <= START <= FULL <= 1048576 and RATE "
+                                   "in 0..100")  # fmt: skip
+        return cls(start, rate, full)
+
+    def spell(self) -> str:
+        return f"{self.start}:{self.rate}:{self.full}"
+
+    def drop_probability(self, startups: int) -> float:
+        """The chance a connection is refused with ``startups`` already in progress."""
+        if startups < self.start:
+            return 0.0
+        if startups >= self.full:
+            return 1.0
+        span = self.full - self.start
+        return (self.rate + (100 - self.rate) * (startups - self.start) / span) / 100
+
+
+DEFAULT_PER_SOURCE_MAX_STARTUPS = 10
+"""Startups from one source block at once (ssh has no default; 10 is its START)."""
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """The admission options, as the command line gives them."""
+
+    max_startups: MaxStartups = field(default_factory=MaxStartups)
+    per_source_max_startups: int = DEFAULT_PER_SOURCE_MAX_STARTUPS
+    netblock: Netblock = field(default_factory=Netblock)
+    penalties: PenaltySpec = field(default_factory=PenaltySpec)
+    exempt: tuple[Network, ...] = ()
+    """``--penalty-exempt``: sources never penalised."""
+
+
+class Refusal(enum.Enum):
+    """Why a connection was turned away at accept; the value is its metric label."""
+
+    PENALTY = "penalty"
+    PER_SOURCE = "per_source"
+    STARTUPS = "startups"
+
+    @property
+    def reason(self) -> str:
+        """For the log and for the client (after ``busy:``)."""
+        return _REASONS[self]
+
+
+_REASONS = {
+    Refusal.PENALTY: "its source failed or misbehaved before authenticating, and is turned "
+    "away for a while (--per-source-penalties)",
+    Refusal.PER_SOURCE: "too many unauthenticated connections from its source "
+    "(--per-source-max-startups)",
+    Refusal.STARTUPS: "too many unauthenticated connections (--max-startups)",
+}
+
+
+class Startup:
+    """One connection that has not authenticated yet."""
+
+    __slots__ = ("address", "block", "evicted", "owner", "since")
+
+    def __init__(self, address: str, block: str, since: float, owner: object) -> None:
+        self.address = address
+        self.block = block
+        self.since = since
+        self.owner = owner
+        """What the server closes if this startup is evicted (its channel)."""
+        self.evicted = False
+        """It was dropped to make room for a source that had none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    startup: Startup
+    evicted: Startup | None = None
+    """A startup that made room for this one: the caller closes its owner."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    refusal: Refusal
+    block: str
+
+
+class Admission:
+    """Startups in progress, per source block, and the penalties."""
+
+    def __init__(self, config: AdmissionConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.penalties = PenaltyBox(config.penalties)
+        self._random = rng or random.Random()
+        self._by_block: dict[str, deque[Startup]] = {}
+        self.startups = 0
+        """Connections admitted and not yet authenticated or closed."""
+
+    def block_of(self, address: str) -> str:
+        return self.config.netblock.block_of(address)
+
+    def admit(self, address: str, now: float, owner: object) -> Admitted | Refused:
+        """Take a new connection from ``address`` on, or say why not."""
+        config = self.config
+        block = self.block_of(address)
+        if self.penalties.refused_until(block, now) is not None and not self._exempt(address):
+            return Refused(Refusal.PENALTY, block)
+        mine = self._by_block.get(block)
+        held = len(mine) if mine is not None else 0
+        if held >= config.per_source_max_startups:
+            return Refused(Refusal.PER_SOURCE, block)
+        evicted = None
+        if held:
+            chance = config.max_startups.drop_probability(self.startups)
+            if chance and (chance >= 1.0 or self._random.random() < chance):
+                return Refused(Refusal.STARTUPS, block)
+        elif self.startups >= config.max_startups.full:
+            evicted = self._evict()
+        startup = Startup(address, block, now, owner)
+        if mine is None:
+            mine = self._by_block[block] = deque()
+        mine.append(startup)
+        self.startups += 1
+        return Admitted(startup, evicted)
+
+    def _evict(self) -> Startup:
+        """The oldest startup of the block holding the most (ties: the oldest first)."""
+        victims = max(self._by_block.values(), key=lambda queue: (len(queue), -queue[0].since))
+        victim = victims[0]
+        victim.evicted = True
+        self.finish(victim)
+        return victim
+
+    def finish(self, startup: Startup) -> None:
+        """The startup authenticated, or ended: it no longer counts (idempotent)."""
+        mine = self._by_block.get(startup.block)
+        if mine is None:
+            return
+        try:
+            mine.remove(startup)
+        except ValueError:
+            return
+        self.startups -= 1
+        if not mine:
+            del self._by_block[startup.block]
+
+    def offended(self, address: str, offence: Offence, now: float) -> float | None:
+        """Penalise ``address``'s block for ``offence`` (unless the address is exempt);
+        if that starts turning the block away, until when."""
+        if self._exempt(address):
+            return None
+        return self.penalties.penalise(self.block_of(address), offence, now)
+
+    def _exempt(self, address: str) -> bool:
+        if not self.config.exempt:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.config.exempt)
+
+    def startups_from(self, block: str) -> int:
+        mine = self._by_block.get(block)
+        return len(mine) if mine is not None else 0
+
+    def reconfigure(self, config: AdmissionConfig) -> None:
+        """A reload: new limits apply to new connections.  The netblock stays what it
+        was at start (the counts are kept by block)."""
+        self.config = replace(config, netblock=self.config.netblock)
+        self.penalties.reconfigure(config.penalties)
