@@ -42,6 +42,40 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+LAYERS = ["codec", "protocol", "io", "tunnel", "security", "roles", "service", "tools", "cli"]
+"""reactor_mux's packages from the bottom up: each imports only from those below it
+(and from the top-level helpers ``errors`` and ``logformat``, which import none)."""
+
+
+def imported_packages(path: pathlib.Path) -> set[str]:
+    """The reactor_mux packages (or top-level modules) a file imports from."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parts = node.module.split(".")
+            if parts[0] == "reactor_mux" and len(parts) > 1:
+                found.add(parts[1])
+            elif node.module == "reactor_mux":
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "reactor_mux" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_the_layers_import_only_downward(layer):
+    """The package listing reads as the architecture, so no import may run back up."""
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1]) | {"errors", "logformat", "__version__"}
+    for path in sorted((ROOT / "reactor_mux" / layer).glob("*.py")):
+        upward = imported_packages(path) - allowed
+        assert not upward, f"{path.relative_to(ROOT)} imports {sorted(upward)} from above"
+    for helper in ("errors", "logformat"):
+        assert not imported_packages(ROOT / "reactor_mux" / f"{helper}.py")
+
+
 def test_ruff_is_clean():
     pytest.importorskip("ruff")
     result = run_tool("ruff", "check", ".")
