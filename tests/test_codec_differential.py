@@ -319,6 +319,22 @@ def test_both_decoders_refuse_a_buffer_past_max_buffer(module):
 
 
 @pytest.mark.parametrize("module", [_c, _python], ids=["c", "python"])
+def test_both_scanners_refuse_a_buffer_past_max_buffer(module):
+    """The same bound for scan_frames (found in review: only the C one checked).
+    An anonymous mapping costs only the pages touched."""
+    import mmap
+
+    with (
+        mmap.mmap(-1, _python.MAX_BUFFER + 1) as huge,
+        pytest.raises(ValueError, match="larger than"),
+    ):
+        module.scan_frames(huge, 0, 9, MAX_DATA_BODY, MAX_COMMAND_BODY)
+    frames, next_start, error = module.scan_frames(bytes(9), 0, 9, MAX_DATA_BODY,
+                                                   MAX_COMMAND_BODY)  # fmt: skip
+    assert (len(frames), next_start, error) == (1, 9, 0)
+
+
+@pytest.mark.parametrize("module", [_c, _python], ids=["c", "python"])
 def test_a_decoder_starts_small_grows_as_needed_and_gives_its_buffers_back(module):
     """A handshake costs a small buffer; a frame larger than the buffer, or reads
     that fill all that was offered, grow it (up to its size); ``release`` gives it

@@ -449,6 +449,18 @@ def test_every_resume_command_in_every_channel_state(role, state, verb):
         assert failed and session.failed, events
 
 
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_a_data_frame_during_the_resume_exchange_is_a_violation(role):
+    """docs/protocol.md §9.4: nothing but the exchange moves until a side has the
+    peer's RESUME END (found in review: a trusted side took the data in)."""
+    from reactor_mux.protocol.frames import encode_frame
+
+    session = session_in(role, "resuming")
+    events = session.receive_data(encode_frame(1, 0, b"early"))
+    failed = [e for e in events if isinstance(e, ChannelFailed)]
+    assert [e.reason for e in failed] == ["expected the resume exchange, got a data frame"]
+
+
 def test_documented_key_and_proof_vectors():
     import json
     import pathlib

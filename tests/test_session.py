@@ -450,6 +450,7 @@ def test_mappings_beyond_the_limit_are_refused_gracefully(pair):
         )
     ]
     assert not server.failed
+    assert server.mapping_limit_refusals == 1  # counted for the metrics (review)
 
 
 def test_refused_binds_are_forgotten_and_do_not_count_toward_the_limit(pair):

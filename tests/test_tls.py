@@ -15,7 +15,13 @@ from certs import Authority
 from inprocess import run_until
 
 from reactor_mux.io.reactor import Reactor
-from reactor_mux.io.tls import TLS_SEND_BACKLOG, ClientTls, ServerTls, TlsTransport
+from reactor_mux.io.tls import (
+    STRANGER_SEND_BACKLOG,
+    TLS_SEND_BACKLOG,
+    ClientTls,
+    ServerTls,
+    TlsTransport,
+)
 from reactor_mux.protocol.errorcodes import ErrorCode
 
 pytestmark = pytest.mark.codec_independent
@@ -120,16 +126,23 @@ def test_bulk_both_ways_arrives_intact(reactor, pki):
     server.close()
 
 
-def test_a_slow_socket_makes_send_refuse_more_than_the_backlog(reactor, pki):
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "stranger"])
+def test_a_slow_socket_makes_send_refuse_more_than_the_backlog(reactor, pki, trusted):
+    """The backlog is TLS_SEND_BACKLOG once the peer proved itself (``trust``),
+    STRANGER_SEND_BACKLOG before."""
     client, server, at_client, at_server = pair(reactor, pki)
     run_until(reactor, lambda: at_client.writable and at_server.writable)
+    if trusted:
+        client.trust()
     server.set_interest(read=False, write=False)  # nobody reads: the socket fills up
     taken = 0
     with pytest.raises(BlockingIOError):
         for _ in range(1000):
             taken += client.send([memoryview(bytes(64 * 1024))])
     assert taken < 64 * 1024 * 1000
-    assert len(client._cipher_out) < TLS_SEND_BACKLOG + 80 * 1024  # one batch over at most
+    backlog = TLS_SEND_BACKLOG if trusted else STRANGER_SEND_BACKLOG
+    held = len(client._cipher_out)
+    assert backlog <= held < backlog + 80 * 1024  # one batch over at most
     client.close()
     server.close()
 

@@ -2,8 +2,9 @@
 
 Two checks: the table says what docs/protocol.md §2 says (who sends each
 command, what its id names, how many arguments it takes), and a real session
-in each state, of each role, fails the channel on exactly the commands the
-table forbids there, with the reason the table's check gives.
+in each state where bytes arrive (all but DISCONNECTED and FAILED, which read
+none), of each role, fails the channel on exactly the commands the table
+forbids there, with the reason the table's check gives.
 """
 
 from __future__ import annotations

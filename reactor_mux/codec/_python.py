@@ -80,7 +80,10 @@ def scan_frames(
 
     Returns ``(frames, next_start, error)``.  On a violation, ``next_start``
     is the offset of the offending header and ``error`` says what is wrong.
+    A buffer over ``MAX_BUFFER`` is refused (ValueError), as the C codec does.
     """
+    if len(buf) > MAX_BUFFER:
+        raise ValueError(f"buffer larger than {MAX_BUFFER} bytes")
     frames: list[Frame] = []
     append = frames.append
     unpack = HEADER.unpack_from

@@ -117,7 +117,7 @@ class DataReceived:
 
 @dataclass(slots=True)
 class CreditGranted:
-    """ACK: the peer consumed data, so we may read more from the local socket."""
+    """ACK: the peer delivered data to its local socket, so we may read more from ours."""
 
     stream_id: int
 

@@ -189,10 +189,7 @@ class Session:
         self._decoder = _handshake_decoder()
         self._max_streams = config.max_streams
         self._max_pending = config.max_pending_syns
-        self._max_mappings = config.max_mappings
         self._pending = 0
-        self.mapping_limit_refusals = 0
-        """Mappings this side refused for ``max_mappings`` (for the metrics)."""
         self.stream_limit_refusals = 0
         """SYNs this side refused for ``max_streams`` or ``max_pending_syns``."""
         self._data_frame_size = config.data_frame_size
@@ -419,7 +416,7 @@ class Session:
             output.sent(len(pending))
         return bytes(taken)
 
-    def _stop_logging(self, why: str | None) -> None:
+    def _give_up_resuming(self, why: str | None) -> None:
         """Give up resuming: the peer keeps no session, or cannot be trusted to
         confirm what it got (the log hit its limit)."""
         self._log.give_up(why, self._streams.values(), self._output)
@@ -486,6 +483,8 @@ class Session:
         try:
             for kind, stream_id, offset, length in records:
                 if kind == _RECORD_DATA:
+                    if self.state is not ChannelState.OPEN:  # the resume exchange: §9.4
+                        raise ProtocolError(self._out_of_turn("a data frame"))
                     stream = self._streams.get(stream_id)
                     if stream is None:
                         self._unknown_stream(stream_id, "data frame")
@@ -697,6 +696,11 @@ class Session:
         self._trusted = True
 
     @property
+    def mapping_limit_refusals(self) -> int:
+        """Mappings this side refused for ``max_mappings`` (for the metrics)."""
+        return self._mappings.limit_refusals
+
+    @property
     def peer_trusted(self) -> bool:
         """The peer proved itself on this connection (the transport may lift its
         stranger's limits too)."""
@@ -782,7 +786,7 @@ class Session:
             raise ProtocolError("SESSION was not asked for")
         args = command.args
         if args == ["-"]:
-            self._stop_logging("the server keeps no sessions (its --resume-timeout is 0)")
+            self._give_up_resuming("the server keeps no sessions (its --resume-timeout is 0)")
             return
         if len(args) != 2 or not auth.is_session_id(args[0]):
             raise ProtocolError("SESSION takes a session id and a key")
@@ -1199,7 +1203,7 @@ class Session:
             return 0
         return stream.send.size - stream.send.unacked
 
-    def outbound_views(self, stream_id: int, count: int) -> list[memoryview]:
+    def outbound_buffer(self, stream_id: int, count: int) -> list[memoryview]:
         """Views of up to ``count`` free outbound bytes to ``recv_into``.
 
         ``count`` must not exceed ``outbound_space``; fewer bytes may be offered while
@@ -1210,7 +1214,7 @@ class Session:
         return self._output.reserve(stream.slot, count)
 
     def outbound_added(self, stream_id: int, count: int) -> None:
-        """Account ``count`` bytes received into ``outbound_views``."""
+        """Account ``count`` bytes received into ``outbound_buffer``."""
         if count <= 0:
             return
         stream = self._stream(stream_id)
@@ -1240,7 +1244,7 @@ class Session:
         offset = 0
         while offset < len(data):
             written = 0
-            for view in self.outbound_views(stream_id, len(data) - offset):
+            for view in self.outbound_buffer(stream_id, len(data) - offset):
                 view[:] = data[offset : offset + len(view)]
                 offset += len(view)
                 written += len(view)
@@ -1350,7 +1354,7 @@ class Session:
             self._want_barrier()
             overflow = log.overflow
             if overflow:
-                self._stop_logging(overflow)
+                self._give_up_resuming(overflow)
 
     def has_output(self) -> bool:
         if self._output_detached:

@@ -7,7 +7,9 @@ A session checks a received command against this table in one place
 does not allow is a violation, whatever the handler would have made of it.
 Handlers keep only what the table cannot say (a nonce that must have been
 sent first, a stream that must exist).  ``tests/test_verbs.py`` drives every
-(role, state, verb) triple through a real session and checks the outcome
+(role, state, verb) triple through a real session, for the four states in
+which bytes arrive (a DISCONNECTED session has no connection to read, a
+FAILED one reads nothing), and checks the outcome
 against this table.
 """
 

@@ -72,7 +72,7 @@ class ReceiveWindow:
     def delivered(self, count: int) -> int:
         """Count bytes written to the local socket; return an ACK amount or 0."""
         if count > self.undelivered:
-            raise LocalProtocolError("consumed more than was received")
+            raise LocalProtocolError("delivered more than was received")
         self.undelivered -= count
         self.delivered_unacked += count
         if self.delivered_unacked < self.threshold:

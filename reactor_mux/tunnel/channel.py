@@ -237,7 +237,7 @@ class Channel:
         # Calls made per read and per write go straight to the session (no
         # extra Python frame on the data path).
         self.get_buffer = self._session.receive_buffer
-        self.outbound_buffer = self._session.outbound_views
+        self.outbound_buffer = self._session.outbound_buffer
 
     def _new_liveness(self) -> Liveness:
         settings = self.settings

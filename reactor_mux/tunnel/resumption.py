@@ -4,9 +4,10 @@ wait for a resume until the resume window closes; a new connection carries
 the session on (a client's ``reconnect``, a server's ``adopt`` of the
 connection that proved it holds the session).
 
-The class knows a clock, the session and two callbacks, nothing about sockets
-or transports, so it is tested with a fake clock (tests/test_resumption.py).
-The channel swaps the transport itself, through a ``Handover``.
+The class knows a clock, the session and two callbacks, nothing about sockets,
+so it is tested with a fake clock (tests/test_resumption.py).  The channel
+swaps the transport itself; a ``Handover`` only carries one from the channel
+that proved a resume to the channel that holds the session.
 """
 
 from __future__ import annotations
