@@ -37,7 +37,7 @@ def reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload
     apply what can change live.  A file that cannot be used changes nothing."""
 
     def reload(app: Server | Client) -> tuple[control.Reloaded, str]:
-        log.info("reloading %s", started.config)
+        log.info("reloading %s", started.config, extra=event("reloading"))
         try:
             args = parse_arguments(argv)
             security = checked(args, _running(app))
@@ -61,10 +61,11 @@ def reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload
             done += [f"removed {flag}" for flag in changes.removed]
             problems = changes.failed
         for problem in problems:
-            log.error("reload: %s", problem)
+            log.error("reload: %s", problem, extra=event("reload_problem", reason=problem))
         waiting = _restart_needed(started, args)
         if waiting:
-            log.warning("reload: %s changed; a restart applies that", ", ".join(waiting))
+            log.warning("reload: %s changed; a restart applies that", ", ".join(waiting),
+                        extra=event("restart_needed", reason=", ".join(waiting)))  # fmt: skip
         message = f"reloaded {started.config}" + "".join(f"; {item}" for item in done)
         message += f"; failed: {'; '.join(problems)}" if problems else ""
         message += f"; waiting for a restart: {', '.join(waiting)}" if waiting else ""

@@ -27,6 +27,7 @@ from reactor_mux.io.netutil import (
     tune_stream_socket,
 )
 from reactor_mux.io.reactor import READ, IOWatch, Reactor, Timer
+from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.syntax import format_host_port
 
 log = logging.getLogger("reactor_mux")
@@ -78,7 +79,8 @@ class Listener:
                 return
             if self._starved:
                 self._starved = False
-                log.warning("accept on %s works again", self.address)
+                log.warning("accept on %s works again", self.address,
+                            extra=log_event("accept_resumed", address=self.address))  # fmt: skip
             tune_stream_socket(conn)
             handoff = _Handoff(self, conn, peer)
             self._reactor.call_guarded(handoff, self._on_accept, conn, peer)
@@ -99,6 +101,9 @@ class Listener:
                 what,
                 describe_error(exc),
                 ACCEPT_PAUSE,
+                extra=log_event(
+                    "accept_paused", address=self.address, reason=f"{what}: {describe_error(exc)}"
+                ),
             )
         self._watch.want(0)
         self._resume_timer = self._reactor.call_later(ACCEPT_PAUSE, self._resume, self)

@@ -118,7 +118,8 @@ class Client:
                 if reason is not None and self.config.exit_on_forward_failure:
                     raise StartupError(f"{reason} (--exit-on-forward-failure)")
                 if reason is not None:
-                    log.error("%s", reason)
+                    log.error("%s", reason, extra=log_event("listen_failed", mapping=spec.flag,
+                                                            reason=reason))  # fmt: skip
         has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.forward_table.specs)
         if not self.local_listeners and not has_remote:
             raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")
@@ -143,7 +144,7 @@ class Client:
             "listening on %s for %s",
             listener.address,
             spec.flag,
-            extra=log_event("listening", mapping=spec.flag),
+            extra=log_event("listening", mapping=spec.flag, address=listener.address),
         )
         return None
 
@@ -398,7 +399,12 @@ class Client:
             "%s; reconnecting in %.1fs",
             attempt.reason,
             attempt.delay,
-            extra=log_event(attempt.event, peer=self.server_label, reason=attempt.reason),
+            extra=log_event(
+                attempt.event,
+                peer=self.server_label,
+                reason=attempt.reason,
+                delay=round(attempt.delay, 3),
+            ),
         )
         self._retry = self.reactor.call_later(attempt.delay, self._connect, self)
 
@@ -431,7 +437,9 @@ class Client:
         label = f"{spec.flag} from {_peer_label(sock)} to {target}"
         refused = self.forward_table.is_refused(mapping)
         if channel is None or refused or not channel.can_open_stream():
-            log.info("%s: refused: no channel to the server", label)
+            log.info("%s: refused: no channel to the server", label,
+                     extra=log_event("stream_refused", mapping=spec.flag, peer=target,
+                                     reason="no channel to the server"))  # fmt: skip
             hook.reply_failure(sock, FailureClass.FAILED)
             sock.close()
             return
@@ -535,15 +543,20 @@ class Client:
             if listener is not None:
                 bound = format_host_port(listener.host, listener.port)
                 target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+                up = log_event("forward_up", mapping=spec.flag, address=listener.address)
                 log.info("forwarding -%s %s -> %s", spec.kind.value, bound, target, extra=up)
         else:
             assert event.host is not None and event.port is not None
             before = self._remote_binds.accepted(event.mapping, spec, event.port)
             if before is not None:
                 log.warning("%s: listening on port %d now (it had %d)",
-                            spec.flag, event.port, before)  # fmt: skip
+                            spec.flag, event.port, before,
+                            extra=log_event("forward_port_changed", mapping=spec.flag,
+                                            address=format_host_port(event.host,
+                                                                     event.port)))  # fmt: skip
             bound = format_host_port(event.host, event.port)
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+            up = log_event("forward_up", mapping=spec.flag, address=bound)
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
@@ -576,7 +589,9 @@ class Client:
             return
         if again.taken_port is not None:
             log.warning("%s: port %d, which it had before, is not free (%s); asking for any port",
-                        spec.flag, again.taken_port, why)  # fmt: skip
+                        spec.flag, again.taken_port, why,
+                        extra=log_event("forward_port_taken", mapping=spec.flag,
+                                        reason=why))  # fmt: skip
             self._rebind(channel, event.mapping)
             return
         log.error(
@@ -584,7 +599,7 @@ class Client:
             spec.flag,
             why,
             again.delay,
-            extra=refused,
+            extra={**refused, "delay": round(again.delay, 3)},
         )
         self._remote_binds.ask_later(
             event.mapping, again.delay, partial(self._rebind, channel, event.mapping)
@@ -628,13 +643,17 @@ class Client:
         lost = f"channel to {self.server_label} lost: {reason}"
         match channel.close_code:
             case ErrorCode.AUTH_FAILED:
-                log.error("authentication failed with server %s: %s", self.server_label, reason)
+                log.error("authentication failed with server %s: %s", self.server_label, reason,
+                          extra=log_event("auth_failed", channel=channel.name,
+                                          peer=self.server_label, reason=reason))  # fmt: skip
                 self._schedule_reconnect(lost)
             case ErrorCode.UNSUPPORTED if not self._server_cannot_resume:
                 self._server_cannot_resume = True
                 log.warning("server %s is older than resume (it refused the HELLO that offers "
                             "it): connecting without resume; upgrade it to keep streams through "
-                            "a broken channel", self.server_label)  # fmt: skip
+                            "a broken channel", self.server_label,
+                            extra=log_event("resume_unsupported", peer=self.server_label,
+                                            reason=reason))  # fmt: skip
                 self._schedule_reconnect(reason, orderly=True, immediate=True)
             case ErrorCode.SHUTDOWN if channel.peer_shut_down:
                 self._schedule_reconnect(reason, orderly=True)

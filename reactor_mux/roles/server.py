@@ -185,12 +185,13 @@ class Server:
                 raise StartupError(f"cannot listen on {where}: {describe_error(exc)}") from None
             self.listeners.append(listener)
             address = listener.address
-            log.info("listening on %s", address, extra=log_event("listening"))
+            log.info("listening on %s", address, extra=log_event("listening", address=address))
             if not is_loopback(listener.host) and not self.config.authenticates:
                 log.warning(
                     "%s is reachable from other hosts and has no authentication: anyone who "
                     "can connect can open connections through this host (--insecure)",
                     address,
+                    extra=log_event("unauthenticated_listener", address=address),
                 )
         self.gate.check_descriptors(len(self.listeners))
 
@@ -329,7 +330,9 @@ class Server:
             key = (event.client_name, client_id)
             stale = self._by_client_id.get(key)
             if stale is not None and stale is not channel and not stale.closed:
-                log.info("%s: replaces %s from the same client", channel.name, stale.name)
+                log.info("%s: replaces %s from the same client", channel.name, stale.name,
+                         extra=log_event("channel_replaced", channel=channel.name,
+                                         peer=channel.peer, reason=stale.name))  # fmt: skip
                 stale.close("replaced by a new channel from the same client", error=False,
                             code=ErrorCode.REPLACED)  # fmt: skip
             state.client_id = client_id
@@ -350,12 +353,13 @@ class Server:
             return
         if channel.session_id is not None:
             self._sessions[channel.session_id] = channel
-        who = f" {event.client_name!r}" if event.client_name not in (None, "-") else ""
+        name = event.client_name if event.client_name not in (None, "-") else None
+        who = f" {name!r}" if name is not None else ""
         log.info(
             "%s: client%s connected",
             channel.name,
             who,
-            extra=log_event("channel_up", channel=channel.name, peer=channel.peer),
+            extra=log_event("channel_up", channel=channel.name, peer=channel.peer, client=name),
         )
 
     def _authenticated(self, state: _ClientState) -> None:
@@ -462,7 +466,9 @@ class Server:
             if same and any(listener.port == port for listener in held.binds.values()):
                 log.info("%s: -R port %d is held by %s, a session of the same client waiting "
                          "for a resume; a new session asks for it, so that one ends",
-                         channel.name, port, other.name)  # fmt: skip
+                         channel.name, port, other.name,
+                         extra=log_event("session_replaced", channel=channel.name,
+                                         peer=channel.peer, reason=other.name))  # fmt: skip
                 other.close("replaced by a new session of the same client (it restarted?)",
                             error=False, code=ErrorCode.REPLACED)  # fmt: skip
 
@@ -529,7 +535,8 @@ class Server:
             if revoked is not None:  # its old rights must not outlive its identity
                 log.warning("%s: %s: closing its channel", channel.name, revoked,
                             extra=log_event("channel_revoked", channel=channel.name,
-                                            peer=channel.peer, reason=revoked))  # fmt: skip
+                                            peer=channel.peer, reason=revoked,
+                                            client=state.client_name))  # fmt: skip
                 channel.close(revoked, code=ErrorCode.REVOKED)
                 continue
             state.policy = self._policy_for(state.client_name)
@@ -543,7 +550,9 @@ class Server:
         return self.config.policy.overridden(entry.connect, entry.bind)
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
-        log.warning("%s: %s refused by client: %s", channel.name, stream.label, text_of(reason))
+        why = text_of(reason)
+        log.warning("%s: %s refused by client: %s", channel.name, stream.label, why,
+                    extra=channel.stream_event("stream_refused", stream, why))  # fmt: skip
 
     def on_channel_suspended(self, channel: Channel, reason: str, first: bool) -> None:
         timeout = self.config.settings.resume_timeout
@@ -563,7 +572,9 @@ class Server:
         if (state.client_id != event.client_id or state.client_name != event.client_name
                 or state.certificate != channel.peer_certificate):  # fmt: skip
             log.warning("%s: resume refused: session %s belongs to another client",
-                        channel.name, event.session_id[:8])  # fmt: skip
+                        channel.name, event.session_id[:8],
+                        extra=log_event("resume_refused", channel=channel.name, peer=channel.peer,
+                                        reason="session of another client"))  # fmt: skip
             channel.refuse_resume(UNKNOWN_SESSION)
             return
         channel.challenge_resume(held.resume_key)

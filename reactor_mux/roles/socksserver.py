@@ -25,6 +25,7 @@ from reactor_mux.io.netutil import PeerAddress, abort_socket
 from reactor_mux.io.reactor import READ, IOWatch, Reactor, Timer
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.splice import Splice
+from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.failures import Failure, FailureClass, class_of
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.roles.socks import (
@@ -84,7 +85,8 @@ class SocksPort:
         if len(self.negotiations) >= MAX_SOCKS_NEGOTIATIONS:
             if not self._warned_full:
                 log.warning("%s: reset: %d SOCKS clients are still negotiating (limit)",
-                            label, MAX_SOCKS_NEGOTIATIONS)  # fmt: skip
+                            label, MAX_SOCKS_NEGOTIATIONS,
+                            extra=log_event("socks_full", mapping=self.flag))  # fmt: skip
                 self._warned_full = True
             abort_socket(sock)
             return
@@ -123,7 +125,9 @@ class SocksNegotiation:
         try:
             reply = handshake.receive(data)
         except SocksError as exc:
-            log.warning("%s: bad SOCKS request: %s", self.name, exc)
+            log.warning("%s: bad SOCKS request: %s", self.name, exc,
+                        extra=log_event("socks_bad_request", mapping=self._port.flag,
+                                        reason=str(exc)))  # fmt: skip
             _send_all_now(self.sock, exc.reply)
             self.close()
             return
@@ -137,7 +141,8 @@ class SocksNegotiation:
 
     def _on_timeout(self) -> None:
         self._timer = None
-        log.warning("%s: no SOCKS request within %gs", self.name, self._port.timeout)
+        log.warning("%s: no SOCKS request within %gs", self.name, self._port.timeout,
+                    extra=log_event("socks_timeout", mapping=self._port.flag))  # fmt: skip
         self.close()
 
     def _release(self) -> None:
@@ -176,6 +181,7 @@ class LocalConnect:
         self._hook = hook
         self.target = format_host_port(request.host, request.port)
         self.name = f"{label} to {self.target}"
+        self._label = label
         self._connector = Connector(reactor, resolver, request.host, request.port,
                                     self._on_connected, timeout, self)  # fmt: skip
         self._connector.start()
@@ -184,7 +190,9 @@ class LocalConnect:
         sock, hook = self._sock, self._hook
         if target is None:
             assert error is not None
-            log.warning("%s: connect to %s failed: %s", self.name, self.target, error)
+            log.warning("%s: connect to %s failed: %s", self.name, self.target, error,
+                        extra=log_event("connect_failed", mapping=self._label, peer=self.target,
+                                        reason=error.text))  # fmt: skip
             hook.reply_failure(sock, error.kind)
             sock.close()
             return

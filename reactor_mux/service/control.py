@@ -25,6 +25,7 @@ from typing import Any
 from reactor_mux.errors import StartupError
 from reactor_mux.io.netutil import describe_error
 from reactor_mux.io.reactor import Reactor
+from reactor_mux.logformat import event as log_event
 from reactor_mux.roles.client import Client
 from reactor_mux.roles.specs import (
     ForwardKind,
@@ -92,7 +93,8 @@ class ControlSocket:
             timeout=CONTROL_TIMEOUT, handle=self.respond,
             too_large=_answer(False, f"request longer than {MAX_CONTROL_REQUEST} bytes"),
         )  # fmt: skip
-        log.info("control socket at %s", path)
+        log.info("control socket at %s", path,
+                 extra=log_event("control_listening", address=str(path)))  # fmt: skip
 
     def respond(self, request: bytes) -> bytes:
         try:

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from reactor_mux import __version__
 from reactor_mux.io.netutil import listen_sockets
 from reactor_mux.io.reactor import Reactor
+from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.syntax import is_loopback
 from reactor_mux.roles.server import Server
 from reactor_mux.security.admission import Refusal
@@ -170,10 +171,12 @@ class MetricsServer:
             handle=self.respond, too_large=_response(431, "request headers too large\n"),
         )  # fmt: skip
         self.address = " and ".join(listener.address for listener in self._server.listeners)
-        log.info("metrics at http://%s/metrics", self._server.listeners[0].address)
+        log.info("metrics at http://%s/metrics", self._server.listeners[0].address,
+                 extra=log_event("metrics_listening", address=self.address))  # fmt: skip
         if not is_loopback(self._server.listeners[0].host):
             log.warning("--metrics on %s is reachable from other hosts: the metrics show "
-                        "its peers and how the tunnel is used", self.address)  # fmt: skip
+                        "its peers and how the tunnel is used", self.address,
+                        extra=log_event("metrics_exposed", address=self.address))  # fmt: skip
 
     def respond(self, request: bytes) -> bytes:
         words = request.split(b"\r\n", 1)[0].split(b" ")

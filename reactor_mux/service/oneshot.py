@@ -20,6 +20,7 @@ from collections.abc import Callable
 from reactor_mux.io.listener import Listener
 from reactor_mux.io.netutil import PeerAddress, describe_error
 from reactor_mux.io.reactor import READ, WRITE, IOWatch, Reactor, Timer
+from reactor_mux.logformat import event as log_event
 
 log = logging.getLogger("reactor_mux")
 
@@ -57,7 +58,8 @@ class OneShotServer:
         if len(self.connections) >= self.max_connections:
             if not self._turned_away:  # once per episode, not per connection
                 log.warning("%s: %d connections at once (the limit): closing new ones",
-                            self.name, self.max_connections)  # fmt: skip
+                            self.name, self.max_connections,
+                            extra=log_event("too_many_connections", peer=self.name))  # fmt: skip
                 self._turned_away = True
             sock.close()
             return

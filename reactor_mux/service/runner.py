@@ -22,6 +22,7 @@ from reactor_mux.errors import StartupError
 from reactor_mux.io.netutil import describe_error
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
+from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.service.control import ControlSocket, Reload
 from reactor_mux.service.logfile import ReopeningFileHandler
@@ -75,11 +76,14 @@ def _run_with_signals(
         signals += 1
         if signals == 1:
             log.info(
-                "%s: draining for up to %gs (send it again to stop at once)", signame, drain_timeout
+                "%s: draining for up to %gs (send it again to stop at once)",
+                signame,
+                drain_timeout,
+                extra=log_event("draining", reason=signame),
             )
             app.drain(drain_timeout, reactor.stop)
         else:
-            log.info("%s: stopping now", signame)
+            log.info("%s: stopping now", signame, extra=log_event("stopping", reason=signame))
             reactor.stop()
 
     def on_hangup(reload: Reload) -> None:
@@ -108,7 +112,8 @@ def _run_with_signals(
             app.start()
         except (OSError, StartupError) as exc:
             reason = describe_error(exc) if isinstance(exc, OSError) else str(exc)
-            log.error("cannot start %s: %s", service.role, reason)
+            log.error("cannot start %s: %s", service.role, reason,
+                      extra=log_event("start_failed", reason=reason))  # fmt: skip
             return 1
         reactor.run()
     finally:
@@ -117,7 +122,7 @@ def _run_with_signals(
         app.close()
         resolver.close()
         reactor.close()
-    log.info("stopped")
+    log.info("stopped", extra=log_event("stopped"))
     return app.exit_status
 
 
@@ -139,6 +144,7 @@ def reopen_log(log_file: ReopeningFileHandler | None) -> None:
     try:
         log_file.reopen()
     except OSError as exc:  # the old file stays in use
-        log.error("SIGUSR1: cannot reopen %s: %s", log_file.path, describe_error(exc))
+        log.error("SIGUSR1: cannot reopen %s: %s", log_file.path, describe_error(exc),
+                  extra=log_event("log_reopen_failed", reason=describe_error(exc)))  # fmt: skip
         return
-    log.info("SIGUSR1: reopened %s", log_file.path)
+    log.info("SIGUSR1: reopened %s", log_file.path, extra=log_event("log_reopened"))

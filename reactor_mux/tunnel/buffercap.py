@@ -15,7 +15,8 @@ idle storage, so it is tested with plain numbers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 log = logging.getLogger("reactor_mux")
 
@@ -26,8 +27,10 @@ class BufferCap:
     __slots__ = (
         "_held",
         "_on_change",
+        "_pause_event",
         "_pause_message",
         "_release_idle",
+        "_resume_event",
         "_resume_message",
         "limit",
         "paused",
@@ -42,7 +45,11 @@ class BufferCap:
         *,
         pause_message: str,
         resume_message: str,
+        pause_event: Mapping[str, Any] | None = None,
+        resume_event: Mapping[str, Any] | None = None,
     ) -> None:
+        """``pause_event`` and ``resume_event``: the log lines' ``extra=`` (their
+        event names, for ``--log-format json``)."""
         self.limit = limit
         self.paused = False
         self._held = held
@@ -50,6 +57,8 @@ class BufferCap:
         self._on_change = on_change
         self._pause_message = pause_message
         self._resume_message = resume_message
+        self._pause_event = pause_event
+        self._resume_event = resume_event
 
     def check(self) -> None:
         """Pause if the storage held reached the cap after idle storage was
@@ -62,9 +71,9 @@ class BufferCap:
             if held < self.limit:
                 return
             self.paused = True
-            log.info(self._pause_message, held, self.limit)
+            log.info(self._pause_message, held, self.limit, extra=self._pause_event)
             self._on_change(True)
         elif self._held() <= self.limit // 2:
             self.paused = False
-            log.info(self._resume_message)
+            log.info(self._resume_message, extra=self._resume_event)
             self._on_change(False)

@@ -221,6 +221,8 @@ class Channel:
             pause_message=f"{escaped}: inbound buffers hold %d bytes (cap %d): "
             "pausing channel reads",
             resume_message=f"{escaped}: local sockets caught up: resuming channel reads",
+            pause_event=log_event("channel_reads_paused", channel=name),
+            resume_event=log_event("channel_reads_resumed", channel=name),
         )
         self._outbound_cap = BufferCap(
             settings.max_buffer,
@@ -229,6 +231,8 @@ class Channel:
             on_change=self._outbound_paused_changed,
             pause_message=f"{escaped}: send buffers hold %d bytes (cap %d): pausing local reads",
             resume_message=f"{escaped}: sent the backlog: resuming local reads",
+            pause_event=log_event("local_reads_paused", channel=name),
+            resume_event=log_event("local_reads_resumed", channel=name),
         )
         self._liveness = self._new_liveness()
         self._connects = PeerConnects(self._connect, self._peer_connect_done, self)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sized
 from typing import Protocol
 
 from reactor_mux.io.reactor import Cancellable, Owner
+from reactor_mux.logformat import event as log_event
 
 log = logging.getLogger("reactor_mux")
 
@@ -97,15 +98,18 @@ class _DrainWait:
                 self._next_report = now + DRAIN_REPORT_INTERVAL
                 streams = sum(len(channel.streams) for channel in channels)
                 log.info("draining: %d stream(s) still open, %.0fs left", streams,
-                         self._deadline - now)  # fmt: skip
+                         self._deadline - now, extra=log_event("drain_waiting"))  # fmt: skip
             self._timer = self._reactor.call_later(DRAIN_POLL, self._check, self)
             return
         if busy:
             streams = sum(len(channel.streams) for channel in channels)
             log.warning("drain timeout: cutting %d open stream(s) on %d channel(s)",
-                        streams, busy)  # fmt: skip
+                        streams, busy, extra=log_event("drain_timeout"))  # fmt: skip
         else:
-            log.warning("drain timeout: the peer did not close the channel after BYE")
+            log.warning(
+                "drain timeout: the peer did not close the channel after BYE",
+                extra=log_event("drain_timeout"),
+            )
         self._done()
 
     def cancel(self) -> None:
