@@ -4,11 +4,11 @@ Every line has the same keys, whatever it reports: ``time`` (UTC, ISO 8601),
 ``level``, ``role``, ``event``, ``message``, and ``channel``, ``stream``,
 ``peer``, ``mapping``, ``reason``, ``address`` (the local address a port took),
 ``client`` (an authenticated client's name), ``delay`` (seconds until the next
-attempt) and ``exception`` (a traceback, only ever for a bug), null where they
-do not apply.  ``event`` names what happened (``channel_up``,
-``forward_refused``, ...; ``log`` for a line without a name), so a collector
-can count and alert on it without parsing the message, which is the text
-format's line and may change.
+attempt), ``bytes`` (a size the line reports) and ``exception`` (a traceback,
+only ever for a bug), null where they do not apply.  ``event`` names what
+happened (``channel_up``, ``forward_refused``, ...; ``log`` for a line without
+a name), so a collector can count and alert on it without parsing the message,
+which is the text format's line and may change.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-FIELDS = ("channel", "stream", "peer", "mapping", "reason", "address", "client", "delay")
+FIELDS = ("channel", "stream", "peer", "mapping", "reason", "address", "client", "delay", "bytes")
 """What a line may say about its subject; the same keys on every line."""
 
 

@@ -63,7 +63,7 @@ def test_a_log_file_that_cannot_be_opened_is_a_one_line_error(tmp_path: Path):
 
 
 KEYS = {"time", "level", "role", "event", "message", "channel", "stream", "peer", "mapping",
-        "reason", "address", "client", "delay", "exception"}  # fmt: skip
+        "reason", "address", "client", "delay", "bytes", "exception"}  # fmt: skip
 
 
 def test_json_logs_are_one_object_a_line_with_stable_keys(tmp_path: Path, echo):

@@ -176,7 +176,8 @@ class StartupGate:
                     logging.WARNING, "%s: %s is turned away for %.0f s: %s (it failed or "
                     "misbehaved before authenticating; --per-source-penalties)", channel_name,
                     startup.block, until - now, label,
-                    **log_event("source_penalised", peer=startup.block, reason=offence.value),
+                    **log_event("source_penalised", peer=startup.block, reason=offence.value,
+                                delay=round(until - now, 3)),
                 )  # fmt: skip
         level = logging.WARNING if error else logging.INFO
         self._log.note(

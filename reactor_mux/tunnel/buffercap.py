@@ -71,7 +71,8 @@ class BufferCap:
             if held < self.limit:
                 return
             self.paused = True
-            log.info(self._pause_message, held, self.limit, extra=self._pause_event)
+            extra = None if self._pause_event is None else {**self._pause_event, "bytes": held}
+            log.info(self._pause_message, held, self.limit, extra=extra)
             self._on_change(True)
         elif self._held() <= self.limit // 2:
             self.paused = False

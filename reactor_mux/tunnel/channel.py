@@ -581,7 +581,9 @@ class Channel:
                     grown = self._session.grow_window(event.stream_id, event.window)
                     if grown:
                         stream.window_grown(grown)
-                        log.debug("%s: %s window grown to %d", self.name, stream.label, grown)
+                        log.debug("%s: %s window grown to %d", self.name, stream.label, grown,
+                                  extra={**self.stream_event("window_grown", stream),
+                                         "bytes": grown})  # fmt: skip
             case PeerLeaving():
                 self.draining = True
                 self._peer_leaving = True
