@@ -13,9 +13,11 @@ ends.  What each connection does once connected (``--mode``):
 * ``tls-hello``: a TLS ClientHello record cut in half, then nothing;
 * ``connect-close``: it closes at once.
 
-On SIGTERM (or after ``--seconds``) it prints one JSON line: connections
-opened, how many the server accepted and closed, and how many were refused or
-reset.
+It prints ``{"ready": true}`` when it starts, ``{"in_full_swing": true}`` once
+``--swing`` connections have connected (the attack is under way, whatever the
+machine's pace), and on SIGTERM (or after ``--seconds``) one JSON line:
+connections opened, how many the server accepted and closed, and how many were
+refused or reset.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=sorted(PAYLOADS), default="idle")
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--swing", type=int, default=500)
     args = parser.parse_args()
     sources = args.sources.split(",")
     payload = PAYLOADS[args.mode]
@@ -96,6 +99,8 @@ def main() -> None:
                     end(sock)
                     continue
                 counts["connected"] += 1
+                if counts["connected"] == args.swing:
+                    print(json.dumps({"in_full_swing": True}), flush=True)
                 if args.mode == "connect-close":
                     end(sock)
                     continue

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 from certs import Authority, secret_file
-from support import Tunnel
-
-from reactor_mux.tools.procs import ReactorMuxProcess
+from support import MuxProcess, Tunnel, address_ports
 
 SECRET = "good secret, long enough to count"
 FAST = ("--reconnect-min", "0.2", "--reconnect-max", "2")
@@ -41,8 +39,10 @@ def good_client(tunnel: Tunnel, target_port: int, *extra: str) -> int:
     return forwards[0][1]
 
 
-def listen_port(proc: ReactorMuxProcess) -> int:
-    return int(proc.wait_for(r"listening on 127.0.0.1:(\d+) .*for").group(1))
+def listen_port(proc: MuxProcess) -> int:
+    """The port of a client's first -L or -D."""
+    listening = proc.wait_event("listening", mapping=lambda mapping: mapping is not None)
+    return address_ports(listening["address"])[0]
 
 
 @pytest.fixture

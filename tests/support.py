@@ -11,15 +11,19 @@ import contextlib
 import errno
 import hashlib
 import itertools
+import json
 import random
+import re
 import select
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from reactor_mux.roles.specs import ForwardKind, ForwardSpec, parse_dynamic, parse_forward
 from reactor_mux.tools.procs import ReactorMuxProcess
 from reactor_mux.tools.targets import EchoServer, ThreadedTCPServer  # noqa: F401 - re-exported
 
@@ -173,6 +177,128 @@ def check_exchange(ex: Exchange, target: HashReplyServer) -> None:
     )
 
 
+def parse_event(line: str) -> dict[str, Any] | None:
+    """One line of a ``--log-format json`` log, or None for a line that is not one
+    (a crash's own traceback, say)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and "event" in entry else None
+
+
+def event_matches(entry: dict[str, Any], name: str | None, fields: dict[str, Any]) -> bool:
+    """``entry`` is the event ``name`` (any event for None) and has ``fields``: each
+    value equal, or, for a compiled pattern, searched in the field's text, or, for a
+    function, true of it."""
+    if name is not None and entry["event"] != name:
+        return False
+    for key, wanted in fields.items():
+        value = entry[key]  # a KeyError names a field that is not in the log's schema
+        if isinstance(wanted, re.Pattern):
+            if value is None or not wanted.search(str(value)):
+                return False
+        elif callable(wanted):
+            if not wanted(value):
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+def address_ports(address: str) -> list[int]:
+    """The ports in an ``address`` field: ``127.0.0.1:8080 and [::1]:8080``."""
+    return [int(port) for port in re.findall(r":(\d+)(?= and |$)", address)]
+
+
+def forward_spec(mapping: str) -> ForwardSpec:
+    """The forward a ``mapping`` field names, as the user wrote it: ``-L 0:host:80``."""
+    flag, text = mapping.split(" ", 1)
+    kind = ForwardKind(flag[1])
+    return parse_dynamic(text) if kind is ForwardKind.DYNAMIC else parse_forward(kind, text)
+
+
+class MuxProcess(ReactorMuxProcess):
+    """A ``reactor-mux`` child that logs JSON (``--log-format json``).
+
+    Tests wait for and count its events by name and structured fields (``event``,
+    ``mapping``, ``address``, ``reason``, ...: docs/operations.md, "Logs"), never by
+    the wording of a message, which may change.  ``mark`` is where the log is now,
+    for a ``start=`` that looks only at what comes after it."""
+
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str] | None = None, nofile: int | None = None
+    ) -> None:
+        super().__init__([*args, "--log-format", "json"], env=env, nofile=nofile)
+
+    @property
+    def mark(self) -> int:
+        return len(self.lines)
+
+    def events(
+        self, name: str | None = None, start: int = 0, **fields: Any
+    ) -> list[dict[str, Any]]:
+        found = (parse_event(line) for line in self.lines[start:])
+        return [e for e in found if e is not None and event_matches(e, name, fields)]
+
+    def count_event(self, name: str, start: int = 0, **fields: Any) -> int:
+        return len(self.events(name, start, **fields))
+
+    def wait_event(
+        self, name: str, timeout: float = 10.0, start: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        """The first event ``name`` with ``fields`` (see ``event_matches``) from line
+        ``start`` on, waiting up to ``timeout`` seconds for it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            index = start
+            while True:
+                while index < len(self._lines):
+                    entry = parse_event(self._lines[index])
+                    index += 1
+                    if entry is not None and event_matches(entry, name, fields):
+                        return entry
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.proc.poll() is not None
+                    and index >= len(self._lines)
+                    and not self._reader.is_alive()
+                ):
+                    raise TimeoutError(
+                        f"no {name!r} event with {fields!r} within {timeout}s; "
+                        f"log so far:\n{self.log}"
+                    )
+                self._cond.wait(min(remaining, 0.1))
+
+    def wait_events(
+        self, name: str, count: int, timeout: float = 10.0, start: int = 0, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """``count`` events ``name`` with ``fields`` from line ``start`` on."""
+        if not wait_until(lambda: self.count_event(name, start, **fields) >= count, timeout):
+            raise TimeoutError(
+                f"{self.count_event(name, start, **fields)} of {count} {name!r} events with "
+                f"{fields!r} within {timeout}s; log so far:\n{self.log}"
+            )
+        return self.events(name, start, **fields)[:count]
+
+    def listening_port(self, timeout: float = 10.0, mapping: str | None = None) -> int:
+        """The port of the ``listening`` event for ``mapping`` (None: a server's own)."""
+        entry = self.wait_event("listening", timeout, mapping=mapping)
+        return address_ports(entry["address"])[0]
+
+    def forwards(
+        self, count: int, timeout: float = 10.0, start: int = 0
+    ) -> list[tuple[str, int, str | None]]:
+        """Wait for ``count`` ``forward_up`` events; return (kind, port, target) each,
+        with no target (None) for a SOCKS forward."""
+        found = []
+        for entry in self.wait_events("forward_up", count, timeout, start):
+            spec = forward_spec(entry["mapping"])
+            target = None if spec.dynamic else spec.target
+            found.append((spec.kind.value, address_ports(entry["address"])[0], target))
+        return found
+
+
 class PortHolder:
     """Loopback ports taken with bind(0) and held for the whole test.
 
@@ -215,17 +341,17 @@ class Tunnel:
         self.server_args = server_args
         self._ports = PortHolder()
         self.server_port = self._ports.take()
-        self.server = ReactorMuxProcess(
-            ["server", "--listen", f"127.0.0.1:{self.server_port}", *server_args]
-        )
+        self.server = MuxProcess(["server", "--listen", f"127.0.0.1:{self.server_port}",
+                                  *server_args])  # fmt: skip
         self.server.listening_port()
-        self.clients: list[ReactorMuxProcess] = []
+        self.clients: list[MuxProcess] = []
 
     def client(
         self, *forward_args: str, expect: int | None = None, extra: tuple[str, ...] = ()
-    ) -> tuple[ReactorMuxProcess, list[tuple[str, int, str]]]:
-        """Start a client; wait for ``expect`` forwarding lines (default: one per -L/-R)."""
-        proc = ReactorMuxProcess(
+    ) -> tuple[MuxProcess, list[tuple[str, int, str | None]]]:
+        """Start a client; wait for ``expect`` ``forward_up`` events (default: one per
+        -L/-R/-D)."""
+        proc = MuxProcess(
             ["client", "--server", f"127.0.0.1:{self.server_port}", *extra, *forward_args]
         )
         self.clients.append(proc)
@@ -236,9 +362,8 @@ class Tunnel:
 
     def restart_server(self) -> None:
         self.server.kill()
-        self.server = ReactorMuxProcess(
-            ["server", "--listen", f"127.0.0.1:{self.server_port}", *self.server_args]
-        )
+        self.server = MuxProcess(["server", "--listen", f"127.0.0.1:{self.server_port}",
+                                  *self.server_args])  # fmt: skip
         self.server.listening_port()
 
     def close(self) -> None:
@@ -272,7 +397,8 @@ class ChaosRelay:
 
     ``freeze()`` stops forwarding on the connections open now (no FIN, no RST:
     a network that silently drops everything); connections made later pass.
-    ``cut()`` resets every connection open now.
+    ``cut()`` resets every connection open now.  ``heads`` holds the first bytes
+    each connection's client sent (what anyone on the path sees), in order.
 
     Each connection pair is served by one thread that owns both sockets and
     polls a flag, so only that thread ever closes them: closing a socket that
@@ -290,6 +416,7 @@ class ChaosRelay:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self._pairs: list[_RelayPair] = []
+        self.heads: list[bytearray] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -311,6 +438,7 @@ class ChaosRelay:
             pair = _RelayPair(near, far)
             with self._lock:
                 self._pairs.append(pair)
+                self.heads.append(pair.head)
             threading.Thread(target=pair.run, daemon=True).start()
 
     def freeze(self) -> None:
@@ -336,8 +464,12 @@ class ChaosRelay:
 class _RelayPair:
     """Both directions of one relayed connection, in one thread."""
 
+    HEAD = 4096
+
     def __init__(self, near: socket.socket, far: socket.socket) -> None:
         self.near, self.far = near, far
+        self.head = bytearray()
+        """The first bytes from ``near`` (up to HEAD)."""
         self.frozen = threading.Event()
         self.cut = threading.Event()
         self.done = threading.Event()
@@ -364,6 +496,8 @@ class _RelayPair:
                         continue
                     if data:
                         owed[peer[source]] += data
+                        if source is self.near and len(self.head) < _RelayPair.HEAD:
+                            self.head += data[: _RelayPair.HEAD - len(self.head)]
                     else:
                         reading.discard(source)
                 for sink in ready_w:
@@ -485,7 +619,8 @@ def poke(port: int, data: bytes = b"", timeout: float = 10.0) -> str:
 @contextlib.contextmanager
 def good_traffic(ports, target, seed, size=5_000_000):  # type: ignore[no-untyped-def]
     """A good client moves checksummed data on ``ports`` for as long as the block
-    runs; on the way out every one of its exchanges must have arrived intact."""
+    runs; on the way out every one of its exchanges must have arrived intact.
+    Yields the exchanges so far (each sets ``done`` when it ends)."""
     done = threading.Event()
     seeds = itertools.count(seed)
     transfers: list[Exchange] = []
@@ -500,7 +635,7 @@ def good_traffic(ports, target, seed, size=5_000_000):  # type: ignore[no-untype
     for thread in threads:
         thread.start()
     try:
-        yield
+        yield transfers
     finally:
         done.set()
         for thread in threads:

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from support import MuxProcess
 
 from reactor_mux import cli, codec
-from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 
@@ -156,20 +156,21 @@ def test_client_whose_only_port_is_taken_exits_1():
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_cleanly(signum):
-    proc = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0"])
+    proc = MuxProcess(["server", "--listen", "127.0.0.1:0"])
     proc.listening_port()
     proc.signal(signum)
     assert proc.proc.wait(10) == 0
     proc.stop()
-    assert "draining" in proc.log and "stopped" in proc.log and "Traceback" not in proc.log
+    assert proc.events("draining", reason=signum.name) and proc.events("stopped")
+    assert "Traceback" not in proc.log
 
 
 def test_quiet_logs_errors_only_and_verbose_logs_streams(echo):
-    quiet = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "-q"])
-    verbose = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "-v"])
+    quiet = MuxProcess(["server", "--listen", "127.0.0.1:0", "-q"])
+    verbose = MuxProcess(["server", "--listen", "127.0.0.1:0", "-v"])
     try:
         port = verbose.listening_port()
-        client = ReactorMuxProcess(
+        client = MuxProcess(
             ["client", "--server", f"127.0.0.1:{port}", "-L", f"0:127.0.0.1:{echo.port}"]
         )
         listen = client.forwards(1)[0][1]
@@ -177,7 +178,7 @@ def test_quiet_logs_errors_only_and_verbose_logs_streams(echo):
             conn.sendall(b"x")
             conn.shutdown(socket.SHUT_WR)
             assert conn.recv(1) == b"x"
-        verbose.wait_for(r"stream 1 -> 127.0.0.1:\d+ closed \(1 bytes sent, 1 received\)")
+        verbose.wait_event("stream_closed", stream=1)
         client.stop()
     finally:
         quiet.stop()

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from security_support import SECRET
-from support import echo_once
+from support import MuxProcess, echo_once
 
 from reactor_mux import cli
 from reactor_mux.service import configfile
-from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 
@@ -236,15 +235,15 @@ def test_a_servers_clients_can_live_in_its_config_file(tmp_path: Path, echo):
     checked = run("check-config", str(path))
     assert checked.returncode == 0, checked.stderr
     assert "[clients.alice]" in checked.stdout and SECRET not in checked.stdout
-    server = ReactorMuxProcess(["server", "--config", str(path)])
+    server = MuxProcess(["server", "--config", str(path)])
     client = None
     try:
         port = server.listening_port()
-        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", "--name", "alice",
+        client = MuxProcess(["client", "--server", f"127.0.0.1:{port}", "--name", "alice",
                                     "-L", f"0:127.0.0.1:{echo.port}"],
                                    env={"REACTOR_MUX_SECRET": SECRET})  # fmt: skip
         [(_, local, _)] = client.forwards(1, timeout=15)
-        server.wait_for("client 'alice' connected")
+        server.wait_event("channel_up", client="alice")
         assert echo_once(local, b"through") == b"through"
     finally:
         for proc in (client, server):

@@ -8,17 +8,17 @@ run with both codecs in the tunnel tests, so they run once (compiled pass).
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
 from certs import secret_file
 from security_support import FAST, SECRET, good_client
-from support import PortHolder, Tunnel, echo_once, good_traffic, poke
+from support import MuxProcess, PortHolder, Tunnel, echo_once, good_traffic, poke
 
 from reactor_mux.protocol.frames import encode_frame
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
-from reactor_mux.tools.procs import ReactorMuxProcess
 
 pytestmark = pytest.mark.codec_independent
 
@@ -54,22 +54,15 @@ def test_disallowed_targets_by_name_by_address_and_by_what_a_name_resolves_to(
                 expect=1,
                 extra=("--secret-file", str(secret), *FAST),
             )
-            bad.wait_for(
-                "-L 0:intranet.example:80 refused by server: intranet.example:80 is "
-                "not allowed by the server's --allow-connect"
-            )
-            bad.wait_for(
-                f"-L 0:127.0.0.1:{echo.port} refused by server: 127.0.0.1:{echo.port}"
-                " is not allowed"
-            )
+            bad.wait_event("forward_refused", mapping="-L 0:intranet.example:80")
+            bad.wait_event("forward_refused", mapping=f"-L 0:127.0.0.1:{echo.port}")
             (_kind, rebound, target) = forwards[0]
             assert target == f"localhost:{echo.port}"
             assert poke(rebound, b"ping") == "reset"
-            bad.wait_for(
-                f"connect to localhost:{echo.port} failed: localhost resolves to "
-                "127.0.0.1, a non-public address that no --allow-connect network "
-                "covers"
-            )
+            # Allowed as written, so forwarded; each stream is refused once the server
+            # has resolved the name (to loopback, which no --allow-connect covers).
+            refused = bad.wait_event("stream_refused", mapping=f"-L 0:localhost:{echo.port}")
+            assert "127.0.0.1" in refused["reason"]  # it says what the name resolved to
         assert "Traceback" not in tunnel.server.log
     finally:
         tunnel.close()
@@ -93,10 +86,8 @@ def test_a_bind_outside_the_allow_list_is_refused(secret, hash_target, echo):
                 extra=("--secret-file", str(secret), *FAST),
             )
             assert forwards[0][1] == allowed and echo_once(allowed) == b"ping"
-            bad.wait_for(
-                f"-R 0:127.0.0.1:{echo.port} refused by server: 127.0.0.1:0 is not "
-                "allowed by the server's --allow-bind"
-            )
+            refused = bad.wait_event("forward_refused", mapping=f"-R 0:127.0.0.1:{echo.port}")
+            assert refused["delay"] is None  # the server's settings decide: not asked again
     finally:
         tunnel.close()
         held.close()
@@ -132,9 +123,7 @@ def test_per_client_lists_replace_the_global_ones(tmp_path, hash_target, echo):
                 expect=0,
                 extra=("--secret-file", str(bob), "--name", "bob"),
             )
-            bob_proc.wait_for(
-                "refused by server: .* is not allowed by the server's allow-connect of client bob"
-            )
+            bob_proc.wait_event("forward_refused", mapping=f"-L 0:127.0.0.1:{hash_target.port}")
     finally:
         tunnel.close()
 
@@ -151,7 +140,7 @@ def test_a_hostile_server_cannot_send_the_client_anywhere_it_did_not_configure(h
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    client = ReactorMuxProcess(
+    client = MuxProcess(
         [
             "client",
             "--server",
@@ -179,7 +168,8 @@ def test_a_hostile_server_cannot_send_the_client_anywhere_it_did_not_configure(h
         server.accept_connect(1)  # the client's -L mapping is 1, its -R mapping 2
         server.accept_bind(2, "127.0.0.1", 40000)
         conn.sendall(server.data_to_send())
-        client.wait_for("forwarding -R 127.0.0.1:40000")
+        client.wait_event("forward_up", mapping=f"-R 0:127.0.0.1:{echo.port}",
+                          address="127.0.0.1:40000")  # fmt: skip
         good = server.open_stream(2)  # legitimate: the client's own -R target
         conn.sendall(server.data_to_send())
         events.clear()
@@ -200,7 +190,7 @@ def test_a_hostile_server_cannot_send_the_client_anywhere_it_did_not_configure(h
         assert b"ERROR protocol: SYN names mapping 1, which was never declared with BIND" in answer
         with pytest.raises(TimeoutError):
             decoy.accept()  # nobody was sent to the -L target
-        client.wait_for("lost: protocol error: SYN names mapping 1")
+        client.wait_event("channel_down", reason=re.compile("SYN names mapping 1"))
     finally:
         client.stop()
         decoy.close()

@@ -25,9 +25,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from support import ChaosRelay, Tunnel, payload, recv_exactly, sha, wait_until
+from support import ChaosRelay, MuxProcess, Tunnel, payload, recv_exactly, sha, wait_until
 
-from reactor_mux.tools.procs import ReactorMuxProcess
 from reactor_mux.tools.targets import ThreadedTCPServer
 
 FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "2",
@@ -138,7 +137,7 @@ def test_streams_survive_or_reset_cleanly_when_the_channel_is_cut(how):
     tunnel = Tunnel(server_args=FAST)
     relay = ChaosRelay(tunnel.server_port)
     try:
-        client = ReactorMuxProcess([
+        client = MuxProcess([
             "client", "--server", f"127.0.0.1:{relay.port}",
             "-L", f"0:127.0.0.1:{target.port}", "-R", f"0:127.0.0.1:{target.port}",
             *FAST, "--reconnect-min", "0.2", "--reconnect-max", "0.5",
@@ -156,7 +155,7 @@ def test_streams_survive_or_reset_cleanly_when_the_channel_is_cut(how):
             thread.start()
         # Cut while busy: once a good share of the streams reached the target.
         assert wait_until(lambda: target.connections >= 50, timeout=30)
-        mark = len(client.lines)
+        mark = client.mark
         if how == "freeze-then-cut":
             relay.freeze()
             time.sleep(1.0)  # the scenario: a network that silently drops everything for 1 s

@@ -7,6 +7,7 @@ and leave every other stream and channel untouched.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import threading
@@ -15,6 +16,7 @@ import time
 import pytest
 from support import (
     Exchange,
+    MuxProcess,
     check_exchange,
     connect_from,
     echo_once,
@@ -61,15 +63,18 @@ def test_refused_target_closes_only_that_connection(tunnel, hash_target, kind, p
     assert elapsed < 2.5
     # Logged once by the side that connected, once by the side whose app was refused.
     connecting, other = (tunnel.server, client) if kind == "L" else (client, tunnel.server)
-    assert wait_until(lambda: connecting.count(f"127.0.0.1:{dead} failed: connection refused") == 1)
-    assert wait_until(lambda: other.count("connection refused") == 1)
+    connecting.wait_event("connect_failed", peer=f"127.0.0.1:{dead}")
+    other.wait_event("stream_refused")
+    assert connecting.count_event("connect_failed") == 1
+    assert other.count_event("stream_refused") == 1
     assert "Traceback" not in client.log + tunnel.server.log
 
 
 def test_unresolvable_target(tunnel):
     client, forwards = tunnel.client("-L", "0:nonexistent.invalid:80")
     assert closed_promptly(forwards[0][1]) < 3.0
-    assert wait_until(lambda: client.count("cannot resolve host") == 1)
+    client.wait_event("stream_refused", mapping="-L 0:nonexistent.invalid:80")
+    assert client.count_event("stream_refused") == 1
 
 
 def test_target_that_never_answers_times_out():
@@ -85,7 +90,8 @@ def test_target_that_never_answers_times_out():
         # Not before --connect-timeout; the upper bound only catches a hang
         # (closed_promptly gives up at 10 s), with slack for a loaded machine.
         assert 0.9 < elapsed < 8.0
-        assert wait_until(lambda: client.count("timed out after 1s") == 1)
+        client.wait_event("stream_refused", mapping=f"-L 0:127.0.0.1:{port}")
+        assert client.count_event("stream_refused") == 1
     finally:
         tunnel.close()
         black_hole.close()
@@ -104,10 +110,7 @@ def test_bind_on_a_port_in_use_keeps_other_mappings(tunnel, hash_target):
             f"0:127.0.0.1:{hash_target.port}",
             expect=1,
         )
-        client.wait_for(
-            rf"-R {port}:127.0.0.1:{hash_target.port} refused by server: "
-            rf"cannot listen on localhost:{port}: address already in use"
-        )
+        client.wait_event("forward_refused", mapping=f"-R {port}:127.0.0.1:{hash_target.port}")
         assert forwards[0][0] == "L"
         ex = Exchange(1_000_000, 1_000_000, seed=31)
         run_exchange(forwards[0][1], ex)
@@ -120,7 +123,8 @@ def test_non_loopback_bind_needs_gateway_ports(tunnel, echo):
     client, _ = tunnel.client(
         "-R", f"0.0.0.0:0:127.0.0.1:{echo.port}", "-L", f"0:127.0.0.1:{echo.port}", expect=1
     )
-    client.wait_for("refused by server: binding 0.0.0.0 needs the server's --gateway-ports")
+    refused = client.wait_event("forward_refused", mapping=f"-R 0.0.0.0:0:127.0.0.1:{echo.port}")
+    assert "--gateway-ports" in refused["reason"]  # it names the option that would allow it
 
 
 def test_gateway_ports_allows_wildcard_bind(echo):
@@ -171,7 +175,7 @@ def test_garbage_peers_are_cut_off_without_disturbing_a_good_client(tunnel, hash
     server_fds = fd_count(tunnel.server.pid)  # the good channel and its -R listener
     with good_traffic([port for _k, port, _t in forwards], hash_target, seed=900):
         send_garbage(tunnel)
-    assert tunnel.server.count("closed: ") == len(GARBAGE)
+    assert tunnel.server.count_event("channel_down") == len(GARBAGE)
     # Failed handshakes leak nothing.
     assert wait_until(lambda: fd_count(tunnel.server.pid) == server_fds)
 
@@ -180,8 +184,9 @@ def send_garbage(tunnel) -> None:  # type: ignore[no-untyped-def]
     """Each kind of garbage from a loopback address of its own: each one costs its
     source a penalty (and the good client on 127.0.0.1 none)."""
     for index, (name, (wire, reason)) in enumerate(GARBAGE.items()):
-        mark = len(tunnel.server.lines)
-        with connect_from(f"127.0.0.{20 + index}", tunnel.server_port, timeout=5) as bad:
+        mark = tunnel.server.mark
+        source = f"127.0.0.{20 + index}"
+        with connect_from(source, tunnel.server_port, timeout=5) as bad:
             bad.sendall(wire)
             if name.startswith("half"):
                 bad.shutdown(socket.SHUT_WR)
@@ -190,8 +195,9 @@ def send_garbage(tunnel) -> None:  # type: ignore[no-untyped-def]
                     pass
             except ConnectionResetError:
                 pass
-        line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
-        assert reason in line, (name, line)
+        down = tunnel.server.wait_event("channel_down", peer=re.compile(f"^{source}:"),
+                                        start=mark)  # fmt: skip
+        assert reason in down["reason"], (name, down)
 
 
 def test_bye_then_a_syn_and_its_rst_in_one_write_is_handled(tunnel, echo):
@@ -208,8 +214,9 @@ def test_bye_then_a_syn_and_its_rst_in_one_write_is_handled(tunnel, echo):
     raw.send(encode_frame(1, 1, b"FIN"))  # ends stream 1 (the echo target ends it too)
     received = raw.until_closed()
     assert b"ERROR" not in received.split(b"SYN OK", 1)[1]
-    tunnel.server.wait_for("client closed the channel: shutting down")
-    assert "internal error" not in tunnel.server.log and "Traceback" not in tunnel.server.log
+    assert tunnel.server.wait_event("channel_down")["level"] == "info"  # an orderly end
+    assert "Traceback" not in tunnel.server.log
+    assert [e for e in tunnel.server.events() if e["level"] == "error"] == []
     _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
     assert echo_once(forwards[0][1]) == b"ping"
 
@@ -231,9 +238,7 @@ def test_error_frame_tells_the_peer_why(tunnel):
 
 def test_client_without_a_server_resets_local_connections_promptly(echo, ports):
     port = ports.take()
-    from reactor_mux.tools.procs import ReactorMuxProcess
-
-    client = ReactorMuxProcess(
+    client = MuxProcess(
         [
             "client",
             "--server",
@@ -245,8 +250,8 @@ def test_client_without_a_server_resets_local_connections_promptly(echo, ports):
         ]
     )
     try:
-        listen_port = int(client.wait_for(r"listening on 127.0.0.1:(\d+)").group(1))
-        client.wait_for("cannot connect to server .* connection refused; reconnecting in")
+        listen_port = client.listening_port(mapping=f"-L 0:127.0.0.1:{echo.port}")
+        client.wait_event("channel_down")  # its connect was refused
         assert closed_promptly(listen_port) < 2.5  # at once, not the 3 s timeout
     finally:
         assert client.stop() == 0
@@ -327,12 +332,14 @@ def test_protocol_abuse_after_a_valid_handshake(tunnel, hash_target):
         _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
         with good_traffic([forwards[0][1]], hash_target, seed=977):
             for name, (abuse, reason) in ABUSE.items():
-                mark = len(tunnel.server.lines)
+                mark = tunnel.server.mark
                 raw = RawClient(tunnel.server_port)
+                local = raw.sock.getsockname()
                 abuse(raw, stalled.port)
                 received = raw.until_closed()
-                line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
-                assert reason in line, (name, line)
+                down = tunnel.server.wait_event("channel_down", peer=f"127.0.0.1:{local[1]}",
+                                                start=mark)  # fmt: skip
+                assert reason in down["reason"], (name, down)
                 assert b"ERROR " in received, name
     finally:
         stalled.release.set()
@@ -352,16 +359,18 @@ def test_half_a_header_then_silence_is_cut_off(hash_target):
             silent = ((b"", "handshake timed out", "127.0.0.2"),  # penalised: its own source
                       (hello(), "keepalive timeout", "127.0.0.1"))  # fmt: skip
             for prefix, reason, source in silent:
-                mark = len(tunnel.server.lines)
+                mark = tunnel.server.mark
                 raw = RawClient(tunnel.server_port, source)
+                local = raw.sock.getsockname()
                 started = time.monotonic()
                 raw.send(prefix + bytes.fromhex("00000010"))  # 4 of 9 header bytes, then silence
                 raw.until_closed()
                 # The timeouts are 0.5 s and 0.9 s; a connection that was never
                 # cut would hang the test, so this bound only needs to be finite.
                 assert time.monotonic() - started < 8
-                line = tunnel.server.wait_for(r"closed: ", start=mark, timeout=5).string
-                assert reason in line
-        assert tunnel.server.count("closed: ") == 2  # only the two silent channels
+                down = tunnel.server.wait_event("channel_down", peer=f"{source}:{local[1]}",
+                                                start=mark)  # fmt: skip
+                assert reason in down["reason"]
+        assert tunnel.server.count_event("channel_down") == 2  # only the two silent channels
     finally:
         tunnel.close()

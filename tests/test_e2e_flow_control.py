@@ -3,12 +3,11 @@ memory and does not slow the other streams on the channel."""
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 
 import pytest
-from support import Exchange, NeverReadServer, Tunnel, check_exchange, run_exchange
+from support import Exchange, MuxProcess, NeverReadServer, Tunnel, check_exchange, run_exchange
 
 from reactor_mux.tools.procs import proc_status
 
@@ -107,10 +106,13 @@ def test_stalled_stream_is_bounded_and_does_not_slow_others(fixed_window_tunnel,
         stalled.close()
 
 
-def grown_windows(log: str, target_port: int) -> list[int]:
-    """The windows the server granted (WINDOW) to streams to ``target_port``."""
-    pattern = rf"-> 127\.0\.0\.1:{target_port} window grown to (\d+)"
-    return [int(size) for size in re.findall(pattern, log)]
+def grown_windows(server: MuxProcess, target_port: int) -> list[int]:
+    """The windows the server granted (WINDOW) to streams to ``target_port`` (which
+    streams those are, its ``stream_opened`` events say)."""
+    opened = server.events("stream_opened", peer=f"127.0.0.1:{target_port}")
+    streams = {(event["channel"], event["stream"]) for event in opened}
+    grown = server.events("window_grown")
+    return [event["bytes"] for event in grown if (event["channel"], event["stream"]) in streams]
 
 
 def test_a_fast_stream_grows_its_window_and_a_stalled_one_does_not(hash_target):
@@ -125,13 +127,13 @@ def test_a_fast_stream_grows_its_window_and_a_stalled_one_does_not(hash_target):
         feeder.feed(FEED)
         timed_transfer(ports[f"127.0.0.1:{hash_target.port}"], 60_000_000, 7, hash_target)
         log = tunnel.server.log
-        fast = grown_windows(log, hash_target.port)
+        fast = grown_windows(tunnel.server, hash_target.port)
         # Doubling from the 256 KiB window, never past --max-window (4 MiB).
         assert fast[:1] == [2 * WINDOW], log[-3000:]
         assert fast == [2 * WINDOW << i for i in range(len(fast))]
         assert max(fast) <= 4 * 1024 * 1024
         # The stalled target's queue is full: more window would only be buffered.
-        assert grown_windows(log, stalled.port) == []
+        assert grown_windows(tunnel.server, stalled.port) == []
         assert feeder.feed(FEED, quiet=0.5) < 4 * WINDOW, "a stalled stream kept accepting"
         feeder.conn.close()
     finally:

@@ -5,12 +5,9 @@ reconnect."""
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
-from support import PortHolder, Tunnel, echo_once
-
-from reactor_mux.tools.procs import ReactorMuxProcess
+from support import MuxProcess, PortHolder, Tunnel, echo_once
 
 pytestmark = pytest.mark.codec_independent
 
@@ -31,7 +28,7 @@ def test_exit_on_forward_failure_when_a_local_port_is_taken(tunnel, echo, flag):
         taken = occupy(0)
         port = taken.getsockname()[1]
         spec = f"{port}:127.0.0.1:{echo.port}" if flag == "-L" else str(port)
-        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+        client = MuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
                                     "--exit-on-forward-failure", "-L", f"0:127.0.0.1:{echo.port}",
                                     flag, spec])  # fmt: skip
         try:
@@ -40,8 +37,9 @@ def test_exit_on_forward_failure_when_a_local_port_is_taken(tunnel, echo, flag):
             client.stop()
             taken.close()
             ports.close()
-    assert f"{flag} {spec}: cannot listen on localhost:{port}: address already in use" in client.log
-    assert "--exit-on-forward-failure" in client.log and "Traceback" not in client.log
+    [failed] = client.events("start_failed")
+    assert f"{flag} {spec}" in failed["reason"]  # it names the forward
+    assert client.events("forward_up") == [] and "Traceback" not in client.log
 
 
 def test_exit_on_forward_failure_when_the_server_refuses_an_r(tunnel, echo):
@@ -49,16 +47,15 @@ def test_exit_on_forward_failure_when_the_server_refuses_an_r(tunnel, echo):
     port = taken.getsockname()[1]
     server = f"127.0.0.1:{tunnel.server_port}"
     spec = f"{port}:127.0.0.1:{echo.port}"
-    client = ReactorMuxProcess(
-        ["client", "--server", server, "--exit-on-forward-failure", "-R", spec]
-    )
+    client = MuxProcess(["client", "--server", server, "--exit-on-forward-failure", "-R", spec])
     try:
         assert client.proc.wait(15) == 1
     finally:
         client.stop()
         taken.close()
-    assert f"-R {port}:127.0.0.1:{echo.port} refused by server: cannot listen on " in client.log
-    assert "exiting (--exit-on-forward-failure)" in client.log
+    [refused] = client.events("forward_refused")
+    assert refused["mapping"] == f"-R {spec}" and refused["delay"] is None  # no asking again
+    assert client.events("stopped")
 
 
 def test_a_refused_r_is_asked_for_again_until_the_port_frees_up(tunnel, echo):
@@ -66,15 +63,14 @@ def test_a_refused_r_is_asked_for_again_until_the_port_frees_up(tunnel, echo):
     port = taken.getsockname()[1]
     client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", "-R",
                               f"{port}:127.0.0.1:{echo.port}", expect=1, extra=FAST)  # fmt: skip
-    client.wait_for(rf"-R {port}:.* refused by server: .*address already in use; asking again in")
-    # Twice at least: it keeps asking, one line per attempt.
-    client.wait_for(
-        rf"-R {port}:.* refused by server: .*; asking again in", start=len(client.lines)
-    )
+    mapping = f"-R {port}:127.0.0.1:{echo.port}"
+    # Twice at least: it keeps asking, one line per attempt, each with its delay.
+    for refused in client.wait_events("forward_refused", 2, mapping=mapping):
+        assert refused["delay"] is not None
     taken.close()
-    client.wait_for(rf"forwarding -R 127\.0\.0\.1:{port} -> ", timeout=10)
+    client.wait_event("forward_up", mapping=mapping, timeout=10)
     assert echo_once(port) == b"ping"
-    assert "channel to" not in client.log  # the channel stayed up throughout
+    assert client.events("channel_down") == []  # the channel stayed up throughout
 
 
 def test_an_r_0_gets_its_port_back_after_a_reconnect_or_a_new_one_if_taken(echo):
@@ -82,22 +78,24 @@ def test_an_r_0_gets_its_port_back_after_a_reconnect_or_a_new_one_if_taken(echo)
     try:
         client, forwards = tunnel.client("-R", f"0:127.0.0.1:{echo.port}", extra=FAST)
         first = forwards[0][1]
-        mark = len(client.lines)
+        mark = client.mark
         tunnel.restart_server()
         again = client.forwards(1, timeout=15, start=mark)[0][1]
         assert again == first
         assert echo_once(again) == b"ping"
 
-        mark = len(client.lines)
+        mark = client.mark
         tunnel.server.kill()
-        client.wait_for("lost: ", start=mark)
+        client.wait_event("channel_suspended", start=mark)  # resume is on by default
         taken = occupy(first)  # someone else took the port meanwhile
         try:
             tunnel.restart_server()
             moved = client.forwards(1, timeout=15, start=mark)[0][1]
             assert moved != first
-            client.wait_for(rf"port {first}, which it had before, is not free", start=mark)
-            client.wait_for(rf"listening on port {moved} now \(it had {first}\)", start=mark)
+            spec = f"-R 0:127.0.0.1:{echo.port}"
+            client.wait_event("forward_port_taken", mapping=spec, start=mark)
+            changed = client.wait_event("forward_port_changed", mapping=spec, start=mark)
+            assert changed["address"] == f"127.0.0.1:{moved}"
             assert echo_once(moved) == b"ping"
         finally:
             taken.close()
@@ -108,8 +106,17 @@ def test_an_r_0_gets_its_port_back_after_a_reconnect_or_a_new_one_if_taken(echo)
 def test_a_policy_refusal_is_not_asked_again(tunnel, echo):
     """The server's settings decide --gateway-ports and --allow-bind: asking again
     cannot change them, so the client says so once."""
-    client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", "-R", f"*:0:127.0.0.1:{echo.port}",
-                              expect=1, extra=FAST)  # fmt: skip
-    client.wait_for(r"-R \*:0:.* refused by server: .*--gateway-ports.* \(not asked again")
-    time.sleep(1.5)  # several backoff steps of FAST
-    assert client.count("refused by server") == 1
+    taken = occupy(0)
+    busy = f"-R {taken.getsockname()[1]}:127.0.0.1:{echo.port}"
+    policy = f"-R *:0:127.0.0.1:{echo.port}"
+    try:
+        client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", *policy.split(" "),
+                                  *busy.split(" "), expect=1, extra=FAST)  # fmt: skip
+        # Both are refused at once; the busy port is asked for again on the backoff
+        # (first delay at most --reconnect-min, the second at least as long), so by
+        # its third refusal the policy -R would have been asked for again, had it been.
+        client.wait_events("forward_refused", 3, mapping=busy, timeout=15)
+        [refused] = client.events("forward_refused", mapping=policy)
+        assert refused["delay"] is None  # not asked again
+    finally:
+        taken.close()

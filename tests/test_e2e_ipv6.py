@@ -3,12 +3,12 @@ every interface of both families, and ::1 works for channels and targets."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
-from support import Tunnel, echo_once
+from support import MuxProcess, Tunnel, echo_once
 
-from reactor_mux.tools.procs import ReactorMuxProcess
 from reactor_mux.tools.targets import EchoServer
 
 pytestmark = pytest.mark.codec_independent
@@ -48,7 +48,8 @@ def test_the_default_bind_is_localhost_on_both_families(tunnel, echo):
     for _kind, port, _target in forwards:
         for host in ("127.0.0.1", "::1"):
             socket.create_connection((host, port), timeout=10).close()
-    client.wait_for(r"listening on 127\.0\.0\.1:\d+ and \[::1\]:\d+ for -L")
+    listening = client.wait_event("listening", mapping=f"-L 0:127.0.0.1:{echo.port}")
+    assert re.fullmatch(r"127\.0\.0\.1:\d+ and \[::1\]:\d+", listening["address"])
 
 
 @needs_ipv6
@@ -62,10 +63,10 @@ def test_r_on_localhost_listens_on_both_families_of_the_server(tunnel, echo):
 @needs_ipv6
 def test_an_ipv6_channel_and_an_ipv6_target():
     echo6 = EchoServer("::1")
-    server = ReactorMuxProcess(["server", "--listen", "[::1]:0"])
+    server = MuxProcess(["server", "--listen", "[::1]:0"])
     try:
         server_port = server.listening_port()
-        client = ReactorMuxProcess(["client", "--server", f"[::1]:{server_port}",
+        client = MuxProcess(["client", "--server", f"[::1]:{server_port}",
                                     "-L", f"0:[::1]:{echo6.port}"])  # fmt: skip
         try:
             port = client.forwards(1, timeout=15)[0][1]

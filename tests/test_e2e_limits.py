@@ -4,6 +4,7 @@ reason, and what is within the limit keeps working."""
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 from support import (
     BlackHole,
     Exchange,
+    MuxProcess,
     NeverReadServer,
     Tunnel,
     check_exchange,
@@ -25,7 +27,7 @@ from support import (
 )
 
 from reactor_mux.protocol.frames import encode_frame, split_frames
-from reactor_mux.tools.procs import ReactorMuxProcess, fd_count, proc_status
+from reactor_mux.tools.procs import fd_count, proc_status
 
 
 def reset_or_eof(port: int, timeout: float = 5.0) -> bool:
@@ -73,7 +75,8 @@ def test_max_streams(echo):
             conn.sendall(b"x")
             assert conn.recv(1) == b"x"
         assert reset_or_eof(port)
-        client.wait_for("too many streams \\(limit 3\\)")
+        refused = client.wait_event("stream_refused", mapping=f"-L 0:127.0.0.1:{echo.port}")
+        assert "limit 3" in refused["reason"]  # the reason names the limit
         for conn in held:
             conn.close()
         assert wait_until(lambda: not reset_or_eof_quick(port, echo), timeout=5)
@@ -105,7 +108,8 @@ def test_max_pending_syns():
         # At once: otherwise it would wait for a slot, i.e. for the 5 s connect
         # timeout; the bound leaves slack for a loaded machine.
         assert time.monotonic() - started < 3.0, "the excess SYN was not refused at once"
-        client.wait_for("too many pending connections \\(limit 2\\)")
+        refused = client.wait_event("stream_refused", mapping=f"-L 0:127.0.0.1:{hole.port}")
+        assert "limit 2" in refused["reason"]  # the reason names the limit
         for conn in pending:
             conn.close()
     finally:
@@ -117,12 +121,13 @@ def test_max_channels(echo):
     tunnel = Tunnel(server_args=("--max-channels", "1"))
     try:
         first, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
-        second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+        second = MuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
                                     "-L", f"0:127.0.0.1:{echo.port}", "--reconnect-min", "0.2",
                                     "--reconnect-max", "0.5"])  # fmt: skip
         tunnel.clients.append(second)
-        second.wait_for("server reported an error: too many channels \\(limit 1\\)")
-        tunnel.server.wait_for("refused: too many channels \\(limit 1\\)")
+        down = second.wait_event("channel_down")
+        refused = tunnel.server.wait_event("channel_refused")
+        assert "limit 1" in refused["reason"] and refused["reason"] in down["reason"]
         first.stop()
         assert second.forwards(1, timeout=10)[0][0] == "L"
     finally:
@@ -141,15 +146,14 @@ def test_a_client_refused_for_max_channels_after_authenticating_is_not_told_auth
     tunnel = Tunnel(server_args=("--max-channels", "1", "--secret-file", str(secret)))
     try:
         tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=("--secret-file", str(secret)))
-        second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+        second = MuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
                                     "-L", f"0:127.0.0.1:{echo.port}", "--secret-file",
                                     str(secret), "--reconnect-min", "0.2",
                                     "--reconnect-max", "0.5"])  # fmt: skip
         tunnel.clients.append(second)
-        line = second.wait_for(r"server reported an error: too many channels \(limit 1\); "
-                               r"reconnecting in ([\d.]+)s")  # fmt: skip
-        assert float(line.group(1)) <= 0.5
-        assert "authentication failed" not in second.log
+        down = second.wait_event("channel_down", reason=re.compile(r"limit 1\b"))
+        assert down["delay"] <= 0.5  # not the long backoff after a failed authentication
+        assert second.events("auth_failed") == []
     finally:
         tunnel.close()
 
@@ -158,7 +162,8 @@ def test_max_mappings(echo):
     tunnel = Tunnel(server_args=("--max-mappings", "2"))
     try:
         client, forwards = tunnel.client(*["-L", f"0:127.0.0.1:{echo.port}"] * 3, expect=2)
-        client.wait_for("refused by server: too many mappings \\(limit 2\\)")
+        refused = client.wait_event("forward_refused")
+        assert "limit 2" in refused["reason"]
         assert len(forwards) == 2
     finally:
         tunnel.close()
@@ -198,12 +203,14 @@ def test_channel_buffer_cap_bounds_memory_beside_stalled_streams():
             conn = socket.create_connection(("127.0.0.1", port))
             conn.setblocking(False)
             feeders.append(conn)
-        feed_until_backpressure(feeders, lambda: tunnel.server.count("pausing channel reads") > 0)
+        feed_until_backpressure(
+            feeders, lambda: tunnel.server.count_event("channel_reads_paused") > 0
+        )
         growth = proc_status(tunnel.server.pid, "VmRSS") - before
         assert growth < 3 * 1024, f"server RSS grew {growth} KiB with a 1 MiB cap"
         for conn in feeders:
             conn.close()
-        assert client.count("Traceback") == 0
+        assert "Traceback" not in client.log
     finally:
         stalled.release.set()
         stalled.close()
@@ -248,9 +255,9 @@ def test_inbound_cap_resumes_once_the_local_sockets_catch_up():
         feeders = [threading.Thread(target=feed, args=(seed,), daemon=True) for seed in seeds]
         for thread in feeders:
             thread.start()
-        tunnel.server.wait_for("pausing channel reads", timeout=10)
+        tunnel.server.wait_event("channel_reads_paused", timeout=10)
         late.release.set()
-        tunnel.server.wait_for("resuming channel reads", timeout=20)
+        tunnel.server.wait_event("channel_reads_resumed", timeout=20)
         resumed.set()
         assert wait_until(lambda: len(late.received) == len(seeds), timeout=60)
         expected = {(seed, size, hashlib.sha256(payload(seed, size)).hexdigest()) for seed in seeds}
@@ -276,7 +283,9 @@ def test_the_cap_does_not_stall_other_channels(hash_target):
             conn = socket.create_connection(("127.0.0.1", fa[0][1]))
             conn.setblocking(False)
             feeders.append(conn)
-        feed_until_backpressure(feeders, lambda: tunnel.server.count("pausing channel reads") > 0)
+        feed_until_backpressure(
+            feeders, lambda: tunnel.server.count_event("channel_reads_paused") > 0
+        )
         ex = Exchange(5_000_000, 5_000_000, seed=19)
         thread = threading.Thread(target=run_exchange, args=(fb[0][1], ex))
         thread.start()
@@ -346,7 +355,7 @@ def test_outbound_cap_pauses_local_reads_until_the_channel_drains(hash_target):
         assert wait_until(lambda: hash_target.connections == 8, timeout=20)
         tunnel.server.signal(signal.SIGSTOP)
         try:
-            client.wait_for("pausing local reads", timeout=20)
+            client.wait_event("local_reads_paused", timeout=20)
             time.sleep(0.5)  # a window in which memory would go on growing without the cap
             growth = proc_status(client.pid, "VmRSS") - before
         finally:
@@ -356,7 +365,7 @@ def test_outbound_cap_pauses_local_reads_until_the_channel_drains(hash_target):
             thread.join(120)
         for ex in exchanges:
             check_exchange(ex, hash_target)
-        client.wait_for("resuming local reads")
+        client.wait_event("local_reads_resumed")
     finally:
         tunnel.server.signal(signal.SIGCONT)
         tunnel.close()

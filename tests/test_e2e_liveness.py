@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
 
-from support import ChaosRelay, Tunnel, echo_once, wait_until
-
-from reactor_mux.tools.procs import ReactorMuxProcess
+from support import ChaosRelay, MuxProcess, Tunnel, echo_once, wait_until
 
 FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "1",
         "--resume-timeout", "0")  # fmt: skip
@@ -28,20 +27,19 @@ def test_frozen_server_is_noticed_within_the_timeout_and_recovered(echo):
             f"0:127.0.0.1:{echo.port}",
             extra=(*FAST, "--reconnect-min", "0.2", "--reconnect-max", "0.5"),
         )
-        mark = len(client.lines)
+        mark = client.mark
         tunnel.server.signal(signal.SIGSTOP)
         frozen_at = time.monotonic()
-        client.wait_for(
-            r"lost: no traffic from the peer for .*keepalive timeout", timeout=5, start=mark
-        )
+        client.wait_event("channel_down", reason=re.compile("keepalive timeout"), timeout=5,
+                          start=mark)  # fmt: skip
         noticed = time.monotonic() - frozen_at
         # The timeout, plus up to one keepalive tick, plus slack for a loaded machine
         # (without keepalive only TCP would notice, after minutes).
         assert noticed < 1.5 + 0.5 + 2.5, f"noticed after {noticed:.2f}s"
-        client.wait_for("reconnecting in", start=mark)
         # A reconnect attempt reaches the frozen server's backlog and times out.
-        client.wait_for("lost: handshake timed out", start=mark, timeout=10)
-        mark = len(client.lines)
+        client.wait_event("channel_down", reason=re.compile("handshake timed out"), start=mark,
+                          timeout=10)  # fmt: skip
+        mark = client.mark
         tunnel.server.signal(signal.SIGCONT)
         forwards = client.forwards(2, timeout=10, start=mark)
         for _kind, port, _target in forwards:
@@ -57,7 +55,8 @@ def test_frozen_client_is_dropped_and_its_remote_ports_freed(echo, ports):
         fixed = ports.take()
         first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         first.signal(signal.SIGSTOP)
-        tunnel.server.wait_for(r"closed: no traffic from the peer .*keepalive timeout", timeout=5)
+        tunnel.server.wait_event("channel_down", reason=re.compile("keepalive timeout"),
+                                 timeout=5)  # fmt: skip
         _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         assert forwards[0][1] == fixed
         assert echo_once(fixed) == b"ping"
@@ -82,7 +81,7 @@ def test_silent_connection_fails_the_handshake(tunnel):
         assert time.monotonic() - started > 0.4
         assert data.startswith(b"\x00\x00\x00")  # our HELLO, then ERROR, then EOF
         assert b"ERROR timeout: handshake timed out after 0.5s" in data
-        quick.server.wait_for("closed: handshake timed out after 0.5s")
+        quick.server.wait_event("channel_down", reason=re.compile("handshake timed out"))
     finally:
         quick.close()
 
@@ -96,18 +95,20 @@ def test_stale_channel_is_replaced_by_the_same_clients_reconnect(echo, ports):
     relay = ChaosRelay(tunnel.server_port)
     try:
         fixed = ports.take()
-        client = ReactorMuxProcess([
+        client = MuxProcess([
             "client", "--server", f"127.0.0.1:{relay.port}", "-R", f"{fixed}:127.0.0.1:{echo.port}",
             *FAST, "--reconnect-min", "0.2", "--reconnect-max", "0.5",
         ])  # fmt: skip
         tunnel.clients.append(client)
         assert client.forwards(1)[0][1] == fixed
-        mark = len(client.lines)
+        mark = client.mark
         relay.freeze()
-        client.wait_for("keepalive timeout", start=mark, timeout=5)
+        client.wait_event("channel_down", reason=re.compile("keepalive timeout"), start=mark,
+                          timeout=5)  # fmt: skip
         assert client.forwards(1, timeout=10, start=mark)[0][1] == fixed
-        tunnel.server.wait_for("replaces channel #1 .* from the same client")
-        assert tunnel.server.count(r"-R refused") == 0
+        [first] = tunnel.server.events("channel_up")[:1]
+        tunnel.server.wait_event("channel_replaced", reason=first["channel"])
+        assert tunnel.server.events("mapping_refused") == []
         assert wait_until(lambda: echo_once(fixed) == b"ping", timeout=5)
     finally:
         relay.close()

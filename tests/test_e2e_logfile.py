@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import wait_until
-
-from reactor_mux.tools.procs import ReactorMuxProcess
+from support import MuxProcess, address_ports, parse_event, wait_until
 
 pytestmark = pytest.mark.codec_independent
 
@@ -22,25 +20,32 @@ def start(*args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+def events_in(path: Path, name: str) -> list[dict]:  # type: ignore[type-arg]
+    """The ``name`` events in a ``--log-format json`` log file (none if it is not there)."""
+    if not path.exists():
+        return []
+    found = (parse_event(line) for line in path.read_text().splitlines())
+    return [event for event in found if event is not None and event["event"] == name]
+
+
 def test_the_log_goes_to_the_file_and_sigusr1_reopens_it_after_a_rotation(tmp_path: Path, echo):
     server_log, client_log = tmp_path / "server.log", tmp_path / "client.log"
-    server = start("server", "--listen", "127.0.0.1:0", "--log-file", str(server_log))
+    json_log = ("--log-format", "json")
+    server = start("server", "--listen", "127.0.0.1:0", "--log-file", str(server_log), *json_log)
     client = None
     try:
-        assert wait_until(lambda: server_log.exists() and "listening on" in server_log.read_text())
-        port = re.search(r"listening on 127\.0\.0\.1:(\d+)", server_log.read_text()).group(1)  # type: ignore[union-attr]
+        assert wait_until(lambda: events_in(server_log, "listening"))
+        port = address_ports(events_in(server_log, "listening")[0]["address"])[0]
         rotated = tmp_path / "server.log.1"
         server_log.rename(rotated)  # what logrotate does first
         server.send_signal(signal.SIGUSR1)
-        assert wait_until(
-            lambda: server_log.exists() and "SIGUSR1: reopened" in server_log.read_text()
-        )
+        assert wait_until(lambda: events_in(server_log, "log_reopened"))
         client = start("client", "--server", f"127.0.0.1:{port}", "-L", f"0:127.0.0.1:{echo.port}",
-                       "--log-file", str(client_log))  # fmt: skip
-        assert wait_until(lambda: "client connected" in server_log.read_text())
-        assert "client connected" not in rotated.read_text()  # nothing after the signal
-        assert "listening on" in rotated.read_text()  # nothing lost before it
-        assert wait_until(lambda: client_log.exists() and "forwarding -L" in client_log.read_text())
+                       "--log-file", str(client_log), *json_log)  # fmt: skip
+        assert wait_until(lambda: events_in(server_log, "channel_up"))
+        assert events_in(rotated, "channel_up") == []  # nothing after the signal
+        assert events_in(rotated, "listening")  # nothing lost before it
+        assert wait_until(lambda: events_in(client_log, "forward_up"))
     finally:
         for proc in (client, server):
             if proc is not None:
@@ -67,16 +72,14 @@ KEYS = {"time", "level", "role", "event", "message", "channel", "stream", "peer"
 
 
 def test_json_logs_are_one_object_a_line_with_stable_keys(tmp_path: Path, echo):
-    server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--log-format", "json"])
+    server = MuxProcess(["server", "--listen", "127.0.0.1:0"])  # --log-format json
     client = None
     try:
-        listening = server.wait_for('"event": "listening"').string
-        port = int(json.loads(listening)["message"].rsplit(":", 1)[1])
-        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", "--log-format",
-                                    "json", "-L", f"0:127.0.0.1:{echo.port}", "-L",
-                                    "0:127.0.0.1:1"])  # fmt: skip
-        client.wait_for('"event": "forward_up"')
-        server.wait_for('"event": "channel_up"')
+        port = address_ports(server.wait_event("listening")["address"])[0]
+        client = MuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                             "-L", f"0:127.0.0.1:{echo.port}", "-L", "0:127.0.0.1:1"])  # fmt: skip
+        client.wait_events("forward_up", 2)
+        server.wait_event("channel_up")
     finally:
         for proc in (client, server):
             if proc is not None:

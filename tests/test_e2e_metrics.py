@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
+    MuxProcess,
     PortHolder,
     Tunnel,
     drain,
@@ -24,7 +25,6 @@ from support import (
 
 from reactor_mux.io.netutil import abort_socket
 from reactor_mux.service.metrics import MAX_METRICS_CONNECTIONS, MAX_METRICS_REQUEST
-from reactor_mux.tools.procs import ReactorMuxProcess
 from reactor_mux.tools.targets import ThreadedTCPServer
 
 pytestmark = pytest.mark.codec_independent
@@ -52,12 +52,12 @@ def metered(hash_target):
     """A server and a client, each with --metrics, and one -L to the hash target."""
     with PortHolder() as ports:
         server_metrics, client_metrics = ports.take(), ports.take()
-        server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0",
+        server = MuxProcess(["server", "--listen", "127.0.0.1:0",
                                     "--metrics", f"127.0.0.1:{server_metrics}"])  # fmt: skip
         client = None
         try:
             port = server.listening_port()
-            client = ReactorMuxProcess([
+            client = MuxProcess([
                 "client", "--server", f"127.0.0.1:{port}", "--keepalive-interval", "0.2",
                 "--metrics", f"127.0.0.1:{client_metrics}",
                 "-L", f"0:127.0.0.1:{hash_target.port}",
@@ -141,16 +141,16 @@ def _version() -> str:
 def test_refusals_and_errors_are_counted_by_reason(hash_target):
     with PortHolder() as ports:
         metrics, closed = ports.take(), ports.take()
-        server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0", "--metrics",
+        server = MuxProcess(["server", "--listen", "127.0.0.1:0", "--metrics",
                                     f"127.0.0.1:{metrics}", "--allow-connect",
                                     f"127.0.0.1:{hash_target.port}"])  # fmt: skip
         client = None
         try:
             port = server.listening_port()
-            client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
+            client = MuxProcess(["client", "--server", f"127.0.0.1:{port}",
                                         "-L", "0:10.1.2.3:80", "-D", "0"])  # fmt: skip
             forwards = client.forwards(1, timeout=15)
-            client.wait_for("refused by server")
+            client.wait_event("forward_refused", mapping="-L 0:10.1.2.3:80")
             [(_, socks_port, _)] = [f for f in forwards if f[0] == "D"]
             for target_port in (closed, closed):  # forbidden by --allow-connect
                 sock, code = socks5_connect(socks_port, "127.0.0.1", target_port)

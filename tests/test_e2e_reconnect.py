@@ -28,12 +28,12 @@ def test_server_killed_and_restarted(tunnel, echo, hash_target):
     through_l.sendall(b"x")
     through_r.sendall(b"y")
     assert through_l.recv(1) == b"x" and through_r.recv(1) == b"y"
-    mark = len(client.lines)
+    mark = client.mark
 
     tunnel.server.kill()  # SIGKILL: no goodbye on the channel
     assert ends_within(through_l, 5), "-L stream hung after channel loss"
     assert ends_within(through_r, 5), "-R stream hung after channel loss"
-    client.wait_for("channel to .* lost: .*reconnecting in", start=mark)
+    client.wait_event("channel_down", start=mark)
     # The -L listener stays bound while the channel is down, and resets promptly.
     started = time.monotonic()
     try:  # the reset can beat connect() itself back to user space
@@ -72,7 +72,7 @@ def test_dead_client_frees_its_remote_ports(tunnel, echo, ports):
     app.sendall(b"z")
     assert app.recv(1) == b"z"
     first.kill()
-    tunnel.server.wait_for("closed: ")
+    tunnel.server.wait_event("channel_down")
     assert ends_within(app, 5), "the server kept a dead client's stream open"
     app.close()
     _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
-from support import Exchange, Tunnel, check_exchange, run_exchange, wait_until
+from support import Exchange, MuxProcess, Tunnel, check_exchange, run_exchange, wait_until
 
-from reactor_mux.tools.procs import ReactorMuxProcess, cpu_time, fd_count
+from reactor_mux.tools.procs import cpu_time, fd_count
 
 NOFILE = 48
 
@@ -17,7 +17,7 @@ def test_accept_without_descriptors_neither_spins_nor_crashes(hash_target):
     # run out (and penalise their source): lift it, to reach the descriptor limit.
     admit_all = ("--max-startups", "10000", "--per-source-max-startups", "10000",
                  "--per-source-penalties", "off")  # fmt: skip
-    server = ReactorMuxProcess(
+    server = MuxProcess(
         ["server", "--listen", "127.0.0.1:0", "--handshake-timeout", "30", *admit_all],
         nofile=NOFILE,
     )
@@ -27,19 +27,19 @@ def test_accept_without_descriptors_neither_spins_nor_crashes(hash_target):
         # Silent connections: each one the server accepts costs it a descriptor.
         for _ in range(NOFILE + 20):
             hogs.append(socket.create_connection(("127.0.0.1", port)))
-        server.wait_for("out of file descriptors", timeout=5)
+        server.wait_event("accept_paused", timeout=5)
         assert wait_until(lambda: fd_count(server.pid) >= NOFILE - 1, timeout=5)
         before = cpu_time(server.pid)
         time.sleep(2.0)  # a measuring window: a spinning accept loop would burn most of it
         spent = cpu_time(server.pid) - before
         assert spent < 0.2, f"server used {spent:.2f}s of CPU in 2s while out of descriptors"
-        assert server.count("out of file descriptors") == 1, "logged more than once"
+        assert server.count_event("accept_paused") == 1, "logged more than once"
 
         for hog in hogs:  # free them: the server sees EOF and closes those channels
             hog.close()
         hogs.clear()
-        server.wait_for("works again", timeout=10)
-        client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}",
+        server.wait_event("accept_resumed", timeout=10)
+        client = MuxProcess(["client", "--server", f"127.0.0.1:{port}",
                                     "-L", f"0:127.0.0.1:{hash_target.port}"])  # fmt: skip
         try:
             ex = Exchange(1_000_000, 1_000_000, seed=71)
@@ -59,7 +59,7 @@ def test_targets_unreachable_for_lack_of_descriptors_are_refused_cleanly(echo):
     reason; the channel and the process live on."""
     tunnel = Tunnel()
     tunnel.server.stop()
-    tunnel.server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0"], nofile=24)
+    tunnel.server = MuxProcess(["server", "--listen", "127.0.0.1:0"], nofile=24)
     tunnel.server_port = tunnel.server.listening_port()
     held: list[socket.socket] = []
     try:
@@ -78,7 +78,8 @@ def test_targets_unreachable_for_lack_of_descriptors_are_refused_cleanly(echo):
             refused += 1
             conn.close()
         assert held and refused, (len(held), refused)
-        client.wait_for("too many open files")
+        client.wait_event("stream_refused")
+        tunnel.server.wait_event("connect_failed")  # the server says why, once per stream
         for conn in held:
             conn.close()
         assert "Traceback" not in tunnel.server.log

@@ -20,6 +20,7 @@ import pytest
 from sshd import SSH, SSHD, LocalSshd
 from support import (
     ChaosRelay,
+    MuxProcess,
     Tunnel,
     echo_once,
     ends_within,
@@ -30,16 +31,26 @@ from support import (
 from test_e2e_chaos import ChaosTarget, Received, Stream, drain_tolerant, verify
 from test_e2e_control import command, status
 
-from reactor_mux.protocol.frames import encode_frame
-from reactor_mux.tools.procs import ReactorMuxProcess, proc_status
+from reactor_mux.protocol.frames import encode_frame, split_frames
+from reactor_mux.tools.procs import proc_status
 
 FAST = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5", "--handshake-timeout", "2")
 
 
-def client_through(relay: ChaosRelay, tunnel: Tunnel, *args: str) -> ReactorMuxProcess:
-    proc = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{relay.port}", *args])
+def client_through(relay: ChaosRelay, tunnel: Tunnel, *args: str) -> MuxProcess:
+    proc = MuxProcess(["client", "--server", f"127.0.0.1:{relay.port}", *args])
     tunnel.clients.append(proc)
     return proc
+
+
+def cut_and_resume(relay: ChaosRelay, client: MuxProcess, every: float) -> None:
+    """Cut the channel, wait for the client's resume, and let the streams run until
+    ``every`` seconds after the cut (the scenario's pace, not a synchronisation)."""
+    next_cut = time.monotonic() + every
+    mark = client.mark
+    relay.cut()
+    client.wait_event("channel_resumed", start=mark, timeout=20)
+    time.sleep(max(0.0, next_cut - time.monotonic()))
 
 
 def run_paced(stream: Stream, duration: float) -> None:
@@ -78,16 +89,15 @@ def test_100_streams_survive_a_cut_every_2s_for_20s():
             thread.start()
         assert wait_until(lambda: target.connections >= 100, timeout=30)
         for _ in range(10):
-            time.sleep(2.0)
-            relay.cut()
+            cut_and_resume(relay, client, every=2.0)
         for thread in threads:
             thread.join(60)
         assert not [s.seed for s, t in zip(streams, threads, strict=True) if t.is_alive()]
         outcomes = [verify(s, target) for s in streams]
         broken = [s.seed for s, o in zip(streams, outcomes, strict=True) if o != "intact"]
         assert not broken, f"{len(broken)} streams did not arrive intact: {broken}"
-        assert client.count("resumed the session") == 10
-        assert client.count("its streams were reset") == 0
+        assert client.count_event("channel_resumed") == 10
+        assert client.count_event("resume_failed") == 0
     finally:
         relay.close()
         tunnel.close()
@@ -107,12 +117,11 @@ def test_an_ssh_session_survives_two_cuts():
         assert ssh.stdout is not None
         assert ssh.stdout.readline().strip() == "started"
         for _ in range(2):
-            time.sleep(2.5)
-            relay.cut()
+            cut_and_resume(relay, client, every=2.5)
         out, err = ssh.communicate(timeout=30)
         assert out.strip() == "survived", err
         assert ssh.returncode == 0
-        assert client.count("resumed the session") == 2
+        assert client.count_event("channel_resumed") == 2
     finally:
         relay.close()
         tunnel.close()
@@ -123,17 +132,16 @@ def test_a_forged_resume_is_refused_while_the_real_client_resumes(echo):
     tunnel = Tunnel(server_args=FAST)
     relay = ChaosRelay(tunnel.server_port)
     try:
-        client = client_through(relay, tunnel, "-v", "-L", f"0:127.0.0.1:{echo.port}", *FAST)
+        client = client_through(relay, tunnel, "-L", f"0:127.0.0.1:{echo.port}", *FAST)
         port = client.forwards(1)[0][1]
         app = socket.create_connection(("127.0.0.1", port), timeout=10)
         app.sendall(b"before")
         assert app.recv(6) == b"before"
         relay.cut()
-        client.wait_for("resumed the session")
-        # The session id and client id crossed the wire in the clear; the key did not.
-        found = re.search(r"client (\S+) resumes session (\S+)", client.log)
-        assert found is not None
-        client_id, session_id = found.groups()
+        client.wait_event("channel_resumed")
+        # The session id and client id crossed the wire in the clear (the relay saw
+        # them, in the resuming HELLO); the key did not.
+        client_id, session_id = resume_hello(bytes(relay.heads[1]))
         # Another client id naming the session is refused before any proof (first:
         # a wrong proof turns this address away for a while).
         other = f"HELLO 1 262144 65536 someone-else-0001 resume:{session_id}".encode()
@@ -153,18 +161,30 @@ def test_a_forged_resume_is_refused_while_the_real_client_resumes(echo):
             while chunk := forger.recv(4096):
                 answer += chunk
         assert b"resume refused: bad proof" in answer
-        tunnel.server.wait_for("resume refused: bad proof")
+        tunnel.server.wait_event("channel_down", reason=re.compile("bad proof"))
         app.sendall(b"after-forgery")  # the real session carries on, live
         assert app.recv(13) == b"after-forgery"
+        mark = client.mark
         relay.cut()
-        client.wait_for("resumed the session.*", start=len(client.lines) - 1)
+        client.wait_event("channel_resumed", start=mark)
         app.sendall(b"after-cut")
         assert app.recv(9) == b"after-cut"
-        assert client.count("resumed the session") == 2
+        assert client.count_event("channel_resumed") == 2
         app.close()
     finally:
         relay.close()
         tunnel.close()
+
+
+def resume_hello(wire: bytes) -> tuple[str, str]:
+    """The client id and the session id a resuming client's HELLO names, as
+    ``HELLO 1 WINDOW FRAME CLIENT-ID resume:SESSION`` (docs/protocol.md)."""
+    frames, _consumed, _error = split_frames(wire)
+    for _stream, kind, body in frames:
+        words = bytes(body).decode().split()
+        if kind == 1 and words[0] == "HELLO" and words[-1].startswith("resume:"):
+            return words[4], words[5].removeprefix("resume:")
+    raise AssertionError(f"no resuming HELLO in {wire!r}")
 
 
 def test_a_server_restart_resets_the_streams_promptly_with_the_reason(tunnel, echo):
@@ -174,15 +194,15 @@ def test_a_server_restart_resets_the_streams_promptly_with_the_reason(tunnel, ec
     app = socket.create_connection(("127.0.0.1", port))
     app.sendall(b"x")
     assert app.recv(1) == b"x"
-    mark = len(client.lines)
+    mark = client.mark
     tunnel.server.kill()
-    client.wait_for("keeping 1 stream", start=mark)
+    client.wait_event("channel_suspended", start=mark)
     assert not ends_within(app, 1.0), "a lost channel must pause the stream, not reset it"
     tunnel.restart_server()
     restarted = time.monotonic()
     assert ends_within(app, 10), "the stream hung after the server lost its session"
     assert time.monotonic() - restarted < 5.0
-    client.wait_for("resume refused: unknown session", start=mark)
+    client.wait_event("resume_failed", start=mark)
     new = client.forwards(1, timeout=15, start=mark)
     assert wait_until(lambda: echo_once(new[0][1]) == b"ping", timeout=5)
     app.close()
@@ -191,19 +211,20 @@ def test_a_server_restart_resets_the_streams_promptly_with_the_reason(tunnel, ec
 def test_a_frozen_client_keeps_its_remote_port_and_held_connections_open_on_resume(echo, ports):
     """Keepalive still notices a frozen peer; the -R port stays bound (a lease), a
     connection to it during the outage is held, and it opens once the client is back."""
-    tunnel = Tunnel(server_args=FAST)
+    tunnel = Tunnel(server_args=(*FAST, "-v"))  # -v: stream events
     try:
         fixed = ports.take()
         client, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         client.signal(signal.SIGSTOP)
-        tunnel.server.wait_for(r"connection lost: no traffic .*keepalive timeout.*keeping",
-                               timeout=5)  # fmt: skip
+        tunnel.server.wait_event("channel_suspended", reason=re.compile("keepalive timeout"),
+                                 timeout=5)  # fmt: skip
+        mark = tunnel.server.mark
         held = socket.create_connection(("127.0.0.1", fixed), timeout=10)
         held.sendall(b"held")
-        time.sleep(0.5)
+        tunnel.server.wait_event("stream_opened", start=mark)  # taken while the client is away
         client.signal(signal.SIGCONT)
         assert held.recv(4) == b"held"
-        tunnel.server.wait_for("client resumed its session")
+        tunnel.server.wait_event("channel_resumed")
         held.close()
     finally:
         for proc in tunnel.clients:
@@ -221,13 +242,14 @@ def test_past_the_resume_window_the_streams_reset_and_the_port_is_freed(echo, po
         assert app.recv(1) == b"z"
         first.signal(signal.SIGSTOP)
         held = socket.create_connection(("127.0.0.1", fixed), timeout=10)
-        tunnel.server.wait_for(r"closed: resume window expired \(1s\)", timeout=10)
+        tunnel.server.wait_event("channel_down", reason=re.compile("resume window expired"),
+                                 timeout=10)  # fmt: skip
         assert ends_within(app, 5) and ends_within(held, 5)
         _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         assert forwards[0][1] == fixed
         assert echo_once(fixed) == b"ping"
         first.signal(signal.SIGCONT)
-        first.wait_for("resume refused: unknown session", timeout=15)
+        first.wait_event("resume_failed", timeout=15)
         app.close()
         held.close()
     finally:
@@ -248,12 +270,12 @@ def test_a_stream_holds_at_most_its_window_during_an_outage(tmp_path: Path):
         app = socket.create_connection(("127.0.0.1", forwards[0][1]))
         app.sendall(struct.pack(">QQ", 0, 1))
         tunnel.server.signal(signal.SIGSTOP)
-        client.wait_for("keeping 1 stream")
+        client.wait_event("channel_suspended")
         rss_before = proc_status(client.pid, "VmRSS")
         app.setblocking(False)
         chunk = bytes(65536)
         pushed = 0
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 3  # a window in which memory would follow the writer
         while time.monotonic() < deadline:
             try:
                 pushed += app.send(chunk)
@@ -281,6 +303,7 @@ def test_a_client_falls_back_to_no_resume_against_an_older_server():
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
     hellos: list[bytes] = []
+    done = threading.Event()
 
     def older_server() -> None:
         for attempt in range(2):
@@ -294,19 +317,21 @@ def test_a_client_falls_back_to_no_resume_against_an_older_server():
                 if attempt == 0:
                     conn.sendall(encode_frame(0, 1, b"ERROR HELLO takes 3..4 arguments, got 5"))
                 else:
-                    time.sleep(1.0)
+                    done.wait(10)  # the second connection stays up until the test is done
 
     thread = threading.Thread(target=older_server, daemon=True)
     thread.start()
     port = listener.getsockname()[1]
-    client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{port}", "-R", "0:127.0.0.1:9"])
+    client = MuxProcess(["client", "--server", f"127.0.0.1:{port}", "-R", "0:127.0.0.1:9"])
     try:
-        client.wait_for("older than resume")
-        thread.join(10)
+        client.wait_event("resume_unsupported")
+        assert wait_until(lambda: len(hellos) == 2)
         assert [len(hello.split()) - 1 for hello in hellos] == [5, 4]  # arguments
         assert hellos[0].endswith(b" resume")
-        assert client.count("older than resume") == 1
+        assert client.count_event("resume_unsupported") == 1
     finally:
+        done.set()
+        thread.join(10)
         client.stop()
         listener.close()
 
@@ -319,13 +344,13 @@ def test_a_local_connection_during_an_outage_is_held_until_the_resume(echo):
     try:
         client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=FAST)
         tunnel.server.signal(signal.SIGSTOP)
-        client.wait_for(r"lost: no traffic .*keepalive timeout.*keeping 0 stream")
+        client.wait_event("channel_suspended", reason=re.compile("keepalive timeout"))
         held = socket.create_connection(("127.0.0.1", forwards[0][1]), timeout=20)
         held.sendall(b"held")
-        client.wait_for("resuming on .* failed", timeout=10)  # a keepalive or handshake timeout
+        client.wait_event("resume_retry", timeout=10)  # a keepalive or handshake timeout
         tunnel.server.signal(signal.SIGCONT)
         assert held.recv(4) == b"held"
-        client.wait_for("resumed the session")
+        client.wait_event("channel_resumed")
         held.close()
     finally:
         tunnel.server.signal(signal.SIGCONT)
@@ -344,9 +369,10 @@ def test_a_resume_replaces_a_connection_the_server_still_thinks_alive(echo):
         app.sendall(b"one")
         assert app.recv(3) == b"one"
         relay.freeze()
-        client.wait_for("keepalive timeout")
-        tunnel.server.wait_for("connection lost: the client resumed on a new connection")
-        tunnel.server.wait_for("client resumed its session")
+        client.wait_event("channel_suspended", reason=re.compile("keepalive timeout"))
+        # The server learns of the loss only from the resume that replaces the connection.
+        tunnel.server.wait_event("channel_suspended")
+        tunnel.server.wait_event("channel_resumed")
         app.sendall(b"two")
         assert app.recv(3) == b"two"
         app.close()
@@ -362,13 +388,14 @@ def test_a_suspended_session_keeps_its_channel_slot(echo):
     try:
         first, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=FAST)
         first.signal(signal.SIGSTOP)
-        tunnel.server.wait_for("connection lost: no traffic .*keeping")
-        second = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+        tunnel.server.wait_event("channel_suspended")
+        second = MuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
                                     "-L", f"0:127.0.0.1:{echo.port}", *FAST])  # fmt: skip
         tunnel.clients.append(second)
-        second.wait_for("of them waiting for a resume")
+        tunnel.server.wait_event("channel_refused")  # the waiting session holds the slot
+        second.wait_event("channel_down")
         first.signal(signal.SIGCONT)
-        first.wait_for("resumed the session", timeout=15)
+        first.wait_event("channel_resumed", timeout=15)
         assert echo_once(forwards[0][1]) == b"ping"
     finally:
         for proc in tunnel.clients:
@@ -383,15 +410,17 @@ def test_a_socks_request_during_an_outage_is_answered_after_the_resume(echo):
 
     tunnel = Tunnel(server_args=FAST)
     try:
-        client, forwards = tunnel.client("-D", "0", extra=FAST)
+        client, forwards = tunnel.client("-D", "0", extra=(*FAST, "-v"))  # -v: stream events
         tunnel.server.signal(signal.SIGSTOP)
-        client.wait_for("keeping 0 stream")
+        client.wait_event("channel_suspended")
+        mark = client.mark
         result: list[tuple[socket.socket, int]] = []
         thread = threading.Thread(
             target=lambda: result.append(socks5_connect(forwards[0][1], "127.0.0.1", echo.port))
         )
         thread.start()
-        time.sleep(1.0)
+        client.wait_event("stream_opened", start=mark)  # the request is on its way (SYN)
+        time.sleep(0.5)  # a window in which a reply sent before the server's SYN OK would come
         assert not result, "answered before the channel was back"
         tunnel.server.signal(signal.SIGCONT)
         thread.join(20)
@@ -400,7 +429,7 @@ def test_a_socks_request_during_an_outage_is_answered_after_the_resume(echo):
         sock.sendall(b"through socks")
         assert recv_exactly(sock, 13) == b"through socks"
         sock.close()
-        client.wait_for("resumed the session")
+        client.wait_event("channel_resumed")
     finally:
         tunnel.server.signal(signal.SIGCONT)
         tunnel.close()
@@ -415,11 +444,11 @@ def test_a_restarted_client_gets_its_remote_port_back_at_once(echo, ports):
         fixed = ports.take()
         first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         first.kill()
-        tunnel.server.wait_for("connection lost: .*keeping")
+        tunnel.server.wait_event("channel_suspended")
         _second, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=FAST)
         assert forwards[0][1] == fixed
-        tunnel.server.wait_for("a session of the same client waiting for a resume")
-        assert tunnel.server.count(r"-R refused") == 0
+        tunnel.server.wait_event("session_replaced")
+        assert tunnel.server.events("mapping_refused") == []
         assert echo_once(fixed) == b"ping"
     finally:
         tunnel.close()
@@ -442,10 +471,10 @@ def test_a_waiting_session_keeps_its_port_from_another_named_client(tmp_path, ec
         fixed = ports.take()
         first, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=alice)
         first.kill()
-        tunnel.server.wait_for("connection lost: .*keeping")
+        tunnel.server.wait_event("channel_suspended")
         other, _ = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", expect=0, extra=bob)
-        other.wait_for("refused by server: cannot listen on .*address already in use")
-        assert tunnel.server.count("a session of the same client waiting") == 0
+        other.wait_event("forward_refused", mapping=f"-R {fixed}:127.0.0.1:{echo.port}")
+        assert tunnel.server.events("session_replaced") == []
         other.stop()
         _again, forwards = tunnel.client("-R", f"{fixed}:127.0.0.1:{echo.port}", extra=alice)
         assert forwards[0][1] == fixed
@@ -467,7 +496,7 @@ def test_a_server_without_resume_says_why_the_streams_reset(echo):
         assert app.recv(1) == b"x"
         relay.cut()
         assert ends_within(app, 5)
-        client.wait_for(r"not resumed: the server keeps no sessions \(its --resume-timeout is 0\)")
+        client.wait_event("channel_down", reason=re.compile("--resume-timeout is 0"))
         app.close()
     finally:
         relay.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from support import (
     Exchange,
+    MuxProcess,
     PortHolder,
     Tunnel,
     check_exchange,
@@ -135,17 +136,12 @@ def test_curl_sees_the_socks_code_of_each_failure(hash_target):
                 assert done.returncode == 97 and code in done.stderr.decode(), (url, done.stderr)
             done = curl("--socks4a", socks_port, f"http://127.0.0.1:{closed}/")
             assert done.returncode == 97 and b"(91)" in done.stderr, done.stderr
-            # The log shows the words; the class (the SOCKS code above) is for deciding.
-            client.wait_for(
-                rf"to 127\.0\.0\.1:{closed}: the server refused it: "
-                rf"connect to 127\.0\.0\.1:{closed} failed: connection refused"
-            )
-            client.wait_for("to no-such-host.invalid:80: the server refused it: connect to "
-                            "no-such-host.invalid:80 failed: cannot resolve host")  # fmt: skip
-            client.wait_for(rf"refused it: 127\.0\.0\.1:{hash_target.port} is not allowed by the "
-                            "server's --allow-connect")  # fmt: skip
-            client.wait_for("refused it: connect to localhost:.* a non-public address")
-            tunnel.server.wait_for(r"-D stream to 127\.0\.0\.1:\d+ refused: ")
+            # Each refusal is logged at both ends, with its reason (the class, the SOCKS
+            # code above, is for deciding); the server names the target it refused.
+            refused = client.wait_events("stream_refused", 5, mapping="-D 0")
+            assert len({event["reason"] for event in refused}) == 4, refused  # one per cause
+            tunnel.server.wait_event("stream_refused", mapping="-D",
+                                     peer=f"127.0.0.1:{hash_target.port}")  # fmt: skip
         finally:
             tunnel.close()
 
@@ -207,7 +203,7 @@ def test_bad_requests_get_a_reply_a_close_and_a_log_line(tunnel, hash_target, wi
         while chunk := sock.recv(100):
             received += chunk
     assert received[: len(reply)] == reply
-    client.wait_for("bad SOCKS request: ")
+    client.wait_event("socks_bad_request", mapping="-D 0")
     # The channel is unharmed: a good SOCKS stream still works.
     ex = Exchange(send_len=100_000, reply_len=100_000, seed=4200)
     socks_exchange(socks_port, hash_target.port, ex)
@@ -221,7 +217,7 @@ def test_a_silent_socks_client_is_cut_off_after_the_handshake_timeout(tunnel):
         started = time.monotonic()
         assert sock.recv(10) == b""
         assert time.monotonic() - started < 5
-    client.wait_for(r"no SOCKS request within 1s")
+    client.wait_event("socks_timeout", mapping="-D 0")
 
 
 def test_socks_clients_beyond_the_negotiation_limit_are_reset(tunnel, echo):
@@ -230,38 +226,46 @@ def test_socks_clients_beyond_the_negotiation_limit_are_reset(tunnel, echo):
     idle = [socket.create_connection(("127.0.0.1", socks_port), timeout=10)
             for _ in range(MAX_SOCKS_NEGOTIATIONS)]  # fmt: skip
     try:
-        assert wait_until(lambda: "Traceback" not in client.log, timeout=1)
+        # The client accepts in the order the connections were made: the extra one
+        # comes after every idle one, and finds the negotiations full.
         extra = socket.create_connection(("127.0.0.1", socks_port), timeout=10)
         with extra, pytest.raises(ConnectionResetError):
             extra.recv(10)
-        client.wait_for(f"SOCKS clients are still negotiating \\(limit\\)|{MAX_SOCKS_NEGOTIATIONS}")
-        # Closing one makes room again.
+        client.wait_event("socks_full", mapping="-D 0")
+        # Closing one makes room again, once the client has seen it close.
         idle.pop().close()
-        time.sleep(0.3)
-        sock, code = socks5_connect(socks_port, "127.0.0.1", echo.port)
-        with sock:
-            assert code == 0
-            sock.sendall(b"still works")
-            assert recv_exactly(sock, 11) == b"still works"
+        assert wait_until(lambda: socks_answers(socks_port, echo.port), timeout=10)
+        assert "Traceback" not in client.log
     finally:
         for sock in idle:
             sock.close()
 
 
+def socks_answers(port: int, echo_port: int) -> bool:
+    """A SOCKS request through ``port`` to the echo server is answered, and echoes."""
+    try:
+        sock, code = socks5_connect(port, "127.0.0.1", echo_port)
+    except (ConnectionError, AssertionError):
+        return False  # reset: the negotiations are still full
+    with sock:
+        if code != 0:
+            return False
+        sock.sendall(b"still works")
+        return recv_exactly(sock, 11) == b"still works"
+
+
 def test_a_socks_request_while_the_channel_is_down_fails_at_once():
     with PortHolder() as ports:
         dead_server = ports.take()
-        from reactor_mux.tools.procs import ReactorMuxProcess
-
-        client = ReactorMuxProcess(
+        client = MuxProcess(
             ["client", "--server", f"127.0.0.1:{dead_server}", "-D", "0", "--reconnect-min", "5"]
         )
         try:
-            port = int(client.wait_for(r"listening on 127\.0\.0\.1:(\d+) .*for -D").group(1))
+            port = client.listening_port(mapping="-D 0")
             sock, code = socks5_connect(port, "localhost", 80)
             sock.close()
             assert code == 1  # general failure
-            client.wait_for("refused: no channel to the server")
+            client.wait_event("stream_refused", mapping="-D 0", peer="localhost:80")
         finally:
             client.stop()
         assert "Traceback" not in client.log
@@ -288,7 +292,7 @@ def test_reverse_dynamic_forwarding_serves_socks_from_the_client(tunnel, hash_ta
     """``-R PORT`` with no target (OpenSSH 7.6): the server listens, the client
     answers SOCKS and connects."""
     client, forwards = tunnel.client("-R", "0")
-    assert forwards[0][0] == "R" and forwards[0][2] == "SOCKS4/4a/5"
+    assert forwards[0][0] == "R" and forwards[0][2] is None  # SOCKS: no target of its own
     port = forwards[0][1]
     exchanges = [Exchange(send_len=300_000 + i, reply_len=900_000 + i, seed=4400 + i)
                  for i in range(6)]  # fmt: skip
@@ -299,8 +303,7 @@ def test_reverse_dynamic_forwarding_serves_socks_from_the_client(tunnel, hash_ta
         sock, code = socks5_connect(port, "localhost", closed)
         sock.close()
     assert code == 5  # connection refused, seen from the client
-    client.wait_for(rf"-R 0 to localhost:{closed}: connect to localhost:{closed} failed: "
-                    "connection refused")  # fmt: skip
+    client.wait_event("connect_failed", mapping="-R 0", peer=f"localhost:{closed}")
 
 
 @needs_curl
@@ -321,11 +324,11 @@ def test_a_bad_name_costs_its_request_and_nothing_else(tunnel, hash_target):
         sock, code = socks5_connect(port, name, 80)
         sock.close()
         assert code == 1
-    client.wait_for("bad SOCKS request: host name 'a\\+b.example' is not a valid name")
+    client.wait_events("socks_bad_request", 2, mapping="-D 0")
     ex = Exchange(send_len=200_000, reply_len=200_000, seed=4500)
     socks_exchange(port, hash_target.port, ex)
     check_exchange(ex, hash_target)
-    assert "lost" not in client.log and "protocol error" not in tunnel.server.log
+    assert client.events("channel_down") == [] and tunnel.server.events("channel_down") == []
 
 
 class ResetWatcher(ThreadedTCPServer):
@@ -333,12 +336,13 @@ class ResetWatcher(ThreadedTCPServer):
 
     def __init__(self) -> None:
         self.ended: list[str] = []
+        self.received = 0
         super().__init__()
 
     def handle(self, conn: socket.socket) -> None:
         try:
-            while conn.recv(65536):
-                pass
+            while chunk := conn.recv(65536):
+                self.received += len(chunk)
             self.ended.append("eof")
         except ConnectionResetError:
             self.ended.append("reset")
@@ -352,7 +356,7 @@ def test_a_reset_crosses_a_reverse_dynamic_forward_as_a_reset(tunnel):
         sock, code = socks5_connect(forwards[0][1], "127.0.0.1", target.port)
         assert code == 0
         sock.sendall(b"half an upload")
-        time.sleep(0.2)
+        assert wait_until(lambda: target.received >= 14)  # the stream is open end to end
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()  # RST
         assert wait_until(lambda: target.ended, timeout=10)

@@ -108,7 +108,7 @@ def test_two_clients_on_one_server(tunnel, hash_target):
         thread.join(60)
     for _port, ex in exchanges:
         check_exchange(ex, hash_target)
-    assert tunnel.server.count(r"client connected") == 2
+    assert tunnel.server.count_event("channel_up") == 2
 
 
 def test_ipv6_literals(tunnel):
