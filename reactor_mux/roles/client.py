@@ -344,8 +344,11 @@ class Client:
         settings, tls = self.config.settings, self.config.tls
         if tls is None:
             if settings.session.credentials is not None and not self._warned_plaintext:
-                peer = sock.getpeername()[0]
-                if not is_loopback(peer):
+                try:
+                    peer: str | None = sock.getpeername()[0]
+                except OSError:  # reset already (a busy server): the next connection checks
+                    peer = None
+                if peer is not None and not is_loopback(peer):
                     self._warned_plaintext = True
                     log.warning("authenticating to %s without TLS: the secret stays secret, but "
                                 "the forwarded data is not encrypted (use --tls)",
