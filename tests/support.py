@@ -12,11 +12,16 @@ import errno
 import hashlib
 import itertools
 import json
+import os
 import random
 import re
+import resource
 import select
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -224,12 +229,37 @@ class MuxProcess(ReactorMuxProcess):
     Tests wait for and count its events by name and structured fields (``event``,
     ``mapping``, ``address``, ``reason``, ...: docs/operations.md, "Logs"), never by
     the wording of a message, which may change.  ``mark`` is where the log is now,
-    for a ``start=`` that looks only at what comes after it."""
+    for a ``start=`` that looks only at what comes after it.
+
+    The child starts with SIGHUP at its default, whatever the suite runs under: a
+    reactor-mux started with SIGHUP ignored (``nohup``) keeps it ignored, as ssh
+    does, and the tests that send it SIGHUP (reload, drain) would wait in vain.
+    ``nofile`` lowers the child's RLIMIT_NOFILE."""
 
     def __init__(
         self, args: Sequence[str], env: dict[str, str] | None = None, nofile: int | None = None
     ) -> None:
-        super().__init__([*args, "--log-format", "json"], env=env, nofile=nofile)
+        # ReactorMuxProcess's own start, with the child's signal and limit set up.
+        self.args = [*args, "--log-format", "json"]
+
+        def in_the_child() -> None:
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reactor_mux", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            preexec_fn=in_the_child,
+        )
+        self._lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     @property
     def mark(self) -> int:
