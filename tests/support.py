@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from reactor_mux.roles.specs import ForwardKind, ForwardSpec, parse_dynamic, parse_forward
@@ -209,6 +210,12 @@ def event_matches(entry: dict[str, Any], name: str | None, fields: dict[str, Any
         elif value != wanted:
             return False
     return True
+
+
+def event_time(entry: dict[str, Any]) -> float:
+    """When an event was logged, in seconds since the epoch (its ``time``, to the ms)."""
+    moment = datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+    return moment.timestamp()
 
 
 def address_ports(address: str) -> list[int]:
