@@ -381,7 +381,9 @@ def test_a_tls_stranger_that_never_reads_its_replies_is_cut_off(tmp_path):
                 except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
                     time.sleep(0.01)
             pytest.fail(f"still connected after sending {sent} bytes of PINGs")
-        tunnel.server.wait_for(r"peer is not reading: over 4096 bytes of replies queued")
+        tunnel.server.wait_event(
+            "channel_down", reason=re.compile("peer is not reading: over 4096 bytes")
+        )
         stranger.close()
     finally:
         tunnel.close()
@@ -400,7 +402,9 @@ def test_a_tls_startup_dropped_in_its_handshake_is_told_busy_inside_tls(tmp_path
         first = connect_from("127.0.0.2", tunnel.server_port)
         assert wait_until(lambda: fd_count(tunnel.server.pid) > idle)  # admitted
         second = connect_from("127.0.0.3", tunnel.server_port)
-        tunnel.server.wait_for(r"from 127\.0\.0\.2:\d+: closed: dropped before authenticating")
+        tunnel.server.wait_event(
+            "channel_down", peer=re.compile(r"^127\.0\.0\.2:"), reason=re.compile("^dropped before")
+        )
         first.settimeout(10)
         answer = raw_error_of(context.wrap_socket(first))  # the handshake starts only now
         assert b"ERROR busy: dropped before authenticating" in answer, answer
