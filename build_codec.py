@@ -1,9 +1,10 @@
 """Build the compiled codec (reactor_mux.codec._ccodec) from csrc/ with cffi.
 
 cffi's out-of-line API mode: ``cdef`` declares what Python may call (the
-part of csrc/rmux_codec.h between its cdef-begin and cdef-end comments, so
-the header stays the one declaration), ``set_source`` compiles
-csrc/rmux_codec.c into an extension module.  setup.py wires it in through
+part of each header between its cdef-begin and cdef-end comments, so the
+headers stay the one declaration), ``set_source`` compiles csrc/rmux_codec.c
+(the frame codec) and csrc/rmux_plane.c (the data plane) into one extension
+module.  setup.py wires it in through
 ``cffi_modules``; the extension is ``optional``, so where no compiler works
 ``pip install .`` still succeeds and the pure-Python backend is used
 (``REACTOR_MUX_CODEC=c`` then refuses to start, which is how CI notices).
@@ -22,6 +23,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
 HEADER = CSRC / "rmux_codec.h"
+PLANE_HEADER = CSRC / "rmux_plane.h"
 CDEF_BEGIN = "/* cdef-begin"
 CDEF_END = "/* cdef-end */"
 
@@ -41,14 +43,14 @@ def header_cdef(header: pathlib.Path = HEADER) -> str:
     return text[begin:end]
 
 
-CDEF = header_cdef()
+CDEF = header_cdef() + header_cdef(PLANE_HEADER)
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "reactor_mux.codec._ccodec",
-    '#include "rmux_codec.h"\n',
-    sources=["csrc/rmux_codec.c"],  # relative to setup.py, as setuptools wants
+    '#include "rmux_codec.h"\n#include "rmux_plane.h"\n',
+    sources=["csrc/rmux_codec.c", "csrc/rmux_plane.c"],  # relative to setup.py, as setuptools wants
     include_dirs=[str(CSRC)],
     extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra"],
     optional=True,

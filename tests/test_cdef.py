@@ -14,17 +14,20 @@ pytestmark = pytest.mark.codec_independent
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def test_cdef_is_the_headers_public_region():
-    """Every declaration of csrc/rmux_codec.h lies between its cdef-begin and
-    cdef-end markers; outside them there are only comments and preprocessor lines."""
+@pytest.mark.parametrize("name", ["rmux_codec.h", "rmux_plane.h"])
+def test_cdef_is_the_headers_public_region(name):
+    """Every declaration of each header lies between its cdef-begin and cdef-end
+    markers; outside them there are only comments and preprocessor lines."""
     spec = importlib.util.spec_from_file_location("build_codec", ROOT / "build_codec.py")
     assert spec is not None and spec.loader is not None
     build_codec = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build_codec)  # runs cffi's cdef() on the region: it must parse
-    header = (ROOT / "csrc" / "rmux_codec.h").read_text()
-    assert build_codec.CDEF in header
-    outside = header.replace(build_codec.CDEF, "")
+    spec.loader.exec_module(build_codec)  # runs cffi's cdef() on the regions: they must parse
+    header = (ROOT / "csrc" / name).read_text()
+    region = build_codec.header_cdef(ROOT / "csrc" / name)
+    assert region in build_codec.CDEF
+    outside = header.replace(region, "")
     outside = re.sub(r"/\*.*?\*/", "", outside, flags=re.DOTALL)
     stray = [line for line in outside.splitlines() if line.strip() and not line.startswith("#")]
     assert not stray, "declarations outside the cdef region are hidden from Python"
-    assert "rmux_decode" in build_codec.CDEF and "rmux_tx_sent" in build_codec.CDEF
+    for function in ("rmux_decode", "rmux_tx_sent", "rmux_engine_pump", "rmux_plane_deliver"):
+        assert function in build_codec.CDEF

@@ -120,9 +120,10 @@ def test_codec_tests_pass_against_a_sanitized_build(tmp_path):
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.startswith(str(source)), "the sanitized build was not the one imported"
     tests = [ROOT / "tests" / name for name in
-             ("test_codec_differential.py", "test_codec.py", "test_session.py")]  # fmt: skip
+             ("test_codec_differential.py", "test_codec.py", "test_session.py",
+              "test_plane.py")]  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--capture=sys", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-q", "-rs", "--capture=sys", "-p", "no:cacheprovider",
          "-p", "no:warnings", *map(str, tests)],
         cwd=source, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -131,6 +132,8 @@ def test_codec_tests_pass_against_a_sanitized_build(tmp_path):
     assert result.returncode == 0, "\n".join(reports[:20]) or result.stdout[-4000:]
     assert "ERROR: AddressSanitizer" not in result.stderr
     assert "runtime error" not in result.stderr
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert not [line for line in skipped if "test_plane" in line], "the plane did not run sanitized"
 
 
 @pytest.mark.slow

@@ -1,0 +1,862 @@
+/*
+ * reactor-mux data plane (see rmux_plane.h and docs/design-dataplane.md).
+ *
+ * Sockets are registered once, edge-triggered, and never modified: a stream
+ * remembers that its socket may have bytes to read (can_read) or room to write
+ * (can_write) until a read or write says otherwise, and sits on the engine's
+ * work list while it has something it may do.  A window that opens, or a plane
+ * that stops pausing, puts its streams back on the list; no epoll_ctl is paid
+ * per window change, and an idle stream costs nothing per pump.
+ *
+ * The flow-control arithmetic mirrors reactor_mux/protocol/windows.py exactly;
+ * tests/test_plane.py checks the two against each other.
+ */
+#define _GNU_SOURCE
+#include "rmux_plane.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef RMUX_MALLOC
+#define RMUX_MALLOC malloc
+#endif
+#ifndef RMUX_CALLOC
+#define RMUX_CALLOC calloc
+#endif
+
+#define INBOUND_INITIAL 16384u /* an inbound ring's first allocation (RingBuffer's) */
+#define EPOLL_BATCH 256
+/* Events one stream can produce in one pump: ACK, WRITE_CLOSED or FAILED,
+ * READ_EOF or FAILED, BLOCKED, and its plane's OUTPUT. */
+#define EVENTS_PER_STREAM 5
+
+#ifdef __linux__
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+typedef struct plane_stream plane_stream;
+
+struct plane_stream {
+    rmux_flow flow;
+    rmux_plane *plane;
+    plane_stream *work_prev;
+    plane_stream *work_next;
+    uint8_t *ring; /* inbound: what the socket has not taken yet */
+    uint32_t ring_capacity;
+    uint32_t ring_head;
+    uint32_t ring_size;
+    uint32_t stream_id;
+    int32_t handle;
+    int32_t tx_slot;
+    int fd; /* -1 while detached */
+    uint8_t receiving;
+    uint8_t sending;
+    uint8_t can_read;
+    uint8_t can_write;
+    uint8_t hung_up; /* the socket reported RDHUP, HUP or ERR: reads end in EOF or an error */
+    uint8_t read_eof;
+    uint8_t peer_eof;
+    uint8_t write_closed;
+    uint8_t failed;
+    uint8_t in_work;
+};
+
+struct rmux_engine {
+    int epfd;
+    plane_stream *work_head;
+    plane_stream *work_tail;
+    size_t backlog;
+    uint32_t planes;
+    uint32_t generation; /* counts pumps: a plane reports OUTPUT once per pump */
+    struct epoll_event ready[EPOLL_BATCH];
+};
+
+/* stream id -> handle, open addressing with linear probing. */
+enum { SLOT_EMPTY = 0, SLOT_USED = 1, SLOT_DELETED = 2 };
+
+struct rmux_plane {
+    rmux_engine *engine;
+    rmux_tx *tx;
+    uint32_t tag;
+    plane_stream **streams; /* by handle; NULL where free */
+    uint32_t nhandles;
+    uint32_t handles_capacity;
+    int32_t *free_handles;
+    uint32_t nfree;
+    uint32_t *table_ids;
+    int32_t *table_handles;
+    uint8_t *table_state;
+    uint32_t table_capacity; /* a power of two, or 0 */
+    uint32_t table_filled;   /* used and deleted slots */
+    uint64_t inbound_held;
+    uint8_t paused;
+    uint8_t inbound_paused;
+    uint32_t output_generation; /* the pump that last reported OUTPUT for it */
+};
+
+/* ------------------------------------------------------------ work list */
+
+static void work_push(rmux_engine *engine, plane_stream *stream) {
+    if (stream->in_work) {
+        return;
+    }
+    stream->in_work = 1;
+    stream->work_next = NULL;
+    stream->work_prev = engine->work_tail;
+    if (engine->work_tail != NULL) {
+        engine->work_tail->work_next = stream;
+    } else {
+        engine->work_head = stream;
+    }
+    engine->work_tail = stream;
+    engine->backlog++;
+}
+
+static void work_unlink(rmux_engine *engine, plane_stream *stream) {
+    if (!stream->in_work) {
+        return;
+    }
+    if (stream->work_prev != NULL) {
+        stream->work_prev->work_next = stream->work_next;
+    } else {
+        engine->work_head = stream->work_next;
+    }
+    if (stream->work_next != NULL) {
+        stream->work_next->work_prev = stream->work_prev;
+    } else {
+        engine->work_tail = stream->work_prev;
+    }
+    stream->in_work = 0;
+    stream->work_prev = stream->work_next = NULL;
+    engine->backlog--;
+}
+
+/* ---------------------------------------------------------------- engine */
+
+rmux_engine *rmux_engine_new(void) {
+    rmux_engine *engine = RMUX_CALLOC(1, sizeof *engine);
+    if (engine == NULL) {
+        return NULL;
+    }
+    engine->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (engine->epfd < 0) {
+        free(engine);
+        return NULL;
+    }
+    return engine;
+}
+
+void rmux_engine_free(rmux_engine *engine) {
+    if (engine == NULL) {
+        return;
+    }
+    close(engine->epfd);
+    free(engine);
+}
+
+int rmux_engine_fd(const rmux_engine *engine) {
+    return engine->epfd;
+}
+
+size_t rmux_engine_backlog(const rmux_engine *engine) {
+    return engine->backlog;
+}
+
+/* --------------------------------------------------------- id -> handle */
+
+static uint32_t hash_id(uint32_t id) {
+    /* Stream ids count up by two from each side: spread them over the table. */
+    return id * 2654435761u;
+}
+
+static int32_t lookup(const rmux_plane *plane, uint32_t stream_id) {
+    if (plane->table_capacity == 0) {
+        return -1;
+    }
+    uint32_t mask = plane->table_capacity - 1;
+    for (uint32_t i = hash_id(stream_id) & mask;; i = (i + 1) & mask) {
+        if (plane->table_state[i] == SLOT_EMPTY) {
+            return -1;
+        }
+        if (plane->table_state[i] == SLOT_USED && plane->table_ids[i] == stream_id) {
+            return plane->table_handles[i];
+        }
+    }
+}
+
+static void table_put(rmux_plane *plane, uint32_t stream_id, int32_t handle) {
+    uint32_t mask = plane->table_capacity - 1;
+    uint32_t i = hash_id(stream_id) & mask;
+    while (plane->table_state[i] == SLOT_USED) {
+        i = (i + 1) & mask;
+    }
+    if (plane->table_state[i] == SLOT_EMPTY) {
+        plane->table_filled++;
+    }
+    plane->table_state[i] = SLOT_USED;
+    plane->table_ids[i] = stream_id;
+    plane->table_handles[i] = handle;
+}
+
+static void table_delete(rmux_plane *plane, uint32_t stream_id) {
+    uint32_t mask = plane->table_capacity - 1;
+    for (uint32_t i = hash_id(stream_id) & mask;; i = (i + 1) & mask) {
+        if (plane->table_state[i] == SLOT_EMPTY) {
+            return;
+        }
+        if (plane->table_state[i] == SLOT_USED && plane->table_ids[i] == stream_id) {
+            plane->table_state[i] = SLOT_DELETED;
+            return;
+        }
+    }
+}
+
+/* Make room for one more id (rehashing away deleted slots), keeping the table at
+ * most three quarters full so that every probe ends.  Nothing changes on failure. */
+static int table_reserve(rmux_plane *plane, uint32_t live) {
+    if ((uint64_t)(plane->table_filled + 1) * 4 <= (uint64_t)plane->table_capacity * 3) {
+        return 1;
+    }
+    uint32_t capacity = 16;
+    while ((uint64_t)(live + 1) * 2 > capacity) {
+        capacity *= 2;
+    }
+    uint32_t *ids = RMUX_MALLOC((size_t)capacity * sizeof *ids);
+    int32_t *handles = RMUX_MALLOC((size_t)capacity * sizeof *handles);
+    uint8_t *state = RMUX_CALLOC(capacity, 1);
+    if (ids == NULL || handles == NULL || state == NULL) {
+        free(ids);
+        free(handles);
+        free(state);
+        return 0;
+    }
+    uint32_t *old_ids = plane->table_ids;
+    int32_t *old_handles = plane->table_handles;
+    uint8_t *old_state = plane->table_state;
+    uint32_t old_capacity = plane->table_capacity;
+    plane->table_ids = ids;
+    plane->table_handles = handles;
+    plane->table_state = state;
+    plane->table_capacity = capacity;
+    plane->table_filled = 0;
+    for (uint32_t i = 0; i < old_capacity; i++) {
+        if (old_state[i] == SLOT_USED) {
+            table_put(plane, old_ids[i], old_handles[i]);
+        }
+    }
+    free(old_ids);
+    free(old_handles);
+    free(old_state);
+    return 1;
+}
+
+/* ----------------------------------------------------------------- plane */
+
+rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
+    rmux_plane *plane = RMUX_CALLOC(1, sizeof *plane);
+    if (plane == NULL) {
+        return NULL;
+    }
+    plane->engine = engine;
+    plane->tx = tx;
+    plane->tag = tag;
+    engine->planes++;
+    return plane;
+}
+
+static plane_stream *get(rmux_plane *plane, int32_t handle) {
+    if (handle < 0 || (uint32_t)handle >= plane->nhandles) {
+        return NULL;
+    }
+    return plane->streams[handle];
+}
+
+static void free_ring(plane_stream *stream) {
+    stream->plane->inbound_held -= stream->ring_capacity;
+    free(stream->ring);
+    stream->ring = NULL;
+    stream->ring_capacity = stream->ring_head = stream->ring_size = 0;
+}
+
+static void detach(plane_stream *stream) {
+    if (stream->fd >= 0) {
+        /* Fails only for a descriptor already closed, which took itself out of the set. */
+        (void)epoll_ctl(stream->plane->engine->epfd, EPOLL_CTL_DEL, stream->fd, NULL);
+        stream->fd = -1;
+    }
+    work_unlink(stream->plane->engine, stream);
+    stream->can_read = stream->can_write = 0;
+}
+
+void rmux_plane_free(rmux_plane *plane) {
+    if (plane == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < plane->nhandles; i++) {
+        plane_stream *stream = plane->streams[i];
+        if (stream != NULL) {
+            detach(stream);
+            free_ring(stream);
+            free(stream);
+        }
+    }
+    plane->engine->planes--;
+    free(plane->streams);
+    free(plane->free_handles);
+    free(plane->table_ids);
+    free(plane->table_handles);
+    free(plane->table_state);
+    free(plane);
+}
+
+static int may_read(const plane_stream *stream) {
+    return stream->fd >= 0 && stream->sending && !stream->read_eof && !stream->failed &&
+           !stream->plane->paused && stream->tx_slot >= 0 &&
+           stream->flow.send_unacked < stream->flow.send_size;
+}
+
+static int has_work(const plane_stream *stream) {
+    if (stream->fd < 0 || stream->failed) {
+        return 0;
+    }
+    if (stream->can_read && may_read(stream)) {
+        return 1;
+    }
+    if (stream->can_write && stream->ring_size > 0) {
+        return 1;
+    }
+    return stream->peer_eof && !stream->write_closed && stream->ring_size == 0;
+}
+
+static void wake(plane_stream *stream) {
+    if (has_work(stream)) {
+        work_push(stream->plane->engine, stream);
+    }
+}
+
+void rmux_plane_set_paused(rmux_plane *plane, int paused) {
+    plane->paused = paused ? 1 : 0;
+    if (!paused) {
+        for (uint32_t i = 0; i < plane->nhandles; i++) {
+            if (plane->streams[i] != NULL) {
+                wake(plane->streams[i]);
+            }
+        }
+    }
+}
+
+uint64_t rmux_plane_release_idle_inbound(rmux_plane *plane) {
+    uint64_t released = 0;
+    for (uint32_t i = 0; i < plane->nhandles; i++) {
+        plane_stream *stream = plane->streams[i];
+        if (stream != NULL && stream->ring_size == 0 && stream->ring_capacity) {
+            released += stream->ring_capacity;
+            free_ring(stream);
+        }
+    }
+    return released;
+}
+
+void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused) {
+    plane->inbound_paused = paused ? 1 : 0;
+    if (paused) {
+        rmux_plane_release_idle_inbound(plane);
+    }
+}
+
+uint64_t rmux_plane_inbound_held(const rmux_plane *plane) {
+    return plane->inbound_held;
+}
+
+int32_t rmux_plane_add(rmux_plane *plane, uint32_t stream_id, uint32_t send_window,
+                       uint32_t recv_window) {
+    if (lookup(plane, stream_id) >= 0) {
+        return RMUX_PLANE_INVALID;
+    }
+    plane_stream *stream = RMUX_CALLOC(1, sizeof *stream);
+    if (stream == NULL) {
+        return RMUX_PLANE_NO_MEMORY;
+    }
+    if (plane->nfree == 0 && plane->nhandles == plane->handles_capacity) {
+        uint32_t capacity = plane->handles_capacity ? 2 * plane->handles_capacity : 16;
+        plane_stream **streams = RMUX_MALLOC((size_t)capacity * sizeof *streams);
+        int32_t *free_handles = RMUX_MALLOC((size_t)capacity * sizeof *free_handles);
+        if (streams == NULL || free_handles == NULL) {
+            free(streams);
+            free(free_handles);
+            free(stream);
+            return RMUX_PLANE_NO_MEMORY;
+        }
+        if (plane->nhandles) {
+            memcpy(streams, plane->streams, (size_t)plane->nhandles * sizeof *streams);
+        }
+        free(plane->streams);
+        free(plane->free_handles);
+        plane->streams = streams;
+        plane->free_handles = free_handles;
+        plane->handles_capacity = capacity;
+    }
+    uint32_t live = plane->nhandles - plane->nfree;
+    if (!table_reserve(plane, live)) {
+        free(stream);
+        return RMUX_PLANE_NO_MEMORY;
+    }
+    int32_t handle = plane->nfree ? plane->free_handles[--plane->nfree] : (int32_t)plane->nhandles++;
+    stream->plane = plane;
+    stream->stream_id = stream_id;
+    stream->handle = handle;
+    stream->tx_slot = -1;
+    stream->fd = -1;
+    stream->flow.send_size = send_window;
+    stream->flow.recv_size = recv_window;
+    stream->flow.recv_threshold = recv_window / 4 ? recv_window / 4 : 1;
+    plane->streams[handle] = stream;
+    table_put(plane, stream_id, handle);
+    return handle;
+}
+
+rmux_flow *rmux_plane_flow(rmux_plane *plane, int32_t handle) {
+    plane_stream *stream = get(plane, handle);
+    return stream == NULL ? NULL : &stream->flow;
+}
+
+rmux_plane_status rmux_plane_attach(rmux_plane *plane, int32_t handle, int fd, int32_t tx_slot) {
+    plane_stream *stream = get(plane, handle);
+    if (stream == NULL || stream->fd >= 0 || fd < 0) {
+        return RMUX_PLANE_INVALID;
+    }
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    event.data.ptr = stream;
+    if (epoll_ctl(plane->engine->epfd, EPOLL_CTL_ADD, fd, &event) != 0) {
+        return RMUX_PLANE_SYSTEM;
+    }
+    stream->fd = fd;
+    stream->tx_slot = tx_slot;
+    /* Registration reports the socket's state as a first edge; until then,
+     * assume it can be written (a new socket can) and wait to read. */
+    stream->can_write = 1;
+    return RMUX_PLANE_OK;
+}
+
+rmux_plane_status rmux_plane_detach(rmux_plane *plane, int32_t handle) {
+    plane_stream *stream = get(plane, handle);
+    if (stream == NULL) {
+        return RMUX_PLANE_INVALID;
+    }
+    detach(stream);
+    return RMUX_PLANE_OK;
+}
+
+rmux_plane_status rmux_plane_remove(rmux_plane *plane, int32_t handle) {
+    plane_stream *stream = get(plane, handle);
+    if (stream == NULL) {
+        return RMUX_PLANE_INVALID;
+    }
+    detach(stream);
+    free_ring(stream);
+    table_delete(plane, stream->stream_id);
+    plane->streams[handle] = NULL;
+    plane->free_handles[plane->nfree++] = handle;
+    free(stream);
+    return RMUX_PLANE_OK;
+}
+
+rmux_plane_status rmux_plane_set_receiving(rmux_plane *plane, int32_t handle, int receiving) {
+    plane_stream *stream = get(plane, handle);
+    if (stream == NULL) {
+        return RMUX_PLANE_INVALID;
+    }
+    stream->receiving = receiving ? 1 : 0;
+    return RMUX_PLANE_OK;
+}
+
+rmux_plane_status rmux_plane_set_sending(rmux_plane *plane, int32_t handle, int sending) {
+    plane_stream *stream = get(plane, handle);
+    if (stream == NULL) {
+        return RMUX_PLANE_INVALID;
+    }
+    stream->sending = sending ? 1 : 0;
+    wake(stream);
+    return RMUX_PLANE_OK;
+}
+
+rmux_plane_status rmux_plane_wake(rmux_plane *plane, int32_t handle) {
+    plane_stream *stream = get(plane, handle);
+    if (stream == NULL) {
+        return RMUX_PLANE_INVALID;
+    }
+    wake(stream);
+    return RMUX_PLANE_OK;
+}
+
+int64_t rmux_plane_inbound_buffered(rmux_plane *plane, int32_t handle) {
+    plane_stream *stream = get(plane, handle);
+    return stream == NULL ? RMUX_PLANE_INVALID : (int64_t)stream->ring_size;
+}
+
+/* ------------------------------------------------------------ the bytes */
+
+static void emit(rmux_event *events, size_t *count, uint32_t kind, const plane_stream *stream,
+                 uint32_t value) {
+    rmux_event *event = &events[(*count)++];
+    event->kind = kind;
+    event->plane = stream->plane->tag;
+    event->stream_id = stream->stream_id;
+    event->value = value;
+}
+
+static void fail(plane_stream *stream, int error, rmux_event *events, size_t *count) {
+    stream->failed = 1;
+    work_unlink(stream->plane->engine, stream);
+    emit(events, count, RMUX_EVENT_FAILED, stream, (uint32_t)error);
+}
+
+/* windows.py ReceiveWindow.delivered: count bytes written to the socket; an
+ * ACK is due once a threshold's worth was written. */
+static void delivered(plane_stream *stream, uint32_t count, rmux_event *events, size_t *nevents) {
+    rmux_flow *flow = &stream->flow;
+    flow->recv_undelivered -= count;
+    flow->recv_delivered_unacked += count;
+    flow->bytes_down += count;
+    if (flow->recv_delivered_unacked >= flow->recv_threshold) {
+        uint32_t ack = flow->recv_delivered_unacked;
+        flow->recv_delivered_unacked = 0;
+        flow->recv_unacked -= ack;
+        emit(events, nevents, RMUX_EVENT_ACK, stream, ack);
+    }
+}
+
+/* Append to the inbound ring, growing it by doubling from INBOUND_INITIAL up to
+ * the receive window (RingBuffer's rule); the window bounds what can be waiting. */
+static int ring_append(plane_stream *stream, const uint8_t *data, uint32_t length) {
+    uint64_t needed = (uint64_t)stream->ring_size + length;
+    if (needed > stream->ring_capacity) {
+        uint64_t capacity = stream->ring_capacity > INBOUND_INITIAL ? stream->ring_capacity
+                                                                    : INBOUND_INITIAL;
+        while (capacity < needed) {
+            capacity *= 2;
+        }
+        if (capacity > stream->flow.recv_size) {
+            capacity = stream->flow.recv_size;
+        }
+        if (capacity < needed) {
+            return EOVERFLOW; /* beyond the window: the caller checked, so never */
+        }
+        uint8_t *ring = RMUX_MALLOC((size_t)capacity);
+        if (ring == NULL) {
+            return ENOMEM;
+        }
+        uint32_t first = stream->ring_capacity - stream->ring_head;
+        if (first > stream->ring_size) {
+            first = stream->ring_size;
+        }
+        if (stream->ring_size) {
+            memcpy(ring, stream->ring + stream->ring_head, first);
+            memcpy(ring + first, stream->ring, stream->ring_size - first);
+        }
+        stream->plane->inbound_held += capacity - stream->ring_capacity;
+        free(stream->ring);
+        stream->ring = ring;
+        stream->ring_capacity = (uint32_t)capacity;
+        stream->ring_head = 0;
+    }
+    uint32_t tail = (stream->ring_head + stream->ring_size) % stream->ring_capacity;
+    uint32_t first = stream->ring_capacity - tail;
+    if (first > length) {
+        first = length;
+    }
+    memcpy(stream->ring + tail, data, first);
+    memcpy(stream->ring, data + first, length - first);
+    stream->ring_size += length;
+    return 0;
+}
+
+/* Write what the inbound ring holds; returns the bytes written, or -errno. */
+static int64_t ring_write(plane_stream *stream) {
+    struct iovec parts[2];
+    uint32_t first = stream->ring_capacity - stream->ring_head;
+    if (first > stream->ring_size) {
+        first = stream->ring_size;
+    }
+    parts[0].iov_base = stream->ring + stream->ring_head;
+    parts[0].iov_len = first;
+    parts[1].iov_base = stream->ring;
+    parts[1].iov_len = stream->ring_size - first;
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = parts;
+    message.msg_iovlen = parts[1].iov_len ? 2 : 1;
+    ssize_t sent;
+    do {
+        sent = sendmsg(stream->fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) {
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -(int64_t)errno;
+    }
+    stream->ring_size -= (uint32_t)sent;
+    stream->ring_head = stream->ring_size ? (uint32_t)((stream->ring_head + sent) % stream->ring_capacity)
+                                          : 0;
+    return sent;
+}
+
+static void pass_eof_on(plane_stream *stream) {
+    stream->write_closed = 1;
+    (void)shutdown(stream->fd, SHUT_WR); /* a socket already reset says so on its next read */
+}
+
+int rmux_plane_peer_finished(rmux_plane *plane, int32_t handle) {
+    plane_stream *stream = get(plane, handle);
+    if (stream == NULL || stream->fd < 0) {
+        return RMUX_PLANE_INVALID;
+    }
+    stream->peer_eof = 1;
+    if (stream->ring_size == 0 && !stream->write_closed && !stream->failed) {
+        pass_eof_on(stream);
+        return 1;
+    }
+    return 0;
+}
+
+static void write_side(plane_stream *stream, rmux_event *events, size_t *nevents) {
+    if (stream->can_write && stream->ring_size > 0) {
+        uint32_t before = stream->ring_size;
+        int64_t sent = ring_write(stream);
+        if (sent < 0) {
+            fail(stream, (int)-sent, events, nevents);
+            return;
+        }
+        if (stream->ring_size > 0) {
+            stream->can_write = 0; /* the socket is full: its next edge says when it is not */
+        }
+        if (sent > 0) {
+            delivered(stream, before - stream->ring_size, events, nevents);
+        }
+        if (stream->ring_size == 0 && stream->plane->inbound_paused) {
+            free_ring(stream);
+        }
+    }
+    if (stream->peer_eof && !stream->write_closed && stream->ring_size == 0) {
+        pass_eof_on(stream);
+        emit(events, nevents, RMUX_EVENT_WRITE_CLOSED, stream, 0);
+    }
+}
+
+static void read_side(plane_stream *stream, rmux_event *events, size_t *nevents) {
+    if (!stream->can_read || !may_read(stream)) {
+        return;
+    }
+    rmux_plane *plane = stream->plane;
+    rmux_flow *flow = &stream->flow;
+    uint32_t count = flow->send_size - flow->send_unacked;
+    if (count > RMUX_PLANE_READ_CHUNK) {
+        count = RMUX_PLANE_READ_CHUNK;
+    }
+    uint8_t *regions[2];
+    uint32_t lengths[2];
+    rmux_tx_status status = rmux_tx_reserve(plane->tx, stream->tx_slot, count, &regions[0],
+                                            &lengths[0], &regions[1], &lengths[1]);
+    if (status != RMUX_TX_OK) {
+        fail(stream, status == RMUX_TX_NO_MEMORY ? ENOMEM : EINVAL, events, nevents);
+        return;
+    }
+    struct iovec parts[2];
+    parts[0].iov_base = regions[0];
+    parts[0].iov_len = lengths[0];
+    parts[1].iov_base = regions[1];
+    parts[1].iov_len = lengths[1];
+    size_t offered = (size_t)lengths[0] + lengths[1];
+    ssize_t got;
+    do {
+        got = readv(stream->fd, parts, lengths[1] ? 2 : 1);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            stream->can_read = 0;
+        } else {
+            fail(stream, errno, events, nevents);
+        }
+        return;
+    }
+    if (got == 0) {
+        stream->read_eof = 1;
+        stream->can_read = 0;
+        emit(events, nevents, RMUX_EVENT_READ_EOF, stream, 0);
+        return;
+    }
+    if ((size_t)got < offered && !stream->hung_up) {
+        /* Drained: bytes that arrive later raise a new edge.  An EOF or error that
+         * came with these bytes raises none, so a hung-up socket is read again. */
+        stream->can_read = 0;
+    }
+    rmux_tx_commit(plane->tx, stream->tx_slot, (uint32_t)got);
+    flow->send_unacked += (uint32_t)got;
+    flow->bytes_up += (uint64_t)got;
+    if (plane->output_generation != plane->engine->generation) {
+        plane->output_generation = plane->engine->generation;
+        emit(events, nevents, RMUX_EVENT_OUTPUT, stream, 0);
+    }
+    if (flow->send_unacked >= flow->send_size && !flow->blocked_reported) {
+        flow->blocked_reported = 1;
+        emit(events, nevents, RMUX_EVENT_BLOCKED, stream, flow->send_size);
+    }
+}
+
+size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events) {
+    size_t nevents = 0;
+    int ready;
+    /* Never 0, which a new plane starts with, so its first read reports OUTPUT. */
+    engine->generation = engine->generation + 1 ? engine->generation + 1 : 1;
+    do {
+        ready = epoll_wait(engine->epfd, engine->ready, EPOLL_BATCH, 0);
+    } while (ready < 0 && errno == EINTR);
+    for (int i = 0; i < ready; i++) {
+        plane_stream *stream = engine->ready[i].data.ptr;
+        uint32_t mask = engine->ready[i].events;
+        if (mask & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            stream->can_read = 1;
+        }
+        if (mask & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            stream->hung_up = 1;
+        }
+        if (mask & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+            stream->can_write = 1;
+        }
+        if (has_work(stream)) {
+            work_push(engine, stream);
+        }
+    }
+    /* Each stream on the list gets one turn; those with more to do go round again
+     * at the next pump, behind the others. */
+    size_t turns = engine->backlog;
+    while (turns-- > 0 && engine->work_head != NULL && max_events - nevents >= EVENTS_PER_STREAM) {
+        plane_stream *stream = engine->work_head;
+        work_unlink(engine, stream);
+        write_side(stream, events, &nevents);
+        if (!stream->failed) {
+            read_side(stream, events, &nevents);
+        }
+        if (has_work(stream)) {
+            work_push(engine, stream);
+        }
+    }
+    return nevents;
+}
+
+size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t staging_length,
+                          const rmux_record *records, size_t count, size_t *index,
+                          rmux_event *events, size_t max_events) {
+    size_t nevents = 0;
+    size_t i = *index;
+    for (; i < count && max_events - nevents >= 2; i++) {
+        const rmux_record *record = &records[i];
+        if (record->kind != RMUX_RECORD_DATA ||
+            (uint64_t)record->offset + record->length > staging_length) {
+            break;
+        }
+        int32_t handle = lookup(plane, record->stream_id);
+        plane_stream *stream = handle < 0 ? NULL : plane->streams[handle];
+        if (stream == NULL || !stream->receiving || stream->fd < 0) {
+            break;
+        }
+        rmux_flow *flow = &stream->flow;
+        uint32_t length = record->length;
+        if ((uint64_t)flow->recv_unacked + length > flow->recv_size) {
+            break; /* beyond the window: Python says so, in its words */
+        }
+        flow->recv_unacked += length;
+        flow->recv_undelivered += length;
+        flow->received += length;
+        if (stream->failed || length == 0) {
+            continue; /* the socket failed in this read: Python aborts the stream */
+        }
+        const uint8_t *data = staging + record->offset;
+        uint32_t sent = 0;
+        if (stream->ring_size == 0) {
+            ssize_t n;
+            do {
+                n = send(stream->fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+            } while (n < 0 && errno == EINTR);
+            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                fail(stream, errno, events, &nevents);
+                continue;
+            }
+            sent = n > 0 ? (uint32_t)n : 0;
+        }
+        if (sent < length) {
+            int error = ring_append(stream, data + sent, length - sent);
+            if (error) {
+                fail(stream, error, events, &nevents);
+                continue;
+            }
+            stream->can_write = 0;
+        }
+        if (sent) {
+            delivered(stream, sent, events, &nevents);
+        }
+    }
+    *index = i;
+    return nevents;
+}
+
+#else /* no epoll: Python keeps its own data path */
+
+rmux_engine *rmux_engine_new(void) { return NULL; }
+void rmux_engine_free(rmux_engine *engine) { (void)engine; }
+int rmux_engine_fd(const rmux_engine *engine) { (void)engine; return -1; }
+size_t rmux_engine_backlog(const rmux_engine *engine) { (void)engine; return 0; }
+size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events) {
+    (void)engine; (void)events; (void)max_events; return 0;
+}
+rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
+    (void)engine; (void)tx; (void)tag; return NULL;
+}
+void rmux_plane_free(rmux_plane *plane) { (void)plane; }
+void rmux_plane_set_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
+void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
+uint64_t rmux_plane_inbound_held(const rmux_plane *plane) { (void)plane; return 0; }
+uint64_t rmux_plane_release_idle_inbound(rmux_plane *plane) { (void)plane; return 0; }
+int32_t rmux_plane_add(rmux_plane *plane, uint32_t stream_id, uint32_t send_window,
+                       uint32_t recv_window) {
+    (void)plane; (void)stream_id; (void)send_window; (void)recv_window;
+    return RMUX_PLANE_INVALID;
+}
+rmux_flow *rmux_plane_flow(rmux_plane *plane, int32_t handle) { (void)plane; (void)handle; return NULL; }
+rmux_plane_status rmux_plane_attach(rmux_plane *plane, int32_t handle, int fd, int32_t tx_slot) {
+    (void)plane; (void)handle; (void)fd; (void)tx_slot; return RMUX_PLANE_INVALID;
+}
+rmux_plane_status rmux_plane_detach(rmux_plane *plane, int32_t handle) {
+    (void)plane; (void)handle; return RMUX_PLANE_INVALID;
+}
+rmux_plane_status rmux_plane_remove(rmux_plane *plane, int32_t handle) {
+    (void)plane; (void)handle; return RMUX_PLANE_INVALID;
+}
+rmux_plane_status rmux_plane_set_receiving(rmux_plane *plane, int32_t handle, int receiving) {
+    (void)plane; (void)handle; (void)receiving; return RMUX_PLANE_INVALID;
+}
+rmux_plane_status rmux_plane_set_sending(rmux_plane *plane, int32_t handle, int sending) {
+    (void)plane; (void)handle; (void)sending; return RMUX_PLANE_INVALID;
+}
+rmux_plane_status rmux_plane_wake(rmux_plane *plane, int32_t handle) {
+    (void)plane; (void)handle; return RMUX_PLANE_INVALID;
+}
+int64_t rmux_plane_inbound_buffered(rmux_plane *plane, int32_t handle) {
+    (void)plane; (void)handle; return RMUX_PLANE_INVALID;
+}
+int rmux_plane_peer_finished(rmux_plane *plane, int32_t handle) {
+    (void)plane; (void)handle; return RMUX_PLANE_INVALID;
+}
+size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t staging_length,
+                          const rmux_record *records, size_t count, size_t *index,
+                          rmux_event *events, size_t max_events) {
+    (void)plane; (void)staging; (void)staging_length; (void)records; (void)count;
+    (void)index; (void)events; (void)max_events;
+    return 0;
+}
+
+#endif

@@ -1,0 +1,140 @@
+/*
+ * reactor-mux data plane: the stream sockets of every channel, moved in C.
+ *
+ * One engine per reactor holds an epoll set (its descriptor sits in Python's
+ * selectors loop like any socket) with the stream sockets of every channel.
+ * One plane per channel holds its streams: the socket, the counters the
+ * protocol's windows are made of, and an inbound ring for what the socket did
+ * not take yet.  rmux_engine_pump reads every ready stream into its send ring
+ * (rmux_codec.h's rmux_tx) within its window and writes every inbound ring out;
+ * rmux_plane_deliver writes the decoder's data records to their sockets.  What
+ * is not bytes (EOF, errors, a full window, an ACK that is due, a FIN passed
+ * on) comes back as events for Python.  docs/design-dataplane.md has the why.
+ *
+ * Linux only (epoll); elsewhere rmux_engine_new returns NULL and Python keeps
+ * its own data path.
+ */
+#ifndef RMUX_PLANE_H
+#define RMUX_PLANE_H
+
+#include "rmux_codec.h"
+
+/* cdef-begin */
+
+/* Most bytes read from one stream socket per pump: one bulk stream cannot keep
+ * the others waiting for longer than this takes. */
+#define RMUX_PLANE_READ_CHUNK 131072
+
+typedef enum rmux_event_kind {
+    RMUX_EVENT_READ_EOF = 1,     /* the socket sent EOF: send FIN after its data */
+    RMUX_EVENT_FAILED = 2,       /* value: the errno of a failed read or write */
+    RMUX_EVENT_BLOCKED = 3,      /* value: the send window, now full (report once per ACK) */
+    RMUX_EVENT_ACK = 4,          /* value: delivered bytes the peer may now be told of */
+    RMUX_EVENT_WRITE_CLOSED = 5, /* the peer's FIN was passed on (SHUT_WR) after its data */
+    RMUX_EVENT_OUTPUT = 6        /* the plane's send rings took bytes: fill and send */
+} rmux_event_kind;
+
+/* What the pump and delivery report: four uint32s, unpacked in one call. */
+typedef struct rmux_event {
+    uint32_t kind; /* rmux_event_kind */
+    uint32_t plane;
+    uint32_t stream_id;
+    uint32_t value;
+} rmux_event;
+
+/* One stream's flow-control counters and totals.  Python's SendWindow and
+ * ReceiveWindow read and write these through cffi, so the rules stay in one
+ * place (reactor_mux/protocol/windows.py) and the engine only applies them to
+ * bytes: a read consumes send window, a delivery counts as delivered, and an
+ * ACK is due once a quarter window (the threshold) was delivered. */
+typedef struct rmux_flow {
+    uint64_t received;   /* data bytes from the peer, taken off the wire */
+    uint64_t bytes_up;   /* bytes read from the socket */
+    uint64_t bytes_down; /* bytes written to the socket */
+    uint32_t send_size;
+    uint32_t send_unacked;
+    uint32_t recv_size;
+    uint32_t recv_unacked;
+    uint32_t recv_undelivered;
+    uint32_t recv_delivered_unacked;
+    uint32_t recv_threshold;
+    uint32_t blocked_reported; /* BLOCKED sent; not again before an ACK or WINDOW */
+} rmux_flow;
+
+typedef enum rmux_plane_status {
+    RMUX_PLANE_OK = 0,
+    RMUX_PLANE_INVALID = -1,   /* a handle not in use, or a call the state refuses */
+    RMUX_PLANE_NO_MEMORY = -2, /* an allocation failed; nothing changed */
+    RMUX_PLANE_SYSTEM = -3     /* epoll refused (errno says why); nothing changed */
+} rmux_plane_status;
+
+typedef struct rmux_engine rmux_engine;
+typedef struct rmux_plane rmux_plane;
+
+/* NULL where there is no epoll, or when epoll_create1 fails (errno). */
+rmux_engine *rmux_engine_new(void);
+/* Every plane must be freed first. */
+void rmux_engine_free(rmux_engine *engine);
+/* The descriptor to watch for reading; ready when a pump has work. */
+int rmux_engine_fd(const rmux_engine *engine);
+/* Streams that may still have work the last pump left for the next (more to
+ * read than a chunk, or an event array that filled up). */
+size_t rmux_engine_backlog(const rmux_engine *engine);
+
+/* Read and write every ready stream, reporting up to max_events events.  A
+ * stream is read at most RMUX_PLANE_READ_CHUNK bytes per call.  Returns the
+ * number of events. */
+size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events);
+
+/* tx is the channel's send queue (it outlives the plane); tag names the plane
+ * in events. */
+rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag);
+/* Detaches and frees every stream (closes no socket: Python owns them). */
+void rmux_plane_free(rmux_plane *plane);
+/* Local reads stop while paused (the channel's outbound cap). */
+void rmux_plane_set_paused(rmux_plane *plane, int paused);
+/* Inbound rings give their storage back as soon as they empty (inbound cap). */
+void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused);
+/* Storage every inbound ring of the plane holds. */
+uint64_t rmux_plane_inbound_held(const rmux_plane *plane);
+/* Give back the storage of every empty inbound ring; returns the bytes freed. */
+uint64_t rmux_plane_release_idle_inbound(rmux_plane *plane);
+
+/* A new stream: returns a handle (>= 0) or RMUX_PLANE_NO_MEMORY / INVALID (the
+ * id is in use).  Its flow starts with the given windows. */
+int32_t rmux_plane_add(rmux_plane *plane, uint32_t stream_id, uint32_t send_window,
+                       uint32_t recv_window);
+/* The stream's counters; the pointer stays valid until rmux_plane_remove. */
+rmux_flow *rmux_plane_flow(rmux_plane *plane, int32_t handle);
+/* Register the socket (nonblocking, owned by the caller) and the send ring's slot. */
+rmux_plane_status rmux_plane_attach(rmux_plane *plane, int32_t handle, int fd, int32_t tx_slot);
+/* Unregister the socket (before the caller closes it); the counters stay. */
+rmux_plane_status rmux_plane_detach(rmux_plane *plane, int32_t handle);
+/* Forget the stream. */
+rmux_plane_status rmux_plane_remove(rmux_plane *plane, int32_t handle);
+/* Whether the peer may send (receiving) and we may read the socket (sending). */
+rmux_plane_status rmux_plane_set_receiving(rmux_plane *plane, int32_t handle, int receiving);
+rmux_plane_status rmux_plane_set_sending(rmux_plane *plane, int32_t handle, int sending);
+/* The send window opened (an ACK or WINDOW): read again if the socket has bytes. */
+rmux_plane_status rmux_plane_wake(rmux_plane *plane, int32_t handle);
+/* Bytes waiting in the stream's inbound ring, or RMUX_PLANE_INVALID. */
+int64_t rmux_plane_inbound_buffered(rmux_plane *plane, int32_t handle);
+/* The peer's FIN arrived: pass EOF on once the inbound ring is empty.  Returns 1
+ * if that happened now, 0 if WRITE_CLOSED will report it, or a negative status. */
+int rmux_plane_peer_finished(rmux_plane *plane, int32_t handle);
+
+/* Deliver the data records of records[*index, count) (rmux_decode's output, their
+ * bytes in staging) to their sockets, in order, until one the plane cannot take:
+ * a command, data for a stream it does not hold or that is not receiving, or
+ * data beyond the stream's window.  Advances *index to that record (count if
+ * none); Python handles it and calls again from the next.  Writes what
+ * the socket refuses to the stream's inbound ring.  Returns the number of
+ * events written (ACK, FAILED), at most max_events: *index stops early when
+ * fewer than two event slots are left. */
+size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t staging_length,
+                          const rmux_record *records, size_t count, size_t *index,
+                          rmux_event *events, size_t max_events);
+
+/* cdef-end */
+
+#endif

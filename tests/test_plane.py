@@ -1,0 +1,362 @@
+"""The compiled data plane (csrc/rmux_plane.c) on real loopback sockets.
+
+Each test gives a plane streams whose sockets are one end of a TCP connection
+on 127.0.0.1 and checks what arrives at the other end (sizes and hashes), what
+the send queue holds afterwards, the events, and that the counters follow
+reactor_mux/protocol/windows.py step for step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from reactor_mux import codec
+from reactor_mux.io import plane as plane_module
+from reactor_mux.io.plane import ACK, BLOCKED, FAILED, OUTPUT, READ_EOF, WRITE_CLOSED, Engine, Plane
+from reactor_mux.protocol.windows import ReceiveWindow
+
+pytestmark = pytest.mark.skipif(
+    codec.BACKEND != "c" or not plane_module.available(), reason="the compiled data plane"
+)
+
+FRAME_SIZE = 16384
+
+
+def tcp_pair(small: bool = False) -> tuple[socket.socket, socket.socket]:
+    """(the stream's socket, nonblocking; the application's end, blocking).
+    ``small``: 32 KiB socket buffers, so an application that does not read
+    fills them at once."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        app = socket.socket()
+        if small:
+            app.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+        app.connect(server.getsockname())
+        mine, _ = server.accept()
+    if small:
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+    mine.setblocking(False)
+    app.settimeout(10)
+    return mine, app
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    engine = Engine()
+    yield engine
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+class Harness:
+    """A plane on its own send queue, with helpers to make streams and records."""
+
+    def __init__(self, engine: Engine, sockets: list[socket.socket], tag: int = 7) -> None:
+        self.engine = engine
+        self.sockets = sockets
+        self.tx = codec.OutboundQueue(FRAME_SIZE, 256 * 1024, 4 * 1024 * 1024, False)
+        self.plane = Plane(engine, self.tx, tag)
+
+    def stream(
+        self,
+        stream_id: int,
+        send_window: int = 256 * 1024,
+        receive_window: int = 256 * 1024,
+        small: bool = False,
+    ) -> tuple[int, socket.socket, int]:
+        """(handle, the application's socket, the send ring's slot) of a new open stream."""
+        mine, app = tcp_pair(small)
+        self.sockets += [mine, app]
+        handle = self.plane.add(stream_id, send_window, receive_window)
+        slot = self.tx.open(stream_id, send_window)
+        self.plane.attach(handle, mine, slot)
+        self.plane.set_receiving(handle, True)
+        self.plane.set_sending(handle, True)
+        return handle, app, slot
+
+    def deliver(self, pieces: list[tuple[int, int, bytes]], index: int = 0):  # type: ignore[no-untyped-def]
+        """Deliver (record kind, stream id, body) records from one staging buffer."""
+        staging = b"".join(body for _kind, _id, body in pieces)
+        records, offset = [], 0
+        for kind, stream_id, body in pieces:
+            records.append((kind, stream_id, offset, len(body)))
+            offset += len(body)
+        c_staging = plane_module.ffi.new("uint8_t[]", max(len(staging), 1))
+        plane_module.ffi.memmove(c_staging, staging, len(staging))
+        c_records = plane_module.ffi.new("rmux_record[]", records or [(0, 0, 0, 0)])
+        return self.plane.deliver(c_staging, len(staging), c_records, len(records), index)
+
+    def frames(self) -> dict[int, bytearray]:
+        """Drain the send queue; return the data frames' bodies by stream id."""
+        out: dict[int, bytearray] = {}
+        while self.tx.has_output():
+            self.tx.fill()
+            wire = bytes(self.tx.pending())
+            self.tx.sent(len(wire))
+            frames, end, error = codec.scan_frames(wire, 0, len(wire), 1 << 20, 1 << 16)
+            assert error == codec.OK and end == len(wire)
+            for stream_id, kind, offset, length in frames:
+                if kind == codec.KIND_DATA:
+                    out.setdefault(stream_id, bytearray()).extend(wire[offset : offset + length])
+        return out
+
+
+DATA = codec.RECORD_DATA
+COMMAND = codec.RECORD_COMMAND
+
+
+def read_exactly(sock: socket.socket, count: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < count:
+        chunk = sock.recv(count - len(chunks))
+        assert chunk, f"EOF after {len(chunks)} of {count} bytes"
+        chunks += chunk
+    return bytes(chunks)
+
+
+def test_delivery_writes_each_record_to_its_stream_and_counts_like_the_window(engine, sockets):
+    h = Harness(engine, sockets)
+    a, app_a, _ = h.stream(1, receive_window=4096)
+    b, app_b, _ = h.stream(3, receive_window=4096)
+    model = {1: ReceiveWindow(4096), 3: ReceiveWindow(4096)}
+    pieces = [(DATA, 1, os.urandom(700)), (DATA, 3, os.urandom(1500)), (DATA, 1, os.urandom(600))]
+    index, events = h.deliver(pieces)
+    assert index == 3
+    expected_acks = []
+    for _kind, stream_id, body in pieces:
+        model[stream_id].received(len(body))
+        ack = model[stream_id].delivered(len(body))  # loopback takes it all at once
+        if ack:
+            expected_acks.append((ACK, 7, stream_id, ack))
+    assert events == expected_acks
+    assert read_exactly(app_a, 1300) == pieces[0][2] + pieces[2][2]
+    assert read_exactly(app_b, 1500) == pieces[1][2]
+    for handle, stream_id in ((a, 1), (b, 3)):
+        flow, window = h.plane.flow(handle), model[stream_id]
+        assert (flow.recv_unacked, flow.recv_undelivered, flow.recv_delivered_unacked) == (
+            window.unacked,
+            window.undelivered,
+            window.delivered_unacked,
+        )
+    assert h.plane.flow(a).received == h.plane.flow(a).bytes_down == 1300
+
+
+def test_delivery_stops_where_python_must_decide(engine, sockets):
+    h = Harness(engine, sockets)
+    a, app_a, _ = h.stream(1, receive_window=1000)
+    h.plane.set_receiving(h.stream(5)[0], False)  # after the peer's FIN
+    body = b"x" * 10
+    cases = [
+        ([(DATA, 1, body), (COMMAND, 1, b"FIN")], 1),  # a command
+        ([(DATA, 1, body), (DATA, 9, body)], 1),  # a stream the plane does not hold
+        ([(DATA, 1, body), (DATA, 5, body)], 1),  # a stream that may not receive
+        ([(DATA, 1, body), (DATA, 1, b"y" * 991)], 1),  # beyond the window: 10 + 20 + 991
+    ]
+    for pieces, stopped in cases:
+        index, _events = h.deliver(pieces)
+        assert index == stopped
+    assert h.plane.flow(a).received == 40  # the four first records, and nothing after them
+    assert read_exactly(app_a, 40) == body * 4
+    index, _events = h.deliver([(COMMAND, 1, b"FIN"), (DATA, 1, body)], index=1)
+    assert index == 2  # called again past the record Python handled
+
+
+def test_a_full_socket_keeps_the_rest_in_the_inbound_ring_until_it_drains(engine, sockets):
+    h = Harness(engine, sockets)
+    window = 8 * 1024 * 1024
+    handle, app, _ = h.stream(1, receive_window=window, small=True)
+    model = ReceiveWindow(window)
+    payload = os.urandom(4 * 1024 * 1024)
+    acks: list[int] = []
+    for offset in range(0, len(payload), 65536):
+        chunk = payload[offset : offset + 65536]
+        index, events = h.deliver([(DATA, 1, chunk)])
+        assert index == 1
+        model.received(len(chunk))
+        acks += [value for kind, _tag, _id, value in events if kind == ACK]
+    held = h.plane.inbound_buffered(handle)
+    assert held > 0, "the application read nothing, yet the socket took 4 MiB"
+    assert h.plane.inbound_held >= held
+    received = bytearray()
+    app.setblocking(False)
+    while len(received) < len(payload):
+        try:
+            received += app.recv(1 << 20)
+        except BlockingIOError:
+            pass
+        acks += [value for kind, _tag, _id, value in engine.pump() if kind == ACK]
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    assert h.plane.inbound_buffered(handle) == 0
+    flow = h.plane.flow(handle)
+    assert sum(acks) == len(payload) - flow.recv_delivered_unacked
+    assert flow.recv_unacked == model.unacked - sum(acks)
+    assert flow.recv_undelivered == 0 and flow.bytes_down == len(payload)
+    assert acks and all(ack >= window // 4 for ack in acks)  # a quarter window at least
+    assert engine.pump() == [] and engine.backlog == 0
+
+
+def test_the_pump_reads_within_the_send_window_and_reports_blocked_once(engine, sockets):
+    h = Harness(engine, sockets)
+    handle, app, _ = h.stream(1, send_window=65536)
+    payload = os.urandom(300_000)
+    app.sendall(payload)
+    events: list[tuple[int, int, int, int]] = []
+    for _ in range(20):
+        events += engine.pump()
+    assert (OUTPUT, 7, 1, 0) in events
+    assert [e for e in events if e[0] == BLOCKED] == [(BLOCKED, 7, 1, 65536)]
+    flow = h.plane.flow(handle)
+    assert flow.send_unacked == flow.bytes_up == 65536
+    assert bytes(h.frames()[1]) == payload[:65536]
+    # The peer acknowledges (what SendWindow.acknowledge does), and the stream reads on.
+    got = bytearray(payload[:65536])
+    while len(got) < len(payload):
+        flow.send_unacked = 0
+        flow.blocked_reported = 0
+        h.plane.wake(handle)
+        while engine.pump():
+            pass
+        got += h.frames().get(1, b"")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+
+
+def test_eof_and_reset_are_reported_not_acted_on(engine, sockets):
+    h = Harness(engine, sockets)
+    _, app_a, _ = h.stream(1)
+    _, app_b, _ = h.stream(3)
+    app_a.sendall(b"last words")
+    app_a.shutdown(socket.SHUT_WR)
+    app_b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    app_b.close()
+    events: list[tuple[int, int, int, int]] = []
+    for _ in range(100):
+        events += engine.pump()
+        if READ_EOF in [e[0] for e in events] and FAILED in [e[0] for e in events]:
+            break
+    assert (READ_EOF, 7, 1, 0) in events
+    assert (FAILED, 7, 3, 104) in events  # ECONNRESET
+    assert bytes(h.frames()[1]) == b"last words"
+
+
+def test_the_peers_fin_is_passed_on_after_the_inbound_ring(engine, sockets):
+    h = Harness(engine, sockets)
+    handle, app, _ = h.stream(1, receive_window=8 * 1024 * 1024, small=True)
+    payload = os.urandom(3 * 1024 * 1024)
+    for offset in range(0, len(payload), 65536):
+        assert h.deliver([(DATA, 1, payload[offset : offset + 65536])])[0] == 1
+    assert h.plane.inbound_buffered(handle) > 0
+    assert h.plane.peer_finished(handle) is False  # bytes still wait for the socket
+    received = bytearray()
+    closed = []
+    app.setblocking(False)
+    while True:
+        try:
+            chunk = app.recv(1 << 20)
+        except BlockingIOError:
+            closed += [e for e in engine.pump() if e[0] == WRITE_CLOSED]
+            continue
+        if not chunk:
+            break
+        received += chunk
+    assert received == payload
+    assert closed == [(WRITE_CLOSED, 7, 1, 0)]
+    quiet_handle, quiet_app, _ = h.stream(3)
+    assert h.plane.peer_finished(quiet_handle) is True  # nothing waiting: at once
+    assert quiet_app.recv(10) == b""
+
+
+def test_one_bulk_stream_does_not_keep_another_waiting(engine, sockets):
+    h = Harness(engine, sockets)
+    bulk, app_bulk, _ = h.stream(1, send_window=8 * 1024 * 1024)
+    small, app_small, _ = h.stream(3)
+    app_bulk.sendall(os.urandom(2 * 1024 * 1024))
+    app_small.sendall(b"ping")
+    events = engine.pump()
+    assert h.plane.flow(bulk).bytes_up <= plane_module.lib.RMUX_PLANE_READ_CHUNK
+    assert h.plane.flow(small).bytes_up == 4
+    assert engine.backlog >= 1  # the bulk stream goes round again
+    assert [e for e in events if e[0] == OUTPUT] == [(OUTPUT, 7, 1, 0)]  # once per plane
+
+
+def test_a_paused_plane_reads_nothing_until_it_resumes(engine, sockets):
+    h = Harness(engine, sockets)
+    handle, app, _ = h.stream(1)
+    h.plane.set_paused(True)
+    app.sendall(b"held back")
+    for _ in range(5):
+        assert engine.pump() == []
+    assert h.plane.flow(handle).bytes_up == 0
+    h.plane.set_paused(False)
+    assert (OUTPUT, 7, 1, 0) in engine.pump()
+    assert bytes(h.frames()[1]) == b"held back"
+
+
+def test_inbound_rings_are_given_back_when_they_empty_under_the_cap(engine, sockets):
+    h = Harness(engine, sockets)
+    handle, app, _ = h.stream(1, receive_window=8 * 1024 * 1024, small=True)
+    for _ in range(64):
+        h.deliver([(DATA, 1, os.urandom(65536))])
+    assert h.plane.inbound_held > 0
+    h.plane.set_inbound_paused(True)
+    app.setblocking(False)
+    received = 0
+    while received < 64 * 65536:
+        try:
+            received += len(app.recv(1 << 20))
+        except BlockingIOError:
+            engine.pump()
+    engine.pump()
+    assert h.plane.inbound_buffered(handle) == 0
+    assert h.plane.inbound_held == 0
+
+
+def test_planes_share_an_engine_and_name_themselves_in_events(engine, sockets):
+    first, second = Harness(engine, sockets, tag=1), Harness(engine, sockets, tag=2)
+    _, app_first, _ = first.stream(1)
+    _, app_second, _ = second.stream(1)  # the same stream id on another channel
+    app_first.sendall(b"one")
+    app_second.sendall(b"two")
+    events: list[tuple[int, int, int, int]] = []
+    for _ in range(5):
+        events += engine.pump()
+    assert sorted(e for e in events if e[0] == OUTPUT) == [(OUTPUT, 1, 1, 0), (OUTPUT, 2, 1, 0)]
+    assert first.frames() == {1: bytearray(b"one")}
+    assert second.frames() == {1: bytearray(b"two")}
+
+
+def test_handles_ids_and_misuse(engine, sockets):
+    h = Harness(engine, sockets)
+    handle = h.plane.add(11, 1000, 1000)
+    with pytest.raises(ValueError):
+        h.plane.add(11, 1000, 1000)  # the id is in use
+    h.plane.remove(handle)
+    with pytest.raises(ValueError):
+        h.plane.flow(handle)
+    again = h.plane.add(11, 1000, 1000)  # the id and the handle are free again
+    assert again == handle
+    many = [h.plane.add(1001 + 2 * i, 1000, 1000) for i in range(1000)]
+    assert len(set(many)) == 1000
+    for stream_handle in many[::2]:
+        h.plane.remove(stream_handle)
+    assert h.deliver([(DATA, 1001, b"z")])[0] == 0  # removed: Python decides
+    with pytest.raises(ValueError):
+        h.plane.remove(10_000)
+
+
+def test_an_idle_engine_pumps_nothing(engine, sockets):
+    h = Harness(engine, sockets)
+    for stream_id in range(1, 200, 2):
+        h.stream(stream_id)
+    engine.pump()  # the registrations' first edges
+    assert engine.pump() == []
+    assert engine.backlog == 0
