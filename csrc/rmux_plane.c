@@ -696,6 +696,7 @@ static void read_side(plane_stream *stream, rmux_event *events, size_t *nevents)
     }
     rmux_tx_commit(plane->tx, stream->tx_slot, (uint32_t)got);
     flow->send_unacked += (uint32_t)got;
+    flow->send_total += (uint64_t)got;
     flow->bytes_up += (uint64_t)got;
     if (plane->output_generation != plane->engine->generation) {
         plane->output_generation = plane->engine->generation;
@@ -748,6 +749,38 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
     return nevents;
 }
 
+/* Write bytes the session counted as received: straight to the socket while
+ * nothing waits before them, the rest to the inbound ring.  At most two events. */
+static void write_received(plane_stream *stream, const uint8_t *data, uint32_t length,
+                           rmux_event *events, size_t *nevents) {
+    if (stream->failed || length == 0) {
+        return; /* the socket failed in this read: Python aborts the stream */
+    }
+    uint32_t sent = 0;
+    if (stream->ring_size == 0) {
+        ssize_t n;
+        do {
+            n = send(stream->fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            fail(stream, errno, events, nevents);
+            return;
+        }
+        sent = n > 0 ? (uint32_t)n : 0;
+    }
+    if (sent < length) {
+        int error = ring_append(stream, data + sent, length - sent);
+        if (error) {
+            fail(stream, error, events, nevents);
+            return;
+        }
+        stream->can_write = 0;
+    }
+    if (sent) {
+        delivered(stream, sent, events, nevents);
+    }
+}
+
 size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t staging_length,
                           const rmux_record *records, size_t count, size_t *index,
                           rmux_event *events, size_t max_events) {
@@ -771,36 +804,22 @@ size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t stag
         }
         flow->recv_unacked += length;
         flow->recv_undelivered += length;
-        flow->received += length;
-        if (stream->failed || length == 0) {
-            continue; /* the socket failed in this read: Python aborts the stream */
-        }
-        const uint8_t *data = staging + record->offset;
-        uint32_t sent = 0;
-        if (stream->ring_size == 0) {
-            ssize_t n;
-            do {
-                n = send(stream->fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
-            } while (n < 0 && errno == EINTR);
-            if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-                fail(stream, errno, events, &nevents);
-                continue;
-            }
-            sent = n > 0 ? (uint32_t)n : 0;
-        }
-        if (sent < length) {
-            int error = ring_append(stream, data + sent, length - sent);
-            if (error) {
-                fail(stream, error, events, &nevents);
-                continue;
-            }
-            stream->can_write = 0;
-        }
-        if (sent) {
-            delivered(stream, sent, events, &nevents);
-        }
+        flow->recv_total += length;
+        write_received(stream, staging + record->offset, length, events, &nevents);
     }
     *index = i;
+    return nevents;
+}
+
+size_t rmux_plane_write(rmux_plane *plane, int32_t handle, const uint8_t *data, size_t length,
+                        rmux_event *events, size_t max_events) {
+    plane_stream *stream = get(plane, handle);
+    size_t nevents = 0;
+    if (stream == NULL || stream->fd < 0 || max_events < 2 ||
+        length > stream->flow.recv_undelivered) {
+        return 0;
+    }
+    write_received(stream, data, (uint32_t)length, events, &nevents);
     return nevents;
 }
 
@@ -850,6 +869,11 @@ int64_t rmux_plane_inbound_buffered(rmux_plane *plane, int32_t handle) {
 }
 int rmux_plane_peer_finished(rmux_plane *plane, int32_t handle) {
     (void)plane; (void)handle; return RMUX_PLANE_INVALID;
+}
+size_t rmux_plane_write(rmux_plane *plane, int32_t handle, const uint8_t *data, size_t length,
+                        rmux_event *events, size_t max_events) {
+    (void)plane; (void)handle; (void)data; (void)length; (void)events; (void)max_events;
+    return 0;
 }
 size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t staging_length,
                           const rmux_record *records, size_t count, size_t *index,

@@ -48,7 +48,8 @@ typedef struct rmux_event {
  * bytes: a read consumes send window, a delivery counts as delivered, and an
  * ACK is due once a quarter window (the threshold) was delivered. */
 typedef struct rmux_flow {
-    uint64_t received;   /* data bytes from the peer, taken off the wire */
+    uint64_t recv_total; /* data bytes from the peer, taken off the wire (resume's totals) */
+    uint64_t send_total; /* bytes put in the send ring, read here or added by Python */
     uint64_t bytes_up;   /* bytes read from the socket */
     uint64_t bytes_down; /* bytes written to the socket */
     uint32_t send_size;
@@ -134,6 +135,14 @@ int rmux_plane_peer_finished(rmux_plane *plane, int32_t handle);
 size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t staging_length,
                           const rmux_record *records, size_t count, size_t *index,
                           rmux_event *events, size_t max_events);
+
+/* Write bytes the caller already counted as received (recv_unacked and
+ * recv_undelivered: Python's path for a record rmux_plane_deliver left to it)
+ * to the stream's socket, the rest to its inbound ring.  Returns the events (at
+ * most two; max_events must allow them); nothing happens for a bad handle, a
+ * detached stream or more bytes than are undelivered. */
+size_t rmux_plane_write(rmux_plane *plane, int32_t handle, const uint8_t *data, size_t length,
+                        rmux_event *events, size_t max_events);
 
 /* cdef-end */
 

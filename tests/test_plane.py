@@ -148,7 +148,7 @@ def test_delivery_writes_each_record_to_its_stream_and_counts_like_the_window(en
             window.undelivered,
             window.delivered_unacked,
         )
-    assert h.plane.flow(a).received == h.plane.flow(a).bytes_down == 1300
+    assert h.plane.flow(a).recv_total == h.plane.flow(a).bytes_down == 1300
 
 
 def test_delivery_stops_where_python_must_decide(engine, sockets):
@@ -165,7 +165,7 @@ def test_delivery_stops_where_python_must_decide(engine, sockets):
     for pieces, stopped in cases:
         index, _events = h.deliver(pieces)
         assert index == stopped
-    assert h.plane.flow(a).received == 40  # the four first records, and nothing after them
+    assert h.plane.flow(a).recv_total == 40  # the four first records, and nothing after them
     assert read_exactly(app_a, 40) == body * 4
     index, _events = h.deliver([(COMMAND, 1, b"FIN"), (DATA, 1, body)], index=1)
     assert index == 2  # called again past the record Python handled
@@ -216,7 +216,7 @@ def test_the_pump_reads_within_the_send_window_and_reports_blocked_once(engine, 
     assert (OUTPUT, 7, 1, 0) in events
     assert [e for e in events if e[0] == BLOCKED] == [(BLOCKED, 7, 1, 65536)]
     flow = h.plane.flow(handle)
-    assert flow.send_unacked == flow.bytes_up == 65536
+    assert flow.send_unacked == flow.bytes_up == flow.send_total == 65536
     assert bytes(h.frames()[1]) == payload[:65536]
     # The peer acknowledges (what SendWindow.acknowledge does), and the stream reads on.
     got = bytearray(payload[:65536])
@@ -360,3 +360,47 @@ def test_an_idle_engine_pumps_nothing(engine, sockets):
     engine.pump()  # the registrations' first edges
     assert engine.pump() == []
     assert engine.backlog == 0
+
+
+def test_a_bound_stream_keeps_the_sessions_rules_and_gets_its_numbers_back(engine, sockets):
+    """bind() moves a Stream record's counters into the plane's flow; the windows'
+    own methods still decide (here: an ACK for more than is outstanding), and
+    unbind() gives the record plain numbers again."""
+    from reactor_mux.io.plane import FlowStream, bind, unbind
+    from reactor_mux.protocol.errors import ProtocolError
+    from reactor_mux.protocol.stream import Stream
+    from reactor_mux.protocol.streamstate import StreamState
+
+    h = Harness(engine, sockets)
+    record = Stream(9, StreamState.OPEN, 1, 1000, 4000)
+    record.send.consume(300)
+    record.received, record.written = 11, 300
+    handle = h.plane.add(9, 1, 1)
+    mine, app = tcp_pair()
+    sockets += [mine, app]
+    h.plane.attach(handle, mine, h.tx.open(9, 1000))
+    bind(record, h.plane, handle)
+    assert h.deliver([(DATA, 9, b"early")])[0] == 1  # OPEN: the plane delivers
+    flow = h.plane.flow(handle)
+    assert isinstance(record, FlowStream)
+    assert (flow.send_size, flow.send_unacked, flow.recv_size, flow.recv_threshold) == (
+        1000,
+        300,
+        4000,
+        1000,
+    )
+    assert (flow.recv_total, flow.send_total) == (16, 300)
+    assert read_exactly(app, 5) == b"early"
+    with pytest.raises(ProtocolError, match="acknowledges more than the 300 bytes outstanding"):
+        record.send.acknowledge(301)
+    record.send.acknowledge(100)
+    assert record.received == 16 and flow.send_unacked == 200
+    # Its state decides what the plane may do: after the peer's FIN, no delivery.
+    record.state = StreamState.HALF_CLOSED_REMOTE
+    assert h.deliver([(DATA, 9, b"late")])[0] == 0
+    unbind(record)
+    assert type(record) is Stream
+    assert (record.send.unacked, record.received, record.written) == (200, 16, 300)
+    assert (record.recv.unacked, record.recv.undelivered) == (5, 0)
+    h.plane.remove(handle)
+    assert record.recv.size == 4000  # still readable with the plane's flow gone

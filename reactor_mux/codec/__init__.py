@@ -25,7 +25,7 @@ Interface (see ``_python.py`` for the contracts):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from reactor_mux.codec._python import (
@@ -38,8 +38,12 @@ from reactor_mux.codec._python import (
     KIND_DATA,
     MAX_FRAMES_PER_SCAN,
     OK,
+    PLANE_ACK,
+    PLANE_FAILED,
     RECORD_COMMAND,
     RECORD_DATA,
+    DataPlane,
+    PlaneEvent,
 )
 from reactor_mux.codec._python import (
     InboundDecoder as PythonInboundDecoder,
@@ -62,6 +66,8 @@ class InboundDecoderAPI(Protocol):
 
     buffer: memoryview
     staging: memoryview
+    error: int
+    plane_events: list[PlaneEvent]
 
     @property
     def pending(self) -> int: ...
@@ -72,6 +78,8 @@ class InboundDecoderAPI(Protocol):
     def writable(self) -> memoryview: ...
 
     def advance(self, count: int) -> tuple[list[Record], int]: ...
+
+    def advance_through(self, count: int, plane: DataPlane) -> Iterator[Record]: ...
 
     def release(self) -> None: ...
 
@@ -167,8 +175,11 @@ __all__ = [
     "KIND_DATA",
     "MAX_FRAMES_PER_SCAN",
     "OK",
+    "PLANE_ACK",
+    "PLANE_FAILED",
     "RECORD_COMMAND",
     "RECORD_DATA",
+    "DataPlane",
     "InboundDecoder",
     "OutboundQueue",
     "encode_header",

@@ -9,6 +9,7 @@ the same object again (the session and reactor always do).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from reactor_mux.codec import _python
 from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
@@ -25,9 +26,12 @@ from reactor_mux.codec._python import (
     MAX_BUFFER,
     MAX_FRAMES_PER_SCAN,
     OK,
+    PLANE_ACK,
+    PLANE_FAILED,
     RECORD_COMMAND,
     RECORD_DATA,
     Buffer,
+    DataPlane,
     Frame,
     Record,
 )
@@ -48,6 +52,8 @@ _SHARED = {
     "RMUX_ERR_BAD_KIND": ERR_BAD_KIND,
     "RMUX_RECORD_DATA": RECORD_DATA,
     "RMUX_RECORD_COMMAND": RECORD_COMMAND,
+    "RMUX_EVENT_ACK": PLANE_ACK,
+    "RMUX_EVENT_FAILED": PLANE_FAILED,
 }
 
 # Frames and records come back as C arrays of four uint32 fields, unpacked into
@@ -163,6 +169,51 @@ class InboundDecoder(_python.InboundDecoder):
             if cursor[2] < MAX_FRAMES_PER_SCAN:
                 self._start = cursor[0]
                 return records, OK
+
+    def advance_through(self, count: int, plane: DataPlane) -> Iterator[Record]:
+        """``advance``, with the data records handed to ``plane.deliver`` (the
+        compiled data plane writes them to their sockets) as they are decoded.
+        Yields, in order, each record the plane left to the caller (commands,
+        data it cannot take); the plane goes on after it only once the caller
+        asks for the next one.  When the iterator ends, ``error`` is what
+        ``advance`` would have returned with the records, and ``plane_events``
+        what the plane reported."""
+        self._filled = count >= self._offered
+        self._end += count
+        # The cursor is this call's own: the caller runs Python between records.
+        # The records array is the shared one: nothing the caller does with a
+        # record decodes another channel's bytes before asking for the next.
+        cursor = ffi.new("size_t[3]")
+        cursor[0] = self._start
+        self.plane_events = events = []
+        self.error = OK
+        deliver = plane.deliver
+        staging, staging_length = self._staging_pointer, self._staging_length
+        while True:
+            n = lib.rmux_decode(
+                _SCRATCH, self._buffer_pointer, self._buffer_length, cursor, self._end,
+                self._max_data, self._max_command, staging, staging_length,
+                cursor + 1, _RECORDS, MAX_FRAMES_PER_SCAN, cursor + 2, _STATUS_OUT,
+            )  # fmt: skip
+            error, scanned, start = _STATUS_OUT[0], cursor[2], cursor[0]
+            index = 0
+            while index < n:
+                index, delivered = deliver(staging, staging_length, _RECORDS, n, index)
+                if delivered:
+                    events += delivered
+                if index < n:
+                    record = _RECORDS[index]
+                    yield record.kind, record.stream_id, record.offset, record.length
+                    index += 1
+            if error != OK:
+                if error not in _DECODE_ERRORS:
+                    raise RuntimeError(f"codec internal error {error}")
+                self._start = self._end = start
+                self.error = error
+                return
+            if scanned < MAX_FRAMES_PER_SCAN:
+                self._start = start
+                return
 
 
 class OutboundQueue(_python.ControlFrames):

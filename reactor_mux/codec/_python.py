@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 HEADER = struct.Struct(">IIB")
 HEADER_SIZE = HEADER.size
@@ -153,6 +155,24 @@ INITIAL_RECEIVE = 16 * 1024
 channel holds this much, a busy one grows it (doubling) to ``buffer_size``."""
 
 
+PLANE_FAILED = 2
+PLANE_ACK = 4
+"""The event kinds of the compiled data plane that the session acts on
+(csrc/rmux_plane.h, rmux_event_kind)."""
+
+PlaneEvent = tuple[int, int, int, int]
+
+
+class DataPlane(Protocol):
+    """What a decoder's ``advance_through`` needs of the compiled data plane
+    (reactor_mux/io/plane.py): deliver the data records it can, from ``index``
+    on, and say where it stopped."""
+
+    def deliver(
+        self, staging: Any, staging_length: int, records: Any, count: int, index: int
+    ) -> tuple[int, list[PlaneEvent]]: ...
+
+
 class InboundDecoder:
     """Receive buffer + staging buffer for one channel.
 
@@ -175,6 +195,10 @@ class InboundDecoder:
         self._filled = False  # and the read after it took all of it
         self._max_data = max_data
         self._max_command = max_command
+        self.error = OK
+        """``advance_through``: the error ``advance`` would have returned."""
+        self.plane_events: list[PlaneEvent] = []
+        """``advance_through``: what the data plane reported."""
 
     @staticmethod
     def _check(max_data: int, max_command: int, buffer_size: int) -> None:
@@ -266,6 +290,14 @@ class InboundDecoder:
                 return records, error
             if len(frames) < MAX_FRAMES_PER_SCAN:
                 return records, OK
+
+    def advance_through(self, count: int, plane: DataPlane) -> Iterator[Record]:
+        """``advance`` for a caller with a data plane: this decoder has no records
+        in C to hand it, so every record is the caller's (the compiled twin
+        delivers data records through ``plane`` instead)."""
+        records, self.error = self.advance(count)
+        self.plane_events = []
+        yield from records
 
 
 def _next_power(value: int) -> int:

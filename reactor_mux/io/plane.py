@@ -13,9 +13,15 @@ whether this process can use it.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
-from typing import Any
+from typing import Any, Protocol
+
+from reactor_mux.io.reactor import PROCESS, READ, IOWatch, Reactor
+from reactor_mux.protocol.stream import RECEIVING_STATES, SENDING_STATES, Stream
+from reactor_mux.protocol.streamstate import StreamState
+from reactor_mux.protocol.windows import ReceiveWindow, SendWindow
 
 try:
     from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
@@ -190,6 +196,13 @@ class Plane:
         """Give inbound rings back as they empty: the channel's inbound cap."""
         lib.rmux_plane_set_inbound_paused(self._plane, paused)
 
+    def write(self, handle: int, data: memoryview) -> list[PlaneEvent]:
+        """Write data the session already counted as received (a record that
+        ``deliver`` left to Python) to the stream's socket or inbound ring."""
+        pointer = ffi.from_buffer(data)
+        n = lib.rmux_plane_write(self._plane, handle, pointer, len(data), self._events, MAX_EVENTS)
+        return list(_EVENT.iter_unpack(self._events_buffer[: n * _EVENT.size])) if n else []
+
     def deliver(
         self, staging: Any, staging_length: int, records: Any, count: int, index: int
     ) -> tuple[int, list[PlaneEvent]]:
@@ -202,3 +215,275 @@ class Plane:
         )  # fmt: skip
         events = list(_EVENT.iter_unpack(self._events_buffer[: n * _EVENT.size])) if n else []
         return self._index[0], events
+
+
+# ---------------------------------------------------------------- counters
+#
+# While a stream's socket is in a plane, its counters live in the plane's
+# rmux_flow, where the pump and delivery change them.  The session keeps using
+# its Stream record and the windows' methods (protocol/windows.py, the one place
+# the rules are written): these subclasses only move the attributes those
+# methods read and write into the rmux_flow, and FlowStream tells the plane when
+# the stream's state lets the peer send or the socket be read.
+
+_STREAM_FIELDS = {"received": "recv_total", "written": "send_total",
+                  "blocked_reported": "blocked_reported"}  # fmt: skip
+
+
+def _field(name: str) -> property:
+    def get(self: Any) -> int:
+        value: int = getattr(self._flow, name)
+        return value
+
+    def put(self: Any, value: int) -> None:
+        setattr(self._flow, name, value)
+
+    return property(get, put)
+
+
+class FlowSendWindow(SendWindow):
+    """A SendWindow whose numbers are a plane's."""
+
+    __slots__ = ("_flow",)
+    size = _field("send_size")
+    unacked = _field("send_unacked")
+
+    def __init__(self, flow: Any) -> None:
+        self._flow = flow
+
+
+class FlowReceiveWindow(ReceiveWindow):
+    """A ReceiveWindow whose numbers are a plane's."""
+
+    __slots__ = ("_flow",)
+    size = _field("recv_size")
+    unacked = _field("recv_unacked")
+    undelivered = _field("recv_undelivered")
+    delivered_unacked = _field("recv_delivered_unacked")
+    threshold = _field("recv_threshold")
+
+    def __init__(self, flow: Any) -> None:
+        self._flow = flow
+
+
+_STATE = Stream.__dict__["state"]
+_FIN_PENDING = Stream.__dict__["fin_pending"]
+_SLOTS = {name: Stream.__dict__[name] for name in _STREAM_FIELDS}
+
+
+class FlowStream(Stream):
+    """A Stream record whose counters are a plane's (set by ``bind``, undone by
+    ``unbind``).  Its state and FIN tell the plane what may move."""
+
+    __slots__ = ()
+
+    def _flow(self) -> Any:
+        binding: FlowBinding = self.flow_owner  # type: ignore[assignment]
+        return binding.flow
+
+    def _flags_changed(self) -> None:
+        binding: FlowBinding = self.flow_owner  # type: ignore[assignment]
+        state = _STATE.__get__(self)
+        binding.plane.set_receiving(binding.handle, state in RECEIVING_STATES)
+        binding.plane.set_sending(
+            binding.handle, state in SENDING_STATES and not _FIN_PENDING.__get__(self)
+        )
+
+    @property
+    def state(self) -> StreamState:
+        value: StreamState = _STATE.__get__(self)
+        return value
+
+    @state.setter
+    def state(self, value: StreamState) -> None:
+        _STATE.__set__(self, value)
+        self._flags_changed()
+
+    @property
+    def fin_pending(self) -> bool:
+        value: bool = _FIN_PENDING.__get__(self)
+        return value
+
+    @fin_pending.setter
+    def fin_pending(self, value: bool) -> None:
+        _FIN_PENDING.__set__(self, value)
+        self._flags_changed()
+
+    @property
+    def received(self) -> int:
+        value: int = self._flow().recv_total
+        return value
+
+    @received.setter
+    def received(self, value: int) -> None:
+        self._flow().recv_total = value
+
+    @property
+    def written(self) -> int:
+        value: int = self._flow().send_total
+        return value
+
+    @written.setter
+    def written(self, value: int) -> None:
+        self._flow().send_total = value
+
+    @property
+    def blocked_reported(self) -> bool:
+        return bool(self._flow().blocked_reported)
+
+    @blocked_reported.setter
+    def blocked_reported(self, value: bool) -> None:
+        self._flow().blocked_reported = int(value)
+
+
+class FlowBinding:
+    """What a bound Stream record keeps in ``flow_owner``."""
+
+    __slots__ = ("flow", "handle", "plane")
+
+    def __init__(self, plane: Plane, handle: int, flow: Any) -> None:
+        self.plane = plane
+        self.handle = handle
+        self.flow = flow
+
+
+def bind(record: Stream, plane: Plane, handle: int) -> None:
+    """Move the record's counters into the plane's flow for ``handle`` and make it
+    a FlowStream; the session goes on using it as before."""
+    flow = plane.flow(handle)
+    send, recv = record.send, record.recv
+    flow.send_size, flow.send_unacked = send.size, send.unacked
+    flow.recv_size, flow.recv_unacked = recv.size, recv.unacked
+    flow.recv_undelivered, flow.recv_delivered_unacked = recv.undelivered, recv.delivered_unacked
+    flow.recv_threshold = recv.threshold
+    flow.recv_total, flow.send_total = record.received, record.written
+    flow.blocked_reported = int(record.blocked_reported)
+    record.flow_owner = FlowBinding(plane, handle, flow)
+    record.send = FlowSendWindow(flow)
+    record.recv = FlowReceiveWindow(flow)
+    record.__class__ = FlowStream
+    record._flags_changed()  # type: ignore[attr-defined]
+
+
+def unbind(record: Stream) -> None:
+    """Copy the counters back into plain Python objects, before the plane forgets
+    the stream (a resume's tombstone may still read them)."""
+    if not isinstance(record, FlowStream):
+        return
+    flow = record._flow()
+    totals = {name: getattr(flow, field) for name, field in _STREAM_FIELDS.items()}
+    send, recv = SendWindow(flow.send_size), ReceiveWindow(flow.recv_size)
+    send.unacked = flow.send_unacked
+    recv.unacked, recv.undelivered = flow.recv_unacked, flow.recv_undelivered
+    recv.delivered_unacked, recv.threshold = flow.recv_delivered_unacked, flow.recv_threshold
+    record.__class__ = Stream  # type: ignore[assignment]
+    record.send, record.recv = send, recv
+    for name, value in totals.items():
+        _SLOTS[name].__set__(record, bool(value) if name == "blocked_reported" else value)
+    record.flow_owner = None
+
+
+# ------------------------------------------------------------------- the loop
+
+
+class PlaneOwner(Protocol):
+    """A channel with a plane: told its events after each pump."""
+
+    def on_plane_events(self, events: list[PlaneEvent]) -> None: ...
+
+    def close_after_bug(self) -> None: ...
+
+
+class PlaneHub:
+    """The reactor's engine: registered in its selectors loop, pumped when its
+    descriptor is ready and again soon while streams have work left (or a window
+    opened), with each plane's events handed to its channel under the reactor's
+    guard (a bug costs that channel only)."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self.engine = Engine()
+        self._reactor = reactor
+        self._owners: dict[int, PlaneOwner] = {}
+        self._next_tag = 1
+        self._pump_pending = False
+        self._watch = IOWatch(reactor, self.engine, self._on_ready, PROCESS)
+        self._watch.want(READ)
+
+    def new_plane(self, tx: Any, owner: PlaneOwner) -> Plane:
+        tag = self._next_tag
+        self._next_tag = tag + 1 if tag < 0xFFFFFFFF else 1
+        plane = Plane(self.engine, tx, tag)
+        self._owners[tag] = owner
+        return plane
+
+    def close_plane(self, plane: Plane) -> None:
+        self._owners.pop(plane.tag, None)
+        plane.close()
+
+    def close(self) -> None:
+        """The reactor closes: stop watching, and free the epoll set."""
+        self._watch.close()
+        self._owners.clear()
+        if not self.engine.planes:  # else the last plane's owner keeps it until collected
+            self.engine.close()
+
+    def pump_soon(self) -> None:
+        """A window opened or a plane resumed: pump at the end of this tick."""
+        if not self._pump_pending:
+            self._pump_pending = True
+            self._reactor.call_soon(self._pump_now, PROCESS)
+
+    def _pump_now(self) -> None:
+        self._pump_pending = False
+        self.pump()
+
+    def _on_ready(self, _mask: int) -> None:
+        self.pump()
+
+    def pump(self) -> None:
+        events = self.engine.pump()
+        if events:
+            owners = self._owners
+            guarded = self._reactor.call_guarded
+            tag = events[0][1]
+            if events[-1][1] == tag:  # one channel, the common case
+                owner = owners.get(tag)
+                if owner is not None:
+                    guarded(owner, owner.on_plane_events, events)
+            else:
+                by_plane: dict[int, list[PlaneEvent]] = {}
+                for event in events:
+                    by_plane.setdefault(event[1], []).append(event)
+                for tag, mine in by_plane.items():
+                    owner = owners.get(tag)
+                    if owner is not None:
+                        guarded(owner, owner.on_plane_events, mine)
+        if self.engine.backlog:
+            self.pump_soon()
+
+
+POLICY_VARIABLE = "REACTOR_MUX_DATA_PLANE"
+"""``python`` keeps the Python data path even with the compiled codec (for
+comparisons); anything else uses the compiled plane where it exists."""
+
+
+def hub_for(reactor: Reactor) -> PlaneHub | None:
+    """The reactor's plane hub, made on first use; None where the compiled plane
+    is not used (see ``enabled``)."""
+    hub = reactor.plane_hub
+    if hub is None:
+        if not enabled():
+            return None
+        hub = reactor.plane_hub = PlaneHub(reactor)
+    assert isinstance(hub, PlaneHub)
+    return hub
+
+
+def enabled() -> bool:
+    """Channels use the compiled plane: the codec is compiled, the kernel has
+    epoll, and REACTOR_MUX_DATA_PLANE is not ``python``."""
+    from reactor_mux import codec
+
+    if os.environ.get(POLICY_VARIABLE, "").strip().lower() == "python":
+        return False
+    return codec.BACKEND == "c" and available()

@@ -51,6 +51,12 @@ class Owner(Protocol):
         reactor has already logged the traceback); must not raise itself."""
 
 
+class Closable(Protocol):
+    """Something the reactor closes with itself."""
+
+    def close(self) -> None: ...
+
+
 class Cancellable(Protocol):
     """Something scheduled that can be called off (a timer, a connect)."""
 
@@ -162,6 +168,8 @@ class Reactor:
         self._signal_handlers: dict[int, Callable[[], None]] = {}
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: int | None = None
+        self.plane_hub: Closable | None = None
+        """The compiled data plane's hub (io/plane.py), once a channel asked for it."""
 
     # ------------------------------------------------------------ scheduling
 
@@ -334,6 +342,9 @@ class Reactor:
         if self._previous_wakeup_fd is not None:
             signal.set_wakeup_fd(self._previous_wakeup_fd)
             self._previous_wakeup_fd = None
+        if self.plane_hub is not None:
+            self.plane_hub.close()
+            self.plane_hub = None
         self._wakeup_watch.close()
         self._wakeup_read.close()
         self._wakeup_write.close()

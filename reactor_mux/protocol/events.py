@@ -155,6 +155,15 @@ class StreamReset:
 
 
 @dataclass(slots=True)
+class DeliveryFailed:
+    """Writing the peer's data to the stream's local socket failed (the compiled
+    data plane reports it; ``error`` is the errno): the stream is reset."""
+
+    stream_id: int
+    error: int
+
+
+@dataclass(slots=True)
 class ChannelFailed:
     """The channel is finished: the peer sent ERROR, or broke the protocol.
 
@@ -219,6 +228,7 @@ Event: TypeAlias = (
     | PeerLeaving
     | StreamEnded
     | StreamReset
+    | DeliveryFailed
     | ChannelFailed
     | ResumeRequested
     | ResumeProved

@@ -26,7 +26,7 @@ telling the peer why, and is reported as one ``ChannelFailed`` event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from reactor_mux import codec
 from reactor_mux.protocol import auth, sniff
@@ -45,6 +45,7 @@ from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
     DataReceived,
+    DeliveryFailed,
     Event,
     HelloReceived,
     MappingAccepted,
@@ -198,6 +199,8 @@ class Session:
         self._window_budget = config.window_budget
         self._window_growth = 0  # sum over streams of (receive window - self.window)
         self._streams: dict[int, Stream] = {}
+        self._plane: codec.DataPlane | None = None
+        """The compiled data plane, which delivers data records itself (``use_plane``)."""
         self._handshake = Handshake(role, client_id or "", config.credentials,
                                     config.secret_book, config.random_bytes)  # fmt: skip
         self._mappings_before_auth: list[bytes] = []
@@ -466,6 +469,21 @@ class Session:
         """Where to ``recv_into`` next."""
         return self._decoder.writable()
 
+    def use_plane(self, plane: codec.DataPlane) -> None:
+        """Hand data records to the compiled data plane, which writes those of the
+        streams bound to it (``flow_record``) to their sockets; the session sees only
+        the records the plane leaves to it, and the plane's events."""
+        self._plane = plane
+
+    def flow_record(self, stream_id: int) -> Stream:
+        """The stream's record, for the data plane to keep its counters in."""
+        return self._stream(stream_id)
+
+    @property
+    def output_queue(self) -> codec.OutboundQueueAPI:
+        """The send rings and output FIFO (the data plane reads into the rings)."""
+        return self._output
+
     def receive_into(self, count: int) -> list[Event]:
         """Handle ``count`` bytes received into ``receive_buffer()``.
 
@@ -478,7 +496,14 @@ class Session:
         scanned_untrusted = not self._trusted  # the decoder refused data frames for this read
         events: list[Event] = []
         decoder = self._decoder
-        records, malformed = decoder.advance(count)
+        plane = self._plane
+        records: Iterable[codec.Record]
+        if plane is not None and self._trusted and self.state is ChannelState.OPEN:
+            records = decoder.advance_through(count, plane)
+            malformed = None
+        else:
+            records, malformed = decoder.advance(count)
+            plane = None
         staging, buffer = decoder.staging, decoder.buffer
         try:
             for kind, stream_id, offset, length in records:
@@ -498,6 +523,9 @@ class Session:
                     self._on_command(stream_id, buffer[offset : offset + length], events)
                     if self.failed:
                         return events
+            if plane is not None:
+                malformed = decoder.error
+                self._plane_events(decoder.plane_events, events)
             if malformed:
                 if self.state is ChannelState.AWAITING_HELLO and buffer[0] != 0:
                     # Where a HELLO belongs (a header starting 0x00): another protocol.
@@ -515,6 +543,16 @@ class Session:
         except ProtocolError as exc:
             events.append(self._finish(str(exc), code=exc.code))
         return events
+
+    def _plane_events(self, reported: list[tuple[int, int, int, int]], events: list[Event]) -> None:
+        """What the data plane said while it delivered this read: ACKs now due
+        (decided after every command of the read, as the Python path decides them
+        when it writes), and sockets that failed."""
+        for kind, _plane, stream_id, value in reported:
+            if kind == codec.PLANE_ACK:
+                self.ack_due(stream_id, value)
+            elif kind == codec.PLANE_FAILED:
+                events.append(DeliveryFailed(stream_id, value))
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes by copying (for tests and tools); data events get copies."""
@@ -1203,6 +1241,14 @@ class Session:
             return 0
         return stream.send.size - stream.send.unacked
 
+    def outbound_slot(self, stream_id: int) -> int:
+        """The stream's send ring, opened now if it has none yet (the data plane
+        reads into it)."""
+        stream = self._stream(stream_id)
+        if stream.slot < 0:
+            stream.slot = self._output.open(stream_id, max(stream.send.size, 1))
+        return stream.slot
+
     def outbound_buffer(self, stream_id: int, count: int) -> list[memoryview]:
         """Views of up to ``count`` free outbound bytes to ``recv_into``.
 
@@ -1230,8 +1276,18 @@ class Session:
             # The window, not the local socket, stops us: say so, so the peer
             # can grow it (once per ACK at most).
             stream.blocked_reported = True
-            stream.state = next_state(stream.state, _I.SEND_BLOCKED)
-            self._queue_command(stream_id, Verb.BLOCKED, send.size)
+            self._report_blocked(stream)
+
+    def send_blocked(self, stream_id: int) -> None:
+        """The data plane filled the stream's send window (and set
+        ``blocked_reported``): send BLOCKED."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.state in SENDING_STATES:
+            self._report_blocked(stream)
+
+    def _report_blocked(self, stream: Stream) -> None:
+        stream.state = next_state(stream.state, _I.SEND_BLOCKED)
+        self._queue_command(stream.id, Verb.BLOCKED, stream.send.size)
 
     def send_data(self, stream_id: int, data: bytes) -> bool:
         """Copy ``data`` into the stream's outbound ring (a SOCKS client's first
@@ -1320,11 +1376,20 @@ class Session:
         stream = self._streams.get(stream_id)
         if stream is None or count <= 0:
             return False
-        ack = stream.recv.delivered(count)
-        if ack and stream.state is not _S.HALF_CLOSED_REMOTE:
+        return self._acknowledge(stream, stream.recv.delivered(count))
+
+    def ack_due(self, stream_id: int, count: int) -> bool:
+        """The data plane counted ``count`` delivered bytes off the receive window
+        (``ReceiveWindow.delivered`` in C): tell the peer; returns whether an ACK
+        was queued."""
+        stream = self._streams.get(stream_id)
+        return stream is not None and self._acknowledge(stream, count)
+
+    def _acknowledge(self, stream: Stream, count: int) -> bool:
+        if count and stream.state is not _S.HALF_CLOSED_REMOTE:
             # After the peer's FIN nothing more will come, so no ACK is owed.
             stream.state = next_state(stream.state, _I.SEND_ACK)
-            self._queue_command(stream_id, Verb.ACK, ack)
+            self._queue_command(stream.id, Verb.ACK, count)
             return True
         return False
 

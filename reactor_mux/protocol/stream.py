@@ -19,6 +19,7 @@ class Stream:
         "acked",
         "blocked_reported",
         "fin_pending",
+        "flow_owner",
         "id",
         "mapping",
         "pending",
@@ -54,6 +55,8 @@ class Stream:
         self.written = 0
         self.acked = 0
         self.released = 0
+        self.flow_owner: object = None
+        """The compiled data plane that keeps this stream's counters, while it does."""
 
     @property
     def fin_received(self) -> bool:

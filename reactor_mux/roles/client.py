@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from reactor_mux.errors import StartupError
+from reactor_mux.io import plane as data_plane
 from reactor_mux.io.connector import Connector
 from reactor_mux.io.listener import ListenerSet
 from reactor_mux.io.netutil import PeerAddress, abort_socket, describe_error, loopback_pair
@@ -112,6 +113,7 @@ class Client:
         """SOCKS negotiations of removed reverse dynamic forwards, left to finish."""
 
     def start(self) -> None:
+        data_plane.hub_for(self.reactor)  # its epoll set now, not with the first channel
         for mapping, spec in list(self.forward_table.mappings.items()):
             if spec.kind is not ForwardKind.REMOTE:
                 reason = self._listen(mapping, spec)

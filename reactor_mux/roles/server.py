@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from reactor_mux.errors import StartupError
+from reactor_mux.io import plane as data_plane
 from reactor_mux.io.listener import ListenerSet
 from reactor_mux.io.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
 from reactor_mux.io.reactor import Reactor
@@ -177,6 +178,7 @@ class Server:
 
     def start(self) -> None:
         """Bind every ``--listen`` address; raises StartupError if one cannot be bound."""
+        data_plane.hub_for(self.reactor)  # its epoll set now, not with the first channel
         for host, port in self.config.listen:
             try:
                 listener = ListenerSet(self.reactor, host, port, self._on_accept)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from reactor_mux.io import plane as data_plane
 from reactor_mux.io.connector import Connector
 from reactor_mux.io.netutil import abort_socket, connect_failure, describe_error
 from reactor_mux.io.reactor import Cancellable, Owner, Reactor
@@ -41,6 +42,7 @@ from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
     DataReceived,
+    DeliveryFailed,
     Event,
     HelloReceived,
     MappingAccepted,
@@ -63,12 +65,14 @@ from reactor_mux.protocol.events import (
 )
 from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.session import RESUME_REFUSED, Session
+from reactor_mux.protocol.stream import Stream
 from reactor_mux.protocol.verbs import ChannelState, Role
 from reactor_mux.tunnel.buffercap import BufferCap
 from reactor_mux.tunnel.liveness import Liveness
 from reactor_mux.tunnel.localstream import LocalStream, OpenHook
 from reactor_mux.tunnel.meter import Meter
 from reactor_mux.tunnel.peerconnect import DoneCallback, PeerConnects
+from reactor_mux.tunnel.planestream import PlaneStream
 from reactor_mux.tunnel.resumption import Handover, Resumption
 from reactor_mux.tunnel.settings import ChannelSettings
 
@@ -212,10 +216,16 @@ class Channel:
         )
         self._flush_pending = False
         self._inbound_held = 0
+        self._plane_hub = data_plane.hub_for(reactor)
+        self._plane: data_plane.Plane | None = None
+        """Where the streams' bytes move (the compiled data plane), or None: LocalStream."""
+        if self._plane_hub is not None:
+            self._plane = self._plane_hub.new_plane(self._session.output_queue, self)
+            self._session.use_plane(self._plane)
         escaped = name.replace("%", "%%")
         self._inbound_cap = BufferCap(
             settings.max_buffer,
-            held=lambda: self._inbound_held,
+            held=self._inbound_storage,
             release_idle=self._release_idle_inbound,
             on_change=self._inbound_paused_changed,
             pause_message=f"{escaped}: inbound buffers hold %d bytes (cap %d): "
@@ -358,9 +368,7 @@ class Channel:
             abort_socket(sock)
             return None
         stream_id = session.open_stream(mapping, target)
-        stream = LocalStream(
-            self.reactor, self, stream_id, sock, f"stream {stream_id} {label}", session.window
-        )
+        stream = self._new_stream(stream_id, sock, f"stream {stream_id} {label}")
         stream.on_open = on_open
         self._count_opened(stream, mapping)
         self.streams[stream_id] = stream
@@ -369,6 +377,12 @@ class Channel:
             log.debug("%s: %s opening", self.name, stream.label, extra=opened)
         self.schedule_flush()
         return stream
+
+    def _new_stream(self, stream_id: int, sock: socket.socket, label: str) -> LocalStream:
+        window = self._session.window
+        if self._plane is None:
+            return LocalStream(self.reactor, self, stream_id, sock, label, window)
+        return PlaneStream(self.reactor, self, stream_id, sock, label, window, self._plane)
 
     def stream_event(
         self, name: str, stream: LocalStream, reason: str | None = None
@@ -430,7 +444,7 @@ class Channel:
             dispatch(event)
             if self.closed:
                 return
-        if self._inbound_held >= self._inbound_cap.limit:  # the common case skips a call
+        if self._inbound_storage() >= self._inbound_cap.limit:  # the common case skips a call
             self._inbound_cap.check()
         if self._outbound_cap.paused:  # an ACK or a barrier's PONG may have freed rings
             self._session.release_idle_outbound()
@@ -608,6 +622,10 @@ class Channel:
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.peer_finished()
+            case DeliveryFailed():
+                stream = self.streams.get(event.stream_id)
+                if isinstance(stream, PlaneStream):
+                    stream.on_failed(event.error)
             case StreamReset():
                 self._connects.cancel(event.stream_id)
                 self._connect_purpose.pop(event.stream_id, None)
@@ -770,7 +788,7 @@ class Channel:
             sock.close()  # the peer reset the stream, or the channel failed, since its SYN
         else:
             label = f"stream {stream_id} -> {address}"
-            stream = LocalStream(self.reactor, self, stream_id, sock, label, self._session.window)
+            stream = self._new_stream(stream_id, sock, label)
             self._count_opened(stream, purpose.metric)
             self.streams[stream_id] = stream
             stream.start_reading()
@@ -830,15 +848,60 @@ class Channel:
 
     # ------------------------------------------------------- buffer caps
 
+    def _inbound_storage(self) -> int:
+        """Storage the streams' inbound rings hold (Python's and the plane's)."""
+        plane = self._plane
+        return self._inbound_held + (plane.inbound_held if plane is not None else 0)
+
     def _release_idle_inbound(self) -> None:
         for stream in self.streams.values():
             stream.release_idle_inbound()
+        if self._plane is not None:
+            self._plane.release_idle_inbound()
 
     def _inbound_paused_changed(self, paused: bool) -> None:
         self._liveness.reads_paused = paused
+        if self._plane is not None:
+            self._plane.set_inbound_paused(paused)
         self._update_interest()
 
+    # ------------------------------------------------------ the data plane
+
+    def on_plane_events(self, events: list[data_plane.PlaneEvent]) -> None:
+        """What the compiled data plane did with this channel's streams."""
+        session = self._session
+        for kind, _plane, stream_id, value in events:
+            if kind == data_plane.OUTPUT:
+                if session.outbound_held >= self._outbound_cap.limit:
+                    self._outbound_cap.check()
+            elif kind == data_plane.ACK:
+                session.ack_due(stream_id, value)
+            elif kind == data_plane.BLOCKED:
+                session.send_blocked(stream_id)
+            else:
+                stream = self.streams.get(stream_id)
+                if isinstance(stream, PlaneStream):  # a bug there costs the stream only
+                    self.reactor.call_guarded(stream, stream.on_plane_event, kind, value)
+        if self._inbound_cap.paused:  # rings the plane emptied may let reads resume
+            self._inbound_cap.check()
+        self.schedule_flush()
+
+    def plane_acks(self, events: list[data_plane.PlaneEvent]) -> None:
+        self.on_plane_events(events)
+
+    def plane_woken(self) -> None:
+        if self._plane_hub is not None:
+            self._plane_hub.pump_soon()
+
+    def flow_record(self, stream_id: int) -> Stream:
+        return self._session.flow_record(stream_id)
+
+    def outbound_slot(self, stream_id: int) -> int:
+        return self._session.outbound_slot(stream_id)
+
     def _outbound_paused_changed(self, paused: bool) -> None:
+        if self._plane is not None:
+            self._plane.set_paused(paused)
         if paused:
             # With resume on, sent bytes stay in the rings until the peer confirms
             # them: ask now rather than at the next quiet tick.
@@ -973,6 +1036,9 @@ class Channel:
             # Whatever failed above, the socket goes and the owner forgets us.
             if self._transport is not None:
                 self._transport.close()
+            if self._plane is not None and self._plane_hub is not None:
+                self._plane_hub.close_plane(self._plane)
+                self._plane = None
             if self._session.failed:
                 self._session.release_memory()
             self.owner.on_channel_closed(self, reason)

@@ -34,6 +34,12 @@ log = logging.getLogger("reactor_mux")
 READ_CHUNK = 128 * 1024
 """Most bytes read from a local socket per readiness event."""
 
+KEEPING_UP_FRACTION = 4
+"""A local reader keeps up while its socket's send queue is under 1/4 of the
+window.  BLOCKED leaves ahead of the data read just before it (control frames
+go first), up to a read chunk: at half the window, a target that stopped
+reading could still look as if it kept up when that BLOCKED arrives."""
+
 
 class OpenHook(Protocol):
     """Told the peer's answer to a stream we opened, before any data moves (the
@@ -191,7 +197,7 @@ class LocalStream:
         fills its receive buffer, then our send queue, before ``inbound``)."""
         if self.closed or len(self._inbound):
             return False
-        return unsent_bytes(self.sock) < self._inbound.limit // 2
+        return unsent_bytes(self.sock) < self._inbound.limit // KEEPING_UP_FRACTION
 
     def window_grown(self, window: int) -> None:
         """We granted the peer a larger window: ``inbound`` may have to hold it."""
