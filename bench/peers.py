@@ -13,7 +13,9 @@ limit of a two-hop user-space relay); ``loop2`` (two chained
 ``send`` per event, the floor of the design card); ``ssh_L`` (``ssh -N -L`` through a
 private sshd, aes128-gcm); ``rmux`` (plaintext, C codec); ``rmux_tls``
 (pinned self-signed certificate and a shared secret); ``rmux_py`` (plaintext,
-pure-Python codec; only on the one-stream bulk and plain redis rows).
+pure-Python codec; only on the one-stream bulk and plain redis rows);
+``rmux_noplane`` (plaintext, compiled codec, the streams' bytes moved by Python
+as before the data plane: ``REACTOR_MUX_DATA_PLANE=python``).
 
 Workloads: ``iperf`` (1 and 8 streams, both directions), ``redis`` (GET/SET,
 50 connections, plain and ``-P 16``), ``http`` (wrk keep-alive, ab one
@@ -60,7 +62,7 @@ from local_ssh import available as ssh_available  # noqa: E402
 from reactor_mux.security.keygen import generate, generate_secret  # noqa: E402
 from reactor_mux.tools.procs import ReactorMuxProcess, proc_status  # noqa: E402
 
-PATHS = ["direct", "socat2", "loop2", "ssh_L", "rmux", "rmux_tls", "rmux_py"]
+PATHS = ["direct", "socat2", "loop2", "ssh_L", "rmux", "rmux_tls", "rmux_py", "rmux_noplane"]
 WORKLOADS = ["iperf", "redis", "http", "pingpong", "fairness", "idle"]
 TARGETS = ["iperf", "redis", "http", "echo", "sink"]
 RATIOS = {  # column: (numerator path, denominator path)
@@ -69,9 +71,12 @@ RATIOS = {  # column: (numerator path, denominator path)
     "loop2/ssh": ("loop2", "ssh_L"),
     "tls/ssh": ("rmux_tls", "ssh_L"),
     "py/c": ("rmux_py", "rmux"),
+    "rmux/noplane": ("rmux", "rmux_noplane"),
 }
-RMUX_PATHS = ["rmux", "rmux_tls", "rmux_py"]
+RMUX_PATHS = ["rmux", "rmux_tls", "rmux_py", "rmux_noplane"]
 CHUNK = 256 * 1024
+NO_PLANE = "c-noplane"
+"""The codec setting of the rmux_noplane path: the compiled codec without the data plane."""
 MESSAGE = 64
 NOFILE = 65536
 
@@ -434,7 +439,9 @@ class RmuxProcess(ReactorMuxProcess):
         self.args = list(args)
         hidden = {"PYTHONPATH", "PYTHONHOME"}
         env = {k: v for k, v in os.environ.items() if k not in hidden}
-        env["REACTOR_MUX_CODEC"] = codec
+        env["REACTOR_MUX_CODEC"] = "c" if codec == NO_PLANE else codec
+        if codec == NO_PLANE:  # the compiled codec, and Python moving the streams' bytes
+            env["REACTOR_MUX_DATA_PLANE"] = "python"
         self.proc = subprocess.Popen(
             [python, "-m", "reactor_mux", *self.args],
             stdin=subprocess.DEVNULL,
@@ -594,9 +601,14 @@ def open_ssh(bench: Bench) -> Route:
     return Route("ssh_L", dict(zip(names, ssh.ports, strict=True)), [ssh.ssh.pid, ssh.sshd.pid])
 
 
+def _codec_of(kind: str) -> str:
+    """The codec setting a reactor-mux path runs with."""
+    return {"rmux_py": "python", "rmux_noplane": NO_PLANE}.get(kind, "c")
+
+
 def open_rmux(bench: Bench, kind: str) -> Route:
     names = list(bench.targets)
-    codec = "python" if kind == "rmux_py" else "c"
+    codec = _codec_of(kind)
     try:
         server, client, ports = bench.rmux.pair(
             [bench.targets[name].port for name in names], codec, tls=kind == "rmux_tls"
@@ -614,6 +626,7 @@ PATH_OPENERS: dict[str, Callable[[Bench], Route]] = {
     "rmux": lambda bench: open_rmux(bench, "rmux"),
     "rmux_tls": lambda bench: open_rmux(bench, "rmux_tls"),
     "rmux_py": lambda bench: open_rmux(bench, "rmux_py"),
+    "rmux_noplane": lambda bench: open_rmux(bench, "rmux_noplane"),
 }
 
 
@@ -871,7 +884,7 @@ def idle_rss(bench: Bench, kind: str, streams: int) -> tuple[float, float]:
     """MB RSS of a fresh reactor-mux client and server holding ``streams`` idle streams
     through one -L (each sent one byte and read the echo)."""
     server, client, ports = bench.rmux.pair(
-        [bench.targets["echo"].port], "python" if kind == "rmux_py" else "c",
+        [bench.targets["echo"].port], _codec_of(kind),
         tls=kind == "rmux_tls", extra=["--max-streams", str(streams + 1000)],
     )  # fmt: skip
     conns: list[socket.socket] = []
