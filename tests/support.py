@@ -446,8 +446,12 @@ class ChaosRelay:
 
     POLL = 0.01
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, record: bool = False) -> None:
         self.target = ("127.0.0.1", target_port)
+        self.record = record
+        """Keep every byte each way (``transcripts``), not just the heads."""
+        self.transcripts: list[tuple[bytearray, bytearray]] = []
+        """Per connection, in order: (what the client sent, what the server sent)."""
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -472,10 +476,12 @@ class ChaosRelay:
             except OSError:
                 near.close()
                 continue
-            pair = _RelayPair(near, far)
+            pair = _RelayPair(near, far, self.record)
             with self._lock:
                 self._pairs.append(pair)
                 self.heads.append(pair.head)
+                if self.record:
+                    self.transcripts.append((pair.up, pair.down))
             threading.Thread(target=pair.run, daemon=True).start()
 
     def freeze(self) -> None:
@@ -503,10 +509,15 @@ class _RelayPair:
 
     HEAD = 4096
 
-    def __init__(self, near: socket.socket, far: socket.socket) -> None:
+    def __init__(self, near: socket.socket, far: socket.socket, record: bool = False) -> None:
         self.near, self.far = near, far
         self.head = bytearray()
         """The first bytes from ``near`` (up to HEAD)."""
+        self.record = record
+        self.up = bytearray()
+        """Everything from ``near`` (when recording)."""
+        self.down = bytearray()
+        """Everything from ``far`` (when recording)."""
         self.frozen = threading.Event()
         self.cut = threading.Event()
         self.done = threading.Event()
@@ -533,6 +544,8 @@ class _RelayPair:
                         continue
                     if data:
                         owed[peer[source]] += data
+                        if self.record:
+                            (self.up if source is self.near else self.down).extend(data)
                         if source is self.near and len(self.head) < _RelayPair.HEAD:
                             self.head += data[: _RelayPair.HEAD - len(self.head)]
                     else:
