@@ -3,7 +3,8 @@
 Uses gcc's sanitizer runtimes (a compiler is needed anyway for the C backend):
 
 * the fuzz corpus (tests/fuzz_corpus/) through csrc/fuzz/fuzz_codec.c built as
-  a plain replay program;
+  a plain replay program, and random programs through csrc/fuzz/fuzz_plane.c
+  (the data plane over socket pairs);
 * the C-level boundary tests (csrc/tests/test_boundary.c), one case each: what
   the Python wrapper never does to the C API (short arrays, wrong lengths,
   huge buffers) and allocations made to fail;
@@ -56,6 +57,24 @@ def test_fuzz_corpus_replays_clean_under_asan_and_ubsan(tmp_path):
     result = subprocess.run([str(replay), *inputs], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"replayed {len(inputs)} inputs" in result.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the data plane needs epoll")
+def test_the_data_plane_runs_random_programs_clean_under_asan_and_ubsan(tmp_path):
+    """csrc/fuzz/fuzz_plane.c as a plain program: 400 random programs of plane
+    operations over socket pairs (its invariants check every byte and counter)."""
+    gcc_runtime("libasan.so")
+    program = tmp_path / "fuzz_plane"
+    subprocess.run(
+        ["gcc", "-std=c99", "-O1", "-g", *SANITIZE, "-DRMUX_REPLAY_MAIN", f"-I{ROOT / 'csrc'}",
+         str(ROOT / "csrc" / "fuzz" / "fuzz_plane.c"), str(ROOT / "csrc" / "rmux_codec.c"),
+         str(ROOT / "csrc" / "rmux_plane.c"), "-o", str(program)],
+        check=True,
+    )  # fmt: skip
+    result = subprocess.run([str(program), "--random", "400", "22"], capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    assert "ran 400 random programs" in result.stdout
 
 
 BOUNDARY_CASES = [
