@@ -30,6 +30,10 @@
 /* Events one stream can produce in one pump: ACK, WRITE_CLOSED or FAILED,
  * READ_EOF or FAILED, BLOCKED, and its plane's OUTPUT. */
 #define EVENTS_PER_STREAM 5
+/* Planes one pump sends for; more wait for Python's flush (OUTPUT). */
+#define SENDING_PLANES 64
+/* FINs one send step reports; a plane with more stops there, for the next pump. */
+#define FINS_PER_SEND 64
 
 #ifdef __linux__
 
@@ -72,6 +76,9 @@ struct rmux_engine {
     size_t backlog;
     uint32_t planes;
     uint32_t generation; /* counts pumps: a plane reports OUTPUT once per pump */
+    rmux_plane *sending[SENDING_PLANES]; /* planes to send for at the end of this pump */
+    uint32_t nsending;
+    uint32_t sending_cap; /* how many this pump may take (its events must have room) */
     struct epoll_event ready[EPOLL_BATCH];
 };
 
@@ -96,6 +103,8 @@ struct rmux_plane {
     uint8_t paused;
     uint8_t inbound_paused;
     uint32_t output_generation; /* the pump that last reported OUTPUT for it */
+    int channel_fd;             /* the channel's plaintext socket, or -1 */
+    uint8_t send_ok;            /* Python has nothing of its own to send first */
 };
 
 /* ------------------------------------------------------------ work list */
@@ -264,6 +273,7 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
     plane->engine = engine;
     plane->tx = tx;
     plane->tag = tag;
+    plane->channel_fd = -1;
     engine->planes++;
     return plane;
 }
@@ -336,6 +346,14 @@ static void wake(plane_stream *stream) {
     if (has_work(stream)) {
         work_push(stream->plane->engine, stream);
     }
+}
+
+void rmux_plane_set_channel(rmux_plane *plane, int fd) {
+    plane->channel_fd = fd;
+}
+
+void rmux_plane_set_send_ok(rmux_plane *plane, int ok) {
+    plane->send_ok = ok ? 1 : 0;
 }
 
 void rmux_plane_set_paused(rmux_plane *plane, int paused) {
@@ -699,12 +717,82 @@ static void read_side(plane_stream *stream, rmux_event *events, size_t *nevents)
     flow->send_total += (uint64_t)got;
     flow->bytes_up += (uint64_t)got;
     if (plane->output_generation != plane->engine->generation) {
-        plane->output_generation = plane->engine->generation;
-        emit(events, nevents, RMUX_EVENT_OUTPUT, stream, 0);
+        rmux_engine *engine = plane->engine;
+        plane->output_generation = engine->generation;
+        if (plane->channel_fd >= 0 && plane->send_ok && engine->nsending < engine->sending_cap) {
+            engine->sending[engine->nsending++] = plane; /* sent at the end of the pump */
+        } else {
+            emit(events, nevents, RMUX_EVENT_OUTPUT, stream, 0);
+        }
     }
     if (flow->send_unacked >= flow->send_size && !flow->blocked_reported) {
         flow->blocked_reported = 1;
         emit(events, nevents, RMUX_EVENT_BLOCKED, stream, flow->send_size);
+    }
+}
+
+static void emit_plane(rmux_event *events, size_t *count, uint32_t kind, const rmux_plane *plane,
+                       uint32_t stream_id, uint32_t value) {
+    rmux_event *event = &events[(*count)++];
+    event->kind = kind;
+    event->plane = plane->tag;
+    event->stream_id = stream_id;
+    event->value = value;
+}
+
+/* Events send_output may write for one plane. */
+#define EVENTS_PER_SEND (FINS_PER_SEND + 3)
+
+/* Fill the output FIFO and send it on the channel's socket, as Python's flush
+ * does (rmux_tx_fill, then one send per fill) until it is empty or the socket
+ * is full.  Writes at most EVENTS_PER_SEND events. */
+static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) {
+    rmux_tx *tx = plane->tx;
+    uint32_t fins[FINS_PER_SEND];
+    uint32_t sends = 0;
+    size_t fin_room = FINS_PER_SEND;
+    while (rmux_tx_has_data(tx)) {
+        int64_t nfins = rmux_tx_fill(tx, fins, fin_room);
+        if (nfins < 0) { /* out of memory: Python's flush tries again and says so */
+            emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0);
+            break;
+        }
+        for (int64_t i = 0; i < nfins; i++) {
+            emit_plane(events, nevents, RMUX_EVENT_FIN_SENT, plane, fins[i], 0);
+        }
+        fin_room -= (size_t)nfins;
+        size_t length;
+        uint8_t *pending = rmux_tx_pending(tx, &length);
+        if (length == 0) {
+            break;
+        }
+        ssize_t sent;
+        do {
+            sent = send(plane->channel_fd, pending, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (sent < 0 && errno == EINTR);
+        if (sent < 0) {
+            plane->send_ok = 0;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                emit_plane(events, nevents, RMUX_EVENT_OUTPUT_LEFT, plane, 0, 0);
+            } else {
+                emit_plane(events, nevents, RMUX_EVENT_CHANNEL_FAILED, plane, 0, (uint32_t)errno);
+            }
+            break;
+        }
+        rmux_tx_sent(tx, (size_t)sent);
+        sends++;
+        if ((size_t)sent < length) {
+            plane->send_ok = 0;
+            emit_plane(events, nevents, RMUX_EVENT_OUTPUT_LEFT, plane, 0, 0);
+            break;
+        }
+        if (fin_room == 0 && rmux_tx_has_data(tx)) {
+            emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0); /* Python goes on */
+            break;
+        }
+    }
+    if (sends) {
+        emit_plane(events, nevents, RMUX_EVENT_SENT, plane, 0, sends);
     }
 }
 
@@ -735,7 +823,16 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
     /* Each stream on the list gets one turn; those with more to do go round again
      * at the next pump, behind the others. */
     size_t turns = engine->backlog;
-    while (turns-- > 0 && engine->work_head != NULL && max_events - nevents >= EVENTS_PER_STREAM) {
+    /* Room is kept for the sends at the end: a plane taken for one never has to
+     * be dropped for want of event slots. */
+    engine->nsending = 0;
+    engine->sending_cap = SENDING_PLANES;
+    while (engine->sending_cap > 0 &&
+           max_events < EVENTS_PER_STREAM + (size_t)engine->sending_cap * EVENTS_PER_SEND) {
+        engine->sending_cap /= 2;
+    }
+    while (turns-- > 0 && engine->work_head != NULL &&
+           max_events - nevents >= EVENTS_PER_STREAM + (size_t)engine->sending_cap * EVENTS_PER_SEND) {
         plane_stream *stream = engine->work_head;
         work_unlink(engine, stream);
         write_side(stream, events, &nevents);
@@ -746,6 +843,10 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
             work_push(engine, stream);
         }
     }
+    for (uint32_t i = 0; i < engine->nsending; i++) {
+        send_output(engine->sending[i], events, &nevents);
+    }
+    engine->nsending = 0;
     return nevents;
 }
 
@@ -837,6 +938,8 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
 }
 void rmux_plane_free(rmux_plane *plane) { (void)plane; }
 void rmux_plane_set_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
+void rmux_plane_set_channel(rmux_plane *plane, int fd) { (void)plane; (void)fd; }
+void rmux_plane_set_send_ok(rmux_plane *plane, int ok) { (void)plane; (void)ok; }
 void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
 uint64_t rmux_plane_inbound_held(const rmux_plane *plane) { (void)plane; return 0; }
 uint64_t rmux_plane_release_idle_inbound(rmux_plane *plane) { (void)plane; return 0; }

@@ -31,7 +31,12 @@ typedef enum rmux_event_kind {
     RMUX_EVENT_BLOCKED = 3,      /* value: the send window, now full (report once per ACK) */
     RMUX_EVENT_ACK = 4,          /* value: delivered bytes the peer may now be told of */
     RMUX_EVENT_WRITE_CLOSED = 5, /* the peer's FIN was passed on (SHUT_WR) after its data */
-    RMUX_EVENT_OUTPUT = 6        /* the plane's send rings took bytes: fill and send */
+    RMUX_EVENT_OUTPUT = 6,       /* the plane's send rings took bytes: fill and send */
+    /* Only where the plane sends the channel's output itself (rmux_plane_set_channel): */
+    RMUX_EVENT_SENT = 7,         /* value: sends made to the channel socket in this pump */
+    RMUX_EVENT_FIN_SENT = 8,     /* the stream's FIN went out right after its last byte */
+    RMUX_EVENT_OUTPUT_LEFT = 9,  /* the socket took less than all: wait until it is writable */
+    RMUX_EVENT_CHANNEL_FAILED = 10 /* value: the errno of a failed send on the channel */
 } rmux_event_kind;
 
 /* What the pump and delivery report: four uint32s, unpacked in one call. */
@@ -94,6 +99,15 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag);
 void rmux_plane_free(rmux_plane *plane);
 /* Local reads stop while paused (the channel's outbound cap). */
 void rmux_plane_set_paused(rmux_plane *plane, int paused);
+/* The channel's plaintext socket (-1: none).  While one is set and sending is
+ * allowed, a pump that read into this plane's send rings also fills the output
+ * FIFO and sends it, reporting SENT, FIN_SENT, OUTPUT_LEFT or CHANNEL_FAILED,
+ * and OUTPUT only when it did not send.  Sending stops (until allowed again)
+ * when the socket fills or fails. */
+void rmux_plane_set_channel(rmux_plane *plane, int fd);
+/* Python has output of its own to go first (commands it queued, a resume
+ * exchange): the plane must not send until this is set again. */
+void rmux_plane_set_send_ok(rmux_plane *plane, int ok);
 /* Inbound rings give their storage back as soon as they empty (inbound cap). */
 void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused);
 /* Storage every inbound ring of the plane holds. */

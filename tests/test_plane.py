@@ -404,3 +404,40 @@ def test_a_bound_stream_keeps_the_sessions_rules_and_gets_its_numbers_back(engin
     assert (record.recv.unacked, record.recv.undelivered) == (5, 0)
     h.plane.remove(handle)
     assert record.recv.size == 4000  # still readable with the plane's flow gone
+
+
+def test_the_pump_sends_the_channels_output_itself_while_python_lets_it(engine, sockets):
+    from reactor_mux.io.plane import OUTPUT_LEFT, SENT
+
+    h = Harness(engine, sockets)
+    _handle, app, _slot = h.stream(1)
+    channel, peer = tcp_pair(small=True)  # the channel: its far end reads the frames
+    sockets += [channel, peer]
+    h.plane.set_channel(channel.fileno())
+    h.plane.set_send_ok(True)
+    app.sendall(b"first")
+    events = engine.pump()
+    assert (SENT, 7, 0, 1) in events and OUTPUT not in [e[0] for e in events]
+    assert not h.tx.has_output()
+    wire = peer.recv(1000)
+    frames, _end, error = codec.scan_frames(wire, 0, len(wire), 1 << 20, 1 << 16)
+    assert error == codec.OK and [(f[0], bytes(wire[f[2] : f[2] + f[3]])) for f in frames] == [
+        (1, b"first")
+    ]
+    h.plane.hold_output()  # Python queued a command: it goes first, in Python's flush
+    app.sendall(b"second")
+    assert [e[0] for e in engine.pump()] == [OUTPUT]
+    assert h.tx.has_output()
+    h.frames()  # Python's flush
+    # A channel that stops taking bytes: the pump sends what fits, then leaves the
+    # rest to Python, which waits for the socket to be writable.
+    h.plane.set_send_ok(True)
+    app.sendall(os.urandom(200_000))
+    kinds: list[int] = []
+    for _ in range(20):
+        kinds += [e[0] for e in engine.pump()]
+        if OUTPUT_LEFT in kinds:
+            break
+    assert OUTPUT_LEFT in kinds and h.tx.has_output()
+    app.sendall(b"more")
+    assert [e[0] for e in engine.pump()] == [OUTPUT]  # sending stays off until allowed again

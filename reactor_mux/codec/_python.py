@@ -172,6 +172,9 @@ class DataPlane(Protocol):
         self, staging: Any, staging_length: int, records: Any, count: int, index: int
     ) -> tuple[int, list[PlaneEvent]]: ...
 
+    def hold_output(self) -> None:
+        """The session queued a command: the plane sends nothing before Python's flush."""
+
 
 class InboundDecoder:
     """Receive buffer + staging buffer for one channel.

@@ -34,6 +34,10 @@ BLOCKED = 3
 ACK = 4
 WRITE_CLOSED = 5
 OUTPUT = 6
+SENT = 7
+FIN_SENT = 8
+OUTPUT_LEFT = 9
+CHANNEL_FAILED = 10
 
 PlaneEvent = tuple[int, int, int, int]
 """(kind, plane tag, stream id, value): see csrc/rmux_plane.h, rmux_event."""
@@ -187,6 +191,18 @@ class Plane:
     def release_idle_inbound(self) -> int:
         released: int = lib.rmux_plane_release_idle_inbound(self._plane)
         return released
+
+    def set_channel(self, fd: int) -> None:
+        """The channel's plaintext socket (-1: none), for the pump to send on."""
+        lib.rmux_plane_set_channel(self._plane, fd)
+
+    def set_send_ok(self, ok: bool) -> None:
+        """Whether the pump may send now (Python has nothing of its own to go first)."""
+        lib.rmux_plane_set_send_ok(self._plane, ok)
+
+    def hold_output(self) -> None:
+        """The session queued a command: it goes first, in Python's next flush."""
+        lib.rmux_plane_set_send_ok(self._plane, 0)
 
     def set_paused(self, paused: bool) -> None:
         """Stop (or resume) reading local sockets: the channel's outbound cap."""

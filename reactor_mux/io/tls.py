@@ -299,6 +299,9 @@ class TlsTransport:
             self._schedule_drain()
         self._update()
 
+    def plain_fileno(self) -> int:
+        return -1  # every byte is encrypted first
+
     def trust(self) -> None:
         self._trusted = True
         self._send_backlog = TLS_SEND_BACKLOG

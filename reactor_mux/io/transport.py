@@ -97,6 +97,10 @@ class Transport(Protocol):
         """The peer proved itself: lift the bounds a stranger gets (TLS: its
         ciphertext buffers may grow to a busy channel's size)."""
 
+    def plain_fileno(self) -> int:
+        """The socket the channel's bytes go out on unchanged, for the data plane
+        to send on itself; -1 where they need the transport's work (TLS)."""
+
     def send(self, views: Sequence[memoryview]) -> int:
         """Take what it can of ``views`` now and return the count; raises
         ``BlockingIOError`` when it can take nothing and ``OSError`` when the
@@ -138,6 +142,9 @@ class TcpTransport:
 
     def trust(self) -> None:
         pass  # the channel's own buffers are the only ones, and the session bounds them
+
+    def plain_fileno(self) -> int:
+        return self._sock.fileno()
 
     def _on_io(self, mask: int) -> None:
         protocol = self._protocol

@@ -1399,6 +1399,8 @@ class Session:
         if self.state is ChannelState.FAILED:
             return  # after ERROR the peer must get nothing more (late replies are dropped)
         frame = encode_frame(frame_id, KIND_COMMAND, format_command(verb, *args))
+        if self._plane is not None:
+            self._plane.hold_output()  # control frames go first, in the driver's flush
         keeping = self._log.keeping
         if keeping and VERBS[verb].logged:
             self._log_frame(frame)
@@ -1444,6 +1446,27 @@ class Session:
             self._send_barrier()
         pending = output.pending()
         return [pending] if len(pending) else []
+
+    @property
+    def output_attached(self) -> bool:
+        """Output flows through the queue (not the resume exchange's side buffer)."""
+        return not self._output_detached
+
+    def sent_directly(self, sends: int) -> bool:
+        """The data plane filled the output and sent it ``sends`` times itself (what
+        ``output_views`` and ``output_sent`` do): count them for the resume log;
+        returns whether that queued a barrier."""
+        log = self._log
+        queued = False
+        for _ in range(sends):
+            if log.count_send() and log.barrier is None and log.keeping:
+                self._send_barrier()
+                queued = True
+        return queued
+
+    def fin_sent(self, stream_id: int) -> None:
+        """The data plane's fill wrote the stream's FIN after its last byte."""
+        self._fin_appended(stream_id)
 
     def output_sent(self, count: int) -> None:
         """Account ``count`` bytes of the last ``output_views`` as sent."""

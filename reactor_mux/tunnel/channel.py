@@ -25,6 +25,7 @@ for only while output is left over.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -488,6 +489,8 @@ class Channel:
             return
         self._liveness.stop()
         transport, self._transport = self._transport, None
+        if self._plane is not None:
+            self._plane.set_channel(-1)  # before its descriptor can be reused
         if transport is not None:
             transport.close()
         self._flush_pending = False
@@ -870,21 +873,36 @@ class Channel:
     def on_plane_events(self, events: list[data_plane.PlaneEvent]) -> None:
         """What the compiled data plane did with this channel's streams."""
         session = self._session
+        flush = False
         for kind, _plane, stream_id, value in events:
             if kind == data_plane.OUTPUT:
+                flush = True
                 if session.outbound_held >= self._outbound_cap.limit:
                     self._outbound_cap.check()
+            elif kind == data_plane.SENT:  # the plane sent what it read, itself
+                flush |= session.sent_directly(value)
+                if session.outbound_held >= self._outbound_cap.limit:
+                    self._outbound_cap.check()
+            elif kind == data_plane.FIN_SENT:
+                session.fin_sent(stream_id)
+            elif kind == data_plane.OUTPUT_LEFT:
+                self._update_interest(True)  # the rest goes when the socket can take it
+            elif kind == data_plane.CHANNEL_FAILED:
+                self._lost(f"channel write failed: {os.strerror(value)}", ErrorCode.PEER_CLOSED)
+                return
             elif kind == data_plane.ACK:
-                session.ack_due(stream_id, value)
+                flush |= session.ack_due(stream_id, value)
             elif kind == data_plane.BLOCKED:
                 session.send_blocked(stream_id)
+                flush = True
             else:
                 stream = self.streams.get(stream_id)
                 if isinstance(stream, PlaneStream):  # a bug there costs the stream only
                     self.reactor.call_guarded(stream, stream.on_plane_event, kind, value)
         if self._inbound_cap.paused:  # rings the plane emptied may let reads resume
             self._inbound_cap.check()
-        self.schedule_flush()
+        if flush:
+            self.schedule_flush()
 
     def plane_acks(self, events: list[data_plane.PlaneEvent]) -> None:
         self.on_plane_events(events)
@@ -955,6 +973,18 @@ class Channel:
             self._session.release_idle_outbound()
             self._outbound_cap.check()
         self._update_interest(left_over)
+        if self._plane is not None:
+            self._let_plane_send(not left_over)
+
+    def _let_plane_send(self, caught_up: bool) -> None:
+        """The plane may send the channel's output itself while the channel is
+        open on a plain socket, its output attached and nothing of Python's left."""
+        plane, transport, session = self._plane, self._transport, self._session
+        assert plane is not None
+        fd = -1 if transport is None or self.closed else transport.plain_fileno()
+        plane.set_channel(fd)
+        plane.set_send_ok(fd >= 0 and caught_up and session.state is ChannelState.OPEN
+                          and session.output_attached and not session.has_output())  # fmt: skip
 
     def _send_output(self) -> bool:
         """Send what the transport takes now; return whether output is left over
