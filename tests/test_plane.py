@@ -441,3 +441,50 @@ def test_the_pump_sends_the_channels_output_itself_while_python_lets_it(engine, 
     assert OUTPUT_LEFT in kinds and h.tx.has_output()
     app.sendall(b"more")
     assert [e[0] for e in engine.pump()] == [OUTPUT]  # sending stays off until allowed again
+
+
+def test_the_hub_gives_each_channel_its_own_events(sockets):
+    """Found by the stress run: a pump's events were handed to one channel whenever
+    the first and last were its own, even with another channel's in between."""
+    from reactor_mux.io.plane import PlaneHub
+    from reactor_mux.io.reactor import Reactor
+
+    class Owner:
+        def __init__(self) -> None:
+            self.events: list[tuple[int, int, int, int]] = []
+
+        def on_plane_events(self, events: list[tuple[int, int, int, int]]) -> None:
+            self.events += events
+
+        def close_after_bug(self) -> None:
+            raise AssertionError("no bug expected")
+
+    reactor = Reactor()
+    try:
+        hub = PlaneHub(reactor)
+        owners = [Owner(), Owner()]
+        harnesses = []
+        for owner in owners:
+            h = Harness(hub.engine, sockets)
+            hub.close_plane(h.plane)
+            h.plane = hub.new_plane(h.tx, owner)
+            harnesses.append(h)
+        apps = []
+        for index in range(5):  # streams of the two channels, interleaved: A B A B A
+            _handle, app, _slot = harnesses[index % 2].stream(2 * index + 1)
+            apps.append(app)
+        for app in apps:
+            app.sendall(b"x")
+            app.shutdown(socket.SHUT_WR)
+        for _ in range(10):
+            hub.pump()
+        for owner, h in zip(owners, harnesses, strict=True):
+            assert owner.events and {tag for _kind, tag, _id, _value in owner.events} == {
+                h.plane.tag
+            }
+            ids = {stream_id for kind, _tag, stream_id, _value in owner.events if kind == READ_EOF}
+            assert ids == {2 * index + 1 for index in range(5) if index % 2 == owners.index(owner)}
+        for h in harnesses:
+            hub.close_plane(h.plane)
+    finally:
+        reactor.close()

@@ -461,19 +461,13 @@ class PlaneHub:
         if events:
             owners = self._owners
             guarded = self._reactor.call_guarded
-            tag = events[0][1]
-            if events[-1][1] == tag:  # one channel, the common case
+            by_plane: dict[int, list[PlaneEvent]] = {}
+            for event in events:  # each channel's events, in the order they happened
+                by_plane.setdefault(event[1], []).append(event)
+            for tag, mine in by_plane.items():
                 owner = owners.get(tag)
                 if owner is not None:
-                    guarded(owner, owner.on_plane_events, events)
-            else:
-                by_plane: dict[int, list[PlaneEvent]] = {}
-                for event in events:
-                    by_plane.setdefault(event[1], []).append(event)
-                for tag, mine in by_plane.items():
-                    owner = owners.get(tag)
-                    if owner is not None:
-                        guarded(owner, owner.on_plane_events, mine)
+                    guarded(owner, owner.on_plane_events, mine)
         if self.engine.backlog:
             self.pump_soon()
 
