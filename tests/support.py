@@ -286,26 +286,12 @@ class MuxProcess(ReactorMuxProcess):
     ) -> dict[str, Any]:
         """The first event ``name`` with ``fields`` (see ``event_matches``) from line
         ``start`` on, waiting up to ``timeout`` seconds for it."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            index = start
-            while True:
-                while index < len(self._lines):
-                    entry = parse_event(self._lines[index])
-                    index += 1
-                    if entry is not None and event_matches(entry, name, fields):
-                        return entry
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (
-                    self.proc.poll() is not None
-                    and index >= len(self._lines)
-                    and not self._reader.is_alive()
-                ):
-                    raise TimeoutError(
-                        f"no {name!r} event with {fields!r} within {timeout}s; "
-                        f"log so far:\n{self.log}"
-                    )
-                self._cond.wait(min(remaining, 0.1))
+
+        def found(line: str) -> dict[str, Any] | None:
+            entry = parse_event(line)
+            return entry if entry is not None and event_matches(entry, name, fields) else None
+
+        return self.wait_line(found, timeout, start, f"{name!r} event with {fields!r}")
 
     def wait_events(
         self, name: str, count: int, timeout: float = 10.0, start: int = 0, **fields: Any

@@ -15,10 +15,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)(?: and \S+)*$")
 FORWARDING = re.compile(r"forwarding -([LRD]) (\S+):(\d+) -> (\S+)$")
+
+
+T = TypeVar("T")
 
 
 class ReactorMuxProcess:
@@ -84,25 +88,29 @@ class ReactorMuxProcess:
     ) -> re.Match[str]:
         """Wait for a log line (from index ``start`` on) matching ``pattern``."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        return self.wait_line(regex.search, timeout, start, f"log line matching {regex.pattern!r}")
+
+    def wait_line(
+        self, found: Callable[[str], T | None], timeout: float, start: int, what: str
+    ) -> T:
+        """The first non-None ``found(line)`` from line ``start`` on, waiting up to
+        ``timeout`` seconds (less if the process ended and its log is read)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             index = start
             while True:
                 while index < len(self._lines):
-                    match = regex.search(self._lines[index])
+                    result = found(self._lines[index])
                     index += 1
-                    if match:
-                        return match
+                    if result is not None:
+                        return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (
                     self.proc.poll() is not None
                     and index >= len(self._lines)
                     and not self._reader.is_alive()
                 ):
-                    raise TimeoutError(
-                        f"no log line matching {regex.pattern!r} within {timeout}s; "
-                        f"log so far:\n{self.log}"
-                    )
+                    raise TimeoutError(f"no {what} within {timeout}s; log so far:\n{self.log}")
                 self._cond.wait(min(remaining, 0.1))
 
     def count(self, pattern: str) -> int:
