@@ -27,6 +27,8 @@
 
 #define INBOUND_INITIAL 16384u /* an inbound ring's first allocation (RingBuffer's) */
 #define EPOLL_BATCH 256
+/* Records one channel read may decode in the plane; a read with more goes to Python. */
+#define INPUT_RECORDS 1024
 /* Events one stream can produce in one pump: ACK, WRITE_CLOSED or FAILED,
  * READ_EOF or FAILED, BLOCKED, and its plane's OUTPUT. */
 #define EVENTS_PER_STREAM 5
@@ -62,6 +64,7 @@ struct plane_stream {
     uint8_t can_read;
     uint8_t can_write;
     uint8_t hung_up; /* the socket reported RDHUP, HUP or ERR: reads end in EOF or an error */
+    uint8_t is_channel; /* the plane's channel socket (input), not a stream */
     uint8_t read_eof;
     uint8_t peer_eof;
     uint8_t write_closed;
@@ -79,6 +82,8 @@ struct rmux_engine {
     rmux_plane *sending[SENDING_PLANES]; /* planes to send for at the end of this pump */
     uint32_t nsending;
     uint32_t sending_cap; /* how many this pump may take (its events must have room) */
+    rmux_scratch *scratch;                /* for decoding channel reads */
+    rmux_record records[INPUT_RECORDS];
     struct epoll_event ready[EPOLL_BATCH];
 };
 
@@ -104,6 +109,10 @@ struct rmux_plane {
     uint8_t inbound_paused;
     uint32_t output_generation; /* the pump that last reported OUTPUT for it */
     int channel_fd;             /* the channel's plaintext socket, or -1 */
+    plane_stream input;         /* the channel socket as the engine reads it */
+    rmux_rx *rx;                /* the decoder's buffer and cursor, while the plane reads */
+    uint64_t channel_reads;
+    uint64_t inbound_limit;
     uint8_t send_ok;            /* Python has nothing of its own to send first */
 };
 
@@ -151,8 +160,14 @@ rmux_engine *rmux_engine_new(void) {
     if (engine == NULL) {
         return NULL;
     }
+    engine->scratch = rmux_scratch_new();
+    if (engine->scratch == NULL) {
+        free(engine);
+        return NULL;
+    }
     engine->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (engine->epfd < 0) {
+        rmux_scratch_free(engine->scratch);
         free(engine);
         return NULL;
     }
@@ -164,6 +179,7 @@ void rmux_engine_free(rmux_engine *engine) {
         return;
     }
     close(engine->epfd);
+    rmux_scratch_free(engine->scratch);
     free(engine);
 }
 
@@ -274,6 +290,10 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
     plane->tx = tx;
     plane->tag = tag;
     plane->channel_fd = -1;
+    plane->input.plane = plane;
+    plane->input.is_channel = 1;
+    plane->input.fd = -1;
+    plane->input.handle = -1;
     engine->planes++;
     return plane;
 }
@@ -314,6 +334,7 @@ void rmux_plane_free(rmux_plane *plane) {
             free(stream);
         }
     }
+    detach(&plane->input);
     plane->engine->planes--;
     free(plane->streams);
     free(plane->free_handles);
@@ -333,6 +354,9 @@ static int has_work(const plane_stream *stream) {
     if (stream->fd < 0 || stream->failed) {
         return 0;
     }
+    if (stream->is_channel) {
+        return stream->can_read && stream->plane->rx != NULL;
+    }
     if (stream->can_read && may_read(stream)) {
         return 1;
     }
@@ -350,6 +374,44 @@ static void wake(plane_stream *stream) {
 
 void rmux_plane_set_channel(rmux_plane *plane, int fd) {
     plane->channel_fd = fd;
+}
+
+rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
+    plane_stream *input = &plane->input;
+    if (input->fd >= 0 && input->fd != fd) {
+        detach(input);
+    }
+    if (fd >= 0 && input->fd != fd) {
+        struct epoll_event event;
+        memset(&event, 0, sizeof event);
+        event.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+        event.data.ptr = input;
+        if (epoll_ctl(plane->engine->epfd, EPOLL_CTL_ADD, fd, &event) != 0) {
+            plane->rx = NULL;
+            return RMUX_PLANE_SYSTEM;
+        }
+        input->fd = fd;
+        input->can_read = 1; /* bytes may be waiting already: try at the next pump */
+        input->hung_up = 0;
+    }
+    plane->rx = fd >= 0 ? rx : NULL;
+    if (plane->rx != NULL) {
+        wake(input);
+    }
+    return RMUX_PLANE_OK;
+}
+
+void rmux_plane_wake_input(rmux_plane *plane) {
+    plane->input.can_read = 1;
+    wake(&plane->input);
+}
+
+uint64_t rmux_plane_channel_reads(const rmux_plane *plane) {
+    return plane->channel_reads;
+}
+
+void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit) {
+    plane->inbound_limit = limit;
 }
 
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok) {
@@ -740,6 +802,107 @@ static void emit_plane(rmux_event *events, size_t *count, uint32_t kind, const r
     event->value = value;
 }
 
+static void write_received(plane_stream *stream, const uint8_t *data, uint32_t length,
+                           rmux_event *events, size_t *nevents);
+
+/* The plane's stream for a record it can deliver whole now, or NULL. */
+static plane_stream *deliverable(rmux_plane *plane, const rmux_record *record) {
+    if (record->kind != RMUX_RECORD_DATA) {
+        return NULL;
+    }
+    int32_t handle = lookup(plane, record->stream_id);
+    plane_stream *stream = handle < 0 ? NULL : plane->streams[handle];
+    if (stream == NULL || !stream->receiving || stream->fd < 0 ||
+        (uint64_t)stream->flow.recv_unacked + record->length > stream->flow.recv_size) {
+        return NULL;
+    }
+    return stream;
+}
+
+/* Hand the channel's input to Python until it wakes the plane's reads again. */
+static void hand_over(plane_stream *input, uint32_t kind, uint32_t value, rmux_event *events,
+                      size_t *nevents) {
+    input->can_read = 0;
+    emit_plane(events, nevents, kind, input->plane, 0, value);
+}
+
+/* One read of the channel socket into the decoder's free tail.  Handled here
+ * when every complete frame in the buffer is data the plane delivers whole;
+ * else left for Python (CHANNEL_INPUT), as are a buffer that must grow or move
+ * (CHANNEL_READABLE), EOF and errors. */
+static void read_channel(plane_stream *input, rmux_event *events, size_t *nevents,
+                         size_t room) {
+    rmux_plane *plane = input->plane;
+    rmux_engine *engine = plane->engine;
+    rmux_rx *rx = plane->rx;
+    if (rx == NULL || !input->can_read) {
+        return;
+    }
+    if (rx->start == rx->end) {
+        rx->start = rx->end = 0; /* nothing pending: the whole buffer is free (writable()'s rule) */
+    }
+    uint64_t free_tail = rx->buffer_length - rx->end;
+    uint64_t pending = rx->end - rx->start;
+    int grow = rx->filled && rx->buffer_length < rx->capacity;
+    int full = plane->inbound_limit && plane->inbound_held >= plane->inbound_limit;
+    if (rx->buffer == NULL || free_tail < RMUX_HEADER_SIZE || grow || full ||
+        (pending && free_tail < rx->buffer_length / 4)) {
+        hand_over(input, RMUX_EVENT_CHANNEL_READABLE, 0, events, nevents);
+        return;
+    }
+    ssize_t got;
+    do {
+        got = recv(input->fd, rx->buffer + rx->end, (size_t)free_tail, MSG_DONTWAIT);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            input->can_read = 0;
+        } else {
+            hand_over(input, RMUX_EVENT_CHANNEL_READ_FAILED, (uint32_t)errno, events, nevents);
+        }
+        return;
+    }
+    if (got == 0) {
+        hand_over(input, RMUX_EVENT_CHANNEL_EOF, 0, events, nevents);
+        return;
+    }
+    plane->channel_reads++;
+    rx->offered = free_tail;
+    rx->filled = (uint64_t)got >= free_tail;
+    if ((uint64_t)got < free_tail && !input->hung_up) {
+        input->can_read = 0; /* drained: the next bytes raise a new edge */
+    }
+    /* Decode with a cursor of our own: nothing is consumed unless all of it is ours. */
+    size_t start = (size_t)rx->start, staged = 0, nframes = 0;
+    rmux_status error;
+    size_t count = rmux_decode(engine->scratch, rx->buffer, (size_t)rx->buffer_length, &start,
+                               (size_t)(rx->end + (uint64_t)got), rx->max_data, rx->max_command,
+                               rx->staging, (size_t)rx->staging_length, &staged,
+                               engine->records, INPUT_RECORDS, &nframes, &error);
+    int ours = error == RMUX_OK && nframes < INPUT_RECORDS && room >= 2 * count + 2;
+    for (size_t i = 0; ours && i < count; i++) {
+        ours = deliverable(plane, &engine->records[i]) != NULL;
+    }
+    if (!ours) {
+        hand_over(input, RMUX_EVENT_CHANNEL_INPUT, (uint32_t)got, events, nevents);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const rmux_record *record = &engine->records[i];
+        plane_stream *stream = deliverable(plane, record);
+        rmux_flow *flow = &stream->flow;
+        flow->recv_unacked += record->length;
+        flow->recv_undelivered += record->length;
+        flow->recv_total += record->length;
+        write_received(stream, rx->staging + record->offset, record->length, events, nevents);
+    }
+    rx->end += (uint64_t)got;
+    rx->start = start;
+    if (rx->start == rx->end) {
+        rx->start = rx->end = 0; /* what Python's writable() does with an empty buffer */
+    }
+}
+
 /* Events send_output may write for one plane. */
 #define EVENTS_PER_SEND (FINS_PER_SEND + 3)
 
@@ -835,6 +998,14 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
            max_events - nevents >= EVENTS_PER_STREAM + (size_t)engine->sending_cap * EVENTS_PER_SEND) {
         plane_stream *stream = engine->work_head;
         work_unlink(engine, stream);
+        if (stream->is_channel) {
+            size_t room = max_events - nevents - (size_t)engine->sending_cap * EVENTS_PER_SEND;
+            read_channel(stream, events, &nevents, room);
+            if (has_work(stream)) {
+                work_push(engine, stream);
+            }
+            continue;
+        }
         write_side(stream, events, &nevents);
         if (!stream->failed) {
             read_side(stream, events, &nevents);
@@ -858,7 +1029,8 @@ static void write_received(plane_stream *stream, const uint8_t *data, uint32_t l
         return; /* the socket failed in this read: Python aborts the stream */
     }
     uint32_t sent = 0;
-    if (stream->ring_size == 0) {
+    int tried = stream->ring_size == 0; /* else bytes wait in order: only append */
+    if (tried) {
         ssize_t n;
         do {
             n = send(stream->fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -875,7 +1047,11 @@ static void write_received(plane_stream *stream, const uint8_t *data, uint32_t l
             fail(stream, error, events, nevents);
             return;
         }
-        stream->can_write = 0;
+        if (tried) {
+            stream->can_write = 0; /* the socket is full: its next edge says when it is not */
+        } else {
+            wake(stream); /* a writable socket's ring stays on the work list */
+        }
     }
     if (sent) {
         delivered(stream, sent, events, nevents);
@@ -940,6 +1116,12 @@ void rmux_plane_free(rmux_plane *plane) { (void)plane; }
 void rmux_plane_set_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
 void rmux_plane_set_channel(rmux_plane *plane, int fd) { (void)plane; (void)fd; }
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok) { (void)plane; (void)ok; }
+rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
+    (void)plane; (void)rx; (void)fd; return RMUX_PLANE_INVALID;
+}
+void rmux_plane_wake_input(rmux_plane *plane) { (void)plane; }
+uint64_t rmux_plane_channel_reads(const rmux_plane *plane) { (void)plane; return 0; }
+void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit) { (void)plane; (void)limit; }
 void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
 uint64_t rmux_plane_inbound_held(const rmux_plane *plane) { (void)plane; return 0; }
 uint64_t rmux_plane_release_idle_inbound(rmux_plane *plane) { (void)plane; return 0; }

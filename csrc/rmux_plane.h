@@ -36,8 +36,31 @@ typedef enum rmux_event_kind {
     RMUX_EVENT_SENT = 7,         /* value: sends made to the channel socket in this pump */
     RMUX_EVENT_FIN_SENT = 8,     /* the stream's FIN went out right after its last byte */
     RMUX_EVENT_OUTPUT_LEFT = 9,  /* the socket took less than all: wait until it is writable */
-    RMUX_EVENT_CHANNEL_FAILED = 10 /* value: the errno of a failed send on the channel */
+    RMUX_EVENT_CHANNEL_FAILED = 10, /* value: the errno of a failed send on the channel */
+    /* Only where the plane reads the channel itself (rmux_plane_set_input): */
+    RMUX_EVENT_CHANNEL_INPUT = 11,    /* value: bytes read after rx->end for Python to handle */
+    RMUX_EVENT_CHANNEL_READABLE = 12, /* the receive buffer must grow or move: Python reads */
+    RMUX_EVENT_CHANNEL_EOF = 13,      /* the peer closed the channel */
+    RMUX_EVENT_CHANNEL_READ_FAILED = 14 /* value: the errno of a failed read */
 } rmux_event_kind;
+
+/* The channel's receive buffer and cursor, shared with Python's decoder
+ * (codec/_c.py keeps its cursor here, so both always see one state).  Python
+ * manages the buffers (growth, compaction); the plane only reads into the free
+ * tail and consumes whole frames. */
+typedef struct rmux_rx {
+    uint8_t *buffer;
+    uint64_t buffer_length;
+    uint8_t *staging;
+    uint64_t staging_length;
+    uint64_t start;    /* the first byte not yet handled */
+    uint64_t end;      /* the end of what was read */
+    uint64_t offered;  /* the free tail the last read was offered */
+    uint64_t capacity; /* how large the buffers may grow */
+    uint32_t max_data;
+    uint32_t max_command;
+    uint32_t filled;   /* the last read took all it was offered */
+} rmux_rx;
 
 /* What the pump and delivery report: four uint32s, unpacked in one call. */
 typedef struct rmux_event {
@@ -105,6 +128,20 @@ void rmux_plane_set_paused(rmux_plane *plane, int paused);
  * and OUTPUT only when it did not send.  Sending stops (until allowed again)
  * when the socket fills or fails. */
 void rmux_plane_set_channel(rmux_plane *plane, int fd);
+/* Read the channel's plaintext socket in the pump (fd -1: Python reads it).
+ * A read whose complete frames are all data the plane can deliver is handled
+ * here; any other (a command, a partial read Python must see, a malformed
+ * frame) is left after rx->end and reported as CHANNEL_INPUT; a buffer that
+ * must grow or move first is CHANNEL_READABLE.  After either, the plane waits
+ * for rmux_plane_wake_input.  Returns RMUX_PLANE_SYSTEM if epoll refused. */
+rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd);
+/* Python handled the channel's input: read the socket again at the next pump. */
+void rmux_plane_wake_input(rmux_plane *plane);
+/* Reads the plane made from the channel (the keepalive counts them as traffic). */
+uint64_t rmux_plane_channel_reads(const rmux_plane *plane);
+/* The inbound cap: while the inbound rings hold this much, the plane leaves the
+ * channel's reads to Python (which pauses them). */
+void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit);
 /* Python has output of its own to go first (commands it queued, a resume
  * exchange): the plane must not send until this is set again. */
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok);

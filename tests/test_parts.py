@@ -26,7 +26,9 @@ pytestmark = pytest.mark.codec_independent
 class Watched:
     """What a liveness reports: pings sent, and the reason it gave up."""
 
-    def __init__(self, clock: FakeClock, **settings: float) -> None:
+    def __init__(
+        self, clock: FakeClock, activity: Callable[[], int] | None = None, **settings: float
+    ) -> None:
         self.pings: list[tuple[float, int]] = []
         self.gave_up: list[tuple[float, str]] = []
         self.codes: list[ErrorCode] = []
@@ -37,6 +39,7 @@ class Watched:
             Owner(),
             send_ping=lambda token: self.pings.append((clock.now, token)),
             give_up=self._gave_up,
+            activity=activity,
             **values,
         )
         self.liveness.start()
@@ -90,6 +93,22 @@ def test_traffic_keeps_the_peer_alive_without_pings():
         clock.advance(7)
         watched.liveness.heard()
     assert watched.pings == [] and watched.gave_up == []
+
+
+def test_reads_the_data_plane_made_keep_the_peer_alive():
+    """The plane reads the channel in C and only counts its reads: a count that
+    moved since the last tick is traffic heard after that tick."""
+    clock = FakeClock()
+    reads = [0]
+    watched = Watched(clock, activity=lambda: reads[0])
+    watched.liveness.handshake_done()
+    for _ in range(100):
+        clock.advance(7)
+        reads[0] += 1
+    assert watched.pings == [] and watched.gave_up == []
+    clock.advance(45)  # the count stops: silence, as ever
+    assert [at for at, _ in watched.pings][:1] == [712.5]
+    assert watched.gave_up and watched.codes == [ErrorCode.KEEPALIVE_TIMEOUT]
 
 
 def test_while_our_reads_are_paused_the_silence_clock_stops_and_we_ping():

@@ -488,3 +488,47 @@ def test_the_hub_gives_each_channel_its_own_events(sockets):
             hub.close_plane(h.plane)
     finally:
         reactor.close()
+
+
+def test_the_plane_reads_the_channel_and_leaves_commands_to_python(engine, sockets):
+    from reactor_mux.codec._c import InboundDecoder
+    from reactor_mux.io.plane import CHANNEL_EOF, CHANNEL_INPUT, CHANNEL_READABLE
+
+    h = Harness(engine, sockets)
+    _handle, app, _slot = h.stream(1)
+    mine, peer = tcp_pair()  # the channel: the plane reads ``mine``, the peer writes
+    sockets += [mine, peer]
+    decoder = InboundDecoder(65536, 1024, 262144)
+    decoder.writable()  # Python gives the buffer its first size
+    h.plane.set_input(decoder.rx, mine.fileno())
+    frame = codec.encode_header(5, 1, codec.KIND_DATA) + b"hello"
+    peer.sendall(frame * 3)
+    assert engine.pump() == []  # all data, all delivered in C
+    assert read_exactly(app, 15) == b"hello" * 3
+    assert (decoder.rx.start, decoder.rx.end) == (0, 0) and h.plane.channel_reads == 1
+    # A command in the read: nothing is consumed, the bytes wait after rx.end for Python.
+    command = codec.encode_header(3, 1, codec.KIND_COMMAND) + b"FIN"
+    peer.sendall(frame + command)
+    assert engine.pump() == [(CHANNEL_INPUT, 7, 0, len(frame + command))]
+    assert decoder.rx.end == 0
+    records, error = decoder.advance(len(frame + command))  # what Python's read does
+    assert error == codec.OK
+    assert [record[0] for record in records] == [codec.RECORD_DATA, codec.RECORD_COMMAND]
+    peer.sendall(frame)
+    assert engine.pump() == []  # parked until Python has handled its input
+    h.plane.wake_input()
+    assert engine.pump() == []
+    assert read_exactly(app, 5) == b"hello"
+    # A buffer that must grow first: Python reads.
+    decoder.rx.filled = 1
+    decoder.rx.capacity = 1 << 20
+    peer.sendall(frame)
+    h.plane.wake_input()
+    assert engine.pump() == [(CHANNEL_READABLE, 7, 0, 0)]
+    decoder.rx.filled = 0
+    h.plane.wake_input()
+    assert engine.pump() == []
+    assert read_exactly(app, 5) == b"hello"
+    peer.shutdown(socket.SHUT_WR)
+    assert engine.pump() == [(CHANNEL_EOF, 7, 0, 0)]
+    h.plane.set_input(None, -1)

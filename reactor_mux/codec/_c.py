@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 from reactor_mux.codec import _python
 from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
@@ -133,10 +134,32 @@ def scan_frames(
     return frames, _SIZE_OUT[0], _STATUS_OUT[0]
 
 
+def _rx_field(name: str, convert: Any = int) -> property:
+    def get(self: InboundDecoder) -> Any:
+        return convert(getattr(self.rx, name))
+
+    def put(self: InboundDecoder, value: Any) -> None:
+        setattr(self.rx, name, value)
+
+    return property(get, put)
+
+
 class InboundDecoder(_python.InboundDecoder):
-    """The twin's buffers (and their management); parsing and splicing in C."""
+    """The twin's buffers (and their management); parsing and splicing in C.
+
+    Its cursor lives in ``rx`` (an ``rmux_rx``), where the compiled data plane
+    reads the channel into the same buffers: both always see one state."""
+
+    _start = _rx_field("start")
+    _end = _rx_field("end")
+    _offered = _rx_field("offered")
+    _filled = _rx_field("filled", bool)
+    _capacity = _rx_field("capacity")
+    _max_data = _rx_field("max_data")
+    _max_command = _rx_field("max_command")
 
     def __init__(self, max_data: int, max_command: int, buffer_size: int) -> None:
+        self.rx = ffi.new("rmux_rx *")
         super().__init__(max_data, max_command, buffer_size)
         self._buffers_changed()
 
@@ -145,6 +168,9 @@ class InboundDecoder(_python.InboundDecoder):
         self._buffer_length = len(self._buffer)
         self._staging_pointer = ffi.from_buffer(self._staging)
         self._staging_length = len(self._staging)
+        rx = self.rx
+        rx.buffer, rx.buffer_length = self._buffer_pointer, self._buffer_length
+        rx.staging, rx.staging_length = self._staging_pointer, self._staging_length
 
     def advance(self, count: int) -> tuple[list[Record], int]:
         self._filled = count >= self._offered

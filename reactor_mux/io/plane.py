@@ -38,6 +38,10 @@ SENT = 7
 FIN_SENT = 8
 OUTPUT_LEFT = 9
 CHANNEL_FAILED = 10
+CHANNEL_INPUT = 11
+CHANNEL_READABLE = 12
+CHANNEL_EOF = 13
+CHANNEL_READ_FAILED = 14
 
 PlaneEvent = tuple[int, int, int, int]
 """(kind, plane tag, stream id, value): see csrc/rmux_plane.h, rmux_event."""
@@ -199,6 +203,26 @@ class Plane:
     def set_send_ok(self, ok: bool) -> None:
         """Whether the pump may send now (Python has nothing of its own to go first)."""
         lib.rmux_plane_set_send_ok(self._plane, ok)
+
+    def set_input(self, rx: Any, fd: int) -> None:
+        """Read the channel's socket ``fd`` into the decoder's ``rx`` in the pump
+        (-1: Python reads it)."""
+        _check(lib.rmux_plane_set_input(self._plane, ffi.NULL if rx is None else rx, fd),
+               "set_input")  # fmt: skip
+
+    def wake_input(self) -> None:
+        """Python handled the input the plane left it: read the channel again."""
+        lib.rmux_plane_wake_input(self._plane)
+
+    @property
+    def channel_reads(self) -> int:
+        """Reads the plane made of the channel (traffic, for the keepalive)."""
+        count: int = lib.rmux_plane_channel_reads(self._plane)
+        return count
+
+    def set_inbound_limit(self, limit: int) -> None:
+        """The inbound cap: past it, the plane leaves the channel's reads to Python."""
+        lib.rmux_plane_set_inbound_limit(self._plane, limit)
 
     def hold_output(self) -> None:
         """The session queued a command: it goes first, in Python's next flush."""

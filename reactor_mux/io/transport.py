@@ -154,7 +154,7 @@ class TcpTransport:
             protocol.write_ready()
             if watch.closed:
                 return
-        if mask & READ:
+        if mask & watch.mask & READ:  # not a read asked for before this batch's changes
             try:
                 count = self._sock.recv_into(protocol.get_buffer())
             except (BlockingIOError, InterruptedError):

@@ -1448,6 +1448,16 @@ class Session:
         return [pending] if len(pending) else []
 
     @property
+    def receive_state(self) -> object | None:
+        """The decoder's cursor in C (the compiled codec's ``rmux_rx``), for the data
+        plane to read the channel into while the channel is open and trusted; None
+        otherwise, and with the Python codec."""
+        if not self._trusted or self.state is not ChannelState.OPEN or self._output_detached:
+            return None
+        rx: object | None = getattr(self._decoder, "rx", None)
+        return rx
+
+    @property
     def output_attached(self) -> bool:
         """Output flows through the queue (not the resume exchange's side buffer)."""
         return not self._output_detached

@@ -220,9 +220,15 @@ class Channel:
         self._plane_hub = data_plane.hub_for(reactor)
         self._plane: data_plane.Plane | None = None
         """Where the streams' bytes move (the compiled data plane), or None: LocalStream."""
+        self._plane_reads = False
+        """The plane reads the channel's socket (Python's transport does not)."""
+        self._plane_input: tuple[object | None, int] = (None, -1)
+        self._python_read_asked = False
+        """The plane handed a read back (its buffer must grow or move): Python reads once."""
         if self._plane_hub is not None:
             self._plane = self._plane_hub.new_plane(self._session.output_queue, self)
             self._session.use_plane(self._plane)
+            self._plane.set_inbound_limit(settings.max_buffer)
         escaped = name.replace("%", "%%")
         self._inbound_cap = BufferCap(
             settings.max_buffer,
@@ -256,6 +262,7 @@ class Channel:
 
     def _new_liveness(self) -> Liveness:
         settings = self.settings
+        plane = self._plane
         return Liveness(
             self.reactor,
             self,
@@ -264,6 +271,7 @@ class Channel:
             dead_after=settings.dead_after,
             send_ping=self._send_ping,
             give_up=self._lost,
+            activity=None if plane is None else lambda: plane.channel_reads,
         )
 
     # ------------------------------------------------------------ the role's calls
@@ -457,6 +465,12 @@ class Channel:
             self.schedule_flush()
         if self._peer_leaving:  # a refusal or reset may have freed the last stream
             self._close_if_peer_left()
+        if self._plane is not None and not self.closed:
+            self._python_read_asked = False
+            self._update_interest()
+            if self._plane_reads:
+                self._plane.wake_input()  # the plane reads the channel again
+                self.plane_woken()
 
     def eof_received(self) -> None:
         session = self._session
@@ -491,6 +505,8 @@ class Channel:
         transport, self._transport = self._transport, None
         if self._plane is not None:
             self._plane.set_channel(-1)  # before its descriptor can be reused
+            self._plane.set_input(None, -1)
+            self._plane_input, self._plane_reads = (None, -1), False
         if transport is not None:
             transport.close()
         self._flush_pending = False
@@ -885,6 +901,20 @@ class Channel:
                     self._outbound_cap.check()
             elif kind == data_plane.FIN_SENT:
                 session.fin_sent(stream_id)
+            elif kind == data_plane.CHANNEL_INPUT:  # bytes with a command: Python's read
+                self.buffer_updated(value)
+                if self.closed:
+                    return
+            elif kind == data_plane.CHANNEL_READABLE:  # the buffer must grow: Python reads
+                self._python_read_asked = True
+                self._update_interest()
+            elif kind == data_plane.CHANNEL_EOF:
+                self.eof_received()
+                return
+            elif kind == data_plane.CHANNEL_READ_FAILED:
+                failure = describe_error(OSError(value, os.strerror(value)))
+                self.transport_failed(f"channel read failed: {failure}")
+                return
             elif kind == data_plane.OUTPUT_LEFT:
                 self._update_interest(True)  # the rest goes when the socket can take it
             elif kind == data_plane.CHANNEL_FAILED:
@@ -1007,11 +1037,32 @@ class Channel:
         return False
 
     def _update_interest(self, output_left: bool | None = None) -> None:
-        """Read unless paused; write while output is left (``_flush`` knows; else ask)."""
+        """Read unless paused (or while the plane reads); write while output is left
+        (``_flush`` knows; else ask)."""
         if not self.closed and self._transport is not None:
             if output_left is None:
                 output_left = self._session.has_output()
-            self._transport.set_interest(read=not self._inbound_cap.paused, write=output_left)
+            if self._plane is not None:
+                self._let_plane_read()
+            read = not self._inbound_cap.paused and (
+                not self._plane_reads or self._python_read_asked
+            )
+            self._transport.set_interest(read=read, write=output_left)
+
+    def _let_plane_read(self) -> None:
+        """The plane reads the channel's socket itself while the channel is open on
+        a plain socket, trusted, its output attached and its reads not paused."""
+        plane, transport = self._plane, self._transport
+        assert plane is not None
+        rx = None if self._inbound_cap.paused or self.closed else self._session.receive_state
+        fd = -1 if rx is None or transport is None else transport.plain_fileno()
+        wanted = (rx if fd >= 0 else None, fd)
+        if wanted != self._plane_input:
+            plane.set_input(*wanted)
+            self._plane_input = wanted
+            self._plane_reads = fd >= 0
+            if self._plane_reads:
+                self.plane_woken()  # the input is on the work list: pump this tick
 
     # ------------------------------------------------------------- closing
 
@@ -1064,6 +1115,9 @@ class Channel:
             log.exception("%s: internal error while closing", self.name)
         finally:
             # Whatever failed above, the socket goes and the owner forgets us.
+            if self._plane is not None:  # first: its descriptors go with the transport
+                self._plane.set_channel(-1)
+                self._plane.set_input(None, -1)
             if self._transport is not None:
                 self._transport.close()
             if self._plane is not None and self._plane_hub is not None:

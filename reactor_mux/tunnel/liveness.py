@@ -50,6 +50,7 @@ class Liveness:
         dead_after: float,
         send_ping: Callable[[int], None],
         give_up: Callable[[str, ErrorCode], None],
+        activity: Callable[[], int] | None = None,
     ) -> None:
         self._clock = clock
         self._owner = owner
@@ -63,6 +64,11 @@ class Liveness:
         self._ping_token = 0
         self.last_heard = clock.time()
         self._created = self.last_heard
+        self._activity = activity
+        """A count of reads made elsewhere (the data plane's): when it moved since the
+        last tick, the peer was heard after that tick."""
+        self._last_activity = activity() if activity is not None else 0
+        self._last_tick = self.last_heard
         self.reads_paused = False
         """Set by the channel while it does not read: the peer's silence is ours."""
 
@@ -101,6 +107,12 @@ class Liveness:
     def _tick(self) -> None:
         self._tick_timer = None
         now = self._clock.time()
+        if self._activity is not None:
+            activity = self._activity()
+            if activity != self._last_activity:
+                self._last_activity = activity
+                self.last_heard = max(self.last_heard, self._last_tick)
+        self._last_tick = now
         if self.reads_paused:
             self.last_heard = now
         idle = now - self.last_heard
