@@ -485,6 +485,13 @@ class PlaneHub:
         if events:
             owners = self._owners
             guarded = self._reactor.call_guarded
+            if len(owners) == 1:  # a client's one channel: every event is its own
+                for tag, only in owners.items():
+                    if events[0][1] == tag:
+                        guarded(only, only.on_plane_events, events)
+                if self.engine.backlog:
+                    self.pump_soon()
+                return
             by_plane: dict[int, list[PlaneEvent]] = {}
             for event in events:  # each channel's events, in the order they happened
                 by_plane.setdefault(event[1], []).append(event)

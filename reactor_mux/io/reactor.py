@@ -286,7 +286,8 @@ class Reactor:
                     watch.callback(mask)
                 except Exception:  # noqa: BLE001 - the guard: a bug costs its owner only
                     self._internal_error(watch.owner)
-            if self._timers:
+            timers = self._timers
+            if timers and timers[0][0] <= self.time():  # most wake-ups have none due
                 self._run_timers()
             if self._soon or self._threadsafe:
                 self._run_soon()
