@@ -20,7 +20,9 @@ as before the data plane: ``REACTOR_MUX_DATA_PLANE=python``).
 Workloads: ``iperf`` (1 and 8 streams, both directions), ``redis`` (GET/SET,
 50 connections, plain and ``-P 16``), ``http`` (wrk keep-alive, ab one
 connection per request), ``pingpong`` (64-byte round trips, free and with
-every process of the path pinned to CPU 0), ``fairness`` (ping-pong while 4
+every process of the path pinned to CPU 0), ``cpu`` (CPU time per round trip
+per tunnel end: redis GET at 64 connections, the path's processes' user and
+system time divided by requests and by 2), ``fairness`` (ping-pong while 4
 bulk streams fill the same path), ``idle`` (reactor-mux RSS with 10,000 idle
 streams through one -L).
 
@@ -63,7 +65,7 @@ from reactor_mux.security.keygen import generate, generate_secret  # noqa: E402
 from reactor_mux.tools.procs import ReactorMuxProcess, proc_status  # noqa: E402
 
 PATHS = ["direct", "socat2", "loop2", "ssh_L", "rmux", "rmux_tls", "rmux_py", "rmux_noplane"]
-WORKLOADS = ["iperf", "redis", "http", "pingpong", "fairness", "idle"]
+WORKLOADS = ["iperf", "redis", "http", "pingpong", "cpu", "fairness", "idle"]
 TARGETS = ["iperf", "redis", "http", "echo", "sink"]
 RATIOS = {  # column: (numerator path, denominator path)
     "rmux/ssh": ("rmux", "ssh_L"),
@@ -406,6 +408,7 @@ WORKLOAD_TARGETS = {
     "redis": ["redis"],
     "http": ["http"],
     "pingpong": ["echo"],
+    "cpu": ["redis"],
     "fairness": ["echo", "sink"],
     "idle": ["echo"],
 }
@@ -734,6 +737,43 @@ def workload_redis(bench: Bench) -> None:
             record(rows, path.name, measure)
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User and system time of ``pids`` so far (those that are gone count nothing)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+CPU_CONNECTIONS = 64
+CPU_PATHS = ("loop2", "ssh_L", "rmux", "rmux_tls", "rmux_noplane")
+"""Paths whose processes live through the run (socat forks one per connection)."""
+
+
+def cpu_per_round_trip(bench: Bench, path: Route) -> tuple[float]:
+    """µs of CPU per round trip per tunnel end (each path has two: client and server)."""
+    pids = path.pids()
+    requests = bench.budget.redis_requests
+    command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(path.ports["redis"]),
+               "-c", str(CPU_CONNECTIONS), "-n", str(requests), "-t", "get", "--csv"]  # fmt: skip
+    before = cpu_seconds(pids)
+    run(command, timeout=300)
+    return ((cpu_seconds(pids) - before) / requests / 2 * 1e6,)
+
+
+def workload_cpu(bench: Bench) -> None:
+    rows = [bench.row("cpu", f"CPU per round trip per end, c{CPU_CONNECTIONS}", "us", True)]
+    for path in bench.on():
+        if path.name in CPU_PATHS:
+            record(rows, path.name, partial(cpu_per_round_trip, bench, path))
+
+
 def wrk(port: int, seconds: int) -> float:
     """req/s over 50 keep-alive connections."""
     url = f"http://127.0.0.1:{port}{HTTP_PATH}"
@@ -924,6 +964,7 @@ WORKLOAD_RUNNERS: dict[str, Callable[[Bench], None]] = {
     "redis": workload_redis,
     "http": workload_http,
     "pingpong": workload_pingpong,
+    "cpu": workload_cpu,
     "fairness": workload_fairness,
     "idle": workload_idle,
 }
