@@ -486,9 +486,9 @@ class PlaneHub:
             owners = self._owners
             guarded = self._reactor.call_guarded
             if len(owners) == 1:  # a client's one channel: every event is its own
-                for tag, only in owners.items():
-                    if events[0][1] == tag:
-                        guarded(only, only.on_plane_events, events)
+                [(tag, only)] = owners.items()  # not a loop: the call may change owners
+                if events[0][1] == tag:
+                    guarded(only, only.on_plane_events, events)
                 if self.engine.backlog:
                     self.pump_soon()
                 return
