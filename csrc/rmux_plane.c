@@ -841,12 +841,29 @@ static void read_channel(plane_stream *input, rmux_event *events, size_t *nevent
     if (rx->start == rx->end) {
         rx->start = rx->end = 0; /* nothing pending: the whole buffer is free (writable()'s rule) */
     }
-    uint64_t free_tail = rx->buffer_length - rx->end;
     uint64_t pending = rx->end - rx->start;
     int grow = rx->filled && rx->buffer_length < rx->capacity;
     int full = plane->inbound_limit && plane->inbound_held >= plane->inbound_limit;
-    if (rx->buffer == NULL || free_tail < RMUX_HEADER_SIZE || grow || full ||
-        (pending && free_tail < rx->buffer_length / 4)) {
+    if (pending >= RMUX_HEADER_SIZE) { /* a partial frame: the buffer must hold all of it */
+        uint32_t body = (uint32_t)rx->buffer[rx->start] << 24 |
+                        (uint32_t)rx->buffer[rx->start + 1] << 16 |
+                        (uint32_t)rx->buffer[rx->start + 2] << 8 | rx->buffer[rx->start + 3];
+        grow |= (uint64_t)RMUX_HEADER_SIZE + body > rx->buffer_length;
+    }
+    if (rx->buffer == NULL || grow || full) {
+        hand_over(input, RMUX_EVENT_CHANNEL_READABLE, 0, events, nevents);
+        return;
+    }
+    uint64_t free_tail = rx->buffer_length - rx->end;
+    uint64_t least = rx->buffer_length / 4 > RMUX_HEADER_SIZE ? rx->buffer_length / 4
+                                                              : RMUX_HEADER_SIZE;
+    if (free_tail < least && rx->start) { /* writable()'s rule: the partial frame to the front */
+        memmove(rx->buffer, rx->buffer + rx->start, (size_t)pending);
+        rx->start = 0;
+        rx->end = pending;
+        free_tail = rx->buffer_length - rx->end;
+    }
+    if (free_tail < RMUX_HEADER_SIZE) {
         hand_over(input, RMUX_EVENT_CHANNEL_READABLE, 0, events, nevents);
         return;
     }

@@ -23,7 +23,7 @@
 
 /* Most bytes read from one stream socket per pump: one bulk stream cannot keep
  * the others waiting for longer than this takes. */
-#define RMUX_PLANE_READ_CHUNK 131072
+#define RMUX_PLANE_READ_CHUNK 262144
 
 typedef enum rmux_event_kind {
     RMUX_EVENT_READ_EOF = 1,     /* the socket sent EOF: send FIN after its data */
