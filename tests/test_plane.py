@@ -532,3 +532,51 @@ def test_the_plane_reads_the_channel_and_leaves_commands_to_python(engine, socke
     peer.shutdown(socket.SHUT_WR)
     assert engine.pump() == [(CHANNEL_EOF, 7, 0, 0)]
     h.plane.set_input(None, -1)
+
+
+def test_the_plane_moves_a_partial_frame_to_the_front_itself(engine, sockets):
+    """A read that ends inside a frame leaves it at the end of the buffer; the plane
+    moves it to the front (writable()'s rule) instead of handing the read to Python,
+    and asks Python only when the buffer is too small for the frame."""
+    from reactor_mux.codec._c import InboundDecoder
+    from reactor_mux.io.plane import CHANNEL_READABLE
+
+    def pump_acks_only() -> None:
+        assert {event[0] for event in engine.pump()} <= {ACK}
+
+    h = Harness(engine, sockets)
+    _handle, app, _slot = h.stream(1, receive_window=1 << 20)
+    mine, peer = tcp_pair()
+    sockets += [mine, peer]
+    decoder = InboundDecoder(65536, 1024, 262144)
+    decoder.writable()
+    size = decoder.rx.buffer_length
+    decoder.rx.capacity = size  # full grown: a read that fills it asks for no growth
+    h.plane.set_input(decoder.rx, mine.fileno())
+    body = os.urandom(1000)
+    frame = codec.encode_header(len(body), 1, codec.KIND_DATA) + body
+    stream = frame * 64
+    first = size - 5  # all but a few bytes of the buffer, ending inside a frame
+    assert first % len(frame)
+    peer.sendall(stream[:first])
+    pump_acks_only()
+    assert decoder.rx.start and decoder.rx.end == first  # the partial frame waits at the end
+    peer.sendall(stream[first:])
+    reads = h.plane.channel_reads
+    for _ in range(10):
+        h.plane.wake_input()  # the first read filled the buffer: no edge says it drained
+        pump_acks_only()
+    assert decoder.rx.start == decoder.rx.end == 0
+    assert h.plane.channel_reads > reads  # read in C, after moving the partial frame
+    assert read_exactly(app, len(body) * 64) == body * 64
+    # A partial frame larger than the buffer: growing it is Python's.
+    big = codec.encode_header(65536, 1, codec.KIND_DATA) + bytes(65536)
+    decoder.rx.buffer_length = 32768  # as if the buffer were still small
+    peer.sendall(big[:100])
+    h.plane.wake_input()
+    pump_acks_only()  # the header arrived: nothing to deliver yet
+    peer.sendall(big[100:200])
+    h.plane.wake_input()
+    assert engine.pump() == [(CHANNEL_READABLE, 7, 0, 0)]
+    decoder.rx.buffer_length = size
+    h.plane.set_input(None, -1)
