@@ -28,7 +28,9 @@
 #define INBOUND_INITIAL 16384u /* an inbound ring's first allocation (RingBuffer's) */
 #define EPOLL_BATCH 256
 /* Records one channel read may decode in the plane; a read with more goes to Python. */
-#define INPUT_RECORDS 1024
+#define INPUT_FRAMES 1024
+/* Frames of one stream written with one sendmsg (consecutive frames of a stream). */
+#define DELIVERY_PARTS 64
 /* Events one stream can produce in one pump: ACK, WRITE_CLOSED or FAILED,
  * READ_EOF or FAILED, BLOCKED, and its plane's OUTPUT. */
 #define EVENTS_PER_STREAM 5
@@ -82,8 +84,7 @@ struct rmux_engine {
     rmux_plane *sending[SENDING_PLANES]; /* planes to send for at the end of this pump */
     uint32_t nsending;
     uint32_t sending_cap; /* how many this pump may take (its events must have room) */
-    rmux_scratch *scratch;                /* for decoding channel reads */
-    rmux_record records[INPUT_RECORDS];
+    rmux_frame frames[INPUT_FRAMES]; /* one channel read's frames, scanned in place */
     struct epoll_event ready[EPOLL_BATCH];
 };
 
@@ -160,14 +161,8 @@ rmux_engine *rmux_engine_new(void) {
     if (engine == NULL) {
         return NULL;
     }
-    engine->scratch = rmux_scratch_new();
-    if (engine->scratch == NULL) {
-        free(engine);
-        return NULL;
-    }
     engine->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (engine->epfd < 0) {
-        rmux_scratch_free(engine->scratch);
         free(engine);
         return NULL;
     }
@@ -179,7 +174,6 @@ void rmux_engine_free(rmux_engine *engine) {
         return;
     }
     close(engine->epfd);
-    rmux_scratch_free(engine->scratch);
     free(engine);
 }
 
@@ -805,18 +799,69 @@ static void emit_plane(rmux_event *events, size_t *count, uint32_t kind, const r
 static void write_received(plane_stream *stream, const uint8_t *data, uint32_t length,
                            rmux_event *events, size_t *nevents);
 
-/* The plane's stream for a record it can deliver whole now, or NULL. */
-static plane_stream *deliverable(rmux_plane *plane, const rmux_record *record) {
-    if (record->kind != RMUX_RECORD_DATA) {
+/* The plane's stream for a frame it can deliver whole now (data within the
+ * window, as rmux_plane_deliver checks), or NULL: the frame is Python's. */
+static plane_stream *deliverable(rmux_plane *plane, const rmux_frame *frame) {
+    if (frame->kind != RMUX_KIND_DATA) {
         return NULL;
     }
-    int32_t handle = lookup(plane, record->stream_id);
+    int32_t handle = lookup(plane, frame->stream_id);
     plane_stream *stream = handle < 0 ? NULL : plane->streams[handle];
     if (stream == NULL || !stream->receiving || stream->fd < 0 ||
-        (uint64_t)stream->flow.recv_unacked + record->length > stream->flow.recv_size) {
+        (uint64_t)stream->flow.recv_unacked + frame->length > stream->flow.recv_size) {
         return NULL;
     }
     return stream;
+}
+
+/* write_received for bodies that lie apart in the receive buffer: one sendmsg,
+ * the rest (if the socket took less) to the stream's inbound ring. */
+static void write_parts(plane_stream *stream, const struct iovec *parts, int nparts,
+                        uint32_t length, rmux_event *events, size_t *nevents) {
+    if (stream->failed || length == 0) {
+        return;
+    }
+    uint32_t sent = 0;
+    int tried = stream->ring_size == 0; /* else bytes wait in order: only append */
+    if (tried) {
+        struct msghdr message;
+        memset(&message, 0, sizeof message);
+        message.msg_iov = (struct iovec *)parts;
+        message.msg_iovlen = (size_t)nparts;
+        ssize_t n;
+        do {
+            n = sendmsg(stream->fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            fail(stream, errno, events, nevents);
+            return;
+        }
+        sent = n > 0 ? (uint32_t)n : 0;
+    }
+    if (sent < length) {
+        uint32_t skip = sent;
+        for (int i = 0; i < nparts; i++) {
+            uint32_t part = (uint32_t)parts[i].iov_len;
+            if (skip >= part) {
+                skip -= part;
+                continue;
+            }
+            int error = ring_append(stream, (const uint8_t *)parts[i].iov_base + skip, part - skip);
+            if (error) {
+                fail(stream, error, events, nevents);
+                return;
+            }
+            skip = 0;
+        }
+        if (tried) {
+            stream->can_write = 0; /* the socket is full: its next edge says when it is not */
+        } else {
+            wake(stream); /* a writable socket's ring stays on the work list */
+        }
+    }
+    if (sent) {
+        delivered(stream, sent, events, nevents);
+    }
 }
 
 /* Hand the channel's input to Python until it wakes the plane's reads again. */
@@ -889,34 +934,73 @@ static void read_channel(plane_stream *input, rmux_event *events, size_t *nevent
     if ((uint64_t)got < free_tail && !input->hung_up) {
         input->can_read = 0; /* drained: the next bytes raise a new edge */
     }
-    /* Decode with a cursor of our own: nothing is consumed unless all of it is ours. */
-    size_t start = (size_t)rx->start, staged = 0, nframes = 0;
+    /* Scan in place and deliver the leading data frames the plane holds, straight
+     * from the buffer (consecutive frames of a stream in one sendmsg).  From the
+     * first frame that is Python's (a command, another stream, beyond a window, a
+     * malformed frame) the rest of the read is left to Python. */
+    uint64_t end = rx->end + (uint64_t)got;
+    size_t scanned_to = (size_t)rx->start;
     rmux_status error;
-    size_t count = rmux_decode(engine->scratch, rx->buffer, (size_t)rx->buffer_length, &start,
-                               (size_t)(rx->end + (uint64_t)got), rx->max_data, rx->max_command,
-                               rx->staging, (size_t)rx->staging_length, &staged,
-                               engine->records, INPUT_RECORDS, &nframes, &error);
-    int ours = error == RMUX_OK && nframes < INPUT_RECORDS && room >= 2 * count + 2;
-    for (size_t i = 0; ours && i < count; i++) {
-        ours = deliverable(plane, &engine->records[i]) != NULL;
+    size_t max_frames = room > 8 ? (room - 8) / 2 : 0; /* each delivery: ACK and FAILED */
+    if (max_frames > INPUT_FRAMES) {
+        max_frames = INPUT_FRAMES;
     }
-    if (!ours) {
-        hand_over(input, RMUX_EVENT_CHANNEL_INPUT, (uint32_t)got, events, nevents);
+    size_t count = max_frames == 0 ? 0
+                 : rmux_scan_frames(rx->buffer, (size_t)rx->buffer_length, (size_t)rx->start,
+                                    (size_t)end, rx->max_data, rx->max_command, max_frames,
+                                    engine->frames, &scanned_to, &error);
+    int rest_is_python = max_frames == 0 || error != RMUX_OK || count == max_frames;
+    struct iovec parts[DELIVERY_PARTS];
+    int nparts = 0;
+    uint32_t length = 0;
+    plane_stream *current = NULL;
+    uint64_t consumed = rx->start;
+    size_t i = 0;
+    for (; i < count; i++) {
+        const rmux_frame *frame = &engine->frames[i];
+        plane_stream *stream = deliverable(plane, frame);
+        if (stream == NULL) {
+            rest_is_python = 1;
+            break;
+        }
+        if (stream != current || nparts == DELIVERY_PARTS) {
+            if (current != NULL) {
+                write_parts(current, parts, nparts, length, events, nevents);
+            }
+            current = stream;
+            nparts = 0;
+            length = 0;
+        }
+        rmux_flow *flow = &stream->flow;
+        flow->recv_unacked += frame->length;
+        flow->recv_undelivered += frame->length;
+        flow->recv_total += frame->length;
+        if (frame->length) {
+            parts[nparts].iov_base = rx->buffer + frame->offset;
+            parts[nparts].iov_len = frame->length;
+            nparts++;
+            length += frame->length;
+        }
+        consumed = (uint64_t)frame->offset + frame->length;
+    }
+    if (current != NULL) {
+        write_parts(current, parts, nparts, length, events, nevents);
+    }
+    if (!rest_is_python) {
+        consumed = scanned_to; /* every complete frame was delivered */
+    }
+    /* Python's cursor: start == end at what was consumed; a partial frame (or
+     * Python's rest) lies after it, as if just read. */
+    rx->start = rx->end = consumed;
+    uint64_t left = end - consumed;
+    if (rest_is_python) {
+        hand_over(input, RMUX_EVENT_CHANNEL_INPUT, (uint32_t)left, events, nevents);
         return;
     }
-    for (size_t i = 0; i < count; i++) {
-        const rmux_record *record = &engine->records[i];
-        plane_stream *stream = deliverable(plane, record);
-        rmux_flow *flow = &stream->flow;
-        flow->recv_unacked += record->length;
-        flow->recv_undelivered += record->length;
-        flow->recv_total += record->length;
-        write_received(stream, rx->staging + record->offset, record->length, events, nevents);
-    }
-    rx->end += (uint64_t)got;
-    rx->start = start;
-    if (rx->start == rx->end) {
+    if (left == 0) {
         rx->start = rx->end = 0; /* what Python's writable() does with an empty buffer */
+    } else {
+        rx->end = end; /* a partial frame waits for the next read */
     }
 }
 

@@ -506,14 +506,20 @@ def test_the_plane_reads_the_channel_and_leaves_commands_to_python(engine, socke
     assert engine.pump() == []  # all data, all delivered in C
     assert read_exactly(app, 15) == b"hello" * 3
     assert (decoder.rx.start, decoder.rx.end) == (0, 0) and h.plane.channel_reads == 1
-    # A command in the read: nothing is consumed, the bytes wait after rx.end for Python.
+    # A command in the read: the data before it is delivered, the command waits after
+    # rx.end for Python, reported as a read of its own.
     command = codec.encode_header(3, 1, codec.KIND_COMMAND) + b"FIN"
-    peer.sendall(frame + command)
-    assert engine.pump() == [(CHANNEL_INPUT, 7, 0, len(frame + command))]
-    assert decoder.rx.end == 0
-    records, error = decoder.advance(len(frame + command))  # what Python's read does
+    peer.sendall(frame + command + frame)
+    assert engine.pump() == [(CHANNEL_INPUT, 7, 0, len(command + frame))]
+    assert decoder.rx.start == decoder.rx.end == len(frame)
+    assert read_exactly(app, 5) == b"hello"
+    records, error = decoder.advance(len(command + frame))  # what Python's read does
     assert error == codec.OK
-    assert [record[0] for record in records] == [codec.RECORD_DATA, codec.RECORD_COMMAND]
+    assert [record[0] for record in records] == [codec.RECORD_COMMAND, codec.RECORD_DATA]
+    app.setblocking(False)
+    with pytest.raises(BlockingIOError):  # the data after the command is Python's record
+        app.recv(1)
+    app.setblocking(True)
     peer.sendall(frame)
     assert engine.pump() == []  # parked until Python has handled its input
     h.plane.wake_input()
