@@ -871,6 +871,9 @@ static void hand_over(plane_stream *input, uint32_t kind, uint32_t value, rmux_e
     emit_plane(events, nevents, kind, input->plane, 0, value);
 }
 
+static int consume(rmux_plane *plane, rmux_rx *rx, uint64_t got, rmux_event *events,
+                   size_t *nevents, size_t room, uint64_t *left_out);
+
 /* One read of the channel socket into the decoder's free tail.  Handled here
  * when every complete frame in the buffer is data the plane delivers whole;
  * else left for Python (CHANNEL_INPUT), as are a buffer that must grow or move
@@ -878,7 +881,6 @@ static void hand_over(plane_stream *input, uint32_t kind, uint32_t value, rmux_e
 static void read_channel(plane_stream *input, rmux_event *events, size_t *nevents,
                          size_t room) {
     rmux_plane *plane = input->plane;
-    rmux_engine *engine = plane->engine;
     rmux_rx *rx = plane->rx;
     if (rx == NULL || !input->can_read) {
         return;
@@ -934,11 +936,23 @@ static void read_channel(plane_stream *input, rmux_event *events, size_t *nevent
     if ((uint64_t)got < free_tail && !input->hung_up) {
         input->can_read = 0; /* drained: the next bytes raise a new edge */
     }
-    /* Scan in place and deliver the leading data frames the plane holds, straight
-     * from the buffer (consecutive frames of a stream in one sendmsg).  From the
-     * first frame that is Python's (a command, another stream, beyond a window, a
-     * malformed frame) the rest of the read is left to Python. */
-    uint64_t end = rx->end + (uint64_t)got;
+    uint64_t left;
+    if (consume(plane, rx, (uint64_t)got, events, nevents, room, &left)) {
+        hand_over(input, RMUX_EVENT_CHANNEL_INPUT, (uint32_t)left, events, nevents);
+    }
+}
+
+/* Deliver the leading data frames of the got bytes just read after rx->end
+ * that the plane holds, straight from the buffer (consecutive frames of a
+ * stream in one sendmsg).  From the first frame that is Python's (a command,
+ * another stream, beyond a window, a malformed frame) the rest is Python's:
+ * returns 1 with the cursor at what was consumed (start == end) and *left
+ * bytes after it, as if just read.  Else 0: a partial frame (or nothing) waits
+ * for the next read. */
+static int consume(rmux_plane *plane, rmux_rx *rx, uint64_t got, rmux_event *events,
+                   size_t *nevents, size_t room, uint64_t *left_out) {
+    rmux_engine *engine = plane->engine;
+    uint64_t end = rx->end + got;
     size_t scanned_to = (size_t)rx->start;
     rmux_status error;
     size_t max_frames = room > 8 ? (room - 8) / 2 : 0; /* each delivery: ACK and FAILED */
@@ -989,19 +1003,32 @@ static void read_channel(plane_stream *input, rmux_event *events, size_t *nevent
     if (!rest_is_python) {
         consumed = scanned_to; /* every complete frame was delivered */
     }
-    /* Python's cursor: start == end at what was consumed; a partial frame (or
-     * Python's rest) lies after it, as if just read. */
     rx->start = rx->end = consumed;
     uint64_t left = end - consumed;
+    *left_out = left;
     if (rest_is_python) {
-        hand_over(input, RMUX_EVENT_CHANNEL_INPUT, (uint32_t)left, events, nevents);
-        return;
+        return 1;
     }
     if (left == 0) {
         rx->start = rx->end = 0; /* what Python's writable() does with an empty buffer */
     } else {
         rx->end = end; /* a partial frame waits for the next read */
     }
+    return 0;
+}
+
+size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t *left,
+                        rmux_event *events, size_t max_events) {
+    size_t nevents = 0;
+    if (rx->buffer == NULL || rx->start > rx->end || count > rx->buffer_length - rx->end) {
+        *left = count; /* not a read this plane can account: all of it is Python's */
+        return 0;
+    }
+    rx->filled = count >= rx->offered;
+    if (!consume(plane, rx, count, events, &nevents, max_events, left)) {
+        *left = 0; /* nothing for Python: all delivered, or a partial frame waits */
+    }
+    return nevents;
 }
 
 /* Events send_output may write for one plane. */
@@ -1221,6 +1248,12 @@ rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
     (void)plane; (void)rx; (void)fd; return RMUX_PLANE_INVALID;
 }
 void rmux_plane_wake_input(rmux_plane *plane) { (void)plane; }
+size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t *left,
+                        rmux_event *events, size_t max_events) {
+    (void)plane; (void)rx; (void)events; (void)max_events;
+    *left = count;
+    return 0;
+}
 uint64_t rmux_plane_channel_reads(const rmux_plane *plane) { (void)plane; return 0; }
 void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit) { (void)plane; (void)limit; }
 void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }

@@ -135,6 +135,14 @@ void rmux_plane_set_channel(rmux_plane *plane, int fd);
  * must grow or move first is CHANNEL_READABLE.  After either, the plane waits
  * for rmux_plane_wake_input.  Returns RMUX_PLANE_SYSTEM if epoll refused. */
 rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd);
+/* Python read count bytes of the channel after rx->end itself (a TLS channel's
+ * plaintext, a read the plane handed back): deliver the leading data frames as
+ * the pump does.  *left is 0 when nothing is Python's (all delivered, or a
+ * partial frame waits: rx->end covers it); else the cursor is at what was
+ * consumed and *left bytes after rx->end are Python's read.  Returns the events
+ * written (ACK, FAILED), at most max_events. */
+size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t *left,
+                        rmux_event *events, size_t max_events);
 /* Python handled the channel's input: read the socket again at the next pump. */
 void rmux_plane_wake_input(rmux_plane *plane);
 /* Reads the plane made from the channel (the keepalive counts them as traffic). */

@@ -111,7 +111,7 @@ def a_target(world: World) -> str:
 
 CASES = {
     "channel I/O": Case(
-        (Channel, "buffer_updated"),
+        (Channel, "_python_input"),
         hits=lambda w, obj: obj is w.channel_a,
         target_a=a_target,
         check=closed_channel,

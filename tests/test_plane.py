@@ -586,3 +586,32 @@ def test_the_plane_moves_a_partial_frame_to_the_front_itself(engine, sockets):
     assert engine.pump() == [(CHANNEL_READABLE, 7, 0, 0)]
     decoder.rx.buffer_length = size
     h.plane.set_input(None, -1)
+
+
+def test_a_read_python_made_gives_its_leading_data_to_the_plane(engine, sockets):
+    """A TLS channel's plaintext (or any read Python made) goes through the plane
+    too: the leading data frames are written in place, and only the rest (from the
+    first command) is left for Python's decoder."""
+    from reactor_mux.codec._c import InboundDecoder
+
+    h = Harness(engine, sockets)
+    _handle, app, _slot = h.stream(1)
+    decoder = InboundDecoder(65536, 1024, 262144)
+    frame = codec.encode_header(5, 1, codec.KIND_DATA) + b"hello"
+    command = codec.encode_header(3, 1, codec.KIND_COMMAND) + b"FIN"
+
+    def python_reads(data: bytes) -> tuple[int, list]:
+        view = decoder.writable()
+        view[: len(data)] = data
+        return h.plane.take_input(decoder.rx, len(data))
+
+    assert python_reads(frame * 2 + frame[:7]) == (0, [])  # a partial frame waits
+    assert read_exactly(app, 10) == b"hello" * 2
+    assert decoder.rx.end - decoder.rx.start == 7
+    left, events = python_reads(frame[7:] + command + frame)
+    assert (left, events) == (len(command + frame), [])
+    assert read_exactly(app, 5) == b"hello"
+    records, error = decoder.advance(left)  # Python's decoder takes the rest
+    assert error == codec.OK
+    assert [record[0] for record in records] == [codec.RECORD_COMMAND, codec.RECORD_DATA]
+    assert decoder.rx.start == decoder.rx.end

@@ -219,6 +219,73 @@ static void deliver(fstream *s, unsigned length, int extra_records) {
     s->delivered += taken;
 }
 
+/* The channel's receive buffer, as Python's decoder holds it (rmux_rx). */
+#define RX_SIZE (4 * FRAME)
+static uint8_t rx_buffer[RX_SIZE];
+static rmux_rx rx;
+
+static void put_header(uint8_t *at, uint32_t length, uint32_t id, uint8_t kind) {
+    at[0] = (uint8_t)(length >> 24);
+    at[1] = (uint8_t)(length >> 16);
+    at[2] = (uint8_t)(length >> 8);
+    at[3] = (uint8_t)length;
+    at[4] = (uint8_t)(id >> 24);
+    at[5] = (uint8_t)(id >> 16);
+    at[6] = (uint8_t)(id >> 8);
+    at[7] = (uint8_t)id;
+    at[8] = kind;
+}
+
+/* A read of the channel Python made (rmux_plane_input): frames of data for s,
+ * cut anywhere, then maybe a command or a malformed header.  Checks that the
+ * plane took exactly the leading data it may take, and left the rest whole. */
+static void channel_input(fstream *s, program *p) {
+    /* A partial frame left by the last read is dropped (as a fresh channel would):
+     * the new frames start at this stream's next byte, so the pattern stays right. */
+    rx.start = rx.end = next(p) % 64; /* and the buffer's free tail starts anywhere */
+    uint8_t *at = rx_buffer + rx.end;
+    size_t room = RX_SIZE - rx.end, used = 0;
+    unsigned frames = next(p) % 4, tail = next(p) % 3;
+    uint64_t offset = s->delivered;
+    for (unsigned f = 0; f < frames; f++) {
+        uint32_t length = next16(p) % (FRAME + 1);
+        if (used + 9 + length > room) {
+            break;
+        }
+        put_header(at + used, length, s->id, 0);
+        for (uint32_t j = 0; j < length; j++) {
+            at[used + 9 + j] = pattern(s->id, offset + j, 0);
+        }
+        offset += length;
+        used += 9 + length;
+    }
+    if (tail == 1 && used + 12 <= room) { /* a command: Python's */
+        put_header(at + used, 3, s->id, 1);
+        memcpy(at + used + 9, "FIN", 3);
+        used += 12;
+    } else if (tail == 2 && used + 9 <= room) { /* a frame beyond every limit */
+        put_header(at + used, 0x7fffffff, s->id, 0);
+        used += 9;
+    }
+    size_t cut = used ? next16(p) % (used + 1) : 0; /* the read ends anywhere */
+    rmux_flow *flow = rmux_plane_flow(plane, s->handle);
+    uint64_t before = flow->recv_total, start = rx.start;
+    rx.offered = room;
+    uint64_t left = 0;
+    size_t n = rmux_plane_input(plane, &rx, cut, &left, events, MAX_EVENTS);
+    handle_events(n);
+    uint64_t taken = flow->recv_total - before;
+    s->delivered += taken;
+    CHECK(rx.start <= rx.end && rx.end <= RX_SIZE);
+    if (left) { /* Python's rest starts at a frame boundary right after the cursor */
+        CHECK(rx.start == rx.end && rx.end + left == start + cut);
+        rx.start = rx.end = 0; /* Python decodes it (and drops the channel on garbage) */
+    } else {
+        /* all taken (the buffer reset, as writable() does), or a partial frame waits */
+        CHECK((rx.start == 0 && rx.end == 0) || rx.end == start + cut);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     program p = {data, size, 0};
     engine = rmux_engine_new();
@@ -228,6 +295,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     plane = rmux_plane_new(engine, tx, 7);
     CHECK(plane != NULL);
     memset(streams, 0, sizeof streams);
+    memset(&rx, 0, sizeof rx);
+    rx.buffer = rx_buffer;
+    rx.buffer_length = RX_SIZE;
+    rx.capacity = RX_SIZE;
+    rx.max_data = FRAME;
+    rx.max_command = 1024;
     for (int i = 0; i < STREAMS; i++) {
         fstream *s = &streams[i];
         int pair[2];
@@ -252,7 +325,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         unsigned op = next(&p);
         fstream *s = &streams[next(&p) % STREAMS];
         rmux_flow *flow = rmux_plane_flow(plane, s->handle);
-        switch (op % 10) {
+        switch (op % 11) {
         case 0:
         case 1:
             deliver(s, next16(&p), (int)(op >> 4) % 3);
@@ -286,6 +359,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 rmux_plane_set_receiving(plane, s->handle, 0);
                 CHECK(rmux_plane_peer_finished(plane, s->handle) >= 0);
             }
+            break;
+        case 10:
+            channel_input(s, &p);
             break;
         case 9:
             if (s->attached && next(&p) % 8 == 0) {

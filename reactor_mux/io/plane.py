@@ -128,6 +128,7 @@ class Plane:
         self.tag = tag
         self._events = ffi.new("rmux_event[]", MAX_EVENTS)
         self._events_buffer = ffi.buffer(self._events)
+        self._left = ffi.new("uint64_t *")
         self._index = ffi.new("size_t *")
         engine.planes += 1
 
@@ -242,6 +243,15 @@ class Plane:
         pointer = ffi.from_buffer(data)
         n = lib.rmux_plane_write(self._plane, handle, pointer, len(data), self._events, MAX_EVENTS)
         return list(_EVENT.iter_unpack(self._events_buffer[: n * _EVENT.size])) if n else []
+
+    def take_input(self, rx: Any, count: int) -> tuple[int, list[PlaneEvent]]:
+        """Python read ``count`` bytes of the channel after ``rx``'s end: the plane
+        delivers the leading data frames in place.  Returns the bytes left for
+        Python's own decoding (0: none) and the plane's events."""
+        n = lib.rmux_plane_input(self._plane, rx, count, self._left, self._events, MAX_EVENTS)
+        events = list(_EVENT.iter_unpack(self._events_buffer[: n * _EVENT.size])) if n else []
+        left: int = self._left[0]
+        return left, events
 
     def deliver(
         self, staging: Any, staging_length: int, records: Any, count: int, index: int

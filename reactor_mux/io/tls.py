@@ -526,7 +526,7 @@ class TlsTransport:
         """Decrypt what arrived into the channel's buffer, record after record, and
         hand it over; stop when OpenSSL needs more ciphertext or the channel stops
         reading (the rest is drained once it reads again)."""
-        tls, protocol = self._tls, self._protocol
+        tls, protocol, incoming = self._tls, self._protocol, self._incoming
         assert tls is not None and protocol is not None
         while self._want_read and not self.closed:
             buffer = protocol.get_buffer()
@@ -557,6 +557,8 @@ class TlsTransport:
                     ended = "eof"
                     break
                 filled += count
+                if not incoming.pending and not tls.pending():
+                    break  # all of it decrypted: a read now would only raise SSLWantReadError
             if filled:
                 self._received_any = True
                 protocol.buffer_updated(filled)

@@ -447,6 +447,30 @@ class Channel:
     # ------------------------------------------------------ TransportProtocol
 
     def buffer_updated(self, count: int) -> None:
+        plane = self._plane
+        if plane is not None:  # the plane delivers the read's leading data frames in place
+            rx = self._session.receive_state
+            if rx is not None:
+                count, events = plane.take_input(rx, count)
+                if events:
+                    self.on_plane_events(events)
+                if not count:
+                    self._liveness.heard()
+                    if self._inbound_storage() >= self._inbound_cap.limit:
+                        self._inbound_cap.check()
+                    if self._python_read_asked and not self.closed:
+                        self._python_read_asked = False
+                        self._update_interest()
+                        if self._plane_reads:
+                            plane.wake_input()
+                            self.plane_woken()
+                    return
+                if self.closed:
+                    return
+        self._python_input(count)
+
+    def _python_input(self, count: int) -> None:
+        """Decode and handle ``count`` bytes read after the decoder's end."""
         self._liveness.heard()
         dispatch = self._dispatch
         for event in self._session.receive_into(count):
@@ -902,7 +926,7 @@ class Channel:
             elif kind == data_plane.FIN_SENT:
                 session.fin_sent(stream_id)
             elif kind == data_plane.CHANNEL_INPUT:  # bytes with a command: Python's read
-                self.buffer_updated(value)
+                self._python_input(value)
                 if self.closed:
                     return
             elif kind == data_plane.CHANNEL_READABLE:  # the buffer must grow: Python reads
