@@ -36,9 +36,12 @@ def echo_target() -> Iterator[tuple[subprocess.Popen[str], int]]:
 
 @contextmanager
 def tunnel_to(port: int, backend: str) -> Iterator[tuple[Proc, Proc, int]]:
-    """Server and client (REACTOR_MUX_CODEC=backend) forwarding a local port to ``port``:
-    yields (client, server, local port)."""
+    """Server and client (REACTOR_MUX_CODEC=backend; ``c-noplane``: the compiled codec
+    without the data plane) forwarding a local port to ``port``: yields (client,
+    server, local port)."""
     env = {"REACTOR_MUX_CODEC": backend}
+    if backend == "c-noplane":  # the compiled codec, the streams' bytes moved by Python
+        env = {"REACTOR_MUX_CODEC": "c", "REACTOR_MUX_DATA_PLANE": "python"}
     server = ReactorMuxProcess(["server", "--listen", "127.0.0.1:0"], env=env)
     client = ReactorMuxProcess(["client", "--server", f"127.0.0.1:{server.listening_port()}",
                                 "-L", f"0:127.0.0.1:{port}"], env=env)  # fmt: skip

@@ -1,4 +1,5 @@
-"""End-to-end small-message rate through the tunnel, compiled codec against pure Python.
+"""End-to-end small-message rate through the tunnel: pure Python, the compiled codec
+without the data plane (``c-noplane``), and with it (``c``).
 
 Load: 64 connections through one -L mapping, each with one 64-byte request
 outstanding at a time, answered by a selectors echo; the load generator and the
@@ -34,7 +35,7 @@ def load(port: int) -> None:
     assert int(out.stdout.split()[1]) >= MESSAGES
 
 
-@pytest.mark.parametrize("backend", ["python", "c"])
+@pytest.mark.parametrize("backend", ["python", "c-noplane", "c"])
 def test_small_messages_through_the_tunnel(benchmark, echo_port, backend):
     with tunnel_to(echo_port, backend) as (client, server, port):
         load(port)  # warm up

@@ -492,7 +492,8 @@ class Session:
         """
         if self.state is ChannelState.FAILED:
             return []
-        self._reset_in_read.clear()
+        if self._reset_in_read:
+            self._reset_in_read.clear()
         scanned_untrusted = not self._trusted  # the decoder refused data frames for this read
         events: list[Event] = []
         decoder = self._decoder

@@ -229,6 +229,8 @@ class Channel:
             self._plane = self._plane_hub.new_plane(self._session.output_queue, self)
             self._session.use_plane(self._plane)
             self._plane.set_inbound_limit(settings.max_buffer)
+        else:  # every read is the decoder's: the transport may call it directly
+            self.buffer_updated = self._python_input  # type: ignore[method-assign]
         escaped = name.replace("%", "%%")
         self._inbound_cap = BufferCap(
             settings.max_buffer,
@@ -477,7 +479,9 @@ class Channel:
             dispatch(event)
             if self.closed:
                 return
-        if self._inbound_storage() >= self._inbound_cap.limit:  # the common case skips a call
+        plane = self._plane
+        held = self._inbound_held if plane is None else self._inbound_held + plane.inbound_held
+        if held >= self._inbound_cap.limit:  # the common case skips a call
             self._inbound_cap.check()
         if self._outbound_cap.paused:  # an ACK or a barrier's PONG may have freed rings
             self._session.release_idle_outbound()
