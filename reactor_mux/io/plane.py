@@ -456,7 +456,7 @@ class PlaneHub:
         self._owners: dict[int, PlaneOwner] = {}
         self._next_tag = 1
         self._pump_pending = False
-        self._watch = IOWatch(reactor, self.engine, self._on_ready, PROCESS)
+        self._watch = IOWatch(reactor, self.engine, self.pump, PROCESS)
         self._watch.want(READ)
 
     def new_plane(self, tx: Any, owner: PlaneOwner) -> Plane:
@@ -487,11 +487,11 @@ class PlaneHub:
         self._pump_pending = False
         self.pump()
 
-    def _on_ready(self, _mask: int) -> None:
-        self.pump()
-
-    def pump(self) -> None:
-        events = self.engine.pump()
+    def pump(self, _mask: int = 0) -> None:
+        """Pump once (the selector calls it with the ready mask, which says nothing
+        more: the engine knows what is ready) and hand out the events."""
+        engine = self.engine
+        events = engine.pump()
         if events:
             owners = self._owners
             guarded = self._reactor.call_guarded
@@ -499,7 +499,7 @@ class PlaneHub:
                 [(tag, only)] = owners.items()  # not a loop: the call may change owners
                 if events[0][1] == tag:
                     guarded(only, only.on_plane_events, events)
-                if self.engine.backlog:
+                if lib.rmux_engine_backlog(engine._engine):
                     self.pump_soon()
                 return
             by_plane: dict[int, list[PlaneEvent]] = {}
@@ -509,7 +509,7 @@ class PlaneHub:
                 owner = owners.get(tag)
                 if owner is not None:
                     guarded(owner, owner.on_plane_events, mine)
-        if self.engine.backlog:
+        if lib.rmux_engine_backlog(engine._engine):  # the property, without its frame
             self.pump_soon()
 
 
