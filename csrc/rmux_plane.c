@@ -115,6 +115,9 @@ struct rmux_plane {
     uint64_t channel_reads;
     uint64_t inbound_limit;
     uint8_t send_ok;            /* Python has nothing of its own to send first */
+    uint64_t sends_unreported;  /* sends made since the last SENT */
+    uint64_t report_sends_at;   /* SENT once this many are unreported (Python's barrier count) */
+    uint64_t report_held_at;    /* or once the send rings hold this much (the outbound cap); 0: off */
 };
 
 /* ------------------------------------------------------------ work list */
@@ -284,6 +287,7 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
     plane->tx = tx;
     plane->tag = tag;
     plane->channel_fd = -1;
+    plane->report_sends_at = 1; /* every send, until Python says otherwise */
     plane->input.plane = plane;
     plane->input.is_channel = 1;
     plane->input.fd = -1;
@@ -410,6 +414,17 @@ void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit) {
 
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok) {
     plane->send_ok = ok ? 1 : 0;
+}
+
+void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t held) {
+    plane->report_sends_at = every ? every : 1;
+    plane->report_held_at = held;
+}
+
+uint64_t rmux_plane_take_sends(rmux_plane *plane) {
+    uint64_t count = plane->sends_unreported;
+    plane->sends_unreported = 0;
+    return count;
 }
 
 void rmux_plane_set_paused(rmux_plane *plane, int paused) {
@@ -1083,7 +1098,14 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
         }
     }
     if (sends) {
-        emit_plane(events, nevents, RMUX_EVENT_SENT, plane, 0, sends);
+        plane->sends_unreported += sends;
+        if (plane->sends_unreported >= plane->report_sends_at ||
+            (plane->report_held_at && rmux_tx_held_total(tx) >= plane->report_held_at)) {
+            uint64_t count = plane->sends_unreported;
+            plane->sends_unreported = 0;
+            emit_plane(events, nevents, RMUX_EVENT_SENT, plane, 0,
+                       count > UINT32_MAX ? UINT32_MAX : (uint32_t)count);
+        }
     }
 }
 
@@ -1244,6 +1266,10 @@ void rmux_plane_free(rmux_plane *plane) { (void)plane; }
 void rmux_plane_set_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
 void rmux_plane_set_channel(rmux_plane *plane, int fd) { (void)plane; (void)fd; }
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok) { (void)plane; (void)ok; }
+void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t held) {
+    (void)plane; (void)every; (void)held;
+}
+uint64_t rmux_plane_take_sends(rmux_plane *plane) { (void)plane; return 0; }
 rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
     (void)plane; (void)rx; (void)fd; return RMUX_PLANE_INVALID;
 }

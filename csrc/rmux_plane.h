@@ -33,7 +33,7 @@ typedef enum rmux_event_kind {
     RMUX_EVENT_WRITE_CLOSED = 5, /* the peer's FIN was passed on (SHUT_WR) after its data */
     RMUX_EVENT_OUTPUT = 6,       /* the plane's send rings took bytes: fill and send */
     /* Only where the plane sends the channel's output itself (rmux_plane_set_channel): */
-    RMUX_EVENT_SENT = 7,         /* value: sends made to the channel socket in this pump */
+    RMUX_EVENT_SENT = 7,         /* value: sends made to the channel socket since the last SENT */
     RMUX_EVENT_FIN_SENT = 8,     /* the stream's FIN went out right after its last byte */
     RMUX_EVENT_OUTPUT_LEFT = 9,  /* the socket took less than all: wait until it is writable */
     RMUX_EVENT_CHANNEL_FAILED = 10, /* value: the errno of a failed send on the channel */
@@ -150,6 +150,12 @@ uint64_t rmux_plane_channel_reads(const rmux_plane *plane);
 /* The inbound cap: while the inbound rings hold this much, the plane leaves the
  * channel's reads to Python (which pauses them). */
 void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit);
+/* When the pump reports its own sends (SENT): once every sends are unreported,
+ * or once the send rings hold held bytes (0: never for that reason).  Until
+ * called, every pump that sent reports it. */
+void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t held);
+/* The sends not reported yet (and now counted as reported). */
+uint64_t rmux_plane_take_sends(rmux_plane *plane);
 /* Python has output of its own to go first (commands it queued, a resume
  * exchange): the plane must not send until this is set again. */
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok);

@@ -615,3 +615,34 @@ def test_a_read_python_made_gives_its_leading_data_to_the_plane(engine, sockets)
     assert error == codec.OK
     assert [record[0] for record in records] == [codec.RECORD_COMMAND, codec.RECORD_DATA]
     assert decoder.rx.start == decoder.rx.end
+
+
+def test_the_pump_reports_its_sends_at_the_pace_python_sets(engine, sockets):
+    """SENT comes once the sends Python allowed between reports are made (the resume
+    log's barrier count), or once the send rings hold the outbound cap; the tick
+    takes what is unreported."""
+    from reactor_mux.io.plane import SENT
+
+    h = Harness(engine, sockets)
+    _handle, app, _slot = h.stream(1)
+    channel, peer = tcp_pair()
+    sockets += [channel, peer]
+    h.plane.set_channel(channel.fileno())
+    h.plane.set_send_ok(True)
+    h.plane.set_send_reports(3, 0)
+
+    def one_send() -> list[int]:
+        app.sendall(b"x")
+        kinds = [e[0] for e in engine.pump()]
+        assert read_exactly(peer, codec.HEADER_SIZE + 1)[-1:] == b"x"  # sent, reported or not
+        return kinds
+
+    assert one_send() == [] and one_send() == []
+    assert one_send() == [SENT]
+    assert [e for e in engine.pump() if e[0] == SENT] == []
+    one_send()
+    assert h.plane.take_sends() == 1 and h.plane.take_sends() == 0
+    # The rings holding the cap's bytes report at once (retained for resume here:
+    # nothing acknowledges them).
+    h.plane.set_send_reports(1000, 1)
+    assert one_send() == [SENT]

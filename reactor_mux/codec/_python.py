@@ -175,6 +175,10 @@ class DataPlane(Protocol):
     def hold_output(self) -> None:
         """The session queued a command: the plane sends nothing before Python's flush."""
 
+    def take_sends(self) -> int:
+        """The sends the plane made itself and has not reported yet."""
+        ...
+
 
 class InboundDecoder:
     """Receive buffer + staging buffer for one channel.

@@ -225,6 +225,16 @@ class Plane:
         """The inbound cap: past it, the plane leaves the channel's reads to Python."""
         lib.rmux_plane_set_inbound_limit(self._plane, limit)
 
+    def set_send_reports(self, every: int, held: int) -> None:
+        """Report the pump's own sends (SENT) once ``every`` are unreported, or once
+        the send rings hold ``held`` bytes (0: not for that)."""
+        lib.rmux_plane_set_send_reports(self._plane, every, held)
+
+    def take_sends(self) -> int:
+        """The pump's sends not reported yet (now reported)."""
+        count: int = lib.rmux_plane_take_sends(self._plane)
+        return count
+
     def hold_output(self) -> None:
         """The session queued a command: it goes first, in Python's next flush."""
         lib.rmux_plane_set_send_ok(self._plane, 0)

@@ -139,10 +139,17 @@ class ResumeLog:
         self._sends_at_tick = sends
         return bool(sends) and quiet
 
-    def count_send(self) -> bool:
-        """One more send; True when a barrier should go with it."""
-        self.sends += 1
+    def count_send(self, count: int = 1) -> bool:
+        """``count`` more sends; True when a barrier should go with them."""
+        self.sends += count
         return self.wanted or self.sends >= BARRIER_EVERY
+
+    def sends_before_barrier(self) -> int:
+        """Sends that may go before one must be counted (the data plane reports its
+        own sends at this pace): 1 while a barrier is wanted."""
+        if self.wanted:
+            return 1
+        return max(1, BARRIER_EVERY - self.sends)
 
     def open_barrier(self, streams: Iterable[Stream], output: codec.OutboundQueueAPI) -> int:
         """Start a barrier; returns the PING token to send."""

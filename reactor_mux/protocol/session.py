@@ -431,6 +431,8 @@ class Session:
         (``BARRIER_EVERY`` sends), so their cost per message does not depend on
         how fast the machine is."""
         log = self._log
+        if self._plane is not None:  # sends the plane made and has not reported yet
+            log.count_send(self._plane.take_sends())
         if (log.quiet() and log.keeping and log.barrier is None
                 and self.state is ChannelState.OPEN and not self._output_detached):  # fmt: skip
             self._send_barrier()
@@ -1468,12 +1470,15 @@ class Session:
         ``output_views`` and ``output_sent`` do): count them for the resume log;
         returns whether that queued a barrier."""
         log = self._log
-        queued = False
-        for _ in range(sends):
-            if log.count_send() and log.barrier is None and log.keeping:
-                self._send_barrier()
-                queued = True
-        return queued
+        if sends and log.count_send(sends) and log.barrier is None and log.keeping:
+            self._send_barrier()
+            return True
+        return False
+
+    @property
+    def sends_before_barrier(self) -> int:
+        """How many sends the data plane may make before it reports them."""
+        return self._log.sends_before_barrier()
 
     def fin_sent(self, stream_id: int) -> None:
         """The data plane's fill wrote the stream's FIN after its last byte."""

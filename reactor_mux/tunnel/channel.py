@@ -925,8 +925,11 @@ class Channel:
                     self._outbound_cap.check()
             elif kind == data_plane.SENT:  # the plane sent what it read, itself
                 flush |= session.sent_directly(value)
-                if session.outbound_held >= self._outbound_cap.limit:
+                limit = self._outbound_cap.limit
+                if session.outbound_held >= limit:
                     self._outbound_cap.check()
+                assert self._plane is not None
+                self._plane.set_send_reports(session.sends_before_barrier, limit)
             elif kind == data_plane.FIN_SENT:
                 session.fin_sent(stream_id)
             elif kind == data_plane.CHANNEL_INPUT:  # bytes with a command: Python's read
