@@ -11,7 +11,7 @@ from reactor_mux import codec
 from reactor_mux.protocol import resumelog
 from reactor_mux.protocol.errors import ProtocolError
 from reactor_mux.protocol.replay import UNSEEN, PeerTable, Row, replay_stream, table_rows
-from reactor_mux.protocol.resumelog import BARRIER_EVERY, BARRIER_TOKEN, ResumeLog
+from reactor_mux.protocol.resumelog import BARRIER_EVERY, BARRIER_TOKEN, UNCOUNTED_SENDS, ResumeLog
 from reactor_mux.protocol.stream import Stream
 from reactor_mux.protocol.streamstate import StreamState
 
@@ -134,6 +134,20 @@ def test_barriers_go_on_a_quiet_tick_or_every_so_many_sends():
     assert not log.wanted
     log.wanted = True  # asked for (memory is tight): due on the next send
     assert log.count_send()
+
+
+def test_the_data_plane_reports_its_sends_as_often_as_the_barriers_need():
+    log = ResumeLog(keeping=True)
+    assert log.sends_before_barrier() == BARRIER_EVERY
+    assert not log.count_send(BARRIER_EVERY - 10)  # a report of many sends at once
+    assert log.sends_before_barrier() == 10
+    assert log.count_send(10)
+    assert log.sends_before_barrier() == 1  # due (a barrier may still be out): report each
+    log.open_barrier([], queue())
+    assert log.sends_before_barrier() == BARRIER_EVERY
+    log.wanted = True
+    assert log.sends_before_barrier() == 1
+    assert ResumeLog(keeping=False).sends_before_barrier() == UNCOUNTED_SENDS
 
 
 def test_the_table_reports_received_bytes_and_fins():

@@ -28,6 +28,8 @@ everything sent before them.  Keepalive tokens count up from 1 and never reach i
 BARRIER_EVERY = 1024
 """A busy resumable channel sends a barrier after this many sends (output_views
 calls), so retained bytes and the log are confirmed while traffic flows."""
+UNCOUNTED_SENDS = 0xFFFFFFFF
+"""The data plane's pace when nothing is kept: its sends matter to no barrier."""
 
 
 @dataclass(slots=True)
@@ -146,7 +148,10 @@ class ResumeLog:
 
     def sends_before_barrier(self) -> int:
         """Sends that may go before one must be counted (the data plane reports its
-        own sends at this pace): 1 while a barrier is wanted."""
+        own sends at this pace): 1 while a barrier is wanted, and as many as fit in
+        a report when nothing is kept (no barrier will go)."""
+        if not self.keeping:
+            return UNCOUNTED_SENDS
         if self.wanted:
             return 1
         return max(1, BARRIER_EVERY - self.sends)
