@@ -321,3 +321,22 @@ def test_after_bye_a_refused_stream_lets_the_channel_close(reactor, resolver):
     run_until(reactor, lambda: (peer.pump(), channel.closed)[1], timeout=5)
     assert channel.close_reason == "client closed the channel: shutting down"
     assert not channel.close_was_error and channel.peer_shut_down
+
+
+def test_the_channels_end_is_acted_on_after_the_rest_of_the_planes_events(reactor, resolver):
+    """EOF from the plane's read comes in the same batch as what the plane already
+    did (here: sends it made itself); the channel counts those first, so a resumed
+    session knows them, then loses the connection."""
+    from reactor_mux.io import plane as data_plane
+
+    owner = RecordingOwner()
+    channel, peer = open_channel(reactor, resolver, owner)
+    if channel._plane is None:
+        pytest.skip("no compiled data plane here")
+    handshake(reactor, channel, peer)
+    log = channel._session._log
+    before = log.sends
+    tag = channel._plane.tag
+    channel.on_plane_events([(data_plane.CHANNEL_EOF, tag, 0, 0), (data_plane.SENT, tag, 0, 5)])
+    assert log.sends == before + 5
+    assert channel.closed or channel.suspended

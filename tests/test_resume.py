@@ -32,7 +32,7 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.frames import encode_frame
-from reactor_mux.protocol.resumelog import BARRIER_TOKEN
+from reactor_mux.protocol.resumelog import BARRIER_EVERY, BARRIER_TOKEN
 from reactor_mux.protocol.session import Session, error_frame
 from reactor_mux.protocol.verbs import ChannelState, Role
 
@@ -325,6 +325,52 @@ def test_barriers_free_retained_bytes_and_the_log():
     server.session.end_stream(stream)
     settle(client, server)
     assert client.session.tombstones == 0 and server.session.tombstones == 0
+
+
+class UnreportedSends:
+    """A data plane that sent on its own and has not reported it yet (the session
+    asks at each barrier tick); it delivers nothing itself."""
+
+    def __init__(self) -> None:
+        self.unreported = 0
+        self.pace: int | None = None
+
+    def deliver(self, staging, staging_length, records, count, index):  # type: ignore[no-untyped-def]
+        return index, []
+
+    def hold_output(self) -> None:
+        pass
+
+    def take_sends(self) -> int:
+        taken, self.unreported = self.unreported, 0
+        return taken
+
+    def pace_sends(self, every: int) -> None:
+        self.pace = every
+
+
+def test_the_tick_counts_the_planes_unreported_sends_toward_a_barrier():
+    """A busy channel whose plane sends fewer than BARRIER_EVERY times a tick never
+    goes quiet: the tick must count the plane's sends and send the barrier they call
+    for, and tell the plane its new pace."""
+    client, server = connected_pair()
+    stream = open_stream(client, server)
+    settle(client, server)
+    plane = UnreportedSends()
+    client.session.use_plane(plane)
+    client.write(stream, 500)
+    settle(client, server)
+    client.session.barrier_tick()  # busy since the last tick: no barrier
+    plane.unreported = 10
+    client.session.barrier_tick()  # still busy (the plane's sends): no barrier
+    settle(client, server)
+    assert client.session.log_bytes > 0
+    assert plane.pace is not None and plane.pace < BARRIER_EVERY
+    plane.unreported = BARRIER_EVERY
+    client.session.barrier_tick()  # busy, but enough sends: the barrier goes by count
+    settle(client, server)
+    assert client.session.log_bytes == 0
+    assert plane.pace == BARRIER_EVERY  # counting again from the new barrier
 
 
 def test_keepalive_pongs_are_not_barriers():

@@ -179,6 +179,9 @@ class DataPlane(Protocol):
         """The sends the plane made itself and has not reported yet."""
         ...
 
+    def pace_sends(self, every: int) -> None:
+        """Report the plane's own sends once ``every`` are unreported."""
+
 
 class InboundDecoder:
     """Receive buffer + staging buffer for one channel.

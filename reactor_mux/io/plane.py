@@ -129,6 +129,7 @@ class Plane:
         self._events = ffi.new("rmux_event[]", MAX_EVENTS)
         self._events_buffer = ffi.buffer(self._events)
         self._left = ffi.new("uint64_t *")
+        self._report_held = 0
         self._index = ffi.new("size_t *")
         engine.planes += 1
 
@@ -228,7 +229,12 @@ class Plane:
     def set_send_reports(self, every: int, held: int) -> None:
         """Report the pump's own sends (SENT) once ``every`` are unreported, or once
         the send rings hold ``held`` bytes (0: not for that)."""
+        self._report_held = held
         lib.rmux_plane_set_send_reports(self._plane, every, held)
+
+    def pace_sends(self, every: int) -> None:
+        """``set_send_reports`` with the held bytes set last."""
+        lib.rmux_plane_set_send_reports(self._plane, every, self._report_held)
 
     def take_sends(self) -> int:
         """The pump's sends not reported yet (now reported)."""

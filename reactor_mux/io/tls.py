@@ -557,7 +557,7 @@ class TlsTransport:
                     ended = "eof"
                     break
                 filled += count
-                if not incoming.pending and not tls.pending():
+                if not incoming.pending and not tls.pending() and not incoming.eof:
                     break  # all of it decrypted: a read now would only raise SSLWantReadError
             if filled:
                 self._received_any = True

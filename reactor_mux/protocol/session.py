@@ -431,8 +431,12 @@ class Session:
         (``BARRIER_EVERY`` sends), so their cost per message does not depend on
         how fast the machine is."""
         log = self._log
-        if self._plane is not None:  # sends the plane made and has not reported yet
-            log.count_send(self._plane.take_sends())
+        plane = self._plane
+        if plane is not None:  # sends the plane made and has not reported yet
+            taken = plane.take_sends()
+            if taken:
+                self.sent_directly(taken)  # a barrier by count, if one is due
+                plane.pace_sends(self.sends_before_barrier)
         if (log.quiet() and log.keeping and log.barrier is None
                 and self.state is ChannelState.OPEN and not self._output_detached):  # fmt: skip
             self._send_barrier()

@@ -29,6 +29,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from reactor_mux.io import plane as data_plane
@@ -915,9 +916,13 @@ class Channel:
     # ------------------------------------------------------ the data plane
 
     def on_plane_events(self, events: list[data_plane.PlaneEvent]) -> None:
-        """What the compiled data plane did with this channel's streams."""
+        """What the compiled data plane did with this channel's streams.  The
+        channel's own end (EOF, a failed read or send) is acted on after every
+        other event of the batch: the plane has already done what they report
+        (an ACK counted, a FIN written), and a resumed session must know it."""
         session = self._session
         flush = False
+        ended: Callable[[], None] | None = None
         for kind, _plane, stream_id, value in events:
             if kind == data_plane.OUTPUT:
                 flush = True
@@ -940,17 +945,15 @@ class Channel:
                 self._python_read_asked = True
                 self._update_interest()
             elif kind == data_plane.CHANNEL_EOF:
-                self.eof_received()
-                return
+                ended = ended or self.eof_received
             elif kind == data_plane.CHANNEL_READ_FAILED:
                 failure = describe_error(OSError(value, os.strerror(value)))
-                self.transport_failed(f"channel read failed: {failure}")
-                return
+                ended = ended or partial(self.transport_failed, f"channel read failed: {failure}")
             elif kind == data_plane.OUTPUT_LEFT:
                 self._update_interest(True)  # the rest goes when the socket can take it
             elif kind == data_plane.CHANNEL_FAILED:
-                self._lost(f"channel write failed: {os.strerror(value)}", ErrorCode.PEER_CLOSED)
-                return
+                reason = f"channel write failed: {os.strerror(value)}"
+                ended = ended or partial(self._lost, reason, ErrorCode.PEER_CLOSED)
             elif kind == data_plane.ACK:
                 flush |= session.ack_due(stream_id, value)
             elif kind == data_plane.BLOCKED:
@@ -960,6 +963,9 @@ class Channel:
                 stream = self.streams.get(stream_id)
                 if isinstance(stream, PlaneStream):  # a bug there costs the stream only
                     self.reactor.call_guarded(stream, stream.on_plane_event, kind, value)
+        if ended is not None:
+            ended()
+            return
         if self._inbound_cap.paused:  # rings the plane emptied may let reads resume
             self._inbound_cap.check()
         if flush:
