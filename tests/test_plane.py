@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -550,9 +551,19 @@ def test_the_plane_moves_a_partial_frame_to_the_front_itself(engine, sockets):
     def pump_acks_only() -> None:
         assert {event[0] for event in engine.pump()} <= {ACK}
 
+    def pump_until(done) -> None:  # type: ignore[no-untyped-def]
+        """Until the plane has read what was sent (a read that filled the buffer
+        leaves no edge to say the socket drained: wake it each time)."""
+        deadline = time.monotonic() + 10
+        while not done():
+            assert time.monotonic() < deadline, "the channel's bytes never all arrived"
+            h.plane.wake_input()  # a read that filled the buffer: no edge says it drained
+            pump_acks_only()
+
     h = Harness(engine, sockets)
     _handle, app, _slot = h.stream(1, receive_window=1 << 20)
-    mine, peer = tcp_pair()
+    mine, peer = socket.socketpair()  # a write is all there when sendall returns
+    mine.setblocking(False)
     sockets += [mine, peer]
     decoder = InboundDecoder(65536, 1024, 262144)
     decoder.writable()
@@ -565,24 +576,19 @@ def test_the_plane_moves_a_partial_frame_to_the_front_itself(engine, sockets):
     first = size - 5  # all but a few bytes of the buffer, ending inside a frame
     assert first % len(frame)
     peer.sendall(stream[:first])
-    pump_acks_only()
-    assert decoder.rx.start and decoder.rx.end == first  # the partial frame waits at the end
-    peer.sendall(stream[first:])
+    pump_until(lambda: decoder.rx.end == first)
+    assert decoder.rx.start  # the partial frame waits at the end
     reads = h.plane.channel_reads
-    for _ in range(10):
-        h.plane.wake_input()  # the first read filled the buffer: no edge says it drained
-        pump_acks_only()
-    assert decoder.rx.start == decoder.rx.end == 0
+    peer.sendall(stream[first:])
+    pump_until(lambda: decoder.rx.start == decoder.rx.end == 0)
     assert h.plane.channel_reads > reads  # read in C, after moving the partial frame
     assert read_exactly(app, len(body) * 64) == body * 64
     # A partial frame larger than the buffer: growing it is Python's.
     big = codec.encode_header(65536, 1, codec.KIND_DATA) + bytes(65536)
     decoder.rx.buffer_length = 32768  # as if the buffer were still small
     peer.sendall(big[:100])
-    h.plane.wake_input()
-    pump_acks_only()  # the header arrived: nothing to deliver yet
-    peer.sendall(big[100:200])
-    h.plane.wake_input()
+    pump_until(lambda: decoder.rx.end - decoder.rx.start == 100)  # a header: nothing to deliver
+    h.plane.wake_input()  # the grow check comes before any read: a wake is enough
     assert engine.pump() == [(CHANNEL_READABLE, 7, 0, 0)]
     decoder.rx.buffer_length = size
     h.plane.set_input(None, -1)
