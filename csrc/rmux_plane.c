@@ -829,8 +829,9 @@ static plane_stream *deliverable(rmux_plane *plane, const rmux_frame *frame) {
     return stream;
 }
 
-/* write_received for bodies that lie apart in the receive buffer: one sendmsg,
- * the rest (if the socket took less) to the stream's inbound ring. */
+/* Write bytes the session counted as received, in parts (bodies that lie apart in
+ * the receive buffer): one sendmsg while nothing waits before them, the rest (if
+ * the socket took less) to the stream's inbound ring.  At most two events. */
 static void write_parts(plane_stream *stream, const struct iovec *parts, int nparts,
                         uint32_t length, rmux_event *events, size_t *nevents) {
     if (stream->failed || length == 0) {
@@ -1171,41 +1172,13 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
     return nevents;
 }
 
-/* Write bytes the session counted as received: straight to the socket while
- * nothing waits before them, the rest to the inbound ring.  At most two events. */
+/* write_parts for one contiguous run of bytes. */
 static void write_received(plane_stream *stream, const uint8_t *data, uint32_t length,
                            rmux_event *events, size_t *nevents) {
-    if (stream->failed || length == 0) {
-        return; /* the socket failed in this read: Python aborts the stream */
-    }
-    uint32_t sent = 0;
-    int tried = stream->ring_size == 0; /* else bytes wait in order: only append */
-    if (tried) {
-        ssize_t n;
-        do {
-            n = send(stream->fd, data, length, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            fail(stream, errno, events, nevents);
-            return;
-        }
-        sent = n > 0 ? (uint32_t)n : 0;
-    }
-    if (sent < length) {
-        int error = ring_append(stream, data + sent, length - sent);
-        if (error) {
-            fail(stream, error, events, nevents);
-            return;
-        }
-        if (tried) {
-            stream->can_write = 0; /* the socket is full: its next edge says when it is not */
-        } else {
-            wake(stream); /* a writable socket's ring stays on the work list */
-        }
-    }
-    if (sent) {
-        delivered(stream, sent, events, nevents);
-    }
+    struct iovec part;
+    part.iov_base = (void *)data;
+    part.iov_len = length;
+    write_parts(stream, &part, 1, length, events, nevents);
 }
 
 size_t rmux_plane_deliver(rmux_plane *plane, const uint8_t *staging, size_t staging_length,
