@@ -224,18 +224,6 @@ static void deliver(fstream *s, unsigned length, int extra_records) {
 static uint8_t rx_buffer[RX_SIZE];
 static rmux_rx rx;
 
-static void put_header(uint8_t *at, uint32_t length, uint32_t id, uint8_t kind) {
-    at[0] = (uint8_t)(length >> 24);
-    at[1] = (uint8_t)(length >> 16);
-    at[2] = (uint8_t)(length >> 8);
-    at[3] = (uint8_t)length;
-    at[4] = (uint8_t)(id >> 24);
-    at[5] = (uint8_t)(id >> 16);
-    at[6] = (uint8_t)(id >> 8);
-    at[7] = (uint8_t)id;
-    at[8] = kind;
-}
-
 /* A read of the channel Python made (rmux_plane_input): frames of data for s,
  * cut anywhere, then maybe a command or a malformed header.  Checks that the
  * plane took exactly the leading data it may take, and left the rest whole. */
@@ -252,7 +240,7 @@ static void channel_input(fstream *s, program *p) {
         if (used + 9 + length > room) {
             break;
         }
-        put_header(at + used, length, s->id, 0);
+        rmux_encode_header(at + used, length, s->id, 0);
         for (uint32_t j = 0; j < length; j++) {
             at[used + 9 + j] = pattern(s->id, offset + j, 0);
         }
@@ -260,11 +248,11 @@ static void channel_input(fstream *s, program *p) {
         used += 9 + length;
     }
     if (tail == 1 && used + 12 <= room) { /* a command: Python's */
-        put_header(at + used, 3, s->id, 1);
+        rmux_encode_header(at + used, 3, s->id, 1);
         memcpy(at + used + 9, "FIN", 3);
         used += 12;
     } else if (tail == 2 && used + 9 <= room) { /* a frame beyond every limit */
-        put_header(at + used, 0x7fffffff, s->id, 0);
+        rmux_encode_header(at + used, 0x7fffffff, s->id, 0);
         used += 9;
     }
     size_t cut = used ? next16(p) % (used + 1) : 0; /* the read ends anywhere */
