@@ -21,7 +21,6 @@ OpenSSL headers (Debian: libssl-dev) for the ``c`` candidate.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib
 import ssl
 import sys
@@ -31,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from cffi import FFI  # type: ignore[import-untyped]
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from reactor_mux.security.keygen import generate
 
 CHUNK = 256 * 1024
 MESSAGE = 64
@@ -146,29 +143,9 @@ const char *suite(void);
 
 
 def certificate(directory: Path) -> tuple[str, str]:
-    """A throwaway self-signed P-256 certificate and key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    """A throwaway self-signed certificate and key, as reactor-mux keygen makes them."""
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    generate(cert_path, key_path, ["localhost"])
     return str(cert_path), str(key_path)
 
 
