@@ -323,6 +323,35 @@ def test_after_bye_a_refused_stream_lets_the_channel_close(reactor, resolver):
     assert not channel.close_was_error and channel.peer_shut_down
 
 
+def test_a_stream_accepted_and_reset_in_one_read_is_only_reset(reactor, resolver):
+    """SYN OK and RST for one stream can arrive in one read (the peer's connect
+    worked, then its target reset at once): the session has forgotten the stream
+    by the time the channel hears it was accepted, so the channel must not start
+    it; the reset closes the local connection and the channel goes on."""
+    owner = RecordingOwner()
+    channel, peer = open_channel(reactor, resolver, owner)
+    peer.session.request_bind(1, "127.0.0.1", 0)
+    handshake(reactor, channel, peer)
+    until(reactor, peer, lambda: peer.of(MappingAccepted))
+    listener = socket.create_server(("127.0.0.1", 0))
+    theirs = socket.create_connection(listener.getsockname())
+    ours, _ = listener.accept()
+    listener.close()
+    ours.setblocking(False)
+    channel.open_stream(1, ours, "-R from a connection the peer's target resets")
+    until(reactor, peer, lambda: peer.of(StreamRequested))
+    stream_id = peer.of(StreamRequested)[0].stream_id  # type: ignore[union-attr]
+    assert peer.session.accept_stream(stream_id)
+    peer.session.reset_stream(stream_id, "local connection failed: connection reset by peer")
+    peer.send()  # both frames, one write
+    until(reactor, peer, lambda: not channel.streams)
+    assert not channel.closed and channel.state is ChannelState.OPEN
+    theirs.settimeout(5)
+    with pytest.raises(ConnectionResetError):  # the reset reached the local connection
+        theirs.recv(1)
+    theirs.close()
+
+
 def test_the_channels_end_is_acted_on_after_the_rest_of_the_planes_events(reactor, resolver):
     """EOF from the plane's read comes in the same batch as what the plane already
     did (here: sends it made itself); the channel counts those first, so a resumed

@@ -68,6 +68,7 @@ from reactor_mux.protocol.events import (
 from reactor_mux.protocol.failures import Failure, FailureClass
 from reactor_mux.protocol.session import RESUME_REFUSED, Session
 from reactor_mux.protocol.stream import Stream
+from reactor_mux.protocol.streamstate import StreamState
 from reactor_mux.protocol.verbs import ChannelState, Role
 from reactor_mux.tunnel.buffercap import BufferCap
 from reactor_mux.tunnel.liveness import Liveness
@@ -757,7 +758,11 @@ class Channel:
 
     def _stream_accepted(self, stream: LocalStream) -> None:
         """SYN OK for a stream we opened: tell its opener (a SOCKS reply goes out
-        before any byte of the stream), then move data."""
+        before any byte of the stream), then move data.  A stream the peer reset
+        later in the same read is already gone from the session: its StreamReset,
+        next, closes it."""
+        if self._session.stream_state(stream.id) is StreamState.CLOSED:
+            return
         hook, stream.on_open = stream.on_open, None
         if hook is not None:
             early = hook.accepted(stream.sock)
