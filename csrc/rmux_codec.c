@@ -570,6 +570,10 @@ void rmux_tx_set_retain(rmux_tx *tx, int retain) {
     tx->retain = retain ? 1 : 0;
 }
 
+int rmux_tx_retains(const rmux_tx *tx) {
+    return tx->retain;
+}
+
 int64_t rmux_tx_retained(rmux_tx *tx, int32_t slot) {
     tx_stream *stream = get_stream(tx, slot);
     return stream == NULL ? RMUX_TX_INVALID : (int64_t)stream->retained;

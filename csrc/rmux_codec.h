@@ -158,6 +158,7 @@ rmux_tx_status rmux_tx_commit(rmux_tx *tx, int32_t slot, uint32_t count);
 rmux_tx_status rmux_tx_finish(rmux_tx *tx, int32_t slot);
 /* Keep sent bytes in their rings until acknowledged (resume); off by default. */
 void rmux_tx_set_retain(rmux_tx *tx, int retain);
+int rmux_tx_retains(const rmux_tx *tx);
 /* Retained bytes, or RMUX_TX_INVALID if the slot is not open. */
 int64_t rmux_tx_retained(rmux_tx *tx, int32_t slot);
 /* Forget the oldest count retained bytes; INVALID beyond what is retained. */

@@ -118,6 +118,8 @@ struct rmux_plane {
     uint64_t sends_unreported;  /* sends made since the last SENT */
     uint64_t report_sends_at;   /* SENT once this many are unreported (Python's barrier count) */
     uint64_t report_held_at;    /* or once the send rings hold this much (the outbound cap); 0: off */
+    uint64_t commands_taken;    /* the peer's commands taken here, not yet counted by the session */
+    uint32_t max_window;        /* the largest receive window this side grants (0: unknown) */
 };
 
 /* ------------------------------------------------------------ work list */
@@ -419,6 +421,16 @@ void rmux_plane_set_send_ok(rmux_plane *plane, int ok) {
 void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t held) {
     plane->report_sends_at = every ? every : 1;
     plane->report_held_at = held;
+}
+
+void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window) {
+    plane->max_window = max_window;
+}
+
+uint64_t rmux_plane_take_commands(rmux_plane *plane) {
+    uint64_t count = plane->commands_taken;
+    plane->commands_taken = 0;
+    return count;
 }
 
 uint64_t rmux_plane_take_sends(rmux_plane *plane) {
@@ -890,6 +902,98 @@ static void hand_over(plane_stream *input, uint32_t kind, uint32_t value, rmux_e
 static int consume(rmux_plane *plane, rmux_rx *rx, uint64_t got, rmux_event *events,
                    size_t *nevents, size_t room, uint64_t *left_out);
 
+/* A canonical decimal (no sign, no leading zero) of at most ten digits, or -1. */
+static int64_t parse_count(const uint8_t *digits, uint32_t length) {
+    if (length == 0 || length > 10 || digits[0] == '0') {
+        return -1;
+    }
+    int64_t value = 0;
+    for (uint32_t i = 0; i < length; i++) {
+        if (digits[i] < '0' || digits[i] > '9') {
+            return -1;
+        }
+        value = value * 10 + (digits[i] - '0');
+    }
+    return value;
+}
+
+/* The plane's stream for a command naming it, in a state that takes ACK and
+ * BLOCKED (they are the states that receive or send), or NULL. */
+static plane_stream *command_stream(rmux_plane *plane, uint32_t stream_id) {
+    int32_t handle = lookup(plane, stream_id);
+    plane_stream *stream = handle < 0 ? NULL : plane->streams[handle];
+    if (stream == NULL || !(stream->receiving || stream->sending) || stream->tx_slot < 0) {
+        return NULL;
+    }
+    return stream;
+}
+
+/* The peer's "ACK n", applied as Session._on_stream_command applies it: n comes
+ * off the send window, and with resume on the ring frees what the peer now has. */
+static int take_ack(rmux_plane *plane, plane_stream *stream, int64_t count) {
+    rmux_flow *flow = &stream->flow;
+    if (count < 1 || (uint64_t)count > flow->send_unacked) {
+        return 0;
+    }
+    if (rmux_tx_retains(plane->tx)) {
+        uint64_t acked = flow->acked + (uint64_t)count;
+        if (acked > flow->released) {
+            int64_t retained = rmux_tx_retained(plane->tx, stream->tx_slot);
+            if (retained < 0 || acked - flow->released > (uint64_t)retained) {
+                return 0;
+            }
+            rmux_tx_acknowledge(plane->tx, stream->tx_slot, (uint32_t)(acked - flow->released));
+            flow->released = acked;
+        }
+        flow->acked = acked;
+    }
+    flow->send_unacked -= (uint32_t)count;
+    flow->blocked_reported = 0;
+    wake(stream);
+    return 1;
+}
+
+/* The peer's "BLOCKED w" where the session would do nothing: w is no longer the
+ * window (a WINDOW crossed it), or the window is already as large as this side
+ * lets it grow (Session.grow_window). */
+static int take_blocked(rmux_plane *plane, plane_stream *stream, int64_t window) {
+    if (!stream->receiving || window < RMUX_PLANE_MIN_WINDOW || window > RMUX_PLANE_MAX_WINDOW) {
+        return 0;
+    }
+    uint32_t size = stream->flow.recv_size;
+    return (uint64_t)window != size || (plane->max_window && size >= plane->max_window);
+}
+
+/* Apply a command the session would only count (the common ACK and BLOCKED of
+ * a bulk stream).  Returns 0, changing nothing, for any other command and every
+ * case the session must judge or act on itself: a violation, another state,
+ * the outbound cap paused (an ACK may release it). */
+static int take_command(rmux_plane *plane, const uint8_t *body, uint32_t length,
+                        uint32_t stream_id) {
+    static const char ack[4] = {'A', 'C', 'K', ' '};
+    static const char blocked[8] = {'B', 'L', 'O', 'C', 'K', 'E', 'D', ' '};
+    if (plane->paused || stream_id == 0) {
+        return 0;
+    }
+    plane_stream *stream;
+    int taken;
+    if (length > 4 && memcmp(body, ack, 4) == 0) {
+        int64_t count = parse_count(body + 4, length - 4);
+        stream = command_stream(plane, stream_id);
+        taken = stream != NULL && take_ack(plane, stream, count);
+    } else if (length > 8 && memcmp(body, blocked, 8) == 0) {
+        int64_t window = parse_count(body + 8, length - 8);
+        stream = command_stream(plane, stream_id);
+        taken = stream != NULL && take_blocked(plane, stream, window);
+    } else {
+        return 0;
+    }
+    if (taken) {
+        plane->commands_taken++; /* both are logged commands (resume's count) */
+    }
+    return taken;
+}
+
 /* One read of the channel socket into the decoder's free tail.  Handled here
  * when every complete frame in the buffer is data the plane delivers whole;
  * else left for Python (CHANNEL_INPUT), as are a buffer that must grow or move
@@ -988,6 +1092,11 @@ static int consume(rmux_plane *plane, rmux_rx *rx, uint64_t got, rmux_event *eve
     size_t i = 0;
     for (; i < count; i++) {
         const rmux_frame *frame = &engine->frames[i];
+        if (frame->kind == RMUX_KIND_COMMAND &&
+            take_command(plane, rx->buffer + frame->offset, frame->length, frame->stream_id)) {
+            consumed = (uint64_t)frame->offset + frame->length;
+            continue;
+        }
         plane_stream *stream = deliverable(plane, frame);
         if (stream == NULL) {
             rest_is_python = 1;
@@ -1243,6 +1352,10 @@ void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t hel
     (void)plane; (void)every; (void)held;
 }
 uint64_t rmux_plane_take_sends(rmux_plane *plane) { (void)plane; return 0; }
+uint64_t rmux_plane_take_commands(rmux_plane *plane) { (void)plane; return 0; }
+void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window) {
+    (void)plane; (void)max_window;
+}
 rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
     (void)plane; (void)rx; (void)fd; return RMUX_PLANE_INVALID;
 }

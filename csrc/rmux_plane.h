@@ -24,6 +24,9 @@
 /* Most bytes read from one stream socket per pump: one bulk stream cannot keep
  * the others waiting for longer than this takes. */
 #define RMUX_PLANE_READ_CHUNK 262144
+/* protocol/limits.py's MIN_WINDOW and MAX_WINDOW: what BLOCKED and WINDOW may say. */
+#define RMUX_PLANE_MIN_WINDOW 1024
+#define RMUX_PLANE_MAX_WINDOW 16777216
 
 typedef enum rmux_event_kind {
     RMUX_EVENT_READ_EOF = 1,     /* the socket sent EOF: send FIN after its data */
@@ -88,6 +91,8 @@ typedef struct rmux_flow {
     uint32_t recv_delivered_unacked;
     uint32_t recv_threshold;
     uint32_t blocked_reported; /* BLOCKED sent; not again before an ACK or WINDOW */
+    uint64_t acked;    /* with resume on: the sum of the peer's ACKs (Stream.acked) */
+    uint64_t released; /* with resume on: bytes freed from the send ring (Stream.released) */
 } rmux_flow;
 
 typedef enum rmux_plane_status {
@@ -156,6 +161,12 @@ void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit);
 void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t held);
 /* The sends not reported yet (and now counted as reported). */
 uint64_t rmux_plane_take_sends(rmux_plane *plane);
+/* The peer's ACK and BLOCKED commands the plane took itself since the last
+ * call (logged commands, which the resume table counts: Session adds them). */
+uint64_t rmux_plane_take_commands(rmux_plane *plane);
+/* The largest receive window this side grows a stream's to (--max-window): a
+ * BLOCKED at it asks for nothing the session would grant, so the plane takes it. */
+void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window);
 /* Python has output of its own to go first (commands it queued, a resume
  * exchange): the plane must not send until this is set again. */
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok);

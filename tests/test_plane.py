@@ -623,6 +623,65 @@ def test_a_read_python_made_gives_its_leading_data_to_the_plane(engine, sockets)
     assert decoder.rx.start == decoder.rx.end
 
 
+def test_the_plane_takes_the_acks_and_blocked_the_session_would_only_count(engine, sockets):
+    """A bulk stream's ACKs (and BLOCKED at the largest window) are applied in C as
+    Session._on_stream_command applies them; every other case stays Python's read,
+    so the session still judges each violation with its own message."""
+    from reactor_mux.codec._c import InboundDecoder
+    from reactor_mux.protocol.limits import MAX_WINDOW, MIN_WINDOW
+
+    lib = plane_module.lib
+    assert (lib.RMUX_PLANE_MIN_WINDOW, lib.RMUX_PLANE_MAX_WINDOW) == (MIN_WINDOW, MAX_WINDOW)
+    h = Harness(engine, sockets)
+    h.tx.set_retain(True)  # resume on: an ACK frees what the peer now has
+    handle, app, slot = h.stream(1, send_window=4096, receive_window=4096)
+    flow = h.plane.flow(handle)
+    decoder = InboundDecoder(65536, 1024, 262144)
+
+    def command(text: str, stream_id: int = 1) -> bytes:
+        return codec.encode_header(len(text), stream_id, codec.KIND_COMMAND) + text.encode()
+
+    def python_reads(data: bytes) -> int:
+        view = decoder.writable()
+        view[: len(data)] = data
+        left, events = h.plane.take_input(decoder.rx, len(data))
+        assert events == []
+        if left:  # what Python's decoder would take: the test only checks the split
+            decoder.advance(left)
+        return left
+
+    app.sendall(bytes(4096))
+    assert (BLOCKED, 7, 1, 4096) in engine.pump()  # the window is full
+    flow.blocked_reported = 1
+    assert bytes(h.frames()[1]) == bytes(4096)  # sent, and retained until acknowledged
+    assert h.tx.retained(slot) == 4096
+    assert python_reads(command("ACK 1000") + command("ACK 24")) == 0
+    assert (flow.send_unacked, flow.acked, flow.released) == (3072, 1024, 1024)
+    assert h.tx.retained(slot) == 3072 and flow.blocked_reported == 0
+    assert h.plane.take_commands() == 2 and h.plane.take_commands() == 0
+    # Each of these is the session's to judge: the whole read from it on is Python's.
+    for odd in ("ACK 3073", "ACK 0100", "ACK +100", "ACK 1 2", "ACK", "ACK 99999999999"):
+        frame = command(odd)
+        assert python_reads(frame) == len(frame), odd
+    assert python_reads(command("ACK 72", stream_id=3)) > 0  # a stream the plane does not hold
+    assert flow.send_unacked == 3072 and h.plane.take_commands() == 0
+    # BLOCKED: taken when the session would grow nothing (stale, or at --max-window).
+    assert python_reads(command("BLOCKED 4096")) > 0  # the window may still grow
+    assert python_reads(command("BLOCKED 2048")) == 0  # not the window: crossed a WINDOW
+    h.plane.set_max_window(4096)
+    assert python_reads(command("BLOCKED 4096")) == 0
+    assert python_reads(command("BLOCKED 1000")) > 0  # below MIN_WINDOW: a violation
+    assert h.plane.take_commands() == 2
+    # A paused plane (the outbound cap) leaves ACKs to Python, which may resume it.
+    h.plane.set_paused(True)
+    assert python_reads(command("ACK 72")) > 0
+    h.plane.set_paused(False)
+    h.plane.set_sending(handle, False)
+    h.plane.set_receiving(handle, False)  # CLOSED, or not open yet: no ACK is valid
+    assert python_reads(command("ACK 72")) > 0
+    assert flow.send_unacked == 3072 and h.plane.take_commands() == 0
+
+
 def test_the_pump_reports_its_sends_at_the_pace_python_sets(engine, sockets):
     """SENT comes once the sends Python allowed between reports are made (the resume
     log's barrier count), or once the send rings hold the outbound cap; the tick

@@ -179,6 +179,10 @@ class DataPlane(Protocol):
         """The sends the plane made itself and has not reported yet."""
         ...
 
+    def take_commands(self) -> int:
+        """The peer's commands (ACKs) the plane applied itself since the last call."""
+        ...
+
     def pace_sends(self, every: int) -> None:
         """Report the plane's own sends once ``every`` are unreported."""
 

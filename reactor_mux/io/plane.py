@@ -241,6 +241,20 @@ class Plane:
         count: int = lib.rmux_plane_take_sends(self._plane)
         return count
 
+    def set_max_window(self, max_window: int) -> None:
+        """The largest window this side grants: the plane takes a BLOCKED at it."""
+        lib.rmux_plane_set_max_window(self._plane, max_window)
+
+    def has_backlog(self) -> bool:
+        """Streams have work a pump should do (an ACK the plane took opened a window)."""
+        return bool(lib.rmux_engine_backlog(self._engine._engine))
+
+    def take_commands(self) -> int:
+        """The peer's ACKs the plane applied itself since the last call (each one a
+        command the resume log counts)."""
+        count: int = lib.rmux_plane_take_commands(self._plane)
+        return count
+
     def hold_output(self) -> None:
         """The session queued a command: it goes first, in Python's next flush."""
         lib.rmux_plane_set_send_ok(self._plane, 0)
@@ -293,7 +307,8 @@ class Plane:
 # the stream's state lets the peer send or the socket be read.
 
 _STREAM_FIELDS = {"received": "recv_total", "written": "send_total",
-                  "blocked_reported": "blocked_reported"}  # fmt: skip
+                  "blocked_reported": "blocked_reported", "acked": "acked",
+                  "released": "released"}  # fmt: skip
 
 
 def _field(name: str) -> property:
@@ -394,6 +409,24 @@ class FlowStream(Stream):
         self._flow().send_total = value
 
     @property
+    def acked(self) -> int:
+        value: int = self._flow().acked
+        return value
+
+    @acked.setter
+    def acked(self, value: int) -> None:
+        self._flow().acked = value
+
+    @property
+    def released(self) -> int:
+        value: int = self._flow().released
+        return value
+
+    @released.setter
+    def released(self, value: int) -> None:
+        self._flow().released = value
+
+    @property
     def blocked_reported(self) -> bool:
         return bool(self._flow().blocked_reported)
 
@@ -424,6 +457,7 @@ def bind(record: Stream, plane: Plane, handle: int) -> None:
     flow.recv_threshold = recv.threshold
     flow.recv_total, flow.send_total = record.received, record.written
     flow.blocked_reported = int(record.blocked_reported)
+    flow.acked, flow.released = record.acked, record.released
     record.flow_owner = FlowBinding(plane, handle, flow)
     record.send = FlowSendWindow(flow)
     record.recv = FlowReceiveWindow(flow)

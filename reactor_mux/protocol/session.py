@@ -209,9 +209,12 @@ class Session:
         self._local_parity = 1 if role is Role.CLIENT else 0
         self._next_id = 1 if role is Role.CLIENT else 2
         self._highest_peer_id = 0
+        # Sent bytes are retained exactly while the log keeps the session (a server
+        # decides at HELLO): the data plane frees them on ACKs by this flag.
         self._output = codec.OutboundQueue(
-            self._data_frame_size, OUTPUT_BUDGET, OUTPUT_CAPACITY, config.resume
-        )
+            self._data_frame_size, OUTPUT_BUDGET, OUTPUT_CAPACITY,
+            config.resume and (role is Role.SERVER or client_id is not None),
+        )  # fmt: skip
         self._fins_by_id: dict[int, Stream] = {}
         # Resume (docs/protocol.md section 9).  A client that wants it logs from
         # the start; a server decides at the client's HELLO.
@@ -370,6 +373,7 @@ class Session:
         self._decoder = _handshake_decoder()
         self._trusted = False
         self._log.connection_lost()
+        self._count_plane_commands()
         self._peer_table.clear()
 
     def reconnect(self) -> None:
@@ -463,6 +467,7 @@ class Session:
         """What we received of each stream, then how many of the peer's commands
         (our own output: it does not count against the peer's reply backlog)."""
         before = len(self._exchange_out)
+        self._count_plane_commands()
         for stream_id, received, fin in table_rows((*self._streams.values(),
                                                     *self._log.tombstones.values())):  # fmt: skip
             self._queue_command(stream_id, Verb.RECEIVED, received, fin)
@@ -474,6 +479,12 @@ class Session:
     def receive_buffer(self) -> memoryview:
         """Where to ``recv_into`` next."""
         return self._decoder.writable()
+
+    def _count_plane_commands(self) -> None:
+        """The peer's ACKs the data plane applied itself are logged commands
+        received, which the resume table counts."""
+        if self._plane is not None:
+            self._log.received += self._plane.take_commands()
 
     def use_plane(self, plane: codec.DataPlane) -> None:
         """Hand data records to the compiled data plane, which writes those of the

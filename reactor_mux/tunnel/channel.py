@@ -231,6 +231,7 @@ class Channel:
             self._plane = self._plane_hub.new_plane(self._session.output_queue, self)
             self._session.use_plane(self._plane)
             self._plane.set_inbound_limit(settings.max_buffer)
+            self._plane.set_max_window(settings.session.max_window)
         else:  # every read is the decoder's: the transport may call it directly
             self.buffer_updated = self._python_input  # type: ignore[method-assign]
         escaped = name.replace("%", "%%")
@@ -458,6 +459,8 @@ class Channel:
                 count, events = plane.take_input(rx, count)
                 if events:
                     self.on_plane_events(events)
+                if plane.has_backlog():  # ACKs it applied opened windows
+                    self.plane_woken()
                 if not count:
                     self._liveness.heard()
                     if self._inbound_storage() >= self._inbound_cap.limit:
