@@ -281,6 +281,8 @@ struct rmux_tx {
 };
 
 static const uint8_t FIN_BODY[3] = {'F', 'I', 'N'};
+_Static_assert(RMUX_GATHER_HEADER_SIZE >= RMUX_HEADER_SIZE + sizeof FIN_BODY,
+               "a gather's header slot holds a whole FIN frame");
 
 rmux_tx *rmux_tx_new(uint32_t frame_size, uint32_t budget, uint32_t capacity) {
     if ((uint64_t)capacity < (uint64_t)budget + 2 * RMUX_HEADER_SIZE + frame_size + sizeof FIN_BODY) {
@@ -715,15 +717,35 @@ static void ready_requeue(rmux_tx *tx, uint32_t slot) {
     tx->ready_count++;
 }
 
-int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
+static void add_span(rmux_gather *gather, const uint8_t *base, size_t length) {
+    gather->spans[gather->nspans].base = base;
+    gather->spans[gather->nspans].length = length;
+    gather->nspans++;
+    gather->length += length;
+}
+
+/* rmux_tx_fill and rmux_tx_gather: frames round-robin, copied into the FIFO
+ * (gather NULL) or described in *gather. */
+static int64_t take_frames(rmux_tx *tx, uint32_t *fins, size_t max_fins, rmux_gather *gather) {
     /* The one allocation, first: the FIFO grows to hold whatever this call may
      * append before anything moves, so running out of memory changes nothing
-     * (the loop below then has nothing left that can fail). */
+     * (the loop below then has nothing left that can fail).  A gather needs the
+     * same room: what the socket does not take is copied there. */
     if (make_room(tx, fill_bound(tx)) != RMUX_TX_OK) {
         return RMUX_TX_NO_MEMORY;
     }
+    size_t end = tx->end; /* where the FIFO (or the gather, as if in it) ends */
+    uint32_t nheaders = 0;
+    if (gather != NULL) {
+        gather->nspans = 0;
+        gather->length = 0;
+        gather->fifo = tx->end - tx->start;
+        if (gather->fifo) {
+            add_span(gather, tx->out + tx->start, gather->fifo);
+        }
+    }
     size_t nfins = 0;
-    while (tx->ready_count > 0 && tx->end - tx->start < tx->budget) {
+    while (tx->ready_count > 0 && end - tx->start < tx->budget) {
         uint32_t slot = tx->ready[tx->ready_head];
         tx_stream *stream = &tx->streams[slot];
         uint32_t count = stream->size < tx->frame_size ? stream->size : tx->frame_size;
@@ -731,21 +753,34 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
         if (stream->size == count && stream->fin_pending) {
             need += RMUX_HEADER_SIZE + sizeof FIN_BODY;
         }
-        if (need > tx->out_capacity - tx->end) {
+        if (need > tx->out_capacity - end) {
             break; /* cannot happen (fill_bound made the room); the rest would wait, not overflow */
+        }
+        if (gather != NULL && (gather->nspans + 4 > RMUX_GATHER_SPANS ||
+                               nheaders + 2 > RMUX_GATHER_HEADERS)) {
+            break; /* the rest goes in the next gather */
         }
         ready_pop_front(tx);
         stream->in_ready = 0;
         if (count) {
-            rmux_encode_header(tx->out + tx->end, count, stream->stream_id, RMUX_KIND_DATA);
-            tx->end += RMUX_HEADER_SIZE;
             uint32_t head_part = stream->capacity - stream->head;
             uint32_t first = count < head_part ? count : head_part;
-            memcpy(tx->out + tx->end, stream->ring + stream->head, first);
-            if (first < count) {
-                memcpy(tx->out + tx->end + first, stream->ring, count - first);
+            if (gather == NULL) {
+                rmux_encode_header(tx->out + end, count, stream->stream_id, RMUX_KIND_DATA);
+                memcpy(tx->out + end + RMUX_HEADER_SIZE, stream->ring + stream->head, first);
+                if (first < count) {
+                    memcpy(tx->out + end + RMUX_HEADER_SIZE + first, stream->ring, count - first);
+                }
+            } else {
+                uint8_t *header = gather->headers[nheaders++];
+                rmux_encode_header(header, count, stream->stream_id, RMUX_KIND_DATA);
+                add_span(gather, header, RMUX_HEADER_SIZE);
+                add_span(gather, stream->ring + stream->head, first);
+                if (first < count) {
+                    add_span(gather, stream->ring, count - first);
+                }
             }
-            tx->end += count;
+            end += RMUX_HEADER_SIZE + count;
             tx->buffered -= count;
             stream->size -= count;
             if (tx->retain) {
@@ -768,14 +803,52 @@ int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
                 break;
             }
             stream->fin_pending = 0;
-            rmux_encode_header(tx->out + tx->end, sizeof FIN_BODY, stream->stream_id,
-                               RMUX_KIND_COMMAND);
-            memcpy(tx->out + tx->end + RMUX_HEADER_SIZE, FIN_BODY, sizeof FIN_BODY);
-            tx->end += RMUX_HEADER_SIZE + sizeof FIN_BODY;
+            uint8_t *fin = gather == NULL ? tx->out + end : gather->headers[nheaders++];
+            rmux_encode_header(fin, sizeof FIN_BODY, stream->stream_id, RMUX_KIND_COMMAND);
+            memcpy(fin + RMUX_HEADER_SIZE, FIN_BODY, sizeof FIN_BODY);
+            if (gather != NULL) {
+                add_span(gather, fin, RMUX_HEADER_SIZE + sizeof FIN_BODY);
+            }
+            end += RMUX_HEADER_SIZE + sizeof FIN_BODY;
             fins[nfins++] = stream->stream_id;
         }
     }
+    if (gather == NULL) {
+        tx->end = end;
+    }
     return (int64_t)nfins;
+}
+
+int64_t rmux_tx_fill(rmux_tx *tx, uint32_t *fins, size_t max_fins) {
+    return take_frames(tx, fins, max_fins, NULL);
+}
+
+int64_t rmux_tx_gather(rmux_tx *tx, uint32_t *fins, size_t max_fins, rmux_gather *gather) {
+    return take_frames(tx, fins, max_fins, gather);
+}
+
+void rmux_tx_gathered(rmux_tx *tx, const rmux_gather *gather, size_t count) {
+    size_t skip = count;
+    uint32_t first = 0;
+    if (gather->fifo) {
+        size_t sent = skip < gather->fifo ? skip : gather->fifo;
+        tx->start += sent;
+        skip -= sent;
+        first = 1;
+    }
+    for (uint32_t i = first; i < gather->nspans; i++) {
+        const rmux_span *span = &gather->spans[i];
+        if (skip >= span->length) {
+            skip -= span->length;
+            continue;
+        }
+        memcpy(tx->out + tx->end, span->base + skip, span->length - skip);
+        tx->end += span->length - skip;
+        skip = 0;
+    }
+    if (tx->start == tx->end) {
+        tx->start = tx->end = 0;
+    }
 }
 
 size_t rmux_tx_unsent(const rmux_tx *tx) {

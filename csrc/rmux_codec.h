@@ -182,6 +182,33 @@ rmux_tx_status rmux_tx_sent(rmux_tx *tx, size_t count);
  * in the FIFO is retained, and a rewind sends it again on the next channel). */
 void rmux_tx_drop_output(rmux_tx *tx);
 
+/* What rmux_tx_gather describes: the FIFO's unsent bytes, then whole frames
+ * whose headers are here and whose data stays in the rings, for one sendmsg. */
+#define RMUX_GATHER_SPANS 64
+#define RMUX_GATHER_HEADERS 32
+#define RMUX_GATHER_HEADER_SIZE 12 /* a header, or a whole FIN frame */
+typedef struct rmux_span {
+    const uint8_t *base;
+    size_t length;
+} rmux_span;
+typedef struct rmux_gather {
+    rmux_span spans[RMUX_GATHER_SPANS];
+    uint32_t nspans;
+    size_t length; /* all the spans' bytes */
+    size_t fifo;   /* of which the FIFO's, in spans[0] */
+    uint8_t headers[RMUX_GATHER_HEADERS][RMUX_GATHER_HEADER_SIZE];
+} rmux_gather;
+
+/* rmux_tx_fill without the copy: frames taken round-robin exactly as it takes
+ * them (the streams advance as if they were in the FIFO) are described in
+ * *gather after the FIFO's unsent bytes.  rmux_tx_gathered must follow before
+ * any other call on tx: the spans point into the rings.  Returns the FINs' count
+ * or RMUX_TX_NO_MEMORY (nothing taken), as rmux_tx_fill. */
+int64_t rmux_tx_gather(rmux_tx *tx, uint32_t *fins, size_t max_fins, rmux_gather *gather);
+/* count of the gather's bytes were sent: the rest moves into the FIFO (the room
+ * was made by rmux_tx_gather), so the next send starts where this one stopped. */
+void rmux_tx_gathered(rmux_tx *tx, const rmux_gather *gather, size_t count);
+
 /* cdef-end */
 
 #endif

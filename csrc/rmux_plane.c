@@ -85,6 +85,7 @@ struct rmux_engine {
     uint32_t nsending;
     uint32_t sending_cap; /* how many this pump may take (its events must have room) */
     rmux_frame frames[INPUT_FRAMES]; /* one channel read's frames, scanned in place */
+    rmux_gather gather;              /* one send's frames, in place in the rings */
     struct epoll_event ready[EPOLL_BATCH];
 };
 
@@ -1167,8 +1168,10 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
     uint32_t fins[FINS_PER_SEND];
     uint32_t sends = 0;
     size_t fin_room = FINS_PER_SEND;
+    rmux_gather *gather = &plane->engine->gather;
+    struct iovec parts[RMUX_GATHER_SPANS];
     while (rmux_tx_has_data(tx)) {
-        int64_t nfins = rmux_tx_fill(tx, fins, fin_room);
+        int64_t nfins = rmux_tx_gather(tx, fins, fin_room, gather);
         if (nfins < 0) { /* out of memory: Python's flush tries again and says so */
             emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0);
             break;
@@ -1177,25 +1180,35 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
             emit_plane(events, nevents, RMUX_EVENT_FIN_SENT, plane, fins[i], 0);
         }
         fin_room -= (size_t)nfins;
-        size_t length;
-        uint8_t *pending = rmux_tx_pending(tx, &length);
+        size_t length = gather->length;
         if (length == 0) {
             break;
         }
+        /* The frames go from the rings themselves; what the socket does not take
+         * is copied to the FIFO (rmux_tx_gathered), to go first next time. */
+        for (uint32_t i = 0; i < gather->nspans; i++) {
+            parts[i].iov_base = (void *)gather->spans[i].base;
+            parts[i].iov_len = gather->spans[i].length;
+        }
+        struct msghdr message;
+        memset(&message, 0, sizeof message);
+        message.msg_iov = parts;
+        message.msg_iovlen = gather->nspans;
         ssize_t sent;
         do {
-            sent = send(plane->channel_fd, pending, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+            sent = sendmsg(plane->channel_fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
         } while (sent < 0 && errno == EINTR);
+        int error = sent < 0 ? errno : 0;
+        rmux_tx_gathered(tx, gather, sent > 0 ? (size_t)sent : 0);
         if (sent < 0) {
             plane->send_ok = 0;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (error == EAGAIN || error == EWOULDBLOCK) {
                 emit_plane(events, nevents, RMUX_EVENT_OUTPUT_LEFT, plane, 0, 0);
             } else {
-                emit_plane(events, nevents, RMUX_EVENT_CHANNEL_FAILED, plane, 0, (uint32_t)errno);
+                emit_plane(events, nevents, RMUX_EVENT_CHANNEL_FAILED, plane, 0, (uint32_t)error);
             }
             break;
         }
-        rmux_tx_sent(tx, (size_t)sent);
         sends++;
         if ((size_t)sent < length) {
             plane->send_ok = 0;

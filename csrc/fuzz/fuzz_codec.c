@@ -142,7 +142,27 @@ static void outbound_program(const uint8_t *data, size_t size) {
             break;
         }
         case 5: {
-            int64_t nfins = rmux_tx_fill(tx, fins, 64);
+            int64_t nfins;
+            if (arg % 2) { /* gathered in place and sent in part: the rest goes to the FIFO */
+                static rmux_gather gather;
+                size_t before = rmux_tx_unsent(tx);
+                nfins = rmux_tx_gather(tx, fins, 64, &gather);
+                if (nfins >= 0) {
+                    size_t total = 0;
+                    for (uint32_t i = 0; i < gather.nspans; i++) {
+                        const rmux_span *span = &gather.spans[i];
+                        volatile uint8_t sink = span->base[0] ^ span->base[span->length - 1];
+                        (void)sink;
+                        total += span->length;
+                    }
+                    CHECK(total == gather.length && gather.fifo == before);
+                    size_t sent = (size_t)(arg / 2) % (gather.length + 1);
+                    rmux_tx_gathered(tx, &gather, sent);
+                    CHECK(rmux_tx_unsent(tx) == gather.length - sent);
+                }
+            } else {
+                nfins = rmux_tx_fill(tx, fins, 64);
+            }
             CHECK(nfins >= 0 && nfins <= 64);
             break;
         }
