@@ -38,6 +38,9 @@
 #define SENDING_PLANES 64
 /* FINs one send step reports; a plane with more stops there, for the next pump. */
 #define FINS_PER_SEND 64
+/* Rounds one pump call makes while streams have work and nothing needs Python:
+ * a bulk stream's next read waits for no trip through the selectors loop. */
+#define PUMP_ROUNDS 4
 
 #ifdef __linux__
 
@@ -1232,7 +1235,7 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
     }
 }
 
-size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events) {
+static size_t pump_round(rmux_engine *engine, rmux_event *events, size_t max_events) {
     size_t nevents = 0;
     int ready;
     /* Never 0, which a new plane starts with, so its first read reports OUTPUT. */
@@ -1291,6 +1294,19 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
         send_output(engine->sending[i], events, &nevents);
     }
     engine->nsending = 0;
+    return nevents;
+}
+
+/* Every round polls the epoll set again, so a stream that became ready meanwhile
+ * gets its turn in order, and the call returns at the first event for Python. */
+size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events) {
+    size_t nevents = 0;
+    for (int round = 0; round < PUMP_ROUNDS; round++) {
+        nevents = pump_round(engine, events, max_events);
+        if (nevents != 0 || engine->work_head == NULL) {
+            break;
+        }
+    }
     return nevents;
 }
 

@@ -116,8 +116,9 @@ int rmux_engine_fd(const rmux_engine *engine);
 size_t rmux_engine_backlog(const rmux_engine *engine);
 
 /* Read and write every ready stream, reporting up to max_events events.  A
- * stream is read at most RMUX_PLANE_READ_CHUNK bytes per call.  Returns the
- * number of events. */
+ * stream is read at most RMUX_PLANE_READ_CHUNK bytes per round; a call makes a
+ * few rounds while streams have work and no event arose.  Returns the number of
+ * events. */
 size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events);
 
 /* tx is the channel's send queue (it outlives the plane); tag names the plane
