@@ -124,6 +124,7 @@ struct rmux_plane {
     uint64_t report_held_at;    /* or once the send rings hold this much (the outbound cap); 0: off */
     uint64_t commands_taken;    /* the peer's commands taken here, not yet counted by the session */
     uint32_t max_window;        /* the largest receive window this side grants (0: unknown) */
+    uint64_t growth_left;       /* window growth the channel may still grant (Session's budget) */
 };
 
 /* ------------------------------------------------------------ work list */
@@ -294,6 +295,7 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
     plane->tag = tag;
     plane->channel_fd = -1;
     plane->report_sends_at = 1; /* every send, until Python says otherwise */
+    plane->growth_left = UINT64_MAX; /* unknown: every BLOCKED at the window is Python's */
     plane->input.plane = plane;
     plane->input.is_channel = 1;
     plane->input.fd = -1;
@@ -429,6 +431,10 @@ void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t hel
 
 void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window) {
     plane->max_window = max_window;
+}
+
+void rmux_plane_set_growth_left(rmux_plane *plane, uint64_t growth_left) {
+    plane->growth_left = growth_left;
 }
 
 uint64_t rmux_plane_take_commands(rmux_plane *plane) {
@@ -958,14 +964,23 @@ static int take_ack(rmux_plane *plane, plane_stream *stream, int64_t count) {
 }
 
 /* The peer's "BLOCKED w" where the session would do nothing: w is no longer the
- * window (a WINDOW crossed it), or the window is already as large as this side
- * lets it grow (Session.grow_window). */
+ * window (a WINDOW crossed it), or Session.grow_window would grant no growth:
+ * the window is as large as this side lets one grow, or doubling it would pass
+ * the growth the channel has left. */
 static int take_blocked(rmux_plane *plane, plane_stream *stream, int64_t window) {
     if (!stream->receiving || window < RMUX_PLANE_MIN_WINDOW || window > RMUX_PLANE_MAX_WINDOW) {
         return 0;
     }
     uint32_t size = stream->flow.recv_size;
-    return (uint64_t)window != size || (plane->max_window && size >= plane->max_window);
+    if ((uint64_t)window != size) {
+        return 1;
+    }
+    if (plane->max_window == 0) {
+        return 0; /* not told: the session decides */
+    }
+    uint64_t grown = 2 * (uint64_t)size < plane->max_window ? 2 * (uint64_t)size : plane->max_window;
+    uint64_t extra = grown > size ? grown - size : 0;
+    return extra == 0 || extra > plane->growth_left;
 }
 
 /* Apply a command the session would only count (the common ACK and BLOCKED of
@@ -1384,6 +1399,9 @@ uint64_t rmux_plane_take_sends(rmux_plane *plane) { (void)plane; return 0; }
 uint64_t rmux_plane_take_commands(rmux_plane *plane) { (void)plane; return 0; }
 void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window) {
     (void)plane; (void)max_window;
+}
+void rmux_plane_set_growth_left(rmux_plane *plane, uint64_t growth_left) {
+    (void)plane; (void)growth_left;
 }
 rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
     (void)plane; (void)rx; (void)fd; return RMUX_PLANE_INVALID;

@@ -168,6 +168,10 @@ uint64_t rmux_plane_take_commands(rmux_plane *plane);
 /* The largest receive window this side grows a stream's to (--max-window): a
  * BLOCKED at it asks for nothing the session would grant, so the plane takes it. */
 void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window);
+/* The window growth the session may still grant over all the channel's streams
+ * (its budget less what it granted): a BLOCKED whose doubling would pass it asks
+ * for nothing either.  Until set, UINT64_MAX (every such BLOCKED is Python's). */
+void rmux_plane_set_growth_left(rmux_plane *plane, uint64_t growth_left);
 /* Python has output of its own to go first (commands it queued, a resume
  * exchange): the plane must not send until this is set again. */
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok);

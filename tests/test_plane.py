@@ -665,13 +665,19 @@ def test_the_plane_takes_the_acks_and_blocked_the_session_would_only_count(engin
         assert python_reads(frame) == len(frame), odd
     assert python_reads(command("ACK 72", stream_id=3)) > 0  # a stream the plane does not hold
     assert flow.send_unacked == 3072 and h.plane.take_commands() == 0
-    # BLOCKED: taken when the session would grow nothing (stale, or at --max-window).
+    # BLOCKED: taken when the session would grow nothing (stale, at --max-window, or
+    # past the channel's growth budget).
     assert python_reads(command("BLOCKED 4096")) > 0  # the window may still grow
     assert python_reads(command("BLOCKED 2048")) == 0  # not the window: crossed a WINDOW
     h.plane.set_max_window(4096)
     assert python_reads(command("BLOCKED 4096")) == 0
     assert python_reads(command("BLOCKED 1000")) > 0  # below MIN_WINDOW: a violation
-    assert h.plane.take_commands() == 2
+    h.plane.set_max_window(1 << 20)
+    h.plane.set_growth_left(4096)  # doubling fits in what the channel may still grant
+    assert python_reads(command("BLOCKED 4096")) > 0
+    h.plane.set_growth_left(4095)  # it does not: grow_window would refuse
+    assert python_reads(command("BLOCKED 4096")) == 0
+    assert h.plane.take_commands() == 3
     # A paused plane (the outbound cap) leaves ACKs to Python, which may resume it.
     h.plane.set_paused(True)
     assert python_reads(command("ACK 72")) > 0

@@ -348,6 +348,12 @@ class UnreportedSends:
     def pace_sends(self, every: int) -> None:
         self.pace = every
 
+    def take_commands(self) -> int:
+        return 0
+
+    def set_growth_left(self, growth_left: int) -> None:
+        pass
+
 
 def test_the_tick_counts_the_planes_unreported_sends_toward_a_barrier():
     """A busy channel whose plane sends fewer than BARRIER_EVERY times a tick never

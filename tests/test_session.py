@@ -777,6 +777,49 @@ def test_growth_stays_within_the_channel_budget_and_is_returned_on_close():
     assert server.grow_window(second, 2 * WINDOW) == 4 * WINDOW
 
 
+class GrowthWatcher:
+    """A data plane that delivers nothing itself and records the growth the
+    session says is left."""
+
+    def __init__(self) -> None:
+        self.growth_left: list[int] = []
+
+    def deliver(self, staging, staging_length, records, count, index):  # type: ignore[no-untyped-def]
+        return index, []
+
+    def hold_output(self) -> None:
+        pass
+
+    def take_sends(self) -> int:
+        return 0
+
+    def pace_sends(self, every: int) -> None:
+        pass
+
+    def take_commands(self) -> int:
+        return 0
+
+    def set_growth_left(self, growth_left: int) -> None:
+        self.growth_left.append(growth_left)
+
+
+def test_the_plane_always_knows_the_growth_left_in_the_budget():
+    """The plane takes the BLOCKED that grow_window would refuse for the budget, so
+    it is told what is left whenever growth is granted or given back."""
+    client = Session(Role.CLIENT, SessionConfig(WINDOW))
+    server = Session(Role.SERVER, SessionConfig(WINDOW, max_window=8 * WINDOW,
+                                                window_budget=2 * WINDOW))  # fmt: skip
+    plane = GrowthWatcher()
+    server.use_plane(plane)  # type: ignore[arg-type]
+    exchange(client, server)
+    first = open_l_stream(client, server, 1)
+    assert server.grow_window(first, WINDOW) == 2 * WINDOW
+    assert server.grow_window(first, 2 * WINDOW) == 0  # +2 windows: over what is left
+    client.reset_stream(first, "done")
+    exchange(client, server)
+    assert plane.growth_left == [2 * WINDOW, WINDOW, 2 * WINDOW]
+
+
 def test_blocked_is_reported_once_per_ack_and_a_stale_one_is_ignored(pair):
     client, server = pair
     sid = open_l_stream(client, server)

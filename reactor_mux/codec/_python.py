@@ -183,6 +183,9 @@ class DataPlane(Protocol):
         """The peer's commands (ACKs) the plane applied itself since the last call."""
         ...
 
+    def set_growth_left(self, growth_left: int) -> None:
+        """Window growth the session may still grant (a BLOCKED past it asks for nothing)."""
+
     def pace_sends(self, every: int) -> None:
         """Report the plane's own sends once ``every`` are unreported."""
 

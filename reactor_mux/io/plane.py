@@ -245,6 +245,11 @@ class Plane:
         """The largest window this side grants: the plane takes a BLOCKED at it."""
         lib.rmux_plane_set_max_window(self._plane, max_window)
 
+    def set_growth_left(self, growth_left: int) -> None:
+        """Window growth the session may still grant: the plane takes a BLOCKED
+        whose doubling would pass it."""
+        lib.rmux_plane_set_growth_left(self._plane, growth_left)
+
     def has_backlog(self) -> bool:
         """Streams have work a pump should do (an ACK the plane took opened a window)."""
         return bool(lib.rmux_engine_backlog(self._engine._engine))
@@ -377,8 +382,9 @@ class FlowStream(Stream):
 
     @state.setter
     def state(self, value: StreamState) -> None:
-        _STATE.__set__(self, value)
-        self._flags_changed()
+        if value is not _STATE.__get__(self):  # most transitions (data, ACK) keep it
+            _STATE.__set__(self, value)
+            self._flags_changed()
 
     @property
     def fin_pending(self) -> bool:

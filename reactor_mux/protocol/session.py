@@ -491,6 +491,13 @@ class Session:
         streams bound to it (``flow_record``) to their sockets; the session sees only
         the records the plane leaves to it, and the plane's events."""
         self._plane = plane
+        self._tell_plane_growth()
+
+    def _tell_plane_growth(self) -> None:
+        """The plane takes the BLOCKED that ``grow_window`` would refuse for the
+        budget: it must know what is left of it."""
+        if self._plane is not None:
+            self._plane.set_growth_left(max(0, self._window_budget - self._window_growth))
 
     def flow_record(self, stream_id: int) -> Stream:
         """The stream's record, for the data plane to keep its counters in."""
@@ -1104,6 +1111,7 @@ class Session:
         last bytes and FIN: a cut could still lose them."""
         self._settle(stream)
         self._window_growth -= stream.recv.size - self.window
+        self._tell_plane_growth()
         stream.state = _S.CLOSED
         del self._streams[stream.id]
         self._fins_by_id.pop(stream.id, None)
@@ -1379,6 +1387,7 @@ class Session:
             return 0
         stream.state = next_state(stream.state, _I.SEND_WINDOW)
         self._window_growth += extra
+        self._tell_plane_growth()
         recv.grow(grown)
         self._queue_command(stream_id, Verb.WINDOW, grown)
         return grown
