@@ -84,6 +84,7 @@ struct rmux_engine {
     size_t backlog;
     uint32_t planes;
     uint32_t generation; /* counts pumps: a plane reports OUTPUT once per pump */
+    uint8_t pumping;     /* inside rmux_engine_pump: what is queued is sent before it returns */
     rmux_plane *sending[SENDING_PLANES]; /* planes to send for at the end of this pump */
     uint32_t nsending;
     uint32_t sending_cap; /* how many this pump may take (its events must have room) */
@@ -124,6 +125,9 @@ struct rmux_plane {
     uint64_t report_held_at;    /* or once the send rings hold this much (the outbound cap); 0: off */
     uint64_t commands_taken;    /* the peer's commands taken here, not yet counted by the session */
     uint32_t max_window;        /* the largest receive window this side grants (0: unknown) */
+    uint32_t nacks;             /* ACKs the plane sent itself, not yet in the session's log */
+    uint32_t ack_ids[RMUX_PLANE_ACKS];
+    uint32_t ack_counts[RMUX_PLANE_ACKS];
     uint64_t growth_left;       /* window growth the channel may still grant (Session's budget) */
 };
 
@@ -437,6 +441,17 @@ void rmux_plane_set_growth_left(rmux_plane *plane, uint64_t growth_left) {
     plane->growth_left = growth_left;
 }
 
+size_t rmux_plane_take_acks(rmux_plane *plane, uint32_t *stream_ids, uint32_t *counts,
+                            size_t max) {
+    size_t taken = plane->nacks < max ? plane->nacks : max;
+    memcpy(stream_ids, plane->ack_ids, taken * sizeof *stream_ids);
+    memcpy(counts, plane->ack_counts, taken * sizeof *counts);
+    memmove(plane->ack_ids, plane->ack_ids + taken, (plane->nacks - taken) * sizeof *stream_ids);
+    memmove(plane->ack_counts, plane->ack_counts + taken, (plane->nacks - taken) * sizeof *counts);
+    plane->nacks -= (uint32_t)taken;
+    return taken;
+}
+
 uint64_t rmux_plane_take_commands(rmux_plane *plane) {
     uint64_t count = plane->commands_taken;
     plane->commands_taken = 0;
@@ -630,6 +645,60 @@ static void fail(plane_stream *stream, int error, rmux_event *events, size_t *co
 
 /* windows.py ReceiveWindow.delivered: count bytes written to the socket; an
  * ACK is due once a threshold's worth was written. */
+/* The plane's output has bytes: sent at the end of this pump where the plane
+ * sends itself, else Python hears OUTPUT (once per pump). */
+static void output_added(rmux_plane *plane, const plane_stream *stream, rmux_event *events,
+                         size_t *nevents) {
+    rmux_engine *engine = plane->engine;
+    if (plane->output_generation == engine->generation) {
+        return;
+    }
+    plane->output_generation = engine->generation;
+    if (plane->channel_fd >= 0 && plane->send_ok && engine->nsending < engine->sending_cap) {
+        engine->sending[engine->nsending++] = plane; /* sent at the end of the pump */
+    } else {
+        emit(events, nevents, RMUX_EVENT_OUTPUT, stream, 0);
+    }
+}
+
+/* Our "ACK n", sent by the plane itself: only inside a pump of a plane that sends
+ * its own output and has nothing of Python's queued (so the ACK goes out after
+ * every command the session logged before it, and before any it logs after,
+ * which is the order Session._fold_plane_acks logs it in), only while the
+ * stream takes ACKs from us (not after the peer's FIN: none is owed), and not
+ * while the inbound cap pauses the channel's reads (the events are how Python
+ * learns the rings drained).  Returns 0 where Python must send it (the ACK event). */
+static int send_ack(plane_stream *stream, uint32_t ack, rmux_event *events, size_t *nevents) {
+    rmux_plane *plane = stream->plane;
+    uint32_t sent = ack;
+    if (!plane->engine->pumping || plane->channel_fd < 0 || !plane->send_ok ||
+        plane->inbound_paused || /* Python's ACK event is when it sees the rings drain */
+        !stream->receiving || plane->nacks == RMUX_PLANE_ACKS ||
+        plane->engine->nsending >= plane->engine->sending_cap) {
+        return 0;
+    }
+    uint8_t frame[RMUX_HEADER_SIZE + 16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 'A', 'C', 'K', ' '};
+    uint8_t digits[10];
+    uint32_t ndigits = 0;
+    do { /* the canonical decimal: no sign, no leading zero (ack >= 1) */
+        digits[ndigits++] = (uint8_t)('0' + ack % 10);
+        ack /= 10;
+    } while (ack);
+    uint32_t body = 4 + ndigits;
+    for (uint32_t i = 0; i < ndigits; i++) {
+        frame[RMUX_HEADER_SIZE + 4 + i] = digits[ndigits - 1 - i];
+    }
+    rmux_encode_header(frame, body, stream->stream_id, RMUX_KIND_COMMAND);
+    if (rmux_tx_append(plane->tx, frame, RMUX_HEADER_SIZE + body) != RMUX_TX_OK) {
+        return 0;
+    }
+    plane->ack_ids[plane->nacks] = stream->stream_id;
+    plane->ack_counts[plane->nacks] = sent;
+    plane->nacks++;
+    output_added(plane, stream, events, nevents);
+    return 1;
+}
+
 static void delivered(plane_stream *stream, uint32_t count, rmux_event *events, size_t *nevents) {
     rmux_flow *flow = &stream->flow;
     flow->recv_undelivered -= count;
@@ -639,7 +708,9 @@ static void delivered(plane_stream *stream, uint32_t count, rmux_event *events, 
         uint32_t ack = flow->recv_delivered_unacked;
         flow->recv_delivered_unacked = 0;
         flow->recv_unacked -= ack;
-        emit(events, nevents, RMUX_EVENT_ACK, stream, ack);
+        if (!send_ack(stream, ack, events, nevents)) {
+            emit(events, nevents, RMUX_EVENT_ACK, stream, ack);
+        }
     }
 }
 
@@ -809,15 +880,7 @@ static void read_side(plane_stream *stream, rmux_event *events, size_t *nevents)
     flow->send_unacked += (uint32_t)got;
     flow->send_total += (uint64_t)got;
     flow->bytes_up += (uint64_t)got;
-    if (plane->output_generation != plane->engine->generation) {
-        rmux_engine *engine = plane->engine;
-        plane->output_generation = engine->generation;
-        if (plane->channel_fd >= 0 && plane->send_ok && engine->nsending < engine->sending_cap) {
-            engine->sending[engine->nsending++] = plane; /* sent at the end of the pump */
-        } else {
-            emit(events, nevents, RMUX_EVENT_OUTPUT, stream, 0);
-        }
-    }
+    output_added(plane, stream, events, nevents);
     if (flow->send_unacked >= flow->send_size && !flow->blocked_reported) {
         flow->blocked_reported = 1;
         emit(events, nevents, RMUX_EVENT_BLOCKED, stream, flow->send_size);
@@ -1316,12 +1379,14 @@ static size_t pump_round(rmux_engine *engine, rmux_event *events, size_t max_eve
  * gets its turn in order, and the call returns at the first event for Python. */
 size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events) {
     size_t nevents = 0;
+    engine->pumping = 1;
     for (int round = 0; round < PUMP_ROUNDS; round++) {
         nevents = pump_round(engine, events, max_events);
         if (nevents != 0 || engine->work_head == NULL) {
             break;
         }
     }
+    engine->pumping = 0;
     return nevents;
 }
 
@@ -1397,6 +1462,10 @@ void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t hel
 }
 uint64_t rmux_plane_take_sends(rmux_plane *plane) { (void)plane; return 0; }
 uint64_t rmux_plane_take_commands(rmux_plane *plane) { (void)plane; return 0; }
+size_t rmux_plane_take_acks(rmux_plane *plane, uint32_t *stream_ids, uint32_t *counts,
+                            size_t max) {
+    (void)plane; (void)stream_ids; (void)counts; (void)max; return 0;
+}
 void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window) {
     (void)plane; (void)max_window;
 }

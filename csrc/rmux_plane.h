@@ -24,6 +24,8 @@
 /* Most bytes read from one stream socket per pump: one bulk stream cannot keep
  * the others waiting for longer than this takes. */
 #define RMUX_PLANE_READ_CHUNK 262144
+/* Our ACKs a plane sends itself before the session logs them (then ACK events). */
+#define RMUX_PLANE_ACKS 256
 /* protocol/limits.py's MIN_WINDOW and MAX_WINDOW: what BLOCKED and WINDOW may say. */
 #define RMUX_PLANE_MIN_WINDOW 1024
 #define RMUX_PLANE_MAX_WINDOW 16777216
@@ -165,6 +167,11 @@ uint64_t rmux_plane_take_sends(rmux_plane *plane);
 /* The peer's ACK and BLOCKED commands the plane took itself since the last
  * call (logged commands, which the resume table counts: Session adds them). */
 uint64_t rmux_plane_take_commands(rmux_plane *plane);
+/* Our ACKs the plane sent itself (in a pump, while it sends its own output and
+ * Python has nothing queued), oldest first: up to max of them, taken.  They are
+ * logged commands; the session logs them before anything it logs itself. */
+size_t rmux_plane_take_acks(rmux_plane *plane, uint32_t *stream_ids, uint32_t *counts,
+                            size_t max);
 /* The largest receive window this side grows a stream's to (--max-window): a
  * BLOCKED at it asks for nothing the session would grant, so the plane takes it. */
 void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window);

@@ -444,6 +444,64 @@ def test_the_pump_sends_the_channels_output_itself_while_python_lets_it(engine, 
     assert [e[0] for e in engine.pump()] == [OUTPUT]  # sending stays off until allowed again
 
 
+def test_the_plane_sends_the_acks_it_owes_itself_while_nothing_of_pythons_waits(engine, sockets):
+    """Data delivered in a pump that earns the peer an ACK: a plane that sends its
+    own output puts the ACK on the channel itself and keeps it for the session's
+    log (take_acks); while Python has output queued, or outside a pump, the ACK is
+    Python's (the ACK event), so the log's order stays the wire's; and while the
+    inbound cap pauses reads, so that Python sees the rings drain."""
+    from reactor_mux.codec._c import InboundDecoder
+
+    h = Harness(engine, sockets)
+    _handle, app, _slot = h.stream(1, receive_window=4096)  # an ACK per 1024 delivered
+    mine, peer = tcp_pair()
+    sockets += [mine, peer]
+    decoder = InboundDecoder(65536, 1024, 262144)
+    decoder.writable()
+    decoder.rx.capacity = decoder.rx.buffer_length  # full grown: growing is not the test's
+    h.plane.set_input(decoder.rx, mine.fileno())
+    h.plane.set_channel(mine.fileno())
+    h.plane.set_send_ok(True)
+    frame = codec.encode_header(2048, 1, codec.KIND_DATA) + bytes(2048)
+    peer.sendall(frame)
+    events = engine.pump()
+    assert [e[0] for e in events] in ([], [plane_module.SENT])  # the ACK went out in C
+    assert read_exactly(app, 2048) == bytes(2048)
+    wire = peer.recv(100)
+    frames, _end, error = codec.scan_frames(wire, 0, len(wire), 1 << 20, 1 << 16)
+    assert error == codec.OK
+    assert [(f[0], f[1], bytes(wire[f[2] : f[2] + f[3]])) for f in frames] == [
+        (1, codec.KIND_COMMAND, b"ACK 2048")
+    ]
+    assert h.plane.take_acks() == [(1, 2048)] and h.plane.take_acks() == []
+    h.plane.hold_output()  # Python queued a command: its order must hold, so Python sends
+    peer.sendall(frame)
+    assert (ACK, 7, 1, 2048) in engine.pump()
+    assert read_exactly(app, 2048) == bytes(2048)
+    assert h.plane.take_acks() == []
+    # Under the inbound cap the channel is not read; what the rings hold drains to
+    # the sockets, and the ACKs that earns are events: Python sees the rings drain.
+    h.plane.set_send_ok(True)
+    _handle, slow_app, _slot = h.stream(3, receive_window=1 << 20, small=True)
+    big = os.urandom(900_000)
+    pieces = [big[i : i + 8000] for i in range(0, len(big), 8000)]  # within its buffer
+    peer.sendall(b"".join(codec.encode_header(len(p), 3, codec.KIND_DATA) + p for p in pieces))
+    deadline = time.monotonic() + 10
+    while h.plane.inbound_held == 0:  # the application reads nothing: the ring fills
+        assert time.monotonic() < deadline
+        h.plane.wake_input()
+        engine.pump()
+    h.plane.take_acks()
+    h.plane.set_inbound_paused(True)
+    got, acks = bytearray(), []
+    while len(got) < len(big):
+        assert time.monotonic() < deadline
+        got += slow_app.recv(65536)
+        acks += [event for event in engine.pump() if event[0] == ACK]
+    assert bytes(got) == big and acks and h.plane.take_acks() == []
+    h.plane.set_input(None, -1)
+
+
 def test_the_hub_gives_each_channel_its_own_events(sockets):
     """Found by the stress run: a pump's events were handed to one channel whenever
     the first and last were its own, even with another channel's in between."""

@@ -351,6 +351,9 @@ class UnreportedSends:
     def take_commands(self) -> int:
         return 0
 
+    def take_acks(self) -> list[tuple[int, int]]:
+        return []
+
     def set_growth_left(self, growth_left: int) -> None:
         pass
 

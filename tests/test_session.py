@@ -799,6 +799,9 @@ class GrowthWatcher:
     def take_commands(self) -> int:
         return 0
 
+    def take_acks(self) -> list[tuple[int, int]]:
+        return []
+
     def set_growth_left(self, growth_left: int) -> None:
         self.growth_left.append(growth_left)
 

@@ -183,6 +183,10 @@ class DataPlane(Protocol):
         """The peer's commands (ACKs) the plane applied itself since the last call."""
         ...
 
+    def take_acks(self) -> list[tuple[int, int]]:
+        """Our ACKs the plane sent itself, oldest first: (stream id, count)."""
+        ...
+
     def set_growth_left(self, growth_left: int) -> None:
         """Window growth the session may still grant (a BLOCKED past it asks for nothing)."""
 

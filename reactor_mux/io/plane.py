@@ -50,6 +50,7 @@ MAX_EVENTS = 4096
 """Events one pump or delivery reports at most; what is left waits for the next call."""
 
 _EVENT = struct.Struct("=IIII")
+_ACK_BATCH = 256
 
 
 def available() -> bool:
@@ -131,6 +132,8 @@ class Plane:
         self._left = ffi.new("uint64_t *")
         self._report_held = 0
         self._index = ffi.new("size_t *")
+        self._ack_ids = ffi.new("uint32_t[]", _ACK_BATCH)
+        self._ack_counts = ffi.new("uint32_t[]", _ACK_BATCH)
         engine.planes += 1
 
     def close(self) -> None:
@@ -253,6 +256,15 @@ class Plane:
     def has_backlog(self) -> bool:
         """Streams have work a pump should do (an ACK the plane took opened a window)."""
         return bool(lib.rmux_engine_backlog(self._engine._engine))
+
+    def take_acks(self) -> list[tuple[int, int]]:
+        """Our ACKs the plane sent itself, oldest first, as (stream id, count)."""
+        acks: list[tuple[int, int]] = []
+        while True:
+            n = lib.rmux_plane_take_acks(self._plane, self._ack_ids, self._ack_counts, _ACK_BATCH)
+            acks += zip(self._ack_ids[0:n], self._ack_counts[0:n], strict=True)
+            if n < _ACK_BATCH:
+                return acks
 
     def take_commands(self) -> int:
         """The peer's ACKs the plane applied itself since the last call (each one a

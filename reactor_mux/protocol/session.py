@@ -365,6 +365,7 @@ class Session:
         what belonged to the connection (decoder, unsent output, barrier)."""
         if not self.resumable:
             raise LocalProtocolError("this session cannot be resumed")
+        self._fold_plane_acks()  # sent or not, they are the log's now: a replay may owe them
         self.state = ChannelState.DISCONNECTED
         self._output_detached = True
         self._exchange_out.clear()
@@ -436,6 +437,7 @@ class Session:
         how fast the machine is."""
         log = self._log
         plane = self._plane
+        self._fold_plane_acks()
         if plane is not None:  # sends the plane made and has not reported yet
             taken = plane.take_sends()
             if taken:
@@ -459,6 +461,7 @@ class Session:
             log.wanted = True
 
     def _send_barrier(self) -> None:
+        self._fold_plane_acks()  # sent before this PING: the barrier covers them
         token = self._log.open_barrier(self._streams.values(), self._output)
         ping = encode_frame(0, KIND_COMMAND, format_command(Verb.PING, token))
         self._output.queue_control(ping)
@@ -1440,8 +1443,26 @@ class Session:
         # else: the session gave up being resumable while disconnected; it ends on
         # the next connection attempt, and nothing queued now may go out first
 
+    def _fold_plane_acks(self) -> None:
+        """Log the ACKs the data plane sent itself, in the order it sent them.  It
+        sends one only while nothing of ours is queued, so they come after every
+        command logged before and before any logged after: the wire's order, which
+        is the numbering the peer's resume table counts in."""
+        plane = self._plane
+        if plane is None:
+            return
+        acks = plane.take_acks()
+        if acks and self._log.keeping:
+            for stream_id, count in acks:
+                body = format_command(Verb.ACK, count)
+                self._record_frame(encode_frame(stream_id, KIND_COMMAND, body))
+
     def _log_frame(self, frame: bytes) -> None:
         """Keep a sent command until a barrier confirms it (a resume replays it)."""
+        self._fold_plane_acks()
+        self._record_frame(frame)
+
+    def _record_frame(self, frame: bytes) -> None:
         log = self._log
         log.record(frame)
         if log.due:
