@@ -233,7 +233,7 @@ static void channel_input(fstream *s, program *p) {
     rx.start = rx.end = next(p) % 64; /* and the buffer's free tail starts anywhere */
     uint8_t *at = rx_buffer + rx.end;
     size_t room = RX_SIZE - rx.end, used = 0;
-    unsigned frames = next(p) % 4, tail = next(p) % 3;
+    unsigned frames = next(p) % 4, tail = next(p) % 5;
     uint64_t offset = s->delivered;
     for (unsigned f = 0; f < frames; f++) {
         uint32_t length = next16(p) % (FRAME + 1);
@@ -254,14 +254,27 @@ static void channel_input(fstream *s, program *p) {
     } else if (tail == 2 && used + 9 <= room) { /* a frame beyond every limit */
         rmux_encode_header(at + used, 0x7fffffff, s->id, 0);
         used += 9;
+    } else if (tail >= 3 && used + 9 + 24 <= room) {
+        /* The peer's ACK (within what is outstanding, 0, or beyond it) or BLOCKED
+         * (any window): the plane takes what the session would only count. */
+        uint32_t outstanding = rmux_plane_flow(plane, s->handle)->send_unacked;
+        uint32_t value = tail == 3 ? next16(p) % (outstanding + 2) : next16(p) * 64u;
+        int body = snprintf((char *)at + used + 9, 24, "%s %u", tail == 3 ? "ACK" : "BLOCKED",
+                            value);
+        rmux_encode_header(at + used, (uint32_t)body, s->id, 1);
+        used += 9 + (size_t)body;
     }
     size_t cut = used ? next16(p) % (used + 1) : 0; /* the read ends anywhere */
     rmux_flow *flow = rmux_plane_flow(plane, s->handle);
     uint64_t before = flow->recv_total, start = rx.start;
     rx.offered = room;
     uint64_t left = 0;
+    uint32_t unacked = flow->send_unacked;
     size_t n = rmux_plane_input(plane, &rx, cut, &left, events, MAX_EVENTS);
     handle_events(n);
+    uint64_t commands = rmux_plane_take_commands(plane);
+    CHECK(commands <= 1 && flow->send_unacked <= unacked);
+    CHECK(commands || flow->send_unacked == unacked); /* an ACK changes it only when taken */
     uint64_t taken = flow->recv_total - before;
     s->delivered += taken;
     CHECK(rx.start <= rx.end && rx.end <= RX_SIZE);
