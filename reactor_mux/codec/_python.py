@@ -180,7 +180,7 @@ class DataPlane(Protocol):
         ...
 
     def take_commands(self) -> int:
-        """The peer's commands (ACKs) the plane applied itself since the last call."""
+        """The peer's commands (ACK, BLOCKED) the plane took itself since the last call."""
         ...
 
     def take_acks(self) -> list[tuple[int, int]]:

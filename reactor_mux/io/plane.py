@@ -267,8 +267,8 @@ class Plane:
                 return acks
 
     def take_commands(self) -> int:
-        """The peer's ACKs the plane applied itself since the last call (each one a
-        command the resume log counts)."""
+        """The peer's ACKs and BLOCKEDs the plane took itself since the last call
+        (each one a command the resume log counts)."""
         count: int = lib.rmux_plane_take_commands(self._plane)
         return count
 
@@ -364,6 +364,19 @@ class FlowReceiveWindow(ReceiveWindow):
         self._flow = flow
 
 
+def _total(name: str) -> property:
+    """A Stream record's count kept in its plane's flow (FlowStream's)."""
+
+    def get(self: Any) -> int:
+        value: int = getattr(self._flow(), name)
+        return value
+
+    def put(self: Any, value: int) -> None:
+        setattr(self._flow(), name, value)
+
+    return property(get, put)
+
+
 _STATE = Stream.__dict__["state"]
 _FIN_PENDING = Stream.__dict__["fin_pending"]
 _SLOTS = {name: Stream.__dict__[name] for name in _STREAM_FIELDS}
@@ -408,41 +421,10 @@ class FlowStream(Stream):
         _FIN_PENDING.__set__(self, value)
         self._flags_changed()
 
-    @property
-    def received(self) -> int:
-        value: int = self._flow().recv_total
-        return value
-
-    @received.setter
-    def received(self, value: int) -> None:
-        self._flow().recv_total = value
-
-    @property
-    def written(self) -> int:
-        value: int = self._flow().send_total
-        return value
-
-    @written.setter
-    def written(self, value: int) -> None:
-        self._flow().send_total = value
-
-    @property
-    def acked(self) -> int:
-        value: int = self._flow().acked
-        return value
-
-    @acked.setter
-    def acked(self, value: int) -> None:
-        self._flow().acked = value
-
-    @property
-    def released(self) -> int:
-        value: int = self._flow().released
-        return value
-
-    @released.setter
-    def released(self, value: int) -> None:
-        self._flow().released = value
+    received = _total("recv_total")
+    written = _total("send_total")
+    acked = _total("acked")
+    released = _total("released")
 
     @property
     def blocked_reported(self) -> bool:

@@ -484,8 +484,8 @@ class Session:
         return self._decoder.writable()
 
     def _count_plane_commands(self) -> None:
-        """The peer's ACKs the data plane applied itself are logged commands
-        received, which the resume table counts."""
+        """The peer's ACKs and BLOCKEDs the data plane took itself are logged
+        commands received, which the resume table counts."""
         if self._plane is not None:
             self._log.received += self._plane.take_commands()
 
