@@ -24,6 +24,7 @@ CSRC = HERE / "csrc"
 
 HEADER = CSRC / "rmux_codec.h"
 PLANE_HEADER = CSRC / "rmux_plane.h"
+TLS_HEADER = CSRC / "rmux_tls.h"
 CDEF_BEGIN = "/* cdef-begin"
 CDEF_END = "/* cdef-end */"
 
@@ -43,15 +44,17 @@ def header_cdef(header: pathlib.Path = HEADER) -> str:
     return text[begin:end]
 
 
-CDEF = header_cdef() + header_cdef(PLANE_HEADER)
+CDEF = header_cdef() + header_cdef(PLANE_HEADER) + header_cdef(TLS_HEADER)
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "reactor_mux.codec._ccodec",
-    '#include "rmux_codec.h"\n#include "rmux_plane.h"\n',
-    sources=["csrc/rmux_codec.c", "csrc/rmux_plane.c"],  # relative to setup.py, as setuptools wants
+    '#include "rmux_codec.h"\n#include "rmux_plane.h"\n#include "rmux_tls.h"\n',
+    # relative to setup.py, as setuptools wants
+    sources=["csrc/rmux_codec.c", "csrc/rmux_plane.c", "csrc/rmux_tls.c"],
     include_dirs=[str(CSRC)],
+    libraries=["dl"],  # rmux_tls.c finds OpenSSL in Python's own _ssl (dlopen, dlsym)
     extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra"],
     optional=True,
     py_limited_api=True,  # stable ABI: _ccodec.abi3.so, and setup.py tags the wheel cp310-abi3

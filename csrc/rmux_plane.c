@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "rmux_plane.h"
+#include "rmux_tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -41,6 +42,9 @@
 /* Rounds one pump call makes while streams have work and nothing needs Python:
  * a bulk stream's next read waits for no trip through the selectors loop. */
 #define PUMP_ROUNDS 4
+/* Ciphertext one recv of a TLS channel takes (io/tls.py's CIPHER_READ): one
+ * buffer per engine, taken when a TLS channel is first read. */
+#define CIPHER_READ 262144
 
 #ifdef __linux__
 
@@ -90,6 +94,7 @@ struct rmux_engine {
     uint32_t sending_cap; /* how many this pump may take (its events must have room) */
     rmux_frame frames[INPUT_FRAMES]; /* one channel read's frames, scanned in place */
     rmux_gather gather;              /* one send's frames, in place in the rings */
+    uint8_t *cipher;                 /* a TLS channel's ciphertext on its way in (CIPHER_READ) */
     struct epoll_event ready[EPOLL_BATCH];
 };
 
@@ -114,7 +119,11 @@ struct rmux_plane {
     uint8_t paused;
     uint8_t inbound_paused;
     uint32_t output_generation; /* the pump that last reported OUTPUT for it */
-    int channel_fd;             /* the channel's plaintext socket, or -1 */
+    int channel_fd;             /* the channel's socket, or -1 */
+    uintptr_t tls_out;          /* its TLS session (rmux_tls.h) where it sends through one */
+    uintptr_t tls_in;           /* the same for reads (set with the input) */
+    int tls_stop;               /* a TLS read's end seen behind plaintext: reported next turn */
+    uint32_t tls_detail;
     plane_stream input;         /* the channel socket as the engine reads it */
     rmux_rx *rx;                /* the decoder's buffer and cursor, while the plane reads */
     uint64_t channel_reads;
@@ -188,6 +197,7 @@ void rmux_engine_free(rmux_engine *engine) {
         return;
     }
     close(engine->epfd);
+    free(engine->cipher);
     free(engine);
 }
 
@@ -298,6 +308,7 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
     plane->tx = tx;
     plane->tag = tag;
     plane->channel_fd = -1;
+    plane->tls_stop = -1;
     plane->report_sends_at = 1; /* every send, until Python says otherwise */
     plane->growth_left = UINT64_MAX; /* unknown: every BLOCKED at the window is Python's */
     plane->input.plane = plane;
@@ -382,12 +393,23 @@ static void wake(plane_stream *stream) {
     }
 }
 
-void rmux_plane_set_channel(rmux_plane *plane, int fd) {
+void rmux_plane_set_channel(rmux_plane *plane, int fd, uintptr_t tls) {
     plane->channel_fd = fd;
+    plane->tls_out = fd >= 0 ? tls : 0;
 }
 
-rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
+rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd, uintptr_t tls) {
     plane_stream *input = &plane->input;
+    if (fd >= 0 && tls && plane->engine->cipher == NULL) {
+        plane->engine->cipher = RMUX_MALLOC(CIPHER_READ);
+        if (plane->engine->cipher == NULL) {
+            return RMUX_PLANE_NO_MEMORY;
+        }
+    }
+    if (input->fd != fd || plane->tls_in != (fd >= 0 ? tls : 0)) {
+        plane->tls_stop = -1; /* another connection: nothing seen on it yet */
+    }
+    plane->tls_in = fd >= 0 ? tls : 0;
     if (input->fd >= 0 && input->fd != fd) {
         detach(input);
     }
@@ -1080,11 +1102,70 @@ static int take_command(rmux_plane *plane, const uint8_t *body, uint32_t length,
  * when every complete frame in the buffer is data the plane delivers whole;
  * else left for Python (CHANNEL_INPUT), as are a buffer that must grow or move
  * (CHANNEL_READABLE), EOF and errors. */
+/* How a TLS read ended, for Python: the peer's close_notify is the channel's EOF;
+ * the socket's own end Python's transport reads again (it says whether TLS was
+ * ended first); a failed recv or record is the channel's failure. */
+static void tls_stopped(plane_stream *input, int stop, uint32_t detail, rmux_event *events,
+                        size_t *nevents) {
+    switch (stop) {
+    case RMUX_TLS_CLOSED:
+        hand_over(input, RMUX_EVENT_CHANNEL_EOF, 0, events, nevents);
+        break;
+    case RMUX_TLS_SOCKET_EOF:
+        hand_over(input, RMUX_EVENT_CHANNEL_READABLE, 0, events, nevents);
+        break;
+    case RMUX_TLS_SOCKET_ERROR:
+        hand_over(input, RMUX_EVENT_CHANNEL_READ_FAILED, detail, events, nevents);
+        break;
+    default:
+        hand_over(input, RMUX_EVENT_CHANNEL_TLS_FAILED, detail, events, nevents);
+        break;
+    }
+}
+
+/* Decrypt a TLS channel's records into the free tail of rx (free_tail bytes).
+ * Returns the plaintext count; 0 where there was none (drained, or the read's
+ * end was handed to Python).  An end seen behind plaintext is kept (tls_stop),
+ * reported once that plaintext is consumed, and again whenever the plane is
+ * asked to read the session after it. */
+static ssize_t read_tls(rmux_plane *plane, plane_stream *input, uint64_t free_tail,
+                        rmux_event *events, size_t *nevents) {
+    rmux_rx *rx = plane->rx;
+    size_t got = 0;
+    uint32_t detail = 0;
+    rmux_tls_stop stop = rmux_tls_receive(plane->tls_in, input->fd, input->hung_up,
+                                          plane->engine->cipher, CIPHER_READ,
+                                          rx->buffer + rx->end, (size_t)free_tail, &got, &detail);
+    if (rmux_tls_unsent(plane->tls_in) > 0) { /* reading made protocol data (a key update) */
+        int64_t sent = rmux_tls_flush(plane->tls_in, input->fd);
+        if (sent < 0 || rmux_tls_unsent(plane->tls_in) > 0) {
+            emit_plane(events, nevents, RMUX_EVENT_OUTPUT_LEFT, plane, 0, 0);
+        }
+    }
+    if (stop == RMUX_TLS_DRAINED) {
+        input->can_read = 0; /* the next bytes raise a new edge */
+    } else if (stop != RMUX_TLS_FULL) {
+        if (got == 0) {
+            tls_stopped(input, stop, detail, events, nevents);
+        } else {
+            plane->tls_stop = stop;
+            plane->tls_detail = detail;
+        }
+    }
+    return (ssize_t)got;
+}
+
 static void read_channel(plane_stream *input, rmux_event *events, size_t *nevents,
                          size_t room) {
     rmux_plane *plane = input->plane;
     rmux_rx *rx = plane->rx;
     if (rx == NULL || !input->can_read) {
+        return;
+    }
+    if (plane->tls_in && plane->tls_stop >= 0) {
+        /* Before any hand-over: Python's own read of a failed session would
+         * only find it failed, not why. */
+        tls_stopped(input, plane->tls_stop, plane->tls_detail, events, nevents);
         return;
     }
     if (rx->start == rx->end) {
@@ -1117,30 +1198,43 @@ static void read_channel(plane_stream *input, rmux_event *events, size_t *nevent
         return;
     }
     ssize_t got;
-    do {
-        got = recv(input->fd, rx->buffer + rx->end, (size_t)free_tail, MSG_DONTWAIT);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            input->can_read = 0;
-        } else {
-            hand_over(input, RMUX_EVENT_CHANNEL_READ_FAILED, (uint32_t)errno, events, nevents);
+    if (plane->tls_in) {
+        got = read_tls(plane, input, free_tail, events, nevents);
+        if (got <= 0) {
+            return;
         }
-        return;
-    }
-    if (got == 0) {
-        hand_over(input, RMUX_EVENT_CHANNEL_EOF, 0, events, nevents);
-        return;
+    } else {
+        do {
+            got = recv(input->fd, rx->buffer + rx->end, (size_t)free_tail, MSG_DONTWAIT);
+        } while (got < 0 && errno == EINTR);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                input->can_read = 0;
+            } else {
+                hand_over(input, RMUX_EVENT_CHANNEL_READ_FAILED, (uint32_t)errno, events, nevents);
+            }
+            return;
+        }
+        if (got == 0) {
+            hand_over(input, RMUX_EVENT_CHANNEL_EOF, 0, events, nevents);
+            return;
+        }
+        if ((uint64_t)got < free_tail && !input->hung_up) {
+            input->can_read = 0; /* drained: the next bytes raise a new edge */
+        }
     }
     plane->channel_reads++;
     rx->offered = free_tail;
     rx->filled = (uint64_t)got >= free_tail;
-    if ((uint64_t)got < free_tail && !input->hung_up) {
-        input->can_read = 0; /* drained: the next bytes raise a new edge */
-    }
     uint64_t left;
     if (consume(plane, rx, (uint64_t)got, events, nevents, room, &left)) {
         hand_over(input, RMUX_EVENT_CHANNEL_INPUT, (uint32_t)left, events, nevents);
+    }
+    if (plane->tls_in && plane->tls_stop >= 0) {
+        /* The session ended behind this plaintext: Python acts on the end after
+         * the batch's other events, and before any flush of its own could meet
+         * the failed session first. */
+        tls_stopped(input, plane->tls_stop, plane->tls_detail, events, nevents);
     }
 }
 
@@ -1244,7 +1338,84 @@ size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t
 /* Fill the output FIFO and send it on the channel's socket, as Python's flush
  * does (rmux_tx_fill, then one send per fill) until it is empty or the socket
  * is full.  Writes at most EVENTS_PER_SEND events. */
+/* SENT once as many sends as Python's barrier count were made, or the send rings
+ * hold the outbound cap. */
+static void report_sends(rmux_plane *plane, uint32_t sends, rmux_event *events, size_t *nevents) {
+    if (sends) {
+        plane->sends_unreported += sends;
+        if (plane->sends_unreported >= plane->report_sends_at ||
+            (plane->report_held_at && rmux_tx_held_total(plane->tx) >= plane->report_held_at)) {
+            uint64_t count = plane->sends_unreported;
+            plane->sends_unreported = 0;
+            emit_plane(events, nevents, RMUX_EVENT_SENT, plane, 0,
+                       count > UINT32_MAX ? UINT32_MAX : (uint32_t)count);
+        }
+    }
+}
+
+/* send_output on a TLS channel: the ciphertext OpenSSL holds goes first; then
+ * the frames are filled into the FIFO (one copy, so each batch is whole
+ * records rather than a record per header) and encrypted into the output BIO,
+ * one batch at a time: the BIO never holds more than one batch the socket
+ * refused. */
+static void send_output_tls(rmux_plane *plane, rmux_event *events, size_t *nevents) {
+    rmux_tx *tx = plane->tx;
+    uint32_t fins[FINS_PER_SEND];
+    uint32_t sends = 0;
+    size_t fin_room = FINS_PER_SEND;
+    for (;;) {
+        int64_t sent = rmux_tls_flush(plane->tls_out, plane->channel_fd);
+        if (sent < 0) {
+            plane->send_ok = 0;
+            emit_plane(events, nevents, RMUX_EVENT_CHANNEL_FAILED, plane, 0, (uint32_t)-sent);
+            break;
+        }
+        if (rmux_tls_unsent(plane->tls_out) > 0) {
+            plane->send_ok = 0;
+            emit_plane(events, nevents, RMUX_EVENT_OUTPUT_LEFT, plane, 0, 0);
+            break;
+        }
+        if (!rmux_tx_has_data(tx)) {
+            break;
+        }
+        if (fin_room == 0) {
+            emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0); /* Python goes on */
+            break;
+        }
+        int64_t nfins = rmux_tx_fill(tx, fins, fin_room);
+        if (nfins < 0) { /* out of memory: Python's flush tries again and says so */
+            emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0);
+            break;
+        }
+        for (int64_t i = 0; i < nfins; i++) {
+            emit_plane(events, nevents, RMUX_EVENT_FIN_SENT, plane, fins[i], 0);
+        }
+        fin_room -= (size_t)nfins;
+        size_t length = 0;
+        uint8_t *data = rmux_tx_pending(tx, &length);
+        if (length == 0) {
+            break;
+        }
+        uint32_t detail = 0;
+        if (rmux_tls_encrypt(plane->tls_out, data, length, &detail) != 0) {
+            plane->send_ok = 0;
+            if (plane->tls_stop == RMUX_TLS_FAILED && plane->tls_in == plane->tls_out) {
+                detail = plane->tls_detail; /* why: a read this pump saw the session fail */
+            }
+            emit_plane(events, nevents, RMUX_EVENT_CHANNEL_TLS_FAILED, plane, 0, detail);
+            break;
+        }
+        rmux_tx_sent(tx, length);
+        sends++;
+    }
+    report_sends(plane, sends, events, nevents);
+}
+
 static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) {
+    if (plane->tls_out) {
+        send_output_tls(plane, events, nevents);
+        return;
+    }
     rmux_tx *tx = plane->tx;
     uint32_t fins[FINS_PER_SEND];
     uint32_t sends = 0;
@@ -1301,16 +1472,7 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
             break;
         }
     }
-    if (sends) {
-        plane->sends_unreported += sends;
-        if (plane->sends_unreported >= plane->report_sends_at ||
-            (plane->report_held_at && rmux_tx_held_total(tx) >= plane->report_held_at)) {
-            uint64_t count = plane->sends_unreported;
-            plane->sends_unreported = 0;
-            emit_plane(events, nevents, RMUX_EVENT_SENT, plane, 0,
-                       count > UINT32_MAX ? UINT32_MAX : (uint32_t)count);
-        }
-    }
+    report_sends(plane, sends, events, nevents);
 }
 
 static size_t pump_round(rmux_engine *engine, rmux_event *events, size_t max_events) {
@@ -1455,7 +1617,11 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
 }
 void rmux_plane_free(rmux_plane *plane) { (void)plane; }
 void rmux_plane_set_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
-void rmux_plane_set_channel(rmux_plane *plane, int fd) { (void)plane; (void)fd; }
+void rmux_plane_set_channel(rmux_plane *plane, int fd, uintptr_t tls) {
+    (void)plane;
+    (void)fd;
+    (void)tls;
+}
 void rmux_plane_set_send_ok(rmux_plane *plane, int ok) { (void)plane; (void)ok; }
 void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t held) {
     (void)plane; (void)every; (void)held;
@@ -1472,8 +1638,8 @@ void rmux_plane_set_max_window(rmux_plane *plane, uint32_t max_window) {
 void rmux_plane_set_growth_left(rmux_plane *plane, uint64_t growth_left) {
     (void)plane; (void)growth_left;
 }
-rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd) {
-    (void)plane; (void)rx; (void)fd; return RMUX_PLANE_INVALID;
+rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd, uintptr_t tls) {
+    (void)plane; (void)rx; (void)fd; (void)tls; return RMUX_PLANE_INVALID;
 }
 void rmux_plane_wake_input(rmux_plane *plane) { (void)plane; }
 size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t *left,

@@ -46,7 +46,9 @@ typedef enum rmux_event_kind {
     RMUX_EVENT_CHANNEL_INPUT = 11,    /* value: bytes read after rx->end for Python to handle */
     RMUX_EVENT_CHANNEL_READABLE = 12, /* the receive buffer must grow or move: Python reads */
     RMUX_EVENT_CHANNEL_EOF = 13,      /* the peer closed the channel */
-    RMUX_EVENT_CHANNEL_READ_FAILED = 14 /* value: the errno of a failed read */
+    RMUX_EVENT_CHANNEL_READ_FAILED = 14, /* value: the errno of a failed read */
+    /* Only on a TLS channel (a tls session given with the socket): */
+    RMUX_EVENT_CHANNEL_TLS_FAILED = 15 /* value: OpenSSL's error code (rmux_tls_reason) */
 } rmux_event_kind;
 
 /* The channel's receive buffer and cursor, shared with Python's decoder
@@ -130,19 +132,21 @@ rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag);
 void rmux_plane_free(rmux_plane *plane);
 /* Local reads stop while paused (the channel's outbound cap). */
 void rmux_plane_set_paused(rmux_plane *plane, int paused);
-/* The channel's plaintext socket (-1: none).  While one is set and sending is
- * allowed, a pump that read into this plane's send rings also fills the output
- * FIFO and sends it, reporting SENT, FIN_SENT, OUTPUT_LEFT or CHANNEL_FAILED,
- * and OUTPUT only when it did not send.  Sending stops (until allowed again)
- * when the socket fills or fails. */
-void rmux_plane_set_channel(rmux_plane *plane, int fd);
-/* Read the channel's plaintext socket in the pump (fd -1: Python reads it).
+/* The channel's socket (-1: none), and its TLS session (rmux_tls.h; 0: plain).
+ * While one is set and sending is allowed, a pump that read into this plane's
+ * send rings also fills the output FIFO and sends it (through the TLS session:
+ * encrypted into its output BIO, which goes first), reporting SENT, FIN_SENT,
+ * OUTPUT_LEFT, CHANNEL_FAILED or CHANNEL_TLS_FAILED, and OUTPUT only when it did
+ * not send.  Sending stops (until allowed again) when the socket fills or fails. */
+void rmux_plane_set_channel(rmux_plane *plane, int fd, uintptr_t tls);
+/* Read the channel's socket in the pump (fd -1: Python reads it), decrypting
+ * through its TLS session where tls is one (rmux_tls.h; 0: plain).
  * A read whose complete frames are all data the plane can deliver is handled
  * here; any other (a command, a partial read Python must see, a malformed
  * frame) is left after rx->end and reported as CHANNEL_INPUT; a buffer that
  * must grow or move first is CHANNEL_READABLE.  After either, the plane waits
  * for rmux_plane_wake_input.  Returns RMUX_PLANE_SYSTEM if epoll refused. */
-rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd);
+rmux_plane_status rmux_plane_set_input(rmux_plane *plane, rmux_rx *rx, int fd, uintptr_t tls);
 /* Python read count bytes of the channel after rx->end itself (a TLS channel's
  * plaintext, a read the plane handed back): deliver the leading data frames as
  * the pump does.  *left is 0 when nothing is Python's (all delivered, or a

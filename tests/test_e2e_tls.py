@@ -15,7 +15,7 @@ import time
 
 import pytest
 from security_support import FAST, good_client, tls_server
-from support import Tunnel, echo_once, good_traffic
+from support import MuxProcess, PortHolder, Tunnel, echo_once, good_traffic
 
 from reactor_mux.tools.procs import cpu_time
 
@@ -175,3 +175,32 @@ def test_a_client_that_stalls_in_the_tls_handshake_is_cut_off(pki, sent):
         tunnel.server.wait_event("channel_down", reason=re.compile("handshake timed out"))
     finally:
         tunnel.close()
+
+
+@pytest.mark.parametrize("python_side", ["client", "server"])
+def test_the_planes_tls_records_and_pythons_meet_on_the_wire(pki, hash_target, python_side):
+    """One side's records made by the data plane in C (where it can drive TLS),
+    the other's by Python's ssl (``REACTOR_MUX_TLS=python``): one TLS session on
+    the wire, checksummed bulk both ways through ``-L`` and ``-R`` at once."""
+    python_records = {"REACTOR_MUX_TLS": "python"}
+    holder = PortHolder()
+    port = holder.take()
+    server = MuxProcess(["server", "--listen", f"127.0.0.1:{port}", "--tls-cert",
+                         str(pki.server.cert), "--tls-key", str(pki.server.key)],
+                        env=python_records if python_side == "server" else None)  # fmt: skip
+    client = None
+    try:
+        server.listening_port()
+        client = MuxProcess(["client", "--server", f"127.0.0.1:{port}", "--tls", "--tls-ca",
+                             str(pki.ca.path), "-L", f"0:127.0.0.1:{hash_target.port}",
+                             "-R", f"0:127.0.0.1:{hash_target.port}", *FAST],
+                            env=python_records if python_side == "client" else None)  # fmt: skip
+        ports = [forward_port for _kind, forward_port, _target in client.forwards(2, timeout=15)]
+        with good_traffic(ports, hash_target, seed=7300, size=6_000_000):
+            time.sleep(2)
+    finally:
+        for proc in (client, server):
+            if proc is not None:
+                proc.stop()
+                assert "Traceback" not in proc.log, proc.log
+        holder.close()

@@ -68,7 +68,8 @@ def test_the_data_plane_runs_random_programs_clean_under_asan_and_ubsan(tmp_path
     subprocess.run(
         ["gcc", "-std=c99", "-O1", "-g", *SANITIZE, "-DRMUX_REPLAY_MAIN", f"-I{ROOT / 'csrc'}",
          str(ROOT / "csrc" / "fuzz" / "fuzz_plane.c"), str(ROOT / "csrc" / "rmux_codec.c"),
-         str(ROOT / "csrc" / "rmux_plane.c"), "-o", str(program)],
+         str(ROOT / "csrc" / "rmux_plane.c"), str(ROOT / "csrc" / "rmux_tls.c"), "-ldl",
+         "-o", str(program)],
         check=True,
     )  # fmt: skip
     result = subprocess.run([str(program), "--random", "400", "22"], capture_output=True,
@@ -140,7 +141,7 @@ def test_codec_tests_pass_against_a_sanitized_build(tmp_path):
     assert probe.stdout.startswith(str(source)), "the sanitized build was not the one imported"
     tests = [ROOT / "tests" / name for name in
              ("test_codec_differential.py", "test_codec.py", "test_session.py",
-              "test_plane.py")]  # fmt: skip
+              "test_plane.py", "test_plane_tls.py")]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "--capture=sys", "-p", "no:cacheprovider",
          "-p", "no:warnings", *map(str, tests)],

@@ -42,6 +42,7 @@ CHANNEL_INPUT = 11
 CHANNEL_READABLE = 12
 CHANNEL_EOF = 13
 CHANNEL_READ_FAILED = 14
+CHANNEL_TLS_FAILED = 15
 
 PlaneEvent = tuple[int, int, int, int]
 """(kind, plane tag, stream id, value): see csrc/rmux_plane.h, rmux_event."""
@@ -201,18 +202,19 @@ class Plane:
         released: int = lib.rmux_plane_release_idle_inbound(self._plane)
         return released
 
-    def set_channel(self, fd: int) -> None:
-        """The channel's plaintext socket (-1: none), for the pump to send on."""
-        lib.rmux_plane_set_channel(self._plane, fd)
+    def set_channel(self, fd: int, tls: int = 0) -> None:
+        """The channel's socket (-1: none), for the pump to send on, and the TLS
+        session it sends through (io/nativetls.py; 0: plain)."""
+        lib.rmux_plane_set_channel(self._plane, fd, tls)
 
     def set_send_ok(self, ok: bool) -> None:
         """Whether the pump may send now (Python has nothing of its own to go first)."""
         lib.rmux_plane_set_send_ok(self._plane, ok)
 
-    def set_input(self, rx: Any, fd: int) -> None:
+    def set_input(self, rx: Any, fd: int, tls: int = 0) -> None:
         """Read the channel's socket ``fd`` into the decoder's ``rx`` in the pump
-        (-1: Python reads it)."""
-        _check(lib.rmux_plane_set_input(self._plane, ffi.NULL if rx is None else rx, fd),
+        (-1: Python reads it), through the TLS session ``tls`` where not 0."""
+        _check(lib.rmux_plane_set_input(self._plane, ffi.NULL if rx is None else rx, fd, tls),
                "set_input")  # fmt: skip
 
     def wake_input(self) -> None:

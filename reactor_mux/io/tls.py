@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from reactor_mux.io import nativetls
 from reactor_mux.io.netutil import close_gently, describe_error, tune_channel_socket
 from reactor_mux.io.reactor import READ, WRITE, IOWatch, Reactor
 from reactor_mux.io.transport import TransportError, TransportProtocol
@@ -197,7 +198,7 @@ def tls_failure_code(exc: ssl.SSLError, server_side: bool) -> ErrorCode:
     return ErrorCode.AUTH_FAILED if refused else ErrorCode.TLS
 
 
-def _describe_tls_error(exc: BaseException, server_side: bool) -> str:
+def _describe_tls_error(exc: BaseException, server_side: bool, in_session: bool = False) -> str:
     """One line saying which check failed, for the log of either side."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         who = "client" if server_side else "server"
@@ -212,14 +213,24 @@ def _describe_tls_error(exc: BaseException, server_side: bool) -> str:
             return ("TLS: no client certificate, and the server requires one"
                     if not server_side else "TLS: the client sent no certificate")  # fmt: skip
         if openssl_code.startswith(_ALERTS):
-            alert = openssl_code.split("ALERT_", 1)[1].lower().replace("_", " ")
-            return (
-                f"TLS: the {'client' if server_side else 'server'} refused the handshake: {alert}"
-            )
+            return describe_tls_reason(openssl_code, server_side, in_session=in_session)
         return f"TLS: {exc.reason or exc}".rstrip()
     if isinstance(exc, OSError):
         return f"TLS: {describe_error(exc)}"
     return f"TLS: {exc}"
+
+
+def describe_tls_reason(openssl_code: str, server_side: bool, *, in_session: bool) -> str:
+    """One line for a TLS failure by OpenSSL's reason code.  An alert from the
+    peer refused the handshake unless the session already carried data
+    (``in_session``: then the peer ended it, a damaged record say)."""
+    if openssl_code.startswith(_ALERTS):
+        alert = openssl_code.split("ALERT_", 1)[1].lower().replace("_", " ")
+        peer = "client" if server_side else "server"
+        if in_session:
+            return f"TLS: the {peer} ended the session with an alert: {alert}"
+        return f"TLS: the {peer} refused the handshake: {alert}"
+    return f"TLS: {openssl_code or 'a failure in the TLS library'}"
 
 
 class TlsTransport:
@@ -254,6 +265,7 @@ class TlsTransport:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls: ssl.SSLObject | None = None
+        self._session = 0  # the OpenSSL session, where the data plane can drive it (nativetls)
         self._cipher_in = bytearray(CIPHER_READ_INITIAL)
         self._cipher_out = bytearray()  # encrypted, not yet taken by the socket
         self._protocol: TransportProtocol | None = None
@@ -299,8 +311,14 @@ class TlsTransport:
             self._schedule_drain()
         self._update()
 
-    def plain_fileno(self) -> int:
-        return -1  # every byte is encrypted first
+    def plane_socket(self) -> tuple[int, int]:
+        if self._session and self._phase is TlsPhase.OPEN and not self.closed:
+            return self._sock.fileno(), self._session
+        return -1, 0
+
+    def plane_failure(self, code: int) -> str:
+        # The plane reads only a channel that is open: the session carried data.
+        return describe_tls_reason(nativetls.reason(code), self._server_side, in_session=True)
 
     def trust(self) -> None:
         self._trusted = True
@@ -316,9 +334,9 @@ class TlsTransport:
         if self._phase is not TlsPhase.OPEN or tls is None:
             raise BlockingIOError("TLS handshake in progress")
         backlog = self._send_backlog
-        if len(self._cipher_out) >= backlog:
+        if self._cipher_waiting() >= backlog:
             self._flush_cipher()
-            if len(self._cipher_out) >= backlog:
+            if self._cipher_waiting() >= backlog:
                 raise BlockingIOError("TLS transport is still sending")
         total = 0
         try:
@@ -356,9 +374,13 @@ class TlsTransport:
         mask = 0 if self._peer_eof else READ
         if self._phase is TlsPhase.OPEN and not self._want_read:
             mask = 0
-        if self._cipher_out or (self._phase is TlsPhase.OPEN and self._want_write):
+        if self._cipher_waiting() or (self._phase is TlsPhase.OPEN and self._want_write):
             mask |= WRITE
         watch.want(mask)
+
+    def _cipher_waiting(self) -> int:
+        """Encrypted bytes not yet taken by the socket."""
+        return len(self._cipher_out) + self._outgoing.pending
 
     def _plaintext_waiting(self) -> bool:
         tls = self._tls
@@ -371,6 +393,9 @@ class TlsTransport:
             server_side=self._server_side,
             server_hostname=None if self._server_side else self._server_hostname,
         )
+        self._session = nativetls.session_of(self._tls, self._incoming, self._outgoing)
+        if self._session:
+            nativetls.prefer_aes128(self._session)
         self._phase = TlsPhase.HANDSHAKE
         self._handshake()
 
@@ -383,6 +408,9 @@ class TlsTransport:
 
     def _flush_cipher(self) -> None:
         """Move what OpenSSL encrypted to the socket, as far as it takes it now."""
+        if self._session:  # straight from the output BIO, which the plane sends from too
+            nativetls.flush(self._session, self._sock.fileno())
+            return
         pending = self._outgoing.pending
         if pending:
             produced = self._outgoing.read()
@@ -443,7 +471,7 @@ class TlsTransport:
         assert protocol is not None
         if mask & WRITE:
             self._flush_cipher()
-            if not self._cipher_out and self._want_write:
+            if not self._cipher_waiting() and self._want_write:
                 protocol.write_ready()
                 if self.closed:
                     return
@@ -550,7 +578,8 @@ class TlsTransport:
                     # 1.3 refuses a client certificate after the client finished).
                     code = (tls_failure_code(exc, self._server_side)
                             if not self._received_any else ErrorCode.TLS)  # fmt: skip
-                    raise TransportError(_describe_tls_error(exc, self._server_side),
+                    raise TransportError(_describe_tls_error(exc, self._server_side,
+                                                             self._received_any),
                                          authentication=code is ErrorCode.AUTH_FAILED,
                                          code=code) from None  # fmt: skip
                 if count == 0:  # close_notify arrived (read() reports it as 0 bytes)

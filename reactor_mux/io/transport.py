@@ -97,9 +97,14 @@ class Transport(Protocol):
         """The peer proved itself: lift the bounds a stranger gets (TLS: its
         ciphertext buffers may grow to a busy channel's size)."""
 
-    def plain_fileno(self) -> int:
-        """The socket the channel's bytes go out on unchanged, for the data plane
-        to send on itself; -1 where they need the transport's work (TLS)."""
+    def plane_socket(self) -> tuple[int, int]:
+        """The socket the data plane may read and write the channel on itself, and
+        the TLS session it goes through (0: none); -1 where the transport must do
+        the work (a TLS session the plane cannot drive, or not open yet)."""
+
+    def plane_failure(self, code: int) -> str:
+        """What the data plane's failure ``code`` on this transport was (TLS: an
+        OpenSSL error code), as one line for the log."""
 
     def send(self, views: Sequence[memoryview]) -> int:
         """Take what it can of ``views`` now and return the count; raises
@@ -143,8 +148,11 @@ class TcpTransport:
     def trust(self) -> None:
         pass  # the channel's own buffers are the only ones, and the session bounds them
 
-    def plain_fileno(self) -> int:
-        return self._sock.fileno()
+    def plane_socket(self) -> tuple[int, int]:
+        return self._sock.fileno(), 0
+
+    def plane_failure(self, code: int) -> str:
+        return f"channel failed: error {code}"  # not reached: a plain socket fails by errno
 
     def _on_io(self, mask: int) -> None:
         protocol = self._protocol

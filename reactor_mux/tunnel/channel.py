@@ -224,7 +224,7 @@ class Channel:
         """Where the streams' bytes move (the compiled data plane), or None: LocalStream."""
         self._plane_reads = False
         """The plane reads the channel's socket (Python's transport does not)."""
-        self._plane_input: tuple[object | None, int] = (None, -1)
+        self._plane_input: tuple[object | None, int, int] = (None, -1, 0)
         self._python_read_asked = False
         """The plane handed a read back (its buffer must grow or move): Python reads once."""
         if self._plane_hub is not None:
@@ -539,7 +539,7 @@ class Channel:
         if self._plane is not None:
             self._plane.set_channel(-1)  # before its descriptor can be reused
             self._plane.set_input(None, -1)
-            self._plane_input, self._plane_reads = (None, -1), False
+            self._plane_input, self._plane_reads = (None, -1, 0), False
         if transport is not None:
             transport.close()
         self._flush_pending = False
@@ -962,6 +962,9 @@ class Channel:
             elif kind == data_plane.CHANNEL_FAILED:
                 reason = f"channel write failed: {os.strerror(value)}"
                 ended = ended or partial(self._lost, reason, ErrorCode.PEER_CLOSED)
+            elif kind == data_plane.CHANNEL_TLS_FAILED and self._transport is not None:
+                reason = self._transport.plane_failure(value)
+                ended = ended or partial(self.transport_failed, reason, code=ErrorCode.TLS)
             elif kind == data_plane.ACK:
                 flush |= session.ack_due(stream_id, value)
             elif kind == data_plane.BLOCKED:
@@ -1053,11 +1056,12 @@ class Channel:
 
     def _let_plane_send(self, caught_up: bool) -> None:
         """The plane may send the channel's output itself while the channel is
-        open on a plain socket, its output attached and nothing of Python's left."""
+        open on a socket it can drive (plain, or a TLS session the plane takes
+        over: io/nativetls.py), its output attached and nothing of Python's left."""
         plane, transport, session = self._plane, self._transport, self._session
         assert plane is not None
-        fd = -1 if transport is None or self.closed else transport.plain_fileno()
-        plane.set_channel(fd)
+        fd, tls = (-1, 0) if transport is None or self.closed else transport.plane_socket()
+        plane.set_channel(fd, tls)
         plane.set_send_ok(fd >= 0 and caught_up and session.state is ChannelState.OPEN
                           and session.output_attached and not session.has_output())  # fmt: skip
 
@@ -1096,12 +1100,12 @@ class Channel:
 
     def _let_plane_read(self) -> None:
         """The plane reads the channel's socket itself while the channel is open on
-        a plain socket, trusted, its output attached and its reads not paused."""
+        a socket it can drive, trusted, its output attached and its reads not paused."""
         plane, transport = self._plane, self._transport
         assert plane is not None
         rx = None if self._inbound_cap.paused or self.closed else self._session.receive_state
-        fd = -1 if rx is None or transport is None else transport.plain_fileno()
-        wanted = (rx if fd >= 0 else None, fd)
+        fd, tls = (-1, 0) if rx is None or transport is None else transport.plane_socket()
+        wanted = (rx if fd >= 0 else None, fd, tls)
         if wanted != self._plane_input:
             plane.set_input(*wanted)
             self._plane_input = wanted

@@ -1,0 +1,111 @@
+"""A TLS channel's records in C: the data plane takes over Python's TLS session.
+
+Python's ``ssl`` makes the session (handshake, certificate and pin checks, the
+errors a refusal reports: io/tls.py, unchanged).  Once it is open, the data
+plane reads and writes the channel itself through the very same OpenSSL
+objects (csrc/rmux_tls.c), so a TLS channel costs one C call per wake-up like a
+plain one, and Python's path, which still runs whenever the plane hands the
+channel back, works on the same state.
+
+The OpenSSL objects are found where CPython keeps them: an ``_ssl._SSLSocket``
+holds its ``SSL *`` right after the object header and a weak reference, an
+``_ssl.MemoryBIO`` its ``BIO *`` right after the header (Modules/_ssl.c, the
+same layout from 3.10 to 3.14).  That is checked three ways before the plane
+uses them: only on CPython versions known to have that layout (and not the
+free-threaded build, whose header differs), only where the C side found
+OpenSSL's functions in the library ``_ssl`` itself uses, and only when OpenSSL
+confirms that the session's BIOs are the two Python gave it.  Anywhere else,
+and with ``REACTOR_MUX_TLS=python``, TLS records stay on Python's path.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+import sysconfig
+from functools import cache
+
+try:
+    from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
+except ImportError:  # no compiler at install time
+    ffi = lib = None
+
+POLICY_VARIABLE = "REACTOR_MUX_TLS"
+"""``python`` keeps a TLS channel's records on Python's path (for comparison)."""
+
+PREFERRED_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+"""TLS 1.3 suites in the order the plane's sessions ask for: AES-128-GCM first,
+the cipher ssh uses, which costs less per byte than the AES-256-GCM OpenSSL
+puts first (Python's ssl cannot reorder TLS 1.3 suites)."""
+
+_KNOWN_LAYOUTS = ((3, 10), (3, 11), (3, 12), (3, 13), (3, 14))
+_POINTER = ffi.sizeof("void *") if ffi is not None else 8
+_HEADER = object.__basicsize__
+"""PyObject_HEAD's size: where the first field of every _ssl object starts."""
+
+
+@cache
+def available() -> bool:
+    """Whether this process can hand TLS sessions to the data plane."""
+    if lib is None or os.environ.get(POLICY_VARIABLE, "").strip().lower() == "python":
+        return False
+    if sys.implementation.name != "cpython" or sys.version_info[:2] not in _KNOWN_LAYOUTS:
+        return False
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return False
+    import _ssl
+
+    path = getattr(_ssl, "__file__", None)
+    return path is not None and lib.rmux_tls_bind(os.fsencode(path)) == 0
+
+
+def _field(obj: object, index: int) -> int:
+    """The pointer-sized field ``index`` after ``obj``'s header (CPython's layout)."""
+    if type(obj).__basicsize__ < _HEADER + (index + 1) * _POINTER:
+        return 0
+    address: int = ffi.cast("uintptr_t *", id(obj) + _HEADER + index * _POINTER)[0]
+    return address
+
+
+def session_of(tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> int:
+    """The address of ``tls``'s OpenSSL session for the plane, or 0 where it must
+    stay on Python's path."""
+    if not available():
+        return 0
+    inner = getattr(tls, "_sslobj", None)
+    if inner is None:
+        return 0
+    session = _field(inner, 1)  # after the weak reference to a socket (None here)
+    rbio, wbio = _field(incoming, 0), _field(outgoing, 0)
+    return session if lib.rmux_tls_adopt(session, rbio, wbio) else 0
+
+
+def prefer_aes128(session: int) -> None:
+    """Ask for AES-128-GCM first (before the handshake; both sides do)."""
+    lib.rmux_tls_set_ciphersuites(session, PREFERRED_SUITES.encode())
+
+
+def cipher(session: int) -> str:
+    name: bytes = ffi.string(lib.rmux_tls_cipher(session))
+    return name.decode()
+
+
+def flush(session: int, fd: int) -> int:
+    """Send the session's ciphertext to ``fd`` as far as it takes it now (the
+    rest stays first in line); raises ``OSError`` if the socket failed."""
+    sent: int = lib.rmux_tls_flush(session, fd)
+    if sent < 0:
+        raise OSError(-sent, os.strerror(-sent))
+    return sent
+
+
+def unsent(session: int) -> int:
+    count: int = lib.rmux_tls_unsent(session)
+    return count
+
+
+def reason(code: int) -> str:
+    """OpenSSL's reason for an error code, as ``ssl.SSLError.reason`` spells it."""
+    text: bytes = ffi.string(lib.rmux_tls_reason(code))
+    return text.decode(errors="replace").upper().replace(" ", "_")

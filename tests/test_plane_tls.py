@@ -1,0 +1,195 @@
+"""A TLS channel driven by the data plane (csrc/rmux_tls.c, io/nativetls.py).
+
+Python's ssl makes the session; once it is open the plane reads and writes the
+channel's records itself through the same OpenSSL objects.  Checked here in
+one process, on real loopback sockets: bytes intact both ways with the plane
+doing the records, the cipher the plane's sessions ask for, and how the
+channel ends when the records go wrong under the plane (a flipped byte, the
+socket cut without close_notify): one line naming TLS, never a traceback.
+Both data paths meet on the wire in tests/test_e2e_tls.py's interop test.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+import pytest
+from support import Exchange, check_exchange, run_exchange
+
+from reactor_mux.io import nativetls
+from reactor_mux.io import plane as data_plane
+from reactor_mux.io.tls import ClientTls, ServerTls, TlsTransport
+from reactor_mux.protocol.errorcodes import ErrorCode
+from reactor_mux.roles.client import Client, ClientConfig
+from reactor_mux.roles.server import Server, ServerConfig
+from reactor_mux.roles.specs import ForwardKind, parse_forward
+
+pytestmark = pytest.mark.skipif(
+    not (data_plane.enabled() and nativetls.available()),
+    reason="the plane drives TLS only with the compiled plane and CPython's _ssl shared module",
+)
+
+
+class FlippingRelay:
+    """A TCP relay for one connection that flips one byte of what the client
+    sends, ``flip_at`` bytes in (None: never), or cuts both sides there
+    (``cut``: a FIN with no close_notify before it)."""
+
+    def __init__(self, target_port: int, flip_at: int | None, cut: bool = False) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.flip_at, self.cut = flip_at, cut
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        near, _ = self.sock.accept()
+        far = socket.create_connection(self.target)
+        threading.Thread(target=self._pipe, args=(far, near, None), daemon=True).start()
+        self._pipe(near, far, self.flip_at)
+        self.done.set()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, flip_at: int | None) -> None:
+        seen = 0
+        try:
+            while chunk := bytearray(source.recv(65536)):
+                if flip_at is not None and seen <= flip_at < seen + len(chunk):
+                    if self.cut:
+                        sink.sendall(chunk[: flip_at - seen])
+                        sink.shutdown(socket.SHUT_WR)
+                        return
+                    chunk[flip_at - seen] ^= 0x40
+                seen += len(chunk)
+                sink.sendall(chunk)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_pair(loop, pki, hash_port, via=None):  # type: ignore[no-untyped-def]
+    """A TLS server and a client with ``-L 0:127.0.0.1:hash_port`` (through the
+    relay at ``via`` if given), both on the test's reactor."""
+    server = Server(loop.reactor, loop.resolver,
+                    ServerConfig(listen=[("127.0.0.1", 0)],
+                                 tls=ServerTls.from_files(pki.server.cert, pki.server.key,
+                                                          None)))  # fmt: skip
+    loop.call(server.start)
+    port = server.listeners[0].port
+    relay = None if via is None else via(port)
+    client_tls = ClientTls.from_options(ca=pki.ca.path, server_name=None, fingerprint=None,
+                                        cert=None, key=None, insecure=False)  # fmt: skip
+    config = ClientConfig(server=("127.0.0.1", port if relay is None else relay.port),
+                          forwards=[parse_forward(ForwardKind.LOCAL, f"0:127.0.0.1:{hash_port}")],
+                          tls=client_tls, reconnect_min=30, reconnect_max=30)  # fmt: skip
+    client = Client(loop.reactor, loop.resolver, config)
+    loop.call(client.start)
+    return server, client, relay
+
+
+def open_channels(loop, server, client):  # type: ignore[no-untyped-def]
+    def held():  # type: ignore[no-untyped-def]
+        ready = [channel for channel in server.clients if channel.ready]
+        return ready[0] if ready else None
+
+    loop.wait(lambda: client.channel is not None and client.channel.ready and held() is not None)
+    return client.channel, loop.call(held)
+
+
+def local_port(loop, client) -> int:  # type: ignore[no-untyped-def]
+    """Where the client's one ``-L`` listens (bound at start)."""
+    listeners = loop.call(lambda: list(client.local_listeners.values()))
+    return int(listeners[0].port)
+
+
+def test_bytes_cross_intact_with_the_plane_doing_every_record(loop, pki, hash_target):
+    server, client, _ = start_pair(loop, pki, hash_target.port)
+    try:
+        ours, theirs = open_channels(loop, server, client)
+        python_sent = {id(ours): 0, id(theirs): 0}
+        for channel in (ours, theirs):  # count the bytes Python's path encrypts and sends
+            transport = channel.transport
+            send = transport.send
+
+            def spy(views, key: int = id(channel), send=send) -> int:  # type: ignore[no-untyped-def]
+                taken = send(views)
+                python_sent[key] += taken
+                return int(taken)
+
+            loop.call(lambda t=transport, f=spy: setattr(t, "send", f))
+        exchanges = [Exchange(send_len=6_000_000, reply_len=6_000_000, seed=7100 + i)
+                     for i in range(3)]  # fmt: skip
+        port = local_port(loop, client)
+        threads = [threading.Thread(target=run_exchange, args=(port, ex)) for ex in exchanges]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        for ex in exchanges:
+            check_exchange(ex, hash_target)
+        for channel in (ours, theirs):
+            transport = channel.transport
+            assert isinstance(transport, TlsTransport)
+            session = transport.plane_socket()[1]
+            assert session, "the plane was not given the TLS session"
+            assert nativetls.cipher(session) == "TLS_AES_128_GCM_SHA256"
+            # The plane read records (Python's path counts none) and sent them.
+            assert loop.call(lambda c=channel: c._plane.channel_reads) > 10
+            # Python's path sends what is queued whenever the socket was full, so
+            # its share varies (a quarter to a third here): the plane's is at
+            # least 2 MB of the 18.
+            assert python_sent[id(channel)] < 16_000_000, "the plane sent next to nothing"
+    finally:
+        loop.call(client.close)
+        loop.call(server.close)
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["flipped-byte", "cut-without-close-notify"])
+def test_records_gone_wrong_under_the_plane_end_the_channel_in_one_line(
+    loop, pki, hash_target, log_records, cut
+):
+    """3 MB into the client's ciphertext (long after the handshake, while the
+    server's plane reads a bulk upload) one byte flips, or the connection ends."""
+    relays: list[FlippingRelay] = []
+
+    def via(port: int) -> FlippingRelay:
+        relays.append(FlippingRelay(port, flip_at=3_000_000, cut=cut))
+        return relays[0]
+
+    server, client, _ = start_pair(loop, pki, hash_target.port, via)
+    try:
+        ours, theirs = open_channels(loop, server, client)
+        upload = socket.create_connection(("127.0.0.1", local_port(loop, client)), timeout=30)
+        with upload:
+            upload.sendall(struct.pack(">QQ", 10, 7200))  # the hash target's request
+            try:
+                upload.sendall(bytes(8_000_000))
+            except OSError:
+                pass  # the stream was reset under the upload
+            loop.wait(lambda: theirs.closed, timeout=30)
+        if cut:
+            assert theirs.close_reason == "the peer closed the connection without ending TLS"
+            assert theirs.close_code is ErrorCode.PEER_CLOSED
+        else:
+            assert theirs.close_reason.startswith("TLS: "), theirs.close_reason
+            assert "RECORD_MAC" in theirs.close_reason or "DECRYPT" in theirs.close_reason
+            assert theirs.close_code is ErrorCode.TLS
+            # The server's alert reaches the client, whose plane reads it, unless
+            # the client's next send meets the closed socket first.
+            loop.wait(lambda: ours.closed, timeout=30)
+            assert ours.close_reason.startswith(
+                ("TLS: the server ended the session with an alert", "channel write failed")
+            ), ours.close_reason
+        # Nothing after the damage reached the target: the stream was reset.
+        assert hash_target.received.get(7200, (0, ""))[0] < 8_000_000
+        assert not [r for r in log_records.records if r.exc_info], "a traceback was logged"
+    finally:
+        loop.call(client.close)
+        loop.call(server.close)
+        for relay in relays:
+            relay.close()
