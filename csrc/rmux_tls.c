@@ -6,14 +6,27 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
 /* OpenSSL's values these calls need (stable since 1.1.1; the ABI rmux_tls_bind finds). */
 #define SSL_ERROR_WANT_READ 2
 #define SSL_ERROR_ZERO_RETURN 6
+#define BIO_CTRL_EOF 2
 #define BIO_CTRL_INFO 3 /* BIO_get_mem_data */
+#define BIO_CTRL_PENDING 10
+#define BIO_CTRL_FLUSH 11
+#define BIO_CTRL_WPENDING 13
+#define BIO_TYPE_SOURCE_SINK 0x0400
 #define DISCARD_CHUNK 65536
+#define OUTPUT_INITIAL 16384
+#define INPUT_INITIAL 16384  /* io/tls.py's CIPHER_READ_INITIAL */
+#define INPUT_MOST 262144    /* and its CIPHER_READ */
+#define BIO_FLAGS_READ 0x01
+#define BIO_FLAGS_SHOULD_RETRY 0x08
+#define BIO_FLAGS_RWS_RETRY 0x0f
 
 typedef struct openssl_calls {
     int (*SSL_read_ex)(void *, void *, size_t, size_t *);
@@ -33,6 +46,22 @@ typedef struct openssl_calls {
     unsigned long (*ERR_peek_last_error)(void);
     void (*ERR_clear_error)(void);
     const char *(*ERR_reason_error_string)(unsigned long);
+    int (*BIO_get_new_index)(void);
+    void *(*BIO_meth_new)(int, const char *);
+    int (*BIO_meth_set_write)(void *, int (*)(void *, const char *, int));
+    int (*BIO_meth_set_ctrl)(void *, long (*)(void *, int, long, void *));
+    int (*BIO_meth_set_destroy)(void *, int (*)(void *));
+    void *(*BIO_new)(const void *);
+    void (*BIO_set_data)(void *, void *);
+    void *(*BIO_get_data)(void *);
+    void (*BIO_set_init)(void *, int);
+    int (*BIO_method_type)(const void *);
+    void (*SSL_set0_wbio)(void *, void *);
+    int (*BIO_free)(void *);
+    int (*BIO_meth_set_read)(void *, int (*)(void *, char *, int));
+    void (*BIO_set_flags)(void *, int);
+    void (*BIO_clear_flags)(void *, int);
+    void (*SSL_set0_rbio)(void *, void *);
 } openssl_calls;
 
 static openssl_calls ossl;
@@ -72,6 +101,22 @@ int rmux_tls_bind(const char *path) {
     LOOK_UP(handle, ERR_peek_last_error);
     LOOK_UP(handle, ERR_clear_error);
     LOOK_UP(handle, ERR_reason_error_string);
+    LOOK_UP(handle, BIO_get_new_index);
+    LOOK_UP(handle, BIO_meth_new);
+    LOOK_UP(handle, BIO_meth_set_write);
+    LOOK_UP(handle, BIO_meth_set_ctrl);
+    LOOK_UP(handle, BIO_meth_set_destroy);
+    LOOK_UP(handle, BIO_new);
+    LOOK_UP(handle, BIO_set_data);
+    LOOK_UP(handle, BIO_get_data);
+    LOOK_UP(handle, BIO_set_init);
+    LOOK_UP(handle, BIO_method_type);
+    LOOK_UP(handle, SSL_set0_wbio);
+    LOOK_UP(handle, BIO_free);
+    LOOK_UP(handle, BIO_meth_set_read);
+    LOOK_UP(handle, BIO_set_flags);
+    LOOK_UP(handle, BIO_clear_flags);
+    LOOK_UP(handle, SSL_set0_rbio);
     ossl = found;
     bound = 1; /* the handle stays open: the module is never unloaded anyway */
     return 0;
@@ -120,9 +165,353 @@ static void discard(void *bio, size_t count) {
     }
 }
 
+/* ------------------------------------------------------ the output BIO
+ *
+ * Once a session is open its ciphertext goes to a BIO of ours: OpenSSL's
+ * records are appended to one buffer, sent from it, and forgotten by moving a
+ * cursor.  A memory BIO would zero what it grows by, copy the data to the
+ * front on every look, and need a copy out to forget what was sent. */
+
+typedef struct cipher_output {
+    uint8_t *data;
+    size_t start; /* sent up to here */
+    size_t end;
+    size_t capacity;
+} cipher_output;
+
+static void *output_method;
+static int output_type;
+
+/* A BIO method of ours (NULL if OpenSSL refused; a method half set up is never used). */
+static void *new_method(int *type, const char *name, int (*write)(void *, const char *, int),
+                        int (*read)(void *, char *, int),
+                        long (*ctrl)(void *, int, long, void *), int (*destroy)(void *)) {
+    *type = ossl.BIO_get_new_index() | BIO_TYPE_SOURCE_SINK;
+    void *method = ossl.BIO_meth_new(*type, name);
+    if (method == NULL || (write != NULL && !ossl.BIO_meth_set_write(method, write)) ||
+        (read != NULL && !ossl.BIO_meth_set_read(method, read)) ||
+        !ossl.BIO_meth_set_ctrl(method, ctrl) || !ossl.BIO_meth_set_destroy(method, destroy)) {
+        ossl.ERR_clear_error();
+        return NULL;
+    }
+    return method;
+}
+
+static int output_write(void *bio, const char *data, int length) {
+    cipher_output *out = ossl.BIO_get_data(bio);
+    if (length <= 0) {
+        return 0;
+    }
+    if (out->start == out->end) {
+        out->start = out->end = 0;
+    }
+    if (out->end + (size_t)length > out->capacity) {
+        size_t held = out->end - out->start;
+        if (out->start > 0) { /* the unsent bytes to the front first */
+            memmove(out->data, out->data + out->start, held);
+            out->start = 0;
+            out->end = held;
+        }
+        if (held + (size_t)length > out->capacity) {
+            size_t capacity = out->capacity ? out->capacity : OUTPUT_INITIAL;
+            while (capacity < held + (size_t)length) {
+                capacity *= 2;
+            }
+            uint8_t *grown = realloc(out->data, capacity);
+            if (grown == NULL) {
+                return -1; /* the record fails; OpenSSL reports it */
+            }
+            out->data = grown;
+            out->capacity = capacity;
+        }
+    }
+    memcpy(out->data + out->end, data, (size_t)length);
+    out->end += (size_t)length;
+    return length;
+}
+
+static long output_ctrl(void *bio, int command, long number, void *pointer) {
+    (void)number;
+    (void)pointer;
+    cipher_output *out = ossl.BIO_get_data(bio);
+    switch (command) {
+    case BIO_CTRL_FLUSH:
+        return 1; /* the records wait for rmux_tls_flush */
+    case BIO_CTRL_PENDING:
+    case BIO_CTRL_WPENDING:
+        return (long)(out->end - out->start);
+    default:
+        return 0;
+    }
+}
+
+static int output_destroy(void *bio) {
+    cipher_output *out = ossl.BIO_get_data(bio);
+    if (out != NULL) {
+        free(out->data);
+        free(out);
+        ossl.BIO_set_data(bio, NULL);
+    }
+    return 1;
+}
+
+static cipher_output *own_output(void *session) {
+    void *bio = ossl.SSL_get_wbio(session);
+    if (output_method == NULL || bio == NULL || ossl.BIO_method_type(bio) != output_type) {
+        return NULL;
+    }
+    return ossl.BIO_get_data(bio);
+}
+
+int rmux_tls_own_output(uintptr_t ssl) {
+    void *session = (void *)ssl;
+    if (!bound) {
+        return 0;
+    }
+    if (own_output(session) != NULL) {
+        return 1;
+    }
+    if (output_method == NULL) {
+        output_method = new_method(&output_type, "reactor-mux cipher output", output_write, NULL,
+                                   output_ctrl, output_destroy);
+        if (output_method == NULL) {
+            return 0;
+        }
+    }
+    cipher_output *out = calloc(1, sizeof *out);
+    void *bio = out == NULL ? NULL : ossl.BIO_new(output_method);
+    if (bio == NULL) {
+        free(out);
+        ossl.ERR_clear_error();
+        return 0;
+    }
+    ossl.BIO_set_data(bio, out);
+    ossl.BIO_set_init(bio, 1);
+    /* What the memory BIO still holds (the end of the handshake) goes first. */
+    void *memory = ossl.SSL_get_wbio(session);
+    char *held = NULL;
+    long length = ossl.BIO_ctrl(memory, BIO_CTRL_INFO, 0, &held);
+    if (length > 0 && held != NULL) {
+        if (output_write(bio, held, (int)length) != (int)length) {
+            ossl.BIO_free(bio); /* and its buffer, through output_destroy */
+            return 0;
+        }
+        discard(memory, (size_t)length);
+    }
+    ossl.SSL_set0_wbio(session, bio); /* the session owns it; Python keeps its memory BIO */
+    return 1;
+}
+
+/* ------------------------------------------------------- the input BIO
+ *
+ * Once a session is open the plane receives its ciphertext straight into a
+ * buffer of ours, which OpenSSL reads its records from: no staging copy, and
+ * nothing zeroed as a memory BIO would.  It starts at INPUT_INITIAL and doubles
+ * while reads fill it, up to INPUT_MOST (a partial record may need more: it
+ * always gets room). */
+
+typedef struct cipher_input {
+    uint8_t *data;
+    size_t start; /* OpenSSL has read up to here */
+    size_t end;
+    size_t capacity;
+    int eof; /* the socket ended: once the rest is read, OpenSSL sees the end */
+} cipher_input;
+
+static void *input_method;
+static int input_type;
+
+static int input_read(void *bio, char *into, int length) {
+    cipher_input *in = ossl.BIO_get_data(bio);
+    ossl.BIO_clear_flags(bio, BIO_FLAGS_RWS_RETRY);
+    size_t held = in->end - in->start;
+    if (held == 0) {
+        if (in->eof) {
+            return 0;
+        }
+        ossl.BIO_set_flags(bio, BIO_FLAGS_READ | BIO_FLAGS_SHOULD_RETRY);
+        return -1;
+    }
+    if (length <= 0) {
+        return 0;
+    }
+    size_t count = (size_t)length < held ? (size_t)length : held;
+    memcpy(into, in->data + in->start, count);
+    in->start += count;
+    if (in->start == in->end) {
+        in->start = in->end = 0;
+    }
+    return (int)count;
+}
+
+static long input_ctrl(void *bio, int command, long number, void *pointer) {
+    (void)number;
+    (void)pointer;
+    cipher_input *in = ossl.BIO_get_data(bio);
+    switch (command) {
+    case BIO_CTRL_PENDING:
+        return (long)(in->end - in->start);
+    case BIO_CTRL_EOF:
+        return in->eof && in->start == in->end;
+    case BIO_CTRL_FLUSH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int input_destroy(void *bio) {
+    cipher_input *in = ossl.BIO_get_data(bio);
+    if (in != NULL) {
+        free(in->data);
+        free(in);
+        ossl.BIO_set_data(bio, NULL);
+    }
+    return 1;
+}
+
+static cipher_input *own_input(void *session) {
+    void *bio = ossl.SSL_get_rbio(session);
+    if (input_method == NULL || bio == NULL || ossl.BIO_method_type(bio) != input_type) {
+        return NULL;
+    }
+    return ossl.BIO_get_data(bio);
+}
+
+/* Room for at least want more bytes after in->end (held bytes to the front
+ * first); 0, or -1 if memory ran out. */
+static int input_room(cipher_input *in, size_t want) {
+    size_t held = in->end - in->start;
+    if (in->start > 0 && in->capacity - in->end < want) {
+        memmove(in->data, in->data + in->start, held);
+        in->start = 0;
+        in->end = held;
+    }
+    if (in->capacity - in->end >= want) {
+        return 0;
+    }
+    size_t capacity = in->capacity ? in->capacity : INPUT_INITIAL;
+    while (capacity - held < want) {
+        capacity *= 2;
+    }
+    uint8_t *grown = realloc(in->data, capacity);
+    if (grown == NULL) {
+        return -1;
+    }
+    in->data = grown;
+    in->capacity = capacity;
+    return 0;
+}
+
+/* One recv into the input buffer: the count, 0 at the socket's end, or -errno
+ * (-EAGAIN: nothing now); *filled says it took all the room it had (so the
+ * socket may hold more).  A read that fills the buffer doubles it for the next. */
+static int64_t input_receive(cipher_input *in, int fd, int *filled) {
+    *filled = 0;
+    if (input_room(in, in->capacity ? 1 : INPUT_INITIAL) != 0) {
+        return -ENOMEM;
+    }
+    size_t room = in->capacity - in->end;
+    ssize_t got;
+    do {
+        got = recv(fd, in->data + in->end, room, MSG_DONTWAIT);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        return -(int64_t)errno;
+    }
+    if (got == 0) {
+        in->eof = 1;
+        return 0;
+    }
+    in->end += (size_t)got;
+    *filled = (size_t)got == room;
+    if (*filled && in->capacity < INPUT_MOST) {
+        input_room(in, in->capacity); /* busy: read twice as much at once (best effort) */
+    }
+    return got;
+}
+
+int rmux_tls_own_input(uintptr_t ssl, int eof) {
+    void *session = (void *)ssl;
+    if (!bound) {
+        return 0;
+    }
+    if (own_input(session) != NULL) {
+        return 1;
+    }
+    if (input_method == NULL) {
+        input_method = new_method(&input_type, "reactor-mux cipher input", NULL, input_read,
+                                  input_ctrl, input_destroy);
+        if (input_method == NULL) {
+            return 0;
+        }
+    }
+    cipher_input *in = calloc(1, sizeof *in);
+    void *bio = in == NULL ? NULL : ossl.BIO_new(input_method);
+    if (bio == NULL) {
+        free(in);
+        ossl.ERR_clear_error();
+        return 0;
+    }
+    ossl.BIO_set_data(bio, in);
+    ossl.BIO_set_init(bio, 1);
+    /* What the memory BIO holds (records behind the handshake's) is read first. */
+    void *memory = ossl.SSL_get_rbio(session);
+    char *held = NULL;
+    long length = ossl.BIO_ctrl(memory, BIO_CTRL_INFO, 0, &held);
+    if (length > 0 && held != NULL) {
+        if (input_room(in, (size_t)length) != 0) {
+            ossl.BIO_free(bio);
+            return 0;
+        }
+        memcpy(in->data + in->end, held, (size_t)length);
+        in->end += (size_t)length;
+        discard(memory, (size_t)length);
+    }
+    in->eof = eof;
+    ossl.SSL_set0_rbio(session, bio); /* the session owns it; Python keeps its memory BIO */
+    return 1;
+}
+
+int64_t rmux_tls_take_in(uintptr_t ssl, int fd) {
+    cipher_input *in = bound ? own_input((void *)ssl) : NULL;
+    int filled;
+    return in == NULL ? -ENOSYS : input_receive(in, fd, &filled);
+}
+
+uint64_t rmux_tls_held_in(uintptr_t ssl) {
+    cipher_input *in = bound ? own_input((void *)ssl) : NULL;
+    return in == NULL ? 0 : in->end - in->start;
+}
+
+int rmux_tls_input_ended(uintptr_t ssl) {
+    cipher_input *in = bound ? own_input((void *)ssl) : NULL;
+    return in != NULL && in->eof && in->start == in->end;
+}
+
 int64_t rmux_tls_flush(uintptr_t ssl, int fd) {
     if (!bound) {
         return -ENOSYS;
+    }
+    cipher_output *own = own_output((void *)ssl);
+    if (own != NULL) {
+        int64_t total = 0;
+        while (own->start < own->end) {
+            ssize_t sent;
+            do {
+                sent = send(fd, own->data + own->start, own->end - own->start,
+                            MSG_DONTWAIT | MSG_NOSIGNAL);
+            } while (sent < 0 && errno == EINTR);
+            if (sent < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    break;
+                }
+                return total ? total : -(int64_t)errno;
+            }
+            own->start += (size_t)sent;
+            total += sent;
+        }
+        return total;
     }
     void *output = ossl.SSL_get_wbio((void *)ssl);
     int64_t total = 0;
@@ -172,6 +561,7 @@ rmux_tls_stop rmux_tls_receive(uintptr_t ssl, int fd, int hung_up, uint8_t *scra
                                uint32_t *detail) {
     void *session = (void *)ssl;
     void *input = ossl.SSL_get_rbio(session);
+    cipher_input *own = own_input(session);
     int dry = 0; /* the last recv was short: the socket is drained */
     *got = 0;
     *detail = 0;
@@ -198,6 +588,23 @@ rmux_tls_stop rmux_tls_receive(uintptr_t ssl, int fd, int hung_up, uint8_t *scra
         }
         if (dry) {
             return RMUX_TLS_DRAINED;
+        }
+        if (own != NULL) { /* straight into the buffer OpenSSL reads from */
+            int filled;
+            int64_t taken = input_receive(own, fd, &filled);
+            if (taken == -EAGAIN || taken == -EWOULDBLOCK) {
+                return RMUX_TLS_DRAINED;
+            }
+            if (taken < 0) {
+                *detail = (uint32_t)-taken;
+                return RMUX_TLS_SOCKET_ERROR;
+            }
+            if (taken == 0) {
+                own->eof = 0; /* Python's transport reads the end again and says how TLS ended */
+                return RMUX_TLS_SOCKET_EOF;
+            }
+            dry = !filled && !hung_up;
+            continue;
         }
         ssize_t read;
         do {

@@ -37,6 +37,21 @@ const char *rmux_tls_cipher(uintptr_t ssl);
 /* Send what the output BIO holds to fd as far as the socket takes it now; what
  * it refuses stays first in the BIO.  Returns the bytes sent, or -errno. */
 int64_t rmux_tls_flush(uintptr_t ssl, int fd);
+/* From now on the session's records go to a BIO of the plane's (what the
+ * memory BIO still holds moves first): sent from one buffer, never copied out.
+ * Call once the handshake is done; 1 if it took (or had), else 0 (the memory
+ * BIO stays: everything still works, with a copy more). */
+int rmux_tls_own_output(uintptr_t ssl);
+/* The same for what the session reads: the plane receives straight into a
+ * buffer of its own that OpenSSL reads records from.  eof: the socket has
+ * already ended.  1 if it took (or had), else 0 (the memory BIO stays). */
+int rmux_tls_own_input(uintptr_t ssl, int eof);
+/* With its own input: one recv of fd into it.  Returns the count, 0 at the
+ * socket's end (OpenSSL sees it once the rest is read), or -errno. */
+int64_t rmux_tls_take_in(uintptr_t ssl, int fd);
+/* Ciphertext the own input holds; whether it ended with nothing held. */
+uint64_t rmux_tls_held_in(uintptr_t ssl);
+int rmux_tls_input_ended(uintptr_t ssl);
 /* Ciphertext the output BIO holds. */
 uint64_t rmux_tls_unsent(uintptr_t ssl);
 /* OpenSSL's reason text for an error code a plane event carried ("" if none). */

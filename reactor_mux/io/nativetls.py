@@ -20,6 +20,7 @@ and with ``REACTOR_MUX_TLS=python``, TLS records stay on Python's path.
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
 import sys
@@ -84,6 +85,39 @@ def session_of(tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.Memory
 def prefer_aes128(session: int) -> None:
     """Ask for AES-128-GCM first (before the handshake; both sides do)."""
     lib.rmux_tls_set_ciphersuites(session, PREFERRED_SUITES.encode())
+
+
+def own_output(session: int) -> None:
+    """Once the handshake is done: the session's records go to the plane's own
+    buffer rather than the memory BIO (one copy fewer; see rmux_tls.h)."""
+    lib.rmux_tls_own_output(session)
+
+
+def own_input(session: int, ended: bool) -> bool:
+    """Once the handshake is done: the session's ciphertext is received into the
+    plane's own buffer (``ended``: the socket already ended); False where it
+    stays with the memory BIO."""
+    return bool(lib.rmux_tls_own_input(session, ended))
+
+
+def take_in(session: int, fd: int) -> int | None:
+    """One read of ``fd`` into the session's own input: the count, 0 at the
+    socket's end, None if nothing came; raises ``OSError`` if the socket failed."""
+    count: int = lib.rmux_tls_take_in(session, fd)
+    if count >= 0:
+        return count
+    if -count in (errno.EAGAIN, errno.EWOULDBLOCK):
+        return None
+    raise OSError(-count, os.strerror(-count))
+
+
+def held_in(session: int) -> int:
+    held: int = lib.rmux_tls_held_in(session)
+    return held
+
+
+def input_ended(session: int) -> bool:
+    return bool(lib.rmux_tls_input_ended(session))
 
 
 def cipher(session: int) -> str:

@@ -266,6 +266,7 @@ class TlsTransport:
         self._outgoing = ssl.MemoryBIO()
         self._tls: ssl.SSLObject | None = None
         self._session = 0  # the OpenSSL session, where the data plane can drive it (nativetls)
+        self._own_input = False  # its ciphertext is received into the plane's buffer
         self._cipher_in = bytearray(CIPHER_READ_INITIAL)
         self._cipher_out = bytearray()  # encrypted, not yet taken by the socket
         self._protocol: TransportProtocol | None = None
@@ -323,6 +324,17 @@ class TlsTransport:
     def trust(self) -> None:
         self._trusted = True
         self._send_backlog = TLS_SEND_BACKLOG
+        if self._phase is TlsPhase.OPEN:
+            self._take_own_input()
+
+    def _take_own_input(self) -> None:
+        """A trusted session's ciphertext is received into the plane's buffer,
+        which grows with a busy channel as ``_cipher_in`` would (a stranger's
+        stays at ``CIPHER_READ_INITIAL``: it is taken only once trusted)."""
+        if self._session and not self._own_input and not self.closed:
+            self._own_input = nativetls.own_input(self._session, self._peer_eof)
+            if self._own_input:
+                self._cipher_in = bytearray()  # not read into any more
 
     @property
     def established(self) -> bool:
@@ -380,11 +392,25 @@ class TlsTransport:
 
     def _cipher_waiting(self) -> int:
         """Encrypted bytes not yet taken by the socket."""
+        if self._session:
+            return nativetls.unsent(self._session)
         return len(self._cipher_out) + self._outgoing.pending
 
     def _plaintext_waiting(self) -> bool:
         tls = self._tls
-        return tls is not None and (self._incoming.pending > 0 or tls.pending() > 0)
+        return tls is not None and (self._cipher_held() > 0 or tls.pending() > 0)
+
+    def _cipher_held(self) -> int:
+        """Ciphertext received and not yet read by OpenSSL."""
+        if self._own_input:
+            return nativetls.held_in(self._session)
+        return self._incoming.pending
+
+    def _cipher_ended(self) -> bool:
+        """The socket ended and OpenSSL has read everything before the end."""
+        if self._own_input:
+            return nativetls.input_ended(self._session)
+        return self._incoming.eof
 
     def _start_tls(self) -> None:
         self._tls = self._context.wrap_bio(
@@ -433,6 +459,12 @@ class TlsTransport:
 
     def _receive_cipher(self) -> bool:
         """One ``recv`` of ciphertext into OpenSSL's input; False if nothing came."""
+        if self._own_input:  # into the plane's buffer, which OpenSSL reads from
+            count = nativetls.take_in(self._session, self._sock.fileno())
+            if count is None:
+                return False
+            self._peer_eof = self._peer_eof or count == 0
+            return True
         try:
             count = self._sock.recv_into(self._cipher_in)
         except (BlockingIOError, InterruptedError):
@@ -529,6 +561,10 @@ class TlsTransport:
                            f"(it is {format_fingerprint(got)})", authentication=True)  # fmt: skip
                 return
         self._phase = TlsPhase.OPEN
+        if self._session:  # records to the plane's own buffer from now on
+            nativetls.own_output(self._session)
+        if self._trusted:
+            self._take_own_input()
         protocol = self._protocol
         assert protocol is not None
         protocol.write_ready()  # the HELLO that waited for the handshake
@@ -554,7 +590,7 @@ class TlsTransport:
         """Decrypt what arrived into the channel's buffer, record after record, and
         hand it over; stop when OpenSSL needs more ciphertext or the channel stops
         reading (the rest is drained once it reads again)."""
-        tls, protocol, incoming = self._tls, self._protocol, self._incoming
+        tls, protocol = self._tls, self._protocol
         assert tls is not None and protocol is not None
         while self._want_read and not self.closed:
             buffer = protocol.get_buffer()
@@ -586,7 +622,7 @@ class TlsTransport:
                     ended = "eof"
                     break
                 filled += count
-                if not incoming.pending and not tls.pending() and not incoming.eof:
+                if not self._cipher_held() and not tls.pending() and not self._cipher_ended():
                     break  # all of it decrypted: a read now would only raise SSLWantReadError
             if filled:
                 self._received_any = True
