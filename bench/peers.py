@@ -15,7 +15,9 @@ private sshd, aes128-gcm); ``rmux`` (plaintext, C codec); ``rmux_tls``
 (pinned self-signed certificate and a shared secret); ``rmux_py`` (plaintext,
 pure-Python codec; only on the one-stream bulk and plain redis rows);
 ``rmux_noplane`` (plaintext, compiled codec, the streams' bytes moved by Python
-as before the data plane: ``REACTOR_MUX_DATA_PLANE=python``).
+as before the data plane: ``REACTOR_MUX_DATA_PLANE=python``).  Not run unless
+named in ``--paths``: ``rmux_tlspy`` (``rmux_tls`` with the records made by
+Python's ssl rather than the plane: ``REACTOR_MUX_TLS=python``).
 
 Workloads: ``iperf`` (1 and 8 streams, both directions), ``redis`` (GET/SET,
 50 connections, plain and ``-P 16``), ``http`` (wrk keep-alive, ab one
@@ -65,6 +67,8 @@ from reactor_mux.security.keygen import generate, generate_secret  # noqa: E402
 from reactor_mux.tools.procs import ReactorMuxProcess, proc_status  # noqa: E402
 
 PATHS = ["direct", "socat2", "loop2", "ssh_L", "rmux", "rmux_tls", "rmux_py", "rmux_noplane"]
+EXTRA_PATHS = ["rmux_tlspy"]
+"""Paths run only when ``--paths`` names them."""
 WORKLOADS = ["iperf", "redis", "http", "pingpong", "cpu", "fairness", "idle"]
 TARGETS = ["iperf", "redis", "http", "echo", "sink"]
 RATIOS = {  # column: (numerator path, denominator path)
@@ -74,11 +78,15 @@ RATIOS = {  # column: (numerator path, denominator path)
     "tls/ssh": ("rmux_tls", "ssh_L"),
     "py/c": ("rmux_py", "rmux"),
     "rmux/noplane": ("rmux", "rmux_noplane"),
+    "tlspy/ssh": ("rmux_tlspy", "ssh_L"),
 }
-RMUX_PATHS = ["rmux", "rmux_tls", "rmux_py", "rmux_noplane"]
+RMUX_PATHS = ["rmux", "rmux_tls", "rmux_py", "rmux_noplane", "rmux_tlspy"]
+TLS_PATHS = ("rmux_tls", "rmux_tlspy")
 CHUNK = 256 * 1024
 NO_PLANE = "c-noplane"
 """The codec setting of the rmux_noplane path: the compiled codec without the data plane."""
+TLS_PYTHON = "c-tlspy"
+"""The codec setting of the rmux_tlspy path: the compiled plane, TLS records in Python's ssl."""
 MESSAGE = 64
 NOFILE = 65536
 
@@ -442,9 +450,11 @@ class RmuxProcess(ReactorMuxProcess):
         self.args = list(args)
         hidden = {"PYTHONPATH", "PYTHONHOME"}
         env = {k: v for k, v in os.environ.items() if k not in hidden}
-        env["REACTOR_MUX_CODEC"] = "c" if codec == NO_PLANE else codec
+        env["REACTOR_MUX_CODEC"] = "c" if codec in (NO_PLANE, TLS_PYTHON) else codec
         if codec == NO_PLANE:  # the compiled codec, and Python moving the streams' bytes
             env["REACTOR_MUX_DATA_PLANE"] = "python"
+        if codec == TLS_PYTHON:  # the plane, with TLS records made by Python's ssl
+            env["REACTOR_MUX_TLS"] = "python"
         self.proc = subprocess.Popen(
             [python, "-m", "reactor_mux", *self.args],
             stdin=subprocess.DEVNULL,
@@ -606,7 +616,7 @@ def open_ssh(bench: Bench) -> Route:
 
 def _codec_of(kind: str) -> str:
     """The codec setting a reactor-mux path runs with."""
-    return {"rmux_py": "python", "rmux_noplane": NO_PLANE}.get(kind, "c")
+    return {"rmux_py": "python", "rmux_noplane": NO_PLANE, "rmux_tlspy": TLS_PYTHON}.get(kind, "c")
 
 
 def open_rmux(bench: Bench, kind: str) -> Route:
@@ -614,7 +624,7 @@ def open_rmux(bench: Bench, kind: str) -> Route:
     codec = _codec_of(kind)
     try:
         server, client, ports = bench.rmux.pair(
-            [bench.targets[name].port for name in names], codec, tls=kind == "rmux_tls"
+            [bench.targets[name].port for name in names], codec, tls=kind in TLS_PATHS
         )
     except TimeoutError as exc:
         raise Skip(f"reactor-mux did not start: {str(exc).splitlines()[-1]}") from exc
@@ -630,6 +640,7 @@ PATH_OPENERS: dict[str, Callable[[Bench], Route]] = {
     "rmux_tls": lambda bench: open_rmux(bench, "rmux_tls"),
     "rmux_py": lambda bench: open_rmux(bench, "rmux_py"),
     "rmux_noplane": lambda bench: open_rmux(bench, "rmux_noplane"),
+    "rmux_tlspy": lambda bench: open_rmux(bench, "rmux_tlspy"),
 }
 
 
@@ -752,7 +763,7 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 
 
 CPU_CONNECTIONS = 64
-CPU_PATHS = ("loop2", "ssh_L", "rmux", "rmux_tls", "rmux_noplane")
+CPU_PATHS = ("loop2", "ssh_L", "rmux", "rmux_tls", "rmux_noplane", "rmux_tlspy")
 """Paths whose processes live through the run (socat forks one per connection)."""
 
 
@@ -925,7 +936,7 @@ def idle_rss(bench: Bench, kind: str, streams: int) -> tuple[float, float]:
     through one -L (each sent one byte and read the echo)."""
     server, client, ports = bench.rmux.pair(
         [bench.targets["echo"].port], _codec_of(kind),
-        tls=kind == "rmux_tls", extra=["--max-streams", str(streams + 1000)],
+        tls=kind in TLS_PATHS, extra=["--max-streams", str(streams + 1000)],
     )  # fmt: skip
     conns: list[socket.socket] = []
     try:
@@ -1099,7 +1110,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--paths",
-        type=lambda text: choices(text, PATHS),
+        type=lambda text: choices(text, PATHS + EXTRA_PATHS),
         default=PATHS,
         help=f"paths, comma-separated (default {','.join(PATHS)})",
     )
@@ -1186,7 +1197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(f"{key:>12}: {value}" for key, value in info.items()), flush=True)
         start_targets(bench, sorted({t for w in args.only for t in WORKLOAD_TARGETS[w]},
                                     key=TARGETS.index), directory)  # fmt: skip
-        open_paths(bench, [path for path in PATHS if path in args.paths])
+        open_paths(bench, [path for path in PATHS + EXTRA_PATHS if path in args.paths])
         run_workloads(bench, sorted(args.only, key=WORKLOADS.index))
     except KeyboardInterrupt:
         say("interrupted: tearing down; the table holds what was measured")

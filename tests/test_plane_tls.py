@@ -16,7 +16,9 @@ import struct
 import threading
 
 import pytest
-from support import Exchange, check_exchange, run_exchange
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from support import Exchange, check_exchange, drain, payload, run_exchange, sha, wait_until
 
 from reactor_mux.io import nativetls
 from reactor_mux.io import plane as data_plane
@@ -33,13 +35,17 @@ pytestmark = pytest.mark.skipif(
 
 
 class FlippingRelay:
-    """A TCP relay for one connection that flips one byte of what the client
-    sends, ``flip_at`` bytes in (None: never), or cuts both sides there
-    (``cut``: a FIN with no close_notify before it)."""
+    """A TCP relay for one connection that damages one direction (what the
+    client sends, or with ``downstream`` what the server sends) ``flip_at``
+    bytes in: flips a byte there, or with ``cut`` ends that direction there (a
+    FIN with no close_notify before it), or with ``garbage`` puts those bytes
+    there instead of the rest."""
 
-    def __init__(self, target_port: int, flip_at: int | None, cut: bool = False) -> None:
+    def __init__(self, target_port: int, flip_at: int | None, cut: bool = False,
+                 downstream: bool = False, garbage: bytes = b"") -> None:  # fmt: skip
         self.target = ("127.0.0.1", target_port)
-        self.flip_at, self.cut = flip_at, cut
+        self.flip_at, self.cut, self.garbage = flip_at, cut, garbage
+        self.downstream = downstream
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.done = threading.Event()
@@ -48,8 +54,9 @@ class FlippingRelay:
     def _run(self) -> None:
         near, _ = self.sock.accept()
         far = socket.create_connection(self.target)
-        threading.Thread(target=self._pipe, args=(far, near, None), daemon=True).start()
-        self._pipe(near, far, self.flip_at)
+        up, down = (None, self.flip_at) if self.downstream else (self.flip_at, None)
+        threading.Thread(target=self._pipe, args=(far, near, down), daemon=True).start()
+        self._pipe(near, far, up)
         self.done.set()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, flip_at: int | None) -> None:
@@ -57,8 +64,8 @@ class FlippingRelay:
         try:
             while chunk := bytearray(source.recv(65536)):
                 if flip_at is not None and seen <= flip_at < seen + len(chunk):
-                    if self.cut:
-                        sink.sendall(chunk[: flip_at - seen])
+                    if self.cut or self.garbage:
+                        sink.sendall(chunk[: flip_at - seen] + self.garbage)
                         sink.shutdown(socket.SHUT_WR)
                         return
                     chunk[flip_at - seen] ^= 0x40
@@ -187,6 +194,91 @@ def test_records_gone_wrong_under_the_plane_end_the_channel_in_one_line(
             ), ours.close_reason
         # Nothing after the damage reached the target: the stream was reset.
         assert hash_target.received.get(7200, (0, ""))[0] < 8_000_000
+        assert not [r for r in log_records.records if r.exc_info], "a traceback was logged"
+    finally:
+        loop.call(client.close)
+        loop.call(server.close)
+        for relay in relays:
+            relay.close()
+
+
+DAMAGE = st.tuples(
+    st.sampled_from(["flip", "cut", "garbage"]),
+    st.booleans(),  # downstream: what the server sends
+    st.integers(min_value=0, max_value=3_000_000),  # where: in the handshake too
+    st.binary(min_size=1, max_size=64),
+)
+
+
+def two_way_transfer(port: int, target, seed: int, size: int) -> bool:  # type: ignore[no-untyped-def]
+    """``size`` bytes each way through ``port`` to the hash target; True when both
+    arrived intact, False when the connection failed or cut them short."""
+    try:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=20)
+    except OSError:
+        return False
+    with conn:
+
+        def upload() -> None:
+            try:
+                conn.sendall(payload(seed + 1, size))
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the stream was reset under it: the reply says so
+
+        sender = threading.Thread(target=upload)
+        try:
+            conn.sendall(struct.pack(">QQ", size, seed))
+            sender.start()
+            received = drain(conn)
+        except OSError:
+            return False
+        finally:
+            if sender.ident is not None:
+                sender.join(30)
+    if received != (size, sha(payload(seed, size))):
+        return False
+    return wait_until(lambda: seed in target.received, timeout=10) and target.received[seed] == (
+        size,
+        sha(payload(seed + 1, size)),
+    )
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(damage=DAMAGE)
+@example(damage=("flip", False, 50_000_000, b"\x00"))  # the control: nothing is damaged
+def test_damage_anywhere_in_either_direction_ends_cleanly_or_not_at_all(
+    loop, pki, hash_target, log_records, damage
+):
+    """Wherever one direction's ciphertext is damaged (a flipped byte, a cut,
+    garbage for the rest), in the handshake or under the plane: the transfer
+    either arrives intact (the damage came after it) or a channel ends with a
+    reason, and nothing logs a traceback or hangs."""
+    kind, downstream, where, garbage = damage
+    relays: list[FlippingRelay] = []
+
+    def via(port: int) -> FlippingRelay:
+        relays.append(FlippingRelay(port, flip_at=where, cut=kind == "cut",
+                                    downstream=downstream,
+                                    garbage=garbage if kind == "garbage" else b""))  # fmt: skip
+        return relays[0]
+
+    seed = 7400 + where % 1000
+    server, client, _ = start_pair(loop, pki, hash_target.port, via)
+    try:
+        # The channel opens, or the damage in its handshake ended the attempt (the
+        # client has no channel, and its connection through the relay is over).
+        attempt_over = relays[0].done.is_set
+        loop.wait(lambda: (client.channel is not None and client.channel.ready)
+                  or (client.channel is None and attempt_over()), timeout=15)  # fmt: skip
+        opened = loop.call(lambda: client.channel is not None)
+        intact = opened and two_way_transfer(local_port(loop, client), hash_target, seed,
+                                             1_500_000)  # fmt: skip
+        if where > 10_000_000:  # past all the transfer's ciphertext: no damage at all
+            assert intact, "an undamaged transfer did not arrive intact"
+        elif not intact:  # the damage ended the channel, on the client's side at least
+            loop.wait(lambda: client.channel is None or client.channel.closed, timeout=30)
         assert not [r for r in log_records.records if r.exc_info], "a traceback was logged"
     finally:
         loop.call(client.close)

@@ -15,7 +15,8 @@ uses them: only on CPython versions known to have that layout (and not the
 free-threaded build, whose header differs), only where the C side found
 OpenSSL's functions in the library ``_ssl`` itself uses, and only when OpenSSL
 confirms that the session's BIOs are the two Python gave it.  Anywhere else,
-and with ``REACTOR_MUX_TLS=python``, TLS records stay on Python's path.
+wherever the data plane is not in use, and with ``REACTOR_MUX_TLS=python``, TLS
+records stay on Python's path.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import ssl
 import sys
 import sysconfig
 from functools import cache
+
+from reactor_mux.io import plane as data_plane
 
 try:
     from reactor_mux.codec._ccodec import ffi, lib  # type: ignore[import-not-found]
@@ -48,8 +51,11 @@ _HEADER = object.__basicsize__
 
 @cache
 def available() -> bool:
-    """Whether this process can hand TLS sessions to the data plane."""
+    """Whether this process can hand TLS sessions to the data plane (which it
+    uses: not with the pure-Python codec or REACTOR_MUX_DATA_PLANE=python)."""
     if lib is None or os.environ.get(POLICY_VARIABLE, "").strip().lower() == "python":
+        return False
+    if not data_plane.enabled():
         return False
     if sys.implementation.name != "cpython" or sys.version_info[:2] not in _KNOWN_LAYOUTS:
         return False
