@@ -489,6 +489,24 @@ int rmux_tls_input_ended(uintptr_t ssl) {
     return in != NULL && in->eof && in->start == in->end;
 }
 
+void rmux_tls_release(uintptr_t ssl) {
+    if (!bound) {
+        return;
+    }
+    cipher_input *in = own_input((void *)ssl);
+    if (in != NULL) {
+        free(in->data);
+        in->data = NULL;
+        in->start = in->end = in->capacity = 0;
+    }
+    cipher_output *out = own_output((void *)ssl);
+    if (out != NULL) {
+        free(out->data);
+        out->data = NULL;
+        out->start = out->end = out->capacity = 0;
+    }
+}
+
 int64_t rmux_tls_flush(uintptr_t ssl, int fd) {
     if (!bound) {
         return -ENOSYS;

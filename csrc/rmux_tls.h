@@ -52,6 +52,9 @@ int64_t rmux_tls_take_in(uintptr_t ssl, int fd);
 /* Ciphertext the own input holds; whether it ended with nothing held. */
 uint64_t rmux_tls_held_in(uintptr_t ssl);
 int rmux_tls_input_ended(uintptr_t ssl);
+/* The transport closed: free the own buffers' storage now (what they held is
+ * dropped; they start empty again if the session were used after). */
+void rmux_tls_release(uintptr_t ssl);
 /* Ciphertext the output BIO holds. */
 uint64_t rmux_tls_unsent(uintptr_t ssl);
 /* OpenSSL's reason text for an error code a plane event carried ("" if none). */

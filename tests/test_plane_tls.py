@@ -11,6 +11,7 @@ Both data paths meet on the wire in tests/test_e2e_tls.py's interop test.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 import threading
@@ -161,7 +162,9 @@ def test_records_gone_wrong_under_the_plane_end_the_channel_in_one_line(
     loop, pki, hash_target, log_records, cut
 ):
     """3 MB into the client's ciphertext (long after the handshake, while the
-    server's plane reads a bulk upload) one byte flips, or the connection ends."""
+    server's plane reads a bulk upload) one byte flips, or the connection ends.
+    The reason is in the words Python's path would use too (the same OpenSSL
+    reason), so this checks the outcome, not which path met the damage."""
     relays: list[FlippingRelay] = []
 
     def via(port: int) -> FlippingRelay:
@@ -201,6 +204,8 @@ def test_records_gone_wrong_under_the_plane_end_the_channel_in_one_line(
         for relay in relays:
             relay.close()
 
+
+SEEDS = itertools.count(7400)
 
 DAMAGE = st.tuples(
     st.sampled_from(["flip", "cut", "garbage"]),
@@ -264,7 +269,7 @@ def test_damage_anywhere_in_either_direction_ends_cleanly_or_not_at_all(
                                     garbage=garbage if kind == "garbage" else b""))  # fmt: skip
         return relays[0]
 
-    seed = 7400 + where % 1000
+    seed = next(SEEDS)  # the hash target outlives the examples: a seed each
     server, client, _ = start_pair(loop, pki, hash_target.port, via)
     try:
         # The channel opens, or the damage in its handshake ended the attempt (the

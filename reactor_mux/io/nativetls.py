@@ -126,6 +126,12 @@ def input_ended(session: int) -> bool:
     return bool(lib.rmux_tls_input_ended(session))
 
 
+def release(session: int) -> None:
+    """The transport closed: free the plane's cipher buffers now, not when the
+    session object is collected (they hold up to 256 KiB each way)."""
+    lib.rmux_tls_release(session)
+
+
 def cipher(session: int) -> str:
     name: bytes = ffi.string(lib.rmux_tls_cipher(session))
     return name.decode()

@@ -313,7 +313,13 @@ class TlsTransport:
         self._update()
 
     def plane_socket(self) -> tuple[int, int]:
-        if self._session and self._phase is TlsPhase.OPEN and not self.closed:
+        # Not once Python has read the socket's end: what is left is Python's to tell.
+        if (
+            self._session
+            and self._phase is TlsPhase.OPEN
+            and not self.closed
+            and not self._peer_eof
+        ):
             return self._sock.fileno(), self._session
         return -1, 0
 
@@ -376,6 +382,8 @@ class TlsTransport:
             self._watch.close()
         close_gently(self._sock)
         self._cipher_in = bytearray()  # nothing large waits for the garbage collector
+        if self._session:
+            nativetls.release(self._session)  # nor the plane's cipher buffers
 
     # ------------------------------------------------------------- internals
 

@@ -586,6 +586,10 @@ class Channel:
         assert transport is not None
         self._liveness.stop()
         self._resumption.stop()
+        if self._plane is not None:  # the socket and its TLS session are the adopter's now
+            self._plane.set_channel(-1)
+            self._plane.set_input(None, -1)
+            self._plane_input, self._plane_reads = (None, -1, 0), False
         self.closed = True
         return Handover(transport, self._session, self.peer)
 
