@@ -1338,6 +1338,21 @@ size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t
 /* Fill the output FIFO and send it on the channel's socket, as Python's flush
  * does (rmux_tx_fill, then one send per fill) until it is empty or the socket
  * is full.  Writes at most EVENTS_PER_SEND events. */
+/* What a fill or gather of the send rings returned: FIN_SENT for each stream
+ * whose FIN it took; 0 when it ran out of memory (OUTPUT: Python's flush tries
+ * again and says so). */
+static int took_fins(rmux_plane *plane, const uint32_t *fins, int64_t nfins, rmux_event *events,
+                     size_t *nevents) {
+    if (nfins < 0) {
+        emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0);
+        return 0;
+    }
+    for (int64_t i = 0; i < nfins; i++) {
+        emit_plane(events, nevents, RMUX_EVENT_FIN_SENT, plane, fins[i], 0);
+    }
+    return 1;
+}
+
 /* SENT once as many sends as Python's barrier count were made, or the send rings
  * hold the outbound cap. */
 static void report_sends(rmux_plane *plane, uint32_t sends, rmux_event *events, size_t *nevents) {
@@ -1383,12 +1398,8 @@ static void send_output_tls(rmux_plane *plane, rmux_event *events, size_t *neven
             break;
         }
         int64_t nfins = rmux_tx_fill(tx, fins, fin_room);
-        if (nfins < 0) { /* out of memory: Python's flush tries again and says so */
-            emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0);
+        if (!took_fins(plane, fins, nfins, events, nevents)) {
             break;
-        }
-        for (int64_t i = 0; i < nfins; i++) {
-            emit_plane(events, nevents, RMUX_EVENT_FIN_SENT, plane, fins[i], 0);
         }
         fin_room -= (size_t)nfins;
         size_t length = 0;
@@ -1424,12 +1435,8 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
     struct iovec parts[RMUX_GATHER_SPANS];
     while (rmux_tx_has_data(tx)) {
         int64_t nfins = rmux_tx_gather(tx, fins, fin_room, gather);
-        if (nfins < 0) { /* out of memory: Python's flush tries again and says so */
-            emit_plane(events, nevents, RMUX_EVENT_OUTPUT, plane, 0, 0);
+        if (!took_fins(plane, fins, nfins, events, nevents)) {
             break;
-        }
-        for (int64_t i = 0; i < nfins; i++) {
-            emit_plane(events, nevents, RMUX_EVENT_FIN_SENT, plane, fins[i], 0);
         }
         fin_room -= (size_t)nfins;
         size_t length = gather->length;

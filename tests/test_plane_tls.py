@@ -100,6 +100,13 @@ def start_pair(loop, pki, hash_port, via=None):  # type: ignore[no-untyped-def]
     return server, client, relay
 
 
+def stop_pair(loop, server, client, relays):  # type: ignore[no-untyped-def]
+    loop.call(client.close)
+    loop.call(server.close)
+    for relay in relays:
+        relay.close()
+
+
 def open_channels(loop, server, client):  # type: ignore[no-untyped-def]
     def held():  # type: ignore[no-untyped-def]
         ready = [channel for channel in server.clients if channel.ready]
@@ -153,8 +160,7 @@ def test_bytes_cross_intact_with_the_plane_doing_every_record(loop, pki, hash_ta
             # least 2 MB of the 18.
             assert python_sent[id(channel)] < 16_000_000, "the plane sent next to nothing"
     finally:
-        loop.call(client.close)
-        loop.call(server.close)
+        stop_pair(loop, server, client, [])
 
 
 @pytest.mark.parametrize("cut", [False, True], ids=["flipped-byte", "cut-without-close-notify"])
@@ -199,10 +205,7 @@ def test_records_gone_wrong_under_the_plane_end_the_channel_in_one_line(
         assert hash_target.received.get(7200, (0, ""))[0] < 8_000_000
         assert not [r for r in log_records.records if r.exc_info], "a traceback was logged"
     finally:
-        loop.call(client.close)
-        loop.call(server.close)
-        for relay in relays:
-            relay.close()
+        stop_pair(loop, server, client, relays)
 
 
 SEEDS = itertools.count(7400)
@@ -286,7 +289,4 @@ def test_damage_anywhere_in_either_direction_ends_cleanly_or_not_at_all(
             loop.wait(lambda: client.channel is None or client.channel.closed, timeout=30)
         assert not [r for r in log_records.records if r.exc_info], "a traceback was logged"
     finally:
-        loop.call(client.close)
-        loop.call(server.close)
-        for relay in relays:
-            relay.close()
+        stop_pair(loop, server, client, relays)
