@@ -197,6 +197,21 @@ static void *new_method(int *type, const char *name, int (*write)(void *, const 
     return method;
 }
 
+/* A BIO of one of our methods with its state zeroed (freed by the method's
+ * destroy), or NULL if memory ran out. */
+static void *new_bio(void *method, size_t state_size) {
+    void *state = calloc(1, state_size);
+    void *bio = state == NULL ? NULL : ossl.BIO_new(method);
+    if (bio == NULL) {
+        free(state);
+        ossl.ERR_clear_error();
+        return NULL;
+    }
+    ossl.BIO_set_data(bio, state);
+    ossl.BIO_set_init(bio, 1);
+    return bio;
+}
+
 static int output_write(void *bio, const char *data, int length) {
     cipher_output *out = ossl.BIO_get_data(bio);
     if (length <= 0) {
@@ -278,15 +293,10 @@ int rmux_tls_own_output(uintptr_t ssl) {
             return 0;
         }
     }
-    cipher_output *out = calloc(1, sizeof *out);
-    void *bio = out == NULL ? NULL : ossl.BIO_new(output_method);
+    void *bio = new_bio(output_method, sizeof(cipher_output));
     if (bio == NULL) {
-        free(out);
-        ossl.ERR_clear_error();
         return 0;
     }
-    ossl.BIO_set_data(bio, out);
-    ossl.BIO_set_init(bio, 1);
     /* What the memory BIO still holds (the end of the handshake) goes first. */
     void *memory = ossl.SSL_get_wbio(session);
     char *held = NULL;
@@ -446,15 +456,11 @@ int rmux_tls_own_input(uintptr_t ssl, int eof) {
             return 0;
         }
     }
-    cipher_input *in = calloc(1, sizeof *in);
-    void *bio = in == NULL ? NULL : ossl.BIO_new(input_method);
+    void *bio = new_bio(input_method, sizeof(cipher_input));
     if (bio == NULL) {
-        free(in);
-        ossl.ERR_clear_error();
         return 0;
     }
-    ossl.BIO_set_data(bio, in);
-    ossl.BIO_set_init(bio, 1);
+    cipher_input *in = ossl.BIO_get_data(bio);
     /* What the memory BIO holds (records behind the handshake's) is read first. */
     void *memory = ossl.SSL_get_rbio(session);
     char *held = NULL;
