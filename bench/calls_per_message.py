@@ -6,7 +6,7 @@ and server run under ``cProfile``; prints the calls per round trip of each
 process and its most frequent callees.  Each process handles two messages
 per round trip (one each way).
 
-    python bench/calls_per_message.py [ROUND_TRIPS] [--top 30]
+    python bench/calls_per_message.py [ROUND_TRIPS] [--top 30] [--codec python]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from test_tunnel import ping_pong
 
 from reactor_mux.tools.targets import EchoServer
 
+CODEC = ["c"]  # the codec both processes run, set once from --codec
+
 
 def profiled(profile: Path, ready: str, *args: str) -> tuple[subprocess.Popen[str], int]:
     """A reactor-mux process under cProfile, and the port named by the first log
@@ -33,7 +35,7 @@ def profiled(profile: Path, ready: str, *args: str) -> tuple[subprocess.Popen[st
     channel is: connecting to its listener earlier gets a reset)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "reactor_mux", *args],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "REACTOR_MUX_CODEC": "c"},
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "REACTOR_MUX_CODEC": CODEC[0]},
     )  # fmt: skip
     assert proc.stderr is not None
     while line := proc.stderr.readline():
@@ -55,7 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("round_trips", nargs="?", type=int, default=5000)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--codec", choices=("c", "python"), default="c")
     args = parser.parse_args()
+    CODEC[0] = args.codec
     echo = EchoServer()
     with tempfile.TemporaryDirectory() as tmp:
         server_profile, client_profile = Path(tmp) / "server.prof", Path(tmp) / "client.prof"

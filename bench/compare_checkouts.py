@@ -23,6 +23,9 @@ show a change of a few percent.
 side, so one checkout can be compared with itself under two settings:
 
     python bench/compare_checkouts.py . . --instructions --old-args="--resume-timeout 0"
+
+``--codec python`` runs both sides on the pure-Python codec and data path
+(``REACTOR_MUX_CODEC=python``) instead of the compiled one.
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ BENCHMARKS = [
 ]
 
 
+CODEC = ["c"]  # the codec both sides run, set once from --codec
+
+
 def run_benchmarks(checkout: Path, out: Path) -> dict[tuple[str, str], float]:
     target = checkout / "bench-compare"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(HERE, target, ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, "REACTOR_MUX_CODEC": "c"}
+    env = {**os.environ, "REACTOR_MUX_CODEC": CODEC[0]}
     tests = [f"bench-compare/{name}" for name in BENCHMARKS]
     command = [str(checkout / ".venv/bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                *tests, f"--benchmark-json={out}"]  # fmt: skip
@@ -109,7 +115,7 @@ def _instructions(checkout: Path, target_port: int, load: Callable[[int], None],
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp / name}.cg",
              str(checkout / ".venv/bin/python"), "-m", "reactor_mux", *args],
             cwd=checkout, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "REACTOR_MUX_CODEC": "c", "PYTHONHASHSEED": "0"},
+            env={**os.environ, "REACTOR_MUX_CODEC": CODEC[0], "PYTHONHASHSEED": "0"},
         )  # fmt: skip
 
     def wait_for(proc: subprocess.Popen[str], pattern: str) -> int:
@@ -174,7 +180,9 @@ def main() -> None:
     parser.add_argument("--round-trips", type=int, default=0)
     parser.add_argument("--old-args", default="", help="options for OLD's server and client")
     parser.add_argument("--new-args", default="", help="options for NEW's server and client")
+    parser.add_argument("--codec", choices=("c", "python"), default="c")
     args = parser.parse_args()
+    CODEC[0] = args.codec
     if args.instructions:
         extra = {"old": args.old_args.split(), "new": args.new_args.split()}
         compare_instructions(args.old.resolve(), args.new.resolve(), args.mib, args.round_trips,
