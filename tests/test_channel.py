@@ -206,6 +206,17 @@ def test_a_peer_that_never_says_hello_is_cut_off(reactor, resolver):
     assert channel.close_reason == "handshake timed out after 0.1s (the peer sent nothing)"
 
 
+def test_a_peer_that_sent_part_of_a_hello_is_not_called_silent(reactor, resolver):
+    """The liveness counts the channel's reads instead of timing each one: a read
+    made before the deadline still tells the timeout apart from silence."""
+    owner = RecordingOwner()
+    settings = ChannelSettings(handshake_timeout=0.1)
+    channel, peer = open_channel(reactor, resolver, owner, settings)
+    peer.sock.sendall(b"\x00\x00")  # the start of a header, never finished
+    run_until(reactor, lambda: channel.closed)
+    assert channel.close_reason == "handshake timed out after 0.1s"
+
+
 def test_a_silent_peer_gets_pings_then_the_channel_closes(reactor, resolver):
     owner = RecordingOwner()
     settings = ChannelSettings(keepalive_interval=0.05, keepalive_timeout=0.3)

@@ -249,8 +249,13 @@ class InboundDecoder:
         """The free tail of the receive buffer (moving a partial frame first, or
         growing the buffers, if needed)."""
         start, end = self._start, self._end
-        pending = end - start
         size = len(self._buffer)
+        if start == end and size and (size >= self._capacity or not self._filled):
+            # Most reads: everything parsed, and no reason to grow.
+            self._start = self._end = 0
+            self._offered = size
+            return self.buffer
+        pending = end - start
         if not pending:
             self._start = self._end = start = end = 0
         want = min(INITIAL_RECEIVE, self._capacity) if size == 0 else size
@@ -525,7 +530,9 @@ class OutboundQueue(ControlFrames):
         refills (``release_idle`` frees it under memory pressure).  ``count``
         may not exceed the limit's room.
         """
-        stream = self._get(slot)
+        stream = self._streams[slot]  # _get() inlined: a call per read
+        if stream is None:
+            raise ValueError("slot is not open")
         if count <= 0:
             return []
         held = stream.size + stream.retained  # retained bytes lie just behind head
@@ -559,7 +566,9 @@ class OutboundQueue(ControlFrames):
 
     def commit(self, slot: int, count: int) -> None:
         """``count`` bytes were written into ``reserve``'s views."""
-        stream = self._get(slot)
+        stream = self._streams[slot]  # _get() inlined: a call per read
+        if stream is None:
+            raise ValueError("slot is not open")
         held = stream.size + stream.retained
         if count < 0 or held + count > min(stream.limit, len(stream.ring)):
             raise ValueError("commit beyond the reserved space")
@@ -612,9 +621,10 @@ class OutboundQueue(ControlFrames):
 
         Returns the ids of streams whose FIN was appended in this call.
         """
-        for frame in self._control_that_fits(self._end - self._start):
-            self._make_room(len(frame))
-            self._append(frame)
+        if self._control:
+            for frame in self._control_that_fits(self._end - self._start):
+                self._make_room(len(frame))
+                self._append(frame)
         fins: list[int] = []
         ready = self._ready
         if not ready:

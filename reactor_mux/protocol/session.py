@@ -1283,7 +1283,9 @@ class Session:
 
         ``count`` must not exceed ``outbound_space``; fewer bytes may be offered while
         the stream's ring is still small (it grows when reads fill it)."""
-        stream = self._stream(stream_id)
+        stream = self._streams.get(stream_id)  # _stream() inlined: a call per read
+        if stream is None:
+            raise LocalProtocolError(f"stream {stream_id} is not open")
         if stream.slot < 0:
             stream.slot = self._output.open(stream_id, max(stream.send.size, 1))
         return self._output.reserve(stream.slot, count)
@@ -1292,7 +1294,9 @@ class Session:
         """Account ``count`` bytes received into ``outbound_buffer``."""
         if count <= 0:
             return
-        stream = self._stream(stream_id)
+        stream = self._streams.get(stream_id)  # _stream() inlined: a call per read
+        if stream is None:
+            raise LocalProtocolError(f"stream {stream_id} is not open")
         if stream.fin_pending:
             raise LocalProtocolError("data after end_stream")
         if stream.state not in SENDING_STATES:  # data keeps a valid state

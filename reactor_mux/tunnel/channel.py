@@ -219,6 +219,8 @@ class Channel:
         )
         self._flush_pending = False
         self._inbound_held = 0
+        self._python_reads = 0
+        """Channel reads Python made: the liveness's evidence that the peer is there."""
         self._plane_hub = data_plane.hub_for(reactor)
         self._plane: data_plane.Plane | None = None
         """Where the streams' bytes move (the compiled data plane), or None: LocalStream."""
@@ -267,7 +269,6 @@ class Channel:
 
     def _new_liveness(self) -> Liveness:
         settings = self.settings
-        plane = self._plane
         return Liveness(
             self.reactor,
             self,
@@ -276,8 +277,13 @@ class Channel:
             dead_after=settings.dead_after,
             send_ping=self._send_ping,
             give_up=self._lost,
-            activity=None if plane is None else lambda: plane.channel_reads,
+            activity=self._reads_made,
         )
+
+    def _reads_made(self) -> int:
+        """The channel's reads so far, Python's and the plane's (the liveness's evidence)."""
+        plane = self._plane
+        return self._python_reads + (0 if plane is None else plane.channel_reads)
 
     # ------------------------------------------------------------ the role's calls
 
@@ -462,7 +468,7 @@ class Channel:
                 if plane.has_backlog():  # ACKs it applied opened windows
                     self.plane_woken()
                 if not count:
-                    self._liveness.heard()
+                    self._python_reads += 1  # the liveness reads the count
                     if self._inbound_storage() >= self._inbound_cap.limit:
                         self._inbound_cap.check()
                     if self._python_read_asked and not self.closed:
@@ -478,7 +484,7 @@ class Channel:
 
     def _python_input(self, count: int) -> None:
         """Decode and handle ``count`` bytes read after the decoder's end."""
-        self._liveness.heard()
+        self._python_reads += 1  # the liveness reads the count
         dispatch = self._dispatch
         for event in self._session.receive_into(count):
             dispatch(event)

@@ -65,9 +65,11 @@ class Liveness:
         self.last_heard = clock.time()
         self._created = self.last_heard
         self._activity = activity
-        """A count of reads made elsewhere (the data plane's): when it moved since the
-        last tick, the peer was heard after that tick."""
+        """A count of the channel's reads (Python's and the data plane's): when it moved
+        since the last tick, the peer was heard after that tick.  Counting is what a
+        read can afford; reading the clock on every one cost more."""
         self._last_activity = activity() if activity is not None else 0
+        self._activity_at_start = self._last_activity
         self._last_tick = self.last_heard
         self.reads_paused = False
         """Set by the channel while it does not read: the peer's silence is ours."""
@@ -96,7 +98,9 @@ class Liveness:
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         self.stop()
-        silent = self.last_heard == self._created
+        silent = self.last_heard == self._created and (
+            self._activity is None or self._activity() == self._activity_at_start
+        )
         self._give_up(f"handshake timed out after {self._handshake_timeout:g}s"
                       + (f" ({SILENT_PEER})" if silent else ""),
                       ErrorCode.NO_ANSWER if silent else ErrorCode.HANDSHAKE_TIMEOUT)  # fmt: skip

@@ -134,7 +134,7 @@ class LocalStream:
     @property
     def inbound_buffered(self) -> int:
         """Bytes from the peer waiting for the local socket to take them."""
-        return len(self._inbound)
+        return self._inbound.size
 
     def start_reading(self) -> None:
         """The stream is open at both ends: start moving local bytes."""
@@ -148,7 +148,7 @@ class LocalStream:
         mask = 0
         if self.reading and not self.read_eof and self._host.outbound_space(self.id) > 0:
             mask = READ
-        if len(self._inbound):
+        if self._inbound.size:
             mask |= WRITE
         self._watch.want(mask)
 
@@ -195,7 +195,7 @@ class LocalStream:
         bigger window would be used, not buffered: nothing waits in ``inbound``
         and the socket's send queue is short (a target that stopped reading
         fills its receive buffer, then our send queue, before ``inbound``)."""
-        if self.closed or len(self._inbound):
+        if self.closed or self._inbound.size:
             return False
         return unsent_bytes(self.sock) < self._inbound.limit // KEEPING_UP_FRACTION
 
@@ -208,7 +208,7 @@ class LocalStream:
         if self.closed:
             return
         inbound = self._inbound
-        if len(inbound):
+        if inbound.size:
             held = inbound.capacity
             inbound.write(data)
             if inbound.capacity != held:
@@ -233,10 +233,10 @@ class LocalStream:
 
     def _write_buffered(self) -> None:
         inbound = self._inbound
-        if not len(inbound):
+        if not inbound.size:
             return
         try:
-            sent = self.sock.sendmsg(inbound.peek(0, len(inbound)))
+            sent = self.sock.sendmsg(inbound.peek(0, inbound.size))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -244,16 +244,16 @@ class LocalStream:
             return
         inbound.consume(sent)
         self.bytes_down += sent
-        if not len(inbound) and self._host.inbound_paused:
+        if not inbound.size and self._host.inbound_paused:
             self._release_inbound()
         self._host.inbound_delivered(self.id, sent)
-        if not len(inbound) and self.peer_eof:
+        if not inbound.size and self.peer_eof:
             self._shutdown_write()
 
     def peer_finished(self) -> None:
         """The peer sent FIN: pass EOF on once everything before it is written."""
         self.peer_eof = True
-        if not len(self._inbound):
+        if not self._inbound.size:
             self._shutdown_write()
 
     def _shutdown_write(self) -> None:
@@ -270,12 +270,12 @@ class LocalStream:
 
     def release_idle_inbound(self) -> None:
         """Give back the inbound ring's storage if it is empty (memory pressure)."""
-        if not len(self._inbound):
+        if not self._inbound.size:
             self._release_inbound()
 
     def _release_inbound(self) -> None:
         """Drop whatever the inbound ring holds and give its storage back."""
-        self._inbound.consume(len(self._inbound))
+        self._inbound.consume(self._inbound.size)
         released = self._inbound.release()
         if released:
             self._host.inbound_storage_changed(-released)

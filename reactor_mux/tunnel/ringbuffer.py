@@ -15,7 +15,7 @@ INITIAL_CAPACITY = 16 * 1024
 class RingBuffer:
     """FIFO of at most ``limit`` bytes over a circular bytearray."""
 
-    __slots__ = ("_buffer", "_head", "_size", "_view", "limit")
+    __slots__ = ("_buffer", "_head", "_view", "limit", "size")
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:
@@ -24,10 +24,11 @@ class RingBuffer:
         self._buffer = bytearray()
         self._view = memoryview(self._buffer)
         self._head = 0
-        self._size = 0
+        self.size = 0
+        """Bytes held (``len()`` says the same, with a call the hot paths avoid)."""
 
     def __len__(self) -> int:
-        return self._size
+        return self.size
 
     @property
     def capacity(self) -> int:
@@ -43,7 +44,7 @@ class RingBuffer:
             new_capacity *= 2
         new_capacity = min(new_capacity, self.limit)
         new = bytearray(new_capacity)
-        size = self._size
+        size = self.size
         first = min(size, capacity - self._head)
         new[:first] = self._view[self._head : self._head + first]
         new[first:size] = self._view[: size - first]
@@ -55,11 +56,11 @@ class RingBuffer:
         """Return views of the next ``count`` free bytes (one or two pieces)."""
         if count <= 0:
             return []
-        if count > self.limit - self._size:
+        if count > self.limit - self.size:
             raise ValueError("ring buffer overflow")
-        self._reserve(self._size + count)
+        self._reserve(self.size + count)
         capacity = len(self._buffer)
-        tail = (self._head + self._size) % capacity
+        tail = (self._head + self.size) % capacity
         first = min(count, capacity - tail)
         views = [self._view[tail : tail + first]]
         if first < count:
@@ -73,11 +74,11 @@ class RingBuffer:
         for view in self._writable_views(count):
             view[:] = data[offset : offset + len(view)]
             offset += len(view)
-        self._size += count
+        self.size += count
 
     def peek(self, offset: int, count: int) -> list[memoryview]:
         """Return views of ``count`` bytes starting ``offset`` bytes into the ring."""
-        if offset + count > self._size:
+        if offset + count > self.size:
             raise ValueError("peek beyond the buffered bytes")
         if count <= 0:
             return []
@@ -91,10 +92,10 @@ class RingBuffer:
 
     def consume(self, count: int) -> None:
         """Drop ``count`` bytes from the front (the storage stays for reuse)."""
-        if count > self._size:
+        if count > self.size:
             raise ValueError("consume beyond the buffered bytes")
-        self._size -= count
-        if self._size == 0:
+        self.size -= count
+        if self.size == 0:
             self._head = 0
         else:
             self._head = (self._head + count) % len(self._buffer)
@@ -102,7 +103,7 @@ class RingBuffer:
     def release(self) -> int:
         """Free the storage of an empty ring (it starts small again); returns the
         bytes freed, 0 if the ring holds data."""
-        if self._size:
+        if self.size:
             return 0
         released = len(self._buffer)
         self._buffer = bytearray()
