@@ -51,6 +51,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct plane_stream plane_stream;
@@ -95,6 +96,8 @@ struct rmux_engine {
     rmux_frame frames[INPUT_FRAMES]; /* one channel read's frames, scanned in place */
     rmux_gather gather;              /* one send's frames, in place in the rings */
     uint8_t *cipher;                 /* a TLS channel's ciphertext on its way in (CIPHER_READ) */
+    uint8_t outer_ready;             /* the selector's epoll set was ready this round */
+    uint8_t interrupted;             /* a signal cut the wait short */
     struct epoll_event ready[EPOLL_BATCH];
 };
 
@@ -1482,15 +1485,30 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
     report_sends(plane, sends, events, nevents);
 }
 
-static size_t pump_round(rmux_engine *engine, rmux_event *events, size_t max_events) {
+/* One round: poll (or wait up to timeout_ms), then one turn for each stream with
+ * work.  A signal during a wait ends it with nothing ready (interrupted). */
+static size_t pump_round(rmux_engine *engine, rmux_event *events, size_t max_events,
+                         int timeout_ms) {
     size_t nevents = 0;
     int ready;
     /* Never 0, which a new plane starts with, so its first read reports OUTPUT. */
     engine->generation = engine->generation + 1 ? engine->generation + 1 : 1;
-    do {
-        ready = epoll_wait(engine->epfd, engine->ready, EPOLL_BATCH, 0);
-    } while (ready < 0 && errno == EINTR);
+    for (;;) {
+        ready = epoll_wait(engine->epfd, engine->ready, EPOLL_BATCH, timeout_ms);
+        if (ready >= 0 || errno != EINTR) {
+            break;
+        }
+        if (timeout_ms != 0) {
+            engine->interrupted = 1;
+            ready = 0;
+            break;
+        }
+    }
     for (int i = 0; i < ready; i++) {
+        if (engine->ready[i].data.ptr == (void *)engine) {
+            engine->outer_ready = 1; /* the selector's set: Python's descriptors */
+            continue;
+        }
         plane_stream *stream = engine->ready[i].data.ptr;
         uint32_t mask = engine->ready[i].events;
         if (mask & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -1550,12 +1568,60 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
     size_t nevents = 0;
     engine->pumping = 1;
     for (int round = 0; round < PUMP_ROUNDS; round++) {
-        nevents = pump_round(engine, events, max_events);
+        nevents = pump_round(engine, events, max_events, 0);
         if (nevents != 0 || engine->work_head == NULL) {
             break;
         }
     }
     engine->pumping = 0;
+    return nevents;
+}
+
+int rmux_engine_watch_outer(rmux_engine *engine, int fd) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN;
+    event.data.ptr = engine; /* no stream has this address */
+    return epoll_ctl(engine->epfd, EPOLL_CTL_ADD, fd, &event) == 0 ? RMUX_PLANE_OK
+                                                                    : RMUX_PLANE_SYSTEM;
+}
+
+static int64_t now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now); /* time.monotonic's clock on Linux */
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+size_t rmux_engine_wait(rmux_engine *engine, int timeout_ms, rmux_event *events,
+                        size_t max_events, int *outer_ready) {
+    if (timeout_ms == 0) {
+        *outer_ready = 1; /* a pump's poll does not look at the selector: Python does */
+        return rmux_engine_pump(engine, events, max_events);
+    }
+    int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    size_t nevents = 0;
+    engine->pumping = 1;
+    engine->outer_ready = 0;
+    engine->interrupted = 0;
+    for (;;) {
+        /* Streams with work left go on at once; else the wait is the reactor's. */
+        int wait = timeout_ms;
+        if (engine->work_head != NULL) {
+            wait = 0;
+        } else if (timeout_ms > 0) {
+            int64_t left = deadline - now_ms();
+            wait = left > 0 ? (int)left : 0;
+        }
+        nevents = pump_round(engine, events, max_events, wait);
+        if (nevents != 0 || engine->outer_ready || engine->interrupted) {
+            break;
+        }
+        if (timeout_ms > 0 && now_ms() >= deadline) {
+            break; /* a timer is due (streams with work go on after it) */
+        }
+    }
+    engine->pumping = 0;
+    *outer_ready = engine->outer_ready;
     return nevents;
 }
 
@@ -1618,6 +1684,15 @@ int rmux_engine_fd(const rmux_engine *engine) { (void)engine; return -1; }
 size_t rmux_engine_backlog(const rmux_engine *engine) { (void)engine; return 0; }
 size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events) {
     (void)engine; (void)events; (void)max_events; return 0;
+}
+int rmux_engine_watch_outer(rmux_engine *engine, int fd) {
+    (void)engine; (void)fd; return RMUX_PLANE_INVALID;
+}
+size_t rmux_engine_wait(rmux_engine *engine, int timeout_ms, rmux_event *events,
+                        size_t max_events, int *outer_ready) {
+    (void)engine; (void)timeout_ms; (void)events; (void)max_events;
+    *outer_ready = 1;
+    return 0;
 }
 rmux_plane *rmux_plane_new(rmux_engine *engine, rmux_tx *tx, uint32_t tag) {
     (void)engine; (void)tx; (void)tag; return NULL;

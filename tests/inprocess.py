@@ -11,6 +11,7 @@ returns its result), never directly.
 from __future__ import annotations
 
 import logging
+import selectors
 import threading
 import time
 from collections.abc import Callable
@@ -59,8 +60,8 @@ def run_until(reactor: Reactor, predicate: Callable[[], bool], timeout: float = 
 class LoopThread:
     """A ``Reactor`` and ``Resolver`` running in a daemon thread."""
 
-    def __init__(self) -> None:
-        self.reactor = Reactor()
+    def __init__(self, selector: selectors.BaseSelector | None = None) -> None:
+        self.reactor = Reactor(selector)
         self.resolver = Resolver(self.reactor)
         self.crashed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="reactor", daemon=True)

@@ -13,6 +13,7 @@ whether this process can use it.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 import struct
@@ -88,6 +89,7 @@ class Engine:
         self._engine = ffi.gc(engine, lib.rmux_engine_free)
         self._events = ffi.new("rmux_event[]", MAX_EVENTS)
         self._events_buffer = ffi.buffer(self._events)
+        self._outer_ready = ffi.new("int *")
         self.planes = 0
 
     def fileno(self) -> int:
@@ -106,6 +108,23 @@ class Engine:
         if not count:
             return []
         return list(_EVENT.iter_unpack(self._events_buffer[: count * _EVENT.size]))
+
+    def watch_outer(self, fd: int) -> bool:
+        """Put the selector's epoll set ``fd`` in the engine's, so ``wait`` can be the
+        reactor's wait; False where epoll refuses (the engine is then watched by
+        the selector instead)."""
+        status: int = lib.rmux_engine_watch_outer(self._engine, fd)
+        return status == 0
+
+    def wait(self, timeout_ms: int) -> tuple[list[PlaneEvent], bool]:
+        """Pump until there are events for Python or the outer set is ready (the
+        second value), a signal came, or ``timeout_ms`` (-1: none) is up."""
+        count = lib.rmux_engine_wait(self._engine, timeout_ms, self._events, MAX_EVENTS,
+                                     self._outer_ready)  # fmt: skip
+        outer = bool(self._outer_ready[0])
+        if not count:
+            return [], outer
+        return list(_EVENT.iter_unpack(self._events_buffer[: count * _EVENT.size])), outer
 
     def close(self) -> None:
         """Free the epoll set; every plane must be closed first."""
@@ -496,11 +515,18 @@ class PlaneOwner(Protocol):
     def close_after_bug(self) -> None: ...
 
 
+MAX_WAIT_MS = 2**31 - 1
+"""epoll_wait's longest timeout; a longer one waits again."""
+
+
 class PlaneHub:
-    """The reactor's engine: registered in its selectors loop, pumped when its
-    descriptor is ready and again soon while streams have work left (or a window
-    opened), with each plane's events handed to its channel under the reactor's
-    guard (a bug costs that channel only)."""
+    """The reactor's engine, and the reactor's wait: the selector's epoll set sits
+    in the engine's, so one epoll_wait serves both and a wake-up that only the
+    plane has work for never reaches Python (docs/design-dataplane.md).  Where
+    that is refused, the engine is a watch in the selector, pumped when its
+    descriptor is ready.  Either way it is pumped again soon while streams have
+    work left (or a window opened), and each plane's events go to its channel
+    under the reactor's guard (a bug costs that channel only)."""
 
     def __init__(self, reactor: Reactor) -> None:
         self.engine = Engine()
@@ -508,8 +534,12 @@ class PlaneHub:
         self._owners: dict[int, PlaneOwner] = {}
         self._next_tag = 1
         self._pump_pending = False
-        self._watch = IOWatch(reactor, self.engine, self.pump, PROCESS)
-        self._watch.want(READ)
+        self._watch: IOWatch | None = None
+        fileno = getattr(reactor.selector, "fileno", None)  # an epoll set's; poll has none
+        self.waits = fileno is not None and self.engine.watch_outer(fileno())
+        if not self.waits:
+            self._watch = IOWatch(reactor, self.engine, self.pump, PROCESS)
+            self._watch.want(READ)
 
     def new_plane(self, tx: Any, owner: PlaneOwner) -> Plane:
         tag = self._next_tag
@@ -524,7 +554,9 @@ class PlaneHub:
 
     def close(self) -> None:
         """The reactor closes: stop watching, and free the epoll set."""
-        self._watch.close()
+        self.waits = False
+        if self._watch is not None:
+            self._watch.close()
         self._owners.clear()
         if not self.engine.planes:  # else the last plane's owner keeps it until collected
             self.engine.close()
@@ -539,11 +571,30 @@ class PlaneHub:
         self._pump_pending = False
         self.pump()
 
+    def wait(self, timeout: float | None) -> bool:
+        """The reactor's wait (``Reactor._run``): move bytes until Python has events
+        to handle or ``timeout`` is up, and hand out the plane's events; True when
+        the selector has descriptors ready.  The timeout is rounded up to whole
+        milliseconds, as ``selectors`` rounds it."""
+        timeout_ms = -1 if timeout is None else min(math.ceil(timeout * 1e3), MAX_WAIT_MS)
+        events, outer = self.engine.wait(timeout_ms)
+        if events:
+            self._hand_out(events)
+        return outer
+
     def pump(self, _mask: int = 0) -> None:
         """Pump once (the selector calls it with the ready mask, which says nothing
         more: the engine knows what is ready) and hand out the events."""
+        events = self.engine.pump()
+        if events:
+            self._hand_out(events)
+        elif lib.rmux_engine_backlog(self.engine._engine):  # the property, without its frame
+            self.pump_soon()
+
+    def _hand_out(self, events: list[PlaneEvent]) -> None:
+        """Each plane's events to its channel, in the order they happened; pump again
+        soon if streams have work left."""
         engine = self.engine
-        events = engine.pump()
         if events:
             owners = self._owners
             guarded = self._reactor.call_guarded
@@ -551,7 +602,7 @@ class PlaneHub:
                 [(tag, only)] = owners.items()  # not a loop: the call may change owners
                 if events[0][1] == tag:
                     guarded(only, only.on_plane_events, events)
-                if lib.rmux_engine_backlog(engine._engine):
+                if not self.waits and lib.rmux_engine_backlog(engine._engine):
                     self.pump_soon()
                 return
             by_plane: dict[int, list[PlaneEvent]] = {}
@@ -561,7 +612,8 @@ class PlaneHub:
                 owner = owners.get(tag)
                 if owner is not None:
                     guarded(owner, owner.on_plane_events, mine)
-        if lib.rmux_engine_backlog(engine._engine):  # the property, without its frame
+        # The wait goes on with the backlog itself; the selector's pump needs a call.
+        if not self.waits and lib.rmux_engine_backlog(engine._engine):
             self.pump_soon()
 
 

@@ -8,9 +8,12 @@ something and there is no busy loop on a socket we cannot serve.
 A tick runs the ready I/O callbacks, then the due timers, then the callbacks
 deferred with ``call_soon`` during the tick, which is where channels flush:
 every frame produced while handling one ``select`` result leaves in one
-``sendmsg``.  Other threads (the DNS resolver) and signal handlers reach the
-loop only through ``call_soon_threadsafe``, which writes a byte to a wakeup
-socket.
+``sendmsg``.  Where the compiled data plane runs, the tick's wait is the
+plane's (``PlaneWait``): its epoll set holds the streams' sockets and the
+selector's own, so bytes only the plane moves never wake Python, and the
+selector is asked (without waiting) only when it has something ready.
+Other threads (the DNS resolver) and signal handlers reach the loop only
+through ``call_soon_threadsafe``, which writes a byte to a wakeup socket.
 
 Exception isolation lives here, in one place.  Every callback is registered
 with the ``Owner`` it belongs to (a channel, a stream, a listener, a
@@ -51,8 +54,16 @@ class Owner(Protocol):
         reactor has already logged the traceback); must not raise itself."""
 
 
-class Closable(Protocol):
-    """Something the reactor closes with itself."""
+class PlaneWait(Protocol):
+    """The compiled data plane's hub, which the reactor waits in (io/plane.py)."""
+
+    waits: bool
+    """It makes the reactor's wait (else it is a watch in the selector like any other)."""
+
+    def wait(self, timeout: float | None) -> bool:
+        """Move bytes until Python has something to do or ``timeout`` is up; True
+        when the selector has descriptors ready."""
+        ...
 
     def close(self) -> None: ...
 
@@ -150,10 +161,11 @@ _Call = tuple[Callable[[], None], Owner]
 
 
 class Reactor:
-    """The event loop."""
+    """The event loop; ``selector`` is the one it waits with (the platform's best by
+    default; an epoll selector lets the data plane make the wait)."""
 
-    def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+    def __init__(self, selector: selectors.BaseSelector | None = None) -> None:
+        self.selector = selector if selector is not None else selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Timer]] = []
         self._cancelled_timers = 0
         self._sequence = itertools.count()
@@ -168,7 +180,7 @@ class Reactor:
         self._signal_handlers: dict[int, Callable[[], None]] = {}
         self._previous_handlers: dict[int, Any] = {}
         self._previous_wakeup_fd: int | None = None
-        self.plane_hub: Closable | None = None
+        self.plane_hub: PlaneWait | None = None
         """The compiled data plane's hub (io/plane.py), once a channel asked for it."""
 
     # ------------------------------------------------------------ scheduling
@@ -278,7 +290,14 @@ class Reactor:
     def _run(self) -> None:
         select = self.selector.select
         while not self._stopping:
-            for key, mask in select(self._next_timeout()):
+            hub = self.plane_hub
+            if hub is None or not hub.waits:
+                ready = select(self._next_timeout())
+            elif hub.wait(self._next_timeout()):
+                ready = select(0)
+            else:
+                ready = []  # the plane moved bytes, or a signal came: nothing to dispatch
+            for key, mask in ready:
                 watch: IOWatch = key.data
                 if watch.closed:
                     continue

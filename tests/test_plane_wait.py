@@ -1,0 +1,226 @@
+"""The reactor's wait made by the data plane (``PlaneHub.wait``, ``rmux_engine_wait``).
+
+Where the compiled plane runs, the selector's epoll set sits inside the engine's,
+and the reactor waits in the engine: bytes that only the plane moves never wake
+Python.  These tests check that on real sockets (a tunnel in this process, its
+selector counting how often Python was woken), that timers and other threads
+still reach the loop while the plane is busy, and that a selector the engine
+cannot hold (poll) keeps the old arrangement with the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from inprocess import InProcessTunnel, LoopThread
+
+from reactor_mux import codec
+from reactor_mux.io import plane as plane_module
+from reactor_mux.io.plane import Engine
+from reactor_mux.io.reactor import PROCESS
+from reactor_mux.tools.targets import EchoServer
+
+pytestmark = pytest.mark.skipif(
+    codec.BACKEND != "c" or not plane_module.available(), reason="the compiled data plane"
+)
+
+ROUND_TRIPS = 400
+MESSAGE = 64
+
+
+class CountingEpoll(selectors.EpollSelector):
+    """An epoll selector that counts its ``select`` calls: each is Python woken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selects = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.selects += 1
+        return super().select(timeout)
+
+
+class CountingPoll(selectors.PollSelector):
+    """The same for poll, which has no descriptor the engine could hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.selects = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.selects += 1
+        return super().select(timeout)
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+def tunnel_on(selector: selectors.BaseSelector) -> tuple[LoopThread, InProcessTunnel]:
+    loop = LoopThread(selector)
+    return loop, InProcessTunnel(loop)
+
+
+def ping_pong(port: int, rounds: int) -> bytes:
+    """``rounds`` request/response exchanges of distinct messages; returns the
+    SHA-256 of everything echoed back."""
+    digest = hashlib.sha256()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for index in range(rounds):
+            message = index.to_bytes(4, "big") * (MESSAGE // 4)
+            conn.sendall(message)
+            got = b""
+            while len(got) < MESSAGE:
+                chunk = conn.recv(MESSAGE - len(got))
+                assert chunk, "the tunnel closed the connection"
+                got += chunk
+            digest.update(got)
+    return digest.digest()
+
+
+def expected_digest(rounds: int) -> bytes:
+    digest = hashlib.sha256()
+    for index in range(rounds):
+        digest.update(index.to_bytes(4, "big") * (MESSAGE // 4))
+    return digest.digest()
+
+
+def exchange_counting_selects(selector: CountingEpoll | CountingPoll, echo: EchoServer) -> int:
+    """Run ``ROUND_TRIPS`` through a fresh tunnel's -L; return the selects made
+    during them (the round trips' bytes checked)."""
+    loop, tunnel = tunnel_on(selector)
+    try:
+        client = tunnel.client(f"-L 0:127.0.0.1:{echo.port}")
+        port = tunnel.local_port(client)
+        assert ping_pong(port, 2) == expected_digest(2)  # the stream's setup is not counted
+        hub = loop.reactor.plane_hub
+        assert hub is not None
+        before = loop.call(lambda: selector.selects)
+        assert ping_pong(port, ROUND_TRIPS) == expected_digest(ROUND_TRIPS)
+        return loop.call(lambda: selector.selects) - before
+    finally:
+        tunnel.close()
+        loop.close()
+
+
+def test_round_trips_only_the_plane_moves_do_not_wake_python(echo):
+    selector = CountingEpoll()
+    selects = exchange_counting_selects(selector, echo)
+    # Each round trip is two wake-ups in each direction's process; with the plane
+    # waiting they stay in C.  The few selects left are the loop.call()s above.
+    assert selects < ROUND_TRIPS // 10, selects
+
+
+def test_a_selector_the_engine_cannot_hold_keeps_the_selectors_wait(echo):
+    selector = CountingPoll()
+    selects = exchange_counting_selects(selector, echo)
+    assert selects >= ROUND_TRIPS, selects  # every wake-up was Python's: the count counts
+
+
+def test_timers_and_other_threads_reach_the_loop_while_the_plane_moves_bulk(echo):
+    """The engine waits with the reactor's timeout and goes round while streams
+    have work; a due timer and a call from another thread still run on time."""
+    loop, tunnel = tunnel_on(CountingEpoll())
+    stop = threading.Event()
+    sent = [0]
+
+    def upload(port: int) -> None:
+        chunk = os.urandom(256 * 1024)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            reader = threading.Thread(target=drain, args=(conn,), daemon=True)
+            reader.start()
+            while not stop.is_set():
+                conn.sendall(chunk)
+                sent[0] += len(chunk)
+            conn.shutdown(socket.SHUT_WR)
+            reader.join(10)
+
+    def drain(conn: socket.socket) -> None:
+        while conn.recv(1 << 20):
+            pass
+
+    try:
+        client = tunnel.client(f"-L 0:127.0.0.1:{echo.port}")
+        pusher = threading.Thread(target=upload, args=(tunnel.local_port(client),), daemon=True)
+        pusher.start()
+        while sent[0] < 16 << 20:  # the plane is busy: bulk both ways through the echo
+            time.sleep(0.01)
+        fired: list[float] = []
+        due = loop.call(lambda: time.monotonic() + 0.05)
+        loop.call(lambda: loop.reactor.call_later(0.05, lambda: fired.append(time.monotonic()),
+                                                  PROCESS))  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        moved_meanwhile = sent[0]
+        assert fired, "the timer never ran while the plane was busy"
+        assert fired[0] - due < 2.0, fired[0] - due
+        started = time.monotonic()
+        assert loop.call(lambda: 42) == 42  # another thread's call, answered promptly
+        assert time.monotonic() - started < 2.0
+        stop.set()
+        pusher.join(10)
+        assert not pusher.is_alive() and moved_meanwhile > 16 << 20
+    finally:
+        stop.set()
+        tunnel.close()
+        loop.close()
+
+
+# ------------------------------------------------------------- the engine alone
+
+
+def test_the_engines_wait_times_out_sees_the_outer_set_and_yields_to_signals():
+    engine = Engine()
+    outer = selectors.EpollSelector()
+    reader, writer = socket.socketpair()
+    try:
+        assert engine.watch_outer(outer.fileno())
+        outer.register(reader, selectors.EVENT_READ)
+        started = time.monotonic()
+        assert engine.wait(30) == ([], False)  # nothing ready: the whole timeout
+        assert time.monotonic() - started >= 0.025
+        assert engine.wait(0) == ([], True)  # a poll: the caller asks the selector itself
+        writer.send(b"x")
+        started = time.monotonic()
+        assert engine.wait(5000) == ([], True)  # a descriptor of the selector's is ready
+        assert time.monotonic() - started < 2.0
+        reader.recv(1)
+        previous = signal.signal(signal.SIGALRM, lambda *_: None)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            started = time.monotonic()
+            assert engine.wait(5000) == ([], False)  # the signal ends the wait
+            assert time.monotonic() - started < 2.0
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    finally:
+        reader.close()
+        writer.close()
+        outer.close()
+        engine.close()
+
+
+def test_an_engine_refuses_a_set_that_holds_it():
+    """epoll refuses a loop: the hub then keeps the engine in the selector."""
+    engine = Engine()
+    outer = selectors.EpollSelector()
+    try:
+        outer.register(engine, selectors.EVENT_READ)
+        assert not engine.watch_outer(outer.fileno())
+    finally:
+        outer.close()
+        engine.close()
