@@ -141,7 +141,7 @@ def test_codec_tests_pass_against_a_sanitized_build(tmp_path):
     assert probe.stdout.startswith(str(source)), "the sanitized build was not the one imported"
     tests = [ROOT / "tests" / name for name in
              ("test_codec_differential.py", "test_codec.py", "test_session.py",
-              "test_plane.py", "test_plane_tls.py")]  # fmt: skip
+              "test_plane.py", "test_plane_tls.py", "test_plane_wait.py")]  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "--capture=sys", "-p", "no:cacheprovider",
          "-p", "no:warnings", *map(str, tests)],
