@@ -11,6 +11,7 @@ cannot hold (poll) keeps the old arrangement with the same bytes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import selectors
 import signal
@@ -25,7 +26,7 @@ from inprocess import InProcessTunnel, LoopThread
 from reactor_mux import codec
 from reactor_mux.io import plane as plane_module
 from reactor_mux.io.plane import Engine
-from reactor_mux.io.reactor import PROCESS
+from reactor_mux.io.reactor import PROCESS, Reactor
 from reactor_mux.tools.targets import EchoServer
 
 pytestmark = pytest.mark.skipif(
@@ -224,3 +225,28 @@ def test_an_engine_refuses_a_set_that_holds_it():
     finally:
         outer.close()
         engine.close()
+
+
+def test_a_bug_in_the_planes_wait_is_logged_and_the_loop_goes_on(caplog):
+    reactor = Reactor()
+    try:
+        hub = plane_module.hub_for(reactor)
+        assert hub is not None and hub.waits
+        real_wait, failures = hub.wait, [0]
+
+        def fails_once(timeout: float | None) -> bool:
+            if not failures[0]:
+                failures[0] += 1
+                raise RuntimeError("planted")
+            return real_wait(timeout)
+
+        hub.wait = fails_once  # type: ignore[method-assign]
+        ran: list[bool] = []
+        reactor.call_later(0.02, lambda: ran.append(True), PROCESS)
+        reactor.call_later(0.05, reactor.stop, PROCESS)
+        with caplog.at_level(logging.ERROR, logger="reactor_mux"):
+            reactor.run()
+        assert failures == [1] and ran == [True]
+        assert "internal error in a process-wide callback" in caplog.text
+    finally:
+        reactor.close()

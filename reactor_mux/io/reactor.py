@@ -293,7 +293,7 @@ class Reactor:
             hub = self.plane_hub
             if hub is None or not hub.waits:
                 ready = select(self._next_timeout())
-            elif hub.wait(self._next_timeout()):
+            elif self._wait_in_plane(hub):
                 ready = select(0)
             else:
                 ready = []  # the plane moved bytes, or a signal came: nothing to dispatch
@@ -310,6 +310,16 @@ class Reactor:
                 self._run_timers()
             if self._soon or self._threadsafe:
                 self._run_soon()
+
+    def _wait_in_plane(self, hub: PlaneWait) -> bool:
+        """The tick's wait, made by the plane; True when the selector has descriptors
+        ready.  Under the guard, as the plane's callbacks were while it was a watch:
+        a bug in the hub is logged and the loop goes on (the selector is then asked)."""
+        try:
+            return hub.wait(self._next_timeout())
+        except Exception:  # noqa: BLE001 - the guard: a bug costs its owner only
+            self._internal_error(PROCESS)
+            return True
 
     def _next_timeout(self) -> float | None:
         if self._soon or self._threadsafe:
