@@ -80,6 +80,8 @@ struct plane_stream {
     uint8_t write_closed;
     uint8_t failed;
     uint8_t in_work;
+    uint32_t gather_head; /* this read's first and last frame for it (index + 1; 0: none) */
+    uint32_t gather_tail;
 };
 
 struct rmux_engine {
@@ -94,6 +96,8 @@ struct rmux_engine {
     uint32_t nsending;
     uint32_t sending_cap; /* how many this pump may take (its events must have room) */
     rmux_frame frames[INPUT_FRAMES]; /* one channel read's frames, scanned in place */
+    uint32_t next_frame[INPUT_FRAMES]; /* the next frame of the same stream (index + 1; 0: none) */
+    plane_stream *receivers[INPUT_FRAMES]; /* the read's streams, by their first frame */
     rmux_gather gather;              /* one send's frames, in place in the rings */
     uint8_t *cipher;                 /* a TLS channel's ciphertext on its way in (CIPHER_READ) */
     uint8_t outer_ready;             /* the selector's epoll set was ready this round */
@@ -1242,8 +1246,10 @@ static void read_channel(plane_stream *input, rmux_event *events, size_t *nevent
 }
 
 /* Deliver the leading data frames of the got bytes just read after rx->end
- * that the plane holds, straight from the buffer (consecutive frames of a
- * stream in one sendmsg).  From the first frame that is Python's (a command,
+ * that the plane holds, straight from the buffer: each stream's frames in one
+ * sendmsg, however a round-robin sender interleaved them with other streams'
+ * (the streams in the order of their first frame, as splice_frames orders its
+ * records).  From the first frame that is Python's (a command,
  * another stream, beyond a window, a malformed frame) the rest is Python's:
  * returns 1 with the cursor at what was consumed (start == end) and *left
  * bytes after it, as if just read.  Else 0: a partial frame (or nothing) waits
@@ -1263,10 +1269,7 @@ static int consume(rmux_plane *plane, rmux_rx *rx, uint64_t got, rmux_event *eve
                                     (size_t)end, rx->max_data, rx->max_command, max_frames,
                                     engine->frames, &scanned_to, &error);
     int rest_is_python = max_frames == 0 || error != RMUX_OK || count == max_frames;
-    struct iovec parts[DELIVERY_PARTS];
-    int nparts = 0;
-    uint32_t length = 0;
-    plane_stream *current = NULL;
+    size_t nreceivers = 0;
     uint64_t consumed = rx->start;
     size_t i = 0;
     for (; i < count; i++) {
@@ -1281,28 +1284,41 @@ static int consume(rmux_plane *plane, rmux_rx *rx, uint64_t got, rmux_event *eve
             rest_is_python = 1;
             break;
         }
-        if (stream != current || nparts == DELIVERY_PARTS) {
-            if (current != NULL) {
-                write_parts(current, parts, nparts, length, events, nevents);
-            }
-            current = stream;
-            nparts = 0;
-            length = 0;
-        }
         rmux_flow *flow = &stream->flow;
         flow->recv_unacked += frame->length;
         flow->recv_undelivered += frame->length;
         flow->recv_total += frame->length;
-        if (frame->length) {
+        if (frame->length) { /* chain it to the stream's frames of this read */
+            engine->next_frame[i] = 0;
+            if (stream->gather_tail == 0) {
+                engine->receivers[nreceivers++] = stream;
+                stream->gather_head = (uint32_t)i + 1;
+            } else {
+                engine->next_frame[stream->gather_tail - 1] = (uint32_t)i + 1;
+            }
+            stream->gather_tail = (uint32_t)i + 1;
+        }
+        consumed = (uint64_t)frame->offset + frame->length;
+    }
+    for (size_t r = 0; r < nreceivers; r++) {
+        plane_stream *stream = engine->receivers[r];
+        struct iovec parts[DELIVERY_PARTS];
+        int nparts = 0;
+        uint32_t length = 0;
+        for (uint32_t at = stream->gather_head; at != 0; at = engine->next_frame[at - 1]) {
+            const rmux_frame *frame = &engine->frames[at - 1];
+            if (nparts == DELIVERY_PARTS) {
+                write_parts(stream, parts, nparts, length, events, nevents);
+                nparts = 0;
+                length = 0;
+            }
             parts[nparts].iov_base = rx->buffer + frame->offset;
             parts[nparts].iov_len = frame->length;
             nparts++;
             length += frame->length;
         }
-        consumed = (uint64_t)frame->offset + frame->length;
-    }
-    if (current != NULL) {
-        write_parts(current, parts, nparts, length, events, nevents);
+        write_parts(stream, parts, nparts, length, events, nevents);
+        stream->gather_head = stream->gather_tail = 0;
     }
     if (!rest_is_python) {
         consumed = scanned_to; /* every complete frame was delivered */

@@ -599,6 +599,37 @@ def test_the_plane_reads_the_channel_and_leaves_commands_to_python(engine, socke
     h.plane.set_input(None, -1)
 
 
+def test_interleaved_frames_of_one_read_reach_each_stream_whole_and_in_order(engine, sockets):
+    """A round-robin sender interleaves its streams frame by frame; the plane gathers
+    each stream's frames of a read for one sendmsg (more than DELIVERY_PARTS of them
+    too), so every stream must still get exactly its bytes, in order."""
+    from reactor_mux.codec._c import InboundDecoder
+
+    h = Harness(engine, sockets)
+    apps = {stream_id: h.stream(stream_id)[1] for stream_id in (1, 3, 5)}
+    mine, peer = tcp_pair()
+    sockets += [mine, peer]
+    decoder = InboundDecoder(65536, 1024, 262144)
+    decoder.writable()
+    h.plane.set_input(decoder.rx, mine.fileno())
+    sent: dict[int, bytearray] = {stream_id: bytearray() for stream_id in apps}
+    wire = bytearray()
+    for round_ in range(80):  # 80 frames a stream: past the 64 parts of one sendmsg
+        for stream_id in apps:
+            body = os.urandom(20 + round_ % 16)
+            sent[stream_id] += body
+            wire += codec.encode_header(len(body), stream_id, codec.KIND_DATA) + body
+    assert len(wire) < 16384  # one read, within the decoder's first buffer
+    peer.sendall(wire)
+    events = engine.pump()
+    assert [event for event in events if event[0] not in (ACK,)] == []
+    for stream_id, app in apps.items():
+        got = read_exactly(app, len(sent[stream_id]))
+        assert hashlib.sha256(got).digest() == hashlib.sha256(sent[stream_id]).digest()
+    assert h.plane.channel_reads == 1 and (decoder.rx.start, decoder.rx.end) == (0, 0)
+    h.plane.set_input(None, -1)
+
+
 def test_the_plane_moves_a_partial_frame_to_the_front_itself(engine, sockets):
     """A read that ends inside a frame leaves it at the end of the buffer; the plane
     moves it to the front (writable()'s rule) instead of handing the read to Python,
