@@ -102,6 +102,7 @@ struct rmux_engine {
     uint8_t *cipher;                 /* a TLS channel's ciphertext on its way in (CIPHER_READ) */
     uint8_t outer_ready;             /* the selector's epoll set was ready this round */
     uint8_t interrupted;             /* a signal cut the wait short */
+    int wait_error;                  /* errno of an epoll_wait that failed otherwise */
     struct epoll_event ready[EPOLL_BATCH];
 };
 
@@ -1520,6 +1521,10 @@ static size_t pump_round(rmux_engine *engine, rmux_event *events, size_t max_eve
             break;
         }
     }
+    if (ready < 0) {
+        engine->wait_error = errno; /* the set itself is unusable: the wait reports it */
+        ready = 0;
+    }
     for (int i = 0; i < ready; i++) {
         if (engine->ready[i].data.ptr == (void *)engine) {
             engine->outer_ready = 1; /* the selector's set: Python's descriptors */
@@ -1593,19 +1598,19 @@ size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_even
     return nevents;
 }
 
-int rmux_engine_watch_outer(rmux_engine *engine, int fd) {
+int rmux_engine_watch_outer(rmux_engine *engine, int fd, int watch) {
     struct epoll_event event;
     memset(&event, 0, sizeof event);
     event.events = EPOLLIN;
     event.data.ptr = engine; /* no stream has this address */
-    return epoll_ctl(engine->epfd, EPOLL_CTL_ADD, fd, &event) == 0 ? RMUX_PLANE_OK
-                                                                    : RMUX_PLANE_SYSTEM;
+    int op = watch ? EPOLL_CTL_ADD : EPOLL_CTL_DEL;
+    return epoll_ctl(engine->epfd, op, fd, &event) == 0 ? RMUX_PLANE_OK : RMUX_PLANE_SYSTEM;
 }
 
-static int64_t now_ms(void) {
+static int64_t now_ns(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now); /* time.monotonic's clock on Linux */
-    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
 size_t rmux_engine_wait(rmux_engine *engine, int timeout_ms, rmux_event *events,
@@ -1614,30 +1619,31 @@ size_t rmux_engine_wait(rmux_engine *engine, int timeout_ms, rmux_event *events,
         *outer_ready = 1; /* a pump's poll does not look at the selector: Python does */
         return rmux_engine_pump(engine, events, max_events);
     }
-    int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
+    int64_t deadline = timeout_ms > 0 ? now_ns() + (int64_t)timeout_ms * 1000000 : 0;
     size_t nevents = 0;
     engine->pumping = 1;
     engine->outer_ready = 0;
     engine->interrupted = 0;
+    engine->wait_error = 0;
     for (;;) {
         /* Streams with work left go on at once; else the wait is the reactor's. */
         int wait = timeout_ms;
         if (engine->work_head != NULL) {
             wait = 0;
         } else if (timeout_ms > 0) {
-            int64_t left = deadline - now_ms();
-            wait = left > 0 ? (int)left : 0;
+            int64_t left = deadline - now_ns(); /* rounded up: never back before the timer */
+            wait = left > 0 ? (int)((left + 999999) / 1000000) : 0;
         }
         nevents = pump_round(engine, events, max_events, wait);
-        if (nevents != 0 || engine->outer_ready || engine->interrupted) {
+        if (nevents != 0 || engine->outer_ready || engine->interrupted || engine->wait_error) {
             break;
         }
-        if (timeout_ms > 0 && now_ms() >= deadline) {
+        if (timeout_ms > 0 && now_ns() >= deadline) {
             break; /* a timer is due (streams with work go on after it) */
         }
     }
     engine->pumping = 0;
-    *outer_ready = engine->outer_ready;
+    *outer_ready = engine->wait_error ? -engine->wait_error : engine->outer_ready;
     return nevents;
 }
 
@@ -1701,8 +1707,8 @@ size_t rmux_engine_backlog(const rmux_engine *engine) { (void)engine; return 0; 
 size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events) {
     (void)engine; (void)events; (void)max_events; return 0;
 }
-int rmux_engine_watch_outer(rmux_engine *engine, int fd) {
-    (void)engine; (void)fd; return RMUX_PLANE_INVALID;
+int rmux_engine_watch_outer(rmux_engine *engine, int fd, int watch) {
+    (void)engine; (void)fd; (void)watch; return RMUX_PLANE_INVALID;
 }
 size_t rmux_engine_wait(rmux_engine *engine, int timeout_ms, rmux_event *events,
                         size_t max_events, int *outer_ready) {

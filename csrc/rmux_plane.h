@@ -126,14 +126,17 @@ size_t rmux_engine_backlog(const rmux_engine *engine);
 size_t rmux_engine_pump(rmux_engine *engine, rmux_event *events, size_t max_events);
 
 /* The reactor's wait, made here instead of in its selector: fd (the selector's
- * own epoll set) joins the engine's set, and the engine's descriptor must not be
- * watched by that selector (epoll refuses the loop).  RMUX_PLANE_SYSTEM if epoll
- * refused (errno). */
-int rmux_engine_watch_outer(rmux_engine *engine, int fd);
+ * own epoll set) joins the engine's set (watch 1) or leaves it (watch 0); the
+ * engine's descriptor must not be watched by that selector meanwhile (epoll
+ * refuses the loop).  RMUX_PLANE_SYSTEM if epoll refused (errno). */
+int rmux_engine_watch_outer(rmux_engine *engine, int fd, int watch);
 /* Wait up to timeout_ms (-1: no limit) and pump, round after round, until there
  * are events for Python, the outer descriptor is ready (*outer_ready = 1), a
  * signal interrupted the wait, or the time is up.  Bytes that only the plane has
- * to move never return to Python.  With timeout_ms 0 it is rmux_engine_pump. */
+ * to move never return to Python.  With timeout_ms 0 it is rmux_engine_pump.
+ * If epoll_wait itself fails (not EINTR), *outer_ready is minus its errno.  A
+ * signal that arrives between two of its epoll_waits ends the wait only through
+ * a descriptor of the outer set: Python's wakeup fd (signal.set_wakeup_fd). */
 size_t rmux_engine_wait(rmux_engine *engine, int timeout_ms, rmux_event *events,
                         size_t max_events, int *outer_ready);
 

@@ -30,7 +30,7 @@ from reactor_mux.io.reactor import PROCESS, Reactor
 from reactor_mux.tools.targets import EchoServer
 
 pytestmark = pytest.mark.skipif(
-    codec.BACKEND != "c" or not plane_module.available(), reason="the compiled data plane"
+    codec.BACKEND != "c" or not plane_module.enabled(), reason="the compiled data plane"
 )
 
 ROUND_TRIPS = 400
@@ -136,17 +136,21 @@ def test_timers_and_other_threads_reach_the_loop_while_the_plane_moves_bulk(echo
     loop, tunnel = tunnel_on(CountingEpoll())
     stop = threading.Event()
     sent = [0]
+    failed: list[BaseException] = []
 
     def upload(port: int) -> None:
         chunk = os.urandom(256 * 1024)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            reader = threading.Thread(target=drain, args=(conn,), daemon=True)
-            reader.start()
-            while not stop.is_set():
-                conn.sendall(chunk)
-                sent[0] += len(chunk)
-            conn.shutdown(socket.SHUT_WR)
-            reader.join(10)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                reader = threading.Thread(target=drain, args=(conn,), daemon=True)
+                reader.start()
+                while not stop.is_set():
+                    conn.sendall(chunk)
+                    sent[0] += len(chunk)
+                conn.shutdown(socket.SHUT_WR)
+                reader.join(10)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            failed.append(exc)
 
     def drain(conn: socket.socket) -> None:
         while conn.recv(1 << 20):
@@ -156,7 +160,9 @@ def test_timers_and_other_threads_reach_the_loop_while_the_plane_moves_bulk(echo
         client = tunnel.client(f"-L 0:127.0.0.1:{echo.port}")
         pusher = threading.Thread(target=upload, args=(tunnel.local_port(client),), daemon=True)
         pusher.start()
+        deadline = time.monotonic() + 20
         while sent[0] < 16 << 20:  # the plane is busy: bulk both ways through the echo
+            assert not failed and time.monotonic() < deadline, (failed, sent[0])
             time.sleep(0.01)
         fired: list[float] = []
         due = loop.call(lambda: time.monotonic() + 0.05)
@@ -173,7 +179,7 @@ def test_timers_and_other_threads_reach_the_loop_while_the_plane_moves_bulk(echo
         assert time.monotonic() - started < 2.0
         stop.set()
         pusher.join(10)
-        assert not pusher.is_alive() and moved_meanwhile > 16 << 20
+        assert not pusher.is_alive() and not failed and moved_meanwhile > 16 << 20
     finally:
         stop.set()
         tunnel.close()
@@ -193,7 +199,6 @@ def test_the_engines_wait_times_out_sees_the_outer_set_and_yields_to_signals():
         started = time.monotonic()
         assert engine.wait(30) == ([], False)  # nothing ready: the whole timeout
         assert time.monotonic() - started >= 0.025
-        assert engine.wait(0) == ([], True)  # a poll: the caller asks the selector itself
         writer.send(b"x")
         started = time.monotonic()
         assert engine.wait(5000) == ([], True)  # a descriptor of the selector's is ready
@@ -225,6 +230,51 @@ def test_an_engine_refuses_a_set_that_holds_it():
     finally:
         outer.close()
         engine.close()
+
+
+def test_an_epoll_set_that_fails_is_an_error_not_a_spin():
+    """epoll_wait failing otherwise than by a signal (here: the engine's descriptor
+    made a pipe's) ends the wait with the error, at once."""
+    engine = Engine()
+    outer = selectors.EpollSelector()
+    reader, writer = os.pipe()
+    try:
+        assert engine.watch_outer(outer.fileno())
+        os.dup2(reader, engine.fileno())  # the engine's fd is now a pipe: EINVAL
+        started = time.process_time()
+        with pytest.raises(OSError):
+            engine.wait(-1)
+        assert time.process_time() - started < 1.0
+    finally:
+        os.close(reader)
+        os.close(writer)
+        outer.close()
+        engine.close()
+
+
+def test_a_wait_that_keeps_failing_gives_the_wait_back_to_the_selector(caplog, echo):
+    """One error logged, then the engine is a watch in the selector again: the loop
+    neither stops nor spins, and the tunnel still carries data."""
+    loop, tunnel = tunnel_on(CountingEpoll())
+    try:
+        hub = loop.call(lambda: plane_module.hub_for(loop.reactor))
+        assert hub is not None and hub.waits
+        calls = [0]
+
+        def always_fails(timeout: float | None) -> bool:
+            calls[0] += 1
+            raise RuntimeError("planted")
+
+        with caplog.at_level(logging.ERROR, logger="reactor_mux"):
+            loop.call(lambda: setattr(hub, "wait", always_fails))
+            loop.wait(lambda: not hub.waits)
+        assert calls[0] == 1
+        assert caplog.text.count("internal error in a process-wide callback") == 1
+        client = tunnel.client(f"-L 0:127.0.0.1:{echo.port}")
+        assert ping_pong(tunnel.local_port(client), 50) == expected_digest(50)
+    finally:
+        tunnel.close()
+        loop.close()
 
 
 def test_a_bug_in_the_planes_wait_is_logged_and_the_loop_goes_on(caplog):

@@ -109,11 +109,11 @@ class Engine:
             return []
         return list(_EVENT.iter_unpack(self._events_buffer[: count * _EVENT.size]))
 
-    def watch_outer(self, fd: int) -> bool:
-        """Put the selector's epoll set ``fd`` in the engine's, so ``wait`` can be the
-        reactor's wait; False where epoll refuses (the engine is then watched by
-        the selector instead)."""
-        status: int = lib.rmux_engine_watch_outer(self._engine, fd)
+    def watch_outer(self, fd: int, watch: bool = True) -> bool:
+        """Put the selector's epoll set ``fd`` in the engine's (or take it out), so
+        ``wait`` can be the reactor's wait; False where epoll refuses (the engine is
+        then watched by the selector instead)."""
+        status: int = lib.rmux_engine_watch_outer(self._engine, fd, int(watch))
         return status == 0
 
     def wait(self, timeout_ms: int) -> tuple[list[PlaneEvent], bool]:
@@ -121,7 +121,10 @@ class Engine:
         second value), a signal came, or ``timeout_ms`` (-1: none) is up."""
         count = lib.rmux_engine_wait(self._engine, timeout_ms, self._events, MAX_EVENTS,
                                      self._outer_ready)  # fmt: skip
-        outer = bool(self._outer_ready[0])
+        status = self._outer_ready[0]
+        if status < 0:
+            raise OSError(-status, f"data plane: epoll_wait: {os.strerror(-status)}")
+        outer = bool(status)
         if not count:
             return [], outer
         return list(_EVENT.iter_unpack(self._events_buffer[: count * _EVENT.size])), outer
@@ -536,10 +539,26 @@ class PlaneHub:
         self._pump_pending = False
         self._watch: IOWatch | None = None
         fileno = getattr(reactor.selector, "fileno", None)  # an epoll set's; poll has none
-        self.waits = fileno is not None and self.engine.watch_outer(fileno())
+        self._outer_fd: int = fileno() if fileno is not None else -1
+        self.waits = self._outer_fd >= 0 and self.engine.watch_outer(self._outer_fd)
         if not self.waits:
-            self._watch = IOWatch(reactor, self.engine, self.pump, PROCESS)
-            self._watch.want(READ)
+            self._watch_engine()
+
+    def _watch_engine(self) -> None:
+        """The other arrangement: the engine is a watch in the selector, pumped when
+        its descriptor is ready."""
+        self._watch = IOWatch(self._reactor, self.engine, self.pump, PROCESS)
+        self._watch.want(READ)
+
+    def stop_waiting(self) -> None:
+        """The wait failed (``Reactor._wait_in_plane`` logged why): take the selector's
+        set out of the engine and watch the engine from the selector, for good, so
+        a wait that keeps failing costs one error, not a loop of them."""
+        if not self.waits:
+            return
+        self.waits = False
+        self.engine.watch_outer(self._outer_fd, watch=False)
+        self._watch_engine()
 
     def new_plane(self, tx: Any, owner: PlaneOwner) -> Plane:
         tag = self._next_tag
@@ -562,8 +581,10 @@ class PlaneHub:
             self.engine.close()
 
     def pump_soon(self) -> None:
-        """A window opened or a plane resumed: pump at the end of this tick."""
-        if not self._pump_pending:
+        """A window opened or a plane resumed: pump at the end of this tick.  (The
+        work is on the engine's work list, which the next wait takes first without
+        blocking: only the selector's arrangement needs the call.)"""
+        if not self._pump_pending and not self.waits:
             self._pump_pending = True
             self._reactor.call_soon(self._pump_now, PROCESS)
 

@@ -65,6 +65,10 @@ class PlaneWait(Protocol):
         when the selector has descriptors ready."""
         ...
 
+    def stop_waiting(self) -> None:
+        """Give the wait back to the selector (after the plane's wait failed)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -314,12 +318,17 @@ class Reactor:
     def _wait_in_plane(self, hub: PlaneWait) -> bool:
         """The tick's wait, made by the plane; True when the selector has descriptors
         ready.  Under the guard, as the plane's callbacks were while it was a watch:
-        a bug in the hub is logged and the loop goes on (the selector is then asked)."""
+        a failure is logged once, the hub goes back to being a watch in the selector
+        (``stop_waiting``), and the loop goes on."""
         try:
             return hub.wait(self._next_timeout())
         except Exception:  # noqa: BLE001 - the guard: a bug costs its owner only
             self._internal_error(PROCESS)
-            return True
+        try:
+            hub.stop_waiting()
+        except Exception:  # noqa: BLE001 - the engine may be past saving; the loop is not
+            self._internal_error(PROCESS)
+        return True
 
     def _next_timeout(self) -> float | None:
         if self._soon or self._threadsafe:
