@@ -12,6 +12,7 @@ import time
 from support import (
     Exchange,
     NeverReadServer,
+    PortHolder,
     Tunnel,
     check_exchange,
     payload,
@@ -41,9 +42,13 @@ def refused(port: int) -> bool:
 
 def test_sigterm_on_the_server_lets_open_streams_finish(hash_target):
     tunnel = Tunnel(server_args=("--drain-timeout", "30"))
+    # The -R port is held (PortHolder): once the drain closes it, no other test's
+    # bind(0) can be handed it, so a connect there that is not refused is the server.
+    held = PortHolder()
     try:
-        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
-                                         "-R", f"0:127.0.0.1:{hash_target.port}")  # fmt: skip
+        remote = held.take()
+        target = f"127.0.0.1:{hash_target.port}"
+        client, forwards = tunnel.client("-L", f"0:{target}", "-R", f"127.0.0.1:{remote}:{target}")
         ports = {kind: port for kind, port, _ in forwards}
         transfers = [slow_exchange(ports["L"], 301), slow_exchange(ports["R"], 302)]
         assert wait_until(lambda: hash_target.connections == 2)  # both streams are open
@@ -63,14 +68,18 @@ def test_sigterm_on_the_server_lets_open_streams_finish(hash_target):
         assert down["level"] == "info", down
     finally:
         tunnel.close()
+        held.close()
 
 
 def test_sigterm_on_the_client_lets_open_streams_finish(hash_target):
     tunnel = Tunnel()
+    held = PortHolder()  # as above: the freed -L port stays out of other tests' reach
     try:
-        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+        local = held.take()
+        client, forwards = tunnel.client("-L", f"127.0.0.1:{local}:127.0.0.1:{hash_target.port}",
                                          extra=("--drain-timeout", "30"))  # fmt: skip
         port = forwards[0][1]
+        assert port == local
         ex, thread = slow_exchange(port, 303)
         assert wait_until(lambda: hash_target.connections == 1)  # the stream is open
         client.signal(signal.SIGTERM)
@@ -81,6 +90,7 @@ def test_sigterm_on_the_client_lets_open_streams_finish(hash_target):
         assert client.proc.wait(10) == 0
     finally:
         tunnel.close()
+        held.close()
 
 
 @contextlib.contextmanager
