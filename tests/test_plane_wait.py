@@ -37,28 +37,32 @@ ROUND_TRIPS = 400
 MESSAGE = 64
 
 
-class CountingEpoll(selectors.EpollSelector):
-    """An epoll selector that counts its ``select`` calls: each is Python woken."""
+class Counting:
+    """A selector mix-in that counts ``select`` calls: each is Python woken."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.selects = 0
+    selects = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         self.selects += 1
-        return super().select(timeout)
+        return super().select(timeout)  # type: ignore[misc, no-any-return]
 
 
-class CountingPoll(selectors.PollSelector):
-    """The same for poll, which has no descriptor the engine could hold."""
+class CountingEpoll(Counting, selectors.EpollSelector):
+    """An epoll selector, whose set the engine can hold."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.selects = 0
 
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        self.selects += 1
-        return super().select(timeout)
+class CountingPoll(Counting, selectors.PollSelector):
+    """poll, which has no descriptor the engine could hold."""
+
+
+@pytest.fixture
+def engine_and_outer() -> Iterator[tuple[Engine, selectors.EpollSelector]]:
+    """An engine and an epoll selector of its own, both closed after the test."""
+    engine = Engine()
+    outer = selectors.EpollSelector()
+    yield engine, outer
+    outer.close()
+    engine.close()
 
 
 @pytest.fixture
@@ -189,9 +193,8 @@ def test_timers_and_other_threads_reach_the_loop_while_the_plane_moves_bulk(echo
 # ------------------------------------------------------------- the engine alone
 
 
-def test_the_engines_wait_times_out_sees_the_outer_set_and_yields_to_signals():
-    engine = Engine()
-    outer = selectors.EpollSelector()
+def test_the_engines_wait_times_out_sees_the_outer_set_and_yields_to_signals(engine_and_outer):
+    engine, outer = engine_and_outer
     reader, writer = socket.socketpair()
     try:
         assert engine.watch_outer(outer.fileno())
@@ -216,27 +219,19 @@ def test_the_engines_wait_times_out_sees_the_outer_set_and_yields_to_signals():
     finally:
         reader.close()
         writer.close()
-        outer.close()
-        engine.close()
 
 
-def test_an_engine_refuses_a_set_that_holds_it():
+def test_an_engine_refuses_a_set_that_holds_it(engine_and_outer):
     """epoll refuses a loop: the hub then keeps the engine in the selector."""
-    engine = Engine()
-    outer = selectors.EpollSelector()
-    try:
-        outer.register(engine, selectors.EVENT_READ)
-        assert not engine.watch_outer(outer.fileno())
-    finally:
-        outer.close()
-        engine.close()
+    engine, outer = engine_and_outer
+    outer.register(engine, selectors.EVENT_READ)
+    assert not engine.watch_outer(outer.fileno())
 
 
-def test_an_epoll_set_that_fails_is_an_error_not_a_spin():
+def test_an_epoll_set_that_fails_is_an_error_not_a_spin(engine_and_outer):
     """epoll_wait failing otherwise than by a signal (here: the engine's descriptor
     made a pipe's) ends the wait with the error, at once."""
-    engine = Engine()
-    outer = selectors.EpollSelector()
+    engine, outer = engine_and_outer
     reader, writer = os.pipe()
     try:
         assert engine.watch_outer(outer.fileno())
@@ -248,8 +243,6 @@ def test_an_epoll_set_that_fails_is_an_error_not_a_spin():
     finally:
         os.close(reader)
         os.close(writer)
-        outer.close()
-        engine.close()
 
 
 def test_a_wait_that_keeps_failing_gives_the_wait_back_to_the_selector(caplog, echo):
