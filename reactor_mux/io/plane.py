@@ -609,33 +609,30 @@ class PlaneHub:
         events = self.engine.pump()
         if events:
             self._hand_out(events)
-        elif lib.rmux_engine_backlog(self.engine._engine):  # the property, without its frame
+        self._pump_again_if_work_left()
+
+    def _pump_again_if_work_left(self) -> None:
+        """The selector's arrangement pumps again soon while streams have work left;
+        the wait goes on with the work list itself."""
+        if not self.waits and lib.rmux_engine_backlog(self.engine._engine):
             self.pump_soon()
 
     def _hand_out(self, events: list[PlaneEvent]) -> None:
-        """Each plane's events to its channel, in the order they happened; pump again
-        soon if streams have work left."""
-        engine = self.engine
-        if events:
-            owners = self._owners
-            guarded = self._reactor.call_guarded
-            if len(owners) == 1:  # a client's one channel: every event is its own
-                [(tag, only)] = owners.items()  # not a loop: the call may change owners
-                if events[0][1] == tag:
-                    guarded(only, only.on_plane_events, events)
-                if not self.waits and lib.rmux_engine_backlog(engine._engine):
-                    self.pump_soon()
-                return
-            by_plane: dict[int, list[PlaneEvent]] = {}
-            for event in events:  # each channel's events, in the order they happened
-                by_plane.setdefault(event[1], []).append(event)
-            for tag, mine in by_plane.items():
-                owner = owners.get(tag)
-                if owner is not None:
-                    guarded(owner, owner.on_plane_events, mine)
-        # The wait goes on with the backlog itself; the selector's pump needs a call.
-        if not self.waits and lib.rmux_engine_backlog(engine._engine):
-            self.pump_soon()
+        """Each plane's events to its channel, in the order they happened."""
+        owners = self._owners
+        guarded = self._reactor.call_guarded
+        if len(owners) == 1:  # a client's one channel: every event is its own
+            [(tag, only)] = owners.items()  # not a loop: the call may change owners
+            if events[0][1] == tag:
+                guarded(only, only.on_plane_events, events)
+            return
+        by_plane: dict[int, list[PlaneEvent]] = {}
+        for event in events:  # each channel's events, in the order they happened
+            by_plane.setdefault(event[1], []).append(event)
+        for tag, mine in by_plane.items():
+            owner = owners.get(tag)
+            if owner is not None:
+                guarded(owner, owner.on_plane_events, mine)
 
 
 POLICY_VARIABLE = "REACTOR_MUX_DATA_PLANE"
