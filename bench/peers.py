@@ -482,16 +482,22 @@ class Rmux:
     options: Sequence[str] = ()
 
     def pair(
-        self, targets: Sequence[int], codec: str, tls: bool, extra: Sequence[str] = ()
+        self,
+        targets: Sequence[int],
+        codec: str,
+        tls: bool,
+        extra: Sequence[str] = (),
+        client_extra: Sequence[str] = (),
     ) -> tuple[RmuxProcess, RmuxProcess, list[int]]:
-        """A server and a client with one -L per target; the ports that reach them."""
+        """A server and a client with one -L per target; the ports that reach them.
+        ``extra`` goes to both, ``client_extra`` to the client alone."""
         server_args, client_args = self._security(tls)
         common = ["--drain-timeout", "1", *self.options, *extra]
         server = self._start(["server", "--listen", "127.0.0.1:0", *common, *server_args], codec)
         forwards = [arg for port in targets for arg in ("-L", f"0:127.0.0.1:{port}")]
         client = self._start(
             ["client", "--server", f"127.0.0.1:{server.listening_port()}", *common,
-             *client_args, *forwards], codec,
+             *client_args, *client_extra, *forwards], codec,
         )  # fmt: skip
         ports = [port for _kind, port, _target in client.forwards(len(targets))]
         return server, client, ports
