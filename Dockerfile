@@ -12,7 +12,7 @@
 #   docker run -d --name rmux-office --init --stop-timeout 15 --network host \
 #       -v /etc/reactor-mux:/etc/reactor-mux:ro \
 #       reactor-mux client --config /etc/reactor-mux/client-office.toml \
-#       --control /run/reactor-mux/control.sock
+#       --persist --control /run/reactor-mux/control.sock
 #   docker exec rmux-office reactor-mux status --control /run/reactor-mux/control.sock
 #
 # The process runs as uid 10001, and reactor-mux reads a secret (or a config

@@ -397,6 +397,18 @@ class Tunnel:
             assert "Traceback" not in proc.log, proc.log
 
 
+def gave_up(proc: MuxProcess, event: str, alone: bool = True, **fields: Any) -> dict[str, Any]:
+    """The client gave up on its server: its last error line is ``event`` (with
+    ``fields``; with ``alone``, its only one), and it exited with status 255
+    (ssh's) instead of retrying."""
+    entry = proc.wait_event(event, level="error", **fields)
+    proc.wait_event("stopped")
+    assert proc.proc.wait(timeout=10) == 255, proc.log
+    errors = [e for e in proc.events() if e["level"] == "error"]
+    assert errors == [entry] if alone else errors[-1] == entry, proc.log
+    return entry
+
+
 def connect_from(source: str, port: int, timeout: float = 10.0) -> socket.socket:
     """A connection to 127.0.0.1:``port`` from the loopback address ``source``: Linux
     routes all of 127.0.0.0/8, so each address is a source of its own for the

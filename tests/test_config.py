@@ -48,6 +48,8 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
     "remote-forward": ('["2222:127.0.0.1:22", "1080"]', ["-R", "2222:127.0.0.1:22", "-R", "1080"]),
     "dynamic-forward": ('["127.0.0.1:1080"]', ["-D", "127.0.0.1:1080"]),
     "exit-on-forward-failure": ("true", ["--exit-on-forward-failure"]),
+    "persist": ("true", ["--persist"]),
+    "connect-attempts": ("3", ["--connect-attempts", "3"]),
     "reconnect-min": ("0.25", ["--reconnect-min", "0.25"]),
     "reconnect-max": ("120", ["--reconnect-max", "120"]),
     "window": ('"1M"', ["--window", "1M"]),

@@ -17,7 +17,7 @@ import time
 import pytest
 from certs import Authority, secret_file
 from security_support import FAST, SECRET, good_client, listen_port, run
-from support import MuxProcess, Tunnel, connect_from, good_traffic, poke, wait_until
+from support import MuxProcess, Tunnel, connect_from, gave_up, good_traffic, poke, wait_until
 
 from reactor_mux.protocol import auth
 from reactor_mux.protocol.config import SessionConfig
@@ -32,7 +32,24 @@ pytestmark = pytest.mark.codec_independent
 # ------------------------------------------------------------- authentication
 
 
-def test_a_wrong_secret_is_refused_and_the_client_stops_retrying_fast(
+def test_a_wrong_secret_is_refused_and_the_client_exits_at_once(
+    tunnel_with_secret, hash_target, tmp_path
+):
+    """As ssh does: one line, status 255, no retry that cannot help."""
+    tunnel, secret = tunnel_with_secret
+    port = good_client(tunnel, hash_target.port, "--secret-file", str(secret))
+    wrong = secret_file(tmp_path, "wrong", "not the secret at all, but long")
+    with good_traffic([port], hash_target, seed=3150):
+        bad, _ = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}", expect=0,
+                               extra=("--secret-file", str(wrong), *FAST))  # fmt: skip
+        line = gave_up(bad, "auth_failed")
+        assert "refused this client" in line["message"] and "--persist" in line["message"]
+        assert bad.count_event("connecting") == 1
+        tunnel.server.wait_event("channel_down", peer=re.compile(r"^127\.0\.0\.1:"),
+                                 reason=re.compile("wrong proof"))  # fmt: skip
+
+
+def test_with_persist_a_wrong_secret_is_retried_at_the_longest_delay(
     tunnel_with_secret, hash_target, tmp_path
 ):
     tunnel, secret = tunnel_with_secret
@@ -43,7 +60,7 @@ def test_a_wrong_secret_is_refused_and_the_client_stops_retrying_fast(
             "-L",
             f"0:127.0.0.1:{hash_target.port}",
             expect=0,
-            extra=("--secret-file", str(wrong), *FAST),
+            extra=("--secret-file", str(wrong), "--persist", *FAST),
         )
         bad.wait_event("auth_failed")
         # Backed off to the longest delay (drawn from [1, 2] s with --reconnect-max 2).

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import MuxProcess, PortHolder, parse_event
+from support import MuxProcess, PortHolder, gave_up, parse_event
 
 import reactor_mux.__main__
 from reactor_mux.tools.targets import ThreadedTCPServer
@@ -49,12 +49,26 @@ def test_an_ssh_server_is_named_as_such():
     ssh = BannerServer(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
     client = client_of(ssh.port)
     try:
-        down = client.wait_event("channel_down", peer=f"127.0.0.1:{ssh.port}")
+        down = gave_up(client, "server_unusable", peer=f"127.0.0.1:{ssh.port}")
         assert "SSH" in down["reason"], down
     finally:
         client.stop()
         ssh.close()
     assert "Traceback" not in client.log
+
+
+def test_with_persist_a_server_that_is_not_reactor_mux_is_retried():
+    """A service keeps trying: the address may hold a reactor-mux server again later."""
+    ssh = BannerServer(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
+    client = client_of(ssh.port, "--persist")
+    try:
+        for _ in range(2):
+            down = client.wait_event("channel_down", start=client.mark)
+            assert "SSH" in down["reason"] and down["delay"] is not None, down
+        assert client.proc.poll() is None, client.log
+    finally:
+        assert client.stop() == 0
+        ssh.close()
 
 
 class BadRequestServer(ThreadedTCPServer):
@@ -70,7 +84,7 @@ def test_an_http_server_is_named_as_such():
     web = BadRequestServer()
     client = client_of(web.port)
     try:
-        down = client.wait_event("channel_down", peer=f"127.0.0.1:{web.port}")
+        down = gave_up(client, "server_unusable", peer=f"127.0.0.1:{web.port}")
         assert "HTTP" in down["reason"], down
     finally:
         client.stop()

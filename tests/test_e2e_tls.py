@@ -15,7 +15,7 @@ import time
 
 import pytest
 from security_support import FAST, good_client, tls_server
-from support import MuxProcess, PortHolder, Tunnel, echo_once, good_traffic
+from support import MuxProcess, PortHolder, Tunnel, echo_once, gave_up, good_traffic
 
 from reactor_mux.tools.procs import cpu_time
 
@@ -79,8 +79,13 @@ def test_a_server_the_client_cannot_verify_is_refused(pki, hash_target, how, why
             bad, _ = bad_server.client(
                 "-L", f"0:127.0.0.1:{hash_target.port}", expect=0, extra=("--tls", *extra, *FAST)
             )
-            bad.wait_event("auth_failed", reason=re.compile(re.escape(why)))
-            assert bad.wait_event("channel_down")["delay"] >= 1.0  # and it backs off
+            line = gave_up(bad, "auth_failed", reason=re.compile(re.escape(why)))
+            assert line["message"].startswith("cannot authenticate server"), line
+            keeps_trying = ("--tls", *extra, "--persist", *FAST)
+            persisting, _ = bad_server.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                              expect=0, extra=keeps_trying)  # fmt: skip
+            persisting.wait_event("auth_failed", reason=re.compile(re.escape(why)))
+            assert persisting.wait_event("channel_down")["delay"] >= 1.0  # and it backs off
     finally:
         good.close()
         if bad_server is not good:
@@ -114,7 +119,7 @@ def test_plaintext_against_tls_both_ways_says_so_on_each_side(pki, hash_target):
         port = good_client(tls, hash_target.port, "--tls", "--tls-ca", str(pki.ca.path))
         with good_traffic([port], hash_target, seed=4300):
             to_tls, _ = tls.client("-L", f"0:127.0.0.1:{hash_target.port}", expect=0, extra=FAST)
-            to_tls.wait_event("channel_down", reason=re.compile("--tls"))  # what to do
+            gave_up(to_tls, "server_unusable", reason=re.compile("--tls"))  # what to do
             tls.server.wait_event("channel_down", reason=re.compile("plaintext"))
             # It said why: not mistaken for a server turning the address away (review).
             assert "turning this address away" not in to_tls.log
@@ -124,7 +129,7 @@ def test_plaintext_against_tls_both_ways_says_so_on_each_side(pki, hash_target):
                 expect=0,
                 extra=("--tls", "--tls-ca", str(pki.ca.path), *FAST),
             )
-            to_plain.wait_event("channel_down", reason=re.compile("TLS"))
+            gave_up(to_plain, "server_unusable", reason=re.compile("TLS"))
             plain.server.wait_event("channel_down", reason=re.compile("TLS"))
     finally:
         tls.close()

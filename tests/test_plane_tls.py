@@ -92,9 +92,11 @@ def start_pair(loop, pki, hash_port, via=None):  # type: ignore[no-untyped-def]
     relay = None if via is None else via(port)
     client_tls = ClientTls.from_options(ca=pki.ca.path, server_name=None, fingerprint=None,
                                         cert=None, key=None, insecure=False)  # fmt: skip
+    # persist: garbage in a handshake must not make the client exit under the test
     config = ClientConfig(server=("127.0.0.1", port if relay is None else relay.port),
                           forwards=[parse_forward(ForwardKind.LOCAL, f"0:127.0.0.1:{hash_port}")],
-                          tls=client_tls, reconnect_min=30, reconnect_max=30)  # fmt: skip
+                          tls=client_tls, reconnect_min=30, reconnect_max=30,
+                          persist=True)  # fmt: skip
     client = Client(loop.reactor, loop.resolver, config)
     loop.call(client.start)
     return server, client, relay

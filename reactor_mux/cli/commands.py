@@ -129,6 +129,8 @@ def _client_config(args: argparse.Namespace, security: ClientSecurity) -> Client
         drain_timeout=args.drain_timeout,
         tls=security.tls,
         exit_on_forward_failure=args.exit_on_forward_failure,
+        persist=args.persist,
+        connect_attempts=args.connect_attempts,
     )
 
 

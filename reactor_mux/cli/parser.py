@@ -316,6 +316,21 @@ def build_parser() -> _Parser:
         "ExitOnForwardFailure); otherwise a refused -R is retried with the reconnect backoff",
     )
     client.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep retrying, with the reconnect backoff, a server that refuses this client "
+        "as configured (authentication, certificate or pin, TLS against plaintext, not a "
+        "reactor-mux server); without it the client exits with status 255 at once, as ssh "
+        "does.  Services set it.  Network failures are retried either way",
+    )
+    client.add_argument(
+        "--connect-attempts",
+        type=count_type("connect attempts", 1, 1_000_000),
+        metavar="N",
+        help="give up (status 255) after N connection attempts in a row without a channel "
+        "coming up (ssh's ConnectionAttempts; default: no limit)",
+    )
+    client.add_argument(
         "--reconnect-min",
         type=seconds,
         default=DEFAULT_RECONNECT_MIN,

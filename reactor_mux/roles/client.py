@@ -51,7 +51,7 @@ from reactor_mux.protocol.syntax import format_host_port, is_loopback
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.roles.forwardtable import Changes, ForwardTable, same_forward
-from reactor_mux.roles.reconnect import ReconnectPolicy
+from reactor_mux.roles.reconnect import ReconnectPolicy, retry_cannot_help
 from reactor_mux.roles.remotebinds import RemoteBinds
 from reactor_mux.roles.socks import SocksRequest
 from reactor_mux.roles.socksserver import LocalConnect, SocksOpenHook, SocksPort
@@ -80,13 +80,23 @@ class ClientConfig:
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     tls: ClientTls | None = None
     exit_on_forward_failure: bool = False
+    persist: bool = False
+    """Keep retrying a server that refuses us as configured; else exit (GAVE_UP_STATUS)."""
+    connect_attempts: int | None = None
+    """Connection attempts in a row without a channel coming up before giving up
+    (ssh's ConnectionAttempts); None: no limit."""
+
+
+GAVE_UP_STATUS = 255
+"""The exit status when the server cannot be used as configured, or the connection
+attempts ran out: ssh's for a failed connection."""
 
 
 class Client:
     name = "client"
     exit_status = 0
     """What the process exits with once the reactor stops (1 after a forward failure
-    under ``--exit-on-forward-failure``)."""
+    under ``--exit-on-forward-failure``, GAVE_UP_STATUS when it gave up on the server)."""
 
     def __init__(self, reactor: Reactor, resolver: Resolver, config: ClientConfig) -> None:
         self.reactor = reactor
@@ -103,6 +113,8 @@ class Client:
         self._warned_plaintext = False
         self._connector: Connector | None = None
         self._retry: Timer | None = None
+        self._attempts = 0
+        """Connection attempts made since a channel was last up (--connect-attempts)."""
         self._reconnect = ReconnectPolicy(reactor.time, config.reconnect_min, config.reconnect_max)
         self._server_cannot_resume = False
         """The server is older than resume: it refused our HELLO's ``resume`` word."""
@@ -272,6 +284,7 @@ class Client:
         self._retry = None
         if self._stopped:
             return
+        self._attempts += 1
         resuming = self.channel is not None and self.channel.suspended
         log.log(
             logging.DEBUG if resuming else logging.INFO,  # each retry already says it failed
@@ -391,6 +404,12 @@ class Client:
         (the options are the policy's: ``soon``, the server was only busy, and so on)."""
         if not self._may_attempt():
             return
+        limit = self.config.connect_attempts
+        if limit is not None and self._attempts >= limit:
+            line = (f"{reason}; giving up after {self._attempts} connection attempt(s) "
+                    f"(--connect-attempts {limit})")  # fmt: skip
+            self._give_up(line, "attempts_exhausted", reason)
+            return
         channel = self.channel
         attempt = self._reconnect.next_attempt(
             reason,
@@ -499,6 +518,7 @@ class Client:
 
     def on_hello(self, channel: Channel, event: HelloReceived) -> None:
         self._reconnect.channel_up()
+        self._attempts = 0
         log.info(
             "connected to server %s",
             self.server_label,
@@ -531,6 +551,7 @@ class Client:
 
     def on_channel_resumed(self, channel: Channel, event: SessionResumed) -> None:
         self._reconnect.channel_resumed()
+        self._attempts = 0
         log.info("resumed the session with server %s: %d stream(s) carry on, %d byte(s) sent "
                  "again", self.server_label, event.streams, event.replayed,
                  extra=log_event("channel_resumed", channel=channel.name,
@@ -633,6 +654,29 @@ class Client:
         self._stop_reconnecting()
         self.reactor.stop()
 
+    def _give_up(self, line: str, event: str, reason: str) -> None:
+        """Say ``line`` as the one error of the outcome and exit with GAVE_UP_STATUS."""
+        log.error("%s", line, extra=log_event(event, peer=self.server_label, reason=reason))
+        self._exit(GAVE_UP_STATUS)
+
+    def _server_unusable(self, channel: Channel, reason: str) -> str:
+        """The line that says why the server cannot be used as configured."""
+        server = self.server_label
+        match channel.close_code:
+            case ErrorCode.AUTH_FAILED if channel.closed_by_peer:
+                why = f"server {server} refused this client: {reason}"
+            case ErrorCode.AUTH_FAILED:  # we refused the server (its certificate, its proof)
+                why = f"cannot authenticate server {server}: {reason}"
+            case ErrorCode.REVOKED:
+                why = f"server {server} no longer accepts this client: {reason}"
+            case ErrorCode.NOT_A_PEER:
+                why = f"{server} is {reason}"
+            case ErrorCode.TLS:
+                why = f"server {server}: {reason}"
+            case _:
+                why = f"server {server} refused the handshake: {reason}"
+        return f"{why}; not retrying (--persist keeps trying)"
+
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
         why = text_of(reason)
         refused = channel.stream_event("stream_refused", stream, why)
@@ -645,6 +689,10 @@ class Client:
         self.forward_table.channel_closed()
         self._remote_binds.channel_closed()
         self._reconnect.channel_closed(channel.close_code)
+        if not self.config.persist and retry_cannot_help(channel.close_code, channel.heard_hello):
+            event = "auth_failed" if channel.auth_failed else "server_unusable"
+            self._give_up(self._server_unusable(channel, reason), event, reason)
+            return
         lost = f"channel to {self.server_label} lost: {reason}"
         match channel.close_code:
             case ErrorCode.AUTH_FAILED:

@@ -7,6 +7,11 @@ next to the resume window.  A channel that stayed up HEALTHY_CHANNEL_SECONDS
 starts the next outage's backoff afresh; an authentication failure waits the
 longest delay at once, since retrying soon cannot help.
 
+Some endings say that the server cannot be used as the client is configured
+(``retry_cannot_help``): without ``--persist`` the client exits at once (255,
+as ssh does) instead of retrying; with it, it keeps retrying, as a service
+must through a server's misconfiguration or a key rotation.
+
 A failure is logged as an ERROR once per OUTAGE_REPORT_INTERVAL of an outage
 and as a WARNING in between, so ``-q`` still shows that the server stays out
 of reach without a line per attempt; an orderly end (the server shut down or
@@ -27,6 +32,21 @@ from dataclasses import dataclass
 
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.roles.backoff import Backoff
+
+UNUSABLE_SERVER = frozenset((ErrorCode.AUTH_FAILED, ErrorCode.REVOKED, ErrorCode.NOT_A_PEER))
+"""Endings that say, whenever they come, that the server refuses this client as it
+is configured (a secret, a name, a certificate or pin) or is not a reactor-mux server."""
+
+UNUSABLE_IN_HANDSHAKE = frozenset((ErrorCode.TLS, ErrorCode.PROTOCOL))
+"""Endings that say the same before the server's HELLO (TLS against plaintext or the
+reverse, a protocol version it does not speak); after it they are a connection that
+broke, which a retry may fix."""
+
+
+def retry_cannot_help(code: ErrorCode | None, heard_hello: bool) -> bool:
+    """A channel that ended with ``code`` shows the server unusable as configured."""
+    return code in UNUSABLE_SERVER or (code in UNUSABLE_IN_HANDSHAKE and not heard_hello)
+
 
 HEALTHY_CHANNEL_SECONDS = 10.0
 """A channel that lived this long resets the backoff: the next outage starts afresh."""
