@@ -35,6 +35,7 @@ from reactor_mux.security.credentials import ANY_OWNER
 from reactor_mux.security.keygen import KeygenError, generate, generate_secret
 from reactor_mux.service import configfile, control, status
 from reactor_mux.service import runner as service
+from reactor_mux.service.background import Background
 from reactor_mux.service.configfile import ConfigError
 from reactor_mux.service.logfile import ReopeningFileHandler
 from reactor_mux.tunnel.settings import ChannelSettings
@@ -60,7 +61,8 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
         server_config = _server_config(args, security)
         build = partial(Server, config=server_config)
     else:
-        client_config = _client_config(args, security)
+        background = Background() if args.background else None
+        client_config = _client_config(args, security, background)
         build = partial(Client, config=client_config)
     reload = reloader(argv, args) if args.config is not None else None
     return service.run(
@@ -72,6 +74,7 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
             reload=reload,
             control=args.control,
             metrics=args.metrics,
+            background=background if args.command == "client" else None,
         )
     )
 
@@ -119,7 +122,9 @@ def _server_config(args: argparse.Namespace, security: ServerSecurity) -> Server
     )
 
 
-def _client_config(args: argparse.Namespace, security: ClientSecurity) -> ClientConfig:
+def _client_config(
+    args: argparse.Namespace, security: ClientSecurity, background: Background | None
+) -> ClientConfig:
     return ClientConfig(
         server=args.server,
         forwards=args.local + args.remote + args.dynamic,
@@ -128,9 +133,10 @@ def _client_config(args: argparse.Namespace, security: ClientSecurity) -> Client
         reconnect_max=args.reconnect_max,
         drain_timeout=args.drain_timeout,
         tls=security.tls,
-        exit_on_forward_failure=args.exit_on_forward_failure,
+        exit_on_forward_failure=args.exit_on_forward_failure or background is not None,
         persist=args.persist,
         connect_attempts=args.connect_attempts,
+        on_forwards_up=background.ready if background is not None else None,
     )
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from reactor_mux import __version__, codec
 from reactor_mux.cli.converters import (
@@ -49,7 +49,14 @@ from reactor_mux.protocol.limits import (
 )
 from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.roles.server import DEFAULT_MAX_CHANNELS
-from reactor_mux.roles.specs import ForwardKind, parse_dynamic, parse_endpoint, parse_forward
+from reactor_mux.roles.specs import (
+    DEFAULT_CHANNEL_PORT,
+    ForwardKind,
+    SpecError,
+    parse_dynamic,
+    parse_endpoint,
+    parse_forward,
+)
 from reactor_mux.security.keygen import DEFAULT_DAYS
 from reactor_mux.service import configfile
 from reactor_mux.service.configfile import ConfigError
@@ -87,9 +94,23 @@ def usage_error(command: str, message: str) -> int:
     return 2
 
 
+def channel_endpoint(*, listening: bool) -> Callable[[str], tuple[str, int]]:
+    """``--server`` and ``--listen``: ``HOST[:PORT]``, DEFAULT_CHANNEL_PORT by default."""
+    return partial(parse_endpoint, listening=listening, default_port=DEFAULT_CHANNEL_PORT)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     """Options both roles share: the channel's settings and limits."""
     add = parser.add_argument
+    add(
+        "-o",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a config file's key (ssh's -o): -o keepalive-interval=15, -o persist=yes; "
+        "over --config and a host's settings, under the options given themselves",
+    )
     add(
         "--window",
         type=SizeType("window", MIN_WINDOW, MAX_WINDOW),
@@ -243,9 +264,10 @@ def build_parser() -> _Parser:
         "--listen",
         action="append",
         default=[],
-        metavar="HOST:PORT",
-        type=spec_type(lambda t: parse_endpoint(t, listening=True)),
-        help="address to accept channels on (repeatable; required here or in --config)",
+        metavar="HOST[:PORT]",
+        type=spec_type(channel_endpoint(listening=True)),
+        help=f"address to accept channels on (repeatable; required here or in --config; "
+        f"port {DEFAULT_CHANNEL_PORT} if none is given)",
     )
     server.add_argument(
         "--gateway-ports",
@@ -275,10 +297,30 @@ def build_parser() -> _Parser:
         description="Connect to a reactor-mux server and forward ports, with ssh's -L/-R syntax.",
     )
     client.add_argument(
+        "destination",
+        nargs="?",
+        metavar="NAME",
+        help=f"a host in {configfile.HOSTS_FILE} (in $XDG_CONFIG_HOME/reactor-mux/, "
+        "~/.config by default: one table of client keys per host, as ssh's Host), or "
+        "the server as HOST[:PORT]",
+    )
+    client.add_argument("-N", dest="no_command", action="store_true",
+                        help="accepted for ssh's habit; there is no remote command")  # fmt: skip
+    client.add_argument("-T", dest="no_tty", action="store_true",
+                        help="accepted for ssh's habit; there is no terminal")  # fmt: skip
+    client.add_argument(
+        "-f",
+        dest="background",
+        action="store_true",
+        help="go to the background once every forward is up; exit non-zero instead if one "
+        "fails (ssh's -f with ExitOnForwardFailure) or the server refuses this client",
+    )
+    client.add_argument(
         "--server",
-        metavar="HOST:PORT",
-        type=spec_type(lambda t: parse_endpoint(t, listening=False)),
-        help="the server's channel address (required here or in --config)",
+        metavar="HOST[:PORT]",
+        type=spec_type(channel_endpoint(listening=False)),
+        help="the server's channel address (required here, as the first argument, or in "
+        f"--config; port {DEFAULT_CHANNEL_PORT} if none is given)",
     )
     client.add_argument(
         "-L",
@@ -441,32 +483,70 @@ _FORWARD_DESTS = ("local", "remote", "dynamic")
 
 
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
-    """The command line, laid over its ``--config`` file when it names one (each
-    option given replaces the file's value).  Raises ConfigError for a file that
-    cannot be used; the namespace's ``config_clients`` are the file's clients."""
+    """The command line laid over its settings from elsewhere, lowest first: the
+    ``--config`` file, the client's host (``reactor-mux client NAME``) and ``-o``
+    options; each option given replaces what the layers below say.  Raises
+    ConfigError for a file or ``-o`` that cannot be used; the namespace's
+    ``config_clients`` are the config file's clients."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.config_clients = None
-    if getattr(args, "config", None) is None:
+    role = parser.roles.get(args.command)
+    if role is None:
         return args
-    role = parser.roles[args.command]
-    config = configfile.load(args.config, role, server=args.command == "server")
-    scalars = {dest: value for dest, value in config.values.items() if not isinstance(value, list)}
-    role.set_defaults(**scalars)
+    layers: list[dict[str, Any]] = []
+    if args.config is not None:
+        config = configfile.load(args.config, role, server=args.command == "server")
+        layers.append(config.values)
+        args.config_clients = config.clients
+    if getattr(args, "destination", None) is not None:
+        layers.append(_destination(args, role))
+    if args.overrides:
+        layers.append(configfile.load_overrides(args.overrides, role))
+    if not layers:
+        return args
+    for layer in layers:
+        role.set_defaults(**{dest: v for dest, v in layer.items() if not isinstance(v, list)})
     merged = parser.parse_args(argv)
-    # -L, -R and -D on the command line replace the file's forwards as one list.
+    # -L, -R and -D replace those of the layers below as one list.
     forwards_given = any(getattr(args, dest, None) for dest in _FORWARD_DESTS)
-    for dest, value in config.values.items():
-        if dest in _FORWARD_DESTS and forwards_given:
-            continue
-        if isinstance(value, list) and not getattr(merged, dest):
-            setattr(merged, dest, value)
     merged.forwards_from_command_line = forwards_given
-    if merged.verbose and merged.quiet:  # one in the file, the other on the command line
+    for layer in reversed(layers):
+        forwards_here = any(dest in layer for dest in _FORWARD_DESTS)
+        for dest, value in layer.items():
+            if dest in _FORWARD_DESTS and forwards_given:
+                continue
+            if isinstance(value, list) and not getattr(merged, dest):
+                setattr(merged, dest, value)
+        forwards_given = forwards_given or forwards_here
+    if merged.verbose and merged.quiet:  # one in a layer, the other on the command line
         merged.verbose, merged.quiet = args.verbose, args.quiet
-    merged.config = args.config.absolute()
-    merged.config_clients = config.clients
+    if args.config is not None:
+        merged.config = args.config.absolute()
+    merged.config_clients = args.config_clients
     return merged
+
+
+def _destination(args: argparse.Namespace, role: argparse.ArgumentParser) -> dict[str, Any]:
+    """The client's first argument: a host of the hosts file (its table's settings), or
+    the server itself as ``HOST[:PORT]`` (as ssh takes a host it has no entry for)."""
+    name = args.destination
+    path = configfile.hosts_file()
+    host = configfile.load_host(path, role, name)
+    if host is not None:
+        if "server" not in host:  # the table only adds settings: the name is the server
+            host["server"] = _server_named(name, f"{path}: [{name}] has no server key, and")
+        return host
+    if args.server is not None:
+        raise ConfigError(f"{name!r} is not a host in {path}, and --server names the server")
+    return {"server": _server_named(name, f"{name!r} is not a host in {path}, and it")}
+
+
+def _server_named(text: str, context: str) -> tuple[str, int]:
+    try:
+        return channel_endpoint(listening=False)(text)
+    except SpecError as exc:
+        raise ConfigError(f"{context} is not a server address: {exc}") from None
 
 
 def checked(

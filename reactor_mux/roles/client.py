@@ -85,6 +85,8 @@ class ClientConfig:
     connect_attempts: int | None = None
     """Connection attempts in a row without a channel coming up before giving up
     (ssh's ConnectionAttempts); None: no limit."""
+    on_forwards_up: Callable[[], None] | None = None
+    """Called once, when every forward of the start-up is up (``-f``)."""
 
 
 GAVE_UP_STATUS = 255
@@ -584,6 +586,13 @@ class Client:
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
             up = log_event("forward_up", mapping=spec.flag, address=bound)
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
+        self._tell_if_all_up()
+
+    def _tell_if_all_up(self) -> None:
+        """Call ``on_forwards_up`` the first time every forward is up."""
+        if self.config.on_forwards_up is not None and self.forward_table.all_forwarding():
+            tell, self.config.on_forwards_up = self.config.on_forwards_up, None
+            tell()
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         spec = self.forward_table.mappings[event.mapping]

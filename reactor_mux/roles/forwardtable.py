@@ -125,6 +125,13 @@ class ForwardTable:
         """The server refused it, for ``why`` (words for people)."""
         self.state[mapping] = ForwardState(ForwardPhase.REFUSED, why)
 
+    def all_forwarding(self) -> bool:
+        """The server accepted every forward on this channel."""
+        return all(
+            mapping in self.state and self.state[mapping].phase is ForwardPhase.FORWARDING
+            for mapping in self.mappings
+        )
+
     def not_asked_again(self, mapping: int) -> None:
         """A refusal that stands on this channel: connections to it are reset at once."""
         self._refused.add(mapping)

@@ -185,12 +185,22 @@ def _parse_listen_only(kind: ForwardKind, text: str, fields: list[str]) -> Forwa
     return ForwardSpec(kind, bind_host, _port(port_text, "port", allow_zero=True), "", 0, text)
 
 
-def parse_endpoint(text: str, *, listening: bool) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` for ``--listen`` (listening=True) or ``--server``."""
+DEFAULT_CHANNEL_PORT = 7000
+"""The channel's port where ``--server`` or ``--listen`` names none (frp's too)."""
+
+
+def parse_endpoint(
+    text: str, *, listening: bool, default_port: int | None = None
+) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` for ``--listen`` (listening=True) or ``--server``; with a
+    ``default_port``, ``HOST`` alone means that port."""
     try:
         fields = _split_fields(text)
+        if len(fields) == 1 and default_port is not None:
+            fields.append(str(default_port))
         if len(fields) != 2:
-            raise SpecError("expected HOST:PORT")
+            expected = "HOST:PORT" if default_port is None else "HOST[:PORT]"
+            raise SpecError(f"expected {expected} (an IPv6 address in brackets: [::1])")
         host_text, port_text = fields
         if listening:
             return parse_bind_host(host_text), _port(port_text, "port", allow_zero=True)

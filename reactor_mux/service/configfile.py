@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -50,8 +51,15 @@ FORWARD_KEYS = {"local": "local-forward", "remote": "remote-forward", "dynamic":
 CLIENTS_TABLE = "clients"
 """A server's ``[clients.NAME]`` tables: each client's secret and allow-lists."""
 
-_NOT_KEYS = ("help", "config")
-"""Options that cannot be keys: a file cannot name another file to read."""
+_NOT_KEYS = ("help", "config", "overrides", "destination", "background", "no_command", "no_tty")
+"""Options that cannot be keys: a file cannot name another file to read, nor hold
+what only a command line says (``-o``, a host, ``-f``, ssh's no-op ``-N``/``-T``)."""
+
+HOSTS_FILE = "hosts.toml"
+"""Per-user host aliases: one table per host, in the user's config directory."""
+
+_TRUE = ("yes", "true", "on", "1")
+_FALSE = ("no", "false", "off", "0")
 
 
 class ConfigError(ValueError):
@@ -114,6 +122,67 @@ def load(path: Path, parser: argparse.ArgumentParser, *, server: bool) -> Config
             f"{_where(path, text, 'clients-file')}: give clients-file or [clients] tables, not both"
         )
     return ConfigFile(path, values, clients)
+
+
+def hosts_file() -> Path:
+    """Where ``reactor-mux client NAME`` looks NAME up: ``$XDG_CONFIG_HOME/reactor-mux/
+    hosts.toml`` (``~/.config`` without it), as ssh reads ``~/.ssh/config``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or ""
+    directory = Path(base) if Path(base).is_absolute() else Path.home() / ".config"
+    return directory / "reactor-mux" / HOSTS_FILE
+
+
+def load_host(path: Path, parser: argparse.ArgumentParser, name: str) -> dict[str, Any] | None:
+    """The settings of host ``name`` from the hosts file at ``path`` (its table's keys
+    are a client config file's), or None when the file or the table does not exist."""
+    if not path.exists():
+        return None
+    text = _read(path)
+    _check_writers(path)
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    table = document.get(name)
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{_where(path, text, name)}: {name} must be a table, [{name}]")
+    keys = option_keys(parser)
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        where = _where(path, text, key, table=name)
+        action = keys.get(key)
+        if action is None:
+            raise ConfigError(f"{where}: unknown key {key!r}{_suggestion(key, keys)}")
+        values[action.dest] = _convert(action, key, raw, where, path.parent)
+    return values
+
+
+def load_overrides(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``-o KEY=VALUE`` options: each as ``KEY = VALUE`` in a config file would be (a
+    switch takes yes/no, a list option gathers the values given)."""
+    keys = option_keys(parser)
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        where = f"-o {pair}"
+        if not equals or not key:
+            raise ConfigError(f"{where}: expected KEY=VALUE, a config file's key and a value")
+        action = keys.get(key)
+        if action is None:
+            raise ConfigError(f"{where}: unknown key {key!r}{_suggestion(key, keys)}")
+        if is_switch(action):
+            if text.lower() not in (*_TRUE, *_FALSE):
+                raise ConfigError(f"{where}: {key} takes yes or no")
+            values[action.dest] = text.lower() in _TRUE
+        elif is_list_option(action):
+            item = _convert_one(action, key, text, where, Path.cwd())
+            values.setdefault(action.dest, []).append(item)
+        else:
+            values[action.dest] = _convert_one(action, key, text, where, Path.cwd())
+    return values
 
 
 def infer_role(path: Path) -> str:

@@ -24,6 +24,7 @@ from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.syntax import format_host_port
+from reactor_mux.service.background import Background
 from reactor_mux.service.control import ControlSocket, Reload
 from reactor_mux.service.logfile import ReopeningFileHandler
 from reactor_mux.service.status import App
@@ -46,10 +47,16 @@ class Service:
     """``--control``: the Unix socket for status, reload and forward."""
     metrics: tuple[str, int] | None = None
     """``--metrics``: where to serve /metrics."""
+    background: Background | None = None
+    """``client -f``: fork first, and tell the parent once the app is ready."""
 
 
 def run(service: Service) -> int:
     """Run until SIGINT/SIGTERM (drain) or a second one (stop); the exit status."""
+    if service.background is not None:
+        parent_status = service.background.detach()
+        if parent_status is not None:
+            return parent_status
     # Signals wait while the handlers go in: one that arrives meanwhile is handled,
     # not lost to a half-installed set (or to SIGTERM's default action).
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
