@@ -50,6 +50,10 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
         security = checked(args)
     except (ConfigError, SecurityOptionError) as exc:
         return usage_error(args.command, str(exc))
+    if getattr(args, "stdio", None) is not None:  # ssh -W: the terminal shows errors only
+        args.quiet = not args.verbose
+        if args.connect_attempts is None:
+            args.connect_attempts = 1  # a ProxyCommand that waits helps nobody (ssh's default)
     try:
         log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file,
                                   args.log_format)  # fmt: skip
@@ -137,6 +141,7 @@ def _client_config(
         persist=args.persist,
         connect_attempts=args.connect_attempts,
         on_forwards_up=background.ready if background is not None else None,
+        stdio_target=args.stdio,
     )
 
 

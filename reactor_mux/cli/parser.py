@@ -309,6 +309,16 @@ def build_parser() -> _Parser:
     client.add_argument("-T", dest="no_tty", action="store_true",
                         help="accepted for ssh's habit; there is no terminal")  # fmt: skip
     client.add_argument(
+        "-W",
+        dest="stdio",
+        metavar="HOST:PORT",
+        type=spec_type(partial(parse_endpoint, listening=False)),
+        help="forward standard input and output to HOST:PORT through the server (ssh's -W, "
+        "for ProxyCommand); no -L/-R/-D then, errors only in the log unless -v, one "
+        "connection attempt unless --connect-attempts, and the exit status 255 if the "
+        "connection fails",
+    )
+    client.add_argument(
         "-f",
         dest="background",
         action="store_true",
@@ -572,8 +582,11 @@ def _contradiction(args: argparse.Namespace) -> str | None:
     if args.command == "client":
         if args.server is None:
             return "give --server (or server in --config)"
-        if not args.local and not args.remote and not args.dynamic:
-            return "nothing to forward: give at least one -L, -R or -D"
+        forwards = args.local or args.remote or args.dynamic
+        if args.stdio is not None and (forwards or args.background):
+            return "-W takes the whole client: no -L, -R, -D or -f beside it"
+        if not forwards and args.stdio is None:
+            return "nothing to forward: give at least one -L, -R or -D (or -W)"
         if args.reconnect_min > args.reconnect_max:
             return "--reconnect-min is larger than --reconnect-max"
     return None

@@ -56,6 +56,7 @@ from reactor_mux.roles.remotebinds import RemoteBinds
 from reactor_mux.roles.socks import SocksRequest
 from reactor_mux.roles.socksserver import LocalConnect, SocksOpenHook, SocksPort
 from reactor_mux.roles.specs import ForwardKind, ForwardSpec
+from reactor_mux.roles.stdio import StdioBridge
 from reactor_mux.tunnel.channel import (
     SHUTTING_DOWN,
     Channel,
@@ -87,6 +88,8 @@ class ClientConfig:
     (ssh's ConnectionAttempts); None: no limit."""
     on_forwards_up: Callable[[], None] | None = None
     """Called once, when every forward of the start-up is up (``-f``)."""
+    stdio_target: tuple[str, int] | None = None
+    """``-W HOST:PORT``: standard input and output as one connection to it (no forwards)."""
 
 
 GAVE_UP_STATUS = 255
@@ -125,6 +128,9 @@ class Client:
         self._remote_binds = RemoteBinds(reactor, self, config.reconnect_min, config.reconnect_max)
         self._retired_socks: list[SocksPort] = []
         """SOCKS negotiations of removed reverse dynamic forwards, left to finish."""
+        self._stdio_mapping = self.forward_table.new_number() if config.stdio_target else None
+        """``-W``: the CONNECT mapping its one stream opens on (not a forward of the table)."""
+        self._stdio: StdioBridge | None = None
 
     def start(self) -> None:
         data_plane.hub_for(self.reactor)  # its epoll set now, not with the first channel
@@ -137,7 +143,7 @@ class Client:
                     log.error("%s", reason, extra=log_event("listen_failed", mapping=spec.flag,
                                                             reason=reason))  # fmt: skip
         has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.forward_table.specs)
-        if not self.local_listeners and not has_remote:
+        if not self.local_listeners and not has_remote and self._stdio_mapping is None:
             raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")
         self._connect()
 
@@ -340,6 +346,9 @@ class Client:
         )
         for mapping, spec in self.forward_table.mappings.items():
             self._declare(channel, mapping, spec)
+        if self._stdio_mapping is not None and self._stdio is None:
+            assert self.config.stdio_target is not None
+            channel.request_connect(self._stdio_mapping, *self.config.stdio_target)
         self.forward_table.channel_opened()
         self.channel = channel
         channel.start()
@@ -513,7 +522,14 @@ class Client:
 
     def mapping_label(self, channel: Channel, mapping: int) -> str:
         spec = self.forward_table.mappings.get(mapping)
+        if spec is None and mapping == self._stdio_mapping:
+            return self._stdio_label
         return spec.flag if spec is not None else f"mapping {mapping}"
+
+    @property
+    def _stdio_label(self) -> str:
+        assert self.config.stdio_target is not None
+        return f"-W {format_host_port(*self.config.stdio_target)}"
 
     def check_resolved(self, channel: Channel, name: str, address: str, port: int) -> str | None:
         return None  # the client connects only to the targets it was given itself
@@ -563,6 +579,9 @@ class Client:
         raise AssertionError("the session never reports UNMAP to a client")
 
     def on_mapping_accepted(self, channel: Channel, event: MappingAccepted) -> None:
+        if event.mapping == self._stdio_mapping:
+            self._open_stdio(channel)
+            return
         spec = self.forward_table.mappings[event.mapping]
         self.forward_table.forwarding(event.mapping)
         up = log_event("forward_up", mapping=spec.flag)
@@ -588,6 +607,28 @@ class Client:
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
         self._tell_if_all_up()
 
+    def _open_stdio(self, channel: Channel) -> None:
+        """``-W``: its one stream, fed by standard input and feeding standard output."""
+        if self._stdio is not None:  # a new channel after a loss: the stream is gone
+            return
+        assert self._stdio_mapping is not None
+        stream_end, bridge_end = loopback_pair()
+        self._stdio = StdioBridge(self.reactor, bridge_end, self._stdio_done)
+        channel.open_stream(self._stdio_mapping, stream_end, self._stdio_label,
+                            on_open=_StdioOpened(self._stdio_failed))  # fmt: skip
+
+    def _stdio_failed(self, why: str) -> None:
+        if self._stdio is not None:
+            self._stdio.close()
+        self._give_up(f"{self._stdio_label} {why}", "stdio_failed", why)
+
+    def _stdio_done(self, clean: bool) -> None:
+        """Both directions of ``-W`` are over: 0 when they ended, 255 after a reset."""
+        if not clean:
+            log.error("%s: the connection was reset", self._stdio_label,
+                      extra=log_event("stdio_failed", reason="reset"))  # fmt: skip
+        self._exit(0 if clean else GAVE_UP_STATUS)
+
     def _tell_if_all_up(self) -> None:
         """Call ``on_forwards_up`` the first time every forward is up."""
         if self.config.on_forwards_up is not None and self.forward_table.all_forwarding():
@@ -595,6 +636,9 @@ class Client:
             tell()
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
+        if event.mapping == self._stdio_mapping:
+            self._stdio_failed(f"refused by server: {text_of(event.reason)}")
+            return
         spec = self.forward_table.mappings[event.mapping]
         why = text_of(event.reason)  # for people; the decision reads its class
         refused = log_event("forward_refused", mapping=spec.flag, reason=why)
@@ -745,6 +789,19 @@ class Client:
                 )
             case _:
                 self._schedule_reconnect(lost)
+
+
+class _StdioOpened:
+    """The server's answer to ``-W``'s stream: a refusal ends the client (255)."""
+
+    def __init__(self, failed: Callable[[str], None]) -> None:
+        self._failed = failed
+
+    def accepted(self, sock: socket.socket) -> bytes | None:
+        return b""
+
+    def refused(self, sock: socket.socket, reason: str) -> None:
+        self._failed(f"failed: {text_of(reason)}")
 
 
 def _peer_label(sock: socket.socket) -> str:

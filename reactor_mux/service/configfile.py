@@ -51,7 +51,16 @@ FORWARD_KEYS = {"local": "local-forward", "remote": "remote-forward", "dynamic":
 CLIENTS_TABLE = "clients"
 """A server's ``[clients.NAME]`` tables: each client's secret and allow-lists."""
 
-_NOT_KEYS = ("help", "config", "overrides", "destination", "background", "no_command", "no_tty")
+_NOT_KEYS = (
+    "help",
+    "config",
+    "overrides",
+    "destination",
+    "background",
+    "no_command",
+    "no_tty",
+    "stdio",
+)
 """Options that cannot be keys: a file cannot name another file to read, nor hold
 what only a command line says (``-o``, a host, ``-f``, ssh's no-op ``-N``/``-T``)."""
 

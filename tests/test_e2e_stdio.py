@@ -1,0 +1,106 @@
+"""``client -W HOST:PORT`` (issue 23): standard input and output through the server,
+checked by size and hash, from pipes and from files, the failures that end it with
+status 255, and a real ssh session using it as its ProxyCommand."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import subprocess
+import sys
+
+import pytest
+from sshd import SSH, SSHD, LocalSshd
+from support import PortHolder, Tunnel, payload, sha
+
+pytestmark = pytest.mark.codec_independent  # the stream is an ordinary one (tunnel tests)
+
+SIZE = 3_000_000
+
+
+def stdio_client(tunnel: Tunnel, target: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "reactor_mux", "client", f"127.0.0.1:{tunnel.server_port}",
+            "-W", target, *extra]  # fmt: skip
+
+
+@pytest.fixture
+def open_tunnel():  # type: ignore[no-untyped-def]
+    tunnel = Tunnel(server_args=("--allow-connect", "127.0.0.1:*"))
+    yield tunnel
+    tunnel.close()
+
+
+def test_pipes_carry_every_byte_both_ways_and_the_end(open_tunnel, echo):
+    data = bytes(payload(2300, SIZE))
+    done = subprocess.run(stdio_client(open_tunnel, f"127.0.0.1:{echo.port}"), input=data,
+                          capture_output=True, timeout=60)  # fmt: skip
+    assert (len(done.stdout), sha(done.stdout)) == (SIZE, sha(data))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""  # -W logs errors only: the terminal is the ssh user's
+
+
+def test_files_as_standard_input_and_output(open_tunnel, echo, tmp_path):
+    source, copy = tmp_path / "in.bin", tmp_path / "out.bin"
+    source.write_bytes(payload(2301, SIZE))
+    with source.open("rb") as stdin, copy.open("wb") as stdout:
+        done = subprocess.run(stdio_client(open_tunnel, f"127.0.0.1:{echo.port}"), stdin=stdin,
+                              stdout=stdout, stderr=subprocess.PIPE, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert (copy.stat().st_size, digest) == (SIZE, hashlib.sha256(source.read_bytes()).hexdigest())
+
+
+def test_a_refused_target_is_one_line_and_255(open_tunnel):
+    with PortHolder() as ports:  # held, not listening: refused
+        port = ports.take()
+        done = subprocess.run(stdio_client(open_tunnel, f"127.0.0.1:{port}"),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+    assert done.returncode == 255
+    [line] = done.stderr.splitlines()
+    assert f"-W 127.0.0.1:{port} failed: connect to 127.0.0.1:{port} failed" in line, line
+
+
+def test_a_target_the_server_does_not_allow_is_one_line_and_255(echo):
+    tunnel = Tunnel(server_args=("--allow-connect", "127.0.0.1:1"))
+    try:
+        done = subprocess.run(stdio_client(tunnel, f"127.0.0.1:{echo.port}"),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+    finally:
+        tunnel.close()
+    assert done.returncode == 255
+    [line] = done.stderr.splitlines()
+    assert "refused by server" in line and "not allowed" in line, line
+
+
+def test_an_unreachable_server_is_tried_once():
+    with PortHolder() as ports:
+        port = ports.take()
+        done = subprocess.run([sys.executable, "-m", "reactor_mux", "client", f"127.0.0.1:{port}",
+                               "-W", "127.0.0.1:22"], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 255
+    assert "giving up after 1 connection attempt" in done.stderr, done.stderr
+
+
+def test_w_takes_the_whole_client():
+    done = subprocess.run([sys.executable, "-m", "reactor_mux", "client", "127.0.0.1",
+                           "-W", "127.0.0.1:22", "-L", "1:h:2"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 2 and "-W takes the whole client" in done.stderr
+
+
+@pytest.mark.skipif(SSHD is None or SSH is None, reason="needs sshd and ssh (openssh-server)")
+def test_ssh_uses_it_as_its_proxy_command(open_tunnel):
+    sshd = LocalSshd()
+    try:
+        proxy = shlex.join(stdio_client(open_tunnel, "%h:%p"))
+        command = sshd.ssh_command(sshd.port, "head -c 1000000 /dev/zero | sha256sum; echo done")
+        ssh = subprocess.run([command[0], "-o", f"ProxyCommand={proxy}", *command[1:]],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert ssh.returncode == 0, ssh.stderr
+        zeros = hashlib.sha256(bytes(1_000_000)).hexdigest()
+        assert ssh.stdout.split() == [zeros, "-", "done"], ssh.stdout
+    finally:
+        sshd.close()
