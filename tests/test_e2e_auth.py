@@ -24,6 +24,7 @@ from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.frames import encode_frame, split_frames
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
+from reactor_mux.security.keygen import generate
 from reactor_mux.tools.procs import cpu_time, proc_status
 
 pytestmark = pytest.mark.codec_independent
@@ -249,11 +250,27 @@ def test_a_server_beyond_loopback_needs_authentication_or_insecure(secret):
         ),
         (("client", "--server", "h:1", "-L", "1:h:2", "--name", "alice"), "needs a secret"),
         (("server", "--listen", "127.0.0.1:0", "--allow-connect", "2001:db8::1:80"), "brackets"),
+        (
+            ("server", "--listen", "127.0.0.1:0", "--tls-cert", "{key}", "--tls-key", "{cert}"),
+            "holds a private key and --tls-key",
+        ),
+        (
+            ("server", "--listen", "127.0.0.1:0", "--tls-cert", "{cert}", "--tls-key", "{cert}"),
+            "holds no private key",
+        ),
+        (
+            ("client", "h", "-L", "1:h:2", "--tls", "--tls-cert", "{key}", "--tls-key", "{key}"),
+            "holds no certificate",
+        ),
     ],
 )
 def test_bad_security_options_are_one_line_errors(tmp_path, args, why):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    generate(cert, key, ["127.0.0.1"])
+    cert.chmod(0o600)  # a swapped certificate must pass the key's owner-only check
     paths = {"{open}": str(secret_file(tmp_path, "open", SECRET, 0o644)),
-             "{short}": str(secret_file(tmp_path, "short", "tiny"))}  # fmt: skip
+             "{short}": str(secret_file(tmp_path, "short", "tiny")),
+             "{cert}": str(cert), "{key}": str(key)}  # fmt: skip
     result = run(*[paths.get(arg, arg) for arg in args])
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -82,6 +82,8 @@ def test_a_client_without_a_name_at_a_clients_file_server_exits(tmp_path, echo):
     try:
         nameless, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
                                     extra=("--secret-file", str(alice), *FAST))  # fmt: skip
-        gave_up(nameless, "auth_failed")
+        line = gave_up(nameless, "auth_failed")
+        assert "this server knows its clients by name: give --name" in line["message"], line
+        tunnel.server.wait_event("channel_down", reason=re.compile("no client name"))
     finally:
         tunnel.close()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import MuxProcess, PortHolder, gave_up, parse_event
+from support import MuxProcess, PortHolder, gave_up, parse_event, recv_exactly
 
 import reactor_mux.__main__
 from reactor_mux.tools.targets import ThreadedTCPServer
@@ -209,3 +209,26 @@ def test_under_nohup_a_hangup_is_left_alone(tunnel, echo):
         _out, err = proc.communicate(timeout=15)
     events = [event for event in map(parse_event, err.splitlines()) if event is not None]
     assert [event["reason"] for event in events if event["event"] == "draining"] == ["SIGTERM"]
+
+
+def _loopback_v6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _loopback_v6(), reason="no IPv6 loopback")
+def test_the_server_names_every_address_an_r_forward_listens_on(tunnel, echo):
+    client, [(_, _, _)] = tunnel.client("-R", f"0:127.0.0.1:{echo.port}")
+    up = tunnel.server.wait_event("mapping_up", mapping=re.compile("^-R "))
+    port = int(up["mapping"].rsplit(":", 1)[1])
+    assert up["address"] == f"127.0.0.1:{port} and [::1]:{port}", up
+    assert f"forwarding -R 127.0.0.1:{port} and [::1]:{port} -> client" in up["message"]
+    for host in ("127.0.0.1", "::1"):
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(b"both")
+            assert recv_exactly(conn, 4) == b"both"
+    client.stop()

@@ -173,7 +173,8 @@ def test_a_server_reload_applies_new_permissions_to_new_requests(echo, hash_targ
                 f'listen = ["127.0.0.1:{port}"]\n'
                 f'allow-connect = ["127.0.0.1:{echo.port}", "127.0.0.1:{hash_target.port}"]\n'
             )
-            reload(server)
+            said = reload(server)["message"]
+            assert "changed allow-connect" in said, said
             sock, code = socks5_connect(socks_port, "127.0.0.1", hash_target.port)
             assert code == 0
             sock.close()
@@ -212,8 +213,14 @@ def test_a_client_removed_on_reload_loses_its_open_channel(echo, tmp_path: Path)
                 clients.append(MuxProcess(argv, env={"REACTOR_MUX_SECRET": secret}))
                 clients[-1].forwards(1, timeout=15)
             write({"bob": other})
-            reload(server)
+            said = reload(server)["message"]
             server.wait_event("channel_revoked", client="alice")
+            assert "removed client 'alice'" in said, said  # the reload says what it did
+            assert re.search(r"closed channel #\d+ from .*: client 'alice' is no longer known",
+                             said), said  # fmt: skip
+            assert "added client" not in said and "new secret" not in said, said
+            again = reload(server)["message"]
+            assert again.endswith("nothing changed"), again
             gave_up(clients[0], "server_unusable", reason=re.compile("client 'alice'"))
             [(_, bob_port, _)] = clients[1].forwards(1)
             assert echo_once(bob_port, b"bob stays") == b"bob stays"

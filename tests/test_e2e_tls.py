@@ -17,6 +17,7 @@ import pytest
 from security_support import FAST, good_client, tls_server
 from support import MuxProcess, PortHolder, Tunnel, echo_once, gave_up, good_traffic
 
+from reactor_mux.security.keygen import generate
 from reactor_mux.tools.procs import cpu_time
 
 pytestmark = pytest.mark.codec_independent
@@ -108,6 +109,24 @@ def test_a_client_certificate_the_server_does_not_trust_is_refused(pki, hash_tar
             ))  # fmt: skip
             tunnel.server.wait_event("channel_down", reason=re.compile("^TLS"))
             bad.wait_event("auth_failed", reason=re.compile("TLS"))
+    finally:
+        tunnel.close()
+
+
+def test_a_self_signed_server_without_a_pin_is_shown_with_its_fingerprint(tmp_path, echo):
+    """As ssh shows the key it was not told to trust: the one line names the pin to give."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    pin = generate(cert, key, ["127.0.0.1"])
+    tunnel = Tunnel(server_args=("--tls-cert", str(cert), "--tls-key", str(key)))
+    try:
+        client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
+                                  extra=("--tls", *FAST))  # fmt: skip
+        line = gave_up(client, "auth_failed")
+        assert "self-signed" in line["message"], line
+        assert line["message"].count(pin) == 1 and f"--tls-fingerprint {pin}" in line["message"]
+        _pinned, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}",
+                                         extra=("--tls", "--tls-fingerprint", pin))  # fmt: skip
+        assert echo_once(forwards[0][1], b"pinned now") == b"pinned now"
     finally:
         tunnel.close()
 

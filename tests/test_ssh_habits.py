@@ -132,6 +132,16 @@ def test_a_bad_hosts_file_names_the_file_and_line(hosts, text, why):
     assert str(path) in str(raised.value)
 
 
+def test_a_key_set_twice_is_named_with_its_line(hosts, tmp_path):
+    path = hosts('[office]\nserver = "a"\nkeepalive-interval = 4\nkeepalive-interval = 5\n')
+    with pytest.raises(ConfigError, match=re.escape(f"{path}:4: keepalive-interval is set twice")):
+        parse_arguments(["client", "office", "-L", "1:h:2"])
+    config = secret_file(tmp_path, "server.toml", 'listen = ["127.0.0.1"]\n[clients.a]\n'
+                         'secret = "x"\n[clients.a]\nsecret = "y"\n')  # fmt: skip
+    with pytest.raises(ConfigError, match=re.escape(f"{config}:4: [clients.a] is declared twice")):
+        parse_arguments(["server", "--config", str(config)])
+
+
 def test_a_hosts_file_others_may_change_is_refused(hosts):
     hosts('[office]\nserver = "tunnel.example"\n').chmod(0o622)
     with pytest.raises(ConfigError, match="may be changed by other users"):

@@ -36,6 +36,8 @@ def reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload
     """SIGHUP's (and ``reactor-mux reload``'s) work: read the config file again and
     apply what can change live.  A file that cannot be used changes nothing."""
 
+    applied = [started]  # the options in force: what each reload changes is told
+
     def reload(app: Server | Client) -> tuple[control.Reloaded, str]:
         log.info("reloading %s", started.config, extra=event("reloading"))
         try:
@@ -50,9 +52,12 @@ def reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload
         problems: list[str] = []
         if isinstance(app, Server):
             assert isinstance(security, ServerSecurity)
-            app.reconfigure(Permissions(security.policy, security.clients, security.secret_book,
-                                        args.gateway_ports, args.max_channels,
-                                        security.admission))  # fmt: skip
+            done += [f"changed {key}" for key in _changed_live(applied[0], args)]
+            done += app.reconfigure(Permissions(security.policy, security.clients,
+                                                security.secret_book, args.gateway_ports,
+                                                args.max_channels, security.admission))  # fmt: skip
+            if not done:
+                done.append("nothing changed")
         elif args.forwards_from_command_line:
             done.append("forwards unchanged: -L/-R/-D on the command line replace the file's")
         else:
@@ -66,6 +71,7 @@ def reloader(argv: Sequence[str], started: argparse.Namespace) -> control.Reload
         if waiting:
             log.warning("reload: %s changed; a restart applies that", ", ".join(waiting),
                         extra=event("restart_needed", reason=", ".join(waiting)))  # fmt: skip
+        applied[0] = args
         message = f"reloaded {started.config}" + "".join(f"; {item}" for item in done)
         message += f"; failed: {'; '.join(problems)}" if problems else ""
         message += f"; waiting for a restart: {', '.join(waiting)}" if waiting else ""
@@ -81,6 +87,15 @@ def _running(app: Server | Client) -> RunningServer | None:
         return None
     tls = app.config.tls
     return RunningServer(app.bound_addresses, tls is not None and tls.requires_client_certificate)
+
+
+def _changed_live(before: argparse.Namespace, now: argparse.Namespace) -> list[str]:
+    """The options a reload applies whose value it changed (their config keys)."""
+    applied = _APPLIED_BY_RELOAD[before.command]
+    keys = configfile.option_keys(build_parser().roles[before.command])
+    return [key for key, action in keys.items()
+            if action.dest in applied
+            and getattr(before, action.dest) != getattr(now, action.dest)]  # fmt: skip
 
 
 def _restart_needed(started: argparse.Namespace, now: argparse.Namespace) -> list[str]:

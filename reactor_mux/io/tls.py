@@ -103,6 +103,23 @@ def certificate_fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def self_signed_fingerprint(host: str, port: int, timeout: float) -> str | None:
+    """The fingerprint (``AB:CD:...``) of the certificate the server at host:port
+    shows, if it signed it itself (as ``reactor-mux keygen`` makes them); None for
+    any other certificate, or when it cannot be fetched.  For the line that tells a
+    client refusing it what to pin: a second connection, made only then, blocking."""
+    from cryptography import x509  # loaded only on this path
+
+    try:
+        pem = ssl.get_server_certificate((host, port), timeout=timeout)
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+    except (OSError, ValueError):
+        return None
+    if certificate.issuer != certificate.subject:
+        return None
+    return format_fingerprint(certificate_fingerprint(ssl.PEM_cert_to_DER_cert(pem)))
+
+
 def _context(purpose: ssl.Purpose) -> ssl.SSLContext:
     side = (
         ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT
@@ -110,6 +127,27 @@ def _context(purpose: ssl.Purpose) -> ssl.SSLContext:
     context = ssl.SSLContext(side)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _check_pair(cert: Path, key: Path | None) -> None:
+    """Say which file is which before OpenSSL's "PEM lib": a certificate where the key
+    belongs (or the reverse, or both swapped) is named as such.  Without ``key`` the
+    certificate's file holds both."""
+    try:
+        cert_text = cert.read_bytes()
+        key_text = cert_text if key is None else key.read_bytes()
+    except OSError:
+        return  # load_cert_chain says why it cannot read them
+    cert_is_cert, key_is_key = b"CERTIFICATE-----" in cert_text, b"PRIVATE KEY-----" in key_text
+    if not cert_is_cert and not key_is_key and b"PRIVATE KEY-----" in cert_text:
+        raise TlsConfigError(f"--tls-cert {cert} holds a private key and --tls-key {key} a "
+                             "certificate: give them the other way round")  # fmt: skip
+    if not cert_is_cert:
+        raise TlsConfigError(f"--tls-cert {cert} holds no certificate "
+                             "(-----BEGIN CERTIFICATE-----)")  # fmt: skip
+    if not key_is_key:
+        raise TlsConfigError(f"--tls-key {key or cert} holds no private key "
+                             "(-----BEGIN PRIVATE KEY-----)")  # fmt: skip
 
 
 def _load(action: str, path: Path, load: object) -> None:
@@ -130,6 +168,7 @@ class ServerTls:
     @classmethod
     def from_files(cls, cert: Path, key: Path, client_ca: Path | None) -> ServerTls:
         context = _context(ssl.Purpose.CLIENT_AUTH)
+        _check_pair(cert, key)
         _load("certificate and key", cert, lambda: context.load_cert_chain(cert, key))
         if client_ca is not None:
             context.verify_mode = ssl.CERT_REQUIRED
@@ -169,6 +208,7 @@ class ClientTls:
         else:
             context.load_default_certs()
         if cert is not None:
+            _check_pair(cert, key)
             _load("client certificate and key", cert, lambda: context.load_cert_chain(cert, key))
         return cls(context, server_name, pinned, insecure)
 

@@ -116,10 +116,12 @@ class AfterHello(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class AuthVerdict:
     """A server's judgement of a client's AUTH: our proof to answer with, or why not
-    (for our log only: the client hears ``authentication failed``)."""
+    (for our log only: the client hears ``authentication failed``, or ``told``)."""
 
     proof: str = ""
     refusal: str = ""
+    told: str = ""
+    """What the client hears instead, where it gives nothing away (a missing name)."""
 
 
 class Handshake:
@@ -190,6 +192,12 @@ class Handshake:
             raise ProtocolError("AUTH takes a 64-hex-digit nonce and proof")
         assert self.secret_book is not None
         secret = self.secret_book.secret_for(name)
+        if secret is None and name == auth.SHARED_NAME:  # not a guess at a name: no name
+            return AuthVerdict(
+                refusal="authentication failed: no client name (the client gave no --name, "
+                "and this server knows its clients by name)",
+                told="authentication failed: this server knows its clients by name: give --name",
+            )
         if secret is None:
             return AuthVerdict(refusal=f"authentication failed: unknown client name {name!r}")
         expected = auth.proof(secret, "client", name, self.client_id, client_nonce, self.nonce)

@@ -803,7 +803,7 @@ class Session:
         """Server: check the client's proof; answer with ours, or fail."""
         verdict = self._handshake.check_auth(*command.args)
         if verdict.refusal:
-            events.append(self._finish(verdict.refusal, peer_reason=AUTH_FAILED,
+            events.append(self._finish(verdict.refusal, peer_reason=verdict.told or AUTH_FAILED,
                                        code=ErrorCode.AUTH_FAILED))  # fmt: skip
             return
         self._queue_command(0, Verb.AUTH_OK, verdict.proof)

@@ -32,7 +32,7 @@ from reactor_mux.io.listener import ListenerSet
 from reactor_mux.io.netutil import PeerAddress, abort_socket, describe_error, loopback_pair
 from reactor_mux.io.reactor import Reactor, Timer
 from reactor_mux.io.resolver import Resolver
-from reactor_mux.io.tls import ClientTls, TlsTransport
+from reactor_mux.io.tls import ClientTls, TlsTransport, self_signed_fingerprint
 from reactor_mux.io.transport import TcpTransport, Transport
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.errorcodes import ErrorCode
@@ -712,14 +712,28 @@ class Client:
         log.error("%s", line, extra=log_event(event, peer=self.server_label, reason=reason))
         self._exit(GAVE_UP_STATUS)
 
+    def _pin_hint(self) -> str:
+        """After we refused the server's certificate without a pin: the fingerprint to
+        pin if it is self-signed (ssh shows the key it was not told to trust)."""
+        tls = self.config.tls
+        if tls is None or tls.fingerprint is not None:
+            return ""
+        pin = self_signed_fingerprint(*self.config.server, self.config.settings.connect_timeout)
+        if pin is None:
+            return ""
+        return (f"; to trust this self-signed certificate, check that the server's keygen "
+                f"printed the same fingerprint and give --tls-fingerprint {pin}")  # fmt: skip
+
     def _server_unusable(self, channel: Channel, reason: str) -> str:
         """The line that says why the server cannot be used as configured."""
         server = self.server_label
         match channel.close_code:
             case ErrorCode.AUTH_FAILED if channel.closed_by_peer:
                 why = f"server {server} refused this client: {reason}"
-            case ErrorCode.AUTH_FAILED:  # we refused the server (its certificate, its proof)
+            case ErrorCode.AUTH_FAILED if channel.heard_hello:  # its proof of the secret
                 why = f"cannot authenticate server {server}: {reason}"
+            case ErrorCode.AUTH_FAILED:  # we refused its certificate in the TLS handshake
+                why = f"cannot authenticate server {server}: {reason}{self._pin_hint()}"
             case ErrorCode.REVOKED:
                 why = f"server {server} no longer accepts this client: {reason}"
             case ErrorCode.NOT_A_PEER:

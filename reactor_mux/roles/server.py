@@ -43,7 +43,7 @@ from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.tls import ServerTls, TlsTransport
 from reactor_mux.io.transport import TcpTransport, Transport
 from reactor_mux.logformat import event as log_event
-from reactor_mux.protocol.auth import SecretBook, SharedSecret
+from reactor_mux.protocol.auth import SHARED_NAME, SecretBook, SharedSecret
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
     HelloReceived,
@@ -65,7 +65,7 @@ from reactor_mux.protocol.syntax import (
 )
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.security.admission import AdmissionConfig, Startup
-from reactor_mux.security.credentials import ClientsFile
+from reactor_mux.security.credentials import ClientEntry, ClientsFile
 from reactor_mux.security.policy import Policy
 from reactor_mux.security.startupgate import StartupGate
 from reactor_mux.tunnel.channel import (
@@ -109,6 +109,29 @@ class ServerConfig:
         """Some proof of identity is required of every client."""
         tls_clients = self.tls is not None and self.tls.requires_client_certificate
         return self.settings.session.secret_book is not None or tls_clients
+
+
+def _clients_changed(old: ClientsFile | None, new: ClientsFile | None) -> list[str]:
+    """The named clients a reload added, removed, or gave a new secret or allow-lists."""
+    before = old.entries if old is not None else {}
+    after = new.entries if new is not None else {}
+    changes = [f"added client {name!r}" for name in sorted(after.keys() - before.keys())]
+    changes += [f"removed client {name!r}" for name in sorted(before.keys() - after.keys())]
+    for name in sorted(before.keys() & after.keys()):
+        if before[name].secret != after[name].secret:
+            changes.append(f"new secret for client {name!r}")
+        if _allow_lists(before[name]) != _allow_lists(after[name]):
+            changes.append(f"new allow-lists for client {name!r}")
+    return changes
+
+
+def _shared_secret(book: SecretBook | None) -> bytes | None:
+    return book.secret_for(SHARED_NAME) if book is not None else None
+
+
+def _allow_lists(entry: ClientEntry) -> tuple[object, ...]:
+    return tuple(None if rules is None else (rules.patterns, rules.restrictive)
+                 for rules in (entry.connect, entry.bind))  # fmt: skip
 
 
 def _revoked(name: str | None, old: SecretBook | None, new: SecretBook | None) -> str | None:
@@ -432,9 +455,10 @@ class Server:
                 log.info(
                     "%s: forwarding -R %s -> client",
                     channel.name,
-                    bound,
-                    extra=log_event("mapping_up", channel=channel.name, mapping=f"-R {bound}"),
-                )
+                    listener.address,  # every address: 127.0.0.1:8022 and [::1]:8022
+                    extra=log_event("mapping_up", channel=channel.name, mapping=f"-R {bound}",
+                                    address=listener.address),
+                )  # fmt: skip
                 return MappingGranted((listener.host, listener.port))
         assert denied is not None
         log.warning(
@@ -515,12 +539,14 @@ class Server:
 
     # ----------------------------------------------------------- reload
 
-    def reconfigure(self, permissions: Permissions) -> None:
+    def reconfigure(self, permissions: Permissions) -> list[str]:
         """Apply new permissions (a reload): to new channels, and to every request
         an open channel makes from now on (mappings already granted stay declared,
         but their new streams are checked again).  A channel whose client is gone
-        from the secrets, or whose secret changed, is closed."""
+        from the secrets, or whose secret changed, is closed.  Returns what changed
+        in the clients and which channels it closed, for the reload's answer."""
         config = self.config
+        changes = _clients_changed(config.clients, permissions.clients)
         config.policy = permissions.policy
         config.clients = permissions.clients
         config.gateway_ports = permissions.gateway_ports
@@ -532,6 +558,8 @@ class Server:
             config.settings, session=replace(config.settings.session,
                                              secret_book=permissions.secret_book)
         )  # fmt: skip
+        if _shared_secret(old_book) != _shared_secret(permissions.secret_book):
+            changes.append("new shared secret")
         for channel, state in list(self.clients.items()):
             revoked = _revoked(state.client_name, old_book, permissions.secret_book)
             if revoked is not None:  # its old rights must not outlive its identity
@@ -540,8 +568,10 @@ class Server:
                                             peer=channel.peer, reason=revoked,
                                             client=state.client_name))  # fmt: skip
                 channel.close(revoked, code=ErrorCode.REVOKED)
+                changes.append(f"closed {channel.name}: {revoked}")
                 continue
             state.policy = self._policy_for(state.client_name)
+        return changes
 
     def _policy_for(self, client_name: str | None) -> Policy:
         """The global allow-lists, or the client's own from the clients file."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,12 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from reactor_mux.protocol.auth import MIN_SECRET_BYTES, is_client_name
+from reactor_mux.security import tomltext
 from reactor_mux.security.policy import AllowList, PatternError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 SECRET_VARIABLE = "REACTOR_MUX_SECRET"
 
@@ -133,11 +128,13 @@ class ClientsFile:
 def load_clients_file(path: Path) -> ClientsFile:
     check_private(path, "clients file")
     try:
-        document = tomllib.loads(path.read_text())
+        document = tomltext.parse(path.read_text())
     except OSError as exc:
         raise CredentialsError(f"cannot read clients file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise CredentialsError(f"clients file {path} is not valid TOML: {exc}") from None
+    except tomltext.TomlError as exc:
+        raise CredentialsError(f"clients file {path}{exc.where}: {exc.what}") from None
     unknown = set(document) - {"clients"}
     if unknown:
         raise CredentialsError(f"clients file {path}: unknown table(s) {sorted(unknown)}")

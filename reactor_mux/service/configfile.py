@@ -22,7 +22,6 @@ import difflib
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +31,7 @@ from typing import Any
 from reactor_mux.io.netutil import describe_error
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.roles.specs import ForwardSpec
+from reactor_mux.security import tomltext
 from reactor_mux.security.credentials import (
     ClientsFile,
     CredentialsError,
@@ -39,11 +39,6 @@ from reactor_mux.security.credentials import (
     clients_from_tables,
 )
 from reactor_mux.security.policy import Pattern
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 FORWARD_KEYS = {"local": "local-forward", "remote": "remote-forward", "dynamic": "dynamic-forward"}
 """The keys of the options that have only a short flag (``-L``, ``-R``, ``-D``)."""
@@ -108,10 +103,7 @@ def load(path: Path, parser: argparse.ArgumentParser, *, server: bool) -> Config
     """Read ``path`` and convert each key with its option's own converter."""
     text = _read(path)
     _check_writers(path)
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    document = _parse(path, text)
     keys = option_keys(parser)
     values: dict[str, Any] = {}
     clients: ClientsFile | None = None
@@ -133,6 +125,13 @@ def load(path: Path, parser: argparse.ArgumentParser, *, server: bool) -> Config
     return ConfigFile(path, values, clients)
 
 
+def _parse(path: Path, text: str) -> dict[str, Any]:
+    try:
+        return tomltext.parse(text)
+    except tomltext.TomlError as exc:
+        raise ConfigError(f"{path}{exc.where}: {exc.what}") from None
+
+
 def hosts_file() -> Path:
     """Where ``reactor-mux client NAME`` looks NAME up: ``$XDG_CONFIG_HOME/reactor-mux/
     hosts.toml`` (``~/.config`` without it), as ssh reads ``~/.ssh/config``."""
@@ -148,10 +147,7 @@ def load_host(path: Path, parser: argparse.ArgumentParser, name: str) -> dict[st
         return None
     text = _read(path)
     _check_writers(path)
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    document = _parse(path, text)
     table = document.get(name)
     if table is None:
         return None
@@ -196,10 +192,7 @@ def load_overrides(pairs: list[str], parser: argparse.ArgumentParser) -> dict[st
 
 def infer_role(path: Path) -> str:
     """``server`` or ``client``, from the keys only one role has."""
-    try:
-        document = tomllib.loads(_read(path))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    document = _parse(path, _read(path))
     is_client = "server" in document
     is_server = "listen" in document or CLIENTS_TABLE in document
     if is_client == is_server:
