@@ -62,7 +62,7 @@ def test_status_shows_channels_mappings_and_a_live_stream(tunnel, hash_target, t
         assert report["role"] == "client" and report["pid"] == client.pid
         [forward] = report["forwards"]
         assert forward["forward"] == f"-L 0:127.0.0.1:{hash_target.port}"
-        assert f":{port}" in forward["listening"]
+        assert {"host": "127.0.0.1", "port": port} in forward["listening"]  # data, not display
         [channel] = report["channels"]
         assert channel["state"] == "open" and channel["peer"] == f"127.0.0.1:{tunnel.server_port}"
         [stream] = channel["streams"]
@@ -89,7 +89,8 @@ def test_the_server_status_names_each_client_and_its_mappings(hash_target, tmp_p
         client = MuxProcess(["client", "--server", f"127.0.0.1:{port}", *forwards])
         client.forwards(2, timeout=15)
         report = status(control)
-        assert report["role"] == "server" and report["listening"] == [f"127.0.0.1:{port}"]
+        assert report["role"] == "server"
+        assert report["listening"] == [{"host": "127.0.0.1", "port": port}]
         [channel] = report["channels"]
         assert channel["mappings"][0] == f"-L 127.0.0.1:{hash_target.port}"
         assert channel["mappings"][1].startswith("-R 127.0.0.1:")
@@ -255,3 +256,75 @@ def test_nothing_is_added_or_reloaded_while_draining(tunnel, echo, tmp_path: Pat
                         str(control))  # fmt: skip
         assert added.returncode == 1 and "shutting down" in added.stderr
         assert status(control)["role"] == "client"  # status still answers
+
+
+# ------------------------------------------- the default socket (no --control)
+
+
+def in_runtime_dir(runtime: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reactor_mux", *args], capture_output=True,
+                          text=True, timeout=30,
+                          env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})  # fmt: skip
+
+
+def test_without_control_status_finds_every_process_of_the_user(tmp_path: Path, echo):
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(runtime)}
+    server = MuxProcess(["server", "--listen", "127.0.0.1:0"], env=env)
+    clients: list[MuxProcess] = []
+    try:
+        port = server.listening_port()
+        for _ in range(2):
+            clients.append(MuxProcess(["client", f"127.0.0.1:{port}", "-L",
+                                       f"0:127.0.0.1:{echo.port}"], env=env))  # fmt: skip
+            clients[-1].forwards(1, timeout=15)
+        directory = runtime / "reactor-mux"
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        sockets = sorted(directory.iterdir())
+        assert [path.name for path in sockets] == sorted(
+            [f"server-{server.pid}.sock", *(f"client-{c.pid}.sock" for c in clients)]
+        )
+        assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in sockets)
+        listed = in_runtime_dir(runtime, "status", "--json")
+        assert listed.returncode == 0, listed.stderr
+        reports = json.loads(listed.stdout)
+        assert [r["pid"] for r in reports] == sorted([server.pid, *(c.pid for c in clients)])
+        [served] = [r for r in reports if r["role"] == "server"]
+        assert served["listening"] == [{"host": "127.0.0.1", "port": port}]
+        assert served["control"] == str(directory / f"server-{server.pid}.sock")
+        text = in_runtime_dir(runtime, "status")
+        assert text.stdout.count("reactor-mux client") == 2 and "reactor-mux server" in text.stdout
+        ambiguous = in_runtime_dir(runtime, "forward", "add", "-L", f"0:127.0.0.1:{echo.port}")
+        assert ambiguous.returncode == 1 and "2 running: choose one with --control" in (
+            ambiguous.stderr
+        )
+        clients.pop().kill()  # its socket stays behind: the next status removes it
+        mark = clients[0].mark
+        added = in_runtime_dir(runtime, "forward", "add", "-L", f"0:localhost:{echo.port}")
+        assert added.returncode == 0, added.stderr
+        assert len(list(directory.iterdir())) == 2
+        [(_, new_port, _)] = clients[0].forwards(1, start=mark)
+        assert echo_once(new_port, b"added without --control") == b"added without --control"
+    finally:
+        for proc in [*clients, server]:
+            proc.stop()
+    assert list((runtime / "reactor-mux").iterdir()) == []  # each removed its own
+    nothing = in_runtime_dir(runtime, "status")
+    assert nothing.returncode == 1 and "no running reactor-mux process" in nothing.stderr
+
+
+def test_a_runtime_directory_others_can_enter_is_not_used(tmp_path: Path):
+    runtime = tmp_path / "run"
+    (runtime / "reactor-mux").mkdir(parents=True, mode=0o755)
+    (runtime / "reactor-mux").chmod(0o755)
+    server = MuxProcess(
+        ["server", "--listen", "127.0.0.1:0"], env={"XDG_RUNTIME_DIR": str(runtime)}
+    )
+    try:
+        server.listening_port()  # it runs all the same
+        warned = server.wait_event("control_unavailable")
+        assert "open to other users" in warned["reason"], warned
+        assert list((runtime / "reactor-mux").iterdir()) == []
+    finally:
+        assert server.stop() == 0

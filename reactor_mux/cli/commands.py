@@ -10,9 +10,11 @@ where they turn into a running role, files written or a printed answer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -33,7 +35,7 @@ from reactor_mux.roles.client import Client, ClientConfig
 from reactor_mux.roles.server import Server, ServerConfig
 from reactor_mux.security.credentials import ANY_OWNER
 from reactor_mux.security.keygen import KeygenError, generate, generate_secret
-from reactor_mux.service import configfile, control, status
+from reactor_mux.service import configfile, control, rundir, status
 from reactor_mux.service import runner as service
 from reactor_mux.service.background import Background
 from reactor_mux.service.configfile import ConfigError
@@ -165,13 +167,24 @@ def _setup_logging(
 
 
 def control_command(args: argparse.Namespace) -> int:
-    """Send ``status``, ``reload`` or ``forward`` to a running process; print its answer."""
+    """Send ``status``, ``reload`` or ``forward`` to a running process; print its answer.
+    Without ``--control``: status reports every process of the user's runtime directory,
+    reload and forward go to the only one there is (rundir.py)."""
     message: dict[str, object] = {"command": args.command}
     if args.command == "forward":
         spec = args.forward
         message.update(action=args.action, forward=[f"-{spec.kind.value}", spec.text])
+    path = args.control
+    if path is None:
+        running = _running_processes()
+        if args.command == "status":
+            return _status_of_all(running, args.json)
+        path, problem = _the_one(running, "client" if args.command == "forward" else None)
+        if path is None:
+            print(f"reactor-mux {args.command}: error: {problem}", file=sys.stderr)
+            return 1
     try:
-        answer = control.request(args.control, message)
+        answer = control.request(path, message)
     except control.ControlError as exc:
         print(f"reactor-mux {args.command}: error: {exc}", file=sys.stderr)
         return 1
@@ -186,6 +199,66 @@ def control_command(args: argparse.Namespace) -> int:
     else:
         print(result)
     return 0
+
+
+def _running_processes() -> list[tuple[Path, dict[str, Any]]]:
+    """Each control socket of the runtime directory that answers, with its status; a
+    socket nobody answers on (its process was killed) is removed."""
+    running = []
+    for path in rundir.control_sockets():
+        try:
+            answer = control.request(path, {"command": "status"}, timeout=5.0)
+        except control.ControlError:
+            with contextlib.suppress(OSError):  # connection refused: nobody listens there
+                if not _answers(path):
+                    path.unlink()
+            continue
+        if answer.get("ok"):
+            running.append((path, answer["result"]))
+    return running
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _status_of_all(running: list[tuple[Path, dict[str, Any]]], as_json: bool) -> int:
+    if not running:
+        print(
+            f"no running reactor-mux process of yours in {rundir.runtime_directory()} (one "
+            "started with --control PATH is asked with --control PATH)",
+            file=sys.stderr,
+        )
+        return 1
+    if as_json:
+        reports = [{"control": str(path), **report} for path, report in running]
+        sys.stdout.write(json.dumps(reports, indent=2) + "\n")
+    else:
+        sys.stdout.write("\n".join(f"{status.render_text(report)}control: {path}\n"
+                                   for path, report in running))  # fmt: skip
+    return 0
+
+
+def _the_one(
+    running: list[tuple[Path, dict[str, Any]]], role: str | None
+) -> tuple[Path | None, str]:
+    """The control socket of the only running process (of ``role``), or why there is none."""
+    chosen = [path for path, report in running if role is None or report["role"] == role]
+    if len(chosen) == 1:
+        return chosen[0], ""
+    what = f"reactor-mux {role}" if role else "reactor-mux process"
+    if not chosen:
+        return None, f"no running {what} of yours in {rundir.runtime_directory()}: give --control"
+    listed = ", ".join(str(path) for path in chosen)
+    return None, f"{len(chosen)} running: choose one with --control ({listed})"
 
 
 def check_config(path: Path) -> int:

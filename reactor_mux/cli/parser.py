@@ -465,8 +465,11 @@ def _add_control_commands(commands: argparse._SubParsersAction[_Parser]) -> None
         which.add_argument(flag, dest="forward", metavar=what, type=partial(flagged, flag),
                            help=f"the {flag} forward, as on the client's command line")  # fmt: skip
     for command in (status, reload, forward):
-        command.add_argument("--control", type=Path, required=True, metavar="PATH",
-                             help="the running server's or client's --control socket")  # fmt: skip
+        command.add_argument("--control", type=Path, metavar="PATH",
+                             help="the running server's or client's --control socket (by "
+                             "default: every process of yours that was started without "
+                             "one; status lists them all, reload and forward need there to "
+                             "be just one)")  # fmt: skip
 
 
 def join_forward_values(argv: Sequence[str]) -> list[str]:

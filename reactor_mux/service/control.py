@@ -81,7 +81,9 @@ def parse_forward_words(words: list[str]) -> ForwardSpec:
 
 
 class ControlSocket:
-    def __init__(self, reactor: Reactor, path: Path, app: App, reload: Reload | None) -> None:
+    def __init__(
+        self, reactor: Reactor, path: Path, app: App, reload: Reload | None, *, chosen: bool = True
+    ) -> None:
         self.path = path
         self.app = app
         self.reload = reload
@@ -93,8 +95,8 @@ class ControlSocket:
             timeout=CONTROL_TIMEOUT, handle=self.respond,
             too_large=_answer(False, f"request longer than {MAX_CONTROL_REQUEST} bytes"),
         )  # fmt: skip
-        log.info("control socket at %s", path,
-                 extra=log_event("control_listening", address=str(path)))  # fmt: skip
+        log.log(logging.INFO if chosen else logging.DEBUG, "control socket at %s", path,
+                extra=log_event("control_listening", address=str(path)))  # fmt: skip
 
     def respond(self, request: bytes) -> bytes:
         try:

@@ -27,6 +27,7 @@ from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.service.background import Background
 from reactor_mux.service.control import ControlSocket, Reload
 from reactor_mux.service.logfile import ReopeningFileHandler
+from reactor_mux.service.rundir import default_control_path
 from reactor_mux.service.status import App
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ def _run_with_signals(
         try:
             if service.control is not None:
                 extras.append(ControlSocket(reactor, service.control, app, service.reload))
+            else:
+                extras += _default_control(reactor, service, app)
             if service.metrics is not None:
                 extras.append(_metrics(reactor, service.metrics, app))
             app.start()
@@ -131,6 +134,19 @@ def _run_with_signals(
         reactor.close()
     log.info("stopped", extra=log_event("stopped"))
     return app.exit_status
+
+
+def _default_control(reactor: Reactor, service: Service, app: App) -> list[ControlSocket]:
+    """Without ``--control``, a socket in the user's runtime directory (rundir.py), so
+    that ``reactor-mux status`` finds this process; a convenience, so a directory that
+    cannot be used is a warning, not a failure to start."""
+    try:
+        path = default_control_path(service.role)
+        return [ControlSocket(reactor, path, app, service.reload, chosen=False)]
+    except StartupError as exc:
+        log.warning("no control socket (give --control PATH for one): %s", exc,
+                    extra=log_event("control_unavailable", reason=str(exc)))  # fmt: skip
+        return []
 
 
 def _metrics(reactor: Reactor, address: tuple[str, int], app: App) -> MetricsServer:

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 from reactor_mux import __version__
+from reactor_mux.io.listener import ListenerSet
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.roles.client import Client
 from reactor_mux.roles.server import Server
@@ -52,10 +53,16 @@ def snapshot(app: App) -> dict[str, Any]:
     return report
 
 
-def _listening(app: App) -> list[str]:
+def _listening(app: App) -> list[dict[str, Any]]:
     if isinstance(app, Server):
-        return [listener.address for listener in app.listeners]
+        return [address for listeners in app.listeners for address in _addresses(listeners)]
     return []
+
+
+def _addresses(listeners: ListenerSet) -> list[dict[str, Any]]:
+    """Each socket's address as data (``{"host": "::1", "port": 8080}``), for programs:
+    the display form joins them with "and"."""
+    return [{"host": one.host, "port": one.port} for one in listeners.listeners]
 
 
 def _forwards(client: Client) -> list[dict[str, Any]]:
@@ -66,7 +73,7 @@ def _forwards(client: Client) -> list[dict[str, Any]]:
         forwards.append({
             "mapping": mapping,
             "forward": spec.flag,
-            "listening": listener.address if listener is not None else None,
+            "listening": _addresses(listener) if listener is not None else [],
             "state": str(table.state.get(mapping, "waiting for a channel")),
         })  # fmt: skip
     return forwards
@@ -129,15 +136,15 @@ def render_text(report: dict[str, Any]) -> str:
     """``reactor-mux status`` without ``--json``: one line per thing, for people."""
     lines = [f"reactor-mux {report['role']} {report['version']}, pid {report['pid']}, "
              f"up {_duration(report['uptime'])}"]  # fmt: skip
-    for address in report["listening"]:
-        lines.append(f"listening on {address}")
+    if report["listening"]:
+        lines.append(f"listening on {_display(report['listening'])}")
     admission = report.get("admission")
     if admission is not None:
         lines.append(f"{admission['unauthenticated']} connection(s) still in their handshake, "
                      f"{admission['sources_turned_away']} source(s) turned away for a "
                      "penalty")  # fmt: skip
     for forward in report["forwards"]:
-        where = f", listening on {forward['listening']}" if forward["listening"] else ""
+        where = f", listening on {_display(forward['listening'])}" if forward["listening"] else ""
         lines.append(f"forward {forward['forward']}: {forward['state']}{where}")
     if not report["channels"]:
         lines.append("no channel")
@@ -163,6 +170,10 @@ def render_text(report: dict[str, Any]) -> str:
                 f"/{stream['window']} B, buffered {stream['buffered']} B"
             )
     return "\n".join(lines) + "\n"
+
+
+def _display(addresses: list[dict[str, Any]]) -> str:
+    return " and ".join(format_host_port(one["host"], one["port"]) for one in addresses)
 
 
 def _duration(seconds: float) -> str:
