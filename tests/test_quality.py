@@ -42,7 +42,9 @@ def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-LAYERS = ["codec", "protocol", "io", "tunnel", "security", "roles", "service", "tools", "cli"]
+LAYERS = [
+    "codec", "protocol", "io", "tunnel", "security", "roles", "service", "tools", "cli", "api",
+]  # fmt: skip
 """reactor_mux's packages from the bottom up: each imports only from those below it
 (and from the top-level helpers ``errors`` and ``logformat``, which import none)."""
 

@@ -64,12 +64,10 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
                             f"{describe_error(exc)}")  # fmt: skip
     build: Callable[[Reactor, Resolver], Server | Client]
     if isinstance(security, ServerSecurity):
-        server_config = _server_config(args, security)
-        build = partial(Server, config=server_config)
+        build = partial(Server, config=server_config(args, security))
     else:
         background = Background() if args.background else None
-        client_config = _client_config(args, security, background)
-        build = partial(Client, config=client_config)
+        build = partial(Client, config=client_config(args, security, background))
     reload = reloader(argv, args) if args.config is not None else None
     return service.run(
         service.Service(
@@ -114,7 +112,8 @@ def _settings(
     )
 
 
-def _server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerConfig:
+def server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerConfig:
+    """The server's settings from its parsed and checked options (the API uses it too)."""
     return ServerConfig(
         listen=args.listen,
         settings=_settings(args, secret_book=security.secret_book),
@@ -128,7 +127,7 @@ def _server_config(args: argparse.Namespace, security: ServerSecurity) -> Server
     )
 
 
-def _client_config(
+def client_config(
     args: argparse.Namespace, security: ClientSecurity, background: Background | None
 ) -> ClientConfig:
     return ClientConfig(

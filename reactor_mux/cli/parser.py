@@ -78,13 +78,20 @@ def _usage_line(prog: str, message: str) -> str:
     return f"{prog}: error: {message} (see {prog} --help)\n"
 
 
+class UsageError(ValueError):
+    """A command line that cannot be used, raised instead of printed (the Python API)."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line."""
+    """argparse, but a usage error is one line (or, with ``raise_errors``, a UsageError)."""
 
     roles: dict[str, argparse.ArgumentParser]
     """The server's and the client's parsers: what a config file's keys mean."""
+    raise_errors = False
 
     def error(self, message: str) -> NoReturn:
+        if self.raise_errors:
+            raise UsageError(message)
         self.exit(2, _usage_line(self.prog, message))
 
 
@@ -495,13 +502,16 @@ _FORWARD_FLAGS = ("-L", "-R", "-D")
 _FORWARD_DESTS = ("local", "remote", "dynamic")
 
 
-def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
+def parse_arguments(argv: Sequence[str], *, raise_errors: bool = False) -> argparse.Namespace:
     """The command line laid over its settings from elsewhere, lowest first: the
     ``--config`` file, the client's host (``reactor-mux client NAME``) and ``-o``
     options; each option given replaces what the layers below say.  Raises
     ConfigError for a file or ``-o`` that cannot be used; the namespace's
     ``config_clients`` are the config file's clients."""
     parser = build_parser()
+    if raise_errors:
+        for one in (parser, *parser.roles.values()):
+            one.raise_errors = True  # type: ignore[attr-defined]
     args = parser.parse_args(argv)
     args.config_clients = None
     role = parser.roles.get(args.command)

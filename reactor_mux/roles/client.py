@@ -18,6 +18,7 @@ each ``-R`` asks for, and when a refused one asks again).
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 import socket
@@ -97,6 +98,28 @@ GAVE_UP_STATUS = 255
 attempts ran out: ssh's for a failed connection."""
 
 
+class Ending(enum.Enum):
+    """Why a client stopped of its own accord (the Python API raises by it)."""
+
+    REFUSED = "refused"
+    """Authentication failed, either way, or the server revoked this client."""
+    UNUSABLE = "unusable"
+    """Not a reactor-mux server, TLS against plaintext, a handshake it refused."""
+    UNREACHABLE = "unreachable"
+    """``--connect-attempts`` ran out."""
+    FORWARD_FAILED = "forward"
+    """A forward failed under ``--exit-on-forward-failure``."""
+    STDIO = "stdio"
+    """``-W``'s connection failed."""
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    ending: Ending
+    line: str
+    """What the log said, in one line."""
+
+
 class Client:
     name = "client"
     exit_status = 0
@@ -131,6 +154,8 @@ class Client:
         self._stdio_mapping = self.forward_table.new_number() if config.stdio_target else None
         """``-W``: the CONNECT mapping its one stream opens on (not a forward of the table)."""
         self._stdio: StdioBridge | None = None
+        self.gave_up: GaveUp | None = None
+        """Why the client stopped of its own accord, if it did."""
 
     def start(self) -> None:
         data_plane.hub_for(self.reactor)  # its epoll set now, not with the first channel
@@ -419,7 +444,7 @@ class Client:
         if limit is not None and self._attempts >= limit:
             line = (f"{reason}; giving up after {self._attempts} connection attempt(s) "
                     f"(--connect-attempts {limit})")  # fmt: skip
-            self._give_up(line, "attempts_exhausted", reason)
+            self._give_up(line, "attempts_exhausted", reason, Ending.UNREACHABLE)
             return
         channel = self.channel
         attempt = self._reconnect.next_attempt(
@@ -583,7 +608,8 @@ class Client:
             self._open_stdio(channel)
             return
         spec = self.forward_table.mappings[event.mapping]
-        self.forward_table.forwarding(event.mapping)
+        granted = None if event.host is None or event.port is None else (event.host, event.port)
+        self.forward_table.forwarding(event.mapping, granted)
         up = log_event("forward_up", mapping=spec.flag)
         if spec.kind is not ForwardKind.REMOTE:
             listener = self.local_listeners.get(event.mapping)
@@ -620,7 +646,7 @@ class Client:
     def _stdio_failed(self, why: str) -> None:
         if self._stdio is not None:
             self._stdio.close()
-        self._give_up(f"{self._stdio_label} {why}", "stdio_failed", why)
+        self._give_up(f"{self._stdio_label} {why}", "stdio_failed", why, Ending.STDIO)
 
     def _stdio_done(self, clean: bool) -> None:
         """Both directions of ``-W`` are over: 0 when they ended, 255 after a reset."""
@@ -644,12 +670,9 @@ class Client:
         refused = log_event("forward_refused", mapping=spec.flag, reason=why)
         self.forward_table.refused(event.mapping, why)
         if self.config.exit_on_forward_failure and not self.forward_table.added_later(spec):
-            log.error(
-                "%s refused by server: %s; exiting (--exit-on-forward-failure)",
-                spec.flag,
-                why,
-                extra=refused,
-            )
+            line = f"{spec.flag} refused by server: {why}; exiting (--exit-on-forward-failure)"
+            log.error("%s", line, extra=refused)
+            self.gave_up = GaveUp(Ending.FORWARD_FAILED, line)
             self._exit(1)
             return
         if spec.kind is not ForwardKind.REMOTE:
@@ -707,9 +730,10 @@ class Client:
         self._stop_reconnecting()
         self.reactor.stop()
 
-    def _give_up(self, line: str, event: str, reason: str) -> None:
+    def _give_up(self, line: str, event: str, reason: str, ending: Ending) -> None:
         """Say ``line`` as the one error of the outcome and exit with GAVE_UP_STATUS."""
         log.error("%s", line, extra=log_event(event, peer=self.server_label, reason=reason))
+        self.gave_up = GaveUp(ending, line)
         self._exit(GAVE_UP_STATUS)
 
     def _pin_hint(self) -> str:
@@ -757,8 +781,10 @@ class Client:
         self._remote_binds.channel_closed()
         self._reconnect.channel_closed(channel.close_code)
         if not self.config.persist and retry_cannot_help(channel.close_code, channel.heard_hello):
+            refused = channel.close_code in (ErrorCode.AUTH_FAILED, ErrorCode.REVOKED)
             event = "auth_failed" if channel.auth_failed else "server_unusable"
-            self._give_up(self._server_unusable(channel, reason), event, reason)
+            self._give_up(self._server_unusable(channel, reason), event, reason,
+                          Ending.REFUSED if refused else Ending.UNUSABLE)  # fmt: skip
             return
         lost = f"channel to {self.server_label} lost: {reason}"
         match channel.close_code:

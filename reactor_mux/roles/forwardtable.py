@@ -36,6 +36,8 @@ class ForwardState:
     phase: ForwardPhase
     reason: str | None = None
     """Why the server refused it (REFUSED only)."""
+    bound: tuple[str, int] | None = None
+    """Where the server listens for an ``-R`` (FORWARDING only)."""
 
     def __str__(self) -> str:
         return f"{self.phase.value}: {self.reason}" if self.reason else self.phase.value
@@ -117,9 +119,9 @@ class ForwardTable:
             ForwardPhase.ASKED_AGAIN if again else ForwardPhase.ASKED
         )
 
-    def forwarding(self, mapping: int) -> None:
-        """The server accepted it."""
-        self.state[mapping] = ForwardState(ForwardPhase.FORWARDING)
+    def forwarding(self, mapping: int, bound: tuple[str, int] | None = None) -> None:
+        """The server accepted it (an ``-R`` listening on ``bound``)."""
+        self.state[mapping] = ForwardState(ForwardPhase.FORWARDING, bound=bound)
 
     def refused(self, mapping: int, why: str) -> None:
         """The server refused it, for ``why`` (words for people)."""

@@ -16,6 +16,7 @@ from reactor_mux import __version__
 from reactor_mux.io.listener import ListenerSet
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.roles.client import Client
+from reactor_mux.roles.forwardtable import ForwardState
 from reactor_mux.roles.server import Server
 from reactor_mux.tunnel.channel import Channel
 from reactor_mux.tunnel.localstream import LocalStream
@@ -59,6 +60,13 @@ def _listening(app: App) -> list[dict[str, Any]]:
     return []
 
 
+def _bound(state: ForwardState | None) -> dict[str, Any] | None:
+    """Where the server listens for an ``-R``, as its BIND OK said."""
+    if state is None or state.bound is None:
+        return None
+    return {"host": state.bound[0], "port": state.bound[1]}
+
+
 def _addresses(listeners: ListenerSet) -> list[dict[str, Any]]:
     """Each socket's address as data (``{"host": "::1", "port": 8080}``), for programs:
     the display form joins them with "and"."""
@@ -74,6 +82,7 @@ def _forwards(client: Client) -> list[dict[str, Any]]:
             "mapping": mapping,
             "forward": spec.flag,
             "listening": _addresses(listener) if listener is not None else [],
+            "bound": _bound(table.state.get(mapping)),
             "state": str(table.state.get(mapping, "waiting for a channel")),
         })  # fmt: skip
     return forwards

@@ -1,0 +1,195 @@
+"""The Python API (issue 23, docs/api.md): a server and a client started from Python,
+from a plain script and from asyncio, with checksummed transfers through -L and -R,
+forwards added and cancelled, a stop that drains, and each typed exception."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from certs import secret_file
+from security_support import SECRET
+from support import Exchange, PortHolder, check_exchange, payload, run_exchange, sha
+
+import reactor_mux
+from reactor_mux import (
+    AsyncClient,
+    AsyncServer,
+    AuthenticationFailed,
+    Client,
+    ConfigurationError,
+    ForwardFailed,
+    Server,
+    ServerUnreachable,
+    ServerUnusable,
+    TunnelStopped,
+)
+
+SIZE = 2_000_000
+
+
+def transfer(port: int, target, seed: int) -> None:  # type: ignore[no-untyped-def]
+    exchange = Exchange(send_len=SIZE, reply_len=SIZE, seed=seed)
+    run_exchange(port, exchange)
+    check_exchange(exchange, target)
+
+
+def test_a_tunnel_from_a_script_carries_l_and_r_and_stops_cleanly(hash_target, tmp_path):
+    secret = secret_file(tmp_path, "secret", SECRET)
+    target = f"127.0.0.1:{hash_target.port}"
+    with Server("127.0.0.1:0", secret_file=secret, allow_connect=[target]) as server:
+        [(host, port)] = server.addresses
+        assert (host, port > 0) == ("127.0.0.1", True)
+        with Client(f"127.0.0.1:{port}", secret_file=secret, local_forward=[f"0:{target}"],
+                    remote_forward=[f"0:{target}"], keepalive_interval=5) as tunnel:  # fmt: skip
+            local, remote = tunnel.forwards
+            assert (local.forward, local.state) == (f"-L 0:{target}", "forwarding")
+            assert remote.bound is not None and remote.listening == ()
+            for seed, forward in ((7100, local), (7102, remote)):
+                transfer(forward.port, hash_target, seed)
+            [channel] = tunnel.status()["channels"]
+            assert channel["state"] == "open"
+            assert len(server.status()["channels"]) == 1
+        assert not tunnel.running
+        with pytest.raises(TunnelStopped):
+            tunnel.status()
+    assert not server.running
+    assert [t for t in threading.enumerate() if t.name.startswith("reactor-mux")] == []
+
+
+def test_forwards_are_added_and_cancelled_while_running(hash_target):
+    target = f"127.0.0.1:{hash_target.port}"
+    with Server("127.0.0.1:0") as server:
+        port = server.addresses[0][1]
+        with Client(f"127.0.0.1:{port}", local_forward=[f"0:{target}"]) as tunnel:
+            added = tunnel.add_forward("-L", f"0:localhost:{hash_target.port}")
+            assert added.listening and added.forward == f"-L 0:localhost:{hash_target.port}"
+            deadline = time.monotonic() + 10
+            while tunnel.forwards[1].state != "forwarding" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            transfer(tunnel.forwards[1].port, hash_target, 7110)
+            tunnel.cancel_forward("-L", f"0:localhost:{hash_target.port}")
+            assert [f.forward for f in tunnel.forwards] == [f"-L 0:{target}"]
+            with pytest.raises(ForwardFailed, match="is not forwarded"):
+                tunnel.cancel_forward("-L", f"0:localhost:{hash_target.port}")
+            with pytest.raises(ConfigurationError):
+                tunnel.add_forward("-L", "not a spec")
+
+
+def test_stop_lets_an_open_stream_finish(hash_target):
+    target = f"127.0.0.1:{hash_target.port}"
+    with Server("127.0.0.1:0") as server:
+        tunnel = Client(f"127.0.0.1:{server.addresses[0][1]}", local_forward=[f"0:{target}"])
+        tunnel.start()
+        exchange = Exchange(send_len=20_000_000, reply_len=20_000_000, seed=7120)
+        mover = threading.Thread(target=run_exchange, args=(tunnel.forwards[0].port, exchange))
+        mover.start()
+        time.sleep(0.2)  # under way when the stop begins
+        tunnel.stop(drain_timeout=30)
+        mover.join(60)
+        check_exchange(exchange, hash_target)
+
+
+def test_each_failure_is_its_own_exception(tmp_path, echo):
+    secret = secret_file(tmp_path, "secret", SECRET)
+    wrong = secret_file(tmp_path, "wrong", "not the secret at all, but long")
+    forward = [f"0:127.0.0.1:{echo.port}"]
+    with Server("127.0.0.1:0", secret_file=secret, allow_connect=[f"127.0.0.1:{echo.port}"]) as s:
+        address = f"127.0.0.1:{s.addresses[0][1]}"
+        with pytest.raises(AuthenticationFailed, match="refused this client"):
+            Client(address, secret_file=wrong, local_forward=forward).start()
+        with pytest.raises(ForwardFailed, match="not allowed by the server's --allow-connect"):
+            Client(address, secret_file=secret, local_forward=["0:127.0.0.1:1"]).start()
+        with pytest.raises(ServerUnusable, match="plaintext server"):
+            Client(address, secret_file=secret, local_forward=forward, tls=True,
+                   tls_fingerprint="00" * 32).start()  # fmt: skip
+    with PortHolder() as ports:
+        closed = f"127.0.0.1:{ports.take()}"
+        with pytest.raises(ServerUnreachable, match="giving up after 2 connection attempt"):
+            Client(closed, local_forward=forward, connect_attempts=2, reconnect_min=0.05).start()
+        with pytest.raises(ServerUnreachable, match=r"no channel .* within 1s"):
+            Client(closed, local_forward=forward, start_timeout=1, reconnect_min=0.05).start()
+    with pytest.raises(ConfigurationError, match="unrecognized arguments: --no-such-option"):
+        Client("127.0.0.1:1", local_forward=forward, no_such_option=1).start()
+    with pytest.raises(ConfigurationError, match="bad -L"):
+        Client("127.0.0.1:1", local_forward=["nonsense"]).start()
+    with pytest.raises(ConfigurationError, match="nothing to forward"):
+        Client("127.0.0.1:1").start()
+    assert [t for t in threading.enumerate() if t.name.startswith("reactor-mux")] == []
+
+
+def test_a_local_port_in_use_is_a_forward_failure(echo):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with Server("127.0.0.1:0") as server, pytest.raises(ForwardFailed, match="in use"):
+            Client(f"127.0.0.1:{server.addresses[0][1]}",
+                   local_forward=[f"127.0.0.1:{port}:127.0.0.1:{echo.port}"]).start()  # fmt: skip
+
+
+def test_asyncio_programs_use_it_without_blocking_their_loop(hash_target):
+    async def main() -> tuple[int, str, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        beat = asyncio.create_task(ticker())
+        async with AsyncServer("127.0.0.1:0") as server:
+            port = server.addresses[0][1]
+            forward = [f"0:127.0.0.1:{hash_target.port}"]
+            async with AsyncClient(f"127.0.0.1:{port}", local_forward=forward) as tunnel:
+                reader, writer = await asyncio.open_connection("127.0.0.1", tunnel.forwards[0].port)
+                writer.write((SIZE).to_bytes(8, "big") + (7130).to_bytes(8, "big"))
+                writer.write(payload(7131, SIZE))
+                await writer.drain()
+                writer.write_eof()
+                digest, got = hashlib.sha256(), 0
+                while chunk := await reader.read(65536):
+                    digest.update(chunk)
+                    got += len(chunk)
+                writer.close()
+        beat.cancel()
+        return got, digest.hexdigest(), ticks
+
+    got, digest, ticks = asyncio.run(main())
+    assert (got, digest) == (SIZE, sha(payload(7130, SIZE)))
+    assert ticks > 5  # the loop kept running while the tunnel started and stopped
+
+
+def test_a_plain_script_in_its_own_process(hash_target, tmp_path):
+    script = tmp_path / "tunnel.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import hashlib, socket, struct
+        import reactor_mux
+
+        with reactor_mux.Server("127.0.0.1:0") as server:
+            port = server.addresses[0][1]
+            with reactor_mux.Client(f"127.0.0.1:{{port}}",
+                                    local_forward=["0:127.0.0.1:{hash_target.port}"]) as tunnel:
+                with socket.create_connection(("127.0.0.1", tunnel.forwards[0].port)) as conn:
+                    conn.sendall(struct.pack(">QQ", 100000, 7140))
+                    conn.shutdown(socket.SHUT_WR)
+                    data = b""
+                    while chunk := conn.recv(65536):
+                        data += chunk
+        print(len(data), hashlib.sha256(data).hexdigest())
+    """)
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["100000", sha(payload(7140, 100000))]
+    assert reactor_mux.__version__
