@@ -318,7 +318,8 @@ class MuxProcess(ReactorMuxProcess):
         for entry in self.wait_events("forward_up", count, timeout, start):
             spec = forward_spec(entry["mapping"])
             target = None if spec.dynamic else spec.target
-            found.append((spec.kind.value, address_ports(entry["address"])[0], target))
+            ports = address_ports(entry["address"]) or [0]  # a Unix socket path has none
+            found.append((spec.kind.value, ports[0], target))
         return found
 
 

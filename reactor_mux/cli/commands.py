@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -24,7 +23,7 @@ from typing import Any
 from reactor_mux.cli.parser import build_parser, checked, log_level, parse_arguments, usage_error
 from reactor_mux.cli.reload import reloader
 from reactor_mux.cli.security import ClientSecurity, SecurityOptionError, ServerSecurity
-from reactor_mux.io.netutil import describe_error
+from reactor_mux.io.netutil import describe_error, unix_answers
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.logformat import JsonFormatter
@@ -209,24 +208,12 @@ def _running_processes() -> list[tuple[Path, dict[str, Any]]]:
             answer = control.request(path, {"command": "status"}, timeout=5.0)
         except control.ControlError:
             with contextlib.suppress(OSError):  # connection refused: nobody listens there
-                if not _answers(path):
+                if not unix_answers(str(path)):
                     path.unlink()
             continue
         if answer.get("ok"):
             running.append((path, answer["result"]))
     return running
-
-
-def _answers(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def _status_of_all(running: list[tuple[Path, dict[str, Any]]], as_json: bool) -> int:

@@ -11,8 +11,10 @@ is reset unless something already watches it, and the listener goes on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import select
 import socket
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from reactor_mux.io.netutil import (
     describe_error,
     listen_socket,
     listen_sockets,
+    listen_unix,
     sockname,
     tune_stream_socket,
 )
@@ -37,6 +40,9 @@ ACCEPT_PAUSE = 0.25
 _RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 AcceptCallback = Callable[[socket.socket, PeerAddress], None]
+
+UNIX_PEER = "a Unix socket client"
+"""The peer of a connection accepted on a Unix socket, for the log."""
 
 
 class Listener:
@@ -82,6 +88,8 @@ class Listener:
                 log.warning("accept on %s works again", self.address,
                             extra=log_event("accept_resumed", address=self.address))  # fmt: skip
             tune_stream_socket(conn)
+            if conn.family == socket.AF_UNIX:
+                peer = (UNIX_PEER, 0)  # an unnamed client socket: nothing to tell
             handoff = _Handoff(self, conn, peer)
             self._reactor.call_guarded(handoff, self._on_accept, conn, peer)
             if self.closed:
@@ -153,6 +161,26 @@ class ListenerSet:
     def close(self) -> None:
         for listener in self.listeners:
             listener.close()
+
+
+class UnixListenerSet(ListenerSet):
+    """A ListenerSet on one Unix socket path (``-L /PATH:HOST:PORT``): mode 0600, a
+    socket left by a dead process replaced, the path removed again at close."""
+
+    def __init__(self, reactor: Reactor, path: str, on_accept: AcceptCallback) -> None:
+        sock = listen_unix(path)
+        self._inode = os.lstat(path).st_ino
+        self._path = path
+        self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock)]
+        self.host, self.port = path, 0
+        self.address = path
+        self.name = f"listener on {path}"
+
+    def close(self) -> None:
+        super().close()
+        with contextlib.suppress(OSError):
+            if os.lstat(self._path).st_ino == self._inode:  # still ours, not a successor's
+                os.unlink(self._path)
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import struct
 import termios
 from typing import Any
@@ -150,6 +151,64 @@ LOOPBACK_PAIR = ("127.0.0.1", "::1")
 _NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
 _PAIR_ATTEMPTS = 16
 """Tries at finding a port free on both 127.0.0.1 and ::1 for ``localhost:0``."""
+
+
+class UnixPathInUse(OSError):
+    """A Unix socket path that another process still answers on (or that is no socket)."""
+
+
+def listen_unix(path: str, backlog: int = 128) -> socket.socket:
+    """A non-blocking listening Unix socket at ``path``, mode 0600 from birth (others
+    may not connect: OpenSSH's StreamLocalBindMask), replacing only a socket that
+    nobody answers on any more (its process died), never another kind of file."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(info.st_mode):
+            raise UnixPathInUse(errno.EEXIST, f"{path} exists and is not a socket")
+        if unix_answers(path):
+            raise UnixPathInUse(errno.EADDRINUSE, f"{path} is in use by another process")
+        os.unlink(path)  # left behind by a process that died
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)  # born 0600: no moment where others may connect
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_mask)
+    sock.setblocking(False)
+    return sock
+
+
+def unix_answers(path: str) -> bool:
+    """Some process accepts connections on the Unix socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def connect_unix(path: str) -> socket.socket:
+    """A connected non-blocking Unix stream socket to ``path``: a local connect either
+    completes at once or fails (EAGAIN, a full backlog, is a failure here)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def listen_sockets(host: str, port: int) -> list[socket.socket]:

@@ -29,8 +29,14 @@ from functools import partial
 from reactor_mux.errors import StartupError
 from reactor_mux.io import plane as data_plane
 from reactor_mux.io.connector import Connector
-from reactor_mux.io.listener import ListenerSet
-from reactor_mux.io.netutil import PeerAddress, abort_socket, describe_error, loopback_pair
+from reactor_mux.io.listener import ListenerSet, UnixListenerSet
+from reactor_mux.io.netutil import (
+    PeerAddress,
+    abort_socket,
+    connect_unix,
+    describe_error,
+    loopback_pair,
+)
 from reactor_mux.io.reactor import Reactor, Timer
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.tls import ClientTls, TlsTransport, self_signed_fingerprint
@@ -181,7 +187,11 @@ class Client:
         else:
             on_accept = partial(self._on_local_accept, mapping)
         try:
-            listener = ListenerSet(self.reactor, spec.bind_host, spec.bind_port, on_accept)
+            listener = (
+                UnixListenerSet(self.reactor, spec.bind_path, on_accept)
+                if spec.bind_path is not None
+                else ListenerSet(self.reactor, spec.bind_host, spec.bind_port, on_accept)
+            )
         except OSError as exc:
             return f"{spec.flag}: cannot listen on {spec.bind}: {describe_error(exc)}"
         if spec.kind is ForwardKind.DYNAMIC:
@@ -515,7 +525,9 @@ class Client:
         if spec is None or spec.kind is not ForwardKind.REMOTE:
             return None
         if spec.dynamic:
-            return partial(self._reverse_socks, mapping)
+            return LocalService("SOCKS", partial(self._reverse_socks, mapping))
+        if spec.target_path is not None:
+            return LocalService(spec.target_path, partial(connect_unix, spec.target_path))
         return spec.target_host, spec.target_port
 
     def _reverse_socks(self, mapping: int) -> socket.socket:
@@ -614,7 +626,11 @@ class Client:
         if spec.kind is not ForwardKind.REMOTE:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
-                bound = format_host_port(listener.host, listener.port)
+                bound = (
+                    listener.address
+                    if spec.bind_path
+                    else format_host_port(listener.host, listener.port)
+                )
                 target = "SOCKS4/4a/5" if spec.dynamic else spec.target
                 up = log_event("forward_up", mapping=spec.flag, address=listener.address)
                 log.info("forwarding -%s %s -> %s", spec.kind.value, bound, target, extra=up)

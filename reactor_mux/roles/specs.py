@@ -13,6 +13,7 @@ offending text, for a one-line usage error.
 from __future__ import annotations
 
 import enum
+import os
 import re
 from dataclasses import dataclass
 
@@ -55,18 +56,26 @@ class ForwardSpec:
     target_host: str
     target_port: int
     text: str
+    bind_path: str | None = None
+    """``-L /PATH:HOST:PORT``: the client listens on this Unix socket (not host:port)."""
+    target_path: str | None = None
+    """``-R PORT:/PATH``: the client connects to this Unix socket (not host:port)."""
 
     @property
     def dynamic(self) -> bool:
         """``-D``, or ``-R`` with no target: each connection names its own (SOCKS)."""
-        return self.target_port == 0
+        return self.target_port == 0 and self.target_path is None
 
     @property
     def bind(self) -> str:
+        if self.bind_path is not None:
+            return self.bind_path
         return format_host_port(self.bind_host, self.bind_port)
 
     @property
     def target(self) -> str:
+        if self.target_path is not None:
+            return self.target_path
         return format_host_port(self.target_host, self.target_port)
 
     @property
@@ -137,11 +146,44 @@ def parse_bind_host(text: str) -> str:
     return address
 
 
+MAX_UNIX_PATH = 107
+"""Bytes in a Unix socket path (sun_path holds 108 with its NUL)."""
+
+
+def _unix_path(text: str) -> str:
+    if len(os.fsencode(text)) > MAX_UNIX_PATH or "\0" in text:
+        raise SpecError(f"a Unix socket path has at most {MAX_UNIX_PATH} bytes")
+    return text
+
+
+def _unix_forward(kind: ForwardKind, text: str, fields: list[str]) -> ForwardSpec | None:
+    """OpenSSH's Unix socket forms this side serves: ``-L /PATH:HOST:HOSTPORT`` (listen
+    on a socket here) and ``-R [BIND:]PORT:/PATH`` (connect to a socket here).  None
+    when no field is a path."""
+    paths = [index for index, field in enumerate(fields) if field.startswith("/")]
+    if not paths:
+        return None
+    if kind is ForwardKind.LOCAL and paths == [0] and len(fields) == 3:
+        return ForwardSpec(kind, "", 0, parse_host(fields[1]),
+                           _port(fields[2], "host port", allow_zero=False), text,
+                           bind_path=_unix_path(fields[0]))  # fmt: skip
+    last = len(fields) - 1
+    if kind is ForwardKind.REMOTE and paths == [last] and len(fields) in (2, 3):
+        bind_host = parse_bind_host(fields[0]) if len(fields) == 3 else DEFAULT_BIND
+        return ForwardSpec(kind, bind_host, _port(fields[-2], "port", allow_zero=True), "", 0,
+                           text, target_path=_unix_path(fields[-1]))  # fmt: skip
+    raise SpecError("a Unix socket on the server's side is not supported yet: -L takes "
+                    "/PATH:HOST:HOSTPORT, -R [BIND:]PORT:/PATH")  # fmt: skip
+
+
 def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
     """Parse the argument of ``-L`` or ``-R`` (``-R [BIND:]PORT`` alone is reverse
-    dynamic forwarding, as in OpenSSH 7.6)."""
+    dynamic forwarding, as in OpenSSH 7.6; a field starting with ``/`` is a Unix socket)."""
     try:
         fields = _split_fields(text)
+        unix = _unix_forward(kind, text, fields)
+        if unix is not None:
+            return unix
         if kind is ForwardKind.REMOTE and len(fields) <= 2:
             return _parse_listen_only(kind, text, fields)
         if len(fields) == 3:

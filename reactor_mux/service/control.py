@@ -17,13 +17,12 @@ import json
 import logging
 import os
 import socket
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from reactor_mux.errors import StartupError
-from reactor_mux.io.netutil import describe_error
+from reactor_mux.io.netutil import UnixPathInUse, describe_error, listen_unix
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.logformat import event as log_event
 from reactor_mux.roles.client import Client
@@ -162,40 +161,11 @@ def _answer(ok: bool, value: Any, *, partial: bool = False) -> bytes:
 def _bind(path: Path) -> socket.socket:
     """A listening Unix socket at ``path``, mode 0600, replacing only a dead one."""
     try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        pass
+        return listen_unix(str(path), MAX_CONTROL_CONNECTIONS)
+    except UnixPathInUse as exc:
+        raise StartupError(f"--control {exc.strerror}") from None
     except OSError as exc:
-        raise StartupError(f"cannot use --control {path}: {describe_error(exc)}") from None
-    else:
-        if not stat.S_ISSOCK(info.st_mode):
-            raise StartupError(f"--control {path} exists and is not a socket")
-        if _answers(path):
-            raise StartupError(f"--control {path} is in use by another process")
-        path.unlink()  # left behind by a process that died
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_mask = os.umask(0o177)  # born 0600: no moment where others may connect
-    try:
-        sock.bind(str(path))
-    except OSError as exc:
-        sock.close()
         raise StartupError(f"cannot create --control {path}: {describe_error(exc)}") from None
-    finally:
-        os.umask(old_mask)
-    sock.listen(MAX_CONTROL_CONNECTIONS)
-    sock.setblocking(False)
-    return sock
-
-
-def _answers(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 def request(path: Path, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:

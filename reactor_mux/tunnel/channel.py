@@ -34,7 +34,12 @@ from typing import Protocol
 
 from reactor_mux.io import plane as data_plane
 from reactor_mux.io.connector import Connector
-from reactor_mux.io.netutil import abort_socket, connect_failure, describe_error
+from reactor_mux.io.netutil import (
+    abort_socket,
+    connect_failure,
+    describe_error,
+    tune_stream_socket,
+)
 from reactor_mux.io.reactor import Cancellable, Owner, Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.transport import Transport, TransportError
@@ -109,9 +114,15 @@ class MappingDenied:
 
 MappingAnswer = MappingGranted | MappingDenied
 
-LocalService = Callable[[], socket.socket]
-"""Returns a connected socket whose other end a service in this process serves
-(the client's SOCKS server for reverse dynamic forwarding)."""
+
+@dataclass(frozen=True)
+class LocalService:
+    """A target this side reaches without a network connect: ``open()`` returns a
+    connected socket at once (the client's SOCKS server for reverse dynamic
+    forwarding, a Unix socket of ``-R PORT:/PATH``), ``address`` names it in the log."""
+
+    address: str
+    open: Callable[[], socket.socket]
 
 
 class ChannelOwner(Protocol):
@@ -794,13 +805,15 @@ class Channel:
         purpose = ConnectPurpose(self.owner.mapping_label(self, event.mapping),
                                  self.owner.metric_label(self, event.mapping))  # fmt: skip
         self._connect_purpose[event.stream_id] = purpose
-        if callable(target):
+        if isinstance(target, LocalService):
             try:
-                sock = target()
+                sock = target.open()
             except OSError as exc:
-                self._peer_connect_done(event.stream_id, "SOCKS", None, connect_failure(exc))
+                self._peer_connect_done(event.stream_id, target.address, None,
+                                        connect_failure(exc))  # fmt: skip
                 return
-            self._peer_connect_done(event.stream_id, "SOCKS", sock, None)
+            tune_stream_socket(sock)
+            self._peer_connect_done(event.stream_id, target.address, sock, None)
             return
         if not isinstance(target, tuple):
             del self._connect_purpose[event.stream_id]
