@@ -14,10 +14,26 @@ import signal
 # action) instead of raising KeyboardInterrupt wherever start-up happens to be.
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-import sys  # noqa: E402 - after the line above, on purpose
+import os  # noqa: E402 - after the line above, on purpose
+import sys  # noqa: E402
+
+
+def _sanitise_standard_descriptors() -> None:
+    """Started with standard input, output or error closed (``<&-``), the first file
+    this process opens would take that number, and ``-W`` or a print would use it as
+    if it were standard input or output: /dev/null takes each missing one (as ssh does)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def main() -> int:
+    _sanitise_standard_descriptors()
     try:
         from reactor_mux.cli import main as cli_main
     except KeyboardInterrupt:  # Ctrl-C while the modules load

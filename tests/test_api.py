@@ -16,7 +16,17 @@ import time
 import pytest
 from certs import secret_file
 from security_support import SECRET
-from support import Exchange, PortHolder, check_exchange, payload, run_exchange, sha
+from support import (
+    ChaosRelay,
+    Exchange,
+    PortHolder,
+    check_exchange,
+    payload,
+    recv_exactly,
+    run_exchange,
+    sha,
+    wait_until,
+)
 
 import reactor_mux
 from reactor_mux import (
@@ -193,3 +203,38 @@ def test_a_plain_script_in_its_own_process(hash_target, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["100000", sha(payload(7140, 100000))]
     assert reactor_mux.__version__
+
+
+def test_a_forward_refused_after_start_up_is_asked_again_not_fatal(echo):
+    """Start-up's promise (every forward up, or an exception) is over once kept: a
+    reconnect that finds an -R port taken asks again later, as the CLI does."""
+    with PortHolder() as ports:
+        wanted = ports.take()
+    with Server("127.0.0.1:0") as server:
+        relay = ChaosRelay(server.addresses[0][1])
+        try:
+            forward = [f"{wanted}:127.0.0.1:{echo.port}"]
+            tunnel = Client(f"127.0.0.1:{relay.port}", resume_timeout=0, reconnect_min=0.5,
+                            reconnect_max=1, remote_forward=forward)  # fmt: skip
+            with tunnel:
+                assert tunnel.forwards[0].bound == ("127.0.0.1", wanted)
+                relay.cut()
+                squatter = socket.socket()
+                deadline = time.monotonic() + 10
+                while True:  # the server frees the port once it sees the channel gone
+                    try:
+                        squatter.bind(("127.0.0.1", wanted))
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline, "the server kept the port"
+                        time.sleep(0.02)
+                squatter.listen()
+                assert wait_until(lambda: tunnel.forwards[0].state.startswith("refused"), 15)
+                assert tunnel.running
+                squatter.close()
+                assert wait_until(lambda: tunnel.forwards[0].state == "forwarding", 15)
+                with socket.create_connection(("127.0.0.1", wanted), timeout=10) as conn:
+                    conn.sendall(b"asked again")
+                    assert recv_exactly(conn, 11) == b"asked again"
+        finally:
+            relay.close()

@@ -5,9 +5,14 @@ status 255, and a real ssh session using it as its ProxyCommand."""
 from __future__ import annotations
 
 import hashlib
+import os
+import pty
+import select
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from sshd import SSH, SSHD, LocalSshd
@@ -104,3 +109,39 @@ def test_ssh_uses_it_as_its_proxy_command(open_tunnel):
         assert ssh.stdout.split() == [zeros, "-", "done"], ssh.stdout
     finally:
         sshd.close()
+
+
+def test_a_terminal_gets_its_flags_back_when_the_client_is_stopped(open_tunnel, echo):
+    """-W makes standard input and output non-blocking; a terminal's flags are its
+    shell's too, so a stop by signal must give them back (the shell would fail)."""
+    controller, terminal = pty.openpty()
+    try:
+        command = stdio_client(open_tunnel, f"127.0.0.1:{echo.port}")
+        client = subprocess.Popen(command, stdin=terminal, stdout=terminal, stderr=subprocess.PIPE)
+        os.write(controller, b"typed\n")
+        deadline = time.monotonic() + 15
+        echoed = b""
+        while b"typed" not in echoed.replace(b"\r", b"").split(b"\n")[1:] and (
+            time.monotonic() < deadline
+        ):  # the terminal echoes the line once, the tunnel's echo target once more
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                echoed += os.read(controller, 1024)
+        assert echoed.count(b"typed") >= 2, echoed
+        assert not os.get_blocking(terminal)  # -W's, while it runs
+        client.send_signal(signal.SIGTERM)
+        client.wait(15)
+        assert os.get_blocking(terminal), "the terminal was left non-blocking"
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def test_closed_standard_input_is_an_empty_one(open_tunnel, echo):
+    """Started with ``<&-``: /dev/null takes descriptor 0, so -W sends nothing, the
+    target ends, and the client exits 0 (not a loop on the reactor's own descriptor)."""
+    done = subprocess.run(stdio_client(open_tunnel, f"127.0.0.1:{echo.port}"),
+                          preexec_fn=lambda: os.close(0), capture_output=True,
+                          timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"" and b"Traceback" not in done.stderr

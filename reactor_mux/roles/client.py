@@ -162,6 +162,8 @@ class Client:
         self._stdio: StdioBridge | None = None
         self.gave_up: GaveUp | None = None
         """Why the client stopped of its own accord, if it did."""
+        self._started_up = False
+        """Every forward has been up once: start-up is over."""
 
     def start(self) -> None:
         data_plane.hub_for(self.reactor)  # its epoll set now, not with the first channel
@@ -288,6 +290,8 @@ class Client:
 
     def close(self) -> None:
         self._stop_reconnecting()
+        if self._stdio is not None:  # gives standard input and output their flags back
+            self._stdio.close()
         if self._cancel_drain is not None:
             self._cancel_drain()
         if self.channel is not None:
@@ -655,7 +659,13 @@ class Client:
             return
         assert self._stdio_mapping is not None
         stream_end, bridge_end = loopback_pair()
-        self._stdio = StdioBridge(self.reactor, bridge_end, self._stdio_done)
+        try:
+            self._stdio = StdioBridge(self.reactor, bridge_end, self._stdio_done)
+        except OSError as exc:  # a descriptor epoll refuses for another reason
+            stream_end.close()
+            bridge_end.close()
+            self._stdio_failed(f"cannot use standard input and output: {describe_error(exc)}")
+            return
         channel.open_stream(self._stdio_mapping, stream_end, self._stdio_label,
                             on_open=_StdioOpened(self._stdio_failed))  # fmt: skip
 
@@ -672,10 +682,13 @@ class Client:
         self._exit(0 if clean else GAVE_UP_STATUS)
 
     def _tell_if_all_up(self) -> None:
-        """Call ``on_forwards_up`` the first time every forward is up."""
-        if self.config.on_forwards_up is not None and self.forward_table.all_forwarding():
-            tell, self.config.on_forwards_up = self.config.on_forwards_up, None
-            tell()
+        """The first time every forward is up: start-up is over (``-f``'s parent may
+        go, ``--exit-on-forward-failure`` no longer applies)."""
+        if self._started_up or not self.forward_table.all_forwarding():
+            return
+        self._started_up = True
+        if self.config.on_forwards_up is not None:
+            self.config.on_forwards_up()
 
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None:
         if event.mapping == self._stdio_mapping:
@@ -685,7 +698,11 @@ class Client:
         why = text_of(event.reason)  # for people; the decision reads its class
         refused = log_event("forward_refused", mapping=spec.flag, reason=why)
         self.forward_table.refused(event.mapping, why)
-        if self.config.exit_on_forward_failure and not self.forward_table.added_later(spec):
+        if (
+            self.config.exit_on_forward_failure
+            and not self._started_up
+            and not self.forward_table.added_later(spec)
+        ):  # ssh's ExitOnForwardFailure: start-up's forwards; later the -R is asked again
             line = f"{spec.flag} refused by server: {why}; exiting (--exit-on-forward-failure)"
             log.error("%s", line, extra=refused)
             self.gave_up = GaveUp(Ending.FORWARD_FAILED, line)

@@ -55,7 +55,11 @@ class StdioBridge:
             IOWatch(reactor, STDOUT, self._on_stdout, self) if _waitable(STDOUT) else None
         )
         self._conn = IOWatch(reactor, sock, self._on_conn, self)
-        self._update()
+        try:
+            self._update()
+        except OSError:  # epoll refused a descriptor: give the flags back first
+            self.close()
+            raise
 
     def _on_stdin(self, _mask: int = 0) -> None:
         try:
