@@ -238,3 +238,38 @@ def test_a_forward_refused_after_start_up_is_asked_again_not_fatal(echo):
                     assert recv_exactly(conn, 11) == b"asked again"
         finally:
             relay.close()
+
+
+def test_a_tunnel_starts_once_and_process_options_are_refused(echo, tmp_path):
+    with Server("127.0.0.1:0") as server:
+        with pytest.raises(reactor_mux.TunnelError, match="started already"):
+            server.start()
+        address = f"127.0.0.1:{server.addresses[0][1]}"
+        forward = [f"0:127.0.0.1:{echo.port}"]
+        for option in ({"control": tmp_path / "c.sock"}, {"log_file": tmp_path / "log"},
+                       {"verbose": True}, {"metrics": "127.0.0.1:0"}):  # fmt: skip
+            with pytest.raises(ConfigurationError, match="a process's option, not a tunnel's"):
+                Client(address, local_forward=forward, **option).start()
+        config = secret_file(tmp_path, "client.toml", f'server = "{address}"\nquiet = true\n')
+        with pytest.raises(ConfigurationError, match="quiet is a process's option"):
+            Client(config=config, local_forward=forward).start()
+        with pytest.raises(ConfigurationError, match="help and version"):
+            Client(address, help=True).start()
+    assert not (tmp_path / "c.sock").exists() and not (tmp_path / "log").exists()
+
+
+def test_a_cancelled_async_start_leaves_nothing_running(echo):
+    """asyncio.wait_for around ``async with`` cancels a start under way: the tunnel
+    it was opening is stopped, its port closed, its thread gone."""
+
+    async def main(port: int) -> None:
+        client = AsyncClient(f"127.0.0.1:{port}", local_forward=[f"0:127.0.0.1:{echo.port}"],
+                             reconnect_min=0.05)  # fmt: skip
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.__aenter__(), 0.5)
+        assert not client.sync.running
+
+    with PortHolder() as ports:  # held, not listening: every connect is refused
+        asyncio.run(main(ports.take()))
+    assert wait_until(lambda: not [t for t in threading.enumerate()
+                                   if t.name.startswith("reactor-mux")], 10)  # fmt: skip

@@ -21,6 +21,14 @@ CALL_TIMEOUT = 30.0
 """Seconds a call into the loop may take before the caller gives up on it."""
 
 
+class LoopStopped(RuntimeError):
+    """The loop is not running (any more): the call was not, or not wholly, made."""
+
+
+class LoopUnresponsive(RuntimeError):
+    """The loop did not run the call within CALL_TIMEOUT."""
+
+
 class LoopThread:
     """A Reactor and its Resolver, run by a daemon thread until stopped."""
 
@@ -46,7 +54,7 @@ class LoopThread:
     def call(self, function: Callable[[], T], timeout: float = CALL_TIMEOUT) -> T:
         """``function()`` run in the loop: its result, or its exception raised here."""
         if not self.running:
-            raise RuntimeError("the tunnel's loop is not running")
+            raise LoopStopped("the tunnel's loop is not running")
         done = threading.Event()
         box: dict[str, Any] = {}
 
@@ -61,10 +69,10 @@ class LoopThread:
         self.reactor.call_soon_threadsafe(run, PROCESS)
         while not done.wait(0.05):
             if not self.running:
-                raise RuntimeError("the tunnel's loop stopped")
+                raise LoopStopped("the tunnel's loop stopped")
             timeout -= 0.05
             if timeout <= 0:
-                raise TimeoutError(f"the tunnel's loop did not answer within {CALL_TIMEOUT}s")
+                raise LoopUnresponsive(f"the tunnel's loop did not answer within {CALL_TIMEOUT}s")
         if "error" in box:
             raise box["error"]
         return box["value"]  # type: ignore[no-any-return]

@@ -13,11 +13,12 @@ The reactor runs in a thread of its own (api/loop.py); the async classes run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from reactor_mux.api.errors import (
     AuthenticationFailed,
@@ -28,7 +29,7 @@ from reactor_mux.api.errors import (
     TunnelError,
     TunnelStopped,
 )
-from reactor_mux.api.loop import LoopThread
+from reactor_mux.api.loop import LoopStopped, LoopThread, LoopUnresponsive
 from reactor_mux.cli.commands import client_config, server_config
 from reactor_mux.cli.parser import UsageError, checked, parse_arguments
 from reactor_mux.cli.security import ClientSecurity, SecurityOptionError, ServerSecurity
@@ -42,10 +43,25 @@ from reactor_mux.service.configfile import ConfigError
 from reactor_mux.service.control import parse_forward_words
 from reactor_mux.service.status import snapshot
 
+T = TypeVar("T")
+
 DEFAULT_START_TIMEOUT = 30.0
 """Seconds ``start()`` waits for every forward to be up before it gives up."""
 
 _SHORT_FLAGS = {"local_forward": "-L", "remote_forward": "-R", "dynamic_forward": "-D"}
+
+_PROCESS_ONLY = {
+    "control": "status() and the forward methods answer here",
+    "metrics": "status() gives the figures",
+    "log_file": "the reactor_mux logger goes where the program's logging sends it",
+    "log_format": "the reactor_mux logger goes where the program's logging sends it",
+    "verbose": "set the reactor_mux logger's level",
+    "quiet": "set the reactor_mux logger's level",
+    "background": "the tunnel runs in its own thread already",
+    "stdio": "a program has no standard input and output to give",
+}
+"""Options of a process, not of a tunnel: refused, with what to use instead, whether
+given as keyword arguments or in the ``config`` file."""
 
 Role = ClientRole | ServerRole
 
@@ -103,25 +119,52 @@ class _Tunnel:
         self._loop: LoopThread | None = None
         self._role: Role | None = None
         self._drain_timeout = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._started = False
+        self._abandoned = threading.Event()
 
     def _parse(self) -> tuple[Any, ClientSecurity | ServerSecurity]:
         try:
             args = parse_arguments(self._argv, raise_errors=True)
+            for dest, instead in _PROCESS_ONLY.items():
+                if getattr(args, dest, None) not in (None, False, "text"):
+                    raise ConfigurationError(f"{dest} is a process's option, not a "
+                                             f"tunnel's: {instead}")  # fmt: skip
             return args, checked(args)
         except (UsageError, ConfigError, SecurityOptionError) as exc:
             raise ConfigurationError(str(exc)) from None
+        except SystemExit:  # help=True or version=True: argparse printed and would exit
+            raise ConfigurationError("help and version are the command line's") from None
+
+    def _claim(self) -> None:
+        """One start per object: a second would orphan the first tunnel's thread."""
+        with self._lock:
+            if self._started:
+                raise TunnelError(f"this {self._role_name} was started already")
+            self._started = True
 
     def _run(self, build: Callable[[LoopThread], Role]) -> None:
         loop = LoopThread(f"reactor-mux {self._role_name}")
-        role = build(loop)
+        try:
+            role = build(loop)
+        except BaseException:
+            loop.close()
+            raise
         loop.start()
-        self._loop, self._role = loop, role
+        with self._lock:
+            self._loop, self._role = loop, role
         try:
             loop.call(role.start)
         except (StartupError, OSError) as exc:
-            self._halt(0.0)
+            self.stop(0.0)
             raise ForwardFailed(str(exc)) from None
+        except BaseException:
+            self.stop(0.0)
+            raise
+
+    def abandon(self) -> None:
+        """Make a ``start()`` under way in another thread give up (asyncio's cancel)."""
+        self._abandoned.set()
 
     @property
     def running(self) -> bool:
@@ -134,9 +177,15 @@ class _Tunnel:
         return report
 
     def _call(self, function: Callable[[], Any]) -> Any:
-        if self._loop is None or not self._loop.running:
+        loop = self._loop
+        if loop is None or not loop.running:
             raise TunnelStopped(f"the {self._role_name} is not running")
-        return self._loop.call(function)
+        try:
+            return loop.call(function)
+        except LoopStopped:
+            raise TunnelStopped(f"the {self._role_name} stopped") from loop.crashed
+        except LoopUnresponsive as exc:
+            raise TunnelError(str(exc)) from None
 
     def _live_role(self) -> Role:
         assert self._role is not None
@@ -152,17 +201,17 @@ class _Tunnel:
         loop, role = self._loop, self._role
         if loop is None or role is None:
             return
+        self._loop = None  # a second stop, from any thread, finds nothing to do
         if loop.running:
             try:
                 loop.call(lambda: role.drain(drain_timeout, loop.reactor.stop))
-            except (RuntimeError, TimeoutError):
-                pass  # it stopped meanwhile
+            except (LoopStopped, LoopUnresponsive):
+                pass  # it stopped meanwhile, or is stuck: stopped below either way
         if not loop.join(drain_timeout + 10.0):
             loop.reactor.call_soon_threadsafe(loop.reactor.stop, PROCESS)
             loop.join(10.0)
         role.close()  # the loop has stopped: nothing else touches the role now
         loop.close()
-        self._loop = None
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
@@ -187,6 +236,7 @@ class Client(_Tunnel):
     def start(self) -> Client:
         """Connect, and return once every forward is up; raises AuthenticationFailed,
         ServerUnusable, ServerUnreachable, ForwardFailed or ConfigurationError."""
+        self._claim()
         args, security = self._parse()
         assert isinstance(security, ClientSecurity)
         self._drain_timeout = args.drain_timeout
@@ -198,9 +248,12 @@ class Client(_Tunnel):
         while not up.wait(0.02):
             if not self.running:
                 self._raise_gave_up()
+            if self._abandoned.is_set():
+                self.stop(0.0)
+                raise TunnelStopped("the start was abandoned")
             if time.monotonic() > deadline:
                 error = self._call(self._not_up_yet)
-                self._halt(0.0)
+                self.stop(0.0)
                 raise error
         return self
 
@@ -219,9 +272,9 @@ class Client(_Tunnel):
     def _raise_gave_up(self) -> None:
         client = self._live_role()
         assert isinstance(client, ClientRole)
-        gave_up = client.gave_up
-        self._halt(0.0)
-        raise _error_for(gave_up)
+        gave_up, crashed = client.gave_up, self._loop.crashed if self._loop else None
+        self.stop(0.0)
+        raise _error_for(gave_up) from crashed
 
     def __enter__(self) -> Client:
         return self.start()
@@ -280,6 +333,7 @@ class Server(_Tunnel):
     def start(self) -> Server:
         """Listen; returns once every ``listen`` address is bound (ForwardFailed if one
         cannot be), or raises ConfigurationError."""
+        self._claim()
         args, security = self._parse()
         assert isinstance(security, ServerSecurity)
         self._drain_timeout = args.drain_timeout
@@ -304,7 +358,7 @@ class AsyncClient:
         self.sync = Client(server, **options)
 
     async def __aenter__(self) -> Client:
-        return await asyncio.to_thread(self.sync.start)
+        return await _start_cancellably(self.sync, self.sync.start)
 
     async def __aexit__(self, *_exc: object) -> None:
         await asyncio.to_thread(self.sync.stop)
@@ -320,10 +374,24 @@ class AsyncServer:
         self.sync = Server(listen, **options)
 
     async def __aenter__(self) -> Server:
-        return await asyncio.to_thread(self.sync.start)
+        return await _start_cancellably(self.sync, self.sync.start)
 
     async def __aexit__(self, *_exc: object) -> None:
         await asyncio.to_thread(self.sync.stop)
+
+
+async def _start_cancellably(tunnel: _Tunnel, start: Callable[[], T]) -> T:
+    """``start`` in a worker thread; cancelled meanwhile (a timeout, a cancelled task),
+    the start is abandoned and what it opened is stopped before the cancel goes on."""
+    task = asyncio.ensure_future(asyncio.to_thread(start))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        tunnel.abandon()
+        with contextlib.suppress(Exception):
+            await task
+        await asyncio.to_thread(tunnel.stop, 0.0)
+        raise
 
 
 def _error_for(gave_up: GaveUp | None) -> TunnelError:
