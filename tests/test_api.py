@@ -45,6 +45,11 @@ from reactor_mux import (
 SIZE = 2_000_000
 
 
+def tunnel_threads() -> list[threading.Thread]:
+    """The reactor threads of API tunnels still alive in this process."""
+    return [t for t in threading.enumerate() if t.name.startswith("reactor-mux")]
+
+
 def transfer(port: int, target, seed: int) -> None:  # type: ignore[no-untyped-def]
     exchange = Exchange(send_len=SIZE, reply_len=SIZE, seed=seed)
     run_exchange(port, exchange)
@@ -71,7 +76,7 @@ def test_a_tunnel_from_a_script_carries_l_and_r_and_stops_cleanly(hash_target, t
         with pytest.raises(TunnelStopped):
             tunnel.status()
     assert not server.running
-    assert [t for t in threading.enumerate() if t.name.startswith("reactor-mux")] == []
+    assert wait_until(lambda: not tunnel_threads(), 10), tunnel_threads()
 
 
 def test_forwards_are_added_and_cancelled_while_running(hash_target):
@@ -79,16 +84,18 @@ def test_forwards_are_added_and_cancelled_while_running(hash_target):
     with Server("127.0.0.1:0") as server:
         port = server.addresses[0][1]
         with Client(f"127.0.0.1:{port}", local_forward=[f"0:{target}"]) as tunnel:
-            added = tunnel.add_forward("-L", f"0:localhost:{hash_target.port}")
-            assert added.listening and added.forward == f"-L 0:localhost:{hash_target.port}"
+            added = tunnel.add_forward("-L", f"127.0.0.1:0:127.0.0.1:{hash_target.port}")
+            assert (
+                added.listening and added.forward == f"-L 127.0.0.1:0:127.0.0.1:{hash_target.port}"
+            )
             deadline = time.monotonic() + 10
             while tunnel.forwards[1].state != "forwarding" and time.monotonic() < deadline:
                 time.sleep(0.02)
             transfer(tunnel.forwards[1].port, hash_target, 7110)
-            tunnel.cancel_forward("-L", f"0:localhost:{hash_target.port}")
+            tunnel.cancel_forward("-L", f"127.0.0.1:0:127.0.0.1:{hash_target.port}")
             assert [f.forward for f in tunnel.forwards] == [f"-L 0:{target}"]
             with pytest.raises(ForwardFailed, match="is not forwarded"):
-                tunnel.cancel_forward("-L", f"0:localhost:{hash_target.port}")
+                tunnel.cancel_forward("-L", f"127.0.0.1:0:127.0.0.1:{hash_target.port}")
             with pytest.raises(ConfigurationError):
                 tunnel.add_forward("-L", "not a spec")
 
@@ -101,7 +108,12 @@ def test_stop_lets_an_open_stream_finish(hash_target):
         exchange = Exchange(send_len=20_000_000, reply_len=20_000_000, seed=7120)
         mover = threading.Thread(target=run_exchange, args=(tunnel.forwards[0].port, exchange))
         mover.start()
-        time.sleep(0.2)  # under way when the stop begins
+
+        def moving() -> bool:
+            [channel] = tunnel.status()["channels"]
+            return any(stream["bytes_received"] for stream in channel["streams"])
+
+        assert wait_until(moving, 15)  # under way when the stop begins
         tunnel.stop(drain_timeout=30)
         mover.join(60)
         check_exchange(exchange, hash_target)
@@ -132,7 +144,7 @@ def test_each_failure_is_its_own_exception(tmp_path, echo):
         Client("127.0.0.1:1", local_forward=["nonsense"]).start()
     with pytest.raises(ConfigurationError, match="nothing to forward"):
         Client("127.0.0.1:1").start()
-    assert [t for t in threading.enumerate() if t.name.startswith("reactor-mux")] == []
+    assert wait_until(lambda: not tunnel_threads(), 10), tunnel_threads()
 
 
 def test_a_local_port_in_use_is_a_forward_failure(echo):
@@ -273,3 +285,29 @@ def test_a_cancelled_async_start_leaves_nothing_running(echo):
         asyncio.run(main(ports.take()))
     assert wait_until(lambda: not [t for t in threading.enumerate()
                                    if t.name.startswith("reactor-mux")], 10)  # fmt: skip
+
+
+def test_several_tunnels_in_one_process_move_data_at_once(hash_target):
+    """Each tunnel's reactor runs in its own thread, and a compiled codec call lets the
+    others run meanwhile: nothing the codec writes into may be shared between them
+    (its scratch space was, once, and a server read a client's command half-written)."""
+    target = f"127.0.0.1:{hash_target.port}"
+    with Server("127.0.0.1:0") as server:
+        address = f"127.0.0.1:{server.addresses[0][1]}"
+        tunnels = [Client(address, local_forward=[f"0:{target}"]).start() for _ in range(3)]
+        try:
+            exchanges = [Exchange(send_len=SIZE, reply_len=SIZE, seed=7200 + 2 * i)
+                         for i in range(6)]  # fmt: skip
+            movers = [threading.Thread(target=run_exchange,
+                                       args=(tunnels[i % 3].forwards[0].port, ex))
+                      for i, ex in enumerate(exchanges)]  # fmt: skip
+            for mover in movers:
+                mover.start()
+            for mover in movers:
+                mover.join(120)
+            for ex in exchanges:
+                check_exchange(ex, hash_target)
+            assert all(len(t.status()["channels"]) == 1 for t in tunnels)
+        finally:
+            for tunnel in tunnels:
+                tunnel.stop(0)

@@ -328,3 +328,27 @@ def test_a_runtime_directory_others_can_enter_is_not_used(tmp_path: Path):
         assert list((runtime / "reactor-mux").iterdir()) == []
     finally:
         assert server.stop() == 0
+
+
+def test_status_keeps_the_socket_of_a_stopped_process(tmp_path: Path, echo):
+    """A process that does not answer (stopped, or busy) is not a dead one: only a
+    refused connect from a pid that no longer exists removes its socket."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    server = MuxProcess(["server", "--listen", "127.0.0.1:0"],
+                        env={"XDG_RUNTIME_DIR": str(runtime)})  # fmt: skip
+    try:
+        server.listening_port()
+        sock = runtime / "reactor-mux" / f"server-{server.pid}.sock"
+        assert sock.exists()
+        server.signal(signal.SIGSTOP)
+        try:
+            listed = in_runtime_dir(runtime, "status")
+            assert listed.returncode == 1  # it did not answer in time: nothing to list
+            assert sock.exists()
+        finally:
+            server.signal(signal.SIGCONT)
+        listed = in_runtime_dir(runtime, "status", "--json")
+        assert [r["pid"] for r in json.loads(listed.stdout)] == [server.pid]
+    finally:
+        assert server.stop() == 0

@@ -107,6 +107,20 @@ def test_a_host_is_looked_up_in_the_hosts_file(hosts, tmp_path):
     assert (bastion.server, bastion.persist) == (("bastion", DEFAULT_CHANNEL_PORT), True)
 
 
+def test_w_clears_a_hosts_forwards_as_sshs_clear_all_forwardings(hosts):
+    hosts('[office]\nserver = "tunnel.example"\nlocal-forward = ["5433:db:5432"]\n')
+    args = parse_arguments(["client", "office", "-W", "db:5432"])
+    assert (args.local, args.stdio) == ([], ("db", 5432))
+
+
+def test_a_host_with_dots_in_its_name_is_found_either_way(hosts):
+    hosts('[db]\nserver = "db-tunnel:7001"\n[db.example]\nserver = "dotted:7002"\n'
+          '["quoted.example"]\nserver = "quoted:7003"\n')  # fmt: skip
+    for name, server in (("db", ("db-tunnel", 7001)), ("db.example", ("dotted", 7002)),
+                         ("quoted.example", ("quoted", 7003))):  # fmt: skip
+        assert parse_arguments(["client", name, "-L", "1:h:2"]).server == server
+
+
 def test_a_name_that_is_no_host_is_the_server(hosts):
     hosts('[office]\nserver = "tunnel.example"\n')
     args = parse_arguments(["client", "gateway.example:7100", "-L", "1:h:2"])

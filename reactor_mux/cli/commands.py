@@ -23,7 +23,7 @@ from typing import Any
 from reactor_mux.cli.parser import build_parser, checked, log_level, parse_arguments, usage_error
 from reactor_mux.cli.reload import reloader
 from reactor_mux.cli.security import ClientSecurity, SecurityOptionError, ServerSecurity
-from reactor_mux.io.netutil import describe_error, unix_answers
+from reactor_mux.io.netutil import describe_error
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.logformat import JsonFormatter
@@ -207,8 +207,8 @@ def _running_processes() -> list[tuple[Path, dict[str, Any]]]:
         try:
             answer = control.request(path, {"command": "status"}, timeout=5.0)
         except control.ControlError:
-            with contextlib.suppress(OSError):  # connection refused: nobody listens there
-                if not unix_answers(str(path)):
+            if rundir.abandoned(path):  # its process was killed: nothing will answer
+                with contextlib.suppress(OSError):
                     path.unlink()
             continue
         if answer.get("ok"):

@@ -531,9 +531,11 @@ def parse_arguments(argv: Sequence[str], *, raise_errors: bool = False) -> argpa
     for layer in layers:
         role.set_defaults(**{dest: v for dest, v in layer.items() if not isinstance(v, list)})
     merged = parser.parse_args(argv)
-    # -L, -R and -D replace those of the layers below as one list.
+    # -L, -R and -D replace those of the layers below as one list; -W clears them
+    # (ssh's ClearAllForwardings), so a host's table serves as a ProxyCommand too.
     forwards_given = any(getattr(args, dest, None) for dest in _FORWARD_DESTS)
     merged.forwards_from_command_line = forwards_given
+    forwards_given = forwards_given or getattr(args, "stdio", None) is not None
     for layer in reversed(layers):
         forwards_here = any(dest in layer for dest in _FORWARD_DESTS)
         for dest, value in layer.items():

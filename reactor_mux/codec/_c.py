@@ -9,6 +9,7 @@ the same object again (the session and reactor always do).
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,27 +89,42 @@ _TX_INVALID = lib.RMUX_TX_INVALID
 _TX_NO_MEMORY = lib.RMUX_TX_NO_MEMORY
 _TX_NO_ROOM = lib.RMUX_TX_NO_ROOM
 
-_SCRATCH = ffi.gc(lib.rmux_scratch_new(), lib.rmux_scratch_free)
-if _SCRATCH == ffi.NULL:
-    raise ImportError("cannot allocate the codec's scratch space")
-_FRAMES = ffi.new("rmux_frame[]", MAX_FRAMES_PER_SCAN)
-_FRAMES_BUFFER = ffi.buffer(_FRAMES)
-# What every decoder's advance() writes into and unpacks at once: shared, like the
-# scratch space (a reactor is single-threaded), so a decoder allocates nothing in C.
-# Its capacity is MAX_FRAMES_PER_SCAN, so a call scans that many frames at most and
-# advance() calls again while one fills it.
-_RECORDS = ffi.new("rmux_record[]", MAX_FRAMES_PER_SCAN)
-_RECORDS_BUFFER = ffi.buffer(_RECORDS)
-_CURSOR = ffi.new("size_t[3]")  # start, staged, nframes
-_SIZE_OUT = ffi.new("size_t *")
-_STATUS_OUT = ffi.new("rmux_status *")
-_HEADER_OUT = ffi.new("uint8_t[]", HEADER_SIZE)
+
+class _Scratch:
+    """What the codec's calls write into and unpack at once, so a decoder allocates
+    nothing in C: the scratch space, the records and frames a call fills (at most
+    MAX_FRAMES_PER_SCAN: advance() calls again while one fills them), and the out
+    arguments.  One per thread, not per process: a reactor is single-threaded, but
+    a program may run several (the Python API runs each tunnel in its own thread),
+    and a cffi call lets another thread run meanwhile."""
+
+    def __init__(self) -> None:
+        self.scratch = ffi.gc(lib.rmux_scratch_new(), lib.rmux_scratch_free)
+        if self.scratch == ffi.NULL:
+            raise MemoryError("cannot allocate the codec's scratch space")
+        self.frames = ffi.new("rmux_frame[]", MAX_FRAMES_PER_SCAN)
+        self.frames_buffer = ffi.buffer(self.frames)
+        self.records = ffi.new("rmux_record[]", MAX_FRAMES_PER_SCAN)
+        self.records_buffer = ffi.buffer(self.records)
+        self.cursor = ffi.new("size_t[3]")  # start, staged, nframes
+        self.size_out = ffi.new("size_t *")
+        self.status_out = ffi.new("rmux_status *")
+        self.header_out = ffi.new("uint8_t[]", HEADER_SIZE)
+
+
+class _PerThread(threading.local):
+    def __init__(self) -> None:  # runs once in each thread that uses the codec
+        self.scratch = _Scratch()
+
+
+_PER_THREAD = _PerThread()
 
 
 def encode_header(length: int, stream_id: int, kind: int) -> bytes:
     """Return the 9 header bytes of a frame with a ``length``-byte body."""
-    lib.rmux_encode_header(_HEADER_OUT, length, stream_id, kind)
-    return bytes(ffi.buffer(_HEADER_OUT))
+    header = _PER_THREAD.scratch.header_out
+    lib.rmux_encode_header(header, length, stream_id, kind)
+    return bytes(ffi.buffer(header))
 
 
 def scan_frames(
@@ -126,12 +142,13 @@ def scan_frames(
     if len(buf) > MAX_BUFFER:
         raise ValueError(f"buffer larger than {MAX_BUFFER} bytes")
     pointer = ffi.from_buffer(buf)
+    own = _PER_THREAD.scratch
     count = lib.rmux_scan_frames(
-        pointer, len(pointer), start, end, max_data, max_command, max_frames, _FRAMES,
-        _SIZE_OUT, _STATUS_OUT,
+        pointer, len(pointer), start, end, max_data, max_command, max_frames, own.frames,
+        own.size_out, own.status_out,
     )  # fmt: skip
-    frames = list(_FOUR_U32.iter_unpack(_FRAMES_BUFFER[: count * _ENTRY_SIZE]))
-    return frames, _SIZE_OUT[0], _STATUS_OUT[0]
+    frames = list(_FOUR_U32.iter_unpack(own.frames_buffer[: count * _ENTRY_SIZE]))
+    return frames, own.size_out[0], own.status_out[0]
 
 
 def _rx_field(name: str, convert: Any = int) -> property:
@@ -175,18 +192,19 @@ class InboundDecoder(_python.InboundDecoder):
     def advance(self, count: int) -> tuple[list[Record], int]:
         self._filled = count >= self._offered
         self._end += count
-        cursor = _CURSOR
+        own = _PER_THREAD.scratch
+        cursor = own.cursor
         cursor[0] = self._start
         cursor[1] = 0
         records: list[Record] = []
         while True:
             n = lib.rmux_decode(
-                _SCRATCH, self._buffer_pointer, self._buffer_length, cursor, self._end,
+                own.scratch, self._buffer_pointer, self._buffer_length, cursor, self._end,
                 self._max_data, self._max_command, self._staging_pointer, self._staging_length,
-                cursor + 1, _RECORDS, MAX_FRAMES_PER_SCAN, cursor + 2, _STATUS_OUT,
+                cursor + 1, own.records, MAX_FRAMES_PER_SCAN, cursor + 2, own.status_out,
             )  # fmt: skip
-            records += _FOUR_U32.iter_unpack(_RECORDS_BUFFER[: n * _ENTRY_SIZE])
-            error = _STATUS_OUT[0]
+            records += _FOUR_U32.iter_unpack(own.records_buffer[: n * _ENTRY_SIZE])
+            error = own.status_out[0]
             if error != OK:
                 if error not in _DECODE_ERRORS:
                     raise RuntimeError(f"codec internal error {error}")
@@ -207,8 +225,10 @@ class InboundDecoder(_python.InboundDecoder):
         self._filled = count >= self._offered
         self._end += count
         # The cursor is this call's own: the caller runs Python between records.
-        # The records array is the shared one: nothing the caller does with a
+        # The records array is the thread's: nothing the caller does with a
         # record decodes another channel's bytes before asking for the next.
+        own = _PER_THREAD.scratch
+        records = own.records
         cursor = ffi.new("size_t[3]")
         cursor[0] = self._start
         self.plane_events = events = []
@@ -217,18 +237,18 @@ class InboundDecoder(_python.InboundDecoder):
         staging, staging_length = self._staging_pointer, self._staging_length
         while True:
             n = lib.rmux_decode(
-                _SCRATCH, self._buffer_pointer, self._buffer_length, cursor, self._end,
+                own.scratch, self._buffer_pointer, self._buffer_length, cursor, self._end,
                 self._max_data, self._max_command, staging, staging_length,
-                cursor + 1, _RECORDS, MAX_FRAMES_PER_SCAN, cursor + 2, _STATUS_OUT,
+                cursor + 1, records, MAX_FRAMES_PER_SCAN, cursor + 2, own.status_out,
             )  # fmt: skip
-            error, scanned, start = _STATUS_OUT[0], cursor[2], cursor[0]
+            error, scanned, start = own.status_out[0], cursor[2], cursor[0]
             index = 0
             while index < n:
-                index, delivered = deliver(staging, staging_length, _RECORDS, n, index)
+                index, delivered = deliver(staging, staging_length, records, n, index)
                 if delivered:
                     events += delivered
                 if index < n:
-                    record = _RECORDS[index]
+                    record = records[index]
                     yield record.kind, record.stream_id, record.offset, record.length
                     index += 1
             if error != OK:

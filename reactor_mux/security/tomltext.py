@@ -31,10 +31,12 @@ def parse(text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        # Newer parsers (Python 3.14's tomllib) carry the line and the words apart;
+        # older ones only in the message, which is all they offer to tell kinds apart.
         message = str(exc)
         found = _WHERE.search(message)
-        line = int(found.group(1)) if found else None
-        said = _WHERE.sub("", message)
+        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
+        said = getattr(exc, "msg", None) or _WHERE.sub("", message)
         where = f":{line}" if line else ""
         raise TomlError(where, _explain(said, text, line)) from None
 

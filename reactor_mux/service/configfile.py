@@ -148,7 +148,7 @@ def load_host(path: Path, parser: argparse.ArgumentParser, name: str) -> dict[st
     text = _read(path)
     _check_writers(path)
     document = _parse(path, text)
-    table = document.get(name)
+    table = _host_table(document, name)
     if table is None:
         return None
     if not isinstance(table, dict):
@@ -156,12 +156,27 @@ def load_host(path: Path, parser: argparse.ArgumentParser, name: str) -> dict[st
     keys = option_keys(parser)
     values: dict[str, Any] = {}
     for key, raw in table.items():
+        if isinstance(raw, dict):  # [db] beside [db.example]: the other host's table
+            continue
         where = _where(path, text, key, table=name)
         action = keys.get(key)
         if action is None:
             raise ConfigError(f"{where}: unknown key {key!r}{_suggestion(key, keys)}")
         values[action.dest] = _convert(action, key, raw, where, path.parent)
     return values
+
+
+def _host_table(document: dict[str, Any], name: str) -> Any:
+    """Host ``name``'s table: ``["db.example"]`` is a key of its own, ``[db.example]``
+    TOML nests, as table ``example`` in table ``db``; either finds it."""
+    if name in document:
+        return document[name]
+    table: Any = document
+    for part in name.split("."):
+        if not isinstance(table, dict) or part not in table:
+            return None
+        table = table[part]
+    return table
 
 
 def load_overrides(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:

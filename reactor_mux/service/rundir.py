@@ -12,6 +12,7 @@ could have made it first.  Each process's socket is ``ROLE-PID.sock`` in it.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -31,10 +32,15 @@ def prepared_directory() -> Path:
     """The runtime directory, made if need be; StartupError if it cannot be trusted."""
     directory = runtime_directory()
     try:
+        parent = os.stat(directory.parent)
         directory.mkdir(mode=0o700, exist_ok=True)
         info = os.lstat(directory)
     except OSError as exc:
         raise StartupError(f"cannot make {directory}: {exc.strerror or exc}") from None
+    if parent.st_uid not in (0, os.getuid()):  # its owner could swap our directory out
+        raise StartupError(f"{directory.parent} belongs to another user")
+    if parent.st_mode & 0o022 and not parent.st_mode & stat.S_ISVTX:
+        raise StartupError(f"{directory.parent} may be changed by other users")
     if not stat.S_ISDIR(info.st_mode):
         raise StartupError(f"{directory} is not a directory")
     if info.st_uid != os.getuid():
@@ -61,6 +67,30 @@ def control_sockets() -> list[Path]:
         return []
     found = [path for path in directory.glob(f"*{SOCKET_SUFFIX}") if _is_socket(path)]
     return sorted(found, key=_pid_of)
+
+
+def abandoned(path: Path) -> bool:
+    """The socket's process is gone: connecting is refused and no process has the pid
+    its name carries.  A full backlog (a stopped process) or a socket not listening
+    yet (one starting) is not abandoned: only this removes a socket."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(str(path))
+        return False
+    except ConnectionRefusedError:
+        pass
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    try:
+        os.kill(_pid_of(path), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _is_socket(path: Path) -> bool:
