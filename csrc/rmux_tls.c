@@ -75,6 +75,21 @@ static int bound;
         }                                                                                      \
     } while (0)
 
+/* Defined below, with the BIO methods; rmux_tls_bind makes both methods once. */
+static void *output_method;
+static int output_type;
+static void *input_method;
+static int input_type;
+static void *new_method(int *type, const char *name, int (*write)(void *, const char *, int),
+                        int (*read)(void *, char *, int),
+                        long (*ctrl)(void *, int, long, void *), int (*destroy)(void *));
+static int output_write(void *bio, const char *data, int length);
+static long output_ctrl(void *bio, int command, long number, void *pointer);
+static int output_destroy(void *bio);
+static int input_read(void *bio, char *into, int length);
+static long input_ctrl(void *bio, int command, long number, void *pointer);
+static int input_destroy(void *bio);
+
 int rmux_tls_bind(const char *path) {
     if (bound) {
         return 0;
@@ -118,6 +133,12 @@ int rmux_tls_bind(const char *path) {
     LOOK_UP(handle, BIO_clear_flags);
     LOOK_UP(handle, SSL_set0_rbio);
     ossl = found;
+    /* Both BIO methods now, once: made on first use, two reactors in two threads (the
+     * Python API's tunnels) could each make one and leave the other's BIOs unknown. */
+    output_method = new_method(&output_type, "reactor-mux cipher output", output_write, NULL,
+                               output_ctrl, output_destroy);
+    input_method = new_method(&input_type, "reactor-mux cipher input", NULL, input_read,
+                              input_ctrl, input_destroy);
     bound = 1; /* the handle stays open: the module is never unloaded anyway */
     return 0;
 }
@@ -286,12 +307,8 @@ int rmux_tls_own_output(uintptr_t ssl) {
     if (own_output(session) != NULL) {
         return 1;
     }
-    if (output_method == NULL) {
-        output_method = new_method(&output_type, "reactor-mux cipher output", output_write, NULL,
-                                   output_ctrl, output_destroy);
-        if (output_method == NULL) {
-            return 0;
-        }
+    if (output_method == NULL) { /* OpenSSL refused it at bind time: Python's BIO stays */
+        return 0;
     }
     void *bio = new_bio(output_method, sizeof(cipher_output));
     if (bio == NULL) {
@@ -449,12 +466,8 @@ int rmux_tls_own_input(uintptr_t ssl, int eof) {
     if (own_input(session) != NULL) {
         return 1;
     }
-    if (input_method == NULL) {
-        input_method = new_method(&input_type, "reactor-mux cipher input", NULL, input_read,
-                                  input_ctrl, input_destroy);
-        if (input_method == NULL) {
-            return 0;
-        }
+    if (input_method == NULL) { /* OpenSSL refused it at bind time: Python's BIO stays */
+        return 0;
     }
     void *bio = new_bio(input_method, sizeof(cipher_input));
     if (bio == NULL) {

@@ -41,6 +41,7 @@ from reactor_mux import (
     ServerUnusable,
     TunnelStopped,
 )
+from reactor_mux.security.keygen import generate
 
 SIZE = 2_000_000
 
@@ -311,3 +312,27 @@ def test_several_tunnels_in_one_process_move_data_at_once(hash_target):
         finally:
             for tunnel in tunnels:
                 tunnel.stop(0)
+
+
+def test_tls_tunnels_in_one_process_at_once(tmp_path, hash_target):
+    """The plane's TLS binding and its BIO methods are made once per process, so tunnels
+    handshaking in several threads at once all get the plane's records."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    pin = generate(cert, key, ["127.0.0.1"])
+    secret = secret_file(tmp_path, "secret", SECRET)
+    target = f"127.0.0.1:{hash_target.port}"
+    with Server("127.0.0.1:0", tls_cert=cert, tls_key=key, secret_file=secret) as server:
+        address = f"127.0.0.1:{server.addresses[0][1]}"
+        clients = [Client(address, tls=True, tls_fingerprint=pin, secret_file=secret,
+                          local_forward=[f"0:{target}"]) for _ in range(3)]  # fmt: skip
+        starters = [threading.Thread(target=client.start) for client in clients]
+        for starter in starters:
+            starter.start()
+        for starter in starters:
+            starter.join(60)
+        try:
+            for index, client in enumerate(clients):
+                transfer(client.forwards[0].port, hash_target, 7300 + 2 * index)
+        finally:
+            for client in clients:
+                client.stop(0)

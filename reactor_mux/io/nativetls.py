@@ -26,6 +26,7 @@ import os
 import ssl
 import sys
 import sysconfig
+import threading
 from functools import cache
 
 from reactor_mux.io import plane as data_plane
@@ -49,10 +50,19 @@ _HEADER = object.__basicsize__
 """PyObject_HEAD's size: where the first field of every _ssl object starts."""
 
 
-@cache
+_BIND_LOCK = threading.Lock()
+
+
 def available() -> bool:
     """Whether this process can hand TLS sessions to the data plane (which it
-    uses: not with the pure-Python codec or REACTOR_MUX_DATA_PLANE=python)."""
+    uses: not with the pure-Python codec or REACTOR_MUX_DATA_PLANE=python).
+    Decided once, under a lock: two reactors' threads may ask at once."""
+    with _BIND_LOCK:
+        return _decide()
+
+
+@cache
+def _decide() -> bool:
     if lib is None or os.environ.get(POLICY_VARIABLE, "").strip().lower() == "python":
         return False
     if not data_plane.enabled():
