@@ -32,9 +32,9 @@
 #define INPUT_FRAMES 1024
 /* Frames of one stream written with one sendmsg (consecutive frames of a stream). */
 #define DELIVERY_PARTS 64
-/* Events one stream can produce in one pump: ACK, WRITE_CLOSED or FAILED,
- * READ_EOF or FAILED, BLOCKED, and its plane's OUTPUT. */
-#define EVENTS_PER_STREAM 5
+/* Events one stream can produce in one pump: ACK, RING_FREED, WRITE_CLOSED or
+ * FAILED, READ_EOF or FAILED, BLOCKED, and its plane's OUTPUT. */
+#define EVENTS_PER_STREAM 6
 /* Planes one pump sends for; more wait for Python's flush (OUTPUT). */
 #define SENDING_PLANES 64
 /* FINs one send step reports; a plane with more stops there, for the next pump. */
@@ -851,6 +851,9 @@ static void write_side(plane_stream *stream, rmux_event *events, size_t *nevents
         }
         if (stream->ring_size == 0 && stream->plane->inbound_paused) {
             free_ring(stream);
+            /* Python lifts the cap when it sees the rings drained; an ACK event
+             * would tell it, but a ring smaller than the ACK step owes none. */
+            emit(events, nevents, RMUX_EVENT_RING_FREED, stream, 0);
         }
     }
     if (stream->peer_eof && !stream->write_closed && stream->ring_size == 0) {

@@ -48,7 +48,9 @@ typedef enum rmux_event_kind {
     RMUX_EVENT_CHANNEL_EOF = 13,      /* the peer closed the channel */
     RMUX_EVENT_CHANNEL_READ_FAILED = 14, /* value: the errno of a failed read */
     /* Only on a TLS channel (a tls session given with the socket): */
-    RMUX_EVENT_CHANNEL_TLS_FAILED = 15 /* value: OpenSSL's error code (rmux_tls_reason) */
+    RMUX_EVENT_CHANNEL_TLS_FAILED = 15, /* value: OpenSSL's error code (rmux_tls_reason) */
+    /* While the inbound cap pauses the channel's reads (rmux_plane_set_inbound_paused): */
+    RMUX_EVENT_RING_FREED = 16 /* a drained ring gave its storage back: the cap may lift */
 } rmux_event_kind;
 
 /* The channel's receive buffer and cursor, shared with Python's decoder

@@ -111,6 +111,9 @@ static void handle_events(size_t n) {
         case RMUX_EVENT_WRITE_CLOSED:
             CHECK(s->finished);
             break;
+        case RMUX_EVENT_RING_FREED:
+            CHECK(rmux_plane_inbound_buffered(plane, s->handle) == 0);
+            break;
         case RMUX_EVENT_READ_EOF:
         case RMUX_EVENT_OUTPUT:
             break;

@@ -44,6 +44,7 @@ CHANNEL_READABLE = 12
 CHANNEL_EOF = 13
 CHANNEL_READ_FAILED = 14
 CHANNEL_TLS_FAILED = 15
+RING_FREED = 16
 
 PlaneEvent = tuple[int, int, int, int]
 """(kind, plane tag, stream id, value): see csrc/rmux_plane.h, rmux_event."""

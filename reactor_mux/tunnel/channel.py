@@ -993,6 +993,8 @@ class Channel:
             elif kind == data_plane.BLOCKED:
                 session.send_blocked(stream_id)
                 flush = True
+            elif kind == data_plane.RING_FREED:
+                pass  # the paused inbound cap is checked once, after the batch
             else:
                 stream = self.streams.get(stream_id)
                 if isinstance(stream, PlaneStream):  # a bug there costs the stream only
