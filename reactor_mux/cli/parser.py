@@ -346,7 +346,8 @@ def build_parser() -> _Parser:
         default=[],
         metavar="[BIND:]PORT:HOST:HOSTPORT",
         type=spec_type(lambda t: parse_forward(ForwardKind.LOCAL, t)),
-        help="listen here on BIND:PORT, connect from the server to HOST:HOSTPORT",
+        help="listen here on BIND:PORT (or on the Unix socket /PATH: -L /PATH:HOST:HOSTPORT), "
+        "connect from the server to HOST:HOSTPORT",
     )
     client.add_argument(
         "-R",
@@ -355,8 +356,9 @@ def build_parser() -> _Parser:
         default=[],
         metavar="[BIND:]PORT[:HOST:HOSTPORT]",
         type=spec_type(lambda t: parse_forward(ForwardKind.REMOTE, t)),
-        help="listen on the server on BIND:PORT, connect from here to HOST:HOSTPORT; "
-        "without HOST:HOSTPORT, serve SOCKS here for those connections",
+        help="listen on the server on BIND:PORT, connect from here to HOST:HOSTPORT (or to "
+        "the Unix socket /PATH: -R [BIND:]PORT:/PATH); without HOST:HOSTPORT, serve SOCKS "
+        "here for those connections",
     )
     client.add_argument(
         "-D",
