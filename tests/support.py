@@ -171,6 +171,25 @@ def run_exchange(
         ex.done.set()
 
 
+def run_exchanges(
+    exchanges: Sequence[Exchange],
+    target: HashReplyServer,
+    ports: Sequence[int] = (),
+    connect: Callable[[], socket.socket] | None = None,
+) -> None:
+    """Run ``exchanges`` at once (each to its port in ``ports``, or over ``connect()``),
+    then check every one at both ends."""
+    movers = [threading.Thread(target=run_exchange, args=(ports[i] if ports else 0, ex),
+                               kwargs={"connect": connect})
+              for i, ex in enumerate(exchanges)]  # fmt: skip
+    for mover in movers:
+        mover.start()
+    for mover in movers:
+        mover.join(120)
+    for ex in exchanges:
+        check_exchange(ex, target)
+
+
 def check_exchange(ex: Exchange, target: HashReplyServer) -> None:
     assert ex.error is None, f"seed {ex.seed}: {ex.error!r}"
     # The target records after its own EOF, which may come after ours.

@@ -24,6 +24,7 @@ from support import (
     payload,
     recv_exactly,
     run_exchange,
+    run_exchanges,
     sha,
     wait_until,
 )
@@ -299,15 +300,8 @@ def test_several_tunnels_in_one_process_move_data_at_once(hash_target):
         try:
             exchanges = [Exchange(send_len=SIZE, reply_len=SIZE, seed=7200 + 2 * i)
                          for i in range(6)]  # fmt: skip
-            movers = [threading.Thread(target=run_exchange,
-                                       args=(tunnels[i % 3].forwards[0].port, ex))
-                      for i, ex in enumerate(exchanges)]  # fmt: skip
-            for mover in movers:
-                mover.start()
-            for mover in movers:
-                mover.join(120)
-            for ex in exchanges:
-                check_exchange(ex, hash_target)
+            ports = [tunnels[i % 3].forwards[0].port for i in range(len(exchanges))]
+            run_exchanges(exchanges, hash_target, ports)
             assert all(len(t.status()["channels"]) == 1 for t in tunnels)
         finally:
             for tunnel in tunnels:

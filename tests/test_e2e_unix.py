@@ -19,7 +19,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from support import Exchange, HashReplyServer, check_exchange, run_exchange, wait_until
+from support import (
+    Exchange,
+    HashReplyServer,
+    check_exchange,
+    run_exchange,
+    run_exchanges,
+    wait_until,
+)
 
 SIZE = 3_000_000
 
@@ -57,15 +64,7 @@ def test_l_listens_on_a_unix_socket(tunnel, hash_target, short_dir):
     client, _ = tunnel.client("-L", f"{path}:127.0.0.1:{hash_target.port}")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # OpenSSH's StreamLocalBindMask
     exchanges = [Exchange(send_len=SIZE, reply_len=SIZE, seed=seed) for seed in (8100, 8102)]
-    movers = [threading.Thread(target=run_exchange, args=(0, ex),
-                               kwargs={"connect": lambda: unix_connect(path)})
-              for ex in exchanges]  # fmt: skip
-    for mover in movers:
-        mover.start()
-    for mover in movers:
-        mover.join(120)
-    for ex in exchanges:
-        check_exchange(ex, hash_target)
+    run_exchanges(exchanges, hash_target, connect=lambda: unix_connect(path))
     assert client.stop() == 0
     assert not path.exists()  # removed on the way out
 
