@@ -12,6 +12,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -145,3 +146,25 @@ def test_closed_standard_input_is_an_empty_one(open_tunnel, echo):
                           timeout=30)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"" and b"Traceback" not in done.stderr
+
+
+def test_a_reader_that_stops_early_ends_it_cleanly(open_tunnel, echo):
+    """``... -W host:port | head -c 10``: the reader closing its end is the end (status
+    0), not a reset of the forwarded connection."""
+    client = subprocess.Popen(stdio_client(open_tunnel, f"127.0.0.1:{echo.port}"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    assert client.stdin is not None and client.stdout is not None
+    feeder = threading.Thread(target=_feed, args=(client.stdin,), daemon=True)
+    feeder.start()
+    assert client.stdout.read(10) == bytes(payload(2302, SIZE))[:10]
+    client.stdout.close()
+    assert client.wait(30) == 0, client.stderr.read() if client.stderr else ""
+
+
+def _feed(pipe) -> None:  # type: ignore[no-untyped-def]
+    try:
+        pipe.write(payload(2302, SIZE))
+        pipe.close()
+    except OSError:
+        pass  # the client ended first

@@ -79,8 +79,8 @@ class StdioBridge:
             written = os.write(STDOUT, self._down)
         except BlockingIOError:
             return
-        except OSError:  # nobody reads our output any more (EPIPE): that direction is over
-            self._finish(clean=False)
+        except OSError:  # nobody reads our output any more (`| head`): as a pipe's writer
+            self._finish(clean=True)  # ends then, it is done, not failed
             return
         del self._down[:written]
         self._update()
