@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from functools import partial
+from pathlib import Path
 
 import pytest
 from certs import secret_file
@@ -40,6 +44,7 @@ from reactor_mux import (
     Server,
     ServerUnreachable,
     ServerUnusable,
+    TunnelError,
     TunnelStopped,
 )
 from reactor_mux.security.keygen import generate
@@ -330,3 +335,33 @@ def test_tls_tunnels_in_one_process_at_once(tmp_path, hash_target):
         finally:
             for client in clients:
                 client.stop(0)
+
+
+def test_unix_socket_forwards_report_their_paths(hash_target):
+    """``Forward.path``: where a forward listens on a Unix socket (here for ``-L``, on
+    the server for ``-R``); asking such a forward for a port is a clear error."""
+    directory = Path(tempfile.mkdtemp(prefix="rmux-api-", dir="/tmp"))  # short: 107 bytes
+    local, remote = directory / "l.sock", directory / "r.sock"
+    target = f"127.0.0.1:{hash_target.port}"
+    try:
+        with Server("127.0.0.1:0", allow_bind=[f"{directory}/*.sock"]) as server:
+            [(_, port)] = server.addresses
+            with Client(f"127.0.0.1:{port}", local_forward=[f"{local}:{target}"],
+                        remote_forward=[f"{remote}:{target}"]) as tunnel:  # fmt: skip
+                by_path = {forward.path: forward for forward in tunnel.forwards}
+                assert set(by_path) == {str(local), str(remote)}
+                assert by_path[str(remote)].bound is None
+                with pytest.raises(TunnelError, match="listens on the Unix socket"):
+                    _ = by_path[str(local)].port
+                for seed, path in ((7300, local), (7302, remote)):
+                    exchange = Exchange(send_len=SIZE, reply_len=SIZE, seed=seed)
+                    run_exchange(0, exchange, connect=partial(unix_socket_to, path))
+                    check_exchange(exchange, hash_target)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def unix_socket_to(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    return sock

@@ -221,12 +221,17 @@ def _loopback_v6() -> bool:
 
 
 @pytest.mark.skipif(not _loopback_v6(), reason="no IPv6 loopback")
-def test_the_server_names_every_address_an_r_forward_listens_on(tunnel, echo):
+def test_both_ends_name_every_address_an_r_forward_listens_on(tunnel, echo):
+    """The server binds ``localhost`` on 127.0.0.1 and ::1; its log says so, and so
+    does the client's, told by ``BIND OK localhost:PORT``."""
     client, [(_, _, _)] = tunnel.client("-R", f"0:127.0.0.1:{echo.port}")
     up = tunnel.server.wait_event("mapping_up", mapping=re.compile("^-R "))
     port = int(up["mapping"].rsplit(":", 1)[1])
     assert up["address"] == f"127.0.0.1:{port} and [::1]:{port}", up
     assert f"forwarding -R 127.0.0.1:{port} and [::1]:{port} -> client" in up["message"]
+    told = client.wait_event("forward_up")
+    assert told["address"] == f"127.0.0.1:{port} and [::1]:{port}", told
+    assert f"forwarding -R 127.0.0.1:{port} and [::1]:{port} -> 127.0.0.1:" in told["message"]
     for host in ("127.0.0.1", "::1"):
         with socket.create_connection((host, port), timeout=10) as conn:
             conn.sendall(b"both")

@@ -8,6 +8,7 @@ alone."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ import pytest
 from support import (
     Exchange,
     HashReplyServer,
+    Tunnel,
     check_exchange,
     run_exchange,
     run_exchanges,
@@ -118,15 +120,141 @@ def test_the_socket_file_of_a_dead_process_is_replaced_and_a_live_one_kept(tunne
     assert first.stop() == 0
 
 
-@pytest.mark.parametrize(
-    ("flag", "spec"),
-    [("-L", "8080:/remote.sock"), ("-R", "/remote.sock:127.0.0.1:22"), ("-L", "/a.sock:/b.sock")],
-)
-def test_unix_sockets_on_the_servers_side_are_a_clear_usage_error(flag, spec):
-    done = subprocess.run([sys.executable, "-m", "reactor_mux", "client", "127.0.0.1", flag, spec],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+# --------------------------------------------------- sockets on the server's side
+
+
+def unix_server_tunnel(short_dir: Path, *patterns: str) -> Tunnel:
+    """A server that allows Unix sockets under ``short_dir`` (``--allow-connect`` and
+    ``--allow-bind`` path patterns; without one a server refuses every path)."""
+    rules = patterns or (f"{short_dir}/*.sock",)
+    args = [word for rule in rules for word in ("--allow-connect", rule, "--allow-bind", rule)]
+    return Tunnel(tuple(args))
+
+
+def test_l_reaches_a_unix_socket_on_the_server(short_dir):
+    path = short_dir / "target.sock"
+    target = UnixHashServer(path)
+    tunnel = unix_server_tunnel(short_dir)
+    try:
+        _client, [(_, port, _)] = tunnel.client("-L", f"0:{path}")
+        exchanges = [Exchange(send_len=SIZE, reply_len=SIZE, seed=seed) for seed in (8200, 8202)]
+        run_exchanges(exchanges, target, [port, port])
+        assert tunnel.server.wait_event("mapping_up")["mapping"] == f"-L {path}"
+    finally:
+        tunnel.close()
+        target.close()
+
+
+def test_r_listens_on_a_unix_socket_on_the_server(hash_target, short_dir):
+    path = short_dir / "remote.sock"
+    tunnel = unix_server_tunnel(short_dir)
+    try:
+        control = short_dir / "control.sock"
+        client, _ = tunnel.client("-R", f"{path}:127.0.0.1:{hash_target.port}",
+                                  extra=("--control", str(control)))  # fmt: skip
+        up = client.wait_event("forward_up")
+        assert up["address"] == str(path), up
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        exchanges = [Exchange(send_len=SIZE, reply_len=SIZE, seed=seed) for seed in (8210, 8212)]
+        run_exchanges(exchanges, hash_target, connect=lambda: unix_connect(path))
+        status = json.loads(subprocess.run(
+            [sys.executable, "-m", "reactor_mux", "status", "--json", "--control", str(control)],
+            capture_output=True, text=True, timeout=30, check=True).stdout)  # fmt: skip
+        [forward] = status["forwards"]
+        assert forward["bound"] == {"path": str(path)}, forward
+        assert client.stop() == 0
+        assert wait_until(lambda: not path.exists())  # the server removed its socket
+    finally:
+        tunnel.close()
+
+
+def test_socket_to_socket_both_ways(short_dir):
+    """``-L /PATH:/PATH`` and ``-R /PATH:/PATH``: no port anywhere."""
+    server_side = UnixHashServer(short_dir / "server-side.sock")
+    client_side = UnixHashServer(short_dir / "client-side.sock")
+    tunnel = unix_server_tunnel(short_dir)
+    local, remote = short_dir / "local.sock", short_dir / "remote.sock"
+    try:
+        tunnel.client("-L", f"{local}:{short_dir}/server-side.sock",
+                      "-R", f"{remote}:{short_dir}/client-side.sock")  # fmt: skip
+        run_exchanges([Exchange(send_len=SIZE, reply_len=SIZE, seed=8220)], server_side,
+                      connect=lambda: unix_connect(local))  # fmt: skip
+        run_exchanges([Exchange(send_len=SIZE, reply_len=SIZE, seed=8222)], client_side,
+                      connect=lambda: unix_connect(remote))  # fmt: skip
+    finally:
+        tunnel.close()
+        server_side.close()
+        client_side.close()
+
+
+def test_a_server_refuses_unix_sockets_unless_a_path_pattern_allows_them(hash_target,
+                                                                         short_dir):  # fmt: skip
+    """Safe by default: with no list, or a list of host patterns only, every socket
+    path is refused (and the client is told which flag allows it); a path pattern
+    allows only what it matches, and never lets ``..`` walk out of it."""
+    allowed = short_dir / "ok.sock"
+    UnixHashServer(allowed).close()  # a path that exists: refusals are not "no such file"
+    for server_args, spec, says in [
+        ((), f"0:{allowed}", "only where --allow-connect names them"),
+        (("--allow-connect", "*:*"), f"0:{allowed}", "only where --allow-connect names them"),
+        (("--allow-connect", f"{short_dir}/ok-*.sock"), f"0:{allowed}",
+         "not allowed by the server's --allow-connect"),
+        (("--allow-connect", f"{short_dir}/*"), f"0:{short_dir}/x/../ok.sock", "plain form"),
+    ]:  # fmt: skip
+        tunnel = Tunnel(server_args)
+        try:
+            client, _ = tunnel.client("-L", spec, expect=0)
+            refused = client.wait_event("forward_refused")
+            assert says in refused["reason"], refused
+        finally:
+            tunnel.close()
+    tunnel = Tunnel(("--allow-bind", "127.0.0.1:*"))
+    try:
+        client, _ = tunnel.client("-R", f"{short_dir}/r.sock:127.0.0.1:{hash_target.port}",
+                                  expect=0)  # fmt: skip
+        refused = client.wait_event("forward_refused")
+        assert "only where --allow-bind names them" in refused["reason"], refused
+        assert not (short_dir / "r.sock").exists()
+    finally:
+        tunnel.close()
+
+
+def test_path_patterns_leave_host_targets_as_they_were(hash_target, short_dir):
+    """A path pattern alone does not restrict TCP targets: ``-L`` to a port works."""
+    tunnel = unix_server_tunnel(short_dir)
+    try:
+        _client, [(_, port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        run_exchanges([Exchange(send_len=100_000, reply_len=100_000, seed=8230)], hash_target,
+                      [port])  # fmt: skip
+    finally:
+        tunnel.close()
+
+
+def test_an_r_socket_in_use_is_refused_and_another_file_left_alone(hash_target, short_dir):
+    tunnel = unix_server_tunnel(short_dir)
+    taken = short_dir / "taken.sock"
+    holder = UnixHashServer(taken)  # another process's live socket
+    plain = short_dir / "plain.sock"
+    plain.write_text("not a socket")
+    try:
+        for path, says in [(taken, "in use by another process"), (plain, "is not a socket")]:
+            client, _ = tunnel.client("-R", f"{path}:127.0.0.1:{hash_target.port}", expect=0)
+            refused = client.wait_event("forward_refused")
+            assert says in refused["reason"], refused
+        assert plain.read_text() == "not a socket"
+        with unix_connect(taken) as conn:  # still the holder's
+            conn.sendall(b"x")
+    finally:
+        tunnel.close()
+        holder.close()
+
+
+def test_an_older_client_syntax_error_names_the_socket_forms():
+    done = subprocess.run([sys.executable, "-m", "reactor_mux", "client", "127.0.0.1",
+                           "-L", "8080:h:/x.sock"], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
     assert done.returncode == 2
-    assert "a Unix socket on the server's side is not supported yet" in done.stderr
+    assert "either end may be a Unix socket /PATH" in done.stderr, done.stderr
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
@@ -174,3 +302,57 @@ def test_redis_on_a_unix_socket_through_r(tunnel, short_dir):
     finally:
         redis.terminate()
         redis.wait(10)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_redis_on_the_servers_unix_socket_through_l(short_dir):
+    """The common case: a database that listens only on a Unix socket on the server's
+    host, reached from here through ``-L PORT:/PATH``."""
+    import redis_protocol as resp
+
+    path = short_dir / "redis.sock"
+    redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(path),
+                              "--unixsocketperm", "700", "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)  # fmt: skip
+    tunnel = unix_server_tunnel(short_dir)
+    try:
+        assert wait_until(path.exists, timeout=10)
+        _client, [(_, port, _)] = tunnel.client("-L", f"0:{path}")
+        value = os.urandom(1_000_000)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            assert resp.command(conn, b"SET", b"blob", value) == b"OK"
+            assert resp.command(conn, b"GET", b"blob") == value
+        with unix_connect(path) as direct:
+            assert resp.command(direct, b"STRLEN", b"blob") == len(value)
+    finally:
+        tunnel.close()
+        redis.terminate()
+        redis.wait(10)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_curl_on_the_servers_unix_socket_through_r(short_dir):
+    """``-R /PATH:HOST:PORT``: a program on the server's host speaks HTTP to a socket
+    file, and the web server it reaches runs here."""
+    body = os.urandom(300_000)
+
+    class Web(HashReplyServer):
+        def handle(self, conn: socket.socket) -> None:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                         % len(body) + body)  # fmt: skip
+
+    web = Web()
+    path = short_dir / "web.sock"
+    tunnel = unix_server_tunnel(short_dir)
+    try:
+        tunnel.client("-R", f"{path}:127.0.0.1:{web.port}")
+        done = subprocess.run(["curl", "-sS", "--unix-socket", str(path), "http://localhost/"],
+                              capture_output=True, timeout=30)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert hashlib.sha256(done.stdout).digest() == hashlib.sha256(body).digest()
+    finally:
+        tunnel.close()
+        web.close()

@@ -87,3 +87,29 @@ def test_binds():
         "127.0.0.1:9000 is not allowed by the server's --allow-bind"
     )
     assert rules.check_bind("0.0.0.0", 8080) is not None
+
+
+def test_socket_paths_are_refused_unless_a_path_pattern_allows_them():
+    """Safe by default: no list, or host patterns only, allow no Unix socket; a path
+    pattern allows what it matches, ``*`` within one component only; path patterns
+    leave host targets as they were."""
+    assert "only where --allow-connect names them" in AllowList().check_path("/run/a.sock")
+    hosts = AllowList.parse(["*:*"], "--allow-connect")
+    assert "only where --allow-connect names them" in hosts.check_path("/run/a.sock")
+    rules = AllowList.parse(["/run/redis/*.sock", "/tmp/r?.sock"], "--allow-connect")
+    assert rules.check_path("/run/redis/main.sock") is None
+    assert rules.check_path("/tmp/r1.sock") is None
+    assert "not allowed" in rules.check_path("/run/redis/sub/main.sock")
+    assert "not allowed" in rules.check_path("/tmp/r12.sock")
+    assert "plain form" in rules.check_path("/run/redis/../../etc/x.sock")
+    assert "plain form" in rules.check_path("/run/redis//main.sock")
+    assert "plain form" in rules.check_path("/run/redis/./main.sock")
+    assert rules.check_target("10.1.2.3", 5432) is None  # no host pattern: hosts unchanged
+    given = AllowList.parse(["/run/redis/*.sock"], "allow-connect of client a", restrictive=True)
+    assert given.check_target("10.1.2.3", 5432) is not None  # a clients-file list is all
+
+
+@pytest.mark.parametrize("text", ["/run/../x.sock", "/run//x.sock", "/", "/" + "x" * 107])
+def test_bad_path_patterns(text):
+    with pytest.raises(PatternError):
+        parse_pattern(text)

@@ -133,6 +133,47 @@ def test_bind_reports_the_bound_address(pair):
     assert s_events == [StreamAccepted(sid)]
 
 
+def test_unix_socket_paths_in_connect_and_bind(pair):
+    """A path travels as its own word (``%XX`` for bytes outside printable ASCII and
+    for ``%``), and comes out as it went in."""
+    client, server = pair
+    odd = "/tmp/with space/%и.sock"
+    client.request_connect_unix(1, "/run/redis/redis.sock")
+    client.request_bind_unix(2, odd)
+    wire = client.data_to_send()
+    assert commands_in(wire) == [
+        (1, "CONNECT /run/redis/redis.sock"),
+        (2, "BIND /tmp/with%20space/%25%D0%B8.sock"),
+    ]
+    s_events = server.receive_data(wire)
+    assert s_events == [
+        MappingRequested(1, MappingKind.CONNECT, path="/run/redis/redis.sock"),
+        MappingRequested(2, MappingKind.BIND, path=odd),
+    ]
+    server.accept_connect(1)
+    server.accept_bind_unix(2, odd)
+    c_events, _ = exchange(client, server)
+    assert c_events == [
+        MappingAccepted(1, MappingKind.CONNECT),
+        MappingAccepted(2, MappingKind.BIND, path=odd),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("word", "why"),
+    [
+        ("/a%2fb", "one spelling"),  # lower-case hex
+        ("/a%41", "one spelling"),  # an escape where none is needed
+        ("/a%00", "NUL"),
+        ("/" + "x" * 107, "longer than 107"),
+        ("/a%", "one spelling"),  # a lone %
+    ],
+)
+def test_a_socket_path_word_that_is_not_canonical_is_a_violation(pair, word, why):
+    _client, server = pair
+    fails(server, command(1, f"CONNECT {word}"), why)
+
+
 def test_refusals(pair):
     client, server = pair
     client.request_bind(1, "0.0.0.0", 22)

@@ -98,6 +98,45 @@ def test_bad_dynamic_specs_say_what_is_wrong(text, why):
     assert message.endswith("expected [BIND:]PORT")
 
 
+@pytest.mark.parametrize(
+    ("kind", "text", "bind", "bind_path", "target", "target_path"),
+    [
+        (L, "/tmp/l.sock:db:5432", ("", 0), "/tmp/l.sock", ("db", 5432), None),
+        (L, "8080:/run/r.sock", ("localhost", 8080), None, ("", 0), "/run/r.sock"),
+        (L, "*:8080:/run/r.sock", ("::", 8080), None, ("", 0), "/run/r.sock"),
+        (L, "/tmp/l.sock:/run/r.sock", ("", 0), "/tmp/l.sock", ("", 0), "/run/r.sock"),
+        (R, "/run/r.sock:127.0.0.1:80", ("", 0), "/run/r.sock", ("127.0.0.1", 80), None),
+        (R, "0:/tmp/l.sock", ("localhost", 0), None, ("", 0), "/tmp/l.sock"),
+        (R, "/run/r.sock:/tmp/l.sock", ("", 0), "/run/r.sock", ("", 0), "/tmp/l.sock"),
+    ],
+)
+def test_unix_socket_forms_are_openssh_s(kind, text, bind, bind_path, target, target_path):
+    """Either end a path: the listening end of ``-L`` and the target of ``-R`` are
+    this side's, the other two the server's."""
+    spec = parse_forward(kind, text)
+    assert ((spec.bind_host, spec.bind_port), spec.bind_path) == (bind, bind_path)
+    assert ((spec.target_host, spec.target_port), spec.target_path) == (target, target_path)
+    assert not spec.dynamic
+    assert spec.bind == (bind_path or spec.bind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "why"),
+    [
+        (L, "/tmp/l.sock", "after /PATH comes HOST:HOSTPORT or another /PATH"),
+        (L, "/tmp/l.sock:db", "after /PATH comes HOST:HOSTPORT or another /PATH"),
+        (R, "/run/r.sock:h:80:90", "after /PATH comes HOST:HOSTPORT or another /PATH"),
+        (L, "8080:/a.sock:/b.sock", "bind address '8080' must be an IP address"),
+        (L, "1:2:3:/x.sock", "a socket path is a whole field at either end"),
+        (L, "/" + "x" * 107 + ":h:80", "at most 107 bytes"),
+    ],
+)
+def test_bad_unix_socket_forms_say_what_is_wrong(kind, text, why):
+    with pytest.raises(SpecError, match="either end may be a Unix socket") as info:
+        parse_forward(kind, text)
+    assert why in str(info.value)
+
+
 def test_a_short_l_is_still_an_error_but_a_short_r_is_reverse_dynamic():
     with pytest.raises(SpecError, match=r"expected \[BIND:\]PORT:HOST:HOSTPORT$"):
         parse_forward(L, "8080")

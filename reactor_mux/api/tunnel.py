@@ -97,10 +97,15 @@ class Forward:
     """Where an ``-L`` or ``-D`` listens here (every address)."""
     bound: tuple[str, int] | None
     """Where the server listens for an ``-R``."""
+    path: str | None = None
+    """The Unix socket this forward listens on instead of a port: here for an ``-L
+    /PATH:...``, on the server for an ``-R /PATH:...`` (once it is up)."""
 
     @property
     def port(self) -> int:
         """The port to connect to: the local one of an ``-L``/``-D``, the server's of an ``-R``."""
+        if self.path is not None:
+            raise TunnelError(f"{self.forward} listens on the Unix socket {self.path}, not a port")
         if self.listening:
             return self.listening[0][1]
         if self.bound is not None:
@@ -408,12 +413,15 @@ def _error_for(gave_up: GaveUp | None) -> TunnelError:
 
 
 def _forward(item: Mapping[str, Any]) -> Forward:
-    bound = item.get("bound")
+    bound = item.get("bound") or {}
+    listening = item["listening"]
+    paths = [one["path"] for one in [*listening, bound] if "path" in one]
     return Forward(
         forward=item["forward"],
         state=item["state"],
-        listening=tuple((one["host"], one["port"]) for one in item["listening"]),
-        bound=(bound["host"], bound["port"]) if bound else None,
+        listening=tuple((one["host"], one["port"]) for one in listening if "path" not in one),
+        bound=(bound["host"], bound["port"]) if "host" in bound else None,
+        path=paths[0] if paths else None,
     )
 
 

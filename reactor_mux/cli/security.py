@@ -39,7 +39,14 @@ from reactor_mux.security.credentials import (
     secret_from,
 )
 from reactor_mux.security.penalties import PenaltySpec, PenaltySpecError, parse_networks
-from reactor_mux.security.policy import AllowList, Pattern, PatternError, Policy, parse_pattern
+from reactor_mux.security.policy import (
+    AllowList,
+    PathPattern,
+    Pattern,
+    PatternError,
+    Policy,
+    parse_pattern,
+)
 from reactor_mux.security.sourceblock import Netblock, NetblockError
 
 
@@ -47,7 +54,7 @@ class SecurityOptionError(ValueError):
     """Security options that cannot be used together, or files that cannot be used."""
 
 
-def _pattern(text: str) -> Pattern:
+def _pattern(text: str) -> Pattern | PathPattern:
     try:
         return parse_pattern(text)
     except PatternError as exc:
@@ -104,7 +111,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="TOML: each client's name, secret and own allow-lists")  # fmt: skip
     add("--allow-connect", action="append", default=[], type=_pattern, metavar="PATTERN",
         help="-L targets clients may reach: HOST:PORTS, HOST a name (with *), an address, "
-        "a network or *; PORTS a port, a range or * (repeatable)")  # fmt: skip
+        "a network or *; PORTS a port, a range or *; or /PATH (with *) for Unix sockets, "
+        "which are refused unless named (repeatable)")  # fmt: skip
     add("--allow-bind", action="append", default=[], type=_pattern, metavar="PATTERN",
         help="-R addresses clients may listen on, in the same form (repeatable)")  # fmt: skip
     add("--insecure", action="store_true",

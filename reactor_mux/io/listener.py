@@ -147,6 +147,8 @@ class ListenerSet:
         self.address = " and ".join(listener.address for listener in self.listeners)
         """Every address, for the log: ``127.0.0.1:8080 and [::1]:8080``."""
         self.name = f"listener on {self.address}"
+        self.path: str | None = None
+        """The Unix socket's path (``UnixListenerSet``); None for host and port."""
 
     @property
     def closed(self) -> bool:
@@ -164,23 +166,26 @@ class ListenerSet:
 
 
 class UnixListenerSet(ListenerSet):
-    """A ListenerSet on one Unix socket path (``-L /PATH:HOST:PORT``): mode 0600, a
-    socket left by a dead process replaced, the path removed again at close."""
+    """A ListenerSet on one Unix socket path (the client's ``-L /PATH:...``, the
+    server's ``-R /PATH:...``): mode 0600, a socket left by a dead process
+    replaced, the path removed again at close."""
 
     def __init__(self, reactor: Reactor, path: str, on_accept: AcceptCallback) -> None:
         sock = listen_unix(path)
         self._inode = os.lstat(path).st_ino
-        self._path = path
         self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock)]
         self.host, self.port = path, 0
         self.address = path
+        self.path = path
         self.name = f"listener on {path}"
 
     def close(self) -> None:
         super().close()
+        path = self.path
+        assert path is not None
         with contextlib.suppress(OSError):
-            if os.lstat(self._path).st_ino == self._inode:  # still ours, not a successor's
-                os.unlink(self._path)
+            if os.lstat(path).st_ino == self._inode:  # still ours, not a successor's
+                os.unlink(path)
 
 
 def _readable(sock: socket.socket) -> bool:

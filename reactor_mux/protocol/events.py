@@ -46,22 +46,26 @@ class PongReceived:
 @dataclass(slots=True)
 class MappingRequested:
     """Server side: the client asked to CONNECT (``-L``), BIND (``-R``) or DYNAMIC
-    (``-D``, with no address)."""
+    (``-D``, with no address); a CONNECT or BIND names ``host:port`` or a Unix
+    socket ``path``."""
 
     mapping: int
     kind: MappingKind
     host: str = ""
     port: int = 0
+    path: str | None = None
 
 
 @dataclass(slots=True)
 class MappingAccepted:
-    """Client side: CONNECT OK, DYNAMIC OK, or BIND OK with the address the server bound."""
+    """Client side: CONNECT OK, DYNAMIC OK, or BIND OK with the address the server bound
+    (``host:port``, or the Unix socket ``path`` it listens on)."""
 
     mapping: int
     kind: MappingKind
     host: str | None = None
     port: int | None = None
+    path: str | None = None
 
 
 @dataclass(slots=True)

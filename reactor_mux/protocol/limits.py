@@ -70,6 +70,10 @@ MAX_MAPPINGS = 256
 MAX_HOST_LENGTH = 255
 """Longest host name accepted in CONNECT/BIND (the DNS limit)."""
 
+MAX_UNIX_PATH = 107
+"""Bytes in a Unix socket path (``sun_path`` holds 108 with its NUL), on the command
+line and in CONNECT/BIND alike."""
+
 assert RECEIVE_BUFFER_SIZE >= 2 * (9 + MAX_DATA_BODY)
 assert DATA_FRAME_SIZE <= MAX_DATA_BODY
 

@@ -104,6 +104,11 @@ from reactor_mux.protocol.mappings import (
 )
 from reactor_mux.protocol.replay import UNSEEN, PeerTable, replay_stream, table_rows
 from reactor_mux.protocol.resumelog import BARRIER_TOKEN, ResumeLog
+from reactor_mux.protocol.socketpath import (
+    encode_socket_path,
+    is_socket_path_word,
+    parse_socket_path,
+)
 from reactor_mux.protocol.stream import RECEIVING_STATES, SENDING_STATES, Stream
 from reactor_mux.protocol.streamstate import StreamInput, StreamState, next_state
 from reactor_mux.protocol.syntax import format_host_port
@@ -960,14 +965,18 @@ class Session:
 
     def _on_mapping_request(self, mapping: int, command: Command, events: list[Event]) -> None:
         kind = REQUEST_KIND[command.verb]
-        host, port = "", 0
+        host, port, path = "", 0, None
         if kind is not DYNAMIC:
-            host, port = parse_host_port(command.args[0], allow_port_zero=kind is BIND)
+            word = command.args[0]
+            if is_socket_path_word(word):
+                path = parse_socket_path(word)
+            else:
+                host, port = parse_host_port(word, allow_port_zero=kind is BIND)
         if not self._mappings.requested(mapping, kind):
             limit = f"too many mappings (limit {self._mappings.limit})"
             self._queue_command(mapping, REFUSAL[kind], Failure(FailureClass.LIMIT, limit).wire)
             return
-        events.append(MappingRequested(mapping, kind, host, port))
+        events.append(MappingRequested(mapping, kind, host, port, path))
 
     def _on_mapping_reply(self, mapping: int, command: Command, events: list[Event]) -> None:
         verb = command.verb
@@ -976,6 +985,8 @@ class Session:
             return  # answered after we cancelled it: UNMAP OK is on its way
         if verb is REFUSAL[kind]:
             events.append(MappingRefused(mapping, kind, command.reason))
+        elif verb is Verb.BIND_OK and is_socket_path_word(command.args[0]):
+            events.append(MappingAccepted(mapping, kind, path=parse_socket_path(command.args[0])))
         elif verb is Verb.BIND_OK:
             host, port = parse_host_port(command.args[0], allow_port_zero=False)
             events.append(MappingAccepted(mapping, kind, host, port))
@@ -1130,21 +1141,29 @@ class Session:
 
     def request_connect(self, mapping: int, host: str, port: int) -> None:
         """Client: declare an ``-L`` mapping whose streams the server connects to host:port."""
-        self._request_mapping(mapping, CONNECT, host, port)
+        self._request_mapping(mapping, CONNECT, format_host_port(host, port))
 
     def request_bind(self, mapping: int, host: str, port: int) -> None:
         """Client: ask the server to listen on host:port for an ``-R`` mapping."""
-        self._request_mapping(mapping, BIND, host, port)
+        self._request_mapping(mapping, BIND, format_host_port(host, port))
+
+    def request_connect_unix(self, mapping: int, path: str) -> None:
+        """Client: declare an ``-L`` mapping whose streams the server connects to the
+        Unix socket at ``path`` (an extension: an older server fails the channel)."""
+        self._request_mapping(mapping, CONNECT, encode_socket_path(path))
+
+    def request_bind_unix(self, mapping: int, path: str) -> None:
+        """Client: ask the server to listen on the Unix socket ``path`` for an ``-R``."""
+        self._request_mapping(mapping, BIND, encode_socket_path(path))
 
     def request_dynamic(self, mapping: int) -> None:
         """Client: declare a ``-D`` mapping, whose streams each name their target in SYN."""
         self._request_mapping(mapping, DYNAMIC)
 
-    def _request_mapping(self, mapping: int, kind: MappingKind, host: str = "",
-                         port: int = 0) -> None:  # fmt: skip
+    def _request_mapping(self, mapping: int, kind: MappingKind, *where: str) -> None:
+        """``where``: the request's one word (``host:port`` or a socket path), or none."""
         self._mappings.declare(mapping, kind)
-        args = () if kind is DYNAMIC else (format_host_port(host, port),)
-        self._queue_mapping_command(mapping, REQUEST_VERB[kind], *args)
+        self._queue_mapping_command(mapping, REQUEST_VERB[kind], *where)
 
     def cancel_mapping(self, mapping: int) -> None:
         """Client: UNMAP, the forward is removed.  Its streams carry on; a SYN that
@@ -1173,6 +1192,10 @@ class Session:
     def accept_bind(self, mapping: int, host: str, port: int) -> None:
         """Server: BIND OK, telling the client the address actually bound."""
         self._reply_mapping(mapping, BIND, format_host_port(host, port), accepted=True)
+
+    def accept_bind_unix(self, mapping: int, path: str) -> None:
+        """Server: BIND OK for a Unix socket it now listens on."""
+        self._reply_mapping(mapping, BIND, encode_socket_path(path), accepted=True)
 
     def refuse_bind(self, mapping: int, reason: str) -> None:
         self._reply_mapping(mapping, BIND, reason, accepted=False)

@@ -31,6 +31,7 @@ from reactor_mux.io import plane as data_plane
 from reactor_mux.io.connector import Connector
 from reactor_mux.io.listener import ListenerSet, UnixListenerSet
 from reactor_mux.io.netutil import (
+    LOOPBACK_PAIR,
     PeerAddress,
     abort_socket,
     connect_unix,
@@ -54,7 +55,12 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
-from reactor_mux.protocol.syntax import format_host_port, is_loopback
+from reactor_mux.protocol.syntax import (
+    LOCALHOST,
+    LOCALHOST_ADDRESS,
+    format_host_port,
+    is_loopback,
+)
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.roles.forwardtable import Changes, ForwardTable, same_forward
@@ -396,7 +402,10 @@ class Client:
         """CONNECT, DYNAMIC or BIND for one forward (an ``-L`` or ``-D`` only if its
         local port is open: without one, no stream can use it)."""
         if spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
-            channel.request_connect(mapping, spec.target_host, spec.target_port)
+            if spec.target_path is not None:
+                channel.request_connect_unix(mapping, spec.target_path)
+            else:
+                channel.request_connect(mapping, spec.target_host, spec.target_port)
         elif spec.kind is ForwardKind.DYNAMIC and mapping in self.local_listeners:
             channel.request_dynamic(mapping)
         elif spec.kind is ForwardKind.REMOTE:
@@ -624,7 +633,11 @@ class Client:
             self._open_stdio(channel)
             return
         spec = self.forward_table.mappings[event.mapping]
-        granted = None if event.host is None or event.port is None else (event.host, event.port)
+        granted: tuple[str, int] | str | None = event.path
+        if event.host is not None and event.port is not None:
+            # "localhost" is both loopback addresses; status names the first of them.
+            host = LOCALHOST_ADDRESS if event.host == LOCALHOST else event.host
+            granted = (host, event.port)
         self.forward_table.forwarding(event.mapping, granted)
         up = log_event("forward_up", mapping=spec.flag)
         if spec.kind is not ForwardKind.REMOTE:
@@ -638,16 +651,21 @@ class Client:
                 target = "SOCKS4/4a/5" if spec.dynamic else spec.target
                 up = log_event("forward_up", mapping=spec.flag, address=listener.address)
                 log.info("forwarding -%s %s -> %s", spec.kind.value, bound, target, extra=up)
+        elif event.path is not None:
+            target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+            up = log_event("forward_up", mapping=spec.flag, address=event.path)
+            log.info("forwarding -R %s -> %s", event.path, target, extra=up)
         else:
             assert event.host is not None and event.port is not None
+            hosts = LOOPBACK_PAIR if event.host == LOCALHOST else (event.host,)
             before = self._remote_binds.accepted(event.mapping, spec, event.port)
             if before is not None:
                 log.warning("%s: listening on port %d now (it had %d)",
                             spec.flag, event.port, before,
                             extra=log_event("forward_port_changed", mapping=spec.flag,
-                                            address=format_host_port(event.host,
+                                            address=format_host_port(hosts[0],
                                                                      event.port)))  # fmt: skip
-            bound = format_host_port(event.host, event.port)
+            bound = " and ".join(format_host_port(host, event.port) for host in hosts)
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
             up = log_event("forward_up", mapping=spec.flag, address=bound)
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
@@ -742,6 +760,9 @@ class Client:
 
     def _request_bind(self, channel: Channel, mapping: int, spec: ForwardSpec) -> None:
         """BIND for ``spec``; an ``-R 0`` asks for the port it had on the last channel."""
+        if spec.bind_path is not None:
+            channel.request_bind_unix(mapping, spec.bind_path)
+            return
         port = self._remote_binds.port_to_ask(mapping, spec)
         channel.request_bind(mapping, spec.bind_host, port)
 

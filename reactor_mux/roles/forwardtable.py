@@ -36,8 +36,9 @@ class ForwardState:
     phase: ForwardPhase
     reason: str | None = None
     """Why the server refused it (REFUSED only)."""
-    bound: tuple[str, int] | None = None
-    """Where the server listens for an ``-R`` (FORWARDING only)."""
+    bound: tuple[str, int] | str | None = None
+    """Where the server listens for an ``-R``: host and port, or a Unix socket's path
+    (FORWARDING only)."""
 
     def __str__(self) -> str:
         return f"{self.phase.value}: {self.reason}" if self.reason else self.phase.value
@@ -119,7 +120,7 @@ class ForwardTable:
             ForwardPhase.ASKED_AGAIN if again else ForwardPhase.ASKED
         )
 
-    def forwarding(self, mapping: int, bound: tuple[str, int] | None = None) -> None:
+    def forwarding(self, mapping: int, bound: tuple[str, int] | str | None = None) -> None:
         """The server accepted it (an ``-R`` listening on ``bound``)."""
         self.state[mapping] = ForwardState(ForwardPhase.FORWARDING, bound=bound)
 

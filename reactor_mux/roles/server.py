@@ -36,8 +36,8 @@ from functools import partial
 
 from reactor_mux.errors import StartupError
 from reactor_mux.io import plane as data_plane
-from reactor_mux.io.listener import ListenerSet
-from reactor_mux.io.netutil import LOOPBACK_PAIR, PeerAddress, describe_error
+from reactor_mux.io.listener import ListenerSet, UnixListenerSet
+from reactor_mux.io.netutil import LOOPBACK_PAIR, PeerAddress, connect_unix, describe_error
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.tls import ServerTls, TlsTransport
@@ -71,6 +71,7 @@ from reactor_mux.security.startupgate import StartupGate
 from reactor_mux.tunnel.channel import (
     SHUTTING_DOWN,
     Channel,
+    LocalService,
     MappingAnswer,
     MappingDenied,
     MappingGranted,
@@ -170,7 +171,8 @@ class _ClientState:
     client_id: str | None = None
     client_name: str | None = None
     policy: Policy = field(default_factory=Policy)
-    targets: dict[int, tuple[str, int]] = field(default_factory=dict)
+    targets: dict[int, tuple[str, int] | str] = field(default_factory=dict)
+    """The client's ``-L`` mappings: ``host, port``, or the path of a Unix socket."""
     dynamic: set[int] = field(default_factory=set)
     """The client's ``-D`` mappings: each stream names its target."""
     binds: dict[int, ListenerSet] = field(default_factory=dict)
@@ -290,12 +292,15 @@ class Server:
 
     def target_for(
         self, channel: Channel, mapping: int, requested: tuple[str, int] | None
-    ) -> tuple[str, int] | Failure | None:
+    ) -> tuple[str, int] | LocalService | Failure | None:
         state = self.clients.get(channel)
         if state is None:
             return None
         if requested is None or mapping not in state.dynamic:
-            return state.targets.get(mapping)
+            target = state.targets.get(mapping)
+            if isinstance(target, str):
+                return self._unix_target(state, target)
+            return target
         refusal = state.policy.connect.check_target(*requested)
         if refusal is not None:
             log.warning(
@@ -314,6 +319,15 @@ class Server:
             return Failure(FailureClass.FORBIDDEN, refusal)
         return requested
 
+    def _unix_target(self, state: _ClientState, path: str) -> LocalService | Failure:
+        """An ``-L`` to a Unix socket: checked again per stream (a reload may have
+        taken the permission away), then connected at once (a local connect does
+        not wait)."""
+        refusal = state.policy.connect.check_path(path)
+        if refusal is not None:
+            return Failure(FailureClass.FORBIDDEN, refusal)
+        return LocalService(path, partial(connect_unix, path))
+
     def metric_label(self, channel: Channel, mapping: int) -> str:
         """``-L``, ``-R`` or ``-D``: targets and ports are the clients' to choose, and
         a label per target would let one client grow the metrics without bound."""
@@ -330,9 +344,13 @@ class Server:
         if mapping in state.dynamic:
             return "-D"
         target = state.targets.get(mapping)
+        if isinstance(target, str):
+            return f"-L {target}"
         if target is not None:
             return f"-L {format_host_port(*target)}"
         bind = state.binds.get(mapping)
+        if bind is not None and bind.path is not None:
+            return f"-R {bind.path}"
         if bind is not None:
             return f"-R {format_host_port(bind.host, bind.port)}"
         return f"mapping {mapping}"
@@ -401,34 +419,52 @@ class Server:
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         state = self.clients[channel]
-        target = format_host_port(event.host, event.port)
         if event.kind is MappingKind.DYNAMIC:
             state.dynamic.add(event.mapping)
             log.info("%s: dynamic forwarding (-D): targets checked per stream", channel.name)
             return MappingGranted()
         if event.kind is MappingKind.CONNECT:
+            return self._grant_connect(channel, state, event)
+        if event.path is not None:
+            return self._grant_unix_bind(channel, state, event.mapping, event.path)
+        return self._grant_bind(channel, state, event)
+
+    def _grant_connect(
+        self, channel: Channel, state: _ClientState, event: MappingRequested
+    ) -> MappingAnswer:
+        """``-L``: its target, ``host:port`` or a Unix socket, checked against the rules."""
+        if event.path is not None:
+            target = event.path
+            refusal = state.policy.connect.check_path(event.path)
+        else:
+            target = format_host_port(event.host, event.port)
             refusal = state.policy.connect.check_target(event.host, event.port)
-            if refusal is not None:
-                log.warning(
-                    "%s: -L refused: %s",
-                    channel.name,
-                    refusal,
-                    extra=log_event(
-                        "mapping_refused",
-                        channel=channel.name,
-                        mapping=f"-L {target}",
-                        reason=refusal,
-                    ),
-                )
-                return MappingDenied(Failure(FailureClass.FORBIDDEN, refusal))
-            state.targets[event.mapping] = (event.host, event.port)
-            log.info(
-                "%s: forwarding -L to %s",
+        if refusal is not None:
+            log.warning(
+                "%s: -L refused: %s",
                 channel.name,
-                target,
-                extra=log_event("mapping_up", channel=channel.name, mapping=f"-L {target}"),
+                refusal,
+                extra=log_event(
+                    "mapping_refused", channel=channel.name, mapping=f"-L {target}", reason=refusal
+                ),
             )
-            return MappingGranted()
+            return MappingDenied(Failure(FailureClass.FORBIDDEN, refusal))
+        state.targets[event.mapping] = (
+            event.path if event.path is not None else (event.host, event.port)
+        )
+        log.info(
+            "%s: forwarding -L to %s",
+            channel.name,
+            target,
+            extra=log_event("mapping_up", channel=channel.name, mapping=f"-L {target}"),
+        )
+        return MappingGranted()
+
+    def _grant_bind(
+        self, channel: Channel, state: _ClientState, event: MappingRequested
+    ) -> MappingAnswer:
+        """``-R`` on ``host:port``: loopback only unless ``--gateway-ports``, then the rules."""
+        target = format_host_port(event.host, event.port)
         address, denied = self._bind_policy(event.host)
         if address is not None:
             # localhost is checked as 127.0.0.1: its ::1 twin is the same host's loopback.
@@ -437,7 +473,9 @@ class Server:
             if refusal is not None:
                 address, denied = None, Failure(FailureClass.FORBIDDEN, refusal)
         if address is not None and event.port:
-            self._release_held_port(channel, state, event.port)
+            port = event.port
+            self._release_held(channel, state, f"port {port}",
+                               lambda held: held.path is None and held.port == port)  # fmt: skip
         if address is not None:
             try:
                 listener = ListenerSet(
@@ -459,8 +497,40 @@ class Server:
                     extra=log_event("mapping_up", channel=channel.name, mapping=f"-R {bound}",
                                     address=listener.address),
                 )  # fmt: skip
-                return MappingGranted((listener.host, listener.port))
+                # "localhost" in BIND OK says "127.0.0.1 and ::1" (protocol.md §5): a
+                # client older than this reads a host name there, which it allows.
+                both = address == LOCALHOST and len(listener.listeners) == len(LOOPBACK_PAIR)
+                return MappingGranted((LOCALHOST if both else listener.host, listener.port))
         assert denied is not None
+        return self._bind_refused(channel, target, denied)
+
+    def _grant_unix_bind(
+        self, channel: Channel, state: _ClientState, mapping: int, path: str
+    ) -> MappingAnswer:
+        """``-R /PATH:...``: a Unix socket where a ``--allow-bind`` path pattern allows it
+        (mode 0600, as OpenSSH's StreamLocalBindMask leaves it)."""
+        if self._draining:
+            closing = Failure(FailureClass.SHUTDOWN, "server shutting down")
+            return self._bind_refused(channel, path, closing)
+        refusal = state.policy.bind.check_path(path)
+        if refusal is not None:
+            return self._bind_refused(channel, path, Failure(FailureClass.FORBIDDEN, refusal))
+        self._release_held(channel, state, path, lambda held: held.path == path)
+        try:
+            listener = UnixListenerSet(
+                self.reactor, path, partial(self._on_remote_accept, channel, mapping)
+            )
+        except OSError as exc:
+            failure = Failure(FailureClass.UNAVAILABLE,
+                              f"cannot listen on {path}: {describe_error(exc)}")  # fmt: skip
+            return self._bind_refused(channel, path, failure)
+        state.binds[mapping] = listener
+        log.info("%s: forwarding -R %s -> client", channel.name, path,
+                 extra=log_event("mapping_up", channel=channel.name, mapping=f"-R {path}",
+                                 address=path))  # fmt: skip
+        return MappingGranted(path)
+
+    def _bind_refused(self, channel: Channel, target: str, denied: Failure) -> MappingDenied:
         log.warning(
             "%s: -R refused: %s",
             channel.name,
@@ -471,11 +541,17 @@ class Server:
         )
         return MappingDenied(denied)
 
-    def _release_held_port(self, channel: Channel, state: _ClientState, port: int) -> None:
+    def _release_held(
+        self,
+        channel: Channel,
+        state: _ClientState,
+        what: str,
+        holds: Callable[[ListenerSet], bool],
+    ) -> None:
         """A client that restarted lost its session key, so the session it left
-        waiting for a resume can never be resumed; its -R ports must not keep the
-        new process from binding them.  Only the same client may take them, by the
-        strongest identity there is: its TLS client certificate, else its name
+        waiting for a resume can never be resumed; its -R ports (and sockets) must not
+        keep the new process from binding them.  Only the same client may take them,
+        by the strongest identity there is: its TLS client certificate, else its name
         from a clients file; a shared secret or no authentication names nobody,
         so then only the same address (docs/security.md)."""
         book = self.config.settings.session.secret_book
@@ -489,10 +565,10 @@ class Server:
                 same = held.client_name is not None and held.client_name == state.client_name
             else:
                 same = held.peer_host == state.peer_host
-            if same and any(listener.port == port for listener in held.binds.values()):
-                log.info("%s: -R port %d is held by %s, a session of the same client waiting "
+            if same and any(holds(listener) for listener in held.binds.values()):
+                log.info("%s: -R %s is held by %s, a session of the same client waiting "
                          "for a resume; a new session asks for it, so that one ends",
-                         channel.name, port, other.name,
+                         channel.name, what, other.name,
                          extra=log_event("session_replaced", channel=channel.name,
                                          peer=channel.peer, reason=other.name))  # fmt: skip
                 other.close("replaced by a new session of the same client (it restarted?)",

@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from reactor_mux.protocol.limits import MAX_UNIX_PATH
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
     format_host_port,
@@ -57,9 +58,11 @@ class ForwardSpec:
     target_port: int
     text: str
     bind_path: str | None = None
-    """``-L /PATH:HOST:PORT``: the client listens on this Unix socket (not host:port)."""
+    """``/PATH:...``: the listening end is this Unix socket (not host:port), here for
+    ``-L``, on the server for ``-R``."""
     target_path: str | None = None
-    """``-R PORT:/PATH``: the client connects to this Unix socket (not host:port)."""
+    """``...:/PATH``: streams go to this Unix socket (not host:port), on the server for
+    ``-L``, here for ``-R``."""
 
     @property
     def dynamic(self) -> bool:
@@ -146,34 +149,40 @@ def parse_bind_host(text: str) -> str:
     return address
 
 
-MAX_UNIX_PATH = 107
-"""Bytes in a Unix socket path (sun_path holds 108 with its NUL)."""
-
-
 def _unix_path(text: str) -> str:
     if len(os.fsencode(text)) > MAX_UNIX_PATH or "\0" in text:
         raise SpecError(f"a Unix socket path has at most {MAX_UNIX_PATH} bytes")
     return text
 
 
+def _is_path(field: str) -> bool:
+    return field.startswith("/")
+
+
 def _unix_forward(kind: ForwardKind, text: str, fields: list[str]) -> ForwardSpec | None:
-    """OpenSSH's Unix socket forms this side serves: ``-L /PATH:HOST:HOSTPORT`` (listen
-    on a socket here) and ``-R [BIND:]PORT:/PATH`` (connect to a socket here).  None
-    when no field is a path."""
-    paths = [index for index, field in enumerate(fields) if field.startswith("/")]
-    if not paths:
+    """OpenSSH's Unix socket forms, for ``-L`` and ``-R`` alike: the listening end is
+    ``/PATH`` or ``[BIND:]PORT``, the target ``/PATH`` or ``HOST:HOSTPORT``, and at
+    least one of them a path (the listening end of ``-L`` and the target of ``-R``
+    are on this side, the others on the server's).  None when no field is a path."""
+    if not any(_is_path(field) for field in fields):
         return None
-    if kind is ForwardKind.LOCAL and paths == [0] and len(fields) == 3:
-        return ForwardSpec(kind, "", 0, parse_host(fields[1]),
-                           _port(fields[2], "host port", allow_zero=False), text,
-                           bind_path=_unix_path(fields[0]))  # fmt: skip
-    last = len(fields) - 1
-    if kind is ForwardKind.REMOTE and paths == [last] and len(fields) in (2, 3):
-        bind_host = parse_bind_host(fields[0]) if len(fields) == 3 else DEFAULT_BIND
-        return ForwardSpec(kind, bind_host, _port(fields[-2], "port", allow_zero=True), "", 0,
-                           text, target_path=_unix_path(fields[-1]))  # fmt: skip
-    raise SpecError("a Unix socket on the server's side is not supported yet: -L takes "
-                    "/PATH:HOST:HOSTPORT, -R [BIND:]PORT:/PATH")  # fmt: skip
+    bind_host, bind_port, bind_path = "", 0, None
+    if _is_path(fields[0]):
+        bind_path, target = _unix_path(fields[0]), fields[1:]
+    elif _is_path(fields[-1]) and len(fields) in (2, 3):
+        listen, target = fields[:-1], fields[-1:]
+        bind_host = parse_bind_host(listen[0]) if len(listen) == 2 else DEFAULT_BIND
+        bind_port = _port(listen[-1], "port", allow_zero=True)
+    else:
+        raise SpecError("a socket path is a whole field at either end: /PATH")
+    if len(target) == 1 and _is_path(target[0]):
+        return ForwardSpec(kind, bind_host, bind_port, "", 0, text, bind_path=bind_path,
+                           target_path=_unix_path(target[0]))  # fmt: skip
+    if len(target) == 2 and not any(_is_path(field) for field in target):
+        return ForwardSpec(kind, bind_host, bind_port, parse_host(target[0]),
+                           _port(target[1], "host port", allow_zero=False), text,
+                           bind_path=bind_path)  # fmt: skip
+    raise SpecError("after /PATH comes HOST:HOSTPORT or another /PATH")
 
 
 def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
@@ -203,9 +212,11 @@ def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
             text=text,
         )
     except SpecError as exc:
+        paths = " (either end may be a Unix socket /PATH)" if "/" in text else ""
         raise SpecError(
             f"bad -{kind.value} {text!r}: {exc}; expected [BIND:]PORT:HOST:HOSTPORT"
             + (" or [BIND:]PORT" if kind is ForwardKind.REMOTE else "")
+            + paths
         ) from None
 
 

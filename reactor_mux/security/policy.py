@@ -17,6 +17,16 @@ otherwise non-public address passes only where a pattern names its network.
 So ``*:443`` reaches any public host's port 443, and an internal one only
 beside ``10.0.0.0/8:443``.  No list means no restriction.
 
+A pattern that starts with ``/`` names Unix sockets on the server (``-L
+PORT:/PATH`` connects to one, ``-R /PATH:...`` listens on one): an absolute
+path where ``*`` and ``?`` match within one path component (``/run/redis/*.sock``).
+Unix sockets are refused unless a path pattern allows them, list or no list:
+a server's sockets (a container runtime's, a database's) are its own business
+until the operator says otherwise, as ``--gateway-ports`` decides binds beyond
+loopback.  Path patterns do not restrict host targets, and host patterns do
+not allow paths.  A requested path must be in its plain form (no ``.`` or
+``..`` component, no ``//``), so a pattern cannot be walked out of.
+
 This module only decides; the server asks it at ``CONNECT``/``BIND`` time and
 the connector asks it for each resolved address.
 """
@@ -25,10 +35,12 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from reactor_mux.protocol.limits import MAX_UNIX_PATH
 from reactor_mux.protocol.syntax import format_host_port
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -69,8 +81,11 @@ class Pattern:
         return self.network is not None and address in self.network
 
 
-def parse_pattern(text: str) -> Pattern:
-    """Parse ``HOST:PORTS``; raises ``PatternError`` naming what is wrong."""
+def parse_pattern(text: str) -> Pattern | PathPattern:
+    """Parse ``HOST:PORTS`` or a socket path pattern; raises ``PatternError`` naming
+    what is wrong."""
+    if text.startswith("/"):
+        return _parse_path_pattern(text)
     host, sep, ports = text.rpartition(":")
     if not sep or not host:
         raise PatternError(f"allow pattern {text!r} is not HOST:PORTS")
@@ -101,6 +116,41 @@ def parse_pattern(text: str) -> Pattern:
     return Pattern(text, False, host.lower(), None, low, high)
 
 
+@dataclass(frozen=True)
+class PathPattern:
+    """One allow rule for Unix socket paths."""
+
+    text: str
+    regex: re.Pattern[str]
+
+    def matches(self, path: str) -> bool:
+        return self.regex.fullmatch(path) is not None
+
+
+def _plain_path(path: str) -> bool:
+    """Absolute, no empty, ``.`` or ``..`` component, no trailing ``/``."""
+    if not path.startswith("/") or path == "/":
+        return False
+    return all(part not in ("", ".", "..") for part in path[1:].split("/"))
+
+
+def _parse_path_pattern(text: str) -> PathPattern:
+    if not _plain_path(text) or "\0" in text:
+        raise PatternError(f"allow pattern {text!r}: a socket path pattern is an absolute "
+                           "path without '.', '..' or '//' components")  # fmt: skip
+    if len(os.fsencode(text)) > MAX_UNIX_PATH:
+        raise PatternError(f"allow pattern {text!r}: longer than {MAX_UNIX_PATH} bytes")
+    pieces = []
+    for char in text:
+        if char == "*":
+            pieces.append("[^/]*")
+        elif char == "?":
+            pieces.append("[^/]")
+        else:
+            pieces.append(re.escape(char))
+    return PathPattern(text, re.compile("".join(pieces), re.DOTALL))
+
+
 def _address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
@@ -115,20 +165,23 @@ def is_public(address: IPAddress) -> bool:
 
 
 class AllowList:
-    """A list of patterns.  Without any, it allows everything, unless it was given
-    as an empty list on purpose (``restrictive``: a clients-file entry
-    ``allow-connect = []`` means "nowhere")."""
+    """A list of patterns.  Without a host pattern, it allows every host target,
+    unless it was given on purpose (``restrictive``: a clients-file entry says all a
+    client may do, so ``allow-connect = []`` means "nowhere").  Socket paths are
+    allowed only by path patterns."""
 
     def __init__(
         self,
-        patterns: Iterable[Pattern] = (),
+        patterns: Iterable[Pattern | PathPattern] = (),
         flag: str = "--allow-connect",
         *,
         restrictive: bool | None = None,
     ) -> None:
-        self.patterns: tuple[Pattern, ...] = tuple(patterns)
+        self.patterns: tuple[Pattern | PathPattern, ...] = tuple(patterns)
+        self._hosts = tuple(p for p in self.patterns if isinstance(p, Pattern))
+        self._paths = tuple(p for p in self.patterns if isinstance(p, PathPattern))
         self._flag = flag
-        self.restrictive = bool(self.patterns) if restrictive is None else restrictive
+        self.restrictive = bool(self._hosts) if restrictive is None else restrictive
 
     @classmethod
     def parse(
@@ -141,7 +194,7 @@ class AllowList:
         if not self.restrictive:
             return None
         address = _address(host)
-        for pattern in self.patterns:
+        for pattern in self._hosts:
             if not pattern.allows_port(port):
                 continue
             if address is None and pattern.matches_name(host):
@@ -160,7 +213,7 @@ class AllowList:
         if ip is None:
             return f"{name} resolved to {address!r}, which is not an address"
         name_allowed = False
-        for pattern in self.patterns:
+        for pattern in self._hosts:
             if not pattern.allows_port(port):
                 continue
             if pattern.covers(ip):
@@ -178,7 +231,7 @@ class AllowList:
         if not self.restrictive:
             return None
         ip = _address(address)
-        for pattern in self.patterns:
+        for pattern in self._hosts:
             if port == 0 and not pattern.allows_any_port():
                 continue  # the system picks the port: only a pattern for any port allows it
             if port != 0 and not pattern.allows_port(port):
@@ -186,6 +239,17 @@ class AllowList:
             if pattern.any_host or (ip is not None and pattern.covers(ip)):
                 return None
         return f"{format_host_port(address, port)} is not allowed by the server's {self._flag}"
+
+    def check_path(self, path: str) -> str | None:
+        """Why the Unix socket at ``path`` may not be used, or None."""
+        if not _plain_path(path):
+            return f"socket path {path!r} is not in plain form (no '.', '..' or '//')"
+        if any(pattern.matches(path) for pattern in self._paths):
+            return None
+        if not self._paths:
+            return (f"Unix socket {path} is not allowed: the server allows Unix sockets "
+                    f"only where {self._flag} names them")  # fmt: skip
+        return f"Unix socket {path} is not allowed by the server's {self._flag}"
 
 
 @dataclass(frozen=True)

@@ -64,12 +64,17 @@ def _bound(state: ForwardState | None) -> dict[str, Any] | None:
     """Where the server listens for an ``-R``, as its BIND OK said."""
     if state is None or state.bound is None:
         return None
+    if isinstance(state.bound, str):
+        return {"path": state.bound}
     return {"host": state.bound[0], "port": state.bound[1]}
 
 
 def _addresses(listeners: ListenerSet) -> list[dict[str, Any]]:
-    """Each socket's address as data (``{"host": "::1", "port": 8080}``), for programs:
-    the display form joins them with "and"."""
+    """Each socket's address as data (``{"host": "::1", "port": 8080}``, or
+    ``{"path": "/run/x.sock"}`` for a Unix socket), for programs: the display form
+    joins them with "and"."""
+    if listeners.path is not None:
+        return [{"path": listeners.path}]
     return [{"host": one.host, "port": one.port} for one in listeners.listeners]
 
 
@@ -182,7 +187,10 @@ def render_text(report: dict[str, Any]) -> str:
 
 
 def _display(addresses: list[dict[str, Any]]) -> str:
-    return " and ".join(format_host_port(one["host"], one["port"]) for one in addresses)
+    return " and ".join(
+        one["path"] if "path" in one else format_host_port(one["host"], one["port"])
+        for one in addresses
+    )
 
 
 def _duration(seconds: float) -> str:

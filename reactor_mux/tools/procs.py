@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 LISTENING = re.compile(r"listening on (\S+):(\d+)(?: and \S+)*$")
-FORWARDING = re.compile(r"forwarding -([LRD]) (\S+):(\d+) -> (\S+)$")
+FORWARDING = re.compile(r"forwarding -([LRD]) (\S+):(\d+)(?: and \S+)? -> (\S+)$")
 
 
 T = TypeVar("T")

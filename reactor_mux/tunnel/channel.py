@@ -99,9 +99,10 @@ class ConnectPurpose:
 
 @dataclass(frozen=True, slots=True)
 class MappingGranted:
-    """The server's yes to CONNECT, or to BIND with the address it bound."""
+    """The server's yes to CONNECT, or to BIND with the address it bound (``host,
+    port``, or the path of a Unix socket)."""
 
-    bound: tuple[str, int] | None = None
+    bound: tuple[str, int] | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +315,14 @@ class Channel:
     def request_bind(self, mapping: int, host: str, port: int) -> None:
         """Client: declare an ``-R`` mapping (sent with our HELLO at ``start``)."""
         self._session.request_bind(mapping, host, port)
+
+    def request_connect_unix(self, mapping: int, path: str) -> None:
+        """Client: declare an ``-L`` to a Unix socket on the server's side."""
+        self._session.request_connect_unix(mapping, path)
+
+    def request_bind_unix(self, mapping: int, path: str) -> None:
+        """Client: declare an ``-R`` listening on a Unix socket on the server's side."""
+        self._session.request_bind_unix(mapping, path)
 
     def request_dynamic(self, mapping: int) -> None:
         """Client: declare a ``-D`` mapping (sent with our HELLO at ``start``)."""
@@ -769,6 +778,8 @@ class Channel:
                 session.refuse_dynamic(event.mapping, failure.wire)
             case MappingGranted(bound=(host, port)) if event.kind is MappingKind.BIND:
                 session.accept_bind(event.mapping, host, port)
+            case MappingGranted(bound=str() as path) if event.kind is MappingKind.BIND:
+                session.accept_bind_unix(event.mapping, path)
             case MappingDenied(failure=failure) if event.kind is MappingKind.CONNECT:
                 self.meter.refusal("mapping", failure.kind)
                 session.refuse_connect(event.mapping, failure.wire)
