@@ -145,7 +145,7 @@ def test_each_failure_is_its_own_exception(tmp_path, echo):
             Client(closed, local_forward=forward, connect_attempts=2, reconnect_min=0.05).start()
         with pytest.raises(ServerUnreachable, match=r"no channel .* within 1s"):
             Client(closed, local_forward=forward, start_timeout=1, reconnect_min=0.05).start()
-    with pytest.raises(ConfigurationError, match="unrecognized arguments: --no-such-option"):
+    with pytest.raises(ConfigurationError, match="client has no option no_such_option"):
         Client("127.0.0.1:1", local_forward=forward, no_such_option=1).start()
     with pytest.raises(ConfigurationError, match="bad -L"):
         Client("127.0.0.1:1", local_forward=["nonsense"]).start()
@@ -274,6 +274,15 @@ def test_a_tunnel_starts_once_and_process_options_are_refused(echo, tmp_path):
             Client(config=config, local_forward=forward).start()
         with pytest.raises(ConfigurationError, match="help and version"):
             Client(address, help=True).start()
+        # A misspelt keyword is named with the one meant; a prefix is not taken for it.
+        with pytest.raises(ConfigurationError,
+                           match=r"client has no option local_forwrd \(did you mean "
+                           r"local_forward\?\)"):  # fmt: skip
+            Client(address, local_forwrd=forward).start()
+        with pytest.raises(ConfigurationError, match="client has no option keepalive "):
+            Client(address, local_forward=forward, keepalive=5).start()
+        with pytest.raises(ConfigurationError, match="server has no option allow_conect"):
+            Server("127.0.0.1:0", allow_conect=["*:*"]).start()
     assert not (tmp_path / "c.sock").exists() and not (tmp_path / "log").exists()
 
 

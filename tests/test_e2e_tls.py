@@ -85,8 +85,10 @@ def test_a_server_the_client_cannot_verify_is_refused(pki, hash_target, how, why
             keeps_trying = ("--tls", *extra, "--persist", *FAST)
             persisting, _ = bad_server.client("-L", f"0:127.0.0.1:{hash_target.port}",
                                               expect=0, extra=keeps_trying)  # fmt: skip
-            persisting.wait_event("auth_failed", reason=re.compile(re.escape(why)))
-            assert persisting.wait_event("channel_down")["delay"] >= 1.0  # and it backs off
+            # One line says why and when it tries again, after backing off.
+            retry = persisting.wait_event("auth_failed", reason=re.compile(re.escape(why)))
+            assert retry["delay"] >= 1.0 and "; reconnecting in" in retry["message"], retry
+            assert persisting.events("channel_down") == []
     finally:
         good.close()
         if bad_server is not good:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from reactor_mux.api.errors import (
 )
 from reactor_mux.api.loop import LoopStopped, LoopThread, LoopUnresponsive
 from reactor_mux.cli.commands import client_config, server_config
-from reactor_mux.cli.parser import UsageError, checked, parse_arguments
+from reactor_mux.cli.parser import UsageError, checked, long_options, parse_arguments
 from reactor_mux.cli.security import ClientSecurity, SecurityOptionError, ServerSecurity
 from reactor_mux.errors import StartupError
 from reactor_mux.io.reactor import PROCESS
@@ -64,6 +65,17 @@ _PROCESS_ONLY = {
 given as keyword arguments or in the ``config`` file."""
 
 Role = ClientRole | ServerRole
+
+
+def check_keywords(command: str, options: Mapping[str, Any]) -> None:
+    """A misspelt keyword is named, with the one it resembles (argparse would take a
+    prefix of an option, or call the word an unrecognized argument)."""
+    known = {name[2:].replace("-", "_") for name in long_options(command)} | set(_SHORT_FLAGS)
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigurationError(f"{command} has no option {name}{hint}")
 
 
 def options_to_argv(options: Mapping[str, Any]) -> list[str]:
@@ -235,6 +247,7 @@ class Client(_Tunnel):
         start_timeout: float = DEFAULT_START_TIMEOUT,
         **options: Any,
     ) -> None:
+        check_keywords("client", options)
         argv = ["client", *([server] if server is not None else []), *options_to_argv(options)]
         super().__init__(argv, start_timeout)
 
@@ -332,6 +345,7 @@ class Server(_Tunnel):
         **options: Any,
     ) -> None:
         listens = [listen] if isinstance(listen, str) else list(listen)
+        check_keywords("server", options)
         argv = ["server", *options_to_argv({"listen": listens, **options})]
         super().__init__(argv, start_timeout)
 

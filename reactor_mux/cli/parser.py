@@ -251,6 +251,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     noise.add_argument("-q", "--quiet", action="store_true", help="log errors only")  # fmt: skip
 
 
+def long_options(command: str) -> set[str]:
+    """The long options ``command`` (``client``, ``server``, ...) takes: ``--persist``."""
+    [commands] = [action for action in build_parser()._actions
+                  if isinstance(action, argparse._SubParsersAction)]  # fmt: skip
+    return {option for action in commands.choices[command]._actions
+            for option in action.option_strings if option.startswith("--")}  # fmt: skip
+
+
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="reactor-mux",

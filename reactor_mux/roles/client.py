@@ -457,10 +457,17 @@ class Client:
             self._retry = self.reactor.call_later(0.0, self._connect, self)
 
     def _schedule_reconnect(
-        self, reason: str, *, orderly: bool = False, immediate: bool = False, soon: bool = False
+        self,
+        reason: str,
+        *,
+        orderly: bool = False,
+        immediate: bool = False,
+        soon: bool = False,
+        event: str | None = None,
     ) -> None:
         """Connect again when the reconnect policy says, with the log line it chooses
-        (the options are the policy's: ``soon``, the server was only busy, and so on)."""
+        (the options are the policy's: ``soon``, the server was only busy, and so on;
+        ``event`` names the line where it says more than that the channel is down)."""
         if not self._may_attempt():
             return
         limit = self.config.connect_attempts
@@ -483,7 +490,7 @@ class Client:
             attempt.reason,
             attempt.delay,
             extra=log_event(
-                attempt.event,
+                event or attempt.event,
                 peer=self.server_label,
                 reason=attempt.reason,
                 delay=round(attempt.delay, 3),
@@ -842,11 +849,11 @@ class Client:
             return
         lost = f"channel to {self.server_label} lost: {reason}"
         match channel.close_code:
-            case ErrorCode.AUTH_FAILED:
-                log.error("authentication failed with server %s: %s", self.server_label, reason,
-                          extra=log_event("auth_failed", channel=channel.name,
-                                          peer=self.server_label, reason=reason))  # fmt: skip
-                self._schedule_reconnect(lost)
+            case ErrorCode.AUTH_FAILED:  # --persist: one line says it and when it retries
+                who = (f"server {self.server_label} refused this client"
+                       if channel.closed_by_peer
+                       else f"cannot authenticate server {self.server_label}")  # fmt: skip
+                self._schedule_reconnect(f"{who}: {reason}", event="auth_failed")
             case ErrorCode.UNSUPPORTED if not self._server_cannot_resume:
                 self._server_cannot_resume = True
                 log.warning("server %s is older than resume (it refused the HELLO that offers "
