@@ -55,6 +55,7 @@ def test_exit_on_forward_failure_when_the_server_refuses_an_r(tunnel, echo):
         taken.close()
     [refused] = client.events("forward_refused")
     assert refused["mapping"] == f"-R {spec}" and refused["delay"] is None  # no asking again
+    assert refused["message"].endswith("; exiting (--exit-on-forward-failure)"), refused
     assert client.events("stopped")
 
 

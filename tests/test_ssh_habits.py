@@ -239,7 +239,8 @@ def test_f_exits_non_zero_when_a_forward_fails(tmp_path, echo):
         parent = reactor_mux("client", f"127.0.0.1:{tunnel.server_port}", "-f",
                              "-R", f"{taken}:127.0.0.1:{echo.port}", env={}, log=log)  # fmt: skip
         assert parent.wait(15) == 1, log.read_text()
-        assert "address already in use" in log.read_text()
+        text = log.read_text()
+        assert "address already in use" in text and "; exiting (-f)" in text, text
     finally:
         tunnel.close()
 

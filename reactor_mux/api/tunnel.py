@@ -259,8 +259,8 @@ class Client(_Tunnel):
         assert isinstance(security, ClientSecurity)
         self._drain_timeout = args.drain_timeout
         up = threading.Event()
-        config = replace(client_config(args, security, None), exit_on_forward_failure=True,
-                         on_forwards_up=up.set)  # fmt: skip
+        config = replace(client_config(args, security, None), on_forwards_up=up.set,
+                         exit_on_forward_failure="start() waits for every forward")  # fmt: skip
         self._run(lambda loop: ClientRole(loop.reactor, loop.resolver, config))
         deadline = time.monotonic() + self._start_timeout
         while not up.wait(0.02):

@@ -137,7 +137,11 @@ def client_config(
         reconnect_max=args.reconnect_max,
         drain_timeout=args.drain_timeout,
         tls=security.tls,
-        exit_on_forward_failure=args.exit_on_forward_failure or background is not None,
+        exit_on_forward_failure="--exit-on-forward-failure"
+        if args.exit_on_forward_failure
+        else "-f"
+        if background is not None
+        else None,
         persist=args.persist,
         connect_attempts=args.connect_attempts,
         on_forwards_up=background.ready if background is not None else None,

@@ -93,7 +93,9 @@ class ClientConfig:
     reconnect_max: float = DEFAULT_RECONNECT_MAX
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     tls: ClientTls | None = None
-    exit_on_forward_failure: bool = False
+    exit_on_forward_failure: str | None = None
+    """A forward that fails during start-up ends the client; this names what asked for
+    it in the line (``--exit-on-forward-failure``, ``-f``).  None: carry on."""
     persist: bool = False
     """Keep retrying a server that refuses us as configured; else exit (GAVE_UP_STATUS)."""
     connect_attempts: int | None = None
@@ -176,8 +178,9 @@ class Client:
         for mapping, spec in list(self.forward_table.mappings.items()):
             if spec.kind is not ForwardKind.REMOTE:
                 reason = self._listen(mapping, spec)
-                if reason is not None and self.config.exit_on_forward_failure:
-                    raise StartupError(f"{reason} (--exit-on-forward-failure)")
+                asked = self.config.exit_on_forward_failure
+                if reason is not None and asked is not None:
+                    raise StartupError(f"{reason} ({asked})")
                 if reason is not None:
                     log.error("%s", reason, extra=log_event("listen_failed", mapping=spec.flag,
                                                             reason=reason))  # fmt: skip
@@ -723,12 +726,11 @@ class Client:
         why = text_of(event.reason)  # for people; the decision reads its class
         refused = log_event("forward_refused", mapping=spec.flag, reason=why)
         self.forward_table.refused(event.mapping, why)
+        asked = self.config.exit_on_forward_failure
         if (
-            self.config.exit_on_forward_failure
-            and not self._started_up
-            and not self.forward_table.added_later(spec)
+            asked is not None and not self._started_up and not self.forward_table.added_later(spec)
         ):  # ssh's ExitOnForwardFailure: start-up's forwards; later the -R is asked again
-            line = f"{spec.flag} refused by server: {why}; exiting (--exit-on-forward-failure)"
+            line = f"{spec.flag} refused by server: {why}; exiting ({asked})"
             log.error("%s", line, extra=refused)
             self.gave_up = GaveUp(Ending.FORWARD_FAILED, line)
             self._exit(1)
