@@ -19,7 +19,7 @@ from certs import secret_file
 from security_support import SECRET
 from support import PortHolder, Tunnel, echo_once, wait_until
 
-from reactor_mux.cli.parser import parse_arguments
+from reactor_mux.cli.parser import checked, parse_arguments
 from reactor_mux.roles.specs import DEFAULT_CHANNEL_PORT
 from reactor_mux.service.configfile import ConfigError
 
@@ -129,6 +129,21 @@ def test_a_name_that_is_no_host_is_the_server(hosts):
         parse_arguments(["client", "elsewhere", "--server", "h:1", "-L", "1:h:2"])
     with pytest.raises(ConfigError, match="not a server address"):
         parse_arguments(["client", "bad:port", "-L", "1:h:2"])
+
+
+def test_a_misspelt_host_with_nothing_to_forward_is_named_with_the_host_meant(hosts):
+    """``client offce`` is a server named offce, as ssh would take it; with nothing to
+    forward it cannot be what was meant, and the error says which host was."""
+    hosts('[office]\nserver = "tunnel.example"\nlocal-forward = ["1:h:2"]\n[db.main]\n')
+    with pytest.raises(
+        ConfigError, match=r"'offce' is not a host in .*\(did you mean 'office'\?\)"
+    ):
+        checked(parse_arguments(["client", "offce"]))
+    with pytest.raises(ConfigError, match=r"did you mean 'db.main'\?"):
+        checked(parse_arguments(["client", "db.mian"]))
+    with pytest.raises(ConfigError, match=r"^nothing to forward"):
+        checked(parse_arguments(["client", "unlike-anything"]))
+    assert parse_arguments(["client", "offce", "-L", "1:h:2"]).server == ("offce", 7000)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ disagree about what an option is.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -574,7 +575,10 @@ def _destination(args: argparse.Namespace, role: argparse.ArgumentParser) -> dic
         return host
     if args.server is not None:
         raise ConfigError(f"{name!r} is not a host in {path}, and --server names the server")
-    return {"server": _server_named(name, f"{name!r} is not a host in {path}, and it")}
+    close = difflib.get_close_matches(name, configfile.host_names(path), n=1)
+    hint = f"{name!r} is not a host in {path} (did you mean {close[0]!r}?)" if close else None
+    return {"server": _server_named(name, f"{name!r} is not a host in {path}, and it"),
+            "destination_hint": hint}  # fmt: skip
 
 
 def _server_named(text: str, context: str) -> tuple[str, int]:
@@ -611,7 +615,8 @@ def _contradiction(args: argparse.Namespace) -> str | None:
         if args.stdio is not None and (forwards or args.background):
             return "-W takes the whole client: no -L, -R, -D or -f beside it"
         if not forwards and args.stdio is None:
-            return "nothing to forward: give at least one -L, -R or -D (or -W)"
+            typo = getattr(args, "destination_hint", None)  # a host name one letter off
+            return typo or "nothing to forward: give at least one -L, -R or -D (or -W)"
         if args.reconnect_min > args.reconnect_max:
             return "--reconnect-min is larger than --reconnect-max"
     return None

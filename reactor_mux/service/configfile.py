@@ -166,6 +166,26 @@ def load_host(path: Path, parser: argparse.ArgumentParser, name: str) -> dict[st
     return values
 
 
+def host_names(path: Path) -> list[str]:
+    """The hosts the hosts file at ``path`` names (dotted for nested tables), for a
+    "did you mean"; none when it is missing or does not parse (its own error comes
+    when it is used)."""
+    try:
+        document = _parse(path, _read(path))
+    except (ConfigError, OSError):
+        return []
+    names: list[str] = []
+
+    def walk(table: dict[str, Any], prefix: str) -> None:
+        for key, value in table.items():
+            if isinstance(value, dict):
+                names.append(prefix + key)
+                walk(value, f"{prefix}{key}.")
+
+    walk(document, "")
+    return names
+
+
 def _host_table(document: dict[str, Any], name: str) -> Any:
     """Host ``name``'s table: ``["db.example"]`` is a key of its own, ``[db.example]``
     TOML nests, as table ``example`` in table ``db``; either finds it."""
