@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -23,6 +24,8 @@ import pytest
 from support import (
     Exchange,
     HashReplyServer,
+    MuxProcess,
+    PortHolder,
     Tunnel,
     check_exchange,
     run_exchange,
@@ -356,3 +359,88 @@ def test_curl_on_the_servers_unix_socket_through_r(short_dir):
     finally:
         tunnel.close()
         web.close()
+
+
+# ------------------------------------------- found in review: sockets not ours
+
+
+def test_a_live_socket_the_probe_cannot_connect_to_is_never_replaced(hash_target, short_dir):
+    """Found in review: only a refused connect proves a socket dead.  A datagram
+    socket (as /dev/log) refuses a stream connect with EPROTOTYPE, and another
+    user's socket may refuse it with EACCES: both have an owner and stay."""
+    tunnel = unix_server_tunnel(short_dir)
+    datagram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    datagram.bind(str(short_dir / "log.sock"))
+    others = short_dir / "others.sock"
+    holder = UnixHashServer(others)
+    if os.geteuid() == 0:
+        os.chown(others, 65534, 65534)
+    try:
+        cases = [(short_dir / "log.sock", "in use by another process")]
+        if os.geteuid() == 0:
+            cases.append((others, "is another user's socket"))
+        for path, says in cases:
+            before = os.lstat(path).st_ino
+            client, _ = tunnel.client("-R", f"{path}:127.0.0.1:{hash_target.port}", expect=0)
+            refused = client.wait_event("forward_refused")
+            assert says in refused["reason"], refused
+            assert os.lstat(path).st_ino == before  # the same socket, not replaced
+        datagram.sendto(b"still mine", str(short_dir / "log.sock"))
+        assert datagram.recv(64) == b"still mine"
+    finally:
+        tunnel.close()
+        datagram.close()
+        holder.close()
+
+
+def test_a_socket_another_client_listens_on_is_refused_without_a_connection(hash_target, short_dir):
+    """Found in review: asking for another client's -R path used to probe it, and
+    the probe was a connection carried to that client's target."""
+    tunnel = unix_server_tunnel(short_dir)
+    path = short_dir / "shared.sock"
+    try:
+        tunnel.client("-R", f"{path}:127.0.0.1:{hash_target.port}")
+        before = hash_target.connections
+        second, _ = tunnel.client("-R", f"{path}:127.0.0.1:{hash_target.port}", expect=0)
+        refused = second.wait_event("forward_refused")
+        assert "another client's -R listens there" in refused["reason"], refused
+        assert hash_target.connections == before  # nothing reached the first one's target
+    finally:
+        tunnel.close()
+
+
+def test_a_reload_that_takes_a_path_away_refuses_the_next_stream(short_dir):
+    """-L to a path is checked again for every stream: a reload that removes the
+    pattern refuses the next one (the mapping itself stays, as for ports)."""
+    target = UnixHashServer(short_dir / "db.sock")
+    config = short_dir / "server.toml"
+    with PortHolder() as ports:
+        port = ports.take()
+        config.write_text(f'listen = ["127.0.0.1:{port}"]\n'
+                          f'allow-connect = ["{short_dir}/*.sock"]\n')  # fmt: skip
+        server = MuxProcess(["server", "--config", str(config)])
+        client = None
+        try:
+            server.listening_port()
+            client = MuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                                 "-L", f"0:{short_dir}/db.sock"])  # fmt: skip
+            [(_, local, _)] = client.forwards(1, timeout=15)
+            run_exchanges([Exchange(send_len=50_000, reply_len=50_000, seed=8240)], target,
+                          [local])  # fmt: skip
+            config.write_text(f'listen = ["127.0.0.1:{port}"]\n')
+            start = server.mark
+            server.signal(signal.SIGHUP)
+            server.wait_event("reloaded", timeout=10, start=start)
+            with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+                conn.settimeout(10)
+                try:
+                    assert conn.recv(1) == b""
+                except ConnectionResetError:
+                    pass
+            refused = client.wait_event("stream_refused")
+            assert "only where --allow-connect names them" in refused["reason"], refused
+        finally:
+            for proc in (client, server):
+                if proc is not None:
+                    assert proc.stop() == 0
+            target.close()

@@ -104,6 +104,8 @@ def test_socket_paths_are_refused_unless_a_path_pattern_allows_them():
     assert "plain form" in rules.check_path("/run/redis/../../etc/x.sock")
     assert "plain form" in rules.check_path("/run/redis//main.sock")
     assert "plain form" in rules.check_path("/run/redis/./main.sock")
+    # Found in review: a path is written into the log, so no control character passes.
+    assert "plain form" in rules.check_path("/run/redis/x\nFORGED log line.sock")
     assert rules.check_target("10.1.2.3", 5432) is None  # no host pattern: hosts unchanged
     given = AllowList.parse(["/run/redis/*.sock"], "allow-connect of client a", restrictive=True)
     assert given.check_target("10.1.2.3", 5432) is not None  # a clients-file list is all

@@ -172,7 +172,11 @@ class UnixListenerSet(ListenerSet):
 
     def __init__(self, reactor: Reactor, path: str, on_accept: AcceptCallback) -> None:
         sock = listen_unix(path)
-        self._inode = os.lstat(path).st_ino
+        try:
+            self._inode = os.lstat(path).st_ino
+        except OSError:
+            sock.close()
+            raise
         self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock)]
         self.host, self.port = path, 0
         self.address = path

@@ -168,6 +168,8 @@ def listen_unix(path: str, backlog: int = 128) -> socket.socket:
     else:
         if not stat.S_ISSOCK(info.st_mode):
             raise UnixPathInUse(errno.EEXIST, f"{path} exists and is not a socket")
+        if info.st_uid != os.geteuid():
+            raise UnixPathInUse(errno.EPERM, f"{path} is another user's socket")
         if unix_answers(path):
             raise UnixPathInUse(errno.EADDRINUSE, f"{path} is in use by another process")
         os.unlink(path)  # left behind by a process that died
@@ -186,15 +188,17 @@ def listen_unix(path: str, backlog: int = 128) -> socket.socket:
 
 
 def unix_answers(path: str) -> bool:
-    """Some process listens on the Unix socket at ``path``.  The probe never waits
-    (the server asks this inside its reactor): a full backlog means a listener."""
+    """Some process may still use the Unix socket at ``path``: only a refused connect
+    proves it dead (a full backlog, a socket we may not connect to, a datagram
+    socket such as /dev/log all have an owner).  The probe never waits (the server
+    asks this inside its reactor)."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)
     try:
         failure = probe.connect_ex(path)
     finally:
         probe.close()
-    return failure in (0, errno.EAGAIN, errno.EWOULDBLOCK)
+    return failure not in (errno.ECONNREFUSED, errno.ENOENT)
 
 
 def connect_unix(path: str) -> socket.socket:

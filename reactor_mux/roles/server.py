@@ -516,6 +516,12 @@ class Server:
         if refusal is not None:
             return self._bind_refused(channel, path, Failure(FailureClass.FORBIDDEN, refusal))
         self._release_held(channel, state, path, lambda held: held.path == path)
+        if any(listener.path == path for other in self.clients.values()
+               for listener in other.binds.values()):  # fmt: skip
+            # Ours already: asked without probing it (a probe would be a connection).
+            taken = f"cannot listen on {path}: another client's -R listens there"
+            failure = Failure(FailureClass.UNAVAILABLE, taken)
+            return self._bind_refused(channel, path, failure)
         try:
             listener = UnixListenerSet(
                 self.reactor, path, partial(self._on_remote_accept, channel, mapping)

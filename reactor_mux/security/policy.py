@@ -128,8 +128,9 @@ class PathPattern:
 
 
 def _plain_path(path: str) -> bool:
-    """Absolute, no empty, ``.`` or ``..`` component, no trailing ``/``."""
-    if not path.startswith("/") or path == "/":
+    """Absolute, no empty, ``.`` or ``..`` component, no trailing ``/``; printable
+    (a path is written into the log: no control character may forge a line)."""
+    if not path.startswith("/") or path == "/" or not path.isprintable():
         return False
     return all(part not in ("", ".", "..") for part in path[1:].split("/"))
 
@@ -243,7 +244,8 @@ class AllowList:
     def check_path(self, path: str) -> str | None:
         """Why the Unix socket at ``path`` may not be used, or None."""
         if not _plain_path(path):
-            return f"socket path {path!r} is not in plain form (no '.', '..' or '//')"
+            return (f"socket path {path!r} is not in plain form (printable, no '.', '..' "
+                    "or '//')")  # fmt: skip
         if any(pattern.matches(path) for pattern in self._paths):
             return None
         if not self._paths:
