@@ -123,6 +123,7 @@ def server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerC
         clients=security.clients,
         tls=security.tls,
         admission=security.admission,
+        websocket_path=args.ws_path,
     )
 
 
@@ -131,6 +132,7 @@ def client_config(
 ) -> ClientConfig:
     return ClientConfig(
         server=args.server,
+        websocket=args.websocket,
         forwards=args.local + args.remote + args.dynamic,
         settings=_settings(args, credentials=security.credentials),
         reconnect_min=args.reconnect_min,

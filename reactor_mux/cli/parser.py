@@ -54,9 +54,12 @@ from reactor_mux.roles.specs import (
     DEFAULT_CHANNEL_PORT,
     ForwardKind,
     SpecError,
+    WebSocketUrl,
     parse_dynamic,
     parse_endpoint,
     parse_forward,
+    parse_server,
+    parse_websocket_path,
 )
 from reactor_mux.security.keygen import DEFAULT_DAYS
 from reactor_mux.service import configfile
@@ -291,6 +294,13 @@ def build_parser() -> _Parser:
         help="let clients bind -R ports on non-loopback addresses",
     )
     server.add_argument(
+        "--ws-path",
+        metavar="/PATH",
+        type=spec_type(parse_websocket_path),
+        help="also accept channels as WebSocket upgrades at this path, on the same ports "
+        "(behind an HTTP reverse proxy; other HTTP requests get 404)",
+    )
+    server.add_argument(
         "--max-channels",
         type=count_type("max channels", 1, 1 << 20),
         default=DEFAULT_MAX_CHANNELS,
@@ -344,9 +354,10 @@ def build_parser() -> _Parser:
     client.add_argument(
         "--server",
         metavar="HOST[:PORT]",
-        type=spec_type(channel_endpoint(listening=False)),
+        type=spec_type(parse_server),
         help="the server's channel address (required here, as the first argument, or in "
-        f"--config; port {DEFAULT_CHANNEL_PORT} if none is given)",
+        f"--config; port {DEFAULT_CHANNEL_PORT} if none is given), or a WebSocket URL: "
+        "ws://HOST[:PORT]/PATH, wss://... (TLS, verified as --tls verifies)",
     )
     client.add_argument(
         "-L",
@@ -528,6 +539,18 @@ def parse_arguments(argv: Sequence[str], *, raise_errors: bool = False) -> argpa
     role = parser.roles.get(args.command)
     if role is None:
         return args
+    if args.command == "client":
+        return _split_websocket(_layered(parser, role, args, argv))
+    return _layered(parser, role, args, argv)
+
+
+def _layered(
+    parser: argparse.ArgumentParser,
+    role: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+) -> argparse.Namespace:
+    """``args`` over the layers below the command line: --config, a host's table, -o."""
     layers: list[dict[str, Any]] = []
     if args.config is not None:
         config = configfile.load(args.config, role, server=args.command == "server")
@@ -563,6 +586,16 @@ def parse_arguments(argv: Sequence[str], *, raise_errors: bool = False) -> argpa
     return merged
 
 
+def _split_websocket(args: argparse.Namespace) -> argparse.Namespace:
+    """``--server ws[s]://HOST[:PORT]/PATH``: the server's address as any other, and
+    the WebSocket apart (``websocket``); ``wss`` is ``--tls``."""
+    args.websocket = None
+    if isinstance(args.server, WebSocketUrl):
+        args.websocket, args.server = args.server, args.server.address
+        args.tls = args.tls or args.websocket.secure
+    return args
+
+
 def _destination(args: argparse.Namespace, role: argparse.ArgumentParser) -> dict[str, Any]:
     """The client's first argument: a host of the hosts file (its table's settings), or
     the server itself as ``HOST[:PORT]`` (as ssh takes a host it has no entry for)."""
@@ -581,9 +614,9 @@ def _destination(args: argparse.Namespace, role: argparse.ArgumentParser) -> dic
             "destination_hint": hint}  # fmt: skip
 
 
-def _server_named(text: str, context: str) -> tuple[str, int]:
+def _server_named(text: str, context: str) -> tuple[str, int] | WebSocketUrl:
     try:
-        return channel_endpoint(listening=False)(text)
+        return parse_server(text)
     except SpecError as exc:
         raise ConfigError(f"{context} is not a server address: {exc}") from None
 

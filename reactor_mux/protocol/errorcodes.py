@@ -56,6 +56,10 @@ class ErrorCode(enum.Enum):
     reactor-mux peer, or a stopped one."""
     NOT_A_PEER = "foreign"
     """The peer speaks another protocol (an SSH banner, an HTTP request, ...)."""
+    WEB_REQUEST = "web"
+    """A server with ``--ws-path`` answered an HTTP request that is no upgrade at its
+    path as a web server would (404): no offence, since behind a reverse proxy every
+    request comes from the proxy's address."""
     RESUME_EXPIRED = "expired"
     """The resume window passed with no resume."""
     UNSUPPORTED = "unsupported"
@@ -84,6 +88,7 @@ of as such (``told_as``)."""
 _TOLD_AS = {
     ErrorCode.NO_ANSWER: ErrorCode.HANDSHAKE_TIMEOUT,
     ErrorCode.NOT_A_PEER: ErrorCode.PROTOCOL,
+    ErrorCode.WEB_REQUEST: ErrorCode.PROTOCOL,
     ErrorCode.KEEPALIVE_TIMEOUT: ErrorCode.HANDSHAKE_TIMEOUT,
     ErrorCode.RESUME_EXPIRED: ErrorCode.RESUME_REFUSED,
     ErrorCode.UNSUPPORTED: ErrorCode.PROTOCOL,

@@ -42,6 +42,7 @@ from reactor_mux.io.reactor import Reactor, Timer
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.tls import ClientTls, TlsTransport, self_signed_fingerprint
 from reactor_mux.io.transport import TcpTransport, Transport
+from reactor_mux.io.websocket import WebSocketTransport
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
@@ -68,7 +69,7 @@ from reactor_mux.roles.reconnect import ReconnectPolicy, retry_cannot_help
 from reactor_mux.roles.remotebinds import RemoteBinds
 from reactor_mux.roles.socks import SocksRequest
 from reactor_mux.roles.socksserver import LocalConnect, SocksOpenHook, SocksPort
-from reactor_mux.roles.specs import ForwardKind, ForwardSpec
+from reactor_mux.roles.specs import ForwardKind, ForwardSpec, WebSocketUrl
 from reactor_mux.roles.stdio import StdioBridge
 from reactor_mux.tunnel.channel import (
     SHUTTING_DOWN,
@@ -93,6 +94,8 @@ class ClientConfig:
     reconnect_max: float = DEFAULT_RECONNECT_MAX
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     tls: ClientTls | None = None
+    websocket: WebSocketUrl | None = None
+    """``--server ws[s]://...``: the channel as a WebSocket (``server`` is its host)."""
     exit_on_forward_failure: str | None = None
     """A forward that fails during start-up ends the client; this names what asked for
     it in the line (``--exit-on-forward-failure``, ``-f``).  None: carry on."""
@@ -145,7 +148,8 @@ class Client:
         self.resolver = resolver
         self.config = config
         self.client_id = secrets.token_hex(16)
-        self.server_label = format_host_port(*config.server)
+        self.server_label = (str(config.websocket) if config.websocket is not None
+                             else format_host_port(*config.server))  # fmt: skip
         self.forward_table = ForwardTable(config.forwards)
         self.local_listeners: dict[int, ListenerSet] = {}
         self.socks_ports: dict[int, SocksPort] = {}
@@ -418,6 +422,15 @@ class Client:
         self.forward_table.asked(mapping)
 
     def _transport(self, sock: socket.socket) -> Transport:
+        """TCP or TLS to the server, and a WebSocket on it where the URL says so."""
+        below = self._tcp_or_tls(sock)
+        websocket = self.config.websocket
+        if websocket is None:
+            return below
+        return WebSocketTransport(self.reactor, below, client=True,
+                                  host=websocket.host_header, path=websocket.path)  # fmt: skip
+
+    def _tcp_or_tls(self, sock: socket.socket) -> Transport:
         settings, tls = self.config.settings, self.config.tls
         if tls is None:
             if settings.session.credentials is not None and not self._warned_plaintext:

@@ -42,6 +42,7 @@ from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.tls import ServerTls, TlsTransport
 from reactor_mux.io.transport import TcpTransport, Transport
+from reactor_mux.io.websocket import Sniffer
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.auth import SHARED_NAME, SecretBook, SharedSecret
 from reactor_mux.protocol.errorcodes import ErrorCode
@@ -104,6 +105,8 @@ class ServerConfig:
     """Named clients, each with its secret and maybe its own allow-lists."""
     tls: ServerTls | None = None
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    websocket_path: str | None = None
+    """``--ws-path``: where an HTTP upgrade becomes a channel (None: no WebSocket)."""
 
     @property
     def authenticates(self) -> bool:
@@ -280,6 +283,8 @@ class Server:
                                      tls.context, server_side=True)  # fmt: skip
         else:
             transport = TcpTransport(self.reactor, sock, settings.keepalive_interval)
+        if self.config.websocket_path is not None:
+            transport = Sniffer(self.reactor, transport, self.config.websocket_path)
         channel = Channel(self.reactor, self.resolver, transport, Role.SERVER, self, name, settings,
                           peer=where)  # fmt: skip
         startup.owner = channel

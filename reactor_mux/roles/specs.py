@@ -260,3 +260,63 @@ def parse_endpoint(
         return parse_host(host_text), _port(port_text, "port", allow_zero=False)
     except SpecError as exc:
         raise SpecError(f"bad address {text!r}: {exc}") from None
+
+
+WEBSOCKET_SCHEMES = {"ws": 80, "wss": 443}
+"""``--server ws://...`` and ``wss://...``, with the ports a browser would use."""
+
+
+@dataclass(frozen=True)
+class WebSocketUrl:
+    """``--server ws[s]://HOST[:PORT][/PATH]``: the channel as a WebSocket at PATH."""
+
+    host: str
+    port: int
+    path: str
+    secure: bool
+    """``wss``: TLS under the WebSocket (verified as ``--tls`` verifies)."""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def host_header(self) -> str:
+        """What the HTTP ``Host`` header says: the port only where it is not the
+        scheme's own."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = WEBSOCKET_SCHEMES["wss" if self.secure else "ws"]
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        scheme = "wss" if self.secure else "ws"
+        return f"{scheme}://{format_host_port(self.host, self.port)}{self.path}"
+
+
+_PATH_CHARS = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def parse_websocket_path(text: str) -> str:
+    """``--ws-path``, or a URL's path: absolute, of the characters a URL path may hold."""
+    if not _PATH_CHARS.fullmatch(text):
+        raise SpecError(f"WebSocket path {text!r} must start with / and hold only a URL "
+                        "path's characters")  # fmt: skip
+    return text
+
+
+def parse_server(text: str) -> tuple[str, int] | WebSocketUrl:
+    """``--server``: ``HOST[:PORT]``, or ``ws://`` / ``wss://`` ``HOST[:PORT][/PATH]``."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return parse_endpoint(text, listening=False, default_port=DEFAULT_CHANNEL_PORT)
+    if scheme.lower() not in WEBSOCKET_SCHEMES:
+        raise SpecError(f"bad address {text!r}: the scheme is ws:// or wss:// (or none)")
+    secure = scheme.lower() == "wss"
+    authority, slash, path = rest.partition("/")
+    try:
+        path = parse_websocket_path(slash + path) if slash else "/"
+    except SpecError as exc:
+        raise SpecError(f"bad address {text!r}: {exc}") from None
+    host, port = parse_endpoint(authority, listening=False,
+                                default_port=WEBSOCKET_SCHEMES[scheme.lower()])  # fmt: skip
+    return WebSocketUrl(host, port, path, secure)

@@ -66,6 +66,7 @@ LABELS = {
     ErrorCode.PEER_CLOSED: "closed before authenticating",
     ErrorCode.RESUME_REFUSED: "resume refused",
     ErrorCode.SHUTDOWN: "server shutting down",
+    ErrorCode.WEB_REQUEST: "an HTTP request answered 404",
 }
 """How the turned-away summaries name each way a startup ended."""
 EVICTED_REASON = ("dropped before authenticating to make room for another source "

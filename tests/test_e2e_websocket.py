@@ -1,0 +1,192 @@
+"""WebSocket channels (issue 24): ``--server ws://`` and ``wss://`` against a server
+with ``--ws-path``, directly and behind a real nginx (proxy_pass with the Upgrade
+headers, and TLS at nginx), with checksummed -L, -R and -D traffic, a resume
+across an nginx restart, and the web server's face the port shows to anything
+that is not an upgrade at the path."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+
+import pytest
+from nginx import NGINX, LocalNginx
+from security_support import FAST
+from support import (
+    Exchange,
+    HashReplyServer,
+    Tunnel,
+    check_exchange,
+    gave_up,
+    run_exchange,
+    run_exchanges,
+    socks5_connect,
+    wait_until,
+)
+
+SIZE = 2_000_000
+PATH = "/rmux"
+
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="needs nginx (Debian's package)")
+
+
+def ws_tunnel(*server_args: str) -> Tunnel:
+    return Tunnel(("--ws-path", PATH, *server_args))
+
+
+def all_three(tunnel: Tunnel, url: str, target: HashReplyServer, seed: int, *extra: str) -> None:
+    """A client over ``url`` with an -L, an -R and a -D, each carrying two checksummed
+    exchanges at once."""
+    _client, forwards = tunnel.client(
+        "-L", f"0:127.0.0.1:{target.port}", "-R", f"0:127.0.0.1:{target.port}", "-D", "0",
+        extra=("--server", url, *extra),
+    )  # fmt: skip
+    ports = {kind: port for kind, port, _ in forwards}
+    exchanges = [Exchange(send_len=SIZE, reply_len=SIZE, seed=seed + i) for i in range(4)]
+    run_exchanges(exchanges, target, [ports["L"], ports["L"], ports["R"], ports["R"]])
+
+    def through_socks() -> object:
+        sock, code = socks5_connect(ports["D"], "127.0.0.1", target.port)
+        assert code == 0
+        return sock
+
+    socks = Exchange(send_len=SIZE, reply_len=SIZE, seed=seed + 10)
+    run_exchange(0, socks, connect=through_socks)  # type: ignore[arg-type]
+    check_exchange(socks, target)
+
+
+def test_a_websocket_channel_carries_l_r_and_d(hash_target):
+    tunnel = ws_tunnel()
+    try:
+        all_three(tunnel, f"ws://127.0.0.1:{tunnel.server_port}{PATH}", hash_target, 9000)
+    finally:
+        tunnel.close()
+
+
+def test_plain_and_websocket_channels_share_the_port(hash_target):
+    tunnel = ws_tunnel()
+    try:
+        _plain, [(_, plain_port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        url = f"ws://127.0.0.1:{tunnel.server_port}{PATH}"
+        _ws, [(_, ws_port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                               extra=("--server", url))  # fmt: skip
+        exchanges = [Exchange(send_len=SIZE, reply_len=SIZE, seed=s) for s in (9100, 9102)]
+        run_exchanges(exchanges, hash_target, [plain_port, ws_port])
+    finally:
+        tunnel.close()
+
+
+def curl(url: str, *extra: str) -> str:
+    done = subprocess.run(["curl", "-s", "-i", *extra, url], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    return done.stdout
+
+
+def test_what_is_not_an_upgrade_at_the_path_gets_a_404_and_no_penalty(hash_target):
+    """A scanner sees a web server.  Behind a reverse proxy every request comes from
+    the proxy's address, so a 404 must cost that address nothing: a client right
+    after three of them connects at once."""
+    tunnel = ws_tunnel()
+    try:
+        base = f"http://127.0.0.1:{tunnel.server_port}"
+        for url in (f"{base}/", f"{base}{PATH}", f"{base}/admin?x=1"):
+            answer = curl(url)
+            assert answer.startswith("HTTP/1.1 404 Not Found"), answer
+            assert answer.endswith("\n\nnot found\n"), answer
+        tunnel.server.wait_event("channel_down", reason=lambda r: "answered 404" in r)
+        assert tunnel.server.events("source_penalised") == []
+        url = f"ws://127.0.0.1:{tunnel.server_port}{PATH}"
+        _client, [(_, port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                                extra=("--server", url))  # fmt: skip
+        run_exchanges([Exchange(send_len=10_000, reply_len=10_000, seed=9200)], hash_target,
+                      [port])  # fmt: skip
+    finally:
+        tunnel.close()
+
+
+def test_a_wrong_path_is_one_line_and_exit_255(echo):
+    tunnel = ws_tunnel()
+    try:
+        url = f"ws://127.0.0.1:{tunnel.server_port}/wrong"
+        client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
+                                  extra=("--server", url))  # fmt: skip
+        line = gave_up(client, "server_unusable")
+        assert "answered HTTP 404" in line["message"] and "/wrong" in line["message"], line
+        assert client.proc.wait(10) == 255
+    finally:
+        tunnel.close()
+
+
+def test_a_websocket_client_without_ws_path_on_the_server_is_told_so(echo):
+    """A server without --ws-path reads the upgrade as a foreign protocol: the client
+    says what it met, once, and exits 255."""
+    tunnel = Tunnel()
+    try:
+        url = f"ws://127.0.0.1:{tunnel.server_port}{PATH}"
+        client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
+                                  extra=("--server", url))  # fmt: skip
+        gave_up(client, "server_unusable")
+        assert client.proc.wait(10) == 255
+    finally:
+        tunnel.close()
+
+
+def test_wss_to_a_tls_server_with_a_secret(pki, hash_target, secret):
+    tunnel = ws_tunnel("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+                       "--secret-file", str(secret))  # fmt: skip
+    try:
+        url = f"wss://localhost:{tunnel.server_port}{PATH}"
+        all_three(tunnel, url, hash_target, 9300, "--tls-ca", str(pki.ca.path),
+                  "--secret-file", str(secret))  # fmt: skip
+    finally:
+        tunnel.close()
+
+
+# ------------------------------------------------------------ behind nginx
+
+
+@needs_nginx
+def test_behind_nginx_plain_and_with_tls_at_nginx(pki, hash_target, secret):
+    tunnel = ws_tunnel("--secret-file", str(secret))
+    plain = LocalNginx(tunnel.server_port, PATH)
+    tls = LocalNginx(tunnel.server_port, PATH, cert=pki.server.cert, key=pki.server.key)
+    try:
+        all_three(tunnel, f"ws://127.0.0.1:{plain.port}{PATH}", hash_target, 9400,
+                  "--secret-file", str(secret))  # fmt: skip
+        all_three(tunnel, f"wss://localhost:{tls.port}{PATH}", hash_target, 9500,
+                  "--secret-file", str(secret), "--tls-ca", str(pki.ca.path))  # fmt: skip
+        assert "404" in curl(f"http://127.0.0.1:{plain.port}/")
+    finally:
+        tunnel.close()
+        plain.close()
+        tls.close()
+
+
+@needs_nginx
+def test_streams_resume_across_an_nginx_restart(hash_target):
+    """nginx restarts (killed: every proxied connection breaks) in the middle of two
+    transfers; the client comes back through the new nginx and resumes the session:
+    every byte arrives, once."""
+    tunnel = ws_tunnel()
+    nginx = LocalNginx(tunnel.server_port, PATH)
+    try:
+        url = f"ws://127.0.0.1:{nginx.port}{PATH}"
+        client, forwards = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                         "-R", f"0:127.0.0.1:{hash_target.port}",
+                                         extra=("--server", url, *FAST))  # fmt: skip
+        ports = [port for _, port, _ in forwards]
+        size = 40_000_000
+        exchanges = [Exchange(send_len=size, reply_len=size, seed=s) for s in (9600, 9602)]
+        mover = threading.Thread(target=run_exchanges, args=(exchanges, hash_target, ports))
+        mover.start()
+        assert wait_until(lambda: hash_target.connections >= 2, timeout=15)
+        nginx.kill()
+        tunnel.server.wait_event("channel_suspended", timeout=15)
+        nginx.start()
+        client.wait_event("channel_resumed", timeout=30)
+        mover.join(180)
+        assert not mover.is_alive()
+        assert tunnel.server.count_event("channel_up") == 1  # one session all along
+    finally:
+        tunnel.close()
+        nginx.close()
