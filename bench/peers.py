@@ -17,7 +17,9 @@ pure-Python codec; only on the one-stream bulk and plain redis rows);
 ``rmux_noplane`` (plaintext, compiled codec, the streams' bytes moved by Python
 as before the data plane: ``REACTOR_MUX_DATA_PLANE=python``).  Not run unless
 named in ``--paths``: ``rmux_tlspy`` (``rmux_tls`` with the records made by
-Python's ssl rather than the plane: ``REACTOR_MUX_TLS=python``).
+Python's ssl rather than the plane: ``REACTOR_MUX_TLS=python``); ``rmux_ws``
+(plaintext, the channel as a WebSocket: server ``--ws-path``, client ``--server
+ws://...``).
 
 Workloads: ``iperf`` (1 and 8 streams, both directions), ``redis`` (GET/SET,
 50 connections, plain and ``-P 16``), ``http`` (wrk keep-alive, ab one
@@ -67,7 +69,7 @@ from reactor_mux.security.keygen import generate, generate_secret  # noqa: E402
 from reactor_mux.tools.procs import ReactorMuxProcess, proc_status  # noqa: E402
 
 PATHS = ["direct", "socat2", "loop2", "ssh_L", "rmux", "rmux_tls", "rmux_py", "rmux_noplane"]
-EXTRA_PATHS = ["rmux_tlspy"]
+EXTRA_PATHS = ["rmux_tlspy", "rmux_ws"]
 """Paths run only when ``--paths`` names them."""
 WORKLOADS = ["iperf", "redis", "http", "pingpong", "cpu", "fairness", "idle"]
 TARGETS = ["iperf", "redis", "http", "echo", "sink"]
@@ -79,8 +81,9 @@ RATIOS = {  # column: (numerator path, denominator path)
     "py/c": ("rmux_py", "rmux"),
     "rmux/noplane": ("rmux", "rmux_noplane"),
     "tlspy/ssh": ("rmux_tlspy", "ssh_L"),
+    "ws/rmux": ("rmux_ws", "rmux"),
 }
-RMUX_PATHS = ["rmux", "rmux_tls", "rmux_py", "rmux_noplane", "rmux_tlspy"]
+RMUX_PATHS = ["rmux", "rmux_tls", "rmux_py", "rmux_noplane", "rmux_tlspy", "rmux_ws"]
 TLS_PATHS = ("rmux_tls", "rmux_tlspy")
 CHUNK = 256 * 1024
 NO_PLANE = "c-noplane"
@@ -488,15 +491,20 @@ class Rmux:
         tls: bool,
         extra: Sequence[str] = (),
         client_extra: Sequence[str] = (),
+        websocket: bool = False,
     ) -> tuple[RmuxProcess, RmuxProcess, list[int]]:
         """A server and a client with one -L per target; the ports that reach them.
-        ``extra`` goes to both, ``client_extra`` to the client alone."""
+        ``extra`` goes to both, ``client_extra`` to the client alone; ``websocket``
+        carries the channel as a WebSocket."""
         server_args, client_args = self._security(tls)
+        if websocket:
+            server_args = [*server_args, "--ws-path", "/rmux"]
         common = ["--drain-timeout", "1", *self.options, *extra]
         server = self._start(["server", "--listen", "127.0.0.1:0", *common, *server_args], codec)
         forwards = [arg for port in targets for arg in ("-L", f"0:127.0.0.1:{port}")]
+        address = f"127.0.0.1:{server.listening_port()}"
         client = self._start(
-            ["client", "--server", f"127.0.0.1:{server.listening_port()}", *common,
+            ["client", "--server", f"ws://{address}/rmux" if websocket else address, *common,
              *client_args, *client_extra, *forwards], codec,
         )  # fmt: skip
         ports = [port for _kind, port, _target in client.forwards(len(targets))]
@@ -630,7 +638,10 @@ def open_rmux(bench: Bench, kind: str) -> Route:
     codec = _codec_of(kind)
     try:
         server, client, ports = bench.rmux.pair(
-            [bench.targets[name].port for name in names], codec, tls=kind in TLS_PATHS
+            [bench.targets[name].port for name in names],
+            codec,
+            tls=kind in TLS_PATHS,
+            websocket=kind == "rmux_ws",
         )
     except TimeoutError as exc:
         raise Skip(f"reactor-mux did not start: {str(exc).splitlines()[-1]}") from exc
@@ -647,6 +658,7 @@ PATH_OPENERS: dict[str, Callable[[Bench], Route]] = {
     "rmux_py": lambda bench: open_rmux(bench, "rmux_py"),
     "rmux_noplane": lambda bench: open_rmux(bench, "rmux_noplane"),
     "rmux_tlspy": lambda bench: open_rmux(bench, "rmux_tlspy"),
+    "rmux_ws": lambda bench: open_rmux(bench, "rmux_ws"),
 }
 
 

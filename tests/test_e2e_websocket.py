@@ -6,6 +6,7 @@ that is not an upgrade at the path."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 
@@ -17,12 +18,15 @@ from support import (
     HashReplyServer,
     Tunnel,
     check_exchange,
+    ends_within,
     gave_up,
     run_exchange,
     run_exchanges,
     socks5_connect,
     wait_until,
 )
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Ping, Pong, Request, TextMessage
 
 SIZE = 2_000_000
 PATH = "/rmux"
@@ -190,3 +194,63 @@ def test_streams_resume_across_an_nginx_restart(hash_target):
     finally:
         tunnel.close()
         nginx.close()
+
+
+# ---------------------------------------------- the WebSocket layer, spoken raw
+
+
+def upgraded(port: int) -> tuple[socket.socket, WSConnection]:
+    """A raw WebSocket client (wsproto) upgraded at the server's path."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    ws = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(ws.send(Request(host="127.0.0.1", target=PATH)))
+    while True:
+        ws.receive_data(sock.recv(65536))
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                return sock, ws
+            raise AssertionError(f"upgrade answered {event!r}")
+
+
+def events_until(sock: socket.socket, ws: WSConnection, kind: type) -> list[object]:
+    seen: list[object] = []
+    while not any(isinstance(event, kind) for event in seen):
+        data = sock.recv(65536)
+        ws.receive_data(data or None)
+        seen.extend(ws.events())
+        if not data:
+            break
+    return seen
+
+
+def test_a_ping_is_answered_and_a_text_message_ends_the_connection():
+    tunnel = ws_tunnel()
+    try:
+        sock, ws = upgraded(tunnel.server_port)
+        with sock:
+            sock.sendall(ws.send(Ping(payload=b"still there?")))
+            pongs = [e for e in events_until(sock, ws, Pong) if isinstance(e, Pong)]
+            assert pongs and pongs[0].payload == b"still there?"
+            sock.sendall(ws.send(TextMessage(data="HELLO 1 262144 65536")))
+            assert ends_within(sock, 10)
+        down = tunnel.server.wait_event("channel_down")
+        assert "text message where the channel sends binary" in down["reason"], down
+    finally:
+        tunnel.close()
+
+
+def test_an_endless_http_head_is_cut_off():
+    tunnel = ws_tunnel()
+    try:
+        with socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=10) as sock:
+            sock.sendall(b"GET " + PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n")
+            try:
+                for _ in range(64):
+                    sock.sendall(b"X-Filler: " + b"y" * 1000 + b"\r\n")
+            except OSError:
+                pass  # cut off while we were still sending
+            assert ends_within(sock, 10)
+        down = tunnel.server.wait_event("channel_down")
+        assert "404" in down["reason"] or "longer than" in down["reason"], down
+    finally:
+        tunnel.close()

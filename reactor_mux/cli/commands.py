@@ -133,6 +133,7 @@ def client_config(
     return ClientConfig(
         server=args.server,
         websocket=args.websocket,
+        proxy=args.proxy,
         forwards=args.local + args.remote + args.dynamic,
         settings=_settings(args, credentials=security.credentials),
         reconnect_min=args.reconnect_min,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -37,6 +38,7 @@ from reactor_mux.cli.security import (
     client_security,
     server_security,
 )
+from reactor_mux.io.proxy import ProxyError, ProxyUrl, parse_proxy, proxy_from_environment
 from reactor_mux.protocol.limits import (
     DEFAULT_MAX_PENDING_SYNS,
     DEFAULT_MAX_STREAMS,
@@ -397,6 +399,16 @@ def build_parser() -> _Parser:
         "ExitOnForwardFailure); otherwise a refused -R is retried with the reconnect backoff",
     )
     client.add_argument(
+        "--proxy",
+        type=_proxy,
+        metavar="URL",
+        help="reach the server through a proxy: http://[USER:PASSWORD@]HOST:PORT (HTTP "
+        "CONNECT) or socks5://[USER:PASSWORD@]HOST:PORT (the proxy resolves the server's "
+        "name); 'env' takes https_proxy (http_proxy for ws://), all_proxy and no_proxy from "
+        "the environment.  The credentials are never logged; in the environment or a config "
+        "file they stay out of the process list",
+    )
+    client.add_argument(
         "--persist",
         action="store_true",
         help="keep retrying, with the reconnect backoff, a server that refuses this client "
@@ -588,12 +600,32 @@ def _layered(
 
 def _split_websocket(args: argparse.Namespace) -> argparse.Namespace:
     """``--server ws[s]://HOST[:PORT]/PATH``: the server's address as any other, and
-    the WebSocket apart (``websocket``); ``wss`` is ``--tls``."""
+    the WebSocket apart (``websocket``); ``wss`` is ``--tls``.  ``--proxy env``:
+    the proxy the environment names for that server, or none."""
     args.websocket = None
     if isinstance(args.server, WebSocketUrl):
         args.websocket, args.server = args.server, args.server.address
         args.tls = args.tls or args.websocket.secure
+    if args.proxy == PROXY_FROM_ENVIRONMENT and args.server is not None:
+        plain_ws = args.websocket is not None and not args.websocket.secure
+        try:
+            args.proxy = proxy_from_environment(dict(os.environ), args.server[0], plain_ws)
+        except ProxyError as exc:
+            raise ConfigError(f"--proxy env: {exc}") from None
     return args
+
+
+PROXY_FROM_ENVIRONMENT = "env"
+"""``--proxy env``: take the proxy from https_proxy, http_proxy, all_proxy, no_proxy."""
+
+
+def _proxy(text: str) -> ProxyUrl | str:
+    if text == PROXY_FROM_ENVIRONMENT:
+        return text
+    try:
+        return parse_proxy(text)
+    except ProxyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _destination(args: argparse.Namespace, role: argparse.ArgumentParser) -> dict[str, Any]:

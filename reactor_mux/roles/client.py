@@ -38,6 +38,7 @@ from reactor_mux.io.netutil import (
     describe_error,
     loopback_pair,
 )
+from reactor_mux.io.proxy import Dialogue, ProxyFailure, ProxyHandshake, ProxyUrl, Verdict
 from reactor_mux.io.reactor import Reactor, Timer
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.tls import ClientTls, TlsTransport, self_signed_fingerprint
@@ -94,6 +95,8 @@ class ClientConfig:
     reconnect_max: float = DEFAULT_RECONNECT_MAX
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     tls: ClientTls | None = None
+    proxy: ProxyUrl | None = None
+    """``--proxy``: reach the server through this HTTP or SOCKS5 proxy."""
     websocket: WebSocketUrl | None = None
     """``--server ws[s]://...``: the channel as a WebSocket (``server`` is its host)."""
     exit_on_forward_failure: str | None = None
@@ -157,7 +160,7 @@ class Client:
         self.meter = Meter()
         self.started_at = reactor.time()
         self._warned_plaintext = False
-        self._connector: Connector | None = None
+        self._connector: Connector | ProxyHandshake | None = None
         self._retry: Timer | None = None
         self._attempts = 0
         """Connection attempts made since a channel was last up (--connect-attempts)."""
@@ -348,20 +351,47 @@ class Client:
         resuming = self.channel is not None and self.channel.suspended
         log.log(
             logging.DEBUG if resuming else logging.INFO,  # each retry already says it failed
-            "connecting to server %s",
+            "connecting to server %s%s",
             self.server_label,
+            "" if self.config.proxy is None else f" through proxy {self.config.proxy}",
             extra=log_event("connecting", peer=self.server_label),
         )
-        host, port = self.config.server
+        proxy = self.config.proxy
+        host, port = self.config.server if proxy is None else (proxy.host, proxy.port)
         self._connector = Connector(
             self.reactor,
             self.resolver,
             host,
             port,
-            self._on_connected,
+            self._on_connected if proxy is None else self._on_proxy_connected,
             self.config.settings.connect_timeout,
             self,
         ).start()
+
+    def _on_proxy_connected(self, sock: socket.socket | None, error: Failure | None) -> None:
+        """Connected to the proxy: ask it for the server (by name: it resolves)."""
+        proxy = self.config.proxy
+        assert proxy is not None
+        self._connector = None
+        if sock is None:
+            self._schedule_reconnect(f"cannot connect to proxy {proxy}: {error}")
+            return
+        host, port = self.config.server
+        self._connector = ProxyHandshake(self.reactor, sock, Dialogue(proxy, host, port),
+                                         self.config.settings.connect_timeout, self._on_proxied,
+                                         self)  # fmt: skip
+
+    def _on_proxied(self, sock: socket.socket | None, failure: ProxyFailure | None) -> None:
+        self._connector = None
+        if sock is not None:
+            self._on_connected(sock, None)
+            return
+        assert failure is not None
+        if failure.verdict is Verdict.REFUSED and not self.config.persist:
+            line = f"{failure.text}; not retrying (--persist keeps trying)"
+            self._give_up(line, "proxy_refused", failure.text, Ending.UNUSABLE)
+            return
+        self._schedule_reconnect(failure.text)
 
     def _on_connected(self, sock: socket.socket | None, error: Failure | None) -> None:
         self._connector = None
