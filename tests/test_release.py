@@ -228,8 +228,8 @@ def test_metadata_says_mit_and_names_only_the_runtime_dependencies(release: Rele
     """What pip and a package index read: license, classifiers, and dependencies.
 
     A user's install pulls in cffi (the codec), cryptography (keygen),
-    prometheus_client (--metrics) and, on Python 3.10 only, tomli (TOML
-    files).  ruff and mypy are the developers' tools: they may appear only
+    prometheus_client (--metrics), wsproto (WebSocket channels) and, on
+    Python 3.10 only, tomli (TOML files).  ruff and mypy are the developers' tools: they may appear only
     under the ``dev`` extra.
     """
     for wheel in release.wheels.values():
@@ -244,6 +244,7 @@ def test_metadata_says_mit_and_names_only_the_runtime_dependencies(release: Rele
             "cryptography>=42",
             "prometheus_client>=0.20",
             'tomli>=1.1; python_version < "3.11"',
+            "wsproto>=1.2",
         ]
         for tool in ("ruff", "mypy"):
             specs = [spec for spec in requires if spec.startswith(tool)]
