@@ -229,8 +229,8 @@ def test_metadata_says_mit_and_names_only_the_runtime_dependencies(release: Rele
 
     A user's install pulls in cffi (the codec), cryptography (keygen),
     prometheus_client (--metrics), wsproto (WebSocket channels) and, on
-    Python 3.10 only, tomli (TOML files).  ruff and mypy are the developers' tools: they may appear only
-    under the ``dev`` extra.
+    Python 3.10 only, tomli (TOML files).  ruff and mypy are the developers'
+    tools: they may appear only under the ``dev`` extra.
     """
     for wheel in release.wheels.values():
         metadata = wheel_metadata(wheel)
