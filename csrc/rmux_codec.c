@@ -119,6 +119,11 @@ size_t rmux_scan_frames(const uint8_t *buf, size_t buf_length, size_t start, siz
                 *error = RMUX_ERR_COMMAND_TOO_LARGE;
                 break;
             }
+        } else if (kind == RMUX_KIND_DATAGRAM) {
+            if (length > max_data) {
+                *error = RMUX_ERR_DATAGRAM_TOO_LARGE;
+                break;
+            }
         } else {
             *error = RMUX_ERR_BAD_KIND;
             break;
@@ -194,8 +199,9 @@ size_t rmux_decode(rmux_scratch *s, const uint8_t *buf, size_t buf_length, size_
     *nframes = count;
     while (index < count) {
         const rmux_frame *frame = &s->frames[index];
-        if (frame->kind == RMUX_KIND_COMMAND) {
-            records[nrecords].kind = RMUX_RECORD_COMMAND;
+        if (frame->kind != RMUX_KIND_DATA) { /* a command or a datagram: its body in place */
+            records[nrecords].kind =
+                frame->kind == RMUX_KIND_COMMAND ? RMUX_RECORD_COMMAND : RMUX_RECORD_DATAGRAM;
             records[nrecords].stream_id = frame->stream_id;
             records[nrecords].offset = frame->offset;
             records[nrecords].length = frame->length;

@@ -7,7 +7,7 @@
  * per frame or calls back into Python; one call handles a whole buffer.
  *
  * Frame layout: len (u32 BE, body only) | stream id (u32 BE) | kind (u8: 0
- * data, 1 command) | body.  See docs/protocol.md.
+ * data, 1 command, 2 datagram) | body.  See docs/protocol.md.
  */
 #ifndef RMUX_CODEC_H
 #define RMUX_CODEC_H
@@ -39,7 +39,11 @@
 #define RMUX_INITIAL_OUTPUT 16384
 
 /* The kind byte of a frame header. */
-typedef enum rmux_kind { RMUX_KIND_DATA = 0, RMUX_KIND_COMMAND = 1 } rmux_kind;
+typedef enum rmux_kind {
+    RMUX_KIND_DATA = 0,
+    RMUX_KIND_COMMAND = 1,
+    RMUX_KIND_DATAGRAM = 2 /* one UDP datagram of a mapping: its body within max_data */
+} rmux_kind;
 
 /* What rmux_scan_frames and rmux_decode report in *error. */
 typedef enum rmux_status {
@@ -50,10 +54,16 @@ typedef enum rmux_status {
     /* The rest are the caller's mistakes, never the peer's: the wrapper treats them as bugs. */
     RMUX_ERR_STAGING_FULL = 4, /* the staging buffer cannot take this run of data */
     RMUX_ERR_BAD_ARGUMENT = 5, /* start/end outside the buffer, or no room for a record */
-    RMUX_ERR_BUFFER_TOO_LARGE = 6 /* a buffer longer than RMUX_MAX_BUFFER */
+    RMUX_ERR_BUFFER_TOO_LARGE = 6, /* a buffer longer than RMUX_MAX_BUFFER */
+    /* The peer's again. */
+    RMUX_ERR_DATAGRAM_TOO_LARGE = 7
 } rmux_status;
 
-typedef enum rmux_record_kind { RMUX_RECORD_DATA = 0, RMUX_RECORD_COMMAND = 1 } rmux_record_kind;
+typedef enum rmux_record_kind {
+    RMUX_RECORD_DATA = 0,
+    RMUX_RECORD_COMMAND = 1,
+    RMUX_RECORD_DATAGRAM = 2 /* a datagram frame's body, in the receive buffer */
+} rmux_record_kind;
 
 /* A complete frame in the receive buffer: its body is buf[offset, offset + length).
  * Four uint32s, no padding: _c.py unpacks an array of them in one struct call. */

@@ -33,6 +33,7 @@ ERRORS = {
     "data-too-large": codec.ERR_DATA_TOO_LARGE,
     "command-too-large": codec.ERR_COMMAND_TOO_LARGE,
     "bad-kind": codec.ERR_BAD_KIND,
+    "datagram-too-large": codec.ERR_DATAGRAM_TOO_LARGE,
 }
 TRAILER = bytes.fromhex("0000000100")  # the first 5 bytes of a further frame
 

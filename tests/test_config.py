@@ -28,6 +28,7 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
     ),
     "gateway-ports": ("true", ["--gateway-ports"]),
     "ws-path": ('"/rmux"', ["--ws-path", "/rmux"]),
+    "udp-timeout": ("30", ["--udp-timeout", "30"]),
     "max-startups": ('"5:50:20"', ["--max-startups", "5:50:20"]),
     "per-source-max-startups": ("3", ["--per-source-max-startups", "3"]),
     "per-source-netblock": ('"24:48"', ["--per-source-netblock", "24:48"]),

@@ -115,3 +115,22 @@ def test_socket_paths_are_refused_unless_a_path_pattern_allows_them():
 def test_bad_path_patterns(text):
     with pytest.raises(PatternError):
         parse_pattern(text)
+
+
+def test_udp_patterns_allow_udp_and_only_udp():
+    """Once a list names any host, TCP and UDP are each held to their own patterns;
+    no list restricts neither."""
+    assert AllowList().check_target("10.0.0.53", 53, udp=True) is None
+    rules = AllowList.parse(["udp/10.0.0.0/8:53", "db.internal:5432"], "--allow-connect")
+    assert rules.check_target("10.0.0.53", 53, udp=True) is None
+    assert rules.check_resolved("dns", "10.1.2.3", 53, udp=True) is None
+    assert "udp/10.0.0.53:54 is not allowed" in rules.check_target("10.0.0.53", 54, udp=True)
+    assert rules.check_target("10.0.0.53", 53) is not None  # the UDP pattern allows no TCP
+    assert rules.check_target("db.internal", 5432, udp=True) is not None  # nor the reverse
+    tcp_only = AllowList.parse(["*:443"], "--allow-connect")
+    assert tcp_only.check_target("1.1.1.1", 53, udp=True) is not None
+    binds = AllowList.parse(["udp/127.0.0.1:5000-5999"], "--allow-bind")
+    assert binds.check_bind("127.0.0.1", 5353, udp=True) is None
+    assert binds.check_bind("127.0.0.1", 5353) is not None
+    with pytest.raises(PatternError):
+        parse_pattern("udp//run/x.sock")

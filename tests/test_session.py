@@ -14,6 +14,7 @@ from reactor_mux.protocol.errors import LocalProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
+    DatagramReceived,
     DataReceived,
     HelloReceived,
     MappingAccepted,
@@ -30,9 +31,10 @@ from reactor_mux.protocol.events import (
     StreamRequested,
     StreamReset,
 )
-from reactor_mux.protocol.frames import encode_frame, split_frames
+from reactor_mux.protocol.frames import KIND_DATAGRAM, encode_frame, split_frames
 from reactor_mux.protocol.limits import (
     DATA_FRAME_SIZE,
+    DATAGRAM_QUEUE_LIMIT,
     DEFAULT_WINDOW,
     HANDSHAKE_RECEIVE_SIZE,
     HANDSHAKE_REPLY_BACKLOG,
@@ -1060,3 +1062,74 @@ def test_before_the_peer_proves_itself_it_can_send_no_data_and_grow_no_buffer():
     assert open_server.ready and not open_server.failed
     events = open_server.receive_data(data(1, bytes(MAX_DATA_BODY)))
     assert events[-1].reason == "data frame for stream 1, which was never opened"  # type: ignore[union-attr]
+
+
+# ----------------------------------------------------------------- datagrams
+
+
+def udp_pair(pair):
+    """A client with an accepted -L udp (mapping 1) and -R udp (mapping 2)."""
+    client, server = pair
+    client.request_udp_connect(1, "127.0.0.1", 53)
+    client.request_udp_bind(2, "localhost", 0)
+    _, s_events = exchange(client, server)
+    assert s_events == [
+        MappingRequested(1, MappingKind.UDP_CONNECT, "127.0.0.1", 53),
+        MappingRequested(2, MappingKind.UDP_BIND, "localhost", 0),
+    ]
+    server.accept(1, MappingKind.UDP_CONNECT)
+    server.accept_bind(2, "localhost", 5353, MappingKind.UDP_BIND)
+    c_events, _ = exchange(client, server)
+    assert c_events == [
+        MappingAccepted(1, MappingKind.UDP_CONNECT),
+        MappingAccepted(2, MappingKind.UDP_BIND, "localhost", 5353),
+    ]
+    return client, server
+
+
+def test_datagrams_travel_both_ways_with_their_association(pair):
+    client, server = udp_pair(pair)
+    big = bytes(range(256)) * 255 + b"x" * 227  # 65,507 bytes: UDP's largest
+    assert client.send_datagram(1, 7, b"query") and client.send_datagram(1, 8, big)
+    assert server.send_datagram(2, 0xFFFFFFFF, b"")
+    c_events, s_events = exchange(client, server)
+    assert s_events == [DatagramReceived(1, 7, b"query"), DatagramReceived(1, 8, big)]
+    assert c_events == [DatagramReceived(2, 0xFFFFFFFF, b"")]
+
+
+def test_a_datagram_is_dropped_not_queued_without_bound(pair):
+    client, server = udp_pair(pair)
+    sent = sum(client.send_datagram(1, 1, b"x" * 60_000) for _ in range(10))
+    assert sent == DATAGRAM_QUEUE_LIMIT // 60_004  # the rest were dropped at once
+    assert not client.send_datagram(1, 1, b"x" * (MAX_DATA_BODY - 3))  # over the peer's frame
+    assert not client.send_datagram(5, 1, b"never declared")
+    exchange(client, server)
+    assert client.send_datagram(1, 1, b"room again")
+
+
+def test_no_stream_opens_on_a_udp_mapping_and_no_datagram_on_a_tcp_one(pair):
+    client, server = udp_pair(pair)
+    client.request_connect(3, "127.0.0.1", 80)
+    exchange(client, server)
+    fails(server, encode_frame(3, KIND_DATAGRAM, b"\0\0\0\1x"), "never declared with UDP")
+    client, server = udp_pair_fresh()
+    fails(server, command(1, "SYN 1"), "never declared")
+
+
+def udp_pair_fresh():
+    client, server = (
+        Session(Role.CLIENT, SessionConfig(WINDOW)),
+        Session(Role.SERVER, SessionConfig(WINDOW)),
+    )
+    exchange(client, server)
+    return udp_pair((client, server))
+
+
+def test_a_short_datagram_frame_is_a_violation_and_a_crossing_one_is_dropped():
+    client, server = udp_pair_fresh()
+    fails(server, encode_frame(1, KIND_DATAGRAM, b"\0\0\1"), "shorter than its association")
+    client, server = udp_pair_fresh()
+    client.cancel_mapping(2)  # -R udp removed while the server sends on it
+    server.send_datagram(2, 1, b"crossing")
+    c_events, _ = exchange(client, server)
+    assert not any(isinstance(event, DatagramReceived) for event in c_events)

@@ -210,3 +210,27 @@ def test_the_option_defaults_are_the_settings_defaults():
     help_text = parser._subparsers._group_actions[0].choices["client"].format_help()  # type: ignore[union-attr]
     assert f"(default {format_size(session.window)})" in help_text
     assert f"(default {format_size(channel.max_buffer)})" in help_text
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "bind", "target"),
+    [
+        (L, "udp:5353:127.0.0.1:53", ("localhost", 5353), ("127.0.0.1", 53)),
+        (R, "UDP:*:0:dns.internal:53", ("::", 0), ("dns.internal", 53)),
+        (L, "udp:[::1]:5353:[2001:db8::53]:53", ("::1", 5353), ("2001:db8::53", 53)),
+    ],
+)
+def test_udp_forwards(kind, text, bind, target):
+    spec = parse_forward(kind, text)
+    assert spec.udp and not spec.dynamic
+    assert ((spec.bind_host, spec.bind_port), (spec.target_host, spec.target_port)) == (
+        bind,
+        target,
+    )
+    assert spec.flag == f"-{kind.value} {text}"
+
+
+@pytest.mark.parametrize("text", ["udp:5353", "udp:5353:h", "udp:/tmp/x.sock:h:53", "udp:0:/x"])
+def test_bad_udp_forwards(text):
+    with pytest.raises(SpecError, match="expected udp:"):
+        parse_forward(L, text)

@@ -73,16 +73,20 @@ static void decode_reads(const uint8_t *data, size_t size, size_t read_size,
             CHECK(count <= nframes && nframes <= max_frames);
             for (size_t i = 0; i < count; i++) {
                 const rmux_record *r = &records[i];
-                CHECK(r->kind == RMUX_RECORD_DATA || r->kind == RMUX_RECORD_COMMAND);
+                CHECK(r->kind == RMUX_RECORD_DATA || r->kind == RMUX_RECORD_COMMAND ||
+                      r->kind == RMUX_RECORD_DATAGRAM);
                 if (r->kind == RMUX_RECORD_DATA) {
                     CHECK((size_t)r->offset + r->length <= staged);
-                } else {
+                } else if (r->kind == RMUX_RECORD_COMMAND) {
                     CHECK(r->length <= MAX_COMMAND && (size_t)r->offset + r->length <= start);
+                } else { /* a datagram's body, in place like a command's */
+                    CHECK(r->length <= MAX_DATA && (size_t)r->offset + r->length <= start);
                 }
             }
         }
         CHECK(error == RMUX_OK || error == RMUX_ERR_DATA_TOO_LARGE ||
-              error == RMUX_ERR_COMMAND_TOO_LARGE || error == RMUX_ERR_BAD_KIND);
+              error == RMUX_ERR_COMMAND_TOO_LARGE || error == RMUX_ERR_BAD_KIND ||
+              error == RMUX_ERR_DATAGRAM_TOO_LARGE);
         if (error != RMUX_OK) {
             break;
         }

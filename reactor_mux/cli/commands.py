@@ -124,6 +124,7 @@ def server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerC
         tls=security.tls,
         admission=security.admission,
         websocket_path=args.ws_path,
+        udp_timeout=args.udp_timeout,
     )
 
 
@@ -134,6 +135,7 @@ def client_config(
         server=args.server,
         websocket=args.websocket,
         proxy=args.proxy,
+        udp_timeout=args.udp_timeout,
         forwards=args.local + args.remote + args.dynamic,
         settings=_settings(args, credentials=security.credentials),
         reconnect_min=args.reconnect_min,

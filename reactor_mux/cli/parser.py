@@ -77,6 +77,7 @@ from reactor_mux.tunnel.settings import (
     KEEPALIVE_TIMEOUT_FACTOR,
     MIN_MAX_BUFFER,
 )
+from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT
 
 
 def _usage_line(prog: str, message: str) -> str:
@@ -123,6 +124,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="set a config file's key (ssh's -o): -o keepalive-interval=15, -o persist=yes; "
         "over --config and a host's settings, under the options given themselves",
+    )
+    add(
+        "--udp-timeout",
+        type=seconds,
+        default=DEFAULT_UDP_TIMEOUT,
+        metavar="SECONDS",
+        help="a UDP forward forgets a source (an association) that sent or got nothing "
+        f"for this long, at both ends (default {DEFAULT_UDP_TIMEOUT:g})",
     )
     add(
         "--window",

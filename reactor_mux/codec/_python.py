@@ -30,20 +30,24 @@ HEADER_SIZE = HEADER.size
 
 KIND_DATA = 0
 KIND_COMMAND = 1
+KIND_DATAGRAM = 2
 
 OK = 0
 ERR_DATA_TOO_LARGE = 1
 ERR_COMMAND_TOO_LARGE = 2
 ERR_BAD_KIND = 3
+ERR_DATAGRAM_TOO_LARGE = 7
 
 ERROR_MESSAGES = {
     ERR_DATA_TOO_LARGE: "data frame body exceeds the maximum frame size",
     ERR_COMMAND_TOO_LARGE: "command frame body exceeds the maximum command size",
-    ERR_BAD_KIND: "frame kind byte is neither 0 (data) nor 1 (command)",
+    ERR_BAD_KIND: "frame kind byte is not 0 (data), 1 (command) or 2 (datagram)",
+    ERR_DATAGRAM_TOO_LARGE: "datagram frame body exceeds the maximum frame size",
 }
 
 RECORD_DATA = 0
 RECORD_COMMAND = 1
+RECORD_DATAGRAM = 2
 
 MAX_FRAMES_PER_SCAN = 4096
 """Frames handled per codec call; a buffer holding more takes several calls."""
@@ -60,7 +64,8 @@ Frame = tuple[int, int, int, int]
 
 Record = tuple[int, int, int, int]
 """``(RECORD_DATA, stream_id, staging_offset, length)`` for a stream's spliced data, or
-``(RECORD_COMMAND, stream_id, buffer_offset, length)`` for a command body."""
+``(RECORD_COMMAND, stream_id, buffer_offset, length)`` for a command body (and
+``RECORD_DATAGRAM`` alike for a datagram's)."""
 
 Buffer = bytes | bytearray | memoryview
 
@@ -98,6 +103,9 @@ def scan_frames(
         elif kind == KIND_COMMAND:
             if length > max_command:
                 return frames, pos, ERR_COMMAND_TOO_LARGE
+        elif kind == KIND_DATAGRAM:
+            if length > max_data:
+                return frames, pos, ERR_DATAGRAM_TOO_LARGE
         else:
             return frames, pos, ERR_BAD_KIND
         body = pos + HEADER_SIZE
@@ -125,8 +133,9 @@ def splice_frames(
     index = 0
     while index < count:
         stream_id, kind, offset, length = frames[index]
-        if kind == KIND_COMMAND:
-            records.append((RECORD_COMMAND, stream_id, offset, length))
+        if kind != KIND_DATA:  # a command or a datagram: its body in place
+            record = RECORD_COMMAND if kind == KIND_COMMAND else RECORD_DATAGRAM
+            records.append((record, stream_id, offset, length))
             index += 1
             continue
         groups: dict[int, list[int]] = {}

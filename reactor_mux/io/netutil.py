@@ -100,17 +100,21 @@ def close_gently(sock: socket.socket) -> None:
     sock.close()
 
 
-def listen_socket(host: str, port: int, *, dual_stack: bool = False) -> socket.socket:
-    """A non-blocking listening TCP socket on host:port (host must be a literal);
-    ``dual_stack`` lets an IPv6 socket take IPv4 connections too."""
+def listen_socket(
+    host: str, port: int, *, dual_stack: bool = False, udp: bool = False
+) -> socket.socket:
+    """A non-blocking listening TCP socket on host:port (host must be a literal), or
+    with ``udp`` a bound UDP one; ``dual_stack`` lets an IPv6 socket take IPv4 too."""
     family = family_of(host)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if not udp:  # a UDP port must not be shared by accident
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
         sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
+        if not udp:
+            sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -214,23 +218,24 @@ def connect_unix(path: str) -> socket.socket:
     return sock
 
 
-def listen_sockets(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets for ``host`` as ssh reads it: ``localhost`` is 127.0.0.1 and
-    ::1 on one port, ``::`` is dual-stack (both families on one socket); IPv6 that
-    the system does not have is left out, never an error."""
+def listen_sockets(host: str, port: int, *, udp: bool = False) -> list[socket.socket]:
+    """Listening sockets (bound UDP ones with ``udp``) for ``host`` as ssh reads it:
+    ``localhost`` is 127.0.0.1 and ::1 on one port, ``::`` is dual-stack (both
+    families on one socket); IPv6 that the system does not have is left out, never
+    an error."""
     if host == "::":
         try:
-            return [listen_socket("::", port, dual_stack=True)]
+            return [listen_socket("::", port, dual_stack=True, udp=udp)]
         except OSError as exc:
             if exc.errno not in _NO_IPV6:
                 raise
-            return [listen_socket("0.0.0.0", port)]
+            return [listen_socket("0.0.0.0", port, udp=udp)]
     if host != "localhost":
-        return [listen_socket(host, port)]
+        return [listen_socket(host, port, udp=udp)]
     for _ in range(_PAIR_ATTEMPTS):
-        first = listen_socket(LOOPBACK_PAIR[0], port)
+        first = listen_socket(LOOPBACK_PAIR[0], port, udp=udp)
         try:
-            return [first, listen_socket(LOOPBACK_PAIR[1], first.getsockname()[1])]
+            return [first, listen_socket(LOOPBACK_PAIR[1], first.getsockname()[1], udp=udp)]
         except OSError as exc:
             if exc.errno in _NO_IPV6:
                 return [first]

@@ -21,6 +21,15 @@ class MappingKind(enum.Enum):
     CONNECT = "connect"
     BIND = "bind"
     DYNAMIC = "dynamic"
+    UDP_CONNECT = "udp-connect"
+    """``-L udp:``: datagrams to a target, from the server."""
+    UDP_BIND = "udp-bind"
+    """``-R udp:``: the server receives datagrams and hands them to the client."""
+
+    @property
+    def datagrams(self) -> bool:
+        """The mapping carries datagrams (DATAGRAM frames), never streams."""
+        return self in (MappingKind.UDP_CONNECT, MappingKind.UDP_BIND)
 
 
 @dataclass(slots=True)
@@ -54,6 +63,15 @@ class MappingRequested:
     host: str = ""
     port: int = 0
     path: str | None = None
+
+
+@dataclass(slots=True)
+class DatagramReceived:
+    """A DATAGRAM frame: one datagram of ``association`` on a UDP ``mapping``."""
+
+    mapping: int
+    association: int
+    payload: bytes
 
 
 @dataclass(slots=True)
@@ -227,6 +245,7 @@ Event: TypeAlias = (
     | StreamAccepted
     | StreamRefused
     | DataReceived
+    | DatagramReceived
     | CreditGranted
     | PeerBlocked
     | PeerLeaving

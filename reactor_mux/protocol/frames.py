@@ -10,6 +10,7 @@ from reactor_mux.protocol.limits import MAX_COMMAND_BODY, MAX_DATA_BODY
 HEADER_SIZE = codec.HEADER_SIZE
 KIND_DATA = codec.KIND_DATA
 KIND_COMMAND = codec.KIND_COMMAND
+KIND_DATAGRAM = codec.KIND_DATAGRAM
 
 SplitFrame = tuple[int, int, bytes]
 """``(stream_id, kind, body)``"""

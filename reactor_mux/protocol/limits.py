@@ -46,6 +46,18 @@ unsent bytes than this: it bounds how long a new control frame waits."""
 OUTPUT_CAPACITY = OUTPUT_BUDGET + MAX_DATA_BODY + 64
 """Size of the output FIFO: the budget plus one whole data frame and a FIN."""
 
+MAX_DATAGRAM = 65507
+"""The largest UDP payload a datagram frame carries (IPv4's own limit); a larger one
+is dropped and counted, as is one over the peer's max frame less its association."""
+
+DATAGRAM_HEADER = 4
+"""A datagram frame's body starts with its association number (u32, big-endian)."""
+
+DATAGRAM_QUEUE_LIMIT = 256 * 1024
+"""Datagrams wait with the control frames, ahead of stream data; one that would make
+that queue longer than this is dropped and counted (UDP's own answer to a full
+buffer), so datagrams never hold up streams by more than this."""
+
 MAX_CONTROL_BACKLOG = 1024 * 1024
 """Unsent control bytes we tolerate while handling peer frames: a peer that makes
 us answer (SYN ERROR, ...) but never reads the replies is cut off here."""

@@ -16,15 +16,23 @@ from reactor_mux.protocol.events import MappingKind
 from reactor_mux.protocol.verbs import Role, Verb
 
 CONNECT, BIND, DYNAMIC = MappingKind.CONNECT, MappingKind.BIND, MappingKind.DYNAMIC
-REQUEST_KIND = {Verb.CONNECT: CONNECT, Verb.BIND: BIND, Verb.DYNAMIC: DYNAMIC}
+UDP_CONNECT, UDP_BIND = MappingKind.UDP_CONNECT, MappingKind.UDP_BIND
+REQUEST_KIND = {Verb.CONNECT: CONNECT, Verb.BIND: BIND, Verb.DYNAMIC: DYNAMIC,
+                Verb.UDP_CONNECT: UDP_CONNECT, Verb.UDP_BIND: UDP_BIND}  # fmt: skip
 REQUEST_VERB = {kind: verb for verb, kind in REQUEST_KIND.items()}
 REPLY_KIND = {
     Verb.CONNECT_OK: CONNECT, Verb.CONNECT_ERROR: CONNECT,
     Verb.BIND_OK: BIND, Verb.BIND_ERROR: BIND,
     Verb.DYNAMIC_OK: DYNAMIC, Verb.DYNAMIC_ERROR: DYNAMIC,
+    Verb.UDP_CONNECT_OK: UDP_CONNECT, Verb.UDP_CONNECT_ERROR: UDP_CONNECT,
+    Verb.UDP_BIND_OK: UDP_BIND, Verb.UDP_BIND_ERROR: UDP_BIND,
 }  # fmt: skip
-ACCEPTANCE = {CONNECT: Verb.CONNECT_OK, BIND: Verb.BIND_OK, DYNAMIC: Verb.DYNAMIC_OK}
-REFUSAL = {CONNECT: Verb.CONNECT_ERROR, BIND: Verb.BIND_ERROR, DYNAMIC: Verb.DYNAMIC_ERROR}
+ACCEPTANCE = {CONNECT: Verb.CONNECT_OK, BIND: Verb.BIND_OK, DYNAMIC: Verb.DYNAMIC_OK,
+              UDP_CONNECT: Verb.UDP_CONNECT_OK, UDP_BIND: Verb.UDP_BIND_OK}  # fmt: skip
+REFUSAL = {CONNECT: Verb.CONNECT_ERROR, BIND: Verb.BIND_ERROR, DYNAMIC: Verb.DYNAMIC_ERROR,
+           UDP_CONNECT: Verb.UDP_CONNECT_ERROR, UDP_BIND: Verb.UDP_BIND_ERROR}  # fmt: skip
+BOUND = (BIND, UDP_BIND)
+"""The kinds whose acceptance names the address the server bound."""
 OPENED_BY = {Role.CLIENT: (CONNECT, DYNAMIC), Role.SERVER: (BIND,)}
 """The mapping kinds whose streams each role opens."""
 MAX_MAPPING = 0xFFFFFFFF
@@ -109,7 +117,7 @@ class MappingTable:
             )
         if verb is REFUSAL[kind]:
             entry.status = MappingStatus.REFUSED
-            if kind is BIND:  # no SYN can name it: forget it, as the server does
+            if kind in BOUND:  # no SYN can name it: forget it, as the server does
                 del self._entries[mapping]
         else:
             entry.status = MappingStatus.ACCEPTED
@@ -143,7 +151,7 @@ class MappingTable:
         if entry.status is not MappingStatus.PENDING:
             raise LocalProtocolError(f"{kind.name} request {mapping} already answered")
         entry.status = MappingStatus.ACCEPTED if accepted else MappingStatus.REFUSED
-        if not accepted and kind is BIND:
+        if not accepted and kind in BOUND:
             del self._entries[mapping]  # forgotten: a client may retry it under a new number
 
     def forget(self, mapping: int) -> MappingKind | None:
@@ -151,6 +159,25 @@ class MappingTable:
         (a refused BIND, whose refusal the UNMAP crossed)."""
         entry = self._entries.pop(mapping, None)
         return entry.kind if entry is not None else None
+
+    # -- datagrams
+
+    def peer_datagram(self, mapping: int) -> bool:
+        """A peer's DATAGRAM names ``mapping``: True to deliver it, False to drop it
+        (we cancelled or were refused the mapping, and the datagram crossed that)."""
+        entry = self._entries.get(mapping)
+        if entry is None or not entry.kind.datagrams:
+            raise ProtocolError(f"DATAGRAM for mapping {mapping}, which was never declared "
+                                "with UDP-CONNECT or UDP-BIND")  # fmt: skip
+        if entry.status is MappingStatus.PENDING:
+            raise ProtocolError(f"DATAGRAM for mapping {mapping} before it was accepted")
+        return entry.status is MappingStatus.ACCEPTED
+
+    def can_send_datagram(self, mapping: int) -> bool:
+        """We may send a DATAGRAM on ``mapping`` (a UDP mapping, accepted, not cancelled)."""
+        entry = self._entries.get(mapping)
+        return (entry is not None and entry.kind.datagrams
+                and entry.status is MappingStatus.ACCEPTED)  # fmt: skip
 
     # -- streams
 

@@ -26,6 +26,7 @@ telling the peer why, and is reported as one ``ChannelFailed`` event.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 
 from reactor_mux import codec
@@ -44,6 +45,7 @@ from reactor_mux.protocol.errors import LocalProtocolError, ProtocolError
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
+    DatagramReceived,
     DataReceived,
     DeliveryFailed,
     Event,
@@ -66,7 +68,7 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass
-from reactor_mux.protocol.frames import KIND_COMMAND, encode_frame
+from reactor_mux.protocol.frames import KIND_COMMAND, KIND_DATAGRAM, encode_frame
 from reactor_mux.protocol.handshake import (
     NEEDS_SECRET,
     NEW_SESSION,
@@ -80,6 +82,8 @@ from reactor_mux.protocol.handshake import (
     parse_hello,
 )
 from reactor_mux.protocol.limits import (
+    DATAGRAM_HEADER,
+    DATAGRAM_QUEUE_LIMIT,
     HANDSHAKE_RECEIVE_SIZE,
     HANDSHAKE_REPLY_BACKLOG,
     MAX_COMMAND_BODY,
@@ -94,11 +98,14 @@ from reactor_mux.protocol.limits import (
 from reactor_mux.protocol.mappings import (
     ACCEPTANCE,
     BIND,
+    BOUND,
     CONNECT,
     DYNAMIC,
     REFUSAL,
     REQUEST_KIND,
     REQUEST_VERB,
+    UDP_BIND,
+    UDP_CONNECT,
     MappingTable,
     StreamVerdict,
 )
@@ -128,6 +135,8 @@ _S = StreamState
 _I = StreamInput
 
 _RECORD_DATA = codec.RECORD_DATA
+_RECORD_DATAGRAM = codec.RECORD_DATAGRAM
+_ASSOCIATION = struct.Struct(">I")
 
 PEER_SPEAKS_TLS = (
     "peer started a TLS handshake, and this side does not use TLS "
@@ -255,6 +264,12 @@ class Session:
             Verb.BIND_ERROR: self._on_mapping_reply,
             Verb.DYNAMIC_OK: self._on_mapping_reply,
             Verb.DYNAMIC_ERROR: self._on_mapping_reply,
+            Verb.UDP_CONNECT: self._on_mapping_request,
+            Verb.UDP_BIND: self._on_mapping_request,
+            Verb.UDP_CONNECT_OK: self._on_mapping_reply,
+            Verb.UDP_CONNECT_ERROR: self._on_mapping_reply,
+            Verb.UDP_BIND_OK: self._on_mapping_reply,
+            Verb.UDP_BIND_ERROR: self._on_mapping_reply,
             Verb.UNMAP: self._on_unmap,
             Verb.UNMAP_OK: self._on_unmap_ok,
             Verb.SYN: self._on_syn,
@@ -552,6 +567,8 @@ class Session:
                     stream.recv.received(length)
                     stream.received += length
                     events.append(DataReceived(stream_id, staging[offset : offset + length]))
+                elif kind == _RECORD_DATAGRAM:
+                    self._on_datagram(stream_id, buffer[offset : offset + length], events)
                 else:
                     self._on_command(stream_id, buffer[offset : offset + length], events)
                     if self.failed:
@@ -567,11 +584,11 @@ class Session:
                         raise ProtocolError(PEER_SPEAKS_TLS, ErrorCode.TLS)
                     raise ProtocolError(f"{NOT_A_PEER} {self._peer_role} ({sniff.identify(first)})",
                                         ErrorCode.NOT_A_PEER)  # fmt: skip
-                if malformed == codec.ERR_DATA_TOO_LARGE and scanned_untrusted:
-                    early = "a data frame before the handshake finished"
-                    raise ProtocolError(
-                        early if self._trusted else self._out_of_turn("a data frame")
-                    )
+                datagram = malformed == codec.ERR_DATAGRAM_TOO_LARGE
+                if (malformed == codec.ERR_DATA_TOO_LARGE or datagram) and scanned_untrusted:
+                    what = "a datagram frame" if datagram else "a data frame"
+                    early = f"{what} before the handshake finished"
+                    raise ProtocolError(early if self._trusted else self._out_of_turn(what))
                 raise ProtocolError(codec.ERROR_MESSAGES[malformed])
         except ProtocolError as exc:
             events.append(self._finish(str(exc), code=exc.code))
@@ -695,6 +712,38 @@ class Session:
             raise ProtocolError(f"{what} for stream {stream_id}, which was never opened")
         # Frames in flight when a stream closed (data after our RST, a late
         # ACK) are expected: drop them.
+
+    def _on_datagram(self, mapping: int, body: memoryview, events: list[Event]) -> None:
+        if self.state is not ChannelState.OPEN:
+            raise ProtocolError(self._out_of_turn("a datagram frame"))
+        if len(body) < DATAGRAM_HEADER:
+            raise ProtocolError("datagram frame shorter than its association number")
+        if self._mappings.peer_datagram(mapping):
+            (association,) = _ASSOCIATION.unpack_from(body)
+            events.append(DatagramReceived(mapping, association, bytes(body[DATAGRAM_HEADER:])))
+
+    def send_datagram(self, mapping: int, association: int, payload: bytes | memoryview) -> bool:
+        """Queue one datagram of ``association`` on UDP ``mapping``; False when it is
+        dropped instead: the channel is not open (datagrams are never replayed after a
+        cut), the mapping cannot carry it, it is larger than the peer's frames, or
+        ``DATAGRAM_QUEUE_LIMIT`` bytes wait already."""
+        if (self.state is not ChannelState.OPEN or self._output_detached
+                or not self._mappings.can_send_datagram(mapping)):  # fmt: skip
+            return False
+        size = DATAGRAM_HEADER + len(payload)
+        if self.peer_max_frame is None or size > self.peer_max_frame:
+            return False
+        if self._output.control_bytes + size > DATAGRAM_QUEUE_LIMIT:
+            return False
+        frame = (
+            codec.encode_header(size, mapping, KIND_DATAGRAM)
+            + _ASSOCIATION.pack(association)
+            + bytes(payload)
+        )
+        if self._plane is not None:
+            self._plane.hold_output()  # it goes with the control frames, in the driver's flush
+        self._output.queue_control(frame)
+        return True
 
     def _on_command(self, stream_id: int, body: memoryview, events: list[Event]) -> None:
         command = parse_command(body)
@@ -968,10 +1017,10 @@ class Session:
         host, port, path = "", 0, None
         if kind is not DYNAMIC:
             word = command.args[0]
-            if is_socket_path_word(word):
+            if is_socket_path_word(word) and not kind.datagrams:
                 path = parse_socket_path(word)
             else:
-                host, port = parse_host_port(word, allow_port_zero=kind is BIND)
+                host, port = parse_host_port(word, allow_port_zero=kind in BOUND)
         if not self._mappings.requested(mapping, kind):
             limit = f"too many mappings (limit {self._mappings.limit})"
             self._queue_command(mapping, REFUSAL[kind], Failure(FailureClass.LIMIT, limit).wire)
@@ -987,7 +1036,7 @@ class Session:
             events.append(MappingRefused(mapping, kind, command.reason))
         elif verb is Verb.BIND_OK and is_socket_path_word(command.args[0]):
             events.append(MappingAccepted(mapping, kind, path=parse_socket_path(command.args[0])))
-        elif verb is Verb.BIND_OK:
+        elif kind in BOUND:
             host, port = parse_host_port(command.args[0], allow_port_zero=False)
             events.append(MappingAccepted(mapping, kind, host, port))
         else:
@@ -1156,6 +1205,15 @@ class Session:
         """Client: ask the server to listen on the Unix socket ``path`` for an ``-R``."""
         self._request_mapping(mapping, BIND, encode_socket_path(path))
 
+    def request_udp_connect(self, mapping: int, host: str, port: int) -> None:
+        """Client: declare an ``-L udp:`` mapping: its datagrams go to host:port from the
+        server (an extension: an older server fails the channel)."""
+        self._request_mapping(mapping, UDP_CONNECT, format_host_port(host, port))
+
+    def request_udp_bind(self, mapping: int, host: str, port: int) -> None:
+        """Client: ask the server to receive datagrams on host:port for an ``-R udp:``."""
+        self._request_mapping(mapping, UDP_BIND, format_host_port(host, port))
+
     def request_dynamic(self, mapping: int) -> None:
         """Client: declare a ``-D`` mapping, whose streams each name their target in SYN."""
         self._request_mapping(mapping, DYNAMIC)
@@ -1189,9 +1247,17 @@ class Session:
     def refuse_connect(self, mapping: int, reason: str) -> None:
         self._reply_mapping(mapping, CONNECT, reason, accepted=False)
 
-    def accept_bind(self, mapping: int, host: str, port: int) -> None:
-        """Server: BIND OK, telling the client the address actually bound."""
-        self._reply_mapping(mapping, BIND, format_host_port(host, port), accepted=True)
+    def accept_bind(self, mapping: int, host: str, port: int, kind: MappingKind = BIND) -> None:
+        """Server: BIND OK (or UDP-BIND OK), telling the client the address bound."""
+        self._reply_mapping(mapping, kind, format_host_port(host, port), accepted=True)
+
+    def accept(self, mapping: int, kind: MappingKind) -> None:
+        """Server: the OK of a request whose answer names nothing (all but binds)."""
+        self._reply_mapping(mapping, kind, accepted=True)
+
+    def refuse(self, mapping: int, kind: MappingKind, reason: str) -> None:
+        """Server: refuse a request of any kind with ``reason``."""
+        self._reply_mapping(mapping, kind, reason, accepted=False)
 
     def accept_bind_unix(self, mapping: int, path: str) -> None:
         """Server: BIND OK for a Unix socket it now listens on."""

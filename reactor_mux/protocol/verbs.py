@@ -41,6 +41,12 @@ class Verb(enum.Enum):
     DYNAMIC = "DYNAMIC"
     DYNAMIC_OK = "DYNAMIC OK"
     DYNAMIC_ERROR = "DYNAMIC ERROR"
+    UDP_CONNECT = "UDP-CONNECT"
+    UDP_CONNECT_OK = "UDP-CONNECT OK"
+    UDP_CONNECT_ERROR = "UDP-CONNECT ERROR"
+    UDP_BIND = "UDP-BIND"
+    UDP_BIND_OK = "UDP-BIND OK"
+    UDP_BIND_ERROR = "UDP-BIND ERROR"
     UNMAP = "UNMAP"
     UNMAP_OK = "UNMAP OK"
     SYN = "SYN"
@@ -143,6 +149,12 @@ VERBS: dict[Verb, VerbRule] = {
     Verb.DYNAMIC: VerbRule((0, 0), _M, _CL, True, OPEN),
     Verb.DYNAMIC_OK: VerbRule((0, 0), _M, _SV, True, OPEN),
     Verb.DYNAMIC_ERROR: VerbRule((1, MANY), _M, _SV, True, OPEN),
+    Verb.UDP_CONNECT: VerbRule((1, 1), _M, _CL, True, OPEN),
+    Verb.UDP_CONNECT_OK: VerbRule((0, 0), _M, _SV, True, OPEN),
+    Verb.UDP_CONNECT_ERROR: VerbRule((1, MANY), _M, _SV, True, OPEN),
+    Verb.UDP_BIND: VerbRule((1, 1), _M, _CL, True, OPEN),
+    Verb.UDP_BIND_OK: VerbRule((1, 1), _M, _SV, True, OPEN),
+    Verb.UDP_BIND_ERROR: VerbRule((1, MANY), _M, _SV, True, OPEN),
     Verb.UNMAP: VerbRule((0, 0), _M, _CL, True, OPEN),
     Verb.UNMAP_OK: VerbRule((0, 0), _M, _SV, True, OPEN),
     # Streams (§5, §6).  FIN is not logged: it leaves from its stream's ring, right

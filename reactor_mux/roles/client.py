@@ -47,6 +47,7 @@ from reactor_mux.io.websocket import WebSocketTransport
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
+    DatagramReceived,
     HelloReceived,
     MappingAccepted,
     MappingCancelled,
@@ -82,6 +83,7 @@ from reactor_mux.tunnel.drain import wait_for_streams
 from reactor_mux.tunnel.localstream import LocalStream
 from reactor_mux.tunnel.meter import Meter
 from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
+from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT, UdpConnector, UdpListener
 
 log = logging.getLogger("reactor_mux")
 
@@ -99,6 +101,8 @@ class ClientConfig:
     """``--proxy``: reach the server through this HTTP or SOCKS5 proxy."""
     websocket: WebSocketUrl | None = None
     """``--server ws[s]://...``: the channel as a WebSocket (``server`` is its host)."""
+    udp_timeout: float = DEFAULT_UDP_TIMEOUT
+    """``--udp-timeout``: seconds a UDP association lives without a datagram."""
     exit_on_forward_failure: str | None = None
     """A forward that fails during start-up ends the client; this names what asked for
     it in the line (``--exit-on-forward-failure``, ``-f``).  None: carry on."""
@@ -155,6 +159,9 @@ class Client:
                              else format_host_port(*config.server))  # fmt: skip
         self.forward_table = ForwardTable(config.forwards)
         self.local_listeners: dict[int, ListenerSet] = {}
+        self.udp_ends: dict[int, UdpListener | UdpConnector] = {}
+        """Each UDP forward's end here: the listener of ``-L udp:``, the connector of
+        ``-R udp:`` (made when the server first accepts it)."""
         self.socks_ports: dict[int, SocksPort] = {}
         self.channel: Channel | None = None
         self.meter = Meter()
@@ -192,12 +199,15 @@ class Client:
                     log.error("%s", reason, extra=log_event("listen_failed", mapping=spec.flag,
                                                             reason=reason))  # fmt: skip
         has_remote = any(spec.kind is ForwardKind.REMOTE for spec in self.forward_table.specs)
-        if not self.local_listeners and not has_remote and self._stdio_mapping is None:
+        if (not self.local_listeners and not self.udp_ends and not has_remote
+                and self._stdio_mapping is None):  # fmt: skip
             raise StartupError("no -L or -D port could be bound and there is no -R: nothing to do")
         self._connect()
 
     def _listen(self, mapping: int, spec: ForwardSpec) -> str | None:
         """Open the local port of an ``-L`` or ``-D``; why it failed, or None."""
+        if spec.udp:
+            return self._listen_udp(mapping, spec)
         if spec.kind is ForwardKind.DYNAMIC:
             socks = SocksPort(self.reactor, spec.flag, self.config.settings.handshake_timeout,
                               partial(self._on_socks_request, mapping))  # fmt: skip
@@ -222,6 +232,37 @@ class Client:
             extra=log_event("listening", mapping=spec.flag, address=listener.address),
         )
         return None
+
+    def _listen_udp(self, mapping: int, spec: ForwardSpec) -> str | None:
+        try:
+            listener = UdpListener(self.reactor, spec.bind_host, spec.bind_port,
+                                   partial(self._udp_send, mapping), self,
+                                   timeout=self.config.udp_timeout,
+                                   totals=self.meter.datagrams)  # fmt: skip
+        except OSError as exc:
+            return f"{spec.flag}: cannot listen on udp/{spec.bind}: {describe_error(exc)}"
+        self.udp_ends[mapping] = listener
+        log.info("listening on %s for %s", listener.address, spec.flag,
+                 extra=log_event("listening", mapping=spec.flag,
+                                 address=listener.address))  # fmt: skip
+        return None
+
+    def _udp_send(self, mapping: int, association: int, payload: bytes) -> bool:
+        channel = self.channel
+        return channel is not None and channel.send_datagram(mapping, association, payload)
+
+    def on_datagram(self, channel: Channel, event: DatagramReceived) -> None:
+        end = self.udp_ends.get(event.mapping)
+        if end is None:  # -R udp: its first datagram makes the connecting end
+            spec = self.forward_table.mappings.get(event.mapping)
+            if spec is None or not spec.udp or spec.kind is not ForwardKind.REMOTE:
+                return
+            end = self.udp_ends[event.mapping] = UdpConnector(
+                self.reactor, self.resolver, spec.target_host, spec.target_port,
+                partial(self._udp_send, event.mapping), self, timeout=self.config.udp_timeout,
+                totals=self.meter.datagrams,
+            )  # fmt: skip
+        end.deliver(event.association, event.payload)
 
     # ------------------------------------------------ forwards added and removed
 
@@ -262,6 +303,9 @@ class Client:
             if spec.kind is ForwardKind.LOCAL:
                 listener.accept_waiting()  # connected already: they get their streams
             listener.close()
+        udp = self.udp_ends.pop(mapping, None)
+        if udp is not None:
+            udp.close()
         removed = self.forward_table.remove(mapping)
         socks = self.socks_ports.pop(mapping, None)
         if socks is not None and spec.kind is ForwardKind.REMOTE:
@@ -323,6 +367,9 @@ class Client:
         for listener in self.local_listeners.values():
             listener.close()
         self.local_listeners.clear()
+        for end in self.udp_ends.values():
+            end.close()
+        self.udp_ends.clear()
         for socks in [*self.socks_ports.values(), *self._retired_socks]:
             socks.close()
 
@@ -438,7 +485,9 @@ class Client:
     def _declare(self, channel: Channel, mapping: int, spec: ForwardSpec) -> None:
         """CONNECT, DYNAMIC or BIND for one forward (an ``-L`` or ``-D`` only if its
         local port is open: without one, no stream can use it)."""
-        if spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
+        if spec.kind is ForwardKind.LOCAL and spec.udp and mapping in self.udp_ends:
+            channel.request_udp(mapping, spec.target_host, spec.target_port, bind=False)
+        elif spec.kind is ForwardKind.LOCAL and mapping in self.local_listeners:
             if spec.target_path is not None:
                 channel.request_connect_unix(mapping, spec.target_path)
             else:
@@ -693,7 +742,12 @@ class Client:
             granted = (host, event.port)
         self.forward_table.forwarding(event.mapping, granted)
         up = log_event("forward_up", mapping=spec.flag)
-        if spec.kind is not ForwardKind.REMOTE:
+        udp_end = self.udp_ends.get(event.mapping)
+        if spec.kind is not ForwardKind.REMOTE and isinstance(udp_end, UdpListener):
+            bound = udp_end.address
+            up = log_event("forward_up", mapping=spec.flag, address=bound)
+            log.info("forwarding -L %s -> udp/%s", bound, spec.target, extra=up)
+        elif spec.kind is not ForwardKind.REMOTE:
             listener = self.local_listeners.get(event.mapping)
             if listener is not None:
                 bound = (
@@ -711,14 +765,15 @@ class Client:
         else:
             assert event.host is not None and event.port is not None
             hosts = LOOPBACK_PAIR if event.host == LOCALHOST else (event.host,)
+            kind = "udp/" if spec.udp else ""
             before = self._remote_binds.accepted(event.mapping, spec, event.port)
             if before is not None:
                 log.warning("%s: listening on port %d now (it had %d)",
                             spec.flag, event.port, before,
                             extra=log_event("forward_port_changed", mapping=spec.flag,
-                                            address=format_host_port(hosts[0],
+                                            address=kind + format_host_port(hosts[0],
                                                                      event.port)))  # fmt: skip
-            bound = " and ".join(format_host_port(host, event.port) for host in hosts)
+            bound = " and ".join(kind + format_host_port(host, event.port) for host in hosts)
             target = "SOCKS4/4a/5" if spec.dynamic else spec.target
             up = log_event("forward_up", mapping=spec.flag, address=bound)
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
@@ -816,6 +871,9 @@ class Client:
             channel.request_bind_unix(mapping, spec.bind_path)
             return
         port = self._remote_binds.port_to_ask(mapping, spec)
+        if spec.udp:
+            channel.request_udp(mapping, spec.bind_host, port, bind=True)
+            return
         channel.request_bind(mapping, spec.bind_host, port)
 
     def _rebind(self, channel: Channel, old: int) -> None:

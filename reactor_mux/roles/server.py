@@ -47,6 +47,7 @@ from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.auth import SHARED_NAME, SecretBook, SharedSecret
 from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
+    DatagramReceived,
     HelloReceived,
     MappingAccepted,
     MappingCancelled,
@@ -81,6 +82,7 @@ from reactor_mux.tunnel.drain import wait_for_streams
 from reactor_mux.tunnel.localstream import LocalStream
 from reactor_mux.tunnel.meter import Meter
 from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
+from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT, UdpConnector, UdpListener
 
 log = logging.getLogger("reactor_mux")
 
@@ -107,6 +109,8 @@ class ServerConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     websocket_path: str | None = None
     """``--ws-path``: where an HTTP upgrade becomes a channel (None: no WebSocket)."""
+    udp_timeout: float = DEFAULT_UDP_TIMEOUT
+    """``--udp-timeout``: seconds a UDP association lives without a datagram."""
 
     @property
     def authenticates(self) -> bool:
@@ -179,6 +183,9 @@ class _ClientState:
     dynamic: set[int] = field(default_factory=set)
     """The client's ``-D`` mappings: each stream names its target."""
     binds: dict[int, ListenerSet] = field(default_factory=dict)
+    udp: dict[int, UdpListener | UdpConnector] = field(default_factory=dict)
+    """The client's UDP mappings: the connector of ``-L udp:``, the listener of ``-R
+    udp:``."""
     certificate: bytes | None = None
     """The client's TLS certificate (mutual TLS): a resume must present the same."""
 
@@ -240,6 +247,9 @@ class Server:
         for state in self.clients.values():
             for listener in state.binds.values():
                 listener.close()
+            for end in state.udp.values():
+                if isinstance(end, UdpListener):
+                    end.close()
 
     def is_startup(self, channel: Channel) -> bool:
         """The channel has not authenticated yet (admission counts it)."""
@@ -339,6 +349,8 @@ class Server:
         state = self.clients.get(channel)
         if state is None or mapping in state.dynamic:
             return "-D"
+        if mapping in state.udp:
+            return "udp"
         return "-R" if mapping in state.binds else "-L"
 
     def mapping_label(self, channel: Channel, mapping: int) -> str:
@@ -348,6 +360,10 @@ class Server:
             return f"mapping {mapping}"
         if mapping in state.dynamic:
             return "-D"
+        udp = state.udp.get(mapping)
+        if udp is not None:
+            flag = "-R" if isinstance(udp, UdpListener) else "-L"
+            return f"{flag} udp/{format_host_port(udp.host, udp.port)}"
         target = state.targets.get(mapping)
         if isinstance(target, str):
             return f"-L {target}"
@@ -430,6 +446,10 @@ class Server:
             return MappingGranted()
         if event.kind is MappingKind.CONNECT:
             return self._grant_connect(channel, state, event)
+        if event.kind is MappingKind.UDP_CONNECT:
+            return self._grant_udp_connect(channel, state, event)
+        if event.kind is MappingKind.UDP_BIND:
+            return self._grant_udp_bind(channel, state, event)
         if event.path is not None:
             return self._grant_unix_bind(channel, state, event.mapping, event.path)
         return self._grant_bind(channel, state, event)
@@ -465,6 +485,84 @@ class Server:
         )
         return MappingGranted()
 
+    def _grant_udp_connect(
+        self, channel: Channel, state: _ClientState, event: MappingRequested
+    ) -> MappingAnswer:
+        """``-L udp:``: the target checked as written now, and each address it resolves
+        to as each association starts."""
+        target = f"udp/{format_host_port(event.host, event.port)}"
+        refusal = state.policy.connect.check_target(event.host, event.port, udp=True)
+        if refusal is not None:
+            log.warning("%s: -L refused: %s", channel.name, refusal,
+                        extra=log_event("mapping_refused", channel=channel.name,
+                                        mapping=f"-L {target}", reason=refusal))  # fmt: skip
+            return MappingDenied(Failure(FailureClass.FORBIDDEN, refusal))
+        policy = state.policy.connect
+
+        def check(name: str, address: str, port: int) -> str | None:
+            return policy.check_resolved(name, address, port, udp=True)
+
+        def refused(why: str) -> None:
+            log.warning("%s: -L %s: datagrams dropped: %s", channel.name, target, why,
+                        extra=log_event("stream_refused", channel=channel.name,
+                                        mapping=f"-L {target}", reason=why))  # fmt: skip
+
+        state.udp[event.mapping] = UdpConnector(
+            self.reactor, self.resolver, event.host, event.port,
+            partial(self._udp_send, channel, event.mapping), channel, check=check,
+            timeout=self.config.udp_timeout, on_refused=refused, totals=self.meter.datagrams,
+        )  # fmt: skip
+        up = log_event("mapping_up", channel=channel.name, mapping=f"-L {target}")
+        log.info("%s: forwarding -L to %s", channel.name, target, extra=up)
+        return MappingGranted()
+
+    def _grant_udp_bind(
+        self, channel: Channel, state: _ClientState, event: MappingRequested
+    ) -> MappingAnswer:
+        """``-R udp:``: the same rules as a TCP ``-R`` (loopback unless
+        ``--gateway-ports``, then ``udp/`` patterns)."""
+        target = f"udp/{format_host_port(event.host, event.port)}"
+        address, denied = self._bind_policy(event.host)
+        if address is not None:
+            checked = LOOPBACK_PAIR[0] if address == LOCALHOST else address
+            refusal = state.policy.bind.check_bind(checked, event.port, udp=True)
+            if refusal is not None:
+                address, denied = None, Failure(FailureClass.FORBIDDEN, refusal)
+        if address is not None and event.port:
+            port = event.port
+            self._release_held(channel, state, f"udp port {port}",
+                               lambda held: isinstance(held, UdpListener)
+                               and held.port == port)  # fmt: skip
+        if address is not None:
+            try:
+                listener = UdpListener(self.reactor, address, event.port,
+                                       partial(self._udp_send, channel, event.mapping), channel,
+                                       timeout=self.config.udp_timeout,
+                                       totals=self.meter.datagrams)  # fmt: skip
+            except OSError as exc:
+                denied = Failure(FailureClass.UNAVAILABLE,
+                                 f"cannot listen on {target}: {describe_error(exc)}")  # fmt: skip
+            else:
+                state.udp[event.mapping] = listener
+                bound = format_host_port(listener.host, listener.port)
+                log.info("%s: forwarding -R %s -> client", channel.name, listener.address,
+                         extra=log_event("mapping_up", channel=channel.name,
+                                         mapping=f"-R udp/{bound}",
+                                         address=listener.address))  # fmt: skip
+                both = address == LOCALHOST and len(listener.sockets) == len(LOOPBACK_PAIR)
+                return MappingGranted((LOCALHOST if both else listener.host, listener.port))
+        assert denied is not None
+        return self._bind_refused(channel, target, denied)
+
+    def _udp_send(self, channel: Channel, mapping: int, association: int, payload: bytes) -> bool:
+        return channel.send_datagram(mapping, association, payload)
+
+    def on_datagram(self, channel: Channel, event: DatagramReceived) -> None:
+        state = self.clients.get(channel)
+        end = state.udp.get(event.mapping) if state is not None else None
+        if end is not None:
+            end.deliver(event.association, event.payload)
+
     def _grant_bind(
         self, channel: Channel, state: _ClientState, event: MappingRequested
     ) -> MappingAnswer:
@@ -480,7 +578,8 @@ class Server:
         if address is not None and event.port:
             port = event.port
             self._release_held(channel, state, f"port {port}",
-                               lambda held: held.path is None and held.port == port)  # fmt: skip
+                               lambda held: isinstance(held, ListenerSet)
+                               and held.path is None and held.port == port)  # fmt: skip
         if address is not None:
             try:
                 listener = ListenerSet(
@@ -520,7 +619,9 @@ class Server:
         refusal = state.policy.bind.check_path(path)
         if refusal is not None:
             return self._bind_refused(channel, path, Failure(FailureClass.FORBIDDEN, refusal))
-        self._release_held(channel, state, path, lambda held: held.path == path)
+        self._release_held(
+            channel, state, path, lambda held: isinstance(held, ListenerSet) and held.path == path
+        )
         if any(listener.path == path for other in self.clients.values()
                for listener in other.binds.values()):  # fmt: skip
             # Ours already: asked without probing it (a probe would be a connection).
@@ -557,7 +658,7 @@ class Server:
         channel: Channel,
         state: _ClientState,
         what: str,
-        holds: Callable[[ListenerSet], bool],
+        holds: Callable[[ListenerSet | UdpListener | UdpConnector], bool],
     ) -> None:
         """A client that restarted lost its session key, so the session it left
         waiting for a resume can never be resumed; its -R ports (and sockets) must not
@@ -576,7 +677,8 @@ class Server:
                 same = held.client_name is not None and held.client_name == state.client_name
             else:
                 same = held.peer_host == state.peer_host
-            if same and any(holds(listener) for listener in held.binds.values()):
+            if same and any(holds(listener) for listener in [*held.binds.values(),
+                                                              *held.udp.values()]):  # fmt: skip
                 log.info("%s: -R %s is held by %s, a session of the same client waiting "
                          "for a resume; a new session asks for it, so that one ends",
                          channel.name, what, other.name,
@@ -621,6 +723,9 @@ class Server:
         listener = state.binds.pop(event.mapping, None)
         if listener is not None:
             listener.close()
+        udp = state.udp.pop(event.mapping, None)
+        if udp is not None:
+            udp.close()
         removed = log_event("mapping_removed", channel=channel.name, mapping=label)
         log.info("%s: %s removed by the client", channel.name, label, extra=removed)
 
@@ -725,6 +830,8 @@ class Server:
         if state is not None:
             for listener in state.binds.values():
                 listener.close()
+            for end in state.udp.values():
+                end.close()
             key = (state.client_name, state.client_id or "")
             if state.client_id is not None and self._by_client_id.get(key) is channel:
                 del self._by_client_id[key]

@@ -63,6 +63,8 @@ class ForwardSpec:
     target_path: str | None = None
     """``...:/PATH``: streams go to this Unix socket (not host:port), on the server for
     ``-L``, here for ``-R``."""
+    udp: bool = False
+    """``-L udp:...``, ``-R udp:...``: datagrams, not streams."""
 
     @property
     def dynamic(self) -> bool:
@@ -188,6 +190,8 @@ def _unix_forward(kind: ForwardKind, text: str, fields: list[str]) -> ForwardSpe
 def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
     """Parse the argument of ``-L`` or ``-R`` (``-R [BIND:]PORT`` alone is reverse
     dynamic forwarding, as in OpenSSH 7.6; a field starting with ``/`` is a Unix socket)."""
+    if text[:4].lower() == UDP_PREFIX:
+        return _parse_udp(kind, text)
     try:
         fields = _split_fields(text)
         unix = _unix_forward(kind, text, fields)
@@ -218,6 +222,34 @@ def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
             + (" or [BIND:]PORT" if kind is ForwardKind.REMOTE else "")
             + paths
         ) from None
+
+
+UDP_PREFIX = "udp:"
+"""``-L udp:[BIND:]PORT:HOST:HOSTPORT``: a UDP forward (as chisel and gost write it)."""
+
+
+def _parse_udp(kind: ForwardKind, text: str) -> ForwardSpec:
+    """``udp:[BIND:]PORT:HOST:HOSTPORT`` for ``-L`` or ``-R``: host and port at both ends
+    (no Unix socket, no SOCKS)."""
+    rest = text[len(UDP_PREFIX) :]
+    try:
+        if rest.startswith("/") or ":/" in rest:
+            raise SpecError("a UDP forward takes no Unix socket")
+        fields = _split_fields(rest)
+        if len(fields) == 3:
+            bind_host, (port_text, host_text, hostport_text) = DEFAULT_BIND, fields
+        elif len(fields) == 4:
+            bind_host = parse_bind_host(fields[0])
+            port_text, host_text, hostport_text = fields[1:]
+        else:
+            raise SpecError("wrong number of ':'-separated fields")
+        return ForwardSpec(kind, bind_host, _port(port_text, "port", allow_zero=True),
+                           parse_host(host_text),
+                           _port(hostport_text, "host port", allow_zero=False), text,
+                           udp=True)  # fmt: skip
+    except SpecError as exc:
+        raise SpecError(f"bad -{kind.value} {text!r}: {exc}; expected "
+                        "udp:[BIND:]PORT:HOST:HOSTPORT") from None  # fmt: skip
 
 
 def parse_dynamic(text: str) -> ForwardSpec:

@@ -17,6 +17,11 @@ otherwise non-public address passes only where a pattern names its network.
 So ``*:443`` reaches any public host's port 443, and an internal one only
 beside ``10.0.0.0/8:443``.  No list means no restriction.
 
+A pattern that starts with ``udp/`` is for UDP (``-L udp:``, ``-R udp:``) and only
+for it: ``udp/10.0.0.53:53``.  Once a list holds any host pattern, UDP is held to
+its ``udp/`` patterns as TCP is to the others (a list that names TCP ports only
+allows no UDP); with no list, neither is restricted.
+
 A pattern that starts with ``/`` names Unix sockets on the server (``-L
 PORT:/PATH`` connects to one, ``-R /PATH:...`` listens on one): an absolute
 path where ``*`` and ``?`` match within one path component (``/run/redis/*.sock``).
@@ -38,7 +43,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reactor_mux.protocol.limits import MAX_UNIX_PATH
 from reactor_mux.protocol.syntax import format_host_port
@@ -64,6 +69,8 @@ class Pattern:
     network: IPNetwork | None
     low_port: int
     high_port: int
+    udp: bool = False
+    """``udp/HOST:PORTS``: it allows UDP targets and binds, and no TCP ones."""
 
     def allows_port(self, port: int) -> bool:
         return self.low_port <= port <= self.high_port
@@ -81,11 +88,20 @@ class Pattern:
         return self.network is not None and address in self.network
 
 
+UDP_PATTERN = "udp/"
+"""The prefix of a pattern for UDP forwards."""
+
+
 def parse_pattern(text: str) -> Pattern | PathPattern:
     """Parse ``HOST:PORTS`` or a socket path pattern; raises ``PatternError`` naming
     what is wrong."""
     if text.startswith("/"):
         return _parse_path_pattern(text)
+    if text[:4].lower() == UDP_PATTERN:
+        pattern = parse_pattern(text[len(UDP_PATTERN) :])
+        if not isinstance(pattern, Pattern):
+            raise PatternError(f"allow pattern {text!r}: a UDP pattern names a host, not a path")
+        return replace(pattern, text=text, udp=True)
     host, sep, ports = text.rpartition(":")
     if not sep or not host:
         raise PatternError(f"allow pattern {text!r} is not HOST:PORTS")
@@ -152,6 +168,11 @@ def _parse_path_pattern(text: str) -> PathPattern:
     return PathPattern(text, re.compile("".join(pieces), re.DOTALL))
 
 
+def _label(host: str, port: int, udp: bool) -> str:
+    """``host:port``, or ``udp/host:port``: how a refusal names what was asked."""
+    return (UDP_PATTERN if udp else "") + format_host_port(host, port)
+
+
 def _address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
@@ -190,13 +211,13 @@ class AllowList:
     ) -> AllowList:
         return cls((parse_pattern(text) for text in texts), flag, restrictive=restrictive)
 
-    def check_target(self, host: str, port: int) -> str | None:
+    def check_target(self, host: str, port: int, *, udp: bool = False) -> str | None:
         """Why connecting to ``host:port`` (as written) is refused, or None."""
         if not self.restrictive:
             return None
         address = _address(host)
         for pattern in self._hosts:
-            if not pattern.allows_port(port):
+            if pattern.udp != udp or not pattern.allows_port(port):
                 continue
             if address is None and pattern.matches_name(host):
                 return None
@@ -204,9 +225,11 @@ class AllowList:
                 pattern.covers(address) or (pattern.any_host and is_public(address))
             ):
                 return None
-        return f"{format_host_port(host, port)} is not allowed by the server's {self._flag}"
+        return f"{_label(host, port, udp)} is not allowed by the server's {self._flag}"
 
-    def check_resolved(self, name: str, address: str, port: int) -> str | None:
+    def check_resolved(
+        self, name: str, address: str, port: int, *, udp: bool = False
+    ) -> str | None:
         """Why connecting to ``address`` (what ``name`` resolved to) is refused, or None."""
         if not self.restrictive:
             return None
@@ -215,7 +238,7 @@ class AllowList:
             return f"{name} resolved to {address!r}, which is not an address"
         name_allowed = False
         for pattern in self._hosts:
-            if not pattern.allows_port(port):
+            if pattern.udp != udp or not pattern.allows_port(port):
                 continue
             if pattern.covers(ip):
                 return None
@@ -225,21 +248,23 @@ class AllowList:
         if name_allowed:
             return (f"{name} resolves to {ip}, a non-public address that no {self._flag} "
                     "network covers")  # fmt: skip
-        return f"{format_host_port(str(ip), port)} is not allowed by the server's {self._flag}"
+        return f"{_label(str(ip), port, udp)} is not allowed by the server's {self._flag}"
 
-    def check_bind(self, address: str, port: int) -> str | None:
+    def check_bind(self, address: str, port: int, *, udp: bool = False) -> str | None:
         """Why listening on ``address:port`` (an IP literal) is refused, or None."""
         if not self.restrictive:
             return None
         ip = _address(address)
         for pattern in self._hosts:
+            if pattern.udp != udp:
+                continue
             if port == 0 and not pattern.allows_any_port():
                 continue  # the system picks the port: only a pattern for any port allows it
             if port != 0 and not pattern.allows_port(port):
                 continue
             if pattern.any_host or (ip is not None and pattern.covers(ip)):
                 return None
-        return f"{format_host_port(address, port)} is not allowed by the server's {self._flag}"
+        return f"{_label(address, port, udp)} is not allowed by the server's {self._flag}"
 
     def check_path(self, path: str) -> str | None:
         """Why the Unix socket at ``path`` may not be used, or None."""

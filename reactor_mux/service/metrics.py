@@ -68,6 +68,13 @@ class AppCollector:
                                   "connection.", value=meter.resumes)  # fmt: skip
         yield CounterMetricFamily("reactor_mux_reconnects", "Client: connection attempts "
                                   "after the first.", value=meter.reconnects)  # fmt: skip
+        datagrams = CounterMetricFamily("reactor_mux_datagrams", "UDP forwards' datagrams: "
+                                        "sent into the channel, received from it and handed "
+                                        "on, and dropped (UDP's answer to a full queue).",
+                                        labels=["outcome"])  # fmt: skip
+        for outcome in ("sent", "received", "dropped"):
+            datagrams.add_metric([outcome], getattr(meter.datagrams, outcome))
+        yield datagrams
 
         open_streams: Counter[str] = Counter()
         sent, received = Counter(meter.bytes_sent), Counter(meter.bytes_received)

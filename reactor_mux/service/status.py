@@ -20,6 +20,7 @@ from reactor_mux.roles.forwardtable import ForwardState
 from reactor_mux.roles.server import Server
 from reactor_mux.tunnel.channel import Channel
 from reactor_mux.tunnel.localstream import LocalStream
+from reactor_mux.tunnel.udp import DatagramCounts, UdpListener
 
 App = Server | Client
 
@@ -83,13 +84,24 @@ def _forwards(client: Client) -> list[dict[str, Any]]:
     table = client.forward_table
     for mapping, spec in table.mappings.items():
         listener = client.local_listeners.get(mapping)
-        forwards.append({
+        udp = client.udp_ends.get(mapping)
+        listening = _addresses(listener) if listener is not None else []
+        if isinstance(udp, UdpListener):
+            listening = [{"host": sock.getsockname()[0], "port": sock.getsockname()[1]}
+                         for sock in udp.sockets]  # fmt: skip
+        forward = {
             "mapping": mapping,
             "forward": spec.flag,
-            "listening": _addresses(listener) if listener is not None else [],
+            "listening": listening,
             "bound": _bound(table.state.get(mapping)),
             "state": str(table.state.get(mapping, "waiting for a channel")),
-        })  # fmt: skip
+        }
+        if spec.udp:
+            counts = udp.counts if udp is not None else DatagramCounts()
+            forward["datagrams"] = {"sent": counts.sent, "received": counts.received,
+                                    "dropped": counts.dropped,
+                                    "associations": udp.associations if udp else 0}  # fmt: skip
+        forwards.append(forward)
     return forwards
 
 
@@ -119,7 +131,7 @@ def _server_mappings(server: Server, channel: Channel) -> list[str]:
     state = server.clients.get(channel)
     if state is None:
         return []
-    numbers = sorted({*state.targets, *state.dynamic, *state.binds})
+    numbers = sorted({*state.targets, *state.dynamic, *state.binds, *state.udp})
     return [server.mapping_label(channel, number) for number in numbers]
 
 

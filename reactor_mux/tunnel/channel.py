@@ -48,6 +48,7 @@ from reactor_mux.protocol.errorcodes import ErrorCode, text_of
 from reactor_mux.protocol.events import (
     ChannelFailed,
     CreditGranted,
+    DatagramReceived,
     DataReceived,
     DeliveryFailed,
     Event,
@@ -159,6 +160,9 @@ class ChannelOwner(Protocol):
     def on_mapping_refused(self, channel: Channel, event: MappingRefused) -> None: ...
 
     def on_mapping_cancelled(self, channel: Channel, event: MappingCancelled) -> None: ...
+
+    def on_datagram(self, channel: Channel, event: DatagramReceived) -> None:
+        """A datagram of a UDP mapping, for its local socket."""
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None: ...
 
@@ -323,6 +327,20 @@ class Channel:
     def request_bind_unix(self, mapping: int, path: str) -> None:
         """Client: declare an ``-R`` listening on a Unix socket on the server's side."""
         self._session.request_bind_unix(mapping, path)
+
+    def request_udp(self, mapping: int, host: str, port: int, *, bind: bool) -> None:
+        """Client: declare an ``-L udp:`` (UDP-CONNECT) or ``-R udp:`` (UDP-BIND)."""
+        if bind:
+            self._session.request_udp_bind(mapping, host, port)
+        else:
+            self._session.request_udp_connect(mapping, host, port)
+
+    def send_datagram(self, mapping: int, association: int, payload: bytes) -> bool:
+        """One datagram into the channel; False when it was dropped (UDP's way)."""
+        if self.closed or not self._session.send_datagram(mapping, association, payload):
+            return False
+        self.schedule_flush()
+        return True
 
     def request_dynamic(self, mapping: int) -> None:
         """Client: declare a ``-D`` mapping (sent with our HELLO at ``start``)."""
@@ -737,6 +755,8 @@ class Channel:
                 if sent is not None and sent[0] == event.token:
                     self.rtt = self.reactor.time() - sent[1]
                     self._ping_sent = None
+            case DatagramReceived():
+                self.owner.on_datagram(self, event)
             case MappingRequested():
                 self._answer_mapping(event)
             case MappingAccepted():
@@ -768,6 +788,16 @@ class Channel:
     def _answer_mapping(self, event: MappingRequested) -> None:
         session = self._session
         answer = self.owner.on_mapping_requested(self, event)
+        if event.kind.datagrams:
+            match answer:
+                case MappingGranted(bound=(host, port)):
+                    session.accept_bind(event.mapping, host, port, event.kind)
+                case MappingGranted():
+                    session.accept(event.mapping, event.kind)
+                case MappingDenied(failure=failure):
+                    self.meter.refusal("mapping", failure.kind)
+                    session.refuse(event.mapping, event.kind, failure.wire)
+            return
         match answer:
             case MappingGranted(bound=None) if event.kind is MappingKind.CONNECT:
                 session.accept_connect(event.mapping)

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from reactor_mux.protocol.failures import FailureClass
+from reactor_mux.tunnel.udp import DatagramCounts
 
 STREAM_ERRORS = ("reset_by_peer", "local_error", "refused_by_peer", "channel_closed")
 """How a stream can end other than by both sides closing it."""
@@ -64,6 +65,8 @@ class Meter:
     """Server: unauthenticated connections closed to make room for another source."""
     penalties: Counter[str] = field(default_factory=Counter)
     """Server: offences penalised, per ``penalties.Offence`` keyword."""
+    datagrams: DatagramCounts = field(default_factory=DatagramCounts)
+    """Every UDP forward's datagrams: sent into the channel, received, dropped."""
 
     def stream_ended(self, mapping: str, sent: int, received: int, error: str | None) -> None:
         self.bytes_sent[mapping] += sent
