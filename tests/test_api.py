@@ -374,3 +374,33 @@ def unix_socket_to(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(path))
     return sock
+
+
+def test_websocket_and_udp_from_the_api():
+    """The URL form of the server, ws_path and udp: forwards reach the API as they
+    reach the command line."""
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                data, source = echo.recvfrom(65_535)
+            except OSError:
+                return
+            echo.sendto(data[::-1], source)
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        with Server("127.0.0.1:0", ws_path="/rmux") as server:
+            [(_, port)] = server.addresses
+            target = f"127.0.0.1:{echo.getsockname()[1]}"
+            with Client(f"ws://127.0.0.1:{port}/rmux", local_forward=[f"udp:0:{target}"]) as tunnel:
+                [forward] = tunnel.forwards
+                assert forward.listening and forward.forward.startswith("-L udp:")
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.settimeout(5)
+                    sock.sendto(b"datagram", ("127.0.0.1", forward.port))
+                    assert sock.recv(64) == b"margatad"
+    finally:
+        echo.close()
