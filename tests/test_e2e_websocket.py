@@ -146,6 +146,33 @@ def test_wss_to_a_tls_server_with_a_secret(pki, hash_target, secret):
         tunnel.close()
 
 
+def test_wss_with_a_pin_and_a_client_certificate(pki, hash_target):
+    """Every verification option of --tls holds for wss://: a pinned certificate, and
+    mutual TLS (a client without the certificate is refused)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from reactor_mux.io.tls import certificate_fingerprint
+
+    der = x509.load_pem_x509_certificate(pki.server.cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    tunnel = ws_tunnel("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+                       "--tls-client-ca", str(pki.ca.path))  # fmt: skip
+    try:
+        url = f"wss://127.0.0.1:{tunnel.server_port}{PATH}"
+        mutual = ("--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key))
+        all_three(tunnel, url, hash_target, 9800, "--tls-fingerprint",
+                  certificate_fingerprint(der), *mutual)  # fmt: skip
+        no_certificate = ("--server", url, "--tls-ca", str(pki.ca.path))
+        stranger, _ = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}", expect=0,
+                                    extra=no_certificate)  # fmt: skip
+        gave_up(stranger, "auth_failed")
+        assert stranger.proc.wait(10) == 255
+    finally:
+        tunnel.close()
+
+
 # ------------------------------------------------------------ behind nginx
 
 
