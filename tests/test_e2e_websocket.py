@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 from nginx import NGINX, LocalNginx
@@ -279,5 +280,32 @@ def test_an_endless_http_head_is_cut_off():
             assert ends_within(sock, 10)
         down = tunnel.server.wait_event("channel_down")
         assert "404" in down["reason"] or "longer than" in down["reason"], down
+    finally:
+        tunnel.close()
+
+
+def test_a_ping_flood_from_a_peer_that_never_reads_is_not_answered_without_bound():
+    """Each ping is owed a pong; a peer that sends pings and reads nothing would make
+    the server queue pongs for ever.  Past SEND_BACKLOG of unsent output the server
+    reads no more, so the flooder's own socket fills: it is held to what the kernel's
+    buffers and SEND_BACKLOG hold, far below what it tries to send."""
+    tunnel = ws_tunnel()
+    try:
+        sock, ws = upgraded(tunnel.server_port)
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            burst = ws.send(Ping(payload=b"p" * 125)) * 512
+            pending, sent, tries = memoryview(burst), 0, 0
+            while sent < 256 * 1024 * 1024 and tries < 200:
+                try:
+                    count = sock.send(pending)
+                except BlockingIOError:
+                    tries += 1
+                    time.sleep(0.02)
+                    continue
+                sent, tries = sent + count, 0
+                pending = pending[count:] or memoryview(burst)  # whole frames, in order
+            assert sent < 64 * 1024 * 1024, f"the server read {sent} bytes of pings unanswered"
     finally:
         tunnel.close()

@@ -59,6 +59,10 @@ HELLO_AT = 9
 MAX_REQUEST_HEAD = 16 * 1024
 """The longest HTTP request or response head accepted (h11's own default bound)."""
 
+ORDERLY_CLOSE = (1000, 1001)
+"""Close codes that end a channel in order (normal closure, going away); any other
+is a failure with its reason."""
+
 NOT_FOUND = (
     b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n"
     b"Connection: close\r\n\r\nnot found\n"
@@ -255,11 +259,15 @@ class WebSocketTransport:
                         self._held += len(data)
                 case Ping():
                     self._framed += self._ws.send(event.response())
-                case CloseConnection():
+                case CloseConnection(code=code, reason=reason):
                     if self._ws.state.name != "CLOSED":
                         self._framed += self._ws.send(event.response())
                     self._flush()
-                    self.eof_received()
+                    if code in ORDERLY_CLOSE:
+                        self.eof_received()
+                    else:  # a peer's error, or its frames broke the protocol (wsproto's own)
+                        self._fail(f"WebSocket closed: {code} {reason or ''}".rstrip(),
+                                   ErrorCode.PROTOCOL)  # fmt: skip
                     return
                 case TextMessage():
                     self._fail("WebSocket: a text message where the channel sends binary",
@@ -382,8 +390,11 @@ class WebSocketTransport:
     def _update(self) -> None:
         if self.closed:
             return
-        reading = self._phase is Phase.UPGRADE or (
-            self._phase is Phase.OPEN and self._want_read and self._held < READ_SIZE
+        # Nothing more is read while our own output waits past SEND_BACKLOG: a peer
+        # that sends pings and never reads would otherwise grow it with pongs.
+        reading = len(self._framed) < SEND_BACKLOG and (
+            self._phase is Phase.UPGRADE
+            or (self._phase is Phase.OPEN and self._want_read and self._held < READ_SIZE)
         )
         writing = bool(self._framed) or (self._phase is Phase.OPEN and self._want_write)
         self._inner.set_interest(reading, writing)
