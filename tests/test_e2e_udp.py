@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -244,3 +245,24 @@ def test_a_udp_mapping_survives_a_resume():
         tunnel.close()
         relay.close()
         echo.close()
+
+
+def test_a_name_that_resolves_where_the_rules_forbid_drops_its_datagrams_once_told():
+    """``udp/*:PORT`` lets a name through as written; the loopback address it
+    resolves to is not public, so every datagram is dropped and counted, with one
+    line in the server's log for all of them (and one lookup)."""
+    target = Collector()
+    tunnel = Tunnel(("--allow-connect", f"udp/*:{target.port}"))
+    try:
+        _client, [(_, port, _)] = tunnel.client("-L", f"udp:0:localhost:{target.port}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(20):
+                sock.sendto(b"let me through", ("127.0.0.1", port))
+        refused = tunnel.server.wait_event("stream_refused", timeout=10)
+        assert "non-public address" in refused["reason"], refused
+        time.sleep(1)  # time for the other nineteen to arrive (and be dropped)
+        assert len(tunnel.server.events("stream_refused")) == 1
+        assert target.received == []
+    finally:
+        tunnel.close()
+        target.sock.close()

@@ -22,7 +22,10 @@ def test_a_proxy_url_prints_without_its_credentials():
     assert str(proxy) == "http://proxy.example:3128"
     assert "pa:ss" not in repr(proxy) and "al@ice" not in repr(proxy)
     assert parse_proxy("socks5://[::1]").port == 1080
-    for bad in ("ftp://u:secret@x", "http://:secret@x", "http://u:secret@x:99999", "x"):
+    bare = parse_proxy("alice:secret@proxy.example:3128")  # no scheme: http, as curl reads it
+    assert (bare.scheme, bare.user, str(bare)) == ("http", "alice", "http://proxy.example:3128")
+    for bad in ("ftp://u:secret@x", "http://:secret@x", "http://u:secret@x:99999",
+                "u:secret@x:99999", "u:secret@"):  # fmt: skip
         with pytest.raises(ProxyError) as raised:
             parse_proxy(bad)
         assert "secret" not in str(raised.value)
@@ -85,3 +88,12 @@ def test_the_environment_as_curl_reads_it():
         assert proxy_from_environment(env, direct, False) is None
     assert str(proxy_from_environment({"all_proxy": "socks5://s:9"}, "x", False)) == "socks5://s:9"
     assert proxy_from_environment({"NO_PROXY": "*", "HTTPS_PROXY": "p:1"}, "x", False) is None
+
+
+def test_a_server_name_socks5_cannot_carry_is_a_refusal_not_a_crash():
+    for name in ("a" * 64 + ".example", "x." * 130 + "example"):
+        dialogue = Dialogue(parse_proxy("socks5://h:1"), name, 7000)
+        dialogue.start()
+        assert dialogue.receive(b"\x05\x00") == b""
+        assert dialogue.failure is not None and dialogue.failure.verdict is Verdict.REFUSED
+        assert "cannot be sent through SOCKS5" in dialogue.failure.text

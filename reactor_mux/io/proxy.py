@@ -60,6 +60,10 @@ class ProxyUrl:
 
 
 def parse_proxy(text: str) -> ProxyUrl:
+    """``[SCHEME://][USER:PASSWORD@]HOST[:PORT]``; without a scheme, ``http`` (as curl
+    reads one)."""
+    if "://" not in text:
+        text = f"http://{text}"
     scheme, sep, rest = text.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in PROXY_SCHEMES:
@@ -91,7 +95,7 @@ def _authority(text: str, default: int, whole: str) -> tuple[str, int]:
 
 def _hidden(text: str) -> str:
     """``text`` with any credentials replaced, for an error message."""
-    scheme, sep, rest = text.partition("://")
+    scheme, sep, rest = text.rpartition("://")
     _credentials, at, authority = rest.rpartition("@")
     return f"{scheme}{sep}***@{authority}" if at else text
 
@@ -273,7 +277,13 @@ class Dialogue:
         try:
             address = ipaddress.ip_address(self.host)
         except ValueError:
-            name = self.host.encode("idna")
+            try:
+                name = self.host.encode("idna")
+            except UnicodeError:
+                name = b""
+            if not 0 < len(name) <= 255:
+                return self._fail(Verdict.REFUSED, f"the server's name {self.host[:64]!r} "
+                                  "cannot be sent through SOCKS5 (1..255 bytes)")  # fmt: skip
             where = b"\x03" + bytes((len(name),)) + name
         else:
             where = (b"\x01" if address.version == 4 else b"\x04") + address.packed

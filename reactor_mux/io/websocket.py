@@ -59,6 +59,10 @@ HELLO_AT = 9
 MAX_REQUEST_HEAD = 16 * 1024
 """The longest HTTP request or response head accepted (h11's own default bound)."""
 
+RETRYABLE_STATUSES = (408, 425, 429)
+"""4xx answers to the upgrade that say "later" (a timeout, too early, too many):
+retried as a 5xx is; every other 4xx means a wrong URL."""
+
 ORDERLY_CLOSE = (1000, 1001)
 """Close codes that end a channel in order (normal closure, going away); any other
 is a failure with its reason."""
@@ -105,6 +109,7 @@ class WebSocketTransport:
         self._drain_scheduled = False
         self._head = 0  # bytes of the HTTP head received so far
         self._plain = False  # the server answered in the channel protocol, not HTTP
+        self._eof_pending = False  # the peer ended; payload before the end still waits
         self.closed = False
 
     # ------------------------------------------------------------ Transport
@@ -198,8 +203,8 @@ class WebSocketTransport:
         return memoryview(self._read_buffer)
 
     def buffer_updated(self, count: int) -> None:
-        if self._phase is Phase.DONE:
-            return
+        if self._phase is Phase.DONE or self._eof_pending:
+            return  # after the end (a close frame): nothing more is the channel's
         data = bytes(self._read_buffer[:count])
         if self._plain:
             self._received.append(memoryview(data))
@@ -217,6 +222,9 @@ class WebSocketTransport:
         except RemoteProtocolError as exc:
             self._refuse_or_fail(exc)
             return
+        except LocalProtocolError as exc:  # bytes after a close: wsproto's state says no
+            self._fail(f"WebSocket: {exc}", ErrorCode.PROTOCOL)
+            return
         if self._phase is Phase.UPGRADE and self._head > MAX_REQUEST_HEAD:
             self._fail(f"WebSocket: HTTP head longer than {MAX_REQUEST_HEAD} bytes",
                        ErrorCode.NOT_A_PEER)  # fmt: skip
@@ -226,9 +234,11 @@ class WebSocketTransport:
 
     def eof_received(self) -> None:
         if self._phase is Phase.OPEN and not self._received:
+            self._phase = Phase.DONE
             self._protocol_or_raise().eof_received()
         elif self._phase is Phase.OPEN:
-            self._reactor.call_soon(self.eof_received, self)  # what came before goes first
+            self._eof_pending = True  # told once what came before it is delivered
+            self._update()
         elif self._phase is Phase.UPGRADE:
             self._fail("WebSocket: the connection closed during the upgrade", ErrorCode.PEER_CLOSED)
 
@@ -304,7 +314,7 @@ class WebSocketTransport:
         status: 5xx is a server or gateway that may recover, anything else a wrong
         address or path that no retry mends."""
         where = f"{self._host}{self._path}"
-        if status >= 500:
+        if status >= 500 or status in RETRYABLE_STATUSES:
             self._fail(f"WebSocket upgrade at {where} answered HTTP {status}",
                        ErrorCode.PEER_CLOSED)  # fmt: skip
         else:
@@ -365,6 +375,10 @@ class WebSocketTransport:
                 self._received[0] = chunk[count:]
             self._held -= count
             protocol.buffer_updated(count)
+        if self._eof_pending and not self._received and self._phase is Phase.OPEN:
+            self._eof_pending = False
+            self.eof_received()
+            return
         self._update()
 
     def _schedule_drain(self) -> None:
@@ -392,9 +406,13 @@ class WebSocketTransport:
             return
         # Nothing more is read while our own output waits past SEND_BACKLOG: a peer
         # that sends pings and never reads would otherwise grow it with pongs.
-        reading = len(self._framed) < SEND_BACKLOG and (
-            self._phase is Phase.UPGRADE
-            or (self._phase is Phase.OPEN and self._want_read and self._held < READ_SIZE)
+        reading = (
+            not self._eof_pending
+            and len(self._framed) < SEND_BACKLOG
+            and (
+                self._phase is Phase.UPGRADE
+                or (self._phase is Phase.OPEN and self._want_read and self._held < READ_SIZE)
+            )
         )
         writing = bool(self._framed) or (self._phase is Phase.OPEN and self._want_write)
         self._inner.set_interest(reading, writing)

@@ -83,7 +83,7 @@ from reactor_mux.tunnel.drain import wait_for_streams
 from reactor_mux.tunnel.localstream import LocalStream
 from reactor_mux.tunnel.meter import Meter
 from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
-from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT, UdpConnector, UdpListener
+from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT, UdpBudget, UdpConnector, UdpListener
 
 log = logging.getLogger("reactor_mux")
 
@@ -160,6 +160,7 @@ class Client:
         self.forward_table = ForwardTable(config.forwards)
         self.local_listeners: dict[int, ListenerSet] = {}
         self.udp_ends: dict[int, UdpListener | UdpConnector] = {}
+        self._udp_budget = UdpBudget()
         """Each UDP forward's end here: the listener of ``-L udp:``, the connector of
         ``-R udp:`` (made when the server first accepts it)."""
         self.socks_ports: dict[int, SocksPort] = {}
@@ -238,7 +239,8 @@ class Client:
             listener = UdpListener(self.reactor, spec.bind_host, spec.bind_port,
                                    partial(self._udp_send, mapping), self,
                                    timeout=self.config.udp_timeout,
-                                   totals=self.meter.datagrams)  # fmt: skip
+                                   totals=self.meter.datagrams,
+                                   budget=self._udp_budget)  # fmt: skip
         except OSError as exc:
             return f"{spec.flag}: cannot listen on udp/{spec.bind}: {describe_error(exc)}"
         self.udp_ends[mapping] = listener
@@ -246,6 +248,15 @@ class Client:
                  extra=log_event("listening", mapping=spec.flag,
                                  address=listener.address))  # fmt: skip
         return None
+
+    def _forget_remote_udp(self) -> None:
+        """A new session (not a resume): the server's -R udp listeners number their
+        sources afresh, so the sockets kept for the old numbers must go, or a new
+        source would get an old one's replies."""
+        for mapping, end in list(self.udp_ends.items()):
+            if isinstance(end, UdpConnector):
+                end.close()
+                del self.udp_ends[mapping]
 
     def _udp_send(self, mapping: int, association: int, payload: bytes) -> bool:
         channel = self.channel
@@ -260,7 +271,7 @@ class Client:
             end = self.udp_ends[event.mapping] = UdpConnector(
                 self.reactor, self.resolver, spec.target_host, spec.target_port,
                 partial(self._udp_send, event.mapping), self, timeout=self.config.udp_timeout,
-                totals=self.meter.datagrams,
+                totals=self.meter.datagrams, budget=self._udp_budget,
             )  # fmt: skip
         end.deliver(event.association, event.payload)
 
@@ -458,6 +469,7 @@ class Client:
                      self.server_label)  # fmt: skip
             held.attach(self._transport(sock), _peer_label(sock))
             return
+        self._forget_remote_udp()
         settings = self.config.settings
         if self._server_cannot_resume:
             settings = replace(settings, resume_timeout=0.0,

@@ -82,7 +82,7 @@ from reactor_mux.tunnel.drain import wait_for_streams
 from reactor_mux.tunnel.localstream import LocalStream
 from reactor_mux.tunnel.meter import Meter
 from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
-from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT, UdpConnector, UdpListener
+from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT, UdpBudget, UdpConnector, UdpListener
 
 log = logging.getLogger("reactor_mux")
 
@@ -184,6 +184,8 @@ class _ClientState:
     """The client's ``-D`` mappings: each stream names its target."""
     binds: dict[int, ListenerSet] = field(default_factory=dict)
     udp: dict[int, UdpListener | UdpConnector] = field(default_factory=dict)
+    udp_budget: UdpBudget = field(default_factory=UdpBudget)
+    """What the channel's UDP forwards share: MAX_CHANNEL_ASSOCIATIONS in all."""
     """The client's UDP mappings: the connector of ``-L udp:``, the listener of ``-R
     udp:``."""
     certificate: bytes | None = None
@@ -511,6 +513,7 @@ class Server:
             self.reactor, self.resolver, event.host, event.port,
             partial(self._udp_send, channel, event.mapping), channel, check=check,
             timeout=self.config.udp_timeout, on_refused=refused, totals=self.meter.datagrams,
+            budget=state.udp_budget,
         )  # fmt: skip
         up = log_event("mapping_up", channel=channel.name, mapping=f"-L {target}")
         log.info("%s: forwarding -L to %s", channel.name, target, extra=up)
@@ -538,7 +541,8 @@ class Server:
                 listener = UdpListener(self.reactor, address, event.port,
                                        partial(self._udp_send, channel, event.mapping), channel,
                                        timeout=self.config.udp_timeout,
-                                       totals=self.meter.datagrams)  # fmt: skip
+                                       totals=self.meter.datagrams,
+                                       budget=state.udp_budget)  # fmt: skip
             except OSError as exc:
                 denied = Failure(FailureClass.UNAVAILABLE,
                                  f"cannot listen on {target}: {describe_error(exc)}")  # fmt: skip

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from reactor_mux.io.netutil import describe_error, listen_sockets
+from reactor_mux.io.netutil import listen_sockets
 from reactor_mux.io.reactor import READ, IOWatch, Owner, Reactor, Timer
 from reactor_mux.io.resolver import Address, Resolution, Resolver
 from reactor_mux.protocol.failures import Failure
@@ -40,6 +40,19 @@ a burst from many sources, at up to 64 KiB a datagram, fits without the kernel
 dropping it before the reactor can read."""
 WAITING_PER_ASSOCIATION = 16
 """Datagrams kept for an association whose target is still being resolved."""
+MAX_CHANNEL_ASSOCIATIONS = 1024
+"""Associations of all the UDP forwards of one channel (server) or one client at
+once: at the connecting end each is a socket, so a client with many mappings
+cannot make the server open more than this."""
+MAX_WAITING_BYTES = 1024 * 1024
+"""Bytes of datagrams held, all associations of a channel together, while targets
+resolve."""
+ADDRESS_TTL = 60.0
+"""Seconds a UDP target's resolved addresses serve new associations."""
+REFUSAL_BACKOFF = 5.0
+"""Seconds a UDP target that could not be used (no address, none allowed) is not
+asked about again: its datagrams are dropped and counted, and it is reported
+once."""
 
 SendToChannel = Callable[[int, bytes], bool]
 """``send(association, payload)``: True if the channel queued it, False if dropped."""
@@ -67,6 +80,36 @@ class DatagramCounts:
             self.totals.count(sent, received, dropped)
 
 
+class UdpBudget:
+    """What every UDP end of one channel (server) or one client shares, so a peer
+    cannot multiply the per-mapping limits by its mappings: associations (each a
+    socket at the connecting end), and bytes held while a target resolves."""
+
+    def __init__(
+        self, associations: int = MAX_CHANNEL_ASSOCIATIONS, waiting: int = MAX_WAITING_BYTES
+    ) -> None:
+        self.associations_left = associations
+        self.waiting_left = waiting
+
+    def take_association(self) -> bool:
+        if self.associations_left <= 0:
+            return False
+        self.associations_left -= 1
+        return True
+
+    def give_association(self) -> None:
+        self.associations_left += 1
+
+    def hold(self, size: int) -> bool:
+        if size > self.waiting_left:
+            return False
+        self.waiting_left -= size
+        return True
+
+    def release(self, size: int) -> None:
+        self.waiting_left += size
+
+
 class UdpListener:
     """The listening end: sockets on BIND:PORT (``localhost`` is both loopbacks);
     each source address an association."""
@@ -82,12 +125,14 @@ class UdpListener:
         timeout: float = DEFAULT_UDP_TIMEOUT,
         limit: int = MAX_ASSOCIATIONS,
         totals: DatagramCounts | None = None,
+        budget: UdpBudget | None = None,
     ) -> None:
         self._reactor = reactor
         self._send = send
         self._owner = owner
         self._timeout = timeout
         self._limit = limit
+        self._budget = budget if budget is not None else UdpBudget()
         self.counts = DatagramCounts(totals=totals)
         self.sockets = listen_sockets(host, port, udp=True)
         for sock in self.sockets:
@@ -126,7 +171,7 @@ class UdpListener:
                 continue
             number = self._numbers.get((index, source))
             if number is None:
-                if len(self._sources) >= self._limit:
+                if len(self._sources) >= self._limit or not self._budget.take_association():
                     self.counts.count(dropped=1)
                     continue
                 number = self._next
@@ -167,6 +212,7 @@ class UdpListener:
             if seen < cutoff:
                 del self._sources[number]
                 del self._numbers[(index, source)]
+                self._budget.give_association()
         if self._sources:
             self._schedule_sweep()
 
@@ -181,6 +227,8 @@ class UdpListener:
             watch.close()
         for sock in self.sockets:
             sock.close()
+        for _ in self._sources:
+            self._budget.give_association()
         self._sources.clear()
         self._numbers.clear()
 
@@ -191,12 +239,13 @@ class _Association:
     watch: IOWatch | None
     seen: float
     waiting: list[bytes]
-    resolution: Resolution | None = None
 
 
 class UdpConnector:
-    """The connecting end: one UDP socket per association, connected to the target
-    (resolved per association, each address checked by ``check``)."""
+    """The connecting end: one UDP socket per association, connected to the target.
+    The target is resolved once for all associations (again after ``ADDRESS_TTL``),
+    each address checked by ``check``; a target that cannot be used is not asked
+    about again, nor reported again, for ``REFUSAL_BACKOFF``."""
 
     def __init__(
         self,
@@ -212,6 +261,7 @@ class UdpConnector:
         limit: int = MAX_ASSOCIATIONS,
         on_refused: Callable[[str], None] | None = None,
         totals: DatagramCounts | None = None,
+        budget: UdpBudget | None = None,
     ) -> None:
         self._reactor = reactor
         self._resolver = resolver
@@ -222,8 +272,14 @@ class UdpConnector:
         self._timeout = timeout
         self._limit = limit
         self._on_refused = on_refused
+        self._budget = budget if budget is not None else UdpBudget()
         self.counts = DatagramCounts(totals=totals)
         self._associations: dict[int, _Association] = {}
+        self._addresses: list[Address] = []
+        self._fresh_until = 0.0
+        self._refused_until = 0.0
+        self._resolution: Resolution | None = None
+        self._unresolved: list[int] = []  # associations waiting for the lookup
         self._sweeper: Timer | None = None
         self.closed = False
 
@@ -234,26 +290,38 @@ class UdpConnector:
     def deliver(self, number: int, payload: bytes) -> None:
         """A datagram of association ``number``: to the target, from its own socket."""
         association = self._associations.get(number)
+        now = time.monotonic()
         if association is None:
-            if len(self._associations) >= self._limit:
+            if (now < self._refused_until or len(self._associations) >= self._limit
+                    or not self._budget.take_association()):  # fmt: skip
                 self.counts.count(dropped=1)
                 return
-            association = _Association(None, None, time.monotonic(), [payload])
+            association = _Association(None, None, now, [])
             self._associations[number] = association
-            association.resolution = self._resolver.resolve(
-                self.host, self.port, lambda found, error: self._resolved(number, found, error),
-                self._owner,
-            )  # fmt: skip
             self._schedule_sweep()
-            return
-        association.seen = time.monotonic()
-        if association.sock is None:
-            if len(association.waiting) < WAITING_PER_ASSOCIATION:
-                association.waiting.append(payload)
+            self._wait(association, payload)
+            if self._addresses and now < self._fresh_until:
+                self._open(number)
             else:
-                self.counts.count(dropped=1)
+                self._unresolved.append(number)
+                self._lookup()
+            return
+        association.seen = now
+        if association.sock is None:
+            self._wait(association, payload)
             return
         self._send_out(association, payload)
+
+    def _wait(self, association: _Association, payload: bytes) -> None:
+        if len(association.waiting) < WAITING_PER_ASSOCIATION and self._budget.hold(len(payload)):
+            association.waiting.append(payload)
+        else:
+            self.counts.count(dropped=1)
+
+    def _lookup(self) -> None:
+        if self._resolution is None:
+            self._resolution = self._resolver.resolve(self.host, self.port, self._resolved,
+                                                      self._owner)  # fmt: skip
 
     def _send_out(self, association: _Association, payload: bytes) -> None:
         assert association.sock is not None
@@ -264,23 +332,45 @@ class UdpConnector:
             return
         self.counts.count(received=1)
 
-    def _resolved(self, number: int, found: list[Address], error: Failure | None) -> None:
-        association = self._associations.get(number)
-        if association is None or self.closed:
+    def _resolved(self, found: list[Address], error: Failure | None) -> None:
+        self._resolution = None
+        if self.closed:
             return
-        association.resolution = None
         refusal = None if found else f"cannot resolve {self.host}: {error}"
+        allowed = []
         for family, address in found:
-            refusal = self._check(self.host, address[0], self.port) if self._check else None
-            if refusal is not None:
-                continue
+            why = self._check(self.host, address[0], self.port) if self._check else None
+            if why is None:
+                allowed.append((family, address))
+            else:
+                refusal = why
+        now = time.monotonic()
+        waiting, self._unresolved = self._unresolved, []
+        if allowed:
+            self._addresses, self._fresh_until = allowed, now + ADDRESS_TTL
+            for number in waiting:
+                if number in self._associations:
+                    self._open(number)
+            return
+        self._refused_until = now + REFUSAL_BACKOFF
+        for number in waiting:
+            if number in self._associations:
+                self._drop(number)
+        if refusal is not None and self._on_refused is not None:
+            self._on_refused(f"{refusal} (not asked again for {REFUSAL_BACKOFF:g} s)")
+
+    def _open(self, number: int) -> None:
+        """Give association ``number`` its socket, connected to the first address that
+        takes it, and send what waited."""
+        association = self._associations[number]
+        for family, address in self._addresses:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                sock = socket.socket(family, socket.SOCK_DGRAM)
                 sock.setblocking(False)
                 _roomy(sock)
                 sock.connect(address)
-            except OSError as exc:
-                refusal = f"cannot reach {address[0]}: {describe_error(exc)}"
+            except OSError:
+                sock.close()
                 continue
             association.sock = sock
             association.watch = IOWatch(self._reactor, sock, lambda _m: self._read(number),
@@ -288,12 +378,15 @@ class UdpConnector:
             association.watch.want(READ)
             waiting, association.waiting = association.waiting, []
             for payload in waiting:
+                self._budget.release(len(payload))
                 self._send_out(association, payload)
             return
+        self._drop(number)
+
+    def _drop(self, number: int) -> None:
+        association = self._associations[number]
         self.counts.count(dropped=len(association.waiting))
-        del self._associations[number]
-        if refusal is not None and self._on_refused is not None:
-            self._on_refused(refusal)
+        self._forget(number)
 
     def _read(self, number: int) -> None:
         association = self._associations.get(number)
@@ -329,8 +422,9 @@ class UdpConnector:
 
     def _forget(self, number: int) -> None:
         association = self._associations.pop(number)
-        if association.resolution is not None:
-            association.resolution.cancel()
+        self._budget.give_association()
+        for payload in association.waiting:
+            self._budget.release(len(payload))
         if association.watch is not None:
             association.watch.close()
         if association.sock is not None:
@@ -343,6 +437,9 @@ class UdpConnector:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._resolution is not None:
+            self._resolution.cancel()
+            self._resolution = None
         for number in list(self._associations):
             self._forget(number)
 
