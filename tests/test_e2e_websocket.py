@@ -309,3 +309,23 @@ def test_a_ping_flood_from_a_peer_that_never_reads_is_not_answered_without_bound
             assert sent < 64 * 1024 * 1024, f"the server read {sent} bytes of pings unanswered"
     finally:
         tunnel.close()
+
+
+def test_a_server_too_busy_to_read_the_upgrade_is_retried_soon(echo):
+    """A server turns a connection away before reading a byte when strangers hold
+    its handshake slots: it sends ``ERROR busy`` raw, not an HTTP answer.  The
+    WebSocket client hands that to the channel, which retries soon, as over TCP."""
+    tunnel = ws_tunnel("--per-source-max-startups", "1", "--penalty-exempt", "127.0.0.1")
+    try:
+        hog = socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=10)
+        hog.sendall(b"GET " + PATH.encode() + b" HTTP/1.1\r\n")  # a startup that stalls
+        url = f"ws://127.0.0.1:{tunnel.server_port}{PATH}"
+        client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
+                                  extra=("--server", url))  # fmt: skip
+        busy = client.wait_event("server_busy")
+        assert busy["level"] == "warning" and busy["delay"] <= 2.0, busy
+        hog.close()
+        assert client.forwards(1, timeout=15)
+        assert client.events("server_unusable") == []
+    finally:
+        tunnel.close()
