@@ -97,6 +97,12 @@ BAD = [
         "1",
     ],
     ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "-v", "-q"],
+    ["client", "--server", "127.0.0.1:1", "-L", "udp:1:h:2", "--udp-timeout", "0.001"],
+    ["client", "--server", "127.0.0.1:1", "-L", "udp:1:h"],
+    ["client", "--server", "127.0.0.1:1", "-L", "1:h:2", "--proxy", "ftp://proxy"],
+    ["client", "--server", "ftp://host/path", "-L", "1:h:2"],
+    ["server", "--listen", "127.0.0.1:1", "--ws-path", "no-slash"],
+    ["server", "--listen", "127.0.0.1:1", "--allow-connect", "udp:127.0.0.1:53"],
 ]
 
 

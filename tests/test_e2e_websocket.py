@@ -130,7 +130,8 @@ def test_a_websocket_client_without_ws_path_on_the_server_is_told_so(echo):
         url = f"ws://127.0.0.1:{tunnel.server_port}{PATH}"
         client, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
                                   extra=("--server", url))  # fmt: skip
-        gave_up(client, "server_unusable")
+        line = gave_up(client, "server_unusable")["message"]
+        assert f"{url} is a reactor-mux server that takes no WebSocket channels" in line, line
         assert client.proc.wait(10) == 255
     finally:
         tunnel.close()

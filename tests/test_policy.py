@@ -134,3 +134,16 @@ def test_udp_patterns_allow_udp_and_only_udp():
     assert binds.check_bind("127.0.0.1", 5353) is not None
     with pytest.raises(PatternError):
         parse_pattern("udp//run/x.sock")
+
+
+def test_a_udp_refusal_by_a_list_of_tcp_patterns_says_why():
+    """Found by a new-user trial: ``--allow-connect 127.0.0.1:53`` refused ``-L udp``
+    without saying that TCP patterns allow no UDP."""
+    tcp_only = AllowList.parse(["127.0.0.1:53"], "--allow-connect")
+    assert "no udp/HOST:PORTS pattern" in tcp_only.check_target("127.0.0.1", 53, udp=True)
+    both = AllowList.parse(["127.0.0.1:53", "udp/127.0.0.1:54"], "--allow-connect")
+    assert "udp/HOST:PORTS" not in both.check_target("127.0.0.1", 53, udp=True)
+    with pytest.raises(PatternError, match="a UDP pattern is udp/HOST:PORTS"):
+        parse_pattern("udp:127.0.0.1:53")
+    with pytest.raises(PatternError, match="'udp/\\*' is not HOST:PORTS"):
+        parse_pattern("udp/*")

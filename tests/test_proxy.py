@@ -43,6 +43,8 @@ def test_http_connect_and_its_answers():
         (b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", Verdict.REFUSED, "credentials"),
         (b"HTTP/1.1 403 Forbidden\r\n\r\n", Verdict.REFUSED, "refused CONNECT"),
         (b"HTTP/1.1 502 Bad Gateway\r\n\r\n", Verdict.UNAVAILABLE, "cannot reach"),
+        # tinyproxy's answer while the server restarts (found by a new-user trial):
+        (b"HTTP/1.1 500 Unable to connect\r\n\r\n", Verdict.UNAVAILABLE, "cannot reach"),
         (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", Verdict.REFUSED, "not an HTTP proxy"),
     ]:
         dialogue = Dialogue(parse_proxy("http://h:1"), "t", 7000)

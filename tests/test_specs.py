@@ -234,3 +234,9 @@ def test_udp_forwards(kind, text, bind, target):
 def test_bad_udp_forwards(text):
     with pytest.raises(SpecError, match="expected udp:"):
         parse_forward(L, text)
+
+
+@pytest.mark.parametrize("text", ["5353:127.0.0.1:53/udp", "udp/5353:127.0.0.1:53"])
+def test_udp_spelled_as_chisel_or_the_log_does_is_pointed_to_ours(text):
+    with pytest.raises(SpecError, match="a UDP forward is written udp:"):
+        parse_forward(L, text)

@@ -127,7 +127,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--udp-timeout",
-        type=seconds,
+        type=_udp_timeout,
         default=DEFAULT_UDP_TIMEOUT,
         metavar="SECONDS",
         help="a UDP forward forgets a source (an association) that sent or got nothing "
@@ -378,7 +378,8 @@ def build_parser() -> _Parser:
         metavar="[BIND:]PORT:HOST:HOSTPORT",
         type=spec_type(lambda t: parse_forward(ForwardKind.LOCAL, t)),
         help="listen here on BIND:PORT (or on the Unix socket /PATH: -L /PATH:HOST:HOSTPORT), "
-        "connect from the server to HOST:HOSTPORT",
+        "connect from the server to HOST:HOSTPORT (either end may be a Unix socket /PATH); "
+        "udp:[BIND:]PORT:HOST:HOSTPORT forwards UDP datagrams",
     )
     client.add_argument(
         "-R",
@@ -389,7 +390,7 @@ def build_parser() -> _Parser:
         type=spec_type(lambda t: parse_forward(ForwardKind.REMOTE, t)),
         help="listen on the server on BIND:PORT, connect from here to HOST:HOSTPORT (or to "
         "the Unix socket /PATH: -R [BIND:]PORT:/PATH); without HOST:HOSTPORT, serve SOCKS "
-        "here for those connections",
+        "here for those connections; udp:[BIND:]PORT:HOST:HOSTPORT forwards UDP datagrams",
     )
     client.add_argument(
         "-D",
@@ -622,6 +623,14 @@ def _split_websocket(args: argparse.Namespace) -> argparse.Namespace:
         except ProxyError as exc:
             raise ConfigError(f"--proxy env: {exc}") from None
     return args
+
+
+def _udp_timeout(text: str) -> float:
+    """At least a second: the sweep that forgets associations runs at half of it."""
+    value = seconds(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the UDP timeout is at least 1 second")
+    return value
 
 
 PROXY_FROM_ENVIRONMENT = "env"

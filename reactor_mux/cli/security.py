@@ -111,8 +111,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="TOML: each client's name, secret and own allow-lists")  # fmt: skip
     add("--allow-connect", action="append", default=[], type=_pattern, metavar="PATTERN",
         help="-L targets clients may reach: HOST:PORTS, HOST a name (with *), an address, "
-        "a network or *; PORTS a port, a range or *; or /PATH (with *) for Unix sockets, "
-        "which are refused unless named (repeatable)")  # fmt: skip
+        "a network or *; PORTS a port, a range or *; udp/HOST:PORTS for UDP forwards (a list "
+        "of TCP patterns allows no UDP); or /PATH (with *) for Unix sockets, which are "
+        "refused unless named (repeatable)")  # fmt: skip
     add("--allow-bind", action="append", default=[], type=_pattern, metavar="PATTERN",
         help="-R addresses clients may listen on, in the same form (repeatable)")  # fmt: skip
     add("--insecure", action="store_true",

@@ -223,7 +223,7 @@ class Dialogue:
         if status in (401, 407):  # 407 by the standard; tinyproxy, for one, says 401
             needs = "wrong credentials" if self.proxy.user else "it needs credentials"
             return self._fail(Verdict.REFUSED, f"{needs} ({said})")
-        if status in (502, 503, 504):
+        if status >= 500 or status in (408, 429):  # it could not reach the server, yet
             return self._fail(Verdict.UNAVAILABLE, f"cannot reach {self._target()} ({said})")
         return self._fail(Verdict.REFUSED, f"refused CONNECT {self._target()} ({said})")
 

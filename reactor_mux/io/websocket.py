@@ -342,8 +342,8 @@ class WebSocketTransport:
         ERROR it sends a connection it turns away before reading it (busy, full),
         which the channel reads as from any server, so it retries as it should."""
         if data[HELLO_AT : HELLO_AT + len(b"HELLO")] == b"HELLO":
-            self._fail(f"the reactor-mux server at {self._host} takes no WebSocket channels "
-                       "(start it with --ws-path, or connect without ws://)",
+            self._fail("a reactor-mux server that takes no WebSocket channels (start it with "
+                       "--ws-path, or connect without ws://)",
                        ErrorCode.NOT_A_PEER)  # fmt: skip
             return
         self._phase = Phase.OPEN

@@ -786,7 +786,7 @@ class Client:
                                             address=kind + format_host_port(hosts[0],
                                                                      event.port)))  # fmt: skip
             bound = " and ".join(kind + format_host_port(host, event.port) for host in hosts)
-            target = "SOCKS4/4a/5" if spec.dynamic else spec.target
+            target = "SOCKS4/4a/5" if spec.dynamic else kind + spec.target
             up = log_event("forward_up", mapping=spec.flag, address=bound)
             log.info("forwarding -R %s -> %s", bound, target, extra=up)
         self._tell_if_all_up()
@@ -938,6 +938,8 @@ class Client:
                 why = f"server {server} no longer accepts this client: {reason}"
             case ErrorCode.NOT_A_PEER:
                 why = f"{server} is {reason}"
+            case ErrorCode.TLS if self.config.websocket is not None:
+                why = f"server {server}: {reason}; for TLS under the WebSocket write wss://"
             case ErrorCode.TLS:
                 why = f"server {server}: {reason}"
             case _:

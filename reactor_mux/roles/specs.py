@@ -192,6 +192,9 @@ def parse_forward(kind: ForwardKind, text: str) -> ForwardSpec:
     dynamic forwarding, as in OpenSSH 7.6; a field starting with ``/`` is a Unix socket)."""
     if text[:4].lower() == UDP_PREFIX:
         return _parse_udp(kind, text)
+    if text[:4].lower() == "udp/" or text.lower().endswith("/udp"):
+        raise SpecError(f"bad -{kind.value} {text!r}: a UDP forward is written "
+                        "udp:[BIND:]PORT:HOST:HOSTPORT")  # fmt: skip
     try:
         fields = _split_fields(text)
         unix = _unix_forward(kind, text, fields)

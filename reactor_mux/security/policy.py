@@ -98,10 +98,17 @@ def parse_pattern(text: str) -> Pattern | PathPattern:
     if text.startswith("/"):
         return _parse_path_pattern(text)
     if text[:4].lower() == UDP_PATTERN:
-        pattern = parse_pattern(text[len(UDP_PATTERN) :])
+        try:
+            pattern = parse_pattern(text[len(UDP_PATTERN) :])
+        except PatternError as exc:
+            raise PatternError(
+                str(exc).replace(repr(text[len(UDP_PATTERN) :]), repr(text), 1)
+            ) from None
         if not isinstance(pattern, Pattern):
             raise PatternError(f"allow pattern {text!r}: a UDP pattern names a host, not a path")
         return replace(pattern, text=text, udp=True)
+    if text[:4].lower() == "udp:":
+        raise PatternError(f"allow pattern {text!r}: a UDP pattern is udp/HOST:PORTS")
     host, sep, ports = text.rpartition(":")
     if not sep or not host:
         raise PatternError(f"allow pattern {text!r} is not HOST:PORTS")
@@ -225,7 +232,14 @@ class AllowList:
                 pattern.covers(address) or (pattern.any_host and is_public(address))
             ):
                 return None
-        return f"{_label(host, port, udp)} is not allowed by the server's {self._flag}"
+        refused = f"{_label(host, port, udp)} is not allowed by the server's {self._flag}"
+        return refused + self._udp_hint(udp)
+
+    def _udp_hint(self, udp: bool) -> str:
+        """A UDP refusal by a list without one ``udp/`` pattern: say that is why."""
+        if udp and not any(pattern.udp for pattern in self._hosts):
+            return " (it has no udp/HOST:PORTS pattern; TCP patterns allow no UDP)"
+        return ""
 
     def check_resolved(
         self, name: str, address: str, port: int, *, udp: bool = False
@@ -264,7 +278,8 @@ class AllowList:
                 continue
             if pattern.any_host or (ip is not None and pattern.covers(ip)):
                 return None
-        return f"{_label(address, port, udp)} is not allowed by the server's {self._flag}"
+        refused = f"{_label(address, port, udp)} is not allowed by the server's {self._flag}"
+        return refused + self._udp_hint(udp)
 
     def check_path(self, path: str) -> str | None:
         """Why the Unix socket at ``path`` may not be used, or None."""
