@@ -132,7 +132,9 @@ def test_each_failure_is_its_own_exception(tmp_path, echo):
     forward = [f"0:127.0.0.1:{echo.port}"]
     with Server("127.0.0.1:0", secret_file=secret, allow_connect=[f"127.0.0.1:{echo.port}"]) as s:
         address = f"127.0.0.1:{s.addresses[0][1]}"
-        with pytest.raises(AuthenticationFailed, match="refused this client"):
+        # The line names the API's own way to keep trying, not the command line's.
+        keeps_trying = r"refused this client.*\(persist=True keeps trying\)$"
+        with pytest.raises(AuthenticationFailed, match=keeps_trying):
             Client(address, secret_file=wrong, local_forward=forward).start()
         with pytest.raises(ForwardFailed, match="not allowed by the server's --allow-connect"):
             Client(address, secret_file=secret, local_forward=["0:127.0.0.1:1"]).start()

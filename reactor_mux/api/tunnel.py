@@ -260,7 +260,8 @@ class Client(_Tunnel):
         self._drain_timeout = args.drain_timeout
         up = threading.Event()
         config = replace(client_config(args, security, None), on_forwards_up=up.set,
-                         exit_on_forward_failure="start() waits for every forward")  # fmt: skip
+                         exit_on_forward_failure="start() waits for every forward",
+                         persist_option="persist=True")  # fmt: skip
         self._run(lambda loop: ClientRole(loop.reactor, loop.resolver, config))
         deadline = time.monotonic() + self._start_timeout
         while not up.wait(0.02):

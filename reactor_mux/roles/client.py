@@ -108,6 +108,9 @@ class ClientConfig:
     it in the line (``--exit-on-forward-failure``, ``-f``).  None: carry on."""
     persist: bool = False
     """Keep retrying a server that refuses us as configured; else exit (GAVE_UP_STATUS)."""
+    persist_option: str = "--persist"
+    """How the one line that gives up names the way to keep trying (the API:
+    ``persist=True``)."""
     connect_attempts: int | None = None
     """Connection attempts in a row without a channel coming up before giving up
     (ssh's ConnectionAttempts); None: no limit."""
@@ -446,7 +449,7 @@ class Client:
             return
         assert failure is not None
         if failure.verdict is Verdict.REFUSED and not self.config.persist:
-            line = f"{failure.text}; not retrying (--persist keeps trying)"
+            line = f"{failure.text}; not retrying ({self.config.persist_option} keeps trying)"
             self._give_up(line, "proxy_refused", failure.text, Ending.UNUSABLE)
             return
         self._schedule_reconnect(failure.text)
@@ -944,7 +947,7 @@ class Client:
                 why = f"server {server}: {reason}"
             case _:
                 why = f"server {server} refused the handshake: {reason}"
-        return f"{why}; not retrying (--persist keeps trying)"
+        return f"{why}; not retrying ({self.config.persist_option} keeps trying)"
 
     def on_stream_refused(self, channel: Channel, stream: LocalStream, reason: str) -> None:
         why = text_of(reason)
