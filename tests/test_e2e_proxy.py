@@ -22,6 +22,7 @@ from support import (
     Exchange,
     MuxProcess,
     PortHolder,
+    ThreadedTCPServer,
     Tunnel,
     check_exchange,
     gave_up,
@@ -182,24 +183,11 @@ def test_socks5_through_our_own_dynamic_forward(hash_target):
         hop.close()
 
 
-class PasswordSocks:
+class PasswordSocks(ThreadedTCPServer):
     """A SOCKS5 server that wants user alice and PASSWORD (RFC 1929), and connects by
     name or address: the smallest real one, for the credentials path."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             _version, count = recv_exactly(conn, 2)
             methods = recv_exactly(conn, count)
@@ -223,9 +211,6 @@ class PasswordSocks:
             upstream = socket.create_connection((host, port), timeout=10)
             conn.sendall(b"\x05\x00\x00\x01" + bytes(4) + bytes(2))
             relay(conn, upstream)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def relay(one: socket.socket, other: socket.socket) -> None:

@@ -50,6 +50,21 @@ class UnixHashServer(HashReplyServer):
         threading.Thread(target=self._accept, daemon=True).start()
 
 
+class WebServer(HashReplyServer):
+    """An HTTP server on a TCP port answering every request with ``body``, for curl."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                     % len(self.body) + self.body)  # fmt: skip
+
+
 def unix_connect(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(path))
@@ -264,15 +279,7 @@ def test_an_older_client_syntax_error_names_the_socket_forms():
 def test_curl_through_a_unix_socket(tunnel, short_dir):
     body = os.urandom(200_000)
 
-    class Web(HashReplyServer):
-        def handle(self, conn: socket.socket) -> None:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                         % len(body) + body)  # fmt: skip
-
-    web = Web()
+    web = WebServer(body)
     path = short_dir / "web.sock"
     try:
         tunnel.client("-L", f"{path}:127.0.0.1:{web.port}")
@@ -339,15 +346,7 @@ def test_curl_on_the_servers_unix_socket_through_r(short_dir):
     file, and the web server it reaches runs here."""
     body = os.urandom(300_000)
 
-    class Web(HashReplyServer):
-        def handle(self, conn: socket.socket) -> None:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                         % len(body) + body)  # fmt: skip
-
-    web = Web()
+    web = WebServer(body)
     path = short_dir / "web.sock"
     tunnel = unix_server_tunnel(short_dir)
     try:

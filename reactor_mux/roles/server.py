@@ -525,12 +525,7 @@ class Server:
         """``-R udp:``: the same rules as a TCP ``-R`` (loopback unless
         ``--gateway-ports``, then ``udp/`` patterns)."""
         target = f"udp/{format_host_port(event.host, event.port)}"
-        address, denied = self._bind_policy(event.host)
-        if address is not None:
-            checked = LOOPBACK_PAIR[0] if address == LOCALHOST else address
-            refusal = state.policy.bind.check_bind(checked, event.port, udp=True)
-            if refusal is not None:
-                address, denied = None, Failure(FailureClass.FORBIDDEN, refusal)
+        address, denied = self._bind_address(state, event.host, event.port, udp=True)
         if address is not None and event.port:
             port = event.port
             self._release_held(channel, state, f"udp port {port}",
@@ -572,13 +567,7 @@ class Server:
     ) -> MappingAnswer:
         """``-R`` on ``host:port``: loopback only unless ``--gateway-ports``, then the rules."""
         target = format_host_port(event.host, event.port)
-        address, denied = self._bind_policy(event.host)
-        if address is not None:
-            # localhost is checked as 127.0.0.1: its ::1 twin is the same host's loopback.
-            checked = LOOPBACK_PAIR[0] if address == LOCALHOST else address
-            refusal = state.policy.bind.check_bind(checked, event.port)
-            if refusal is not None:
-                address, denied = None, Failure(FailureClass.FORBIDDEN, refusal)
+        address, denied = self._bind_address(state, event.host, event.port, udp=False)
         if address is not None and event.port:
             port = event.port
             self._release_held(channel, state, f"port {port}",
@@ -690,6 +679,21 @@ class Server:
                                          peer=channel.peer, reason=other.name))  # fmt: skip
                 other.close("replaced by a new session of the same client (it restarted?)",
                             error=False, code=ErrorCode.REPLACED)  # fmt: skip
+
+    def _bind_address(
+        self, state: _ClientState, host: str, port: int, *, udp: bool
+    ) -> tuple[str | None, Failure | None]:
+        """What a ``-R`` (TCP or UDP) may bind: the address, or why not (the server's
+        own rules, then the client's ``--allow-bind``)."""
+        address, denied = self._bind_policy(host)
+        if address is None:
+            return None, denied
+        # localhost is checked as 127.0.0.1: its ::1 twin is the same host's loopback.
+        checked = LOOPBACK_PAIR[0] if address == LOCALHOST else address
+        refusal = state.policy.bind.check_bind(checked, port, udp=udp)
+        if refusal is not None:
+            return None, Failure(FailureClass.FORBIDDEN, refusal)
+        return address, None
 
     def _bind_policy(self, host: str) -> tuple[str | None, Failure | None]:
         """``(address to bind, None)`` if a BIND for ``host`` is allowed, else

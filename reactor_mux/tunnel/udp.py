@@ -110,7 +110,48 @@ class UdpBudget:
         self.waiting_left += size
 
 
-class UdpListener:
+class _UdpEnd:
+    """What both ends of a UDP mapping hold: the channel's way in, their counts and
+    limits, and the sweep that forgets idle associations (armed only while there are
+    associations)."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        send: SendToChannel,
+        owner: Owner,
+        timeout: float,
+        limit: int,
+        totals: DatagramCounts | None,
+        budget: UdpBudget | None,
+    ) -> None:
+        self._reactor = reactor
+        self._send = send
+        self._owner = owner
+        self._timeout = timeout
+        self._limit = limit
+        self._budget = budget if budget is not None else UdpBudget()
+        self.counts = DatagramCounts(totals=totals)
+        self._sweeper: Timer | None = None
+        self.closed = False
+
+    def _into_channel(self, number: int, payload: bytes) -> None:
+        """One datagram read here, into the channel: larger than UDP carries over IPv4,
+        or refused by the channel (its queue full, the channel cut), it is dropped."""
+        if len(payload) <= MAX_DATAGRAM and self._send(number, payload):
+            self.counts.count(sent=1)
+        else:
+            self.counts.count(dropped=1)
+
+    def _schedule_sweep(self) -> None:
+        if self._sweeper is None and not self.closed:
+            self._sweeper = self._reactor.call_later(self._timeout / 2, self._sweep, self._owner)
+
+    def _sweep(self) -> None:
+        raise NotImplementedError
+
+
+class UdpListener(_UdpEnd):
     """The listening end: sockets on BIND:PORT (``localhost`` is both loopbacks);
     each source address an association."""
 
@@ -127,13 +168,7 @@ class UdpListener:
         totals: DatagramCounts | None = None,
         budget: UdpBudget | None = None,
     ) -> None:
-        self._reactor = reactor
-        self._send = send
-        self._owner = owner
-        self._timeout = timeout
-        self._limit = limit
-        self._budget = budget if budget is not None else UdpBudget()
-        self.counts = DatagramCounts(totals=totals)
+        super().__init__(reactor, send, owner, timeout, limit, totals, budget)
         self.sockets = listen_sockets(host, port, udp=True)
         for sock in self.sockets:
             _roomy(sock)
@@ -149,8 +184,6 @@ class UdpListener:
         self._numbers: dict[tuple[int, tuple[object, ...]], int] = {}
         self._sources: dict[int, tuple[int, tuple[object, ...], float]] = {}
         self._next = 1
-        self._sweeper: Timer | None = None
-        self.closed = False
 
     @property
     def associations(self) -> int:
@@ -179,10 +212,7 @@ class UdpListener:
                 self._numbers[(index, source)] = number
                 self._schedule_sweep()
             self._sources[number] = (index, source, now)
-            if len(payload) <= MAX_DATAGRAM and self._send(number, payload):
-                self.counts.count(sent=1)
-            else:
-                self.counts.count(dropped=1)
+            self._into_channel(number, payload)
             if self.closed:
                 return
 
@@ -200,10 +230,6 @@ class UdpListener:
             return
         self._sources[number] = (index, source, time.monotonic())
         self.counts.count(received=1)
-
-    def _schedule_sweep(self) -> None:
-        if self._sweeper is None and not self.closed:
-            self._sweeper = self._reactor.call_later(self._timeout / 2, self._sweep, self._owner)
 
     def _sweep(self) -> None:
         self._sweeper = None
@@ -241,7 +267,7 @@ class _Association:
     waiting: list[bytes]
 
 
-class UdpConnector:
+class UdpConnector(_UdpEnd):
     """The connecting end: one UDP socket per association, connected to the target.
     The target is resolved once for all associations (again after ``ADDRESS_TTL``),
     each address checked by ``check``; a target that cannot be used is not asked
@@ -263,25 +289,17 @@ class UdpConnector:
         totals: DatagramCounts | None = None,
         budget: UdpBudget | None = None,
     ) -> None:
-        self._reactor = reactor
+        super().__init__(reactor, send, owner, timeout, limit, totals, budget)
         self._resolver = resolver
         self.host, self.port = host, port
-        self._send = send
-        self._owner = owner
         self._check = check
-        self._timeout = timeout
-        self._limit = limit
         self._on_refused = on_refused
-        self._budget = budget if budget is not None else UdpBudget()
-        self.counts = DatagramCounts(totals=totals)
         self._associations: dict[int, _Association] = {}
         self._addresses: list[Address] = []
         self._fresh_until = 0.0
         self._refused_until = 0.0
         self._resolution: Resolution | None = None
         self._unresolved: list[int] = []  # associations waiting for the lookup
-        self._sweeper: Timer | None = None
-        self.closed = False
 
     @property
     def associations(self) -> int:
@@ -400,16 +418,9 @@ class UdpConnector:
             except OSError:  # ICMP port unreachable for an earlier datagram
                 continue
             association.seen = time.monotonic()
-            if len(payload) <= MAX_DATAGRAM and self._send(number, payload):
-                self.counts.count(sent=1)
-            else:
-                self.counts.count(dropped=1)
+            self._into_channel(number, payload)
             if self.closed or number not in self._associations:
                 return
-
-    def _schedule_sweep(self) -> None:
-        if self._sweeper is None and not self.closed:
-            self._sweeper = self._reactor.call_later(self._timeout / 2, self._sweep, self._owner)
 
     def _sweep(self) -> None:
         self._sweeper = None
