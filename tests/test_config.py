@@ -154,6 +154,22 @@ def test_the_command_line_overrides_the_file(tmp_path: Path):
     assert args.connect_timeout == 4 and args.server == ("h", 1)
 
 
+def test_the_forms_of_this_stop_in_a_config_file(tmp_path: Path):
+    """UDP and Unix-socket forwards, a WebSocket server URL and a proxy are written in
+    a config file as on the command line (issues 23 and 24)."""
+    path = tmp_path / "client.toml"
+    path.write_text('server = "wss://tunnel.example/rmux"\nproxy = "socks5://127.0.0.1:1080"\n'
+                    'local-forward = ["udp:5353:10.0.0.53:53", "6379:/run/redis.sock"]\n'
+                    'remote-forward = ["udp:0:127.0.0.1:514"]\nudp-timeout = 30\n')  # fmt: skip
+    args = cli.parse_arguments(["client", "--config", str(path)])
+    udp, unix = args.local
+    assert udp.udp and (udp.target_host, udp.target_port) == ("10.0.0.53", 53)
+    assert unix.target_path == "/run/redis.sock" and args.remote[0].udp
+    assert args.server == ("tunnel.example", 443) and args.tls  # wss: TLS on 443
+    assert args.websocket.path == "/rmux" and str(args.proxy) == "socks5://127.0.0.1:1080"
+    assert args.udp_timeout == 30
+
+
 def test_relative_paths_are_relative_to_the_file(tmp_path: Path):
     path = tmp_path / "etc" / "client.toml"
     path.parent.mkdir()
