@@ -330,3 +330,23 @@ def test_a_server_too_busy_to_read_the_upgrade_is_retried_soon(echo):
         assert client.events("server_unusable") == []
     finally:
         tunnel.close()
+
+
+def test_the_wss_hint_goes_only_to_a_ws_client_at_a_tls_server(pki, echo):
+    """ws:// at a TLS server is told to write wss://; wss:// at a plaintext server is
+    not (found by a new-user trial: it was told to write what it had written)."""
+    tls = ws_tunnel("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))
+    plain = ws_tunnel()
+    try:
+        plain_url = f"ws://127.0.0.1:{tls.server_port}{PATH}"
+        client, _ = tls.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
+                               extra=("--server", plain_url))  # fmt: skip
+        assert "write wss://" in gave_up(client, "server_unusable")["message"]
+        secure = (f"wss://127.0.0.1:{plain.server_port}{PATH}", "--tls-ca", str(pki.ca.path))
+        client, _ = plain.client("-L", f"0:127.0.0.1:{echo.port}", expect=0,
+                                 extra=("--server", *secure))  # fmt: skip
+        line = gave_up(client, "server_unusable")["message"]
+        assert "plaintext server" in line and "write wss://" not in line, line
+    finally:
+        tls.close()
+        plain.close()

@@ -941,7 +941,7 @@ class Client:
                 why = f"server {server} no longer accepts this client: {reason}"
             case ErrorCode.NOT_A_PEER:
                 why = f"{server} is {reason}"
-            case ErrorCode.TLS if self.config.websocket is not None:
+            case ErrorCode.TLS if self.config.websocket and not self.config.websocket.secure:
                 why = f"server {server}: {reason}; for TLS under the WebSocket write wss://"
             case ErrorCode.TLS:
                 why = f"server {server}: {reason}"
