@@ -464,8 +464,10 @@ class ChaosRelay:
 
     POLL = 0.01
 
-    def __init__(self, target_port: int, record: bool = False) -> None:
+    def __init__(self, target_port: int, record: bool = False, source: str | None = None) -> None:
         self.target = ("127.0.0.1", target_port)
+        self.source = (source, 0) if source is not None else None
+        """Where the relay connects from: a loopback address stands for a host."""
         self.record = record
         """Keep every byte each way (``transcripts``), not just the heads."""
         self.transcripts: list[tuple[bytearray, bytearray]] = []
@@ -490,7 +492,7 @@ class ChaosRelay:
             except OSError:
                 return
             try:
-                far = socket.create_connection(self.target)
+                far = socket.create_connection(self.target, source_address=self.source)
             except OSError:
                 near.close()
                 continue

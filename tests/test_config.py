@@ -36,6 +36,10 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
         '"authfail:2m min:30"',
         ["--per-source-penalties", "authfail:120 min:30"],
     ),
+    "proxy-protocol-from": (
+        '["127.0.0.1/32", "::1"]',
+        ["--proxy-protocol-from", "127.0.0.1/32", "--proxy-protocol-from", "::1"],
+    ),
     "penalty-exempt": (
         '["10.0.0.0/8", "::1"]',
         ["--penalty-exempt", "10.0.0.0/8", "--penalty-exempt", "::1"],

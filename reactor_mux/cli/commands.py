@@ -34,6 +34,7 @@ from reactor_mux.roles.client import Client, ClientConfig
 from reactor_mux.roles.server import Server, ServerConfig
 from reactor_mux.security.credentials import ANY_OWNER
 from reactor_mux.security.keygen import KeygenError, generate, generate_secret
+from reactor_mux.security.penalties import parse_networks
 from reactor_mux.service import configfile, control, rundir, status
 from reactor_mux.service import runner as service
 from reactor_mux.service.background import Background
@@ -125,6 +126,7 @@ def server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerC
         admission=security.admission,
         websocket_path=args.ws_path,
         udp_timeout=args.udp_timeout,
+        proxy_protocol_from=parse_networks(args.proxy_protocol_from),
     )
 
 

@@ -36,6 +36,7 @@ from reactor_mux.cli.security import (
     add_client_options,
     add_server_options,
     client_security,
+    network_list,
     server_security,
 )
 from reactor_mux.io.proxy import ProxyError, ProxyUrl, parse_proxy, proxy_from_environment
@@ -310,6 +311,16 @@ def build_parser() -> _Parser:
         type=spec_type(parse_websocket_path),
         help="also accept channels as WebSocket upgrades at this path, on the same ports "
         "(behind an HTTP reverse proxy; other HTTP requests get 404)",
+    )
+    server.add_argument(
+        "--proxy-protocol-from",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        type=network_list,
+        help="connections from these addresses (a load balancer's) must start with a PROXY "
+        "protocol header (v1 or v2), and the client address it names counts as theirs "
+        "(repeatable, or comma-separated); no one else may send one",
     )
     server.add_argument(
         "--max-channels",

@@ -83,7 +83,8 @@ class _Parsed:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _exempt(text: str) -> str:
+def network_list(text: str) -> str:
+    """A CIDR option's value (checked; parsed where it is used)."""
     try:
         parse_networks([text])
     except PenaltySpecError as exc:
@@ -144,7 +145,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         "'off', or words over the defaults, which are 'authfail:5 noauth:1 "
         "grace-exceeded:10 protocol:20 tls:5 min:15 max:600 max-sources:65536' (ssh's "
         "PerSourcePenalties; durations in seconds, or with s, m, h, d or w)")  # fmt: skip
-    add("--penalty-exempt", action="append", default=[], type=_exempt, metavar="CIDR",
+    add("--penalty-exempt", action="append", default=[], type=network_list, metavar="CIDR",
         help="never penalise, or turn away for a penalty, sources in this network "
         "(repeatable, or comma-separated)")  # fmt: skip
 

@@ -12,6 +12,16 @@ TLS_HANDSHAKE = b"\x16\x03"
 TLS_ALERT = b"\x15\x03"
 
 _SIGNATURES = (  # (first bytes, what they are)
+    (
+        b"PROXY ",
+        "it sent a PROXY protocol header, from an address not in the server's "
+        "--proxy-protocol-from",
+    ),
+    (
+        b"\r\n\r\n\x00\r\nQUIT\n",
+        "it sent a PROXY protocol header, from an address not in "
+        "the server's --proxy-protocol-from",
+    ),
     (b"SSH-", "it sent an SSH banner"),
     (b"HTTP/", "it sent an HTTP response"),
     (TLS_ALERT, "it sent a TLS alert: a TLS server? (start the client with --tls)"),

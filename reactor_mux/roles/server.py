@@ -38,6 +38,7 @@ from reactor_mux.errors import StartupError
 from reactor_mux.io import plane as data_plane
 from reactor_mux.io.listener import ListenerSet, UnixListenerSet
 from reactor_mux.io.netutil import LOOPBACK_PAIR, PeerAddress, connect_unix, describe_error
+from reactor_mux.io.proxyreader import ProxyHeaderReader
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.io.tls import ServerTls, TlsTransport
@@ -59,6 +60,7 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, text_of
+from reactor_mux.protocol.proxyheader import ProxyHeader
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
     format_host_port,
@@ -66,7 +68,7 @@ from reactor_mux.protocol.syntax import (
     listening_address,
 )
 from reactor_mux.protocol.verbs import Role
-from reactor_mux.security.admission import AdmissionConfig, Startup
+from reactor_mux.security.admission import AdmissionConfig, Network, Startup, in_networks
 from reactor_mux.security.credentials import ClientEntry, ClientsFile
 from reactor_mux.security.policy import Policy
 from reactor_mux.security.startupgate import StartupGate
@@ -111,6 +113,9 @@ class ServerConfig:
     """``--ws-path``: where an HTTP upgrade becomes a channel (None: no WebSocket)."""
     udp_timeout: float = DEFAULT_UDP_TIMEOUT
     """``--udp-timeout``: seconds a UDP association lives without a datagram."""
+    proxy_protocol_from: tuple[Network, ...] = ()
+    """``--proxy-protocol-from``: load balancers whose connections start with a PROXY
+    protocol header naming the client (and must)."""
 
     @property
     def authenticates(self) -> bool:
@@ -210,6 +215,8 @@ class Server:
         self.gate = StartupGate(reactor, config.admission, self.meter,
                                 keepalive_interval=config.settings.keepalive_interval)  # fmt: skip
         self._accepted = 0
+        self._proxied: set[ProxyHeaderReader] = set()
+        """Connections from a balancer still sending their PROXY header."""
         self._draining = False
         self._cancel_drain: Callable[[], None] | None = None
 
@@ -246,6 +253,9 @@ class Server:
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
+        for reader in list(self._proxied):
+            reader.close()
+        self._proxied.clear()
         for state in self.clients.values():
             for listener in state.binds.values():
                 listener.close()
@@ -282,10 +292,46 @@ class Server:
 
     def _on_accept(self, sock: socket.socket, peer: PeerAddress) -> None:
         where = format_host_port(peer[0], peer[1])
+        if in_networks(peer[0], self.config.proxy_protocol_from):
+            self._read_proxy_header(sock, peer, where)
+            return
+        self._admit(sock, peer[0], where)
+
+    def _read_proxy_header(self, sock: socket.socket, peer: PeerAddress, where: str) -> None:
+        """A balancer's connection: its PROXY header names the client, before TLS and
+        before admission (which must count the client's address, not the balancer's).
+        Bounded as the startups are, and by the handshake timeout."""
+        if len(self._proxied) >= self.config.admission.max_startups.full:
+            self.gate.refuse_unread(sock, peer[0], where)
+            return
+
+        def on_header(sock: socket.socket, header: ProxyHeader) -> None:
+            self._proxied.discard(reader)
+            # The balancer's own connection (a health check: LOCAL in v2; in v1 HAProxy
+            # names the connection itself) is served, and never penalised.
+            if header.source is None or header.source == (peer[0], peer[1]):
+                self._admit(sock, peer[0], where, health_check=True)
+                return
+            source = format_host_port(*header.source)
+            self._admit(sock, header.source[0], source)
+
+        def on_failure(why: str) -> None:
+            self._proxied.discard(reader)
+            self.gate.bad_proxy_header(peer[0], where, why)
+
+        reader = ProxyHeaderReader(self.reactor, sock, where,
+                                   self.config.settings.handshake_timeout, on_header,
+                                   on_failure)  # fmt: skip
+        self._proxied.add(reader)
+
+    def _admit(self, sock: socket.socket, address: str, where: str, *,
+               health_check: bool = False) -> None:  # fmt: skip
+        """A connection from ``address`` (the client's, as a PROXY header names it)."""
         tls = self.config.tls
-        startup = self.gate.admit(sock, peer[0], where, tls.context if tls else None)
+        startup = self.gate.admit(sock, address, where, tls.context if tls else None)
         if startup is None:
             return  # turned away
+        startup.unpenalised = health_check
         self._accepted += 1
         name = f"channel #{self._accepted} from {where}"
         settings = self.config.settings
@@ -301,7 +347,7 @@ class Server:
                           peer=where)  # fmt: skip
         startup.owner = channel
         channel.draining = self._draining
-        self.clients[channel] = _ClientState(peer[0], startup, policy=self.config.policy)
+        self.clients[channel] = _ClientState(address, startup, policy=self.config.policy)
         log.debug("%s: accepted", name)
         channel.start()
 

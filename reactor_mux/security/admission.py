@@ -98,6 +98,19 @@ class AdmissionConfig:
     """``--penalty-exempt``: sources never penalised."""
 
 
+def in_networks(address: str, networks: tuple[Network, ...]) -> bool:
+    """``address`` (an IPv4-mapped IPv6 one as its IPv4 self) is in one of ``networks``."""
+    if not networks:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
 class Refusal(enum.Enum):
     """Why a connection was turned away at accept; the value is its metric label."""
 
@@ -123,7 +136,7 @@ _REASONS = {
 class Startup:
     """One connection that has not authenticated yet."""
 
-    __slots__ = ("address", "block", "evicted", "owner", "since")
+    __slots__ = ("address", "block", "evicted", "owner", "since", "unpenalised")
 
     def __init__(self, address: str, block: str, since: float, owner: object) -> None:
         self.address = address
@@ -133,6 +146,8 @@ class Startup:
         """What the server closes if this startup is evicted (its channel)."""
         self.evicted = False
         """It was dropped to make room for a source that had none."""
+        self.unpenalised = False
+        """However it ends, its source is not penalised (a balancer's health check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +230,7 @@ class Admission:
         return self.penalties.penalise(self.block_of(address), offence, now)
 
     def _exempt(self, address: str) -> bool:
-        if not self.config.exempt:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.config.exempt)
+        return in_networks(address, self.config.exempt)
 
     def startups_from(self, block: str) -> int:
         mine = self._by_block.get(block)

@@ -72,6 +72,9 @@ LABELS = {
 EVICTED_REASON = ("dropped before authenticating to make room for another source "
                   "(too many unauthenticated connections)")  # fmt: skip
 CLOSED_BY_PEER = "the peer ended it with ERROR"
+HEALTH_CHECK = "a load balancer's health check: PROXY LOCAL"
+BAD_PROXY_HEADER = "no valid PROXY protocol header"
+PROXY_BACKLOG = "too many connections still sending their PROXY header"
 OTHER_END = "ended before authenticating"
 EVICTED = "dropped to make room for another source"
 REFUSED = {
@@ -118,6 +121,23 @@ class StartupGate:
             self._evict(decision.evicted)
         return decision.startup
 
+    def refuse_unread(self, sock: socket.socket, balancer: str, where: str) -> None:
+        """A balancer's connection beyond the bound on those still sending their PROXY
+        header (the startups' FULL): reset, since nothing names its client yet."""
+        self._meter.connections_refused[Refusal.STARTUPS.value] += 1
+        self._log.note(balancer, PROXY_BACKLOG, logging.WARNING, "turned away a connection from "
+                       "%s: %s", where, PROXY_BACKLOG,
+                       extra=log_event("connection_refused", peer=where,
+                                       reason=PROXY_BACKLOG))  # fmt: skip
+        abort_socket(sock)
+
+    def bad_proxy_header(self, balancer: str, where: str, why: str) -> None:
+        """A balancer's connection sent no valid PROXY header: closed, logged, never
+        penalised (the balancer's address is every client's)."""
+        self._log.note(balancer, BAD_PROXY_HEADER, logging.WARNING, "%s: closed: %s", where,
+                       why, burst=FAILURE_LINES,
+                       extra=log_event("channel_down", peer=where, reason=why))  # fmt: skip
+
     def _refuse(
         self, sock: socket.socket, where: str, refused: Refused, tls: ssl.SSLContext | None
     ) -> None:
@@ -160,8 +180,14 @@ class StartupGate:
         """A connection ended before authenticating: penalise its source for how, and
         say so in the turned-away log (a stranger decides how many there are)."""
         self.admission.finish(startup)
+        if startup.unpenalised:  # a balancer's health check, every few seconds
+            log.debug("%s: closed: %s (%s)", channel_name, reason, HEALTH_CHECK,
+                      extra=log_event("channel_down", channel=channel_name, peer=peer,
+                                      reason=reason))  # fmt: skip
+            return
+        offence: Offence | None
         if startup.evicted:
-            offence: Offence | None = Offence.NO_AUTH
+            offence = Offence.NO_AUTH
             label = EVICTED
         elif by_peer:  # its own ERROR: whatever code it claims, it left unauthenticated
             offence, label = Offence.NO_AUTH, CLOSED_BY_PEER
