@@ -31,9 +31,11 @@ def event(name: str, **fields: Any) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, worker: int | None = None) -> None:
         super().__init__()
         self.role = role
+        self.worker = worker
+        """A server worker's index (``--workers``), in every line it writes."""
 
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
@@ -47,4 +49,6 @@ class JsonFormatter(logging.Formatter):
         for key in FIELDS:
             entry[key] = getattr(record, key, None)
         entry["exception"] = self.formatException(record.exc_info) if record.exc_info else None
+        if self.worker is not None:
+            entry["worker"] = self.worker
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -36,6 +36,7 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
         '"authfail:2m min:30"',
         ["--per-source-penalties", "authfail:120 min:30"],
     ),
+    "workers": ("2", ["--workers", "2"]),
     "proxy-protocol-from": (
         '["127.0.0.1/32", "::1"]',
         ["--proxy-protocol-from", "127.0.0.1/32", "--proxy-protocol-from", "::1"],

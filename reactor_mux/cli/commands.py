@@ -31,6 +31,7 @@ from reactor_mux.protocol.auth import Credentials, SecretBook
 from reactor_mux.protocol.config import SessionConfig
 from reactor_mux.protocol.limits import MAX_MAPPINGS
 from reactor_mux.roles.client import Client, ClientConfig
+from reactor_mux.roles.cluster import WORKER_ENV, Cluster, WorkerPlan
 from reactor_mux.roles.server import Server, ServerConfig
 from reactor_mux.security.credentials import ANY_OWNER
 from reactor_mux.security.keygen import KeygenError, generate, generate_secret
@@ -40,6 +41,7 @@ from reactor_mux.service import runner as service
 from reactor_mux.service.background import Background
 from reactor_mux.service.configfile import ConfigError
 from reactor_mux.service.logfile import ReopeningFileHandler
+from reactor_mux.service.workers import run_supervisor
 from reactor_mux.tunnel.settings import ChannelSettings
 
 log = logging.getLogger("reactor_mux")
@@ -56,14 +58,22 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
         args.quiet = not args.verbose
         if args.connect_attempts is None:
             args.connect_attempts = 1  # a ProxyCommand that waits helps nobody (ssh's default)
+    plan_text = os.environ.get(WORKER_ENV) if args.command == "server" else None
+    plan = WorkerPlan.from_env(plan_text) if plan_text else None
     try:
         log_file = _setup_logging(args.command, args.verbose, args.quiet, args.log_file,
-                                  args.log_format)  # fmt: skip
+                                  args.log_format, plan.index if plan else None)  # fmt: skip
     except OSError as exc:
         return usage_error(args.command, f"cannot open --log-file {args.log_file}: "
                             f"{describe_error(exc)}")  # fmt: skip
+    if plan is None and getattr(args, "workers", 1) > 1:
+        return run_supervisor(argv, args.listen, args.workers, 0, args.control, args.metrics)
     build: Callable[[Reactor, Resolver], Server | Client]
-    if isinstance(security, ServerSecurity):
+    if isinstance(security, ServerSecurity) and plan is not None:
+        # A worker: its own control socket, which the supervisor asks; no --metrics.
+        build = partial(_worker, config=server_config(args, security), plan=plan)
+        args.control, args.metrics = Path(plan.control), None
+    elif isinstance(security, ServerSecurity):
         build = partial(Server, config=server_config(args, security))
     else:
         background = Background() if args.background else None
@@ -81,6 +91,11 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
             background=background if args.command == "client" else None,
         )
     )
+
+
+def _worker(reactor: Reactor, resolver: Resolver, *, config: ServerConfig,
+            plan: WorkerPlan) -> Server:  # fmt: skip
+    return Server(reactor, resolver, config, Cluster(reactor, plan))
 
 
 def _settings(
@@ -157,17 +172,24 @@ def client_config(
 
 
 def _setup_logging(
-    role: str, verbose: bool, quiet: bool, log_file: Path | None = None, log_format: str = "text"
+    role: str,
+    verbose: bool,
+    quiet: bool,
+    log_file: Path | None = None,
+    log_format: str = "text",
+    worker: int | None = None,
 ) -> ReopeningFileHandler | None:
-    """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen)."""
+    """Log to stderr, or to ``log_file`` (returned, for SIGUSR1 to reopen); a server
+    worker's lines say which worker wrote them."""
     level = log_level(verbose, quiet)
     file_handler = ReopeningFileHandler(log_file) if log_file is not None else None
     handler: logging.Handler = file_handler or logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(JsonFormatter(role))
+        handler.setFormatter(JsonFormatter(role, worker))
     else:
+        label = role if worker is None else f"{role}[{worker}]"
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s reactor-mux {role}: %(levelname)s %(message)s")
+            logging.Formatter(f"%(asctime)s reactor-mux {label}: %(levelname)s %(message)s")
         )
     log.handlers[:] = [handler]
     log.setLevel(level)

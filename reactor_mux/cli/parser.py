@@ -67,6 +67,7 @@ from reactor_mux.roles.specs import (
 from reactor_mux.security.keygen import DEFAULT_DAYS
 from reactor_mux.service import configfile
 from reactor_mux.service.configfile import ConfigError
+from reactor_mux.service.workers import MAX_WORKERS, auto_workers
 from reactor_mux.tools.demo import DEFAULT_SIZE_MIB
 from reactor_mux.tunnel.settings import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -311,6 +312,14 @@ def build_parser() -> _Parser:
         type=spec_type(parse_websocket_path),
         help="also accept channels as WebSocket upgrades at this path, on the same ports "
         "(behind an HTTP reverse proxy; other HTTP requests get 404)",
+    )
+    server.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="serve with N single-threaded worker processes sharing the listening sockets "
+        "('auto': one per core; default 1, a single process); sizing in docs/operations.md",
     )
     server.add_argument(
         "--proxy-protocol-from",
@@ -646,6 +655,13 @@ def _udp_timeout(text: str) -> float:
 
 PROXY_FROM_ENVIRONMENT = "env"
 """``--proxy env``: take the proxy from https_proxy, http_proxy, all_proxy, no_proxy."""
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a count, or ``auto`` (one per core)."""
+    if text == "auto":
+        return auto_workers()
+    return count_type("workers", 1, MAX_WORKERS)(text)
 
 
 def _proxy(text: str) -> ProxyUrl | str:

@@ -139,8 +139,11 @@ class ListenerSet:
     ``localhost`` is 127.0.0.1 and ::1 on the same port, ``::`` one dual-stack
     socket (``netutil.listen_sockets``)."""
 
-    def __init__(self, reactor: Reactor, host: str, port: int, on_accept: AcceptCallback) -> None:
-        sockets = listen_sockets(host, port)
+    def __init__(self, reactor: Reactor, host: str, port: int, on_accept: AcceptCallback,
+                 *, sockets: list[socket.socket] | None = None) -> None:  # fmt: skip
+        """Listen on ``host`` and ``port``, or on ``sockets`` already bound (a server
+        worker's, shared with its siblings)."""
+        sockets = sockets if sockets is not None else listen_sockets(host, port)
         self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock) for sock in sockets]
         first = self.listeners[0]
         self.host, self.port = first.host, first.port

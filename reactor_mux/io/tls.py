@@ -294,7 +294,10 @@ class TlsTransport:
         server_side: bool,
         server_hostname: str | None = None,
         fingerprint: str | None = None,
+        route_hint: str | None = None,
     ) -> None:
+        """``route_hint``: an ALPN value a client offers for the server's workers to
+        route by (``routehint``); the server never selects it."""
         tune_channel_socket(sock, keepalive_interval)
         self._reactor = reactor
         self._sock = sock
@@ -302,6 +305,7 @@ class TlsTransport:
         self._server_side = server_side
         self._server_hostname = server_hostname
         self._fingerprint = fingerprint
+        self._route_hint = route_hint
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls: ssl.SSLObject | None = None
@@ -461,6 +465,8 @@ class TlsTransport:
         return self._incoming.eof
 
     def _start_tls(self) -> None:
+        if not self._server_side:  # the context is the client's, one connection at a time
+            self._context.set_alpn_protocols([self._route_hint] if self._route_hint else [])
         self._tls = self._context.wrap_bio(
             self._incoming,
             self._outgoing,

@@ -57,6 +57,9 @@ class SessionConfig:
     """Keep streams through a broken connection: log our commands and retain sent
     bytes until the peer confirms them, and offer (client) or grant (server) a
     session that a new connection may resume (docs/protocol.md section 9)."""
+    session_route: str = ""
+    """Server: the hex digits every session id it hands out starts with (its node
+    and worker, ``routehint``), so a resume finds its holder; empty: all random."""
     random_bytes: Callable[[int], bytes] = field(default=secrets.token_bytes, compare=False)
     """Where nonces come from (tests make them predictable)."""
 

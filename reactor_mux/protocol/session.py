@@ -893,7 +893,10 @@ class Session:
         if not self._log.keeping:
             self._queue_command(0, Verb.SESSION, "-")  # we keep none (--resume-timeout 0)
             return
-        self.session_id = self.config.random_bytes(auth.SESSION_ID_HEX // 2).hex()
+        route = self.config.session_route
+        self.session_id = (
+            route + self.config.random_bytes(auth.SESSION_ID_HEX // 2).hex()[len(route) :]
+        )
         if self._handshake.key:
             self._resume_key = self._handshake.key
             self._queue_command(0, Verb.SESSION, self.session_id, "-")

@@ -58,6 +58,7 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
+from reactor_mux.protocol.routehint import alpn_hint
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
     LOCALHOST_ADDRESS,
@@ -542,9 +543,13 @@ class Client:
             log.warning("TLS to %s without verifying the server (--tls-insecure): anyone on "
                         "the path can pose as it", self.server_label)  # fmt: skip
         name = tls.server_name or self.config.server[0]
+        held = self.channel  # resuming: the server's workers route by the hint (not over ws)
+        session = held.session_id if held is not None and held.suspended else None
+        direct = self.config.websocket is None
+        hint = alpn_hint(session) if session is not None and direct else None
         return TlsTransport(self.reactor, sock, settings.keepalive_interval, tls.context,
                             server_side=False, server_hostname=name,
-                            fingerprint=tls.fingerprint)  # fmt: skip
+                            fingerprint=tls.fingerprint, route_hint=hint)  # fmt: skip
 
     def close_after_bug(self) -> None:
         """A bug while connecting to the server or setting up its channel: drop

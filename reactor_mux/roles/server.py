@@ -33,6 +33,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from reactor_mux.errors import StartupError
 from reactor_mux.io import plane as data_plane
@@ -41,6 +42,7 @@ from reactor_mux.io.netutil import LOOPBACK_PAIR, PeerAddress, connect_unix, des
 from reactor_mux.io.proxyreader import ProxyHeaderReader
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
+from reactor_mux.io.routereader import RouteReader
 from reactor_mux.io.tls import ServerTls, TlsTransport
 from reactor_mux.io.transport import TcpTransport, Transport
 from reactor_mux.io.websocket import Sniffer
@@ -61,6 +63,7 @@ from reactor_mux.protocol.events import (
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, text_of
 from reactor_mux.protocol.proxyheader import ProxyHeader
+from reactor_mux.protocol.routehint import Route
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
     format_host_port,
@@ -70,6 +73,7 @@ from reactor_mux.protocol.syntax import (
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.security.admission import AdmissionConfig, Network, Startup, in_networks
 from reactor_mux.security.credentials import ClientEntry, ClientsFile
+from reactor_mux.security.penalties import Offence
 from reactor_mux.security.policy import Policy
 from reactor_mux.security.startupgate import StartupGate
 from reactor_mux.tunnel.channel import (
@@ -86,10 +90,16 @@ from reactor_mux.tunnel.meter import Meter
 from reactor_mux.tunnel.settings import DEFAULT_DRAIN_TIMEOUT, ChannelSettings
 from reactor_mux.tunnel.udp import DEFAULT_UDP_TIMEOUT, UdpBudget, UdpConnector, UdpListener
 
+if TYPE_CHECKING:
+    from reactor_mux.roles.cluster import Cluster
+
 log = logging.getLogger("reactor_mux")
 
 UNKNOWN_SESSION = "unknown session (the server restarted, or its --resume-timeout passed)"
 """Why a resume is refused for a session this server does not hold: the likely causes."""
+ANOTHER_WORKER = "the session is held by worker {}: connect again"
+"""Why a resume that landed in the wrong worker (no route hint) is turned away as
+busy: every client, older ones too, retries a busy server with its session kept."""
 
 DEFAULT_MAX_CHANNELS = 64
 """Authenticated channels (clients), live or waiting for a resume, served at once;
@@ -173,6 +183,49 @@ class Permissions:
     admission: AdmissionConfig
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a ``-R`` asks for: a TCP or UDP port, or a Unix socket path."""
+
+    kind: str
+    """``tcp``, ``udp`` or ``path``."""
+    where: int | str
+
+    def held_by(self, end: ListenerSet | UdpListener | UdpConnector) -> bool:
+        if self.kind == "udp":
+            return isinstance(end, UdpListener) and end.port == self.where
+        if not isinstance(end, ListenerSet):
+            return False
+        if self.kind == "path":
+            return end.path == self.where
+        return end.path is None and end.port == self.where
+
+    @classmethod
+    def from_words(cls, kind: object, where: object) -> Claim | None:
+        """A claim a sibling worker sent, checked."""
+        if kind in ("tcp", "udp") and isinstance(where, int) and 0 < where < 65536:
+            return cls(str(kind), where)
+        if kind == "path" and isinstance(where, str):
+            return cls(kind, where)
+        return None
+
+    def __str__(self) -> str:
+        return str(self.where) if self.kind == "path" else f"{self.kind} port {self.where}"
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """Who a client is, as strongly as the server can tell (``_release_for``)."""
+
+    certificate: bytes | None
+    name: str | None
+    peer_host: str
+
+    def words(self) -> list[str | None]:
+        cert = self.certificate.hex() if self.certificate is not None else None
+        return [cert, self.name, self.peer_host]
+
+
 @dataclass
 class _ClientState:
     """What one channel set up on this server."""
@@ -201,9 +254,15 @@ class Server:
     exit_status = 0
     """What the process exits with once the reactor stops."""
 
-    def __init__(self, reactor: Reactor, resolver: Resolver, config: ServerConfig) -> None:
+    def __init__(self, reactor: Reactor, resolver: Resolver, config: ServerConfig,
+                 cluster: Cluster | None = None) -> None:  # fmt: skip
         self.reactor = reactor
         self.resolver = resolver
+        self.cluster = cluster
+        """Its siblings when it is one of ``--workers`` (roles/cluster.py)."""
+        if cluster is not None:
+            session = replace(config.settings.session, session_route=cluster.route.hex)
+            config = replace(config, settings=replace(config.settings, session=session))
         self.config = config
         self.listeners: list[ListenerSet] = []
         self.clients: dict[Channel, _ClientState] = {}
@@ -212,20 +271,28 @@ class Server:
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
         self._sessions: dict[str, Channel] = {}
         """Resumable sessions by id: live channels and suspended ones alike."""
-        self.gate = StartupGate(reactor, config.admission, self.meter,
+        self.gate = StartupGate(reactor, self._worker_share(config.admission), self.meter,
                                 keepalive_interval=config.settings.keepalive_interval)  # fmt: skip
+        if cluster is not None:
+            self.gate.on_penalty = self._tell_penalty
         self._accepted = 0
         self._proxied: set[ProxyHeaderReader] = set()
         """Connections from a balancer still sending their PROXY header."""
+        self._routing: set[RouteReader] = set()
+        """Connections still naming their route (with ``--workers``)."""
         self._draining = False
         self._cancel_drain: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Bind every ``--listen`` address; raises StartupError if one cannot be bound."""
         data_plane.hub_for(self.reactor)  # its epoll set now, not with the first channel
-        for host, port in self.config.listen:
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.start(self._on_handed_over, self._on_sibling_message)
+        for position, (host, port) in enumerate(self.config.listen):
+            shared = cluster.listening_sockets(position) if cluster is not None else None
             try:
-                listener = ListenerSet(self.reactor, host, port, self._on_accept)
+                listener = ListenerSet(self.reactor, host, port, self._on_accept, sockets=shared)
             except OSError as exc:
                 where = format_host_port(host, port)
                 raise StartupError(f"cannot listen on {where}: {describe_error(exc)}") from None
@@ -253,9 +320,12 @@ class Server:
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
-        for reader in list(self._proxied):
+        for reader in self._proxied:
             reader.close()
+        for router in self._routing:
+            router.close()
         self._proxied.clear()
+        self._routing.clear()
         for state in self.clients.values():
             for listener in state.binds.values():
                 listener.close()
@@ -295,7 +365,86 @@ class Server:
         if in_networks(peer[0], self.config.proxy_protocol_from):
             self._read_proxy_header(sock, peer, where)
             return
-        self._admit(sock, peer[0], where)
+        self._route(sock, peer[0], where)
+
+    def _route(self, sock: socket.socket, address: str, where: str, *,
+               health_check: bool = False) -> None:  # fmt: skip
+        """With ``--workers``: a connection that resumes a session another worker holds
+        goes there, before anything is read from it (``routehint``); the rest, and
+        every connection once as many wait here as startups may, are served here."""
+        cluster = self.cluster
+        if cluster is None or cluster.count == 1:
+            self._admit(sock, address, where, health_check=health_check)
+            return
+        if len(self._routing) >= self.gate.admission.config.max_startups.full:
+            self._admit(sock, address, where, health_check=health_check)
+            return
+
+        def on_route(sock: socket.socket, route: Route | None) -> None:
+            self._routing.discard(reader)
+            holder = self._sibling_holding(route)
+            if holder is not None:
+                note = {"address": address, "where": where, "health": health_check}
+                if cluster.hand_over(holder, sock, note):
+                    log.debug("%s: resumes a session of worker %d: handed over", where,
+                              holder, extra=log_event("handed_over", peer=where,
+                                                      reason=f"worker {holder}"))  # fmt: skip
+                    return
+            self._admit(sock, address, where, health_check=health_check)
+
+        reader = RouteReader(self.reactor, sock, on_route)
+        self._routing.add(reader)
+
+    def _on_handed_over(self, sock: socket.socket, note: dict[str, Any]) -> None:
+        """A sibling accepted a connection that resumes a session of ours."""
+        address, where = note.get("address"), note.get("where")
+        if not isinstance(address, str) or not isinstance(where, str) or self._draining:
+            sock.close()
+            return
+        try:
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return
+        self._admit(sock, address, where, health_check=note.get("health") is True)
+
+    def _on_sibling_message(self, message: dict[str, Any]) -> None:
+        """A penalty another worker gave a source holds here too; a new session's -R
+        frees what a suspended session of the same client holds here."""
+        release = message.get("release")
+        if isinstance(release, list) and len(release) == 5:
+            kind, where, certificate, name, peer_host = release
+            claim = Claim.from_words(kind, where)
+            if claim is not None and isinstance(peer_host, str):
+                identity = _Identity(bytes.fromhex(certificate) if isinstance(certificate, str)
+                                     else None, name if isinstance(name, str) else None,
+                                     peer_host)  # fmt: skip
+                self._release_for(identity, claim, "another worker", peer_host)
+            return
+        offence = message.get("offence")
+        if isinstance(offence, list) and len(offence) == 2:
+            address, value = offence
+            try:
+                kind = Offence(value)
+            except ValueError:
+                return
+            if isinstance(address, str):
+                self.gate.admission.offended(address, kind, self.reactor.time())
+
+    def _tell_penalty(self, address: str, offence: Offence) -> None:
+        if self.cluster is not None:
+            self.cluster.tell_others({"offence": [address, offence.value]})
+
+    def _worker_share(self, admission: AdmissionConfig) -> AdmissionConfig:
+        """A worker's part of the startup limits: each limit divided among the workers
+        (rounded up), since each admits from the shared queue on its own; penalties
+        are told to every worker."""
+        cluster = self.cluster
+        if cluster is None or cluster.count == 1:
+            return admission
+        return replace(admission, max_startups=admission.max_startups.divided(cluster.count),
+                       per_source_max_startups=-(-admission.per_source_max_startups
+                                                 // cluster.count))  # fmt: skip
 
     def _read_proxy_header(self, sock: socket.socket, peer: PeerAddress, where: str) -> None:
         """A balancer's connection: its PROXY header names the client, before TLS and
@@ -310,10 +459,10 @@ class Server:
             # The balancer's own connection (a health check: LOCAL in v2; in v1 HAProxy
             # names the connection itself) is served, and never penalised.
             if header.source is None or header.source == (peer[0], peer[1]):
-                self._admit(sock, peer[0], where, health_check=True)
+                self._route(sock, peer[0], where, health_check=True)
                 return
             source = format_host_port(*header.source)
-            self._admit(sock, header.source[0], source)
+            self._route(sock, header.source[0], source)
 
         def on_failure(why: str) -> None:
             self._proxied.discard(reader)
@@ -449,7 +598,11 @@ class Server:
                             code=ErrorCode.REPLACED)  # fmt: skip
             state.client_id = client_id
             self._by_client_id[key] = channel
-        if self._channels_besides(channel) >= self.config.max_channels:
+        total = self._channels_besides(channel)
+        if self.cluster is not None:
+            whole = self.cluster.take_channel(total, self.config.max_channels)
+            total = whole if whole is not None else 0
+        if total >= self.config.max_channels:
             # Authenticated channels only, live and suspended: strangers still in
             # their handshakes never take a client's place (a resume takes back
             # its own suspended one).
@@ -574,9 +727,7 @@ class Server:
         address, denied = self._bind_address(state, event.host, event.port, udp=True)
         if address is not None and event.port:
             port = event.port
-            self._release_held(channel, state, f"udp port {port}",
-                               lambda held: isinstance(held, UdpListener)
-                               and held.port == port)  # fmt: skip
+            self._release_held(channel, state, Claim("udp", port))
         if address is not None:
             try:
                 listener = UdpListener(self.reactor, address, event.port,
@@ -616,9 +767,7 @@ class Server:
         address, denied = self._bind_address(state, event.host, event.port, udp=False)
         if address is not None and event.port:
             port = event.port
-            self._release_held(channel, state, f"port {port}",
-                               lambda held: isinstance(held, ListenerSet)
-                               and held.path is None and held.port == port)  # fmt: skip
+            self._release_held(channel, state, Claim("tcp", port))
         if address is not None:
             try:
                 listener = ListenerSet(
@@ -658,9 +807,7 @@ class Server:
         refusal = state.policy.bind.check_path(path)
         if refusal is not None:
             return self._bind_refused(channel, path, Failure(FailureClass.FORBIDDEN, refusal))
-        self._release_held(
-            channel, state, path, lambda held: isinstance(held, ListenerSet) and held.path == path
-        )
+        self._release_held(channel, state, Claim("path", path))
         if any(listener.path == path for other in self.clients.values()
                for listener in other.binds.values()):  # fmt: skip
             # Ours already: asked without probing it (a probe would be a connection).
@@ -692,37 +839,40 @@ class Server:
         )
         return MappingDenied(denied)
 
-    def _release_held(
-        self,
-        channel: Channel,
-        state: _ClientState,
-        what: str,
-        holds: Callable[[ListenerSet | UdpListener | UdpConnector], bool],
-    ) -> None:
+    def _release_held(self, channel: Channel, state: _ClientState, claim: Claim) -> None:
         """A client that restarted lost its session key, so the session it left
         waiting for a resume can never be resumed; its -R ports (and sockets) must not
-        keep the new process from binding them.  Only the same client may take them,
-        by the strongest identity there is: its TLS client certificate, else its name
-        from a clients file; a shared secret or no authentication names nobody,
-        so then only the same address (docs/security.md)."""
+        keep the new process from binding them.  With ``--workers`` that session may
+        be in another worker: they are all told (the client's -R retry then finds the
+        port free)."""
+        identity = _Identity(state.certificate, state.client_name, state.peer_host)
+        self._release_for(identity, claim, channel.name, channel.peer)
+        if self.cluster is not None:
+            self.cluster.tell_others({"release": [claim.kind, claim.where, *identity.words()]})
+
+    def _release_for(self, identity: _Identity, claim: Claim, name: str, peer: str) -> None:
+        """End the suspended sessions of the same client that hold ``claim``.  Only the
+        same client may take them, by the strongest identity there is: its TLS client
+        certificate, else its name from a clients file; a shared secret or no
+        authentication names nobody, so then only the same address (docs/security.md)."""
         book = self.config.settings.session.secret_book
         named = book is not None and not isinstance(book, SharedSecret)
         for other, held in list(self.clients.items()):
-            if other is channel or not other.suspended:
+            if not other.suspended:
                 continue
-            if held.certificate is not None or state.certificate is not None:
-                same = held.certificate == state.certificate
+            if held.certificate is not None or identity.certificate is not None:
+                same = held.certificate == identity.certificate
             elif named:
-                same = held.client_name is not None and held.client_name == state.client_name
+                same = held.client_name is not None and held.client_name == identity.name
             else:
-                same = held.peer_host == state.peer_host
-            if same and any(holds(listener) for listener in [*held.binds.values(),
-                                                              *held.udp.values()]):  # fmt: skip
+                same = held.peer_host == identity.peer_host
+            ends = [*held.binds.values(), *held.udp.values()]
+            if same and any(claim.held_by(end) for end in ends):
                 log.info("%s: -R %s is held by %s, a session of the same client waiting "
                          "for a resume; a new session asks for it, so that one ends",
-                         channel.name, what, other.name,
-                         extra=log_event("session_replaced", channel=channel.name,
-                                         peer=channel.peer, reason=other.name))  # fmt: skip
+                         name, claim, other.name,
+                         extra=log_event("session_replaced", channel=name, peer=peer,
+                                         reason=other.name))  # fmt: skip
                 other.close("replaced by a new session of the same client (it restarted?)",
                             error=False, code=ErrorCode.REPLACED)  # fmt: skip
 
@@ -798,7 +948,7 @@ class Server:
         config.gateway_ports = permissions.gateway_ports
         config.max_channels = permissions.max_channels
         config.admission = permissions.admission
-        self.gate.reconfigure(permissions.admission)
+        self.gate.reconfigure(self._worker_share(permissions.admission))
         old_book = config.settings.session.secret_book
         config.settings = replace(
             config.settings, session=replace(config.settings.session,
@@ -844,6 +994,11 @@ class Server:
         it, and a refusal leaves the session as it was for its owner."""
         held = self._sessions.get(event.session_id)
         state = self.clients.get(held) if held is not None else None
+        elsewhere = self._sibling_holding(Route.parse(event.session_id))
+        if held is None and elsewhere is not None:
+            channel.close(ANOTHER_WORKER.format(elsewhere), code=ErrorCode.BUSY,
+                          after_replies=True)  # fmt: skip
+            return
         if held is None or held.closed or state is None:  # its close line says why
             channel.refuse_resume(UNKNOWN_SESSION)
             return
@@ -856,6 +1011,15 @@ class Server:
             channel.refuse_resume(UNKNOWN_SESSION)
             return
         channel.challenge_resume(held.resume_key)
+
+    def _sibling_holding(self, route: Route | None) -> int | None:
+        """The sibling worker a session's route names, when not this one."""
+        cluster = self.cluster
+        if cluster is None or route is None or route.node != cluster.route.node:
+            return None
+        if route.worker == cluster.index or route.worker >= cluster.count:
+            return None
+        return route.worker
 
     def on_resume_proved(self, channel: Channel, event: ResumeProved) -> None:
         held = self._sessions.get(event.session_id)
@@ -881,6 +1045,8 @@ class Server:
         if channel.session_id is not None and self._sessions.get(channel.session_id) is channel:
             del self._sessions[channel.session_id]
         state = self.clients.pop(channel, None)
+        if state is not None and state.startup is None and self.cluster is not None:
+            self.cluster.publish_channels(self._channels_besides(channel))
         if state is not None:
             for listener in state.binds.values():
                 listener.close()

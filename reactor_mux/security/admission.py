@@ -72,6 +72,10 @@ class MaxStartups:
     def spell(self) -> str:
         return f"{self.start}:{self.rate}:{self.full}"
 
+    def divided(self, parts: int) -> MaxStartups:
+        """Each of ``parts`` workers' share (rounded up, at least 1)."""
+        return MaxStartups(-(-self.start // parts), self.rate, -(-self.full // parts))
+
     def drop_probability(self, startups: int) -> float:
         """The chance a connection is refused with ``startups`` already in progress."""
         if startups < self.start:

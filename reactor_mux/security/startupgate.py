@@ -16,6 +16,7 @@ import logging
 import resource
 import socket
 import ssl
+from collections.abc import Callable
 
 from reactor_mux.io.netutil import abort_socket
 from reactor_mux.io.reactor import Reactor
@@ -102,6 +103,8 @@ class StartupGate:
         self._meter = meter
         self._log = TurnedAwayLog(reactor)
         self._busy = BusyReplies(reactor, keepalive_interval)
+        self.on_penalty: Callable[[str, Offence], None] | None = None
+        """Told of every penalty given here (a server worker tells its siblings)."""
 
     @property
     def followed_blocks(self) -> int:
@@ -198,6 +201,8 @@ class StartupGate:
             self._meter.penalties[offence.value] += 1
             now = self._reactor.time()
             until = self.admission.offended(startup.address, offence, now)
+            if self.on_penalty is not None:
+                self.on_penalty(startup.address, offence)
             if until is not None:
                 self._log.announce(
                     logging.WARNING, "%s: %s is turned away for %.0f s: %s (it failed or "

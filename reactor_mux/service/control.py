@@ -81,13 +81,24 @@ def parse_forward_words(words: list[str]) -> ForwardSpec:
 
 class ControlSocket:
     def __init__(
-        self, reactor: Reactor, path: Path, app: App, reload: Reload | None, *, chosen: bool = True
+        self,
+        reactor: Reactor,
+        path: Path,
+        app: App | None,
+        reload: Reload | None,
+        *,
+        chosen: bool = True,
+        carry_out: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
+        """Answer for ``app``, or through ``carry_out`` (a server's supervisor, which
+        asks its workers)."""
         self.path = path
         self.app = app
         self.reload = reload
+        self._carry_out_for = carry_out
         sock = _bind(path)
         self._inode = os.stat(path).st_ino
+        self._closed = False
         self._server = OneShotServer(
             reactor, [sock], name=f"control socket {path}", terminator=b"\n",
             max_request=MAX_CONTROL_REQUEST, max_connections=MAX_CONTROL_CONNECTIONS,
@@ -109,9 +120,16 @@ class ControlSocket:
             return _answer(False, str(exc), partial=exc.partial)
 
     def _carry_out(self, message: dict[str, Any]) -> Any:
+        if self._carry_out_for is not None:
+            return self._carry_out_for(message)
+        assert self.app is not None
         command = message["command"]
         if command == "status":
             return snapshot(self.app)
+        if command == "metrics":  # a server worker's, for its supervisor's /metrics
+            from reactor_mux.service.metrics import exposition
+
+            return exposition(self.app)
         if command in ("reload", "forward") and self.app.draining:
             raise ControlError("shutting down: nothing can be reloaded, added or cancelled now")
         if command == "reload":
@@ -127,7 +145,7 @@ class ControlSocket:
 
     def _forward(self, message: dict[str, Any]) -> str:
         client = self.app
-        if not isinstance(client, Client):
+        if client is None or not isinstance(client, Client):
             raise ControlError("forward add|cancel is for a client (the server has no forwards)")
         action, words = message.get("action"), message.get("forward")
         if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
@@ -145,6 +163,11 @@ class ControlSocket:
         raise ControlError('"action" must be "add" or "cancel"')
 
     def close(self) -> None:
+        """Stop answering and remove the socket; again, nothing (the path may be a
+        successor's by then, even under the same inode number)."""
+        if self._closed:
+            return
+        self._closed = True
         self._server.close()
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == self._inode:  # still ours, not a successor's

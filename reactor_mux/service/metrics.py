@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from reactor_mux import __version__
 from reactor_mux.io.netutil import listen_sockets
@@ -164,13 +165,46 @@ def _admission_metrics(server: Server) -> Iterator[Metric]:
                             "penalty now.", value=admission.penalties.enforced(now))  # fmt: skip
 
 
+def exposition(app: App) -> str:
+    """``app``'s metrics as exposition text (a server worker's, for its supervisor)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AppCollector(app))
+    ProcessCollector(registry=registry)
+    return generate_latest(registry).decode()
+
+
+class WorkersCollector:
+    """A supervisor's scrape: every worker's metrics, each sample labelled with its
+    worker, so that ``sum without (worker)`` is the server's."""
+
+    def __init__(self, scrape: Callable[[], list[tuple[int, str]]]) -> None:
+        self.scrape = scrape
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for worker, text in self.scrape():
+            for family in text_string_to_metric_families(text):
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(family.name, family.documentation,
+                                                        family.type)  # fmt: skip
+                for sample in family.samples:
+                    labels = {**sample.labels, "worker": str(worker)}
+                    into.add_sample(sample.name, labels, sample.value)
+        yield from merged.values()
+
+
 class MetricsServer:
     """The HTTP endpoint: ``GET /metrics``; anything else gets a plain error."""
 
-    def __init__(self, reactor: Reactor, host: str, port: int, app: App) -> None:
+    def __init__(self, reactor: Reactor, host: str, port: int, app: App | None,
+                 collector: WorkersCollector | None = None) -> None:  # fmt: skip
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(AppCollector(app))
-        ProcessCollector(registry=self.registry)
+        if collector is not None:
+            self.registry.register(collector)
+        if app is not None:
+            self.registry.register(AppCollector(app))
+            ProcessCollector(registry=self.registry)
         self._server = OneShotServer(
             reactor, listen_sockets(host, port), name="metrics endpoint",
             terminator=b"\r\n\r\n", max_request=MAX_METRICS_REQUEST,

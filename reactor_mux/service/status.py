@@ -169,6 +169,12 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"{admission['unauthenticated']} connection(s) still in their handshake, "
                      f"{admission['sources_turned_away']} source(s) turned away for a "
                      "penalty")  # fmt: skip
+    for worker in report.get("workers", []):  # server --workers
+        pid = worker["pid"] if worker["pid"] is not None else "-"
+        what = f"error: {worker['error']}" if "error" in worker else (
+            f"{worker['channels']} channel(s)")  # fmt: skip
+        lines.append(f"worker {worker['worker']}: pid {pid}, {what}, "
+                     f"restarted {worker['restarts']} time(s)")  # fmt: skip
     for forward in report["forwards"]:
         where = f", listening on {_display(forward['listening'])}" if forward["listening"] else ""
         lines.append(f"forward {forward['forward']}: {forward['state']}{where}")
@@ -183,7 +189,8 @@ def render_text(report: dict[str, Any]) -> str:
             state += (
                 f" for {_duration(channel['suspended_for'])} (waiting for a resume, {left} left)"
             )
-        lines.append(f"{channel['name']}: {state}, peer {channel['peer']}, "
+        where = f"worker {channel['worker']}: " if "worker" in channel else ""
+        lines.append(f"{where}{channel['name']}: {state}, peer {channel['peer']}, "
                      f"up {_duration(channel['age'])}{rtt}{who}, "
                      f"{len(channel['streams'])} stream(s)")  # fmt: skip
         for mapping in channel.get("mappings", []):
