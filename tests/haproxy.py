@@ -23,7 +23,10 @@ class LocalHaproxy:
     address on one server)."""
 
     def __init__(self, servers: list[tuple[str, int]], proxy: str = "send-proxy-v2",
-                 balance: str = "roundrobin", check: bool = True) -> None:  # fmt: skip
+                 balance: str = "roundrobin", check: bool = True,
+                 source: str | None = None) -> None:  # fmt: skip
+        """``source``: the address HAProxy connects to the servers from (the one they
+        trust with --proxy-protocol-from), so that clients on 127.0.0.1 are not it."""
         assert HAPROXY is not None
         self.directory = Path(tempfile.mkdtemp(prefix="rmux-haproxy-"))
         holder = socket.socket()
@@ -31,6 +34,7 @@ class LocalHaproxy:
         self.port = holder.getsockname()[1]
         holder.close()  # HAProxy binds it again at once (SO_REUSEADDR)
         checks = " check inter 200ms" if check else ""
+        checks += f" source {source}" if source else ""
         lines = "\n".join(f"  server node{index} {host}:{port} {proxy}{checks}"
                           for index, (host, port) in enumerate(servers, 1))  # fmt: skip
         self.config = self.directory / "haproxy.cfg"

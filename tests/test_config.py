@@ -37,6 +37,8 @@ SAMPLES: dict[str, tuple[str, list[str]]] = {
         ["--per-source-penalties", "authfail:120 min:30"],
     ),
     "workers": ("2", ["--workers", "2"]),
+    "node-id": ("3", ["--node-id", "3"]),
+    "advertise": ('"127.0.0.1:7000"', ["--advertise", "127.0.0.1:7000"]),
     "proxy-protocol-from": (
         '["127.0.0.1/32", "::1"]',
         ["--proxy-protocol-from", "127.0.0.1/32", "--proxy-protocol-from", "::1"],

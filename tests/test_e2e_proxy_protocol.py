@@ -9,6 +9,8 @@ a header from anyone else is refused, as is a trusted connection without one."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 from haproxy import HAPROXY, PROBE_SOURCE, LocalHaproxy
@@ -16,12 +18,15 @@ from security_support import FAST
 from support import (
     ChaosRelay,
     Exchange,
+    MuxProcess,
     Tunnel,
     check_exchange,
     connect_from,
     run_exchanges,
     wait_until,
 )
+from test_e2e_chaos import ChaosTarget, Stream, verify
+from test_e2e_resume import run_paced
 
 from reactor_mux.protocol.frames import encode_frame
 from reactor_mux.protocol.proxyheader import V2_SIGNATURE
@@ -190,3 +195,80 @@ def test_a_stuck_header_times_out(secret):
         assert "in time" in entry["reason"]
     finally:
         tunnel.close()
+
+
+KEEPALIVE = ("--keepalive-interval", "0.5", "--keepalive-timeout", "1.5")
+
+
+def two_nodes(secret, ports, *, reachable: bool, extra: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """Two hosts (127.0.0.2 and 127.0.0.3) behind HAProxy (on 127.0.0.1, connecting
+    from 127.0.0.10): each with its --node-id, and an --advertise address that is
+    its own listening address, or (``reachable=False``) one where nothing listens."""
+    nodes = []
+    for node, host in ((1, "127.0.0.2"), (2, "127.0.0.3")):
+        port = ports.take()
+        advertise = port if reachable else ports.take()
+        nodes.append(MuxProcess(["server", "--listen", f"{host}:{port}", "--node-id", str(node),
+                                 "--advertise", f"{host}:{advertise}", "--secret-file",
+                                 str(secret), "--proxy-protocol-from", "127.0.0.10/32",
+                                 *KEEPALIVE, *extra]))  # fmt: skip
+    addresses = []
+    for proc, host in zip(nodes, ("127.0.0.2", "127.0.0.3"), strict=True):
+        addresses.append((host, proc.listening_port()))
+    balancer = LocalHaproxy(addresses, source="127.0.0.10")
+    return nodes, balancer
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["advertised", "through-haproxy"])
+def test_a_cut_client_resumes_on_its_own_node(secret, ports, reachable):
+    target = ChaosTarget()
+    extra = () if reachable else ("--workers", "2")
+    nodes, balancer = two_nodes(secret, ports, reachable=reachable, extra=extra)
+    relay = ChaosRelay(balancer.port, source="127.0.0.5")
+    client = None
+    try:
+        client = MuxProcess(["client", "--server", f"127.0.0.1:{relay.port}", "--secret-file",
+                             str(secret), "-L", f"0:127.0.0.1:{target.port}", "-v",
+                             *KEEPALIVE])  # fmt: skip
+        [(_, port, _)] = client.forwards(1, timeout=20)
+        [home] = [node for node in nodes if node.count_event("channel_up")]
+        assert home.events("channel_up")[0]["peer"].startswith("127.0.0.5:")
+        streams = [Stream(port, 150_000 + 9_000 * i, 200_000 + 7_000 * i, seed=41_000 + 3 * i)
+                   for i in range(6)]  # fmt: skip
+        threads = [threading.Thread(target=run_paced, args=(s, 8.0)) for s in streams]
+        for thread in threads:
+            thread.start()
+        assert wait_until(lambda: target.connections >= 6, timeout=30)
+        # Resumed at its advertised address, the client no longer goes through the
+        # relay, which can cut it only once; through HAProxy it can cut it every time.
+        cuts = 1 if reachable else 3
+        for _ in range(cuts):
+            mark = client.mark
+            relay.cut()
+            client.wait_event("channel_resumed", start=mark, timeout=30)
+            time.sleep(1.0)
+        for thread in threads:
+            thread.join(60)
+        broken = [s.seed for s in streams if verify(s, target) != "intact"]
+        assert not broken, broken
+        assert client.count_event("resume_failed") == 0
+        resumed = home.events("channel_resumed")
+        assert len(resumed) == cuts
+        peers = {event["peer"].rsplit(":", 1)[0] for event in resumed}
+        # Direct to the advertised address the client comes from 127.0.0.1; through
+        # HAProxy (the relay) the PROXY header names 127.0.0.5.
+        assert peers == ({"127.0.0.1"} if reachable else {"127.0.0.5"}), home.log
+        other = next(node for node in nodes if node is not home)
+        assert other.count_event("channel_up") == 0 and other.count_event("channel_resumed") == 0
+        if not reachable:  # HAProxy's round robin sent each resume to the other node first
+            told = other.events("channel_down", peer=lambda peer: peer.startswith("127.0.0.5:"))
+            assert len(told) == cuts and {event["level"] for event in told} == {"info"}
+            assert other.events("source_penalised") == []
+    finally:
+        relay.close()
+        for proc in [client, *nodes]:
+            if proc is not None:
+                proc.stop()
+                assert "Traceback" not in proc.log
+        balancer.close()
+        target.close()

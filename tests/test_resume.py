@@ -797,3 +797,30 @@ def test_a_large_resume_table_is_not_mistaken_for_a_peer_that_does_not_read(monk
         client.write(stream, 10)
     settle(client, server)
     check_delivered(client, server)
+
+
+@pytest.mark.parametrize("client_id", [CLIENT_ID, "rt-" + CLIENT_ID])
+def test_the_advertised_address_goes_only_to_a_client_that_asks(client_id):
+    """§9.5: a server with --advertise tells a client whose id starts ``rt-`` where
+    to resume; any other client gets the two-word SESSION it knows.  Its session id
+    starts with the route (node 0x0102, worker 3)."""
+    server_config = SessionConfig(window=WINDOW, resume=True, advertise="127.0.0.2:7000",
+                                  session_route="010203")  # fmt: skip
+    client = Side("client", Session(Role.CLIENT, CONFIG, client_id=client_id))
+    server = Side("server", Session(Role.SERVER, server_config))
+    settle(client, server)
+    asks = client_id.startswith("rt-")
+    assert server.session.peer_asks_route is asks
+    assert client.session.resume_at == (("127.0.0.2", 7000) if asks else None)
+    assert client.session.session_id is not None
+    assert client.session.session_id.startswith("010203")
+    assert client.session.resumable
+
+
+def test_an_unasked_address_in_session_is_a_violation():
+    client = Session(Role.CLIENT, CONFIG, client_id=CLIENT_ID)
+    client.receive_data(encode_frame(0, 1, b"HELLO 1 262144 65536"))
+    events = client.receive_data(encode_frame(0, 1, b"SESSION " + b"ab" * 16 + b" " + b"cd" * 32
+                                              + b" 127.0.0.2:7000"))  # fmt: skip
+    assert client.failed
+    assert any("not asked for" in getattr(event, "reason", "") for event in events)

@@ -58,6 +58,9 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
         args.quiet = not args.verbose
         if args.connect_attempts is None:
             args.connect_attempts = 1  # a ProxyCommand that waits helps nobody (ssh's default)
+    if getattr(args, "advertise", None) is not None and args.node_id is None:
+        return usage_error(args.command, "--advertise needs --node-id (this host's number "
+                           "among those that share clients)")  # fmt: skip
     plan_text = os.environ.get(WORKER_ENV) if args.command == "server" else None
     plan = WorkerPlan.from_env(plan_text) if plan_text else None
     try:
@@ -67,7 +70,8 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
         return usage_error(args.command, f"cannot open --log-file {args.log_file}: "
                             f"{describe_error(exc)}")  # fmt: skip
     if plan is None and getattr(args, "workers", 1) > 1:
-        return run_supervisor(argv, args.listen, args.workers, 0, args.control, args.metrics)
+        node = args.node_id if args.node_id is not None else 0
+        return run_supervisor(argv, args.listen, args.workers, node, args.control, args.metrics)
     build: Callable[[Reactor, Resolver], Server | Client]
     if isinstance(security, ServerSecurity) and plan is not None:
         # A worker: its own control socket, which the supervisor asks; no --metrics.
@@ -142,6 +146,8 @@ def server_config(args: argparse.Namespace, security: ServerSecurity) -> ServerC
         websocket_path=args.ws_path,
         udp_timeout=args.udp_timeout,
         proxy_protocol_from=parse_networks(args.proxy_protocol_from),
+        node_id=args.node_id,
+        advertise=args.advertise,
     )
 
 

@@ -51,6 +51,7 @@ from reactor_mux.protocol.limits import (
     MIN_FRAME,
     MIN_WINDOW,
 )
+from reactor_mux.protocol.routehint import MAX_NODE
 from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.roles.server import DEFAULT_MAX_CHANNELS
 from reactor_mux.roles.specs import (
@@ -320,6 +321,20 @@ def build_parser() -> _Parser:
         metavar="N|auto",
         help="serve with N single-threaded worker processes sharing the listening sockets "
         "('auto': one per core; default 1, a single process); sizing in docs/operations.md",
+    )
+    server.add_argument(
+        "--node-id",
+        type=count_type("node id", 0, MAX_NODE),
+        metavar="N",
+        help="this host's number among several behind one load balancer (unique, such as a "
+        "StatefulSet ordinal): a client that resumes at another host is told to try again",
+    )
+    server.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        type=spec_type(partial(parse_endpoint, listening=False)),
+        help="where clients reach this host directly: a client resumes there first after "
+        "its channel breaks, then through the balancer (needs --node-id)",
     )
     server.add_argument(
         "--proxy-protocol-from",

@@ -57,6 +57,8 @@ class SessionConfig:
     """Keep streams through a broken connection: log our commands and retain sent
     bytes until the peer confirms them, and offer (client) or grant (server) a
     session that a new connection may resume (docs/protocol.md section 9)."""
+    advertise: str = ""
+    """Server: ``HOST:PORT`` told to clients that ask (``--advertise``); empty: none."""
     session_route: str = ""
     """Server: the hex digits every session id it hands out starts with (its node
     and worker, ``routehint``), so a resume finds its holder; empty: all random."""

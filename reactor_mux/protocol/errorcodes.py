@@ -40,6 +40,9 @@ class ErrorCode(enum.Enum):
     """The sender is shutting down (or draining): an orderly end."""
     RESUME_REFUSED = "resume"
     """The session named cannot be resumed (unknown, ended, its server draining)."""
+    ELSEWHERE = "elsewhere"
+    """The session is held by another host (``--node-id``): connect again, to its
+    advertised address or through the balancer; the session is untouched."""
     REPLACED = "replaced"
     """A newer channel, or a new session, of the same client took this one's place."""
     REVOKED = "revoked"
@@ -80,7 +83,7 @@ class ErrorCode(enum.Enum):
 SENT = frozenset((
     ErrorCode.PROTOCOL, ErrorCode.AUTH_FAILED, ErrorCode.TLS, ErrorCode.BUSY, ErrorCode.FULL,
     ErrorCode.HANDSHAKE_TIMEOUT, ErrorCode.SHUTDOWN, ErrorCode.RESUME_REFUSED,
-    ErrorCode.REPLACED, ErrorCode.REVOKED, ErrorCode.INTERNAL,
+    ErrorCode.ELSEWHERE, ErrorCode.REPLACED, ErrorCode.REVOKED, ErrorCode.INTERNAL,
 ))  # fmt: skip
 """The codes this version writes; the others describe an end the peer is not told
 of as such (``told_as``)."""

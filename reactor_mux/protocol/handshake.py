@@ -71,6 +71,13 @@ NO_OFFER = ResumeOffer(ResumeAsk.NONE)
 NEW_SESSION = ResumeOffer(ResumeAsk.NEW)
 
 
+ROUTE_ID_PREFIX = "rt-"
+"""How a client id starts when its client resumes where the server advertises
+(§9.5): a capability in a word older servers take as an opaque id (as ssh's
+``ext-info-c`` rides in the key exchange's algorithm list), so asking costs
+nothing with them.  The ids older clients make are hex, which never starts so."""
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
     """A peer's HELLO, checked."""
@@ -80,6 +87,11 @@ class Hello:
     client_id: str | None = None  # a client's (received by a server)
     challenge: str = ""  # a server's nonce, where it requires authentication
     offer: ResumeOffer = NO_OFFER
+
+    @property
+    def asks_route(self) -> bool:
+        """A client's: it resumes at the address the server advertises (§9.5)."""
+        return self.client_id is not None and self.client_id.startswith(ROUTE_ID_PREFIX)
 
 
 def parse_hello(receiver: Role, args: Sequence[str]) -> Hello:

@@ -73,6 +73,7 @@ from reactor_mux.protocol.handshake import (
     NEEDS_SECRET,
     NEW_SESSION,
     NO_OFFER,
+    ROUTE_ID_PREFIX,
     UNASKED_SECRET,
     WRONG_SERVER_PROOF,
     AfterHello,
@@ -128,7 +129,8 @@ MAX_TOTAL = (1 << 64) - 1
 RESUME_REFUSED = "resume refused"
 """How a server's ERROR starts when it will not resume a session (it ends it)."""
 
-_RETRY_RESUME_AFTER = frozenset((ErrorCode.BUSY, ErrorCode.FULL, ErrorCode.HANDSHAKE_TIMEOUT))
+_RETRY_RESUME_AFTER = frozenset((ErrorCode.BUSY, ErrorCode.FULL, ErrorCode.HANDSHAKE_TIMEOUT,
+                                 ErrorCode.ELSEWHERE))  # fmt: skip
 """A server's ERRORs that end only a connection, not the session it would resume."""
 
 _S = StreamState
@@ -234,6 +236,10 @@ class Session:
         # the start; a server decides at the client's HELLO.
         self._log = ResumeLog(config.resume and role is Role.CLIENT and client_id is not None)
         self.session_id: str | None = None
+        self.resume_at: tuple[str, int] | None = None
+        """Client: the address the server advertised for resuming (§9.5)."""
+        self.peer_asks_route = False
+        """Server: the client's HELLO asked where to resume (it reads ``elsewhere``)."""
         self._resume_key = b""
         self._offer: ResumeOffer = NO_OFFER
         """Server: what the client's HELLO asked about sessions."""
@@ -786,6 +792,7 @@ class Session:
         hello = parse_hello(self.role, command.args)
         if self.role is Role.SERVER:
             self._offer = hello.offer
+            self.peer_asks_route = hello.asks_route
             keeping = hello.offer.ask is ResumeAsk.NEW and self.config.resume
             self._log.keeping = keeping
             if not keeping:
@@ -897,12 +904,17 @@ class Session:
         self.session_id = (
             route + self.config.random_bytes(auth.SESSION_ID_HEX // 2).hex()[len(route) :]
         )
+        # Where to resume, to a client that asks: an older one refuses a third word.
+        advertise = (
+            [self.config.advertise] if self.peer_asks_route and self.config.advertise else []
+        )
         if self._handshake.key:
             self._resume_key = self._handshake.key
-            self._queue_command(0, Verb.SESSION, self.session_id, "-")
+            self._queue_command(0, Verb.SESSION, self.session_id, "-", *advertise)
         else:  # no secret to derive a key from: the key crosses the wire (TLS hides it)
             self._resume_key = self.config.random_bytes(auth.KEY_HEX // 2)
-            self._queue_command(0, Verb.SESSION, self.session_id, self._resume_key.hex())
+            self._queue_command(0, Verb.SESSION, self.session_id, self._resume_key.hex(),
+                                *advertise)  # fmt: skip
 
     def _on_session(self, _id: int, command: Command, events: list[Event]) -> None:
         if not self._log.keeping or self.session_id is not None:
@@ -911,8 +923,12 @@ class Session:
         if args == ["-"]:
             self._give_up_resuming("the server keeps no sessions (its --resume-timeout is 0)")
             return
-        if len(args) != 2 or not auth.is_session_id(args[0]):
-            raise ProtocolError("SESSION takes a session id and a key")
+        if len(args) not in (2, 3) or not auth.is_session_id(args[0]):
+            raise ProtocolError("SESSION takes a session id, a key and maybe an address")
+        if len(args) == 3:
+            if not self._handshake.client_id.startswith(ROUTE_ID_PREFIX):
+                raise ProtocolError("SESSION with an address that was not asked for")
+            self.resume_at = parse_host_port(args[2], allow_port_zero=False)
         if args[1] == "-":
             if not self._handshake.key:
                 raise ProtocolError("SESSION without a key, and no AUTH to derive one from")

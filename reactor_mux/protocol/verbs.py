@@ -169,7 +169,7 @@ VERBS: dict[Verb, VerbRule] = {
     Verb.WINDOW: VerbRule((1, 1), _S, _EI, True, OPEN),
     Verb.BYE: VerbRule((0, 0), _C, _EI, True, OPEN),
     # Resume (§9): one connection's exchange, never replayed.
-    Verb.SESSION: VerbRule((1, 2), _C, _SV, False, OPEN),
+    Verb.SESSION: VerbRule((1, 3), _C, _SV, False, OPEN),
     Verb.RESUME_NONCE: VerbRule((1, 1), _C, _SV, False, RESUME),
     Verb.RESUME_PROOF: VerbRule((2, 2), _C, _CL, False, RESUME),
     Verb.RESUME_OK: VerbRule((0, 0), _C, _SV, False, RESUME),

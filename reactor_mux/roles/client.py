@@ -58,6 +58,7 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, class_of, text_of
+from reactor_mux.protocol.handshake import ROUTE_ID_PREFIX
 from reactor_mux.protocol.routehint import alpn_hint
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
@@ -158,7 +159,7 @@ class Client:
         self.reactor = reactor
         self.resolver = resolver
         self.config = config
-        self.client_id = secrets.token_hex(16)
+        self.client_id = ROUTE_ID_PREFIX + secrets.token_hex(16)  # §9.5: it can resume anywhere
         self.server_label = (str(config.websocket) if config.websocket is not None
                              else format_host_port(*config.server))  # fmt: skip
         self.forward_table = ForwardTable(config.forwards)
@@ -173,12 +174,17 @@ class Client:
         self.started_at = reactor.time()
         self._warned_plaintext = False
         self._connector: Connector | ProxyHandshake | None = None
+        self._target = config.server
+        """Where the attempt under way connects: ``--server``, or while resuming maybe
+        the address the server advertised."""
         self._retry: Timer | None = None
         self._attempts = 0
         """Connection attempts made since a channel was last up (--connect-attempts)."""
         self._reconnect = ReconnectPolicy(reactor.time, config.reconnect_min, config.reconnect_max)
         self._server_cannot_resume = False
         """The server is older than resume: it refused our HELLO's ``resume`` word."""
+        self._direct_next = False
+        """The next attempt to resume goes to the server's advertised address."""
         self._stopped = False
         self._cancel_drain: Callable[[], None] | None = None
         self._remote_binds = RemoteBinds(reactor, self, config.reconnect_min, config.reconnect_max)
@@ -411,15 +417,19 @@ class Client:
             return
         self._attempts += 1
         resuming = self.channel is not None and self.channel.suspended
+        self._target = self._resume_target() if resuming else self.config.server
+        where = self.server_label
+        if self._target != self.config.server:
+            where = f"{format_host_port(*self._target)} (advertised by {where})"
         log.log(
             logging.DEBUG if resuming else logging.INFO,  # each retry already says it failed
             "connecting to server %s%s",
-            self.server_label,
+            where,
             "" if self.config.proxy is None else f" through proxy {self.config.proxy}",
-            extra=log_event("connecting", peer=self.server_label),
+            extra=log_event("connecting", peer=where),
         )
         proxy = self.config.proxy
-        host, port = self.config.server if proxy is None else (proxy.host, proxy.port)
+        host, port = self._target if proxy is None else (proxy.host, proxy.port)
         self._connector = Connector(
             self.reactor,
             self.resolver,
@@ -430,6 +440,16 @@ class Client:
             self,
         ).start()
 
+    def _resume_target(self) -> tuple[str, int]:
+        """Where to resume: the address the server advertised and ``--server`` (its
+        balancer) in turn, the advertised one first (§9.5)."""
+        held = self.channel
+        direct = held.resume_at if held is not None and self.config.websocket is None else None
+        if direct is None:
+            return self.config.server
+        self._direct_next = not self._direct_next
+        return direct if self._direct_next else self.config.server
+
     def _on_proxy_connected(self, sock: socket.socket | None, error: Failure | None) -> None:
         """Connected to the proxy: ask it for the server (by name: it resolves)."""
         proxy = self.config.proxy
@@ -438,7 +458,7 @@ class Client:
         if sock is None:
             self._schedule_reconnect(f"cannot connect to proxy {proxy}: {error}")
             return
-        host, port = self.config.server
+        host, port = self._target
         self._connector = ProxyHandshake(self.reactor, sock, Dialogue(proxy, host, port),
                                          self.config.settings.connect_timeout, self._on_proxied,
                                          self)  # fmt: skip
@@ -474,6 +494,7 @@ class Client:
             held.attach(self._transport(sock), _peer_label(sock))
             return
         self._forget_remote_udp()
+        self._direct_next = False
         settings = self.config.settings
         if self._server_cannot_resume:
             settings = replace(settings, resume_timeout=0.0,

@@ -98,6 +98,7 @@ log = logging.getLogger("reactor_mux")
 UNKNOWN_SESSION = "unknown session (the server restarted, or its --resume-timeout passed)"
 """Why a resume is refused for a session this server does not hold: the likely causes."""
 ANOTHER_WORKER = "the session is held by worker {}: connect again"
+ANOTHER_NODE = "the session is held by node {}: connect to it, or again"
 """Why a resume that landed in the wrong worker (no route hint) is turned away as
 busy: every client, older ones too, retries a busy server with its session kept."""
 
@@ -123,6 +124,11 @@ class ServerConfig:
     """``--ws-path``: where an HTTP upgrade becomes a channel (None: no WebSocket)."""
     udp_timeout: float = DEFAULT_UDP_TIMEOUT
     """``--udp-timeout``: seconds a UDP association lives without a datagram."""
+    node_id: int | None = None
+    """``--node-id``: this host among several that share clients (it is in every
+    session id, so another host can say ``elsewhere``)."""
+    advertise: tuple[str, int] | None = None
+    """``--advertise``: where clients reach this host directly, to resume."""
     proxy_protocol_from: tuple[Network, ...] = ()
     """``--proxy-protocol-from``: load balancers whose connections start with a PROXY
     protocol header naming the client (and must)."""
@@ -260,8 +266,14 @@ class Server:
         self.resolver = resolver
         self.cluster = cluster
         """Its siblings when it is one of ``--workers`` (roles/cluster.py)."""
-        if cluster is not None:
-            session = replace(config.settings.session, session_route=cluster.route.hex)
+        self.node = config.node_id
+        """This host's ``--node-id`` (None: it shares no clients with other hosts)."""
+        route = cluster.route if cluster is not None else (
+            Route(config.node_id, 0) if config.node_id is not None else None)  # fmt: skip
+        if route is not None or config.advertise is not None:
+            where = format_host_port(*config.advertise) if config.advertise else ""
+            session = replace(config.settings.session, advertise=where,
+                              session_route=route.hex if route is not None else "")  # fmt: skip
             config = replace(config, settings=replace(config.settings, session=session))
         self.config = config
         self.listeners: list[ListenerSet] = []
@@ -994,9 +1006,17 @@ class Server:
         it, and a refusal leaves the session as it was for its owner."""
         held = self._sessions.get(event.session_id)
         state = self.clients.get(held) if held is not None else None
-        elsewhere = self._sibling_holding(Route.parse(event.session_id))
+        route = Route.parse(event.session_id)
+        if held is None and route is not None and self.node is not None and route.node != self.node:
+            # Another host's: a client that asked where to resume reads "elsewhere"; an
+            # older one retries a busy server with its session kept (through the balancer).
+            code = ErrorCode.ELSEWHERE if channel.peer_asks_route else ErrorCode.BUSY
+            channel.close(ANOTHER_NODE.format(route.node), code=code, error=False,
+                          after_replies=True)  # fmt: skip
+            return
+        elsewhere = self._sibling_holding(route)
         if held is None and elsewhere is not None:
-            channel.close(ANOTHER_WORKER.format(elsewhere), code=ErrorCode.BUSY,
+            channel.close(ANOTHER_WORKER.format(elsewhere), code=ErrorCode.BUSY, error=False,
                           after_replies=True)  # fmt: skip
             return
         if held is None or held.closed or state is None:  # its close line says why

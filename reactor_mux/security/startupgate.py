@@ -66,6 +66,7 @@ LABELS = {
     ErrorCode.TLS: "TLS handshake failed",
     ErrorCode.PEER_CLOSED: "closed before authenticating",
     ErrorCode.RESUME_REFUSED: "resume refused",
+    ErrorCode.ELSEWHERE: "a resume of another host's session",
     ErrorCode.SHUTDOWN: "server shutting down",
     ErrorCode.WEB_REQUEST: "an HTTP request answered 404",
 }

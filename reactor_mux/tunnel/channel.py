@@ -401,6 +401,16 @@ class Channel:
         return self._session.session_id
 
     @property
+    def resume_at(self) -> tuple[str, int] | None:
+        """Client: where the server said to resume (its ``--advertise``), if it did."""
+        return self._session.resume_at
+
+    @property
+    def peer_asks_route(self) -> bool:
+        """Server: the client asked where to resume, so it understands ``elsewhere``."""
+        return self._session.peer_asks_route
+
+    @property
     def resume_key(self) -> bytes:
         return self._session.resume_key
 
