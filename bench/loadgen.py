@@ -7,6 +7,14 @@ small-message benchmark runs these in processes of their own:
     python bench/loadgen.py echo                 # prints "listening on 127.0.0.1:PORT"
     python bench/loadgen.py load PORT CONNS LIMIT SIZE
                                                  # prints "messages N seconds S"
+    python bench/loadgen.py sink                 # prints "listening on 127.0.0.1:PORT"
+    python bench/loadgen.py push PORT CONNS SECONDS
+                                                 # prints "bytes N seconds S"
+
+PORT may be several ports, comma-separated: the connections are spread over
+them in turn (one process drives the load through several tunnels).  ``sink``
+reads and discards; ``push`` writes as fast as its connections take it, for
+SECONDS, and counts the bytes.
 
 ``load`` keeps CONNS connections each with one SIZE-byte request outstanding
 (request/response, like an RPC or an interactive session) and counts the
@@ -55,12 +63,12 @@ def echo() -> None:
                 conn.close()
 
 
-def load(port: int, connections: int, limit: str, size: int) -> None:
+def load(ports: list[int], connections: int, limit: str, size: int) -> None:
     selector = selectors.DefaultSelector()
     message = bytes(size)
     pending: dict[socket.socket, int] = {}
-    for _ in range(connections):
-        conn = socket.create_connection(("127.0.0.1", port))
+    for index in range(connections):
+        conn = socket.create_connection(("127.0.0.1", ports[index % len(ports)]))
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.setblocking(False)
         selector.register(conn, selectors.EVENT_READ)
@@ -88,8 +96,61 @@ def load(port: int, connections: int, limit: str, size: int) -> None:
         conn.close()
 
 
+def sink() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1024)
+    server.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ, None)
+    print(f"listening on 127.0.0.1:{server.getsockname()[1]}", file=sys.stderr, flush=True)
+    buffer = bytearray(1 << 18)
+    while True:
+        for key, _mask in selector.select():
+            if key.data is None:
+                conn, _ = server.accept()
+                conn.setblocking(False)
+                selector.register(conn, selectors.EVENT_READ, True)
+                continue
+            try:
+                count = key.fileobj.recv_into(buffer)
+            except BlockingIOError:
+                continue
+            except ConnectionError:
+                count = 0
+            if count == 0:
+                selector.unregister(key.fileobj)
+                key.fileobj.close()
+
+
+def push(ports: list[int], connections: int, seconds: float) -> None:
+    selector = selectors.DefaultSelector()
+    chunk = memoryview(bytes(1 << 17))
+    for index in range(connections):
+        conn = socket.create_connection(("127.0.0.1", ports[index % len(ports)]))
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_WRITE)
+    sent = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for key, _mask in selector.select(0.1):
+            try:
+                sent += key.fileobj.send(chunk)
+            except BlockingIOError:
+                pass
+    elapsed = time.perf_counter() - started
+    print(f"bytes {sent} seconds {elapsed:.3f}", flush=True)
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
+
+
 if __name__ == "__main__":
+    ports = [int(port) for port in sys.argv[2].split(",")] if len(sys.argv) > 2 else []
     if sys.argv[1] == "echo":
         echo()
+    elif sys.argv[1] == "sink":
+        sink()
+    elif sys.argv[1] == "push":
+        push(ports, int(sys.argv[3]), float(sys.argv[4]))
     else:
-        load(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+        load(ports, int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
