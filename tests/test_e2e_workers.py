@@ -403,3 +403,33 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_sigusr1_reopens_every_log_file(tmp_path, hash_target, ports):
+    """logrotate moves the file, then SIGUSR1 to the supervisor: it and every worker
+    write to the new file from then on."""
+    log = tmp_path / "server.log"
+    port = ports.take()
+    server = MuxProcess(["server", "--listen", f"127.0.0.1:{port}", "--workers", "2",
+                         "--log-file", str(log)])  # fmt: skip
+
+    def events(name: str) -> list[dict]:  # type: ignore[type-arg]
+        if not log.exists():
+            return []
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line]
+        return [line for line in lines if line["event"] == name]
+
+    try:
+        assert wait_until(lambda: len(events("control_listening")) >= 2, timeout=20)
+        log.rename(tmp_path / "server.log.1")
+        server.signal(signal.SIGUSR1)
+        assert wait_until(lambda: len(events("log_reopened")) == 3, timeout=20)
+        reopened = sorted(str(event.get("worker")) for event in events("log_reopened"))
+        assert reopened == ["0", "1", "None"]  # the supervisor's lines name no worker
+        client = MuxProcess(["client", "--server", f"127.0.0.1:{port}",
+                             "-L", f"0:127.0.0.1:{hash_target.port}"])  # fmt: skip
+        client.forwards(1, timeout=15)
+        assert wait_until(lambda: len(events("channel_up")) == 1)
+        assert client.stop() == 0
+    finally:
+        assert server.stop() == 0

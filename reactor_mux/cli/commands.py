@@ -71,7 +71,8 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
                             f"{describe_error(exc)}")  # fmt: skip
     if plan is None and getattr(args, "workers", 1) > 1:
         node = args.node_id if args.node_id is not None else 0
-        return run_supervisor(argv, args.listen, args.workers, node, args.control, args.metrics)
+        return run_supervisor(argv, args.listen, args.workers, node, args.control, args.metrics,
+                              log_file)  # fmt: skip
     build: Callable[[Reactor, Resolver], Server | Client]
     if isinstance(security, ServerSecurity) and plan is not None:
         # A worker: its own control socket, which the supervisor asks; no --metrics.

@@ -46,7 +46,9 @@ from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.roles.backoff import Backoff
 from reactor_mux.roles.cluster import INBOX_BUFFER, SLOT, WORKER_ENV, WorkerPlan
 from reactor_mux.service import control
+from reactor_mux.service.logfile import ReopeningFileHandler
 from reactor_mux.service.rundir import default_control_path, prepared_directory
+from reactor_mux.service.runner import reopen_log
 
 log = logging.getLogger("reactor_mux")
 
@@ -395,7 +397,8 @@ def control_path(given: Path | None) -> Path:
 
 
 def run_supervisor(argv: Sequence[str], listen: list[tuple[str, int]], count: int, node: int,
-                   given_control: Path | None, metrics: tuple[str, int] | None) -> int:  # fmt: skip
+                   given_control: Path | None, metrics: tuple[str, int] | None,
+                   log_file: ReopeningFileHandler | None = None) -> int:  # fmt: skip
     """Run the workers until SIGINT/SIGTERM (they drain) and all have stopped."""
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
                signal.SIGCHLD)  # fmt: skip
@@ -406,11 +409,15 @@ def run_supervisor(argv: Sequence[str], listen: list[tuple[str, int]], count: in
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
             reactor.add_signal_handler(signum, partial(supervisor.stop, signum))
-        passed_on = [signal.SIGUSR1]
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # not under nohup
-            passed_on.append(signal.SIGHUP)
-        for signum in passed_on:
-            reactor.add_signal_handler(signum, partial(supervisor.signal_workers, signum))
+            hangup = partial(supervisor.signal_workers, signal.SIGHUP)
+            reactor.add_signal_handler(signal.SIGHUP, hangup)
+
+        def reopen_logs() -> None:  # the workers reopen theirs
+            reopen_log(log_file)
+            supervisor.signal_workers(signal.SIGUSR1)
+
+        reactor.add_signal_handler(signal.SIGUSR1, reopen_logs)
         reactor.add_signal_handler(signal.SIGUSR2, supervisor.upgrade)
         reactor.add_signal_handler(signal.SIGCHLD, supervisor.reap)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
