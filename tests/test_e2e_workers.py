@@ -236,8 +236,14 @@ def test_max_channels_and_penalties_hold_across_workers(tmp_path, hash_target):
     tunnel, control = workers_tunnel(2, tmp_path, "--max-channels", "3",
                                      "--per-source-penalties", "noauth:30 min:30")  # fmt: skip
     try:
-        for _ in range(3):
-            tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        clients = [tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")[0] for _ in range(3)]
+        for _ in range(12):  # until the three sit in both workers: the count is shared
+            if len(channels_by_worker(control)) == 2:
+                break
+            clients.pop(0).stop()
+            assert wait_until(lambda: sum(channels_by_worker(control).values()) == 2)
+            clients.append(tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")[0])
+        assert len(channels_by_worker(control)) == 2, "12 clients all landed in one worker"
         late = MuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
                            "-L", f"0:127.0.0.1:{hash_target.port}"])  # fmt: skip
         tunnel.clients.append(late)
@@ -251,12 +257,12 @@ def test_max_channels_and_penalties_hold_across_workers(tmp_path, hash_target):
         time.sleep(0.3)  # the other workers hear of it through their inbox
         greeted = 0
         for _ in range(20):
-            with connect_from("127.0.0.9", tunnel.server_port) as sock:
-                sock.settimeout(10)
-                try:
+            try:  # turned away at once: reset, maybe before connect() even returns
+                with connect_from("127.0.0.9", tunnel.server_port) as sock:
+                    sock.settimeout(10)
                     greeted += bool(sock.recv(9))
-                except ConnectionResetError:
-                    pass
+            except ConnectionResetError:
+                pass
         assert greeted == 0
     finally:
         tunnel.close()
@@ -365,8 +371,10 @@ def test_a_reload_reaches_every_worker(tmp_path, echo, hash_target, ports):
             assert "Traceback" not in proc.log
 
 
-def test_the_upgrade_signal_refuses_no_connection(tmp_path, hash_target):
-    tunnel, control = workers_tunnel(2, tmp_path, "--per-source-penalties", "off")
+def test_the_upgrade_signal_refuses_no_connection(tmp_path, hash_target, ports):
+    metrics = ports.take()
+    tunnel, control = workers_tunnel(2, tmp_path, "--per-source-penalties", "off",
+                                     "--metrics", f"127.0.0.1:{metrics}")  # fmt: skip
     successor = None
     try:
         _client, [(_, port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
@@ -389,6 +397,9 @@ def test_the_upgrade_signal_refuses_no_connection(tmp_path, hash_target):
         assert wait_until(lambda: len(status(control)["channels"]) == 1, timeout=20)
         run_exchange(port, exchange)
         check_exchange(exchange, hash_target)
+        # The new supervisor serves --control and --metrics, for its own workers.
+        up = scrape(metrics)["reactor_mux_channels_up"]
+        assert sum(up.values()) == 1
     finally:
         if successor is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -433,3 +444,53 @@ def test_sigusr1_reopens_every_log_file(tmp_path, hash_target, ports):
         assert client.stop() == 0
     finally:
         assert server.stop() == 0
+
+
+def test_a_killed_workers_channels_stop_counting(tmp_path, hash_target):
+    """--max-channels 1: the worker holding the one channel is killed; the next client
+    is served (its count died with it), by whichever worker takes it."""
+    tunnel, control = workers_tunnel(2, tmp_path, "--max-channels", "1")
+    try:
+        first, _ = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}",
+                                 extra=("--resume-timeout", "0"))  # fmt: skip
+        report = status(control)
+        [channel] = report["channels"]
+        [holder] = [w for w in report["workers"] if w["worker"] == channel["worker"]]
+        first.proc.kill()
+        first.proc.wait(10)
+        os.kill(holder["pid"], signal.SIGKILL)
+        tunnel.server.wait_event("worker_exited")
+        _second, [(_, port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        exchange = Exchange(send_len=SIZE, reply_len=SIZE, seed=1400)
+        run_exchange(port, exchange)
+        check_exchange(exchange, hash_target)
+        assert tunnel.server.events("channel_refused") == []
+    finally:
+        tunnel.close()
+
+
+def test_draining_workers_refuse_new_connections(tmp_path, hash_target):
+    """SIGTERM: every worker closes its copy of the listening socket as it drains, so
+    a new connection is refused at once (as a single process's is), not left to hang
+    while a stream keeps a worker draining."""
+    tunnel, control = workers_tunnel(2, tmp_path, "--drain-timeout", "20")
+    try:
+        _client, [(_, port, _)] = tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        held = socket.create_connection(("127.0.0.1", port))  # an open stream: a long drain
+        held.sendall(b"x")
+        assert wait_until(lambda: status(control)["channels"][0]["streams"] != [])
+        tunnel.server.signal(signal.SIGTERM)
+        tunnel.server.wait_event("draining", timeout=10)
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", tunnel.server_port), timeout=2).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        assert wait_until(refused, timeout=10)
+        held.close()
+        assert tunnel.server.proc.wait(30) == 0
+    finally:
+        tunnel.close()

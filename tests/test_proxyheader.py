@@ -16,6 +16,7 @@ from reactor_mux.protocol.proxyheader import (
     V2_SIGNATURE,
     ProxyHeaderError,
     parse,
+    unmapped,
 )
 
 pytestmark = pytest.mark.codec_independent
@@ -56,10 +57,21 @@ def test_tlvs_are_skipped_within_the_bound():
 
 def test_local_and_unknown_are_the_balancer_itself():
     local = parse(v2(0, 0x00, b""))
-    assert local is not None and local.local and local.length == 16
+    assert local is not None and local.local and local.source is None and local.length == 16
+    # No source named, but not the balancer's health check: counted as any connection.
     unknown = parse(b"PROXY UNKNOWN\r\nrest")
-    assert unknown is not None and unknown.local and unknown.length == 15
-    assert parse(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n").local  # type: ignore[union-attr]
+    assert unknown is not None and not unknown.local and unknown.source is None
+    assert unknown.length == 15
+    assert parse(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n").source is None  # type: ignore[union-attr]
+    unspec = parse(v2(1, 0x00, b""))
+    assert unspec is not None and not unspec.local and unspec.source is None
+
+
+def test_a_mapped_address_is_its_ipv4_self():
+    """A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; a header names them
+    as a.b.c.d: the server compares the two unmapped."""
+    assert unmapped("::ffff:127.0.0.1") == "127.0.0.1"
+    assert unmapped("::1") == "::1" and unmapped("127.0.0.1") == "127.0.0.1"
 
 
 def test_version_1_tcp4_and_tcp6():

@@ -12,7 +12,7 @@ from inprocess import run_until
 
 from reactor_mux.protocol.frames import encode_frame
 from reactor_mux.protocol.routehint import NEED_MORE, Route, alpn_hint, route_of
-from reactor_mux.roles.cluster import SLOT, Cluster, WorkerPlan
+from reactor_mux.roles.cluster import Cluster, WorkerPlan, page_size
 
 pytestmark = pytest.mark.codec_independent
 
@@ -71,11 +71,13 @@ def test_route_parsing_is_strict():
 
 def plans(count: int) -> list[WorkerPlan]:
     shared = os.memfd_create("test-counters")
-    os.ftruncate(shared, SLOT.size * count)
+    os.ftruncate(shared, page_size(count))
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(count)]
     inboxes = [pair[0].detach() for pair in pairs]
     senders = [pair[1].detach() for pair in pairs]
-    return [WorkerPlan(index, count, 0, [], inboxes, senders, shared, "")
+    # Each "worker" its own copies, as a process of its own would inherit them.
+    return [WorkerPlan(index, count, 0, [], [os.dup(fd) for fd in inboxes],
+                       [os.dup(fd) for fd in senders], os.dup(shared), "")
             for index in range(count)]  # fmt: skip
 
 

@@ -29,8 +29,11 @@ class RouteReader:
     """One new connection until its opening says where it goes: then
     ``on_route(sock, route)`` (None: nowhere in particular), nothing consumed."""
 
-    def __init__(self, reactor: Reactor, sock: socket.socket, on_route: RouteCallback) -> None:
+    def __init__(self, reactor: Reactor, sock: socket.socket, on_route: RouteCallback, *,
+                 on_abort: Callable[[], None] | None = None) -> None:  # fmt: skip
+        """``on_abort``: told when ``close`` drops the connection (evicted, shut down)."""
         self.name = "a connection naming its route"
+        self._on_abort = on_abort
         self._reactor = reactor
         self._sock: socket.socket | None = sock
         self._on_route = on_route
@@ -43,10 +46,12 @@ class RouteReader:
         self.close()
 
     def close(self) -> None:
-        """Drop the connection (the server shuts down)."""
+        """Drop the connection (evicted to make room, or the server shuts down)."""
         sock = self._finish()
         if sock is not None:
             abort_socket(sock)
+            if self._on_abort is not None:
+                self._on_abort()
 
     def _finish(self) -> socket.socket | None:
         self._watch.close()

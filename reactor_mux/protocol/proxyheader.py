@@ -9,9 +9,11 @@ are read for one (anyone else could name any source), and those must send one.
 Parsing is strict and bounded: a version-1 line is at most ``MAX_V1_LINE``
 bytes, a version-2 header's address and TLV block at most ``MAX_V2_BODY``;
 unknown versions, commands and families are refused.  A ``LOCAL`` command
-(version 2) or ``UNKNOWN`` protocol (version 1) is the balancer speaking for
-itself (a health check): the connection is served as from the balancer's own
-address.  No sockets here: the server peeks, and asks how much to consume.
+(version 2) is the balancer speaking for itself (a health check).  An
+``UNKNOWN`` protocol (version 1) or ``UNSPEC`` family (version 2) names no
+source: such a connection (a client of a balancer's Unix socket, say) counts as
+from the balancer's own address, as any other.  No sockets here: the server
+peeks, and asks how much to consume.
 """
 
 from __future__ import annotations
@@ -49,12 +51,10 @@ class ProxyHeader:
     """Bytes the header takes: consume exactly these, the channel follows."""
     version: int
     source: tuple[str, int] | None
-    """The client's address and port; None for LOCAL/UNKNOWN (the balancer's own
-    connection, a health check)."""
-
-    @property
-    def local(self) -> bool:
-        return self.source is None
+    """The client's address and port; None where the header names none (LOCAL,
+    UNKNOWN, UNSPEC)."""
+    local: bool = False
+    """Version 2's LOCAL: the balancer's own connection (a health check)."""
 
 
 def parse(data: bytes) -> ProxyHeader | None:
@@ -87,7 +87,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     if len(data) < V2_FIXED + length:
         return None
     if command == "LOCAL" or family == 0x00:
-        return ProxyHeader(V2_FIXED + length, 2, None)
+        return ProxyHeader(V2_FIXED + length, 2, None, local=command == "LOCAL")
     body = data[V2_FIXED : V2_FIXED + needed]
     if family == 0x11:
         host = str(ipaddress.IPv4Address(body[0:4]))
@@ -95,7 +95,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     else:
         host = str(ipaddress.IPv6Address(body[0:16]))
         (port,) = struct.unpack_from("!H", body, 32)
-    return ProxyHeader(V2_FIXED + length, 2, (_unmapped(host), port))
+    return ProxyHeader(V2_FIXED + length, 2, (unmapped(host), port))
 
 
 def _parse_v1(data: bytes) -> ProxyHeader | None:
@@ -123,7 +123,7 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
         raise ProxyHeaderError(f"PROXY protocol addresses are not {words[1]}") from None
     source_port = _port(words[4])
     _port(words[5])
-    return ProxyHeader(end + 2, 1, (_unmapped(str(source)), source_port))
+    return ProxyHeader(end + 2, 1, (unmapped(str(source)), source_port))
 
 
 def _port(text: str) -> int:
@@ -140,7 +140,7 @@ def _port(text: str) -> int:
     return port
 
 
-def _unmapped(host: str) -> str:
+def unmapped(host: str) -> str:
     """An IPv4-mapped IPv6 source as the IPv4 address it is (so the per-source blocks
     and allow rules see one address, as accept() would report on a dual-stack socket)."""
     address = ipaddress.ip_address(host)

@@ -39,7 +39,55 @@ WORKER_ENV = "REACTOR_MUX_WORKER"
 """The environment variable that makes a ``reactor-mux server`` process a worker:
 its ``WorkerPlan`` as JSON."""
 SLOT = struct.Struct("=q")
-"""One worker's count in the shared page."""
+"""One number in the shared page."""
+SLOTS_PER_WORKER = 2
+"""Per worker: its authenticated channels, and whether it is up (1) or not (0)."""
+CHANNELS, ALIVE = 0, 1
+
+
+def slot_offset(worker: int, which: int) -> int:
+    return (worker * SLOTS_PER_WORKER + which) * SLOT.size
+
+
+def page_size(count: int) -> int:
+    return SLOT.size * SLOTS_PER_WORKER * count
+
+
+@contextlib.contextmanager
+def locked(fd: int) -> Iterator[None]:
+    """The shared page's lock: a POSIX record lock, which the kernel releases if its
+    holder dies (a worker killed inside never blocks the others)."""
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+
+
+def worker_gone(shared: int, count: int, worker: int, inbox: int) -> int:
+    """The supervisor, when a worker died: its channels no longer count, siblings hand
+    it nothing more until it is up again, and what waits in its inbox (connections
+    handed to it while it died) is closed; how many were."""
+    page = mmap.mmap(shared, page_size(count))
+    try:
+        with locked(shared):
+            SLOT.pack_into(page, slot_offset(worker, CHANNELS), 0)
+            SLOT.pack_into(page, slot_offset(worker, ALIVE), 0)
+    finally:
+        page.close()
+    dropped = 0
+    with socket.socket(fileno=os.dup(inbox)) as reader:
+        reader.setblocking(False)
+        while True:
+            try:
+                _data, fds, _flags, _address = socket.recv_fds(reader, INBOX_MESSAGE, 4)
+            except (BlockingIOError, InterruptedError):
+                return dropped
+            for fd in fds:
+                os.close(fd)
+                dropped += 1
+
+
 INBOX_MESSAGE = 4096
 """The largest message between workers (JSON)."""
 INBOX_BATCH = 64
@@ -93,10 +141,12 @@ class Cluster:
         self.count = plan.count
         self.route = Route(plan.node, plan.index)
         self.name = f"worker {plan.index} inbox"
-        self._page = mmap.mmap(plan.shared, SLOT.size * plan.count)
-        self._inbox = socket.socket(fileno=os.dup(plan.inboxes[plan.index]))
+        self._page = mmap.mmap(plan.shared, page_size(plan.count))
+        # The inherited descriptors themselves, never copies: what this worker closes
+        # (its listeners, when it drains) must be closed in it.
+        self._inbox = socket.socket(fileno=plan.inboxes[plan.index])
         self._inbox.setblocking(False)
-        self._senders = [socket.socket(fileno=os.dup(fd)) for fd in plan.senders]
+        self._senders = [socket.socket(fileno=fd) for fd in plan.senders]
         for sender in self._senders:
             sender.setblocking(False)
         self._watch = IOWatch(reactor, self._inbox, self._on_inbox, self)
@@ -106,31 +156,33 @@ class Cluster:
         """Connections this worker passed to their session's holder."""
 
     def start(self, on_connection: ConnectionHandler, on_message: MessageHandler) -> None:
+        """Take handed connections and messages; count as up, with no channel."""
         self.on_connection = on_connection
         self.on_message = on_message
         self._watch.want(READ)
+        with self._locked():
+            SLOT.pack_into(self._page, slot_offset(self.index, CHANNELS), 0)
+            SLOT.pack_into(self._page, slot_offset(self.index, ALIVE), 1)
 
     def listening_sockets(self, position: int) -> list[socket.socket]:
         """The shared listening sockets of the ``position``-th ``--listen`` address."""
         found = []
         for fd in self.plan.listen[position]:
-            sock = socket.socket(fileno=os.dup(fd))
+            sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             found.append(sock)
         return found
 
     # ------------------------------------------------------------- counters
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fcntl.lockf(self.plan.shared, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(self.plan.shared, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.plan.shared)
+
+    def _slot(self, worker: int, which: int) -> int:
+        return int(SLOT.unpack_from(self._page, slot_offset(worker, which))[0])
 
     def _slots(self) -> list[int]:
-        return [SLOT.unpack_from(self._page, i * SLOT.size)[0] for i in range(self.count)]
+        return [self._slot(worker, CHANNELS) for worker in range(self.count)]
 
     def take_channel(self, mine: int, limit: int) -> int | None:
         """Count one more authenticated channel here if the whole server has fewer
@@ -141,18 +193,21 @@ class Cluster:
             total = sum(slots) - slots[self.index] + mine
             if total >= limit:
                 return total
-            SLOT.pack_into(self._page, self.index * SLOT.size, mine + 1)
+            SLOT.pack_into(self._page, slot_offset(self.index, CHANNELS), mine + 1)
         return None
 
     def publish_channels(self, mine: int) -> None:
         """This worker holds ``mine`` authenticated channels now."""
         with self._locked():
-            SLOT.pack_into(self._page, self.index * SLOT.size, mine)
+            SLOT.pack_into(self._page, slot_offset(self.index, CHANNELS), mine)
 
     # ---------------------------------------------------------------- inbox
 
     def hand_over(self, worker: int, sock: socket.socket, note: dict[str, Any]) -> bool:
-        """Pass ``sock`` to ``worker``; False if its inbox is full (serve it here)."""
+        """Pass ``sock`` to ``worker``; False if it is down (restarting: its sessions
+        are gone) or its inbox is full: serve it here."""
+        if not self._slot(worker, ALIVE):
+            return False
         data = json.dumps(note).encode()
         try:
             socket.send_fds(self._senders[worker], [data], [sock.fileno()])
@@ -176,13 +231,16 @@ class Cluster:
     def _on_inbox(self, _mask: int) -> None:
         for _ in range(INBOX_BATCH):
             try:
-                data, fds, _flags, _address = socket.recv_fds(self._inbox, INBOX_MESSAGE, 4)
+                data, fds, flags, _address = socket.recv_fds(self._inbox, INBOX_MESSAGE, 4)
             except (BlockingIOError, InterruptedError):
                 return
             try:
-                message = json.loads(data)
+                message = json.loads(data) if not flags & socket.MSG_TRUNC else None
             except ValueError:
                 message = None
+            if message is None:
+                log.warning("%s: dropped a message that is not one (%d bytes)", self.name,
+                            len(data))  # fmt: skip
             if not isinstance(message, dict):
                 for fd in fds:
                     os.close(fd)

@@ -28,6 +28,7 @@ source block a penalty; what is turned away is logged in summaries
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 from collections.abc import Callable
@@ -62,7 +63,7 @@ from reactor_mux.protocol.events import (
     SessionResumed,
 )
 from reactor_mux.protocol.failures import Failure, FailureClass, text_of
-from reactor_mux.protocol.proxyheader import ProxyHeader
+from reactor_mux.protocol.proxyheader import ProxyHeader, unmapped
 from reactor_mux.protocol.routehint import Route
 from reactor_mux.protocol.syntax import (
     LOCALHOST,
@@ -228,8 +229,18 @@ class _Identity:
     peer_host: str
 
     def words(self) -> list[str | None]:
-        cert = self.certificate.hex() if self.certificate is not None else None
-        return [cert, self.name, self.peer_host]
+        """For a sibling worker: the certificate as its SHA-256 (a message is small)."""
+        return [_digest(self.certificate), self.name, self.peer_host]
+
+    def same_certificate(self, certificate: bytes | None, digest: bool) -> bool:
+        if digest:  # ours came from a sibling as a digest
+            return _digest(certificate) == (self.certificate.decode() if self.certificate
+                                            else None)  # fmt: skip
+        return certificate == self.certificate
+
+
+def _digest(certificate: bytes | None) -> str | None:
+    return hashlib.sha256(certificate).hexdigest() if certificate is not None else None
 
 
 @dataclass
@@ -325,6 +336,14 @@ class Server:
             self._cancel_drain()
         self.gate.close()
         self._stop_accepting()
+        # Accepted, and still saying who they are or where they go (a drain lets
+        # them finish: their clients saw the connect succeed).
+        for reader in list(self._proxied):
+            reader.close()
+        for router in list(self._routing):
+            router.close()
+        self._proxied.clear()
+        self._routing.clear()
         for channel in list(self.clients):
             channel.close(SHUTTING_DOWN, error=False, code=ErrorCode.SHUTDOWN)
 
@@ -332,12 +351,6 @@ class Server:
         for listener in self.listeners:
             listener.close()
         self.listeners.clear()
-        for reader in self._proxied:
-            reader.close()
-        for router in self._routing:
-            router.close()
-        self._proxied.clear()
-        self._routing.clear()
         for state in self.clients.values():
             for listener in state.binds.values():
                 listener.close()
@@ -377,34 +390,31 @@ class Server:
         if in_networks(peer[0], self.config.proxy_protocol_from):
             self._read_proxy_header(sock, peer, where)
             return
-        self._route(sock, peer[0], where)
+        self._admit(sock, peer[0], where)
 
-    def _route(self, sock: socket.socket, address: str, where: str, *,
-               health_check: bool = False) -> None:  # fmt: skip
+    def _route(self, sock: socket.socket, startup: Startup, address: str, where: str) -> None:
         """With ``--workers``: a connection that resumes a session another worker holds
-        goes there, before anything is read from it (``routehint``); the rest, and
-        every connection once as many wait here as startups may, are served here."""
+        goes there, before anything is read from it (``routehint``).  It is a startup
+        here meanwhile (admitted, penalties and limits applied); the holder admits it
+        again."""
         cluster = self.cluster
-        if cluster is None or cluster.count == 1:
-            self._admit(sock, address, where, health_check=health_check)
-            return
-        if len(self._routing) >= self.gate.admission.config.max_startups.full:
-            self._admit(sock, address, where, health_check=health_check)
-            return
+        assert cluster is not None
 
         def on_route(sock: socket.socket, route: Route | None) -> None:
             self._routing.discard(reader)
             holder = self._sibling_holding(route)
-            if holder is not None:
-                note = {"address": address, "where": where, "health": health_check}
-                if cluster.hand_over(holder, sock, note):
-                    log.debug("%s: resumes a session of worker %d: handed over", where,
-                              holder, extra=log_event("handed_over", peer=where,
-                                                      reason=f"worker {holder}"))  # fmt: skip
-                    return
-            self._admit(sock, address, where, health_check=health_check)
+            note = {"address": address, "where": where, "health": startup.unpenalised}
+            if holder is not None and cluster.hand_over(holder, sock, note):
+                self.gate.handed_over(startup)
+                log.debug("%s: resumes a session of worker %d: handed over", where, holder,
+                          extra=log_event("handed_over", peer=where,
+                                          reason=f"worker {holder}"))  # fmt: skip
+                return
+            self._serve(sock, startup, address, where)
 
-        reader = RouteReader(self.reactor, sock, on_route)
+        reader = RouteReader(self.reactor, sock, on_route,
+                             on_abort=lambda: self._routing.discard(reader))  # fmt: skip
+        startup.owner = reader  # evicted, it is closed
         self._routing.add(reader)
 
     def _on_handed_over(self, sock: socket.socket, note: dict[str, Any]) -> None:
@@ -418,20 +428,25 @@ class Server:
         except OSError:
             sock.close()
             return
-        self._admit(sock, address, where, health_check=note.get("health") is True)
+        self._admit(sock, address, where, health_check=note.get("health") is True, route=False)
 
     def _on_sibling_message(self, message: dict[str, Any]) -> None:
         """A penalty another worker gave a source holds here too; a new session's -R
         frees what a suspended session of the same client holds here."""
+        replacing = message.get("replace")
+        if isinstance(replacing, list) and len(replacing) == 2 and isinstance(replacing[1], str):
+            name = replacing[0] if isinstance(replacing[0], str) else None
+            self._replace_stale((name, replacing[1]), "a channel in another worker", "-")
+            return
         release = message.get("release")
         if isinstance(release, list) and len(release) == 5:
             kind, where, certificate, name, peer_host = release
             claim = Claim.from_words(kind, where)
             if claim is not None and isinstance(peer_host, str):
-                identity = _Identity(bytes.fromhex(certificate) if isinstance(certificate, str)
+                identity = _Identity(certificate.encode() if isinstance(certificate, str)
                                      else None, name if isinstance(name, str) else None,
                                      peer_host)  # fmt: skip
-                self._release_for(identity, claim, "another worker", peer_host)
+                self._release_for(identity, claim, "another worker", peer_host, digest=True)
             return
         offence = message.get("offence")
         if isinstance(offence, list) and len(offence) == 2:
@@ -462,19 +477,21 @@ class Server:
         """A balancer's connection: its PROXY header names the client, before TLS and
         before admission (which must count the client's address, not the balancer's).
         Bounded as the startups are, and by the handshake timeout."""
-        if len(self._proxied) >= self.config.admission.max_startups.full:
+        if len(self._proxied) >= self.gate.admission.config.max_startups.full:
             self.gate.refuse_unread(sock, peer[0], where)
             return
 
         def on_header(sock: socket.socket, header: ProxyHeader) -> None:
             self._proxied.discard(reader)
             # The balancer's own connection (a health check: LOCAL in v2; in v1 HAProxy
-            # names the connection itself) is served, and never penalised.
-            if header.source is None or header.source == (peer[0], peer[1]):
-                self._route(sock, peer[0], where, health_check=True)
-                return
-            source = format_host_port(*header.source)
-            self._route(sock, header.source[0], source)
+            # names the connection itself) is served, and never penalised; one whose
+            # header names no source counts as from the balancer.
+            if header.local or header.source == (unmapped(peer[0]), peer[1]):
+                self._admit(sock, peer[0], where, health_check=True)
+            elif header.source is None:
+                self._admit(sock, peer[0], where)
+            else:
+                self._admit(sock, header.source[0], format_host_port(*header.source))
 
         def on_failure(why: str) -> None:
             self._proxied.discard(reader)
@@ -486,13 +503,23 @@ class Server:
         self._proxied.add(reader)
 
     def _admit(self, sock: socket.socket, address: str, where: str, *,
-               health_check: bool = False) -> None:  # fmt: skip
-        """A connection from ``address`` (the client's, as a PROXY header names it)."""
+               health_check: bool = False, route: bool = True) -> None:  # fmt: skip
+        """A connection from ``address`` (the client's, as a PROXY header names it):
+        admitted or turned away, then (``route``, with workers) sent to the worker its
+        resume names, or served here."""
         tls = self.config.tls
         startup = self.gate.admit(sock, address, where, tls.context if tls else None)
         if startup is None:
             return  # turned away
         startup.unpenalised = health_check
+        if route and self.cluster is not None and self.cluster.count > 1:
+            self._route(sock, startup, address, where)
+            return
+        self._serve(sock, startup, address, where)
+
+    def _serve(self, sock: socket.socket, startup: Startup, address: str, where: str) -> None:
+        """An admitted connection becomes a channel of this worker."""
+        tls = self.config.tls
         self._accepted += 1
         name = f"channel #{self._accepted} from {where}"
         settings = self.config.settings
@@ -601,13 +628,9 @@ class Server:
         if client_id is not None:
             # A channel may retire only one that authenticated as the same client.
             key = (event.client_name, client_id)
-            stale = self._by_client_id.get(key)
-            if stale is not None and stale is not channel and not stale.closed:
-                log.info("%s: replaces %s from the same client", channel.name, stale.name,
-                         extra=log_event("channel_replaced", channel=channel.name,
-                                         peer=channel.peer, reason=stale.name))  # fmt: skip
-                stale.close("replaced by a new channel from the same client", error=False,
-                            code=ErrorCode.REPLACED)  # fmt: skip
+            self._replace_stale(key, channel.name, channel.peer, keep=channel)
+            if self.cluster is not None:  # its stale channel may be in another worker
+                self.cluster.tell_others({"replace": [event.client_name, client_id]})
             state.client_id = client_id
             self._by_client_id[key] = channel
         total = self._channels_besides(channel)
@@ -638,6 +661,18 @@ class Server:
             who,
             extra=log_event("channel_up", channel=channel.name, peer=channel.peer, client=name),
         )
+
+    def _replace_stale(self, key: tuple[str | None, str], name: str, peer: str,
+                       keep: Channel | None = None) -> None:  # fmt: skip
+        """A new channel of the client ``key`` names retires the one it left (a cut
+        not noticed yet), so its -R ports are free for the new one."""
+        stale = self._by_client_id.get(key)
+        if stale is not None and stale is not keep and not stale.closed:
+            log.info("%s: replaces %s from the same client", name, stale.name,
+                     extra=log_event("channel_replaced", channel=name, peer=peer,
+                                     reason=stale.name))  # fmt: skip
+            stale.close("replaced by a new channel from the same client", error=False,
+                        code=ErrorCode.REPLACED)  # fmt: skip
 
     def _authenticated(self, state: _ClientState) -> None:
         """The channel proved itself (or finished HELLO, without authentication):
@@ -862,7 +897,8 @@ class Server:
         if self.cluster is not None:
             self.cluster.tell_others({"release": [claim.kind, claim.where, *identity.words()]})
 
-    def _release_for(self, identity: _Identity, claim: Claim, name: str, peer: str) -> None:
+    def _release_for(self, identity: _Identity, claim: Claim, name: str, peer: str, *,
+                     digest: bool = False) -> None:  # fmt: skip
         """End the suspended sessions of the same client that hold ``claim``.  Only the
         same client may take them, by the strongest identity there is: its TLS client
         certificate, else its name from a clients file; a shared secret or no
@@ -873,7 +909,7 @@ class Server:
             if not other.suspended:
                 continue
             if held.certificate is not None or identity.certificate is not None:
-                same = held.certificate == identity.certificate
+                same = identity.same_certificate(held.certificate, digest)
             elif named:
                 same = held.client_name is not None and held.client_name == identity.name
             else:

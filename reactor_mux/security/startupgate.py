@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from reactor_mux.io.netutil import abort_socket
 from reactor_mux.io.reactor import Reactor
+from reactor_mux.io.routereader import RouteReader
 from reactor_mux.io.tls import TlsTransport
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.errorcodes import ErrorCode
@@ -174,6 +175,12 @@ class StartupGate:
                 self._busy.finish_tls(transport, startup.block,
                                       error_frame(ErrorCode.BUSY, EVICTED_REASON))  # fmt: skip
             owner.close(EVICTED_REASON, code=ErrorCode.BUSY, error=False)
+        elif isinstance(owner, RouteReader):  # still naming its route (server --workers)
+            owner.close()
+
+    def handed_over(self, startup: Startup) -> None:
+        """The connection went to the worker holding its session, which admits it."""
+        self.admission.finish(startup)
 
     def authenticated(self, startup: Startup) -> None:
         """The connection proved itself (or said HELLO, without authentication)."""

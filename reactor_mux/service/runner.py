@@ -11,6 +11,7 @@ inside one.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.resolver import Resolver
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.syntax import format_host_port
+from reactor_mux.roles.cluster import WORKER_ENV
 from reactor_mux.service.background import Background
 from reactor_mux.service.control import ControlSocket, Reload
 from reactor_mux.service.logfile import ReopeningFileHandler
@@ -61,7 +63,7 @@ def run(service: Service) -> int:
     # Signals wait while the handlers go in: one that arrives meanwhile is handled,
     # not lost to a half-installed set (or to SIGTERM's default action).
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, (*handled, signal.SIGUSR1))
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, (*handled, signal.SIGUSR1, signal.SIGUSR2))
     try:
         return _run_with_signals(service, handled, blocked)
     finally:
@@ -109,6 +111,7 @@ def _run_with_signals(
             continue
         reactor.add_signal_handler(signum, partial(on_signal, signum.name))
     reactor.add_signal_handler(signal.SIGUSR1, partial(reopen_log, service.log_file))
+    reactor.add_signal_handler(signal.SIGUSR2, _no_upgrade)
     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     extras: list[ControlSocket | MetricsServer] = []
     try:
@@ -158,6 +161,13 @@ def _metrics(reactor: Reactor, address: tuple[str, int], app: App) -> MetricsSer
     except OSError as exc:
         where = format_host_port(*address)
         raise StartupError(f"cannot serve --metrics on {where}: {describe_error(exc)}") from None
+
+
+def _no_upgrade() -> None:
+    """SIGUSR2 upgrades a server's supervisor (``--workers``); here (a single process,
+    a worker, a client) it must not end the process, as its default action would."""
+    if os.environ.get(WORKER_ENV) is None:
+        log.info("SIGUSR2: ignored (upgrades without downtime need server --workers)")
 
 
 def reopen_log(log_file: ReopeningFileHandler | None) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reactor_mux import __version__
 from reactor_mux.errors import StartupError
@@ -44,11 +44,20 @@ from reactor_mux.io.reactor import Reactor, Timer
 from reactor_mux.logformat import event as log_event
 from reactor_mux.protocol.syntax import format_host_port
 from reactor_mux.roles.backoff import Backoff
-from reactor_mux.roles.cluster import INBOX_BUFFER, SLOT, WORKER_ENV, WorkerPlan
+from reactor_mux.roles.cluster import (
+    INBOX_BUFFER,
+    WORKER_ENV,
+    WorkerPlan,
+    page_size,
+    worker_gone,
+)
 from reactor_mux.service import control
 from reactor_mux.service.logfile import ReopeningFileHandler
 from reactor_mux.service.rundir import default_control_path, prepared_directory
 from reactor_mux.service.runner import reopen_log
+
+if TYPE_CHECKING:
+    from reactor_mux.service.metrics import MetricsServer
 
 log = logging.getLogger("reactor_mux")
 
@@ -101,16 +110,22 @@ class Supervisor:
         self.count = count
         self.node = node
         self.stopping = False
+        self.running = False
+        """The workers were started (endpoints that fail to open again are not fatal)."""
         self.exit_status = 0
         self.started_at = reactor.time()
         self.sockets: list[list[socket.socket]] = []
         self.workers = [_Worker(index) for index in range(count)]
         self._run_id = f"{os.getpid()}"
         self._plumbing: list[int] = []
+        self._shared = -1
+        self._inboxes: list[int] = []
         self._plans: list[WorkerPlan] = []
         self.given_control: Path | None = None
         """``--control``: an upgrade's successor takes it over."""
         self.control_socket: control.ControlSocket | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self.metrics_server: MetricsServer | None = None
         self._successor: subprocess.Popen[bytes] | None = None
         self._upgrade_deadline = 0.0
 
@@ -132,7 +147,8 @@ class Supervisor:
 
     def start(self) -> None:
         shared = os.memfd_create("reactor-mux-counters", os.MFD_CLOEXEC)
-        os.ftruncate(shared, SLOT.size * self.count)
+        os.ftruncate(shared, page_size(self.count))
+        self._shared = shared
         inboxes, senders = [], []
         for _ in range(self.count):
             inbox, sender = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -142,6 +158,7 @@ class Supervisor:
             inboxes.append(inbox.detach())
             senders.append(sender.detach())
         self._plumbing = [shared, *inboxes, *senders]
+        self._inboxes = inboxes
         directory = prepared_directory()
         listen = [[sock.fileno() for sock in group] for group in self.sockets]
         for worker in self.workers:
@@ -153,6 +170,7 @@ class Supervisor:
             log.info("listening on %s", address, extra=log_event("listening", address=address))
         for worker in self.workers:
             self._spawn(worker)
+        self.running = True
 
     def _spawn(self, worker: _Worker) -> None:
         worker.timer = None
@@ -186,6 +204,11 @@ class Supervisor:
                 continue
             worker.proc = None
             status = proc.returncode
+            dropped = worker_gone(self._shared, self.count, worker.index,
+                                  self._inboxes[worker.index])  # fmt: skip
+            if dropped:
+                log.warning("worker %d died with %d handed connection(s) waiting: closed",
+                            worker.index, dropped)  # fmt: skip
             if self.stopping:
                 log.info("worker %d stopped", worker.index)
                 if status not in (0, None):
@@ -329,9 +352,9 @@ class Supervisor:
         flat = [fd for group in fds for fd in group]
         for fd in flat:
             os.set_inheritable(fd, True)
-        if self.given_control is not None and self.control_socket is not None:
-            self.control_socket.close()  # the successor answers at --control from now on
-            self.control_socket = None
+        # What the successor binds by address: --control and --metrics are its from
+        # now on, and this one's again if the upgrade is abandoned.
+        self.close_endpoints(handing_over=True)
         env = {**os.environ, INHERITED_ENV: json.dumps(fds)}
         try:
             proc = subprocess.Popen([sys.executable, "-m", "reactor_mux", *self.argv], env=env,
@@ -339,6 +362,7 @@ class Supervisor:
         except OSError as exc:
             log.error("SIGUSR2: cannot start the new server: %s", describe_error(exc),
                       extra=log_event("upgrade_failed", reason=describe_error(exc)))  # fmt: skip
+            self.open_endpoints()
             return
         log.info("SIGUSR2: upgrading: the new server is pid %d; these workers drain once "
                  "it serves", proc.pid,
@@ -354,7 +378,7 @@ class Supervisor:
             log.error("upgrade abandoned: the new server exited with status %s; this one "
                       "carries on", proc.returncode,
                       extra=log_event("upgrade_failed", reason=str(proc.returncode)))  # fmt: skip
-            self._successor = None
+            self._abandon_upgrade()
             return
         path = self.given_control or control_path(None).with_name(f"server-{proc.pid}.sock")
         if _serving(path):
@@ -366,9 +390,47 @@ class Supervisor:
             log.error("upgrade abandoned: the new server did not serve within %g s",
                       UPGRADE_READY_TIMEOUT,
                       extra=log_event("upgrade_failed", reason="not serving"))  # fmt: skip
-            proc.terminate()
+            proc.kill()  # its workers follow (they get SIGTERM when their parent dies)
+            proc.wait()
+            self._abandon_upgrade()
             return
         self.reactor.call_later(UPGRADE_POLL, self._check_successor, self)
+
+    def _abandon_upgrade(self) -> None:
+        self._successor = None
+        self.open_endpoints()
+
+    # ------------------------------------------------------------ endpoints
+
+    def open_endpoints(self) -> None:
+        """The control socket and ``--metrics``; at start (a failure is fatal), and
+        again after an abandoned upgrade (a failure is logged)."""
+        try:
+            if self.control_socket is None:
+                self.control_socket = control.ControlSocket(
+                    self.reactor, control_path(self.given_control), None, None,
+                    chosen=self.given_control is not None, carry_out=self.carry_out)  # fmt: skip
+            if self.metrics_address is not None and self.metrics_server is None:
+                from reactor_mux.service.metrics import MetricsServer, WorkersCollector
+
+                self.metrics_server = MetricsServer(self.reactor, *self.metrics_address, None,
+                                                    WorkersCollector(self.metrics))  # fmt: skip
+        except (OSError, StartupError) as exc:
+            if not self.running:
+                raise
+            reason = describe_error(exc) if isinstance(exc, OSError) else str(exc)
+            log.error("cannot serve the control socket or --metrics again: %s", reason,
+                      extra=log_event("control_unavailable", reason=reason))  # fmt: skip
+
+    def close_endpoints(self, *, handing_over: bool = False) -> None:
+        """Close the control socket and ``--metrics``; ``handing_over``: only what an
+        upgrade's successor binds by address (the default control socket is per pid)."""
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        if self.control_socket is not None and (self.given_control or not handing_over):
+            self.control_socket.close()
+            self.control_socket = None
 
 
 def _in_the_worker() -> None:
@@ -405,7 +467,7 @@ def run_supervisor(argv: Sequence[str], listen: list[tuple[str, int]], count: in
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     reactor = Reactor()
     supervisor = Supervisor(reactor, argv, listen, count, node)
-    extras: list[Any] = []
+    supervisor.given_control, supervisor.metrics_address = given_control, metrics
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):
             reactor.add_signal_handler(signum, partial(supervisor.stop, signum))
@@ -423,17 +485,7 @@ def run_supervisor(argv: Sequence[str], listen: list[tuple[str, int]], count: in
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         try:
             supervisor.bind()
-            path = control_path(given_control)
-            supervisor.given_control = given_control
-            supervisor.control_socket = control.ControlSocket(
-                reactor, path, None, None, chosen=given_control is not None,
-                carry_out=supervisor.carry_out)  # fmt: skip
-            extras.append(supervisor.control_socket)
-            if metrics is not None:
-                from reactor_mux.service.metrics import MetricsServer, WorkersCollector
-
-                extras.append(MetricsServer(reactor, *metrics, None,
-                                            WorkersCollector(supervisor.metrics)))  # fmt: skip
+            supervisor.open_endpoints()
             supervisor.start()
         except (OSError, StartupError) as exc:
             reason = describe_error(exc) if isinstance(exc, OSError) else str(exc)
@@ -443,8 +495,7 @@ def run_supervisor(argv: Sequence[str], listen: list[tuple[str, int]], count: in
         reactor.run()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        for extra in extras:
-            extra.close()
+        supervisor.close_endpoints()
         supervisor.close()
         reactor.close()
     log.info("stopped", extra=log_event("stopped"))
