@@ -246,6 +246,9 @@ def test_check_config_finds_problems_the_parser_alone_cannot(tmp_path: Path):
     assert "--keepalive-timeout must be longer" in run("check-config", str(path)).stderr
     path.write_text("window = 3\n")
     assert "cannot tell whose file this is" in run("check-config", str(path)).stderr
+    path.write_text('listen = ["127.0.0.1:7000"]\nadvertise = "127.0.0.1:7000"\n')
+    checked = run("check-config", str(path))
+    assert checked.returncode == 1 and "--advertise needs --node-id" in checked.stderr
 
 
 def clients_config(path: Path, port: int, mode: int) -> None:

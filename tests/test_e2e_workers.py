@@ -356,6 +356,7 @@ def test_a_reload_reaches_every_worker(tmp_path, echo, hash_target, ports):
         answer = command("reload", "--control", str(control))
         assert answer.returncode == 0, answer.stderr
         assert "worker 0:" in answer.stdout and "worker 1:" in answer.stdout, answer.stdout
+        assert "waiting for a restart" not in answer.stdout  # a worker's own control path
         for socks_port in socks_ports:
             sock, code = socks5_connect(socks_port, "127.0.0.1", hash_target.port)
             sock.close()
@@ -494,3 +495,41 @@ def test_draining_workers_refuse_new_connections(tmp_path, hash_target):
         assert tunnel.server.proc.wait(30) == 0
     finally:
         tunnel.close()
+
+
+def test_sighup_without_a_config_drains_the_whole_server(tmp_path, hash_target):
+    """As a single process does (a hangup of its terminal): every worker drains, and
+    the supervisor exits 0 instead of restarting them."""
+    tunnel, _control = workers_tunnel(2, tmp_path)
+    try:
+        tunnel.client("-L", f"0:127.0.0.1:{hash_target.port}")
+        tunnel.server.signal(signal.SIGHUP)
+        assert tunnel.server.proc.wait(30) == 0
+        assert tunnel.server.count_event("worker_exited") == 0, tunnel.server.log
+    finally:
+        tunnel.close()
+
+
+def test_an_abandoned_upgrade_gives_control_and_metrics_back(tmp_path, ports):
+    """The new supervisor fails (here its config file went bad before SIGUSR2): the old
+    one carries on, and takes back the --control socket and --metrics port it had
+    handed over."""
+    config = tmp_path / "server.toml"
+    control = tmp_path / "server.sock"
+    port, metrics = ports.take(), ports.take()
+    config.write_text(f'listen = ["127.0.0.1:{port}"]\nworkers = 2\ncontrol = "{control}"\n'
+                      f'metrics = "127.0.0.1:{metrics}"\n')  # fmt: skip
+    server = MuxProcess(["server", "--config", str(config)])
+    try:
+        server.wait_events("worker_started", 2)
+        assert wait_until(lambda: _serving(control), timeout=20)
+        before = status(control)["pid"]
+        config.write_text("window = 'not a size'\n")
+        server.signal(signal.SIGUSR2)
+        server.wait_event("upgrade_failed", timeout=30)
+        assert wait_until(lambda: _serving(control), timeout=10)
+        assert status(control)["pid"] == before
+        assert "reactor_mux_channels_up" in scrape(metrics)
+    finally:
+        assert server.stop() == 0
+        assert "Traceback" not in server.log

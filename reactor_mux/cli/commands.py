@@ -58,9 +58,6 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
         args.quiet = not args.verbose
         if args.connect_attempts is None:
             args.connect_attempts = 1  # a ProxyCommand that waits helps nobody (ssh's default)
-    if getattr(args, "advertise", None) is not None and args.node_id is None:
-        return usage_error(args.command, "--advertise needs --node-id (this host's number "
-                           "among those that share clients)")  # fmt: skip
     plan_text = os.environ.get(WORKER_ENV) if args.command == "server" else None
     plan = WorkerPlan.from_env(plan_text) if plan_text else None
     try:
@@ -72,12 +69,13 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
     if plan is None and getattr(args, "workers", 1) > 1:
         node = args.node_id if args.node_id is not None else 0
         return run_supervisor(argv, args.listen, args.workers, node, args.control, args.metrics,
-                              log_file)  # fmt: skip
+                              log_file, reloads=args.config is not None)  # fmt: skip
     build: Callable[[Reactor, Resolver], Server | Client]
+    control_path, metrics = args.control, args.metrics
     if isinstance(security, ServerSecurity) and plan is not None:
         # A worker: its own control socket, which the supervisor asks; no --metrics.
         build = partial(_worker, config=server_config(args, security), plan=plan)
-        args.control, args.metrics = Path(plan.control), None
+        control_path, metrics = Path(plan.control), None
     elif isinstance(security, ServerSecurity):
         build = partial(Server, config=server_config(args, security))
     else:
@@ -91,8 +89,8 @@ def run_role(argv: Sequence[str], args: argparse.Namespace) -> int:
             build,
             log_file,
             reload=reload,
-            control=args.control,
-            metrics=args.metrics,
+            control=control_path,
+            metrics=metrics,
             background=background if args.command == "client" else None,
         )
     )

@@ -733,6 +733,9 @@ def _contradiction(args: argparse.Namespace) -> str | None:
         return "--keepalive-timeout must be longer than --keepalive-interval"
     if args.command == "server" and not args.listen:
         return "give --listen (or listen in --config)"
+    if args.command == "server" and args.advertise is not None and args.node_id is None:
+        return ("--advertise needs --node-id (this host's number among those that share "
+                "clients)")  # fmt: skip
     if args.command == "client":
         if args.server is None:
             return "give --server (or server in --config)"

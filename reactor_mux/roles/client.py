@@ -177,6 +177,7 @@ class Client:
         self._target = config.server
         """Where the attempt under way connects: ``--server``, or while resuming maybe
         the address the server advertised."""
+        self._target_label = self.server_label
         self._retry: Timer | None = None
         self._attempts = 0
         """Connection attempts made since a channel was last up (--connect-attempts)."""
@@ -421,6 +422,7 @@ class Client:
         where = self.server_label
         if self._target != self.config.server:
             where = f"{format_host_port(*self._target)} (advertised by {where})"
+        self._target_label = where
         log.log(
             logging.DEBUG if resuming else logging.INFO,  # each retry already says it failed
             "connecting to server %s%s",
@@ -478,7 +480,7 @@ class Client:
     def _on_connected(self, sock: socket.socket | None, error: Failure | None) -> None:
         self._connector = None
         if sock is None:
-            self._schedule_reconnect(f"cannot connect to server {self.server_label}: {error}")
+            self._schedule_reconnect(f"cannot connect to server {self._target_label}: {error}")
             return
         held = self.channel
         if held is not None and held.suspended and not held.closed and not held.resumable:
@@ -490,7 +492,7 @@ class Client:
                 self._retry = None
         if held is not None and held.suspended and not held.closed:
             log.info("connected to server %s: resuming the session",
-                     self.server_label)  # fmt: skip
+                     self._target_label)  # fmt: skip
             held.attach(self._transport(sock), _peer_label(sock))
             return
         self._forget_remote_udp()

@@ -413,8 +413,14 @@ class Supervisor:
             if self.metrics_address is not None and self.metrics_server is None:
                 from reactor_mux.service.metrics import MetricsServer, WorkersCollector
 
-                self.metrics_server = MetricsServer(self.reactor, *self.metrics_address, None,
-                                                    WorkersCollector(self.metrics))  # fmt: skip
+                collector = WorkersCollector(self.metrics)
+                try:
+                    self.metrics_server = MetricsServer(self.reactor, *self.metrics_address,
+                                                        None, collector)  # fmt: skip
+                except OSError as exc:
+                    where = format_host_port(*self.metrics_address)
+                    raise StartupError(f"cannot serve --metrics on {where}: "
+                                       f"{describe_error(exc)}") from None  # fmt: skip
         except (OSError, StartupError) as exc:
             if not self.running:
                 raise
@@ -460,8 +466,10 @@ def control_path(given: Path | None) -> Path:
 
 def run_supervisor(argv: Sequence[str], listen: list[tuple[str, int]], count: int, node: int,
                    given_control: Path | None, metrics: tuple[str, int] | None,
-                   log_file: ReopeningFileHandler | None = None) -> int:  # fmt: skip
-    """Run the workers until SIGINT/SIGTERM (they drain) and all have stopped."""
+                   log_file: ReopeningFileHandler | None = None, *,
+                   reloads: bool = True) -> int:  # fmt: skip
+    """Run the workers until SIGINT/SIGTERM (they drain) and all have stopped.
+    ``reloads``: SIGHUP reloads (a --config to re-read); else it drains, as SIGTERM."""
     handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
                signal.SIGCHLD)  # fmt: skip
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
@@ -472,7 +480,8 @@ def run_supervisor(argv: Sequence[str], listen: list[tuple[str, int]], count: in
         for signum in (signal.SIGINT, signal.SIGTERM):
             reactor.add_signal_handler(signum, partial(supervisor.stop, signum))
         if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # not under nohup
-            hangup = partial(supervisor.signal_workers, signal.SIGHUP)
+            hangup = (partial(supervisor.signal_workers, signal.SIGHUP) if reloads
+                      else partial(supervisor.stop, signal.SIGTERM))  # fmt: skip
             reactor.add_signal_handler(signal.SIGHUP, hangup)
 
         def reopen_logs() -> None:  # the workers reopen theirs
