@@ -260,10 +260,13 @@ class MuxProcess(ReactorMuxProcess):
     The child starts with SIGHUP at its default, whatever the suite runs under: a
     reactor-mux started with SIGHUP ignored (``nohup``) keeps it ignored, as ssh
     does, and the tests that send it SIGHUP (reload, drain) would wait in vain.
-    ``nofile`` lowers the child's RLIMIT_NOFILE."""
+    ``nofile`` lowers the child's RLIMIT_NOFILE (both limits, or (soft, hard))."""
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str] | None = None, nofile: int | None = None
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        nofile: int | tuple[int, int] | None = None,
     ) -> None:
         # ReactorMuxProcess's own start, with the child's signal and limit set up.
         self.args = [*args, "--log-format", "json"]
@@ -271,7 +274,8 @@ class MuxProcess(ReactorMuxProcess):
         def in_the_child() -> None:
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+                limits = nofile if isinstance(nofile, tuple) else (nofile, nofile)
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reactor_mux", *self.args],

@@ -87,3 +87,36 @@ def test_targets_unreachable_for_lack_of_descriptors_are_refused_cleanly(echo):
         for conn in held:
             conn.close()
         tunnel.close()
+
+
+def max_open_files(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no Max open files line")
+
+
+def test_the_server_raises_its_descriptor_limit_to_the_hard_one():
+    """Started with a soft limit of 64 under a hard one of 4096 (a distribution's 1024
+    under a large hard limit, scaled down): it serves with 4096."""
+    server = MuxProcess(["server", "--listen", "127.0.0.1:0", "-v"], nofile=(64, 4096))
+    try:
+        server.listening_port()
+        assert max_open_files(server.proc.pid) == (4096, 4096)
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_hard_limit_below_max_channels_is_said_in_one_line():
+    """A hard limit of 300 leaves about 150 channels beside the startups (FULL 100, the
+    busy replies, the listeners, a margin): --max-channels 1000 is more than that."""
+    server = MuxProcess(["server", "--listen", "127.0.0.1:0", "--max-channels", "1000"],
+                        nofile=300)  # fmt: skip
+    try:
+        short = server.wait_event("descriptors_short")
+        assert short["level"] == "warning" and short["reason"] == "151 < 1000", short
+        assert server.count_event("descriptors_short") == 1
+    finally:
+        assert server.stop() == 0

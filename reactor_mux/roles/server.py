@@ -329,7 +329,7 @@ class Server:
                     address,
                     extra=log_event("unauthenticated_listener", address=address),
                 )
-        self.gate.check_descriptors(len(self.listeners))
+        self.gate.check_descriptors(len(self.listeners), self.config.max_channels)
 
     def close(self) -> None:
         if self._cancel_drain is not None:

@@ -13,11 +13,11 @@ fixed tables below, never a peer's words.
 from __future__ import annotations
 
 import logging
-import resource
 import socket
 import ssl
 from collections.abc import Callable
 
+from reactor_mux.io import fdlimit
 from reactor_mux.io.netutil import abort_socket
 from reactor_mux.io.reactor import Reactor
 from reactor_mux.io.routereader import RouteReader
@@ -226,16 +226,30 @@ class StartupGate:
             extra=log_event("channel_down", channel=channel_name, peer=peer, reason=reason),
         )  # fmt: skip
 
-    def check_descriptors(self, listeners: int) -> None:
-        """Say so if the process may open fewer descriptors than the startups can take:
-        strangers would then use them all before a client gets one."""
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        needed = self.admission.config.max_startups.full + MAX_TLS_REPLIES + listeners + 32
-        if soft != resource.RLIM_INFINITY and soft < needed:
+    def check_descriptors(self, listeners: int, max_channels: int) -> None:
+        """Raise the descriptor limit to the hard one, and say so in one line if it
+        still caps what the server is configured for: the startups (strangers would
+        use them all before a client gets one), or ``--max-channels`` (each channel
+        takes a descriptor at least; docs/limits.md has the whole count)."""
+        before, soft = fdlimit.raise_to_hard()
+        if soft != before:
+            log.debug("raised the descriptor limit from %d to %d (the hard limit)", before, soft)
+        if fdlimit.soft_limit() is None:
+            return
+        reserved = self.admission.config.max_startups.full + MAX_TLS_REPLIES + listeners + 32
+        if soft < reserved:
             log.warning("this process may open %d descriptors (ulimit -n), fewer than the %d "
                         "that --max-startups (FULL %d) and a few clients need: strangers could "
                         "use them all; raise the limit or lower FULL",
-                        soft, needed, self.admission.config.max_startups.full)  # fmt: skip
+                        soft, reserved, self.admission.config.max_startups.full)  # fmt: skip
+        elif soft - reserved < max_channels:
+            log.warning("the descriptor limit (%d, its hard limit) caps the channels at %d, "
+                        "fewer than --max-channels %d (a channel takes one descriptor, and "
+                        "one per -R listener and open stream): raise the hard limit "
+                        "(ulimit -Hn, LimitNOFILE=) or lower --max-channels", soft,
+                        soft - reserved, max_channels,
+                        extra=log_event("descriptors_short",
+                                        reason=f"{soft - reserved} < {max_channels}"))  # fmt: skip
 
     def reconfigure(self, config: AdmissionConfig) -> None:
         self.admission.reconfigure(config)
