@@ -37,6 +37,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from reactor_mux.errors import StartupError
+from reactor_mux.io import fdlimit
 from reactor_mux.io import plane as data_plane
 from reactor_mux.io.listener import ListenerSet, UnixListenerSet
 from reactor_mux.io.netutil import LOOPBACK_PAIR, PeerAddress, connect_unix, describe_error
@@ -308,6 +309,9 @@ class Server:
 
     def start(self) -> None:
         """Bind every ``--listen`` address; raises StartupError if one cannot be bound."""
+        before, after = fdlimit.raise_to_hard()  # before anything takes a descriptor
+        if after != before:
+            log.debug("raised the descriptor limit from %d to %d (the hard limit)", before, after)
         data_plane.hub_for(self.reactor)  # its epoll set now, not with the first channel
         cluster = self.cluster
         if cluster is not None:

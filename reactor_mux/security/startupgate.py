@@ -227,14 +227,12 @@ class StartupGate:
         )  # fmt: skip
 
     def check_descriptors(self, listeners: int, max_channels: int) -> None:
-        """Raise the descriptor limit to the hard one, and say so in one line if it
-        still caps what the server is configured for: the startups (strangers would
-        use them all before a client gets one), or ``--max-channels`` (each channel
-        takes a descriptor at least; docs/limits.md has the whole count)."""
-        before, soft = fdlimit.raise_to_hard()
-        if soft != before:
-            log.debug("raised the descriptor limit from %d to %d (the hard limit)", before, soft)
-        if fdlimit.soft_limit() is None:
+        """Say so in one line if the descriptor limit (raised to the hard one at start)
+        caps what the server is configured for: the startups (strangers would use
+        them all before a client gets one), or ``--max-channels`` (each channel takes
+        a descriptor at least; docs/limits.md has the whole count)."""
+        soft = fdlimit.soft_limit()
+        if soft is None:
             return
         reserved = self.admission.config.max_startups.full + MAX_TLS_REPLIES + listeners + 32
         if soft < reserved:
