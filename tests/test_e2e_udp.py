@@ -128,18 +128,27 @@ class Dnsmasq:
     """dnsmasq on 127.0.0.1, answering one name from its own table."""
 
     def __init__(self) -> None:
-        self.port = udp_port()
-        self.proc = subprocess.Popen([str(DNSMASQ), "--no-daemon", "--conf-file=/dev/null",
-                                      f"--port={self.port}", "--listen-address=127.0.0.1",
-                                      "--bind-interfaces", "--no-resolv", "--no-hosts",
-                                      "--address=/tunnel.test/10.9.8.7", "--user=root"],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
-        assert wait_until(lambda: dig(self.port) == "10.9.8.7", timeout=10)
+        # The port is probed free, then released for dnsmasq to bind: another test may
+        # take it meanwhile (a clean-clone run once lost it so), and dnsmasq then exits.
+        # So it is started again on another port, a few times.
+        for _ in range(5):
+            self.port = udp_port()
+            self.proc = subprocess.Popen([str(DNSMASQ), "--no-daemon", "--conf-file=/dev/null",
+                                          f"--port={self.port}", "--listen-address=127.0.0.1",
+                                          "--bind-interfaces", "--no-resolv", "--no-hosts",
+                                          "--address=/tunnel.test/10.9.8.7", "--user=root"],
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+            if wait_until(lambda: self.proc.poll() is not None or dig(self.port) == "10.9.8.7",
+                          timeout=20) and self.proc.poll() is None:  # fmt: skip
+                return
+            self.close()
+        raise AssertionError("dnsmasq did not answer on 5 ports")
 
     def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.communicate(timeout=10)
 
 
 def dig(port: int) -> str:
