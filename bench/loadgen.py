@@ -30,7 +30,8 @@ import sys
 import time
 
 
-def echo() -> None:
+def listening() -> tuple[socket.socket, selectors.BaseSelector]:
+    """A listening socket on 127.0.0.1, its port printed, in a selector of its own."""
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", 0))
@@ -39,6 +40,11 @@ def echo() -> None:
     selector = selectors.DefaultSelector()
     selector.register(server, selectors.EVENT_READ, None)
     print(f"listening on 127.0.0.1:{server.getsockname()[1]}", file=sys.stderr, flush=True)
+    return server, selector
+
+
+def echo() -> None:
+    server, selector = listening()
     buffer = bytearray(1 << 16)
     view = memoryview(buffer)
     while True:
@@ -97,13 +103,7 @@ def load(ports: list[int], connections: int, limit: str, size: int) -> None:
 
 
 def sink() -> None:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1024)
-    server.setblocking(False)
-    selector = selectors.DefaultSelector()
-    selector.register(server, selectors.EVENT_READ, None)
-    print(f"listening on 127.0.0.1:{server.getsockname()[1]}", file=sys.stderr, flush=True)
+    server, selector = listening()
     buffer = bytearray(1 << 18)
     while True:
         for key, _mask in selector.select():

@@ -111,6 +111,18 @@ def recv_exactly(conn: socket.socket, count: int) -> bytes:
     return bytes(data)
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends on ``sock`` until it closes it (or resets it)."""
+    sock.settimeout(10)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
 def drain(conn: socket.socket) -> tuple[int, str]:
     """Read until EOF; return (length, sha256)."""
     digest = hashlib.sha256()

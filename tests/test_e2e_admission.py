@@ -37,6 +37,7 @@ from support import (
     check_exchange,
     connect_from,
     event_time,
+    read_until_closed,
     run_exchange,
     wait_until,
 )
@@ -297,18 +298,6 @@ def test_a_new_client_told_busy_comes_back_at_the_resume_pace(tmp_path, echo):
         tunnel.close()
 
 
-def raw_error_of(sock) -> bytes:  # type: ignore[no-untyped-def]
-    """Everything the server sends on ``sock`` until it closes it."""
-    sock.settimeout(10)
-    received = b""
-    try:
-        while chunk := sock.recv(65536):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    return received
-
-
 def test_a_startup_dropped_to_make_room_is_told_busy_and_the_log_stays_bounded(tmp_path):
     """Found in review (issue 20): an evicted startup was told a plain error, which a
     client took for a failed authentication, and each eviction wrote a line.  FULL is 2
@@ -323,7 +312,7 @@ def test_a_startup_dropped_to_make_room_is_told_busy_and_the_log_stays_bounded(t
         assert wait_until(lambda: fd_count(pid) >= idle + 2)  # both admitted
         newcomers = [connect_from(f"127.0.1.{index}", tunnel.server_port)
                      for index in range(1, 61)]  # fmt: skip
-        answer = raw_error_of(first)
+        answer = read_until_closed(first)
         assert b"ERROR busy: " in answer, answer
         for sock in [second, *newcomers]:
             sock.close()
@@ -348,7 +337,7 @@ def test_a_peer_that_opens_with_error_is_penalised_and_never_quoted_in_summaries
             try:  # once penalised it is reset at accept, which can beat connect() back
                 with connect_from("127.0.0.2", tunnel.server_port) as sock:
                     sock.sendall(encode_frame(0, 1, f"ERROR shutdown: {marker}".encode()))
-                    raw_error_of(sock)
+                    read_until_closed(sock)
             except (ConnectionResetError, BrokenPipeError):
                 pass
         # Its ERROR ends it as going away without authenticating: noauth.
@@ -409,7 +398,7 @@ def test_a_tls_startup_dropped_in_its_handshake_is_told_busy_inside_tls(tmp_path
             "channel_down", peer=re.compile(r"^127\.0\.0\.2:"), reason=re.compile("^dropped before")
         )
         first.settimeout(10)
-        answer = raw_error_of(context.wrap_socket(first))  # the handshake starts only now
+        answer = read_until_closed(context.wrap_socket(first))  # the handshake starts only now
         assert b"ERROR busy: dropped before authenticating" in answer, answer
         second.close()
     finally:

@@ -22,6 +22,7 @@ from support import (
     Tunnel,
     check_exchange,
     connect_from,
+    read_until_closed,
     run_exchanges,
     wait_until,
 )
@@ -121,18 +122,6 @@ def test_failed_authentication_penalises_only_the_client_address(secret, tmp_pat
         tunnel.close()
 
 
-def read_error(sock: socket.socket) -> bytes:
-    """Everything the server sends before it closes (or resets)."""
-    sock.settimeout(10)
-    received = b""
-    try:
-        while chunk := sock.recv(4096):
-            received += chunk
-    except ConnectionResetError:
-        pass
-    return received
-
-
 def test_a_header_from_an_untrusted_address_is_refused(secret):
     tunnel = Tunnel(("--secret-file", str(secret), "--proxy-protocol-from", "127.0.0.3/32"))
     try:
@@ -142,7 +131,7 @@ def test_a_header_from_an_untrusted_address_is_refused(secret):
         ]:
             forged = connect_from(source, tunnel.server_port)
             forged.sendall(header)
-            read_error(forged)
+            read_until_closed(forged)
             forged.close()
             entry = tunnel.server.wait_event("channel_down", peer=lambda p, s=source: s in p)
             assert "--proxy-protocol-from" in entry["reason"]
@@ -158,7 +147,7 @@ def test_a_trusted_address_must_send_a_header(secret):
     try:
         bare = connect_from("127.0.0.3", tunnel.server_port)
         bare.sendall(HELLO)
-        assert read_error(bare) == b""  # closed without a word: it is not a channel yet
+        assert read_until_closed(bare) == b""  # closed without a word: it is not a channel yet
         bare.close()
         entry = tunnel.server.wait_event("channel_down", peer=lambda peer: "127.0.0.3" in peer)
         assert "expected a PROXY protocol header" in entry["reason"]
@@ -272,3 +261,53 @@ def test_a_cut_client_resumes_on_its_own_node(secret, ports, reachable):
                 assert "Traceback" not in proc.log
         balancer.close()
         target.close()
+
+
+def test_two_nodes_behind_haproxy_see_each_client_address(secret, ports, tmp_path, hash_target):
+    """The address checks of the single-node tests above, with two nodes behind
+    HAProxy: relayed clients appear with their own addresses on whichever node they
+    land, a client's failed authentications penalise only its address, and a forged
+    header straight to a node from an untrusted address is refused."""
+    nodes, balancer = two_nodes(secret, ports, reachable=True)
+    relays = []
+    try:
+        for source in ("127.0.0.5", "127.0.0.6"):
+            relay = ChaosRelay(balancer.port, source=source)
+            relays.append(relay)
+            client = MuxProcess(["client", "--server", f"127.0.0.1:{relay.port}",
+                                 "--secret-file", str(secret), "-L",
+                                 f"0:127.0.0.1:{hash_target.port}", *FAST])  # fmt: skip
+            [(_, port, _)] = client.forwards(1, timeout=20)
+            exchange = Exchange(send_len=SIZE, reply_len=SIZE, seed=80 + len(relays))
+            run_exchanges([exchange], hash_target, [port])
+            check_exchange(exchange, hash_target)
+            assert client.stop() == 0
+        peers = sorted(event["peer"].rsplit(":", 1)[0] for node in nodes
+                       for event in node.events("channel_up"))  # fmt: skip
+        assert peers == ["127.0.0.5", "127.0.0.6"]
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not the secret, but long enough\n")
+        wrong.chmod(0o600)
+        bad_relay = ChaosRelay(balancer.port, source="127.0.0.7")
+        relays.append(bad_relay)
+        bad = MuxProcess(["client", "--server", f"127.0.0.1:{bad_relay.port}", "--persist",
+                          "--secret-file", str(wrong), "-L", "0:127.0.0.1:9", *FAST])  # fmt: skip
+        assert wait_until(lambda: any(node.count_event("source_penalised", peer="127.0.0.7/32")
+                                      for node in nodes), timeout=20)  # fmt: skip
+        bad.stop()
+        penalised = {event["peer"] for node in nodes for event in node.events("source_penalised")}
+        assert penalised - {PROBE_PENALTY} == {"127.0.0.7/32"}
+        forged = socket.create_connection(("127.0.0.2", nodes[0].listening_port()), timeout=10,
+                                          source_address=("127.0.0.4", 0))  # fmt: skip
+        forged.sendall(b"PROXY TCP4 127.0.0.9 127.0.0.1 4242 443\r\n")
+        read_until_closed(forged)
+        forged.close()
+        entry = nodes[0].wait_event("channel_down", peer=lambda p: p.startswith("127.0.0.4:"))
+        assert "--proxy-protocol-from" in entry["reason"]
+    finally:
+        for relay in relays:
+            relay.close()
+        for node in nodes:
+            node.stop()
+            assert "Traceback" not in node.log
+        balancer.close()
