@@ -1,5 +1,6 @@
 """Where a resuming connection belongs (protocol/routehint.py), and the worker's
-shared counters and inbox (roles/cluster.py), without a supervisor."""
+shared counters (channels, startups per source block, the accept balance) and
+inbox (roles/cluster.py), without a supervisor."""
 
 from __future__ import annotations
 
@@ -12,7 +13,23 @@ from inprocess import run_until
 
 from reactor_mux.protocol.frames import encode_frame
 from reactor_mux.protocol.routehint import NEED_MORE, Route, alpn_hint, route_of
-from reactor_mux.roles.cluster import Cluster, WorkerPlan, page_size
+from reactor_mux.roles.cluster import (
+    BLOCK_ENTRIES,
+    BLOCK_PROBES,
+    Cluster,
+    WorkerPlan,
+    block_key,
+    page_size,
+    worker_gone,
+)
+from reactor_mux.security.admission import (
+    Admission,
+    AdmissionConfig,
+    Admitted,
+    MaxStartups,
+    Refusal,
+    Refused,
+)
 
 pytestmark = pytest.mark.codec_independent
 
@@ -114,5 +131,86 @@ def test_a_connection_is_handed_to_its_holder_with_its_socket(reactor):
         sock.close()
     finally:
         near.close()
+        first.close()
+        second.close()
+
+
+def test_startup_limits_count_every_worker(reactor):
+    """Each worker's Admission adds its siblings' startups: one source spread over two
+    workers meets --per-source-max-startups once, and FULL counts both."""
+    first, second = (Cluster(reactor, plan) for plan in plans(2))
+    config = AdmissionConfig(max_startups=MaxStartups(5, 100, 5), per_source_max_startups=3)
+    here = Admission(config, shared=first)
+    there = Admission(config, shared=second)
+    try:
+        assert isinstance(here.admit("127.0.0.2", 0.0, None), Admitted)
+        assert isinstance(there.admit("127.0.0.2", 0.0, None), Admitted)
+        kept = here.admit("127.0.0.2", 0.0, None)
+        assert isinstance(kept, Admitted)
+        assert first.elsewhere("127.0.0.2/32") == (1, 1)
+        assert second.elsewhere("127.0.0.2/32") == (2, 2)
+        refused = there.admit("127.0.0.2", 0.0, None)
+        assert isinstance(refused, Refused) and refused.refusal is Refusal.PER_SOURCE
+        here.finish(kept.startup)  # room again, in either worker
+        assert isinstance(there.admit("127.0.0.2", 0.0, None), Admitted)
+        assert isinstance(there.admit("127.0.0.3", 0.0, None), Admitted)
+        assert isinstance(here.admit("127.0.0.3", 0.0, None), Admitted)  # five: FULL
+        refused = there.admit("127.0.0.3", 0.0, None)
+        assert isinstance(refused, Refused) and refused.refusal is Refusal.STARTUPS
+        # A source with none takes the place of an idle startup of this worker's.
+        newcomer = there.admit("127.0.0.4", 0.0, None)
+        assert isinstance(newcomer, Admitted) and newcomer.evicted is not None
+        assert there.startups + here.startups == 5
+        assert first.elsewhere("127.0.0.4/32") == (3, 1)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_block_table_entry_is_freed_and_taken_again(reactor):
+    """Blocks whose keys share an entry probe on; an entry whose count falls to 0 is
+    free for the next; a dead worker's startups stop counting."""
+    first, second = (Cluster(reactor, plan) for plan in plans(2))
+    try:
+        blocks: dict[int, list[str]] = {}
+        number = 0
+        while not any(len(found) > BLOCK_PROBES for found in blocks.values()):
+            block = f"10.{number >> 8 & 255}.{number & 255}.0/24"
+            blocks.setdefault(block_key(block) % BLOCK_ENTRIES, []).append(block)
+            number += 1
+        crowded = next(found for found in blocks.values() if len(found) > BLOCK_PROBES)
+        for count, block in enumerate(crowded[:BLOCK_PROBES], 1):
+            first.publish_startups(block, count, count)
+        assert [second.elsewhere(block)[1] for block in crowded[:BLOCK_PROBES]] == list(
+            range(1, BLOCK_PROBES + 1)
+        )
+        late = crowded[BLOCK_PROBES]
+        first.publish_startups(late, 1, 9)
+        assert second.elsewhere(late) == (9, 0)  # no entry left: counted where it is only
+        first.publish_startups(crowded[2], 0, 9)
+        first.publish_startups(late, 2, 9)
+        assert second.elsewhere(late) == (9, 2) and second.elsewhere(crowded[2])[1] == 0
+        worker_gone(first.plan.shared, 2, 0, first.plan.inboxes[0])
+        assert second.elsewhere(late) == (0, 0)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_worker_busier_than_its_siblings_leaves_them_the_next_connection(reactor):
+    first, second = (Cluster(reactor, plan) for plan in plans(2))
+    try:
+        first.start(lambda sock, note: sock.close(), lambda message: None)
+        second.start(lambda sock, note: sock.close(), lambda message: None)
+        assert not first.busier_than_siblings() and not second.busier_than_siblings()
+        first.publish_startups("127.0.0.2/32", 1, 1)
+        assert first.busier_than_siblings() and not second.busier_than_siblings()
+        second.publish_channels(1)
+        assert not first.busier_than_siblings()
+        second.publish_channels(2)
+        assert second.busier_than_siblings()
+        first.stop_accepting()  # draining: nothing is left to it
+        assert not second.busier_than_siblings()
+    finally:
         first.close()
         second.close()

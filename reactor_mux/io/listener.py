@@ -1,12 +1,16 @@
 """A listening socket that hands accepted connections to a callback.
 
 Accepting is batched (``ACCEPT_BATCH`` per readiness event) so a connection
-storm cannot starve the other sockets.  When ``accept`` fails for lack of
-file descriptors or memory, the listener stops watching for
-``ACCEPT_PAUSE`` seconds instead of spinning on a socket that stays readable.
-A bug in the listener closes it; a bug in the accept handler (setting up
-a stream or a channel for one connection) costs that connection only: it
-is reset unless something already watches it, and the listener goes on.
+storm cannot starve the other sockets.  A listening socket shared by several
+processes (a server's workers) may ``should_yield`` a connection: it stops
+watching for ``YIELD_PAUSE`` seconds so a less busy sibling takes it, at most
+``MAX_YIELDS`` times in a row (a sibling that does not take it is stalled).
+When ``accept`` fails for lack of file descriptors or memory, the listener
+stops watching for ``ACCEPT_PAUSE`` seconds instead of spinning on a socket
+that stays readable.  A bug in the listener closes it; a bug in the accept
+handler (setting up a stream or a channel for one connection) costs that
+connection only: it is reset unless something already watches it, and the
+listener goes on.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ log = logging.getLogger("reactor_mux")
 
 ACCEPT_BATCH = 64
 ACCEPT_PAUSE = 0.25
+YIELD_PAUSE = 0.02
+MAX_YIELDS = 3
 _RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 AcceptCallback = Callable[[socket.socket, PeerAddress], None]
@@ -54,8 +60,11 @@ class Listener:
         on_accept: AcceptCallback,
         *,
         sock: socket.socket | None = None,
+        should_yield: Callable[[], bool] | None = None,
     ) -> None:
         """Listen on host:port (an IP literal), or on ``sock`` if given."""
+        self._should_yield = should_yield
+        self._yields = 0
         self._reactor = reactor
         self.sock = sock if sock is not None else listen_socket(host, port)
         if self.sock.family == socket.AF_UNIX:  # a control socket: a path, no port
@@ -73,6 +82,12 @@ class Listener:
         self.closed = False
 
     def _on_readable(self, _mask: int) -> None:
+        if self._should_yield is not None and self._yields < MAX_YIELDS and self._should_yield():
+            self._yields += 1
+            self._watch.want(0)
+            self._resume_timer = self._reactor.call_later(YIELD_PAUSE, self._resume, self)
+            return
+        self._yields = 0
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, peer = self.sock.accept()
@@ -140,11 +155,13 @@ class ListenerSet:
     socket (``netutil.listen_sockets``)."""
 
     def __init__(self, reactor: Reactor, host: str, port: int, on_accept: AcceptCallback,
-                 *, sockets: list[socket.socket] | None = None) -> None:  # fmt: skip
+                 *, sockets: list[socket.socket] | None = None,
+                 should_yield: Callable[[], bool] | None = None) -> None:  # fmt: skip
         """Listen on ``host`` and ``port``, or on ``sockets`` already bound (a server
-        worker's, shared with its siblings)."""
+        worker's, shared with its siblings, to which it may ``should_yield``)."""
         sockets = sockets if sockets is not None else listen_sockets(host, port)
-        self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock) for sock in sockets]
+        self.listeners = [Listener(reactor, "", 0, on_accept, sock=sock, should_yield=should_yield)
+                          for sock in sockets]  # fmt: skip
         first = self.listeners[0]
         self.host, self.port = first.host, first.port
         self.address = " and ".join(listener.address for listener in self.listeners)

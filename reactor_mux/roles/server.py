@@ -295,8 +295,10 @@ class Server:
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
         self._sessions: dict[str, Channel] = {}
         """Resumable sessions by id: live channels and suspended ones alike."""
-        self.gate = StartupGate(reactor, self._worker_share(config.admission), self.meter,
-                                keepalive_interval=config.settings.keepalive_interval)  # fmt: skip
+        siblings = cluster if cluster is not None and cluster.count > 1 else None
+        self.gate = StartupGate(reactor, config.admission, self.meter,
+                                keepalive_interval=config.settings.keepalive_interval,
+                                shared=siblings)  # fmt: skip
         if cluster is not None:
             self.gate.on_penalty = self._tell_penalty
         self._accepted = 0
@@ -319,7 +321,8 @@ class Server:
         for position, (host, port) in enumerate(self.config.listen):
             shared = cluster.listening_sockets(position) if cluster is not None else None
             try:
-                listener = ListenerSet(self.reactor, host, port, self._on_accept, sockets=shared)
+                listener = ListenerSet(self.reactor, host, port, self._on_accept, sockets=shared,
+                                       should_yield=self._should_yield)  # fmt: skip
             except OSError as exc:
                 where = format_host_port(host, port)
                 raise StartupError(f"cannot listen on {where}: {describe_error(exc)}") from None
@@ -381,6 +384,8 @@ class Server:
         """Stop accepting; call ``done()`` once no stream is open, or after ``timeout``."""
         self._draining = True
         self._stop_accepting()
+        if self.cluster is not None:
+            self.cluster.stop_accepting()
         for channel in list(self.clients):
             channel.draining = True
             if channel.suspended:
@@ -466,16 +471,12 @@ class Server:
         if self.cluster is not None:
             self.cluster.tell_others({"offence": [address, offence.value]})
 
-    def _worker_share(self, admission: AdmissionConfig) -> AdmissionConfig:
-        """A worker's part of the startup limits: each limit divided among the workers
-        (rounded up), since each admits from the shared queue on its own; penalties
-        are told to every worker."""
+    def _should_yield(self) -> bool:
+        """With ``--workers``: leave the next connection to a less busy sibling (the
+        kernel wakes every worker waiting on the shared queue, and the first to
+        accept wins, often the same one: balance would be luck)."""
         cluster = self.cluster
-        if cluster is None or cluster.count == 1:
-            return admission
-        return replace(admission, max_startups=admission.max_startups.divided(cluster.count),
-                       per_source_max_startups=-(-admission.per_source_max_startups
-                                                 // cluster.count))  # fmt: skip
+        return cluster is not None and cluster.count > 1 and cluster.busier_than_siblings()
 
     def _read_proxy_header(self, sock: socket.socket, peer: PeerAddress, where: str) -> None:
         """A balancer's connection: its PROXY header names the client, before TLS and
@@ -1000,7 +1001,7 @@ class Server:
         config.gateway_ports = permissions.gateway_ports
         config.max_channels = permissions.max_channels
         config.admission = permissions.admission
-        self.gate.reconfigure(self._worker_share(permissions.admission))
+        self.gate.reconfigure(permissions.admission)
         old_book = config.settings.session.secret_book
         config.settings = replace(
             config.settings, session=replace(config.settings.session,

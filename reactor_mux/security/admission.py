@@ -23,7 +23,12 @@ connections still displace old idle ones.  Evicted startups count as
 connections idle.
 
 The class is sans-I/O: it keeps counts and answers questions, given the time
-and a random source; the server closes what it says to close.
+and a random source; the server closes what it says to close.  A server of
+several workers (``--workers``) counts the limits across all of them: each
+worker's Admission adds what its siblings hold (``SharedStartups``, a page of
+counters they all map) and publishes its own.  A worker with no startup of its
+own admits a new source even when its siblings hold FULL (it has none to
+evict): the whole server may then exceed FULL by one per worker at most.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import enum
 import ipaddress
 import random
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from reactor_mux.security.penalties import Offence, PenaltyBox, PenaltySpec
 from reactor_mux.security.sourceblock import Netblock
@@ -71,10 +78,6 @@ class MaxStartups:
 
     def spell(self) -> str:
         return f"{self.start}:{self.rate}:{self.full}"
-
-    def divided(self, parts: int) -> MaxStartups:
-        """Each of ``parts`` workers' share (rounded up, at least 1)."""
-        return MaxStartups(-(-self.start // parts), self.rate, -(-self.full // parts))
 
     def drop_probability(self, startups: int) -> float:
         """The chance a connection is refused with ``startups`` already in progress."""
@@ -167,36 +170,67 @@ class Refused:
     block: str
 
 
+class SharedStartups(Protocol):
+    """The startups of a server's other workers (roles/cluster.py)."""
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Held around a decision and its update, so no sibling decides in between."""
+
+    def elsewhere(self, block: str) -> tuple[int, int]:
+        """The siblings' startups: all of them, and those from ``block``."""
+
+    def publish_startups(self, block: str, from_block: int, total: int) -> None:
+        """This worker has ``total`` startups, ``from_block`` of them from ``block``."""
+
+
 class Admission:
     """Startups in progress, per source block, and the penalties."""
 
-    def __init__(self, config: AdmissionConfig, rng: random.Random | None = None) -> None:
+    def __init__(self, config: AdmissionConfig, rng: random.Random | None = None,
+                 shared: SharedStartups | None = None) -> None:  # fmt: skip
         self.config = config
         self.penalties = PenaltyBox(config.penalties)
         self._random = rng or random.Random()
         self._by_block: dict[str, deque[Startup]] = {}
         self.startups = 0
-        """Connections admitted and not yet authenticated or closed."""
+        """Connections admitted here and not yet authenticated or closed."""
+        self.shared = shared
+        """The other workers' startups, which count too (None: a single process)."""
 
     def block_of(self, address: str) -> str:
         return self.config.netblock.block_of(address)
 
     def admit(self, address: str, now: float, owner: object) -> Admitted | Refused:
         """Take a new connection from ``address`` on, or say why not."""
-        config = self.config
         block = self.block_of(address)
         if self.penalties.refused_until(block, now) is not None and not self._exempt(address):
             return Refused(Refusal.PENALTY, block)
+        shared = self.shared
+        with shared.exclusive() if shared is not None else nullcontext():
+            elsewhere, from_block = shared.elsewhere(block) if shared is not None else (0, 0)
+            decision = self._decide(block, address, now, owner, elsewhere, from_block)
+            if isinstance(decision, Admitted):
+                self._publish(block)
+                if decision.evicted is not None:
+                    self._publish(decision.evicted.block)
+        return decision
+
+    def _decide(self, block: str, address: str, now: float, owner: object, elsewhere: int,
+                from_block: int) -> Admitted | Refused:  # fmt: skip
+        """The limits, on the whole server's counts: this worker's, plus ``elsewhere``
+        startups in its siblings, ``from_block`` of them from ``block``."""
+        config = self.config
         mine = self._by_block.get(block)
-        held = len(mine) if mine is not None else 0
+        held = (len(mine) if mine is not None else 0) + from_block
         if held >= config.per_source_max_startups:
             return Refused(Refusal.PER_SOURCE, block)
         evicted = None
+        startups = self.startups + elsewhere
         if held:
-            chance = config.max_startups.drop_probability(self.startups)
+            chance = config.max_startups.drop_probability(startups)
             if chance and (chance >= 1.0 or self._random.random() < chance):
                 return Refused(Refusal.STARTUPS, block)
-        elif self.startups >= config.max_startups.full:
+        elif startups >= config.max_startups.full and self.startups:
             evicted = self._evict()
         startup = Startup(address, block, now, owner)
         if mine is None:
@@ -205,26 +239,35 @@ class Admission:
         self.startups += 1
         return Admitted(startup, evicted)
 
+    def _publish(self, block: str) -> None:
+        if self.shared is not None:
+            self.shared.publish_startups(block, self.startups_from(block), self.startups)
+
     def _evict(self) -> Startup:
         """The oldest startup of the block holding the most (ties: the oldest first)."""
         victims = max(self._by_block.values(), key=lambda queue: (len(queue), -queue[0].since))
         victim = victims[0]
         victim.evicted = True
-        self.finish(victim)
+        self._forget(victim)
         return victim
 
     def finish(self, startup: Startup) -> None:
         """The startup authenticated, or ended: it no longer counts (idempotent)."""
+        if self._forget(startup):
+            self._publish(startup.block)
+
+    def _forget(self, startup: Startup) -> bool:
         mine = self._by_block.get(startup.block)
         if mine is None:
-            return
+            return False
         try:
             mine.remove(startup)
         except ValueError:
-            return
+            return False
         self.startups -= 1
         if not mine:
             del self._by_block[startup.block]
+        return True
 
     def offended(self, address: str, offence: Offence, now: float) -> float | None:
         """Penalise ``address``'s block for ``offence`` (unless the address is exempt);

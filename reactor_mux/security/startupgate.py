@@ -31,6 +31,7 @@ from reactor_mux.security.admission import (
     Admitted,
     Refusal,
     Refused,
+    SharedStartups,
     Startup,
 )
 from reactor_mux.security.busyreply import MAX_TLS_REPLIES, BusyReplies
@@ -99,9 +100,11 @@ class StartupGate:
         meter: Meter,
         *,
         keepalive_interval: float,
+        shared: SharedStartups | None = None,
     ) -> None:
+        """``shared``: the startups of a server's other workers, which count too."""
         self._reactor = reactor
-        self.admission = Admission(config)
+        self.admission = Admission(config, shared=shared)
         self._meter = meter
         self._log = TurnedAwayLog(reactor)
         self._busy = BusyReplies(reactor, keepalive_interval)

@@ -302,6 +302,7 @@ class Supervisor:
             for key in ("unauthenticated", "sources_turned_away"):
                 report["admission"][key] += result.get("admission", {}).get(key, 0)
             entry["channels"] = len(result.get("channels", []))
+            entry["unauthenticated"] = result.get("admission", {}).get("unauthenticated", 0)
             report["workers"].append(entry)
         return report
 
