@@ -14,6 +14,7 @@ import time
 
 from support import (
     BlackHole,
+    ChaosRelay,
     Exchange,
     MuxProcess,
     NeverReadServer,
@@ -369,3 +370,31 @@ def test_outbound_cap_pauses_local_reads_until_the_channel_drains(hash_target):
     finally:
         tunnel.server.signal(signal.SIGCONT)
         tunnel.close()
+
+
+def test_max_channels_counts_a_resumed_channel_once(echo):
+    """The server keeps its count of authenticated channels as they come and go (not a
+    scan per new channel): a client that resumed through a cut still counts once, so
+    with --max-channels 2 one more client gets in and a third is refused."""
+    tunnel = Tunnel(server_args=("--max-channels", "2"))
+    relay = ChaosRelay(tunnel.server_port)
+    try:
+        resumer = MuxProcess(["client", "--server", f"127.0.0.1:{relay.port}",
+                              "-L", f"0:127.0.0.1:{echo.port}"])  # fmt: skip
+        tunnel.clients.append(resumer)
+        resumer.forwards(1)
+        for _ in range(3):
+            mark = resumer.mark
+            relay.cut()
+            resumer.wait_event("channel_resumed", start=mark, timeout=20)
+        second, _ = tunnel.client("-L", f"0:127.0.0.1:{echo.port}")
+        third = MuxProcess(["client", "--server", f"127.0.0.1:{tunnel.server_port}",
+                            "-L", f"0:127.0.0.1:{echo.port}"])  # fmt: skip
+        tunnel.clients.append(third)
+        refused = tunnel.server.wait_event("channel_refused")
+        assert "limit 2" in refused["reason"]
+        second.stop()
+        assert third.forwards(1, timeout=15)[0][0] == "L"
+    finally:
+        tunnel.close()
+        relay.close()

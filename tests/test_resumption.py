@@ -53,6 +53,7 @@ def test_a_quiet_channel_that_sent_something_gets_a_barrier_on_a_tick():
     resumption.start()
     client.request_connect(1, "localhost", 80)
     client.data_to_send()  # one send since the last tick
+    resumption.wake()  # as the channel's flush does after a send
     clock.advance(BARRIER_INTERVAL)  # sends happened: not quiet yet
     assert recorder.flushes == 0
     clock.advance(BARRIER_INTERVAL)  # none since: the barrier PING is queued
@@ -95,3 +96,57 @@ def test_a_resume_closes_the_window_and_stop_cancels_every_timer():
     assert recorder.expired == []
     resumption.stop()
     assert clock.pending == 0
+
+
+def test_an_idle_pair_stops_ticking_once_all_it_sent_is_confirmed():
+    """The barrier tick runs only while something sent waits for a barrier: two idle
+    resumable sessions go silent, with no timer, after their barriers are answered
+    (a barrier's own PING and PONG confirm nothing new); a send starts it again."""
+    clock = FakeClock()
+    client, server = resumable_pair()
+    sides = []
+    idle: list[Session] = []
+    for session in (client, server):
+        recorder = Recorder()
+        resumption = Resumption(clock, recorder, session, resume_timeout=30.0,
+                                flush=recorder.flush, expired=recorder.expire,
+                                gone_idle=lambda session=session: idle.append(session))  # fmt: skip
+        sides.append(resumption)
+        resumption.start()
+
+    def shuttle() -> int:
+        """Both ways until nothing moves, waking the side that sent (the channel's flush)."""
+        moved = 0
+        while True:
+            out, back = client.data_to_send(), b""
+            if out:
+                sides[0].wake()
+                server.receive_data(out)
+            back = server.data_to_send()
+            if back:
+                sides[1].wake()
+                client.receive_data(back)
+            if not out and not back:
+                return moved
+            moved += len(out) + len(back)
+
+    client.request_connect(1, "localhost", 80)
+    shuttle()
+    for _ in range(12):
+        clock.advance(BARRIER_INTERVAL)
+        shuttle()
+    assert clock.pending == 0 and client in idle
+    assert not client.confirming() and not server.confirming()
+    clock.advance(600.0)
+    assert shuttle() == 0  # silent: nothing to confirm, no tick to send a barrier
+    client.request_connect(2, "localhost", 81)  # a send: the tick runs until confirmed
+    shuttle()
+    assert clock.pending == 1 and client.confirming()
+    barriers = 0
+    for _ in range(12):
+        clock.advance(BARRIER_INTERVAL)
+        out = client.data_to_send()
+        barriers += out.count(b"PING 2147")
+        server.receive_data(out)
+        shuttle()
+    assert barriers == 1 and clock.pending == 0

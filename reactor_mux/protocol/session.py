@@ -473,6 +473,21 @@ class Session:
                 and self.state is ChannelState.OPEN and not self._output_detached):  # fmt: skip
             self._send_barrier()
 
+    def confirming(self) -> bool:
+        """Something sent waits for a barrier to confirm it (a logged command, stream
+        bytes past the peer's ACKs, a closed stream's end), or a barrier is out:
+        the barrier tick goes on.  False on an idle channel, which needs no tick
+        until it sends again (the data plane's sends are counted in ``written``)."""
+        log = self._log
+        if not log.keeping or self.state is ChannelState.FAILED:
+            return False
+        if log.barrier is not None or log.wanted or log.end > log.base or log.tombstones:
+            return True
+        output = self._output
+        return any(stream.slot >= 0
+                   and stream.written - output.buffered(stream.slot) > stream.released
+                   for stream in self._streams.values())  # fmt: skip
+
     def request_barrier(self) -> None:
         """Confirm what was sent as soon as possible (memory is tight)."""
         if self._log.keeping:

@@ -290,6 +290,8 @@ class Server:
         self.config = config
         self.listeners: list[ListenerSet] = []
         self.clients: dict[Channel, _ClientState] = {}
+        self._authenticated_channels = 0
+        """Channels in ``clients`` that authenticated (live and suspended)."""
         self.meter = Meter()
         self.started_at = reactor.time()
         self._by_client_id: dict[tuple[str | None, str], Channel] = {}
@@ -679,17 +681,20 @@ class Server:
             stale.close("replaced by a new channel from the same client", error=False,
                         code=ErrorCode.REPLACED)  # fmt: skip
 
-    def _authenticated(self, state: _ClientState) -> None:
+    def _authenticated(self, state: _ClientState, *, counted: bool = True) -> None:
         """The channel proved itself (or finished HELLO, without authentication):
-        it stops counting as a startup."""
+        it stops counting as a startup, and counts as a channel (``counted``: it
+        stays in ``clients``)."""
         if state.startup is not None:
             self.gate.authenticated(state.startup)
             state.startup = None
+            self._authenticated_channels += counted
 
     def _channels_besides(self, channel: Channel) -> int:
-        """Authenticated channels, live and suspended, other than ``channel``."""
-        return sum(1 for other, state in self.clients.items()
-                   if state.startup is None and other is not channel)  # fmt: skip
+        """Authenticated channels, live and suspended, other than ``channel`` (a count
+        kept as they come and go: a storm of N reconnects must not cost N squared)."""
+        state = self.clients.get(channel)
+        return self._authenticated_channels - (state is not None and state.startup is None)
 
     def on_mapping_requested(self, channel: Channel, event: MappingRequested) -> MappingAnswer:
         state = self.clients[channel]
@@ -1092,7 +1097,8 @@ class Server:
             return
         handshake = self.clients.pop(channel, None)
         if handshake is not None:
-            self._authenticated(handshake)
+            self._authenticated_channels -= handshake.startup is None
+            self._authenticated(handshake, counted=False)
             self.clients[held].peer_host = handshake.peer_host
         held.adopt(channel)
 
@@ -1106,8 +1112,10 @@ class Server:
         if channel.session_id is not None and self._sessions.get(channel.session_id) is channel:
             del self._sessions[channel.session_id]
         state = self.clients.pop(channel, None)
-        if state is not None and state.startup is None and self.cluster is not None:
-            self.cluster.publish_channels(self._channels_besides(channel))
+        if state is not None and state.startup is None:
+            self._authenticated_channels -= 1
+            if self.cluster is not None:
+                self.cluster.publish_channels(self._channels_besides(channel))
         if state is not None:
             for listener in state.binds.values():
                 listener.close()

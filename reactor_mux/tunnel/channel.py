@@ -232,6 +232,7 @@ class Channel:
             resume_timeout=settings.resume_timeout,
             flush=self.schedule_flush,
             expired=self._resume_expired,
+            gone_idle=self._report_next_send,
         )
         self._flush_pending = False
         self._inbound_held = 0
@@ -1017,6 +1018,7 @@ class Channel:
                     self._outbound_cap.check()
                 assert self._plane is not None
                 self._plane.set_send_reports(session.sends_before_barrier, limit)
+                self._resumption.wake()
             elif kind == data_plane.FIN_SENT:
                 session.fin_sent(stream_id)
             elif kind == data_plane.CHANNEL_INPUT:  # bytes with a command: Python's read
@@ -1127,8 +1129,15 @@ class Channel:
             self._session.release_idle_outbound()
             self._outbound_cap.check()
         self._update_interest(left_over)
+        self._resumption.wake()
         if self._plane is not None:
             self._let_plane_send(not left_over)
+
+    def _report_next_send(self) -> None:
+        """The barrier tick stopped (nothing left to confirm): the plane says when it
+        sends again, which starts the tick again (SENT)."""
+        if self._plane is not None:
+            self._plane.set_send_reports(1, self._outbound_cap.limit)
 
     def _let_plane_send(self, caught_up: bool) -> None:
         """The plane may send the channel's output itself while the channel is

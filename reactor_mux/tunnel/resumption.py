@@ -1,5 +1,7 @@
 """A resumable channel across cuts (docs/protocol.md §9): while connected, a
-barrier tick confirms what was sent; once the connection breaks, the streams
+barrier tick confirms what was sent, and runs only while something sent waits
+to be confirmed (an idle channel has no timer of its own but its keepalive);
+once the connection breaks, the streams
 wait for a resume until the resume window closes; a new connection carries
 the session on (a client's ``reconnect``, a server's ``adopt`` of the
 connection that proved it holds the session).
@@ -22,8 +24,9 @@ from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.session import Session
 
 BARRIER_INTERVAL = 0.25
-"""Seconds between barrier PINGs on a resumable channel that sent something: each
-answer frees the sent bytes and commands kept for a resume (protocol.md §9.2)."""
+"""Seconds between barrier ticks on a resumable channel that sent something: once
+it goes quiet, a barrier PING whose answer frees the sent bytes and commands
+kept for a resume (protocol.md §9.2)."""
 
 
 class Clock(Protocol):
@@ -58,13 +61,19 @@ class Resumption:
         resume_timeout: float,
         flush: Callable[[], None],
         expired: Callable[[str, ErrorCode], None],
+        gone_idle: Callable[[], None] | None = None,
     ) -> None:
+        """``gone_idle``: the tick stopped; whoever sends without the channel's flush
+        (the data plane) must ``wake`` it at the next send."""
         self._clock = clock
         self._owner = owner
         self._session = session
         self._timeout = resume_timeout
         self._flush = flush
         self._expired = expired
+        self._gone_idle = gone_idle
+        self._ticking = False
+        """The channel started with resume on, and has not stopped."""
         self._barrier_timer: Cancellable | None = None
         self._deadline: Cancellable | None = None
         self.suspended_at: float | None = None
@@ -83,6 +92,14 @@ class Resumption:
     def start(self) -> None:
         """The channel started: tick barriers if the session may ever resume."""
         if self._session.config.resume:
+            self._ticking = True
+            self.wake()
+
+    def wake(self) -> None:
+        """Something may have been sent: tick until it is confirmed (called on every
+        flush: one test while the tick runs; a keepalive's PING or PONG, which
+        needs no barrier, starts no tick)."""
+        if self._barrier_timer is None and self._ticking and self._session.confirming():
             self._barrier_timer = self._clock.call_later(BARRIER_INTERVAL, self._tick,
                                                          self._owner)  # fmt: skip
 
@@ -94,7 +111,11 @@ class Resumption:
         session.barrier_tick()
         if session.has_output():
             self._flush()
-        self._barrier_timer = self._clock.call_later(BARRIER_INTERVAL, self._tick, self._owner)
+        if session.confirming():
+            self._barrier_timer = self._clock.call_later(BARRIER_INTERVAL, self._tick,
+                                                         self._owner)  # fmt: skip
+        elif self._gone_idle is not None:
+            self._gone_idle()
 
     def suspend(self) -> bool:
         """The connection broke and the session may resume: keep it, and start the
@@ -131,6 +152,7 @@ class Resumption:
 
     def stop(self) -> None:
         """The channel closed (or was handed over): no more ticks or deadline."""
+        self._ticking = False
         for timer in (self._barrier_timer, self._deadline):
             if timer is not None:
                 timer.cancel()
