@@ -88,8 +88,15 @@ class Engine:
         if engine == ffi.NULL:
             raise OSError(ffi.errno, "data plane: no epoll set")
         self._engine = ffi.gc(engine, lib.rmux_engine_free)
+        # One set of out-arrays for the engine and all its planes (64 KiB of events
+        # each would be most of an idle channel's memory): the reactor is
+        # single-threaded, and every call copies its events out before it returns.
         self._events = ffi.new("rmux_event[]", MAX_EVENTS)
         self._events_buffer = ffi.buffer(self._events)
+        self._left = ffi.new("uint64_t *")
+        self._index = ffi.new("size_t *")
+        self._ack_ids = ffi.new("uint32_t[]", _ACK_BATCH)
+        self._ack_counts = ffi.new("uint32_t[]", _ACK_BATCH)
         self._outer_ready = ffi.new("int *")
         self.planes = 0
 
@@ -151,13 +158,10 @@ class Plane:
         self._tx = tx  # keeps the send queue alive as long as the plane
         self._plane = plane
         self.tag = tag
-        self._events = ffi.new("rmux_event[]", MAX_EVENTS)
-        self._events_buffer = ffi.buffer(self._events)
-        self._left = ffi.new("uint64_t *")
+        self._events, self._events_buffer = engine._events, engine._events_buffer
+        self._left, self._index = engine._left, engine._index
+        self._ack_ids, self._ack_counts = engine._ack_ids, engine._ack_counts
         self._report_held = 0
-        self._index = ffi.new("size_t *")
-        self._ack_ids = ffi.new("uint32_t[]", _ACK_BATCH)
-        self._ack_counts = ffi.new("uint32_t[]", _ACK_BATCH)
         engine.planes += 1
 
     def close(self) -> None:
