@@ -474,6 +474,12 @@ uint64_t rmux_tx_release_idle(rmux_tx *tx) {
         }
     }
     tx->held -= released;
+    if (tx->out != NULL && tx->start == tx->end) { /* the FIFO too, when it holds nothing */
+        free(tx->out);
+        tx->out = NULL;
+        tx->out_capacity = 0;
+        tx->start = tx->end = 0;
+    }
     return released;
 }
 

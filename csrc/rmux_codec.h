@@ -36,7 +36,7 @@
 
 /* A new send ring's size, and the output FIFO's smallest allocation. */
 #define RMUX_INITIAL_RING 16384
-#define RMUX_INITIAL_OUTPUT 16384
+#define RMUX_INITIAL_OUTPUT 2048
 
 /* The kind byte of a frame header. */
 typedef enum rmux_kind {
@@ -155,7 +155,8 @@ rmux_tx_status rmux_tx_set_limit(rmux_tx *tx, int32_t slot, uint32_t limit);
 void rmux_tx_drop_streams(rmux_tx *tx);
 /* Buffered bytes, or RMUX_TX_INVALID if the slot is not open. */
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
-/* Free the storage of every empty ring (they start small again); returns the bytes freed. */
+/* Free the storage of every empty ring (they start small again), and the output
+ * FIFO's if it holds nothing; returns the rings' bytes freed. */
 uint64_t rmux_tx_release_idle(rmux_tx *tx);
 /* Free space for up to count bytes (fewer while the ring may not grow yet: see
  * the growth rule in rmux_codec.c), in up to two regions.  INVALID for a bad

@@ -21,8 +21,8 @@
 #define BIO_CTRL_WPENDING 13
 #define BIO_TYPE_SOURCE_SINK 0x0400
 #define DISCARD_CHUNK 65536
-#define OUTPUT_INITIAL 16384
-#define INPUT_INITIAL 16384  /* io/tls.py's CIPHER_READ_INITIAL */
+#define OUTPUT_INITIAL 4096 /* a keepalive's record is a few dozen bytes; the BIO doubles */
+#define INPUT_INITIAL 4096  /* io/tls.py's CIPHER_READ_INITIAL */
 #define INPUT_MOST 262144    /* and its CIPHER_READ */
 #define BIO_FLAGS_READ 0x01
 #define BIO_FLAGS_SHOULD_RETRY 0x08
@@ -520,6 +520,24 @@ void rmux_tls_release(uintptr_t ssl) {
     }
     cipher_output *out = own_output((void *)ssl);
     if (out != NULL) {
+        free(out->data);
+        out->data = NULL;
+        out->start = out->end = out->capacity = 0;
+    }
+}
+
+void rmux_tls_release_idle(uintptr_t ssl) {
+    if (!bound) {
+        return;
+    }
+    cipher_input *in = own_input((void *)ssl);
+    if (in != NULL && in->start == in->end) {
+        free(in->data);
+        in->data = NULL;
+        in->start = in->end = in->capacity = 0;
+    }
+    cipher_output *out = own_output((void *)ssl);
+    if (out != NULL && out->start == out->end) {
         free(out->data);
         out->data = NULL;
         out->start = out->end = out->capacity = 0;

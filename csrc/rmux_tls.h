@@ -55,6 +55,9 @@ int rmux_tls_input_ended(uintptr_t ssl);
 /* The transport closed: free the own buffers' storage now (what they held is
  * dropped; they start empty again if the session were used after). */
 void rmux_tls_release(uintptr_t ssl);
+/* A quiet channel: free the own buffers' storage where they hold nothing (they
+ * are allocated again with the next record either way). */
+void rmux_tls_release_idle(uintptr_t ssl);
 /* Ciphertext the output BIO holds. */
 uint64_t rmux_tls_unsent(uintptr_t ssl);
 /* OpenSSL's reason text for an error code a plane event carried ("" if none). */

@@ -111,6 +111,26 @@ def test_reads_the_data_plane_made_keep_the_peer_alive():
     assert watched.gave_up and watched.codes == [ErrorCode.KEEPALIVE_TIMEOUT]
 
 
+def test_a_tick_that_finds_nothing_read_says_the_channel_is_quiet():
+    """The channel gives its buffers back on the keepalive's own tick (no timer of its
+    own): on each tick whose read count did not move, and only then."""
+    clock = FakeClock()
+    reads = [0]
+    quiet: list[float] = []
+    liveness = Liveness(clock, Owner(), handshake_timeout=10.0, keepalive_interval=15.0,
+                        dead_after=45.0, send_ping=lambda token: None,
+                        give_up=lambda reason, code: None, activity=lambda: reads[0],
+                        quiet=lambda: quiet.append(clock.now))  # fmt: skip
+    liveness.start()
+    liveness.handshake_done()
+    for _ in range(4):  # busy: a read before every tick
+        reads[0] += 1
+        clock.advance(7.5)
+    assert quiet == []
+    clock.advance(15.0)
+    assert quiet == [37.5, 45.0]
+
+
 def test_while_our_reads_are_paused_the_silence_clock_stops_and_we_ping():
     clock = FakeClock()
     watched = Watched(clock)

@@ -457,6 +457,7 @@ def test_the_plane_sends_the_acks_it_owes_itself_while_nothing_of_pythons_waits(
     mine, peer = tcp_pair()
     sockets += [mine, peer]
     decoder = InboundDecoder(65536, 1024, 262144)
+    decoder._resize(16384)  # a busy channel's buffer (it starts at 2 KiB)
     decoder.writable()
     decoder.rx.capacity = decoder.rx.buffer_length  # full grown: growing is not the test's
     h.plane.set_input(decoder.rx, mine.fileno())
@@ -610,6 +611,7 @@ def test_interleaved_frames_of_one_read_reach_each_stream_whole_and_in_order(eng
     mine, peer = tcp_pair()
     sockets += [mine, peer]
     decoder = InboundDecoder(65536, 1024, 262144)
+    decoder._resize(16384)  # a busy channel's buffer (it starts at 2 KiB)
     decoder.writable()
     h.plane.set_input(decoder.rx, mine.fileno())
     sent: dict[int, bytearray] = {stream_id: bytearray() for stream_id in apps}

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reactor_mux.codec._python import INITIAL_RECEIVE
 from reactor_mux.protocol import auth
 from reactor_mux.protocol.commands import parse_command
 from reactor_mux.protocol.config import SessionConfig
@@ -1133,3 +1134,27 @@ def test_a_short_datagram_frame_is_a_violation_and_a_crossing_one_is_dropped():
     server.send_datagram(2, 1, b"crossing")
     c_events, _ = exchange(client, server)
     assert not any(isinstance(event, DatagramReceived) for event in c_events)
+
+
+def test_a_quiet_channel_gives_its_buffers_back_and_takes_small_ones_again(pair):
+    """``release_idle_buffers``: a channel that grew its receive buffers for a burst
+    gives them back; the next bytes take the small first buffer again (an idle
+    channel's keepalives never grow it); part of a frame waiting in the buffer
+    is kept, and completed by the next read."""
+    client, server = pair
+    sid = open_l_stream(client, server)
+    burst = bytes(range(256)) * 64  # 16 KiB in one read: the buffers grow
+    grown = server.receive_data(data(sid, burst))
+    assert b"".join(bytes(e.data) for e in grown if isinstance(e, DataReceived)) == burst
+    assert len(server.receive_buffer()) > INITIAL_RECEIVE
+    server.release_idle_buffers()
+    assert len(server.receive_buffer()) == INITIAL_RECEIVE
+    frame = data(sid, b"x" * 1000)
+    assert server.receive_data(frame[:500]) == []
+    server.release_idle_buffers()  # a partial frame waits: nothing is given back
+    [event] = server.receive_data(frame[500:])
+    assert isinstance(event, DataReceived) and bytes(event.data) == b"x" * 1000
+    client.send_data(sid, b"reply")
+    client.release_idle_buffers()  # unsent output stays
+    events, _ = exchange(server, client)
+    assert [bytes(e.data) for e in events if isinstance(e, DataReceived)] == [b"reply"]

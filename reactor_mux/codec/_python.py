@@ -159,9 +159,11 @@ def splice_frames(
     return records, staged
 
 
-INITIAL_RECEIVE = 16 * 1024
-"""Receive (and staging) buffer a channel starts with: a handshake or an idle
-channel holds this much, a busy one grows it (doubling) to ``buffer_size``."""
+INITIAL_RECEIVE = 2 * 1024
+"""Receive (and staging) buffer a channel starts with, and takes again after it
+gave its buffers back while quiet: an idle channel holds this much (its
+keepalives never fill it), a busy one grows it (doubling, a read that fills it
+at a time) to ``buffer_size`` within its first few reads."""
 
 
 PLANE_FAILED = 2
@@ -365,7 +367,9 @@ class _TxStream:
 
 
 INITIAL_RING = 16 * 1024
-INITIAL_OUTPUT = 16 * 1024
+INITIAL_OUTPUT = 2 * 1024
+"""The output FIFO's first allocation (it doubles as frames need): a keepalive's
+PING or PONG takes a few dozen bytes of it."""
 
 
 class ControlFrames:
@@ -435,8 +439,12 @@ class OutboundQueue(ControlFrames):
         return self._held
 
     def release_idle(self) -> int:
-        """Free the storage of every empty ring (it starts small again); returns the
-        bytes freed.  For memory pressure only: regrowing costs allocations."""
+        """Free the storage of every empty ring (it starts small again), and the
+        output FIFO's if it holds nothing; returns the rings' bytes freed.  For
+        memory pressure and quiet channels only: regrowing costs allocations."""
+        if self._start == self._end and self._out:
+            self._out = bytearray()
+            self._start = self._end = 0
         released = 0
         for stream in self._streams:
             if stream is not None and not stream.size and not stream.retained and stream.ring:

@@ -142,6 +142,11 @@ def release(session: int) -> None:
     lib.rmux_tls_release(session)
 
 
+def release_idle(session: int) -> None:
+    """A quiet channel: free the plane's cipher buffers where they hold nothing."""
+    lib.rmux_tls_release_idle(session)
+
+
 def cipher(session: int) -> str:
     name: bytes = ffi.string(lib.rmux_tls_cipher(session))
     return name.decode()

@@ -49,7 +49,7 @@ PLAINTEXT_TO_TLS_SERVER = "this server expects TLS (start the client with --tls)
 CIPHER_READ = 256 * 1024
 """Most ciphertext taken from the socket per readiness event."""
 
-CIPHER_READ_INITIAL = 16 * 1024
+CIPHER_READ_INITIAL = 4 * 1024
 """What a connection reads ciphertext into at first: enough for a handshake or an
 idle channel; a read that fills it doubles it, up to ``CIPHER_READ``."""
 
@@ -356,6 +356,14 @@ class TlsTransport:
             self._schedule_drain()
         self._update()
 
+    def release_idle(self) -> None:
+        if self.closed or self._phase is not TlsPhase.OPEN:
+            return
+        if self._own_input:
+            nativetls.release_idle(self._session)
+        elif self._cipher_in:
+            self._cipher_in = bytearray()  # taken again at the next read
+
     def plane_socket(self) -> tuple[int, int]:
         # Not once Python has read the socket's end: what is left is Python's to tell.
         if (
@@ -519,6 +527,8 @@ class TlsTransport:
                 return False
             self._peer_eof = self._peer_eof or count == 0
             return True
+        if not self._cipher_in:  # given back while the channel was quiet
+            self._cipher_in = bytearray(CIPHER_READ_INITIAL)
         try:
             count = self._sock.recv_into(self._cipher_in)
         except (BlockingIOError, InterruptedError):

@@ -106,6 +106,10 @@ class Transport(Protocol):
         """What the data plane's failure ``code`` on this transport was (TLS: an
         OpenSSL error code), as one line for the log."""
 
+    def release_idle(self) -> None:
+        """The channel went quiet: give back buffers that hold nothing (they are
+        taken again when bytes come)."""
+
     def send(self, views: Sequence[memoryview]) -> int:
         """Take what it can of ``views`` now and return the count; raises
         ``BlockingIOError`` when it can take nothing and ``OSError`` when the
@@ -147,6 +151,9 @@ class TcpTransport:
 
     def trust(self) -> None:
         pass  # the channel's own buffers are the only ones, and the session bounds them
+
+    def release_idle(self) -> None:
+        pass  # it holds no buffer of its own
 
     def plane_socket(self) -> tuple[int, int]:
         return self._sock.fileno(), 0

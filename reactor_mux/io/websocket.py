@@ -151,6 +151,9 @@ class WebSocketTransport:
     def trust(self) -> None:
         self._inner.trust()
 
+    def release_idle(self) -> None:
+        self._inner.release_idle()
+
     def plane_socket(self) -> tuple[int, int]:
         return -1, 0  # the plane cannot frame: this channel's bytes stay in Python
 
@@ -455,6 +458,9 @@ class Sniffer:
 
     def trust(self) -> None:
         (self._chosen or self._inner).trust()
+
+    def release_idle(self) -> None:
+        (self._chosen or self._inner).release_idle()
 
     def plane_socket(self) -> tuple[int, int]:
         return self._chosen.plane_socket() if self._chosen is not None else (-1, 0)

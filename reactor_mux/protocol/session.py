@@ -672,6 +672,15 @@ class Session:
         if self.state is not ChannelState.FAILED:
             self._finish(reason, code=code, tell_peer=tell_peer, after_replies=after_replies)
 
+    def release_idle_buffers(self) -> None:
+        """The channel went quiet: give back the receive buffers (unless part of a
+        frame waits in them), the empty send rings and the empty output FIFO;
+        each is taken again when bytes come (an idle channel then holds tens of
+        KiB, not a busy one's buffers)."""
+        if self.state is not ChannelState.FAILED:
+            self._decoder.release()
+            self._output.release_idle()
+
     def release_memory(self) -> None:
         """The channel is closed: give back the receive buffers and the output queue
         now, rather than when the garbage collector gets to the closed channel."""

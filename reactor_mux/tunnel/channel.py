@@ -295,7 +295,16 @@ class Channel:
             send_ping=self._send_ping,
             give_up=self._lost,
             activity=self._reads_made,
+            quiet=self._release_idle_buffers,
         )
+
+    def _release_idle_buffers(self) -> None:
+        """Nothing read for half a keepalive interval: give back what a busy channel
+        holds (receive buffers, empty send rings, the output FIFO, TLS's
+        ciphertext buffers); each comes back with the next bytes."""
+        if not self.closed and self._transport is not None:
+            self._session.release_idle_buffers()
+            self._transport.release_idle()
 
     def _reads_made(self) -> int:
         """The channel's reads so far, Python's and the plane's (the liveness's evidence)."""

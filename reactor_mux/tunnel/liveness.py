@@ -51,7 +51,10 @@ class Liveness:
         send_ping: Callable[[int], None],
         give_up: Callable[[str, ErrorCode], None],
         activity: Callable[[], int] | None = None,
+        quiet: Callable[[], None] | None = None,
     ) -> None:
+        """``quiet``: called on a tick that finds nothing read since the last one
+        (the channel gives back its buffers: no timer of its own for that)."""
         self._clock = clock
         self._owner = owner
         self._handshake_timeout = handshake_timeout
@@ -65,6 +68,7 @@ class Liveness:
         self.last_heard = clock.time()
         self._created = self.last_heard
         self._activity = activity
+        self._quiet = quiet
         """A count of the channel's reads (Python's and the data plane's): when it moved
         since the last tick, the peer was heard after that tick.  Counting is what a
         read can afford; reading the clock on every one cost more."""
@@ -116,6 +120,8 @@ class Liveness:
             if activity != self._last_activity:
                 self._last_activity = activity
                 self.last_heard = max(self.last_heard, self._last_tick)
+            elif self._quiet is not None and not self.reads_paused:
+                self._quiet()
         self._last_tick = now
         if self.reads_paused:
             self.last_heard = now
