@@ -474,7 +474,7 @@ uint64_t rmux_tx_release_idle(rmux_tx *tx) {
         }
     }
     tx->held -= released;
-    if (tx->out != NULL && tx->start == tx->end) { /* the FIFO too, when it holds nothing */
+    if (tx->start == tx->end && tx->out_capacity > RMUX_INITIAL_OUTPUT) { /* an empty FIFO a burst grew */
         free(tx->out);
         tx->out = NULL;
         tx->out_capacity = 0;

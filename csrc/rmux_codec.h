@@ -156,7 +156,8 @@ void rmux_tx_drop_streams(rmux_tx *tx);
 /* Buffered bytes, or RMUX_TX_INVALID if the slot is not open. */
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
 /* Free the storage of every empty ring (they start small again), and the output
- * FIFO's if it holds nothing; returns the rings' bytes freed. */
+ * FIFO's if it holds nothing and grew past RMUX_INITIAL_OUTPUT; returns the
+ * rings' bytes freed. */
 uint64_t rmux_tx_release_idle(rmux_tx *tx);
 /* Free space for up to count bytes (fewer while the ring may not grow yet: see
  * the growth rule in rmux_codec.c), in up to two regions.  INVALID for a bad

@@ -531,13 +531,13 @@ void rmux_tls_release_idle(uintptr_t ssl) {
         return;
     }
     cipher_input *in = own_input((void *)ssl);
-    if (in != NULL && in->start == in->end) {
+    if (in != NULL && in->start == in->end && in->capacity > INPUT_INITIAL) {
         free(in->data);
         in->data = NULL;
         in->start = in->end = in->capacity = 0;
     }
     cipher_output *out = own_output((void *)ssl);
-    if (out != NULL && out->start == out->end) {
+    if (out != NULL && out->start == out->end && out->capacity > OUTPUT_INITIAL) {
         free(out->data);
         out->data = NULL;
         out->start = out->end = out->capacity = 0;

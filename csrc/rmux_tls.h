@@ -55,8 +55,8 @@ int rmux_tls_input_ended(uintptr_t ssl);
 /* The transport closed: free the own buffers' storage now (what they held is
  * dropped; they start empty again if the session were used after). */
 void rmux_tls_release(uintptr_t ssl);
-/* A quiet channel: free the own buffers' storage where they hold nothing (they
- * are allocated again with the next record either way). */
+/* A quiet channel: free the own buffers' storage where they hold nothing and a
+ * burst grew them past their first size (allocated again with the next record). */
 void rmux_tls_release_idle(uintptr_t ssl);
 /* Ciphertext the output BIO holds. */
 uint64_t rmux_tls_unsent(uintptr_t ssl);

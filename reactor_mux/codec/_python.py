@@ -304,6 +304,12 @@ class InboundDecoder:
             self.buffer, self.staging = memoryview(self._buffer), memoryview(self._staging)
             self._buffers_changed()
 
+    def release_grown(self) -> None:
+        """A quiet channel: give back buffers a burst grew past ``INITIAL_RECEIVE``;
+        first-size ones stay (the keepalives would only take them again)."""
+        if len(self._buffer) > INITIAL_RECEIVE:
+            self.release()
+
     def _buffers_changed(self) -> None:
         """The buffers were replaced (the compiled twin re-points at them)."""
 
@@ -440,9 +446,10 @@ class OutboundQueue(ControlFrames):
 
     def release_idle(self) -> int:
         """Free the storage of every empty ring (it starts small again), and the
-        output FIFO's if it holds nothing; returns the rings' bytes freed.  For
+        output FIFO's if it holds nothing and grew past its first size; returns
+        the rings' bytes freed.  For
         memory pressure and quiet channels only: regrowing costs allocations."""
-        if self._start == self._end and self._out:
+        if self._start == self._end and len(self._out) > INITIAL_OUTPUT:
             self._out = bytearray()
             self._start = self._end = 0
         released = 0

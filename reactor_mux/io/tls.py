@@ -361,8 +361,8 @@ class TlsTransport:
             return
         if self._own_input:
             nativetls.release_idle(self._session)
-        elif self._cipher_in:
-            self._cipher_in = bytearray()  # taken again at the next read
+        elif len(self._cipher_in) > CIPHER_READ_INITIAL:
+            self._cipher_in = bytearray()  # a burst's: taken again, small, at the next read
 
     def plane_socket(self) -> tuple[int, int]:
         # Not once Python has read the socket's end: what is left is Python's to tell.

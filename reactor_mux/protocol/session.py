@@ -673,12 +673,12 @@ class Session:
             self._finish(reason, code=code, tell_peer=tell_peer, after_replies=after_replies)
 
     def release_idle_buffers(self) -> None:
-        """The channel went quiet: give back the receive buffers (unless part of a
-        frame waits in them), the empty send rings and the empty output FIFO;
-        each is taken again when bytes come (an idle channel then holds tens of
-        KiB, not a busy one's buffers)."""
+        """The channel went quiet: give back the receive buffers a burst grew (unless
+        part of a frame waits in them), the empty send rings and the empty output
+        FIFO; each is taken again, small, when bytes come (an idle channel holds
+        a few KiB, not a busy one's buffers, and its keepalives churn nothing)."""
         if self.state is not ChannelState.FAILED:
-            self._decoder.release()
+            self._decoder.release_grown()
             self._output.release_idle()
 
     def release_memory(self) -> None:
