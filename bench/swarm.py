@@ -12,20 +12,31 @@ Once every channel is up, the swarm measures the server (``--server-pid``, from
 /proc): RSS, descriptors and CPU per channel while idle for ``--idle``
 seconds.  Then ``--active`` (a fraction) of the channels each run ping-pongs of
 ``--message`` bytes through their ``-L`` to the echo target, for ``--busy``
-seconds, every byte checked (SHA-256 of what went against what came back);
-the round trips' p50 and p99 are reported.  One JSON object on stdout.
+seconds (one every ``--ping-interval`` ms, or back to back), every byte checked
+(SHA-256 of what went against what came back); the round trips' p50 and p99
+are reported.  One JSON object on stdout.
 
     python bench/swarm.py --server 127.0.0.1:PORT --secret-file F --target 127.0.0.1:ECHO \\
         --channels 1000 --server-pid PID [--tls --ca CA.pem] [--remote] [--active 0.01]
 
-This is a load generator, not a client: it never reconnects, and a channel
-that fails is counted and reported.
+With ``--storm`` it then prints ``ready`` on stderr and waits for the server to
+go away and come back (bench/storm.py restarts it): each channel reconnects on
+the client's own schedule (``ReconnectPolicy``: at the resume pace, jittered,
+while its session would wait for a resume, and after a ``busy``), with a new
+session (a real client first asks to resume and is told the session is
+unknown: one round trip more).  It reports how long until every channel was
+back, the busy refusals, and the channels the server took per second.
+
+Without ``--storm`` a channel that fails is counted and reported, never
+reconnected.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
+import itertools
 import json
 import os
 import random
@@ -35,18 +46,21 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reactor_mux.io import fdlimit
 from reactor_mux.protocol.auth import Credentials
 from reactor_mux.protocol.config import SessionConfig
+from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.protocol.events import (
     ChannelFailed,
     DataReceived,
     MappingAccepted,
     MappingRefused,
+    PeerLeaving,
     StreamAccepted,
     StreamEnded,
     StreamRefused,
@@ -54,12 +68,18 @@ from reactor_mux.protocol.events import (
     StreamReset,
 )
 from reactor_mux.protocol.handshake import ROUTE_ID_PREFIX
-from reactor_mux.protocol.session import Role, Session
+from reactor_mux.protocol.session import Session
+from reactor_mux.protocol.verbs import Role
+from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
+from reactor_mux.roles.reconnect import ReconnectPolicy
 
 LOCAL, REMOTE = 1, 2
 """The mapping numbers of each channel's ``-L`` and ``-R``."""
 RECEIVE = 1 << 16
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RESUME_WINDOW = 30.0
+"""How long a real client's idle session waits for a resume (the default
+--resume-timeout): its reconnects go at the resume pace meanwhile."""
 
 
 @dataclass
@@ -82,38 +102,63 @@ class SwarmChannel:
     def __init__(self, swarm: Swarm, index: int) -> None:
         self.swarm = swarm
         self.index = index
+        self.client_id = ROUTE_ID_PREFIX + secrets.token_hex(16)
+        self.policy = ReconnectPolicy(time.monotonic, DEFAULT_RECONNECT_MIN,
+                                      DEFAULT_RECONNECT_MAX)  # fmt: skip
+        self.lost_at: float | None = None
+        self.ping: PingPong | None = None
+        self.open()
+
+    def open(self) -> None:
+        """A connection and a new session: HELLO, AUTH, the -L (and -R) requests."""
+        swarm = self.swarm
         config = SessionConfig(credentials=swarm.credentials, resume=True)
-        self.session = Session(Role.CLIENT, config,
-                               client_id=ROUTE_ID_PREFIX + secrets.token_hex(16))  # fmt: skip
+        self.session = Session(Role.CLIENT, config, client_id=self.client_id)
         self.session.request_connect(LOCAL, *swarm.target)
         if swarm.remote:
             self.session.request_bind(REMOTE, "127.0.0.1", 0)
         self.mappings_up = 0
         self.failed: str | None = None
-        self.sock = socket.create_connection(swarm.server)
-        self.sock.setblocking(False)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.code: ErrorCode | None = None
         self.tls: ssl.SSLObject | None = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         if swarm.tls is not None:
             self.tls = swarm.tls.wrap_bio(self._incoming, self._outgoing,
                                           server_hostname=swarm.server_name)  # fmt: skip
+        swarm.handshake_done.discard(self)
         self.unsent = bytearray()
-        self.writing = False
-        self.ping: PingPong | None = None
         self.echoed: set[int] = set()
-        swarm.selector.register(self.sock, selectors.EVENT_READ, self)
+        self.sock = socket.socket()
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        swarm.selector.register(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, self)
+        self.writing = True  # until the connect completes
+        try:
+            self.sock.connect(swarm.server)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.fail(f"connect: {exc}")
+            return
         self.pump()
 
     @property
     def up(self) -> bool:
-        return self.mappings_up == (2 if self.swarm.remote else 1)
+        return self.failed is None and self.mappings_up == (2 if self.swarm.remote else 1)
 
     # ----------------------------------------------------------------- I/O
 
     def on_ready(self, mask: int) -> None:
+        if self.failed is not None:
+            return
         if mask & selectors.EVENT_WRITE:
+            error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                self.fail(f"connect: {os.strerror(error)}")
+                return
+            if not self.unsent:
+                self.pump()
             self.flush()
         if mask & selectors.EVENT_READ:
             self.read()
@@ -131,9 +176,10 @@ class SwarmChannel:
             return
         if self.tls is not None:
             self._incoming.write(data)
-            data = self._tls_read()
-            if data is None:
+            plain = self._tls_read()
+            if plain is None:
                 return
+            data = plain
         self.handle(self.session.receive_data(data))
         self.pump()
 
@@ -189,23 +235,56 @@ class SwarmChannel:
             self.swarm.selector.modify(self.sock, want, self)
 
     def fail(self, why: str) -> None:
-        if self.failed is None:
-            self.failed = why
-            self.swarm.failures.append(f"channel {self.index}: {why}")
-            self.swarm.selector.unregister(self.sock)
-            self.sock.close()
+        if self.failed is not None:
+            return
+        self.failed = why
+        was_up = self.mappings_up > 0
+        self.swarm.selector.unregister(self.sock)
+        self.sock.close()
+        swarm = self.swarm
+        if not swarm.storming:
+            swarm.failures.append(f"channel {self.index}: {why}")
+            return
+        now = time.monotonic()
+        if self.lost_at is None:
+            self.lost_at = now
+            swarm.lost += 1
+        if self.code is ErrorCode.BUSY:
+            swarm.busy += 1
+        if was_up:
+            self.policy.channel_closed(self.code)
+        # A server that shut down keeps no session: the client's usual backoff.
+        # A connection that broke: its session waits, the resume pace.
+        resuming = self.code is not ErrorCode.SHUTDOWN and now - self.lost_at < RESUME_WINDOW
+        attempt = self.policy.next_attempt(why, resuming=resuming,
+                                           soon=self.code is ErrorCode.BUSY)  # fmt: skip
+        swarm.attempts += 1
+        swarm.call_later(attempt.delay, self.open)
+
+    def came_up(self) -> None:
+        """Every mapping is up: a storm's reconnect is done."""
+        self.policy.channel_up()
+        if self.lost_at is not None:
+            self.swarm.back.append(time.monotonic())
+            self.lost_at = None
 
     # -------------------------------------------------------------- events
 
-    def handle(self, events: list[object]) -> None:
+    def handle(self, events: Sequence[object]) -> None:
         session = self.session
         for event in events:
             if isinstance(event, MappingAccepted):
                 self.mappings_up += 1
+                if self.up:
+                    self.came_up()
             elif isinstance(event, MappingRefused | StreamRefused | StreamReset):
                 self.fail(f"refused: {event}")
             elif isinstance(event, ChannelFailed):
+                self.code = event.code
                 self.fail(event.reason)
+            elif isinstance(event, PeerLeaving):  # BYE: the server shuts down; we close
+                self.code = ErrorCode.SHUTDOWN
+                self.fail("the server is shutting down")
             elif isinstance(event, StreamRequested):  # the -R: echo it here
                 session.accept_stream(event.stream_id)
                 self.echoed.add(event.stream_id)
@@ -229,6 +308,11 @@ class SwarmChannel:
         self.ping = PingPong(self.session.open_stream(LOCAL))
         self.pump()
 
+    def next_ping(self) -> None:
+        if self.failed is None and self.swarm.pinging:
+            self.send_ping()
+            self.pump()
+
     def send_ping(self) -> None:
         ping = self.ping
         assert ping is not None
@@ -247,7 +331,12 @@ class SwarmChannel:
         if len(ping.received) < len(ping.message):
             return
         ping.round_trips.append(time.perf_counter() - ping.sent_at)
-        if self.swarm.pinging:
+        if not self.swarm.pinging:
+            return
+        gap = self.swarm.ping_interval - (time.perf_counter() - ping.sent_at)
+        if gap > 0:
+            self.swarm.call_later(gap, self.next_ping)
+        else:
             self.send_ping()
 
 
@@ -270,6 +359,16 @@ class Swarm:
         self.failures: list[str] = []
         self.handshake_done: set[SwarmChannel] = set()
         self.pinging = False
+        self.ping_interval = args.ping_interval / 1000
+        self.storming = False
+        self.lost = self.busy = self.attempts = 0
+        self.back: list[float] = []
+        """When each channel lost in the storm was back up."""
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._order), callback))
 
     def handshaken(self, channel: SwarmChannel) -> bool:
         return channel in self.handshake_done
@@ -280,12 +379,39 @@ class Swarm:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for key, mask in self.selector.select(min(left, 0.5)):
+            timers = self._timers
+            wait = min(left, 0.5)
+            if timers:
+                wait = max(0.0, min(wait, timers[0][0] - time.monotonic()))
+            for key, mask in self.selector.select(wait):
                 key.data.on_ready(mask)
+            now = time.monotonic()
+            while timers and timers[0][0] <= now:
+                heapq.heappop(timers)[2]()
         return True
 
     def live(self) -> list[SwarmChannel]:
         return [channel for channel in self.channels if channel.failed is None]
+
+    def storm(self, timeout: float) -> dict[str, Any]:
+        """Wait for the server to go away and come back; every channel reconnects
+        on its own schedule.  How long until all were back, and at what pace."""
+        self.storming = True
+        print("ready", file=sys.stderr, flush=True)
+        self.run_until(lambda: self.lost > 0, timeout)
+        began = time.monotonic()
+        done = self.run_until(lambda: len(self.back) >= self.lost
+                              and all(c.up for c in self.channels), timeout)  # fmt: skip
+        seconds = time.monotonic() - began
+        per_second = [0] * (int(seconds) + 1)
+        for at in self.back:
+            per_second[min(int(at - began), len(per_second) - 1)] += 1
+        return {"channels": len(self.channels), "lost": self.lost, "all_back": done,
+                "back": len(self.back), "seconds_until_all_back": round(seconds, 2),
+                "busy_refusals": self.busy, "attempts": self.attempts,
+                "channels_per_second_peak": max(per_second),
+                "channels_per_second_mean": round(len(self.back) / max(seconds, 1e-9), 1),
+                "back_per_second": per_second}  # fmt: skip
 
     def connect(self, count: int, pace: int, timeout: float) -> float:
         """Open ``count`` channels, ``pace`` at most still coming up; seconds taken."""
@@ -333,14 +459,27 @@ def main() -> None:
     parser.add_argument("--active", type=float, default=0.0, help="fraction that moves data")
     parser.add_argument("--busy", type=float, default=5.0, help="seconds of ping-pong")
     parser.add_argument("--message", type=int, default=64, help="ping-pong message bytes")
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=0.0,
+        help="ms from one ping to the next on a channel (0: back to back)",
+    )
+    parser.add_argument(
+        "--storm",
+        action="store_true",
+        help="then wait for the server's restart and reconnect (see above)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
 
+    fdlimit.raise_to_hard()  # a descriptor per channel
     swarm = Swarm(args)
     pid = args.server_pid
     before = proc_figures(pid) if pid else None
     connect_seconds = swarm.connect(args.channels, args.pace, args.timeout)
     live = swarm.live()
+    server: dict[str, float] = {}
     report: dict[str, object] = {"channels": len(live), "failed": len(swarm.failures),
                                  "failures": swarm.failures[:5],
                                  "connect_seconds": round(connect_seconds, 3)}  # fmt: skip
@@ -349,15 +488,15 @@ def main() -> None:
         settled = proc_figures(pid)
         swarm.run_until(lambda: False, args.idle)
         after = proc_figures(pid)
-        report["server"] = {
+        idle_cpu = 100 * (after["cpu"] - settled["cpu"]) / args.idle
+        server.update({
             "rss_before": before["rss"], "rss_idle": after["rss"],
             "rss_per_channel": round((after["rss"] - before["rss"]) / len(live)),
             "fds_per_channel": round((after["fds"] - before["fds"]) / len(live), 2),
-            "idle_cpu_percent": round(100 * (after["cpu"] - settled["cpu"]) / args.idle, 3),
-        }  # fmt: skip
-        report["server"]["idle_cpu_percent_per_100"] = round(  # type: ignore[index]
-            report["server"]["idle_cpu_percent"] * 100 / len(live), 4
-        )  # type: ignore[index]
+            "idle_cpu_percent": round(idle_cpu, 3),
+            "idle_cpu_percent_per_100": round(idle_cpu * 100 / len(live), 4),
+        })  # fmt: skip
+        report["server"] = server
     active = live[: round(len(live) * args.active)]
     if active:
         swarm.pinging = True
@@ -379,8 +518,10 @@ def main() -> None:
             "p99_ms": round(1000 * percentile(trips, 0.99), 3),
         }  # fmt: skip
         if pid:
-            report["server"]["rss_busy"] = proc_figures(pid)["rss"]  # type: ignore[index]
+            server["rss_busy"] = proc_figures(pid)["rss"]
     report["failed"] = len(swarm.failures)
+    if args.storm:
+        report["storm"] = swarm.storm(args.timeout)
     json.dump(report, sys.stdout)
     print()
 
