@@ -146,6 +146,9 @@ struct rmux_plane {
     uint32_t ack_ids[RMUX_PLANE_ACKS];
     uint32_t ack_counts[RMUX_PLANE_ACKS];
     uint64_t growth_left;       /* window growth the channel may still grant (Session's budget) */
+    uint64_t pongs;             /* keepalive PONGs taken since Python last asked */
+    uint32_t pong_token;        /* the last one's token */
+    double pong_at;             /* and when it came (CLOCK_MONOTONIC seconds) */
 };
 
 /* ------------------------------------------------------------ work list */
@@ -480,6 +483,14 @@ size_t rmux_plane_take_acks(rmux_plane *plane, uint32_t *stream_ids, uint32_t *c
     memmove(plane->ack_counts, plane->ack_counts + taken, (plane->nacks - taken) * sizeof *counts);
     plane->nacks -= (uint32_t)taken;
     return taken;
+}
+
+uint64_t rmux_plane_take_pongs(rmux_plane *plane, uint32_t *token, double *at) {
+    uint64_t count = plane->pongs;
+    plane->pongs = 0;
+    *token = plane->pong_token;
+    *at = plane->pong_at;
+    return count;
 }
 
 uint64_t rmux_plane_take_commands(rmux_plane *plane) {
@@ -1087,7 +1098,23 @@ static int take_command(rmux_plane *plane, const uint8_t *body, uint32_t length,
                         uint32_t stream_id) {
     static const char ack[4] = {'A', 'C', 'K', ' '};
     static const char blocked[8] = {'B', 'L', 'O', 'C', 'K', 'E', 'D', ' '};
-    if (plane->paused || stream_id == 0) {
+    static const char pong[5] = {'P', 'O', 'N', 'G', ' '};
+    if (stream_id == 0) { /* a keepalive's answer; a barrier's frees the log: Python's */
+        if (length <= 5 || memcmp(body, pong, 5) != 0) {
+            return 0;
+        }
+        int64_t token = parse_count(body + 5, length - 5);
+        if (token < 1 || token >= RMUX_PLANE_BARRIER_TOKEN) {
+            return 0;
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        plane->pongs++;
+        plane->pong_token = (uint32_t)token;
+        plane->pong_at = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+        return 1; /* not a logged command: commands_taken stays */
+    }
+    if (plane->paused) {
         return 0;
     }
     plane_stream *stream;
@@ -1735,6 +1762,9 @@ void rmux_plane_set_send_reports(rmux_plane *plane, uint64_t every, uint64_t hel
 }
 uint64_t rmux_plane_take_sends(rmux_plane *plane) { (void)plane; return 0; }
 uint64_t rmux_plane_take_commands(rmux_plane *plane) { (void)plane; return 0; }
+uint64_t rmux_plane_take_pongs(rmux_plane *plane, uint32_t *token, double *at) {
+    (void)plane; *token = 0; *at = 0; return 0;
+}
 size_t rmux_plane_take_acks(rmux_plane *plane, uint32_t *stream_ids, uint32_t *counts,
                             size_t max) {
     (void)plane; (void)stream_ids; (void)counts; (void)max; return 0;

@@ -29,6 +29,8 @@
 /* protocol/limits.py's MIN_WINDOW and MAX_WINDOW: what BLOCKED and WINDOW may say. */
 #define RMUX_PLANE_MIN_WINDOW 1024
 #define RMUX_PLANE_MAX_WINDOW 16777216
+/* protocol/resumelog.py's BARRIER_TOKEN: a PONG with it answers a barrier (Python's). */
+#define RMUX_PLANE_BARRIER_TOKEN 2147483648
 
 typedef enum rmux_event_kind {
     RMUX_EVENT_READ_EOF = 1,     /* the socket sent EOF: send FIN after its data */
@@ -188,6 +190,11 @@ uint64_t rmux_plane_take_sends(rmux_plane *plane);
 /* The peer's ACK and BLOCKED commands the plane took itself since the last
  * call (logged commands, which the resume table counts: Session adds them). */
 uint64_t rmux_plane_take_commands(rmux_plane *plane);
+/* The peer's answers to our keepalive PINGs ("PONG n", n below the barrier bit)
+ * the plane took since the last call, and the last one's token and arrival
+ * (CLOCK_MONOTONIC seconds, time.monotonic's clock): an idle channel's keepalive
+ * costs Python no read.  Not logged commands (the resume count stays). */
+uint64_t rmux_plane_take_pongs(rmux_plane *plane, uint32_t *token, double *at);
 /* Our ACKs the plane sent itself (in a pump, while it sends its own output and
  * Python has nothing queued), oldest first: up to max of them, taken.  They are
  * logged commands; the session logs them before anything it logs itself. */

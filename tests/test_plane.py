@@ -720,9 +720,11 @@ def test_the_plane_takes_the_acks_and_blocked_the_session_would_only_count(engin
     so the session still judges each violation with its own message."""
     from reactor_mux.codec._c import InboundDecoder
     from reactor_mux.protocol.limits import MAX_WINDOW, MIN_WINDOW
+    from reactor_mux.protocol.resumelog import BARRIER_TOKEN
 
     lib = plane_module.lib
     assert (lib.RMUX_PLANE_MIN_WINDOW, lib.RMUX_PLANE_MAX_WINDOW) == (MIN_WINDOW, MAX_WINDOW)
+    assert lib.RMUX_PLANE_BARRIER_TOKEN == BARRIER_TOKEN
     h = Harness(engine, sockets)
     h.tx.set_retain(True)  # resume on: an ACK frees what the peer now has
     handle, app, slot = h.stream(1, send_window=4096, receive_window=4096)
@@ -777,6 +779,20 @@ def test_the_plane_takes_the_acks_and_blocked_the_session_would_only_count(engin
     h.plane.set_receiving(handle, False)  # CLOSED, or not open yet: no ACK is valid
     assert python_reads(command("ACK 72")) > 0
     assert flow.send_unacked == 3072 and h.plane.take_commands() == 0
+    # A keepalive's PONG: taken, timed, not a logged command; a barrier's, or one
+    # the session must judge, is Python's.
+    before = time.monotonic()
+    assert h.plane.take_pong() is None
+    assert python_reads(command("PONG 7", stream_id=0) + command("PONG 8", stream_id=0)) == 0
+    token, at = h.plane.take_pong() or (0, 0.0)
+    assert token == 8 and before <= at <= time.monotonic()
+    assert h.plane.take_pong() is None and h.plane.take_commands() == 0
+    for odd in (f"PONG {BARRIER_TOKEN | 3}", "PONG 0", "PONG 07", "PONG 9 9", "PONG",
+                "PONG 99999999999"):  # fmt: skip
+        frame = command(odd, stream_id=0)
+        assert python_reads(frame) == len(frame), odd
+    assert python_reads(command("PING 7", stream_id=0)) > 0  # answered by the session
+    assert h.plane.take_pong() is None
 
 
 def test_the_pump_reports_its_sends_at_the_pace_python_sets(engine, sockets):

@@ -97,6 +97,8 @@ class Engine:
         self._index = ffi.new("size_t *")
         self._ack_ids = ffi.new("uint32_t[]", _ACK_BATCH)
         self._ack_counts = ffi.new("uint32_t[]", _ACK_BATCH)
+        self._pong_token = ffi.new("uint32_t *")
+        self._pong_at = ffi.new("double *")
         self._outer_ready = ffi.new("int *")
         self.planes = 0
 
@@ -161,6 +163,7 @@ class Plane:
         self._events, self._events_buffer = engine._events, engine._events_buffer
         self._left, self._index = engine._left, engine._index
         self._ack_ids, self._ack_counts = engine._ack_ids, engine._ack_counts
+        self._pong_token, self._pong_at = engine._pong_token, engine._pong_at
         self._report_held = 0
         engine.planes += 1
 
@@ -294,6 +297,13 @@ class Plane:
             acks += zip(self._ack_ids[0:n], self._ack_counts[0:n], strict=True)
             if n < _ACK_BATCH:
                 return acks
+
+    def take_pong(self) -> tuple[int, float] | None:
+        """The last keepalive PONG the plane took since the last call: its token and
+        when it came (``time.monotonic``); None if none came."""
+        if not lib.rmux_plane_take_pongs(self._plane, self._pong_token, self._pong_at):
+            return None
+        return int(self._pong_token[0]), float(self._pong_at[0])
 
     def take_commands(self) -> int:
         """The peer's ACKs and BLOCKEDs the plane took itself since the last call

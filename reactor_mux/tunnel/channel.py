@@ -203,7 +203,7 @@ class Channel:
         self.name = name
         self.settings = settings
         self.opened_at = reactor.time()
-        self.rtt: float | None = None
+        self._rtt: float | None = None
         """The last keepalive round trip (PING to PONG), in seconds."""
         self._ping_sent: tuple[int, float] | None = None
         self.streams: dict[int, LocalStream] = {}
@@ -773,7 +773,7 @@ class Channel:
                 # the answer to our last PING also times the round trip.
                 sent = self._ping_sent
                 if sent is not None and sent[0] == event.token:
-                    self.rtt = self.reactor.time() - sent[1]
+                    self._rtt = self.reactor.time() - sent[1]
                     self._ping_sent = None
             case DatagramReceived():
                 self.owner.on_datagram(self, event)
@@ -1105,7 +1105,25 @@ class Channel:
         """(bytes in flight, send window, bytes waiting to be sent) of one stream."""
         return self._session.stream_report(stream.id)
 
+    @property
+    def rtt(self) -> float | None:
+        """The round trip of the last keepalive PING that was answered."""
+        self._fold_plane_pong()
+        return self._rtt
+
+    def _fold_plane_pong(self) -> None:
+        """The data plane takes keepalive PONGs itself (no Python read for them):
+        the answer to our last PING times the round trip, as ``PongReceived`` does."""
+        if self._plane is None:
+            return
+        pong = self._plane.take_pong()
+        sent = self._ping_sent
+        if pong is not None and sent is not None and pong[0] == sent[0]:
+            self._rtt = pong[1] - sent[1]
+            self._ping_sent = None
+
     def _send_ping(self, token: int) -> None:
+        self._fold_plane_pong()
         self._ping_sent = (token, self.reactor.time())
         self._session.ping(token)
         self.schedule_flush()
