@@ -474,13 +474,16 @@ uint64_t rmux_tx_release_idle(rmux_tx *tx) {
         }
     }
     tx->held -= released;
-    if (tx->start == tx->end && tx->out_capacity > RMUX_INITIAL_OUTPUT) { /* an empty FIFO a burst grew */
+    return released;
+}
+
+void rmux_tx_release_output(rmux_tx *tx) {
+    if (tx->start == tx->end && tx->out_capacity > RMUX_INITIAL_OUTPUT) {
         free(tx->out);
         tx->out = NULL;
         tx->out_capacity = 0;
         tx->start = tx->end = 0;
     }
-    return released;
 }
 
 rmux_tx_status rmux_tx_reserve(rmux_tx *tx, int32_t slot, uint32_t count, uint8_t **first,

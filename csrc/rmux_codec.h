@@ -155,10 +155,11 @@ rmux_tx_status rmux_tx_set_limit(rmux_tx *tx, int32_t slot, uint32_t limit);
 void rmux_tx_drop_streams(rmux_tx *tx);
 /* Buffered bytes, or RMUX_TX_INVALID if the slot is not open. */
 int64_t rmux_tx_buffered(rmux_tx *tx, int32_t slot);
-/* Free the storage of every empty ring (they start small again), and the output
- * FIFO's if it holds nothing and grew past RMUX_INITIAL_OUTPUT; returns the
- * rings' bytes freed. */
+/* Free the storage of every empty ring (they start small again); returns the bytes freed. */
 uint64_t rmux_tx_release_idle(rmux_tx *tx);
+/* A quiet channel: free the output FIFO if it holds nothing and grew past
+ * RMUX_INITIAL_OUTPUT (it starts small again). */
+void rmux_tx_release_output(rmux_tx *tx);
 /* Free space for up to count bytes (fewer while the ring may not grow yet: see
  * the growth rule in rmux_codec.c), in up to two regions.  INVALID for a bad
  * slot, a stream already finished or count beyond the limit. */

@@ -186,6 +186,9 @@ def new_connections(port: int, *, source: str = "127.0.0.1") -> Iterator[dict[st
             except ConnectionRefusedError:
                 counts["refused"] += 1
                 continue
+            except OSError:  # reset before connect() returned: counted, not the end
+                counts["reset"] += 1
+                continue
             try:
                 sock.settimeout(10)
                 sock.sendall(hello)

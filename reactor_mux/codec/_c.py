@@ -305,6 +305,9 @@ class OutboundQueue(_python.ControlFrames):
         released: int = lib.rmux_tx_release_idle(self._tx)
         return released
 
+    def release_output(self) -> None:
+        lib.rmux_tx_release_output(self._tx)
+
     def set_frame_size(self, frame_size: int) -> None:
         if lib.rmux_tx_set_frame_size(self._tx, frame_size) != _TX_OK:
             raise ValueError("the frame size can only shrink")

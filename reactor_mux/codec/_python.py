@@ -445,13 +445,9 @@ class OutboundQueue(ControlFrames):
         return self._held
 
     def release_idle(self) -> int:
-        """Free the storage of every empty ring (it starts small again), and the
-        output FIFO's if it holds nothing and grew past its first size; returns
-        the rings' bytes freed.  For
-        memory pressure and quiet channels only: regrowing costs allocations."""
-        if self._start == self._end and len(self._out) > INITIAL_OUTPUT:
-            self._out = bytearray()
-            self._start = self._end = 0
+        """Free the storage of every empty ring (it starts small again); returns the
+        bytes freed.  For memory pressure and quiet channels only: regrowing
+        costs allocations."""
         released = 0
         for stream in self._streams:
             if stream is not None and not stream.size and not stream.retained and stream.ring:
@@ -461,6 +457,13 @@ class OutboundQueue(ControlFrames):
                 stream.grow_next = False
         self._held -= released
         return released
+
+    def release_output(self) -> None:
+        """A quiet channel: free the output FIFO if it holds nothing and a burst grew
+        it past its first size (it starts small again)."""
+        if self._start == self._end and len(self._out) > INITIAL_OUTPUT:
+            self._out = bytearray()
+            self._start = self._end = 0
 
     def set_frame_size(self, frame_size: int) -> None:
         """Use smaller data frames from now on (the peer announced its maximum)."""

@@ -481,6 +481,7 @@ class Session:
         log = self._log
         if not log.keeping or self.state is ChannelState.FAILED:
             return False
+        self._fold_plane_acks()  # the plane's own ACKs are logged commands to confirm
         if log.barrier is not None or log.wanted or log.end > log.base or log.tombstones:
             return True
         output = self._output
@@ -680,6 +681,7 @@ class Session:
         if self.state is not ChannelState.FAILED:
             self._decoder.release_grown()
             self._output.release_idle()
+            self._output.release_output()
 
     def release_memory(self) -> None:
         """The channel is closed: give back the receive buffers and the output queue

@@ -99,9 +99,12 @@ class Resumption:
         """Something may have been sent: tick until it is confirmed (called on every
         flush: one test while the tick runs; a keepalive's PING or PONG, which
         needs no barrier, starts no tick)."""
-        if self._barrier_timer is None and self._ticking and self._session.confirming():
-            self._barrier_timer = self._clock.call_later(BARRIER_INTERVAL, self._tick,
-                                                         self._owner)  # fmt: skip
+        if self._barrier_timer is None and self._ticking:
+            if self._session.confirming():
+                self._barrier_timer = self._clock.call_later(BARRIER_INTERVAL, self._tick,
+                                                             self._owner)  # fmt: skip
+            elif self._gone_idle is not None:
+                self._gone_idle()  # whoever sends on its own says when it sends next
 
     def _tick(self) -> None:
         self._barrier_timer = None
