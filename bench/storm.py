@@ -6,9 +6,10 @@ TLS with ``--tls``, a certificate from ``reactor-mux keygen``), and a swarm of N
 channels (bench/swarm.py, ``--storm``).  Once all are up, the server is stopped
 (SIGTERM, as ``systemctl restart`` does: it tells every channel it shuts down)
 and started again on the same port; each channel reconnects on the client's own
-jittered backoff.  The swarm reports how long until all were back, how many
-attempts were told ``busy`` by the admission limits, and the channels the new
-server took per second.
+jittered backoff, from an address of its own (127.x.y.1: a fleet's clients are
+as many sources to the per-source limits and penalties).  The swarm reports
+how long until all were back, how many attempts were told ``busy`` by the
+admission limits, and the channels the new server took per second.
 
     python bench/storm.py --channels 10000 [--tls] [--remote]
 
@@ -82,6 +83,7 @@ def main() -> None:
             [sys.executable, str(HERE / "swarm.py"), "--server", f"127.0.0.1:{port}",
              "--secret-file", str(secret), "--target", target, "--channels",
              str(args.channels), "--idle", "0", "--storm", "--timeout", str(args.timeout),
+             "--sources", str(args.channels),
              *swarm_tls, *(["--remote"] if args.remote else [])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         try:

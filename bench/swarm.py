@@ -132,6 +132,9 @@ class SwarmChannel:
         self.sock = socket.socket()
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if swarm.sources > 1:  # a fleet's own addresses: Linux routes all of 127/8
+            spot = self.index % swarm.sources
+            self.sock.bind((f"127.{1 + spot // 250}.{spot % 250 + 2}.1", 0))
         swarm.selector.register(self.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, self)
         self.writing = True  # until the connect completes
         try:
@@ -360,6 +363,7 @@ class Swarm:
         self.handshake_done: set[SwarmChannel] = set()
         self.pinging = False
         self.ping_interval = args.ping_interval / 1000
+        self.sources = args.sources
         self.storming = False
         self.lost = self.busy = self.attempts = 0
         self.back: list[float] = []
@@ -464,6 +468,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="ms from one ping to the next on a channel (0: back to back)",
+    )
+    parser.add_argument(
+        "--sources",
+        type=int,
+        default=1,
+        help="loopback source addresses the channels spread over (127.x.y.1)",
     )
     parser.add_argument(
         "--storm",
