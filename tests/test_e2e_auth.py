@@ -17,7 +17,16 @@ import time
 import pytest
 from certs import Authority, secret_file
 from security_support import FAST, SECRET, good_client, listen_port, run
-from support import MuxProcess, Tunnel, connect_from, gave_up, good_traffic, poke, wait_until
+from support import (
+    MuxProcess,
+    Tunnel,
+    connect_from,
+    gave_up,
+    good_traffic,
+    poke,
+    read_until_closed,
+    wait_until,
+)
 
 from reactor_mux.protocol import auth
 from reactor_mux.protocol.config import SessionConfig
@@ -108,13 +117,7 @@ def _handshake_bytes(server_port: int, secret: bytes) -> bytes:
 def _raw_exchange(server_port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
     with connect_from(source, server_port) as conn:
         conn.sendall(data)
-        received = b""
-        try:
-            while chunk := conn.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
-        return received
+        return read_until_closed(conn)
 
 
 def _commands(wire: bytes) -> list[str]:
