@@ -56,10 +56,12 @@ def start_server(port: int, extra: list[str], log: Path) -> subprocess.Popen[byt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--channels", type=int, default=1000)
-    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--channels", type=int, default=1000, help="channels to restart under")
+    parser.add_argument("--tls", action="store_true", help="TLS and a secret (else a secret)")
     parser.add_argument("--remote", action="store_true", help="an -R per channel too")
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds the swarm may wait for each phase"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)

@@ -28,7 +28,9 @@ unknown: one round trip more).  It reports how long until every channel was
 back, the busy refusals, and the channels the server took per second.
 
 Without ``--storm`` a channel that fails is counted and reported, never
-reconnected.
+reconnected.  The server needs ``--max-channels`` of at least ``--channels`` (its
+default is 64), and ``--target`` must echo what it gets (bench/loadgen.py echo).
+The exit status is 1 if any channel failed or any byte came back wrong.
 """
 
 from __future__ import annotations
@@ -397,6 +399,19 @@ class Swarm:
     def live(self) -> list[SwarmChannel]:
         return [channel for channel in self.channels if channel.failed is None]
 
+    def say_goodbye(self) -> None:
+        """BYE on every live channel, so the server keeps no session waiting for a
+        resume (a run straight after would find them counted)."""
+        for channel in self.live():
+            channel.session.say_bye()
+            channel.pump()
+        self.run_until(lambda: all(not c.unsent for c in self.live()), 2.0)
+        self.storming = False
+        for channel in self.live():
+            channel.failed = "closed"
+            self.selector.unregister(channel.sock)
+            channel.sock.close()
+
     def storm(self, timeout: float) -> dict[str, Any]:
         """Wait for the server to go away and come back; every channel reconnects
         on its own schedule.  How long until all were back, and at what pace."""
@@ -414,7 +429,7 @@ class Swarm:
                 "back": len(self.back), "seconds_until_all_back": round(seconds, 2),
                 "busy_refusals": self.busy, "attempts": self.attempts,
                 "channels_per_second_peak": max(per_second),
-                "channels_per_second_mean": round(len(self.back) / max(seconds, 1e-9), 1),
+                "channels_per_second_mean": round(len(self.back) / len(per_second), 1),
                 "back_per_second": per_second}  # fmt: skip
 
     def connect(self, count: int, pace: int, timeout: float) -> float:
@@ -451,12 +466,14 @@ def main() -> None:
     parser.add_argument("--server", required=True, help="HOST:PORT of the server")
     parser.add_argument("--server-name", help="the TLS name to check (default: the host)")
     parser.add_argument("--server-pid", type=int, help="measure this process (/proc)")
-    parser.add_argument("--secret-file", required=True)
-    parser.add_argument("--client-name", default="swarm")
-    parser.add_argument("--target", required=True, help="HOST:PORT each -L connects to")
-    parser.add_argument("--channels", type=int, default=100)
+    parser.add_argument("--secret-file", required=True, help="the server's shared secret")
+    parser.add_argument("--client-name", default="swarm", help="the name to authenticate as")
+    parser.add_argument(
+        "--target", required=True, help="HOST:PORT of an echo server each -L connects to"
+    )
+    parser.add_argument("--channels", type=int, default=100, help="channels to open")
     parser.add_argument("--remote", action="store_true", help="an -R per channel as well")
-    parser.add_argument("--tls", action="store_true")
+    parser.add_argument("--tls", action="store_true", help="the server serves TLS")
     parser.add_argument("--ca", help="the CA file that signed the server's certificate")
     parser.add_argument("--pace", type=int, default=8, help="channels coming up at once")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds measured idle")
@@ -480,7 +497,9 @@ def main() -> None:
         action="store_true",
         help="then wait for the server's restart and reconnect (see above)",
     )
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds any one phase may take"
+    )
     args = parser.parse_args()
 
     fdlimit.raise_to_hard()  # a descriptor per channel
@@ -490,6 +509,7 @@ def main() -> None:
     connect_seconds = swarm.connect(args.channels, args.pace, args.timeout)
     live = swarm.live()
     server: dict[str, float] = {}
+    ok = True
     report: dict[str, object] = {"channels": len(live), "failed": len(swarm.failures),
                                  "failures": swarm.failures[:5],
                                  "connect_seconds": round(connect_seconds, 3)}  # fmt: skip
@@ -518,22 +538,27 @@ def main() -> None:
                                     >= len(c.ping.message) for c in swarm.live()
                                     if c in active), 30)  # fmt: skip
         trips = [trip for c in active if c.ping is not None for trip in c.ping.round_trips]
-        intact = all(c.ping is not None and c.ping.sent_hash.digest()
-                     == c.ping.received_hash.digest() for c in active)  # fmt: skip
+        checked = sum(c.ping.bytes_checked for c in active if c.ping is not None)
+        intact = checked > 0 and all(c.ping is not None and c.ping.sent_hash.digest()
+                                     == c.ping.received_hash.digest() for c in active)  # fmt: skip
+        ok = ok and intact
         report["active"] = {
-            "channels": len(active), "round_trips": len(trips),
-            "bytes_checked": sum(c.ping.bytes_checked for c in active if c.ping is not None),
+            "channels": len(active), "round_trips": len(trips), "bytes_checked": checked,
             "intact": intact, "failed": sum(1 for c in active if c.failed is not None),
-            "p50_ms": round(1000 * percentile(trips, 0.5), 3),
-            "p99_ms": round(1000 * percentile(trips, 0.99), 3),
+            "p50_ms": round(1000 * percentile(trips, 0.5), 3) if trips else None,
+            "p99_ms": round(1000 * percentile(trips, 0.99), 3) if trips else None,
         }  # fmt: skip
         if pid:
             server["rss_busy"] = proc_figures(pid)["rss"]
-    report["failed"] = len(swarm.failures)
     if args.storm:
         report["storm"] = swarm.storm(args.timeout)
+    report["failed"] = len(swarm.failures)
+    report["failures"] = swarm.failures[:5]
+    swarm.say_goodbye()
     json.dump(report, sys.stdout)
     print()
+    if swarm.failures or not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
