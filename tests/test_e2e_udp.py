@@ -106,12 +106,16 @@ def test_socat_echo_from_several_sources_through_l_and_r(tmp_path):
     tunnel = Tunnel()
     control = tmp_path / "c.sock"
     try:
-        _client, forwards = tunnel.client("-L", f"udp:0:127.0.0.1:{echo.port}",
-                                          "-R", f"udp:0:127.0.0.1:{echo.port}",
-                                          extra=("--control", str(control)))  # fmt: skip
+        client, forwards = tunnel.client("-L", f"udp:0:127.0.0.1:{echo.port}",
+                                         "-R", f"udp:0:127.0.0.1:{echo.port}",
+                                         extra=("--control", str(control), "-v"))  # fmt: skip
         ports = {kind: port for kind, port, _ in forwards}
-        assert echo_from_sources(ports["L"], sources=6, count=40, seed=1) == []
-        assert echo_from_sources(ports["R"], sources=6, count=40, seed=2) == []
+        for kind, seed in (("L", 1), ("R", 2)):
+            # A clean clone's run once had every -R source unanswered for 5 s (not
+            # reproduced since): the logs say more than the count next time.
+            problems = echo_from_sources(ports[kind], sources=6, count=40, seed=seed)
+            assert problems == [], (problems, echo.proc.poll(), tunnel.server.log[-4000:],
+                                    client.log[-4000:])  # fmt: skip
         counts = {f["forward"].split()[0]: f["datagrams"] for f in status(control)["forwards"]}
         # Every datagram went in at least once.  Six 60 KB datagrams at once can
         # overflow the channel's 256 KiB datagram queue on a busy machine: those are
