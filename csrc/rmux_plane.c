@@ -135,9 +135,13 @@ struct rmux_plane {
     plane_stream input;         /* the channel socket as the engine reads it */
     rmux_rx *rx;                /* the decoder's buffer and cursor, while the plane reads */
     uint64_t channel_reads;
+    double last_read_at;        /* the last one's time (CLOCK_MONOTONIC_COARSE seconds) */
     uint64_t inbound_limit;
     uint8_t send_ok;            /* Python has nothing of its own to send first */
     uint64_t sends_unreported;  /* sends made since the last SENT */
+    uint32_t answers_queued;    /* bytes of PONGs the plane queued since the last send:
+                                 * a send of those alone is not reported (nothing in it
+                                 * is logged or retained: nothing to confirm) */
     uint64_t report_sends_at;   /* SENT once this many are unreported (Python's barrier count) */
     uint64_t report_held_at;    /* or once the send rings hold this much (the outbound cap); 0: off */
     uint64_t commands_taken;    /* the peer's commands taken here, not yet counted by the session */
@@ -451,6 +455,10 @@ void rmux_plane_wake_input(rmux_plane *plane) {
 
 uint64_t rmux_plane_channel_reads(const rmux_plane *plane) {
     return plane->channel_reads;
+}
+
+double rmux_plane_last_read_at(const rmux_plane *plane) {
+    return plane->last_read_at;
 }
 
 void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit) {
@@ -1090,16 +1098,44 @@ static int take_blocked(rmux_plane *plane, plane_stream *stream, int64_t window)
     return extra == 0 || extra > plane->growth_left;
 }
 
+/* The peer's keepalive "PING n" (n below the barrier bit; a barrier's answer
+ * orders the resume log: Python's), answered "PONG n" by the plane itself under
+ * send_ack's conditions, so an idle fleet's keepalives cost Python nothing.  Not
+ * a logged command either way.  Returns 0 where Python must answer. */
+static int answer_ping(rmux_plane *plane, const uint8_t *digits, uint32_t ndigits,
+                       rmux_event *events, size_t *nevents) {
+    int64_t token = parse_count(digits, ndigits);
+    if (token < 1 || token >= RMUX_PLANE_BARRIER_TOKEN || !plane->engine->pumping ||
+        plane->channel_fd < 0 || !plane->send_ok ||
+        plane->engine->nsending >= plane->engine->sending_cap) {
+        return 0;
+    }
+    uint8_t frame[RMUX_HEADER_SIZE + 16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 'P', 'O', 'N', 'G', ' '};
+    memcpy(frame + RMUX_HEADER_SIZE + 5, digits, ndigits); /* canonical: parse_count said so */
+    rmux_encode_header(frame, 5 + ndigits, 0, RMUX_KIND_COMMAND);
+    if (rmux_tx_append(plane->tx, frame, RMUX_HEADER_SIZE + 5 + ndigits) != RMUX_TX_OK) {
+        return 0;
+    }
+    plane->answers_queued += RMUX_HEADER_SIZE + 5 + ndigits;
+    output_added(plane, &plane->input, events, nevents);
+    return 1;
+}
+
 /* Apply a command the session would only count (the common ACK and BLOCKED of
- * a bulk stream).  Returns 0, changing nothing, for any other command and every
- * case the session must judge or act on itself: a violation, another state,
- * the outbound cap paused (an ACK may release it). */
+ * a bulk stream), or answer (a keepalive's PING, answer_ping).  Returns 0,
+ * changing nothing, for any other command and every case the session must
+ * judge or act on itself: a violation, another state, the outbound cap paused
+ * (an ACK may release it). */
 static int take_command(rmux_plane *plane, const uint8_t *body, uint32_t length,
-                        uint32_t stream_id) {
+                        uint32_t stream_id, rmux_event *events, size_t *nevents) {
     static const char ack[4] = {'A', 'C', 'K', ' '};
     static const char blocked[8] = {'B', 'L', 'O', 'C', 'K', 'E', 'D', ' '};
     static const char pong[5] = {'P', 'O', 'N', 'G', ' '};
+    static const char ping[5] = {'P', 'I', 'N', 'G', ' '};
     if (stream_id == 0) { /* a keepalive's answer; a barrier's frees the log: Python's */
+        if (length > 5 && memcmp(body, ping, 5) == 0) {
+            return answer_ping(plane, body + 5, length - 5, events, nevents);
+        }
         if (length <= 5 || memcmp(body, pong, 5) != 0) {
             return 0;
         }
@@ -1262,6 +1298,9 @@ static void read_channel(plane_stream *input, rmux_event *events, size_t *nevent
         }
     }
     plane->channel_reads++;
+    struct timespec now; /* the coarse clock: a few ns, within a tick of time.monotonic */
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    plane->last_read_at = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     rx->offered = free_tail;
     rx->filled = (uint64_t)got >= free_tail;
     uint64_t left;
@@ -1306,7 +1345,8 @@ static int consume(rmux_plane *plane, rmux_rx *rx, uint64_t got, rmux_event *eve
     for (; i < count; i++) {
         const rmux_frame *frame = &engine->frames[i];
         if (frame->kind == RMUX_KIND_COMMAND &&
-            take_command(plane, rx->buffer + frame->offset, frame->length, frame->stream_id)) {
+            take_command(plane, rx->buffer + frame->offset, frame->length, frame->stream_id,
+                         events, nevents)) {
             consumed = (uint64_t)frame->offset + frame->length;
             continue;
         }
@@ -1404,8 +1444,14 @@ static int took_fins(rmux_plane *plane, const uint32_t *fins, int64_t nfins, rmu
 }
 
 /* SENT once as many sends as Python's barrier count were made, or the send rings
- * hold the outbound cap. */
-static void report_sends(rmux_plane *plane, uint32_t sends, rmux_event *events, size_t *nevents) {
+ * hold the outbound cap.  bytes: what the sends carried; sends of only the plane's
+ * own answers to PINGs (answer_ping) are not counted. */
+static void report_sends(rmux_plane *plane, uint32_t sends, uint64_t bytes, rmux_event *events,
+                         size_t *nevents) {
+    if (bytes <= plane->answers_queued && !rmux_tx_has_data(plane->tx)) {
+        sends = 0;
+    }
+    plane->answers_queued = 0;
     if (sends) {
         plane->sends_unreported += sends;
         if (plane->sends_unreported >= plane->report_sends_at ||
@@ -1427,6 +1473,7 @@ static void send_output_tls(rmux_plane *plane, rmux_event *events, size_t *neven
     rmux_tx *tx = plane->tx;
     uint32_t fins[FINS_PER_SEND];
     uint32_t sends = 0;
+    uint64_t bytes = 0;
     size_t fin_room = FINS_PER_SEND;
     for (;;) {
         int64_t sent = rmux_tls_flush(plane->tls_out, plane->channel_fd);
@@ -1468,8 +1515,9 @@ static void send_output_tls(rmux_plane *plane, rmux_event *events, size_t *neven
         }
         rmux_tx_sent(tx, length);
         sends++;
+        bytes += length;
     }
-    report_sends(plane, sends, events, nevents);
+    report_sends(plane, sends, bytes, events, nevents);
 }
 
 static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) {
@@ -1480,6 +1528,7 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
     rmux_tx *tx = plane->tx;
     uint32_t fins[FINS_PER_SEND];
     uint32_t sends = 0;
+    uint64_t bytes = 0;
     size_t fin_room = FINS_PER_SEND;
     rmux_gather *gather = &plane->engine->gather;
     struct iovec parts[RMUX_GATHER_SPANS];
@@ -1519,6 +1568,7 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
             break;
         }
         sends++;
+        bytes += (uint64_t)sent;
         if ((size_t)sent < length) {
             plane->send_ok = 0;
             emit_plane(events, nevents, RMUX_EVENT_OUTPUT_LEFT, plane, 0, 0);
@@ -1529,7 +1579,7 @@ static void send_output(rmux_plane *plane, rmux_event *events, size_t *nevents) 
             break;
         }
     }
-    report_sends(plane, sends, events, nevents);
+    report_sends(plane, sends, bytes, events, nevents);
 }
 
 /* One round: poll (or wait up to timeout_ms), then one turn for each stream with
@@ -1786,6 +1836,7 @@ size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t
     return 0;
 }
 uint64_t rmux_plane_channel_reads(const rmux_plane *plane) { (void)plane; return 0; }
+double rmux_plane_last_read_at(const rmux_plane *plane) { (void)plane; return 0.0; }
 void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit) { (void)plane; (void)limit; }
 void rmux_plane_set_inbound_paused(rmux_plane *plane, int paused) { (void)plane; (void)paused; }
 uint64_t rmux_plane_inbound_held(const rmux_plane *plane) { (void)plane; return 0; }

@@ -178,6 +178,9 @@ size_t rmux_plane_input(rmux_plane *plane, rmux_rx *rx, uint64_t count, uint64_t
 void rmux_plane_wake_input(rmux_plane *plane);
 /* Reads the plane made from the channel (the keepalive counts them as traffic). */
 uint64_t rmux_plane_channel_reads(const rmux_plane *plane);
+/* When the plane last read the channel (CLOCK_MONOTONIC_COARSE seconds, within a
+ * clock tick of time.monotonic; 0.0: never): the keepalive's evidence. */
+double rmux_plane_last_read_at(const rmux_plane *plane);
 /* The inbound cap: while the inbound rings hold this much, the plane leaves the
  * channel's reads to Python (which pauses them). */
 void rmux_plane_set_inbound_limit(rmux_plane *plane, uint64_t limit);

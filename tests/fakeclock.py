@@ -25,6 +25,8 @@ class FakeClock:
         self.now = 0.0
         self._heap: list[tuple[float, int, FakeTimer]] = []
         self._order = itertools.count()
+        self.fired = 0
+        """Timers run so far (what a part's idle costs)."""
 
     def time(self) -> float:
         return self.now
@@ -40,6 +42,7 @@ class FakeClock:
             when, _, timer = heapq.heappop(self._heap)
             if not timer.cancelled:
                 self.now = when
+                self.fired += 1
                 timer.callback()
         self.now = end
 

@@ -27,7 +27,11 @@ class Watched:
     """What a liveness reports: pings sent, and the reason it gave up."""
 
     def __init__(
-        self, clock: FakeClock, activity: Callable[[], int] | None = None, **settings: float
+        self,
+        clock: FakeClock,
+        heard_at: Callable[[], float] | None = None,
+        patient: bool = False,
+        **settings: float,
     ) -> None:
         self.pings: list[tuple[float, int]] = []
         self.gave_up: list[tuple[float, str]] = []
@@ -39,7 +43,8 @@ class Watched:
             Owner(),
             send_ping=lambda token: self.pings.append((clock.now, token)),
             give_up=self._gave_up,
-            activity=activity,
+            heard_at=heard_at,
+            patient=patient,
             **values,
         )
         self.liveness.start()
@@ -76,8 +81,8 @@ def test_silence_brings_pings_then_the_end():
     watched = Watched(clock)
     watched.liveness.handshake_done()
     clock.advance(44.9)
-    assert [at for at, _ in watched.pings] == [15.0, 22.5, 30.0, 37.5]
-    assert [token for _, token in watched.pings] == [1, 2, 3, 4]
+    assert [at for at, _ in watched.pings] == [15.0, 30.0]  # one per interval of silence
+    assert [token for _, token in watched.pings] == [1, 2]
     assert watched.gave_up == []
     clock.advance(0.2)
     assert watched.gave_up == [(45.0, "no traffic from the peer for 45.0s (keepalive timeout)")]
@@ -96,39 +101,109 @@ def test_traffic_keeps_the_peer_alive_without_pings():
 
 
 def test_reads_the_data_plane_made_keep_the_peer_alive():
-    """The plane reads the channel in C and only counts its reads: a count that
-    moved since the last tick is traffic heard after that tick."""
+    """The plane reads the channel in C and stamps its last read: the tick reads
+    the stamp, and the next tick is when the silence would reach the interval."""
     clock = FakeClock()
-    reads = [0]
-    watched = Watched(clock, activity=lambda: reads[0])
+    read_at = [0.0]
+    watched = Watched(clock, heard_at=lambda: read_at[0])
     watched.liveness.handshake_done()
     for _ in range(100):
         clock.advance(7)
-        reads[0] += 1
+        read_at[0] = clock.now
     assert watched.pings == [] and watched.gave_up == []
-    clock.advance(45)  # the count stops: silence, as ever
-    assert [at for at, _ in watched.pings][:1] == [712.5]
+    # Each tick is 15 s after the read before it, which (reads every 7 s) is 1 s
+    # before the tick: one tick per 14 s, not one per half interval as before.
+    assert clock.fired <= 700 / 14, "a talking peer costs about one tick per interval"
+    clock.advance(45.5)  # the reads stop: silence, as ever
+    grid = 15.0 / 64
+    first_ping = watched.pings[0][0]
+    assert 700 + 15 <= first_ping < 700 + 15 + grid
     assert watched.gave_up and watched.codes == [ErrorCode.KEEPALIVE_TIMEOUT]
+    assert 745.0 <= watched.gave_up[0][0] < 745.0 + grid
+
+
+def test_a_peer_that_answers_each_ping_costs_one_tick_and_one_ping_per_interval():
+    """An idle channel whose peer only answers our PINGs: the answer, a moment
+    after the PING, does not push the next PING an interval past itself."""
+    clock = FakeClock()
+    read_at = [0.0]
+    quiet: list[float] = []
+    pings: list[float] = []
+
+    def send_ping(token: int) -> None:
+        pings.append(clock.now)
+        read_at[0] = clock.now + 0.002  # the PONG's read (taken as if it came now)
+
+    liveness = Liveness(clock, Owner(), handshake_timeout=10.0, keepalive_interval=15.0,
+                        dead_after=45.0, send_ping=send_ping,
+                        give_up=lambda reason, code: pytest.fail(reason),
+                        heard_at=lambda: read_at[0],
+                        quiet=lambda: quiet.append(clock.now))  # fmt: skip
+    liveness.start()
+    liveness.handshake_done()
+    clock.advance(600)
+    assert pings == [15.0 * n for n in range(1, 41)]
+    assert clock.fired == 40, "one tick per PING: none to notice the answer"
+    assert quiet == [15.0], "quiet once: the answers are not traffic that grows buffers"
+
+
+def test_with_both_sides_keeping_alive_only_the_clients_pings_run():
+    """Both sides at the default interval, nothing else on the channel: the
+    server, patient, always hears the client's PING before its own is due, so
+    the channel carries one PING and one PONG per interval, not two of each."""
+    clock = FakeClock()
+    read_at = {"client": 0.0, "server": 0.0}
+    pings: dict[str, list[float]] = {"client": [], "server": []}
+
+    def side(name: str, peer: str, *, patient: bool) -> Liveness:
+        def send_ping(token: int) -> None:
+            pings[name].append(clock.now)
+            read_at[peer] = clock.now  # the peer reads our PING
+            read_at[name] = clock.now + 0.001  # and we read its PONG
+
+        return Liveness(clock, Owner(), handshake_timeout=10.0, keepalive_interval=15.0,
+                        dead_after=45.0, send_ping=send_ping,
+                        give_up=lambda reason, code: pytest.fail(reason),
+                        heard_at=lambda: read_at[name], patient=patient)  # fmt: skip
+
+    client, server = side("client", "server", patient=False), side("server", "client", patient=True)
+    for liveness in (server, client):
+        liveness.start()
+        liveness.handshake_done()
+    clock.advance(600)
+    assert pings["client"] == [15.0 * n for n in range(1, 41)]
+    assert pings["server"] == []
+
+
+def test_a_patient_side_alone_pings_after_an_interval_and_an_eighth():
+    clock = FakeClock()
+    watched = Watched(clock, patient=True)
+    watched.liveness.handshake_done()
+    clock.advance(40)
+    assert [at for at, _ in watched.pings] == [16.875, 33.75]
 
 
 def test_a_tick_that_finds_nothing_read_says_the_channel_is_quiet():
     """The channel gives its buffers back on the keepalive's own tick (no timer of its
-    own): on each tick whose read count did not move, and only then."""
+    own): on the first tick whose read stamp did not move, once until reads resume."""
     clock = FakeClock()
-    reads = [0]
+    read_at = [0.0]
     quiet: list[float] = []
     liveness = Liveness(clock, Owner(), handshake_timeout=10.0, keepalive_interval=15.0,
                         dead_after=45.0, send_ping=lambda token: None,
-                        give_up=lambda reason, code: None, activity=lambda: reads[0],
+                        give_up=lambda reason, code: None, heard_at=lambda: read_at[0],
                         quiet=lambda: quiet.append(clock.now))  # fmt: skip
     liveness.start()
     liveness.handshake_done()
-    for _ in range(4):  # busy: a read before every tick
-        reads[0] += 1
-        clock.advance(7.5)
+    for _ in range(8):  # busy: reads all along
+        clock.advance(3.75)
+        read_at[0] = clock.now
     assert quiet == []
-    clock.advance(15.0)
-    assert quiet == [37.5, 45.0]
+    clock.advance(40.0)
+    assert quiet == [45.0], "the first tick of the silence, and only that one"
+    read_at[0] = clock.now
+    clock.advance(30.0)
+    assert len(quiet) == 2 and 85.0 <= quiet[1] < 85.0 + 15.0 / 64  # on the tick grid
 
 
 def test_while_our_reads_are_paused_the_silence_clock_stops_and_we_ping():
@@ -138,7 +213,7 @@ def test_while_our_reads_are_paused_the_silence_clock_stops_and_we_ping():
     watched.liveness.reads_paused = True
     clock.advance(300)
     assert watched.gave_up == []
-    assert len(watched.pings) == 40  # every tick, so the peer knows we are alive
+    assert len(watched.pings) == 20  # every interval, so the peer knows we are alive
     watched.liveness.reads_paused = False
     clock.advance(45.1)
     assert watched.gave_up and watched.gave_up[0][0] == 345.0

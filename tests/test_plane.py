@@ -795,6 +795,55 @@ def test_the_plane_takes_the_acks_and_blocked_the_session_would_only_count(engin
     assert h.plane.take_pong() is None
 
 
+def test_the_plane_answers_a_keepalive_ping_itself(engine, sockets):
+    """A peer's keepalive PING, read in the pump, is answered PONG by the plane
+    with no event for Python (an idle fleet's keepalives cost Python nothing);
+    a barrier's PING, or one while Python has output of its own first, is Python's."""
+    from reactor_mux.codec._c import InboundDecoder
+    from reactor_mux.io.plane import CHANNEL_INPUT
+    from reactor_mux.protocol.resumelog import BARRIER_TOKEN
+
+    h = Harness(engine, sockets)
+    mine, peer = tcp_pair()  # the channel: the plane reads and sends on ``mine``
+    sockets += [mine, peer]
+    decoder = InboundDecoder(65536, 1024, 262144)
+    decoder.writable()
+    h.plane.set_input(decoder.rx, mine.fileno())
+    h.plane.set_channel(mine.fileno())
+    h.plane.set_send_ok(True)
+
+    def ping(token: int) -> bytes:
+        body = f"PING {token}".encode()
+        return codec.encode_header(len(body), 0, codec.KIND_COMMAND) + body
+
+    def pong(token: int) -> bytes:
+        body = f"PONG {token}".encode()
+        return codec.encode_header(len(body), 0, codec.KIND_COMMAND) + body
+
+    peer.sendall(ping(41) + ping(4294967))
+    assert engine.pump() == []
+    assert read_exactly(peer, len(pong(41) + pong(4294967))) == pong(41) + pong(4294967)
+    assert (decoder.rx.start, decoder.rx.end) == (0, 0)
+    assert h.plane.take_commands() == 0 and h.plane.take_pong() is None  # not logged
+    # A barrier's PING: the session answers it (its PONG orders the resume log).
+    barrier = ping(BARRIER_TOKEN | 5)
+    peer.sendall(barrier)
+    assert engine.pump() == [(CHANNEL_INPUT, 7, 0, len(barrier))]
+    records, error = decoder.advance(len(barrier))
+    assert error == codec.OK and len(records) == 1
+    h.plane.wake_input()
+    # Python has output of its own to send first: the answer waits behind it.
+    h.plane.set_send_ok(False)
+    peer.sendall(ping(9))
+    deadline = time.monotonic() + 5
+    while not (events := engine.pump()) and time.monotonic() < deadline:
+        time.sleep(0.001)  # the bytes are on their way through loopback
+    assert events == [(CHANNEL_INPUT, 7, 0, len(ping(9)))]
+    peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peer.recv(64)
+
+
 def test_the_pump_reports_its_sends_at_the_pace_python_sets(engine, sockets):
     """SENT comes once the sends Python allowed between reports are made (the resume
     log's barrier count), or once the send rings hold the outbound cap; the tick

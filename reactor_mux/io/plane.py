@@ -257,6 +257,13 @@ class Plane:
         count: int = lib.rmux_plane_channel_reads(self._plane)
         return count
 
+    @property
+    def last_read_at(self) -> float:
+        """When the plane last read the channel (time.monotonic's clock, coarse; 0.0:
+        never): the keepalive's evidence that the peer talks."""
+        at: float = lib.rmux_plane_last_read_at(self._plane)
+        return at
+
     def set_inbound_limit(self, limit: int) -> None:
         """The inbound cap: past it, the plane leaves the channel's reads to Python."""
         lib.rmux_plane_set_inbound_limit(self._plane, limit)

@@ -30,6 +30,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from time import monotonic
 from typing import Protocol
 
 from reactor_mux.io import plane as data_plane
@@ -236,7 +237,8 @@ class Channel:
         )
         self._flush_pending = False
         self._inbound_held = 0
-        self._python_reads = 0
+        self._python_read_at = 0.0
+        """When Python last read the channel (the liveness's evidence, with the plane's)."""
         """Channel reads Python made: the liveness's evidence that the peer is there."""
         self._plane_hub = data_plane.hub_for(reactor)
         self._plane: data_plane.Plane | None = None
@@ -294,22 +296,24 @@ class Channel:
             dead_after=settings.dead_after,
             send_ping=self._send_ping,
             give_up=self._lost,
-            activity=self._reads_made,
+            heard_at=self._last_read_at,
             quiet=self._release_idle_buffers,
+            patient=self._session.role is Role.SERVER,
         )
 
     def _release_idle_buffers(self) -> None:
-        """Nothing read for half a keepalive interval: give back what a busy channel
+        """Nothing read for a keepalive interval: give back what a busy channel
         holds (receive buffers, empty send rings, the output FIFO, TLS's
         ciphertext buffers); each comes back with the next bytes."""
         if not self.closed and self._transport is not None:
             self._session.release_idle_buffers()
             self._transport.release_idle()
 
-    def _reads_made(self) -> int:
-        """The channel's reads so far, Python's and the plane's (the liveness's evidence)."""
+    def _last_read_at(self) -> float:
+        """When the channel last read anything, Python or the plane (the liveness's evidence)."""
         plane = self._plane
-        return self._python_reads + (0 if plane is None else plane.channel_reads)
+        at = self._python_read_at
+        return at if plane is None else max(at, plane.last_read_at)
 
     # ------------------------------------------------------------ the role's calls
 
@@ -526,7 +530,7 @@ class Channel:
                 if plane.has_backlog():  # ACKs it applied opened windows
                     self.plane_woken()
                 if not count:
-                    self._python_reads += 1  # the liveness reads the count
+                    self._python_read_at = monotonic()  # the liveness's evidence
                     if self._inbound_storage() >= self._inbound_cap.limit:
                         self._inbound_cap.check()
                     if self._python_read_asked and not self.closed:
@@ -542,7 +546,7 @@ class Channel:
 
     def _python_input(self, count: int) -> None:
         """Decode and handle ``count`` bytes read after the decoder's end."""
-        self._python_reads += 1  # the liveness reads the count
+        self._python_read_at = monotonic()  # the liveness's evidence
         dispatch = self._dispatch
         for event in self._session.receive_into(count):
             dispatch(event)

@@ -1,13 +1,22 @@
 """Is the peer still there?  The handshake deadline and the keepalive.
 
 A new channel must finish the HELLO exchange within ``handshake_timeout``.
-After that, a tick every half ``keepalive_interval`` looks at how long the
-peer has been silent: past ``keepalive_interval`` we send PING (any answer,
-or any other traffic, counts), past ``dead_after`` we give the channel up even
-if TCP has not noticed (a frozen or unplugged peer).  While the channel has
+After that, the keepalive looks once per ``keepalive_interval`` at when the
+peer was last heard: silent for the interval, we send PING (any answer, or any
+other traffic, counts); silent for ``dead_after``, we give the channel up even
+if TCP has not noticed (a frozen or unplugged peer).  The next look is when the
+silence would reach the interval, so a channel whose peer talks costs one tick
+per interval, and one PING per interval of silence.  While the channel has
 paused its own reads (its inbound buffers are full) the peer's silence says
 nothing, so the clock stops and we keep sending PING, which tells the peer
 that we are alive.
+
+The server is patient: it waits 1/8 of an interval longer before its PING,
+so that where the client keeps the channel alive too (at the same interval,
+the default) the client's PINGs are the ones that run, one per interval rather
+than one from each side.  Ticks fall on a grid of 1/64 of the interval, so
+that ten thousand channels' keepalives share a few wake-ups of the loop
+instead of one each (issue 26).
 
 The class knows a clock and two callbacks, nothing about sockets, so it is
 tested with a fake clock.
@@ -15,6 +24,7 @@ tested with a fake clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -31,6 +41,13 @@ class Clock(Protocol):
         self, delay: float, callback: Callable[[], None], owner: Owner
     ) -> Cancellable: ...
 
+
+GRID_PER_INTERVAL = 64
+"""Ticks fall on multiples of interval/64, and a silence that short of the
+interval counts as the interval (a PONG that came right after our PING)."""
+
+PATIENCE = 1.125
+"""A patient side (the server) pings after this many intervals of silence."""
 
 SILENT_PEER = "the peer sent nothing"
 """Added to a handshake timeout when not one byte arrived: a reactor-mux peer
@@ -50,15 +67,21 @@ class Liveness:
         dead_after: float,
         send_ping: Callable[[int], None],
         give_up: Callable[[str, ErrorCode], None],
-        activity: Callable[[], int] | None = None,
+        heard_at: Callable[[], float] | None = None,
         quiet: Callable[[], None] | None = None,
+        patient: bool = False,
     ) -> None:
-        """``quiet``: called on a tick that finds nothing read since the last one
-        (the channel gives back its buffers: no timer of its own for that)."""
+        """``heard_at``: when the channel last read anything (Python's reads and the
+        data plane's, on this clock).  ``quiet``: called once a tick finds nothing
+        read since the last one but the answer to its PING (the channel gives back
+        its buffers: no timer of its own for that).  ``patient``: wait PATIENCE
+        intervals of silence before a PING (the server)."""
         self._clock = clock
         self._owner = owner
         self._handshake_timeout = handshake_timeout
-        self._interval = keepalive_interval
+        self._interval = keepalive_interval * (PATIENCE if patient else 1.0)
+        """The silence before our PING."""
+        self._grid = self._interval / GRID_PER_INTERVAL
         self._dead_after = dead_after
         self._send_ping = send_ping
         self._give_up = give_up
@@ -67,14 +90,11 @@ class Liveness:
         self._ping_token = 0
         self.last_heard = clock.time()
         self._created = self.last_heard
-        self._activity = activity
+        self._heard_at = heard_at
         self._quiet = quiet
-        """A count of the channel's reads (Python's and the data plane's): when it moved
-        since the last tick, the peer was heard after that tick.  Counting is what a
-        read can afford; reading the clock on every one cost more."""
-        self._last_activity = activity() if activity is not None else 0
-        self._activity_at_start = self._last_activity
+        self._said_quiet = False
         self._last_tick = self.last_heard
+        self._pinged_at: float | None = None
         self.reads_paused = False
         """Set by the channel while it does not read: the peer's silence is ours."""
 
@@ -103,25 +123,34 @@ class Liveness:
         self._handshake_timer = None
         self.stop()
         silent = self.last_heard == self._created and (
-            self._activity is None or self._activity() == self._activity_at_start
+            self._heard_at is None or self._heard_at() <= self._created
         )
         self._give_up(f"handshake timed out after {self._handshake_timeout:g}s"
                       + (f" ({SILENT_PEER})" if silent else ""),
                       ErrorCode.NO_ANSWER if silent else ErrorCode.HANDSHAKE_TIMEOUT)  # fmt: skip
 
-    def _schedule_tick(self) -> None:
-        self._tick_timer = self._clock.call_later(self._interval / 2, self._tick, self._owner)
+    def _schedule_tick(self, when: float | None = None) -> None:
+        """The next tick at ``when`` (default: an interval from now), on the grid."""
+        now = self._clock.time()
+        due = now + self._interval if when is None else when
+        due = math.ceil(due / self._grid) * self._grid
+        self._tick_timer = self._clock.call_later(due - now, self._tick, self._owner)
 
     def _tick(self) -> None:
         self._tick_timer = None
         now = self._clock.time()
-        if self._activity is not None:
-            activity = self._activity()
-            if activity != self._last_activity:
-                self._last_activity = activity
-                self.last_heard = max(self.last_heard, self._last_tick)
-            elif self._quiet is not None and not self.reads_paused:
-                self._quiet()
+        if self._heard_at is not None:
+            heard = self._heard_at()
+            if heard > self.last_heard:
+                self.last_heard = heard
+        grid = self._grid
+        pinged_at, self._pinged_at = self._pinged_at, None
+        answer_only = pinged_at is not None and self.last_heard <= pinged_at + grid
+        if self.last_heard > self._last_tick and not answer_only:
+            self._said_quiet = False
+        elif self._quiet is not None and not self.reads_paused and not self._said_quiet:
+            self._said_quiet = True
+            self._quiet()
         self._last_tick = now
         if self.reads_paused:
             self.last_heard = now
@@ -133,7 +162,11 @@ class Liveness:
                 ErrorCode.KEEPALIVE_TIMEOUT,
             )
             return
-        if idle >= self._interval or self.reads_paused:
+        if idle >= self._interval - grid or self.reads_paused:
             self._ping_token += 1
+            self._pinged_at = now
             self._send_ping(self._ping_token)
-        self._schedule_tick()
+            due = now + self._interval
+        else:
+            due = self.last_heard + self._interval
+        self._schedule_tick(min(due, self.last_heard + self._dead_after))
