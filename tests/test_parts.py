@@ -115,7 +115,7 @@ def test_reads_the_data_plane_made_keep_the_peer_alive():
     # before the tick: one tick per 14 s, not one per half interval as before.
     assert clock.fired <= 700 / 14, "a talking peer costs about one tick per interval"
     clock.advance(45.5)  # the reads stop: silence, as ever
-    grid = 15.0 / 64
+    grid = 15.0 / 1024
     first_ping = watched.pings[0][0]
     assert 700 + 15 <= first_ping < 700 + 15 + grid
     assert watched.gave_up and watched.codes == [ErrorCode.KEEPALIVE_TIMEOUT]
@@ -203,7 +203,7 @@ def test_a_tick_that_finds_nothing_read_says_the_channel_is_quiet():
     assert quiet == [45.0], "the first tick of the silence, and only that one"
     read_at[0] = clock.now
     clock.advance(30.0)
-    assert len(quiet) == 2 and 85.0 <= quiet[1] < 85.0 + 15.0 / 64  # on the tick grid
+    assert len(quiet) == 2 and 85.0 <= quiet[1] < 85.0 + 15.0 / 1024  # on the tick grid
 
 
 def test_while_our_reads_are_paused_the_silence_clock_stops_and_we_ping():
