@@ -8,6 +8,8 @@ ephemeral port of the server's loopback, whose streams the swarm echoes itself.
 Channels connect at most ``--pace`` at a time, so a server's startup limits
 are not what is measured.
 
+Each channel keeps alive as ``reactor-mux client`` does: a PING after
+``--keepalive`` seconds of silence (the server, patient, then sends none).
 Once every channel is up, the swarm measures the server (``--server-pid``, from
 /proc): RSS, descriptors and CPU per channel while idle for ``--idle``
 seconds.  Then ``--active`` (a fraction) of the channels each run ping-pongs of
@@ -74,6 +76,7 @@ from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.roles.reconnect import ReconnectPolicy
+from reactor_mux.tunnel.settings import DEFAULT_KEEPALIVE_INTERVAL
 
 LOCAL, REMOTE = 1, 2
 """The mapping numbers of each channel's ``-L`` and ``-R``."""
@@ -109,7 +112,11 @@ class SwarmChannel:
                                       DEFAULT_RECONNECT_MAX)  # fmt: skip
         self.lost_at: float | None = None
         self.ping: PingPong | None = None
+        self.heard_at = time.monotonic()
+        self.keepalive_token = 0
         self.open()
+        if swarm.keepalive:  # each channel its own phase, as a fleet's clients have
+            swarm.call_later(random.uniform(0, swarm.keepalive), self.keep_alive)
 
     def open(self) -> None:
         """A connection and a new session: HELLO, AUTH, the -L (and -R) requests."""
@@ -179,6 +186,7 @@ class SwarmChannel:
         if not data:
             self.fail("the server closed the channel")
             return
+        self.heard_at = time.monotonic()
         if self.tls is not None:
             self._incoming.write(data)
             plain = self._tls_read()
@@ -307,6 +315,22 @@ class SwarmChannel:
                 session.end_stream(event.stream_id)
                 self.echoed.discard(event.stream_id)
 
+    def keep_alive(self) -> None:
+        """A client's keepalive (tunnel/liveness.py's rule): PING after an interval
+        of silence from the server, then look again when the silence would reach
+        it.  A failed channel keeps its turn for the session a storm reopens."""
+        interval = self.swarm.keepalive
+        now = time.monotonic()
+        due = now + interval
+        if self.failed is None and self.up:
+            if now - self.heard_at >= interval * (1 - 1 / 64):
+                self.keepalive_token += 1
+                self.session.ping(self.keepalive_token)
+                self.pump()
+            else:
+                due = self.heard_at + interval
+        self.swarm.call_later(due - now, self.keep_alive)
+
     # ----------------------------------------------------------- ping-pong
 
     def start_pings(self) -> None:
@@ -365,6 +389,7 @@ class Swarm:
         self.handshake_done: set[SwarmChannel] = set()
         self.pinging = False
         self.ping_interval = args.ping_interval / 1000
+        self.keepalive = args.keepalive
         self.sources = args.sources
         self.storming = False
         self.lost = self.busy = self.attempts = 0
@@ -487,6 +512,14 @@ def main() -> None:
         help="ms from one ping to the next on a channel (0: back to back)",
     )
     parser.add_argument(
+        "--keepalive",
+        type=float,
+        default=DEFAULT_KEEPALIVE_INTERVAL,
+        metavar="SECONDS",
+        help="each channel PINGs after this much silence, as reactor-mux client does "
+        f"(default {DEFAULT_KEEPALIVE_INTERVAL:g}; 0: never)",
+    )
+    parser.add_argument(
         "--sources",
         type=int,
         default=1,
@@ -503,8 +536,10 @@ def main() -> None:
     args = parser.parse_args()
 
     fdlimit.raise_to_hard()  # a descriptor per channel
-    swarm = Swarm(args)
     pid = args.server_pid
+    if pid and not Path(f"/proc/{pid}").is_dir():
+        parser.error(f"--server-pid {pid}: no such process")
+    swarm = Swarm(args)
     before = proc_figures(pid) if pid else None
     connect_seconds = swarm.connect(args.channels, args.pace, args.timeout)
     live = swarm.live()
