@@ -17,7 +17,7 @@ from support import Exchange, Tunnel, check_exchange, recv_exactly, run_exchange
 pytestmark = pytest.mark.codec_independent
 
 QUIET = ("--keepalive-interval", "0.4", "--keepalive-timeout", "5")
-"""A liveness tick every 0.2 s: a quiet spell of 1 s is several ticks without a read."""
+"""A keepalive tick every 0.4 s or so: a quiet spell of 1 s holds ticks that find nothing read."""
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])

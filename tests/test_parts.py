@@ -4,6 +4,7 @@ of connects made for the peer's SYNs."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -144,7 +145,7 @@ def test_a_peer_that_answers_each_ping_costs_one_tick_and_one_ping_per_interval(
     clock.advance(600)
     assert pings == [15.0 * n for n in range(1, 41)]
     assert clock.fired == 40, "one tick per PING: none to notice the answer"
-    assert quiet == [15.0], "quiet once: the answers are not traffic that grows buffers"
+    assert quiet == pings, "each tick finds the channel quiet: a PONG is no burst"
 
 
 def test_with_both_sides_keeping_alive_only_the_clients_pings_run():
@@ -155,6 +156,8 @@ def test_with_both_sides_keeping_alive_only_the_clients_pings_run():
     read_at = {"client": 0.0, "server": 0.0}
     pings: dict[str, list[float]] = {"client": [], "server": []}
 
+    quiet: dict[str, int] = {"client": 0, "server": 0}
+
     def side(name: str, peer: str, *, patient: bool) -> Liveness:
         def send_ping(token: int) -> None:
             pings[name].append(clock.now)
@@ -164,7 +167,8 @@ def test_with_both_sides_keeping_alive_only_the_clients_pings_run():
         return Liveness(clock, Owner(), handshake_timeout=10.0, keepalive_interval=15.0,
                         dead_after=45.0, send_ping=send_ping,
                         give_up=lambda reason, code: pytest.fail(reason),
-                        heard_at=lambda: read_at[name], patient=patient)  # fmt: skip
+                        heard_at=lambda: read_at[name], patient=patient,
+                        quiet=lambda: quiet.update({name: quiet[name] + 1}))  # fmt: skip
 
     client, server = side("client", "server", patient=False), side("server", "client", patient=True)
     for liveness in (server, client):
@@ -173,6 +177,31 @@ def test_with_both_sides_keeping_alive_only_the_clients_pings_run():
     clock.advance(600)
     assert pings["client"] == [15.0 * n for n in range(1, 41)]
     assert pings["server"] == []
+    # Both give back their buffers once an interval: the PINGs are no burst.
+    assert quiet["client"] == 40 and quiet["server"] >= 35, quiet
+
+
+def test_a_patient_side_still_pings_in_time_for_a_short_keepalive_timeout():
+    """--keepalive-interval 10 --keepalive-timeout 11: 1.125 intervals would be past
+    the timeout, so the patient side pings halfway between, and an answering peer
+    that pings less often itself is kept."""
+    clock = FakeClock()
+    read_at = [0.0]
+    pings: list[float] = []
+
+    def send_ping(token: int) -> None:
+        pings.append(clock.now)
+        read_at[0] = clock.now + 0.01  # the PONG
+
+    liveness = Liveness(clock, Owner(), handshake_timeout=10.0, keepalive_interval=10.0,
+                        dead_after=11.0, send_ping=send_ping,
+                        give_up=lambda reason, code: pytest.fail(reason),
+                        heard_at=lambda: read_at[0], patient=True)  # fmt: skip
+    liveness.start()
+    liveness.handshake_done()
+    clock.advance(100)
+    assert pings[0] == 10.5 and len(pings) == 9
+    assert all(10.5 <= b - a < 10.5 + 2 * 10.5 / 1024 for a, b in itertools.pairwise(pings))
 
 
 def test_a_patient_side_alone_pings_after_an_interval_and_an_eighth():
@@ -185,7 +214,7 @@ def test_a_patient_side_alone_pings_after_an_interval_and_an_eighth():
 
 def test_a_tick_that_finds_nothing_read_says_the_channel_is_quiet():
     """The channel gives its buffers back on the keepalive's own tick (no timer of its
-    own): on the first tick whose read stamp did not move, once until reads resume."""
+    own): on each tick that finds nothing read for the last 1/64 interval."""
     clock = FakeClock()
     read_at = [0.0]
     quiet: list[float] = []
@@ -195,15 +224,16 @@ def test_a_tick_that_finds_nothing_read_says_the_channel_is_quiet():
                         quiet=lambda: quiet.append(clock.now))  # fmt: skip
     liveness.start()
     liveness.handshake_done()
-    for _ in range(8):  # busy: reads all along
-        clock.advance(3.75)
+    for _ in range(300):  # busy: a read every 0.1 s, within the slack of every tick
+        clock.advance(0.1)
         read_at[0] = clock.now
     assert quiet == []
     clock.advance(40.0)
-    assert quiet == [45.0], "the first tick of the silence, and only that one"
-    read_at[0] = clock.now
-    clock.advance(30.0)
-    assert len(quiet) == 2 and 85.0 <= quiet[1] < 85.0 + 15.0 / 1024  # on the tick grid
+    # The ticks of the silence (15 s after the last busy read, then each interval).
+    assert len(quiet) == 2 and 44.7 < quiet[0] <= 45.0 and quiet[1] - quiet[0] == 15.0
+    read_at[0] = clock.now  # 70: one read, then silence again
+    clock.advance(20.0)
+    assert len(quiet) == 4 and 85.0 <= quiet[3] < 85.0 + 15.0 / 1024, quiet
 
 
 def test_while_our_reads_are_paused_the_silence_clock_stops_and_we_ping():

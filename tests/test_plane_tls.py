@@ -28,6 +28,7 @@ from reactor_mux.protocol.errorcodes import ErrorCode
 from reactor_mux.roles.client import Client, ClientConfig
 from reactor_mux.roles.server import Server, ServerConfig
 from reactor_mux.roles.specs import ForwardKind, parse_forward
+from reactor_mux.tunnel.settings import ChannelSettings
 
 pytestmark = pytest.mark.skipif(
     not (data_plane.enabled() and nativetls.available()),
@@ -80,13 +81,16 @@ class FlippingRelay:
         self.sock.close()
 
 
-def start_pair(loop, pki, hash_port, via=None):  # type: ignore[no-untyped-def]
+def start_pair(loop, pki, hash_port, via=None, settings=None):  # type: ignore[no-untyped-def]
     """A TLS server and a client with ``-L 0:127.0.0.1:hash_port`` (through the
-    relay at ``via`` if given), both on the test's reactor."""
+    relay at ``via`` if given), both on the test's reactor, both with ``settings``
+    (a ``ChannelSettings``) where given."""
+    channel_settings = ChannelSettings() if settings is None else settings
     server = Server(loop.reactor, loop.resolver,
                     ServerConfig(listen=[("127.0.0.1", 0)],
                                  tls=ServerTls.from_files(pki.server.cert, pki.server.key,
-                                                          None)))  # fmt: skip
+                                                          None),
+                                 settings=channel_settings))  # fmt: skip
     loop.call(server.start)
     port = server.listeners[0].port
     relay = None if via is None else via(port)
@@ -96,7 +100,7 @@ def start_pair(loop, pki, hash_port, via=None):  # type: ignore[no-untyped-def]
     config = ClientConfig(server=("127.0.0.1", port if relay is None else relay.port),
                           forwards=[parse_forward(ForwardKind.LOCAL, f"0:127.0.0.1:{hash_port}")],
                           tls=client_tls, reconnect_min=30, reconnect_max=30,
-                          persist=True)  # fmt: skip
+                          persist=True, settings=channel_settings)  # fmt: skip
     client = Client(loop.reactor, loop.resolver, config)
     loop.call(client.start)
     return server, client, relay
@@ -161,6 +165,37 @@ def test_bytes_cross_intact_with_the_plane_doing_every_record(loop, pki, hash_ta
             # its share varies (a quarter to a third here): the plane's is at
             # least 2 MB of the 18.
             assert python_sent[id(channel)] < 16_000_000, "the plane sent next to nothing"
+    finally:
+        stop_pair(loop, server, client, [])
+
+
+def test_an_idle_server_channel_gives_back_what_a_burst_grew_while_the_client_pings(
+    loop, pki, hash_target
+):
+    """Keepalive at 0.4 s on both sides: once the upload ends, the client's PINGs
+    (answered by the server's plane) are the channel's only traffic, and the
+    server's ticks still find it quiet and give back the receive buffer the
+    upload grew (a server ticks 1.125 intervals after what it heard, so a rule
+    of "nothing read since the last tick" would never find it quiet)."""
+    fast = ChannelSettings(keepalive_interval=0.4, keepalive_timeout=10.0)
+    server, client, _ = start_pair(loop, pki, hash_target.port, settings=fast)
+    try:
+        _ours, theirs = open_channels(loop, server, client)
+
+        def receive_buffer() -> int:
+            rx = loop.call(lambda: theirs._session.receive_state)
+            return int(rx.buffer_length)
+
+        small = receive_buffer()
+        exchange = Exchange(send_len=8_000_000, reply_len=1000, seed=7300)
+        run_exchange(local_port(loop, client), exchange)
+        check_exchange(exchange, hash_target)
+        grown = receive_buffer()
+        assert grown > small, "the upload did not grow the server's receive buffer"
+        assert wait_until(lambda: receive_buffer() <= small, timeout=10), (
+            f"still {receive_buffer()} bytes, {small} before the upload"
+        )
+        assert theirs.ready and not theirs.closed  # the PINGs kept it alive all along
     finally:
         stop_pair(loop, server, client, [])
 

@@ -239,7 +239,6 @@ class Channel:
         self._inbound_held = 0
         self._python_read_at = 0.0
         """When Python last read the channel (the liveness's evidence, with the plane's)."""
-        """Channel reads Python made: the liveness's evidence that the peer is there."""
         self._plane_hub = data_plane.hub_for(reactor)
         self._plane: data_plane.Plane | None = None
         """Where the streams' bytes move (the compiled data plane), or None: LocalStream."""
@@ -302,7 +301,7 @@ class Channel:
         )
 
     def _release_idle_buffers(self) -> None:
-        """Nothing read for a keepalive interval: give back what a busy channel
+        """A keepalive tick found nothing read lately: give back what a busy channel
         holds (receive buffers, empty send rings, the output FIFO, TLS's
         ciphertext buffers); each comes back with the next bytes."""
         if not self.closed and self._transport is not None:

@@ -11,9 +11,10 @@ paused its own reads (its inbound buffers are full) the peer's silence says
 nothing, so the clock stops and we keep sending PING, which tells the peer
 that we are alive.
 
-The server is patient: it waits 1/8 of an interval longer before its PING,
-so that where the client keeps the channel alive too (at the same interval,
-the default) the client's PINGs are the ones that run, one per interval rather
+The server is patient: it waits 1/8 of an interval longer before its PING
+(less where ``dead_after`` leaves no room for that: halfway to it at most), so
+that where the client keeps the channel alive too (at the same interval, the
+default) the client's PINGs are the ones that run, one per interval rather
 than one from each side.  Ticks fall on a grid of 1/1024 of the interval, so
 that ten thousand channels' keepalives share wake-ups of the loop instead of
 one each (issue 26).
@@ -49,7 +50,8 @@ thousand channels' ticks share ~70 wake-ups a second, each short enough
 
 SLACK_PER_INTERVAL = 64
 """A silence 1/64 of the interval short of it counts as the interval: the PONG
-that came right after our PING does not put the next PING an interval past it."""
+that came right after our PING does not put the next PING an interval past it.
+And a tick that finds nothing read for that long finds the channel quiet."""
 
 PATIENCE = 1.125
 """A patient side (the server) pings after this many intervals of silence."""
@@ -77,14 +79,18 @@ class Liveness:
         patient: bool = False,
     ) -> None:
         """``heard_at``: when the channel last read anything (Python's reads and the
-        data plane's, on this clock).  ``quiet``: called once a tick finds nothing
-        read since the last one but the answer to its PING (the channel gives back
-        its buffers: no timer of its own for that).  ``patient``: wait PATIENCE
-        intervals of silence before a PING (the server)."""
+        data plane's, on this clock).  ``quiet``: called on each tick that finds
+        nothing read for the last 1/64 of the interval, which a keepalive's few
+        bytes leave true (the channel gives back what a burst grew: no timer of
+        its own for that).  ``patient``: wait PATIENCE intervals of silence
+        before a PING (the server)."""
         self._clock = clock
         self._owner = owner
         self._handshake_timeout = handshake_timeout
-        self._interval = keepalive_interval * (PATIENCE if patient else 1.0)
+        wait = keepalive_interval
+        if patient:  # and an answer still has half the time left before dead_after
+            wait = max(wait, min(wait * PATIENCE, (keepalive_interval + dead_after) / 2))
+        self._interval = wait
         """The silence before our PING."""
         self._grid = self._interval / GRID_PER_INTERVAL
         self._slack = self._interval / SLACK_PER_INTERVAL
@@ -98,9 +104,6 @@ class Liveness:
         self._created = self.last_heard
         self._heard_at = heard_at
         self._quiet = quiet
-        self._said_quiet = False
-        self._last_tick = self.last_heard
-        self._pinged_at: float | None = None
         self.reads_paused = False
         """Set by the channel while it does not read: the peer's silence is ours."""
 
@@ -150,14 +153,8 @@ class Liveness:
             if heard > self.last_heard:
                 self.last_heard = heard
         slack = self._slack
-        pinged_at, self._pinged_at = self._pinged_at, None
-        answer_only = pinged_at is not None and self.last_heard <= pinged_at + slack
-        if self.last_heard > self._last_tick and not answer_only:
-            self._said_quiet = False
-        elif self._quiet is not None and not self.reads_paused and not self._said_quiet:
-            self._said_quiet = True
+        if self._quiet is not None and not self.reads_paused and now - self.last_heard >= slack:
             self._quiet()
-        self._last_tick = now
         if self.reads_paused:
             self.last_heard = now
         idle = now - self.last_heard
@@ -170,7 +167,6 @@ class Liveness:
             return
         if idle >= self._interval - slack or self.reads_paused:
             self._ping_token += 1
-            self._pinged_at = now
             self._send_ping(self._ping_token)
             due = now + self._interval
         else:
