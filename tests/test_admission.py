@@ -10,7 +10,6 @@ import pytest
 from fakeclock import FakeClock
 
 from reactor_mux.security.admission import (
-    DISPLACE_AFTER,
     Admission,
     AdmissionConfig,
     Admitted,
@@ -123,30 +122,6 @@ def test_a_source_with_no_startup_is_never_refused_for_the_others_sake():
     taken = even.admit("127.0.0.5", 9.0, "late")
     assert isinstance(taken, Admitted) and taken.evicted is not None
     assert taken.evicted.owner == "127.0.0.2"
-
-
-def test_where_every_source_holds_one_only_a_quiet_startup_makes_room():
-    """A fleet reconnecting after a restart: every source holds one startup, each
-    a handshake under way.  A newcomer takes the place of the oldest that has
-    sent nothing for DISPLACE_AFTER, and is refused busy while none has:
-    displacing the oldest regardless killed the handshakes nearest to done, and
-    a storm of 10,000 made no progress (223,207 evictions in 4 minutes)."""
-    heard: dict[str, float] = {}
-    gate = Admission(
-        AdmissionConfig(max_startups=MaxStartups(3, 30, 3), per_source_max_startups=100),
-        rng=random.Random(4),
-        last_heard=lambda startup: heard.get(startup.address, startup.since),
-    )
-    for index, address in enumerate(["127.0.0.2", "127.0.0.3", "127.0.0.4"]):
-        assert isinstance(gate.admit(address, 10.0 + index * 0.1, address), Admitted)
-    early = gate.admit("127.0.0.5", 11.0, "early")  # all three under way
-    assert isinstance(early, Refused) and early.refusal is Refusal.STARTUPS
-    assert gate.startups == 3
-    heard["127.0.0.2"] = 11.5  # the oldest is talking: not the one to go
-    later = gate.admit("127.0.0.6", 10.1 + DISPLACE_AFTER, "later")
-    assert isinstance(later, Admitted) and later.evicted is not None
-    assert later.evicted.owner == "127.0.0.3"  # the oldest of the quiet ones
-    assert gate.startups == 3
 
 
 # ------------------------------------------------------------------ penalties

@@ -13,18 +13,12 @@ bounded on their own, by the rules OpenSSH uses, per *source block*
    connection from a block that already has one is refused with probability
    RATE%, rising linearly to 100% at FULL: ssh's random early drop.
 
-Where this goes beyond ssh: a block with *no* startup is not refused for the
+Where this goes beyond ssh: a block with *no* startup is never refused for the
 others' sake.  At FULL it takes the place of the oldest startup of the block
-holding the most, so a stranger with many connections cannot crowd out a
-client whose handshake takes a few milliseconds.  Where every block holds one
-(a fleet reconnecting after a restart, or a flood from more blocks than FULL)
-it takes the place of the oldest one that has sent nothing for
-DISPLACE_AFTER, and is refused ``busy`` while none has: displacing the oldest
-regardless killed the handshakes nearest to done, and a storm of 10,000
-clients then made no progress (docs/performance.md, "An idle fleet").  Only an
-attacker with more source blocks than FULL, each keeping its handshake
-talking, comes close to keeping clients out, and then only until
-``--handshake-timeout``, which penalises each of its sources.  Evicted startups count as
+holding the most, so a stranger with many connections, even from many
+addresses, cannot crowd out a client whose handshake takes a few milliseconds;
+only an attacker with more source blocks than FULL comes close, and then new
+connections still displace old idle ones.  Evicted startups count as
 ``noauth`` offences, which repeat quickly only for a block that keeps many
 connections idle.
 
@@ -43,7 +37,6 @@ import enum
 import ipaddress
 import random
 from collections import deque
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -95,11 +88,6 @@ class MaxStartups:
         span = self.full - self.start
         return (self.rate + (100 - self.rate) * (startups - self.start) / span) / 100
 
-
-DISPLACE_AFTER = 2.0
-"""Seconds a startup must have sent nothing before a newcomer may take its place
-where every source holds one: a handshake over a slow link (a few round trips)
-is well inside it, a connection left idle is not."""
 
 DEFAULT_PER_SOURCE_MAX_STARTUPS = 10
 """Startups from one source block at once (ssh has no default; 10 is its START)."""
@@ -199,12 +187,8 @@ class Admission:
     """Startups in progress, per source block, and the penalties."""
 
     def __init__(self, config: AdmissionConfig, rng: random.Random | None = None,
-                 shared: SharedStartups | None = None,
-                 last_heard: Callable[[Startup], float] | None = None) -> None:  # fmt: skip
-        """``last_heard``: when a startup's connection last sent anything (the server
-        asks its channel); without it, a startup was last heard when admitted."""
+                 shared: SharedStartups | None = None) -> None:  # fmt: skip
         self.config = config
-        self._last_heard = last_heard
         self.penalties = PenaltyBox(config.penalties)
         self._random = rng or random.Random()
         self._by_block: dict[str, deque[Startup]] = {}
@@ -247,9 +231,7 @@ class Admission:
             if chance and (chance >= 1.0 or self._random.random() < chance):
                 return Refused(Refusal.STARTUPS, block)
         elif startups >= config.max_startups.full and self.startups:
-            evicted = self._evict(now)
-            if evicted is None:  # every startup is a handshake under way
-                return Refused(Refusal.STARTUPS, block)
+            evicted = self._evict()
         startup = Startup(address, block, now, owner)
         if mine is None:
             mine = self._by_block[block] = deque()
@@ -261,27 +243,13 @@ class Admission:
         if self.shared is not None:
             self.shared.publish_startups(block, self.startups_from(block), self.startups)
 
-    def _evict(self, now: float) -> Startup | None:
-        """The oldest startup of the block holding the most (ties: the oldest first);
-        where every block holds one, the oldest that has sent nothing for
-        DISPLACE_AFTER, or None."""
-        crowded = max(self._by_block.values(), key=lambda queue: (len(queue), -queue[0].since))
-        victim: Startup | None = crowded[0]
-        if len(crowded) == 1:
-            quiet_since = now - DISPLACE_AFTER
-            idle = [queue[0] for queue in self._by_block.values()
-                    if self._heard(queue[0]) <= quiet_since]  # fmt: skip
-            victim = min(idle, key=lambda startup: startup.since) if idle else None
-        if victim is None:
-            return None
+    def _evict(self) -> Startup:
+        """The oldest startup of the block holding the most (ties: the oldest first)."""
+        victims = max(self._by_block.values(), key=lambda queue: (len(queue), -queue[0].since))
+        victim = victims[0]
         victim.evicted = True
         self._forget(victim)
         return victim
-
-    def _heard(self, startup: Startup) -> float:
-        if self._last_heard is None:
-            return startup.since
-        return max(startup.since, self._last_heard(startup))
 
     def finish(self, startup: Startup) -> None:
         """The startup authenticated, or ended: it no longer counts (idempotent)."""

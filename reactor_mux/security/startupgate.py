@@ -88,13 +88,6 @@ REFUSED = {
 }
 
 
-def _last_heard(startup: Startup) -> float:
-    """When the startup's connection last sent anything its channel read (a TLS
-    handshake's records are not counted: one of those is heard from when admitted)."""
-    owner = startup.owner
-    return owner.last_read_at if isinstance(owner, Channel) else startup.since
-
-
 class StartupGate:
     """Admission, the busy replies and the turned-away log of one server."""
 
@@ -111,7 +104,7 @@ class StartupGate:
     ) -> None:
         """``shared``: the startups of a server's other workers, which count too."""
         self._reactor = reactor
-        self.admission = Admission(config, shared=shared, last_heard=_last_heard)
+        self.admission = Admission(config, shared=shared)
         self._meter = meter
         self._log = TurnedAwayLog(reactor)
         self._busy = BusyReplies(reactor, keepalive_interval)

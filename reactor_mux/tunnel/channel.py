@@ -308,11 +308,6 @@ class Channel:
             self._session.release_idle_buffers()
             self._transport.release_idle()
 
-    @property
-    def last_read_at(self) -> float:
-        """When the channel last read anything (admission asks it of a startup)."""
-        return self._last_read_at()
-
     def _last_read_at(self) -> float:
         """When the channel last read anything, Python or the plane (the liveness's evidence)."""
         plane = self._plane
