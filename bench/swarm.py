@@ -76,6 +76,7 @@ from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
 from reactor_mux.roles.backoff import DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN
 from reactor_mux.roles.reconnect import ReconnectPolicy
+from reactor_mux.tunnel.liveness import SLACK_PER_INTERVAL
 from reactor_mux.tunnel.settings import DEFAULT_KEEPALIVE_INTERVAL
 
 LOCAL, REMOTE = 1, 2
@@ -323,7 +324,7 @@ class SwarmChannel:
         now = time.monotonic()
         due = now + interval
         if self.failed is None and self.up:
-            if now - self.heard_at >= interval * (1 - 1 / 64):
+            if now - self.heard_at >= interval - interval / SLACK_PER_INTERVAL:
                 self.keepalive_token += 1
                 self.session.ping(self.keepalive_token)
                 self.pump()
@@ -537,6 +538,8 @@ def main() -> None:
 
     fdlimit.raise_to_hard()  # a descriptor per channel
     pid = args.server_pid
+    if args.keepalive < 0:
+        parser.error(f"--keepalive {args.keepalive:g}: must be 0 (never) or more")
     if pid and not Path(f"/proc/{pid}").is_dir():
         parser.error(f"--server-pid {pid}: no such process")
     swarm = Swarm(args)
