@@ -144,13 +144,20 @@ def push(ports: list[int], connections: int, seconds: float) -> None:
         key.fileobj.close()
 
 
+ARGUMENTS = {"echo": 0, "sink": 0, "push": 3, "load": 4}
+"""How many arguments each command takes after its name."""
+
 if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if ARGUMENTS.get(command) != len(sys.argv) - 2:
+        usage = __doc__.split("\n\n")[2] if __doc__ else ""
+        sys.exit(f"usage:\n{usage}")
     ports = [int(port) for port in sys.argv[2].split(",")] if len(sys.argv) > 2 else []
-    if sys.argv[1] == "echo":
+    if command == "echo":
         echo()
-    elif sys.argv[1] == "sink":
+    elif command == "sink":
         sink()
-    elif sys.argv[1] == "push":
+    elif command == "push":
         push(ports, int(sys.argv[3]), float(sys.argv[4]))
     else:
         load(ports, int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

@@ -529,7 +529,7 @@ def main() -> None:
     parser.add_argument(
         "--storm",
         action="store_true",
-        help="then wait for the server's restart and reconnect (see above)",
+        help="then wait for the server's restart and reconnect (bench/storm.py drives it)",
     )
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds any one phase may take"
