@@ -11,7 +11,7 @@ as many sources to the per-source limits and penalties).  The swarm reports
 how long until all were back, how many attempts were told ``busy`` by the
 admission limits, and the channels the new server took per second.
 
-    python bench/storm.py --channels 10000 [--tls] [--remote]
+    python bench/storm.py --channels 10000 [--tls] [--remote] [--metrics 127.0.0.1:9797]
 
 Prints the swarm's JSON, with the restart's gap (``restart_seconds``: from the
 SIGTERM until the new server listens).
@@ -62,6 +62,9 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds the swarm may wait for each phase"
     )
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="the restarted server's --metrics (to watch the admission "
+                        "counters during the storm)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -98,7 +101,8 @@ def main() -> None:
             stopped = time.monotonic()
             server.send_signal(signal.SIGTERM)
             server.wait(60)
-            server = start_server(port, extra, work / "server2.log")
+            metrics = ["--metrics", args.metrics] if args.metrics else []
+            server = start_server(port, [*extra, *metrics], work / "server2.log")
             restart = time.monotonic() - stopped
             report = json.loads(swarm.stdout.read())
             report["restart_seconds"] = round(restart, 2)

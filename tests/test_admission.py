@@ -26,6 +26,7 @@ from reactor_mux.security.penalties import (
     PenaltySpecError,
     parse_networks,
 )
+from reactor_mux.security.protection import CEILING, FLOOR, MIN_SAMPLES, UNMEASURED, Protection
 from reactor_mux.security.sourceblock import Netblock, NetblockError
 from reactor_mux.security.turnedaway import TurnedAwayLog
 
@@ -100,9 +101,10 @@ def test_above_start_sources_with_startups_are_dropped_at_the_ssh_rate():
     assert {o.refusal for o in outcomes if isinstance(o, Refused)} == {Refusal.STARTUPS}
 
 
-def test_a_source_with_no_startup_is_never_refused_for_the_others_sake():
+def test_a_source_with_no_startup_takes_the_place_of_an_idle_one():
     """At FULL a newcomer takes the place of the oldest startup of the source that
-    holds the most: strangers on many addresses cannot keep a client out."""
+    holds the most (past its protection): strangers on many addresses cannot keep a
+    client out."""
     gate = admission(max_startups=MaxStartups(6, 30, 6), per_source_max_startups=100)
     owners = {}
     for index, address in enumerate(["127.0.0.2"] * 4 + ["127.0.0.3"] * 2):
@@ -122,6 +124,80 @@ def test_a_source_with_no_startup_is_never_refused_for_the_others_sake():
     taken = even.admit("127.0.0.5", 9.0, "late")
     assert isinstance(taken, Admitted) and taken.evicted is not None
     assert taken.evicted.owner == "127.0.0.2"
+
+
+def test_at_full_a_startup_still_protected_is_kept_and_the_newcomer_told_busy():
+    """A reconnect storm (issue 26): every startup is a client, and the oldest the
+    nearest to done.  Evicting it at once, the server finished almost none; a startup
+    is kept for its protection, and newcomers are told busy meanwhile."""
+    gate = admission(max_startups=MaxStartups(3, 30, 3), per_source_max_startups=100)
+    for index, address in enumerate(["127.0.0.2", "127.0.0.3", "127.0.0.4"]):
+        assert isinstance(gate.admit(address, index * 0.1, address), Admitted)
+    assert gate.admit("127.0.0.5", 0.5, "early") == Refused(Refusal.STARTUPS, "127.0.0.5/32")
+    assert gate.startups == 3
+    taken = gate.admit("127.0.0.5", UNMEASURED, "late")  # the first is past it, just
+    assert isinstance(taken, Admitted) and taken.evicted is not None
+    assert taken.evicted.owner == "127.0.0.2"
+    assert isinstance(gate.admit("127.0.0.6", UNMEASURED + 0.05, None), Refused)
+
+
+def test_the_victim_is_one_past_its_protection_even_from_a_smaller_block():
+    gate = admission(max_startups=MaxStartups(4, 30, 4), per_source_max_startups=100)
+    gate.admit("127.0.0.2", 0.0, "old")
+    for _ in range(3):
+        gate.admit("127.0.0.3", 5.0, "young")
+    taken = gate.admit("127.0.0.4", 5.5, "newcomer")
+    assert isinstance(taken, Admitted) and taken.evicted is not None
+    assert taken.evicted.owner == "old"
+
+
+def test_a_health_check_is_never_told_busy_nor_penalised():
+    gate = admission(max_startups=MaxStartups(2, 30, 2), per_source_max_startups=100)
+    gate.admit("127.0.0.2", 0.0, None)
+    gate.admit("127.0.0.3", 0.0, None)
+    assert isinstance(gate.admit("127.0.0.9", 0.1, None), Refused)
+    check = gate.admit("127.0.0.9", 0.1, None, health_check=True)
+    assert isinstance(check, Admitted) and check.evicted is None and check.startup.unpenalised
+    again = gate.admit("127.0.0.9", 0.1, None, health_check=True)  # its block holds one
+    assert isinstance(again, Admitted) and gate.startups == 4
+
+
+def test_the_protection_is_a_few_times_what_recent_handshakes_took():
+    protection = Protection()
+    assert protection.seconds == UNMEASURED  # a server just started
+    for _ in range(MIN_SAMPLES - 1):
+        protection.handshake_took(0.2)
+    assert protection.seconds == UNMEASURED
+    protection.handshake_took(0.2)
+    assert protection.seconds == pytest.approx(0.8)
+    for _ in range(64):
+        protection.handshake_took(0.002)  # an unloaded server on a LAN
+    assert protection.seconds == FLOOR
+    for _ in range(6):
+        protection.handshake_took(30.0)  # a few slow ones are not the 90th percentile
+    assert protection.seconds == FLOOR
+    for _ in range(10):
+        protection.handshake_took(0.3)  # a storm slows every handshake
+    assert protection.seconds == pytest.approx(1.2)
+    for _ in range(64):
+        protection.handshake_took(9.0)
+    assert protection.seconds == CEILING
+
+
+def test_authenticated_handshakes_set_the_protection():
+    """Only a client that proved itself adds a sample: a stranger cannot stretch it."""
+    gate = admission(max_startups=MaxStartups(100, 30, 100), per_source_max_startups=100)
+    for index in range(MIN_SAMPLES):
+        decision = gate.admit(f"127.0.1.{index}", 10.0, None)
+        assert isinstance(decision, Admitted)
+        gate.authenticated(decision.startup, 10.05)
+    assert gate.protection.seconds == pytest.approx(0.2)
+    for index in range(MIN_SAMPLES):
+        decision = gate.admit(f"127.0.2.{index}", 20.0, None)
+        assert isinstance(decision, Admitted)
+        gate.finish(decision.startup)  # it went away without authenticating
+    assert gate.protection.seconds == pytest.approx(0.2)
+    assert gate.startups == 0
 
 
 # ------------------------------------------------------------------ penalties

@@ -45,6 +45,7 @@ from support import (
 from reactor_mux.protocol.frames import encode_frame
 from reactor_mux.protocol.session import Session
 from reactor_mux.protocol.verbs import Role
+from reactor_mux.security.protection import UNMEASURED
 from reactor_mux.tools.procs import fd_count, proc_status
 
 pytestmark = pytest.mark.codec_independent
@@ -234,6 +235,8 @@ def test_an_idle_attack_is_summarised_penalised_and_counted(tmp_path, hash_targe
         assert samples[("reactor_mux_penalties_total", (("offence", "grace-exceeded"),))] >= 10
         assert samples[("reactor_mux_sources_turned_away", ())] == 1
         assert samples[("reactor_mux_unauthenticated_connections", ())] <= 10
+        # No client authenticated yet: startups are protected for the unmeasured while.
+        assert samples[("reactor_mux_startup_protection_seconds", ())] == UNMEASURED
         assert counts["connected"] > 2000
         # A client from another source is let in as ever.
         _client, forwards = tunnel.client("-L", f"0:127.0.0.1:{echo.port}", extra=client_args)
@@ -301,15 +304,22 @@ def test_a_new_client_told_busy_comes_back_at_the_resume_pace(tmp_path, echo):
 def test_a_startup_dropped_to_make_room_is_told_busy_and_the_log_stays_bounded(tmp_path):
     """Found in review (issue 20): an evicted startup was told a plain error, which a
     client took for a failed authentication, and each eviction wrote a line.  FULL is 2
-    here: every new source takes the place of an older idle one."""
+    here: every new source takes the place of an older idle one, once the older one
+    is past its protection (issue 26); until then a newcomer is told busy."""
     tunnel, _client_args = hardened(tmp_path, False, "--max-startups", "2:100:2")
     pid = tunnel.server.pid
     try:
         idle = fd_count(pid)
         mark = tunnel.server.mark
+        started = time.monotonic()
         first = connect_from("127.0.0.2", tunnel.server_port)
         second = connect_from("127.0.0.3", tunnel.server_port)
         assert wait_until(lambda: fd_count(pid) >= idle + 2)  # both admitted
+        early = connect_from("127.0.1.250", tunnel.server_port)
+        answer = read_until_closed(early)
+        if time.monotonic() - started < UNMEASURED:  # both were still protected
+            assert b"ERROR busy: too many unauthenticated connections" in answer, answer
+        time.sleep(UNMEASURED)
         newcomers = [connect_from(f"127.0.1.{index}", tunnel.server_port)
                      for index in range(1, 61)]  # fmt: skip
         answer = read_until_closed(first)
@@ -393,6 +403,7 @@ def test_a_tls_startup_dropped_in_its_handshake_is_told_busy_inside_tls(tmp_path
         idle = fd_count(tunnel.server.pid)
         first = connect_from("127.0.0.2", tunnel.server_port)
         assert wait_until(lambda: fd_count(tunnel.server.pid) > idle)  # admitted
+        time.sleep(UNMEASURED)  # past its protection
         second = connect_from("127.0.0.3", tunnel.server_port)
         tunnel.server.wait_event(
             "channel_down", peer=re.compile(r"^127\.0\.0\.2:"), reason=re.compile("^dropped before")

@@ -515,10 +515,10 @@ class Server:
         admitted or turned away, then (``route``, with workers) sent to the worker its
         resume names, or served here."""
         tls = self.config.tls
-        startup = self.gate.admit(sock, address, where, tls.context if tls else None)
+        startup = self.gate.admit(sock, address, where, tls.context if tls else None,
+                                  health_check=health_check)  # fmt: skip
         if startup is None:
             return  # turned away
-        startup.unpenalised = health_check
         if route and self.cluster is not None and self.cluster.count > 1:
             self._route(sock, startup, address, where)
             return

@@ -13,14 +13,19 @@ bounded on their own, by the rules OpenSSH uses, per *source block*
    connection from a block that already has one is refused with probability
    RATE%, rising linearly to 100% at FULL: ssh's random early drop.
 
-Where this goes beyond ssh: a block with *no* startup is never refused for the
-others' sake.  At FULL it takes the place of the oldest startup of the block
-holding the most, so a stranger with many connections, even from many
-addresses, cannot crowd out a client whose handshake takes a few milliseconds;
-only an attacker with more source blocks than FULL comes close, and then new
-connections still displace old idle ones.  Evicted startups count as
-``noauth`` offences, which repeat quickly only for a block that keeps many
-connections idle.
+Where this goes beyond ssh: a block with *no* startup is not refused for the
+others' sake while any of them is idling.  At FULL it takes the place of the
+oldest startup of the block holding the most, among those past their
+``protection`` (a few times what recent handshakes took), so a stranger with
+many connections, even from many addresses, cannot crowd out a client whose
+handshake takes a few milliseconds.  Where every startup is still protected (a
+reconnect storm: the server is the slow one), the newcomer is told ``busy``
+rather than undo a handshake nearly done.  Only an attacker with more source
+blocks than FULL comes close, and it must keep opening FULL connections per
+protection.  Evicted startups count as ``noauth`` offences, which repeat
+quickly only for a block that keeps many connections idle.  A balancer's health
+check is never told ``busy``: it may exceed FULL (the balancer's connections
+still sending their PROXY header are bounded by FULL too).
 
 The class is sans-I/O: it keeps counts and answers questions, given the time
 and a random source; the server closes what it says to close.  A server of
@@ -42,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from reactor_mux.security.penalties import Offence, PenaltyBox, PenaltySpec
+from reactor_mux.security.protection import Protection
 from reactor_mux.security.sourceblock import Netblock
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -190,6 +196,7 @@ class Admission:
                  shared: SharedStartups | None = None) -> None:  # fmt: skip
         self.config = config
         self.penalties = PenaltyBox(config.penalties)
+        self.protection = Protection()
         self._random = rng or random.Random()
         self._by_block: dict[str, deque[Startup]] = {}
         self.startups = 0
@@ -200,15 +207,18 @@ class Admission:
     def block_of(self, address: str) -> str:
         return self.config.netblock.block_of(address)
 
-    def admit(self, address: str, now: float, owner: object) -> Admitted | Refused:
-        """Take a new connection from ``address`` on, or say why not."""
+    def admit(self, address: str, now: float, owner: object, *,
+              health_check: bool = False) -> Admitted | Refused:  # fmt: skip
+        """Take a new connection from ``address`` on, or say why not.  A balancer's
+        ``health_check`` is never refused for the startups' sake, nor penalised."""
         block = self.block_of(address)
         if self.penalties.refused_until(block, now) is not None and not self._exempt(address):
             return Refused(Refusal.PENALTY, block)
         shared = self.shared
         with shared.exclusive() if shared is not None else nullcontext():
             elsewhere, from_block = shared.elsewhere(block) if shared is not None else (0, 0)
-            decision = self._decide(block, address, now, owner, elsewhere, from_block)
+            decision = self._decide(block, address, now, owner, elsewhere, from_block,
+                                    health_check)  # fmt: skip
             if isinstance(decision, Admitted):
                 self._publish(block)
                 if decision.evicted is not None:
@@ -216,7 +226,7 @@ class Admission:
         return decision
 
     def _decide(self, block: str, address: str, now: float, owner: object, elsewhere: int,
-                from_block: int) -> Admitted | Refused:  # fmt: skip
+                from_block: int, health_check: bool) -> Admitted | Refused:  # fmt: skip
         """The limits, on the whole server's counts: this worker's, plus ``elsewhere``
         startups in its siblings, ``from_block`` of them from ``block``."""
         config = self.config
@@ -226,13 +236,16 @@ class Admission:
             return Refused(Refusal.PER_SOURCE, block)
         evicted = None
         startups = self.startups + elsewhere
-        if held:
+        if held and not health_check:
             chance = config.max_startups.drop_probability(startups)
             if chance and (chance >= 1.0 or self._random.random() < chance):
                 return Refused(Refusal.STARTUPS, block)
         elif startups >= config.max_startups.full and self.startups:
-            evicted = self._evict()
+            evicted = self._evict(now)
+            if evicted is None and not health_check:
+                return Refused(Refusal.STARTUPS, block)
         startup = Startup(address, block, now, owner)
+        startup.unpenalised = health_check
         if mine is None:
             mine = self._by_block[block] = deque()
         mine.append(startup)
@@ -243,13 +256,28 @@ class Admission:
         if self.shared is not None:
             self.shared.publish_startups(block, self.startups_from(block), self.startups)
 
-    def _evict(self) -> Startup:
-        """The oldest startup of the block holding the most (ties: the oldest first)."""
-        victims = max(self._by_block.values(), key=lambda queue: (len(queue), -queue[0].since))
-        victim = victims[0]
+    def _evict(self, now: float) -> Startup | None:
+        """The oldest startup of the block holding the most (ties: the oldest first),
+        among the blocks whose oldest is past its protection; None if there is none."""
+        ripe = now - self.protection.seconds
+        victim: Startup | None = None
+        best = (0, 0.0)
+        for queue in self._by_block.values():
+            oldest = queue[0]
+            rank = (len(queue), -oldest.since)
+            if oldest.since <= ripe and (victim is None or rank > best):
+                victim, best = oldest, rank
+        if victim is None:
+            return None
         victim.evicted = True
         self._forget(victim)
         return victim
+
+    def authenticated(self, startup: Startup, now: float) -> None:
+        """The startup proved itself: how long it took sets the protection."""
+        if self._forget(startup):
+            self.protection.handshake_took(now - startup.since)
+            self._publish(startup.block)
 
     def finish(self, startup: Startup) -> None:
         """The startup authenticated, or ended: it no longer counts (idempotent)."""

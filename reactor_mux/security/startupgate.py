@@ -117,10 +117,12 @@ class StartupGate:
         return len(self._log)
 
     def admit(self, sock: socket.socket, address: str, where: str,
-              tls: ssl.SSLContext | None) -> Startup | None:  # fmt: skip
+              tls: ssl.SSLContext | None, *,
+              health_check: bool = False) -> Startup | None:  # fmt: skip
         """Take a new connection on (its startup; the caller makes its channel the
         ``owner``), or turn it away (None: the socket is dealt with)."""
-        decision = self.admission.admit(address, self._reactor.time(), None)
+        decision = self.admission.admit(address, self._reactor.time(), None,
+                                        health_check=health_check)  # fmt: skip
         if isinstance(decision, Refused):
             self._refuse(sock, where, decision, tls)
             return None
@@ -187,7 +189,7 @@ class StartupGate:
 
     def authenticated(self, startup: Startup) -> None:
         """The connection proved itself (or said HELLO, without authentication)."""
-        self.admission.finish(startup)
+        self.admission.authenticated(startup, self._reactor.time())
 
     def ended(self, startup: Startup, channel_name: str, peer: str, reason: str,
               code: ErrorCode | None, by_peer: bool, error: bool) -> None:  # fmt: skip

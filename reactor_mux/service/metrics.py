@@ -146,6 +146,10 @@ def _admission_metrics(server: Server) -> Iterator[Metric]:
     yield GaugeMetricFamily("reactor_mux_unauthenticated_connections", "Connections accepted "
                             "and not yet authenticated (--max-startups counts them).",
                             value=admission.startups)  # fmt: skip
+    yield GaugeMetricFamily("reactor_mux_startup_protection_seconds", "How long after accept "
+                            "an unauthenticated connection cannot be dropped to make room "
+                            "(a few times what recent handshakes took).",
+                            value=admission.protection.seconds)  # fmt: skip
     refused = CounterMetricFamily("reactor_mux_connections_refused", "Connections turned away "
                                   "at accept, by reason.", labels=["reason"])  # fmt: skip
     for refusal in Refusal:
