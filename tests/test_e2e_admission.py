@@ -304,8 +304,9 @@ def test_a_new_client_told_busy_comes_back_at_the_resume_pace(tmp_path, echo):
 def test_a_startup_dropped_to_make_room_is_told_busy_and_the_log_stays_bounded(tmp_path):
     """Found in review (issue 20): an evicted startup was told a plain error, which a
     client took for a failed authentication, and each eviction wrote a line.  FULL is 2
-    here: every new source takes the place of an older idle one, once the older one
-    is past its protection (issue 26); until then a newcomer is told busy."""
+    here: every new source takes the place of an older idle one.  Issue 26: the
+    older of the two is protected at first (the older half of the startups within
+    their protection), so the first newcomer takes the younger one's place."""
     tunnel, _client_args = hardened(tmp_path, False, "--max-startups", "2:100:2")
     pid = tunnel.server.pid
     try:
@@ -313,18 +314,24 @@ def test_a_startup_dropped_to_make_room_is_told_busy_and_the_log_stays_bounded(t
         mark = tunnel.server.mark
         started = time.monotonic()
         first = connect_from("127.0.0.2", tunnel.server_port)
+        assert wait_until(lambda: fd_count(pid) >= idle + 1)
         second = connect_from("127.0.0.3", tunnel.server_port)
-        assert wait_until(lambda: fd_count(pid) >= idle + 2)  # both admitted
+        assert wait_until(lambda: fd_count(pid) >= idle + 2)  # both admitted, in order
         early = connect_from("127.0.1.250", tunnel.server_port)
-        answer = read_until_closed(early)
-        if time.monotonic() - started < UNMEASURED:  # both were still protected
-            assert b"ERROR busy: too many unauthenticated connections" in answer, answer
-        time.sleep(UNMEASURED)
+        answer = read_until_closed(second)
+        if time.monotonic() - started < UNMEASURED:  # else the first is no longer protected
+            assert b"ERROR busy: " in answer, answer
+            first.setblocking(False)
+            assert first.recv(65536)  # the server's HELLO, and no end: still open
+            with pytest.raises(BlockingIOError):
+                first.recv(65536)
+            first.setblocking(True)
+        time.sleep(UNMEASURED)  # the first is past its protection
         newcomers = [connect_from(f"127.0.1.{index}", tunnel.server_port)
                      for index in range(1, 61)]  # fmt: skip
         answer = read_until_closed(first)
         assert b"ERROR busy: " in answer, answer
-        for sock in [second, *newcomers]:
+        for sock in [second, early, *newcomers]:
             sock.close()
         first.close()
         assert wait_until(lambda: fd_count(pid) <= idle)  # every one of them handled
@@ -403,7 +410,6 @@ def test_a_tls_startup_dropped_in_its_handshake_is_told_busy_inside_tls(tmp_path
         idle = fd_count(tunnel.server.pid)
         first = connect_from("127.0.0.2", tunnel.server_port)
         assert wait_until(lambda: fd_count(tunnel.server.pid) > idle)  # admitted
-        time.sleep(UNMEASURED)  # past its protection
         second = connect_from("127.0.0.3", tunnel.server_port)
         tunnel.server.wait_event(
             "channel_down", peer=re.compile(r"^127\.0\.0\.2:"), reason=re.compile("^dropped before")

@@ -13,19 +13,19 @@ bounded on their own, by the rules OpenSSH uses, per *source block*
    connection from a block that already has one is refused with probability
    RATE%, rising linearly to 100% at FULL: ssh's random early drop.
 
-Where this goes beyond ssh: a block with *no* startup is not refused for the
-others' sake while any of them is idling.  At FULL it takes the place of the
-oldest startup of the block holding the most, among those past their
-``protection`` (a few times what recent handshakes took), so a stranger with
-many connections, even from many addresses, cannot crowd out a client whose
-handshake takes a few milliseconds.  Where every startup is still protected (a
-reconnect storm: the server is the slow one), the newcomer is told ``busy``
-rather than undo a handshake nearly done.  Only an attacker with more source
-blocks than FULL comes close, and it must keep opening FULL connections per
-protection.  Evicted startups count as ``noauth`` offences, which repeat
-quickly only for a block that keeps many connections idle.  A balancer's health
-check is never told ``busy``: it may exceed FULL (the balancer's connections
-still sending their PROXY header are bounded by FULL too).
+Where this goes beyond ssh: a block with *no* startup is never refused for the
+others' sake.  At FULL it takes the place of the oldest startup of the block
+holding the most, so a stranger with many connections, even from many
+addresses, cannot crowd out a client whose handshake takes a few milliseconds;
+only an attacker with more source blocks than FULL comes close, and then new
+connections still displace old idle ones.  One exception keeps a reconnect
+storm from undoing its own handshakes: the older half of the startups younger
+than their ``protection`` (a few times what recent handshakes took) cannot be
+evicted, since in a storm the oldest startup is the one nearest to done.
+Evicted startups count as ``noauth`` offences, which repeat quickly only for a
+block that keeps many connections idle.  A balancer's health check is never
+refused for the startups' sake and never evicts one: it may exceed FULL (the
+balancer's connections still sending their PROXY header are bounded by FULL).
 
 The class is sans-I/O: it keeps counts and answers questions, given the time
 and a random source; the server closes what it says to close.  A server of
@@ -146,6 +146,12 @@ _REASONS = {
 }
 
 
+PROTECTED_SHARE = 0.5
+"""At most this share of the startups is protected from eviction (the older ones among
+those within their protection): the rest take newcomers, so a source with none is
+never refused, and a stranger who keeps the protected ones busy halves FULL at most."""
+
+
 class Startup:
     """One connection that has not authenticated yet."""
 
@@ -199,6 +205,8 @@ class Admission:
         self.protection = Protection()
         self._random = rng or random.Random()
         self._by_block: dict[str, deque[Startup]] = {}
+        self._in_order: dict[Startup, None] = {}
+        """Every startup, oldest first (a dict: ordered, and quick to remove from)."""
         self.startups = 0
         """Connections admitted here and not yet authenticated or closed."""
         self.shared = shared
@@ -240,15 +248,14 @@ class Admission:
             chance = config.max_startups.drop_probability(startups)
             if chance and (chance >= 1.0 or self._random.random() < chance):
                 return Refused(Refusal.STARTUPS, block)
-        elif startups >= config.max_startups.full and self.startups:
+        elif startups >= config.max_startups.full and self.startups and not health_check:
             evicted = self._evict(now)
-            if evicted is None and not health_check:
-                return Refused(Refusal.STARTUPS, block)
         startup = Startup(address, block, now, owner)
         startup.unpenalised = health_check
         if mine is None:
             mine = self._by_block[block] = deque()
         mine.append(startup)
+        self._in_order[startup] = None
         self.startups += 1
         return Admitted(startup, evicted)
 
@@ -256,19 +263,27 @@ class Admission:
         if self.shared is not None:
             self.shared.publish_startups(block, self.startups_from(block), self.startups)
 
-    def _evict(self, now: float) -> Startup | None:
+    def _evict(self, now: float) -> Startup:
         """The oldest startup of the block holding the most (ties: the oldest first),
-        among the blocks whose oldest is past its protection; None if there is none."""
-        ripe = now - self.protection.seconds
+        leaving out the older half of those still protected."""
+        ripe = now - self.protection.seconds(now)
+        shielded: set[Startup] = set()
+        shield = int(PROTECTED_SHARE * self.startups)
+        for startup in self._in_order:  # oldest first
+            if len(shielded) >= shield:
+                break
+            if startup.since > ripe:
+                shielded.add(startup)
         victim: Startup | None = None
         best = (0, 0.0)
         for queue in self._by_block.values():
-            oldest = queue[0]
-            rank = (len(queue), -oldest.since)
-            if oldest.since <= ripe and (victim is None or rank > best):
-                victim, best = oldest, rank
-        if victim is None:
-            return None
+            exposed = next((startup for startup in queue if startup not in shielded), None)
+            if exposed is None:
+                continue
+            rank = (len(queue), -exposed.since)
+            if victim is None or rank > best:
+                victim, best = exposed, rank
+        assert victim is not None  # at most half are shielded
         victim.evicted = True
         self._forget(victim)
         return victim
@@ -276,7 +291,7 @@ class Admission:
     def authenticated(self, startup: Startup, now: float) -> None:
         """The startup proved itself: how long it took sets the protection."""
         if self._forget(startup):
-            self.protection.handshake_took(now - startup.since)
+            self.protection.handshake_took(now - startup.since, now)
             self._publish(startup.block)
 
     def finish(self, startup: Startup) -> None:
@@ -292,6 +307,7 @@ class Admission:
             mine.remove(startup)
         except ValueError:
             return False
+        del self._in_order[startup]
         self.startups -= 1
         if not mine:
             del self._by_block[startup.block]

@@ -146,10 +146,12 @@ def _admission_metrics(server: Server) -> Iterator[Metric]:
     yield GaugeMetricFamily("reactor_mux_unauthenticated_connections", "Connections accepted "
                             "and not yet authenticated (--max-startups counts them).",
                             value=admission.startups)  # fmt: skip
+    now = server.reactor.time()
     yield GaugeMetricFamily("reactor_mux_startup_protection_seconds", "How long after accept "
-                            "an unauthenticated connection cannot be dropped to make room "
-                            "(a few times what recent handshakes took).",
-                            value=admission.protection.seconds)  # fmt: skip
+                            "an unauthenticated connection is protected (the older half of "
+                            "those within it are not dropped to make room): a few times what "
+                            "recent handshakes took.",
+                            value=admission.protection.seconds(now))  # fmt: skip
     refused = CounterMetricFamily("reactor_mux_connections_refused", "Connections turned away "
                                   "at accept, by reason.", labels=["reason"])  # fmt: skip
     for refusal in Refusal:
@@ -164,7 +166,6 @@ def _admission_metrics(server: Server) -> Iterator[Metric]:
     for offence in Offence:
         penalties.add_metric([offence.value], meter.penalties[offence.value])
     yield penalties
-    now = server.reactor.time()
     yield GaugeMetricFamily("reactor_mux_sources_turned_away", "Source blocks serving a "
                             "penalty now.", value=admission.penalties.enforced(now))  # fmt: skip
 
