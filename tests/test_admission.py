@@ -32,6 +32,7 @@ from reactor_mux.security.protection import (
     FLOOR,
     MIN_SAMPLES,
     SAMPLE_LIFETIME,
+    SHIELD_MIN,
     UNMEASURED,
     Protection,
 )
@@ -121,7 +122,7 @@ def test_a_source_with_no_startup_takes_the_place_of_an_idle_one():
         owners[index] = decision.startup
     assert gate.startups == 6
     assert isinstance(gate.admit("127.0.0.2", 6.0, None), Refused)  # full: 100% for it
-    newcomer = gate.admit("127.0.0.1", 7.0, "client")
+    newcomer = gate.admit("127.0.0.1", 20.0, "client")  # all past their protection
     assert isinstance(newcomer, Admitted)
     assert newcomer.evicted is owners[0] and newcomer.evicted.owner == "conn0"
     assert gate.startups == 6 and gate.startups_from("127.0.0.2/32") == 3
@@ -158,18 +159,19 @@ def test_a_newcomer_is_never_refused_for_the_others_sake_even_when_all_are_young
     outcomes = [gate.admit(f"127.1.{index}.1", 5.0, None) for index in range(200)]
     assert all(isinstance(outcome, Admitted) and outcome.evicted for outcome in outcomes)
     kept = {startup.owner for queue in gate._by_block.values() for startup in queue}
-    assert set(range(50)) <= kept  # the older half stayed throughout
+    assert set(range(SHIELD_MIN)) <= kept  # the shield stayed throughout
 
 
 def test_the_victim_comes_from_the_block_holding_the_most_past_the_shield():
-    gate = admission(max_startups=MaxStartups(6, 30, 6), per_source_max_startups=100)
-    for index, address in enumerate(["127.0.0.2"] * 3 + ["127.0.0.3", "127.0.0.4", "127.0.0.5"]):
+    gate = admission(max_startups=MaxStartups(7, 30, 7), per_source_max_startups=100)
+    addresses = ["127.0.0.2"] * 3 + ["127.0.0.3", "127.0.0.4", "127.0.0.4", "127.0.0.5"]
+    for index, address in enumerate(addresses):
         gate.admit(address, index * 0.1, index)
     taken = gate.admit("127.0.1.1", 1.0, "newcomer")
-    # 0, 1 and 2 (all of 127.0.0.2) are the protected older half: the oldest of the
-    # rest goes, though its block holds fewer.
+    # 0, 1 and 2 (all of 127.0.0.2) are the shield (half of 7, within the protection):
+    # of the rest, 127.0.0.4 holds the most, and its oldest goes before the older 3.
     assert isinstance(taken, Admitted) and taken.evicted is not None
-    assert taken.evicted.owner == 3
+    assert taken.evicted.owner == 4
 
 
 def test_a_health_check_is_never_told_busy_never_evicts_and_is_never_penalised():
@@ -181,6 +183,16 @@ def test_a_health_check_is_never_told_busy_never_evicts_and_is_never_penalised()
     again = gate.admit("127.0.0.9", 10.0, None, health_check=True)  # its block holds one
     assert isinstance(again, Admitted) and again.evicted is None and gate.startups == 4
     assert isinstance(gate.admit("127.0.0.9", 10.0, None), Refused)  # not a check: as ever
+
+
+def test_a_health_check_is_never_the_one_evicted():
+    """Found in review: an evicted check could get the server marked down."""
+    gate = admission(max_startups=MaxStartups(2, 30, 2), per_source_max_startups=100)
+    gate.admit("127.0.0.9", 0.0, "check", health_check=True)
+    gate.admit("127.0.0.2", 0.0, "client")
+    taken = gate.admit("127.0.0.3", 20.0, "newcomer")  # both past their protection
+    assert isinstance(taken, Admitted) and taken.evicted is not None
+    assert taken.evicted.owner == "client"
 
 
 def test_the_protection_is_a_few_times_what_recent_handshakes_took():
@@ -205,6 +217,34 @@ def test_the_protection_is_a_few_times_what_recent_handshakes_took():
     assert protection.seconds(5.0) == CEILING
     # A minute on, the storm's handshakes no longer count.
     assert protection.seconds(5.0 + SAMPLE_LIFETIME + 1) == UNMEASURED
+
+
+def test_startups_that_outlive_their_protection_stretch_it():
+    """A storm on a server whose last handshakes were quick: its startups take longer
+    than the protection those gave, are evicted unfinished, and each says so."""
+    protection = Protection()
+    for _ in range(64):
+        protection.handshake_took(0.002, 1.0)
+    assert protection.seconds(1.0) == FLOOR
+    for _ in range(8):
+        protection.outlived(0.11, 1.2)
+    assert protection.seconds(1.2) == pytest.approx(0.44)
+    for _ in range(60):
+        protection.outlived(0.45, 1.5)
+    assert protection.seconds(1.5) == pytest.approx(1.8)
+
+
+def test_the_shield_is_what_the_server_lately_finished_at_once():
+    protection = Protection()
+    assert protection.shield(100, 0.0) == (SHIELD_MIN, UNMEASURED)  # none finished yet
+    assert protection.shield(10, 0.0)[0] == 5  # never more than half
+    for step in range(400):  # 200 handshakes a second, each taking 0.1 s
+        protection.handshake_took(0.1, 1.0 + step / 200)
+    shield, seconds = protection.shield(100, 3.0)
+    assert seconds == pytest.approx(0.4) and shield == 50  # 4 x 200/s x 0.1 s, capped
+    for _ in range(64):
+        protection.outlived(2.0, 3.0)  # a flood's startups, left to age: no pace
+    assert protection.shield(100, 20.0) == (SHIELD_MIN, CEILING)
 
 
 def test_authenticated_handshakes_set_the_protection():
@@ -254,17 +294,18 @@ def storm_model(seconds: float, per_second: int = 2000, work: float = 0.002) -> 
     return finished
 
 
-def test_a_reconnect_storm_finishes_handshakes_at_half_the_servers_pace_or_better():
+def test_a_reconnect_storm_finishes_handshakes_at_a_third_of_the_servers_pace_or_better():
     """Evicting the oldest at once (before issue 26's fix), this model finished none:
     each startup was gone before the server had served it."""
     finished = storm_model(5.0)
-    assert finished >= 0.45 * 5.0 * 500, finished
+    assert finished >= 0.33 * 5.0 * 500, finished
 
 
-def flood_model(strangers_per_second: int, blocks: int, seconds: float = 10.0) -> int:
+def flood_model(strangers_per_second: int, blocks: int, handshake: float,
+                seconds: float = 5.0) -> int:  # fmt: skip
     """Idle strangers from ``blocks`` addresses, never closing, while a client from a
-    new address tries five times a second, each handshake taking 5 ms.  How many of
-    its tries authenticated (the rest were evicted first)."""
+    new address tries ten times a second, each handshake taking ``handshake`` s.
+    What share of its tries authenticated, in % (the rest were evicted first)."""
     gate = Admission(AdmissionConfig(), rng=random.Random(4))
     chance = random.Random(3)
     step, now, joined, tries, serial = 0.001, 0.0, 0, 0, 0
@@ -281,18 +322,22 @@ def flood_model(strangers_per_second: int, blocks: int, seconds: float = 10.0) -
             if not startup.evicted:
                 gate.authenticated(startup, now)
                 joined += 1
-        if chance.random() < 5 * step:
+        if chance.random() < 10 * step:
             tries += 1
             decision = gate.admit(f"192.168.{tries >> 8}.{tries & 255}", now, None)
             assert isinstance(decision, Admitted)  # never refused for the others' sake
-            pending[decision.startup] = now + 0.005
+            pending[decision.startup] = now + handshake
         now += step
     return joined * 100 // max(tries, 1)
 
 
-@pytest.mark.parametrize("blocks", [16, 1000])
-def test_a_client_gets_in_through_a_flood_of_idle_strangers(blocks):
-    assert flood_model(2000, blocks) == 100
+@pytest.mark.parametrize(("per_second", "blocks", "handshake"),
+                         [(2000, 16, 0.005), (12000, 1000, 0.005), (1200, 1000, 0.05)])  # fmt: skip
+def test_a_client_gets_in_through_a_flood_of_idle_strangers(per_second, blocks, handshake):
+    """As evicting the oldest did: a flood's startups never finish, so the shield stays
+    at its minimum (found in review: shielding half of them, a client's startup was
+    evicted after half as many arrivals, and 16% of its tries got in at 12,000/s)."""
+    assert flood_model(per_second, blocks, handshake) >= 95
 
 
 # ------------------------------------------------------------------ penalties

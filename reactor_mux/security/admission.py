@@ -19,13 +19,15 @@ holding the most, so a stranger with many connections, even from many
 addresses, cannot crowd out a client whose handshake takes a few milliseconds;
 only an attacker with more source blocks than FULL comes close, and then new
 connections still displace old idle ones.  One exception keeps a reconnect
-storm from undoing its own handshakes: the older half of the startups younger
-than their ``protection`` (a few times what recent handshakes took) cannot be
-evicted, since in a storm the oldest startup is the one nearest to done.
+storm from undoing its own handshakes (there, the oldest startup is the one
+nearest to done): the oldest startups within their protection are shielded,
+as many as the server lately finished at once, half of them at most
+(``protection``).  A flood's startups never finish, so its shield stays small.
 Evicted startups count as ``noauth`` offences, which repeat quickly only for a
 block that keeps many connections idle.  A balancer's health check is never
-refused for the startups' sake and never evicts one: it may exceed FULL (the
-balancer's connections still sending their PROXY header are bounded by FULL).
+refused for the startups' sake and never evicts one, nor is it evicted: it may
+exceed FULL (the balancer's connections still sending their PROXY header are
+bounded by FULL too).
 
 The class is sans-I/O: it keeps counts and answers questions, given the time
 and a random source; the server closes what it says to close.  A server of
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import itertools
 import random
 from collections import deque
 from contextlib import AbstractContextManager, nullcontext
@@ -146,21 +149,18 @@ _REASONS = {
 }
 
 
-PROTECTED_SHARE = 0.5
-"""At most this share of the startups is protected from eviction (the older ones among
-those within their protection): the rest take newcomers, so a source with none is
-never refused, and a stranger who keeps the protected ones busy halves FULL at most."""
-
-
 class Startup:
     """One connection that has not authenticated yet."""
 
-    __slots__ = ("address", "block", "evicted", "owner", "since", "unpenalised")
+    __slots__ = ("address", "block", "evicted", "owner", "serial", "since", "unpenalised")
 
-    def __init__(self, address: str, block: str, since: float, owner: object) -> None:
+    def __init__(self, address: str, block: str, since: float, owner: object,
+                 serial: int = 0) -> None:  # fmt: skip
         self.address = address
         self.block = block
         self.since = since
+        self.serial = serial
+        """Its place in the order of admission (as ``since``, without ties)."""
         self.owner = owner
         """What the server closes if this startup is evicted (its channel)."""
         self.evicted = False
@@ -180,6 +180,15 @@ class Admitted:
 class Refused:
     refusal: Refusal
     block: str
+
+
+def _first_exposed(queue: deque[Startup], first: int, last: int) -> Startup | None:
+    """The oldest of ``queue`` neither shielded (serials ``first`` to ``last``) nor a
+    balancer's health check."""
+    for startup in queue:
+        if not first <= startup.serial <= last and not startup.unpenalised:
+            return startup
+    return None
 
 
 class SharedStartups(Protocol):
@@ -206,6 +215,7 @@ class Admission:
         self._random = rng or random.Random()
         self._by_block: dict[str, deque[Startup]] = {}
         self._in_order: dict[Startup, None] = {}
+        self._serials = itertools.count()
         """Every startup, oldest first (a dict: ordered, and quick to remove from)."""
         self.startups = 0
         """Connections admitted here and not yet authenticated or closed."""
@@ -250,7 +260,7 @@ class Admission:
                 return Refused(Refusal.STARTUPS, block)
         elif startups >= config.max_startups.full and self.startups and not health_check:
             evicted = self._evict(now)
-        startup = Startup(address, block, now, owner)
+        startup = Startup(address, block, now, owner, next(self._serials))
         startup.unpenalised = health_check
         if mine is None:
             mine = self._by_block[block] = deque()
@@ -263,27 +273,32 @@ class Admission:
         if self.shared is not None:
             self.shared.publish_startups(block, self.startups_from(block), self.startups)
 
-    def _evict(self, now: float) -> Startup:
+    def _evict(self, now: float) -> Startup | None:
         """The oldest startup of the block holding the most (ties: the oldest first),
-        leaving out the older half of those still protected."""
-        ripe = now - self.protection.seconds(now)
-        shielded: set[Startup] = set()
-        shield = int(PROTECTED_SHARE * self.startups)
-        for startup in self._in_order:  # oldest first
-            if len(shielded) >= shield:
+        leaving out the shield (the oldest within their protection) and health checks;
+        None if only those are left."""
+        shield, protection = self.protection.shield(self.startups, now)
+        ripe = now - protection
+        first = last = -1  # the shield's serials: a run of the order of admission
+        for startup in self._in_order:  # oldest first: the ripe ones, then the young
+            if shield <= 0:
                 break
             if startup.since > ripe:
-                shielded.add(startup)
+                first = startup.serial if first < 0 else first
+                last = startup.serial
+                shield -= 1
         victim: Startup | None = None
         best = (0, 0.0)
         for queue in self._by_block.values():
-            exposed = next((startup for startup in queue if startup not in shielded), None)
-            if exposed is None:
-                continue
-            rank = (len(queue), -exposed.since)
-            if victim is None or rank > best:
-                victim, best = exposed, rank
-        assert victim is not None  # at most half are shielded
+            exposed = _first_exposed(queue, first, last)
+            if exposed is not None:
+                rank = (len(queue), -exposed.since)
+                if victim is None or rank > best:
+                    victim, best = exposed, rank
+        if victim is None:
+            return None
+        if victim.since <= ripe:
+            self.protection.outlived(now - victim.since, now)
         victim.evicted = True
         self._forget(victim)
         return victim

@@ -6,18 +6,27 @@ crowding clients out.  But in a reconnect storm every startup is a client,
 and the oldest is the one nearest to done: evicting it at once means that,
 once connections arrive faster than the server finishes handshakes, almost
 none finishes (measured: 10,000 clients took 238 s to come back, with 223,207
-evictions).  So the older half of the startups younger than a *protection*
-cannot be evicted; the newcomer takes the place of one of the others.
+evictions).  So the oldest startups within their *protection* are shielded from eviction,
+as many as the server lately finishes within it (``Protection.shield``); the
+newcomer takes the place of one of the others.
 
 The protection is measured: ``FACTOR`` times the 90th percentile of how long
 the handshakes of the last ``SAMPLE_LIFETIME`` took, from accept until the
-client authenticated (said HELLO, where no authentication is configured).  An
-unloaded server whose clients authenticate in milliseconds protects a startup
-for ``FLOOR``; a server slowed by a storm, for longer, up to ``CEILING``.
+client authenticated (said HELLO, where no authentication is configured).  A
+startup evicted once past its protection counts too, with its age: its
+handshake took longer than that, if it was a client's, so a storm on a server
+whose last handshakes were quick does not keep a protection too short for it
+to finish any.  An unloaded server whose clients authenticate in milliseconds
+protects a startup for ``FLOOR``; a server slowed by a storm, for longer, up to
+``CEILING``.  A stranger can stretch it (with startups left to age), but what
+it then holds is the shield, half of FULL at most (``SHARE``), and without
+authentication configured strangers' HELLOs count as handshakes, so they can
+move the protection and the shield either way.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 SAMPLES = 64
@@ -30,8 +39,16 @@ FACTOR = 4.0
 """A startup is protected for this many times the 90th percentile of the samples."""
 FLOOR = 0.1
 """The shortest protection (s): a client on a long path needs a few round trips."""
-CEILING = 2.0
-"""The longest protection (s): it bounds how long a stranger's startup is safe."""
+CEILING = 8.0
+"""The longest protection (s), below the default ``--handshake-timeout`` (10 s): in a
+TLS storm on this machine with 2 s, every startup outlived it for 50 s."""
+SHARE = 0.5
+"""At most this share of the startups is shielded: the rest take newcomers, so a source
+with none is never refused for the others' sake."""
+SHIELD_MIN = 16
+"""Startups shielded whatever the pace of handshakes (see ``Protection.shield``)."""
+RATE_WINDOW = 2.0
+"""Seconds over which the pace of finished handshakes is measured (a decaying count)."""
 UNMEASURED = CEILING
 """The protection with fewer than ``MIN_SAMPLES`` recent handshakes: a server just
 started, as in a reconnect storm, where none may finish if the first were evicted."""
@@ -41,19 +58,51 @@ class Protection:
     """Recent handshake durations, and the protection they give a startup."""
 
     def __init__(self) -> None:
-        self._recent: deque[tuple[float, float]] = deque(maxlen=SAMPLES)
-        """(when a handshake finished, how long it took), oldest first."""
+        self._recent: deque[tuple[float, float, bool]] = deque(maxlen=SAMPLES)
+        """(when, how long a handshake took or a startup outlived its protection, and
+        whether it finished), oldest first."""
+        self._finished = 0.0
+        """Handshakes finished, each counted down by e every ``RATE_WINDOW``."""
+        self._finished_at = 0.0
 
     def handshake_took(self, seconds: float, now: float) -> None:
         """A client authenticated at ``now``, ``seconds`` after it was accepted."""
-        self._recent.append((now, max(seconds, 0.0)))
+        self._recent.append((now, max(seconds, 0.0), True))
+        self._finished = self._decayed(now) + 1.0
+        self._finished_at = now
+
+    def _decayed(self, now: float) -> float:
+        elapsed = max(now - self._finished_at, 0.0)
+        return self._finished * math.exp(-elapsed / RATE_WINDOW)
+
+    def shield(self, startups: int, now: float) -> tuple[int, float]:
+        """How many of ``startups`` to shield (the oldest within the protection), and the
+        protection.  Four times as many as the server lately had finishing at once (Little's
+        law: the pace of finished handshakes times the 90th percentile of how long
+        they took), at most ``SHARE``, and ``SHIELD_MIN`` however slow it has been, so
+        that a storm on a server that just started finishes its first handshakes.  So a
+        flood of strangers, whose startups never finish, has few of them shielded."""
+        protection = self.seconds(now)
+        took = self._percentile(now, finished_only=True)
+        pace = self._decayed(now) / RATE_WINDOW
+        finishing = int(4 * pace * took) if took is not None else 0
+        return min(int(SHARE * startups), max(SHIELD_MIN, finishing)), protection
+
+    def outlived(self, age: float, now: float) -> None:
+        """A startup ``age`` old was evicted past its protection, unauthenticated."""
+        self._recent.append((now, max(age, 0.0), False))
 
     def seconds(self, now: float) -> float:
         """How long after accept a startup is protected (the 90th percentile of 64 is
         the 8th slowest)."""
+        p90 = self._percentile(now, finished_only=False)
+        return UNMEASURED if p90 is None else min(max(FACTOR * p90, FLOOR), CEILING)
+
+    def _percentile(self, now: float, *, finished_only: bool) -> float | None:
+        """The 90th percentile of the last ``SAMPLE_LIFETIME``'s samples, if enough."""
         since = now - SAMPLE_LIFETIME
-        durations = sorted(took for finished, took in self._recent if finished >= since)
+        durations = sorted(took for when, took, finished in self._recent
+                           if when >= since and (finished or not finished_only))  # fmt: skip
         if len(durations) < MIN_SAMPLES:
-            return UNMEASURED
-        p90 = durations[int(0.9 * (len(durations) - 1))]
-        return min(max(FACTOR * p90, FLOOR), CEILING)
+            return None
+        return durations[int(0.9 * (len(durations) - 1))]

@@ -148,9 +148,8 @@ def _admission_metrics(server: Server) -> Iterator[Metric]:
                             value=admission.startups)  # fmt: skip
     now = server.reactor.time()
     yield GaugeMetricFamily("reactor_mux_startup_protection_seconds", "How long after accept "
-                            "an unauthenticated connection is protected (the older half of "
-                            "those within it are not dropped to make room): a few times what "
-                            "recent handshakes took.",
+                            "an unauthenticated connection may be shielded from being dropped "
+                            "to make room: a few times what recent handshakes took.",
                             value=admission.protection.seconds(now))  # fmt: skip
     refused = CounterMetricFamily("reactor_mux_connections_refused", "Connections turned away "
                                   "at accept, by reason.", labels=["reason"])  # fmt: skip
