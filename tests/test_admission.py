@@ -3,6 +3,7 @@ summarised log of what was turned away, each with a fake clock."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 
@@ -135,17 +136,17 @@ def test_a_source_with_no_startup_takes_the_place_of_an_idle_one():
     assert taken.evicted.owner == "127.0.0.2"
 
 
-def test_at_full_the_older_half_of_the_protected_startups_is_kept():
+def test_at_full_the_oldest_startups_within_their_protection_are_shielded():
     """A reconnect storm (issue 26): every startup is a client, and the oldest the
-    nearest to done.  Evicting it at once, the server finished almost none; the older
-    half of the startups within their protection is kept, and newcomers take the
-    places of the rest."""
+    nearest to done.  Evicting it at once, the server finished almost none; the
+    oldest within their protection are shielded (here half of four), and newcomers
+    take the places of the rest."""
     gate = admission(max_startups=MaxStartups(4, 30, 4), per_source_max_startups=100)
     for index in range(4):
         assert isinstance(gate.admit(f"127.0.0.{index + 2}", index * 0.1, index), Admitted)
     taken = gate.admit("127.0.1.1", 0.5, "newcomer")
     assert isinstance(taken, Admitted) and taken.evicted is not None
-    assert taken.evicted.owner == 2  # 0 and 1 are the older half, and protected
+    assert taken.evicted.owner == 2  # 0 and 1 are the shield
     # Once the first is past its protection it is no longer shielded: the oldest goes.
     late = gate.admit("127.0.1.2", UNMEASURED + 0.05, "late")
     assert isinstance(late, Admitted) and late.evicted is not None and late.evicted.owner == 0
@@ -183,6 +184,46 @@ def test_a_health_check_is_never_told_busy_never_evicts_and_is_never_penalised()
     again = gate.admit("127.0.0.9", 10.0, None, health_check=True)  # its block holds one
     assert isinstance(again, Admitted) and again.evicted is None and gate.startups == 4
     assert isinstance(gate.admit("127.0.0.9", 10.0, None), Refused)  # not a check: as ever
+
+
+def test_health_checks_take_no_place_in_the_shield():
+    """Found in review: sixteen checks used up the shield, and a client's went."""
+    gate = admission(max_startups=MaxStartups(40, 30, 40), per_source_max_startups=100)
+    for index in range(20):
+        gate.admit(f"127.0.9.{index}", 0.0, "check", health_check=True)
+    for index in range(20):
+        gate.admit(f"127.0.0.{index}", 0.1 + index / 100, index)
+    taken = gate.admit("127.0.1.1", 1.0, "newcomer")
+    assert isinstance(taken, Admitted) and taken.evicted is not None
+    assert taken.evicted.owner == 16  # 0 to 15 are the shield; the checks stay
+
+
+class SiblingsHolding:
+    """The other workers of a server (``SharedStartups``), holding ``held`` startups."""
+
+    def __init__(self, held: int) -> None:
+        self.held = held
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def elsewhere(self, block: str) -> tuple[int, int]:
+        return self.held, 0
+
+    def publish_startups(self, block: str, from_block: int, total: int) -> None:
+        pass
+
+
+def test_a_worker_shields_its_share_of_the_minimum():
+    """Found in review: each of four workers shielding 16 made 64 of a server's FULL of
+    100, and a flood's newcomers then evicted a client's after half as many."""
+    gate = Admission(AdmissionConfig(per_source_max_startups=100), rng=random.Random(4),
+                     shared=SiblingsHolding(75))  # fmt: skip
+    for index in range(25):
+        gate.admit(f"127.0.0.{index}", 0.1 + index / 100, index)
+    taken = gate.admit("127.0.1.1", 1.0, "newcomer")
+    assert isinstance(taken, Admitted) and taken.evicted is not None
+    assert taken.evicted.owner == SHIELD_MIN // 4  # it holds a quarter: 4 are shielded
 
 
 def test_a_health_check_is_never_the_one_evicted():
@@ -226,7 +267,7 @@ def test_startups_that_outlive_their_protection_stretch_it():
     for _ in range(64):
         protection.handshake_took(0.002, 1.0)
     assert protection.seconds(1.0) == FLOOR
-    for _ in range(8):
+    for _ in range(9):  # a tenth of the samples and more: the 90th percentile
         protection.outlived(0.11, 1.2)
     assert protection.seconds(1.2) == pytest.approx(0.44)
     for _ in range(60):
@@ -236,15 +277,20 @@ def test_startups_that_outlive_their_protection_stretch_it():
 
 def test_the_shield_is_what_the_server_lately_finished_at_once():
     protection = Protection()
-    assert protection.shield(100, 0.0) == (SHIELD_MIN, UNMEASURED)  # none finished yet
-    assert protection.shield(10, 0.0)[0] == 5  # never more than half
-    for step in range(400):  # 200 handshakes a second, each taking 0.1 s
-        protection.handshake_took(0.1, 1.0 + step / 200)
-    shield, seconds = protection.shield(100, 3.0)
-    assert seconds == pytest.approx(0.4) and shield == 50  # 4 x 200/s x 0.1 s, capped
+    assert protection.shield(100, 1.0, 0.0) == (SHIELD_MIN, UNMEASURED)  # none finished
+    assert protection.shield(10, 1.0, 0.0)[0] == 5  # never more than half
+    assert protection.shield(100, 0.25, 0.0)[0] == SHIELD_MIN // 4  # a worker's share
+    for step in range(400):  # 200 handshakes a second, each taking 0.2 s
+        protection.handshake_took(0.2, 1.0 + step / 200)
+    # The decaying count over 2 s holds 400 x (1 - 1/e) of them: 126 a second, and
+    # Little's law has 4 x 126 x 0.2 = 101 finishing at once.
+    assert protection.shield(10_000, 1.0, 3.0) == (101, pytest.approx(0.8))
+    assert protection.shield(100, 1.0, 3.0)[0] == 50
     for _ in range(64):
-        protection.outlived(2.0, 3.0)  # a flood's startups, left to age: no pace
-    assert protection.shield(100, 20.0) == (SHIELD_MIN, CEILING)
+        protection.outlived(2.0, 3.0)  # a flood's startups, left to age
+    # They stretch the protection, and leave the finished handshakes' measure alone.
+    assert protection.shield(10_000, 1.0, 3.0) == (101, CEILING)
+    assert protection.shield(10_000, 1.0, 20.0) == (SHIELD_MIN, CEILING)  # no pace now
 
 
 def test_authenticated_handshakes_set_the_protection():

@@ -259,7 +259,7 @@ class Admission:
             if chance and (chance >= 1.0 or self._random.random() < chance):
                 return Refused(Refusal.STARTUPS, block)
         elif startups >= config.max_startups.full and self.startups and not health_check:
-            evicted = self._evict(now)
+            evicted = self._evict(now, self.startups / startups)
         startup = Startup(address, block, now, owner, next(self._serials))
         startup.unpenalised = health_check
         if mine is None:
@@ -273,11 +273,11 @@ class Admission:
         if self.shared is not None:
             self.shared.publish_startups(block, self.startups_from(block), self.startups)
 
-    def _evict(self, now: float) -> Startup | None:
+    def _evict(self, now: float, share: float) -> Startup | None:
         """The oldest startup of the block holding the most (ties: the oldest first),
         leaving out the shield (the oldest within their protection) and health checks;
-        None if only those are left."""
-        shield, protection = self.protection.shield(self.startups, now)
+        None if only those are left.  ``share``: this worker's of the server's startups."""
+        shield, protection = self.protection.shield(self.startups, share, now)
         ripe = now - protection
         first = last = -1  # the shield's serials: a run of the order of admission
         for startup in self._in_order:  # oldest first: the ripe ones, then the young
@@ -286,7 +286,8 @@ class Admission:
             if startup.since > ripe:
                 first = startup.serial if first < 0 else first
                 last = startup.serial
-                shield -= 1
+                if not startup.unpenalised:  # a health check is never evicted anyway
+                    shield -= 1
         victim: Startup | None = None
         best = (0, 0.0)
         for queue in self._by_block.values():

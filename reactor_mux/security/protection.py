@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 SAMPLES = 64
 """Handshakes remembered: the most recent ones."""
@@ -58,51 +59,57 @@ class Protection:
     """Recent handshake durations, and the protection they give a startup."""
 
     def __init__(self) -> None:
-        self._recent: deque[tuple[float, float, bool]] = deque(maxlen=SAMPLES)
-        """(when, how long a handshake took or a startup outlived its protection, and
-        whether it finished), oldest first."""
+        self._took: deque[tuple[float, float]] = deque(maxlen=SAMPLES)
+        """(when, how long) of the handshakes that finished, oldest first."""
+        self._outlived: deque[tuple[float, float]] = deque(maxlen=SAMPLES)
+        """(when, at what age) startups were evicted past their protection: kept apart,
+        so a flood's cannot push the finished handshakes out."""
         self._finished = 0.0
         """Handshakes finished, each counted down by e every ``RATE_WINDOW``."""
         self._finished_at = 0.0
 
     def handshake_took(self, seconds: float, now: float) -> None:
         """A client authenticated at ``now``, ``seconds`` after it was accepted."""
-        self._recent.append((now, max(seconds, 0.0), True))
+        self._took.append((now, max(seconds, 0.0)))
         self._finished = self._decayed(now) + 1.0
         self._finished_at = now
+
+    def outlived(self, age: float, now: float) -> None:
+        """A startup ``age`` old was evicted past its protection, unauthenticated."""
+        self._outlived.append((now, max(age, 0.0)))
 
     def _decayed(self, now: float) -> float:
         elapsed = max(now - self._finished_at, 0.0)
         return self._finished * math.exp(-elapsed / RATE_WINDOW)
 
-    def shield(self, startups: int, now: float) -> tuple[int, float]:
-        """How many of ``startups`` to shield (the oldest within the protection), and the
-        protection.  Four times as many as the server lately had finishing at once (Little's
-        law: the pace of finished handshakes times the 90th percentile of how long
-        they took), at most ``SHARE``, and ``SHIELD_MIN`` however slow it has been, so
-        that a storm on a server that just started finishes its first handshakes.  So a
+    def shield(self, startups: int, share: float, now: float) -> tuple[int, float]:
+        """How many of this process's ``startups`` to shield (the oldest within the
+        protection), and the protection.
+
+        Four times as many as it lately had finishing at once (Little's law: the pace
+        of finished handshakes times the 90th percentile of how long they took), at
+        most ``SHARE`` of them, and at least its ``share`` of ``SHIELD_MIN`` (a worker
+        of a server holding a share of its startups) however slow it has been, so that
+        a storm on a server that just started finishes its first handshakes.  So a
         flood of strangers, whose startups never finish, has few of them shielded."""
         protection = self.seconds(now)
-        took = self._percentile(now, finished_only=True)
+        took = _percentile(self._took, now)
         pace = self._decayed(now) / RATE_WINDOW
         finishing = int(4 * pace * took) if took is not None else 0
-        return min(int(SHARE * startups), max(SHIELD_MIN, finishing)), protection
-
-    def outlived(self, age: float, now: float) -> None:
-        """A startup ``age`` old was evicted past its protection, unauthenticated."""
-        self._recent.append((now, max(age, 0.0), False))
+        least = math.ceil(SHIELD_MIN * min(max(share, 0.0), 1.0))
+        return min(int(SHARE * startups), max(least, finishing)), protection
 
     def seconds(self, now: float) -> float:
         """How long after accept a startup is protected (the 90th percentile of 64 is
         the 8th slowest)."""
-        p90 = self._percentile(now, finished_only=False)
+        p90 = _percentile([*self._took, *self._outlived], now)
         return UNMEASURED if p90 is None else min(max(FACTOR * p90, FLOOR), CEILING)
 
-    def _percentile(self, now: float, *, finished_only: bool) -> float | None:
-        """The 90th percentile of the last ``SAMPLE_LIFETIME``'s samples, if enough."""
-        since = now - SAMPLE_LIFETIME
-        durations = sorted(took for when, took, finished in self._recent
-                           if when >= since and (finished or not finished_only))  # fmt: skip
-        if len(durations) < MIN_SAMPLES:
-            return None
-        return durations[int(0.9 * (len(durations) - 1))]
+
+def _percentile(samples: Iterable[tuple[float, float]], now: float) -> float | None:
+    """The 90th percentile of the last ``SAMPLE_LIFETIME``'s samples, if enough."""
+    since = now - SAMPLE_LIFETIME
+    durations = sorted(took for when, took in samples if when >= since)
+    if len(durations) < MIN_SAMPLES:
+        return None
+    return durations[int(0.9 * (len(durations) - 1))]
