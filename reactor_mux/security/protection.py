@@ -19,9 +19,10 @@ whose last handshakes were quick does not keep a protection too short for it
 to finish any.  An unloaded server whose clients authenticate in milliseconds
 protects a startup for ``FLOOR``; a server slowed by a storm, for longer, up to
 ``CEILING``.  A stranger can stretch it (with startups left to age), but what
-it then holds is the shield, half of FULL at most (``SHARE``), and without
-authentication configured strangers' HELLOs count as handshakes, so they can
-move the protection and the shield either way.
+it then holds is the shield: ``SHIELD_MIN`` places, since its startups never
+finish.  Without authentication configured strangers' HELLOs count as
+handshakes, so they can move the protection either way and grow the shield to
+``SHARE`` of FULL.
 """
 
 from __future__ import annotations
