@@ -15,7 +15,15 @@ import weakref
 import pytest
 from inprocess import Owner, run_until
 
-from reactor_mux.io.reactor import COMPACT_MIN_TIMERS, PROCESS, READ, WRITE, IOWatch, Reactor
+from reactor_mux.io.reactor import (
+    COMPACT_MIN_TIMERS,
+    PROCESS,
+    READ,
+    TIMERS_PER_TURN,
+    WRITE,
+    IOWatch,
+    Reactor,
+)
 
 pytestmark = pytest.mark.codec_independent
 
@@ -152,6 +160,34 @@ def test_call_soon_cannot_starve_io(reactor):
     right.send(b"x")
     run_until(reactor, lambda: bool(io_seen_after))
     assert io_seen_after[0] <= 2
+    left.close()
+    right.close()
+
+
+def test_a_crowd_of_due_timers_lets_io_in_every_few(reactor):
+    """Issue 26: 10,000 channels' keepalive ticks come due in bursts; run all at once,
+    they held active streams for milliseconds.  Due timers run TIMERS_PER_TURN to a
+    turn of the loop, with a look at the descriptors between."""
+    left, right = socket.socketpair()
+    order: list[str] = []
+    owner = Owner()
+
+    def on_readable(_mask: int) -> None:
+        order.append("io")
+        left.recv(16)
+        watch.want(0)
+
+    def first() -> None:
+        order.append("t")
+        right.send(b"x")  # readable from now on
+
+    watch = IOWatch(reactor, left, on_readable, owner)
+    watch.want(READ)
+    reactor.call_later(0, first, owner)
+    for _ in range(2 * TIMERS_PER_TURN + 7):
+        reactor.call_later(0, lambda: order.append("t"), owner)
+    run_until(reactor, lambda: len(order) == 2 * TIMERS_PER_TURN + 9)
+    assert order.index("io") == TIMERS_PER_TURN
     left.close()
     right.close()
 
