@@ -350,8 +350,10 @@ def test_a_startup_dropped_to_make_room_is_told_busy_and_the_log_stays_bounded(t
         for sock in everyone:
             sock.close()
         assert wait_until(lambda: fd_count(pid) <= idle)  # every one of them handled
-        # The evicted second connection is logged; the 59 that followed are summarised.
-        tunnel.server.wait_event("channel_down", peer=re.compile(r"^127\.0\.0\.3:"))
+        # The evicted second connection (or the first, on a slow run) is logged; the
+        # 59 that followed are summarised.
+        evicted = r"^127\.0\.0\.3:" if second in closed else r"^127\.0\.0\.2:"
+        tunnel.server.wait_event("channel_down", peer=re.compile(evicted))
         lines = tunnel.server.count_event("channel_down", start=mark)
         assert lines <= 20, f"{lines} lines for 60 evictions"
     finally:

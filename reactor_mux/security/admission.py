@@ -155,7 +155,7 @@ class Startup:
     __slots__ = ("address", "block", "evicted", "owner", "serial", "since", "unpenalised")
 
     def __init__(self, address: str, block: str, since: float, owner: object,
-                 serial: int = 0) -> None:  # fmt: skip
+                 serial: int) -> None:  # fmt: skip
         self.address = address
         self.block = block
         self.since = since
@@ -215,8 +215,8 @@ class Admission:
         self._random = rng or random.Random()
         self._by_block: dict[str, deque[Startup]] = {}
         self._in_order: dict[Startup, None] = {}
-        self._serials = itertools.count()
         """Every startup, oldest first (a dict: ordered, and quick to remove from)."""
+        self._serials = itertools.count()
         self.startups = 0
         """Connections admitted here and not yet authenticated or closed."""
         self.shared = shared

@@ -49,6 +49,9 @@ SHARE = 0.5
 with none is never refused for the others' sake."""
 SHIELD_MIN = 16
 """Startups shielded whatever the pace of handshakes (see ``Protection.shield``)."""
+HEADROOM = 4
+"""The shield is this many times the startups Little's law has finishing at once, so it
+can grow as fast as the server finishes more."""
 RATE_WINDOW = 2.0
 """Seconds over which the pace of finished handshakes is measured (a decaying count)."""
 UNMEASURED = CEILING
@@ -87,7 +90,7 @@ class Protection:
         """How many of this process's ``startups`` to shield (the oldest within the
         protection), and the protection.
 
-        Four times as many as it lately had finishing at once (Little's law: the pace
+        ``HEADROOM`` times as many as it lately had finishing at once (Little's law: the pace
         of finished handshakes times the 90th percentile of how long they took), at
         most ``SHARE`` of them, and at least its ``share`` of ``SHIELD_MIN`` (a worker
         of a server holding a share of its startups) however slow it has been, so that
@@ -96,7 +99,7 @@ class Protection:
         protection = self.seconds(now)
         took = _percentile(self._took, now)
         pace = self._decayed(now) / RATE_WINDOW
-        finishing = int(4 * pace * took) if took is not None else 0
+        finishing = int(HEADROOM * pace * took) if took is not None else 0
         least = math.ceil(SHIELD_MIN * min(max(share, 0.0), 1.0))
         return min(int(SHARE * startups), max(least, finishing)), protection
 
