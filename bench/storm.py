@@ -54,6 +54,14 @@ def start_server(port: int, extra: list[str], log: Path) -> subprocess.Popen[byt
     raise RuntimeError(f"the server did not listen: {log.read_text()[-2000:]}")
 
 
+def host_port(text: str) -> str:
+    """``--metrics``: checked before the first phase, not when the server restarts."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--channels", type=int, default=1000, help="channels to restart under")
@@ -62,7 +70,7 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds the swarm may wait for each phase"
     )
-    parser.add_argument("--metrics", metavar="HOST:PORT",
+    parser.add_argument("--metrics", metavar="HOST:PORT", type=host_port,
                         help="the restarted server's --metrics (to watch the admission "
                         "counters during the storm)")  # fmt: skip
     args = parser.parse_args()
