@@ -10,13 +10,15 @@ are not what is measured.
 
 Each channel keeps alive as ``reactor-mux client`` does: a PING after
 ``--keepalive`` seconds of silence (the server, patient, then sends none).
-Once every channel is up, the swarm measures the server (``--server-pid``, from
-/proc): RSS, descriptors and CPU per channel while idle for ``--idle``
-seconds.  Then ``--active`` (a fraction) of the channels each run ping-pongs of
+Once every channel is up it says so on stderr (``up N channels, F failed``)
+and holds them idle for ``--idle`` seconds, measuring the server
+(``--server-pid``, from /proc): RSS, descriptors and CPU per channel.  Then
+``--active`` (a fraction) of the channels each run ping-pongs of
 ``--message`` bytes through their ``-L`` to the echo target, for ``--busy``
-seconds (one every ``--ping-interval`` ms, or back to back), every byte checked
-(SHA-256 of what went against what came back); the round trips' p50 and p99
-are reported.  One JSON object on stdout.
+seconds (one every ``--ping-interval`` ms, the channels' first pings spread
+evenly over one interval, or back to back), every byte checked (SHA-256 of
+what went against what came back); the round trips' p50 and p99 are reported.
+One JSON object on stdout.
 
     python bench/swarm.py --server 127.0.0.1:PORT --secret-file F --target 127.0.0.1:ECHO \\
         --channels 1000 --server-pid PID [--tls --ca CA.pem] [--remote] [--active 0.01]
@@ -335,6 +337,8 @@ class SwarmChannel:
     # ----------------------------------------------------------- ping-pong
 
     def start_pings(self) -> None:
+        if self.failed is not None:
+            return
         self.ping = PingPong(self.session.open_stream(LOCAL))
         self.pump()
 
@@ -502,7 +506,9 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="the server serves TLS")
     parser.add_argument("--ca", help="the CA file that signed the server's certificate")
     parser.add_argument("--pace", type=int, default=8, help="channels coming up at once")
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds measured idle")
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="seconds held idle (and measured, with a pid)"
+    )
     parser.add_argument("--active", type=float, default=0.0, help="fraction that moves data")
     parser.add_argument("--busy", type=float, default=5.0, help="seconds of ping-pong")
     parser.add_argument("--message", type=int, default=64, help="ping-pong message bytes")
@@ -552,6 +558,7 @@ def main() -> None:
                                  "failures": swarm.failures[:5],
                                  "connect_seconds": round(connect_seconds, 3)}  # fmt: skip
     swarm.run_until(lambda: False, 1.0)  # settle: the last replies, the first barriers
+    print(f"up {len(live)} channels, {len(swarm.failures)} failed", file=sys.stderr, flush=True)
     if pid and before is not None and live:
         settled = proc_figures(pid)
         swarm.run_until(lambda: False, args.idle)
@@ -565,11 +572,13 @@ def main() -> None:
             "idle_cpu_percent_per_100": round(idle_cpu * 100 / len(live), 4),
         })  # fmt: skip
         report["server"] = server
+    elif live:
+        swarm.run_until(lambda: False, args.idle)  # held idle, measured by someone else
     active = live[: round(len(live) * args.active)]
     if active:
         swarm.pinging = True
-        for channel in active:
-            channel.start_pings()
+        for index, channel in enumerate(active):  # spread over an interval, not all at once
+            swarm.call_later(swarm.ping_interval * index / len(active), channel.start_pings)
         swarm.run_until(lambda: False, args.busy)
         swarm.pinging = False
         swarm.run_until(lambda: all(c.ping is not None and len(c.ping.received)
