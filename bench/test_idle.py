@@ -8,11 +8,17 @@ channel from /proc while they are idle, then ping-pongs on 1% of them (one every
 
 The memory targets are asserted: at most 32 KiB of server RSS per idle plaintext
 channel, 64 KiB with TLS.  Idle CPU (target: 0.05% of a core per 100 channels)
-and the round trips' p99 are recorded, not asserted: both miss their targets
-here (docs/performance.md, "An idle fleet").
+and this swarm's round trips are recorded, not asserted (the idle and active
+channels share one Python process here, whose own work is in the round trips).
+
+``test_active_among_idle`` (bench/among_idle.py) asserts item 4's p99: the
+active channels in a swarm of their own, measured alone and then among the
+idle ones on the same server, in rounds; the median p99 among the idle may be
+at most ``P99_RATIO_LIMIT`` times the median alone.
 
 Run: ``python -m pytest bench/test_idle.py -p no:xdist`` (``CHANNELS=10000`` for
-the issue's figure; the default keeps a run under two minutes).
+the issue's figures; at the default 2,000 the idle tests take a few minutes,
+the p99 tests ``ROUNDS`` (4) rounds of about a minute each).
 """
 
 from __future__ import annotations
@@ -31,6 +37,12 @@ HERE = Path(__file__).parent
 CHANNELS = int(os.environ.get("CHANNELS", "2000"))
 IDLE_SECONDS = 30
 RSS_TARGET = {"plain": 32 * 1024, "tls": 64 * 1024}
+ROUNDS = int(os.environ.get("ROUNDS", "4"))
+P99_RATIO_LIMIT = 1.2
+"""Target: no worse.  The slack is this machine's noise (2 cores): with nothing
+held idle in either phase the ratio came out at 0.91 to 1.14 in nine runs of
+four rounds (docs/performance.md, "An idle fleet").  At 10,000 channels the
+target is not met today (1.19 to 1.54)."""
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +87,32 @@ def test_idle_channels(benchmark, tmp_path: Path, echo_port: int, kind: str) -> 
                                                                  else "plain"], report  # fmt: skip
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["plain", "tls", "remote"])
+def test_active_among_idle(benchmark, kind: str) -> None:
+    """10 channels ping-pong (every 10 ms each) alone, then among CHANNELS - 10
+    idle ones, the idle swarm on a core of its own (bench/among_idle.py)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the pinned layout needs two CPUs")
+    flags = {"plain": [], "tls": ["--tls"], "remote": ["--remote"]}[kind]
+
+    def run() -> dict:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "among_idle.py"), "--idle-channels",
+             str(CHANNELS - 10), "--active", "10", "--rounds", str(ROUNDS), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=1800)
+        finally:
+            if proc.poll() is None:  # SIGTERM: it stops its servers and swarms first
+                proc.terminate()
+                proc.communicate()
+        assert out, err
+        report: dict = json.loads(out)
+        return report
+
+    report = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(report)
+    assert report["intact"], report
+    assert report["ratio"] <= P99_RATIO_LIMIT, report
