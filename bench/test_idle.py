@@ -38,11 +38,11 @@ CHANNELS = int(os.environ.get("CHANNELS", "2000"))
 IDLE_SECONDS = 30
 RSS_TARGET = {"plain": 32 * 1024, "tls": 64 * 1024}
 ROUNDS = int(os.environ.get("ROUNDS", "4"))
-P99_RATIO_LIMIT = 1.2
+P99_RATIO_LIMIT = 1.15
 """Target: no worse.  The slack is this machine's noise (2 cores): with nothing
 held idle in either phase the ratio came out at 0.91 to 1.14 in nine runs of
-four rounds (docs/performance.md, "An idle fleet").  At 10,000 channels the
-target is not met today (1.19 to 1.54)."""
+four or six rounds (docs/performance.md, "An idle fleet").  At 10,000 channels
+the target is not met today (1.19, 1.33, and 1.38 with -R)."""
 
 
 @pytest.fixture(scope="module")
