@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from peers import Children  # bench/: its processes, stopped by process group
+
 from reactor_mux.tools.procs import cpu_time, fd_count, proc_status
 
 HERE = Path(__file__).parent
@@ -60,46 +62,29 @@ fresh server's (or, in the first round, a fresh echo target's) first use."""
 UP_LINE = re.compile(rb"up (\d+) channels, (\d+) failed")
 
 
-class Children:
-    """Every process the bench starts, each pinned from its exec, all stopped at the end."""
+def start(children: Children, args: list[str], cpus: set[int] | None,
+          **popen: Any) -> subprocess.Popen[str]:  # fmt: skip
+    """A child on ``cpus`` from its exec (the threads it starts later too)."""
 
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[Any]] = []
+    def pin() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
 
-    def start(self, args: list[str], cpus: set[int] | None, **popen: Any) -> subprocess.Popen[Any]:
-        def pin() -> None:  # from exec: the threads a child starts later stay on cpus too
-            if cpus is not None:
-                os.sched_setaffinity(0, cpus)
+    return children.popen(args, preexec_fn=pin, **popen)
 
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=pin, **popen)
-        self.procs.append(proc)
-        return proc
 
-    def listening(self, args: list[str], cpus: set[int] | None, log: Path) -> tuple[int, int]:
-        """(pid, port) of a child that writes ``listening on HOST:PORT`` on stderr."""
-        with log.open("wb") as sink:
-            proc = self.start(args, cpus, stdout=subprocess.DEVNULL, stderr=sink)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            for line in log.read_text(errors="replace").splitlines():
-                if "listening on" in line:
-                    return proc.pid, int(line.rsplit(":", 1)[1].split()[0])
-            time.sleep(0.02)
-        raise RuntimeError(f"{args[1:3]} did not listen: {log.read_text()[-2000:]}")
-
-    def stop(self, proc: subprocess.Popen[Any]) -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            self.stop(proc)
+def listening(children: Children, args: list[str], cpus: set[int] | None,
+              log: Path) -> tuple[int, int]:  # fmt: skip
+    """(pid, port) of a child that writes ``listening on HOST:PORT`` on stderr."""
+    with log.open("wb") as sink:
+        proc = start(children, args, cpus, stdout=subprocess.DEVNULL, stderr=sink)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log.read_text(errors="replace").splitlines():
+            if "listening on" in line:
+                return proc.pid, int(line.rsplit(":", 1)[1].split()[0])
+        time.sleep(0.02)
+    raise RuntimeError(f"{args[1:3]} did not listen: {log.read_text()[-2000:]}")
 
 
 class Round:
@@ -131,10 +116,9 @@ class Round:
         A wrong byte or a failed channel is in it (``intact``, ``failed``)."""
         args = [*self.swarm_args(port), "--channels", str(channels), "--active", "1",
                 "--busy", str(busy), "--ping-interval", str(interval), "--idle", "0"]  # fmt: skip
-        proc = self.children.start(args, self.main_cpus, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = start(self.children, args, self.main_cpus, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE)  # fmt: skip
         out, err = proc.communicate(timeout=UP_TIMEOUT)
-        self.children.stop(proc)
         try:
             report: dict[str, Any] = json.loads(out)["active"]
         except (ValueError, KeyError) as error:
@@ -142,14 +126,14 @@ class Round:
             raise RuntimeError(why) from error
         return report
 
-    def hold_idle(self, port: int, log: Path) -> tuple[subprocess.Popen[bytes], int, float]:
+    def hold_idle(self, port: int, log: Path) -> tuple[subprocess.Popen[str], int, float]:
         """The idle swarm, once all its channels are up: (process, channels, seconds)."""
         options = self.options
         args = [*self.swarm_args(port), "--channels", str(options.idle_channels),
                 "--idle", str(UP_TIMEOUT), *(["--remote"] if options.remote else [])]  # fmt: skip
         with log.open("wb") as sink:
-            idle = self.children.start(args, self.idle_cpus, stdout=subprocess.DEVNULL,
-                                       stderr=sink)  # fmt: skip
+            idle = start(self.children, args, self.idle_cpus, stdout=subprocess.DEVNULL,
+                         stderr=sink)  # fmt: skip
         began = time.monotonic()
         while (up := UP_LINE.search(log.read_bytes())) is None:
             if idle.poll() is not None or time.monotonic() - began > UP_TIMEOUT:
@@ -164,14 +148,15 @@ class Round:
         try:
             return self._measure()
         finally:
-            self.children.stop_all()  # on success as on failure
+            self.children.close()  # on success as on failure
 
     def _measure(self) -> dict[str, Any]:
         options, work = self.options, self.work
         tls = (["--tls-cert", str(work / "cert.pem"), "--tls-key", str(work / "key.pem")]
                if options.tls else [])  # fmt: skip
         most = options.idle_channels + max(options.active, options.alone_active) + 64
-        server, port = self.children.listening(
+        server, port = listening(
+            self.children,
             [PYTHON, "-m", "reactor_mux", "server", "--listen", "127.0.0.1:0",
              "--secret-file", str(work / "secret"), "--max-channels", str(most), *tls],
             self.main_cpus, work / "server.log")  # fmt: skip
@@ -261,8 +246,8 @@ def main() -> None:
                         "--cert", str(work / "cert.pem"), "--key", str(work / "key.pem"),
                         "--name", "localhost"], check=True, capture_output=True)  # fmt: skip
         try:
-            _, echo_port = children.listening([PYTHON, str(HERE / "loadgen.py"), "echo"],
-                                              cpus[0], work / "echo.log")  # fmt: skip
+            _, echo_port = listening(children, [PYTHON, str(HERE / "loadgen.py"), "echo"],
+                                     cpus[0], work / "echo.log")  # fmt: skip
             for number in range(options.rounds):
                 rounds.append(Round(options, work, echo_port, Children(), cpus).run())
                 print(
@@ -272,7 +257,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            children.stop_all()
+            children.close()
     intact = all(r[part]["intact"] and not r[part]["failed"] for r in rounds
                  for part in ("alone", "among"))  # fmt: skip
     json.dump({"idle_channels": options.idle_channels, "active": options.active,
